@@ -1,0 +1,180 @@
+//! The `mitm` command: a thin layer over the library. Flags become a [`MitmBuilder`],
+//! the proxy runs until Ctrl-C (SIGINT) or SIGTERM, and errors print as one line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{ArgAction, Parser, ValueEnum};
+use mitm::{HttpLog, Log, Middleware, Mitm, MitmBuilder};
+
+/// A man-in-the-middle proxy for HTTP and HTTPS: see, log and change your own clients'
+/// traffic. Point a client at it as its HTTP proxy, and make the client trust the CA
+/// certificate it prints to see inside HTTPS.
+#[derive(Debug, Parser)]
+#[command(name = "mitm", version)]
+struct Cli {
+    /// Address to listen on. Use 0.0.0.0 only if other machines should reach the proxy:
+    /// anyone who can connect can use it.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+
+    /// Port to listen on; 0 picks a free port (printed on start).
+    #[arg(long, short, default_value_t = 8888)]
+    port: u16,
+
+    /// Directory of the CA certificate (mitm.pem) and key (mitm.key); both are created
+    /// there on first use and reused afterwards, never overwritten. Default: the user
+    /// data directory (~/.local/share/mitm on Linux).
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+
+    /// Also trust the CA certificate(s) in this PEM file when verifying upstream
+    /// servers (besides the bundled web roots and the system store). Repeatable.
+    #[arg(long = "upstream-ca", value_name = "FILE")]
+    upstream_ca: Vec<PathBuf>,
+
+    /// Do not verify upstream servers' certificates at all. Unsafe: anyone between the
+    /// proxy and the server can read and change the traffic.
+    #[arg(long)]
+    insecure: bool,
+
+    /// What to log: `none`; `log`, one line per connection event; `http`, each request
+    /// and response pretty-printed.
+    #[arg(long, value_enum, default_value_t = LogChoice::Log)]
+    log: LogChoice,
+
+    /// More output: -v adds debug lines (with the relayed data for --log log), -vv
+    /// trace. RUST_LOG, when set, overrides -v and -q.
+    #[arg(short, long, action = ArgAction::Count)]
+    verbose: u8,
+
+    /// Less output: -q shows warnings and errors only, -qq errors only.
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
+    quiet: u8,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogChoice {
+    None,
+    Log,
+    Http,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mitm: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mitm: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let proxy = builder(&cli)
+        .bind()
+        .await
+        .context("cannot start the proxy")?;
+    // Listen for signals before saying we are up, so a signal sent as soon as the
+    // banner appears is never missed.
+    let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
+    print_banner(&proxy);
+    proxy.run_until(stop).await?;
+    Ok(())
+}
+
+/// The validated configuration: every flag maps to one builder call.
+fn builder(cli: &Cli) -> MitmBuilder {
+    let mut b = Mitm::builder().host(cli.host.clone()).port(cli.port);
+    if let Some(dir) = &cli.ca_dir {
+        b = b.ca_dir(dir);
+    }
+    for file in &cli.upstream_ca {
+        b = b.upstream_ca_file(file);
+    }
+    let middlewares: Vec<Arc<dyn Middleware>> = match cli.log {
+        LogChoice::None => vec![],
+        LogChoice::Log => vec![Arc::new(Log)],
+        LogChoice::Http => vec![Arc::new(HttpLog::default())],
+    };
+    b.middlewares(middlewares)
+        .dangerous_accept_invalid_upstream_certs(cli.insecure)
+}
+
+fn print_banner(proxy: &Mitm) {
+    let addr = proxy.local_addr();
+    println!("mitm listening on http://{addr}");
+    if addr.ip().is_unspecified() || !addr.ip().is_loopback() {
+        eprintln!(
+            "mitm: warning: listening on {addr}, reachable from the network: anyone who can \
+             connect can use this proxy"
+        );
+    }
+    let Some(path) = proxy.ca_cert_path() else {
+        return;
+    };
+    let path = path.display();
+    println!("CA certificate: {path}");
+    println!("Trust it to see inside HTTPS, for example:");
+    println!("  curl --proxy http://{addr} --cacert {path} https://example.com/");
+    println!(
+        "  python: requests.get(url, proxies={{\"http\": \"http://{addr}\", \"https\": \"http://{addr}\"}}, verify=\"{path}\")"
+    );
+    println!("Press Ctrl-C to stop.");
+}
+
+/// A future that completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed
+/// when this returns, not when the future is first polled.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
+}
+
+/// A future that completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+}
+
+fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (cli.quiet, cli.verbose) {
+        (q, _) if q >= 2 => "error",
+        (1, _) => "warn",
+        (_, 0) => "info",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // Our crates at the chosen level; dependencies only when asked for trace.
+        let deps = if level == "trace" { "debug" } else { "warn" };
+        EnvFilter::new(format!("{deps},mitm={level}"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,228 @@
+//! The facts of one proxied connection: [`Host`], [`Connection`], [`Flow`], [`Target`].
+//!
+//! These are what middlewares see. They describe a connection (who is on each side,
+//! which protocol won, whether it is TLS) and carry a typed [`State`] map where each
+//! middleware keeps its own per-connection data; the sockets themselves stay with the
+//! server and the protocol.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+
+/// One side of a relayed connection: the client, or the upstream server.
+///
+/// A `Host` is "empty" until the proxy has a socket to that side; it then knows the
+/// peer's address. It prints as `ip:port`, or `<empty host>` while empty.
+///
+/// ```
+/// use mitm::Host;
+/// let h = Host::new("127.0.0.1:8080".parse().unwrap());
+/// assert_eq!(h.to_string(), "127.0.0.1:8080");
+/// assert_eq!(Host::default().to_string(), "<empty host>");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Host {
+    /// The peer's socket address, once connected.
+    pub addr: Option<SocketAddr>,
+    /// When false, the proxy does not close this side when the connection ends; the
+    /// code that handed the socket over owns its end of life. Default: true.
+    pub mitm_managed: bool,
+}
+
+impl Host {
+    /// A connected host at `addr`, managed by the proxy.
+    pub fn new(addr: SocketAddr) -> Self {
+        Host {
+            addr: Some(addr),
+            mitm_managed: true,
+        }
+    }
+
+    /// Whether the proxy has a socket to this side.
+    pub fn is_connected(&self) -> bool {
+        self.addr.is_some()
+    }
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host {
+            addr: None,
+            mitm_managed: true,
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.addr {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("<empty host>"),
+        }
+    }
+}
+
+/// The direction bytes travel in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flow {
+    /// From the client, through the proxy, to the upstream server.
+    ClientToServer,
+    /// From the upstream server, through the proxy, to the client.
+    ServerToClient,
+}
+
+/// Where a protocol decided to send a connection: a host name or address, a port, and
+/// whether the upstream speaks TLS.
+///
+/// ```
+/// use mitm::Target;
+/// let t = Target::new("example.com", 443, true);
+/// assert_eq!(t.to_string(), "example.com:443");
+/// assert_eq!(Target::new("::1", 80, false).to_string(), "[::1]:80");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Target {
+    /// Host name or IP address, without brackets for IPv6.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Whether the proxy intercepts TLS on this connection (client side) and speaks TLS
+    /// to the upstream.
+    pub tls: bool,
+}
+
+impl Target {
+    /// A target at `host:port`.
+    pub fn new(host: impl Into<String>, port: u16, tls: bool) -> Self {
+        Target {
+            host: host.into(),
+            port,
+            tls,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A connection between a client and (once connected) an upstream server, as
+/// middlewares see it.
+///
+/// The server creates it when a client connects, with only [`client`](Self::client)
+/// known; [`protocol`](Self::protocol) and [`target`](Self::target) are filled in when a
+/// protocol accepts the client's first bytes, and [`server`](Self::server) once the
+/// upstream is connected.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Connection {
+    /// A number unique among the connections of one server, starting at 1.
+    pub id: u64,
+    /// The client side.
+    pub client: Host,
+    /// The upstream side; empty until the upstream is connected.
+    pub server: Host,
+    /// The name of the protocol that accepted the connection (e.g. `"http"`).
+    pub protocol: Option<&'static str>,
+    /// Where the protocol sends this connection.
+    pub target: Option<Target>,
+    /// Whether the proxy terminates TLS with the client on this connection.
+    pub tls: bool,
+    state: Mutex<State>,
+}
+
+impl Connection {
+    /// A new connection with only the client known.
+    pub fn new(id: u64, client: Host) -> Self {
+        Connection {
+            id,
+            client,
+            server: Host::default(),
+            protocol: None,
+            target: None,
+            tls: false,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The per-connection state where middlewares keep their data, keyed by type.
+    ///
+    /// Hooks receive `&Connection` (the two relay directions run at once), so the map
+    /// sits behind a lock: take it, use it, and let it go before the next `.await`.
+    ///
+    /// ```
+    /// # let conn = mitm::Connection::new(1, mitm::Host::default());
+    /// #[derive(Default)]
+    /// struct Bytes(u64);
+    /// conn.state().get_or_default::<Bytes>().0 += 10;
+    /// assert_eq!(conn.state().get::<Bytes>().map(|b| b.0), Some(10));
+    /// ```
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        // A panic in another hook while holding the lock poisons it; the map itself is
+        // still consistent (every operation on it is a single insert or lookup).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A map from type to value: one slot per type, for per-connection middleware data.
+#[derive(Default)]
+pub struct State {
+    map: HashMap<TypeId, Box<dyn Any + Send>>,
+}
+
+impl State {
+    /// Stores `value`, returning the previous value of that type.
+    pub fn insert<T: Send + 'static>(&mut self, value: T) -> Option<T> {
+        self.map
+            .insert(TypeId::of::<T>(), Box::new(value))
+            .and_then(|old| old.downcast().ok().map(|b| *b))
+    }
+
+    /// The value of type `T`, if any.
+    pub fn get<T: Send + 'static>(&self) -> Option<&T> {
+        self.map.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// The value of type `T`, mutably, if any.
+    pub fn get_mut<T: Send + 'static>(&mut self) -> Option<&mut T> {
+        self.map.get_mut(&TypeId::of::<T>())?.downcast_mut()
+    }
+
+    /// The value of type `T`, inserting `T::default()` first if there is none.
+    pub fn get_or_default<T: Default + Send + 'static>(&mut self) -> &mut T {
+        let slot = self
+            .map
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()));
+        // The slot under `TypeId::of::<T>()` only ever holds a `T`.
+        match slot.downcast_mut() {
+            Some(v) => v,
+            None => unreachable!("state slot holds the type of its key"),
+        }
+    }
+
+    /// Removes and returns the value of type `T`.
+    pub fn remove<T: Send + 'static>(&mut self) -> Option<T> {
+        self.map
+            .remove(&TypeId::of::<T>())
+            .and_then(|b| b.downcast().ok().map(|b| *b))
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("entries", &self.map.len())
+            .finish()
+    }
+}

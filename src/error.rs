@@ -1,0 +1,276 @@
+//! The crate's error type.
+//!
+//! Every variant names what failed and, where there is one, the host, target or file it
+//! failed on; the underlying cause is kept as the [`std::error::Error::source`], so a
+//! caller that prints the whole chain (for example with `{:#}` in `anyhow`) shows both.
+//! [`Error::side`] tells whether the client, the upstream server or the proxy itself was
+//! at fault, which decides the HTTP status a protocol answers with.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which party a failure is attributed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Side {
+    /// The client of the proxy sent something wrong or went away.
+    Client,
+    /// The upstream server could not be reached, failed TLS, or went away.
+    Server,
+    /// The proxy itself: its configuration, files or certificates.
+    Internal,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Server => "server",
+            Side::Internal => "proxy",
+        })
+    }
+}
+
+/// Everything that can go wrong in the proxy.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The listening socket could not be bound (port taken, no permission, bad address).
+    #[error("failed to listen on {addr}")]
+    Bind {
+        /// The address that was asked for.
+        addr: String,
+        /// Why binding failed.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A CA file could not be read, or a directory for it could not be made.
+    #[error("failed to read {}", path.display())]
+    CaRead {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why reading failed.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A CA file exists but does not hold what it should (a PEM certificate or key).
+    #[error("{} is not a valid CA {what}: {reason}", path.display())]
+    CaInvalid {
+        /// The file, or an empty path when the PEM came from memory.
+        path: PathBuf,
+        /// `"certificate"` or `"private key"`.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A CA file could not be written.
+    #[error("failed to write {}", path.display())]
+    CaWrite {
+        /// The file.
+        path: PathBuf,
+        /// Why writing failed.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Saving would have replaced an existing file; a CA users have trusted is never
+    /// overwritten.
+    #[error("refusing to overwrite existing file {}", path.display())]
+    CaExists {
+        /// The file that is already there.
+        path: PathBuf,
+    },
+
+    /// Only one of the two CA files (certificate, key) exists, so the CA can neither be
+    /// loaded nor created without losing the other.
+    #[error("{} exists but {} does not; restore it or move both away to make a new CA", present.display(), missing.display())]
+    CaIncomplete {
+        /// The file that is there.
+        present: PathBuf,
+        /// The file that is missing.
+        missing: PathBuf,
+    },
+
+    /// A certificate could not be made or signed.
+    #[error("failed to issue a certificate for {host}")]
+    Certificate {
+        /// The host name or address the certificate was for (`"root"` for the CA itself).
+        host: String,
+        /// What rcgen reported.
+        #[source]
+        source: rcgen::Error,
+    },
+
+    /// A name is not usable in a certificate or as a TLS server name.
+    #[error("invalid host name {host:?}")]
+    InvalidHost {
+        /// The name as given.
+        host: String,
+    },
+
+    /// A TLS configuration could not be built.
+    #[error("invalid TLS configuration: {context}")]
+    TlsConfig {
+        /// What was being configured.
+        context: String,
+        /// What rustls reported.
+        #[source]
+        source: rustls::Error,
+    },
+
+    /// An extra trust anchor given for upstream verification could not be used.
+    #[error("failed to load upstream CA file {}: {reason}", path.display())]
+    UpstreamCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The client's first bytes matched none of the configured protocols.
+    #[error("no protocol recognised the client's first bytes")]
+    NoProtocol,
+
+    /// The client did not send enough bytes to pick a protocol in time.
+    #[error("timed out waiting for the client's first bytes")]
+    ClientTimeout,
+
+    /// The client sent a request the proxy cannot act on.
+    #[error("malformed request: {reason}")]
+    BadRequest {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The upstream host name did not resolve.
+    #[error("cannot resolve upstream host {host}")]
+    Resolve {
+        /// The name that was looked up.
+        host: String,
+        /// What the resolver reported.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The upstream server refused the connection or could not be reached.
+    #[error("failed to connect to upstream {target}")]
+    Connect {
+        /// `host:port` of the upstream.
+        target: String,
+        /// Why connecting failed.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Connecting to the upstream server took longer than the protocol's timeout.
+    #[error("timed out connecting to upstream {target}")]
+    ConnectTimeout {
+        /// `host:port` of the upstream.
+        target: String,
+    },
+
+    /// The TLS handshake with the upstream server failed, for example because its
+    /// certificate is not trusted.
+    #[error("TLS handshake with upstream {target} failed")]
+    UpstreamTls {
+        /// `host:port` of the upstream.
+        target: String,
+        /// What rustls reported (a certificate error is an `InvalidData` I/O error
+        /// wrapping a [`rustls::Error`]).
+        #[source]
+        source: io::Error,
+    },
+
+    /// The TLS handshake with the client failed, most often because the client does not
+    /// trust the proxy's CA.
+    #[error("TLS handshake with client for {host} failed")]
+    ClientTls {
+        /// The host the client asked for.
+        host: String,
+        /// What rustls reported.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Reading from or writing to one side failed while relaying.
+    #[error("I/O error on the {side} side")]
+    Io {
+        /// Which side the failing socket faces.
+        side: Side,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The proxy's own listening socket failed to accept.
+    #[error("failed to accept a connection on {addr}")]
+    Accept {
+        /// The listening address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Which party the failure is attributed to.
+    ///
+    /// ```
+    /// use mitm::{Error, Side};
+    /// let e = Error::ConnectTimeout { target: "example.com:443".into() };
+    /// assert_eq!(e.side(), Side::Server);
+    /// ```
+    pub fn side(&self) -> Side {
+        match self {
+            Error::NoProtocol
+            | Error::ClientTimeout
+            | Error::BadRequest { .. }
+            | Error::ClientTls { .. } => Side::Client,
+            Error::Resolve { .. }
+            | Error::Connect { .. }
+            | Error::ConnectTimeout { .. }
+            | Error::UpstreamTls { .. } => Side::Server,
+            Error::Io { side, .. } => *side,
+            _ => Side::Internal,
+        }
+    }
+
+    /// Shorthand for an [`Error::Io`] on the client side.
+    pub(crate) fn client_io(source: io::Error) -> Self {
+        Error::Io {
+            side: Side::Client,
+            source,
+        }
+    }
+
+    /// Shorthand for an [`Error::Io`] on the server side.
+    pub(crate) fn server_io(source: io::Error) -> Self {
+        Error::Io {
+            side: Side::Server,
+            source,
+        }
+    }
+}
+
+/// Displays an error with its chain of causes: `outer: cause: root cause`.
+pub(crate) struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}

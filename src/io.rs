@@ -1,0 +1,107 @@
+//! Stream types that protocols pass around.
+//!
+//! A connection's client side starts as a TCP socket, may become a TLS stream after
+//! `CONNECT`, and may have bytes that were read ahead (to sniff the protocol or the TLS
+//! ClientHello) and must be read again. [`BoxIo`] hides which of these it is, and
+//! [`Rewind`] puts read-ahead bytes back in front of a stream.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A bidirectional byte stream: what every side of a connection is.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// A boxed [`Io`], so that plain TCP, TLS and rewound streams share one type.
+pub type BoxIo = Box<dyn Io>;
+
+/// A stream with some bytes put back in front of it: reads return `prefix` first, then
+/// whatever the inner stream yields. Writes go straight to the inner stream.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use tokio::io::AsyncReadExt;
+/// let inner: &[u8] = b" world";
+/// let mut s = mitm::Rewind::new(tokio::io::join(inner, tokio::io::sink()), "hello".into());
+/// let mut out = String::new();
+/// s.read_to_string(&mut out).await.unwrap();
+/// assert_eq!(out, "hello world");
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Rewind<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    /// Wraps `inner`, to be read after `prefix`.
+    pub fn new(inner: S, prefix: Bytes) -> Self {
+        Rewind { prefix, inner }
+    }
+
+    /// The inner stream and the bytes of the prefix not read yet.
+    pub fn into_parts(self) -> (S, Bytes) {
+        (self.inner, self.prefix)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Boxes `io`, first putting `prefix` back in front of it when there is one.
+pub(crate) fn rewound(io: BoxIo, prefix: Bytes) -> BoxIo {
+    if prefix.is_empty() {
+        io
+    } else {
+        Box::new(Rewind::new(io, prefix))
+    }
+}

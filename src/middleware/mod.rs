@@ -1,0 +1,178 @@
+//! The [`Middleware`] trait: hooks called at each event of a proxied connection.
+//!
+//! # The life of a connection, as hooks see it
+//!
+//! 1. [`mitm_started`](Middleware::mitm_started): once per server, when it listens.
+//! 2. [`client_connected`](Middleware::client_connected): a client's TCP connection is
+//!    accepted; only `conn.client` is known.
+//! 3. [`client_data`](Middleware::client_data) with the client's *first bytes* (those a
+//!    protocol recognised, e.g. the `CONNECT` request), before any server is connected.
+//! 4. [`server_connected`](Middleware::server_connected): the protocol reached the
+//!    upstream (and finished TLS on both sides for an intercepted `CONNECT`).
+//! 5. [`client_data`](Middleware::client_data) / [`server_data`](Middleware::server_data)
+//!    for every chunk relayed, in each direction, as it arrives. Bytes are plaintext:
+//!    TLS handshakes never reach the hooks.
+//! 6. [`client_disconnected`](Middleware::client_disconnected), then
+//!    [`server_disconnected`](Middleware::server_disconnected) if a server was
+//!    connected. They run however the connection ended, errors included.
+//!
+//! Middlewares run in the order they were added to the server. For the data hooks, the
+//! bytes one returns are what the next one receives, and what the last one returns is
+//! what is sent.
+//!
+//! # State
+//!
+//! One middleware value serves every connection at once, so hooks take `&self`. Keep
+//! per-connection data in [`Connection::state`], never in a field of the middleware.
+
+mod http_log;
+mod log;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::core::{Connection, Flow};
+
+pub use self::http_log::HttpLog;
+pub use self::log::Log;
+
+/// Event hooks for every proxied connection. Every method has a default that does
+/// nothing (the data hooks pass bytes through unchanged), so implement only what you
+/// need.
+///
+/// ```
+/// use mitm::{async_trait, Bytes, Connection, Middleware};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// /// Counts the bytes servers send, over all connections.
+/// #[derive(Default)]
+/// struct Count(AtomicU64);
+///
+/// #[async_trait]
+/// impl Middleware for Count {
+///     async fn server_data(&self, _conn: &Connection, data: Bytes) -> Bytes {
+///         self.0.fetch_add(data.len() as u64, Ordering::Relaxed);
+///         data
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Middleware: Send + Sync + 'static {
+    /// The server is listening on `addr`. Called once, before any client is accepted.
+    /// Default: does nothing.
+    async fn mitm_started(&self, _addr: SocketAddr) {}
+
+    /// A client connected. `conn.client` is set; no protocol has been chosen and no
+    /// server is connected. Default: does nothing.
+    async fn client_connected(&self, _conn: &Connection) {}
+
+    /// The upstream server is connected: `conn.server`, `conn.protocol`, `conn.target`
+    /// and `conn.tls` are set. For an intercepted `CONNECT`, both TLS handshakes are
+    /// done. Default: does nothing.
+    async fn server_connected(&self, _conn: &Connection) {}
+
+    /// Bytes from the client, on their way to the server. The first call carries the
+    /// bytes the protocol was recognised by (before a server is connected); later calls
+    /// carry each chunk read from the client. Return the bytes to send on: changed,
+    /// longer, shorter, or empty to send nothing. Default: returns `data` unchanged.
+    async fn client_data(&self, _conn: &Connection, data: Bytes) -> Bytes {
+        data
+    }
+
+    /// Bytes from the server, on their way to the client; as
+    /// [`client_data`](Self::client_data) in the other direction. Default: returns
+    /// `data` unchanged.
+    async fn server_data(&self, _conn: &Connection, data: Bytes) -> Bytes {
+        data
+    }
+
+    /// The client side is closed (or the connection ended for any other reason).
+    /// Default: does nothing.
+    async fn client_disconnected(&self, _conn: &Connection) {}
+
+    /// The server side is closed. Called after
+    /// [`client_disconnected`](Self::client_disconnected), and only if a server was
+    /// connected. Default: does nothing.
+    async fn server_disconnected(&self, _conn: &Connection) {}
+
+    /// Whether this middleware wants the relayed bytes, i.e. overrides
+    /// [`client_data`](Self::client_data) or [`server_data`](Self::server_data).
+    ///
+    /// When no middleware of a server wants them, connections are relayed by a plain
+    /// copy loop that never calls the data hooks, which is markedly faster. Asked once
+    /// per connection, when relaying starts (the first-bytes call of `client_data`
+    /// happens regardless). Default: `true`, so a data hook is never skipped by
+    /// mistake; return `false` from middlewares that only watch events.
+    fn wants_data(&self) -> bool {
+        true
+    }
+}
+
+/// The middlewares of one server, in order, with helpers that run a hook on all of them.
+#[derive(Clone, Default)]
+pub(crate) struct Chain(Arc<[Arc<dyn Middleware>]>);
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Chain({} middlewares)", self.0.len())
+    }
+}
+
+impl Chain {
+    pub(crate) fn new(list: Vec<Arc<dyn Middleware>>) -> Self {
+        Chain(list.into())
+    }
+
+    pub(crate) async fn mitm_started(&self, addr: SocketAddr) {
+        for m in self.0.iter() {
+            m.mitm_started(addr).await;
+        }
+    }
+
+    pub(crate) async fn client_connected(&self, conn: &Connection) {
+        for m in self.0.iter() {
+            m.client_connected(conn).await;
+        }
+    }
+
+    pub(crate) async fn server_connected(&self, conn: &Connection) {
+        for m in self.0.iter() {
+            m.server_connected(conn).await;
+        }
+    }
+
+    pub(crate) async fn client_disconnected(&self, conn: &Connection) {
+        for m in self.0.iter() {
+            m.client_disconnected(conn).await;
+        }
+    }
+
+    pub(crate) async fn server_disconnected(&self, conn: &Connection) {
+        for m in self.0.iter() {
+            m.server_disconnected(conn).await;
+        }
+    }
+
+    /// Passes `data` through every middleware's data hook for `flow`, in order. A hook
+    /// that returns nothing ends the chain: there is nothing left to show the others.
+    pub(crate) async fn data(&self, conn: &Connection, flow: Flow, mut data: Bytes) -> Bytes {
+        for m in self.0.iter() {
+            data = match flow {
+                Flow::ClientToServer => m.client_data(conn, data).await,
+                Flow::ServerToClient => m.server_data(conn, data).await,
+            };
+            if data.is_empty() {
+                break;
+            }
+        }
+        data
+    }
+
+    /// Whether any middleware wants the relayed bytes.
+    pub(crate) fn wants_data(&self) -> bool {
+        self.0.iter().any(|m| m.wants_data())
+    }
+}

@@ -1,0 +1,150 @@
+//! Copying bytes both ways between client and server.
+//!
+//! Two paths, chosen once per connection:
+//! - no middleware wants the bytes and there is no idle limit: tokio's
+//!   `copy_bidirectional`, which reuses one buffer per direction and never allocates
+//!   per chunk;
+//! - otherwise, one pump per direction that reads a chunk, runs it through the data
+//!   hooks and writes what they return. Each chunk is split off a reusable `BytesMut`
+//!   and frozen without copying; once the write is done and the hooks have let go of
+//!   it, `reserve` reclaims the same allocation for the next read.
+//!
+//! Both directions run inside the connection's task (joined, not spawned): they share
+//! `&Connection` without locks, and a slow write in one direction never stops the other
+//! from being read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::Instant;
+
+use crate::core::{Connection, Flow};
+use crate::error::{Error, Result, Side};
+use crate::io::BoxIo;
+use crate::middleware::Chain;
+
+/// How a relay should run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RelayOptions {
+    /// Bytes read per chunk.
+    pub buffer_size: usize,
+    /// Close both sides when no byte has moved either way for this long.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Relays `client` <-> `server` until both directions have ended, one fails, or the
+/// idle limit passes. A clean end of either side is not an error.
+pub(crate) async fn relay(
+    chain: &Chain,
+    conn: &Connection,
+    mut client: BoxIo,
+    mut server: BoxIo,
+    opts: RelayOptions,
+) -> Result<()> {
+    let size = opts.buffer_size.max(1024);
+    if !chain.wants_data() && opts.idle_timeout.is_none() {
+        return match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, size, size)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Which side failed is not reported by the copy; a reset is the common case
+            // and is usually the client's.
+            Err(e) => Err(Error::client_io(e)),
+        };
+    }
+
+    let (cr, cw) = tokio::io::split(client);
+    let (sr, sw) = tokio::io::split(server);
+    let clock = Activity::new();
+    let up = pump(chain, conn, Flow::ClientToServer, cr, sw, size, &clock);
+    let down = pump(chain, conn, Flow::ServerToClient, sr, cw, size, &clock);
+    let both = async { tokio::try_join!(up, down).map(|_| ()) };
+    match opts.idle_timeout {
+        None => both.await,
+        Some(limit) => {
+            tokio::select! {
+                r = both => r,
+                () = clock.idle_for(limit) => {
+                    tracing::debug!(?limit, "closing idle connection");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// Reads chunks from `from`, passes them through the hooks for `flow` and writes them
+/// to `to`, until `from` ends (then `to` is shut down, passing the end on).
+async fn pump(
+    chain: &Chain,
+    conn: &Connection,
+    flow: Flow,
+    mut from: ReadHalf<BoxIo>,
+    mut to: WriteHalf<BoxIo>,
+    size: usize,
+    clock: &Activity,
+) -> Result<()> {
+    let (from_side, to_side) = match flow {
+        Flow::ClientToServer => (Side::Client, Side::Server),
+        Flow::ServerToClient => (Side::Server, Side::Client),
+    };
+    let read_err = |source| Error::Io {
+        side: from_side,
+        source,
+    };
+    let write_err = |source| Error::Io {
+        side: to_side,
+        source,
+    };
+    let mut buf = BytesMut::with_capacity(size);
+    loop {
+        buf.reserve(size);
+        let n = from.read_buf(&mut buf).await.map_err(read_err)?;
+        if n == 0 {
+            // The peer finished sending; tell the other side, ignoring a peer that is
+            // already gone.
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        clock.touch();
+        let chunk = chain.data(conn, flow, buf.split().freeze()).await;
+        if !chunk.is_empty() {
+            to.write_all(&chunk).await.map_err(write_err)?;
+            clock.touch();
+        }
+    }
+}
+
+/// The time of the last byte moved, shared by both pumps, for the idle limit.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}

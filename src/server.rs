@@ -1,0 +1,508 @@
+//! The server: [`MitmBuilder`] configures it, [`Mitm`] accepts clients, and each client
+//! is served by its own task through the life described in [`crate::middleware`].
+//!
+//! Shutdown is a future the caller controls ([`Mitm::run_until`]) or a handle
+//! ([`Mitm::spawn`]): the listener closes at once, connections in flight get a grace
+//! period to finish, and whatever is left is then dropped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
+
+use crate::ca::{CertificateAuthority, CA_CERT_FILE};
+use crate::core::{Connection, Flow, Host, Target};
+use crate::error::{Error, Result, Side};
+use crate::middleware::{Chain, Log, Middleware};
+use crate::protocol::{Connected, Context, Http, Protocol, Resolution};
+use crate::upstream::{Resolve, SystemResolver, UpstreamTls};
+
+/// The default listening host, as the original's.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// The default listening port, as the original's.
+pub const DEFAULT_PORT: u16 = 8888;
+/// The default grace period for connections in flight at shutdown.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// Where the CA lives unless told otherwise: the user data directory the original uses,
+/// `~/.local/share/mitm` on Linux (`~/Library/Application Support/mitm` on macOS,
+/// `%APPDATA%\mitm` on Windows). `None` when the platform has no such directory.
+pub fn default_ca_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("mitm"))
+}
+
+/// Configures a [`Mitm`] server. Every setting has a default; see each setter.
+///
+/// ```no_run
+/// # async fn run() -> mitm::Result<()> {
+/// use std::sync::Arc;
+/// let ca = Arc::new(mitm::CertificateAuthority::generate()?);
+/// let proxy = mitm::Mitm::builder()
+///     .port(0)
+///     .certificate_authority(ca)
+///     .middlewares(vec![Arc::new(mitm::HttpLog::default())])
+///     .bind()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct MitmBuilder {
+    host: String,
+    port: u16,
+    protocols: Option<Vec<Arc<dyn Protocol>>>,
+    middlewares: Option<Vec<Arc<dyn Middleware>>>,
+    ca: Option<Arc<CertificateAuthority>>,
+    ca_dir: Option<PathBuf>,
+    upstream_ca_files: Vec<PathBuf>,
+    dangerous_insecure: bool,
+    upstream_tls: Option<UpstreamTls>,
+    resolver: Arc<dyn Resolve>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for MitmBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MitmBuilder")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("ca_dir", &self.ca_dir)
+            .field("upstream_ca_files", &self.upstream_ca_files)
+            .field("dangerous_insecure", &self.dangerous_insecure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MitmBuilder {
+    fn default() -> Self {
+        MitmBuilder {
+            host: DEFAULT_HOST.into(),
+            port: DEFAULT_PORT,
+            protocols: None,
+            middlewares: None,
+            ca: None,
+            ca_dir: None,
+            upstream_ca_files: Vec::new(),
+            dangerous_insecure: false,
+            upstream_tls: None,
+            resolver: Arc::new(SystemResolver),
+            grace: DEFAULT_GRACE,
+        }
+    }
+}
+
+impl MitmBuilder {
+    /// The address or name to listen on. Default: `127.0.0.1` (this machine only).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// The port to listen on; 0 picks a free one, reported by [`Mitm::local_addr`].
+    /// Default: 8888.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Adds a protocol after those added before. Default: `[Http]`, used only when no
+    /// protocol is added.
+    pub fn protocol(mut self, protocol: Arc<dyn Protocol>) -> Self {
+        self.protocols.get_or_insert_with(Vec::new).push(protocol);
+        self
+    }
+
+    /// Replaces the list of protocols; they are asked in this order.
+    pub fn protocols(mut self, protocols: Vec<Arc<dyn Protocol>>) -> Self {
+        self.protocols = Some(protocols);
+        self
+    }
+
+    /// Adds a middleware after those added before. Default: `[Log]`, used only when no
+    /// middleware is added or set.
+    pub fn middleware(mut self, middleware: Arc<dyn Middleware>) -> Self {
+        self.middlewares.get_or_insert_with(Vec::new).push(middleware);
+        self
+    }
+
+    /// Replaces the list of middlewares; an empty list means none at all.
+    pub fn middlewares(mut self, middlewares: Vec<Arc<dyn Middleware>>) -> Self {
+        self.middlewares = Some(middlewares);
+        self
+    }
+
+    /// Uses this CA. Default: the CA in [`ca_dir`](Self::ca_dir).
+    pub fn certificate_authority(mut self, ca: Arc<CertificateAuthority>) -> Self {
+        self.ca = Some(ca);
+        self
+    }
+
+    /// Loads the CA from `dir/mitm.pem` and `dir/mitm.key`, creating them on first use
+    /// (see [`CertificateAuthority::init`]). Ignored when a CA is given with
+    /// [`certificate_authority`](Self::certificate_authority). Default:
+    /// [`default_ca_dir`].
+    pub fn ca_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.ca_dir = Some(dir.into());
+        self
+    }
+
+    /// Trusts the CA certificates in this PEM file for upstream servers, besides the web
+    /// PKI roots and the system store. May be called several times. Default: none.
+    pub fn upstream_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.upstream_ca_files.push(path.into());
+        self
+    }
+
+    /// When true, upstream certificates are not verified at all, so anyone between the
+    /// proxy and the server can read and change the traffic. For tests and servers you
+    /// control. Default: false.
+    pub fn dangerous_accept_invalid_upstream_certs(mut self, accept: bool) -> Self {
+        self.dangerous_insecure = accept;
+        self
+    }
+
+    /// Uses this upstream TLS setup instead of building one from
+    /// [`upstream_ca_file`](Self::upstream_ca_file) and
+    /// [`dangerous_accept_invalid_upstream_certs`](Self::dangerous_accept_invalid_upstream_certs).
+    pub fn upstream_tls(mut self, tls: UpstreamTls) -> Self {
+        self.upstream_tls = Some(tls);
+        self
+    }
+
+    /// Resolves upstream host names with `resolver`. Default: [`SystemResolver`].
+    pub fn resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// How long connections in flight may go on after shutdown is asked for.
+    /// Default: [`DEFAULT_GRACE`] (5 seconds).
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Loads or creates the CA, sets up upstream TLS and binds the listener.
+    ///
+    /// Fails with [`Error::Bind`] when the address is taken or invalid, and with a CA
+    /// error when the CA cannot be read or created; nothing is overwritten.
+    pub async fn bind(self) -> Result<Mitm> {
+        let (ca, ca_cert_path) = match (self.ca, self.ca_dir) {
+            (Some(ca), _) => (ca, None),
+            (None, dir) => {
+                let dir = match dir.or_else(default_ca_dir) {
+                    Some(dir) => dir,
+                    None => {
+                        return Err(Error::CaRead {
+                            path: PathBuf::from("<user data directory>"),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::NotFound,
+                                "this platform has no user data directory; give a CA directory",
+                            ),
+                        })
+                    }
+                };
+                let ca = CertificateAuthority::init(&dir)?;
+                (Arc::new(ca), Some(dir.join(CA_CERT_FILE)))
+            }
+        };
+        let upstream_tls = match self.upstream_tls {
+            Some(tls) => tls,
+            None if self.dangerous_insecure => UpstreamTls::dangerous_unverified()?,
+            None => UpstreamTls::verified(&self.upstream_ca_files)?,
+        };
+        let middlewares = self
+            .middlewares
+            .unwrap_or_else(|| vec![Arc::new(Log) as Arc<dyn Middleware>]);
+        let protocols = self
+            .protocols
+            .unwrap_or_else(|| vec![Arc::new(Http::new()) as Arc<dyn Protocol>]);
+
+        let where_ = format_addr(&self.host, self.port);
+        let listener = TcpListener::bind((self.host.as_str(), self.port))
+            .await
+            .map_err(|source| Error::Bind {
+                addr: where_.clone(),
+                source,
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr: where_, source })?;
+        Ok(Mitm {
+            listener,
+            local_addr,
+            cx: Context {
+                chain: Chain::new(middlewares),
+                ca,
+                upstream_tls: Arc::new(upstream_tls),
+                resolver: self.resolver,
+            },
+            protocols: protocols.into(),
+            ca_cert_path,
+            grace: self.grace,
+        })
+    }
+}
+
+fn format_addr(host: &str, port: u16) -> String {
+    Target::new(host, port, false).to_string()
+}
+
+/// A bound proxy server, ready to run.
+pub struct Mitm {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    cx: Context,
+    protocols: Arc<[Arc<dyn Protocol>]>,
+    ca_cert_path: Option<PathBuf>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Mitm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mitm")
+            .field("local_addr", &self.local_addr)
+            .field("protocols", &self.protocols.len())
+            .field("ca_cert_path", &self.ca_cert_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mitm {
+    /// A builder with the original's defaults: `127.0.0.1:8888`, `[Http]`, `[Log]`, and
+    /// the CA in the user data directory.
+    pub fn builder() -> MitmBuilder {
+        MitmBuilder::default()
+    }
+
+    /// The address the server listens on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The certificate authority that signs leaves.
+    pub fn ca(&self) -> &Arc<CertificateAuthority> {
+        &self.cx.ca
+    }
+
+    /// The path of the CA certificate file, when the CA was loaded from a directory:
+    /// the file clients must trust.
+    pub fn ca_cert_path(&self) -> Option<&Path> {
+        self.ca_cert_path.as_deref()
+    }
+
+    /// Serves clients until the task is dropped.
+    pub async fn run(self) -> Result<()> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves clients until `shutdown` completes, then stops accepting and gives the
+    /// connections in flight the grace period to finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Mitm {
+            listener,
+            local_addr,
+            cx,
+            protocols,
+            grace,
+            ..
+        } = self;
+        cx.chain.mitm_started(local_addr).await;
+        tracing::info!(addr = %local_addr, "mitm listening");
+
+        let mut tasks = JoinSet::new();
+        let mut next_id = 0u64;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            accept_failed(local_addr, e).await;
+                            continue;
+                        }
+                    };
+                    next_id += 1;
+                    let span = tracing::info_span!("conn", id = next_id, client = %peer);
+                    let job = serve(cx.clone(), protocols.clone(), stream, peer, next_id);
+                    tasks.spawn(job.instrument(span));
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = done {
+                        tracing::error!(error = %e, "connection task failed");
+                    }
+                }
+            }
+        }
+        drop(listener);
+        tracing::info!(in_flight = tasks.len(), "mitm stopping");
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::info!(
+                left = tasks.len(),
+                "grace period over, closing connections"
+            );
+        }
+        tasks.shutdown().await;
+        Ok(())
+    }
+
+    /// Runs the server on a task of its own, returning a handle that stops it.
+    /// Dropping the handle stops the server too.
+    pub fn spawn(self) -> MitmHandle {
+        let addr = self.local_addr;
+        let (tx, rx) = oneshot::channel::<()>();
+        let stopped = async move {
+            // Either an explicit stop or the handle being dropped.
+            let _ = rx.await;
+        };
+        let task = tokio::spawn(self.run_until(stopped));
+        MitmHandle {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+}
+
+/// Controls a server started with [`Mitm::spawn`].
+#[derive(Debug)]
+pub struct MitmHandle {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<()>>>,
+}
+
+impl MitmHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, waits for connections in flight (up to the grace period) and
+    /// returns once the server is down.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Accept errors are per connection (the peer gave up) or resource exhaustion (out of
+/// file descriptors); in the latter case back off briefly rather than spin.
+async fn accept_failed(addr: SocketAddr, source: std::io::Error) {
+    let e = Error::Accept { addr, source };
+    tracing::warn!(error = %crate::error::Report(&e), "accept failed");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+/// The life of one client connection, hooks included.
+async fn serve(
+    cx: Context,
+    protocols: Arc<[Arc<dyn Protocol>]>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+) {
+    // The proxy writes whole chunks; Nagle's algorithm would only delay them.
+    let _ = stream.set_nodelay(true);
+    let mut conn = Connection::new(id, Host::new(peer));
+    cx.chain.client_connected(&conn).await;
+    let mut server_seen = false;
+    if let Err(e) = drive(&cx, &protocols, &mut conn, stream, &mut server_seen).await {
+        report(&conn, &e);
+    }
+    cx.chain.client_disconnected(&conn).await;
+    if server_seen {
+        cx.chain.server_disconnected(&conn).await;
+    }
+}
+
+/// Picks a protocol, connects, relays. `server_seen` is set once `server_connected` has
+/// fired, so that `server_disconnected` fires exactly when it did.
+async fn drive(
+    cx: &Context,
+    protocols: &[Arc<dyn Protocol>],
+    conn: &mut Connection,
+    mut stream: TcpStream,
+    server_seen: &mut bool,
+) -> Result<()> {
+    let Some((protocol, target, first)) = sniff(protocols, conn, &mut stream).await? else {
+        return Ok(());
+    };
+    conn.protocol = Some(protocol.name());
+    conn.target = Some(target.clone());
+    let data = cx.chain.data(conn, Flow::ClientToServer, first).await;
+    match protocol.connect(cx, conn, Box::new(stream), target, data).await? {
+        Connected::Tunnel(tunnel) => {
+            *server_seen = true;
+            cx.chain.server_connected(conn).await;
+            protocol.handle(cx, conn, tunnel).await
+        }
+        Connected::Handled => Ok(()),
+    }
+}
+
+/// Reads the client's first bytes until a protocol accepts them. `None` when the
+/// client closed without sending anything (not worth an error).
+async fn sniff(
+    protocols: &[Arc<dyn Protocol>],
+    conn: &Connection,
+    stream: &mut TcpStream,
+) -> Result<Option<(Arc<dyn Protocol>, Target, Bytes)>> {
+    let most = protocols.iter().map(|p| p.bytes_needed()).max().unwrap_or(0);
+    let wait = protocols.iter().map(|p| p.timeout()).max().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut candidates: Vec<&Arc<dyn Protocol>> = protocols.iter().collect();
+    let mut buf = BytesMut::with_capacity(most.clamp(512, 16 * 1024));
+    loop {
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
+        let n = match read {
+            Ok(r) => r.map_err(Error::client_io)?,
+            Err(_) if buf.is_empty() => return Ok(None),
+            Err(_) => return Err(Error::ClientTimeout),
+        };
+        if n == 0 && buf.is_empty() {
+            return Ok(None);
+        }
+        let mut kept = Vec::with_capacity(candidates.len());
+        for p in candidates {
+            match p.resolve(conn, &buf).await {
+                Resolution::Accept(target) => return Ok(Some((p.clone(), target, buf.freeze()))),
+                Resolution::NeedMore if n > 0 && buf.len() < p.bytes_needed() => kept.push(p),
+                _ => {}
+            }
+        }
+        candidates = kept;
+        if candidates.is_empty() {
+            return Err(Error::NoProtocol);
+        }
+    }
+}
+
+/// Logs how a connection failed, at a level that matches whose fault it was.
+fn report(conn: &Connection, e: &Error) {
+    let chain = crate::error::Report(e);
+    let target = conn.target.as_ref().map(ToString::to_string);
+    match e {
+        Error::ClientTls { .. } => tracing::warn!(
+            error = %chain,
+            "client refused the TLS handshake; does it trust the mitm CA certificate?"
+        ),
+        _ if e.side() == Side::Client => tracing::debug!(error = %chain, "client failed"),
+        _ => tracing::warn!(error = %chain, target, "connection failed"),
+    }
+}

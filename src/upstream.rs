@@ -1,0 +1,310 @@
+//! Reaching the upstream server: name lookup ([`Resolve`]), TCP connect with a
+//! deadline, and the TLS client side ([`UpstreamTls`]).
+//!
+//! Upstream certificates are verified by default, against the bundled web PKI roots,
+//! the operating system's store where it has one, and any extra CA files the user
+//! names. Turning verification off is possible and named as the danger it is.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::core::Target;
+use crate::error::{Error, Result};
+
+/// Turns a host name into socket addresses. The proxy asks it for every upstream it
+/// connects; plug in your own to pin names, resolve test hosts, or use another DNS
+/// client.
+///
+/// ```
+/// use mitm::{async_trait, Resolve};
+/// use std::net::SocketAddr;
+///
+/// /// Sends every name to one local address.
+/// struct Everything(SocketAddr);
+///
+/// #[async_trait]
+/// impl Resolve for Everything {
+///     async fn resolve(&self, _host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+///         Ok(vec![SocketAddr::new(self.0.ip(), port)])
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Resolve: Send + Sync + 'static {
+    /// The addresses of `host` (a name or an IP literal without brackets), with `port`.
+    /// They are tried in order.
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>>;
+}
+
+/// The default resolver: IP literals as they are; `localhost` and `*.localhost` to the
+/// loopback addresses without asking DNS (RFC 6761 reserves them, and not every system
+/// resolver answers for subdomains); everything else through the system resolver.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemResolver;
+
+#[async_trait]
+impl Resolve for SystemResolver {
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let lower = host.trim_end_matches('.').to_ascii_lowercase();
+        if lower == "localhost" || lower.ends_with(".localhost") {
+            return Ok(vec![
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+            ]);
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+        if addrs.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no addresses"));
+        }
+        Ok(addrs)
+    }
+}
+
+/// Resolves `target` and connects to the first address that answers, all within
+/// `timeout`. The socket has `TCP_NODELAY` set: the proxy writes whole chunks, and
+/// Nagle's algorithm would only delay them.
+pub(crate) async fn connect_tcp(
+    resolver: &dyn Resolve,
+    target: &Target,
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr)> {
+    let attempt = async {
+        let addrs = resolver
+            .resolve(&target.host, target.port)
+            .await
+            .map_err(|source| Error::Resolve {
+                host: target.host.clone(),
+                source,
+            })?;
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    // Failing to set the option only costs latency.
+                    let _ = s.set_nodelay(true);
+                    return Ok((s, addr));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Error::Connect {
+            target: target.to_string(),
+            source: last
+                .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no addresses")),
+        })
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::ConnectTimeout {
+            target: target.to_string(),
+        }),
+    }
+}
+
+/// The TLS client side of the proxy: how it verifies upstream servers.
+///
+/// Client configurations differ only by the ALPN list offered (the proxy offers what
+/// its client offered), so one is kept per list seen.
+#[derive(Debug)]
+pub struct UpstreamTls {
+    base: Arc<ClientConfig>,
+    by_alpn: Mutex<HashMap<Vec<Vec<u8>>, Arc<ClientConfig>>>,
+}
+
+/// At most this many ALPN variants are kept; past it, configs are built per connection.
+const MAX_ALPN_VARIANTS: usize = 32;
+
+impl UpstreamTls {
+    /// Verifies upstream certificates against the bundled web PKI roots, the system's
+    /// store (where it can be read) and the PEM files in `extra_ca_files`.
+    pub fn verified(extra_ca_files: &[PathBuf]) -> Result<Self> {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // The system store is a bonus: a machine without one still has the bundle.
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        for path in extra_ca_files {
+            add_ca_file(&mut roots, path)?;
+        }
+        let config = ClientConfig::builder_with_provider(crate::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|source| Error::TlsConfig {
+                context: "upstream client".into(),
+                source,
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self::from_config(config))
+    }
+
+    /// Accepts any upstream certificate without checking it. Anyone between the proxy
+    /// and the server can then read and change the traffic: use it only for tests and
+    /// servers you control.
+    pub fn dangerous_unverified() -> Result<Self> {
+        let provider = crate::crypto_provider();
+        let config = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|source| Error::TlsConfig {
+                context: "upstream client".into(),
+                source,
+            })?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider)))
+            .with_no_client_auth();
+        Ok(Self::from_config(config))
+    }
+
+    /// Uses `config` as it is (its ALPN list is replaced per connection).
+    pub fn from_config(config: ClientConfig) -> Self {
+        UpstreamTls {
+            base: Arc::new(config),
+            by_alpn: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn config_for(&self, alpn: &[Vec<u8>]) -> Arc<ClientConfig> {
+        let mut map = self.by_alpn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(alpn) {
+            return c.clone();
+        }
+        let mut config = (*self.base).clone();
+        config.alpn_protocols = alpn.to_vec();
+        let config = Arc::new(config);
+        if map.len() < MAX_ALPN_VARIANTS {
+            map.insert(alpn.to_vec(), config.clone());
+        }
+        config
+    }
+
+    /// Runs the TLS handshake with the upstream over `tcp`, naming `server_name` by SNI
+    /// and offering `alpn`.
+    pub(crate) async fn connect(
+        &self,
+        tcp: TcpStream,
+        target: &Target,
+        server_name: &str,
+        alpn: &[Vec<u8>],
+    ) -> Result<TlsStream<TcpStream>> {
+        let name = server_name_of(server_name)?;
+        let connector = tokio_rustls::TlsConnector::from(self.config_for(alpn));
+        connector
+            .connect(name, tcp)
+            .await
+            .map_err(|source| Error::UpstreamTls {
+                target: target.to_string(),
+                source,
+            })
+    }
+}
+
+/// A TLS server name for `host`: an IP address or a DNS name.
+fn server_name_of(host: &str) -> Result<ServerName<'static>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(ServerName::IpAddress(ip.into()));
+    }
+    ServerName::try_from(bare.to_string()).map_err(|_| Error::InvalidHost { host: host.into() })
+}
+
+fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |reason: String| Error::UpstreamCa {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(format!("bad PEM: {e}")))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("no PEM certificate in the file".into()));
+    }
+    Ok(())
+}
+
+/// The verifier behind [`UpstreamTls::dangerous_unverified`]: every certificate passes,
+/// but handshake signatures are still checked so the session keys are sound.
+#[derive(Debug)]
+struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn resolves_localhost_subdomains_without_dns() {
+        let addrs = SystemResolver.resolve("a.b.localhost", 81).await.unwrap();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 81));
+    }
+
+    #[test]
+    fn server_names_accept_bracketed_ipv6() {
+        assert!(matches!(
+            server_name_of("[::1]"),
+            Ok(ServerName::IpAddress(_))
+        ));
+        assert!(server_name_of("bad name").is_err());
+    }
+}
