@@ -246,7 +246,13 @@ impl Framer {
         let length = headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<u64>().ok());
+            .and_then(|h| {
+                std::str::from_utf8(h.value)
+                    .ok()?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            });
         Some(match (length, self.role) {
             (Some(n), _) => State::Length(n),
             (None, Role::Request) => State::Length(0),

@@ -56,6 +56,8 @@
 //! | `http1` | an incremental HTTP/1 message framer (heads, Content-Length, chunked) |
 
 #![forbid(unsafe_code)]
+// A panic in the library takes a user's proxy down: `unwrap` needs a reason here.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod ca;
 mod core;
@@ -74,7 +76,8 @@ pub use crate::error::{Error, Result, Side};
 pub use crate::io::{BoxIo, Io, Rewind};
 pub use crate::middleware::{HttpLog, Log, Middleware};
 pub use crate::protocol::{Connected, Context, Http, Protocol, Resolution, Tunnel};
-pub use crate::server::{Mitm, MitmBuilder, MitmHandle};
+pub use crate::server::{default_ca_dir, Mitm, MitmBuilder, MitmHandle};
+pub use crate::server::{DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_PORT};
 pub use crate::upstream::{Resolve, SystemResolver};
 
 /// The crypto provider of every TLS config the crate builds: rustls' `ring` provider,

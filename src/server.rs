@@ -128,7 +128,9 @@ impl MitmBuilder {
     /// Adds a middleware after those added before. Default: `[Log]`, used only when no
     /// middleware is added or set.
     pub fn middleware(mut self, middleware: Arc<dyn Middleware>) -> Self {
-        self.middlewares.get_or_insert_with(Vec::new).push(middleware);
+        self.middlewares
+            .get_or_insert_with(Vec::new)
+            .push(middleware);
         self
     }
 
@@ -232,9 +234,10 @@ impl MitmBuilder {
                 addr: where_.clone(),
                 source,
             })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr: where_, source })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: where_,
+            source,
+        })?;
         Ok(Mitm {
             listener,
             local_addr,
@@ -347,10 +350,7 @@ impl Mitm {
         tracing::info!(in_flight = tasks.len(), "mitm stopping");
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, drain).await.is_err() {
-            tracing::info!(
-                left = tasks.len(),
-                "grace period over, closing connections"
-            );
+            tracing::info!(left = tasks.len(), "grace period over, closing connections");
         }
         tasks.shutdown().await;
         Ok(())
@@ -446,7 +446,10 @@ async fn drive(
     conn.protocol = Some(protocol.name());
     conn.target = Some(target.clone());
     let data = cx.chain.data(conn, Flow::ClientToServer, first).await;
-    match protocol.connect(cx, conn, Box::new(stream), target, data).await? {
+    match protocol
+        .connect(cx, conn, Box::new(stream), target, data)
+        .await?
+    {
         Connected::Tunnel(tunnel) => {
             *server_seen = true;
             cx.chain.server_connected(conn).await;
@@ -463,8 +466,16 @@ async fn sniff(
     conn: &Connection,
     stream: &mut TcpStream,
 ) -> Result<Option<(Arc<dyn Protocol>, Target, Bytes)>> {
-    let most = protocols.iter().map(|p| p.bytes_needed()).max().unwrap_or(0);
-    let wait = protocols.iter().map(|p| p.timeout()).max().unwrap_or_default();
+    let most = protocols
+        .iter()
+        .map(|p| p.bytes_needed())
+        .max()
+        .unwrap_or(0);
+    let wait = protocols
+        .iter()
+        .map(|p| p.timeout())
+        .max()
+        .unwrap_or_default();
     let deadline = tokio::time::Instant::now() + wait;
     let mut candidates: Vec<&Arc<dyn Protocol>> = protocols.iter().collect();
     let mut buf = BytesMut::with_capacity(most.clamp(512, 16 * 1024));

@@ -103,8 +103,7 @@ pub(crate) async fn connect_tcp(
         }
         Err(Error::Connect {
             target: target.to_string(),
-            source: last
-                .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no addresses")),
+            source: last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no addresses")),
         })
     };
     match tokio::time::timeout(timeout, attempt).await {

@@ -333,7 +333,9 @@ fn tls_cause(e: &std::io::Error) -> String {
 
 /// The length of the head at the start of `data` (through the blank line), if complete.
 fn head_len(data: &[u8]) -> Option<usize> {
-    data.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+    data.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
 }
 
 /// Where a parsed request goes: the `CONNECT` authority, the absolute-form URI's
@@ -437,7 +439,10 @@ mod tests {
 
     #[test]
     fn authorities_are_validated() {
-        assert_eq!(parse_authority("Example.COM", 80), Some(("example.com".into(), 80)));
+        assert_eq!(
+            parse_authority("Example.COM", 80),
+            Some(("example.com".into(), 80))
+        );
         assert_eq!(parse_authority("[::1]", 443), Some(("::1".into(), 443)));
         assert_eq!(parse_authority("h:0", 80), None);
         assert_eq!(parse_authority("h:99999", 80), None);

@@ -1,0 +1,159 @@
+//! The `mitm` command as a user runs it: start, serve, stop on SIGINT; clear one-line
+//! errors for a taken port or a broken CA.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn mitm() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mitm"));
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// Reads the child's stdout until the banner gives the address and CA path.
+async fn banner(child: &mut Child) -> (String, String) {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut addr, mut ca) = (None, None);
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(a) = line.strip_prefix("mitm listening on ") {
+                addr = Some(a.to_string());
+            }
+            if let Some(p) = line.strip_prefix("CA certificate: ") {
+                ca = Some(p.to_string());
+            }
+            if addr.is_some() && ca.is_some() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("mitm printed no banner");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (addr.expect("address line"), ca.expect("CA line"))
+}
+
+fn sigint(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_serves_and_stops_on_sigint_with_exit_code_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = start_origin().await;
+    let mut child = mitm()
+        .args(["--port", "0", "--ca-dir"])
+        .arg(dir.path())
+        .spawn()
+        .unwrap();
+    let (addr, ca) = banner(&mut child).await;
+    assert!(addr.starts_with("http://127.0.0.1:"), "{addr}");
+    assert_eq!(Path::new(&ca), dir.path().join("mitm.pem"));
+
+    let ca = mitm::CertificateAuthority::load(&ca, dir.path().join("mitm.key")).unwrap();
+    let client = client_for(&addr, &ca);
+    let url = format!("http://127.0.0.1:{}/cli", origin.port());
+    let got = client.get(&url).send().await.unwrap().text().await.unwrap();
+    assert_eq!(got, format!("hello from origin: GET {url}"));
+    drop(client);
+
+    sigint(&child);
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("mitm did not stop on SIGINT")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    // A second start reuses the same CA.
+    let first = std::fs::read_to_string(dir.path().join("mitm.pem")).unwrap();
+    let mut child = mitm()
+        .args(["--port", "0", "--ca-dir"])
+        .arg(dir.path())
+        .spawn()
+        .unwrap();
+    banner(&mut child).await;
+    sigint(&child);
+    child.wait().await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("mitm.pem")).unwrap(),
+        first
+    );
+}
+
+/// Runs mitm expecting it to fail; returns its stderr.
+async fn failing(args: &[&str], ca_dir: &Path) -> String {
+    let out = tokio::time::timeout(
+        PATIENCE,
+        mitm().args(args).arg("--ca-dir").arg(ca_dir).output(),
+    )
+    .await
+    .expect("mitm did not exit")
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let err = failing(&["--port", &port], dir.path()).await;
+    assert!(err.contains("failed to listen on 127.0.0.1:"), "{err}");
+    assert!(err.to_lowercase().contains("in use"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_ca_is_a_one_line_error_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mitm.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("mitm.key"), "not a key").unwrap();
+    let err = failing(&["--port", "0"], dir.path()).await;
+    assert!(err.contains("mitm.pem"), "{err}");
+    let kept = std::fs::read_to_string(dir.path().join("mitm.pem")).unwrap();
+    assert_eq!(kept, "not a certificate");
+}
+
+#[tokio::test]
+async fn help_explains_every_flag() {
+    let out = mitm().arg("--help").output().await.unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--host",
+        "--port",
+        "--ca-dir",
+        "--upstream-ca",
+        "--insecure",
+        "--log",
+        "--verbose",
+        "--quiet",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+}

@@ -1,0 +1,443 @@
+//! End-to-end proxying on loopback: plain HTTP, HTTPS through CONNECT, middlewares,
+//! protocol selection and upstream failures.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use mitm::{async_trait, Bytes, Connected, Connection, Context, Http, Middleware, Protocol};
+use mitm::{BoxIo, Resolution, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn plain_get_and_post_reach_an_origin_on_a_non_80_port() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    let client = client_via(&proxy);
+
+    let url = format!("http://127.0.0.1:{}/bytes/100000", origin.port());
+    let got = client.get(&url).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_same(&got.bytes().await.unwrap(), &pattern(100_000));
+
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let url = format!("http://127.0.0.1:{}/echo", origin.port());
+    let got = client.post(&url).body(body.clone()).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_same(&got.bytes().await.unwrap(), &body);
+
+    let seen = origin.requests();
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(seen[1].method, "POST");
+    assert_same(&seen[1].body, &body);
+}
+
+#[tokio::test]
+async fn host_header_with_its_port_routes_an_origin_form_request() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    let request = format!(
+        "GET /where HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        origin.port()
+    );
+    let reply = raw_exchange(proxy.addr, request.as_bytes()).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    assert!(reply.ends_with("hello from origin: GET /where"), "{reply}");
+}
+
+#[tokio::test]
+async fn absolute_uri_routes_to_its_port() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    // The Host header names another port on purpose: the URI wins.
+    let request = format!(
+        "GET http://127.0.0.1:{}/abs HTTP/1.1\r\nHost: 127.0.0.1:1\r\nConnection: close\r\n\r\n",
+        origin.port()
+    );
+    let reply = raw_exchange(proxy.addr, request.as_bytes()).await;
+    let reply = String::from_utf8_lossy(&reply);
+    let expected = format!(
+        "hello from origin: GET http://127.0.0.1:{}/abs",
+        origin.port()
+    );
+    assert!(reply.ends_with(&expected), "{reply}");
+}
+
+/// Delegates to [`Http`] and counts `resolve` calls, so a test can tell when the
+/// server has looked at a partial head.
+struct CountingHttp {
+    inner: Http,
+    resolves: AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Protocol for CountingHttp {
+    fn name(&self) -> &'static str {
+        "counting-http"
+    }
+    async fn resolve(&self, conn: &Connection, data: &[u8]) -> Resolution {
+        let r = self.inner.resolve(conn, data).await;
+        self.resolves.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        r
+    }
+    async fn connect(
+        &self,
+        cx: &Context,
+        conn: &mut Connection,
+        client: BoxIo,
+        target: Target,
+        data: Bytes,
+    ) -> mitm::Result<Connected> {
+        self.inner.connect(cx, conn, client, target, data).await
+    }
+}
+
+#[tokio::test]
+async fn a_request_head_split_over_segments_is_recognised() {
+    let origin = start_origin().await;
+    let http = Arc::new(CountingHttp {
+        inner: Http::new(),
+        resolves: AtomicUsize::new(0),
+        changed: tokio::sync::Notify::new(),
+    });
+    let proxy = start_proxy(|b| b.protocols(vec![http.clone()])).await;
+
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /split HTTP/1.1\r\nHo").await.unwrap();
+    // Wait until the proxy has judged the first part (and asked for more).
+    let judged = async {
+        loop {
+            let notified = http.changed.notified();
+            if http.resolves.load(Ordering::SeqCst) >= 1 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, judged).await.unwrap();
+    let rest = format!(
+        "st: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        origin.port()
+    );
+    s.write_all(rest.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&reply).ends_with("hello from origin: GET /split"));
+    assert!(http.resolves.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn https_through_connect_trusting_only_the_proxy_ca() {
+    let origin = start_tls_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    let client = client_via(&proxy);
+
+    let url = format!("https://localhost:{}/bytes/1000000", origin.port());
+    let got = client.get(&url).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_same(&got.bytes().await.unwrap(), &pattern(1_000_000));
+
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 256) as u8).collect();
+    let url = format!("https://localhost:{}/echo", origin.port());
+    let got = client.post(&url).body(body.clone()).send().await.unwrap();
+    assert_same(&got.bytes().await.unwrap(), &body);
+}
+
+#[tokio::test]
+async fn https_to_an_ip_address_gets_an_ip_leaf() {
+    let origin = start_tls_origin_for("127.0.0.1").await;
+    let proxy = start_proxy(|b| b).await;
+    let client = client_via(&proxy);
+    let url = format!("https://127.0.0.1:{}/ip", origin.port());
+    let got = client.get(&url).send().await.unwrap();
+    assert_eq!(got.text().await.unwrap(), "hello from origin: GET /ip");
+}
+
+/// Swaps `ping` for `PING` from clients and `hello` for `HELLO` from servers (same
+/// lengths, so framing holds).
+struct Rewrite;
+
+#[async_trait]
+impl Middleware for Rewrite {
+    async fn client_data(&self, _conn: &Connection, data: Bytes) -> Bytes {
+        replace(&data, b"ping", b"PING")
+    }
+    async fn server_data(&self, _conn: &Connection, data: Bytes) -> Bytes {
+        replace(&data, b"hello", b"HELLO")
+    }
+}
+
+fn replace(data: &[u8], from: &[u8], to: &[u8]) -> Bytes {
+    let mut out = data.to_vec();
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    Bytes::from(out)
+}
+
+#[tokio::test]
+async fn middleware_changes_arrive_both_ways_in_plain_and_tls() {
+    let plain = start_origin().await;
+    let tls = start_tls_origin().await;
+    let proxy = start_proxy(|b| b.middleware(Arc::new(Rewrite))).await;
+    let client = client_via(&proxy);
+    for url in [
+        format!("http://127.0.0.1:{}/echo", plain.port()),
+        format!("https://localhost:{}/echo", tls.port()),
+    ] {
+        let got = client.post(&url).body("ping pong").send().await.unwrap();
+        assert_eq!(got.text().await.unwrap(), "PING pong", "{url}");
+        let got = client.get(url.replace("/echo", "/x")).send().await.unwrap();
+        let text = got.text().await.unwrap();
+        assert!(text.starts_with("HELLO from origin: GET "), "{text}");
+        assert!(text.ends_with("/x"), "{text}");
+    }
+    assert_eq!(plain.requests()[0].body, b"PING pong");
+    assert_eq!(tls.requests()[0].body, b"PING pong");
+}
+
+/// Drops every byte from the server: nothing reaches the client.
+struct Swallow;
+
+#[async_trait]
+impl Middleware for Swallow {
+    async fn server_data(&self, _conn: &Connection, _data: Bytes) -> Bytes {
+        Bytes::new()
+    }
+}
+
+#[tokio::test]
+async fn a_data_hook_can_drop_bytes() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b.middleware(Arc::new(Swallow))).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let req = format!(
+        "GET /x HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        origin.port()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    // The origin answers; wait until it has, then close our side: the proxy must have
+    // passed nothing on.
+    let waited = async {
+        while origin.requests().is_empty() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, waited).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}
+
+#[tokio::test]
+async fn hooks_fire_in_the_documented_order() {
+    let origin = start_origin().await;
+    let tls = start_tls_origin().await;
+    let recorder = Arc::new(Recorder::default());
+    let proxy = start_proxy(|b| b.middleware(recorder.clone())).await;
+
+    let req = format!(
+        "GET /x HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        origin.port()
+    );
+    raw_exchange(proxy.addr, req.as_bytes()).await;
+    recorder.wait_for(1, "server_disconnected").await;
+    let expected = [
+        "client_connected",
+        "client_data",
+        "server_connected",
+        "client_data",
+        "server_data",
+        "client_disconnected",
+        "server_disconnected",
+    ];
+    let got = recorder.of(1);
+    // The relay may see the client's end before the server's data or after it; the
+    // fixed points are the first bytes, server_connected and the two disconnections.
+    assert_eq!(&got[..3], &expected[..3], "{got:?}");
+    assert!(got.contains(&"server_data".to_string()), "{got:?}");
+    assert_eq!(&got[got.len() - 2..], &expected[5..], "{got:?}");
+
+    // An intercepted CONNECT: the same order, with decrypted data after server_connected.
+    let client = client_via(&proxy);
+    let url = format!("https://localhost:{}/y", tls.port());
+    client.get(&url).send().await.unwrap().text().await.unwrap();
+    drop(client);
+    recorder.wait_for(2, "server_disconnected").await;
+    let got = recorder.of(2);
+    assert_eq!(&got[..5], &expected[..5], "{got:?}");
+    assert_eq!(&got[got.len() - 2..], &expected[5..], "{got:?}");
+}
+
+/// A protocol that never takes a connection.
+struct NotMine;
+
+#[async_trait]
+impl Protocol for NotMine {
+    fn name(&self) -> &'static str {
+        "not-mine"
+    }
+    async fn resolve(&self, _conn: &Connection, _data: &[u8]) -> Resolution {
+        Resolution::NotMine
+    }
+    async fn connect(
+        &self,
+        _cx: &Context,
+        _conn: &mut Connection,
+        _client: BoxIo,
+        _target: Target,
+        _data: Bytes,
+    ) -> mitm::Result<Connected> {
+        unreachable!("NotMine never accepts")
+    }
+}
+
+#[tokio::test]
+async fn a_protocol_that_says_not_mine_hands_over_to_the_next() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b.protocols(vec![Arc::new(NotMine), Arc::new(Http::new())])).await;
+    let req = format!(
+        "GET /next HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        origin.port()
+    );
+    let reply = raw_exchange(proxy.addr, req.as_bytes()).await;
+    assert!(String::from_utf8_lossy(&reply).ends_with("hello from origin: GET /next"));
+}
+
+#[tokio::test]
+async fn when_no_protocol_accepts_the_client_is_closed_cleanly() {
+    let recorder = Arc::new(Recorder::default());
+    let proxy = start_proxy(|b| {
+        b.protocols(vec![Arc::new(NotMine)])
+            .middleware(recorder.clone())
+    })
+    .await;
+    let reply = raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(reply.is_empty());
+    recorder.wait_for(1, "client_disconnected").await;
+    assert_eq!(recorder.of(1), ["client_connected", "client_disconnected"]);
+}
+
+#[tokio::test]
+async fn an_untrusted_upstream_certificate_gives_an_error_and_the_proxy_goes_on() {
+    let tls = start_tls_origin().await;
+    let plain = start_origin().await;
+    // This proxy does not trust the origins' CA.
+    let proxy =
+        start_proxy(|b| b.upstream_tls(mitm::upstream::UpstreamTls::verified(&[]).unwrap())).await;
+    let client = client_via(&proxy);
+
+    let url = format!("https://localhost:{}/secret", tls.port());
+    let got = client.get(&url).send().await.unwrap();
+    assert_eq!(got.status(), 502);
+    let text = got.text().await.unwrap();
+    assert!(text.contains("--upstream-ca"), "{text}");
+    assert!(!text.contains("hello from origin"), "{text}");
+    assert!(tls.requests().is_empty());
+
+    let url = format!("http://127.0.0.1:{}/after", plain.port());
+    let got = client.get(&url).send().await.unwrap();
+    assert_eq!(
+        got.text().await.unwrap(),
+        "hello from origin: GET http://127.0.0.1:".to_string()
+            + &plain.port().to_string()
+            + "/after"
+    );
+}
+
+#[tokio::test]
+async fn dangerous_mode_accepts_an_untrusted_upstream() {
+    let tls = start_tls_origin().await;
+    let proxy = start_proxy(|b| {
+        b.upstream_tls(mitm::upstream::UpstreamTls::dangerous_unverified().unwrap())
+    })
+    .await;
+    let client = client_via(&proxy);
+    let url = format!("https://localhost:{}/ok", tls.port());
+    let got = client.get(&url).send().await.unwrap();
+    assert_eq!(got.text().await.unwrap(), "hello from origin: GET /ok");
+}
+
+#[tokio::test]
+async fn a_refused_upstream_gets_a_502_that_says_so() {
+    // Bind then drop a listener: its port is now (almost certainly) closed.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let proxy = start_proxy(|b| b).await;
+    let req = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let reply = String::from_utf8(raw_exchange(proxy.addr, req.as_bytes()).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 502 Bad Gateway"), "{reply}");
+    assert!(reply.contains("could not connect"), "{reply}");
+}
+
+#[tokio::test]
+async fn a_connect_tunnel_relays_a_non_tls_protocol() {
+    // An echo service that is not HTTP at all.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let (mut r, mut w) = s.split();
+        tokio::io::copy(&mut r, &mut w).await.unwrap();
+    });
+    let proxy = start_proxy(|b| b).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let connect = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n");
+    s.write_all(connect.as_bytes()).await.unwrap();
+    let expected = b"HTTP/1.1 200 Connection established\r\n\r\n";
+    let mut head = vec![0u8; expected.len()];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, expected);
+    s.write_all(b"echo me").await.unwrap();
+    let mut back = [0u8; 7];
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"echo me");
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_when_keep_alive_is_off() {
+    let origin = start_origin().await;
+    let http = Http::new()
+        .keep_alive(false)
+        .timeout(Duration::from_millis(300));
+    let proxy = start_proxy(|b| b.protocols(vec![Arc::new(http)])).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let req = format!(
+        "GET /x HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        origin.port()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    // Without keep-alive the proxy closes the idle connection after the response, so
+    // reading to the end finishes (well within the test's patience).
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).ends_with("hello from origin: GET /x"));
+}
