@@ -157,3 +157,20 @@ async fn help_explains_every_flag() {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_ca_lives_in_the_user_data_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = mitm()
+        .args(["--port", "0"])
+        .env("HOME", home.path())
+        .env_remove("XDG_DATA_HOME")
+        .spawn()
+        .unwrap();
+    let (_, ca) = banner(&mut child).await;
+    sigint(&child);
+    child.wait().await.unwrap();
+    let expected = home.path().join(".local/share/mitm/mitm.pem");
+    assert_eq!(Path::new(&ca), expected);
+    assert!(expected.exists());
+}

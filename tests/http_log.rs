@@ -1,0 +1,85 @@
+//! `HttpLog` through a real proxy: each request and response logged once and whole,
+//! however the bytes were cut.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Collects everything the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_and_split_messages_are_each_logged_once() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b.middleware(Arc::new(mitm::HttpLog::default()))).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    // Two requests in one write, the second with a body; then a third split mid-head.
+    let host = format!("127.0.0.1:{}", origin.port());
+    let two = format!(
+        "GET /first HTTP/1.1\r\nHost: {host}\r\n\r\n\
+         POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 11\r\n\r\nhello world"
+    );
+    s.write_all(two.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read both responses (the second ends with the echoed body).
+    while !String::from_utf8_lossy(&reply).ends_with("hello world") {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "proxy closed early");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(b"GET /third HTTP/1.1\r\nHo").await.unwrap();
+    s.flush().await.unwrap();
+    s.write_all(format!("st: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    s.read_to_end(&mut reply).await.unwrap();
+    drop(s);
+    proxy.handle.shutdown().await.unwrap();
+
+    let log = captured.text();
+    for needle in [
+        "GET /first HTTP/1.1",
+        "POST /echo HTTP/1.1",
+        "GET /third HTTP/1.1",
+    ] {
+        assert_eq!(log.matches(needle).count(), 1, "{needle} in:\n{log}");
+    }
+    assert_eq!(log.matches("response ").count(), 3, "{log}");
+    assert_eq!(log.matches("HTTP/1.1 200 OK").count(), 3, "{log}");
+    // The echoed body appears in the POST and in its response.
+    assert_eq!(log.matches("hello world").count(), 2, "{log}");
+}
