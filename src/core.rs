@@ -139,6 +139,8 @@ pub struct Connection {
     /// Whether the proxy terminates TLS with the client on this connection.
     pub tls: bool,
     state: Mutex<State>,
+    /// Whether `server_connected` has fired without a `server_disconnected` yet.
+    pub(crate) server_announced: bool,
 }
 
 impl Connection {
@@ -152,6 +154,7 @@ impl Connection {
             target: None,
             tls: false,
             state: Mutex::new(State::default()),
+            server_announced: false,
         }
     }
 

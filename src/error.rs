@@ -209,6 +209,24 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The upstream server did not start its response in time.
+    #[error("upstream {target} did not answer within {after:?}")]
+    ResponseTimeout {
+        /// `host:port` of the upstream.
+        target: String,
+        /// How long the proxy waited.
+        after: std::time::Duration,
+    },
+
+    /// The upstream server sent something that is not a valid HTTP response.
+    #[error("invalid response from upstream {target}: {reason}")]
+    BadResponse {
+        /// `host:port` of the upstream.
+        target: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The proxy's own listening socket failed to accept.
     #[error("failed to accept a connection on {addr}")]
     Accept {
@@ -237,7 +255,9 @@ impl Error {
             Error::Resolve { .. }
             | Error::Connect { .. }
             | Error::ConnectTimeout { .. }
-            | Error::UpstreamTls { .. } => Side::Server,
+            | Error::UpstreamTls { .. }
+            | Error::ResponseTimeout { .. }
+            | Error::BadResponse { .. } => Side::Server,
             Error::Io { side, .. } => *side,
             _ => Side::Internal,
         }

@@ -62,23 +62,28 @@
 pub mod ca;
 mod core;
 mod error;
+mod h1;
 mod http1;
 mod io;
+mod message;
 pub mod middleware;
 pub mod protocol;
 mod relay;
 mod server;
 pub mod upstream;
+pub mod websocket;
 
 pub use crate::ca::CertificateAuthority;
 pub use crate::core::{Connection, Flow, Host, State, Target};
 pub use crate::error::{Error, Result, Side};
 pub use crate::io::{BoxIo, Io, Rewind};
+pub use crate::message::{Body, Headers, HttpFlow, Request, Response, Timings, Verdict, Version};
 pub use crate::middleware::{HttpLog, Log, Middleware};
 pub use crate::protocol::{Connected, Context, Http, Protocol, Resolution, Tunnel};
 pub use crate::server::{default_ca_dir, Mitm, MitmBuilder, MitmHandle};
 pub use crate::server::{DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_PORT};
 pub use crate::upstream::{Resolve, SystemResolver};
+pub use crate::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 
 /// The crypto provider of every TLS config the crate builds: rustls' `ring` provider,
 /// made once.

@@ -246,6 +246,7 @@ impl MitmBuilder {
                 ca,
                 upstream_tls: Arc::new(upstream_tls),
                 resolver: self.resolver,
+                pool: Arc::default(),
             },
             protocols: protocols.into(),
             ca_cert_path,
@@ -421,24 +422,22 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     let mut conn = Connection::new(id, Host::new(peer));
     cx.chain.client_connected(&conn).await;
-    let mut server_seen = false;
-    if let Err(e) = drive(&cx, &protocols, &mut conn, stream, &mut server_seen).await {
+    if let Err(e) = drive(&cx, &protocols, &mut conn, stream).await {
         report(&conn, &e);
     }
     cx.chain.client_disconnected(&conn).await;
-    if server_seen {
+    // Only a server whose `server_connected` fired gets its `server_disconnected`.
+    if conn.server_announced {
         cx.chain.server_disconnected(&conn).await;
     }
 }
 
-/// Picks a protocol, connects, relays. `server_seen` is set once `server_connected` has
-/// fired, so that `server_disconnected` fires exactly when it did.
+/// Picks a protocol, connects, relays.
 async fn drive(
     cx: &Context,
     protocols: &[Arc<dyn Protocol>],
     conn: &mut Connection,
     mut stream: TcpStream,
-    server_seen: &mut bool,
 ) -> Result<()> {
     let Some((protocol, target, first)) = sniff(protocols, conn, &mut stream).await? else {
         return Ok(());
@@ -451,8 +450,7 @@ async fn drive(
         .await?
     {
         Connected::Tunnel(tunnel) => {
-            *server_seen = true;
-            cx.chain.server_connected(conn).await;
+            cx.announce_server(conn).await;
             protocol.handle(cx, conn, tunnel).await
         }
         Connected::Handled => Ok(()),

@@ -61,11 +61,8 @@ async fn absolute_uri_routes_to_its_port() {
     );
     let reply = raw_exchange(proxy.addr, request.as_bytes()).await;
     let reply = String::from_utf8_lossy(&reply);
-    let expected = format!(
-        "hello from origin: GET http://127.0.0.1:{}/abs",
-        origin.port()
-    );
-    assert!(reply.ends_with(&expected), "{reply}");
+    // The origin gets the origin-form target.
+    assert!(reply.ends_with("hello from origin: GET /abs"), "{reply}");
 }
 
 /// Delegates to [`Http`] and counts `resolve` calls, so a test can tell when the
@@ -224,29 +221,23 @@ impl Middleware for Swallow {
 
 #[tokio::test]
 async fn a_data_hook_can_drop_bytes() {
+    // Every byte from the server is dropped: no response reaches the engine, which
+    // answers 504 once the origin has had its time.
     let origin = start_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(Swallow))).await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let http = Http::new().response_timeout(Duration::from_millis(300));
+    let proxy = start_proxy(|b| {
+        b.protocols(vec![Arc::new(http)])
+            .middleware(Arc::new(Swallow))
+    })
+    .await;
     let req = format!(
-        "GET /x HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
         origin.port()
     );
-    s.write_all(req.as_bytes()).await.unwrap();
-    // The origin answers; wait until it has, then close our side: the proxy must have
-    // passed nothing on.
-    let waited = async {
-        while origin.requests().is_empty() {
-            tokio::task::yield_now().await;
-        }
-    };
-    tokio::time::timeout(PATIENCE, waited).await.unwrap();
-    s.shutdown().await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    let reply = String::from_utf8(raw_exchange(proxy.addr, req.as_bytes()).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 504 Gateway Timeout"), "{reply}");
+    assert!(!reply.contains("hello from origin"), "{reply}");
+    assert_eq!(origin.requests().len(), 1);
 }
 
 #[tokio::test]
@@ -357,12 +348,7 @@ async fn an_untrusted_upstream_certificate_gives_an_error_and_the_proxy_goes_on(
 
     let url = format!("http://127.0.0.1:{}/after", plain.port());
     let got = client.get(&url).send().await.unwrap();
-    assert_eq!(
-        got.text().await.unwrap(),
-        "hello from origin: GET http://127.0.0.1:".to_string()
-            + &plain.port().to_string()
-            + "/after"
-    );
+    assert_eq!(got.text().await.unwrap(), "hello from origin: GET /after");
 }
 
 #[tokio::test]
@@ -386,7 +372,7 @@ async fn a_refused_upstream_gets_a_502_that_says_so() {
         l.local_addr().unwrap().port()
     };
     let proxy = start_proxy(|b| b).await;
-    let req = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let req = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     let reply = String::from_utf8(raw_exchange(proxy.addr, req.as_bytes()).await).unwrap();
     assert!(reply.starts_with("HTTP/1.1 502 Bad Gateway"), "{reply}");
     assert!(reply.contains("could not connect"), "{reply}");

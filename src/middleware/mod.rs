@@ -35,6 +35,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::core::{Connection, Flow};
+use crate::message::{HttpFlow, Verdict};
+use crate::websocket::{MessageVerdict, WebSocketMessage};
 
 pub use self::http_log::HttpLog;
 pub use self::log::Log;
@@ -97,6 +99,50 @@ pub trait Middleware: Send + Sync + 'static {
     /// [`client_disconnected`](Self::client_disconnected), and only if a server was
     /// connected. Default: does nothing.
     async fn server_disconnected(&self, _conn: &Connection) {}
+
+    /// An HTTP request is about to go to its origin: `flow.request` is set,
+    /// `flow.response` is not. Change the request in place (method, target, path,
+    /// headers, body), or return [`Verdict::Respond`] to answer it here without
+    /// contacting any origin, or [`Verdict::Kill`] to drop the client. The body is
+    /// [`Body::Full`](crate::Body::Full) when it fits every middleware's
+    /// [`body_limit`](Self::body_limit), otherwise it streams past. Default: continues.
+    async fn request(&self, _conn: &Connection, _flow: &mut HttpFlow) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// The response head (and, within the body limit, its body) arrived and is about
+    /// to go to the client: change `flow.response` in place, replace it with
+    /// [`Verdict::Respond`], or drop the client with [`Verdict::Kill`]. Also called for
+    /// responses a request hook or the proxy itself made (error pages). Default:
+    /// continues.
+    async fn response(&self, _conn: &Connection, _flow: &mut HttpFlow) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// The exchange is over: the response (or the error that ended it) has been passed
+    /// to the client, and `flow.timings` and the body sizes are final. Default: does
+    /// nothing.
+    async fn flow_finished(&self, _conn: &Connection, _flow: &HttpFlow) {}
+
+    /// A WebSocket data message (text or binary, reassembled from its fragments) is on
+    /// its way in `message.direction`. Change it in place, or drop it, or close the
+    /// WebSocket. Ping, pong and close frames pass without this hook. Default: forwards.
+    async fn websocket_message(
+        &self,
+        _conn: &Connection,
+        _message: &mut WebSocketMessage,
+    ) -> MessageVerdict {
+        MessageVerdict::Forward
+    }
+
+    /// The largest body, in bytes, this middleware wants to see whole in
+    /// [`request`](Self::request) and [`response`](Self::response). Bodies up to the
+    /// largest limit of all middlewares are held in memory before the hooks run;
+    /// larger ones stream past as [`Body::Streaming`](crate::Body::Streaming), keeping
+    /// memory bounded. Default: 0 (bodies always stream).
+    fn body_limit(&self) -> usize {
+        0
+    }
 
     /// Whether this middleware wants the relayed bytes, i.e. overrides
     /// [`client_data`](Self::client_data) or [`server_data`](Self::server_data).
@@ -169,6 +215,56 @@ impl Chain {
             }
         }
         data
+    }
+
+    /// Runs the request hooks in order until one does not continue.
+    pub(crate) async fn request(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
+        for m in self.0.iter() {
+            match m.request(conn, flow).await {
+                Verdict::Continue => {}
+                other => return other,
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// Runs the response hooks in order; a `Respond` replaces the response and the
+    /// remaining hooks see the new one.
+    pub(crate) async fn response(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
+        for m in self.0.iter() {
+            match m.response(conn, flow).await {
+                Verdict::Continue => {}
+                Verdict::Respond(r) => flow.response = Some(r),
+                Verdict::Kill => return Verdict::Kill,
+            }
+        }
+        Verdict::Continue
+    }
+
+    pub(crate) async fn flow_finished(&self, conn: &Connection, flow: &HttpFlow) {
+        for m in self.0.iter() {
+            m.flow_finished(conn, flow).await;
+        }
+    }
+
+    /// Runs the WebSocket message hooks in order until one does not forward.
+    pub(crate) async fn websocket_message(
+        &self,
+        conn: &Connection,
+        message: &mut WebSocketMessage,
+    ) -> MessageVerdict {
+        for m in self.0.iter() {
+            match m.websocket_message(conn, message).await {
+                MessageVerdict::Forward => {}
+                other => return other,
+            }
+        }
+        MessageVerdict::Forward
+    }
+
+    /// The largest body any middleware wants to see whole.
+    pub(crate) fn body_limit(&self) -> usize {
+        self.0.iter().map(|m| m.body_limit()).max().unwrap_or(0)
     }
 
     /// Whether any middleware wants the relayed bytes.

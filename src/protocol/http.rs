@@ -1,13 +1,14 @@
-//! The built-in [`Http`] protocol: plain HTTP/1.x proxying and `CONNECT` with TLS
+//! The built-in [`Http`] protocol: an HTTP/1.x proxy with `CONNECT` and TLS
 //! interception.
 //!
-//! - A plain request (`GET http://host:port/path` or `GET /path` with `Host: host:port`)
-//!   goes to that host *and port* (80 when none is given).
+//! - Every request on a client connection is routed on its own, by its absolute URI or
+//!   its `Host` header *with the port* (see [`crate::h1`] for the engine).
 //! - `CONNECT host:port` is answered `200 Connection established`. If the client then
 //!   starts TLS, the proxy reads its ClientHello, connects the upstream with the same
-//!   SNI and ALPN offer, and finishes the client's handshake with a leaf for the SNI name
-//!   (or the `CONNECT` host) and the protocol the upstream chose. Anything else than TLS
-//!   is relayed as it is, so a tunnel of any TCP protocol works.
+//!   SNI, finishes the client's handshake with a leaf for the SNI name (or the
+//!   `CONNECT` host) and serves HTTP/1 inside. A client that offers only other ALPN
+//!   protocols (e.g. only `h2`), or does not speak TLS at all, gets its bytes relayed
+//!   as they are, so a tunnel of any TCP protocol works.
 //! - When the upstream cannot be reached, the client gets an HTTP error page saying why
 //!   and what to try (inside TLS after `CONNECT`, where it can read it).
 
@@ -23,25 +24,28 @@ use super::{Connected, Context, Protocol, Resolution, Tunnel, DEFAULT_BUFFER_SIZ
 use super::{DEFAULT_BYTES_NEEDED, DEFAULT_TIMEOUT};
 use crate::core::{Connection, Target};
 use crate::error::{Error, Result};
+use crate::h1::{self, Scope, Settings};
 use crate::io::{rewound, BoxIo};
+use crate::message::Response;
 
-/// The most header lines a request head may have to be recognised.
-const MAX_HEADERS: usize = 128;
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
+/// The default of [`Http::max_head`]: 64 KiB.
+pub const DEFAULT_MAX_HEAD: usize = 64 * 1024;
 
 /// HTTP/1.0 and 1.1 proxying, with `CONNECT` and TLS interception.
 ///
 /// ```
 /// use std::time::Duration;
-/// let http = mitm::Http::new().timeout(Duration::from_secs(30));
+/// let http = mitm::Http::new()
+///     .timeout(Duration::from_secs(30))
+///     .max_head(32 * 1024);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Http {
     bytes_needed: usize,
     buffer_size: usize,
-    timeout: Duration,
-    keep_alive: bool,
+    settings: Settings,
 }
 
 impl Default for Http {
@@ -49,40 +53,69 @@ impl Default for Http {
         Http {
             bytes_needed: DEFAULT_BYTES_NEEDED,
             buffer_size: DEFAULT_BUFFER_SIZE,
-            timeout: DEFAULT_TIMEOUT,
-            keep_alive: true,
+            settings: Settings {
+                timeout: DEFAULT_TIMEOUT,
+                response_timeout: Duration::from_secs(120),
+                idle_timeout: Duration::from_secs(120),
+                keep_alive: true,
+                max_head: DEFAULT_MAX_HEAD,
+            },
         }
     }
 }
 
 impl Http {
-    /// The protocol with its defaults (those of [`Protocol`]'s settings).
+    /// The protocol with its defaults.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The largest request head recognised. Default: 8192 bytes.
+    /// How many first bytes may be read before the protocol decides whether a client
+    /// speaks HTTP; a head still incomplete by then is taken as HTTP and judged against
+    /// [`max_head`](Self::max_head). Default: 8192.
     pub fn bytes_needed(mut self, bytes: usize) -> Self {
         self.bytes_needed = bytes;
         self
     }
 
-    /// Bytes read per chunk when relaying. Default: 8192.
+    /// Bytes read per chunk when relaying tunnels. Default: 8192.
     pub fn buffer_size(mut self, bytes: usize) -> Self {
         self.buffer_size = bytes;
         self
     }
 
-    /// Time allowed for the request head, the upstream connection and TLS handshakes,
-    /// and the idle limit when keep-alive is off. Default: 15 seconds.
+    /// Time allowed for a request head once it has begun, for connecting upstream and
+    /// for TLS handshakes. Default: 15 seconds.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.settings.timeout = timeout;
         self
     }
 
-    /// Whether idle relayed connections are kept open. Default: `true`.
+    /// Time an origin has to start its response, and to send each part of its body,
+    /// before the client gets a `504`. Default: 120 seconds.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.response_timeout = timeout;
+        self
+    }
+
+    /// Time a keep-alive client connection may stay idle between requests.
+    /// Default: 120 seconds.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.idle_timeout = timeout;
+        self
+    }
+
+    /// Whether client connections are kept open between requests. When false, each
+    /// response carries `Connection: close`. Default: `true`.
     pub fn keep_alive(mut self, keep_alive: bool) -> Self {
-        self.keep_alive = keep_alive;
+        self.settings.keep_alive = keep_alive;
+        self
+    }
+
+    /// The largest request head accepted; larger ones get `431`. Default:
+    /// [`DEFAULT_MAX_HEAD`] (64 KiB).
+    pub fn max_head(mut self, bytes: usize) -> Self {
+        self.settings.max_head = bytes;
         self
     }
 }
@@ -102,23 +135,27 @@ impl Protocol for Http {
     }
 
     fn timeout(&self) -> Duration {
-        self.timeout
+        self.settings.timeout
     }
 
     fn keep_alive(&self) -> bool {
-        self.keep_alive
+        self.settings.keep_alive
     }
 
     async fn resolve(&self, _conn: &Connection, data: &[u8]) -> Resolution {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [httparse::EMPTY_HEADER; h1::parse::MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        match req.parse(data) {
-            Ok(httparse::Status::Complete(_)) => match target_of(&req) {
-                Some(target) => Resolution::Accept(target),
-                None => Resolution::NotMine,
-            },
-            Ok(httparse::Status::Partial) => Resolution::NeedMore,
-            Err(_) => Resolution::NotMine,
+        let parsed = req.parse(data);
+        if let Ok(httparse::Status::Complete(_)) = parsed {
+            return Resolution::Accept(target_of(&req).unwrap_or_else(unknown_target));
+        }
+        // A valid request line makes it HTTP even if the rest is broken or too long:
+        // the engine then answers 400 or 431 instead of the connection just closing.
+        let http = request_line_ok(data);
+        match parsed {
+            Ok(httparse::Status::Partial) if data.len() < self.bytes_needed => Resolution::NeedMore,
+            _ if http => Resolution::Accept(unknown_target()),
+            _ => Resolution::NotMine,
         }
     }
 
@@ -127,127 +164,159 @@ impl Protocol for Http {
         cx: &Context,
         conn: &mut Connection,
         client: BoxIo,
-        target: Target,
+        _target: Target,
         data: Bytes,
     ) -> Result<Connected> {
-        if target.tls {
-            self.connect_tunnel(cx, conn, client, target, data).await
-        } else {
-            self.connect_plain(cx, conn, client, target, data).await
-        }
+        h1::serve(cx, conn, &self.settings, client, data, Scope::Proxy, None).await?;
+        Ok(Connected::Handled)
     }
 }
 
-impl Http {
-    /// A plain request: connect, send the first bytes on, relay the rest.
-    async fn connect_plain(
-        &self,
-        cx: &Context,
-        conn: &mut Connection,
-        mut client: BoxIo,
-        target: Target,
-        data: Bytes,
-    ) -> Result<Connected> {
-        let mut server = match cx.connect(conn, &target, self.timeout).await {
-            Ok(tcp) => tcp,
-            Err(e) => return fail(&mut client, e).await,
-        };
-        server.write_all(&data).await.map_err(Error::server_io)?;
-        Ok(Connected::Tunnel(Tunnel::new(client, Box::new(server))))
+/// The placeholder target of a request whose head is not complete yet.
+fn unknown_target() -> Target {
+    Target::new("", 0, false)
+}
+
+/// Whether `data` starts with a complete, plausible HTTP/1 request line.
+fn request_line_ok(data: &[u8]) -> bool {
+    let Some(end) = data.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let line = data[..end].strip_suffix(b"\r").unwrap_or(&data[..end]);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !method.is_empty()
+        && method.iter().all(|b| b.is_ascii_alphabetic() || *b == b'-')
+        && !target.is_empty()
+        && version.starts_with(b"HTTP/1.")
+}
+
+/// After `CONNECT`: answer 200, then intercept TLS or relay whatever else comes.
+pub(crate) async fn tunnel(
+    cx: &Context,
+    conn: &mut Connection,
+    settings: &Settings,
+    mut client: BoxIo,
+    rest: Bytes,
+    target: Target,
+) -> Result<()> {
+    client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .map_err(Error::client_io)?;
+    // Bytes the client sent after the CONNECT head (an eager ClientHello) are still to
+    // be read.
+    let mut client = rewound(client, rest);
+    let mut first = BytesMut::with_capacity(DEFAULT_BUFFER_SIZE);
+    let read = tokio::time::timeout(settings.timeout, client.read_buf(&mut first)).await;
+    match read {
+        Ok(Ok(0)) => return Ok(()),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(Error::client_io(e)),
+        Err(_) => return Err(Error::ClientTimeout),
     }
-
-    /// `CONNECT`: answer 200, then look at what the client sends first.
-    async fn connect_tunnel(
-        &self,
-        cx: &Context,
-        conn: &mut Connection,
-        mut client: BoxIo,
-        target: Target,
-        data: Bytes,
-    ) -> Result<Connected> {
-        client
-            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            .await
-            .map_err(Error::client_io)?;
-        // Bytes the client sent after the CONNECT head (an eager ClientHello) are
-        // still to be read.
-        let rest = data.slice(head_len(&data).unwrap_or(data.len())..);
-        let mut client = rewound(client, rest);
-
-        let mut first = BytesMut::with_capacity(DEFAULT_BUFFER_SIZE);
-        let read = tokio::time::timeout(self.timeout, client.read_buf(&mut first)).await;
-        match read {
-            Ok(Ok(0)) => return Ok(Connected::Handled),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(Error::client_io(e)),
-            Err(_) => return Err(Error::ClientTimeout),
-        }
-        let is_tls = first[0] == TLS_HANDSHAKE;
-        // The peeked bytes go back in front, so the TLS acceptor or the relay (and its
-        // data hooks) read them as if nothing had happened.
-        let client = rewound(client, first.freeze());
-        if is_tls {
-            self.intercept_tls(cx, conn, client, target).await
-        } else {
-            let server = match cx.connect(conn, &target, self.timeout).await {
-                Ok(tcp) => tcp,
-                Err(e) => return Err(e),
-            };
-            Ok(Connected::Tunnel(Tunnel::new(client, Box::new(server))))
-        }
+    let is_tls = first[0] == TLS_HANDSHAKE;
+    // The peeked bytes go back in front, so the TLS acceptor or the relay (and its data
+    // hooks) read them as if nothing had happened.
+    let client = rewound(client, first.freeze());
+    if is_tls {
+        return intercept_tls(cx, conn, settings, client, target).await;
     }
+    let server = cx.connect(conn, &target, settings.timeout).await?;
+    cx.announce_server(conn).await;
+    let tunnel = Tunnel::new(client, Box::new(server));
+    cx.relay(conn, tunnel, DEFAULT_BUFFER_SIZE, None).await
+}
 
-    /// TLS after `CONNECT`: ClientHello first, then the upstream with the same SNI and
-    /// ALPN offer, then the client's handshake with a leaf and the upstream's ALPN pick.
-    async fn intercept_tls(
-        &self,
-        cx: &Context,
-        conn: &mut Connection,
-        client: BoxIo,
-        target: Target,
-    ) -> Result<Connected> {
-        let hello = LazyConfigAcceptor::new(Acceptor::default(), client);
-        let start = match tokio::time::timeout(self.timeout, hello).await {
-            Ok(Ok(start)) => start,
-            Ok(Err(source)) => {
-                return Err(Error::ClientTls {
-                    host: target.host,
-                    source,
-                })
-            }
-            Err(_) => return Err(Error::ClientTimeout),
-        };
-        let sni = start.client_hello().server_name().map(str::to_owned);
-        let alpn: Vec<Vec<u8>> = start
-            .client_hello()
-            .alpn()
-            .map(|list| list.map(<[u8]>::to_vec).collect())
-            .unwrap_or_default();
-        let name = sni.unwrap_or_else(|| target.host.clone());
-        conn.tls = true;
-
-        let upstream = cx
-            .connect_tls(conn, &target, &name, &alpn, self.timeout)
-            .await;
-        let chosen = match &upstream {
-            Ok(tls) => tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
-            Err(_) => None,
-        };
-        let config = leaf_config(cx, &name, chosen.as_deref())?;
-        let handshake = start.into_stream(config);
-        let mut client = match tokio::time::timeout(self.timeout, handshake).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(source)) => return Err(Error::ClientTls { host: name, source }),
-            Err(_) => return Err(Error::ClientTimeout),
-        };
-        match upstream {
-            Ok(server) => Ok(Connected::Tunnel(Tunnel::new(
-                Box::new(client),
-                Box::new(server),
-            ))),
-            Err(e) => fail(&mut client, e).await,
+/// TLS after `CONNECT`: ClientHello first, then the upstream with the same SNI, then
+/// the client's handshake with a leaf, then HTTP/1 inside (or raw bytes for other ALPN
+/// protocols).
+async fn intercept_tls(
+    cx: &Context,
+    conn: &mut Connection,
+    settings: &Settings,
+    client: BoxIo,
+    target: Target,
+) -> Result<()> {
+    let hello = LazyConfigAcceptor::new(Acceptor::default(), client);
+    let start = match tokio::time::timeout(settings.timeout, hello).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(source)) => {
+            return Err(Error::ClientTls {
+                host: target.host,
+                source,
+            })
         }
+        Err(_) => return Err(Error::ClientTimeout),
+    };
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    let offered: Vec<Vec<u8>> = start
+        .client_hello()
+        .alpn()
+        .map(|list| list.map(<[u8]>::to_vec).collect())
+        .unwrap_or_default();
+    let name = sni.unwrap_or_else(|| target.host.clone());
+    conn.tls = true;
+    // HTTP/1 is what the engine speaks; a client that offers only other protocols
+    // (e.g. only h2) gets its bytes relayed with the ALPN the upstream picks.
+    let speaks_h1 = offered.is_empty() || offered.iter().any(|p| p == b"http/1.1");
+    let alpn = if speaks_h1 {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        offered
+    };
+    let origin = Target::new(name.clone(), target.port, true);
+    conn.target = Some(origin.clone());
+
+    let upstream = cx
+        .connect_tls(conn, &target, &name, &alpn, settings.timeout)
+        .await;
+    let chosen = match &upstream {
+        Ok(tls) => tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
+        Err(_) if speaks_h1 => Some(b"http/1.1".to_vec()),
+        Err(_) => None,
+    };
+    let config = leaf_config(cx, &name, chosen.as_deref())?;
+    let handshake = start.into_stream(config);
+    let mut client = match tokio::time::timeout(settings.timeout, handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(source)) => return Err(Error::ClientTls { host: name, source }),
+        Err(_) => return Err(Error::ClientTimeout),
+    };
+    let server = match upstream {
+        Ok(server) => server,
+        Err(e) => return fail(&mut client, e).await,
+    };
+    cx.announce_server(conn).await;
+    if !speaks_h1 {
+        let tunnel = Tunnel::new(Box::new(client), Box::new(server));
+        return cx.relay(conn, tunnel, DEFAULT_BUFFER_SIZE, None).await;
     }
+    let addr = conn.server.addr.ok_or_else(|| Error::Connect {
+        target: target.to_string(),
+        source: std::io::Error::other("no peer address"),
+    })?;
+    let upstream = h1::pool::Upstream {
+        io: Box::new(server),
+        addr,
+        target: origin.clone(),
+    };
+    let serve = h1::serve(
+        cx,
+        conn,
+        settings,
+        Box::new(client),
+        Bytes::new(),
+        Scope::Tunnel(origin),
+        Some(upstream),
+    );
+    // The engine and this function call each other (CONNECT inside it is refused, but
+    // the types still recurse): box the future.
+    Box::pin(serve).await
 }
 
 /// The TLS server config for a leaf of `host`, announcing `alpn` (the upstream's pick).
@@ -269,40 +338,62 @@ fn leaf_config(
 }
 
 /// Answers the client with the error page for `e`, then hands `e` back to be logged.
-async fn fail<W: AsyncWrite + Unpin>(client: &mut W, e: Error) -> Result<Connected> {
-    let page = error_page(&e);
+async fn fail<W: AsyncWrite + Unpin>(client: &mut W, e: Error) -> Result<()> {
+    let mut page = Vec::new();
+    let response = error_response(&e);
+    page.extend_from_slice(
+        format!("HTTP/1.1 {} {}\r\n", response.status, response.reason).as_bytes(),
+    );
+    response.headers.write_to(&mut page);
+    let body = response.body.bytes().cloned().unwrap_or_default();
+    page.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    page.extend_from_slice(&body);
     // The client may be gone already; the original error is what matters.
-    let _ = client.write_all(page.as_bytes()).await;
+    let _ = client.write_all(&page).await;
     let _ = client.shutdown().await;
     Err(e)
 }
 
-/// An HTTP/1.1 response naming what went wrong and what the user can do about it.
-pub(crate) fn error_page(e: &Error) -> String {
+/// The response that tells a client what went wrong upstream and what to try.
+pub(crate) fn error_response(e: &Error) -> Response {
     let (status, body) = match e {
         Error::Resolve { host, source } => (
-            "502 Bad Gateway",
+            502,
             format!(
                 "mitm could not resolve the upstream host {host}: {source}.\n\
                  Check the host name, and that the proxy's machine can resolve it.\n"
             ),
         ),
         Error::Connect { target, source } => (
-            "502 Bad Gateway",
+            502,
             format!(
                 "mitm could not connect to the upstream server {target}: {source}.\n\
                  Check that the server is running and reachable from the proxy.\n"
             ),
         ),
         Error::ConnectTimeout { target } => (
-            "504 Gateway Timeout",
+            504,
             format!(
                 "mitm timed out connecting to the upstream server {target}.\n\
                  The server did not answer in time; try again, or raise the timeout.\n"
             ),
         ),
+        Error::ResponseTimeout { target, after } => (
+            504,
+            format!(
+                "mitm timed out waiting for the upstream server {target}: no response \
+                 within {after:?}.\nThe server may be overloaded; try again, or raise the \
+                 response timeout.\n"
+            ),
+        ),
         Error::UpstreamTls { target, source } => (
-            "502 Bad Gateway",
+            502,
             format!(
                 "mitm could not set up TLS with the upstream server {target}: {}.\n\
                  If the server's certificate comes from a private CA, give that CA to the \
@@ -311,15 +402,14 @@ pub(crate) fn error_page(e: &Error) -> String {
             ),
         ),
         other => (
-            "502 Bad Gateway",
-            format!("mitm could not reach the upstream server: {other}.\n"),
+            502,
+            format!(
+                "mitm could not get a response from the upstream server: {}.\n",
+                crate::error::Report(other)
+            ),
         ),
     };
-    format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    h1::text_response(status, body)
 }
 
 /// The rustls error inside an I/O error when there is one (e.g. "invalid peer
@@ -329,13 +419,6 @@ fn tls_cause(e: &std::io::Error) -> String {
         Some(tls) => tls.to_string(),
         None => e.to_string(),
     }
-}
-
-/// The length of the head at the start of `data` (through the blank line), if complete.
-fn head_len(data: &[u8]) -> Option<usize> {
-    data.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
 }
 
 /// Where a parsed request goes: the `CONNECT` authority, the absolute-form URI's
@@ -434,7 +517,13 @@ mod tests {
     fn partial_heads_need_more_and_garbage_is_not_mine() {
         assert_eq!(resolve(b"GET / HTTP/1.1\r\nHo"), Resolution::NeedMore);
         assert_eq!(resolve(b"\x16\x03\x01\x02\x00"), Resolution::NotMine);
-        assert_eq!(resolve(b"GET / HTTP/1.1\r\n\r\n"), Resolution::NotMine);
+        assert_eq!(resolve(b"HELLO\r\n"), Resolution::NotMine);
+        // HTTP, but without a Host: the engine answers 400 rather than the proxy
+        // closing the connection.
+        assert!(matches!(
+            resolve(b"GET / HTTP/1.1\r\n\r\n"),
+            Resolution::Accept(_)
+        ));
     }
 
     #[test]

@@ -161,6 +161,7 @@ pub struct Context {
     pub(crate) ca: Arc<CertificateAuthority>,
     pub(crate) upstream_tls: Arc<UpstreamTls>,
     pub(crate) resolver: Arc<dyn Resolve>,
+    pub(crate) pool: Arc<crate::h1::pool::Pool>,
 }
 
 impl std::fmt::Debug for Context {
@@ -215,6 +216,23 @@ impl Context {
                 target: target.to_string(),
             }),
         }
+    }
+
+    /// Records that `conn` is now connected to its server (`conn.server`) and fires
+    /// `server_connected`. Protocols that connect upstream call it; the server fires
+    /// the matching `server_disconnected` at the end.
+    pub async fn announce_server(&self, conn: &mut Connection) {
+        conn.server_announced = true;
+        self.chain.server_connected(conn).await;
+    }
+
+    /// Fires `server_disconnected` if a server was announced, and forgets it: for a
+    /// protocol that moves a connection from one upstream to another.
+    pub async fn retire_server(&self, conn: &mut Connection) {
+        if std::mem::take(&mut conn.server_announced) {
+            self.chain.server_disconnected(conn).await;
+        }
+        conn.server = Host::default();
     }
 
     /// Relays `tunnel` both ways through the data hooks until it ends. `idle_timeout`,

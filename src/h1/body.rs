@@ -1,0 +1,323 @@
+//! Reading and writing HTTP/1 bodies as they stream: a [`Peer`] (one side's stream and
+//! its read buffer), a [`Decoder`] that takes body bytes out of the buffer by the
+//! message's framing, and an [`Encoder`] that frames them again for the other side.
+//!
+//! Memory stays bounded: bytes are read into one reusable buffer per side and written
+//! on before more are read, whatever the body's size.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::parse::Framing;
+use crate::core::{Connection, Flow};
+use crate::io::BoxIo;
+use crate::middleware::Chain;
+
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 16 * 1024;
+
+/// One side of the exchange: its stream, and bytes read from it but not used yet.
+pub(crate) struct Peer {
+    pub io: BoxIo,
+    pub buf: BytesMut,
+    /// The direction bytes read from this peer travel, for the data hooks.
+    flow: Flow,
+    /// Scratch space for reads that go through the data hooks.
+    raw: BytesMut,
+}
+
+impl Peer {
+    pub(crate) fn new(io: BoxIo, flow: Flow, already: Bytes) -> Self {
+        let mut buf = BytesMut::with_capacity(READ_SIZE.max(already.len()));
+        buf.extend_from_slice(&already);
+        Peer {
+            io,
+            buf,
+            flow,
+            raw: BytesMut::new(),
+        }
+    }
+
+    /// Reads more bytes into the buffer, through the data hooks when `hooks`. Returns
+    /// how many raw bytes were read (0 at the end of the stream).
+    pub(crate) async fn fill(
+        &mut self,
+        chain: &Chain,
+        conn: &Connection,
+        hooks: bool,
+    ) -> io::Result<usize> {
+        if !hooks {
+            self.buf.reserve(READ_SIZE);
+            return self.io.read_buf(&mut self.buf).await;
+        }
+        self.raw.reserve(READ_SIZE);
+        let n = self.io.read_buf(&mut self.raw).await?;
+        if n > 0 {
+            let chunk = chain.data(conn, self.flow, self.raw.split().freeze()).await;
+            self.buf.extend_from_slice(&chunk);
+        }
+        Ok(n)
+    }
+}
+
+/// What the decoder found.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    /// Body bytes.
+    Data(Bytes),
+    /// More bytes must be read first.
+    NeedMore,
+    /// The body is complete.
+    End,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Length(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkDataEnd,
+    Trailers,
+    UntilClose,
+    Done,
+}
+
+/// Takes body bytes out of a peer's buffer according to the framing.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    state: State,
+    /// Raw trailer lines of a chunked body, to pass on.
+    pub trailers: Vec<u8>,
+}
+
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 8 * 1024;
+/// Most trailer bytes accepted.
+const MAX_TRAILERS: usize = 64 * 1024;
+
+impl Decoder {
+    pub(crate) fn new(framing: Framing) -> Self {
+        let state = match framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::UntilClose => State::UntilClose,
+        };
+        Decoder {
+            state,
+            trailers: Vec::new(),
+        }
+    }
+
+    /// Whether the whole body has been taken.
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// Takes the next piece of body from `buf`. `eof` says the stream has ended, which
+    /// completes an until-close body and is an error for any other.
+    pub(crate) fn next(&mut self, buf: &mut BytesMut, eof: bool) -> io::Result<Piece> {
+        loop {
+            match self.state {
+                State::Done => return Ok(Piece::End),
+                State::UntilClose => {
+                    if !buf.is_empty() {
+                        return Ok(Piece::Data(buf.split().freeze()));
+                    }
+                    if eof {
+                        self.state = State::Done;
+                        return Ok(Piece::End);
+                    }
+                    return Ok(Piece::NeedMore);
+                }
+                State::Length(left) | State::ChunkData(left) => {
+                    if buf.is_empty() {
+                        return if eof {
+                            Err(truncated())
+                        } else {
+                            Ok(Piece::NeedMore)
+                        };
+                    }
+                    let n = left.min(buf.len() as u64) as usize;
+                    let data = buf.split_to(n).freeze();
+                    let rest = left - n as u64;
+                    self.state = match (self.state, rest) {
+                        (State::Length(_), 0) => State::Done,
+                        (State::Length(_), r) => State::Length(r),
+                        (_, 0) => State::ChunkDataEnd,
+                        (_, r) => State::ChunkData(r),
+                    };
+                    return Ok(Piece::Data(data));
+                }
+                State::ChunkSize | State::ChunkDataEnd | State::Trailers => {
+                    let Some(line) = take_line(buf)? else {
+                        return if eof {
+                            Err(truncated())
+                        } else {
+                            Ok(Piece::NeedMore)
+                        };
+                    };
+                    self.state = self.after_line(&line)?;
+                }
+            }
+        }
+    }
+
+    fn after_line(&mut self, line: &[u8]) -> io::Result<State> {
+        let text = line.strip_suffix(b"\r\n").unwrap_or(line);
+        Ok(match self.state {
+            State::ChunkSize => match chunk_size(text) {
+                Some(0) => State::Trailers,
+                Some(n) => State::ChunkData(n),
+                None => return Err(invalid("invalid chunk size line")),
+            },
+            State::ChunkDataEnd if text.is_empty() => State::ChunkSize,
+            State::ChunkDataEnd => return Err(invalid("chunk data not followed by CRLF")),
+            State::Trailers if text.is_empty() => State::Done,
+            State::Trailers => {
+                if self.trailers.len() + line.len() > MAX_TRAILERS {
+                    return Err(invalid("trailers too large"));
+                }
+                self.trailers.extend_from_slice(line);
+                State::Trailers
+            }
+            other => other,
+        })
+    }
+}
+
+/// Takes one CRLF-terminated line off the front of `buf` (with its CRLF).
+fn take_line(buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(i) if i > 0 && buf[i - 1] == b'\r' => Ok(Some(buf.split_to(i + 1))),
+        Some(_) => Err(invalid("bare LF in chunked framing")),
+        None if buf.len() > MAX_LINE => Err(invalid("chunked framing line too long")),
+        None => Ok(None),
+    }
+}
+
+/// A chunk size, ignoring extensions; `None` when invalid or absurdly large.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let hex = line.split(|&b| b == b';').next()?.trim_ascii();
+    if hex.is_empty() || hex.len() > 15 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+fn truncated() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "connection closed in the middle of a body",
+    )
+}
+
+/// How the body is framed on the way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoder {
+    /// As it is: `Content-Length` or until close.
+    Plain,
+    /// Chunked: each piece becomes a chunk.
+    Chunked,
+}
+
+impl Encoder {
+    /// Writes one piece of body.
+    pub(crate) async fn write(
+        self,
+        out: &mut BoxIo,
+        scratch: &mut Vec<u8>,
+        data: &[u8],
+    ) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Encoder::Plain => out.write_all(data).await,
+            Encoder::Chunked => {
+                // One write per chunk: size line, data and CRLF together.
+                scratch.clear();
+                scratch.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                scratch.extend_from_slice(data);
+                scratch.extend_from_slice(b"\r\n");
+                out.write_all(scratch).await
+            }
+        }
+    }
+
+    /// Ends the body (the last chunk and any trailers, for chunked).
+    pub(crate) async fn finish(self, out: &mut BoxIo, trailers: &[u8]) -> io::Result<()> {
+        if self == Encoder::Chunked {
+            let mut end = Vec::with_capacity(5 + trailers.len());
+            end.extend_from_slice(b"0\r\n");
+            end.extend_from_slice(trailers);
+            end.extend_from_slice(b"\r\n");
+            out.write_all(&end).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(framing: Framing, parts: &[&[u8]]) -> io::Result<(Vec<u8>, Vec<u8>)> {
+        let mut d = Decoder::new(framing);
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            buf.extend_from_slice(p);
+            let eof = i + 1 == parts.len();
+            loop {
+                match d.next(&mut buf, eof)? {
+                    Piece::Data(b) => body.extend_from_slice(&b),
+                    Piece::NeedMore => break,
+                    Piece::End => return Ok((body, d.trailers)),
+                }
+            }
+        }
+        Err(truncated())
+    }
+
+    #[test]
+    fn chunked_bodies_with_trailers_decode_whatever_the_cuts() {
+        let raw: &[u8] = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
+        let (body, trailers) = decode_all(Framing::Chunked, &[raw]).unwrap();
+        assert_eq!(body, b"hello world");
+        assert_eq!(trailers, b"X-T: 1\r\n");
+        let bytes: Vec<&[u8]> = raw.chunks(1).collect();
+        assert_eq!(
+            decode_all(Framing::Chunked, &bytes).unwrap().0,
+            b"hello world"
+        );
+    }
+
+    #[test]
+    fn bad_chunked_framing_is_an_error() {
+        assert!(decode_all(Framing::Chunked, &[b"zz\r\n"]).is_err());
+        assert!(decode_all(Framing::Chunked, &[b"fffffffffffffffff\r\n"]).is_err());
+        assert!(decode_all(Framing::Chunked, &[b"1\nA\n0\n\n"]).is_err());
+        assert!(decode_all(Framing::Chunked, &[b"1\r\nAB\r\n"]).is_err());
+    }
+
+    #[test]
+    fn length_bodies_stop_at_their_length() {
+        let mut d = Decoder::new(Framing::Length(3));
+        let mut buf = BytesMut::from(&b"abcNEXT"[..]);
+        assert!(matches!(d.next(&mut buf, false).unwrap(), Piece::Data(b) if b == "abc"));
+        assert!(matches!(d.next(&mut buf, false).unwrap(), Piece::End));
+        assert_eq!(&buf[..], b"NEXT");
+    }
+
+    #[test]
+    fn a_short_body_at_eof_is_an_error() {
+        assert!(decode_all(Framing::Length(10), &[b"abc"]).is_err());
+    }
+}

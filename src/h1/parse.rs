@@ -1,0 +1,332 @@
+//! HTTP/1.x heads: parsing requests and responses from bytes, framing rules, and
+//! writing heads back out.
+//!
+//! Parsing is strict where leniency lets two parties disagree about where a message
+//! ends (RFC 9112 section 6): a request with both `Content-Length` and
+//! `Transfer-Encoding`, conflicting lengths, or a transfer coding other than a final
+//! `chunked` is refused rather than forwarded.
+
+use bytes::Bytes;
+
+use crate::message::{Headers, Version};
+
+/// Most header fields accepted in one head.
+pub(crate) const MAX_HEADERS: usize = 128;
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the sender closes the connection (responses only).
+    UntilClose,
+}
+
+/// Why a head was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeadError {
+    /// Not valid HTTP/1: the reason, for a 400 page.
+    Malformed(String),
+    /// Larger than the limit (431 for requests).
+    TooLarge,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    pub method: String,
+    /// The request target as sent: origin-form, absolute-form, authority-form or `*`.
+    pub target: String,
+    pub version: Version,
+    pub headers: Headers,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub status: u16,
+    pub reason: String,
+    pub version: Version,
+    pub headers: Headers,
+}
+
+/// Finds the end of a head (just past its blank line) in `buf`, if it is there.
+pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
+    memchr_crlfcrlf(buf)
+}
+
+fn memchr_crlfcrlf(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 3 < buf.len() {
+        // Skip quickly to the next CR.
+        match buf[i..].iter().position(|&b| b == b'\r') {
+            None => return None,
+            Some(p) => i += p,
+        }
+        if i + 3 < buf.len() && &buf[i..i + 4] == b"\r\n\r\n" {
+            return Some(i + 4);
+        }
+        i += 1;
+    }
+    None
+}
+
+fn version_of(minor: Option<u8>) -> Version {
+    match minor {
+        Some(0) => Version::Http10,
+        _ => Version::Http11,
+    }
+}
+
+/// Copies parsed header fields into [`Headers`], slicing `head` (no per-field copy).
+fn collect_headers(head: &Bytes, fields: &[httparse::Header<'_>]) -> Headers {
+    let base = head.as_ptr() as usize;
+    let mut headers = Headers::with_capacity(fields.len());
+    for h in fields {
+        let name = slice_of(head, base, h.name.as_bytes());
+        let value = slice_of(head, base, h.value);
+        headers.append(name, value);
+    }
+    headers
+}
+
+/// `part` is a subslice of `head`'s bytes; returns it as a `Bytes` sharing them.
+fn slice_of(head: &Bytes, base: usize, part: &[u8]) -> Bytes {
+    let start = part.as_ptr() as usize - base;
+    head.slice(start..start + part.len())
+}
+
+/// Parses a complete request head (through its blank line).
+pub(crate) fn parse_request(head: &Bytes) -> Result<RequestHead, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(HeadError::Malformed("incomplete request head".into()))
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Malformed(format!("invalid request head: {e}"))),
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Err(HeadError::Malformed("missing method or target".into()));
+    };
+    if target.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(HeadError::Malformed(
+            "control character in request target".into(),
+        ));
+    }
+    Ok(RequestHead {
+        method: method.to_string(),
+        target: target.to_string(),
+        version: version_of(req.version),
+        headers: collect_headers(head, req.headers),
+    })
+}
+
+/// Parses a complete response head.
+pub(crate) fn parse_response(head: &Bytes) -> Result<ResponseHead, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut fields);
+    match res.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(HeadError::Malformed("incomplete response head".into()))
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Malformed(format!("invalid response head: {e}"))),
+    }
+    let Some(status) = res.code else {
+        return Err(HeadError::Malformed("missing status code".into()));
+    };
+    Ok(ResponseHead {
+        status,
+        reason: res.reason.unwrap_or("").to_string(),
+        version: version_of(res.version),
+        headers: collect_headers(head, res.headers),
+    })
+}
+
+/// The framing of a request body (RFC 9112 section 6.3), refusing ambiguous ones.
+pub(crate) fn request_framing(headers: &Headers) -> Result<Framing, HeadError> {
+    match body_framing(headers)? {
+        Some(f) => Ok(f),
+        None => Ok(Framing::Empty),
+    }
+}
+
+/// The framing of a response body, given the request method and the status.
+pub(crate) fn response_framing(
+    method: &str,
+    status: u16,
+    headers: &Headers,
+) -> Result<Framing, HeadError> {
+    if method.eq_ignore_ascii_case("HEAD")
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304
+    {
+        return Ok(Framing::Empty);
+    }
+    if method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&status) {
+        return Ok(Framing::Empty);
+    }
+    match body_framing(headers)? {
+        Some(f) => Ok(f),
+        None => Ok(Framing::UntilClose),
+    }
+}
+
+/// `Transfer-Encoding` / `Content-Length` framing; `None` when neither is present.
+fn body_framing(headers: &Headers) -> Result<Option<Framing>, HeadError> {
+    let malformed = |m: &str| Err(HeadError::Malformed(m.into()));
+    let has_te = headers.contains("transfer-encoding");
+    let has_cl = headers.contains("content-length");
+    if has_te && has_cl {
+        return malformed("both Transfer-Encoding and Content-Length");
+    }
+    if has_te {
+        // The last coding must be chunked, or the length is unknowable (for requests)
+        // or until close (responses); we accept only chunked.
+        let last = headers
+            .get_all("transfer-encoding")
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+            .last();
+        return match last {
+            Some(t) if t.eq_ignore_ascii_case(b"chunked") => Ok(Some(Framing::Chunked)),
+            _ => malformed("Transfer-Encoding does not end in chunked"),
+        };
+    }
+    if !has_cl {
+        return Ok(None);
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.get_all("content-length") {
+        for part in value.split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return malformed("invalid Content-Length");
+            }
+            let n: u64 = std::str::from_utf8(part)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| HeadError::Malformed("invalid Content-Length".into()))?;
+            if length.is_some_and(|l| l != n) {
+                return malformed("conflicting Content-Length values");
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.map(|n| {
+        if n == 0 {
+            Framing::Empty
+        } else {
+            Framing::Length(n)
+        }
+    }))
+}
+
+/// Header fields that concern one connection only and are not forwarded (RFC 9110
+/// section 7.6.1), besides those the `Connection` field lists.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop fields. With `keep_upgrade`, `Upgrade` stays (and the caller
+/// adds `Connection: upgrade`).
+pub(crate) fn strip_hop_by_hop(headers: &mut Headers, keep_upgrade: bool) {
+    let listed: Vec<Vec<u8>> = headers
+        .get_all("connection")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(|t| t.trim_ascii().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    headers.retain(|name, _| {
+        let lower = name.to_ascii_lowercase();
+        if keep_upgrade && lower == "upgrade" {
+            return true;
+        }
+        !HOP_BY_HOP.contains(&lower.as_str()) && !listed.iter().any(|l| l == lower.as_bytes())
+    });
+}
+
+/// Whether the sender of a message with `version` and `headers` keeps the connection
+/// open afterwards.
+pub(crate) fn keeps_alive(version: Version, headers: &Headers) -> bool {
+    match version {
+        Version::Http10 => headers.has_token("connection", "keep-alive"),
+        Version::Http11 => !headers.has_token("connection", "close"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(raw: &str) -> Result<RequestHead, HeadError> {
+        parse_request(&Bytes::copy_from_slice(raw.as_bytes()))
+    }
+
+    #[test]
+    fn header_case_and_order_survive() {
+        let h = req("GET / HTTP/1.1\r\nX-B: 1\r\nhost: a\r\nX-A: 2\r\n\r\n").unwrap();
+        let names: Vec<&str> = h.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["X-B", "host", "X-A"]);
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let both =
+            req("POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap();
+        assert!(request_framing(&both.headers).is_err());
+        let two = req("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").unwrap();
+        assert!(request_framing(&two.headers).is_err());
+        let same = req("POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\n").unwrap();
+        assert_eq!(request_framing(&same.headers), Ok(Framing::Length(2)));
+        let neg = req("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n").unwrap();
+        assert!(request_framing(&neg.headers).is_err());
+        let gzip = req("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n").unwrap();
+        assert!(request_framing(&gzip.headers).is_err());
+    }
+
+    #[test]
+    fn bodiless_responses() {
+        let h = Headers::new();
+        assert_eq!(response_framing("HEAD", 200, &h), Ok(Framing::Empty));
+        assert_eq!(response_framing("GET", 204, &h), Ok(Framing::Empty));
+        assert_eq!(response_framing("GET", 304, &h), Ok(Framing::Empty));
+        assert_eq!(response_framing("GET", 200, &h), Ok(Framing::UntilClose));
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_listed_go() {
+        let mut h = req(
+            "GET / HTTP/1.1\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nProxy-Authorization: b\r\nTE: trailers\r\nUpgrade: x\r\nX-Keep: 2\r\n\r\n",
+        )
+        .unwrap()
+        .headers;
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["X-Keep"]);
+    }
+
+    #[test]
+    fn heads_end_at_the_blank_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r"), None);
+    }
+}

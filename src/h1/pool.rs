@@ -1,0 +1,85 @@
+//! Idle upstream connections, kept per origin for the next request to any client.
+//!
+//! A connection goes back to the pool only after a complete exchange that leaves it
+//! reusable (framed response, no `Connection: close`). Taking one checks that the
+//! server has not closed it meanwhile; one that has is dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::core::Target;
+use crate::io::BoxIo;
+
+/// Idle connections kept per origin.
+const MAX_IDLE_PER_ORIGIN: usize = 32;
+/// Idle connections older than this are not reused (servers commonly close after
+/// 60 s or more).
+const MAX_IDLE_TIME: Duration = Duration::from_secs(30);
+
+/// An upstream connection with the address it reached.
+pub(crate) struct Upstream {
+    pub io: BoxIo,
+    pub addr: SocketAddr,
+    pub target: Target,
+}
+
+struct Idle {
+    up: Upstream,
+    since: Instant,
+}
+
+/// The pool of idle upstream connections, shared by all clients of a server.
+#[derive(Default)]
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<Target, Vec<Idle>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// An idle connection to `target` that still looks alive, if there is one.
+    pub(crate) fn take(&self, target: &Target) -> Option<Upstream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(target)?;
+        while let Some(mut entry) = list.pop() {
+            if entry.since.elapsed() < MAX_IDLE_TIME && still_open(&mut entry.up.io) {
+                return Some(entry.up);
+            }
+        }
+        None
+    }
+
+    /// Keeps `up` for reuse.
+    pub(crate) fn put(&self, up: Upstream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(up.target.clone()).or_default();
+        if list.len() >= MAX_IDLE_PER_ORIGIN {
+            list.remove(0);
+        }
+        list.push(Idle {
+            up,
+            since: Instant::now(),
+        });
+    }
+}
+
+/// Whether an idle connection is still open: a read that would block means yes; an
+/// end of stream, an error or unexpected bytes mean it cannot be reused.
+fn still_open(io: &mut BoxIo) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    matches!(
+        std::pin::Pin::new(io).poll_read(&mut cx, &mut buf),
+        Poll::Pending
+    )
+}

@@ -1,0 +1,430 @@
+//! HTTP messages as message hooks see them: [`Request`], [`Response`], [`Headers`],
+//! [`Body`], and the [`HttpFlow`] that pairs a request with its response.
+//!
+//! Header names keep the case and order they arrived in; nothing is reordered or
+//! lowercased unless a hook does it. Bodies are [`Body::Full`] when the proxy buffered
+//! them for the hooks (see [`Middleware::body_limit`](crate::Middleware::body_limit))
+//! and [`Body::Streaming`] when they flow past without being held.
+
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::core::Target;
+
+/// An HTTP version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Version {
+    /// HTTP/1.0
+    Http10,
+    /// HTTP/1.1
+    Http11,
+}
+
+impl Version {
+    /// The version as it appears on the wire, e.g. `"HTTP/1.1"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Header fields in their original order, names in their original case. Lookups ignore
+/// case.
+///
+/// ```
+/// let mut h = mitm::Headers::new();
+/// h.append("Content-Type", "text/plain");
+/// h.append("X-Trace", "a");
+/// h.append("x-trace", "b");
+/// assert_eq!(h.get("content-type"), Some("text/plain"));
+/// assert_eq!(h.get_all("X-TRACE").count(), 2);
+/// h.insert("X-Trace", "c");
+/// assert_eq!(h.get_all("x-trace").collect::<Vec<_>>(), [&b"c"[..]]);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    entries: Vec<(Bytes, Bytes)>,
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(n, v)| (n, String::from_utf8_lossy(v))))
+            .finish()
+    }
+}
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty list with room for `n` fields.
+    pub fn with_capacity(n: usize) -> Self {
+        Headers {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    /// How many fields there are (a name that appears twice counts twice).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every field, in order: name (as received) and raw value.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries
+            .iter()
+            .map(|(n, v)| (std::str::from_utf8(n).unwrap_or(""), v.as_ref()))
+    }
+
+    /// The first value of `name` as text, if present and valid UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        std::str::from_utf8(self.get_bytes(name)?).ok()
+    }
+
+    /// The first value of `name`, raw.
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Whether `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get_bytes(name).is_some()
+    }
+
+    /// Whether any value of `name`, read as a comma-separated list, holds `token`
+    /// (case-insensitively), as `Connection: keep-alive, Upgrade` holds `upgrade`.
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.get_all(name).any(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    }
+
+    /// Adds a field at the end, keeping any others of the same name.
+    pub fn append(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
+        self.entries.push((name.into(), value.into()));
+    }
+
+    /// Sets `name` to `value`: the first field of that name takes the value (keeping
+    /// its place), the others are removed; appended if there was none.
+    pub fn insert(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
+        let name = name.into();
+        let mut value = Some(value.into());
+        self.entries.retain_mut(|(n, v)| {
+            if !n.eq_ignore_ascii_case(&name) {
+                return true;
+            }
+            match value.take() {
+                Some(new) => {
+                    *v = new;
+                    true
+                }
+                None => false,
+            }
+        });
+        if let Some(value) = value {
+            self.entries.push((name, value));
+        }
+    }
+
+    /// Removes every field named `name`; returns how many there were.
+    pub fn remove(&mut self, name: &str) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(name.as_bytes()));
+        before - self.entries.len()
+    }
+
+    /// Keeps only the fields for which `keep(name, value)` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &[u8]) -> bool) {
+        self.entries
+            .retain(|(n, v)| keep(std::str::from_utf8(n).unwrap_or(""), v));
+    }
+
+    /// Appends the fields as they go on the wire (`Name: value\r\n` each).
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        for (n, v) in &self.entries {
+            out.extend_from_slice(n);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// A message body, as hooks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Body {
+    /// No body at all.
+    Empty,
+    /// The whole body, held in memory. A hook may replace it; the proxy then sends it
+    /// with a matching `Content-Length`.
+    Full(Bytes),
+    /// The body streams from one side to the other without being held (it is larger
+    /// than every middleware's [`body_limit`](crate::Middleware::body_limit), or no
+    /// middleware asked for bodies). Replacing it with `Full` or `Empty` discards the
+    /// original.
+    Streaming,
+}
+
+impl Body {
+    /// The bytes, when the body is held in memory (`Empty` is an empty slice).
+    pub fn bytes(&self) -> Option<&Bytes> {
+        static EMPTY: Bytes = Bytes::from_static(b"");
+        match self {
+            Body::Empty => Some(&EMPTY),
+            Body::Full(b) => Some(b),
+            Body::Streaming => None,
+        }
+    }
+}
+
+/// An HTTP request on its way to an origin.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Request {
+    /// The method, e.g. `GET`.
+    pub method: String,
+    /// Where the request goes: host, port, and whether the origin speaks TLS. Change it
+    /// to send the request elsewhere.
+    pub target: Target,
+    /// The origin-form target: path and query, e.g. `/search?q=1`.
+    pub path: String,
+    /// The version the client spoke.
+    pub version: Version,
+    /// The header fields, as received (hop-by-hop fields are removed before sending).
+    pub headers: Headers,
+    /// The body.
+    pub body: Body,
+}
+
+impl Request {
+    /// A request for `url` (`http://host[:port]/path` or `https://…`) with no headers
+    /// and no body.
+    ///
+    /// ```
+    /// let r = mitm::Request::new("GET", "https://example.com/a?b=1").unwrap();
+    /// assert_eq!(r.target.port, 443);
+    /// assert_eq!(r.path, "/a?b=1");
+    /// assert_eq!(r.url(), "https://example.com/a?b=1");
+    /// ```
+    pub fn new(method: &str, url: &str) -> Option<Self> {
+        let (tls, rest, port) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest, 443)
+        } else {
+            (false, url.strip_prefix("http://")?, 80)
+        };
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (host, port) = crate::protocol::http::parse_authority(&rest[..end], port)?;
+        let path = match &rest[end..] {
+            "" => "/".to_string(),
+            p if p.starts_with('?') => format!("/{p}"),
+            p => p.to_string(),
+        };
+        Some(Request {
+            method: method.to_string(),
+            target: Target::new(host, port, tls),
+            path,
+            version: Version::Http11,
+            headers: Headers::new(),
+            body: Body::Empty,
+        })
+    }
+
+    /// The full URL: scheme, host, the port when it is not the scheme's default, path.
+    pub fn url(&self) -> String {
+        let (scheme, default) = if self.target.tls {
+            ("https", 443)
+        } else {
+            ("http", 80)
+        };
+        let host = if self.target.host.contains(':') {
+            format!("[{}]", self.target.host)
+        } else {
+            self.target.host.clone()
+        };
+        if self.target.port == default {
+            format!("{scheme}://{host}{}", self.path)
+        } else {
+            format!("{scheme}://{host}:{}{}", self.target.port, self.path)
+        }
+    }
+}
+
+/// An HTTP response on its way to the client.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Response {
+    /// The status code, e.g. 200.
+    pub status: u16,
+    /// The reason phrase, e.g. `OK`.
+    pub reason: String,
+    /// The version the origin spoke.
+    pub version: Version,
+    /// The header fields, as received.
+    pub headers: Headers,
+    /// The body.
+    pub body: Body,
+}
+
+impl Response {
+    /// A response with `status`, its standard reason phrase and no headers or body.
+    ///
+    /// ```
+    /// let r = mitm::Response::new(404).with_body("text/plain", "not here");
+    /// assert_eq!(r.reason, "Not Found");
+    /// assert_eq!(r.headers.get("content-type"), Some("text/plain"));
+    /// ```
+    pub fn new(status: u16) -> Self {
+        Response {
+            status,
+            reason: reason_phrase(status).to_string(),
+            version: Version::Http11,
+            headers: Headers::new(),
+            body: Body::Empty,
+        }
+    }
+
+    /// Sets the body and its `Content-Type`.
+    pub fn with_body(mut self, content_type: &str, body: impl Into<Bytes>) -> Self {
+        self.headers.insert(
+            "Content-Type",
+            Bytes::copy_from_slice(content_type.as_bytes()),
+        );
+        self.body = Body::Full(body.into());
+        self
+    }
+}
+
+/// The standard reason phrase of a status code ("" for unknown ones).
+pub(crate) fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
+}
+
+/// When the parts of an exchange happened.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Timings {
+    /// Wall-clock time the request head was complete.
+    pub started_at: SystemTime,
+    /// The same moment, on the monotonic clock the other fields use.
+    pub start: Instant,
+    /// The request (with its body) was sent on.
+    pub request_end: Option<Instant>,
+    /// The first byte of the response head arrived.
+    pub response_first_byte: Option<Instant>,
+    /// The response (with its body) was passed to the client.
+    pub response_end: Option<Instant>,
+}
+
+impl Timings {
+    pub(crate) fn now() -> Self {
+        Timings {
+            started_at: SystemTime::now(),
+            start: Instant::now(),
+            request_end: None,
+            response_first_byte: None,
+            response_end: None,
+        }
+    }
+
+    /// Time from the request to the first byte of the response.
+    pub fn time_to_first_byte(&self) -> Option<Duration> {
+        Some(self.response_first_byte?.duration_since(self.start))
+    }
+
+    /// Time from the request to the end of the response.
+    pub fn total(&self) -> Option<Duration> {
+        Some(self.response_end?.duration_since(self.start))
+    }
+}
+
+/// One request and (once it has arrived) its response, with when and how much.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpFlow {
+    /// A number unique among the flows of one connection, from 1.
+    pub id: u64,
+    /// The request.
+    pub request: Request,
+    /// The response, once there is one (in the response hook, and after).
+    pub response: Option<Response>,
+    /// When things happened.
+    pub timings: Timings,
+    /// Body bytes of the request sent on so far (all of them once finished).
+    pub request_body_size: u64,
+    /// Body bytes of the response passed on so far (all of them once finished).
+    pub response_body_size: u64,
+}
+
+/// What a message hook decides.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Go on (with the flow as the hook left it).
+    Continue,
+    /// Answer the client with this response. From a request hook, no origin is
+    /// contacted; from a response hook, it replaces the origin's response.
+    Respond(Response),
+    /// Close the client connection at once, without an answer.
+    Kill,
+}
