@@ -2,7 +2,7 @@
 //! interception.
 //!
 //! - Every request on a client connection is routed on its own, by its absolute URI or
-//!   its `Host` header *with the port* (see [`crate::h1`] for the engine).
+//!   its `Host` header *with the port* (the engine is in `src/h1/`).
 //! - `CONNECT host:port` is answered `200 Connection established`. If the client then
 //!   starts TLS, the proxy reads its ClientHello, connects the upstream with the same
 //!   SNI, finishes the client's handshake with a leaf for the SNI name (or the
