@@ -53,7 +53,9 @@
 //! | `upstream` | connecting upstream: [`Resolve`] (name lookup) and upstream TLS |
 //! | `relay` | copying bytes both ways, through the data hooks when a middleware wants them |
 //! | `io` | [`Io`], the boxed stream type protocols hand around, and [`Rewind`] |
-//! | `http1` | an incremental HTTP/1 message framer (heads, Content-Length, chunked) |
+//! | `h1` | the HTTP/1 engine: heads, body framing, the request loop, the upstream pool |
+//! | `message` | [`Request`], [`Response`], [`Headers`], [`Body`], [`HttpFlow`], [`Verdict`] |
+//! | `websocket` | WebSocket frames and message hooks after an upgrade |
 
 #![forbid(unsafe_code)]
 // A panic in the library takes a user's proxy down: `unwrap` needs a reason here.
@@ -61,9 +63,9 @@
 
 pub mod ca;
 mod core;
+pub mod decode;
 mod error;
 mod h1;
-mod http1;
 mod io;
 mod message;
 pub mod middleware;

@@ -171,14 +171,9 @@ impl Headers {
             .retain(|(n, v)| keep(std::str::from_utf8(n).unwrap_or(""), v));
     }
 
-    /// Appends the fields as they go on the wire (`Name: value\r\n` each).
-    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
-        for (n, v) in &self.entries {
-            out.extend_from_slice(n);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v);
-            out.extend_from_slice(b"\r\n");
-        }
+    /// Every field, raw name and value.
+    pub(crate) fn raw_iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.entries.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
     }
 }
 
@@ -208,6 +203,17 @@ impl Body {
             Body::Streaming => None,
         }
     }
+}
+
+/// The body of a message with these headers, decoded by its `Content-Encoding`.
+fn decoded(
+    headers: &Headers,
+    body: &Body,
+    limit: usize,
+) -> Option<Result<Vec<u8>, crate::decode::DecodeError>> {
+    let bytes = body.bytes()?;
+    let encoding = headers.get("content-encoding").unwrap_or("identity");
+    Some(crate::decode::decode(encoding, bytes, limit))
 }
 
 /// An HTTP request on its way to an origin.
@@ -262,6 +268,15 @@ impl Request {
         })
     }
 
+    /// The body decoded by its `Content-Encoding` (gzip, deflate, br, zstd), producing
+    /// at most `limit` bytes; `None` when the body streams past (not held in memory).
+    pub fn decoded_body(
+        &self,
+        limit: usize,
+    ) -> Option<Result<Vec<u8>, crate::decode::DecodeError>> {
+        decoded(&self.headers, &self.body, limit)
+    }
+
     /// The full URL: scheme, host, the port when it is not the scheme's default, path.
     pub fn url(&self) -> String {
         let (scheme, default) = if self.target.tls {
@@ -314,6 +329,22 @@ impl Response {
             headers: Headers::new(),
             body: Body::Empty,
         }
+    }
+
+    /// The body decoded by its `Content-Encoding` (gzip, deflate, br, zstd), producing
+    /// at most `limit` bytes; `None` when the body streams past (not held in memory).
+    ///
+    /// ```
+    /// let gz = mitm::decode::encode("gzip", b"hello").unwrap();
+    /// let mut r = mitm::Response::new(200).with_body("text/plain", gz);
+    /// r.headers.insert("Content-Encoding", "gzip");
+    /// assert_eq!(r.decoded_body(1024).unwrap().unwrap(), b"hello");
+    /// ```
+    pub fn decoded_body(
+        &self,
+        limit: usize,
+    ) -> Option<Result<Vec<u8>, crate::decode::DecodeError>> {
+        decoded(&self.headers, &self.body, limit)
     }
 
     /// Sets the body and its `Content-Type`.

@@ -232,37 +232,6 @@ fn body_framing(headers: &Headers) -> Result<Option<Framing>, HeadError> {
     }))
 }
 
-/// Header fields that concern one connection only and are not forwarded (RFC 9110
-/// section 7.6.1), besides those the `Connection` field lists.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-/// Removes hop-by-hop fields. With `keep_upgrade`, `Upgrade` stays (and the caller
-/// adds `Connection: upgrade`).
-pub(crate) fn strip_hop_by_hop(headers: &mut Headers, keep_upgrade: bool) {
-    let listed: Vec<Vec<u8>> = headers
-        .get_all("connection")
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(|t| t.trim_ascii().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    headers.retain(|name, _| {
-        let lower = name.to_ascii_lowercase();
-        if keep_upgrade && lower == "upgrade" {
-            return true;
-        }
-        !HOP_BY_HOP.contains(&lower.as_str()) && !listed.iter().any(|l| l == lower.as_bytes())
-    });
-}
-
 /// Whether the sender of a message with `version` and `headers` keeps the connection
 /// open afterwards.
 pub(crate) fn keeps_alive(version: Version, headers: &Headers) -> bool {
@@ -310,18 +279,6 @@ mod tests {
         assert_eq!(response_framing("GET", 204, &h), Ok(Framing::Empty));
         assert_eq!(response_framing("GET", 304, &h), Ok(Framing::Empty));
         assert_eq!(response_framing("GET", 200, &h), Ok(Framing::UntilClose));
-    }
-
-    #[test]
-    fn hop_by_hop_fields_and_those_listed_go() {
-        let mut h = req(
-            "GET / HTTP/1.1\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nProxy-Authorization: b\r\nTE: trailers\r\nUpgrade: x\r\nX-Keep: 2\r\n\r\n",
-        )
-        .unwrap()
-        .headers;
-        strip_hop_by_hop(&mut h, false);
-        let names: Vec<&str> = h.iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["X-Keep"]);
     }
 
     #[test]

@@ -339,21 +339,7 @@ fn leaf_config(
 
 /// Answers the client with the error page for `e`, then hands `e` back to be logged.
 async fn fail<W: AsyncWrite + Unpin>(client: &mut W, e: Error) -> Result<()> {
-    let mut page = Vec::new();
-    let response = error_response(&e);
-    page.extend_from_slice(
-        format!("HTTP/1.1 {} {}\r\n", response.status, response.reason).as_bytes(),
-    );
-    response.headers.write_to(&mut page);
-    let body = response.body.bytes().cloned().unwrap_or_default();
-    page.extend_from_slice(
-        format!(
-            "content-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    page.extend_from_slice(&body);
+    let page = h1::response_bytes(&error_response(&e), Some("close"));
     // The client may be gone already; the original error is what matters.
     let _ = client.write_all(&page).await;
     let _ = client.shutdown().await;

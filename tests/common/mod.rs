@@ -23,6 +23,8 @@ pub struct Seen {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Trailer fields of a chunked body, in order.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Seen {
@@ -35,9 +37,18 @@ impl Seen {
 }
 
 /// A test origin server. It answers:
-/// - `/bytes/N`: N bytes of a fixed pattern ([`pattern`]);
+/// - `/bytes/N`: N bytes of a fixed pattern ([`pattern`]), streamed (never held whole);
 /// - `/echo`: the request body;
+/// - `/status/N`: status N with no body (`content-length: 0`, none at all for 204 and
+///   304);
+/// - `/chunked`: [`CHUNKED_PARTS`] as chunks, then the trailer [`CHUNKED_TRAILER`];
+/// - `/gzip`: [`GZIP_TEXT`] gzip-encoded, with `Content-Encoding: gzip`;
+/// - a WebSocket upgrade (any path): `101`, then echoes text and binary messages
+///   (pings get their pongs, a close is answered);
 /// - anything else: `hello from origin: METHOD TARGET`.
+///
+/// `HEAD` gets the head `GET` would get (with its `content-length`), and no body.
+/// Request trailers are recorded in [`Seen::trailers`].
 pub struct Origin {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -78,6 +89,33 @@ pub fn assert_same(got: &[u8], want: &[u8]) {
 /// N bytes of the pattern `/bytes/N` serves.
 pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// A whole number of periods of [`pattern`] (about 64 KiB): written over and over, it
+/// is the pattern of any length.
+fn pattern_block() -> &'static [u8] {
+    static BLOCK: OnceLock<Vec<u8>> = OnceLock::new();
+    BLOCK.get_or_init(|| pattern(251 * 256))
+}
+
+/// The SHA-256 of `pattern(n)`, computed a block at a time (never held whole).
+pub fn pattern_sha256(n: u64) -> [u8; 32] {
+    use sha2::Digest;
+    let block = pattern_block();
+    let mut hasher = sha2::Sha256::new();
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(block.len() as u64) as usize;
+        hasher.update(&block[..take]);
+        left -= take as u64;
+    }
+    hasher.finalize().into()
+}
+
+/// The SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
 }
 
 /// A plain HTTP/1.1 origin on 127.0.0.1.
@@ -131,6 +169,21 @@ async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
     }
 }
 
+/// The parts of the body `/chunked` sends, one chunk each.
+pub const CHUNKED_PARTS: [&str; 3] = ["hello ", "chunked ", "world"];
+/// The trailer field `/chunked` sends after its last chunk.
+pub const CHUNKED_TRAILER: (&str, &str) = ("X-Checksum", "c0ffee");
+/// The text `/gzip` serves, gzip-encoded.
+pub const GZIP_TEXT: &str = "this text travelled gzip-encoded, and came back whole. ";
+
+/// What the origin answers to one request.
+enum Answer {
+    Body(Vec<u8>, &'static str),
+    Pattern(u64),
+    Status(u16),
+    Chunked,
+}
+
 /// Serves keep-alive HTTP/1.1 requests on one connection until it closes.
 async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, seen: Arc<Mutex<Vec<Seen>>>) {
     let mut buf = Vec::new();
@@ -143,27 +196,145 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, seen: Arc<Mutex
             Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
             None => req.target.as_str(),
         };
-        let body = if let Some(n) = path.strip_prefix("/bytes/") {
-            pattern(n.parse().unwrap_or(0))
+        if req
+            .header("upgrade")
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        {
+            let key = req.header("sec-websocket-key").unwrap_or("").to_string();
+            seen.lock().unwrap().push(req);
+            websocket_echo(s, buf, &key).await;
+            return;
+        }
+        let answer = if let Some(n) = path.strip_prefix("/bytes/") {
+            Answer::Pattern(n.parse().unwrap_or(0))
+        } else if let Some(n) = path.strip_prefix("/status/") {
+            Answer::Status(n.parse().unwrap_or(500))
         } else if path == "/echo" {
-            req.body.clone()
+            Answer::Body(req.body.clone(), "")
+        } else if path == "/chunked" {
+            Answer::Chunked
+        } else if path == "/gzip" {
+            Answer::Body(gzip(GZIP_TEXT.as_bytes()), "content-encoding: gzip\r\n")
         } else {
-            format!("hello from origin: {} {}", req.method, req.target).into_bytes()
+            let text = format!("hello from origin: {} {}", req.method, req.target);
+            Answer::Body(text.into_bytes(), "")
         };
+        let head_only = req.method.eq_ignore_ascii_case("HEAD");
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         seen.lock().unwrap().push(req);
-        let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        );
-        if s.write_all(head.as_bytes()).await.is_err() || s.write_all(&body).await.is_err() {
+        if answer_with(&mut s, answer, head_only).await.is_err() {
             return;
         }
         if close {
             let _ = s.shutdown().await;
             return;
+        }
+    }
+}
+
+/// Writes one answer; with `head_only` (a HEAD request), its head alone.
+async fn answer_with<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    answer: Answer,
+    head_only: bool,
+) -> std::io::Result<()> {
+    match answer {
+        Answer::Body(body, extra) => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n{extra}content-length: {}\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await?;
+            if !head_only {
+                s.write_all(&body).await?;
+            }
+        }
+        Answer::Pattern(n) => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {n}\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).await?;
+            if !head_only {
+                let block = pattern_block();
+                let mut left = n;
+                while left > 0 {
+                    let take = left.min(block.len() as u64) as usize;
+                    s.write_all(&block[..take]).await?;
+                    left -= take as u64;
+                }
+            }
+        }
+        Answer::Status(status) => {
+            let length = if status == 204 || status == 304 {
+                ""
+            } else {
+                "content-length: 0\r\n"
+            };
+            let head = format!("HTTP/1.1 {status} Status {status}\r\n{length}\r\n");
+            s.write_all(head.as_bytes()).await?;
+        }
+        Answer::Chunked => {
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\ntrailer: {}\r\n\r\n",
+                CHUNKED_TRAILER.0
+            );
+            if !head_only {
+                for part in CHUNKED_PARTS {
+                    out.push_str(&format!("{:x}\r\n{part}\r\n", part.len()));
+                }
+                let (name, value) = CHUNKED_TRAILER;
+                out.push_str(&format!("0\r\n{name}: {value}\r\n\r\n"));
+            }
+            s.write_all(out.as_bytes()).await?;
+        }
+    }
+    s.flush().await
+}
+
+/// `data`, gzip-compressed.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// `data`, gzip-decompressed.
+pub fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// Answers a WebSocket upgrade (`buf` holds bytes already read after its head), then
+/// echoes every text and binary message until the client closes.
+async fn websocket_echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, buf: Vec<u8>, key: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    if s.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut ws =
+        tokio_tungstenite::WebSocketStream::from_partially_read(s, buf, Role::Server, None).await;
+    // Pings are answered and closes completed by the WebSocket stream itself, as it
+    // reads.
+    while let Some(Ok(message)) = ws.next().await {
+        if let Message::Text(_) | Message::Binary(_) = message {
+            if ws.send(message).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -199,6 +370,7 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
             })
             .collect(),
         body: Vec::new(),
+        trailers: Vec::new(),
     };
     buf.drain(..head_end);
     if seen
@@ -211,42 +383,9 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
         .header("transfer-encoding")
         .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
     if chunked {
-        loop {
-            let line_end = loop {
-                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                    break i;
-                }
-                if read_more(s, buf).await == 0 {
-                    return None;
-                }
-            };
-            let size_text = String::from_utf8_lossy(&buf[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-            buf.drain(..line_end + 2);
-            if size == 0 {
-                // Trailers, up to the blank line.
-                loop {
-                    if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                        buf.drain(..i + 2);
-                        if i == 0 {
-                            break;
-                        }
-                        continue;
-                    }
-                    if read_more(s, buf).await == 0 {
-                        return None;
-                    }
-                }
-                break;
-            }
-            while buf.len() < size + 2 {
-                if read_more(s, buf).await == 0 {
-                    return None;
-                }
-            }
-            seen.body.extend_from_slice(&buf[..size]);
-            buf.drain(..size + 2);
-        }
+        let (body, trailers) = read_chunked(s, buf).await?;
+        seen.body = body;
+        seen.trailers = trailers;
     } else {
         let len: usize = seen
             .header("content-length")
@@ -262,6 +401,56 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
     Some(seen)
 }
 
+/// Reads a chunked body (after its head) from `s`, `buf` holding bytes already read:
+/// the decoded body and the trailer fields. `None` if the stream ends first or the
+/// framing is invalid.
+async fn read_chunked<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+) -> Option<(Vec<u8>, Vec<(String, String)>)> {
+    let mut body = Vec::new();
+    let mut trailers = Vec::new();
+    loop {
+        let line = read_line(s, buf).await?;
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            // Trailers, up to the blank line.
+            loop {
+                let line = read_line(s, buf).await?;
+                if line.is_empty() {
+                    return Some((body, trailers));
+                }
+                let (name, value) = line.split_once(':')?;
+                trailers.push((name.trim().to_string(), value.trim().to_string()));
+            }
+        }
+        while buf.len() < size + 2 {
+            if read_more(s, buf).await == 0 {
+                return None;
+            }
+        }
+        if &buf[size..size + 2] != b"\r\n" {
+            return None;
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf.drain(..size + 2);
+    }
+}
+
+/// One CRLF-terminated line, without its CRLF.
+async fn read_line<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&buf[..i]).into_owned();
+            buf.drain(..i + 2);
+            return Some(line);
+        }
+        if read_more(s, buf).await == 0 {
+            return None;
+        }
+    }
+}
+
 async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> usize {
     let mut chunk = [0u8; 16 * 1024];
     match s.read(&mut chunk).await {
@@ -271,6 +460,35 @@ async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> usize 
         }
         Err(_) => 0,
     }
+}
+
+/// An origin that accepts connections, reads whatever comes and never answers.
+pub async fn start_silent_origin() -> Origin {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let c = connections.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut sink = tokio::io::sink();
+                let _ = tokio::io::copy(&mut stream, &mut sink).await;
+            });
+        }
+    });
+    Origin {
+        addr,
+        seen: Arc::new(Mutex::new(Vec::new())),
+        connections,
+        task,
+    }
+}
+
+/// A loopback port nothing listens on (a listener was bound there, then dropped).
+pub fn refused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 /// The CA that signs test origins' certificates: trusted by test proxies (through a PEM
@@ -331,21 +549,240 @@ pub fn client_via(proxy: &TestProxy) -> reqwest::Client {
 
 /// A reqwest client that uses the proxy at `proxy_url` and trusts only `ca`.
 pub fn client_for(proxy_url: &str, ca: &CertificateAuthority) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der().clone()).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = tls_client_config(ca);
     reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(proxy_url).unwrap())
         .use_preconfigured_tls(tls)
         .timeout(PATIENCE)
         .build()
         .unwrap()
+}
+
+/// A TLS client config that trusts only `ca`, offering no ALPN.
+pub fn tls_client_config(ca: &CertificateAuthority) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der().clone()).unwrap();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// A TLS stream to `host:port` through `proxy`: raw TCP, `CONNECT host:port`, the
+/// proxy's `200`, then a TLS handshake for the name `host` trusting only the proxy's
+/// CA.
+pub async fn tls_through(
+    proxy: &TestProxy,
+    host: &str,
+    port: u16,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(format!(
+        "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+    ))
+    .await;
+    let reply = wire.response_to("CONNECT").await;
+    assert_eq!(reply.status, 200, "CONNECT refused: {reply:?}");
+    let (tcp, rest) = wire.into_parts();
+    assert!(rest.is_empty(), "bytes after the CONNECT reply: {rest:?}");
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(&proxy.ca)));
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    tokio::time::timeout(PATIENCE, connector.connect(name, tcp))
+        .await
+        .expect("TLS handshake with the proxy timed out")
+        .expect("TLS handshake with the proxy failed")
+}
+
+/// One HTTP/1.1 response as a client read it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    /// The body, decoded from chunks when it was chunked.
+    pub body: Vec<u8>,
+    /// Whether the body came chunked.
+    pub chunked: bool,
+    /// Trailer fields of a chunked body.
+    pub trailers: Vec<(String, String)>,
+}
+
+impl Reply {
+    /// The first value of `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client's end of one connection: writes requests and reads responses one at a
+/// time, so that pipelined responses stay apart. Every read is bounded by
+/// [`PATIENCE`].
+pub struct Wire<S> {
+    pub io: S,
+    buf: Vec<u8>,
+}
+
+impl Wire<TcpStream> {
+    /// A new TCP connection to `addr`.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        Wire::new(TcpStream::connect(addr).await.unwrap())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
+    pub fn new(io: S) -> Self {
+        Wire {
+            io,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes` (in one write) and flushes.
+    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        tokio::time::timeout(PATIENCE, async {
+            self.io.write_all(bytes.as_ref()).await?;
+            self.io.flush().await
+        })
+        .await
+        .expect("writing to the proxy timed out")
+        .expect("writing to the proxy failed");
+    }
+
+    /// Reads one response to a `GET`-like request.
+    pub async fn response(&mut self) -> Reply {
+        self.response_to("GET").await
+    }
+
+    /// Reads exactly one response to a request with `method` (the response to `HEAD`
+    /// or `CONNECT`, and a 1xx, 204 or 304, have no body): its head, then its
+    /// Content-Length or chunked body, or the body until the end of the stream when it
+    /// has neither.
+    pub async fn response_to(&mut self, method: &str) -> Reply {
+        let mut reply = self.response_head().await;
+        let bodiless = method.eq_ignore_ascii_case("HEAD")
+            || method.eq_ignore_ascii_case("CONNECT")
+            || (100..200).contains(&reply.status)
+            || reply.status == 204
+            || reply.status == 304;
+        if bodiless {
+            return reply;
+        }
+        if reply
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            let read = read_chunked(&mut self.io, &mut self.buf);
+            let (body, trailers) = tokio::time::timeout(PATIENCE, read)
+                .await
+                .expect("no complete chunked body in time")
+                .expect("the chunked body ended early or was invalid");
+            reply.chunked = true;
+            reply.body = body;
+            reply.trailers = trailers;
+        } else if let Some(len) = reply.header("content-length") {
+            let len: u64 = len.trim().parse().expect("invalid content-length");
+            let mut body = Vec::with_capacity(len as usize);
+            self.body(len, |piece| body.extend_from_slice(piece)).await;
+            reply.body = body;
+        } else {
+            reply.body = self.read_to_end().await;
+        }
+        reply
+    }
+
+    /// Reads one response head; its body, if any, is left to read.
+    pub async fn response_head(&mut self) -> Reply {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = self.fill().await;
+            assert!(
+                n > 0,
+                "the connection ended before a response head; got {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        };
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut res = httparse::Response::new(&mut fields);
+        res.parse(&self.buf[..end]).expect("invalid response head");
+        let reply = Reply {
+            status: res.code.unwrap(),
+            reason: res.reason.unwrap_or("").to_string(),
+            headers: res
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect(),
+            body: Vec::new(),
+            chunked: false,
+            trailers: Vec::new(),
+        };
+        self.buf.drain(..end);
+        reply
+    }
+
+    /// Reads `len` body bytes, handing each piece to `each` as it arrives (nothing is
+    /// held beyond one read).
+    pub async fn body(&mut self, len: u64, mut each: impl FnMut(&[u8])) {
+        let mut left = len;
+        let take = left.min(self.buf.len() as u64) as usize;
+        each(&self.buf[..take]);
+        self.buf.drain(..take);
+        left -= take as u64;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let want = left.min(chunk.len() as u64) as usize;
+            let n = tokio::time::timeout(PATIENCE, self.io.read(&mut chunk[..want]))
+                .await
+                .expect("no body bytes in time")
+                .expect("reading the body failed");
+            assert!(n > 0, "the body ended {left} bytes early");
+            each(&chunk[..n]);
+            left -= n as u64;
+        }
+    }
+
+    /// Everything up to the end of the stream (a reset counts as an end).
+    pub async fn read_to_end(&mut self) -> Vec<u8> {
+        while self.fill().await > 0 {}
+        std::mem::take(&mut self.buf)
+    }
+
+    /// The stream, and bytes read from it but not consumed.
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        (self.io, self.buf)
+    }
+
+    /// Reads more into the buffer: how many bytes (0 at the end or on a reset).
+    async fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout(PATIENCE, self.io.read(&mut chunk))
+            .await
+            .expect("no bytes (and no end of stream) in time")
+        {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("reading from the proxy failed: {e}"),
+        }
+    }
 }
 
 /// Sends `request` to `addr` over a new TCP connection and reads until the peer closes.

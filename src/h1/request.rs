@@ -1,0 +1,348 @@
+//! The request half of an exchange: routing, the request hooks, reading the body
+//! (ahead for the hooks, or streamed), sending it upstream, and `CONNECT`.
+
+use super::*;
+
+impl Session<'_> {
+    /// One request and its response.
+    pub(super) async fn exchange(&mut self, head: RequestHead) -> Result<Next> {
+        let (target, path) = match self.route(&head) {
+            Ok(route) => route,
+            Err(reason) => {
+                let r = text_response(
+                    400,
+                    format!("mitm could not route the request: {reason}.\n"),
+                );
+                self.write_local(r, head.version, false).await?;
+                return Ok(Next::Close);
+            }
+        };
+        let framing = match parse::request_framing(&head.headers) {
+            Ok(f) => f,
+            Err(e) => {
+                self.refuse_head(e).await?;
+                return Ok(Next::Close);
+            }
+        };
+        self.conn.target = Some(target.clone());
+        self.flows += 1;
+        let expects_continue = head.headers.has_token("expect", "100-continue");
+        let client_keeps = parse::keeps_alive(head.version, &head.headers);
+        let upgrade = wants_upgrade(&head.headers);
+        let mut incoming = Incoming {
+            decoder: Decoder::new(framing),
+            framing,
+            expects_continue,
+        };
+        let mut flow = HttpFlow {
+            id: self.flows,
+            request: Request {
+                method: head.method,
+                target,
+                path,
+                version: head.version,
+                headers: head.headers,
+                body: if framing == Framing::Empty {
+                    Body::Empty
+                } else {
+                    Body::Streaming
+                },
+            },
+            response: None,
+            timings: Timings::now(),
+            request_body_size: 0,
+            response_body_size: 0,
+        };
+        let mut ahead = Vec::new();
+        if framing != Framing::Empty && self.body_limit > 0 {
+            ahead = self.read_ahead(&mut incoming, framing).await?;
+            if incoming.decoder.is_done() {
+                flow.request.body = Body::Full(join(&ahead));
+                ahead.clear();
+            }
+        }
+        let original = flow.request.body.clone();
+
+        let local = match self.cx.chain.request(self.conn, &mut flow).await {
+            Verdict::Continue => None,
+            Verdict::Respond(r) => Some(r),
+            Verdict::Kill => return Ok(Next::Close),
+        };
+        // A body held whole (changed or not) is sent with a Content-Length of its own:
+        // its original framing (chunked, say) no longer describes the bytes sent.
+        let body_changed =
+            flow.request.body != original || matches!(flow.request.body, Body::Full(_));
+        if let Some(response) = local {
+            // The request body is not wanted; the client connection can go on only if
+            // nothing of it is left unread.
+            let unread = !incoming.decoder.is_done();
+            return self
+                .answer_locally(flow, response, client_keeps && !unread)
+                .await;
+        }
+
+        let sent = self
+            .send_request(&mut flow, &mut incoming, ahead, body_changed, upgrade)
+            .await;
+        if let Err(e) = sent {
+            let fatal = e.side() == crate::Side::Client;
+            self.drop_upstream().await;
+            if fatal {
+                return Err(e);
+            }
+            let keep = client_keeps && incoming.decoder.is_done();
+            let response = error_response(&e);
+            tracing::warn!(error = %crate::error::Report(&e), url = %flow.request.url(), "request failed");
+            return self.answer_locally(flow, response, keep).await;
+        }
+        self.receive_response(flow, client_keeps, upgrade).await
+    }
+
+    /// Where a request goes, and its origin-form target.
+    pub(super) fn route(
+        &self,
+        head: &RequestHead,
+    ) -> std::result::Result<(Target, String), String> {
+        let t = head.target.as_str();
+        for (scheme, tls, port) in [("http://", false, 80), ("https://", true, 443)] {
+            let Some(rest) = strip_prefix_ignore_case(t, scheme) else {
+                continue;
+            };
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let authority = &rest[..end];
+            let authority = authority.rsplit('@').next().unwrap_or(authority);
+            let (host, port) =
+                parse_authority(authority, port).ok_or("invalid host in the request URI")?;
+            let path = match &rest[end..] {
+                "" => "/".to_string(),
+                p if p.starts_with('?') => format!("/{p}"),
+                p => p.to_string(),
+            };
+            return Ok((Target::new(host, port, tls), path));
+        }
+        if !(t.starts_with('/') || t == "*") {
+            return Err(format!("unsupported request target {t:?}"));
+        }
+        let (tls, default_port) = match &self.scope {
+            Scope::Proxy => (false, 80),
+            Scope::Tunnel(origin) => (true, origin.port),
+        };
+        let host = head.headers.get("host").map(str::trim);
+        let target = match (host, &self.scope) {
+            (Some(h), _) if !h.is_empty() => {
+                let (host, port) = parse_authority(h, default_port).ok_or("invalid Host header")?;
+                Target::new(host, port, tls)
+            }
+            (_, Scope::Tunnel(origin)) => origin.clone(),
+            (_, Scope::Proxy) => return Err("no Host header and no absolute URI".into()),
+        };
+        Ok((target, t.to_string()))
+    }
+
+    /// Reads the request body ahead for the hooks, up to the body limit: the pieces
+    /// read (all of it when the decoder is done).
+    pub(super) async fn read_ahead(
+        &mut self,
+        incoming: &mut Incoming,
+        framing: Framing,
+    ) -> Result<Vec<Bytes>> {
+        if matches!(framing, Framing::Length(n) if n > self.body_limit as u64) {
+            return Ok(Vec::new());
+        }
+        self.send_continue(incoming).await?;
+        let mut pieces = Vec::new();
+        let mut total = 0usize;
+        while total <= self.body_limit {
+            match self.next_request_piece(incoming).await? {
+                Some(piece) => {
+                    total += piece.len();
+                    pieces.push(piece);
+                }
+                None => break,
+            }
+        }
+        Ok(pieces)
+    }
+
+    /// Sends `100 Continue` once, if the client waits for it.
+    pub(super) async fn send_continue(&mut self, incoming: &mut Incoming) -> Result<()> {
+        if incoming.expects_continue {
+            incoming.expects_continue = false;
+            self.client
+                .io
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(Error::client_io)?;
+        }
+        Ok(())
+    }
+
+    /// The next piece of the request body, `None` at its end.
+    pub(super) async fn next_request_piece(
+        &mut self,
+        incoming: &mut Incoming,
+    ) -> Result<Option<Bytes>> {
+        loop {
+            let piece = incoming
+                .decoder
+                .next(&mut self.client.buf, false)
+                .map_err(Error::client_io)?;
+            match piece {
+                Piece::Data(b) => return Ok(Some(b)),
+                Piece::End => return Ok(None),
+                Piece::NeedMore => {}
+            }
+            let read = self.client.fill(&self.cx.chain, self.conn, self.hooks);
+            let n = tokio::time::timeout(self.settings.idle_timeout, read)
+                .await
+                .map_err(|_| Error::ClientTimeout)?
+                .map_err(Error::client_io)?;
+            if n == 0 {
+                return Err(Error::client_io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "client closed the connection in the middle of a request body",
+                )));
+            }
+        }
+    }
+
+    /// Sends the request head and body upstream, retrying once on a fresh connection
+    /// when a pooled one turns out to be closed before anything was sent.
+    pub(super) async fn send_request(
+        &mut self,
+        flow: &mut HttpFlow,
+        incoming: &mut Incoming,
+        ahead: Vec<Bytes>,
+        body_changed: bool,
+        upgrade: bool,
+    ) -> Result<()> {
+        let target = flow.request.target.clone();
+        self.ensure_upstream(&target).await?;
+        let mut head = Vec::with_capacity(512);
+        write::request_head(&mut head, &flow.request, body_changed, upgrade);
+        let up = self.upstream.as_mut().ok_or_else(no_upstream)?;
+        if let Err(e) = up.peer.io.write_all(&head).await {
+            if !up.reused {
+                return Err(Error::server_io(e));
+            }
+            // A pooled connection the server had closed: try a fresh one.
+            self.drop_upstream().await;
+            let fresh = self.connect_upstream(&target).await?;
+            self.conn.server = Host::new(fresh.addr);
+            self.upstream = Some(Current {
+                peer: Peer::new(fresh.io, Flow::ServerToClient, Bytes::new()),
+                addr: fresh.addr,
+                target: fresh.target,
+                reused: false,
+            });
+            self.cx.announce_server(self.conn).await;
+            let up = self.upstream.as_mut().ok_or_else(no_upstream)?;
+            up.peer
+                .io
+                .write_all(&head)
+                .await
+                .map_err(Error::server_io)?;
+        }
+        self.send_request_body(flow, incoming, ahead, body_changed)
+            .await?;
+        flow.timings.request_end = Some(Instant::now());
+        Ok(())
+    }
+
+    pub(super) async fn send_request_body(
+        &mut self,
+        flow: &mut HttpFlow,
+        incoming: &mut Incoming,
+        ahead: Vec<Bytes>,
+        body_changed: bool,
+    ) -> Result<()> {
+        let Some(up) = self.upstream.as_mut() else {
+            return Ok(());
+        };
+        if body_changed || !matches!(flow.request.body, Body::Streaming) {
+            if let Body::Full(b) = &flow.request.body {
+                up.peer.io.write_all(b).await.map_err(Error::server_io)?;
+                flow.request_body_size = b.len() as u64;
+            }
+            // A replaced body: what is left of the original is read and dropped.
+            while self.next_request_piece(incoming).await?.is_some() {}
+            return Ok(());
+        }
+        let encoder = match incoming.framing {
+            Framing::Chunked => Encoder::Chunked,
+            _ => Encoder::Plain,
+        };
+        for piece in &ahead {
+            encoder
+                .write(&mut up.peer.io, &mut self.scratch, piece)
+                .await
+                .map_err(Error::server_io)?;
+            flow.request_body_size += piece.len() as u64;
+        }
+        self.send_continue(incoming).await?;
+        while let Some(piece) = self.next_request_piece(incoming).await? {
+            let up = self.upstream.as_mut().ok_or_else(no_upstream)?;
+            encoder
+                .write(&mut up.peer.io, &mut self.scratch, &piece)
+                .await
+                .map_err(Error::server_io)?;
+            flow.request_body_size += piece.len() as u64;
+        }
+        let up = self.upstream.as_mut().ok_or_else(no_upstream)?;
+        encoder
+            .finish(&mut up.peer.io, &incoming.decoder.trailers)
+            .await
+            .map_err(Error::server_io)
+    }
+
+    /// `CONNECT host:port`: hooks may refuse it; otherwise the tunnel is set up by the
+    /// protocol (TLS interception or raw relay).
+    pub(super) async fn connect(&mut self, head: RequestHead) -> Result<()> {
+        let Some((host, port)) = parse_authority(&head.target, 443) else {
+            let r = text_response(
+                400,
+                format!(
+                    "mitm could not understand the CONNECT target {:?}; expected host:port.\n",
+                    head.target
+                ),
+            );
+            return self.write_local(r, head.version, false).await;
+        };
+        if let Scope::Tunnel(_) = self.scope {
+            let r = text_response(
+                405,
+                "mitm does not accept CONNECT inside a tunnel.\n".into(),
+            );
+            return self.write_local(r, head.version, false).await;
+        }
+        let target = Target::new(host, port, true);
+        self.conn.target = Some(target.clone());
+        self.flows += 1;
+        let mut flow = HttpFlow {
+            id: self.flows,
+            request: Request {
+                method: head.method,
+                target: target.clone(),
+                path: head.target,
+                version: head.version,
+                headers: head.headers,
+                body: Body::Empty,
+            },
+            response: None,
+            timings: Timings::now(),
+            request_body_size: 0,
+            response_body_size: 0,
+        };
+        match self.cx.chain.request(self.conn, &mut flow).await {
+            Verdict::Continue => {}
+            Verdict::Respond(r) => {
+                self.answer_locally(flow, r, false).await?;
+                return Ok(());
+            }
+            Verdict::Kill => return Ok(()),
+        }
+        let client = std::mem::replace(&mut self.client.io, Box::new(tokio::io::empty()));
+        let rest = self.client.buf.split().freeze();
+        crate::protocol::http::tunnel(self.cx, self.conn, self.settings, client, rest, target).await
+    }
+}
