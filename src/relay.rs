@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::core::{Connection, Flow};
 use crate::error::{Error, Result, Side};
+use crate::h1::body::end_is_eof;
 use crate::io::BoxIo;
 use crate::middleware::Chain;
 
@@ -101,7 +102,7 @@ async fn pump(
     let mut buf = BytesMut::with_capacity(size);
     loop {
         buf.reserve(size);
-        let n = from.read_buf(&mut buf).await.map_err(read_err)?;
+        let n = end_is_eof(from.read_buf(&mut buf).await).map_err(read_err)?;
         if n == 0 {
             // The peer finished sending; tell the other side, ignoring a peer that is
             // already gone.

@@ -14,7 +14,6 @@ use std::time::Duration;
 use common::*;
 use mitm::{async_trait, Body, Bytes, Connection, Http, HttpFlow, Middleware, Resolve};
 use mitm::{Response, SystemResolver, Verdict};
-use sha2::Digest;
 use tokio::sync::Notify;
 
 /// `127.0.0.1:PORT` of an origin.
@@ -334,10 +333,9 @@ async fn a_256_mib_download_streams_intact() {
         head.header("content-length"),
         Some(SIZE.to_string().as_str())
     );
-    let mut hasher = sha2::Sha256::new();
+    let mut hasher = Sha256::default();
     wire.body(SIZE, |piece| hasher.update(piece)).await;
-    let got: [u8; 32] = hasher.finalize().into();
-    assert_eq!(got, want.await.unwrap());
+    assert_eq!(hasher.finish(), want.await.unwrap());
     assert_answered(&mut wire, &origin, "/after").await;
 }
 
@@ -405,11 +403,8 @@ struct Rewrite;
 impl Middleware for Rewrite {
     async fn response(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         if let Some(response) = flow.response.as_mut() {
-            assert!(
-                matches!(response.body, Body::Full(_)),
-                "{:?}",
-                response.body
-            );
+            // Held whole (or empty, for a HEAD): never streaming under 1 MiB.
+            assert_ne!(response.body, Body::Streaming);
             response.body = Body::Full(Bytes::from_static(REWRITTEN.as_bytes()));
         }
         Verdict::Continue
@@ -804,5 +799,184 @@ async fn an_upstream_that_never_answers_gets_504_and_the_connection_goes_on() {
     assert!(text.contains("timed out waiting"), "{text}");
     assert!(text.contains(&host_of(&silent)), "{text}");
     assert_eq!(silent.connections.load(Ordering::SeqCst), 1);
+    assert_answered(&mut wire, &origin, "/after").await;
+}
+
+// ---------------------------------------------------------------------------------
+// More of the engine's edges.
+
+#[tokio::test]
+async fn an_http10_client_gets_a_chunked_response_unchunked_until_close() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(format!(
+        "GET /chunked HTTP/1.0\r\nHost: {}\r\n\r\n",
+        host_of(&origin)
+    ))
+    .await;
+    let reply = wire.response().await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.header("transfer-encoding").is_none(), "{reply:?}");
+    assert_eq!(reply.text(), CHUNKED_PARTS.concat());
+}
+
+/// Sends every request to another origin.
+struct Redirect(mitm::Target);
+
+#[async_trait]
+impl Middleware for Redirect {
+    async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
+        flow.request.target = self.0.clone();
+        Verdict::Continue
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_request_hook_can_send_the_request_to_another_origin() {
+    let (asked, other) = (start_origin().await, start_origin().await);
+    let target = mitm::Target::new("127.0.0.1", other.port(), false);
+    let proxy = start_proxy(|b| b.middleware(Arc::new(Redirect(target)))).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    assert_answered(&mut wire, &asked, "/moved").await;
+    assert_only_request(&other, "GET", "/moved");
+    assert_eq!(asked.connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_hook_answer_to_an_expect_100_continue_request_comes_without_100() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b.middleware(Arc::new(Deny))).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(format!(
+        "POST /echo HTTP/1.1\r\nHost: {}\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
+        host_of(&origin)
+    ))
+    .await;
+    // The body was never sent: the answer comes at once, and no 100 before it.
+    let reply = wire.response().await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(reply.text(), "denied by a test hook");
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_origin_that_answers_connection_close_is_reconnected_for_the_next_request() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(get(&origin, "/close")).await;
+    let reply = wire.response().await;
+    assert_eq!(reply.text(), "closing");
+    // The origin's `Connection: close` is about its own hop: the client's goes on.
+    assert!(reply.header("connection").is_none(), "{reply:?}");
+    assert_answered(&mut wire, &origin, "/after").await;
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_origin_that_hangs_up_an_idle_keep_alive_connection_is_reconnected() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(get(&origin, "/hangup")).await;
+    assert_eq!(wire.response().await.text(), "hanging up");
+    // The origin has closed the idle connection (as servers do after their
+    // keep-alive timeout); the next request must not be lost to it.
+    origin.hangups.wait_for(1).await;
+    assert_answered(&mut wire, &origin, "/after").await;
+}
+
+#[tokio::test]
+async fn an_error_page_for_a_head_request_has_no_body() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    let port = refused_port();
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(format!("HEAD / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"))
+        .await;
+    let reply = wire.response_to("HEAD").await;
+    assert_eq!(reply.status, 502, "{reply:?}");
+    // Were the page's body sent after the head, it would be read as the next response.
+    assert_answered(&mut wire, &origin, "/after").await;
+}
+
+/// Through a proxy with `middleware`: `method path`, whose response has no body, then
+/// `GET /after`, whose response must be read as such (with `next_body`), which it is
+/// not if the first response had a body after all.
+async fn bodiless_then_get(
+    middleware: Arc<dyn Middleware>,
+    method: &str,
+    path: &str,
+    next_body: &str,
+) {
+    let origin = start_origin().await;
+    let host = host_of(&origin);
+    let proxy = start_proxy(|b| b.middleware(middleware)).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"))
+        .await;
+    let first = wire.response_to(method).await;
+    wire.send(get(&origin, "/after")).await;
+    let next = wire.response().await;
+    assert_eq!(next.text(), next_body, "{first:?} then {next:?}");
+}
+
+#[tokio::test]
+async fn a_request_hook_answer_to_a_head_request_has_no_body() {
+    bodiless_then_get(Arc::new(Deny), "HEAD", "/x", "denied by a test hook").await;
+}
+
+#[tokio::test]
+async fn a_response_hook_body_for_a_head_request_is_not_sent() {
+    bodiless_then_get(Arc::new(Rewrite), "HEAD", "/bytes/10", REWRITTEN).await;
+}
+
+#[tokio::test]
+async fn a_response_hook_body_for_a_204_is_not_sent() {
+    bodiless_then_get(Arc::new(Rewrite), "GET", "/status/204", REWRITTEN).await;
+}
+
+#[tokio::test]
+async fn a_response_hook_body_for_a_304_is_not_sent() {
+    bodiless_then_get(Arc::new(Rewrite), "GET", "/status/304", REWRITTEN).await;
+}
+
+#[tokio::test]
+async fn a_hook_answer_reaches_the_client_when_the_request_body_is_left_unread() {
+    // The hook answers from the head alone; the upload's body is still arriving. The
+    // proxy closes the connection after its answer, which must not destroy the
+    // answer on its way.
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b.middleware(Arc::new(Deny))).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    let part = vec![b'x'; 64 * 1024];
+    wire.send(format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+        host_of(&origin),
+        10 * part.len()
+    ))
+    .await;
+    wire.send(&part).await;
+    let reply = wire.response().await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(reply.text(), "denied by a test hook");
+}
+
+#[tokio::test]
+async fn an_interim_103_response_is_passed_on_before_the_final_one() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(get(&origin, "/early-hints")).await;
+    let interim = wire.response().await;
+    assert_eq!(interim.status, 103, "{interim:?}");
+    assert_eq!(interim.header("link"), Some("</style.css>; rel=preload"));
+    let reply = wire.response().await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.text(), "hello from origin: GET /early-hints");
     assert_answered(&mut wire, &origin, "/after").await;
 }

@@ -50,15 +50,25 @@ impl Peer {
     ) -> io::Result<usize> {
         if !hooks {
             self.buf.reserve(READ_SIZE);
-            return self.io.read_buf(&mut self.buf).await;
+            return end_is_eof(self.io.read_buf(&mut self.buf).await);
         }
         self.raw.reserve(READ_SIZE);
-        let n = self.io.read_buf(&mut self.raw).await?;
+        let n = end_is_eof(self.io.read_buf(&mut self.raw).await)?;
         if n > 0 {
             let chunk = chain.data(conn, self.flow, self.raw.split().freeze()).await;
             self.buf.extend_from_slice(&chunk);
         }
         Ok(n)
+    }
+}
+
+/// A TLS peer that closes TCP without `close_notify` (common among servers) has ended
+/// its stream all the same: the body framing, not the TLS alert, says whether the
+/// message was complete.
+pub(crate) fn end_is_eof(read: io::Result<usize>) -> io::Result<usize> {
+    match read {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+        other => other,
     }
 }
 

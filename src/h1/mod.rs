@@ -211,7 +211,8 @@ impl Session<'_> {
                 format!("mitm could not understand the request: {reason}.\n"),
             ),
         };
-        self.write_local(response, Version::Http11, false).await?;
+        self.write_local(response, "", Version::Http11, false)
+            .await?;
         Ok(None)
     }
 }
@@ -249,8 +250,13 @@ fn join(pieces: &[Bytes]) -> Bytes {
     }
 }
 
-/// A whole response made by the proxy, head and body, as bytes for the client.
-pub(crate) fn response_bytes(response: &Response, connection: Option<&str>) -> Vec<u8> {
+/// A whole response made by the proxy, as bytes for the client: head, and body unless
+/// the response to a `method` request has none (`HEAD`, 204, 304, 1xx).
+pub(crate) fn response_bytes(
+    response: &Response,
+    method: &str,
+    connection: Option<&str>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     write::response_head(
         &mut out,
@@ -258,7 +264,7 @@ pub(crate) fn response_bytes(response: &Response, connection: Option<&str>) -> V
         ResponseBody::Replaced,
         connection,
     );
-    if let Body::Full(b) = &response.body {
+    if let (Body::Full(b), true) = (&response.body, parse::has_body(method, response.status)) {
         out.extend_from_slice(b);
     }
     out

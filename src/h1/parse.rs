@@ -165,11 +165,7 @@ pub(crate) fn response_framing(
     status: u16,
     headers: &Headers,
 ) -> Result<Framing, HeadError> {
-    if method.eq_ignore_ascii_case("HEAD")
-        || (100..200).contains(&status)
-        || status == 204
-        || status == 304
-    {
+    if !has_body(method, status) {
         return Ok(Framing::Empty);
     }
     if method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&status) {
@@ -179,6 +175,15 @@ pub(crate) fn response_framing(
         Some(f) => Ok(f),
         None => Ok(Framing::UntilClose),
     }
+}
+
+/// Whether a response with `status` to a `method` request carries a body at all: not
+/// for `HEAD`, 1xx, 204 and 304, whatever its fields say (RFC 9112 section 6.3).
+pub(crate) fn has_body(method: &str, status: u16) -> bool {
+    !(method.eq_ignore_ascii_case("HEAD")
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304)
 }
 
 /// `Transfer-Encoding` / `Content-Length` framing; `None` when neither is present.

@@ -74,7 +74,7 @@ impl Pool {
 
 /// Whether an idle connection is still open: a read that would block means yes; an
 /// end of stream, an error or unexpected bytes mean it cannot be reused.
-fn still_open(io: &mut BoxIo) -> bool {
+pub(crate) fn still_open(io: &mut BoxIo) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);

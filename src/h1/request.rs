@@ -13,7 +13,8 @@ impl Session<'_> {
                     400,
                     format!("mitm could not route the request: {reason}.\n"),
                 );
-                self.write_local(r, head.version, false).await?;
+                self.write_local(r, &head.method, head.version, false)
+                    .await?;
                 return Ok(Next::Close);
             }
         };
@@ -306,14 +307,14 @@ impl Session<'_> {
                     head.target
                 ),
             );
-            return self.write_local(r, head.version, false).await;
+            return self.write_local(r, &head.method, head.version, false).await;
         };
         if let Scope::Tunnel(_) = self.scope {
             let r = text_response(
                 405,
                 "mitm does not accept CONNECT inside a tunnel.\n".into(),
             );
-            return self.write_local(r, head.version, false).await;
+            return self.write_local(r, &head.method, head.version, false).await;
         }
         let target = Target::new(host, port, true);
         self.conn.target = Some(target.clone());

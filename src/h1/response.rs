@@ -127,7 +127,10 @@ impl Session<'_> {
         } else {
             Encoder::Plain
         };
-        let streamed = if body_changed {
+        let streamed = if !parse::has_body(&flow.request.method, response.status) {
+            // HEAD, 204, 304: whatever a hook put in the body stays out of the stream.
+            decoder.is_done()
+        } else if body_changed {
             if let Body::Full(b) = &response.body {
                 self.client
                     .io
@@ -360,8 +363,11 @@ impl Session<'_> {
             return Ok(Next::Close);
         };
         let keep = keep && self.settings.keep_alive;
-        flow.response_body_size = response.body.bytes().map_or(0, |b| b.len() as u64);
-        self.write_local(response.clone(), flow.request.version, keep)
+        if parse::has_body(&flow.request.method, response.status) {
+            flow.response_body_size = response.body.bytes().map_or(0, |b| b.len() as u64);
+        }
+        let (method, version) = (flow.request.method.clone(), flow.request.version);
+        self.write_local(response.clone(), &method, version, keep)
             .await?;
         flow.timings.response_end = Some(Instant::now());
         flow.response = Some(response);
@@ -373,11 +379,12 @@ impl Session<'_> {
     pub(super) async fn write_local(
         &mut self,
         response: Response,
+        method: &str,
         version: Version,
         keep: bool,
     ) -> Result<()> {
         let connection = connection_header(keep, version == Version::Http10);
-        let out = response_bytes(&response, connection);
+        let out = response_bytes(&response, method, connection);
         self.client
             .io
             .write_all(&out)

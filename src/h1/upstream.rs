@@ -8,8 +8,15 @@ impl Session<'_> {
     /// Connects (or reuses) the upstream for `target`, firing the server hooks when
     /// the upstream changes.
     pub(super) async fn ensure_upstream(&mut self, target: &Target) -> Result<()> {
-        if self.upstream.as_ref().is_some_and(|u| &u.target == target) {
-            return Ok(());
+        if let Some(current) = self.upstream.as_mut() {
+            if &current.target == target {
+                // The origin may have closed the idle connection since the last
+                // exchange; a write to it would "succeed" and the response never come.
+                if pool::still_open(&mut current.peer.io) && current.peer.buf.is_empty() {
+                    return Ok(());
+                }
+                self.drop_upstream().await;
+            }
         }
         self.release(true).await;
         let (up, reused) = match self.cx.pool.take(target) {

@@ -339,7 +339,7 @@ fn leaf_config(
 
 /// Answers the client with the error page for `e`, then hands `e` back to be logged.
 async fn fail<W: AsyncWrite + Unpin>(client: &mut W, e: Error) -> Result<()> {
-    let page = h1::response_bytes(&error_response(&e), Some("close"));
+    let page = h1::response_bytes(&error_response(&e), "", Some("close"));
     // The client may be gone already; the original error is what matters.
     let _ = client.write_all(&page).await;
     let _ = client.shutdown().await;

@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use self::codec::{Assembled, Assembler, Frame, FrameParser, OpCode, Role};
 use crate::core::{Connection, Flow};
 use crate::error::{Error, Result, Side};
+use crate::h1::body::end_is_eof;
 use crate::io::BoxIo;
 use crate::protocol::{Context, Tunnel};
 
@@ -95,8 +96,7 @@ async fn pump(
     loop {
         let n = if hooks {
             raw.reserve(16 * 1024);
-            let n = from.read_buf(&mut raw).await;
-            let n = n.map_err(|source| Error::Io {
+            let n = end_is_eof(from.read_buf(&mut raw).await).map_err(|source| Error::Io {
                 side: from_side,
                 source,
             })?;
@@ -105,7 +105,7 @@ async fn pump(
             n
         } else {
             buf.reserve(16 * 1024);
-            from.read_buf(&mut buf).await.map_err(|source| Error::Io {
+            end_is_eof(from.read_buf(&mut buf).await).map_err(|source| Error::Io {
                 side: from_side,
                 source,
             })?

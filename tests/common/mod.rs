@@ -43,6 +43,10 @@ impl Seen {
 ///   304);
 /// - `/chunked`: [`CHUNKED_PARTS`] as chunks, then the trailer [`CHUNKED_TRAILER`];
 /// - `/gzip`: [`GZIP_TEXT`] gzip-encoded, with `Content-Encoding: gzip`;
+/// - `/early-hints`: a `103 Early Hints` interim response, then the greeting;
+/// - `/close`: `closing`, with `Connection: close`, then closes the connection;
+/// - `/hangup`: `hanging up`, then closes the connection without saying so first (as a
+///   server closing an idle keep-alive connection does);
 /// - a WebSocket upgrade (any path): `101`, then echoes text and binary messages
 ///   (pings get their pongs, a close is answered);
 /// - anything else: `hello from origin: METHOD TARGET`.
@@ -53,6 +57,8 @@ pub struct Origin {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub connections: Arc<AtomicUsize>,
+    /// Connections the origin closed itself, after answering `/close` or `/hangup`.
+    pub hangups: Arc<Counter>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -69,6 +75,40 @@ impl Origin {
 
     pub fn requests(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A count a test can wait on.
+#[derive(Default)]
+pub struct Counter {
+    n: AtomicUsize,
+    changed: Notify,
+}
+
+impl Counter {
+    pub fn add(&self) {
+        self.n.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    pub fn get(&self) -> usize {
+        self.n.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the count is at least `n`.
+    pub async fn wait_for(&self, n: usize) {
+        let wait = async {
+            loop {
+                let notified = self.changed.notified();
+                if self.get() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("the count never reached {n}"));
     }
 }
 
@@ -98,24 +138,43 @@ fn pattern_block() -> &'static [u8] {
     BLOCK.get_or_init(|| pattern(251 * 256))
 }
 
+/// A streaming SHA-256 (ring's, whose assembly is fast even in a debug build).
+pub struct Sha256(ring::digest::Context);
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Sha256(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+}
+
+impl Sha256 {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finish().as_ref().try_into().unwrap()
+    }
+}
+
 /// The SHA-256 of `pattern(n)`, computed a block at a time (never held whole).
 pub fn pattern_sha256(n: u64) -> [u8; 32] {
-    use sha2::Digest;
     let block = pattern_block();
-    let mut hasher = sha2::Sha256::new();
+    let mut hasher = Sha256::default();
     let mut left = n;
     while left > 0 {
         let take = left.min(block.len() as u64) as usize;
         hasher.update(&block[..take]);
         left -= take as u64;
     }
-    hasher.finalize().into()
+    hasher.finish()
 }
 
 /// The SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(data).into()
+    let mut hasher = Sha256::default();
+    hasher.update(data);
+    hasher.finish()
 }
 
 /// A plain HTTP/1.1 origin on 127.0.0.1.
@@ -140,7 +199,8 @@ async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(AtomicUsize::new(0));
-    let (s, c) = (seen.clone(), connections.clone());
+    let hangups = Arc::new(Counter::default());
+    let (s, c, h) = (seen.clone(), connections.clone(), hangups.clone());
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -148,13 +208,14 @@ async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
             };
             c.fetch_add(1, Ordering::SeqCst);
             let seen = s.clone();
+            let hangups = h.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
                 match tls {
-                    None => serve_http(stream, seen).await,
+                    None => serve_http(stream, seen, hangups).await,
                     Some(acceptor) => {
                         if let Ok(stream) = acceptor.accept(stream).await {
-                            serve_http(stream, seen).await;
+                            serve_http(stream, seen, hangups).await;
                         }
                     }
                 }
@@ -165,6 +226,7 @@ async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
         addr,
         seen,
         connections,
+        hangups,
         task,
     }
 }
@@ -185,7 +247,11 @@ enum Answer {
 }
 
 /// Serves keep-alive HTTP/1.1 requests on one connection until it closes.
-async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, seen: Arc<Mutex<Vec<Seen>>>) {
+async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    hangups: Arc<Counter>,
+) {
     let mut buf = Vec::new();
     loop {
         let Some(req) = read_request(&mut s, &mut buf).await else {
@@ -215,6 +281,10 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, seen: Arc<Mutex
             Answer::Chunked
         } else if path == "/gzip" {
             Answer::Body(gzip(GZIP_TEXT.as_bytes()), "content-encoding: gzip\r\n")
+        } else if path == "/close" {
+            Answer::Body(b"closing".to_vec(), "connection: close\r\n")
+        } else if path == "/hangup" {
+            Answer::Body(b"hanging up".to_vec(), "")
         } else {
             let text = format!("hello from origin: {} {}", req.method, req.target);
             Answer::Body(text.into_bytes(), "")
@@ -223,12 +293,23 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, seen: Arc<Mutex
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let hang_up = path == "/close" || path == "/hangup";
+        if path == "/early-hints" {
+            let hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n";
+            if s.write_all(hints).await.is_err() {
+                return;
+            }
+        }
         seen.lock().unwrap().push(req);
         if answer_with(&mut s, answer, head_only).await.is_err() {
             return;
         }
-        if close {
+        if close || hang_up {
             let _ = s.shutdown().await;
+            drop(s);
+            if hang_up {
+                hangups.add();
+            }
             return;
         }
     }
@@ -337,6 +418,8 @@ async fn websocket_echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, buf: Vec<u8
             }
         }
     }
+    // The close handshake is done: end the stream cleanly (TLS close_notify).
+    let _ = ws.get_mut().shutdown().await;
 }
 
 /// Reads one request (head and Content-Length or chunked body). `None` at the end of
@@ -481,6 +564,7 @@ pub async fn start_silent_origin() -> Origin {
         addr,
         seen: Arc::new(Mutex::new(Vec::new())),
         connections,
+        hangups: Arc::default(),
         task,
     }
 }
@@ -595,7 +679,7 @@ pub async fn tls_through(
 }
 
 /// One HTTP/1.1 response as a client read it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Reply {
     pub status: u16,
     pub reason: String,
@@ -606,6 +690,21 @@ pub struct Reply {
     pub chunked: bool,
     /// Trailer fields of a chunked body.
     pub trailers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = String::from_utf8_lossy(&self.body[..self.body.len().min(300)]);
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("reason", &self.reason)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .field("body_start", &body)
+            .field("chunked", &self.chunked)
+            .field("trailers", &self.trailers)
+            .finish()
+    }
 }
 
 impl Reply {
@@ -714,7 +813,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         };
         let mut fields = [httparse::EMPTY_HEADER; 64];
         let mut res = httparse::Response::new(&mut fields);
-        res.parse(&self.buf[..end]).expect("invalid response head");
+        if let Err(e) = res.parse(&self.buf[..end]) {
+            panic!(
+                "invalid response head ({e}): {:?}",
+                String::from_utf8_lossy(&self.buf[..end])
+            );
+        }
         let reply = Reply {
             status: res.code.unwrap(),
             reason: res.reason.unwrap_or("").to_string(),
