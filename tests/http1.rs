@@ -208,6 +208,62 @@ async fn a_gzip_encoded_body_passes_through_untouched() {
     assert_eq!(gunzip(&reply.body), GZIP_TEXT.as_bytes());
 }
 
+/// Decodes each response body with the crate's helper and records the text.
+#[derive(Default)]
+struct Decoded(Mutex<Vec<String>>);
+
+#[async_trait]
+impl Middleware for Decoded {
+    async fn response(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
+        let response = flow
+            .response
+            .as_ref()
+            .expect("response hook has a response");
+        let text = match response.decoded_body(1 << 20) {
+            Some(Ok(plain)) => String::from_utf8_lossy(&plain).into_owned(),
+            other => format!("not decoded: {other:?}"),
+        };
+        self.0.lock().unwrap().push(text);
+        Verdict::Continue
+    }
+    fn body_limit(&self) -> usize {
+        1 << 20
+    }
+}
+
+#[tokio::test]
+async fn a_hook_decodes_a_gzip_body_with_the_helper_and_the_client_gets_it_as_sent() {
+    let origin = start_origin().await;
+    let decoded = Arc::new(Decoded::default());
+    let proxy = start_proxy(|b| b.middleware(decoded.clone())).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(get(&origin, "/gzip")).await;
+    let reply = wire.response().await;
+    assert_eq!(reply.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&reply.body), GZIP_TEXT.as_bytes());
+    assert_eq!(*decoded.0.lock().unwrap(), [GZIP_TEXT]);
+}
+
+#[tokio::test]
+async fn header_names_keep_their_case_and_order_both_ways() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    let request = format!(
+        "GET /case HTTP/1.1\r\nX-Zeta: 1\r\nhost: 127.0.0.1:{}\r\nX-ALPHA: 2\r\nx-Mixed-Case: 3\r\n\r\n",
+        origin.port()
+    );
+    wire.send(request).await;
+    let reply = wire.response().await;
+    assert_eq!(reply.status, 200);
+    let seen = &origin.requests()[0];
+    let names: Vec<&str> = seen.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["X-Zeta", "host", "X-ALPHA", "x-Mixed-Case"]);
+    // The origin's own field names reach the client as it wrote them (lowercase here).
+    let names: Vec<&str> = reply.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["content-type", "content-length"], "{reply:?}");
+}
+
 // ---------------------------------------------------------------------------------
 // Responses without a body: the proxy must not wait for one. Each is followed by a
 // second request on the same connection, which is answered only if the proxy moved on.
