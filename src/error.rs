@@ -134,6 +134,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// The client certificate for upstream mutual TLS could not be used.
+    #[error("failed to load upstream client certificate {}: {reason}", path.display())]
+    UpstreamClientCert {
+        /// The PEM file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The client's first bytes matched none of the configured protocols.
     #[error("no protocol recognised the client's first bytes")]
     NoProtocol,

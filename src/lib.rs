@@ -62,6 +62,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod ca;
+mod client_hello;
 mod core;
 pub mod decode;
 mod error;
@@ -72,6 +73,7 @@ pub mod middleware;
 pub mod protocol;
 mod relay;
 mod server;
+pub mod trust;
 pub mod upstream;
 pub mod websocket;
 

@@ -64,6 +64,7 @@ pub struct MitmBuilder {
     upstream_ca_files: Vec<PathBuf>,
     dangerous_insecure: bool,
     upstream_tls: Option<UpstreamTls>,
+    upstream_client_cert: Option<PathBuf>,
     resolver: Arc<dyn Resolve>,
     grace: Duration,
 }
@@ -92,6 +93,7 @@ impl Default for MitmBuilder {
             upstream_ca_files: Vec::new(),
             dangerous_insecure: false,
             upstream_tls: None,
+            upstream_client_cert: None,
             resolver: Arc::new(SystemResolver),
             grace: DEFAULT_GRACE,
         }
@@ -178,6 +180,13 @@ impl MitmBuilder {
         self
     }
 
+    /// Presents the certificate chain and key in this PEM file to upstream servers that
+    /// ask for a client certificate (mutual TLS). Default: none.
+    pub fn upstream_client_cert(mut self, pem: impl Into<PathBuf>) -> Self {
+        self.upstream_client_cert = Some(pem.into());
+        self
+    }
+
     /// Resolves upstream host names with `resolver`. Default: [`SystemResolver`].
     pub fn resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
         self.resolver = resolver;
@@ -219,6 +228,10 @@ impl MitmBuilder {
             Some(tls) => tls,
             None if self.dangerous_insecure => UpstreamTls::dangerous_unverified()?,
             None => UpstreamTls::verified(&self.upstream_ca_files)?,
+        };
+        let upstream_tls = match &self.upstream_client_cert {
+            Some(pem) => upstream_tls.with_client_cert(pem)?,
+            None => upstream_tls,
         };
         let middlewares = self
             .middlewares

@@ -175,6 +175,37 @@ impl UpstreamTls {
         }
     }
 
+    /// Presents the certificate chain and private key in the PEM file `pem` to
+    /// upstream servers that ask for one (mutual TLS).
+    pub fn with_client_cert(mut self, pem: &Path) -> Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::PrivateKeyDer;
+        let bad = |reason: String| Error::UpstreamClientCert {
+            path: pem.to_path_buf(),
+            reason,
+        };
+        let data = std::fs::read(pem).map_err(|e| bad(e.to_string()))?;
+        let chain = CertificateDer::pem_slice_iter(&data)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("bad PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(bad("no certificate in the file".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&data)
+            .map_err(|e| bad(format!("no usable private key in the file: {e}")))?;
+        let signer = crate::crypto_provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| bad(format!("unsupported private key: {e}")))?;
+        let certified = Arc::new(rustls::sign::CertifiedKey::new(chain, signer));
+        let mut config = (*self.base).clone();
+        config.client_auth_cert_resolver =
+            Arc::new(rustls::sign::SingleCertAndKey::from(certified));
+        self.base = Arc::new(config);
+        self.by_alpn = Mutex::new(HashMap::new());
+        Ok(self)
+    }
+
     fn config_for(&self, alpn: &[Vec<u8>]) -> Arc<ClientConfig> {
         let mut map = self.by_alpn.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(alpn) {

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{ArgAction, Parser, ValueEnum};
-use mitm::{HttpLog, Log, Middleware, Mitm, MitmBuilder};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use mitm::middleware::IgnoreHosts;
+use mitm::{CertificateAuthority, HttpLog, Log, Middleware, Mitm, MitmBuilder};
 
 /// A man-in-the-middle proxy for HTTP and HTTPS: see, log and change your own clients'
 /// traffic. Point a client at it as its HTTP proxy, and make the client trust the CA
@@ -15,6 +16,9 @@ use mitm::{HttpLog, Log, Middleware, Mitm, MitmBuilder};
 #[derive(Debug, Parser)]
 #[command(name = "mitm", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Address to listen on. Use 0.0.0.0 only if other machines should reach the proxy:
     /// anyone who can connect can use it.
     #[arg(long, default_value = "127.0.0.1")]
@@ -27,13 +31,24 @@ struct Cli {
     /// Directory of the CA certificate (mitm.pem) and key (mitm.key); both are created
     /// there on first use and reused afterwards, never overwritten. Default: the user
     /// data directory (~/.local/share/mitm on Linux).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     ca_dir: Option<PathBuf>,
 
     /// Also trust the CA certificate(s) in this PEM file when verifying upstream
     /// servers (besides the bundled web roots and the system store). Repeatable.
     #[arg(long = "upstream-ca", value_name = "FILE")]
     upstream_ca: Vec<PathBuf>,
+
+    /// Present the certificate chain and private key in this PEM file to upstream
+    /// servers that ask for a client certificate (mutual TLS).
+    #[arg(long, value_name = "PEM")]
+    upstream_client_cert: Option<PathBuf>,
+
+    /// Let TLS to hosts matching this regular expression through untouched (matched
+    /// against host:port of the CONNECT and against the SNI name); the client then sees
+    /// the server's own certificate. Repeatable. Example: '(^|\.)bank\.example'.
+    #[arg(long = "ignore-hosts", value_name = "REGEX")]
+    ignore_hosts: Vec<String>,
 
     /// Do not verify upstream servers' certificates at all. Unsafe: anyone between the
     /// proxy and the server can read and change the traffic.
@@ -53,6 +68,13 @@ struct Cli {
     /// Less output: -q shows warnings and errors only, -qq errors only.
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
     quiet: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the CA certificate (creating it in --ca-dir if missing): its path, PEM,
+    /// SHA-256 fingerprint, SPKI hash, and how to trust it on each platform.
+    Ca,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -82,20 +104,71 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let proxy = builder(&cli)
+    if let Some(Command::Ca) = cli.command {
+        return print_ca(&cli);
+    }
+    let proxy = builder(&cli)?
         .bind()
         .await
         .context("cannot start the proxy")?;
     // Listen for signals before saying we are up, so a signal sent as soon as the
     // banner appears is never missed.
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
-    print_banner(&proxy);
+    print_banner(&proxy)?;
     proxy.run_until(stop).await?;
     Ok(())
 }
 
+/// `mitm ca`: everything a user needs to trust the CA.
+fn print_ca(cli: &Cli) -> anyhow::Result<()> {
+    let dir = ca_dir(cli)?;
+    let ca = CertificateAuthority::init(&dir).context("cannot load or create the CA")?;
+    let path = dir.join(mitm::ca::CA_CERT_FILE);
+    let mut out = format!(
+        "CA certificate: {}\nSHA-256 fingerprint: {}\n",
+        path.display(),
+        ca.fingerprint_sha256()
+    );
+    if let Some(spki) = mitm::trust::spki_sha256(&ca) {
+        out.push_str(&format!("SPKI SHA-256 (base64): {spki}\n"));
+    }
+    out.push('\n');
+    out.push_str(ca.cert_pem());
+    out.push_str("\nHow to trust it:\n");
+    let proxy = format!("{}:{}", cli.host, cli.port);
+    out.push_str(&mitm::trust::instructions(
+        &path.display().to_string(),
+        &proxy,
+    ));
+    emit(&out)
+}
+
+/// Writes `text` to stdout. A closed pipe (`mitm ca | head`) is not an error: the
+/// reader has what it wanted.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+fn ca_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+    match &cli.ca_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => mitm::default_ca_dir()
+            .context("this platform has no user data directory: give one with --ca-dir"),
+    }
+}
+
 /// The validated configuration: every flag maps to one builder call.
-fn builder(cli: &Cli) -> MitmBuilder {
+fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
     let mut b = Mitm::builder().host(cli.host.clone()).port(cli.port);
     if let Some(dir) = &cli.ca_dir {
         b = b.ca_dir(dir);
@@ -103,35 +176,45 @@ fn builder(cli: &Cli) -> MitmBuilder {
     for file in &cli.upstream_ca {
         b = b.upstream_ca_file(file);
     }
-    let middlewares: Vec<Arc<dyn Middleware>> = match cli.log {
+    if let Some(pem) = &cli.upstream_client_cert {
+        b = b.upstream_client_cert(pem);
+    }
+    let mut middlewares: Vec<Arc<dyn Middleware>> = match cli.log {
         LogChoice::None => vec![],
         LogChoice::Log => vec![Arc::new(Log)],
         LogChoice::Http => vec![Arc::new(HttpLog::default())],
     };
-    b.middlewares(middlewares)
-        .dangerous_accept_invalid_upstream_certs(cli.insecure)
+    if !cli.ignore_hosts.is_empty() {
+        let ignore = IgnoreHosts::new(&cli.ignore_hosts)
+            .map_err(|e| anyhow::anyhow!("--ignore-hosts: {e}"))?;
+        middlewares.push(Arc::new(ignore));
+    }
+    Ok(b.middlewares(middlewares)
+        .dangerous_accept_invalid_upstream_certs(cli.insecure))
 }
 
-fn print_banner(proxy: &Mitm) {
+fn print_banner(proxy: &Mitm) -> anyhow::Result<()> {
     let addr = proxy.local_addr();
-    println!("mitm listening on http://{addr}");
     if addr.ip().is_unspecified() || !addr.ip().is_loopback() {
         eprintln!(
             "mitm: warning: listening on {addr}, reachable from the network: anyone who can \
              connect can use this proxy"
         );
     }
-    let Some(path) = proxy.ca_cert_path() else {
-        return;
-    };
-    let path = path.display();
-    println!("CA certificate: {path}");
-    println!("Trust it to see inside HTTPS, for example:");
-    println!("  curl --proxy http://{addr} --cacert {path} https://example.com/");
-    println!(
-        "  python: requests.get(url, proxies={{\"http\": \"http://{addr}\", \"https\": \"http://{addr}\"}}, verify=\"{path}\")"
-    );
-    println!("Press Ctrl-C to stop.");
+    let mut out = format!("mitm listening on http://{addr}\n");
+    if let Some(path) = proxy.ca_cert_path() {
+        let path = path.display();
+        out.push_str(&format!("CA certificate: {path}\n"));
+        out.push_str("Trust it to see inside HTTPS, for example:\n");
+        out.push_str(&format!(
+            "  curl --proxy http://{addr} --cacert {path} https://example.com/\n"
+        ));
+        out.push_str(&format!(
+            "  python: requests.get(url, proxies={{\"http\": \"http://{addr}\", \"https\": \"http://{addr}\"}}, verify=\"{path}\")\n"
+        ));
+        out.push_str("(`mitm ca` shows how to trust it elsewhere.) Press Ctrl-C to stop.\n");
+    }
+    emit(&out)
 }
 
 /// A future that completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed

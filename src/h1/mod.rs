@@ -12,6 +12,7 @@
 //! this same engine inside the tunnel, with the tunnel's host as the default origin.
 
 pub(crate) mod body;
+mod magic;
 pub(crate) mod parse;
 pub(crate) mod pool;
 mod request;
@@ -49,6 +50,8 @@ pub(crate) struct Settings {
     pub keep_alive: bool,
     /// Largest request head accepted (431 beyond).
     pub max_head: usize,
+    /// The host the proxy answers itself (CA download page).
+    pub magic_host: Option<String>,
 }
 
 /// Where requests without an absolute URI go.

@@ -64,10 +64,16 @@ impl Session<'_> {
         }
         let original = flow.request.body.clone();
 
-        let local = match self.cx.chain.request(self.conn, &mut flow).await {
-            Verdict::Continue => None,
-            Verdict::Respond(r) => Some(r),
-            Verdict::Kill => return Ok(Next::Close),
+        // The magic host is the proxy's own page; no origin behind it.
+        let magic = self.settings.magic_host.as_deref() == Some(flow.request.target.host.as_str());
+        let local = if magic {
+            Some(magic::answer(&flow.request, &self.cx.ca))
+        } else {
+            match self.cx.chain.request(self.conn, &mut flow).await {
+                Verdict::Continue => None,
+                Verdict::Respond(r) => Some(r),
+                Verdict::Kill => return Ok(Next::Close),
+            }
         };
         // A body held whole (changed or not) is sent with a Content-Length of its own:
         // its original framing (chunked, say) no longer describes the bytes sent.

@@ -26,6 +26,7 @@
 //! per-connection data in [`Connection::state`], never in a field of the middleware.
 
 mod http_log;
+mod ignore;
 mod log;
 
 use std::net::SocketAddr;
@@ -39,7 +40,19 @@ use crate::message::{HttpFlow, Verdict};
 use crate::websocket::{MessageVerdict, WebSocketMessage};
 
 pub use self::http_log::HttpLog;
+pub use self::ignore::IgnoreHosts;
 pub use self::log::Log;
+
+/// Whether the proxy decrypts a TLS connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Interception {
+    /// Terminate TLS with a leaf of the proxy's CA and see the traffic.
+    Intercept,
+    /// Relay the encrypted bytes untouched: the client sees the origin's own
+    /// certificate (for pinned apps, or hosts that must stay private).
+    PassThrough,
+}
 
 /// Event hooks for every proxied connection. Every method has a default that does
 /// nothing (the data hooks pass bytes through unchanged), so implement only what you
@@ -99,6 +112,17 @@ pub trait Middleware: Send + Sync + 'static {
     /// [`client_disconnected`](Self::client_disconnected), and only if a server was
     /// connected. Default: does nothing.
     async fn server_disconnected(&self, _conn: &Connection) {}
+
+    /// A client started TLS inside a `CONNECT` tunnel to `conn.target`, naming
+    /// `server_name` by SNI (if it did). Return [`Interception::PassThrough`] to relay
+    /// it without decrypting; the first middleware that does wins. Default: intercepts.
+    async fn should_intercept(
+        &self,
+        _conn: &Connection,
+        _server_name: Option<&str>,
+    ) -> Interception {
+        Interception::Intercept
+    }
 
     /// An HTTP request is about to go to its origin: `flow.request` is set,
     /// `flow.response` is not. Change the request in place (method, target, path,
@@ -215,6 +239,20 @@ impl Chain {
             }
         }
         data
+    }
+
+    /// Intercepts unless some middleware says to pass through.
+    pub(crate) async fn should_intercept(
+        &self,
+        conn: &Connection,
+        server_name: Option<&str>,
+    ) -> Interception {
+        for m in self.0.iter() {
+            if m.should_intercept(conn, server_name).await == Interception::PassThrough {
+                return Interception::PassThrough;
+            }
+        }
+        Interception::Intercept
     }
 
     /// Runs the request hooks in order until one does not continue.

@@ -22,14 +22,19 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use super::{Connected, Context, Protocol, Resolution, Tunnel, DEFAULT_BUFFER_SIZE};
 use super::{DEFAULT_BYTES_NEEDED, DEFAULT_TIMEOUT};
+use crate::client_hello;
 use crate::core::{Connection, Target};
 use crate::error::{Error, Result};
 use crate::h1::{self, Scope, Settings};
 use crate::io::{rewound, BoxIo};
 use crate::message::Response;
+use crate::middleware::Interception;
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
+/// The default of [`Http::magic_host`]: the host, served by the proxy itself, from which
+/// a device behind the proxy downloads the CA certificate (as mitmproxy's).
+pub const DEFAULT_MAGIC_HOST: &str = "mitm.it";
 /// The default of [`Http::max_head`]: 64 KiB.
 pub const DEFAULT_MAX_HEAD: usize = 64 * 1024;
 
@@ -59,6 +64,7 @@ impl Default for Http {
                 idle_timeout: Duration::from_secs(120),
                 keep_alive: true,
                 max_head: DEFAULT_MAX_HEAD,
+                magic_host: Some(DEFAULT_MAGIC_HOST.to_string()),
             },
         }
     }
@@ -109,6 +115,14 @@ impl Http {
     /// response carries `Connection: close`. Default: `true`.
     pub fn keep_alive(mut self, keep_alive: bool) -> Self {
         self.settings.keep_alive = keep_alive;
+        self
+    }
+
+    /// The host the proxy answers itself, with a page to download its CA certificate
+    /// (`http://mitm.it/` from a device set to use the proxy); `None` turns it off.
+    /// Default: [`DEFAULT_MAGIC_HOST`].
+    pub fn magic_host(mut self, host: Option<String>) -> Self {
+        self.settings.magic_host = host.map(|h| h.to_ascii_lowercase());
         self
     }
 
@@ -195,7 +209,8 @@ fn request_line_ok(data: &[u8]) -> bool {
         && version.starts_with(b"HTTP/1.")
 }
 
-/// After `CONNECT`: answer 200, then intercept TLS or relay whatever else comes.
+/// After `CONNECT`: answer 200, then look at what the client sends. A TLS ClientHello
+/// is intercepted unless a middleware lets it pass; anything else is relayed as is.
 pub(crate) async fn tunnel(
     cx: &Context,
     conn: &mut Connection,
@@ -211,39 +226,89 @@ pub(crate) async fn tunnel(
     // Bytes the client sent after the CONNECT head (an eager ClientHello) are still to
     // be read.
     let mut client = rewound(client, rest);
-    let mut first = BytesMut::with_capacity(DEFAULT_BUFFER_SIZE);
-    let read = tokio::time::timeout(settings.timeout, client.read_buf(&mut first)).await;
-    match read {
-        Ok(Ok(0)) => return Ok(()),
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(Error::client_io(e)),
-        Err(_) => return Err(Error::ClientTimeout),
+    let (first, hello) = read_hello(&mut client, settings.timeout).await?;
+    if first.is_empty() {
+        return Ok(());
     }
-    let is_tls = first[0] == TLS_HANDSHAKE;
-    // The peeked bytes go back in front, so the TLS acceptor or the relay (and its data
-    // hooks) read them as if nothing had happened.
-    let client = rewound(client, first.freeze());
-    if is_tls {
-        return intercept_tls(cx, conn, settings, client, target).await;
+    // The bytes read go back in front, so the TLS acceptor or the relay (and its data
+    // hooks) read them as if nothing had happened: a connection let through reaches
+    // the origin byte for byte.
+    let client = rewound(client, first);
+    let hello = match hello {
+        Some(hello) => hello,
+        None => return pass_through(cx, conn, settings, client, &target).await,
+    };
+    let is_magic = settings.magic_host.as_deref() == Some(target.host.as_str());
+    let server_name = hello.server_name.as_deref();
+    if !is_magic && cx.chain.should_intercept(conn, server_name).await == Interception::PassThrough
+    {
+        tracing::debug!(target = %target, sni = ?server_name, "passing TLS through untouched");
+        return pass_through(cx, conn, settings, client, &target).await;
     }
-    let server = cx.connect(conn, &target, settings.timeout).await?;
+    intercept_tls(cx, conn, settings, client, target, hello, is_magic).await
+}
+
+/// Relays a tunnel without looking inside: to the `CONNECT` target, bytes as they are.
+async fn pass_through(
+    cx: &Context,
+    conn: &mut Connection,
+    settings: &Settings,
+    client: BoxIo,
+    target: &Target,
+) -> Result<()> {
+    let server = cx.connect(conn, target, settings.timeout).await?;
     cx.announce_server(conn).await;
     let tunnel = Tunnel::new(client, Box::new(server));
     cx.relay(conn, tunnel, DEFAULT_BUFFER_SIZE, None).await
 }
 
-/// TLS after `CONNECT`: ClientHello first, then the upstream with the same SNI, then
-/// the client's handshake with a leaf, then HTTP/1 inside (or raw bytes for other ALPN
-/// protocols).
+/// Reads the first bytes of a tunnel: the whole ClientHello when they start one
+/// (`Some`), or just what the first read gave (`None`: not TLS). Empty bytes mean the
+/// client left.
+async fn read_hello(
+    client: &mut BoxIo,
+    timeout: Duration,
+) -> Result<(Bytes, Option<client_hello::ClientHello>)> {
+    let mut buf = BytesMut::with_capacity(DEFAULT_BUFFER_SIZE);
+    if read_more(client, &mut buf, timeout).await? == 0 || buf[0] != TLS_HANDSHAKE {
+        return Ok((buf.freeze(), None));
+    }
+    loop {
+        match client_hello::peek(&buf) {
+            client_hello::Peek::Hello(hello) => return Ok((buf.freeze(), Some(hello))),
+            client_hello::Peek::Invalid => return Ok((buf.freeze(), None)),
+            client_hello::Peek::NeedMore => {}
+        }
+        if read_more(client, &mut buf, timeout).await? == 0 {
+            return Ok((buf.freeze(), None));
+        }
+    }
+}
+
+/// One read from the client, within `timeout`.
+async fn read_more(client: &mut BoxIo, buf: &mut BytesMut, timeout: Duration) -> Result<usize> {
+    match tokio::time::timeout(timeout, client.read_buf(buf)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(Error::client_io(e)),
+        Err(_) => Err(Error::ClientTimeout),
+    }
+}
+
+/// TLS after `CONNECT`: the upstream with the same SNI first, then the client's
+/// handshake with a leaf for that name and the protocol the upstream chose, then
+/// HTTP/1 inside (or raw bytes for other ALPN protocols). The magic host has no
+/// upstream: the engine answers it.
 async fn intercept_tls(
     cx: &Context,
     conn: &mut Connection,
     settings: &Settings,
     client: BoxIo,
     target: Target,
+    hello: client_hello::ClientHello,
+    is_magic: bool,
 ) -> Result<()> {
-    let hello = LazyConfigAcceptor::new(Acceptor::default(), client);
-    let start = match tokio::time::timeout(settings.timeout, hello).await {
+    let accept = LazyConfigAcceptor::new(Acceptor::default(), client);
+    let start = match tokio::time::timeout(settings.timeout, accept).await {
         Ok(Ok(start)) => start,
         Ok(Err(source)) => {
             return Err(Error::ClientTls {
@@ -253,16 +318,11 @@ async fn intercept_tls(
         }
         Err(_) => return Err(Error::ClientTimeout),
     };
-    let sni = start.client_hello().server_name().map(str::to_owned);
-    let offered: Vec<Vec<u8>> = start
-        .client_hello()
-        .alpn()
-        .map(|list| list.map(<[u8]>::to_vec).collect())
-        .unwrap_or_default();
-    let name = sni.unwrap_or_else(|| target.host.clone());
+    let name = hello.server_name.unwrap_or_else(|| target.host.clone());
     conn.tls = true;
     // HTTP/1 is what the engine speaks; a client that offers only other protocols
     // (e.g. only h2) gets its bytes relayed with the ALPN the upstream picks.
+    let offered = hello.alpn;
     let speaks_h1 = offered.is_empty() || offered.iter().any(|p| p == b"http/1.1");
     let alpn = if speaks_h1 {
         vec![b"http/1.1".to_vec()]
@@ -272,13 +332,18 @@ async fn intercept_tls(
     let origin = Target::new(name.clone(), target.port, true);
     conn.target = Some(origin.clone());
 
-    let upstream = cx
-        .connect_tls(conn, &target, &name, &alpn, settings.timeout)
-        .await;
+    let upstream = if is_magic {
+        None
+    } else {
+        Some(
+            cx.connect_tls(conn, &target, &name, &alpn, settings.timeout)
+                .await,
+        )
+    };
     let chosen = match &upstream {
-        Ok(tls) => tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
-        Err(_) if speaks_h1 => Some(b"http/1.1".to_vec()),
-        Err(_) => None,
+        Some(Ok(tls)) => tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
+        _ if speaks_h1 => Some(b"http/1.1".to_vec()),
+        _ => None,
     };
     let config = leaf_config(cx, &name, chosen.as_deref())?;
     let handshake = start.into_stream(config);
@@ -287,23 +352,28 @@ async fn intercept_tls(
         Ok(Err(source)) => return Err(Error::ClientTls { host: name, source }),
         Err(_) => return Err(Error::ClientTimeout),
     };
-    let server = match upstream {
-        Ok(server) => server,
-        Err(e) => return fail(&mut client, e).await,
+    let upstream = match upstream {
+        None => None,
+        Some(Ok(server)) => Some(server),
+        Some(Err(e)) => return fail(&mut client, e).await,
     };
-    cx.announce_server(conn).await;
+    if upstream.is_some() {
+        cx.announce_server(conn).await;
+    }
     if !speaks_h1 {
+        let Some(server) = upstream else {
+            return Ok(());
+        };
         let tunnel = Tunnel::new(Box::new(client), Box::new(server));
         return cx.relay(conn, tunnel, DEFAULT_BUFFER_SIZE, None).await;
     }
-    let addr = conn.server.addr.ok_or_else(|| Error::Connect {
-        target: target.to_string(),
-        source: std::io::Error::other("no peer address"),
-    })?;
-    let upstream = h1::pool::Upstream {
-        io: Box::new(server),
-        addr,
-        target: origin.clone(),
+    let upstream = match (upstream, conn.server.addr) {
+        (Some(server), Some(addr)) => Some(h1::pool::Upstream {
+            io: Box::new(server),
+            addr,
+            target: origin.clone(),
+        }),
+        _ => None,
     };
     let serve = h1::serve(
         cx,
@@ -312,7 +382,7 @@ async fn intercept_tls(
         Box::new(client),
         Bytes::new(),
         Scope::Tunnel(origin),
-        Some(upstream),
+        upstream,
     );
     // The engine and this function call each other (CONNECT inside it is refused, but
     // the types still recurse): box the future.
