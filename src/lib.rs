@@ -68,6 +68,8 @@ pub mod decode;
 mod error;
 mod h1;
 mod io;
+#[doc(hidden)]
+pub mod internals;
 mod message;
 pub mod middleware;
 pub mod protocol;

@@ -1,0 +1,118 @@
+//! Entry points into the parsers and the hook chain for fuzz targets and benchmarks.
+//!
+//! Not part of the API: hidden from the docs and free to change. Each function takes
+//! plain bytes and must never panic, whatever they are; that is what the fuzz targets
+//! check.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::core::{Connection, Flow, Host};
+use crate::h1::body::{Decoder, Piece};
+use crate::h1::parse::{self, Framing};
+use crate::middleware::{Chain, Middleware};
+
+/// Parses `data` as a request head (through its blank line, if there is one) and, if it
+/// parses, works out its body framing. Returns whether the head was accepted.
+pub fn parse_request_head(data: &[u8]) -> bool {
+    let Some(end) = parse::head_end(data) else {
+        return false;
+    };
+    let head = Bytes::copy_from_slice(&data[..end]);
+    match parse::parse_request(&head) {
+        Ok(req) => parse::request_framing(&req.headers).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Parses `data` as a response head and its framing for a GET.
+pub fn parse_response_head(data: &[u8]) -> bool {
+    let Some(end) = parse::head_end(data) else {
+        return false;
+    };
+    let head = Bytes::copy_from_slice(&data[..end]);
+    match parse::parse_response(&head) {
+        Ok(res) => parse::response_framing("GET", res.status, &res.headers).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Parses a `CONNECT` authority (`host:port`), as the engine does.
+pub fn parse_connect_authority(data: &[u8]) -> Option<(String, u16)> {
+    crate::protocol::http::parse_authority(std::str::from_utf8(data).ok()?, 443)
+}
+
+/// Decodes `data` as a chunked body fed in pieces of `step` bytes; returns the body
+/// bytes, or `None` on a framing error or a body left incomplete.
+pub fn decode_chunked(data: &[u8], step: usize) -> Option<Vec<u8>> {
+    let mut decoder = Decoder::new(Framing::Chunked);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let step = step.max(1);
+    let mut pieces = data.chunks(step).peekable();
+    while let Some(piece) = pieces.next() {
+        buf.extend_from_slice(piece);
+        let eof = pieces.peek().is_none();
+        loop {
+            match decoder.next(&mut buf, eof).ok()? {
+                Piece::Data(b) => out.extend_from_slice(&b),
+                Piece::NeedMore => break,
+                Piece::End => return Some(out),
+            }
+        }
+    }
+    None
+}
+
+/// Runs the protocol detection of the built-in `Http` protocol on a connection's
+/// first bytes. Returns whether it took them.
+pub fn detect_http(data: &[u8]) -> bool {
+    use crate::protocol::{Protocol, Resolution};
+    let conn = Connection::new(0, Host::default());
+    let http = crate::protocol::Http::new();
+    use std::future::Future as _;
+    let mut resolve = http.resolve(&conn, data);
+    // `resolve` never awaits anything: poll it once.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    matches!(
+        resolve.as_mut().poll(&mut cx),
+        std::task::Poll::Ready(Resolution::Accept(_))
+    )
+}
+
+/// Looks for a ClientHello at the start of `data`; returns its server name if one was
+/// found.
+pub fn peek_client_hello(data: &[u8]) -> Option<Option<String>> {
+    match crate::client_hello::peek(data) {
+        crate::client_hello::Peek::Hello(h) => Some(h.server_name),
+        _ => None,
+    }
+}
+
+/// A chain of middlewares, to measure what the data hooks cost.
+#[derive(Debug, Clone)]
+pub struct HookChain {
+    chain: Chain,
+    conn: Arc<Connection>,
+}
+
+impl HookChain {
+    /// A chain of `middlewares`.
+    pub fn new(middlewares: Vec<Arc<dyn Middleware>>) -> Self {
+        HookChain {
+            chain: Chain::new(middlewares),
+            conn: Arc::new(Connection::new(1, Host::default())),
+        }
+    }
+
+    /// Whether the relay would call the data hooks at all.
+    pub fn wants_data(&self) -> bool {
+        self.chain.wants_data()
+    }
+
+    /// Passes `data` through every client-to-server data hook.
+    pub async fn client_data(&self, data: Bytes) -> Bytes {
+        self.chain.data(&self.conn, Flow::ClientToServer, data).await
+    }
+}
