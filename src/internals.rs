@@ -71,7 +71,6 @@ pub fn detect_http(data: &[u8]) -> bool {
     use crate::protocol::{Protocol, Resolution};
     let conn = Connection::new(0, Host::default());
     let http = crate::protocol::Http::new();
-    use std::future::Future as _;
     let mut resolve = http.resolve(&conn, data);
     // `resolve` never awaits anything: poll it once.
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
