@@ -67,9 +67,10 @@ mod core;
 pub mod decode;
 mod error;
 mod h1;
-mod io;
+mod http2;
 #[doc(hidden)]
 pub mod internals;
+mod io;
 mod message;
 pub mod middleware;
 pub mod protocol;

@@ -7,7 +7,7 @@ use crate::ca::CertificateAuthority;
 use crate::message::{Request, Response};
 
 /// The answer to a request for the magic host.
-pub(super) fn answer(request: &Request, ca: &CertificateAuthority) -> Response {
+pub(crate) fn answer(request: &Request, ca: &CertificateAuthority) -> Response {
     let path = request.path.split('?').next().unwrap_or("/");
     match path {
         "/" | "/index.html" => page(ca),

@@ -18,7 +18,12 @@ pub(crate) mod pool;
 mod request;
 mod response;
 mod upstream;
+mod via_h2;
 mod write;
+
+pub(crate) use self::magic::answer as magic_answer;
+pub(crate) use self::response::read_response_head;
+pub(crate) use self::write::{host_value, request_head as write_request_head};
 
 use std::time::{Duration, Instant};
 

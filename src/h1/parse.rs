@@ -242,7 +242,8 @@ fn body_framing(headers: &Headers) -> Result<Option<Framing>, HeadError> {
 pub(crate) fn keeps_alive(version: Version, headers: &Headers) -> bool {
     match version {
         Version::Http10 => headers.has_token("connection", "keep-alive"),
-        Version::Http11 => !headers.has_token("connection", "close"),
+        // HTTP/2 has no `Connection` field; its connections stay up.
+        Version::Http11 | Version::Http2 => !headers.has_token("connection", "close"),
     }
 }
 

@@ -33,10 +33,12 @@ struct Idle {
     since: Instant,
 }
 
-/// The pool of idle upstream connections, shared by all clients of a server.
+/// The pool of idle upstream connections, shared by all clients of a server, and the
+/// HTTP/2 upstream connections, which serve any number of exchanges at once.
 #[derive(Default)]
 pub(crate) struct Pool {
     idle: Mutex<HashMap<Target, Vec<Idle>>>,
+    h2: Mutex<HashMap<Target, h2::client::SendRequest<bytes::Bytes>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -69,6 +71,26 @@ impl Pool {
             up,
             since: Instant::now(),
         });
+    }
+}
+
+impl Pool {
+    /// The HTTP/2 connection to `target`, if one is up.
+    pub(crate) fn h2(&self, target: &Target) -> Option<h2::client::SendRequest<bytes::Bytes>> {
+        let map = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(target).cloned()
+    }
+
+    /// Shares an HTTP/2 connection to `target` with every client.
+    pub(crate) fn put_h2(&self, target: &Target, send: h2::client::SendRequest<bytes::Bytes>) {
+        let mut map = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(target.clone(), send);
+    }
+
+    /// Forgets a broken HTTP/2 connection.
+    pub(crate) fn drop_h2(&self, target: &Target) {
+        let mut map = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(target);
     }
 }
 

@@ -88,6 +88,21 @@ impl Session<'_> {
                 .await;
         }
 
+        // An origin that speaks HTTP/2 gets the request over its HTTP/2 connection.
+        let target = flow.request.target.clone();
+        let h2 = match self.h2_link(&target, upgrade).await {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::warn!(error = %crate::error::Report(&e), url = %flow.request.url(), "request failed");
+                let keep = client_keeps && incoming.decoder.is_done();
+                return self.answer_locally(flow, error_response(&e), keep).await;
+            }
+        };
+        if let Some(send) = h2 {
+            return self
+                .exchange_via_h2(flow, &mut incoming, ahead, body_changed, client_keeps, send)
+                .await;
+        }
         let sent = self
             .send_request(&mut flow, &mut incoming, ahead, body_changed, upgrade)
             .await;

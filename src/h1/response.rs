@@ -262,46 +262,11 @@ impl Session<'_> {
 
     /// Reads a response head from the upstream.
     pub(super) async fn read_response_head(&mut self) -> Result<parse::ResponseHead> {
-        let timeout = self.settings.response_timeout;
-        let max = self.settings.max_head.max(64 * 1024);
         let Some(up) = self.upstream.as_mut() else {
             return Err(no_upstream());
         };
-        loop {
-            if let Some(end) = parse::head_end(&up.peer.buf) {
-                let raw = up.peer.buf.split_to(end).freeze();
-                return parse::parse_response(&raw).map_err(|e| Error::BadResponse {
-                    target: up.target.to_string(),
-                    reason: match e {
-                        HeadError::Malformed(r) => r,
-                        HeadError::TooLarge => "too many header fields".into(),
-                    },
-                });
-            }
-            if up.peer.buf.len() > max {
-                return Err(Error::BadResponse {
-                    target: up.target.to_string(),
-                    reason: "response head too large".into(),
-                });
-            }
-            let read = up.peer.fill(&self.cx.chain, self.conn, self.hooks);
-            match tokio::time::timeout(timeout, read).await {
-                Err(_) => {
-                    return Err(Error::ResponseTimeout {
-                        target: up.target.to_string(),
-                        after: timeout,
-                    })
-                }
-                Ok(Err(e)) => return Err(Error::server_io(e)),
-                Ok(Ok(0)) => {
-                    return Err(Error::server_io(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the upstream server closed the connection without a response",
-                    )))
-                }
-                Ok(Ok(_)) => {}
-            }
-        }
+        let hooks = (&self.cx.chain, &*self.conn, self.hooks);
+        read_response_head(&mut up.peer, &up.target, self.settings, hooks).await
     }
 
     /// A `101 Switching Protocols`: pass it on and relay both ways from now on.
@@ -394,5 +359,53 @@ impl Session<'_> {
             let _ = self.client.io.shutdown().await;
         }
         Ok(())
+    }
+}
+
+/// Reads a response head from an upstream `peer` (through the data hooks when the
+/// third part of `hooks` says so).
+pub(crate) async fn read_response_head(
+    peer: &mut Peer,
+    target: &Target,
+    settings: &Settings,
+    hooks: (&crate::middleware::Chain, &Connection, bool),
+) -> Result<parse::ResponseHead> {
+    let timeout = settings.response_timeout;
+    let max = settings.max_head.max(64 * 1024);
+    let (chain, conn, use_hooks) = hooks;
+    loop {
+        if let Some(end) = parse::head_end(&peer.buf) {
+            let raw = peer.buf.split_to(end).freeze();
+            return parse::parse_response(&raw).map_err(|e| Error::BadResponse {
+                target: target.to_string(),
+                reason: match e {
+                    HeadError::Malformed(r) => r,
+                    HeadError::TooLarge => "too many header fields".into(),
+                },
+            });
+        }
+        if peer.buf.len() > max {
+            return Err(Error::BadResponse {
+                target: target.to_string(),
+                reason: "response head too large".into(),
+            });
+        }
+        let read = peer.fill(chain, conn, use_hooks);
+        match tokio::time::timeout(timeout, read).await {
+            Err(_) => {
+                return Err(Error::ResponseTimeout {
+                    target: target.to_string(),
+                    after: timeout,
+                })
+            }
+            Ok(Err(e)) => return Err(Error::server_io(e)),
+            Ok(Ok(0)) => {
+                return Err(Error::server_io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the upstream server closed the connection without a response",
+                )))
+            }
+            Ok(Ok(_)) => {}
+        }
     }
 }

@@ -23,6 +23,12 @@ impl Session<'_> {
             Some(up) => (up, true),
             None => (self.connect_upstream(target).await?, false),
         };
+        self.install(up, reused).await;
+        Ok(())
+    }
+
+    /// Makes `up` the current upstream and announces it.
+    pub(super) async fn install(&mut self, up: Upstream, reused: bool) {
         self.conn.server = Host::new(up.addr);
         self.upstream = Some(Current {
             peer: Peer::new(up.io, Flow::ServerToClient, Bytes::new()),
@@ -31,7 +37,6 @@ impl Session<'_> {
             reused,
         });
         self.cx.announce_server(self.conn).await;
-        Ok(())
     }
 
     pub(super) async fn connect_upstream(&mut self, target: &Target) -> Result<Upstream> {

@@ -112,7 +112,7 @@ pub(crate) fn request_head(out: &mut Vec<u8>, req: &Request, body_changed: bool,
 }
 
 /// `host[:port]` for a `Host` field, the port only when not the scheme's default.
-fn host_value(t: &Target) -> String {
+pub(crate) fn host_value(t: &Target) -> String {
     let default = if t.tls { 443 } else { 80 };
     let host = if t.host.contains(':') {
         format!("[{}]", t.host)

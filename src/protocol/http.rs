@@ -320,12 +320,15 @@ async fn intercept_tls(
     };
     let name = hello.server_name.unwrap_or_else(|| target.host.clone());
     conn.tls = true;
-    // HTTP/1 is what the engine speaks; a client that offers only other protocols
-    // (e.g. only h2) gets its bytes relayed with the ALPN the upstream picks.
+    // The client speaks HTTP/2 with the proxy when it offers it, HTTP/1.1 otherwise;
+    // the origin is offered both and picks, each side speaking what it can. A client
+    // offering neither gets its bytes relayed with the ALPN the origin picks from the
+    // client's own list.
     let offered = hello.alpn;
+    let client_h2 = offered.iter().any(|p| p == b"h2");
     let speaks_h1 = offered.is_empty() || offered.iter().any(|p| p == b"http/1.1");
-    let alpn = if speaks_h1 {
-        vec![b"http/1.1".to_vec()]
+    let alpn = if client_h2 || speaks_h1 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         offered
     };
@@ -340,12 +343,18 @@ async fn intercept_tls(
                 .await,
         )
     };
-    let chosen = match &upstream {
+    let upstream_alpn = match &upstream {
         Some(Ok(tls)) => tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
-        _ if speaks_h1 => Some(b"http/1.1".to_vec()),
         _ => None,
     };
-    let config = leaf_config(cx, &name, chosen.as_deref())?;
+    let for_client = if client_h2 {
+        Some(b"h2".to_vec())
+    } else if speaks_h1 {
+        Some(b"http/1.1".to_vec())
+    } else {
+        upstream_alpn.clone()
+    };
+    let config = leaf_config(cx, &name, for_client.as_deref())?;
     let handshake = start.into_stream(config);
     let mut client = match tokio::time::timeout(settings.timeout, handshake).await {
         Ok(Ok(tls)) => tls,
@@ -355,12 +364,17 @@ async fn intercept_tls(
     let upstream = match upstream {
         None => None,
         Some(Ok(server)) => Some(server),
+        // An HTTP/2 client gets its error page per stream, from the engine.
+        Some(Err(e)) if client_h2 => {
+            tracing::debug!(error = %crate::error::Report(&e), "upstream failed; HTTP/2 streams will say so");
+            None
+        }
         Some(Err(e)) => return fail(&mut client, e).await,
     };
     if upstream.is_some() {
         cx.announce_server(conn).await;
     }
-    if !speaks_h1 {
+    if !client_h2 && !speaks_h1 {
         let Some(server) = upstream else {
             return Ok(());
         };
@@ -374,6 +388,25 @@ async fn intercept_tls(
             target: origin.clone(),
         }),
         _ => None,
+    };
+    let upstream_h2 = crate::http2::is_h2(upstream_alpn.as_deref());
+    if client_h2 {
+        let preconnected = upstream.map(|upstream| crate::http2::Preconnected {
+            upstream,
+            h2: crate::http2::is_h2(upstream_alpn.as_deref()),
+        });
+        return crate::http2::serve(cx, conn, settings, Box::new(client), origin, preconnected)
+            .await;
+    }
+    // An HTTP/1 client whose origin chose HTTP/2: the engine sends over that HTTP/2
+    // connection, shared through the pool.
+    let upstream = match upstream {
+        Some(up) if upstream_h2 => {
+            let send = crate::http2::start_h2(up.io).await?;
+            cx.pool.put_h2(&origin, send);
+            None
+        }
+        other => other,
     };
     let serve = h1::serve(
         cx,

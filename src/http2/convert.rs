@@ -1,0 +1,163 @@
+//! Between the `http` types HTTP/2 speaks and the crate's own messages, so that hooks
+//! see the same [`Request`] and [`Response`] whatever the version.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::HeaderMap;
+
+use crate::core::Target;
+use crate::message::{Body, Headers, Request, Response, Version};
+use crate::protocol::http::parse_authority;
+
+/// Fields that are about one HTTP/1 connection and are forbidden in HTTP/2 (RFC 9113
+/// section 8.2.2); `te` is allowed only as `trailers`.
+const CONNECTION_SPECIFIC: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// The crate's [`Headers`] from an HTTP/2 header map (names are lowercase there).
+pub(crate) fn headers_from(map: &HeaderMap) -> Headers {
+    let mut headers = Headers::with_capacity(map.len());
+    for (name, value) in map {
+        headers.append(
+            Bytes::copy_from_slice(name.as_str().as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        );
+    }
+    headers
+}
+
+/// An HTTP/2 header map from the crate's [`Headers`], without the fields HTTP/2
+/// forbids and without those `skip` names. Invalid names or values are dropped.
+pub(crate) fn map_from(headers: &Headers, skip: &[&str]) -> HeaderMap {
+    let listed: Vec<Vec<u8>> = headers
+        .get_all("connection")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(|t| t.trim_ascii().to_ascii_lowercase())
+        .collect();
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers.raw_iter() {
+        let lower = name.to_ascii_lowercase();
+        let drop = CONNECTION_SPECIFIC.iter().any(|h| h.as_bytes() == lower)
+            || skip.iter().any(|h| h.as_bytes() == lower)
+            || listed.contains(&lower)
+            || (lower == b"te" && !value.eq_ignore_ascii_case(b"trailers"));
+        if drop {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&lower),
+            HeaderValue::from_bytes(value),
+        ) else {
+            continue;
+        };
+        map.append(name, value);
+    }
+    map
+}
+
+/// The crate's request from an HTTP/2 request head. Requests inside a tunnel go to
+/// their `:authority`, else to the tunnel's origin.
+pub(crate) fn request_from(parts: &http::request::Parts, origin: &Target) -> Request {
+    let target = parts
+        .uri
+        .authority()
+        .and_then(|a| parse_authority(a.as_str(), origin.port))
+        .map(|(host, port)| Target::new(host, port, true))
+        .unwrap_or_else(|| origin.clone());
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    Request {
+        method: parts.method.as_str().to_string(),
+        target,
+        path,
+        version: Version::Http2,
+        headers: headers_from(&parts.headers),
+        body: Body::Streaming,
+    }
+}
+
+/// An HTTP/2 request head for the origin from the crate's request.
+pub(crate) fn http_request(req: &Request, body_changed: bool) -> Option<http::Request<()>> {
+    let scheme = if req.target.tls { "https" } else { "http" };
+    let authority = crate::h1::host_value(&req.target);
+    let uri = format!("{scheme}://{authority}{}", req.path);
+    let skip: &[&str] = if body_changed {
+        &["content-length"]
+    } else {
+        &[]
+    };
+    let mut builder = http::Request::builder()
+        .method(req.method.as_str())
+        .uri(uri)
+        .version(http::Version::HTTP_2);
+    if let Some(h) = builder.headers_mut() {
+        *h = map_from(&req.headers, skip);
+        if body_changed {
+            if let Some(len) = req.body.bytes().map(Bytes::len).filter(|&l| l > 0) {
+                h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+        }
+    }
+    builder.body(()).ok()
+}
+
+/// The crate's response from an HTTP/2 response head.
+pub(crate) fn response_from(parts: &http::response::Parts) -> Response {
+    Response {
+        status: parts.status.as_u16(),
+        reason: parts.status.canonical_reason().unwrap_or("").to_string(),
+        version: Version::Http2,
+        headers: headers_from(&parts.headers),
+        body: Body::Streaming,
+    }
+}
+
+/// An HTTP/2 response head for the client from the crate's response.
+pub(crate) fn http_response(res: &Response, body_changed: bool) -> http::Response<()> {
+    let skip: &[&str] = if body_changed {
+        &["content-length"]
+    } else {
+        &[]
+    };
+    let mut out = http::Response::new(());
+    *out.status_mut() =
+        http::StatusCode::from_u16(res.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    *out.headers_mut() = map_from(&res.headers, skip);
+    if body_changed {
+        let len = res.body.bytes().map_or(0, Bytes::len);
+        out.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_specific_fields_do_not_cross_into_http2() {
+        let mut h = Headers::new();
+        for (n, v) in [
+            ("Connection", "keep-alive, X-Hop"),
+            ("X-Hop", "1"),
+            ("Transfer-Encoding", "chunked"),
+            ("TE", "gzip"),
+            ("Host", "a"),
+            ("X-Keep", "2"),
+        ] {
+            h.append(n, v);
+        }
+        let map = map_from(&h, &[]);
+        let names: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
+    }
+}
