@@ -112,6 +112,8 @@ impl HookChain {
 
     /// Passes `data` through every client-to-server data hook.
     pub async fn client_data(&self, data: Bytes) -> Bytes {
-        self.chain.data(&self.conn, Flow::ClientToServer, data).await
+        self.chain
+            .data(&self.conn, Flow::ClientToServer, data)
+            .await
     }
 }

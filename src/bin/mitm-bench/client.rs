@@ -231,7 +231,10 @@ impl Conn {
         len: u64,
         mut progress: impl FnMut(usize) -> bool,
     ) -> Result<bool> {
-        let buffered = self.buf.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+        let buffered = self
+            .buf
+            .len()
+            .min(usize::try_from(len).unwrap_or(usize::MAX));
         self.buf.advance(buffered);
         let mut remaining = len - buffered as u64;
         if buffered > 0 && !progress(buffered) {
@@ -241,8 +244,13 @@ impl Conn {
             self.scratch = vec![0; READ_CHUNK];
         }
         while remaining > 0 {
-            let want = self.scratch.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
-            let n = timed("read body", self.io.read(&mut self.scratch[..want])).await?;
+            let want = self
+                .scratch
+                .len()
+                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            let n = timed("read body", self.io.read(&mut self.scratch[..want]))
+                .await
+                .with_context(|| format!("{remaining} of {len} body bytes still to come"))?;
             if n == 0 {
                 bail!("connection closed with {remaining} body bytes to go");
             }
@@ -329,7 +337,9 @@ impl Histogram {
 
     pub fn mean(&self) -> Option<Duration> {
         let mean = self.sum_ns.checked_div(u128::from(self.total))?;
-        Some(Duration::from_nanos(u64::try_from(mean).unwrap_or(u64::MAX)))
+        Some(Duration::from_nanos(
+            u64::try_from(mean).unwrap_or(u64::MAX),
+        ))
     }
 }
 
@@ -358,7 +368,19 @@ mod tests {
 
     #[test]
     fn buckets_are_contiguous_and_narrow() {
-        for ns in [0, 1, 15, 16, 17, 31, 32, 1000, 123_456, 10_000_000_000, u64::MAX] {
+        for ns in [
+            0,
+            1,
+            15,
+            16,
+            17,
+            31,
+            32,
+            1000,
+            123_456,
+            10_000_000_000,
+            u64::MAX,
+        ] {
             let (low, width) = bucket_range(bucket_of(ns));
             assert!(low <= ns && ns - low < width, "{ns}");
             assert!(width <= 1.max(ns / 16 + 1), "{ns}");

@@ -98,7 +98,8 @@ async fn serve_connection(stream: TcpStream, tls: Option<TlsAcceptor>, big: u64)
     match tls {
         None => serve(stream, big).await,
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(crate::client::IO_TIMEOUT, acceptor.accept(stream));
+            let handshake =
+                tokio::time::timeout(crate::client::IO_TIMEOUT, acceptor.accept(stream));
             serve(handshake.await??, big).await
         }
     }
@@ -162,7 +163,9 @@ async fn write_big<S: AsyncWrite + Unpin>(io: &mut S, len: u64) -> Result<()> {
     io.write_all(head.as_bytes()).await?;
     let mut remaining = len;
     while remaining > 0 {
-        let n = CHUNK.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let n = CHUNK
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         io.write_all(&CHUNK[..n]).await?;
         remaining -= n as u64;
     }
