@@ -117,7 +117,29 @@ impl Session<'_> {
             tracing::warn!(error = %crate::error::Report(&e), url = %flow.request.url(), "request failed");
             return self.answer_locally(flow, response, keep).await;
         }
-        self.receive_response(flow, client_keeps, upgrade).await
+        // A kept-alive upstream may have been closed by the origin just as the request
+        // went out; a request that can be sent again is, once, on a fresh connection.
+        let replayable = body_changed || !matches!(flow.request.body, Body::Streaming);
+        let reused = self.upstream.as_ref().is_some_and(|u| u.reused);
+        let mut first = None;
+        if reused && replayable {
+            let head = self.read_response_head().await;
+            if head.as_ref().is_err_and(is_stale) {
+                tracing::debug!("upstream closed a kept-alive connection; sending again");
+                self.drop_upstream().await;
+                let again = self
+                    .send_request(&mut flow, &mut incoming, Vec::new(), body_changed, upgrade)
+                    .await;
+                if let Err(e) = again {
+                    let response = error_response(&e);
+                    return self.answer_locally(flow, response, client_keeps).await;
+                }
+            } else {
+                first = Some(head);
+            }
+        }
+        self.receive_response(flow, client_keeps, upgrade, first)
+            .await
     }
 
     /// Where a request goes, and its origin-form target.
@@ -366,5 +388,21 @@ impl Session<'_> {
         let client = std::mem::replace(&mut self.client.io, Box::new(tokio::io::empty()));
         let rest = self.client.buf.split().freeze();
         crate::protocol::http::tunnel(self.cx, self.conn, self.settings, client, rest, target).await
+    }
+}
+
+/// Whether an upstream failure means the connection was closed before it answered
+/// (so the request can go again on a fresh one).
+fn is_stale(e: &Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match e {
+        Error::Io {
+            side: crate::Side::Server,
+            source,
+        } => matches!(
+            source.kind(),
+            UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
+        ),
+        _ => false,
     }
 }

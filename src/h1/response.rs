@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Most body bytes sent in the same write as the response head.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
 impl Session<'_> {
     /// Reads the response (skipping interim ones, which are passed on), runs the
     /// response hooks and passes it to the client.
@@ -12,9 +15,15 @@ impl Session<'_> {
         mut flow: HttpFlow,
         client_keeps: bool,
         upgrade: bool,
+        first: Option<Result<parse::ResponseHead>>,
     ) -> Result<Next> {
+        let mut first = first;
         let head = loop {
-            let head = match self.read_response_head().await {
+            let read = match first.take() {
+                Some(head) => head,
+                None => self.read_response_head().await,
+            };
+            let head = match read {
                 Ok(head) => head,
                 Err(e) => {
                     self.drop_upstream().await;
@@ -110,37 +119,51 @@ impl Session<'_> {
         } else {
             ResponseBody::AsIs
         };
-        let mut out = std::mem::take(&mut self.scratch);
-        out.clear();
-        response.version = Version::Http11;
-        let connection = connection_header(keep, client_10);
-        write::response_head(&mut out, (&response).into(), mode, connection);
-        self.client
-            .io
-            .write_all(&out)
-            .await
-            .map_err(Error::client_io)?;
-        self.scratch = out;
-
         let encoder = if framing == Framing::Chunked && !client_10 {
             Encoder::Chunked
         } else {
             Encoder::Plain
         };
-        let streamed = if !parse::has_body(&flow.request.method, response.status) {
-            // HEAD, 204, 304: whatever a hook put in the body stays out of the stream.
-            decoder.is_done()
-        } else if body_changed {
+        let has_body = parse::has_body(&flow.request.method, response.status);
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        response.version = Version::Http11;
+        let connection = connection_header(keep, client_10);
+        write::response_head(&mut out, (&response).into(), mode, connection);
+        // Body bytes already at hand go out with the head, in one write: a small
+        // response then costs one syscall and one segment, not two.
+        if has_body && body_changed {
             if let Body::Full(b) = &response.body {
-                self.client
-                    .io
-                    .write_all(b)
-                    .await
-                    .map_err(Error::client_io)?;
+                out.extend_from_slice(b);
                 flow.response_body_size = b.len() as u64;
             }
-            // The origin's own body is not passed on; the connection cannot be reused
-            // unless it was already read whole.
+        } else if has_body && encoder == Encoder::Plain {
+            let up = self.upstream.as_mut().ok_or_else(no_upstream)?;
+            for piece in ahead.drain(..) {
+                flow.response_body_size += piece.len() as u64;
+                out.extend_from_slice(&piece);
+            }
+            while out.len() < COALESCE_LIMIT {
+                match decoder
+                    .next(&mut up.peer.buf, false)
+                    .map_err(Error::server_io)?
+                {
+                    Piece::Data(b) => {
+                        flow.response_body_size += b.len() as u64;
+                        out.extend_from_slice(&b);
+                    }
+                    Piece::NeedMore | Piece::End => break,
+                }
+            }
+        }
+        let written = self.client.io.write_all(&out).await;
+        self.scratch = out;
+        written.map_err(Error::client_io)?;
+
+        let streamed = if !has_body || body_changed {
+            // HEAD, 204, 304: whatever a hook put in the body stays out of the stream.
+            // A replaced body went with the head; the origin's own is not passed on, so
+            // the connection is reusable only if it was already read whole.
             decoder.is_done()
         } else {
             self.relay_response_body(&mut flow, &response, &mut decoder, ahead, encoder)
@@ -155,6 +178,10 @@ impl Session<'_> {
             self.drop_upstream().await;
         }
         self.reusable_at_end = reusable;
+        if let Some(current) = self.upstream.as_mut() {
+            // From now on it is a kept-alive connection the origin may close.
+            current.reused = true;
+        }
         if keep {
             Ok(Next::Continue)
         } else {

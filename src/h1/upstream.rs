@@ -10,9 +10,9 @@ impl Session<'_> {
     pub(super) async fn ensure_upstream(&mut self, target: &Target) -> Result<()> {
         if let Some(current) = self.upstream.as_mut() {
             if &current.target == target {
-                // The origin may have closed the idle connection since the last
-                // exchange; a write to it would "succeed" and the response never come.
-                if pool::still_open(&mut current.peer.io) && current.peer.buf.is_empty() {
+                // An origin that closed it meanwhile is caught when the response does
+                // not come (`is_stale`), and the request goes again.
+                if current.peer.buf.is_empty() {
                     return Ok(());
                 }
                 self.drop_upstream().await;
