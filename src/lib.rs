@@ -88,7 +88,7 @@ pub use crate::message::{Body, Headers, HttpFlow, Request, Response, Timings, Ve
 pub use crate::middleware::{HttpLog, Log, Middleware};
 pub use crate::protocol::{Connected, Context, Http, Protocol, Resolution, Tunnel};
 pub use crate::server::{default_ca_dir, Mitm, MitmBuilder, MitmHandle};
-pub use crate::server::{DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_PORT};
+pub use crate::server::{DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT};
 pub use crate::upstream::{Resolve, SystemResolver};
 pub use crate::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 

@@ -29,6 +29,8 @@ use crate::upstream::{Resolve, SystemResolver, UpstreamTls};
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// The default listening port, as the original's.
 pub const DEFAULT_PORT: u16 = 8888;
+/// The default of [`MitmBuilder::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// The default grace period for connections in flight at shutdown.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
@@ -67,6 +69,8 @@ pub struct MitmBuilder {
     upstream_client_cert: Option<PathBuf>,
     resolver: Arc<dyn Resolve>,
     grace: Duration,
+    proxy_auth: Option<(String, String)>,
+    max_connections: usize,
 }
 
 impl std::fmt::Debug for MitmBuilder {
@@ -96,6 +100,8 @@ impl Default for MitmBuilder {
             upstream_client_cert: None,
             resolver: Arc::new(SystemResolver),
             grace: DEFAULT_GRACE,
+            proxy_auth: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -200,6 +206,21 @@ impl MitmBuilder {
         self
     }
 
+    /// Asks clients for these credentials (HTTP Basic, `Proxy-Authorization`) on every
+    /// proxy request and `CONNECT`; others get `407` with `Proxy-Authenticate`.
+    /// Default: none asked.
+    pub fn proxy_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.proxy_auth = Some((user.into(), password.into()));
+        self
+    }
+
+    /// The most client connections served at once; past it, new ones are closed at
+    /// once rather than queued. Default: [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
     /// Loads or creates the CA, sets up upstream TLS and binds the listener.
     ///
     /// Fails with [`Error::Bind`] when the address is taken or invalid, and with a CA
@@ -260,12 +281,24 @@ impl MitmBuilder {
                 upstream_tls: Arc::new(upstream_tls),
                 resolver: self.resolver,
                 pool: Arc::default(),
+                proxy_auth: self
+                    .proxy_auth
+                    .map(|(user, pass)| basic_credentials(&user, &pass)),
+                local_addr: Some(local_addr),
             },
             protocols: protocols.into(),
             ca_cert_path,
             grace: self.grace,
+            max_connections: self.max_connections,
         })
     }
+}
+
+/// The `Proxy-Authorization` value for `user` and `password` (HTTP Basic).
+fn basic_credentials(user: &str, password: &str) -> Arc<[u8]> {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {token}").into_bytes().into()
 }
 
 fn format_addr(host: &str, port: u16) -> String {
@@ -280,6 +313,7 @@ pub struct Mitm {
     protocols: Arc<[Arc<dyn Protocol>]>,
     ca_cert_path: Option<PathBuf>,
     grace: Duration,
+    max_connections: usize,
 }
 
 impl std::fmt::Debug for Mitm {
@@ -329,6 +363,7 @@ impl Mitm {
             cx,
             protocols,
             grace,
+            max_connections,
             ..
         } = self;
         cx.chain.mitm_started(local_addr).await;
@@ -348,6 +383,12 @@ impl Mitm {
                             continue;
                         }
                     };
+                    if tasks.len() >= max_connections {
+                        // Refused at once: a queue would only make every client wait.
+                        tracing::warn!(client = %peer, max_connections, "too many connections, refusing one");
+                        drop(stream);
+                        continue;
+                    }
                     next_id += 1;
                     let span = tracing::info_span!("conn", id = next_id, client = %peer);
                     let job = serve(cx.clone(), protocols.clone(), stream, peer, next_id);

@@ -55,6 +55,37 @@ struct Cli {
     #[arg(long)]
     insecure: bool,
 
+    /// Ask clients for these proxy credentials (HTTP Basic), as USER:PASSWORD; others
+    /// get 407. Also on CONNECT.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    proxy_auth: Option<String>,
+
+    /// Most client connections served at once; more are refused at once.
+    #[arg(long, value_name = "N", default_value_t = mitm::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+
+    /// Seconds allowed for a request head once begun (slowloris), for connecting
+    /// upstream and for each TLS handshake.
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    timeout: f64,
+
+    /// Seconds a keep-alive client connection may stay idle between requests.
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+    idle_timeout: f64,
+
+    /// Seconds an origin has to start its response (and send each part of its body)
+    /// before the client gets a 504.
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+    response_timeout: f64,
+
+    /// Largest request head accepted, in bytes; larger ones get 431.
+    #[arg(long, value_name = "BYTES", default_value_t = mitm::protocol::http::DEFAULT_MAX_HEAD)]
+    max_head: usize,
+
+    /// Seconds connections in flight may go on after Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    grace: f64,
+
     /// What to log: `none`; `log`, one line per connection event; `http`, each request
     /// and response pretty-printed.
     #[arg(long, value_enum, default_value_t = LogChoice::Log)]
@@ -179,6 +210,21 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
     if let Some(pem) = &cli.upstream_client_cert {
         b = b.upstream_client_cert(pem);
     }
+    if let Some(credentials) = &cli.proxy_auth {
+        let Some((user, password)) = credentials.split_once(':') else {
+            anyhow::bail!("--proxy-auth takes USER:PASSWORD");
+        };
+        b = b.proxy_auth(user, password);
+    }
+    let http = mitm::Http::new()
+        .timeout(seconds("--timeout", cli.timeout)?)
+        .idle_timeout(seconds("--idle-timeout", cli.idle_timeout)?)
+        .response_timeout(seconds("--response-timeout", cli.response_timeout)?)
+        .max_head(cli.max_head);
+    b = b
+        .protocols(vec![Arc::new(http)])
+        .max_connections(cli.max_connections)
+        .grace_period(seconds("--grace", cli.grace)?);
     let mut middlewares: Vec<Arc<dyn Middleware>> = match cli.log {
         LogChoice::None => vec![],
         LogChoice::Log => vec![Arc::new(Log)],
@@ -191,6 +237,12 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
     }
     Ok(b.middlewares(middlewares)
         .dangerous_accept_invalid_upstream_certs(cli.insecure))
+}
+
+/// A duration from a flag's seconds, refusing what is not a finite, non-negative number.
+fn seconds(flag: &str, secs: f64) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| anyhow::anyhow!("{flag} takes a number of seconds, not {secs}"))
 }
 
 fn print_banner(proxy: &Mitm) -> anyhow::Result<()> {

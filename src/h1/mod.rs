@@ -156,6 +156,27 @@ impl Session<'_> {
                 None => return Ok(()),
             };
             first = false;
+            // Credentials are asked of proxy requests (and CONNECT), not of requests
+            // inside a tunnel the CONNECT already opened.
+            if matches!(self.scope, Scope::Proxy) && !self.cx.authorized(&head.headers) {
+                let keep = parse::keeps_alive(head.version, &head.headers);
+                let mut r = text_response(
+                    407,
+                    "mitm needs proxy credentials: configure your client's proxy with the \
+                     user name and password the proxy was started with.\n"
+                        .into(),
+                );
+                r.headers
+                    .insert("Proxy-Authenticate", "Basic realm=\"mitm\"");
+                // A body the request may carry is not read: the connection ends then.
+                let keep = keep && parse::request_framing(&head.headers) == Ok(Framing::Empty);
+                self.write_local(r, &head.method, head.version, keep)
+                    .await?;
+                if keep {
+                    continue;
+                }
+                return Ok(());
+            }
             if head.method.eq_ignore_ascii_case("CONNECT") {
                 return self.connect(head).await;
             }
@@ -266,12 +287,7 @@ pub(crate) fn response_bytes(
     connection: Option<&str>,
 ) -> Vec<u8> {
     let mut out = Vec::new();
-    write::response_head(
-        &mut out,
-        response.into(),
-        ResponseBody::Replaced,
-        connection,
-    );
+    write::response_head(&mut out, response.into(), ResponseBody::Local, connection);
     if let (Body::Full(b), true) = (&response.body, parse::has_body(method, response.status)) {
         out.extend_from_slice(b);
     }

@@ -25,6 +25,9 @@ impl Session<'_> {
                 return Ok(Next::Close);
             }
         };
+        if self.cx.is_self(&target) {
+            return self.refuse_loop(&head.method, head.version).await;
+        }
         self.conn.target = Some(target.clone());
         self.flows += 1;
         let expects_continue = head.headers.has_token("expect", "100-continue");
@@ -140,6 +143,18 @@ impl Session<'_> {
         }
         self.receive_response(flow, client_keeps, upgrade, first)
             .await
+    }
+
+    /// Answers a request addressed to the proxy itself, which would come back around.
+    pub(super) async fn refuse_loop(&mut self, method: &str, version: Version) -> Result<Next> {
+        let r = text_response(
+            508,
+            "mitm refused a request addressed to the proxy itself: it would loop. Request \
+             the real origin, or configure the client to use the proxy instead of calling it.\n"
+                .into(),
+        );
+        self.write_local(r, method, version, false).await?;
+        Ok(Next::Close)
     }
 
     /// Where a request goes, and its origin-form target.
@@ -360,6 +375,10 @@ impl Session<'_> {
             return self.write_local(r, &head.method, head.version, false).await;
         }
         let target = Target::new(host, port, true);
+        if self.cx.is_self(&target) {
+            self.refuse_loop(&head.method, head.version).await?;
+            return Ok(());
+        }
         self.conn.target = Some(target.clone());
         self.flows += 1;
         let mut flow = HttpFlow {

@@ -141,6 +141,9 @@ pub(crate) enum ResponseBody {
     Replaced,
     /// Chunked framing removed (for an HTTP/1.0 client): the body runs until close.
     Dechunked,
+    /// A response the proxy made itself (whole body, own `Content-Length`): its fields
+    /// are the proxy's own, so `Proxy-Authenticate` and the like stay.
+    Local,
 }
 
 /// The parts of a response head that are written out.
@@ -183,7 +186,7 @@ pub(crate) fn response_head(
     let upgrade = head.status == 101;
     let extra: &[&str] = match mode {
         ResponseBody::AsIs => &[],
-        ResponseBody::Replaced => &["transfer-encoding", "content-length"],
+        ResponseBody::Replaced | ResponseBody::Local => &["transfer-encoding", "content-length"],
         ResponseBody::Dechunked => &["transfer-encoding"],
     };
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -191,9 +194,20 @@ pub(crate) fn response_head(
     out.push(b' ');
     out.extend_from_slice(head.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_fields(out, head.headers, &Skip::new(head.headers, upgrade, extra));
+    if mode == ResponseBody::Local {
+        for (name, value) in head.headers.raw_iter() {
+            if !extra
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+            {
+                field(out, name, value);
+            }
+        }
+    } else {
+        write_fields(out, head.headers, &Skip::new(head.headers, upgrade, extra));
+    }
     let bodiless = head.status == 204 || head.status == 304 || (100..200).contains(&head.status);
-    if mode == ResponseBody::Replaced && !bodiless {
+    if matches!(mode, ResponseBody::Replaced | ResponseBody::Local) && !bodiless {
         let len = head.body.and_then(Body::bytes).map_or(0, Bytes::len);
         field(out, b"Content-Length", len.to_string().as_bytes());
     }

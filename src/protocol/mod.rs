@@ -162,6 +162,10 @@ pub struct Context {
     pub(crate) upstream_tls: Arc<UpstreamTls>,
     pub(crate) resolver: Arc<dyn Resolve>,
     pub(crate) pool: Arc<crate::h1::pool::Pool>,
+    /// The `Proxy-Authorization` value clients must send, if any.
+    pub(crate) proxy_auth: Option<Arc<[u8]>>,
+    /// Where the server listens: requests addressed there would loop.
+    pub(crate) local_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Context {
@@ -215,6 +219,37 @@ impl Context {
             Err(_) => Err(crate::Error::ConnectTimeout {
                 target: target.to_string(),
             }),
+        }
+    }
+
+    /// Whether a request with these headers may use the proxy (always, when no
+    /// credentials were configured).
+    pub(crate) fn authorized(&self, headers: &crate::message::Headers) -> bool {
+        let Some(expected) = &self.proxy_auth else {
+            return true;
+        };
+        headers
+            .get_all("proxy-authorization")
+            .any(|v| v.trim_ascii() == &expected[..])
+    }
+
+    /// Whether `target` is the proxy itself (a request there would come back around).
+    pub(crate) fn is_self(&self, target: &Target) -> bool {
+        let Some(local) = self.local_addr else {
+            return false;
+        };
+        if target.port != local.port() {
+            return false;
+        }
+        let host = target.host.trim_end_matches('.');
+        let loopback_name = host.eq_ignore_ascii_case("localhost")
+            || host.to_ascii_lowercase().ends_with(".localhost");
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                ip == local.ip()
+                    || (local.ip().is_unspecified() || local.ip().is_loopback()) && ip.is_loopback()
+            }
+            Err(_) => loopback_name && (local.ip().is_loopback() || local.ip().is_unspecified()),
         }
     }
 
