@@ -124,13 +124,20 @@ impl Headers {
         self.get_bytes(name).is_some()
     }
 
-    /// Whether any value of `name`, read as a comma-separated list, holds `token`
-    /// (case-insensitively), as `Connection: keep-alive, Upgrade` holds `upgrade`.
+    /// The items of every value of `name`, read as comma-separated lists, trimmed, empty
+    /// ones skipped: `Connection: keep-alive, Upgrade` gives `keep-alive`, `Upgrade`.
+    pub fn tokens<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.get_all(name)
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Whether [`tokens`](Self::tokens) of `name` hold `token` (case-insensitively), as
+    /// `Connection: keep-alive, Upgrade` holds `upgrade`.
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.get_all(name).any(|v| {
-            v.split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
+        self.tokens(name)
+            .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
     }
 
     /// Adds a field at the end, keeping any others of the same name.

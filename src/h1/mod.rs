@@ -265,7 +265,7 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-fn join(pieces: &[Bytes]) -> Bytes {
+pub(crate) fn join(pieces: &[Bytes]) -> Bytes {
     match pieces {
         [] => Bytes::new(),
         [one] => one.clone(),

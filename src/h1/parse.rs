@@ -197,12 +197,7 @@ fn body_framing(headers: &Headers) -> Result<Option<Framing>, HeadError> {
     if has_te {
         // The last coding must be chunked, or the length is unknowable (for requests)
         // or until close (responses); we accept only chunked.
-        let last = headers
-            .get_all("transfer-encoding")
-            .flat_map(|v| v.split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.is_empty())
-            .last();
+        let last = headers.tokens("transfer-encoding").last();
         return match last {
             Some(t) if t.eq_ignore_ascii_case(b"chunked") => Ok(Some(Framing::Chunked)),
             _ => malformed("Transfer-Encoding does not end in chunked"),

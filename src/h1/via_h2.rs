@@ -76,7 +76,7 @@ impl Session<'_> {
             Some(r) if self.body_limit > 0 => {
                 let (pieces, done) = http2::read_ahead(r, self.body_limit).await?;
                 if done {
-                    response.body = Body::Full(http2::join(&pieces));
+                    response.body = Body::Full(join(&pieces));
                     recv = None;
                 } else {
                     ahead = pieces;

@@ -35,12 +35,7 @@ struct Skip<'a> {
 
 impl<'a> Skip<'a> {
     fn new(headers: &'a Headers, keep_upgrade: bool, extra: &'a [&'a str]) -> Self {
-        let listed = headers
-            .get_all("connection")
-            .flat_map(|v| v.split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.is_empty())
-            .collect();
+        let listed = headers.tokens("connection").collect();
         Skip {
             listed,
             keep_upgrade,

@@ -36,9 +36,8 @@ pub(crate) fn headers_from(map: &HeaderMap) -> Headers {
 /// forbids and without those `skip` names. Invalid names or values are dropped.
 pub(crate) fn map_from(headers: &Headers, skip: &[&str]) -> HeaderMap {
     let listed: Vec<Vec<u8>> = headers
-        .get_all("connection")
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(|t| t.trim_ascii().to_ascii_lowercase())
+        .tokens("connection")
+        .map(<[u8]>::to_ascii_lowercase)
         .collect();
     let mut map = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers.raw_iter() {

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -143,7 +143,7 @@ impl Stream<'_> {
             if limit > 0 {
                 let (pieces, done) = read_ahead(recv, limit).await?;
                 if done {
-                    flow.request.body = Body::Full(join(&pieces));
+                    flow.request.body = Body::Full(h1::join(&pieces));
                     source = Source::Empty;
                 } else {
                     ahead = pieces;
@@ -200,7 +200,7 @@ impl Stream<'_> {
             } else if limit > 0 {
                 let (pieces, done) = sink.read_ahead(limit, self.settings).await?;
                 if done {
-                    response.body = Body::Full(join(&pieces));
+                    response.body = Body::Full(h1::join(&pieces));
                     sink = sink.finish(&self.cx.pool);
                 } else {
                     ahead = pieces;
@@ -752,20 +752,6 @@ pub(crate) fn io_error(side: Side, e: h2::Error) -> Error {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn join(pieces: &[Bytes]) -> Bytes {
-    match pieces {
-        [] => Bytes::new(),
-        [one] => one.clone(),
-        many => {
-            let mut all = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
-            for p in many {
-                all.extend_from_slice(p);
-            }
-            all.freeze()
-        }
-    }
 }
 
 /// Whether a negotiated ALPN protocol is HTTP/2.
