@@ -16,7 +16,7 @@ use tokio_rustls::TlsConnector;
 
 /// Longest wait for any one network step (connect, handshake, read) before it counts as
 /// a failure: nothing the bench does can hang for longer.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Read size while draining large bodies.

@@ -1,0 +1,384 @@
+//! The proxy under test and what the bench reads about it: its address, CPU time, RSS
+//! and open file descriptors.
+//!
+//! The preferred proxy is the release `mitm` binary as a child process: its CPU time and
+//! memory are then its own (`/proc/PID/stat`, `/proc/PID/status`), not mixed with the
+//! load client's and the origin's. A fresh child serves each measurement, so peak RSS
+//! and CPU time cover that measurement only. Without the binary, the library runs in
+//! this process on a runtime of its own (see [`Launcher::in_process`]).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use mitm::upstream::UpstreamTls;
+use mitm::{CertificateAuthority, Mitm, MitmHandle};
+
+/// Name of the proxy runtime's threads, by which their CPU time is found in-process.
+const PROXY_THREAD: &str = "mitm-proxy";
+/// Longest wait for a child to say where it listens.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Lines of a child's stderr kept for the report.
+const STDERR_KEPT: usize = 20;
+
+/// Starts proxies, all alike.
+pub enum Launcher {
+    /// The `mitm` binary, as `mitm --port 0 --ca-dir DIR --upstream-ca FILE --log none -q`.
+    Child {
+        bin: PathBuf,
+        ca_dir: PathBuf,
+        upstream_ca: PathBuf,
+    },
+    /// The library on its own runtime in this process.
+    InProcess {
+        ca: Arc<CertificateAuthority>,
+        upstream: Box<rustls::ClientConfig>,
+        runtime: Option<tokio::runtime::Runtime>,
+    },
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // A runtime may not be dropped (blocking) inside another one's tasks.
+        if let Launcher::InProcess { runtime, .. } = self {
+            if let Some(rt) = runtime.take() {
+                rt.shutdown_background();
+            }
+        }
+    }
+}
+
+impl Launcher {
+    /// Runs the `mitm` binary at `bin`; its CA is (or will be) in `ca_dir`, and it trusts
+    /// the origin's CA in `upstream_ca`.
+    pub fn child(bin: PathBuf, ca_dir: PathBuf, upstream_ca: PathBuf) -> Self {
+        Launcher::Child {
+            bin,
+            ca_dir,
+            upstream_ca,
+        }
+    }
+
+    /// Runs the library in this process with `ca`, trusting upstreams per `upstream`.
+    ///
+    /// The proxy gets a multi-thread tokio runtime of its own (as many workers as
+    /// cores, as the `mitm` binary has) instead of sharing the bench's: its tasks then
+    /// never wait behind the load client's or the origin's on a worker, as they would
+    /// not in production, and its threads, named [`PROXY_THREAD`], let the bench count
+    /// its CPU time apart. Memory cannot be told apart: RSS is the whole process's.
+    pub fn in_process(
+        ca: Arc<CertificateAuthority>,
+        upstream: rustls::ClientConfig,
+    ) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name(PROXY_THREAD)
+            .enable_all()
+            .build()
+            .context("cannot start the proxy's runtime")?;
+        Ok(Launcher::InProcess {
+            ca,
+            upstream: Box::new(upstream),
+            runtime: Some(runtime),
+        })
+    }
+
+    pub fn is_child(&self) -> bool {
+        matches!(self, Launcher::Child { .. })
+    }
+
+    /// Starts a fresh proxy and waits until it listens.
+    pub async fn start(&self) -> Result<Proxy> {
+        match self {
+            Launcher::Child {
+                bin,
+                ca_dir,
+                upstream_ca,
+            } => {
+                let (bin, ca_dir, upstream_ca) = (bin.clone(), ca_dir.clone(), upstream_ca.clone());
+                let start = move || ChildProxy::start(&bin, &ca_dir, &upstream_ca);
+                let child = tokio::task::spawn_blocking(start).await??;
+                Ok(Proxy::Child(child))
+            }
+            Launcher::InProcess {
+                ca,
+                upstream,
+                runtime,
+            } => {
+                let rt = runtime
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("proxy runtime gone"))?
+                    .handle()
+                    .clone();
+                let builder = Mitm::builder()
+                    .host("127.0.0.1")
+                    .port(0)
+                    .certificate_authority(ca.clone())
+                    .middlewares(vec![])
+                    .upstream_tls(UpstreamTls::from_config((**upstream).clone()))
+                    .grace_period(Duration::from_millis(200));
+                // `spawn` runs the server on the runtime it is called from: the proxy's.
+                let handle = rt
+                    .spawn(async move { builder.bind().await.map(Mitm::spawn) })
+                    .await??;
+                Ok(Proxy::InProcess { handle, rt })
+            }
+        }
+    }
+}
+
+/// A running proxy.
+pub enum Proxy {
+    Child(ChildProxy),
+    InProcess {
+        handle: MitmHandle,
+        rt: tokio::runtime::Handle,
+    },
+}
+
+impl Proxy {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Proxy::Child(c) => c.addr,
+            Proxy::InProcess { handle, .. } => handle.local_addr(),
+        }
+    }
+
+    /// CPU time (user + system) the proxy has used so far.
+    pub fn cpu(&self) -> Option<Duration> {
+        match self {
+            Proxy::Child(c) => process_cpu(&format!("/proc/{}/stat", c.pid)),
+            Proxy::InProcess { .. } => proxy_threads_cpu(),
+        }
+    }
+
+    /// Resident memory now (`VmRSS`), bytes.
+    pub fn rss(&self) -> Option<u64> {
+        status_field(&self.status_path(), "VmRSS")
+    }
+
+    /// Peak resident memory (`VmHWM`), bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        status_field(&self.status_path(), "VmHWM")
+    }
+
+    /// Open file descriptors of the proxy's process.
+    pub fn open_fds(&self) -> Option<usize> {
+        let dir = match self {
+            Proxy::Child(c) => format!("/proc/{}/fd", c.pid),
+            Proxy::InProcess { .. } => "/proc/self/fd".to_owned(),
+        };
+        Some(std::fs::read_dir(dir).ok()?.count())
+    }
+
+    /// File descriptors one client connection adds where the bench counts them: the
+    /// proxy's accepted socket, plus the client's own socket when in-process.
+    pub fn fds_per_client(&self) -> usize {
+        match self {
+            Proxy::Child(_) => 1,
+            Proxy::InProcess { .. } => 2,
+        }
+    }
+
+    fn status_path(&self) -> String {
+        match self {
+            Proxy::Child(c) => format!("/proc/{}/status", c.pid),
+            Proxy::InProcess { .. } => "/proc/self/status".to_owned(),
+        }
+    }
+
+    /// Stops the proxy; returns what it wrote on stderr (warnings and errors).
+    pub async fn stop(self) -> Vec<String> {
+        match self {
+            Proxy::Child(child) => child.stop(),
+            Proxy::InProcess { handle, rt } => {
+                let _ = rt.spawn(handle.shutdown()).await;
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// The `mitm` binary running as a child; killed when dropped, whatever happens.
+pub struct ChildProxy {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<StderrLog>>,
+}
+
+/// The first lines of a child's stderr, and how many there were.
+#[derive(Default)]
+struct StderrLog {
+    lines: Vec<String>,
+    total: usize,
+}
+
+impl ChildProxy {
+    fn start(bin: &Path, ca_dir: &Path, upstream_ca: &Path) -> Result<Self> {
+        let mut child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", "0", "--log", "none", "-q"])
+            .arg("--ca-dir")
+            .arg(ca_dir)
+            .arg("--upstream-ca")
+            .arg(upstream_ca)
+            // -q decides what it logs, in plain text.
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        let pid = child.id();
+        let stdout = child.stdout.take();
+        let stderr_pipe = child.stderr.take();
+        // From here on the guard kills the child on any error.
+        let mut guard = ChildProxy {
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr: Arc::default(),
+        };
+        if let Some(pipe) = stderr_pipe {
+            let log = guard.stderr.clone();
+            std::thread::spawn(move || collect_stderr(pipe, &log));
+        }
+        let stdout = stdout.ok_or_else(|| anyhow!("no stdout pipe"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Lines go to the bench until it stops listening; the rest are drained so
+            // that the child never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let how = match guard.child.try_wait() {
+                        Ok(Some(status)) => format!("exited ({status})"),
+                        _ => format!("printed no address within {STARTUP_TIMEOUT:?}"),
+                    };
+                    let said = guard.stderr_lines().join(" / ");
+                    let said = if said.is_empty() {
+                        "nothing".into()
+                    } else {
+                        said
+                    };
+                    bail!("{} {how}; its stderr: {said}", bin.display());
+                }
+            };
+            if let Some(addr) = line.strip_prefix("mitm listening on http://") {
+                guard.addr = addr.trim().parse().context("proxy address")?;
+                return Ok(guard);
+            }
+        }
+    }
+
+    fn stderr_lines(&self) -> Vec<String> {
+        let log = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines = log.lines.clone();
+        if log.total > log.lines.len() {
+            lines.push(format!(
+                "... and {} more lines",
+                log.total - log.lines.len()
+            ));
+        }
+        lines
+    }
+
+    fn stop(mut self) -> Vec<String> {
+        self.kill();
+        // Give the reader thread a moment to take the last lines.
+        std::thread::sleep(Duration::from_millis(20));
+        self.stderr_lines()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildProxy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn collect_stderr(pipe: std::process::ChildStderr, log: &Mutex<StderrLog>) {
+    for line in BufReader::new(pipe).lines() {
+        let Ok(line) = line else { break };
+        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+        log.total += 1;
+        if log.lines.len() < STDERR_KEPT {
+            log.lines.push(line);
+        }
+    }
+}
+
+/// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// utime + stime of a `/proc/.../stat` file, and its `comm`.
+fn read_stat(path: &str) -> Option<(String, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    // Fields after the command: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((comm, utime + stime))
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / clock_ticks())
+}
+
+fn process_cpu(stat: &str) -> Option<Duration> {
+    read_stat(stat).map(|(_, ticks)| ticks_to_duration(ticks))
+}
+
+/// CPU time of this process's threads named [`PROXY_THREAD`].
+fn proxy_threads_cpu() -> Option<Duration> {
+    let mut ticks = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let path = task.path().join("stat");
+        if let Some((comm, t)) = path.to_str().and_then(read_stat) {
+            if comm == PROXY_THREAD {
+                ticks += t;
+            }
+        }
+    }
+    Some(ticks_to_duration(ticks))
+}
+
+/// A `kB` field of a `/proc/.../status` file, in bytes.
+pub fn status_field(path: &str, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
