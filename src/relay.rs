@@ -113,6 +113,9 @@ async fn pump(
         let chunk = chain.data(conn, flow, buf.split().freeze()).await;
         if !chunk.is_empty() {
             to.write_all(&chunk).await.map_err(write_err)?;
+            // A TLS side holds what its socket did not take: send it before waiting
+            // for more.
+            to.flush().await.map_err(write_err)?;
             clock.touch();
         }
     }

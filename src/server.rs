@@ -30,7 +30,7 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// The default listening port, as the original's.
 pub const DEFAULT_PORT: u16 = 8888;
 /// The default of [`MitmBuilder::max_connections`].
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// The default grace period for connections in flight at shutdown.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
@@ -262,7 +262,7 @@ impl MitmBuilder {
             .unwrap_or_else(|| vec![Arc::new(Http::new()) as Arc<dyn Protocol>]);
 
         let where_ = format_addr(&self.host, self.port);
-        let listener = TcpListener::bind((self.host.as_str(), self.port))
+        let listener = listen(&self.host, self.port)
             .await
             .map_err(|source| Error::Bind {
                 addr: where_.clone(),
@@ -299,6 +299,36 @@ fn basic_credentials(user: &str, password: &str) -> Arc<[u8]> {
     use base64::Engine as _;
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!("Basic {token}").into_bytes().into()
+}
+
+/// Pending connections the kernel queues for `accept`: tokio's default (128) makes a
+/// burst of new clients wait a second for a retry.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds the listener, trying each address `host` resolves to.
+async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // A restarted proxy can take its port back while old connections linger.
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the host resolves to no address",
+        )
+    }))
 }
 
 fn format_addr(host: &str, port: u16) -> String {

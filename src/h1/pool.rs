@@ -17,6 +17,9 @@ use crate::io::BoxIo;
 
 /// Idle connections kept per origin.
 const MAX_IDLE_PER_ORIGIN: usize = 32;
+/// Idle connections kept in all: each holds a socket (and TLS state), and a client that
+/// visits many sites once must not exhaust the proxy's file descriptors.
+const MAX_IDLE: usize = 256;
 /// Idle connections older than this are not reused (servers commonly close after
 /// 60 s or more).
 const MAX_IDLE_TIME: Duration = Duration::from_secs(30);
@@ -52,17 +55,26 @@ impl Pool {
     pub(crate) fn take(&self, target: &Target) -> Option<Upstream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(target)?;
+        let mut found = None;
         while let Some(mut entry) = list.pop() {
             if entry.since.elapsed() < MAX_IDLE_TIME && still_open(&mut entry.up.io) {
-                return Some(entry.up);
+                found = Some(entry.up);
+                break;
             }
         }
-        None
+        if list.is_empty() {
+            idle.remove(target);
+        }
+        found
     }
 
     /// Keeps `up` for reuse.
     pub(crate) fn put(&self, up: Upstream) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = idle.values().map(Vec::len).sum();
+        if total >= MAX_IDLE {
+            evict_oldest(&mut idle);
+        }
         let list = idle.entry(up.target.clone()).or_default();
         if list.len() >= MAX_IDLE_PER_ORIGIN {
             list.remove(0);
@@ -91,6 +103,23 @@ impl Pool {
     pub(crate) fn drop_h2(&self, target: &Target) {
         let mut map = self.h2.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(target);
+    }
+}
+
+/// Drops the connection idle the longest, and its origin's entry if that empties.
+fn evict_oldest(idle: &mut HashMap<Target, Vec<Idle>>) {
+    let oldest = idle
+        .iter()
+        .filter_map(|(t, list)| list.first().map(|i| (i.since, t.clone())))
+        .min_by_key(|(since, _)| *since);
+    let Some((_, target)) = oldest else {
+        return;
+    };
+    if let Some(list) = idle.get_mut(&target) {
+        list.remove(0);
+        if list.is_empty() {
+            idle.remove(&target);
+        }
     }
 }
 

@@ -232,6 +232,7 @@ impl Session<'_> {
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
                 .map_err(Error::client_io)?;
+            self.client.io.flush().await.map_err(Error::client_io)?;
         }
         Ok(())
     }
@@ -304,6 +305,9 @@ impl Session<'_> {
         }
         self.send_request_body(flow, incoming, ahead, body_changed)
             .await?;
+        // TLS buffers what the socket did not take yet: the request must leave now.
+        let up = self.upstream.as_mut().ok_or_else(no_upstream)?;
+        up.peer.io.flush().await.map_err(Error::server_io)?;
         flow.timings.request_end = Some(Instant::now());
         Ok(())
     }

@@ -47,6 +47,7 @@ impl Session<'_> {
                         .write_all(&interim)
                         .await
                         .map_err(Error::client_io)?;
+                    self.client.io.flush().await.map_err(Error::client_io)?;
                 }
                 _ => break head,
             }
@@ -169,6 +170,9 @@ impl Session<'_> {
             self.relay_response_body(&mut flow, &response, &mut decoder, ahead, encoder)
                 .await?
         };
+        // TLS buffers what the socket did not take yet: the response must leave now,
+        // not with the next one.
+        self.client.io.flush().await.map_err(Error::client_io)?;
         flow.timings.response_end = Some(Instant::now());
         flow.response = Some(response);
         self.cx.chain.flow_finished(self.conn, &flow).await;
@@ -309,6 +313,7 @@ impl Session<'_> {
             .write_all(&out)
             .await
             .map_err(Error::client_io)?;
+        self.client.io.flush().await.map_err(Error::client_io)?;
         flow.response = Some(Response {
             status: head.status,
             reason: head.reason,
@@ -382,6 +387,7 @@ impl Session<'_> {
             .write_all(&out)
             .await
             .map_err(Error::client_io)?;
+        self.client.io.flush().await.map_err(Error::client_io)?;
         if !keep {
             let _ = self.client.io.shutdown().await;
         }

@@ -156,6 +156,7 @@ impl Session<'_> {
                     .map_err(Error::client_io)?;
             }
         }
+        self.client.io.flush().await.map_err(Error::client_io)?;
         flow.timings.response_end = Some(Instant::now());
         flow.response = Some(response);
         self.cx.chain.flow_finished(self.conn, &flow).await;

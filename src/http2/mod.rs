@@ -472,6 +472,7 @@ async fn exchange_h1(
         flow.request_body_size = b.len() as u64;
         peer.io.write_all(b).await.map_err(Error::server_io)?;
     }
+    peer.io.flush().await.map_err(Error::server_io)?;
     flow.timings.request_end = Some(Instant::now());
     let head = loop {
         let hooks = (&s.cx.chain, s.conn, false);

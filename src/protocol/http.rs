@@ -12,6 +12,7 @@
 //! - When the upstream cannot be reached, the client gets an HTTP error page saying why
 //!   and what to try (inside TLS after `CONNECT`, where it can read it).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -335,16 +336,38 @@ async fn intercept_tls(
     let origin = Target::new(name.clone(), target.port, true);
     conn.target = Some(origin.clone());
 
+    let http = client_h2 || speaks_h1;
     let upstream = if is_magic {
-        None
+        Ok(None)
+    } else if let Some(pooled) = http.then(|| reuse(cx, conn, &origin)).flatten() {
+        // A connection to this origin is already up: no second handshake per client.
+        Ok(Some(pooled))
     } else {
-        Some(
-            cx.connect_tls(conn, &target, &name, &alpn, settings.timeout)
-                .await,
-        )
+        match cx
+            .connect_tls(conn, &target, &name, &alpn, settings.timeout)
+            .await
+        {
+            Ok(tls) => {
+                let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                let addr = conn
+                    .server
+                    .addr
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let io: BoxIo = Box::new(tls);
+                Ok(Some((
+                    Some(h1::pool::Upstream {
+                        io,
+                        addr,
+                        target: origin.clone(),
+                    }),
+                    alpn,
+                )))
+            }
+            Err(e) => Err(e),
+        }
     };
     let upstream_alpn = match &upstream {
-        Some(Ok(tls)) => tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
+        Ok(Some((_, alpn))) => alpn.clone(),
         _ => None,
     };
     let for_client = if client_h2 {
@@ -362,33 +385,25 @@ async fn intercept_tls(
         Err(_) => return Err(Error::ClientTimeout),
     };
     let upstream = match upstream {
-        None => None,
-        Some(Ok(server)) => Some(server),
+        Ok(None) => None,
+        Ok(Some((up, _))) => {
+            cx.announce_server(conn).await;
+            up
+        }
         // An HTTP/2 client gets its error page per stream, from the engine.
-        Some(Err(e)) if client_h2 => {
+        Err(e) if client_h2 => {
             tracing::debug!(error = %crate::error::Report(&e), "upstream failed; HTTP/2 streams will say so");
             None
         }
-        Some(Err(e)) => return fail(&mut client, e).await,
+        Err(e) => return fail(&mut client, e).await,
     };
-    if upstream.is_some() {
-        cx.announce_server(conn).await;
-    }
-    if !client_h2 && !speaks_h1 {
+    if !http {
         let Some(server) = upstream else {
             return Ok(());
         };
-        let tunnel = Tunnel::new(Box::new(client), Box::new(server));
+        let tunnel = Tunnel::new(Box::new(client), server.io);
         return cx.relay(conn, tunnel, DEFAULT_BUFFER_SIZE, None).await;
     }
-    let upstream = match (upstream, conn.server.addr) {
-        (Some(server), Some(addr)) => Some(h1::pool::Upstream {
-            io: Box::new(server),
-            addr,
-            target: origin.clone(),
-        }),
-        _ => None,
-    };
     let upstream_h2 = crate::http2::is_h2(upstream_alpn.as_deref());
     if client_h2 {
         let preconnected = upstream.map(|upstream| crate::http2::Preconnected {
@@ -420,6 +435,22 @@ async fn intercept_tls(
     // The engine and this function call each other (CONNECT inside it is refused, but
     // the types still recurse): box the future.
     Box::pin(serve).await
+}
+
+/// An upstream connection to `origin` already up, if there is one: the HTTP/2
+/// connection shared through the pool (`None` for the connection itself, which the
+/// engines find there), or an idle HTTP/1.1 one. With the protocol it speaks.
+fn reuse(
+    cx: &Context,
+    conn: &mut Connection,
+    origin: &Target,
+) -> Option<(Option<h1::pool::Upstream>, Option<Vec<u8>>)> {
+    if cx.pool.h2(origin).is_some() {
+        return Some((None, Some(b"h2".to_vec())));
+    }
+    let up = cx.pool.take(origin)?;
+    conn.server = crate::core::Host::new(up.addr);
+    Some((Some(up), Some(b"http/1.1".to_vec())))
 }
 
 /// The TLS server config for a leaf of `host`, announcing `alpn` (the upstream's pick).

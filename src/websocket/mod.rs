@@ -151,7 +151,11 @@ async fn pump(
             }
         }
         if !out.is_empty() {
-            to.write_all(&out).await.map_err(|source| Error::Io {
+            let sent = match to.write_all(&out).await {
+                Ok(()) => to.flush().await,
+                Err(e) => Err(e),
+            };
+            sent.map_err(|source| Error::Io {
                 side: to_side,
                 source,
             })?;
