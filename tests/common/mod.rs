@@ -283,6 +283,13 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
             Answer::Body(gzip(GZIP_TEXT.as_bytes()), "content-encoding: gzip\r\n")
         } else if path == "/close" {
             Answer::Body(b"closing".to_vec(), "connection: close\r\n")
+        } else if path.starts_with("/page") {
+            // A page a browser shows (rather than downloads).
+            let text = format!("hello from origin: {} {}", req.method, req.target);
+            Answer::Body(
+                text.into_bytes(),
+                "content-type: text/plain; charset=utf-8\r\n",
+            )
         } else if path == "/hangup" {
             Answer::Body(b"hanging up".to_vec(), "")
         } else {
@@ -324,7 +331,12 @@ async fn answer_with<S: AsyncWrite + Unpin>(
     match answer {
         Answer::Body(body, extra) => {
             let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n{extra}content-length: {}\r\n\r\n",
+                "HTTP/1.1 200 OK\r\n{}{extra}content-length: {}\r\n\r\n",
+                if extra.contains("content-type") {
+                    ""
+                } else {
+                    "content-type: application/octet-stream\r\n"
+                },
                 body.len()
             );
             s.write_all(head.as_bytes()).await?;
