@@ -48,7 +48,7 @@ main() {
         exit 2
     fi
 
-    mapfile -t all < <(cd "$fuzz/fuzz_targets" && ls -- *.rs | sed 's/\.rs$//')
+    mapfile -t all < <(find "$fuzz/fuzz_targets" -maxdepth 1 -name '*.rs' -printf '%f\n' | sed 's/\.rs$//' | sort)
     if [[ $# -gt 0 ]]; then
         targets=("$@")
     else
@@ -80,7 +80,7 @@ main() {
     cd "$root"
     fuzzcmd=(cargo fuzz)
     build() {
-        "${fuzzcmd[@]}" build --fuzz-dir "$fuzz" --sanitizer "$sanitizer" "$@"
+        "${fuzzcmd[@]}" build --fuzz-dir "$fuzz" --sanitizer "$sanitizer"
     }
 
     # One build for every target (they share the library build); `cargo fuzz run` below
