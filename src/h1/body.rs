@@ -102,6 +102,9 @@ pub(crate) struct Decoder {
     state: State,
     /// Raw trailer lines of a chunked body, to pass on.
     pub trailers: Vec<u8>,
+    /// How much of the buffer is known to hold no line end yet: a line that arrives a
+    /// byte at a time is scanned once, not once per byte.
+    scanned: usize,
 }
 
 /// Longest chunk-size or trailer line accepted.
@@ -120,6 +123,7 @@ impl Decoder {
         Decoder {
             state,
             trailers: Vec::new(),
+            scanned: 0,
         }
     }
 
@@ -164,7 +168,7 @@ impl Decoder {
                     return Ok(Piece::Data(data));
                 }
                 State::ChunkSize | State::ChunkDataEnd | State::Trailers => {
-                    let Some(line) = take_line(buf)? else {
+                    let Some(line) = take_line(buf, &mut self.scanned)? else {
                         return if eof {
                             Err(truncated())
                         } else {
@@ -200,13 +204,25 @@ impl Decoder {
     }
 }
 
-/// Takes one CRLF-terminated line off the front of `buf` (with its CRLF).
-fn take_line(buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
-    match buf.iter().position(|&b| b == b'\n') {
-        Some(i) if i > 0 && buf[i - 1] == b'\r' => Ok(Some(buf.split_to(i + 1))),
+/// Takes one CRLF-terminated line off the front of `buf` (with its CRLF), searching
+/// only past the `scanned` bytes already known to hold no line end.
+fn take_line(buf: &mut BytesMut, scanned: &mut usize) -> io::Result<Option<BytesMut>> {
+    let from = (*scanned).min(buf.len());
+    match buf[from..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| i + from)
+    {
+        Some(i) if i > 0 && buf[i - 1] == b'\r' => {
+            *scanned = 0;
+            Ok(Some(buf.split_to(i + 1)))
+        }
         Some(_) => Err(invalid("bare LF in chunked framing")),
         None if buf.len() > MAX_LINE => Err(invalid("chunked framing line too long")),
-        None => Ok(None),
+        None => {
+            *scanned = buf.len();
+            Ok(None)
+        }
     }
 }
 
