@@ -222,6 +222,17 @@ impl Session<'_> {
         }
     }
 
+    /// Writes `bytes` to the client and flushes them: TLS keeps what the socket did not
+    /// take, and these bytes (a whole response, an interim one) must leave now.
+    async fn send_client(&mut self, bytes: &[u8]) -> Result<()> {
+        self.client
+            .io
+            .write_all(bytes)
+            .await
+            .map_err(Error::client_io)?;
+        self.client.io.flush().await.map_err(Error::client_io)
+    }
+
     /// Answers a bad head with 400 or 431 and ends the connection.
     async fn refuse_head(&mut self, e: HeadError) -> Result<Option<RequestHead>> {
         let response = match e {

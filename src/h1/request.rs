@@ -227,12 +227,7 @@ impl Session<'_> {
     pub(super) async fn send_continue(&mut self, incoming: &mut Incoming) -> Result<()> {
         if incoming.expects_continue {
             incoming.expects_continue = false;
-            self.client
-                .io
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .map_err(Error::client_io)?;
-            self.client.io.flush().await.map_err(Error::client_io)?;
+            self.send_client(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         }
         Ok(())
     }

@@ -42,12 +42,7 @@ impl Session<'_> {
                 102..=199 => {
                     let mut interim = Vec::new();
                     write::response_head(&mut interim, (&head).into(), ResponseBody::AsIs, None);
-                    self.client
-                        .io
-                        .write_all(&interim)
-                        .await
-                        .map_err(Error::client_io)?;
-                    self.client.io.flush().await.map_err(Error::client_io)?;
+                    self.send_client(&interim).await?;
                 }
                 _ => break head,
             }
@@ -308,12 +303,7 @@ impl Session<'_> {
     ) -> Result<Next> {
         let mut out = Vec::new();
         write::response_head(&mut out, (&head).into(), ResponseBody::AsIs, None);
-        self.client
-            .io
-            .write_all(&out)
-            .await
-            .map_err(Error::client_io)?;
-        self.client.io.flush().await.map_err(Error::client_io)?;
+        self.send_client(&out).await?;
         flow.response = Some(Response {
             status: head.status,
             reason: head.reason,
@@ -382,12 +372,7 @@ impl Session<'_> {
     ) -> Result<()> {
         let connection = connection_header(keep, version == Version::Http10);
         let out = response_bytes(&response, method, connection);
-        self.client
-            .io
-            .write_all(&out)
-            .await
-            .map_err(Error::client_io)?;
-        self.client.io.flush().await.map_err(Error::client_io)?;
+        self.send_client(&out).await?;
         if !keep {
             let _ = self.client.io.shutdown().await;
         }
