@@ -1036,3 +1036,38 @@ async fn an_interim_103_response_is_passed_on_before_the_final_one() {
     assert_eq!(reply.text(), "hello from origin: GET /early-hints");
     assert_answered(&mut wire, &origin, "/after").await;
 }
+
+// ---------------------------------------------------------------------------------
+// Request smuggling and malformed framing: each vector gets a 400 naming the problem,
+// nothing reaches the origin, and the proxy serves the next client.
+
+#[tokio::test]
+async fn ambiguous_or_malformed_requests_get_400_and_never_reach_the_origin() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    let host = format!("127.0.0.1:{}", origin.port());
+    let cases: Vec<(&str, String)> = vec![
+        ("conflicting lengths", format!("POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")),
+        ("negative length", format!("POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: -1\r\n\r\n")),
+        ("non-digit length", format!("POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1e3\r\n\r\n")),
+        ("length and chunked", format!("POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")),
+        ("coding not ending in chunked", format!("POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")),
+        ("space before colon", format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-Bad : 1\r\n\r\n")),
+        ("obs-fold", format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-Fold: a\r\n b\r\n\r\n")),
+        ("invalid header byte", format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-Bad: a\x01b\r\n\r\n")),
+        ("control character in target", format!("GET /a\x7fb HTTP/1.1\r\nHost: {host}\r\n\r\n")),
+        ("bare LF line ends", format!("GET / HTTP/1.1\nHost: {host}\n\n")),
+    ];
+    for (what, request) in cases {
+        let reply = raw_exchange(proxy.addr, request.as_bytes()).await;
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{what}: {reply}");
+        assert!(
+            reply.contains("mitm could not understand the request"),
+            "{what}: {reply}"
+        );
+    }
+    assert!(origin.requests().is_empty(), "{:?}", origin.requests());
+    let mut wire = Wire::connect(proxy.addr).await;
+    assert_answered(&mut wire, &origin, "/after-smuggling").await;
+}

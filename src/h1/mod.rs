@@ -205,6 +205,12 @@ impl Session<'_> {
             if self.client.buf.len() > self.settings.max_head {
                 return self.refuse_head(HeadError::TooLarge).await;
             }
+            // A head ended by bare LFs would never meet its CRLF end: say so now rather
+            // than wait out the timeout (RFC 9112 lets a recipient reject bare LF).
+            if parse::bare_lf_head(&self.client.buf) {
+                let reason = "line ends must be CRLF, not a bare LF".to_string();
+                return self.refuse_head(HeadError::Malformed(reason)).await;
+            }
             // Between requests a keep-alive client may idle; once a head has begun it
             // must arrive in time.
             let limit = if waited_idle && self.client.buf.is_empty() {

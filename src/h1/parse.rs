@@ -59,6 +59,12 @@ pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
     memchr_crlfcrlf(buf)
 }
 
+/// Whether `buf` (a head not complete yet) holds a blank line made of bare LFs: the end
+/// of a head that does not use CRLF.
+pub(crate) fn bare_lf_head(buf: &[u8]) -> bool {
+    buf.windows(2).any(|w| w == b"\n\n")
+}
+
 fn memchr_crlfcrlf(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
     while i + 3 < buf.len() {
