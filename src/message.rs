@@ -256,21 +256,10 @@ impl Request {
     /// assert_eq!(r.url(), "https://example.com/a?b=1");
     /// ```
     pub fn new(method: &str, url: &str) -> Option<Self> {
-        let (tls, rest, port) = if let Some(rest) = url.strip_prefix("https://") {
-            (true, rest, 443)
-        } else {
-            (false, url.strip_prefix("http://")?, 80)
-        };
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (host, port) = crate::protocol::http::parse_authority(&rest[..end], port)?;
-        let path = match &rest[end..] {
-            "" => "/".to_string(),
-            p if p.starts_with('?') => format!("/{p}"),
-            p => p.to_string(),
-        };
+        let (target, path) = crate::protocol::http::split_absolute(url)??;
         Some(Request {
             method: method.to_string(),
-            target: Target::new(host, port, tls),
+            target,
             path,
             version: Version::Http11,
             headers: Headers::new(),

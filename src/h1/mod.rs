@@ -38,7 +38,7 @@ use crate::core::{Connection, Flow, Host, Target};
 use crate::error::{Error, Result};
 use crate::io::BoxIo;
 use crate::message::{Body, Headers, HttpFlow, Request, Response, Timings, Verdict, Version};
-use crate::protocol::http::{error_response, parse_authority};
+use crate::protocol::http::{error_response, parse_authority, split_absolute};
 use crate::protocol::Context;
 
 /// The engine's limits and timeouts (set on [`crate::Http`]).
@@ -129,7 +129,8 @@ struct Session<'a> {
     /// Reused for heads and chunk framing.
     scratch: Vec<u8>,
     body_limit: usize,
-    /// Whether the upstream in use finished its last exchange cleanly.
+    /// Whether the upstream in use finished its last exchange cleanly (cleared when an
+    /// exchange starts on it).
     reusable_at_end: bool,
 }
 
@@ -274,12 +275,6 @@ fn no_upstream() -> Error {
 /// Whether a request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
 fn wants_upgrade(headers: &Headers) -> bool {
     headers.has_token("connection", "upgrade") && headers.contains("upgrade")
-}
-
-fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
 }
 
 pub(crate) fn join(pieces: &[Bytes]) -> Bytes {

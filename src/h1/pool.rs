@@ -125,7 +125,7 @@ fn evict_oldest(idle: &mut HashMap<Target, Vec<Idle>>) {
 
 /// Whether an idle connection is still open: a read that would block means yes; an
 /// end of stream, an error or unexpected bytes mean it cannot be reused.
-pub(crate) fn still_open(io: &mut BoxIo) -> bool {
+fn still_open(io: &mut BoxIo) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);

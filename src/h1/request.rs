@@ -163,21 +163,8 @@ impl Session<'_> {
         head: &RequestHead,
     ) -> std::result::Result<(Target, String), String> {
         let t = head.target.as_str();
-        for (scheme, tls, port) in [("http://", false, 80), ("https://", true, 443)] {
-            let Some(rest) = strip_prefix_ignore_case(t, scheme) else {
-                continue;
-            };
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let authority = &rest[..end];
-            let authority = authority.rsplit('@').next().unwrap_or(authority);
-            let (host, port) =
-                parse_authority(authority, port).ok_or("invalid host in the request URI")?;
-            let path = match &rest[end..] {
-                "" => "/".to_string(),
-                p if p.starts_with('?') => format!("/{p}"),
-                p => p.to_string(),
-            };
-            return Ok((Target::new(host, port, tls), path));
+        if let Some(absolute) = split_absolute(t) {
+            return absolute.ok_or_else(|| "invalid host in the request URI".to_string());
         }
         if !(t.starts_with('/') || t == "*") {
             return Err(format!("unsupported request target {t:?}"));
@@ -273,6 +260,9 @@ impl Session<'_> {
     ) -> Result<()> {
         let target = flow.request.target.clone();
         self.ensure_upstream(&target).await?;
+        // Until this exchange completes, the upstream is mid-message: if the session
+        // ends before that, it must not go back to the pool.
+        self.reusable_at_end = false;
         let mut head = Vec::with_capacity(512);
         write::request_head(&mut head, &flow.request, body_changed, upgrade);
         let up = self.upstream.as_mut().ok_or_else(no_upstream)?;

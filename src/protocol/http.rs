@@ -550,13 +550,8 @@ fn target_of(req: &httparse::Request<'_, '_>) -> Option<Target> {
         let (host, port) = parse_authority(path, 443)?;
         return Some(Target::new(host, port, true));
     }
-    if let Some(rest) = strip_prefix_ignore_case(path, "http://") {
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let authority = &rest[..end];
-        // Credentials in the URI are the origin's business, not part of the address.
-        let authority = authority.rsplit('@').next().unwrap_or(authority);
-        let (host, port) = parse_authority(authority, 80)?;
-        return Some(Target::new(host, port, false));
+    if let Some(absolute) = split_absolute(path) {
+        return absolute.map(|(target, _)| target);
     }
     if !(path.starts_with('/') || path == "*") {
         return None;
@@ -574,6 +569,28 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
         .then(|| &s[prefix.len()..])
+}
+
+/// Splits an absolute `http://` or `https://` URI into its target and its origin-form
+/// path. `None` when `uri` is not absolute; `Some(None)` when its authority is invalid.
+pub(crate) fn split_absolute(uri: &str) -> Option<Option<(Target, String)>> {
+    for (scheme, tls, port) in [("http://", false, 80), ("https://", true, 443)] {
+        let Some(rest) = strip_prefix_ignore_case(uri, scheme) else {
+            continue;
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        // Credentials in the URI are the origin's business, not part of the address.
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let path = match &rest[end..] {
+            "" => "/".to_string(),
+            p if p.starts_with('?') => format!("/{p}"),
+            p => p.to_string(),
+        };
+        let target = parse_authority(authority, port).map(|(h, p)| Target::new(h, p, tls));
+        return Some(target.map(|t| (t, path)));
+    }
+    None
 }
 
 /// Splits `host[:port]` or `[v6][:port]` into a host (without brackets) and a port.
