@@ -20,7 +20,7 @@ pub fn parse_request_head(data: &[u8]) -> bool {
         return false;
     };
     let head = Bytes::copy_from_slice(&data[..end]);
-    match parse::parse_request(&head) {
+    match parse::parse_request(&head, parse::DEFAULT_MAX_HEADERS) {
         Ok(req) => parse::request_framing(&req.headers).is_ok(),
         Err(_) => false,
     }
@@ -32,7 +32,7 @@ pub fn parse_response_head(data: &[u8]) -> bool {
         return false;
     };
     let head = Bytes::copy_from_slice(&data[..end]);
-    match parse::parse_response(&head) {
+    match parse::parse_response(&head, parse::DEFAULT_MAX_HEADERS) {
         Ok(res) => parse::response_framing("GET", res.status, &res.headers).is_ok(),
         Err(_) => false,
     }

@@ -1071,3 +1071,75 @@ async fn ambiguous_or_malformed_requests_get_400_and_never_reach_the_origin() {
     let mut wire = Wire::connect(proxy.addr).await;
     assert_answered(&mut wire, &origin, "/after-smuggling").await;
 }
+
+#[tokio::test]
+async fn chunked_framing_broken_mid_body_gets_400_and_the_connection_closes() {
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    let host = format!("127.0.0.1:{}", origin.port());
+    let cases = [
+        (
+            "size that overflows",
+            "5\r\nhello\r\nFFFFFFFFFFFFFFFFFFFF\r\n",
+        ),
+        ("size not hex", "5\r\nhello\r\nzz\r\n"),
+        ("data not followed by CRLF", "3\r\nabcXY"),
+        ("bare LF after a size", "5\nhello\r\n0\r\n\r\n"),
+    ];
+    for (what, body) in cases {
+        let mut wire = Wire::connect(proxy.addr).await;
+        wire.send(format!(
+            "POST /echo HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        ))
+        .await;
+        let reply = wire.response().await;
+        assert_eq!(reply.status, 400, "{what}: {reply:?}");
+        let text = reply.text();
+        assert!(text.contains("chunked framing"), "{what}: {text}");
+        assert_eq!(reply.header("connection"), Some("close"), "{what}");
+        // The proxy closes: nothing more comes on this connection.
+        assert!(wire.read_to_end().await.is_empty(), "{what}");
+    }
+    let mut wire = Wire::connect(proxy.addr).await;
+    assert_answered(&mut wire, &origin, "/after-bad-chunks").await;
+}
+
+#[tokio::test]
+async fn the_header_count_limit_is_configurable() {
+    let origin = start_origin().await;
+    let request = |fields: usize| {
+        let mut head = format!("GET /fields HTTP/1.1\r\nHost: {}\r\n", host_of(&origin));
+        for i in 1..fields {
+            head.push_str(&format!("X-F{i}: {i}\r\n"));
+        }
+        head + "\r\n"
+    };
+    // Default: 128 fields pass, 129 get 431 naming the limit.
+    let proxy = start_proxy(|b| b).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(request(128)).await;
+    assert_eq!(wire.response().await.status, 200);
+    wire.send(request(129)).await;
+    let reply = wire.response().await;
+    assert_eq!(reply.status, 431, "{reply:?}");
+    assert!(
+        reply.text().contains("128 header fields"),
+        "{}",
+        reply.text()
+    );
+    // Raised (beyond the parser's stack table) and lowered.
+    let http = Http::new().max_headers(300);
+    let proxy = start_proxy(|b| b.protocols(vec![Arc::new(http)])).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(request(300)).await;
+    assert_eq!(wire.response().await.status, 200);
+    wire.send(request(301)).await;
+    assert_eq!(wire.response().await.status, 431);
+    let http = Http::new().max_headers(5);
+    let proxy = start_proxy(|b| b.protocols(vec![Arc::new(http)])).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(request(5)).await;
+    assert_eq!(wire.response().await.status, 200);
+    wire.send(request(6)).await;
+    assert_eq!(wire.response().await.status, 431);
+}

@@ -82,6 +82,10 @@ struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = mitm::protocol::http::DEFAULT_MAX_HEAD)]
     max_head: usize,
 
+    /// Most header fields in a request head; more get 431.
+    #[arg(long, value_name = "N", default_value_t = mitm::protocol::http::DEFAULT_MAX_HEADERS)]
+    max_headers: usize,
+
     /// Seconds connections in flight may go on after Ctrl-C or SIGTERM.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     grace: f64,
@@ -220,7 +224,8 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
         .timeout(seconds("--timeout", cli.timeout)?)
         .idle_timeout(seconds("--idle-timeout", cli.idle_timeout)?)
         .response_timeout(seconds("--response-timeout", cli.response_timeout)?)
-        .max_head(cli.max_head);
+        .max_head(cli.max_head)
+        .max_headers(cli.max_headers);
     b = b
         .protocols(vec![Arc::new(http)])
         .max_connections(cli.max_connections)

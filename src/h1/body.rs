@@ -167,6 +167,11 @@ impl Decoder {
                     };
                     return Ok(Piece::Data(data));
                 }
+                // Chunk data ends with exactly CRLF: anything else is refused as soon
+                // as it shows, not when a line end happens to come.
+                State::ChunkDataEnd if !b"\r\n".starts_with(&buf[..buf.len().min(2)]) => {
+                    return Err(invalid("chunk data not followed by CRLF"));
+                }
                 State::ChunkSize | State::ChunkDataEnd | State::Trailers => {
                     let Some(line) = take_line(buf, &mut self.scanned)? else {
                         return if eof {
@@ -333,6 +338,26 @@ mod tests {
         assert!(decode_all(Framing::Chunked, &[b"fffffffffffffffff\r\n"]).is_err());
         assert!(decode_all(Framing::Chunked, &[b"1\nA\n0\n\n"]).is_err());
         assert!(decode_all(Framing::Chunked, &[b"1\r\nAB\r\n"]).is_err());
+    }
+
+    #[test]
+    fn bytes_after_chunk_data_other_than_crlf_fail_at_once() {
+        for bad in [&b"3\r\nabcXY"[..], b"3\r\nabcX", b"3\r\nabc\rX"] {
+            let mut d = Decoder::new(Framing::Chunked);
+            let mut buf = BytesMut::from(bad);
+            let mut failed = false;
+            for _ in 0..4 {
+                match d.next(&mut buf, false) {
+                    Ok(Piece::Data(_)) => continue,
+                    Ok(other) => panic!("{bad:?}: {other:?} instead of an error"),
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            assert!(failed, "{bad:?}");
+        }
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub(crate) struct Settings {
     pub keep_alive: bool,
     /// Largest request head accepted (431 beyond).
     pub max_head: usize,
+    /// Most header fields in a request head (431 beyond); response heads may have at
+    /// least [`parse::DEFAULT_MAX_HEADERS`].
+    pub max_headers: usize,
     /// The host the proxy answers itself (CA download page).
     pub magic_host: Option<String>,
 }
@@ -198,7 +201,7 @@ impl Session<'_> {
                     return self.refuse_head(HeadError::TooLarge).await;
                 }
                 let raw = self.client.buf.split_to(end).freeze();
-                return match parse::parse_request(&raw) {
+                return match parse::parse_request(&raw, self.settings.max_headers) {
                     Ok(head) => Ok(Some(head)),
                     Err(e) => self.refuse_head(e).await,
                 };
@@ -249,8 +252,7 @@ impl Session<'_> {
                     "mitm refused the request: its head is larger than {} bytes (or has more \
                      than {} header fields). Send smaller headers (cookies are the usual \
                      cause), or raise the proxy's limit.\n",
-                    self.settings.max_head,
-                    parse::MAX_HEADERS
+                    self.settings.max_head, self.settings.max_headers
                 ),
             ),
             HeadError::Malformed(reason) => text_response(

@@ -10,8 +10,12 @@ use bytes::Bytes;
 
 use crate::message::{Headers, Version};
 
-/// Most header fields accepted in one head.
-pub(crate) const MAX_HEADERS: usize = 128;
+/// Most header fields accepted in one head by default (see [`crate::Http::max_headers`]).
+pub const DEFAULT_MAX_HEADERS: usize = 128;
+
+/// Up to this many fields, a head is parsed into a table on the stack; a larger limit
+/// costs one allocation per head.
+const STACK_HEADERS: usize = 128;
 
 /// How a message's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,10 +110,22 @@ fn slice_of(head: &Bytes, base: usize, part: &[u8]) -> Bytes {
     head.slice(start..start + part.len())
 }
 
-/// Parses a complete request head (through its blank line).
-pub(crate) fn parse_request(head: &Bytes) -> Result<RequestHead, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
+/// Parses a complete request head (through its blank line) of at most `max_headers`
+/// fields.
+pub(crate) fn parse_request(head: &Bytes, max_headers: usize) -> Result<RequestHead, HeadError> {
+    if max_headers <= STACK_HEADERS {
+        let mut fields = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        request_into(head, &mut fields[..max_headers])
+    } else {
+        request_into(head, &mut vec![httparse::EMPTY_HEADER; max_headers])
+    }
+}
+
+fn request_into<'h>(
+    head: &'h Bytes,
+    fields: &mut [httparse::Header<'h>],
+) -> Result<RequestHead, HeadError> {
+    let mut req = httparse::Request::new(fields);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => {
@@ -134,10 +150,21 @@ pub(crate) fn parse_request(head: &Bytes) -> Result<RequestHead, HeadError> {
     })
 }
 
-/// Parses a complete response head.
-pub(crate) fn parse_response(head: &Bytes) -> Result<ResponseHead, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut fields);
+/// Parses a complete response head of at most `max_headers` fields.
+pub(crate) fn parse_response(head: &Bytes, max_headers: usize) -> Result<ResponseHead, HeadError> {
+    if max_headers <= STACK_HEADERS {
+        let mut fields = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        response_into(head, &mut fields[..max_headers])
+    } else {
+        response_into(head, &mut vec![httparse::EMPTY_HEADER; max_headers])
+    }
+}
+
+fn response_into<'h>(
+    head: &'h Bytes,
+    fields: &mut [httparse::Header<'h>],
+) -> Result<ResponseHead, HeadError> {
+    let mut res = httparse::Response::new(fields);
     match res.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => {
@@ -253,7 +280,7 @@ mod tests {
     use super::*;
 
     fn req(raw: &str) -> Result<RequestHead, HeadError> {
-        parse_request(&Bytes::copy_from_slice(raw.as_bytes()))
+        parse_request(&Bytes::copy_from_slice(raw.as_bytes()), DEFAULT_MAX_HEADERS)
     }
 
     #[test]

@@ -59,7 +59,14 @@ impl Session<'_> {
         };
         let mut ahead = Vec::new();
         if framing != Framing::Empty && self.body_limit > 0 {
-            ahead = self.read_ahead(&mut incoming, framing).await?;
+            ahead = match self.read_ahead(&mut incoming, framing).await {
+                Ok(ahead) => ahead,
+                Err(e @ Error::BadRequest { .. }) => {
+                    tracing::warn!(error = %crate::error::Report(&e), url = %flow.request.url(), "request refused");
+                    return self.answer_locally(flow, error_response(&e), false).await;
+                }
+                Err(e) => return Err(e),
+            };
             if incoming.decoder.is_done() {
                 flow.request.body = Body::Full(join(&ahead));
                 ahead.clear();
@@ -110,7 +117,9 @@ impl Session<'_> {
             .send_request(&mut flow, &mut incoming, ahead, body_changed, upgrade)
             .await;
         if let Err(e) = sent {
-            let fatal = e.side() == crate::Side::Client;
+            // A body whose framing breaks mid-way is answered (400), the client's other
+            // failures end the connection.
+            let fatal = e.side() == crate::Side::Client && !matches!(e, Error::BadRequest { .. });
             self.drop_upstream().await;
             if fatal {
                 return Err(e);
@@ -228,7 +237,7 @@ impl Session<'_> {
             let piece = incoming
                 .decoder
                 .next(&mut self.client.buf, false)
-                .map_err(Error::client_io)?;
+                .map_err(bad_body)?;
             match piece {
                 Piece::Data(b) => return Ok(Some(b)),
                 Piece::End => return Ok(None),
@@ -412,5 +421,17 @@ fn is_stale(e: &Error) -> bool {
             UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
         ),
         _ => false,
+    }
+}
+
+/// A request body the decoder cannot read: bad chunked framing is the client's fault
+/// and gets a `400`; an early end stays an I/O error.
+fn bad_body(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        Error::BadRequest {
+            reason: format!("the request body's chunked framing is invalid ({e})"),
+        }
+    } else {
+        Error::client_io(e)
     }
 }

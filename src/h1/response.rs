@@ -394,7 +394,8 @@ pub(crate) async fn read_response_head(
     loop {
         if let Some(end) = parse::head_end(&peer.buf) {
             let raw = peer.buf.split_to(end).freeze();
-            return parse::parse_response(&raw).map_err(|e| Error::BadResponse {
+            let fields = settings.max_headers.max(parse::DEFAULT_MAX_HEADERS);
+            return parse::parse_response(&raw, fields).map_err(|e| Error::BadResponse {
                 target: target.to_string(),
                 reason: match e {
                     HeadError::Malformed(r) => r,

@@ -59,6 +59,10 @@ impl Session<'_> {
             .await;
         let (parts, recv) = match sent {
             Ok(answer) => answer,
+            Err(e @ Error::BadRequest { .. }) => {
+                tracing::warn!(error = %crate::error::Report(&e), url = %flow.request.url(), "request refused");
+                return self.answer_locally(flow, error_response(&e), false).await;
+            }
             Err(e) if e.side() == crate::Side::Client => return Err(e),
             Err(e) => {
                 self.cx.pool.drop_h2(&target);

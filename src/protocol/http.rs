@@ -38,6 +38,7 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub const DEFAULT_MAGIC_HOST: &str = "mitm.it";
 /// The default of [`Http::max_head`]: 64 KiB.
 pub const DEFAULT_MAX_HEAD: usize = 64 * 1024;
+pub use crate::h1::parse::DEFAULT_MAX_HEADERS;
 
 /// HTTP/1.0 and 1.1 proxying, with `CONNECT` and TLS interception.
 ///
@@ -65,6 +66,7 @@ impl Default for Http {
                 idle_timeout: Duration::from_secs(120),
                 keep_alive: true,
                 max_head: DEFAULT_MAX_HEAD,
+                max_headers: DEFAULT_MAX_HEADERS,
                 magic_host: Some(DEFAULT_MAGIC_HOST.to_string()),
             },
         }
@@ -133,6 +135,18 @@ impl Http {
         self.settings.max_head = bytes;
         self
     }
+
+    /// The most header fields a request head may have; more get `431`. Responses
+    /// may always have at least [`DEFAULT_MAX_HEADERS`]. Default: [`DEFAULT_MAX_HEADERS`]
+    /// (128).
+    ///
+    /// ```
+    /// let http = mitm::Http::new().max_headers(256);
+    /// ```
+    pub fn max_headers(mut self, fields: usize) -> Self {
+        self.settings.max_headers = fields.max(1);
+        self
+    }
 }
 
 #[async_trait]
@@ -158,7 +172,7 @@ impl Protocol for Http {
     }
 
     async fn resolve(&self, _conn: &Connection, data: &[u8]) -> Resolution {
-        let mut headers = [httparse::EMPTY_HEADER; h1::parse::MAX_HEADERS];
+        let mut headers = [httparse::EMPTY_HEADER; h1::parse::DEFAULT_MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let parsed = req.parse(data);
         if let Ok(httparse::Status::Complete(_)) = parsed {
@@ -520,6 +534,10 @@ pub(crate) fn error_response(e: &Error) -> Response {
                  proxy with --upstream-ca FILE; to skip verification (unsafe), use --insecure.\n",
                 tls_cause(source)
             ),
+        ),
+        Error::BadRequest { reason } => (
+            400,
+            format!("mitm could not understand the request: {reason}.\n"),
         ),
         other => (
             502,

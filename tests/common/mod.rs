@@ -448,7 +448,7 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     };
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut headers = [httparse::EMPTY_HEADER; 512];
     let mut req = httparse::Request::new(&mut headers);
     req.parse(&buf[..head_end]).ok()?;
     let mut seen = Seen {
