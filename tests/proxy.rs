@@ -427,3 +427,52 @@ async fn an_idle_connection_is_closed_when_keep_alive_is_off() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out).ends_with("hello from origin: GET /x"));
 }
+
+#[tokio::test]
+async fn the_upstream_connect_timeout_is_its_own_setting() {
+    // A TLS origin that accepts TCP and never answers the handshake: connecting to it
+    // never completes. The head timeout stays at its (long) default.
+    let silent = start_silent_origin().await;
+    let http = Http::new().connect_timeout(Duration::from_millis(300));
+    let proxy = start_proxy(|b| b.protocols(vec![Arc::new(http)])).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(format!(
+        "GET https://127.0.0.1:{}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        silent.port()
+    ))
+    .await;
+    let reply = wire.response().await;
+    assert_eq!(reply.status, 504, "{reply:?}");
+    assert!(
+        reply.text().contains("timed out connecting"),
+        "{}",
+        reply.text()
+    );
+}
+
+#[tokio::test]
+async fn a_client_stalling_its_tls_handshake_is_cut_off_by_the_handshake_timeout() {
+    let origin = start_tls_origin().await;
+    let http = Http::new().handshake_timeout(Duration::from_millis(300));
+    let proxy = start_proxy(|b| b.protocols(vec![Arc::new(http)])).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let connect = format!(
+        "CONNECT 127.0.0.1:{0} HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\n\r\n",
+        origin.port()
+    );
+    s.write_all(connect.as_bytes()).await.unwrap();
+    let expected = b"HTTP/1.1 200 Connection established\r\n\r\n";
+    let mut head = vec![0u8; expected.len()];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, expected);
+    // The start of a ClientHello record, and then nothing.
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut rest))
+        .await
+        .expect("the proxy kept a stalled handshake open")
+        .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+}

@@ -64,10 +64,19 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = mitm::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
 
-    /// Seconds allowed for a request head once begun (slowloris), for connecting
-    /// upstream and for each TLS handshake.
+    /// Seconds allowed for a request head once begun (slowloris); also the default of
+    /// --connect-timeout and --handshake-timeout.
     #[arg(long, value_name = "SECS", default_value_t = 15.0)]
     timeout: f64,
+
+    /// Seconds allowed for connecting to an upstream server, TLS included (504 after).
+    /// Default: --timeout.
+    #[arg(long, value_name = "SECS")]
+    connect_timeout: Option<f64>,
+
+    /// Seconds a client has for its TLS handshake with the proxy. Default: --timeout.
+    #[arg(long, value_name = "SECS")]
+    handshake_timeout: Option<f64>,
 
     /// Seconds a keep-alive client connection may stay idle between requests.
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
@@ -220,8 +229,14 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
         };
         b = b.proxy_auth(user, password);
     }
-    let http = mitm::Http::new()
-        .timeout(seconds("--timeout", cli.timeout)?)
+    let mut http = mitm::Http::new().timeout(seconds("--timeout", cli.timeout)?);
+    if let Some(secs) = cli.connect_timeout {
+        http = http.connect_timeout(seconds("--connect-timeout", secs)?);
+    }
+    if let Some(secs) = cli.handshake_timeout {
+        http = http.handshake_timeout(seconds("--handshake-timeout", secs)?);
+    }
+    let http = http
         .idle_timeout(seconds("--idle-timeout", cli.idle_timeout)?)
         .response_timeout(seconds("--response-timeout", cli.response_timeout)?)
         .max_head(cli.max_head)

@@ -44,9 +44,12 @@ use crate::protocol::Context;
 /// The engine's limits and timeouts (set on [`crate::Http`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// Time for a request head once it has begun, for connecting upstream and for TLS
-    /// handshakes.
+    /// Time for a request head once it has begun.
     pub timeout: Duration,
+    /// Time for connecting upstream (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Time for a client's TLS handshake with the proxy.
+    pub handshake_timeout: Duration,
     /// Time an origin has to start its response (504 after).
     pub response_timeout: Duration,
     /// Time a keep-alive client may stay silent between requests.

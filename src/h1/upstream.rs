@@ -40,7 +40,7 @@ impl Session<'_> {
     }
 
     pub(super) async fn connect_upstream(&mut self, target: &Target) -> Result<Upstream> {
-        let timeout = self.settings.timeout;
+        let timeout = self.settings.connect_timeout;
         let io: BoxIo = if target.tls {
             let alpn = [b"http/1.1".to_vec()];
             Box::new(

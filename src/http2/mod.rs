@@ -700,7 +700,7 @@ pub(crate) async fn connect(
     settings: &Settings,
     allow_h2: bool,
 ) -> Result<Link> {
-    let timeout = settings.timeout;
+    let timeout = settings.connect_timeout;
     let (io, h2): (BoxIo, bool) = if target.tls {
         let alpn = if allow_h2 {
             vec![H2.to_vec(), b"http/1.1".to_vec()]

@@ -62,6 +62,8 @@ impl Default for Http {
             buffer_size: DEFAULT_BUFFER_SIZE,
             settings: Settings {
                 timeout: DEFAULT_TIMEOUT,
+                connect_timeout: DEFAULT_TIMEOUT,
+                handshake_timeout: DEFAULT_TIMEOUT,
                 response_timeout: Duration::from_secs(120),
                 idle_timeout: Duration::from_secs(120),
                 keep_alive: true,
@@ -93,10 +95,28 @@ impl Http {
         self
     }
 
-    /// Time allowed for a request head once it has begun, for connecting upstream and
-    /// for TLS handshakes. Default: 15 seconds.
+    /// Time allowed for a request head once it has begun (slow clients are cut off),
+    /// and also, unless set on their own afterwards, the
+    /// [`connect_timeout`](Self::connect_timeout) and the
+    /// [`handshake_timeout`](Self::handshake_timeout). Default: 15 seconds.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.settings.timeout = timeout;
+        self.settings.connect_timeout = timeout;
+        self.settings.handshake_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for connecting to an upstream server, its TLS handshake included
+    /// (`504` after). Default: 15 seconds.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// Time a client has for its TLS handshake with the proxy (its ClientHello
+    /// included) once a tunnel is open. Default: 15 seconds.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.handshake_timeout = timeout;
         self
     }
 
@@ -241,7 +261,7 @@ pub(crate) async fn tunnel(
     // Bytes the client sent after the CONNECT head (an eager ClientHello) are still to
     // be read.
     let mut client = rewound(client, rest);
-    let (first, hello) = read_hello(&mut client, settings.timeout).await?;
+    let (first, hello) = read_hello(&mut client, settings.handshake_timeout).await?;
     if first.is_empty() {
         return Ok(());
     }
@@ -271,7 +291,7 @@ async fn pass_through(
     client: BoxIo,
     target: &Target,
 ) -> Result<()> {
-    let server = cx.connect(conn, target, settings.timeout).await?;
+    let server = cx.connect(conn, target, settings.connect_timeout).await?;
     cx.announce_server(conn).await;
     let tunnel = Tunnel::new(client, Box::new(server));
     cx.relay(conn, tunnel, DEFAULT_BUFFER_SIZE, None).await
@@ -323,7 +343,7 @@ async fn intercept_tls(
     is_magic: bool,
 ) -> Result<()> {
     let accept = LazyConfigAcceptor::new(Acceptor::default(), client);
-    let start = match tokio::time::timeout(settings.timeout, accept).await {
+    let start = match tokio::time::timeout(settings.handshake_timeout, accept).await {
         Ok(Ok(start)) => start,
         Ok(Err(source)) => {
             return Err(Error::ClientTls {
@@ -358,7 +378,7 @@ async fn intercept_tls(
         Ok(Some(pooled))
     } else {
         match cx
-            .connect_tls(conn, &target, &name, &alpn, settings.timeout)
+            .connect_tls(conn, &target, &name, &alpn, settings.connect_timeout)
             .await
         {
             Ok(tls) => {
@@ -393,7 +413,7 @@ async fn intercept_tls(
     };
     let config = leaf_config(cx, &name, for_client.as_deref())?;
     let handshake = start.into_stream(config);
-    let mut client = match tokio::time::timeout(settings.timeout, handshake).await {
+    let mut client = match tokio::time::timeout(settings.handshake_timeout, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(source)) => return Err(Error::ClientTls { host: name, source }),
         Err(_) => return Err(Error::ClientTimeout),
