@@ -441,7 +441,14 @@ async fn the_upstream_connect_timeout_is_its_own_setting() {
         silent.port()
     ))
     .await;
+    let asked = std::time::Instant::now();
     let reply = wire.response().await;
+    // Well before the 15 s default, which is what a setting not applied would give.
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
     assert_eq!(reply.status, 504, "{reply:?}");
     assert!(
         reply.text().contains("timed out connecting"),
@@ -470,7 +477,8 @@ async fn a_client_stalling_its_tls_handshake_is_cut_off_by_the_handshake_timeout
         .await
         .unwrap();
     let mut rest = Vec::new();
-    tokio::time::timeout(PATIENCE, s.read_to_end(&mut rest))
+    // Well before the 15 s default, which is what a setting not applied would give.
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
         .await
         .expect("the proxy kept a stalled handshake open")
         .unwrap();
