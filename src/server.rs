@@ -591,6 +591,10 @@ fn report(conn: &Connection, e: &Error) {
     let chain = crate::error::Report(e);
     let target = conn.target.as_ref().map(ToString::to_string);
     match e {
+        // A client that just left mid-handshake (reset, EOF) said nothing about trust.
+        Error::ClientTls { source, .. } if !is_tls_failure(source) => {
+            tracing::debug!(error = %chain, "client went away during the TLS handshake")
+        }
         Error::ClientTls { .. } => tracing::warn!(
             error = %chain,
             "client refused the TLS handshake; does it trust the mitm CA certificate?"
@@ -598,4 +602,12 @@ fn report(conn: &Connection, e: &Error) {
         _ if e.side() == Side::Client => tracing::debug!(error = %chain, "client failed"),
         _ => tracing::warn!(error = %chain, target, "connection failed"),
     }
+}
+
+/// Whether a handshake error came from TLS itself (an alert, a bad message) rather than
+/// from the connection going away under it.
+fn is_tls_failure(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        || e.kind() == std::io::ErrorKind::InvalidData
 }

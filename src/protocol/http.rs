@@ -69,6 +69,7 @@ impl Default for Http {
                 keep_alive: true,
                 max_head: DEFAULT_MAX_HEAD,
                 max_headers: DEFAULT_MAX_HEADERS,
+                zero_copy: true,
                 magic_host: Some(DEFAULT_MAGIC_HOST.to_string()),
             },
         }
@@ -146,6 +147,15 @@ impl Http {
     /// Default: [`DEFAULT_MAGIC_HOST`].
     pub fn magic_host(mut self, host: Option<String>) -> Self {
         self.settings.magic_host = host.map(|h| h.to_ascii_lowercase());
+        self
+    }
+
+    /// Whether large plain-HTTP bodies that no middleware reads are moved from socket
+    /// to socket with `splice(2)` (Linux only; elsewhere this does nothing). Turning
+    /// it off copies them through the proxy's buffers instead, for comparison or
+    /// debugging. Default: `true`.
+    pub fn zero_copy(mut self, on: bool) -> Self {
+        self.settings.zero_copy = on;
         self
     }
 
@@ -299,7 +309,7 @@ async fn pass_through(
 
 /// Reads the first bytes of a tunnel: the whole ClientHello when they start one
 /// (`Some`), or just what the first read gave (`None`: not TLS). Empty bytes mean the
-/// client left.
+/// client left (before or in the middle of its ClientHello).
 async fn read_hello(
     client: &mut BoxIo,
     timeout: Duration,
@@ -315,7 +325,8 @@ async fn read_hello(
             client_hello::Peek::NeedMore => {}
         }
         if read_more(client, &mut buf, timeout).await? == 0 {
-            return Ok((buf.freeze(), None));
+            // Half a ClientHello and then the end: nothing to intercept or pass on.
+            return Ok((Bytes::new(), None));
         }
     }
 }
