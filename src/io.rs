@@ -13,9 +13,29 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A bidirectional byte stream: what every side of a connection is.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The stream as [`Any`](std::any::Any), so the engine can tell a plain TCP socket
+    /// (which it may splice) from other streams.
+    #[doc(hidden)]
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
 
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// The TCP socket under `io` when it is one (boxes looked through), for zero-copy relay.
+#[cfg(target_os = "linux")]
+pub(crate) fn tcp_of(io: &mut BoxIo) -> Option<&mut tokio::net::TcpStream> {
+    // Dispatch through the trait object, not on the box (which is an `Io` too).
+    let any = (**io).as_any_mut();
+    if any.is::<BoxIo>() {
+        return any.downcast_mut::<BoxIo>().and_then(tcp_of);
+    }
+    any.downcast_mut::<tokio::net::TcpStream>()
+}
 
 /// A boxed [`Io`], so that plain TCP, TLS and rewound streams share one type.
 pub type BoxIo = Box<dyn Io>;

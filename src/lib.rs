@@ -76,6 +76,8 @@ pub mod middleware;
 pub mod protocol;
 mod relay;
 mod server;
+#[cfg(target_os = "linux")]
+mod splice;
 pub mod trust;
 pub mod upstream;
 pub mod websocket;

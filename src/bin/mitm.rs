@@ -95,6 +95,16 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = mitm::protocol::http::DEFAULT_MAX_HEADERS)]
     max_headers: usize,
 
+    /// Copy large plain-HTTP bodies through the proxy's buffers instead of moving them
+    /// with splice(2) (Linux); for comparison and debugging.
+    #[arg(long)]
+    no_zero_copy: bool,
+
+    /// Worker threads of the async runtime: 0 for one per core, 1 for a single thread
+    /// (least overhead when the proxy shares a small machine with its clients).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+
     /// Seconds connections in flight may go on after Ctrl-C or SIGTERM.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     grace: f64,
@@ -131,7 +141,17 @@ enum LogChoice {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match cli.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Runtime::new(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mitm: error: cannot start the async runtime: {e}");
@@ -240,7 +260,8 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
         .idle_timeout(seconds("--idle-timeout", cli.idle_timeout)?)
         .response_timeout(seconds("--response-timeout", cli.response_timeout)?)
         .max_head(cli.max_head)
-        .max_headers(cli.max_headers);
+        .max_headers(cli.max_headers)
+        .zero_copy(!cli.no_zero_copy);
     b = b
         .protocols(vec![Arc::new(http)])
         .max_connections(cli.max_connections)
@@ -328,8 +349,12 @@ fn init_tracing(cli: &Cli) {
         let deps = if level == "trace" { "debug" } else { "warn" };
         EnvFilter::new(format!("{deps},mitm={level}"))
     });
+    // Colours only for a terminal, and never when NO_COLOR is set.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }

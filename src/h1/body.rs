@@ -15,10 +15,15 @@ use crate::core::{Connection, Flow};
 use crate::io::BoxIo;
 use crate::middleware::Chain;
 
-/// Bytes asked of the socket per read: large enough that a bulk body moves in few
+/// Most bytes asked of the socket per read: large enough that a bulk body moves in few
 /// syscalls (the buffer is reused, so this is memory per connection in use, not per
 /// read).
 const READ_SIZE: usize = 64 * 1024;
+/// Bytes asked per read at first. Reads that fill what was asked double it, up to
+/// [`READ_SIZE`]: connections that only carry small messages keep small buffers
+/// (thousands of them then cost little memory), bulk transfers get large ones after a
+/// few reads.
+const FIRST_READ_SIZE: usize = 8 * 1024;
 
 /// One side of the exchange: its stream, and bytes read from it but not used yet.
 pub(crate) struct Peer {
@@ -28,18 +33,33 @@ pub(crate) struct Peer {
     flow: Flow,
     /// Scratch space for reads that go through the data hooks.
     raw: BytesMut,
+    /// Bytes to ask for on the next read.
+    read_size: usize,
 }
 
 impl Peer {
     pub(crate) fn new(io: BoxIo, flow: Flow, already: Bytes) -> Self {
-        let mut buf = BytesMut::with_capacity(READ_SIZE.max(already.len()));
+        let mut buf = BytesMut::with_capacity(FIRST_READ_SIZE.max(already.len()));
         buf.extend_from_slice(&already);
         Peer {
             io,
             buf,
             flow,
             raw: BytesMut::new(),
+            read_size: FIRST_READ_SIZE,
         }
+    }
+
+    /// Reads into `into` (at least the current read size of room); a read that fills
+    /// the room grows the next one.
+    async fn read_into(io: &mut BoxIo, into: &mut BytesMut, size: &mut usize) -> io::Result<usize> {
+        into.reserve(*size);
+        let room = into.capacity() - into.len();
+        let n = end_is_eof(io.read_buf(into).await)?;
+        if n >= room && *size < READ_SIZE {
+            *size = (*size * 2).min(READ_SIZE);
+        }
+        Ok(n)
     }
 
     /// Reads more bytes into the buffer, through the data hooks when `hooks`. Returns
@@ -51,11 +71,9 @@ impl Peer {
         hooks: bool,
     ) -> io::Result<usize> {
         if !hooks {
-            self.buf.reserve(READ_SIZE);
-            return end_is_eof(self.io.read_buf(&mut self.buf).await);
+            return Self::read_into(&mut self.io, &mut self.buf, &mut self.read_size).await;
         }
-        self.raw.reserve(READ_SIZE);
-        let n = end_is_eof(self.io.read_buf(&mut self.raw).await)?;
+        let n = Self::read_into(&mut self.io, &mut self.raw, &mut self.read_size).await?;
         if n > 0 {
             let chunk = chain.data(conn, self.flow, self.raw.split().freeze()).await;
             self.buf.extend_from_slice(&chunk);
@@ -125,6 +143,28 @@ impl Decoder {
             trailers: Vec::new(),
             scanned: 0,
         }
+    }
+
+    /// What is left of a body that may be moved without looking at it: `Some(Some(n))`
+    /// for `n` bytes of a length-delimited body, `Some(None)` for a body that runs
+    /// until the connection closes; `None` while framing must be parsed (chunked).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn raw_remaining(&self) -> Option<Option<u64>> {
+        match self.state {
+            State::Length(n) => Some(Some(n)),
+            State::UntilClose => Some(None),
+            _ => None,
+        }
+    }
+
+    /// Records that the rest of a [`raw_remaining`](Self::raw_remaining) body, `n`
+    /// bytes, was moved around the decoder (all of it: the caller reports a shortfall).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn moved_raw(&mut self, n: u64) {
+        self.state = match self.state {
+            State::Length(left) if left > n => State::Length(left - n),
+            _ => State::Done,
+        };
     }
 
     /// Whether the whole body has been taken.
@@ -206,6 +246,69 @@ impl Decoder {
             }
             other => other,
         })
+    }
+}
+
+/// Why [`splice_rest`] stopped short.
+#[cfg(target_os = "linux")]
+pub(crate) struct SpliceError {
+    /// Whether writing (rather than reading) failed.
+    pub writing: bool,
+    /// What failed: `TimedOut` when the source was silent too long, `UnexpectedEof`
+    /// when it closed early.
+    pub error: io::Error,
+    /// Body bytes moved before that.
+    pub moved: u64,
+}
+
+/// Moves the rest of a large, plain (length-delimited or until-close) body from `from`
+/// to `to` with `splice(2)` when both are TCP sockets, leaving `decoder` done; bytes
+/// already in `from`'s buffer go first. Returns the bytes moved; moves none (and the
+/// caller's buffered path runs) where splicing does not apply. `idle` bounds each wait
+/// for the source.
+#[cfg(target_os = "linux")]
+pub(crate) async fn splice_rest(
+    from: &mut Peer,
+    to: &mut BoxIo,
+    decoder: &mut Decoder,
+    idle: std::time::Duration,
+) -> Result<u64, SpliceError> {
+    use crate::splice::{self, Spliced};
+    let Some(left) = decoder.raw_remaining() else {
+        return Ok(0);
+    };
+    let buffered = from.buf.len() as u64;
+    if left.is_some_and(|n| n.saturating_sub(buffered) < splice::MIN_LEN) {
+        return Ok(0);
+    }
+    let (Some(source), Some(sink)) = (crate::io::tcp_of(&mut from.io), crate::io::tcp_of(to))
+    else {
+        return Ok(0);
+    };
+    let Ok(pipe) = splice::Pipe::new() else {
+        return Ok(0);
+    };
+    let fail = |writing, error, moved| SpliceError {
+        writing,
+        error,
+        moved,
+    };
+    let mut moved = 0;
+    if let Ok(Piece::Data(b)) = decoder.next(&mut from.buf, false) {
+        sink.write_all(&b).await.map_err(|e| fail(true, e, 0))?;
+        moved = b.len() as u64;
+    }
+    let Some(left) = decoder.raw_remaining() else {
+        return Ok(moved);
+    };
+    match splice::relay(source, sink, &pipe, left, idle).await {
+        Ok(Spliced::Done(n)) => {
+            decoder.moved_raw(n);
+            Ok(moved + n)
+        }
+        Ok(Spliced::Truncated(n)) => Err(fail(false, truncated(), moved + n)),
+        Ok(Spliced::TimedOut(n)) => Err(fail(false, io::ErrorKind::TimedOut.into(), moved + n)),
+        Err((e, writing)) => Err(fail(writing, e, moved)),
     }
 }
 

@@ -61,6 +61,8 @@ pub(crate) struct Settings {
     /// Most header fields in a request head (431 beyond); response heads may have at
     /// least [`parse::DEFAULT_MAX_HEADERS`].
     pub max_headers: usize,
+    /// Whether large plain bodies may be moved with `splice(2)` (Linux).
+    pub zero_copy: bool,
     /// The host the proxy answers itself (CA download page).
     pub magic_host: Option<String>,
 }

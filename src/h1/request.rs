@@ -337,6 +337,29 @@ impl Session<'_> {
             flow.request_body_size += piece.len() as u64;
         }
         self.send_continue(incoming).await?;
+        #[cfg(target_os = "linux")]
+        if self.settings.zero_copy && !self.hooks && encoder == Encoder::Plain {
+            let up = self.upstream.as_mut().ok_or_else(no_upstream)?;
+            let idle = self.settings.idle_timeout;
+            let spliced = body::splice_rest(
+                &mut self.client,
+                &mut up.peer.io,
+                &mut incoming.decoder,
+                idle,
+            )
+            .await;
+            match spliced {
+                Ok(moved) => flow.request_body_size += moved,
+                Err(e) => {
+                    flow.request_body_size += e.moved;
+                    return Err(match e.error.kind() {
+                        _ if e.writing => Error::server_io(e.error),
+                        std::io::ErrorKind::TimedOut => Error::ClientTimeout,
+                        _ => Error::client_io(e.error),
+                    });
+                }
+            }
+        }
         while let Some(piece) = self.next_request_piece(incoming).await? {
             let up = self.upstream.as_mut().ok_or_else(no_upstream)?;
             encoder

@@ -241,6 +241,10 @@ impl Session<'_> {
         if matches!(response.body, Body::Empty) {
             return Ok(decoder.is_done());
         }
+        #[cfg(target_os = "linux")]
+        if self.settings.zero_copy && !self.hooks && encoder == Encoder::Plain {
+            self.splice_response_body(flow, decoder).await?;
+        }
         while let Some(piece) = self.next_response_piece(decoder).await? {
             encoder
                 .write(&mut self.client.io, &mut self.scratch, &piece)
@@ -253,6 +257,39 @@ impl Session<'_> {
             .await
             .map_err(Error::client_io)?;
         Ok(true)
+    }
+
+    /// Moves a large plain body from a TCP origin to a TCP client with `splice(2)`,
+    /// when nothing needs to see its bytes; leaves the decoder done. Does nothing (the
+    /// buffered path then runs) where splicing does not apply.
+    #[cfg(target_os = "linux")]
+    async fn splice_response_body(
+        &mut self,
+        flow: &mut HttpFlow,
+        decoder: &mut Decoder,
+    ) -> Result<()> {
+        let timeout = self.settings.response_timeout;
+        let Some(up) = self.upstream.as_mut() else {
+            return Ok(());
+        };
+        let spliced = body::splice_rest(&mut up.peer, &mut self.client.io, decoder, timeout).await;
+        match spliced {
+            Ok(moved) => {
+                flow.response_body_size += moved;
+                Ok(())
+            }
+            Err(e) => {
+                flow.response_body_size += e.moved;
+                Err(match e.error.kind() {
+                    _ if e.writing => Error::client_io(e.error),
+                    std::io::ErrorKind::TimedOut => Error::ResponseTimeout {
+                        target: up.target.to_string(),
+                        after: timeout,
+                    },
+                    _ => Error::server_io(e.error),
+                })
+            }
+        }
     }
 
     /// The next piece of the response body, `None` at its end.
