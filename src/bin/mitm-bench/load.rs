@@ -278,7 +278,12 @@ async fn download(
 
 /// One connection after another, each to its endpoint, with one request: the
 /// handshake cost of each. Bounded by the count and by `cap`.
-pub async fn sequential(endpoints: &[Endpoint], cap: Duration, proxy: Option<&Proxy>) -> Sample {
+pub async fn sequential(
+    endpoints: &[Endpoint],
+    path: &str,
+    cap: Duration,
+    proxy: Option<&Proxy>,
+) -> Sample {
     let cpu_before = proxy.and_then(Proxy::cpu);
     let start = Instant::now();
     let mut tally = Tally::default();
@@ -292,7 +297,7 @@ pub async fn sequential(endpoints: &[Endpoint], cap: Duration, proxy: Option<&Pr
             break;
         }
         let began = Instant::now();
-        match one_shot(endpoint, &endpoint.request("/1k")).await {
+        match one_shot(endpoint, &endpoint.request(path)).await {
             Ok(()) => {
                 let latency = began.elapsed();
                 tally.record(latency);

@@ -127,6 +127,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, big: u64) -> Result
         let path = request_path(&buf[..end]);
         match path.as_deref() {
             Some("/1k") => io.write_all(small_response()).await?,
+            // The same body, and the connection ends: no one can keep it for later.
+            Some(CLOSING_PATH) => {
+                io.write_all(closing_response()).await?;
+                io.flush().await?;
+                return Ok(());
+            }
             Some("/big") => write_big(&mut io, big).await?,
             _ => {
                 io.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
@@ -147,6 +153,24 @@ fn request_path(head: &[u8]) -> Option<String> {
     let mut request = httparse::Request::new(&mut fields);
     request.parse(head).ok()?;
     request.path.map(str::to_owned)
+}
+
+/// A path answered like `/1k`, then the connection is closed (`hosts-cold`: the proxy
+/// then keeps no upstream connection, and every request pays for a new one).
+pub const CLOSING_PATH: &str = "/1k-close";
+
+/// The whole `/1k-close` response, made once.
+fn closing_response() -> &'static [u8] {
+    static RESPONSE: OnceLock<Vec<u8>> = OnceLock::new();
+    RESPONSE.get_or_init(|| {
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {SMALL}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .into_bytes();
+        r.extend_from_slice(&CHUNK[..SMALL]);
+        r
+    })
 }
 
 /// The whole `/1k` response, made once.

@@ -219,7 +219,9 @@ impl Bench {
     }
 
     /// Per run: one proxy; `hosts` connections to one name whose leaf is cached, then
-    /// `hosts` connections to new names. Every handshake is a full one (no resumption).
+    /// `hosts` connections to new names. Every handshake is a full one (no resumption),
+    /// and every request gets a new upstream connection (the origin closes each): the
+    /// difference is what a new host costs on the path, its leaf above all.
     async fn hosts_cold(&mut self) -> Result<Outcome> {
         let scenario = Scenario::HostsCold;
         let cap = Duration::from_secs(60) + self.plan.duration * 6;
@@ -271,17 +273,20 @@ impl Bench {
     }
 
     async fn hosts_run(&self, run: u32, proxy: &Proxy, cap: Duration) -> Result<(Sample, Sample)> {
+        // The origin closes after each answer: both passes then pay for a new upstream
+        // connection per request, and differ only by the leaf a new name needs.
+        let path = crate::origin::CLOSING_PATH;
         let one = self.endpoint(true, Path::Mitm(proxy), NAME)?;
         // Warm the cached name's leaf, so the cached pass never issues one.
-        load::sequential(std::slice::from_ref(&one), cap, None).await;
+        load::sequential(std::slice::from_ref(&one), path, cap, None).await;
         let same = vec![one; self.plan.hosts];
-        let cached = load::sequential(&same, cap, Some(proxy)).await;
+        let cached = load::sequential(&same, path, cap, Some(proxy)).await;
         let names: Vec<Endpoint> = self
             .plan
             .host_names(run - 1)
             .map(|name| self.endpoint(true, Path::Mitm(proxy), &name))
             .collect::<Result<_>>()?;
-        let cold = load::sequential(&names, cap, Some(proxy)).await;
+        let cold = load::sequential(&names, path, cap, Some(proxy)).await;
         Ok((cached, cold))
     }
 
