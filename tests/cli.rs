@@ -174,3 +174,27 @@ async fn the_default_ca_lives_in_the_user_data_directory() {
     assert_eq!(Path::new(&ca), expected);
     assert!(expected.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_beyond_loopback_prints_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    for (host, warned) in [("0.0.0.0", true), ("127.0.0.1", false)] {
+        let mut child = mitm()
+            .args(["--host", host, "--port", "0", "-q", "--ca-dir"])
+            .arg(dir.path())
+            .spawn()
+            .unwrap();
+        banner(&mut child).await;
+        sigint(&child);
+        let out = tokio::time::timeout(PATIENCE, child.wait_with_output())
+            .await
+            .expect("mitm did not stop on SIGINT")
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.contains("reachable from the network"),
+            warned,
+            "{host}: {stderr}"
+        );
+    }
+}
