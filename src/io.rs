@@ -27,6 +27,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {
 }
 
 /// The TCP socket under `io` when it is one (boxes looked through), for zero-copy relay.
+/// A [`Rewind`] counts only once its bytes are used up (see [`take_prefix`]).
 #[cfg(target_os = "linux")]
 pub(crate) fn tcp_of(io: &mut BoxIo) -> Option<&mut tokio::net::TcpStream> {
     // Dispatch through the trait object, not on the box (which is an `Io` too).
@@ -34,7 +35,45 @@ pub(crate) fn tcp_of(io: &mut BoxIo) -> Option<&mut tokio::net::TcpStream> {
     if any.is::<BoxIo>() {
         return any.downcast_mut::<BoxIo>().and_then(tcp_of);
     }
+    if any.is::<Rewind<BoxIo>>() {
+        return any
+            .downcast_mut::<Rewind<BoxIo>>()
+            .filter(|r| r.prefix.is_empty())
+            .and_then(|r| tcp_of(&mut r.inner));
+    }
     any.downcast_mut::<tokio::net::TcpStream>()
+}
+
+/// Whether a TCP socket is under `io`, boxes and [`Rewind`]s looked through.
+#[cfg(target_os = "linux")]
+pub(crate) fn is_tcp(io: &mut BoxIo) -> bool {
+    let any = (**io).as_any_mut();
+    if any.is::<BoxIo>() {
+        return any.downcast_mut::<BoxIo>().is_some_and(is_tcp);
+    }
+    if any.is::<Rewind<BoxIo>>() {
+        return any
+            .downcast_mut::<Rewind<BoxIo>>()
+            .is_some_and(|r| is_tcp(&mut r.inner));
+    }
+    any.is::<tokio::net::TcpStream>()
+}
+
+/// Takes the bytes a [`Rewind`] (possibly boxed) still holds in front of its stream,
+/// leaving it a plain pass-through; empty for other streams.
+#[cfg(target_os = "linux")]
+pub(crate) fn take_prefix(io: &mut BoxIo) -> Bytes {
+    let any = (**io).as_any_mut();
+    if any.is::<BoxIo>() {
+        return any
+            .downcast_mut::<BoxIo>()
+            .map(take_prefix)
+            .unwrap_or_default();
+    }
+    match any.downcast_mut::<Rewind<BoxIo>>() {
+        Some(r) => std::mem::take(&mut r.prefix),
+        None => Bytes::new(),
+    }
 }
 
 /// A boxed [`Io`], so that plain TCP, TLS and rewound streams share one type.

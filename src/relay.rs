@@ -33,6 +33,59 @@ pub(crate) struct RelayOptions {
     pub buffer_size: usize,
     /// Close both sides when no byte has moved either way for this long.
     pub idle_timeout: Option<Duration>,
+    /// Whether two plain TCP sockets may be relayed with `splice(2)` (Linux).
+    pub zero_copy: bool,
+}
+
+/// Relays two TCP sockets both ways with `splice(2)`, bytes never entering the proxy's
+/// memory. `None` (nothing done) unless both streams are plain sockets; bytes a
+/// [`crate::io::Rewind`] holds in front (a ClientHello read to decide) go first.
+#[cfg(target_os = "linux")]
+async fn splice_both(client: &mut BoxIo, server: &mut BoxIo) -> Option<Result<()>> {
+    use crate::io::{is_tcp, take_prefix, tcp_of};
+    use crate::splice::Pipe;
+    if !(is_tcp(client) && is_tcp(server)) {
+        return None;
+    }
+    let (up_pipe, down_pipe) = (Pipe::new().ok()?, Pipe::new().ok()?);
+    let (to_server, to_client) = (take_prefix(client), take_prefix(server));
+    let (c, s) = (tcp_of(client)?, tcp_of(server)?);
+    let up = splice_one_way(c, s, to_server, up_pipe, (Side::Client, Side::Server));
+    let down = splice_one_way(s, c, to_client, down_pipe, (Side::Server, Side::Client));
+    Some(tokio::try_join!(up, down).map(|_| ()))
+}
+
+/// One direction of [`splice_both`]: `first` (bytes read already), then everything
+/// until `from` ends, which is passed on by shutting `to` for writing. `sides` are
+/// `from`'s and `to`'s, for errors.
+#[cfg(target_os = "linux")]
+async fn splice_one_way(
+    from: &tokio::net::TcpStream,
+    to: &tokio::net::TcpStream,
+    first: bytes::Bytes,
+    pipe: crate::splice::Pipe,
+    sides: (Side, Side),
+) -> Result<()> {
+    let err = |side, source| Error::Io { side, source };
+    let mut rest = &first[..];
+    while !rest.is_empty() {
+        let n = to
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                rustix::io::write(to, rest).map_err(std::io::Error::from)
+            })
+            .await
+            .map_err(|e| err(sides.1, e))?;
+        rest = &rest[n..];
+    }
+    match crate::splice::relay(from, to, &pipe, None, None).await {
+        Ok(_) => {
+            // The end of one direction is passed on; the other may go on.
+            let _ = rustix::net::shutdown(to, rustix::net::Shutdown::Write);
+            Ok(())
+        }
+        Err((e, true)) => Err(err(sides.1, e)),
+        Err((e, false)) => Err(err(sides.0, e)),
+    }
 }
 
 /// Relays `client` <-> `server` until both directions have ended, one fails, or the
@@ -45,6 +98,12 @@ pub(crate) async fn relay(
     opts: RelayOptions,
 ) -> Result<()> {
     let size = opts.buffer_size.max(1024);
+    #[cfg(target_os = "linux")]
+    if !chain.wants_data() && opts.idle_timeout.is_none() && opts.zero_copy {
+        if let Some(relayed) = splice_both(&mut client, &mut server).await {
+            return relayed;
+        }
+    }
     if !chain.wants_data() && opts.idle_timeout.is_none() {
         return match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, size, size)
             .await

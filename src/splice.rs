@@ -1,9 +1,9 @@
 //! Zero-copy relay on Linux: bytes go from one socket to another through a pipe with
 //! `splice(2)`, never through the proxy's memory.
 //!
-//! Used where no middleware looks at the bytes and both ends are plain TCP: the body
-//! of a plain-HTTP response with a known length (or one that runs until the origin
-//! closes). A copy through user space reads each byte into a buffer and writes it out
+//! Used where no middleware looks at the bytes and both ends are plain TCP: large
+//! plain-HTTP bodies with a known length (or running until the origin closes), and
+//! tunnels relayed as they are (not intercepted). A copy through user space reads each byte into a buffer and writes it out
 //! again; on loopback, where the copies are the whole cost, splicing roughly halves the
 //! proxy's work per byte. Everywhere else (TLS, hooks, chunked framing) the usual
 //! buffered path runs.
@@ -51,14 +51,15 @@ impl Pipe {
 }
 
 /// Moves `len` bytes (or, with `None`, everything until `from` closes) from `from` to
-/// `to` through `pipe`. `idle` bounds each wait for the source. Errors are I/O errors
-/// of either socket; `wrote` tells which side failed (true: writing to `to`).
+/// `to` through `pipe`. `idle`, when set, bounds each wait for the source. Errors are
+/// I/O errors of either socket, with whether writing to `to` (rather than reading)
+/// failed.
 pub(crate) async fn relay(
     from: &TcpStream,
     to: &TcpStream,
     pipe: &Pipe,
     len: Option<u64>,
-    idle: Duration,
+    idle: Option<Duration>,
 ) -> Result<Spliced, (io::Error, bool)> {
     let mut moved = 0u64;
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
@@ -71,12 +72,18 @@ pub(crate) async fn relay(
         let fill = from.async_io(Interest::READABLE, || {
             splice(from, None, &pipe.write, None, want, flags).map_err(io::Error::from)
         });
-        let n = match tokio::time::timeout(idle, fill).await {
-            Err(_) => return Ok(Spliced::TimedOut(moved)),
-            Ok(Err(e)) => return Err((e, false)),
-            Ok(Ok(0)) if len.is_none() => return Ok(Spliced::Done(moved)),
-            Ok(Ok(0)) => return Ok(Spliced::Truncated(moved)),
-            Ok(Ok(n)) => n,
+        let filled = match idle {
+            Some(idle) => match tokio::time::timeout(idle, fill).await {
+                Ok(filled) => filled,
+                Err(_) => return Ok(Spliced::TimedOut(moved)),
+            },
+            None => fill.await,
+        };
+        let n = match filled {
+            Err(e) => return Err((e, false)),
+            Ok(0) if len.is_none() => return Ok(Spliced::Done(moved)),
+            Ok(0) => return Ok(Spliced::Truncated(moved)),
+            Ok(n) => n,
         };
         let mut left = n;
         while left > 0 {

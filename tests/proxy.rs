@@ -484,3 +484,49 @@ async fn a_client_stalling_its_tls_handshake_is_cut_off_by_the_handshake_timeout
         .unwrap();
     assert!(rest.is_empty(), "{rest:?}");
 }
+
+/// Sends `data` through a raw `CONNECT` tunnel to an echo service, closing the sending
+/// half at the end; returns what came back before the tunnel closed.
+async fn echo_through_tunnel(proxy: &TestProxy, data: Vec<u8>) -> Vec<u8> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let (mut r, mut w) = s.split();
+        tokio::io::copy(&mut r, &mut w).await.unwrap();
+        // The client's end arrived (a half-close): answer with one of our own.
+        w.shutdown().await.unwrap();
+    });
+    let s = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let connect = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n");
+    w.write_all(connect.as_bytes()).await.unwrap();
+    let expected = b"HTTP/1.1 200 Connection established\r\n\r\n";
+    let mut head = vec![0u8; expected.len()];
+    r.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, expected);
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+        w
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(PATIENCE, r.read_to_end(&mut back))
+        .await
+        .expect("the tunnel did not pass the half-close on")
+        .unwrap();
+    drop(writer.await.unwrap());
+    back
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_tunnel_carries_megabytes_both_ways_and_passes_half_closes_on() {
+    // Zero-copy (splice) on Linux by default, and the buffered copy.
+    for zero_copy in [true, false] {
+        let http = Http::new().zero_copy(zero_copy);
+        let proxy = start_proxy(|b| b.protocols(vec![Arc::new(http)])).await;
+        let data = pattern(8 << 20);
+        let back = echo_through_tunnel(&proxy, data.clone()).await;
+        assert_same(&back, &data);
+    }
+}

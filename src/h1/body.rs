@@ -301,7 +301,7 @@ pub(crate) async fn splice_rest(
     let Some(left) = decoder.raw_remaining() else {
         return Ok(moved);
     };
-    match splice::relay(source, sink, &pipe, left, idle).await {
+    match splice::relay(source, sink, &pipe, left, Some(idle)).await {
         Ok(Spliced::Done(n)) => {
             decoder.moved_raw(n);
             Ok(moved + n)

@@ -304,7 +304,12 @@ async fn pass_through(
     let server = cx.connect(conn, target, settings.connect_timeout).await?;
     cx.announce_server(conn).await;
     let tunnel = Tunnel::new(client, Box::new(server));
-    cx.relay(conn, tunnel, DEFAULT_BUFFER_SIZE, None).await
+    let opts = crate::relay::RelayOptions {
+        buffer_size: DEFAULT_BUFFER_SIZE,
+        idle_timeout: None,
+        zero_copy: settings.zero_copy,
+    };
+    cx.relay_with(conn, tunnel, opts).await
 }
 
 /// Reads the first bytes of a tunnel: the whole ClientHello when they start one

@@ -282,7 +282,18 @@ impl Context {
         let opts = RelayOptions {
             buffer_size,
             idle_timeout,
+            zero_copy: true,
         };
+        self.relay_with(conn, tunnel, opts).await
+    }
+
+    /// [`relay`](Self::relay) with every option.
+    pub(crate) async fn relay_with(
+        &self,
+        conn: &Connection,
+        tunnel: Tunnel,
+        opts: RelayOptions,
+    ) -> Result<()> {
         relay(&self.chain, conn, tunnel.client, tunnel.server, opts).await
     }
 }
