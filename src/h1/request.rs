@@ -61,10 +61,7 @@ impl Session<'_> {
         if framing != Framing::Empty && self.body_limit > 0 {
             ahead = match self.read_ahead(&mut incoming, framing).await {
                 Ok(ahead) => ahead,
-                Err(e @ Error::BadRequest { .. }) => {
-                    tracing::warn!(error = %crate::error::Report(&e), url = %flow.request.url(), "request refused");
-                    return self.answer_locally(flow, error_response(&e), false).await;
-                }
+                Err(e @ Error::BadRequest { .. }) => return self.refuse_body(flow, e).await,
                 Err(e) => return Err(e),
             };
             if incoming.decoder.is_done() {
@@ -152,6 +149,13 @@ impl Session<'_> {
         }
         self.receive_response(flow, client_keeps, upgrade, first)
             .await
+    }
+
+    /// Answers a request whose body turned out malformed with a `400`; the connection
+    /// ends, since where the next request would start is unknown.
+    pub(super) async fn refuse_body(&mut self, flow: HttpFlow, e: Error) -> Result<Next> {
+        tracing::warn!(error = %crate::error::Report(&e), url = %flow.request.url(), "request refused");
+        self.answer_locally(flow, error_response(&e), false).await
     }
 
     /// Answers a request addressed to the proxy itself, which would come back around.

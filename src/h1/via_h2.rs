@@ -59,10 +59,7 @@ impl Session<'_> {
             .await;
         let (parts, recv) = match sent {
             Ok(answer) => answer,
-            Err(e @ Error::BadRequest { .. }) => {
-                tracing::warn!(error = %crate::error::Report(&e), url = %flow.request.url(), "request refused");
-                return self.answer_locally(flow, error_response(&e), false).await;
-            }
+            Err(e @ Error::BadRequest { .. }) => return self.refuse_body(flow, e).await,
             Err(e) if e.side() == crate::Side::Client => return Err(e),
             Err(e) => {
                 self.cx.pool.drop_h2(&target);
