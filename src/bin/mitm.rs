@@ -95,13 +95,13 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = mitm::protocol::http::DEFAULT_MAX_HEADERS)]
     max_headers: usize,
 
-    /// Copy large plain-HTTP bodies through the proxy's buffers instead of moving them
-    /// with splice(2) (Linux); for comparison and debugging.
+    /// Copy large plain-HTTP bodies and untouched tunnels through the proxy's buffers
+    /// instead of moving them with splice(2) (Linux); for comparison and debugging.
     #[arg(long)]
     no_zero_copy: bool,
 
     /// Worker threads of the async runtime: 0 for one per core, 1 for a single thread
-    /// (least overhead when the proxy shares a small machine with its clients).
+    /// (to keep the proxy to one core).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
 

@@ -150,8 +150,9 @@ impl Http {
         self
     }
 
-    /// Whether large plain-HTTP bodies that no middleware reads are moved from socket
-    /// to socket with `splice(2)` (Linux only; elsewhere this does nothing). Turning
+    /// Whether large plain-HTTP bodies and tunnels let through untouched, when no
+    /// middleware reads their bytes, are moved from socket to socket with `splice(2)`
+    /// (Linux only; elsewhere this does nothing). Turning
     /// it off copies them through the proxy's buffers instead, for comparison or
     /// debugging. Default: `true`.
     pub fn zero_copy(mut self, on: bool) -> Self {
