@@ -30,33 +30,33 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {
 /// A [`Rewind`] counts only once its bytes are used up (see [`take_prefix`]).
 #[cfg(target_os = "linux")]
 pub(crate) fn tcp_of(io: &mut BoxIo) -> Option<&mut tokio::net::TcpStream> {
+    socket_under(io, false)
+}
+
+/// Whether a TCP socket is under `io`, boxes and [`Rewind`]s (even unread ones) looked
+/// through.
+#[cfg(target_os = "linux")]
+pub(crate) fn is_tcp(io: &mut BoxIo) -> bool {
+    socket_under(io, true).is_some()
+}
+
+/// The socket under boxes and rewinds; past a rewind with bytes left only when `unread`.
+#[cfg(target_os = "linux")]
+fn socket_under(io: &mut BoxIo, unread: bool) -> Option<&mut tokio::net::TcpStream> {
     // Dispatch through the trait object, not on the box (which is an `Io` too).
     let any = (**io).as_any_mut();
     if any.is::<BoxIo>() {
-        return any.downcast_mut::<BoxIo>().and_then(tcp_of);
+        return any
+            .downcast_mut::<BoxIo>()
+            .and_then(|inner| socket_under(inner, unread));
     }
     if any.is::<Rewind<BoxIo>>() {
         return any
             .downcast_mut::<Rewind<BoxIo>>()
-            .filter(|r| r.prefix.is_empty())
-            .and_then(|r| tcp_of(&mut r.inner));
+            .filter(|r| unread || r.prefix.is_empty())
+            .and_then(|r| socket_under(&mut r.inner, unread));
     }
     any.downcast_mut::<tokio::net::TcpStream>()
-}
-
-/// Whether a TCP socket is under `io`, boxes and [`Rewind`]s looked through.
-#[cfg(target_os = "linux")]
-pub(crate) fn is_tcp(io: &mut BoxIo) -> bool {
-    let any = (**io).as_any_mut();
-    if any.is::<BoxIo>() {
-        return any.downcast_mut::<BoxIo>().is_some_and(is_tcp);
-    }
-    if any.is::<Rewind<BoxIo>>() {
-        return any
-            .downcast_mut::<Rewind<BoxIo>>()
-            .is_some_and(|r| is_tcp(&mut r.inner));
-    }
-    any.is::<tokio::net::TcpStream>()
 }
 
 /// Takes the bytes a [`Rewind`] (possibly boxed) still holds in front of its stream,

@@ -389,13 +389,7 @@ async fn a_connect_tunnel_relays_a_non_tls_protocol() {
         tokio::io::copy(&mut r, &mut w).await.unwrap();
     });
     let proxy = start_proxy(|b| b).await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let connect = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n");
-    s.write_all(connect.as_bytes()).await.unwrap();
-    let expected = b"HTTP/1.1 200 Connection established\r\n\r\n";
-    let mut head = vec![0u8; expected.len()];
-    s.read_exact(&mut head).await.unwrap();
-    assert_eq!(head, expected);
+    let mut s = open_tunnel(&proxy, port).await;
     s.write_all(b"echo me").await.unwrap();
     let mut back = [0u8; 7];
     tokio::time::timeout(PATIENCE, s.read_exact(&mut back))
@@ -462,16 +456,7 @@ async fn a_client_stalling_its_tls_handshake_is_cut_off_by_the_handshake_timeout
     let origin = start_tls_origin().await;
     let http = Http::new().handshake_timeout(Duration::from_millis(300));
     let proxy = start_proxy(|b| b.protocols(vec![Arc::new(http)])).await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let connect = format!(
-        "CONNECT 127.0.0.1:{0} HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\n\r\n",
-        origin.port()
-    );
-    s.write_all(connect.as_bytes()).await.unwrap();
-    let expected = b"HTTP/1.1 200 Connection established\r\n\r\n";
-    let mut head = vec![0u8; expected.len()];
-    s.read_exact(&mut head).await.unwrap();
-    assert_eq!(head, expected);
+    let mut s = open_tunnel(&proxy, origin.port()).await;
     // The start of a ClientHello record, and then nothing.
     s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .await
@@ -497,14 +482,7 @@ async fn echo_through_tunnel(proxy: &TestProxy, data: Vec<u8>) -> Vec<u8> {
         // The client's end arrived (a half-close): answer with one of our own.
         w.shutdown().await.unwrap();
     });
-    let s = TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut r, mut w) = s.into_split();
-    let connect = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n");
-    w.write_all(connect.as_bytes()).await.unwrap();
-    let expected = b"HTTP/1.1 200 Connection established\r\n\r\n";
-    let mut head = vec![0u8; expected.len()];
-    r.read_exact(&mut head).await.unwrap();
-    assert_eq!(head, expected);
+    let (mut r, mut w) = open_tunnel(proxy, port).await.into_split();
     let writer = tokio::spawn(async move {
         w.write_all(&data).await.unwrap();
         w.shutdown().await.unwrap();
@@ -529,4 +507,17 @@ async fn a_raw_tunnel_carries_megabytes_both_ways_and_passes_half_closes_on() {
         let back = echo_through_tunnel(&proxy, data.clone()).await;
         assert_same(&back, &data);
     }
+}
+
+/// Opens a `CONNECT` tunnel through `proxy` to 127.0.0.1:`port` and reads the proxy's
+/// `200`, leaving the stream at the tunnel's first byte.
+async fn open_tunnel(proxy: &TestProxy, port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let connect = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    s.write_all(connect.as_bytes()).await.unwrap();
+    let expected = b"HTTP/1.1 200 Connection established\r\n\r\n";
+    let mut head = vec![0u8; expected.len()];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, expected);
+    s
 }

@@ -114,11 +114,11 @@ impl Session<'_> {
             .send_request(&mut flow, &mut incoming, ahead, body_changed, upgrade)
             .await;
         if let Err(e) = sent {
-            // A body whose framing breaks mid-way is answered (400), the client's other
-            // failures end the connection.
-            let fatal = e.side() == crate::Side::Client && !matches!(e, Error::BadRequest { .. });
             self.drop_upstream().await;
-            if fatal {
+            if let Error::BadRequest { .. } = e {
+                return self.refuse_body(flow, e).await;
+            }
+            if e.side() == crate::Side::Client {
                 return Err(e);
             }
             let keep = client_keeps && incoming.decoder.is_done();
