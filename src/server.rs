@@ -38,7 +38,26 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// `~/.local/share/mitm` on Linux (`~/Library/Application Support/mitm` on macOS,
 /// `%APPDATA%\mitm` on Windows). `None` when the platform has no such directory.
 pub fn default_ca_dir() -> Option<PathBuf> {
-    dirs::data_dir().map(|d| d.join("mitm"))
+    data_dir().map(|d| d.join("mitm"))
+}
+
+/// The user data directory: `$XDG_DATA_HOME` or `~/.local/share` on Unix,
+/// `~/Library/Application Support` on macOS, `%APPDATA%` on Windows. Read from the
+/// environment, as the XDG base directory specification and the platforms define it.
+fn data_dir() -> Option<PathBuf> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if cfg!(windows) {
+        return absolute("APPDATA");
+    }
+    let home = absolute("HOME");
+    if cfg!(target_os = "macos") {
+        return home.map(|h| h.join("Library/Application Support"));
+    }
+    absolute("XDG_DATA_HOME").or_else(|| home.map(|h| h.join(".local/share")))
 }
 
 /// Configures a [`Mitm`] server. Every setting has a default; see each setter.

@@ -198,3 +198,41 @@ async fn listening_beyond_loopback_prints_a_warning() {
         );
     }
 }
+
+/// An embedder that turns the default features off builds the library without the
+/// command's crates (argument parsing, `anyhow`, the log subscriber).
+#[test]
+fn the_library_without_default_features_depends_on_no_cli_crate() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let tree = |features: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO"))
+            .current_dir(root)
+            .args(["tree", "-p", "mitm", "-e", "normal", "--prefix", "none"])
+            .args(features)
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            out.status.success(),
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let cli_only = ["clap", "anyhow", "tracing-subscriber"];
+    let lean = tree(&["--no-default-features"]);
+    for name in cli_only {
+        assert!(
+            !lean.contains(name),
+            "{name} is built without the cli feature"
+        );
+    }
+    // The check itself sees those crates where they are: with the default features.
+    let full = tree(&[]);
+    for name in cli_only {
+        assert!(full.contains(name), "{name} missing from the default build");
+    }
+}
