@@ -22,37 +22,25 @@ use std::sync::{Mutex, MutexGuard};
 /// assert_eq!(h.to_string(), "127.0.0.1:8080");
 /// assert_eq!(Host::default().to_string(), "<empty host>");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The original's `mitm_managed` flag is gone: the proxy owns every socket it relays
+/// and always closes both sides at the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Host {
     /// The peer's socket address, once connected.
     pub addr: Option<SocketAddr>,
-    /// When false, the proxy does not close this side when the connection ends; the
-    /// code that handed the socket over owns its end of life. Default: true.
-    pub mitm_managed: bool,
 }
 
 impl Host {
-    /// A connected host at `addr`, managed by the proxy.
+    /// A connected host at `addr`.
     pub fn new(addr: SocketAddr) -> Self {
-        Host {
-            addr: Some(addr),
-            mitm_managed: true,
-        }
+        Host { addr: Some(addr) }
     }
 
     /// Whether the proxy has a socket to this side.
     pub fn is_connected(&self) -> bool {
         self.addr.is_some()
-    }
-}
-
-impl Default for Host {
-    fn default() -> Self {
-        Host {
-            addr: None,
-            mitm_managed: true,
-        }
     }
 }
 
@@ -141,6 +129,9 @@ pub struct Connection {
     state: Mutex<State>,
     /// Whether `server_connected` has fired without a `server_disconnected` yet.
     pub(crate) server_announced: bool,
+    /// The places under the connection limit of upstream connections a protocol made
+    /// through [`Context::connect`](crate::Context::connect), given back at the end.
+    pub(crate) permits: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Connection {
@@ -155,6 +146,7 @@ impl Connection {
             tls: false,
             state: Mutex::new(State::default()),
             server_announced: false,
+            permits: Vec::new(),
         }
     }
 

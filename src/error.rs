@@ -236,6 +236,39 @@ pub enum Error {
         reason: String,
     },
 
+    /// The proxy has as many connections open (clients and upstream servers together)
+    /// as [`MitmBuilder::max_connections`](crate::MitmBuilder::max_connections)
+    /// allows, and none it could close to make room.
+    #[error("the proxy is at its limit of {limit} open connections")]
+    ConnectionLimit {
+        /// The limit.
+        limit: usize,
+    },
+
+    /// A middleware's hook killed the exchange (`Verdict::Kill`).
+    #[error("a middleware killed the connection")]
+    Killed,
+
+    /// A protocol (a [`Protocol`](crate::Protocol) of the crate or of its user) failed
+    /// in its own terms: a message it could not parse, a state it cannot handle.
+    #[error("{protocol}: {reason}")]
+    Protocol {
+        /// The protocol's name, e.g. `"http"`.
+        protocol: &'static str,
+        /// What went wrong.
+        reason: String,
+        /// The underlying error, if there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    /// The server's task ended abnormally: it panicked, or was cancelled.
+    #[error("the proxy server stopped abnormally: {reason}")]
+    Stopped {
+        /// What happened (the panic message when there is one).
+        reason: String,
+    },
+
     /// The proxy's own listening socket failed to accept.
     #[error("failed to accept a connection on {addr}")]
     Accept {
@@ -272,18 +305,44 @@ impl Error {
         }
     }
 
-    /// Shorthand for an [`Error::Io`] on the client side.
-    pub(crate) fn client_io(source: io::Error) -> Self {
+    /// An [`Error::Io`] on the client side: reading from or writing to the client
+    /// failed.
+    ///
+    /// ```
+    /// let e = mitm::Error::client_io(std::io::ErrorKind::ConnectionReset.into());
+    /// assert_eq!(e.side(), mitm::Side::Client);
+    /// ```
+    pub fn client_io(source: io::Error) -> Self {
         Error::Io {
             side: Side::Client,
             source,
         }
     }
 
-    /// Shorthand for an [`Error::Io`] on the server side.
-    pub(crate) fn server_io(source: io::Error) -> Self {
+    /// An [`Error::Io`] on the server side: reading from or writing to the upstream
+    /// server failed.
+    pub fn server_io(source: io::Error) -> Self {
         Error::Io {
             side: Side::Server,
+            source,
+        }
+    }
+
+    /// An [`Error::Protocol`]: `protocol` (its name) failed for `reason`, with the
+    /// underlying error `source` if there is one. For protocols of your own.
+    ///
+    /// ```
+    /// let e = mitm::Error::protocol("smtp", "unexpected greeting", None);
+    /// assert_eq!(e.to_string(), "smtp: unexpected greeting");
+    /// ```
+    pub fn protocol(
+        protocol: &'static str,
+        reason: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Protocol {
+            protocol,
+            reason: reason.into(),
             source,
         }
     }

@@ -20,7 +20,7 @@ pub fn parse_request_head(data: &[u8]) -> bool {
         return false;
     };
     let head = Bytes::copy_from_slice(&data[..end]);
-    match parse::parse_request(&head, parse::DEFAULT_MAX_HEADERS) {
+    match parse::parse_request(&head, crate::http::settings::DEFAULT_MAX_HEADERS) {
         Ok(req) => parse::request_framing(&req.headers).is_ok(),
         Err(_) => false,
     }
@@ -32,7 +32,7 @@ pub fn parse_response_head(data: &[u8]) -> bool {
         return false;
     };
     let head = Bytes::copy_from_slice(&data[..end]);
-    match parse::parse_response(&head, parse::DEFAULT_MAX_HEADERS) {
+    match parse::parse_response(&head, crate::http::settings::DEFAULT_MAX_HEADERS) {
         Ok(res) => parse::response_framing("GET", res.status, &res.headers).is_ok(),
         Err(_) => false,
     }
@@ -40,7 +40,7 @@ pub fn parse_response_head(data: &[u8]) -> bool {
 
 /// Parses a `CONNECT` authority (`host:port`), as the engine does.
 pub fn parse_connect_authority(data: &[u8]) -> Option<(String, u16)> {
-    crate::protocol::http::parse_authority(std::str::from_utf8(data).ok()?, 443)
+    crate::http::target::parse_authority(std::str::from_utf8(data).ok()?, 443)
 }
 
 /// Decodes `data` as a chunked body fed in pieces of `step` bytes; returns the body

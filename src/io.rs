@@ -156,6 +156,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     }
 }
 
+/// A TLS peer that closes TCP without `close_notify` (common among servers) has ended
+/// its stream all the same: the message framing, not the TLS alert, says whether what
+/// was read is complete. Turns that error into an ordinary end of stream (0 bytes).
+pub(crate) fn eof_ok(read: io::Result<usize>) -> io::Result<usize> {
+    match read {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+        other => other,
+    }
+}
+
 /// Boxes `io`, first putting `prefix` back in front of it when there is one.
 pub(crate) fn rewound(io: BoxIo, prefix: Bytes) -> BoxIo {
     if prefix.is_empty() {

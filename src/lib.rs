@@ -40,22 +40,28 @@
 //! # }
 //! ```
 //!
-//! # Layout
+//! # Where things are
 //!
-//! | module | what it holds |
+//! | items | what they are |
 //! | --- | --- |
-//! | `core` | [`Host`], [`Connection`], [`Flow`], [`Target`], per-connection [`State`] |
-//! | `error` | [`Error`], [`Side`], [`Result`] |
-//! | `server` | [`Mitm`] and [`MitmBuilder`]: bind, accept, the life of one connection, shutdown |
-//! | `protocol` | the [`Protocol`] trait, [`Resolution`], [`Context`]; `protocol::http` is [`Http`] |
-//! | `middleware` | the [`Middleware`] trait; built-ins [`Log`] and [`HttpLog`] |
-//! | `ca` | [`CertificateAuthority`]: the root, leaves per host, their cache |
-//! | `upstream` | connecting upstream: [`Resolve`] (name lookup) and upstream TLS |
-//! | `relay` | copying bytes both ways, through the data hooks when a middleware wants them |
-//! | `io` | [`Io`], the boxed stream type protocols hand around, and [`Rewind`] |
-//! | `h1` | the HTTP/1 engine: heads, body framing, the request loop, the upstream pool |
-//! | `message` | [`Request`], [`Response`], [`Headers`], [`Body`], [`HttpFlow`], [`Verdict`] |
-//! | `websocket` | WebSocket frames and message hooks after an upgrade |
+//! | [`Mitm`], [`MitmBuilder`], [`MitmHandle`] | the server: bind, accept, shutdown |
+//! | [`Middleware`], [`Log`], [`HttpLog`], [`IgnoreHosts`], [`Interception`] | hooks on every event (module [`middleware`]) |
+//! | [`Protocol`], [`Http`], [`Context`], [`Tunnel`], [`Resolution`] | how a client's first bytes pick a protocol (module [`protocol`]) |
+//! | [`Connection`], [`Host`], [`Flow`], [`Target`], [`State`] | what hooks know of a connection |
+//! | [`Request`], [`Response`], [`Headers`], [`Body`], [`HttpFlow`], [`Verdict`] | HTTP messages as hooks see them |
+//! | [`WebSocketMessage`], [`MessageVerdict`] | WebSocket messages (module [`websocket`]) |
+//! | [`CertificateAuthority`] | the CA that signs a leaf per host (module [`ca`], and [`trust`]) |
+//! | [`Resolve`], [`SystemResolver`], [`UpstreamTls`] | reaching upstream servers (module [`upstream`]) |
+//! | [`Error`], [`Side`] | failures, and whose fault they were |
+//! | [`decode`] | undoing gzip, deflate, br and zstd for inspection |
+//!
+//! `ARCHITECTURE.md` in the repository follows one connection through the modules.
+//!
+//! # Features
+//!
+//! - `cli` (default): the `mitm` command. Depend on the library with
+//!   `default-features = false` to build without its crates (clap, anyhow,
+//!   tracing-subscriber).
 
 #![forbid(unsafe_code)]
 // A panic in the library takes a user's proxy down: `unwrap` needs a reason here.
@@ -63,15 +69,17 @@
 
 pub mod ca;
 mod client_hello;
+mod context;
 mod core;
 pub mod decode;
 mod error;
+mod exchange;
 mod h1;
+mod http;
 mod http2;
 #[doc(hidden)]
 pub mod internals;
 mod io;
-mod message;
 pub mod middleware;
 pub mod protocol;
 mod relay;
@@ -79,19 +87,24 @@ mod server;
 #[cfg(target_os = "linux")]
 mod splice;
 pub mod trust;
+mod tunnel;
 pub mod upstream;
 pub mod websocket;
 
 pub use crate::ca::CertificateAuthority;
+pub use crate::context::Context;
 pub use crate::core::{Connection, Flow, Host, State, Target};
 pub use crate::error::{Error, Result, Side};
+pub use crate::http::message::{
+    Body, Headers, HttpFlow, Request, Response, Timings, Verdict, Version,
+};
 pub use crate::io::{BoxIo, Io, Rewind};
-pub use crate::message::{Body, Headers, HttpFlow, Request, Response, Timings, Verdict, Version};
-pub use crate::middleware::{HttpLog, Log, Middleware};
-pub use crate::protocol::{Connected, Context, Http, Protocol, Resolution, Tunnel};
+pub use crate::middleware::{HttpLog, IgnoreHosts, Interception, Log, Middleware};
+pub use crate::protocol::{Connected, Http, Protocol, Resolution};
+pub use crate::relay::Tunnel;
 pub use crate::server::{default_ca_dir, Mitm, MitmBuilder, MitmHandle};
 pub use crate::server::{DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT};
-pub use crate::upstream::{Resolve, SystemResolver};
+pub use crate::upstream::{Resolve, SystemResolver, UpstreamTls};
 pub use crate::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 
 /// The crypto provider of every TLS config the crate builds: rustls' `ring` provider,
@@ -113,3 +126,5 @@ pub use bytes::Bytes;
 pub use rcgen;
 /// Re-exported: the TLS library, whose configs and certificates appear in the API.
 pub use rustls;
+/// Re-exported: the async TLS streams [`Context::connect_tls`] returns.
+pub use tokio_rustls;

@@ -22,9 +22,30 @@ use tokio::time::Instant;
 
 use crate::core::{Connection, Flow};
 use crate::error::{Error, Result, Side};
-use crate::h1::body::end_is_eof;
-use crate::io::BoxIo;
+use crate::io::{eof_ok, BoxIo};
 use crate::middleware::Chain;
+
+/// The two streams of a connection, ready to relay.
+#[non_exhaustive]
+pub struct Tunnel {
+    /// The client side (plaintext: TLS already terminated if intercepted).
+    pub client: BoxIo,
+    /// The upstream side (plaintext: TLS already set up if the upstream speaks it).
+    pub server: BoxIo,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel").finish_non_exhaustive()
+    }
+}
+
+impl Tunnel {
+    /// A tunnel between `client` and `server`.
+    pub fn new(client: BoxIo, server: BoxIo) -> Self {
+        Tunnel { client, server }
+    }
+}
 
 /// How a relay should run.
 #[derive(Debug, Clone, Copy)]
@@ -161,7 +182,7 @@ async fn pump(
     let mut buf = BytesMut::with_capacity(size);
     loop {
         buf.reserve(size);
-        let n = end_is_eof(from.read_buf(&mut buf).await).map_err(read_err)?;
+        let n = eof_ok(from.read_buf(&mut buf).await).map_err(read_err)?;
         if n == 0 {
             // The peer finished sending; tell the other side, ignoring a peer that is
             // already gone.

@@ -14,16 +14,17 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
 use crate::ca::{CertificateAuthority, CA_CERT_FILE};
+use crate::context::Context;
 use crate::core::{Connection, Flow, Host, Target};
 use crate::error::{Error, Result, Side};
 use crate::middleware::{Chain, Log, Middleware};
-use crate::protocol::{Connected, Context, Http, Protocol, Resolution};
-use crate::upstream::{Resolve, SystemResolver, UpstreamTls};
+use crate::protocol::{Connected, Http, Protocol, Resolution};
+use crate::upstream::{Resolve, SystemResolver, UpstreamTls, Upstreams};
 
 /// The default listening host, as the original's.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -233,10 +234,14 @@ impl MitmBuilder {
         self
     }
 
-    /// The most client connections served at once; past it, new ones are closed at
-    /// once rather than queued. Default: [`DEFAULT_MAX_CONNECTIONS`].
+    /// The most connections open at once, client and upstream connections together
+    /// (each holds a socket). A new client is accepted only while there is room for it
+    /// and for one upstream connection; past that it is closed at once rather than
+    /// queued. An upstream connection past the limit closes an idle pooled one to make
+    /// room, or the request gets a `503`. At least 2. Default:
+    /// [`DEFAULT_MAX_CONNECTIONS`].
     pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max.max(1);
+        self.max_connections = max.max(2);
         self
     }
 
@@ -291,24 +296,35 @@ impl MitmBuilder {
             addr: where_,
             source,
         })?;
+        // Client and upstream connections share one limit of open connections.
+        let limit = Arc::new(Semaphore::new(self.max_connections));
+        let upstreams = Upstreams::new(
+            self.resolver,
+            Arc::new(upstream_tls),
+            limit.clone(),
+            self.max_connections,
+        );
+        upstreams.start_sweeping();
+        let (stop, stopping) = watch::channel(false);
         Ok(Mitm {
             listener,
             local_addr,
             cx: Context {
                 chain: Chain::new(middlewares),
                 ca,
-                upstream_tls: Arc::new(upstream_tls),
-                resolver: self.resolver,
-                pool: Arc::default(),
+                upstreams,
                 proxy_auth: self
                     .proxy_auth
                     .map(|(user, pass)| basic_credentials(&user, &pass)),
                 local_addr: Some(local_addr),
+                stopping,
             },
             protocols: protocols.into(),
             ca_cert_path,
             grace: self.grace,
+            limit,
             max_connections: self.max_connections,
+            stop,
         })
     }
 }
@@ -362,7 +378,11 @@ pub struct Mitm {
     protocols: Arc<[Arc<dyn Protocol>]>,
     ca_cert_path: Option<PathBuf>,
     grace: Duration,
+    /// Places for open connections, clients and upstreams alike.
+    limit: Arc<Semaphore>,
     max_connections: usize,
+    /// Tells connections the server is stopping.
+    stop: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Mitm {
@@ -403,8 +423,13 @@ impl Mitm {
         self.run_until(std::future::pending()).await
     }
 
-    /// Serves clients until `shutdown` completes, then stops accepting and gives the
-    /// connections in flight the grace period to finish.
+    /// Serves clients until `shutdown` completes, then stops accepting, closes the
+    /// connections idle between requests at once, and gives the exchanges and tunnels
+    /// in flight the grace period to finish.
+    ///
+    /// A panic in one connection's task (in a hook, say) ends that connection only: it
+    /// is logged at `error` and the server goes on. Accept errors (a client gone, file
+    /// descriptors exhausted) are logged and retried.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let Mitm {
             listener,
@@ -412,7 +437,9 @@ impl Mitm {
             cx,
             protocols,
             grace,
+            limit,
             max_connections,
+            stop,
             ..
         } = self;
         cx.chain.mitm_started(local_addr).await;
@@ -432,16 +459,25 @@ impl Mitm {
                             continue;
                         }
                     };
-                    if tasks.len() >= max_connections {
+                    // Room for this client and for one connection to its origin.
+                    let room = limit.available_permits() >= 2;
+                    let permit = limit.clone().try_acquire_owned().ok().filter(|_| room);
+                    let Some(permit) = permit else {
                         // Refused at once: a queue would only make every client wait.
                         tracing::warn!(client = %peer, max_connections, "too many connections, refusing one");
                         drop(stream);
                         continue;
-                    }
+                    };
                     next_id += 1;
                     let span = tracing::info_span!("conn", id = next_id, client = %peer);
                     let job = serve(cx.clone(), protocols.clone(), stream, peer, next_id);
-                    tasks.spawn(job.instrument(span));
+                    tasks.spawn(
+                        async move {
+                            job.await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
                 }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Err(e) = done {
@@ -452,6 +488,9 @@ impl Mitm {
         }
         drop(listener);
         tracing::info!(in_flight = tasks.len(), "mitm stopping");
+        // Connections idle between requests close at once; exchanges in flight get
+        // the grace period.
+        let _ = stop.send(true);
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, drain).await.is_err() {
             tracing::info!(left = tasks.len(), "grace period over, closing connections");
@@ -492,17 +531,46 @@ impl MitmHandle {
         self.addr
     }
 
-    /// Stops accepting, waits for connections in flight (up to the grace period) and
-    /// returns once the server is down.
+    /// Stops accepting, closes connections idle between requests, waits for
+    /// exchanges in flight (up to the grace period) and returns once the server is
+    /// down. Fails with [`Error::Stopped`] when the server's task panicked (or was
+    /// cancelled), with the error it ended with if it failed.
     pub async fn shutdown(mut self) -> Result<()> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         match self.task.take() {
-            Some(task) => task.await.unwrap_or(Ok(())),
+            Some(task) => match task.await {
+                Ok(result) => result,
+                Err(e) => Err(Error::Stopped {
+                    reason: join_error(e),
+                }),
+            },
             None => Ok(()),
         }
     }
+
+    /// Whether the server's task has ended (stopped, failed or panicked) without being
+    /// asked to.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_some_and(JoinHandle::is_finished)
+    }
+}
+
+/// What a failed task says: its panic message when it panicked.
+fn join_error(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let panic = e.into_panic();
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .map_or_else(
+            || "it panicked".to_string(),
+            |m| format!("it panicked: {m}"),
+        )
 }
 
 /// Accept errors are per connection (the peer gave up) or resource exhaustion (out of

@@ -29,10 +29,10 @@ const PIPE_SIZE: usize = 128 * 1024;
 pub(crate) enum Spliced {
     /// Everything asked for was moved (or the source closed, when no length was set).
     Done(u64),
-    /// The source closed early, after this many bytes.
-    Truncated(u64),
-    /// The source stayed silent longer than the timeout, after this many bytes.
-    TimedOut(u64),
+    /// The source closed early.
+    Truncated,
+    /// The source stayed silent longer than the timeout.
+    TimedOut,
 }
 
 /// A pipe for [`relay`].
@@ -75,14 +75,14 @@ pub(crate) async fn relay(
         let filled = match idle {
             Some(idle) => match tokio::time::timeout(idle, fill).await {
                 Ok(filled) => filled,
-                Err(_) => return Ok(Spliced::TimedOut(moved)),
+                Err(_) => return Ok(Spliced::TimedOut),
             },
             None => fill.await,
         };
         let n = match filled {
             Err(e) => return Err((e, false)),
             Ok(0) if len.is_none() => return Ok(Spliced::Done(moved)),
-            Ok(0) => return Ok(Spliced::Truncated(moved)),
+            Ok(0) => return Ok(Spliced::Truncated),
             Ok(n) => n,
         };
         let mut left = n;

@@ -487,7 +487,8 @@ async fn warm_up(setup: &Setup) {
 }
 
 /// With the origins gone, one request to each: the proxy finds its pooled upstreams
-/// closed and drops them all, then answers 502 (it cannot connect).
+/// closed and drops them all, then answers 502 (it cannot connect; for the `CONNECT`,
+/// before any tunnel).
 async fn drain_pool(setup: &Setup) {
     let host = setup.plain_host();
     let mut wire = Wire::connect(setup.proxy).await;
@@ -497,9 +498,11 @@ async fn drain_pool(setup: &Setup) {
     .await;
     let reply = wire.response().await;
     assert_eq!(reply.status, 502, "{reply:?}");
-    // Through CONNECT the page comes inside TLS, unasked, right after the handshake.
-    let mut wire = Wire::new(setup.tls_stream().await);
-    let reply = wire.response().await;
+    let host = setup.tls_host();
+    let mut wire = Wire::connect(setup.proxy).await;
+    wire.send(format!("CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n"))
+        .await;
+    let reply = wire.response_to("CONNECT").await;
     assert_eq!(reply.status, 502, "{reply:?}");
 }
 

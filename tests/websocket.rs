@@ -38,6 +38,9 @@ impl Middleware for Shout {
         }
         MessageVerdict::Forward
     }
+    fn websocket_message_limit(&self) -> usize {
+        1 << 20
+    }
     fn wants_data(&self) -> bool {
         false
     }

@@ -1,6 +1,6 @@
-//! Reading and writing HTTP/1 bodies as they stream: a [`Peer`] (one side's stream and
-//! its read buffer), a [`Decoder`] that takes body bytes out of the buffer by the
-//! message's framing, and an [`Encoder`] that frames them again for the other side.
+//! HTTP/1 bodies as they stream: a [`Decoder`] takes body bytes out of a peer's read
+//! buffer by the message's framing, an [`Encoder`] frames them again for the other
+//! side, and `splice_rest` moves a plain body socket to socket without looking at it.
 //!
 //! Memory stays bounded: bytes are read into one reusable buffer per side and written
 //! on before more are read, whatever the body's size.
@@ -8,89 +8,14 @@
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::parse::Framing;
-use crate::core::{Connection, Flow};
+#[cfg(target_os = "linux")]
+use super::peer::Peer;
+#[cfg(target_os = "linux")]
 use crate::io::BoxIo;
-use crate::middleware::Chain;
-
-/// Most bytes asked of the socket per read: large enough that a bulk body moves in few
-/// syscalls (the buffer is reused, so this is memory per connection in use, not per
-/// read).
-const READ_SIZE: usize = 64 * 1024;
-/// Bytes asked per read at first. Reads that fill what was asked double it, up to
-/// [`READ_SIZE`]: connections that only carry small messages keep small buffers
-/// (thousands of them then cost little memory), bulk transfers get large ones after a
-/// few reads.
-const FIRST_READ_SIZE: usize = 8 * 1024;
-
-/// One side of the exchange: its stream, and bytes read from it but not used yet.
-pub(crate) struct Peer {
-    pub io: BoxIo,
-    pub buf: BytesMut,
-    /// The direction bytes read from this peer travel, for the data hooks.
-    flow: Flow,
-    /// Scratch space for reads that go through the data hooks.
-    raw: BytesMut,
-    /// Bytes to ask for on the next read.
-    read_size: usize,
-}
-
-impl Peer {
-    pub(crate) fn new(io: BoxIo, flow: Flow, already: Bytes) -> Self {
-        let mut buf = BytesMut::with_capacity(FIRST_READ_SIZE.max(already.len()));
-        buf.extend_from_slice(&already);
-        Peer {
-            io,
-            buf,
-            flow,
-            raw: BytesMut::new(),
-            read_size: FIRST_READ_SIZE,
-        }
-    }
-
-    /// Reads into `into` (at least the current read size of room); a read that fills
-    /// the room grows the next one.
-    async fn read_into(io: &mut BoxIo, into: &mut BytesMut, size: &mut usize) -> io::Result<usize> {
-        into.reserve(*size);
-        let room = into.capacity() - into.len();
-        let n = end_is_eof(io.read_buf(into).await)?;
-        if n >= room && *size < READ_SIZE {
-            *size = (*size * 2).min(READ_SIZE);
-        }
-        Ok(n)
-    }
-
-    /// Reads more bytes into the buffer, through the data hooks when `hooks`. Returns
-    /// how many raw bytes were read (0 at the end of the stream).
-    pub(crate) async fn fill(
-        &mut self,
-        chain: &Chain,
-        conn: &Connection,
-        hooks: bool,
-    ) -> io::Result<usize> {
-        if !hooks {
-            return Self::read_into(&mut self.io, &mut self.buf, &mut self.read_size).await;
-        }
-        let n = Self::read_into(&mut self.io, &mut self.raw, &mut self.read_size).await?;
-        if n > 0 {
-            let chunk = chain.data(conn, self.flow, self.raw.split().freeze()).await;
-            self.buf.extend_from_slice(&chunk);
-        }
-        Ok(n)
-    }
-}
-
-/// A TLS peer that closes TCP without `close_notify` (common among servers) has ended
-/// its stream all the same: the body framing, not the TLS alert, says whether the
-/// message was complete.
-pub(crate) fn end_is_eof(read: io::Result<usize>) -> io::Result<usize> {
-    match read {
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-        other => other,
-    }
-}
+#[cfg(target_os = "linux")]
+use tokio::io::AsyncWriteExt;
 
 /// What the decoder found.
 #[derive(Debug)]
@@ -257,8 +182,6 @@ pub(crate) struct SpliceError {
     /// What failed: `TimedOut` when the source was silent too long, `UnexpectedEof`
     /// when it closed early.
     pub error: io::Error,
-    /// Body bytes moved before that.
-    pub moved: u64,
 }
 
 /// Moves the rest of a large, plain (length-delimited or until-close) body from `from`
@@ -288,14 +211,10 @@ pub(crate) async fn splice_rest(
     let Ok(pipe) = splice::Pipe::new() else {
         return Ok(0);
     };
-    let fail = |writing, error, moved| SpliceError {
-        writing,
-        error,
-        moved,
-    };
+    let fail = |writing, error| SpliceError { writing, error };
     let mut moved = 0;
     if let Ok(Piece::Data(b)) = decoder.next(&mut from.buf, false) {
-        sink.write_all(&b).await.map_err(|e| fail(true, e, 0))?;
+        sink.write_all(&b).await.map_err(|e| fail(true, e))?;
         moved = b.len() as u64;
     }
     let Some(left) = decoder.raw_remaining() else {
@@ -306,9 +225,9 @@ pub(crate) async fn splice_rest(
             decoder.moved_raw(n);
             Ok(moved + n)
         }
-        Ok(Spliced::Truncated(n)) => Err(fail(false, truncated(), moved + n)),
-        Ok(Spliced::TimedOut(n)) => Err(fail(false, io::ErrorKind::TimedOut.into(), moved + n)),
-        Err((e, writing)) => Err(fail(writing, e, moved)),
+        Ok(Spliced::Truncated) => Err(fail(false, truncated())),
+        Ok(Spliced::TimedOut) => Err(fail(false, io::ErrorKind::TimedOut.into())),
+        Err((e, writing)) => Err(fail(writing, e)),
     }
 }
 
@@ -364,39 +283,29 @@ pub(crate) enum Encoder {
 }
 
 impl Encoder {
-    /// Writes one piece of body.
-    pub(crate) async fn write(
-        self,
-        out: &mut BoxIo,
-        scratch: &mut Vec<u8>,
-        data: &[u8],
-    ) -> io::Result<()> {
+    /// Appends one piece of body, framed, to `out`.
+    pub(crate) fn encode(self, out: &mut Vec<u8>, data: &[u8]) {
         if data.is_empty() {
-            return Ok(());
+            return;
         }
         match self {
-            Encoder::Plain => out.write_all(data).await,
+            Encoder::Plain => out.extend_from_slice(data),
             Encoder::Chunked => {
-                // One write per chunk: size line, data and CRLF together.
-                scratch.clear();
-                scratch.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                scratch.extend_from_slice(data);
-                scratch.extend_from_slice(b"\r\n");
-                out.write_all(scratch).await
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\r\n");
             }
         }
     }
 
-    /// Ends the body (the last chunk and any trailers, for chunked).
-    pub(crate) async fn finish(self, out: &mut BoxIo, trailers: &[u8]) -> io::Result<()> {
+    /// Appends the end of the body to `out`: for chunked, the last chunk and
+    /// `trailers` (raw field lines, each ending in CRLF).
+    pub(crate) fn finish(self, out: &mut Vec<u8>, trailers: &[u8]) {
         if self == Encoder::Chunked {
-            let mut end = Vec::with_capacity(5 + trailers.len());
-            end.extend_from_slice(b"0\r\n");
-            end.extend_from_slice(trailers);
-            end.extend_from_slice(b"\r\n");
-            out.write_all(&end).await?;
+            out.extend_from_slice(b"0\r\n");
+            out.extend_from_slice(trailers);
+            out.extend_from_slice(b"\r\n");
         }
-        Ok(())
     }
 }
 

@@ -1,14 +1,11 @@
 //! Writing heads out: the request head an origin gets (origin-form, no hop-by-hop
-//! fields, framing fields that match the body sent) and the response head a client
-//! gets. Fields are written straight from the message, in their order and case,
-//! skipping those that must not be forwarded; nothing is copied first.
+//! fields) and the response head a client gets. Fields are written straight from the
+//! message, in their order and case, skipping those that must not be forwarded;
+//! nothing is copied first. The framing fields are the exchange's: it has set them to
+//! match the body sent, and these writers only add or drop what HTTP/1 framing needs.
 
-use bytes::Bytes;
-
-use crate::core::Target;
-use crate::message::{Body, Headers, Request, Response};
-
-use super::parse::ResponseHead;
+use crate::http::message::{Headers, Request, Response};
+use crate::http::target::host_value;
 
 /// Header fields that concern one connection only and are not forwarded (RFC 9110
 /// section 7.6.1), besides those the `Connection` field lists.
@@ -74,137 +71,109 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes a request head for the origin. With `body_changed`, the framing fields are
-/// replaced by a `Content-Length` of the new body; with `upgrade`, the protocol switch
-/// is asked for again (without WebSocket extensions, so hooks see plain messages).
-pub(crate) fn request_head(out: &mut Vec<u8>, req: &Request, body_changed: bool, upgrade: bool) {
+/// How the framing fields of a head are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// As the message has them.
+    AsIs,
+    /// The body is sent chunked: `Transfer-Encoding: chunked` is added (any
+    /// `Content-Length` dropped) unless the fields already end in chunked.
+    Chunked,
+    /// The body runs until the connection closes: `Transfer-Encoding` and
+    /// `Content-Length` are dropped.
+    UntilClose,
+}
+
+/// What the request head an origin gets should say besides the message's fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RequestOptions {
+    /// Ask for the protocol switch again (`Upgrade` is kept, `Connection: upgrade`
+    /// added).
+    pub upgrade: bool,
+    /// Drop `Sec-WebSocket-Extensions`, so that no compression is negotiated and hooks
+    /// see WebSocket messages as sent.
+    pub plain_websocket: bool,
+    /// Send the body chunked.
+    pub chunked: bool,
+}
+
+/// Writes a request head for the origin, in origin-form.
+pub(crate) fn request_head(out: &mut Vec<u8>, req: &Request, opts: RequestOptions) {
     // `Expect: 100-continue` was answered by the proxy.
     let mut extra: Vec<&str> = vec!["expect"];
-    if upgrade {
+    if opts.plain_websocket {
         extra.push("sec-websocket-extensions");
     }
-    if body_changed {
-        extra.extend(["transfer-encoding", "content-length"]);
+    let add_chunked = opts.chunked && !ends_chunked(&req.headers);
+    if add_chunked {
+        extra.extend(["content-length", "transfer-encoding"]);
     }
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(req.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_fields(out, &req.headers, &Skip::new(&req.headers, upgrade, &extra));
-    if body_changed {
-        let len = req.body.bytes().map_or(0, Bytes::len);
-        if len > 0 || carries_body(&req.method) {
-            field(out, b"Content-Length", len.to_string().as_bytes());
-        }
+    write_fields(
+        out,
+        &req.headers,
+        &Skip::new(&req.headers, opts.upgrade, &extra),
+    );
+    if add_chunked {
+        field(out, b"Transfer-Encoding", b"chunked");
     }
     if !req.headers.contains("host") {
         field(out, b"Host", host_value(&req.target).as_bytes());
     }
-    if upgrade {
+    if opts.upgrade {
         field(out, b"Connection", b"upgrade");
     }
     out.extend_from_slice(b"\r\n");
 }
 
-/// `host[:port]` for a `Host` field, the port only when not the scheme's default.
-pub(crate) fn host_value(t: &Target) -> String {
-    let default = if t.tls { 443 } else { 80 };
-    let host = if t.host.contains(':') {
-        format!("[{}]", t.host)
-    } else {
-        t.host.clone()
-    };
-    if t.port == default {
-        host
-    } else {
-        format!("{host}:{}", t.port)
-    }
+/// Whether the fields frame the body chunked already.
+fn ends_chunked(headers: &Headers) -> bool {
+    headers
+        .tokens("transfer-encoding")
+        .last()
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
 }
 
-fn carries_body(method: &str) -> bool {
-    ["POST", "PUT", "PATCH"]
-        .iter()
-        .any(|m| m.eq_ignore_ascii_case(method))
-}
-
-/// How the body of a response head being written relates to its framing fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ResponseBody {
-    /// The body goes as the fields say.
-    AsIs,
-    /// A new whole body: `Content-Length` is set to it.
-    Replaced,
-    /// Chunked framing removed (for an HTTP/1.0 client): the body runs until close.
-    Dechunked,
-    /// A response the proxy made itself (whole body, own `Content-Length`): its fields
-    /// are the proxy's own, so `Proxy-Authenticate` and the like stay.
-    Local,
-}
-
-/// The parts of a response head that are written out.
-pub(crate) struct ResponseHeadRef<'a> {
-    status: u16,
-    reason: &'a str,
-    headers: &'a Headers,
-    body: Option<&'a Body>,
-}
-
-impl<'a> From<&'a Response> for ResponseHeadRef<'a> {
-    fn from(r: &'a Response) -> Self {
-        ResponseHeadRef {
-            status: r.status,
-            reason: &r.reason,
-            headers: &r.headers,
-            body: Some(&r.body),
-        }
-    }
-}
-
-impl<'a> From<&'a ResponseHead> for ResponseHeadRef<'a> {
-    fn from(r: &'a ResponseHead) -> Self {
-        ResponseHeadRef {
-            status: r.status,
-            reason: &r.reason,
-            headers: &r.headers,
-            body: None,
-        }
-    }
-}
-
-/// Writes a response head for the client, adding `Connection: {connection}` if given.
+/// Writes a response head for the client. `local` marks a response the proxy made
+/// itself: its fields are the proxy's own, so `Proxy-Authenticate` and the like stay.
+/// `connection`, when given, is added as a `Connection` field.
 pub(crate) fn response_head(
     out: &mut Vec<u8>,
-    head: ResponseHeadRef<'_>,
-    mode: ResponseBody,
+    res: &Response,
+    framing: Framing,
+    local: bool,
     connection: Option<&str>,
 ) {
-    let upgrade = head.status == 101;
-    let extra: &[&str] = match mode {
-        ResponseBody::AsIs => &[],
-        ResponseBody::Replaced | ResponseBody::Local => &["transfer-encoding", "content-length"],
-        ResponseBody::Dechunked => &["transfer-encoding"],
+    let upgrade = res.status == 101;
+    let add_chunked = framing == Framing::Chunked && !ends_chunked(&res.headers);
+    let extra: &[&str] = if add_chunked || framing == Framing::UntilClose {
+        &["transfer-encoding", "content-length"]
+    } else {
+        &[]
     };
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(head.status.to_string().as_bytes());
+    out.extend_from_slice(res.status.to_string().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(head.reason.as_bytes());
+    out.extend_from_slice(res.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    if mode == ResponseBody::Local {
-        for (name, value) in head.headers.raw_iter() {
-            if !extra
+    if local {
+        for (name, value) in res.headers.raw_iter() {
+            let dropped = extra
                 .iter()
-                .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-            {
+                .chain(&["connection"])
+                .any(|h| name.eq_ignore_ascii_case(h.as_bytes()));
+            if !dropped {
                 field(out, name, value);
             }
         }
     } else {
-        write_fields(out, head.headers, &Skip::new(head.headers, upgrade, extra));
+        write_fields(out, &res.headers, &Skip::new(&res.headers, upgrade, extra));
     }
-    let bodiless = head.status == 204 || head.status == 304 || (100..200).contains(&head.status);
-    if matches!(mode, ResponseBody::Replaced | ResponseBody::Local) && !bodiless {
-        let len = head.body.and_then(Body::bytes).map_or(0, Bytes::len);
-        field(out, b"Content-Length", len.to_string().as_bytes());
+    if add_chunked {
+        field(out, b"Transfer-Encoding", b"chunked");
     }
     if upgrade {
         field(out, b"Connection", b"upgrade");
@@ -235,7 +204,7 @@ mod tests {
             req.headers.append(n, v);
         }
         let mut out = Vec::new();
-        request_head(&mut out, &req, false, false);
+        request_head(&mut out, &req, RequestOptions::default());
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /x HTTP/1.1\r\nX-Keep: 2\r\nHost: a.localhost\r\n\r\n"
@@ -243,19 +212,23 @@ mod tests {
     }
 
     #[test]
-    fn a_replaced_body_gets_its_own_length() {
-        let mut res = Response::new(200).with_body("text/plain", "four");
-        res.headers.append("Transfer-Encoding", "chunked");
+    fn a_body_of_unknown_length_is_chunked_or_runs_until_close() {
+        let mut res = Response::new(200);
+        res.headers.append("Content-Type", "text/plain");
+        res.headers.append("Content-Length", "4");
         let mut out = Vec::new();
-        response_head(
-            &mut out,
-            (&res).into(),
-            ResponseBody::Replaced,
-            Some("close"),
-        );
+        response_head(&mut out, &res, Framing::Chunked, false, None);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        res.headers.insert("Transfer-Encoding", "chunked");
+        res.headers.remove("Content-Length");
+        let mut out = Vec::new();
+        response_head(&mut out, &res, Framing::UntilClose, false, Some("close"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
         );
     }
 }

@@ -5,9 +5,8 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
-use crate::core::Target;
-use crate::message::{Body, Headers, Request, Response, Version};
-use crate::protocol::http::parse_authority;
+use crate::http::message::{Body, Headers, Request, Response, Version};
+use crate::http::target::host_value;
 
 /// Fields that are about one HTTP/1 connection and are forbidden in HTTP/2 (RFC 9113
 /// section 8.2.2); `te` is allowed only as `trailers`.
@@ -60,50 +59,32 @@ pub(crate) fn map_from(headers: &Headers, skip: &[&str]) -> HeaderMap {
     map
 }
 
-/// The crate's request from an HTTP/2 request head. Requests inside a tunnel go to
-/// their `:authority`, else to the tunnel's origin.
-pub(crate) fn request_from(parts: &http::request::Parts, origin: &Target) -> Request {
-    let target = parts
-        .uri
-        .authority()
-        .and_then(|a| parse_authority(a.as_str(), origin.port))
-        .map(|(host, port)| Target::new(host, port, true))
-        .unwrap_or_else(|| origin.clone());
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
-    Request {
-        method: parts.method.as_str().to_string(),
-        target,
-        path,
-        version: Version::Http2,
-        headers: headers_from(&parts.headers),
-        body: Body::Streaming,
-    }
+/// The crate's request from an HTTP/2 request head, going to `target` (routed from
+/// its `:authority` by the caller), with `path` in origin-form.
+pub(crate) fn request_from(
+    parts: &http::request::Parts,
+    target: crate::core::Target,
+    path: String,
+) -> Request {
+    let mut request = Request::new_to(parts.method.as_str(), target, path);
+    request.version = Version::Http2;
+    request.headers = headers_from(&parts.headers);
+    request.body = Body::Streaming;
+    request
 }
 
-/// An HTTP/2 request head for the origin from the crate's request.
-pub(crate) fn http_request(req: &Request, body_changed: bool) -> Option<http::Request<()>> {
+/// An HTTP/2 request head for the origin from the crate's request (whose framing
+/// fields the exchange has set).
+pub(crate) fn http_request(req: &Request) -> Option<http::Request<()>> {
     let scheme = if req.target.tls { "https" } else { "http" };
-    let authority = crate::h1::host_value(&req.target);
+    let authority = host_value(&req.target);
     let uri = format!("{scheme}://{authority}{}", req.path);
-    let skip: &[&str] = if body_changed {
-        &["content-length"]
-    } else {
-        &[]
-    };
     let mut builder = http::Request::builder()
         .method(req.method.as_str())
         .uri(uri)
         .version(http::Version::HTTP_2);
     if let Some(h) = builder.headers_mut() {
-        *h = map_from(&req.headers, skip);
-        if body_changed {
-            if let Some(len) = req.body.bytes().map(Bytes::len).filter(|&l| l > 0) {
-                h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
-            }
-        }
+        *h = map_from(&req.headers, &[]);
     }
     builder.body(()).ok()
 }
@@ -119,22 +100,19 @@ pub(crate) fn response_from(parts: &http::response::Parts) -> Response {
     }
 }
 
-/// An HTTP/2 response head for the client from the crate's response.
-pub(crate) fn http_response(res: &Response, body_changed: bool) -> http::Response<()> {
-    let skip: &[&str] = if body_changed {
-        &["content-length"]
-    } else {
+/// An HTTP/2 response head for the client from the crate's response (whose framing
+/// fields the exchange has set; `content-length` is dropped when the length is not
+/// known, as for a chunked HTTP/1 body).
+pub(crate) fn http_response(res: &Response, length_known: bool) -> http::Response<()> {
+    let skip: &[&str] = if length_known {
         &[]
+    } else {
+        &["content-length"]
     };
     let mut out = http::Response::new(());
     *out.status_mut() =
         http::StatusCode::from_u16(res.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     *out.headers_mut() = map_from(&res.headers, skip);
-    if body_changed {
-        let len = res.body.bytes().map_or(0, Bytes::len);
-        out.headers_mut()
-            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
     out
 }
 

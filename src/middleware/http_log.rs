@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::Middleware;
 use crate::core::Connection;
-use crate::message::{Body, Headers, HttpFlow};
+use crate::http::message::{Body, Headers, HttpFlow};
 
 /// Logs each HTTP exchange that crosses the proxy (decrypted, for intercepted TLS) as
 /// one block, when it is over: method, URL, status, body sizes and timings, then the

@@ -10,11 +10,24 @@
 //! 4. [`server_connected`](Middleware::server_connected): the protocol reached the
 //!    upstream (and finished TLS on both sides for an intercepted `CONNECT`).
 //! 5. [`client_data`](Middleware::client_data) / [`server_data`](Middleware::server_data)
-//!    for every chunk relayed, in each direction, as it arrives. Bytes are plaintext:
-//!    TLS handshakes never reach the hooks.
+//!    for every chunk read, in each direction, as it arrives: the bytes of every
+//!    protocol, HTTP/1 heads and bodies included (`conn.protocol` tells which protocol
+//!    speaks). Bytes are plaintext: TLS handshakes never reach the hooks, and neither
+//!    do HTTP/2 connections (binary frames, not something a hook could edit).
+//!    For HTTP, the message hooks run in between:
+//!    [`request`](Middleware::request), [`response`](Middleware::response),
+//!    [`flow_finished`](Middleware::flow_finished), and
+//!    [`websocket_message`](Middleware::websocket_message) after an upgrade.
 //! 6. [`client_disconnected`](Middleware::client_disconnected), then
 //!    [`server_disconnected`](Middleware::server_disconnected) if a server was
 //!    connected. They run however the connection ended, errors included.
+//!
+//! One client connection may reach several servers over its life: a keep-alive HTTP/1
+//! client may send each request to another origin. Each time the origin changes,
+//! `server_disconnected` fires for the old one and `server_connected` for the new one
+//! (`conn.server` then names it). An HTTP/2 client's streams run at once and may go to
+//! several origins at once: there, the server hooks fire only for the tunnel's own
+//! upstream.
 //!
 //! Middlewares run in the order they were added to the server. For the data hooks, the
 //! bytes one returns are what the next one receives, and what the last one returns is
@@ -36,7 +49,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::core::{Connection, Flow};
-use crate::message::{HttpFlow, Verdict};
+use crate::http::message::{HttpFlow, Verdict};
 use crate::websocket::{MessageVerdict, WebSocketMessage};
 
 pub use self::http_log::HttpLog;
@@ -86,7 +99,8 @@ pub trait Middleware: Send + Sync + 'static {
 
     /// The upstream server is connected: `conn.server`, `conn.protocol`, `conn.target`
     /// and `conn.tls` are set. For an intercepted `CONNECT`, both TLS handshakes are
-    /// done. Default: does nothing.
+    /// done. May fire several times on one client connection, once per origin its
+    /// requests go to in turn (see the [module docs](self)). Default: does nothing.
     async fn server_connected(&self, _conn: &Connection) {}
 
     /// Bytes from the client, on their way to the server. The first call carries the
@@ -108,9 +122,12 @@ pub trait Middleware: Send + Sync + 'static {
     /// Default: does nothing.
     async fn client_disconnected(&self, _conn: &Connection) {}
 
-    /// The server side is closed. Called after
-    /// [`client_disconnected`](Self::client_disconnected), and only if a server was
-    /// connected. Default: does nothing.
+    /// The connection to the server announced by
+    /// [`server_connected`](Self::server_connected) is over for this client: when the
+    /// client's next request goes to another origin (before that origin's
+    /// `server_connected`), or at the end, after
+    /// [`client_disconnected`](Self::client_disconnected). Fires only for a server that
+    /// was announced. Default: does nothing.
     async fn server_disconnected(&self, _conn: &Connection) {}
 
     /// A client started TLS inside a `CONNECT` tunnel to `conn.target`, naming
@@ -129,7 +146,13 @@ pub trait Middleware: Send + Sync + 'static {
     /// headers, body), or return [`Verdict::Respond`] to answer it here without
     /// contacting any origin, or [`Verdict::Kill`] to drop the client. The body is
     /// [`Body::Full`](crate::Body::Full) when it fits every middleware's
-    /// [`body_limit`](Self::body_limit), otherwise it streams past. Default: continues.
+    /// [`body_limit`](Self::body_limit), otherwise it streams past.
+    ///
+    /// A `CONNECT` comes here too (method `CONNECT`, no body): refusing it with
+    /// `Respond` keeps the tunnel shut. Every request this hook sees later gets its
+    /// [`response`](Self::response) (for a `CONNECT`: `200 Connection established`, or
+    /// the error page when its target cannot be reached) and its
+    /// [`flow_finished`](Self::flow_finished). Default: continues.
     async fn request(&self, _conn: &Connection, _flow: &mut HttpFlow) -> Verdict {
         Verdict::Continue
     }
@@ -137,20 +160,27 @@ pub trait Middleware: Send + Sync + 'static {
     /// The response head (and, within the body limit, its body) arrived and is about
     /// to go to the client: change `flow.response` in place, replace it with
     /// [`Verdict::Respond`], or drop the client with [`Verdict::Kill`]. Also called for
-    /// responses a request hook or the proxy itself made (error pages). Default:
-    /// continues.
+    /// responses a request hook or the proxy itself made: for the proxy's error pages
+    /// (`502` when the origin cannot be reached, `504` on a timeout, …),
+    /// [`flow.error`](HttpFlow::error) holds the failure, so they can be told from an
+    /// origin's own. Default: continues.
     async fn response(&self, _conn: &Connection, _flow: &mut HttpFlow) -> Verdict {
         Verdict::Continue
     }
 
-    /// The exchange is over: the response (or the error that ended it) has been passed
-    /// to the client, and `flow.timings` and the body sizes are final. Default: does
-    /// nothing.
+    /// The exchange is over: the response has been passed to the client, or the
+    /// exchange broke off ([`flow.error`](HttpFlow::error) says why), and
+    /// `flow.timings` and the body sizes are final. Fires exactly once for every
+    /// request the [`request`](Self::request) hook saw. Default: does nothing.
     async fn flow_finished(&self, _conn: &Connection, _flow: &HttpFlow) {}
 
     /// A WebSocket data message (text or binary, reassembled from its fragments) is on
     /// its way in `message.direction`. Change it in place, or drop it, or close the
-    /// WebSocket. Ping, pong and close frames pass without this hook. Default: forwards.
+    /// WebSocket. Ping, pong and close frames pass without this hook.
+    ///
+    /// Called only when some middleware of the server asks for messages with
+    /// [`websocket_message_limit`](Self::websocket_message_limit); otherwise frames
+    /// stream through untouched. Default: forwards.
     async fn websocket_message(
         &self,
         _conn: &Connection,
@@ -165,6 +195,17 @@ pub trait Middleware: Send + Sync + 'static {
     /// larger ones stream past as [`Body::Streaming`](crate::Body::Streaming), keeping
     /// memory bounded. Default: 0 (bodies always stream).
     fn body_limit(&self) -> usize {
+        0
+    }
+
+    /// The largest WebSocket message, in bytes, this middleware wants to see whole in
+    /// [`websocket_message`](Self::websocket_message). When every middleware says 0,
+    /// WebSocket frames stream through untouched (compression may then be negotiated
+    /// end to end), whatever their size. Otherwise messages are reassembled up to the
+    /// largest limit of all middlewares, compression is not offered (so that hooks see
+    /// messages as sent), and a message over the limit closes the WebSocket with status
+    /// 1009 (message too big) both ways. Default: 0 (no messages).
+    fn websocket_message_limit(&self) -> usize {
         0
     }
 
@@ -303,6 +344,15 @@ impl Chain {
     /// The largest body any middleware wants to see whole.
     pub(crate) fn body_limit(&self) -> usize {
         self.0.iter().map(|m| m.body_limit()).max().unwrap_or(0)
+    }
+
+    /// The largest WebSocket message any middleware wants to see (0: none).
+    pub(crate) fn websocket_message_limit(&self) -> usize {
+        self.0
+            .iter()
+            .map(|m| m.websocket_message_limit())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether any middleware wants the relayed bytes.

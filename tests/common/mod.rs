@@ -780,7 +780,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     pub async fn response_to(&mut self, method: &str) -> Reply {
         let mut reply = self.response_head().await;
         let bodiless = method.eq_ignore_ascii_case("HEAD")
-            || method.eq_ignore_ascii_case("CONNECT")
+            || (method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&reply.status))
             || (100..200).contains(&reply.status)
             || reply.status == 204
             || reply.status == 304;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::ca::CertificateAuthority;
-use crate::message::{Request, Response};
+use crate::http::message::{Request, Response};
 
 /// The answer to a request for the magic host.
 pub(crate) fn answer(request: &Request, ca: &CertificateAuthority) -> Response {
@@ -21,7 +21,7 @@ pub(crate) fn answer(request: &Request, ca: &CertificateAuthority) -> Response {
             "application/x-x509-ca-cert",
             "mitm-ca.cer",
         ),
-        _ => super::text_response(404, "Nothing here: try / for the CA certificate.\n".into()),
+        _ => super::page::text(404, "Nothing here: try / for the CA certificate.\n".into()),
     }
 }
 

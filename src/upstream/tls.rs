@@ -1,18 +1,14 @@
-//! Reaching the upstream server: name lookup ([`Resolve`]), TCP connect with a
-//! deadline, and the TLS client side ([`UpstreamTls`]).
+//! The TLS client side of the proxy: [`UpstreamTls`], how it verifies upstream servers.
 //!
 //! Upstream certificates are verified by default, against the bundled web PKI roots,
 //! the operating system's store where it has one, and any extra CA files the user
 //! names. Turning verification off is possible and named as the danger it is.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use async_trait::async_trait;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -21,98 +17,6 @@ use tokio_rustls::client::TlsStream;
 
 use crate::core::Target;
 use crate::error::{Error, Result};
-
-/// Turns a host name into socket addresses. The proxy asks it for every upstream it
-/// connects; plug in your own to pin names, resolve test hosts, or use another DNS
-/// client.
-///
-/// ```
-/// use mitm::{async_trait, Resolve};
-/// use std::net::SocketAddr;
-///
-/// /// Sends every name to one local address.
-/// struct Everything(SocketAddr);
-///
-/// #[async_trait]
-/// impl Resolve for Everything {
-///     async fn resolve(&self, _host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-///         Ok(vec![SocketAddr::new(self.0.ip(), port)])
-///     }
-/// }
-/// ```
-#[async_trait]
-pub trait Resolve: Send + Sync + 'static {
-    /// The addresses of `host` (a name or an IP literal without brackets), with `port`.
-    /// They are tried in order.
-    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>>;
-}
-
-/// The default resolver: IP literals as they are; `localhost` and `*.localhost` to the
-/// loopback addresses without asking DNS (RFC 6761 reserves them, and not every system
-/// resolver answers for subdomains); everything else through the system resolver.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemResolver;
-
-#[async_trait]
-impl Resolve for SystemResolver {
-    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
-        }
-        let lower = host.trim_end_matches('.').to_ascii_lowercase();
-        if lower == "localhost" || lower.ends_with(".localhost") {
-            return Ok(vec![
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
-            ]);
-        }
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
-        if addrs.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "no addresses"));
-        }
-        Ok(addrs)
-    }
-}
-
-/// Resolves `target` and connects to the first address that answers, all within
-/// `timeout`. The socket has `TCP_NODELAY` set: the proxy writes whole chunks, and
-/// Nagle's algorithm would only delay them.
-pub(crate) async fn connect_tcp(
-    resolver: &dyn Resolve,
-    target: &Target,
-    timeout: Duration,
-) -> Result<(TcpStream, SocketAddr)> {
-    let attempt = async {
-        let addrs = resolver
-            .resolve(&target.host, target.port)
-            .await
-            .map_err(|source| Error::Resolve {
-                host: target.host.clone(),
-                source,
-            })?;
-        let mut last = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    // Failing to set the option only costs latency.
-                    let _ = s.set_nodelay(true);
-                    return Ok((s, addr));
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(Error::Connect {
-            target: target.to_string(),
-            source: last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no addresses")),
-        })
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(Error::ConnectTimeout {
-            target: target.to_string(),
-        }),
-    }
-}
 
 /// The TLS client side of the proxy: how it verifies upstream servers.
 ///
@@ -322,12 +226,6 @@ impl ServerCertVerifier for AcceptAnything {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn resolves_localhost_subdomains_without_dns() {
-        let addrs = SystemResolver.resolve("a.b.localhost", 81).await.unwrap();
-        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 81));
-    }
 
     #[test]
     fn server_names_accept_bracketed_ipv6() {

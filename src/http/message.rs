@@ -7,11 +7,13 @@
 //! and [`Body::Streaming`] when they flow past without being held.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
 use crate::core::Target;
+use crate::error::Error;
 
 /// An HTTP version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -215,6 +217,21 @@ impl Body {
     }
 }
 
+/// The pieces of a body read one after another, as one buffer (no copy for one piece).
+pub(crate) fn join(pieces: &[Bytes]) -> Bytes {
+    match pieces {
+        [] => Bytes::new(),
+        [one] => one.clone(),
+        many => {
+            let mut all = bytes::BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+            for p in many {
+                all.extend_from_slice(p);
+            }
+            all.freeze()
+        }
+    }
+}
+
 /// The body of a message with these headers, decoded by its `Content-Encoding`.
 fn decoded(
     headers: &Headers,
@@ -256,15 +273,20 @@ impl Request {
     /// assert_eq!(r.url(), "https://example.com/a?b=1");
     /// ```
     pub fn new(method: &str, url: &str) -> Option<Self> {
-        let (target, path) = crate::protocol::http::split_absolute(url)??;
-        Some(Request {
+        let (target, path) = super::target::split_absolute(url)??;
+        Some(Request::new_to(method, target, path))
+    }
+
+    /// A request to `target` for `path` (origin-form), with no headers and no body.
+    pub(crate) fn new_to(method: &str, target: Target, path: String) -> Self {
+        Request {
             method: method.to_string(),
             target,
             path,
             version: Version::Http11,
             headers: Headers::new(),
             body: Body::Empty,
-        })
+        }
     }
 
     /// The body decoded by its `Content-Encoding` (gzip, deflate, br, zstd), producing
@@ -445,6 +467,27 @@ pub struct HttpFlow {
     pub request_body_size: u64,
     /// Body bytes of the response passed on so far (all of them once finished).
     pub response_body_size: u64,
+    /// What went wrong, when the exchange failed: set before the `response` hook sees
+    /// the error page the proxy made (so a proxy-made `502` can be told from an
+    /// origin's), or before `flow_finished` when the exchange broke off midway (a
+    /// client or origin gone, a timeout). `None` for an exchange that went through,
+    /// and for answers a request hook gave.
+    pub error: Option<Arc<Error>>,
+}
+
+impl HttpFlow {
+    /// A flow for `request`, timed from now.
+    pub(crate) fn new(id: u64, request: Request) -> Self {
+        HttpFlow {
+            id,
+            request,
+            response: None,
+            timings: Timings::now(),
+            request_body_size: 0,
+            response_body_size: 0,
+            error: None,
+        }
+    }
 }
 
 /// What a message hook decides.

@@ -1,0 +1,107 @@
+//! One side of an HTTP/1 connection as the engine reads it: its stream, the bytes read
+//! from it and not used yet, and the scanner that finds where a head ends.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+
+use super::parse::{HeadError, HeadScanner, Scan};
+use crate::core::{Connection, Flow};
+use crate::io::{eof_ok, BoxIo};
+use crate::middleware::Chain;
+
+/// Most bytes asked of the socket per read: large enough that a bulk body moves in few
+/// syscalls (the buffer is reused, so this is memory per connection in use, not per
+/// read).
+const READ_SIZE: usize = 64 * 1024;
+/// Bytes asked per read at first. Reads that fill what was asked double it, up to
+/// [`READ_SIZE`]: connections that only carry small messages keep small buffers
+/// (thousands of them then cost little memory), bulk transfers get large ones after a
+/// few reads.
+const FIRST_READ_SIZE: usize = 8 * 1024;
+
+/// One side of the exchange: its stream, and bytes read from it but not used yet.
+pub(crate) struct Peer {
+    pub io: BoxIo,
+    pub buf: BytesMut,
+    /// The direction bytes read from this peer travel, for the data hooks.
+    flow: Flow,
+    /// Scratch space for reads that go through the data hooks.
+    raw: BytesMut,
+    /// Bytes to ask for on the next read.
+    read_size: usize,
+    /// Where the next head's end is being looked for.
+    scanner: HeadScanner,
+}
+
+impl Peer {
+    pub(crate) fn new(io: BoxIo, flow: Flow, already: Bytes) -> Self {
+        let mut buf = BytesMut::with_capacity(FIRST_READ_SIZE.max(already.len()));
+        buf.extend_from_slice(&already);
+        Peer {
+            io,
+            buf,
+            flow,
+            raw: BytesMut::new(),
+            read_size: FIRST_READ_SIZE,
+            scanner: HeadScanner::default(),
+        }
+    }
+
+    /// Reads into `into` (at least the current read size of room); a read that fills
+    /// the room grows the next one.
+    async fn read_into(io: &mut BoxIo, into: &mut BytesMut, size: &mut usize) -> io::Result<usize> {
+        into.reserve(*size);
+        let room = into.capacity() - into.len();
+        let n = eof_ok(io.read_buf(into).await)?;
+        if n >= room && *size < READ_SIZE {
+            *size = (*size * 2).min(READ_SIZE);
+        }
+        Ok(n)
+    }
+
+    /// Reads more bytes into the buffer, through the data hooks when `hooks`. Returns
+    /// how many raw bytes were read (0 at the end of the stream).
+    pub(crate) async fn fill(
+        &mut self,
+        chain: &Chain,
+        conn: &Connection,
+        hooks: bool,
+    ) -> io::Result<usize> {
+        if !hooks {
+            return Self::read_into(&mut self.io, &mut self.buf, &mut self.read_size).await;
+        }
+        let n = Self::read_into(&mut self.io, &mut self.raw, &mut self.read_size).await?;
+        if n > 0 {
+            let chunk = chain.data(conn, self.flow, self.raw.split().freeze()).await;
+            self.buf.extend_from_slice(&chunk);
+        }
+        Ok(n)
+    }
+}
+
+impl Peer {
+    /// Takes the next head off the buffer if it is whole there (`None`: read more).
+    /// Refuses a head over `max` bytes, or one ended by bare LFs, as soon as that
+    /// shows.
+    pub(crate) fn head(&mut self, max: usize) -> Result<Option<Bytes>, HeadError> {
+        match self.scanner.scan(&self.buf) {
+            Scan::Complete(end) if end > max => Err(HeadError::TooLarge),
+            Scan::Complete(end) => {
+                self.scanner.reset();
+                Ok(Some(self.buf.split_to(end).freeze()))
+            }
+            Scan::BareLf => Err(HeadError::Malformed(
+                "line ends must be CRLF, not a bare LF".into(),
+            )),
+            Scan::Partial if self.buf.len() > max => Err(HeadError::TooLarge),
+            Scan::Partial => Ok(None),
+        }
+    }
+
+    /// The stream and the bytes read from it but not used.
+    pub(crate) fn into_parts(self) -> (BoxIo, BytesMut) {
+        (self.io, self.buf)
+    }
+}

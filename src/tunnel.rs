@@ -1,0 +1,427 @@
+//! Tunnels after a `CONNECT` was answered `200`: whoever speaks first decides what the
+//! tunnel is.
+//!
+//! - The server speaks first (SSH, SMTP, any banner): the tunnel is a raw relay at
+//!   once, the banner first.
+//! - The client speaks TLS: its ClientHello is read whole without consuming it
+//!   (`client_hello::peek`: SNI, ALPN). A middleware may let it through untouched
+//!   (`should_intercept`); otherwise TLS is intercepted: the upstream handshake runs
+//!   first (with the client's SNI, over the connection made for the `CONNECT`, or one
+//!   the pool already holds), then the client's, with a leaf for that name and the
+//!   protocol the origin chose, and the exchange serves HTTP/2 or HTTP/1 inside.
+//! - The client speaks anything else: a raw relay to the target.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rustls::server::Acceptor;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::client_hello::{self, ClientHello};
+use crate::context::Context;
+use crate::core::{Connection, Host, Target};
+use crate::error::{Error, Report, Result};
+use crate::exchange::serve_h1::{self, Opened, Served, Start};
+use crate::exchange::serve_h2;
+use crate::h1::write;
+use crate::http::page;
+use crate::http::settings::Settings;
+use crate::http::target::Scope;
+use crate::io::{rewound, BoxIo};
+use crate::middleware::Interception;
+use crate::relay::{RelayOptions, Tunnel};
+use crate::upstream::{Link, Route, Tcp, Upstream, H2, HTTP11};
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Runs the tunnel of an answered `CONNECT` until it ends.
+pub(crate) async fn run(
+    cx: &Context,
+    settings: &Settings,
+    conn: &mut Connection,
+    opened: Opened,
+) -> Result<()> {
+    let Opened {
+        mut client,
+        target,
+        mut tcp,
+    } = opened;
+    let server = tcp.as_mut().map(|t| &mut t.stream);
+    let first = first_speaker(&mut client, server, settings.handshake_timeout).await?;
+    let first = match first {
+        Speaker::Nobody => return Ok(()),
+        Speaker::Server(banner) => {
+            tracing::debug!(%target, "the server spoke first: relaying as it is");
+            let Some(tcp) = tcp else {
+                return Ok(());
+            };
+            return relay_raw(cx, settings, conn, client, banner, tcp).await;
+        }
+        Speaker::Client(first) => first,
+    };
+    let (first, hello) = read_hello(&mut client, first, settings.handshake_timeout).await?;
+    if first.is_empty() {
+        return Ok(());
+    }
+    // The bytes read go back in front, so the TLS acceptor or the relay (and its data
+    // hooks) read them as if nothing had happened: a connection let through reaches
+    // the origin byte for byte.
+    let client = rewound(client, first);
+    let Some(hello) = hello else {
+        return pass_through(cx, settings, conn, client, &target, tcp).await;
+    };
+    let is_magic = settings.is_magic(&target.host);
+    let server_name = hello.server_name.as_deref();
+    if !is_magic && cx.chain.should_intercept(conn, server_name).await == Interception::PassThrough
+    {
+        tracing::debug!(target = %target, sni = ?server_name, "passing TLS through untouched");
+        return pass_through(cx, settings, conn, client, &target, tcp).await;
+    }
+    let tls = Intercept {
+        cx,
+        settings,
+        target,
+        hello,
+        is_magic,
+    };
+    tls.run(conn, client, tcp).await
+}
+
+/// Who spoke first in a tunnel.
+enum Speaker {
+    /// The client closed without a byte.
+    Nobody,
+    /// The client, with these bytes.
+    Client(BytesMut),
+    /// The server, with these bytes (maybe none: it closed).
+    Server(Bytes),
+}
+
+/// Waits for the first bytes of either side (the server's only when connected).
+async fn first_speaker<S: AsyncRead + Unpin>(
+    client: &mut BoxIo,
+    server: Option<&mut S>,
+    timeout: Duration,
+) -> Result<Speaker> {
+    let mut from_client = BytesMut::with_capacity(8192);
+    let mut from_server = BytesMut::new();
+    let wait = async {
+        match server {
+            Some(server) => {
+                from_server.reserve(8192);
+                tokio::select! {
+                    read = client.read_buf(&mut from_client) => (true, read),
+                    read = server.read_buf(&mut from_server) => (false, read),
+                }
+            }
+            None => (true, client.read_buf(&mut from_client).await),
+        }
+    };
+    let (client_spoke, read) = tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| Error::ClientTimeout)?;
+    Ok(match (client_spoke, read) {
+        (true, Ok(0)) => Speaker::Nobody,
+        (true, Ok(_)) => Speaker::Client(from_client),
+        (true, Err(e)) => return Err(Error::client_io(e)),
+        (false, Ok(_)) => Speaker::Server(from_server.freeze()),
+        (false, Err(e)) => return Err(Error::server_io(e)),
+    })
+}
+
+/// Reads the rest of a ClientHello when `buf` starts one: the bytes, with the hello
+/// (`Some`) or without (`None`: not TLS). Empty bytes mean the client left in the
+/// middle of its ClientHello.
+async fn read_hello(
+    client: &mut BoxIo,
+    mut buf: BytesMut,
+    timeout: Duration,
+) -> Result<(Bytes, Option<ClientHello>)> {
+    if buf.first() != Some(&TLS_HANDSHAKE) {
+        return Ok((buf.freeze(), None));
+    }
+    loop {
+        match client_hello::peek(&buf) {
+            client_hello::Peek::Hello(hello) => return Ok((buf.freeze(), Some(hello))),
+            client_hello::Peek::Invalid => return Ok((buf.freeze(), None)),
+            client_hello::Peek::NeedMore => {}
+        }
+        let read = tokio::time::timeout(timeout, client.read_buf(&mut buf))
+            .await
+            .map_err(|_| Error::ClientTimeout)?
+            .map_err(Error::client_io)?;
+        if read == 0 {
+            // Half a ClientHello and then the end: nothing to intercept or pass on.
+            return Ok((Bytes::new(), None));
+        }
+    }
+}
+
+/// Relays a tunnel without looking inside: to the `CONNECT` target, bytes as they are.
+async fn pass_through(
+    cx: &Context,
+    settings: &Settings,
+    conn: &mut Connection,
+    client: BoxIo,
+    target: &Target,
+    tcp: Option<Tcp>,
+) -> Result<()> {
+    let tcp = match tcp {
+        Some(tcp) => tcp,
+        None => {
+            cx.upstreams
+                .tcp(&Route::Direct, target, settings.connect_timeout)
+                .await?
+        }
+    };
+    relay_raw(cx, settings, conn, client, Bytes::new(), tcp).await
+}
+
+/// Relays `client` and the target's connection `tcp` as they are, `banner` (bytes the
+/// server sent already) first.
+async fn relay_raw(
+    cx: &Context,
+    settings: &Settings,
+    conn: &mut Connection,
+    client: BoxIo,
+    banner: Bytes,
+    tcp: Tcp,
+) -> Result<()> {
+    let Tcp {
+        stream,
+        addr,
+        permit,
+    } = tcp;
+    conn.server = Host::new(addr);
+    cx.announce_server(conn).await;
+    let server = rewound(Box::new(stream), banner);
+    let opts = RelayOptions {
+        buffer_size: settings.buffer_size,
+        idle_timeout: None,
+        zero_copy: settings.zero_copy,
+    };
+    let relayed = cx.relay_with(conn, Tunnel::new(client, server), opts).await;
+    drop(permit);
+    relayed
+}
+
+/// An upstream reached for an intercepted tunnel.
+enum Reached {
+    /// For HTTP: a link the exchanges use.
+    Http(Link),
+    /// For another protocol: a TLS connection relayed as it is, with the protocol the
+    /// origin chose.
+    Raw(Upstream, Option<Vec<u8>>),
+}
+
+/// TLS interception of one tunnel.
+struct Intercept<'a> {
+    cx: &'a Context,
+    settings: &'a Settings,
+    /// The `CONNECT` target.
+    target: Target,
+    hello: ClientHello,
+    is_magic: bool,
+}
+
+impl Intercept<'_> {
+    async fn run(self, conn: &mut Connection, client: BoxIo, tcp: Option<Tcp>) -> Result<()> {
+        let (cx, settings) = (self.cx, self.settings);
+        let accept = LazyConfigAcceptor::new(Acceptor::default(), client);
+        let start = match tokio::time::timeout(settings.handshake_timeout, accept).await {
+            Ok(Ok(start)) => start,
+            Ok(Err(source)) => {
+                return Err(Error::ClientTls {
+                    host: self.target.host.clone(),
+                    source,
+                })
+            }
+            Err(_) => return Err(Error::ClientTimeout),
+        };
+        let name = self
+            .hello
+            .server_name
+            .clone()
+            .unwrap_or_else(|| self.target.host.clone());
+        conn.tls = true;
+        // The client speaks HTTP/2 with the proxy when it offers it, HTTP/1.1
+        // otherwise; the origin is offered both and picks, each side speaking what it
+        // can. A client offering neither gets its bytes relayed with the protocol the
+        // origin picks from the client's own list.
+        let offered = &self.hello.alpn;
+        let client_h2 = offered.iter().any(|p| p == H2);
+        let speaks_h1 = offered.is_empty() || offered.iter().any(|p| p == HTTP11);
+        let http = client_h2 || speaks_h1;
+        let origin = Target::new(name.clone(), self.target.port, true);
+        conn.target = Some(origin.clone());
+
+        let reached = if self.is_magic {
+            Ok(None)
+        } else {
+            self.reach(&origin, &name, tcp, http).await.map(Some)
+        };
+        let for_client = if client_h2 {
+            Some(H2.to_vec())
+        } else if speaks_h1 {
+            Some(HTTP11.to_vec())
+        } else {
+            match &reached {
+                Ok(Some(Reached::Raw(_, alpn))) => alpn.clone(),
+                _ => None,
+            }
+        };
+        let config = leaf_config(cx, &name, for_client.as_deref())?;
+        let handshake = start.into_stream(config);
+        let mut client = match tokio::time::timeout(settings.handshake_timeout, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(source)) => return Err(Error::ClientTls { host: name, source }),
+            Err(_) => return Err(Error::ClientTimeout),
+        };
+        let reached = match reached {
+            Ok(None) => None,
+            Ok(Some(reached)) => {
+                let addr = match &reached {
+                    Reached::Http(link) => link.addr(),
+                    Reached::Raw(up, _) => up.addr,
+                };
+                conn.server = Host::new(addr);
+                cx.announce_server(conn).await;
+                Some(reached)
+            }
+            // An HTTP/2 client gets its error page per stream, from the exchange.
+            Err(e) if client_h2 => {
+                tracing::debug!(error = %Report(&e), "upstream failed; HTTP/2 streams will say so");
+                None
+            }
+            Err(e) => return fail(&mut client, e).await,
+        };
+        let client: BoxIo = Box::new(client);
+        match reached {
+            Some(Reached::Raw(up, _)) => {
+                let tunnel = Tunnel::new(client, up.io);
+                let relayed = cx.relay(conn, tunnel, settings.buffer_size, None).await;
+                drop(up.permit);
+                relayed
+            }
+            None if !http => Ok(()),
+            reached if client_h2 => {
+                let spare = match reached {
+                    Some(Reached::Http(link)) => Some(link),
+                    _ => None,
+                };
+                serve_h2::serve(cx, settings, conn, client, origin, spare).await
+            }
+            reached => {
+                let start = match reached {
+                    Some(Reached::Http(Link::H1 { up, .. })) => Start::H1(up),
+                    Some(Reached::Http(Link::H2 { target, .. })) => Start::H2(target),
+                    _ => Start::Nothing,
+                };
+                let scope = Scope::Tunnel(origin);
+                let served =
+                    serve_h1::serve(cx, settings, conn, client, Bytes::new(), scope, start).await?;
+                // Inside a tunnel the engine refuses `CONNECT` itself.
+                debug_assert!(matches!(served, Served::Closed));
+                Ok(())
+            }
+        }
+    }
+
+    /// The upstream for `origin`: a live pooled connection when the `CONNECT` made none
+    /// (HTTP only), else TLS over the connection made for the `CONNECT` (or a new one),
+    /// naming `name` by SNI and offering what the client can use.
+    async fn reach(
+        &self,
+        origin: &Target,
+        name: &str,
+        tcp: Option<Tcp>,
+        http: bool,
+    ) -> Result<Reached> {
+        let (cx, settings) = (self.cx, self.settings);
+        if http && tcp.is_none() {
+            if let Some(link) = cx.upstreams.pooled(&Route::Direct, origin) {
+                // A connection to this origin is already up: no second handshake.
+                return Ok(Reached::Http(link));
+            }
+        }
+        let timeout = settings.connect_timeout;
+        let tcp = match tcp {
+            Some(tcp) => tcp,
+            None => {
+                cx.upstreams
+                    .tcp(&Route::Direct, &self.target, timeout)
+                    .await?
+            }
+        };
+        let alpn = if http {
+            vec![H2.to_vec(), HTTP11.to_vec()]
+        } else {
+            self.hello.alpn.clone()
+        };
+        let tls = cx
+            .upstreams
+            .handshake(tcp.stream, &self.target, name, &alpn, timeout)
+            .await?;
+        let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let up = Upstream {
+            io: Box::new(tls),
+            addr: tcp.addr,
+            target: origin.clone(),
+            permit: tcp.permit,
+        };
+        if !http {
+            return Ok(Reached::Raw(up, chosen));
+        }
+        if chosen.as_deref() == Some(H2) {
+            let shared = cx.upstreams.share(&Route::Direct, up).await?;
+            return Ok(Reached::Http(Link::H2 {
+                shared,
+                target: origin.clone(),
+                reused: false,
+            }));
+        }
+        Ok(Reached::Http(Link::H1 { up, reused: false }))
+    }
+}
+
+/// The TLS server config for a leaf of `host`, announcing `alpn` (the upstream's pick).
+/// The common case, HTTP/1.1 or no ALPN, is the CA's cached config.
+fn leaf_config(cx: &Context, host: &str, alpn: Option<&[u8]>) -> Result<Arc<rustls::ServerConfig>> {
+    match alpn {
+        None | Some(HTTP11) => cx.ca.server_config(host),
+        Some(proto) => {
+            // Same leaf, other ALPN: a shallow clone of the cached config.
+            let mut config = (*cx.ca.server_config(host)?).clone();
+            config.alpn_protocols = vec![proto.to_vec()];
+            Ok(Arc::new(config))
+        }
+    }
+}
+
+/// Answers the client with the error page for `e` (inside TLS, where it can read it),
+/// then hands `e` back to be logged.
+async fn fail<W: tokio::io::AsyncWrite + Unpin>(client: &mut W, e: Error) -> Result<()> {
+    let mut response = page::error(&e);
+    let len = response.body.bytes().map_or(0, Bytes::len);
+    response
+        .headers
+        .insert("Content-Length", Bytes::from(len.to_string()));
+    let mut out = Vec::new();
+    write::response_head(
+        &mut out,
+        &response,
+        write::Framing::AsIs,
+        true,
+        Some("close"),
+    );
+    if let Some(body) = response.body.bytes() {
+        out.extend_from_slice(body);
+    }
+    // The client may be gone already; the original error is what matters.
+    let _ = client.write_all(&out).await;
+    let _ = client.shutdown().await;
+    Err(e)
+}

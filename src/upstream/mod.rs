@@ -1,0 +1,397 @@
+//! Reaching upstream servers: name lookup ([`Resolve`], [`SystemResolver`]) and TLS
+//! with them ([`UpstreamTls`]) are the parts you can configure.
+//!
+//! Inside, this is the one place that reaches origin servers. `Upstreams` dials (name
+//! lookup, TCP with a deadline, TLS with ALPN), counts every connection it opens
+//! against the server's connection limit, and keeps connections for reuse in its pool
+//! (`pool.rs`): idle HTTP/1.1 ones and shared HTTP/2 ones. An exchange asks it for a
+//! `Link` to an origin; a `CONNECT` asks it for a bare TCP connection, and later for
+//! TLS over it. Every connection goes by a `Route`: today always direct; upstream
+//! proxies plug in there as other routes, and the pool keeps connections per route and
+//! origin. Which hooks fire is the callers' business: `server_connected` belongs to a
+//! client connection's view of its server.
+
+pub(crate) mod pool;
+mod resolve;
+mod tls;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::client::TlsStream;
+
+pub use self::resolve::{Resolve, SystemResolver};
+pub use self::tls::UpstreamTls;
+
+use self::pool::{Key, Pool, Shared};
+use crate::core::Target;
+use crate::error::{Error, Result};
+use crate::io::BoxIo;
+
+/// How a connection reaches its origin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub(crate) enum Route {
+    /// Straight to the origin.
+    #[default]
+    Direct,
+}
+
+/// A place under the server's connection limit, given back when dropped.
+pub(crate) type Permit = OwnedSemaphorePermit;
+
+/// ALPN protocol ids.
+pub(crate) const H2: &[u8] = b"h2";
+pub(crate) const HTTP11: &[u8] = b"http/1.1";
+
+/// An open connection to an origin.
+pub(crate) struct Upstream {
+    pub io: BoxIo,
+    /// The address reached.
+    pub addr: SocketAddr,
+    /// The origin, as requests name it.
+    pub target: Target,
+    /// The connection's place under the connection limit.
+    pub permit: Permit,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("addr", &self.addr)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A TCP connection just made, not yet used.
+#[derive(Debug)]
+pub(crate) struct Tcp {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    pub permit: Permit,
+}
+
+/// A way to send one exchange to an origin.
+#[derive(Debug)]
+pub(crate) enum Link {
+    /// An HTTP/1.1 connection of its own, for one exchange at a time.
+    H1 {
+        up: Upstream,
+        /// Taken from the pool: the origin may have closed it meanwhile.
+        reused: bool,
+    },
+    /// A stream of a shared HTTP/2 connection.
+    H2 {
+        shared: Shared,
+        target: Target,
+        /// An existing connection: it may have gone away meanwhile.
+        reused: bool,
+    },
+}
+
+impl Link {
+    /// The address of the origin this link reaches.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        match self {
+            Link::H1 { up, .. } => up.addr,
+            Link::H2 { shared, .. } => shared.addr,
+        }
+    }
+}
+
+/// What an exchange accepts from [`Upstreams::link`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Want {
+    /// HTTP/2 may carry it (not for protocol upgrades such as WebSocket).
+    pub h2: bool,
+    /// A new connection, not one from the pool (a retry after a stale one).
+    pub fresh: bool,
+}
+
+/// The upstream side of one server: dialing, the connection limit, the pool.
+pub(crate) struct Upstreams {
+    resolver: Arc<dyn Resolve>,
+    tls: Arc<UpstreamTls>,
+    pool: Pool,
+    limit: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams")
+            .field("pool", &self.pool)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often expired and dead pooled connections are let go.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+impl Upstreams {
+    /// The upstream side of a server whose connections (client and upstream alike)
+    /// share `limit`, of `max_connections` places.
+    pub(crate) fn new(
+        resolver: Arc<dyn Resolve>,
+        tls: Arc<UpstreamTls>,
+        limit: Arc<Semaphore>,
+        max_connections: usize,
+    ) -> Arc<Self> {
+        Arc::new(Upstreams {
+            resolver,
+            tls,
+            pool: Pool::default(),
+            limit,
+            max_connections,
+        })
+    }
+
+    /// Sweeps the pool now and then, until the server is gone. Needs a runtime.
+    pub(crate) fn start_sweeping(self: &Arc<Self>) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                match weak.upgrade() {
+                    Some(upstreams) => upstreams.pool.sweep(),
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// The resolver for upstream names.
+    pub(crate) fn resolver(&self) -> &Arc<dyn Resolve> {
+        &self.resolver
+    }
+
+    /// A place under the connection limit, closing an idle pooled connection to make
+    /// one if need be.
+    pub(crate) fn permit(&self) -> Result<Permit> {
+        loop {
+            if let Ok(permit) = self.limit.clone().try_acquire_owned() {
+                return Ok(permit);
+            }
+            if !self.pool.evict_one() {
+                return Err(Error::ConnectionLimit {
+                    limit: self.max_connections,
+                });
+            }
+        }
+    }
+
+    /// Resolves `target` and connects to the first of its addresses that answers,
+    /// within `timeout`. The socket has `TCP_NODELAY` set: the proxy writes whole
+    /// messages, and Nagle's algorithm would only delay them.
+    pub(crate) async fn tcp(
+        &self,
+        route: &Route,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<Tcp> {
+        let Route::Direct = route;
+        let permit = self.permit()?;
+        let attempt = async {
+            let addrs = self
+                .resolver
+                .resolve(&target.host, target.port)
+                .await
+                .map_err(|source| Error::Resolve {
+                    host: target.host.clone(),
+                    source,
+                })?;
+            let mut last = None;
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(stream) => {
+                        // Failing to set the option only costs latency.
+                        let _ = stream.set_nodelay(true);
+                        return Ok((stream, addr));
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(Error::Connect {
+                target: target.to_string(),
+                source: last
+                    .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no addresses")),
+            })
+        };
+        let (stream, addr) = match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::ConnectTimeout {
+                    target: target.to_string(),
+                })
+            }
+        };
+        Ok(Tcp {
+            stream,
+            addr,
+            permit,
+        })
+    }
+
+    /// Runs the TLS handshake with `target` over `tcp`, naming `server_name` by SNI
+    /// and offering `alpn`, within `timeout`.
+    pub(crate) async fn handshake(
+        &self,
+        tcp: TcpStream,
+        target: &Target,
+        server_name: &str,
+        alpn: &[Vec<u8>],
+        timeout: Duration,
+    ) -> Result<TlsStream<TcpStream>> {
+        let handshake = self.tls.connect(tcp, target, server_name, alpn);
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::ConnectTimeout {
+                target: target.to_string(),
+            }),
+        }
+    }
+
+    /// A new connection to `target`: TCP, then TLS offering `alpn` when the target
+    /// speaks it, all within `timeout`. Returns it with the protocol the origin chose.
+    pub(crate) async fn dial(
+        &self,
+        route: &Route,
+        target: &Target,
+        alpn: &[Vec<u8>],
+        timeout: Duration,
+    ) -> Result<(Upstream, Option<Vec<u8>>)> {
+        let started = tokio::time::Instant::now();
+        let tcp = self.tcp(route, target, timeout).await?;
+        if !target.tls {
+            let up = Upstream {
+                io: Box::new(tcp.stream),
+                addr: tcp.addr,
+                target: target.clone(),
+                permit: tcp.permit,
+            };
+            return Ok((up, None));
+        }
+        let left = timeout.saturating_sub(started.elapsed());
+        let tls = self
+            .handshake(tcp.stream, target, &target.host, alpn, left)
+            .await?;
+        let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let up = Upstream {
+            io: Box::new(tls),
+            addr: tcp.addr,
+            target: target.clone(),
+            permit: tcp.permit,
+        };
+        Ok((up, chosen))
+    }
+
+    /// A way to `target` for one exchange: its shared HTTP/2 connection, an idle
+    /// HTTP/1.1 one, or a new connection (offering HTTP/2 over TLS when `want.h2`).
+    pub(crate) async fn link(
+        &self,
+        route: &Route,
+        target: &Target,
+        want: Want,
+        timeout: Duration,
+    ) -> Result<Link> {
+        let key = (route.clone(), target.clone());
+        if !want.fresh {
+            if want.h2 {
+                if let Some(shared) = self.pool.shared(&key) {
+                    return Ok(Link::H2 {
+                        shared,
+                        target: target.clone(),
+                        reused: true,
+                    });
+                }
+            }
+            if let Some(up) = self.pool.take(&key) {
+                return Ok(Link::H1 { up, reused: true });
+            }
+        }
+        let alpn: Vec<Vec<u8>> = if want.h2 {
+            vec![H2.to_vec(), HTTP11.to_vec()]
+        } else {
+            vec![HTTP11.to_vec()]
+        };
+        let (up, chosen) = self.dial(route, target, &alpn, timeout).await?;
+        if chosen.as_deref() == Some(H2) {
+            let shared = self.share(route, up).await?;
+            return Ok(Link::H2 {
+                shared,
+                target: target.clone(),
+                reused: false,
+            });
+        }
+        Ok(Link::H1 { up, reused: false })
+    }
+
+    /// Starts HTTP/2 on `up` (which negotiated it) and shares the connection through
+    /// the pool. A task of its own drives it, holding its place under the connection
+    /// limit until it ends.
+    pub(crate) async fn share(&self, route: &Route, up: Upstream) -> Result<Shared> {
+        let Upstream {
+            io,
+            addr,
+            target,
+            permit,
+        } = up;
+        let (send, connection) = crate::http2::client_handshake(io).await?;
+        let shared = Shared::new(send, addr);
+        let closed = shared.closed_flag();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP/2 upstream connection ended");
+            }
+            closed();
+            drop(permit);
+        });
+        self.pool
+            .put_shared((route.clone(), target), shared.clone());
+        Ok(shared)
+    }
+
+    /// Keeps an HTTP/1.1 connection whose last exchange left it reusable.
+    pub(crate) fn give_back(&self, route: &Route, up: Upstream) {
+        let key: Key = (route.clone(), up.target.clone());
+        self.pool.put(key, up);
+    }
+
+    /// Whether a live connection to `target` is pooled (proof that it is up).
+    pub(crate) fn has_live(&self, route: &Route, target: &Target) -> bool {
+        self.pool.has_live(&(route.clone(), target.clone()))
+    }
+
+    /// The shared HTTP/2 connection to `target`, if one is up, without dialing.
+    pub(crate) fn shared(&self, route: &Route, target: &Target) -> Option<Link> {
+        let key = (route.clone(), target.clone());
+        self.pool.shared(&key).map(|shared| Link::H2 {
+            shared,
+            target: target.clone(),
+            reused: true,
+        })
+    }
+
+    /// The shared HTTP/2 connection to `target`, or an idle HTTP/1.1 one, without
+    /// dialing.
+    pub(crate) fn pooled(&self, route: &Route, target: &Target) -> Option<Link> {
+        let key = (route.clone(), target.clone());
+        if let Some(shared) = self.pool.shared(&key) {
+            return Some(Link::H2 {
+                shared,
+                target: target.clone(),
+                reused: true,
+            });
+        }
+        self.pool.take(&key).map(|up| Link::H1 { up, reused: true })
+    }
+}
