@@ -18,6 +18,18 @@
 //! - Leaves are valid for less than 200 days, under what browsers accept for server
 //!   certificates, and are reissued well before they expire in a long-running proxy.
 //! - Files are never overwritten: a root users have trusted must not silently change.
+//! - Several starts may initialise one CA directory at once (threads of one embedder,
+//!   proxies launched together), and all must end with the same CA. Each stages a new
+//!   pair, synced, in a private directory of its own inside the CA directory
+//!   (`.mitm.<pid>.<random>.tmp`), then hard-links the key into place, then the
+//!   certificate. A link never replaces a file, so the key's link picks the one winner;
+//!   every start then loads what the directory holds. A start that finds the key alone
+//!   looks for the staging directory holding that same key and links its certificate
+//!   itself: the moment between the two links is never an error, and a crash in it is
+//!   finished by the next start. A lone file with no such twin is a user's, and is
+//!   reported as [`Error::CaIncomplete`], never completed. No lock is taken, so none can
+//!   be left held or stale by a crash (and `File::lock` needs Rust 1.89, above this
+//!   crate's 1.88); leftovers older than ten minutes are removed once a CA is found.
 
 use std::fmt;
 use std::fs;
@@ -64,6 +76,14 @@ const LEAF_REFRESH: StdDuration = StdDuration::from_secs(90 * 24 * 3600);
 const MAX_CN_LEN: usize = 64;
 /// Longest DNS name, without the trailing dot.
 const MAX_DNS_LEN: usize = 253;
+/// A temporary file or staging directory of ours in a CA directory older than this was
+/// left by a start that crashed (making a CA takes milliseconds), and is removed.
+const STALE_TEMP: StdDuration = StdDuration::from_secs(10 * 60);
+/// How many times [`CertificateAuthority::init`] looks at the directory. Racing others,
+/// a start looks at most three times: it finds nothing and creates, finds the winner's
+/// key alone and finishes it, finds the pair and loads it. More means someone is moving
+/// the files about.
+const INIT_ATTEMPTS: usize = 8;
 
 /// Issues and caches TLS certificates for intercepted hosts, signed by one root.
 ///
@@ -124,13 +144,9 @@ impl CertificateAuthority {
     /// # Ok::<(), mitm::Error>(())
     /// ```
     pub fn generate() -> Result<Self> {
-        let make = || {
-            let key = KeyPair::generate()?;
-            root_params()?.self_signed(&key).map(|cert| (cert, key))
-        };
-        let (cert, key) = make().map_err(cert_error("root"))?;
+        let (cert, key) = new_root()?;
         let memory = Path::new("");
-        Self::from_parts(cert.into(), key, (memory, memory))
+        Self::from_parts(cert, key, (memory, memory))
     }
 
     /// Uses an existing root: a PEM certificate and its PEM private key.
@@ -171,10 +187,15 @@ impl CertificateAuthority {
     }
 
     /// Loads the CA kept in `dir` ([`CA_CERT_FILE`] and [`CA_KEY_FILE`]), or, when
-    /// neither file is there, creates `dir` (mode 0700), generates a CA and saves it.
+    /// neither file is there, creates `dir` (mode 0700), generates a CA and saves it
+    /// (key 0600, certificate 0644).
     ///
-    /// If only one of the two files exists this is [`Error::CaIncomplete`]: nothing is
-    /// ever overwritten.
+    /// Starts racing on one directory, in threads or processes, all end with the same
+    /// CA: the pair is published so that it can always be completed (see the
+    /// [module documentation](self)), and every start loads what was published. If only
+    /// one of the two files exists, and no start is publishing or crashed while
+    /// publishing that very file, this is [`Error::CaIncomplete`]: nothing is ever
+    /// overwritten or made up.
     ///
     /// ```
     /// use mitm::CertificateAuthority;
@@ -189,34 +210,45 @@ impl CertificateAuthority {
     pub fn init(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let (cert, key) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
-        let read_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| Error::CaRead { path, source }
-        };
-        let cert_exists = exists(&cert).map_err(read_err(&cert))?;
-        let key_exists = exists(&key).map_err(read_err(&key))?;
-        match (cert_exists, key_exists) {
-            (true, true) => Self::load(&cert, &key),
-            (true, false) => Err(incomplete(cert, key)),
-            (false, true) => Err(incomplete(key, cert)),
-            (false, false) => {
-                create_private_dir(dir).map_err(read_err(dir))?;
-                let ca = Self::generate()?;
-                match ca.save(&cert, &key) {
-                    // Another process created the CA since we looked: use theirs.
-                    Err(Error::CaExists { .. }) => Self::load(&cert, &key),
-                    saved => saved.map(|()| ca),
+        for _ in 0..INIT_ATTEMPTS {
+            // The certificate is looked at first: it is published after the key, and
+            // neither is ever removed, so a certificate seen without its key is never
+            // a start at work.
+            let cert_exists = exists(&cert).map_err(read_err(&cert))?;
+            let key_exists = exists(&key).map_err(read_err(&key))?;
+            match (cert_exists, key_exists) {
+                (true, true) => {
+                    let ca = Self::load(&cert, &key)?;
+                    remove_stale_temps(dir);
+                    return Ok(ca);
+                }
+                (true, false) => return Err(incomplete(cert, key)),
+                (false, true) => {
+                    finish_publishing(dir)?;
+                    // Published now, by us or by the start at work; or a user's key.
+                    if !exists(&cert).map_err(read_err(&cert))? {
+                        return Err(incomplete(key, cert));
+                    }
+                }
+                (false, false) => {
+                    create_private_dir(dir).map_err(read_err(dir))?;
+                    publish_new(dir)?;
                 }
             }
         }
+        // Only someone moving the files about as fast as we look gets here.
+        let source = io::Error::other("the CA files kept changing while being loaded");
+        Err(read_err(dir)(source))
     }
 
     /// Writes the root certificate and its private key (PKCS#8) as PEM files.
     ///
     /// Refuses with [`Error::CaExists`] if either file already exists. Each file is
     /// written to a temporary file in the same directory and then linked into place, so
-    /// it appears complete or not at all; the key is mode 0600 from the start, the
-    /// certificate 0644.
+    /// it appears complete or not at all, and is never replaced; the key is mode 0600
+    /// from the start, the certificate 0644. The pair is not published at once: the key
+    /// comes first and is removed again if the certificate cannot be written. For a
+    /// directory that several starts may create at once, use [`init`](Self::init).
     pub fn save(&self, cert_path: impl AsRef<Path>, key_path: impl AsRef<Path>) -> Result<()> {
         let (cert_path, key_path) = (cert_path.as_ref(), key_path.as_ref());
         for path in [cert_path, key_path] {
@@ -752,11 +784,165 @@ fn exists(path: &Path) -> io::Result<bool> {
 }
 
 fn create_private_dir(dir: &Path) -> io::Result<()> {
+    private_dir_builder().recursive(true).create(dir)
+}
+
+fn private_dir_builder() -> fs::DirBuilder {
     let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    builder
+}
+
+/// A new self-signed root and its key.
+fn new_root() -> Result<(CertificateDer<'static>, KeyPair)> {
+    let make = || {
+        let key = KeyPair::generate()?;
+        root_params()?
+            .self_signed(&key)
+            .map(|cert| (cert.into(), key))
+    };
+    make().map_err(cert_error("root"))
+}
+
+/// Generates a CA and publishes it in `dir`, unless another start publishes one first.
+/// `Ok` says only that `dir` changed: the caller looks again and loads what is there.
+///
+/// The pair is staged in a private directory of our own, then the key is linked into
+/// place (the link fails if a key is there: the one winner is decided here), then the
+/// certificate. From the key's link on nothing is undone: a start that finds the key
+/// alone finishes the publication from the staging directory ([`finish_publishing`]).
+fn publish_new(dir: &Path) -> Result<()> {
+    let (cert_der, key) = new_root()?;
+    let (cert_pem, key_pem) = (pem_encode(&cert_der), key.serialize_pem());
+    let staging = dir.join(format!(".mitm.{}.tmp", unique()));
+    let (cert_path, key_path) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
+    if let Err(e) = stage(&staging, cert_pem.as_bytes(), key_pem.as_bytes()) {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(write_err(&staging)(e));
+    }
+    match link_staged(&staging.join(CA_KEY_FILE), &key_path) {
+        Ok(Link::Made) => {}
+        // Another start won: the caller loads its CA.
+        Ok(Link::Beaten) => {
+            let _ = fs::remove_dir_all(&staging);
+            return Ok(());
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(write_err(&key_path)(e));
+        }
+    }
+    // Beaten here means another start finished for us. On an error the staging
+    // directory stays, for the next start to finish from.
+    link_staged(&staging.join(CA_CERT_FILE), &cert_path).map_err(write_err(&cert_path))?;
+    sync_dir(dir).map_err(write_err(dir))?;
+    let _ = fs::remove_dir_all(&staging);
+    Ok(())
+}
+
+/// What linking a staged file into place came to.
+enum Link {
+    Made,
+    /// Another start got there first: the target was there already, or the staging
+    /// directory is gone (removed by a start that finished from it, or, long after, as
+    /// a crash's leftover once a CA is there).
+    Beaten,
+}
+
+/// Hard-links the staged file `from` to `to`; a link never replaces `to`.
+fn link_staged(from: &Path, to: &Path) -> io::Result<Link> {
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(Link::Made),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
+            ) =>
+        {
+            Ok(Link::Beaten)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the pair into the new private directory `staging`, files and entries synced,
+/// so that once the key is linked out of it the certificate is surely there too.
+fn stage(staging: &Path, cert_pem: &[u8], key_pem: &[u8]) -> io::Result<()> {
+    private_dir_builder().create(staging)?;
+    write_temp(&staging.join(CA_KEY_FILE), key_pem, 0o600)?;
+    write_temp(&staging.join(CA_CERT_FILE), cert_pem, 0o644)?;
+    sync_dir(staging)
+}
+
+/// `dir` holds a key without its certificate: a start is between its two links, or
+/// crashed there, or the key is a user's. A start's staging directory holds the very
+/// same key beside its certificate; that certificate is linked into place (never
+/// replacing one) and the staging directory removed. A key with no such twin is left
+/// alone for the caller to report.
+fn finish_publishing(dir: &Path) -> Result<()> {
+    let cert_path = dir.join(CA_CERT_FILE);
+    // Unreadable here means no twin can be proven: the caller reports the key as alone.
+    let Ok(published) = fs::read(dir.join(CA_KEY_FILE)) else {
+        return Ok(());
+    };
+    let twin = temp_entries(dir)
+        .into_iter()
+        .find(|staging| fs::read(staging.join(CA_KEY_FILE)).is_ok_and(|key| key == published));
+    let Some(staging) = twin else {
+        return Ok(());
+    };
+    // Beaten means its own start or another finished first.
+    link_staged(&staging.join(CA_CERT_FILE), &cert_path).map_err(write_err(&cert_path))?;
+    sync_dir(dir).map_err(write_err(dir))?;
+    let _ = fs::remove_dir_all(&staging);
+    Ok(())
+}
+
+/// Our temporary files and staging directories in `dir`, named `.mitm.*.tmp` (those of
+/// [`write_new`] for the CA files, and of [`publish_new`]). An unreadable `dir` has none.
+fn temp_entries(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let ours = |name: &str| name.starts_with(".mitm.") && name.ends_with(".tmp");
+    let entries = entries.filter_map(|entry| entry.ok());
+    let entries = entries.filter(|entry| entry.file_name().to_str().is_some_and(ours));
+    entries.map(|entry| entry.path()).collect()
+}
+
+/// Removes what crashed starts left in `dir`. Called only when `dir` holds a complete
+/// CA, so nothing removed can be the only copy of a published key's certificate; and
+/// only older than [`STALE_TEMP`], so a start at work keeps its own (should it lose it
+/// anyway, its link fails and it loads the CA that is there). Failures are ignored: a
+/// leftover is clutter, not an error.
+fn remove_stale_temps(dir: &Path) {
+    for path in temp_entries(dir) {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let age = meta.modified().ok().and_then(|m| m.elapsed().ok());
+        if age.is_none_or(|age| age < STALE_TEMP) {
+            continue;
+        }
+        let _ = if meta.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+    }
+}
+
+/// Makes the entries just created in `dir` durable. Only Unix opens a directory to
+/// sync it; elsewhere this does nothing.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_: &Path) -> io::Result<()> {
+    Ok(())
 }
 
 /// Creates `path` with `contents` without ever replacing an existing file: written to
@@ -789,11 +975,15 @@ fn temp_path(path: &Path) -> io::Result<PathBuf> {
             "not a file name",
         ));
     };
-    let unique = format!("{}.{:016x}", std::process::id(), rand::random::<u64>());
     let mut tmp = std::ffi::OsString::from(".");
     tmp.push(name);
-    tmp.push(format!(".{unique}.tmp"));
+    tmp.push(format!(".{}.tmp", unique()));
     Ok(path.with_file_name(tmp))
+}
+
+/// A name part no other thread or process picks: our process id and 64 random bits.
+fn unique() -> String {
+    format!("{}.{:016x}", std::process::id(), rand::random::<u64>())
 }
 
 fn write_temp(tmp: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
@@ -806,6 +996,16 @@ fn write_temp(tmp: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let mut file = options.open(tmp)?;
     file.write_all(contents)?;
     file.sync_all()
+}
+
+fn read_err(path: &Path) -> impl FnOnce(io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::CaRead { path, source }
+}
+
+fn write_err(path: &Path) -> impl FnOnce(io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::CaWrite { path, source }
 }
 
 fn invalid(path: &Path, what: &'static str, reason: String) -> Error {

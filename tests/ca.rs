@@ -69,6 +69,16 @@ fn common_names(cert: &X509Certificate<'_>) -> Vec<String> {
     cns.map(|cn| cn.as_str().unwrap().to_owned()).collect()
 }
 
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let entries = fs::read_dir(dir).unwrap();
+    let mut names: Vec<_> = entries
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 fn is_invalid(err: &Error, expected_path: &Path, expected_what: &str) -> bool {
     matches!(err, Error::CaInvalid { path, what, .. } if path == expected_path && *what == expected_what)
 }
@@ -97,13 +107,8 @@ fn init_twice_gives_the_same_ca() {
     let key = fs::read_to_string(ca_dir.join(CA_KEY_FILE)).unwrap();
     assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
 
-    let mut names: Vec<_> = fs::read_dir(&ca_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
+        names_in(&ca_dir),
         [CA_KEY_FILE, CA_CERT_FILE],
         "no temporary files are left"
     );
@@ -207,6 +212,192 @@ fn bad_files_are_reported_by_path() {
 
     let err = CertificateAuthority::from_pem("", "").unwrap_err();
     assert!(is_invalid(&err, Path::new(""), "certificate"), "{err}");
+}
+
+// ---- first starts at once ----
+
+/// How many starts race for one fresh directory.
+const RACERS: usize = 8;
+
+/// Runs `start` in [`RACERS`] threads released together; returns what each returned.
+fn at_once<T: Send + 'static>(start: impl Fn() -> T + Send + Sync + 'static) -> Vec<T> {
+    let (start, barrier) = (Arc::new(start), Arc::new(Barrier::new(RACERS)));
+    let racers: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (start, barrier) = (start.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                start()
+            })
+        })
+        .collect();
+    racers.into_iter().map(|r| r.join().unwrap()).collect()
+}
+
+/// `rounds` times, runs `start` [`at_once`] on one fresh CA directory, and checks that
+/// every start succeeded with the CA now on disk and that nothing but the two CA files
+/// is left. `start` returns the fingerprint of the CA it ended up with.
+fn race_first_starts(rounds: usize, start: fn(&Path) -> Result<String, String>) {
+    for round in 0..rounds {
+        let dir = tempfile::tempdir().unwrap();
+        // Not there yet: creating the directory is part of the race.
+        let ca_dir = dir.path().join("ca");
+        let results = at_once({
+            let ca_dir = ca_dir.clone();
+            move || start(&ca_dir)
+        });
+        let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(failures.is_empty(), "round {round}: {failures:#?}");
+
+        let on_disk =
+            CertificateAuthority::load(ca_dir.join(CA_CERT_FILE), ca_dir.join(CA_KEY_FILE))
+                .unwrap()
+                .fingerprint_sha256();
+        for fingerprint in results.into_iter().map(Result::unwrap) {
+            assert_eq!(
+                fingerprint, on_disk,
+                "round {round}: a start has another CA"
+            );
+        }
+        assert_eq!(
+            names_in(&ca_dir),
+            [CA_KEY_FILE, CA_CERT_FILE],
+            "round {round}: temporary files are left"
+        );
+    }
+}
+
+#[test]
+fn concurrent_first_inits_in_one_process_share_one_ca() {
+    race_first_starts(20, |dir| {
+        let ca = CertificateAuthority::init(dir).map_err(|e| e.to_string())?;
+        Ok(ca.fingerprint_sha256())
+    });
+}
+
+#[test]
+fn concurrent_first_builders_in_one_process_share_one_ca() {
+    race_first_starts(10, |dir| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let bind = mitm::Mitm::builder().ca_dir(dir).port(0).bind();
+        let proxy = runtime.block_on(bind).map_err(|e| e.to_string())?;
+        Ok(proxy.ca().fingerprint_sha256())
+    });
+}
+
+#[test]
+fn concurrent_first_mitm_ca_processes_share_one_ca() {
+    race_first_starts(5, |dir| {
+        let output = Command::new(env!("CARGO_BIN_EXE_mitm"))
+            .arg("ca")
+            .arg("--ca-dir")
+            .arg(dir)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        let fingerprint = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("SHA-256 fingerprint: "));
+        fingerprint
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no fingerprint in {stdout}"))
+    });
+}
+
+/// Leaves in `dir` what a first start that crashed leaves: its staging directory
+/// (`.mitm.<pid>.<random>.tmp`) holding a complete pair for `ca`, of which nothing, or
+/// only the key, was linked into place. Returns that directory.
+fn crashed_start(dir: &Path, ca: &CertificateAuthority) -> PathBuf {
+    let temp = dir.join(".mitm.4242.00c0ffee00c0ffee.tmp");
+    fs::create_dir_all(&temp).unwrap();
+    ca.save(temp.join(CA_CERT_FILE), temp.join(CA_KEY_FILE))
+        .unwrap();
+    temp
+}
+
+/// Sets `path`'s modification time an hour back.
+fn age(path: &Path) {
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    fs::File::open(path)
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
+}
+
+#[test]
+fn a_lone_user_file_stays_incomplete_and_untouched() {
+    // The files a user saved by hand, from a CA made elsewhere.
+    let theirs = tempfile::tempdir().unwrap();
+    let (cert, key) = (theirs.path().join("c.pem"), theirs.path().join("k.pem"));
+    CertificateAuthority::generate()
+        .unwrap()
+        .save(&cert, &key)
+        .unwrap();
+    // A crashed start of ours beside them, with a CA of its own, is not the missing half.
+    let other = CertificateAuthority::generate().unwrap();
+
+    for (source, present, missing) in [
+        (&key, CA_KEY_FILE, CA_CERT_FILE),
+        (&cert, CA_CERT_FILE, CA_KEY_FILE),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (present, missing) = (dir.path().join(present), dir.path().join(missing));
+        let bytes = fs::read(source).unwrap();
+        fs::write(&present, &bytes).unwrap();
+        crashed_start(dir.path(), &other);
+
+        // Several starts at once: none of them "repairs" it.
+        let ca_dir = dir.path().to_owned();
+        for result in at_once(move || CertificateAuthority::init(&ca_dir)) {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(&err, Error::CaIncomplete { present: p, missing: m } if p == &present && m == &missing),
+                "{err}"
+            );
+        }
+        assert_eq!(fs::read(&present).unwrap(), bytes, "kept byte for byte");
+        assert!(!missing.exists(), "{} was made up", missing.display());
+    }
+}
+
+#[test]
+fn leftovers_of_a_crashed_first_start_do_not_block_the_next() {
+    let crashed = CertificateAuthority::generate().unwrap();
+
+    // Crashed before publishing anything: its files are not a CA, and are ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let temp_dir = crashed_start(dir.path(), &crashed);
+    // A half-written temporary file, as `save` (and older versions of `init`) make.
+    let temp_file = dir.path().join(".mitm.key.4242.00c0ffee00c0ffee.tmp");
+    fs::write(&temp_file, "-----BEGIN PRIV").unwrap();
+    let ca = CertificateAuthority::init(dir.path()).unwrap();
+    assert_ne!(ca.cert_der(), crashed.cert_der());
+    // A recent leftover may be another start at work, so it is kept ...
+    assert!(temp_dir.exists() && temp_file.exists());
+    // ... and removed by a later start once it is old.
+    age(&temp_dir);
+    age(&temp_file);
+    let again = CertificateAuthority::init(dir.path()).unwrap();
+    assert_eq!(again.cert_der(), ca.cert_der());
+    assert_eq!(names_in(dir.path()), [CA_KEY_FILE, CA_CERT_FILE]);
+
+    // Crashed after publishing the key, before the certificate: the next starts (here
+    // several at once) finish publishing that CA rather than calling it incomplete or
+    // making another.
+    let dir = tempfile::tempdir().unwrap();
+    let temp_dir = crashed_start(dir.path(), &crashed);
+    fs::hard_link(temp_dir.join(CA_KEY_FILE), dir.path().join(CA_KEY_FILE)).unwrap();
+    let ca_dir = dir.path().to_owned();
+    for result in at_once(move || CertificateAuthority::init(&ca_dir)) {
+        assert_eq!(result.unwrap().cert_der(), crashed.cert_der());
+    }
+    assert_eq!(names_in(dir.path()), [CA_KEY_FILE, CA_CERT_FILE]);
 }
 
 // ---- certificate contents ----
