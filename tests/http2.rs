@@ -129,17 +129,19 @@ async fn curl(proxy: &TestProxy, version: &str, url: &str, extra: &[&str]) -> (S
     (body.to_string(), version.to_string())
 }
 
-fn curl_has_http2() -> bool {
-    std::process::Command::new("curl")
+/// Whether curl with HTTP/2 is there; see [`require_tool`].
+fn require_curl_http2() -> bool {
+    let present = std::process::Command::new("curl")
         .arg("--version")
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("HTTP2"))
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("HTTP2"));
+    let install = "apt-get install curl: Debian's is built with nghttp2";
+    require_tool(present, "curl with HTTP/2", install)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_client_reaches_an_h2_origin_in_h2_on_both_sides() {
-    if !curl_has_http2() {
-        eprintln!("skipped: curl without HTTP/2 support");
+    if !require_curl_http2() {
         return;
     }
     let origin = start_h2_origin().await;
@@ -160,8 +162,7 @@ async fn an_h2_client_reaches_an_h2_origin_in_h2_on_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_client_reaches_an_http1_only_origin() {
-    if !curl_has_http2() {
-        eprintln!("skipped: curl without HTTP/2 support");
+    if !require_curl_http2() {
         return;
     }
     let origin = start_tls_origin().await;
@@ -183,8 +184,7 @@ async fn an_h2_client_reaches_an_http1_only_origin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_client_uploads_and_downloads_large_bodies() {
-    if !curl_has_http2() {
-        eprintln!("skipped: curl without HTTP/2 support");
+    if !require_curl_http2() {
         return;
     }
     let origin = start_tls_origin().await;
@@ -220,8 +220,7 @@ async fn an_h2_client_uploads_and_downloads_large_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http1_client_reaches_an_h2_only_origin() {
-    if !curl_has_http2() {
-        eprintln!("skipped: curl without HTTP/2 support");
+    if !require_curl_http2() {
         return;
     }
     let origin = start_h2_origin().await;
