@@ -673,6 +673,16 @@ pub async fn tls_through(
     host: &str,
     port: u16,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tls_through_offering(proxy, host, port, &[]).await
+}
+
+/// As [`tls_through`], offering the ALPN protocols `alpn` (e.g. `[b"h2"]`).
+pub async fn tls_through_offering(
+    proxy: &TestProxy,
+    host: &str,
+    port: u16,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut wire = Wire::connect(proxy.addr).await;
     wire.send(format!(
         "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
@@ -682,7 +692,9 @@ pub async fn tls_through(
     assert_eq!(reply.status, 200, "CONNECT refused: {reply:?}");
     let (tcp, rest) = wire.into_parts();
     assert!(rest.is_empty(), "bytes after the CONNECT reply: {rest:?}");
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(&proxy.ca)));
+    let mut config = tls_client_config(&proxy.ca);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
     tokio::time::timeout(PATIENCE, connector.connect(name, tcp))
         .await
