@@ -1,6 +1,7 @@
 //! Headless Chromium through the proxy, trusting only the proxy's CA: the strictest
 //! client we can run here. Skipped, with the reason, where Chromium or NSS's `certutil`
-//! (to make Chromium trust the CA) is missing.
+//! (to make Chromium trust the CA) is missing; a failure instead with
+//! `MITM_REQUIRE_TOOLS=1`.
 
 mod common;
 
@@ -39,14 +40,15 @@ fn trust_in_nss(home: &Path, ca_pem: &Path) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_accepts_the_leaves_with_the_ca_as_only_added_anchor() {
-    let Some(chromium) = find_chromium() else {
-        eprintln!("skipped: Chromium is not installed (apt-get install chromium)");
-        return;
-    };
-    if Command::new("certutil").arg("-H").output().is_err() {
-        eprintln!("skipped: certutil is not installed (apt-get install libnss3-tools)");
+    let chromium = find_chromium();
+    if !require_tool(chromium.is_some(), "Chromium", "apt-get install chromium") {
         return;
     }
+    let certutil = Command::new("certutil").arg("-H").output().is_ok();
+    if !require_tool(certutil, "certutil", "apt-get install libnss3-tools") {
+        return;
+    }
+    let chromium = chromium.unwrap();
     let origin = start_tls_origin().await;
     let proxy = start_proxy(|b| b).await;
     let home = tempfile::tempdir().unwrap();

@@ -4,6 +4,8 @@
 // clippy's allow-unwrap-in-tests covers `#[test]` functions only, not their helpers.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -14,6 +16,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+use common::{have, require_tool};
 use mitm::ca::{CA_CERT_FILE, CA_KEY_FILE};
 use mitm::{CertificateAuthority, Error};
 use rustls::pki_types::pem::PemObject;
@@ -616,11 +619,12 @@ fn cache_is_bounded() {
 
 // ---- openssl ----
 
-/// Runs openssl in `dir`, returning stdout and stderr; `None` when it is not installed.
+/// Runs openssl in `dir`, returning stdout and stderr; `None` when it is not installed
+/// (see [`require_tool`]).
 fn openssl(dir: &Path, args: &[&str]) -> Option<String> {
     let output = match Command::new("openssl").args(args).current_dir(dir).output() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("skipped: openssl not found");
+            require_tool(false, "openssl", "apt-get install openssl");
             return None;
         }
         output => output.unwrap(),
@@ -872,8 +876,7 @@ fn serve_once(ca: &CertificateAuthority, host: &str) -> (SocketAddr, thread::Joi
 
 #[test]
 fn python_strict_verification_accepts_the_leaves() {
-    if Command::new("python3").arg("--version").output().is_err() {
-        println!("skipped: python3 not found");
+    if !require_tool(have("python3"), "python3", "apt-get install python3") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

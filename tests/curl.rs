@@ -1,5 +1,6 @@
 //! The proxy as curl sees it: plain HTTP and HTTPS through CONNECT, trusting only the
-//! proxy's CA. Skipped, with the reason printed, where curl is not installed.
+//! proxy's CA. Skipped, with the reason printed, where curl is not installed (a failure
+//! instead with `MITM_REQUIRE_TOOLS=1`).
 
 mod common;
 
@@ -35,8 +36,7 @@ async fn curl(proxy: &TestProxy, args: &[&str]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_plain_get_and_post_byte_for_byte() {
-    if !have("curl") {
-        eprintln!("skipped: curl is not installed");
+    if !require_tool(have("curl"), "curl", "apt-get install curl") {
         return;
     }
     let origin = start_origin().await;
@@ -66,8 +66,7 @@ async fn curl_plain_get_and_post_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_https_through_connect_trusting_only_the_proxy_ca() {
-    if !have("curl") {
-        eprintln!("skipped: curl is not installed");
+    if !require_tool(have("curl"), "curl", "apt-get install curl") {
         return;
     }
     let origin = start_tls_origin().await;

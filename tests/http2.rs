@@ -1,5 +1,6 @@
 //! HTTP/2 through the proxy: h2 clients and h2 origins, in every combination with
-//! HTTP/1.1, with the same message hooks.
+//! HTTP/1.1, with the same message hooks. The clients are curl (skipped where it lacks
+//! HTTP/2) and the `h2` crate in-process (always run).
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::*;
-use mitm::{async_trait, Connection, HttpFlow, Middleware, Verdict, Version};
+use mitm::{async_trait, Connection, HttpFlow, Middleware, Response, Verdict, Version};
 
 /// An HTTPS origin that speaks only HTTP/2 (ALPN `h2`). It answers every request with
 /// `h2 origin: METHOD PATH x-hook=VALUE` and records the requests.
@@ -129,17 +130,19 @@ async fn curl(proxy: &TestProxy, version: &str, url: &str, extra: &[&str]) -> (S
     (body.to_string(), version.to_string())
 }
 
-fn curl_has_http2() -> bool {
-    std::process::Command::new("curl")
+/// Whether curl with HTTP/2 is there; see [`require_tool`].
+fn require_curl_http2() -> bool {
+    let present = std::process::Command::new("curl")
         .arg("--version")
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("HTTP2"))
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("HTTP2"));
+    let install = "apt-get install curl: Debian's is built with nghttp2";
+    require_tool(present, "curl with HTTP/2", install)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_client_reaches_an_h2_origin_in_h2_on_both_sides() {
-    if !curl_has_http2() {
-        eprintln!("skipped: curl without HTTP/2 support");
+    if !require_curl_http2() {
         return;
     }
     let origin = start_h2_origin().await;
@@ -160,8 +163,7 @@ async fn an_h2_client_reaches_an_h2_origin_in_h2_on_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_client_reaches_an_http1_only_origin() {
-    if !curl_has_http2() {
-        eprintln!("skipped: curl without HTTP/2 support");
+    if !require_curl_http2() {
         return;
     }
     let origin = start_tls_origin().await;
@@ -183,8 +185,7 @@ async fn an_h2_client_reaches_an_http1_only_origin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_client_uploads_and_downloads_large_bodies() {
-    if !curl_has_http2() {
-        eprintln!("skipped: curl without HTTP/2 support");
+    if !require_curl_http2() {
         return;
     }
     let origin = start_tls_origin().await;
@@ -220,8 +221,7 @@ async fn an_h2_client_uploads_and_downloads_large_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http1_client_reaches_an_h2_only_origin() {
-    if !curl_has_http2() {
-        eprintln!("skipped: curl without HTTP/2 support");
+    if !require_curl_http2() {
         return;
     }
     let origin = start_h2_origin().await;
@@ -235,4 +235,188 @@ async fn an_http1_client_reaches_an_h2_only_origin() {
         *hook.versions.lock().unwrap(),
         [Version::Http11, Version::Http11]
     );
+}
+
+// ---- The h2 crate as the client, in-process (no curl) ----
+
+/// An HTTP/2 client connection to `localhost:port` through `proxy`: `CONNECT`, TLS
+/// offering only `h2` and trusting only the proxy's CA, then the HTTP/2 handshake. A
+/// task of its own drives the connection.
+async fn h2_client(proxy: &TestProxy, port: u16) -> h2::client::SendRequest<Bytes> {
+    let tls = tls_through_offering(proxy, "localhost", port, &[b"h2"]).await;
+    let alpn = tls.get_ref().1.alpn_protocol();
+    assert_eq!(alpn, Some(&b"h2"[..]), "the proxy did not agree to h2");
+    let (send, connection) = tokio::time::timeout(PATIENCE, h2::client::handshake(tls))
+        .await
+        .expect("the HTTP/2 handshake with the proxy timed out")
+        .expect("the HTTP/2 handshake with the proxy failed");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    send
+}
+
+/// Starts `request` on `send`, with `body` as its body unless it is empty, sending no
+/// more than the peer's flow-control window allows at a time. Returns the response,
+/// still to read.
+async fn h2_send(
+    send: &h2::client::SendRequest<Bytes>,
+    request: http::Request<()>,
+    body: &[u8],
+) -> h2::client::ResponseFuture {
+    let mut send = tokio::time::timeout(PATIENCE, send.clone().ready())
+        .await
+        .expect("no stream available in time")
+        .expect("the HTTP/2 connection failed");
+    let (response, mut stream) = send.send_request(request, body.is_empty()).unwrap();
+    let mut rest = Bytes::copy_from_slice(body);
+    while !rest.is_empty() {
+        stream.reserve_capacity(rest.len());
+        let granted = std::future::poll_fn(|cx| stream.poll_capacity(cx));
+        let granted = tokio::time::timeout(PATIENCE, granted)
+            .await
+            .expect("no flow-control window in time")
+            .expect("the stream ended before its body was sent")
+            .expect("the stream failed while sending its body");
+        let piece = rest.split_to(granted.min(rest.len()));
+        stream.send_data(piece, rest.is_empty()).unwrap();
+    }
+    response
+}
+
+/// Reads the whole of `response`, giving its window back as the body arrives.
+async fn h2_read(response: h2::client::ResponseFuture) -> http::Response<Vec<u8>> {
+    let read = async {
+        let (parts, mut body) = response.await?.into_parts();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        Ok::<_, h2::Error>(http::Response::from_parts(parts, data))
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("no whole response in time")
+        .expect("the response failed")
+}
+
+/// A GET of `path` on `localhost:port` over `send`.
+async fn h2_get(
+    send: &h2::client::SendRequest<Bytes>,
+    port: u16,
+    path: &str,
+) -> http::Response<Vec<u8>> {
+    let url = format!("https://localhost:{port}{path}");
+    let request = http::Request::get(url).body(()).unwrap();
+    h2_read(h2_send(send, request, &[]).await).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_of_an_h2_client_each_get_their_own_answer_from_an_h2_origin() {
+    const STREAMS: usize = 8;
+    let origin = start_h2_origin().await;
+    let hook = Arc::new(Hook::default());
+    let proxy = start_proxy(|b| b.middleware(hook.clone())).await;
+    let send = h2_client(&proxy, origin.port).await;
+    // Every request is sent before any response is read: the streams are open at once.
+    let mut pending = Vec::new();
+    for i in 0..STREAMS {
+        let url = format!("https://localhost:{}/stream/{i}", origin.port);
+        let request = http::Request::get(url).body(()).unwrap();
+        pending.push(h2_send(&send, request, &[]).await);
+    }
+    let responses = futures_util::future::join_all(pending.into_iter().map(h2_read)).await;
+    for (i, response) in responses.iter().enumerate() {
+        assert_eq!(response.status(), 200);
+        let body = String::from_utf8_lossy(response.body());
+        assert_eq!(
+            body,
+            format!("h2 origin: GET /stream/{i} x-hook=set body=0")
+        );
+    }
+    assert_eq!(origin.seen.lock().unwrap().len(), STREAMS);
+    // The CONNECT (HTTP/1.1), then each stream inside, seen as HTTP/2.
+    let versions = hook.versions.lock().unwrap().clone();
+    let mut expected = vec![Version::Http11];
+    expected.extend([Version::Http2; STREAMS]);
+    assert_eq!(versions, expected);
+}
+
+/// `n` bytes that repeat nowhere within them (a xorshift sequence), so that a lost,
+/// repeated or misplaced piece changes the hash.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_client_uploads_a_large_body_to_an_http1_origin_and_gets_it_back_intact() {
+    let origin = start_tls_origin().await;
+    let proxy = start_proxy(|b| b).await;
+    let send = h2_client(&proxy, origin.port()).await;
+    // Several times the initial 64 KiB window each way, and no content-length: the
+    // proxy frames the body for HTTP/1.1 itself.
+    let data = noise(384 * 1024);
+    let url = format!("https://localhost:{}/echo", origin.port());
+    let request = http::Request::post(url).body(()).unwrap();
+    let response = h2_read(h2_send(&send, request, &data).await).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.body().len(), data.len());
+    assert_eq!(sha256(response.body()), sha256(&data), "the echo differs");
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].target.as_str()),
+        ("POST", "/echo")
+    );
+    assert_eq!(
+        sha256(&seen[0].body),
+        sha256(&data),
+        "the origin got another body"
+    );
+}
+
+/// Answers requests for `/blocked` itself, with a 403; lets the others through.
+struct Block;
+
+#[async_trait]
+impl Middleware for Block {
+    async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
+        if flow.request.path != "/blocked" {
+            return Verdict::Continue;
+        }
+        Verdict::Respond(Response::new(403).with_body("text/plain", "blocked by a hook\n"))
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_hook_answers_an_h2_stream_itself_and_the_connection_goes_on() {
+    let origin = start_h2_origin().await;
+    let proxy = start_proxy(|b| b.middleware(Arc::new(Block))).await;
+    let send = h2_client(&proxy, origin.port).await;
+
+    let blocked = h2_get(&send, origin.port, "/blocked").await;
+    assert_eq!(blocked.status(), 403);
+    let content_type = blocked.headers().get("content-type");
+    assert_eq!(content_type.unwrap(), "text/plain");
+    assert_eq!(blocked.body(), b"blocked by a hook\n");
+    assert!(origin.seen.lock().unwrap().is_empty());
+
+    // The next stream on the same connection reaches the origin.
+    let after = h2_get(&send, origin.port, "/after").await;
+    assert_eq!(after.status(), 200);
+    assert_eq!(after.body(), b"h2 origin: GET /after x-hook=- body=0");
+    assert_eq!(origin.seen.lock().unwrap().len(), 1);
 }

@@ -7,8 +7,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use mitm::{async_trait, Bytes, Connection, Middleware};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 /// Collects everything the subscriber writes.
 #[derive(Clone, Default)]
@@ -30,6 +32,50 @@ impl Captured {
     }
 }
 
+/// Records each chunk the proxy reads from clients, so that a test can wait until the
+/// proxy has read a given piece on its own.
+#[derive(Default)]
+struct Reads {
+    chunks: Mutex<Vec<Bytes>>,
+    changed: Notify,
+}
+
+impl Reads {
+    fn any_ending(&self, tail: &[u8]) -> bool {
+        let chunks = self.chunks.lock().unwrap();
+        chunks.iter().any(|c| c.ends_with(tail))
+    }
+
+    /// Waits until the proxy has read a chunk ending with `tail`.
+    async fn wait_for_chunk_ending(&self, tail: &[u8]) {
+        let wait = async {
+            loop {
+                let notified = self.changed.notified();
+                if self.any_ending(tail) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .unwrap_or_else(|_| {
+                let chunks = self.chunks.lock().unwrap();
+                let tail = String::from_utf8_lossy(tail);
+                panic!("the proxy never read a chunk ending {tail:?}; it read {chunks:?}")
+            });
+    }
+}
+
+#[async_trait]
+impl Middleware for Reads {
+    async fn client_data(&self, _conn: &Connection, data: Bytes) -> Bytes {
+        self.chunks.lock().unwrap().push(data.clone());
+        self.changed.notify_waiters();
+        data
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_and_split_messages_are_each_logged_once() {
     let captured = Captured::default();
@@ -41,7 +87,12 @@ async fn pipelined_and_split_messages_are_each_logged_once() {
         .init();
 
     let origin = start_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(mitm::HttpLog::default()))).await;
+    let reads = Arc::new(Reads::default());
+    let proxy = start_proxy(|b| {
+        b.middleware(Arc::new(mitm::HttpLog::default()))
+            .middleware(reads.clone())
+    })
+    .await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     // Two requests in one write, the second with a body; then a third split mid-head.
     let host = format!("127.0.0.1:{}", origin.port());
@@ -61,14 +112,23 @@ async fn pipelined_and_split_messages_are_each_logged_once() {
         assert!(n > 0, "proxy closed early");
         reply.extend_from_slice(&buf[..n]);
     }
-    s.write_all(b"GET /third HTTP/1.1\r\nHo").await.unwrap();
-    s.flush().await.unwrap();
+    // The proxy reads the first half on its own before the second is sent.
+    let first_half = b"GET /third HTTP/1.1\r\nHo";
+    s.write_all(first_half).await.unwrap();
+    reads.wait_for_chunk_ending(first_half).await;
     s.write_all(format!("st: {host}\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .unwrap();
     s.read_to_end(&mut reply).await.unwrap();
     drop(s);
     proxy.handle.shutdown().await.unwrap();
+    // Everything before the first half had been answered, so that read was the first
+    // half alone.
+    let chunks = reads.chunks.lock().unwrap().clone();
+    assert!(
+        chunks.iter().any(|c| c[..] == first_half[..]),
+        "no read of the first half alone: {chunks:?}"
+    );
 
     let log = captured.text();
     let base = format!("http://{host}");

@@ -5,11 +5,11 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use mitm::{async_trait, Bytes, Connected, Connection, Context, Http, Middleware, Protocol};
-use mitm::{BoxIo, Resolution, Target};
+use mitm::{BoxIo, Resolution, Target, Tunnel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -401,26 +401,188 @@ async fn a_connect_tunnel_relays_a_non_tls_protocol() {
 }
 
 #[tokio::test]
-async fn an_idle_connection_is_closed_when_keep_alive_is_off() {
+async fn without_keep_alive_the_proxy_closes_the_connection_after_each_response() {
     let origin = start_origin().await;
-    let http = Http::new()
-        .keep_alive(false)
-        .timeout(Duration::from_millis(300));
+    // The idle limit stays at its (long) default: only keep-alive being off can close
+    // the connection within the test's patience.
+    let http = Http::new().keep_alive(false);
     let proxy = start_proxy(|b| b.protocols(vec![Arc::new(http)])).await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let req = format!(
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(format!(
         "GET /x HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
         origin.port()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    // Without keep-alive the proxy closes the idle connection after the response, so
-    // reading to the end finishes (well within the test's patience).
-    let mut out = Vec::new();
-    tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
+    ))
+    .await;
+    let reply = wire.response().await;
+    assert_eq!(reply.text(), "hello from origin: GET /x");
+    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    let rest = wire.read_to_end().await;
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+}
+
+/// The idle limit of the tests below: long enough that a loaded machine still moves a
+/// byte well within it, short enough to wait out several times.
+const IDLE_LIMIT: Duration = Duration::from_millis(600);
+/// How much earlier than [`IDLE_LIMIT`] a client may see the close: the proxy starts
+/// counting when it has written its last bytes, a little before the client has read
+/// them.
+const EARLY: Duration = Duration::from_millis(100);
+
+/// Waits for the proxy to close `s` (a reset counts), failing the test after
+/// [`PATIENCE`]; returns what came before the end.
+async fn until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, s.read_to_end(&mut rest))
         .await
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out).ends_with("hello from origin: GET /x"));
+        .expect("the proxy kept the idle connection open");
+    match read {
+        Ok(_) => rest,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => rest,
+        Err(e) => panic!("reading from the proxy failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_keep_alive_client_connection_is_closed_after_idling_for_the_idle_timeout() {
+    let origin = start_origin().await;
+    let http = Http::new().idle_timeout(IDLE_LIMIT);
+    let proxy = start_proxy(|b| b.protocols(vec![Arc::new(http)])).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    // Requests a quarter of the limit apart, for three limits: never idle for long,
+    // the connection stays.
+    let opened = Instant::now();
+    for n in 0.. {
+        wire.send(format!(
+            "GET /{n} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            origin.port()
+        ))
+        .await;
+        let reply = wire.response().await;
+        assert_eq!(reply.text(), format!("hello from origin: GET /{n}"));
+        if opened.elapsed() > IDLE_LIMIT * 3 {
+            break;
+        }
+        tokio::time::sleep(IDLE_LIMIT / 4).await;
+    }
+    // Then silence: the proxy closes, without a word, once the limit has passed.
+    let quiet = Instant::now();
+    let (mut tcp, rest) = wire.into_parts();
+    assert!(rest.is_empty(), "{rest:?}");
+    let rest = until_closed(&mut tcp).await;
+    let waited = quiet.elapsed();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        waited >= IDLE_LIMIT - EARLY,
+        "closed after {waited:?} idle, before the {IDLE_LIMIT:?} limit"
+    );
+}
+
+/// A raw TCP service on 127.0.0.1 that echoes each connection's bytes back: its port.
+async fn start_echo() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    port
+}
+
+/// Relays every client, bytes as they are, to 127.0.0.1:`port`, through the default
+/// [`Protocol::handle`] and with keep-alive off: the relay is closed once no byte has
+/// moved either way for [`IDLE_LIMIT`].
+struct IdleRelay {
+    port: u16,
+}
+
+#[async_trait]
+impl Protocol for IdleRelay {
+    fn name(&self) -> &'static str {
+        "idle-relay"
+    }
+    fn timeout(&self) -> Duration {
+        IDLE_LIMIT
+    }
+    fn keep_alive(&self) -> bool {
+        false
+    }
+    async fn resolve(&self, _conn: &Connection, _data: &[u8]) -> Resolution {
+        Resolution::Accept(Target::new("127.0.0.1", self.port, false))
+    }
+    async fn connect(
+        &self,
+        cx: &Context,
+        conn: &mut Connection,
+        client: BoxIo,
+        target: Target,
+        data: Bytes,
+    ) -> mitm::Result<Connected> {
+        let mut server = cx.connect(conn, &target, PATIENCE).await?;
+        // The first bytes were read to resolve the connection: they go first.
+        server
+            .write_all(&data)
+            .await
+            .map_err(|source| mitm::Error::Io {
+                side: mitm::Side::Server,
+                source,
+            })?;
+        Ok(Connected::Tunnel(Tunnel::new(client, Box::new(server))))
+    }
+}
+
+/// A client of a proxy speaking only [`IdleRelay`] to an echo service, after its first
+/// bytes (`ping`) have come back.
+async fn relayed_client() -> (TestProxy, TcpStream) {
+    let port = start_echo().await;
+    let relay = IdleRelay { port };
+    let proxy = start_proxy(|b| b.protocols(vec![Arc::new(relay)])).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut back))
+        .await
+        .expect("no echo in time")
+        .expect("the relay closed before echoing");
+    assert_eq!(&back, b"ping");
+    (proxy, s)
+}
+
+#[tokio::test]
+async fn a_relay_without_keep_alive_is_closed_after_its_timeout_of_silence() {
+    let (_proxy, mut s) = relayed_client().await;
+    // The echo was the last byte to move.
+    let quiet = Instant::now();
+    let rest = until_closed(&mut s).await;
+    let waited = quiet.elapsed();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        waited >= IDLE_LIMIT - EARLY,
+        "closed after {waited:?} of silence, before the {IDLE_LIMIT:?} limit"
+    );
+}
+
+#[tokio::test]
+async fn a_relay_without_keep_alive_stays_open_while_bytes_move() {
+    let (_proxy, mut s) = relayed_client().await;
+    // A byte each way every quarter of the limit, for three limits.
+    let opened = Instant::now();
+    while opened.elapsed() <= IDLE_LIMIT * 3 {
+        tokio::time::sleep(IDLE_LIMIT / 4).await;
+        s.write_all(b"x").await.unwrap();
+        let mut back = [0u8; 1];
+        tokio::time::timeout(PATIENCE, s.read_exact(&mut back))
+            .await
+            .expect("no echo in time")
+            .unwrap_or_else(|e| {
+                let after = opened.elapsed();
+                panic!("the relay closed after {after:?} though bytes kept moving: {e}")
+            });
+        assert_eq!(&back, b"x");
+    }
 }
 
 #[tokio::test]

@@ -226,8 +226,7 @@ fn ca_key_pem(ca: &mitm::CertificateAuthority) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openssl_s_client_verifies_a_leaf_with_the_ca_as_only_anchor() {
-    if !have_openssl() {
-        eprintln!("skipped: openssl is not installed");
+    if !require_tool(have_openssl(), "openssl", "apt-get install openssl") {
         return;
     }
     let origin = start_tls_origin().await;
@@ -272,8 +271,7 @@ fn have_openssl() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_ssl_accepts_the_leaf_through_the_proxy() {
-    if !have("python3") {
-        eprintln!("skipped: python3 is not installed");
+    if !require_tool(have("python3"), "python3", "apt-get install python3") {
         return;
     }
     let origin = start_tls_origin().await;

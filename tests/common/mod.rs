@@ -673,6 +673,16 @@ pub async fn tls_through(
     host: &str,
     port: u16,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tls_through_offering(proxy, host, port, &[]).await
+}
+
+/// As [`tls_through`], offering the ALPN protocols `alpn` (e.g. `[b"h2"]`).
+pub async fn tls_through_offering(
+    proxy: &TestProxy,
+    host: &str,
+    port: u16,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut wire = Wire::connect(proxy.addr).await;
     wire.send(format!(
         "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
@@ -682,7 +692,9 @@ pub async fn tls_through(
     assert_eq!(reply.status, 200, "CONNECT refused: {reply:?}");
     let (tcp, rest) = wire.into_parts();
     assert!(rest.is_empty(), "bytes after the CONNECT reply: {rest:?}");
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(&proxy.ca)));
+    let mut config = tls_client_config(&proxy.ca);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
     tokio::time::timeout(PATIENCE, connector.connect(name, tcp))
         .await
@@ -978,10 +990,34 @@ impl Middleware for Recorder {
     }
 }
 
-/// Whether `tool` can be run; tests that need it print why they skip otherwise.
+/// Whether `tool` answers `--version`. Tests check with [`require_tool`].
 pub fn have(tool: &str) -> bool {
     std::process::Command::new(tool)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// The environment variable that turns a missing tool from a skip into a failure (CI
+/// sets it, so that no test it runs can pass by skipping).
+pub const REQUIRE_TOOLS: &str = "MITM_REQUIRE_TOOLS";
+
+/// Whether a test that drives an outside program may go on: `present` is whether the
+/// program is there (e.g. [`have`]`("curl")`), `what` names it and `install` says how
+/// to get it. When it is missing the test should return at once: this prints
+/// `skipped: WHAT is not installed (INSTALL)` and returns false, or, when
+/// [`REQUIRE_TOOLS`] is set (to anything but `0`), fails the test with that message.
+#[track_caller]
+pub fn require_tool(present: bool, what: &str, install: &str) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var(REQUIRE_TOOLS).is_ok_and(|v| !v.is_empty() && v != "0") {
+        panic!(
+            "{what} is not installed and {REQUIRE_TOOLS} is set, so this test may not skip: \
+             install it ({install}), or unset {REQUIRE_TOOLS} to skip"
+        );
+    }
+    eprintln!("skipped: {what} is not installed ({install})");
+    false
 }
