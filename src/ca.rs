@@ -53,7 +53,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// File name of the root certificate inside a CA directory (see [`CertificateAuthority::init`]).
 pub const CA_CERT_FILE: &str = "mitm.pem";

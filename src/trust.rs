@@ -7,6 +7,11 @@ use base64::Engine as _;
 
 use crate::ca::CertificateAuthority;
 
+/// The host a device behind the proxy opens to download the CA certificate (as
+/// mitmproxy's), answered by the proxy itself: the default of
+/// [`Http::magic_host`](crate::Http::magic_host).
+pub const DEFAULT_MAGIC_HOST: &str = "mitm.it";
+
 /// The SHA-256 hash of the certificate's SubjectPublicKeyInfo, base64: what Chromium's
 /// `--ignore-certificate-errors-spki-list` and HPKP-style pins take. `None` if the
 /// certificate cannot be parsed (it always can for a loaded CA).
@@ -59,7 +64,7 @@ pub fn instructions(cert_path: &str, proxy: &str) -> String {
     ));
     line(format!(
         "Devices behind the proxy: open http://{} to download the certificate.",
-        crate::protocol::http::DEFAULT_MAGIC_HOST
+        DEFAULT_MAGIC_HOST
     ));
     s
 }

@@ -420,3 +420,179 @@ async fn a_request_hook_answers_an_h2_stream_itself_and_the_connection_goes_on()
     assert_eq!(after.body(), b"h2 origin: GET /after x-hook=- body=0");
     assert_eq!(origin.seen.lock().unwrap().len(), 1);
 }
+
+// ---- Limits and connection changes ----
+
+/// An h2 origin whose handler is `serve`, given each request, its responder, and the
+/// number of the connection it came on (from 1).
+fn start_h2_origin_with<F, Fut>(serve: F) -> (u16, tokio::task::JoinHandle<()>)
+where
+    F: Fn(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>, usize) -> Fut
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut config = (*origin_ca().server_config("localhost").unwrap()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let serve = Arc::new(serve);
+    let task = tokio::spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let mut connections = 0;
+        while let Ok((tcp, _)) = listener.accept().await {
+            connections += 1;
+            let (acceptor, serve, number) = (acceptor.clone(), serve.clone(), connections);
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut h2) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((request, respond))) = h2.accept().await {
+                    tokio::spawn(serve(request, respond, number));
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// Answers `text` on `respond`.
+fn answer(mut respond: h2::server::SendResponse<Bytes>, text: String) {
+    let response = http::Response::builder().status(200).body(()).unwrap();
+    if let Ok(mut out) = respond.send_response(response, false) {
+        let _ = out.send_data(Bytes::from(text), true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_origin_going_away_between_two_requests_answers_both() {
+    // The origin answers the first request of each connection, then sends GOAWAY and
+    // closes it, as a server being restarted or rebalanced does.
+    let (going, going_away) = tokio::sync::oneshot::channel::<()>();
+    let going = Arc::new(Mutex::new(Some(going)));
+    let mut config = (*origin_ca().server_config("localhost").unwrap()).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    let origin = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let number = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let (acceptor, going) = (acceptor.clone(), going.clone());
+            tokio::spawn(async move {
+                let tls = acceptor.accept(tcp).await.unwrap();
+                let mut h2 = h2::server::handshake(tls).await.unwrap();
+                if let Some(Ok((request, respond))) = h2.accept().await {
+                    answer(
+                        respond,
+                        format!("{} on connection {number}", request.uri().path()),
+                    );
+                }
+                // GOAWAY goes out as the connection is driven: whether the proxy sees
+                // it before its next request or has that request refused, it must
+                // answer from a new connection.
+                h2.graceful_shutdown();
+                if let Some(tx) = going.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                while h2.accept().await.is_some() {}
+                let _ = std::future::poll_fn(|cx| h2.poll_closed(cx)).await;
+            });
+        }
+    });
+    let proxy = start_proxy(|b| b).await;
+    // An HTTP/1.1 client: its requests go over the proxy's HTTP/2 connection.
+    let mut wire = Wire::new(tls_through(&proxy, "localhost", port).await);
+    wire.send(format!(
+        "GET /one HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"
+    ))
+    .await;
+    let reply = wire.response().await;
+    assert_eq!(reply.text(), "/one on connection 1");
+    tokio::time::timeout(PATIENCE, going_away)
+        .await
+        .expect("the origin never let its first connection go")
+        .unwrap();
+    wire.send(format!(
+        "GET /two HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"
+    ))
+    .await;
+    let reply = wire.response().await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.text(), "/two on connection 2");
+    origin.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_client_is_held_to_max_concurrent_streams() {
+    const STREAMS: usize = 5;
+    // The origin holds every answer until the test lets one go, and records how many
+    // requests it held at once.
+    let held = Arc::new(Mutex::new((0usize, 0usize)));
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (h, c, g) = (held.clone(), changed.clone(), gate.clone());
+    let (port, origin) = start_h2_origin_with(move |request, respond, _| {
+        let (held, changed, gate) = (h.clone(), c.clone(), g.clone());
+        async move {
+            {
+                let mut held = held.lock().unwrap();
+                held.0 += 1;
+                held.1 = held.1.max(held.0);
+            }
+            changed.notify_waiters();
+            let permit = gate.acquire().await.unwrap();
+            permit.forget();
+            held.lock().unwrap().0 -= 1;
+            answer(respond, request.uri().path().to_string());
+        }
+    });
+    let http = mitm::Http::new().max_concurrent_streams(2);
+    let proxy = start_proxy(|b| b.protocols(vec![Arc::new(http)])).await;
+    let send = h2_client(&proxy, port).await;
+    // One exchange first: the proxy's settings (its limit) have come by its end. A
+    // client that opens streams before they come may see some refused, as HTTP/2
+    // allows.
+    gate.add_permits(1);
+    assert_eq!(h2_get(&send, port, "/first").await.into_body(), b"/first");
+    assert_eq!(send.current_max_send_streams(), 2);
+    let mut streams = Vec::new();
+    for i in 0..STREAMS {
+        let send = send.clone();
+        streams.push(tokio::spawn(async move {
+            let response = h2_get(&send, port, &format!("/s{i}")).await;
+            String::from_utf8(response.into_body()).unwrap()
+        }));
+    }
+    // Two streams reach the origin and wait there; the proxy announced its limit.
+    let two_held = async {
+        loop {
+            let notified = changed.notified();
+            if held.lock().unwrap().0 >= 2 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, two_held)
+        .await
+        .expect("two streams never reached the origin");
+    gate.add_permits(STREAMS);
+    let mut paths = Vec::new();
+    for stream in streams {
+        paths.push(stream.await.unwrap());
+    }
+    paths.sort();
+    assert_eq!(paths, ["/s0", "/s1", "/s2", "/s3", "/s4"]);
+    let most = held.lock().unwrap().1;
+    assert!(most <= 2, "{most} streams were in flight at once");
+    origin.abort();
+}

@@ -11,12 +11,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -37,129 +34,6 @@ const RSS_SLACK_KIB: u64 = 16 * 1024;
 /// right after the load, these may still hold descriptors.
 const POOL_PER_ORIGIN: usize = 32;
 
-/// The `mitm` child process; killed when dropped, also when the test panics.
-struct Proxy {
-    child: Child,
-    pid: u32,
-    addr: SocketAddr,
-    ca_pem: PathBuf,
-    stderr: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proxy {
-    /// Starts `mitm` on a free port with a CA of its own (in a temporary directory),
-    /// trusting the test origins' CA upstream, and waits for its banner.
-    fn start() -> Proxy {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mitm"))
-            .args(["--port", "0", "--log", "none", "-q", "--ca-dir"])
-            .arg(dir.path())
-            .arg("--upstream-ca")
-            .arg(origin_ca_file())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start mitm");
-        let pid = child.id();
-        // Both pipes are drained for as long as the child lives, so it never blocks on
-        // a full one.
-        let (lines_tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let _ = lines_tx.send(line);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let kept = stderr.clone();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { return };
-                kept.lock().unwrap().push(line);
-            }
-        });
-        // From here on the guard kills the child whatever happens.
-        let mut proxy = Proxy {
-            child,
-            pid,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ca_pem: PathBuf::new(),
-            stderr,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + PATIENCE;
-        let (mut addr, mut ca) = (None, None);
-        while addr.is_none() || ca.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "mitm printed no banner; stderr: {:?}",
-                    proxy.stderr.lock().unwrap()
-                )
-            });
-            if let Some(a) = line.strip_prefix("mitm listening on http://") {
-                addr = Some(a.parse::<SocketAddr>().expect("address in the banner"));
-            }
-            if let Some(p) = line.strip_prefix("CA certificate: ") {
-                ca = Some(PathBuf::from(p));
-            }
-        }
-        proxy.addr = addr.unwrap();
-        proxy.ca_pem = ca.unwrap();
-        proxy
-    }
-
-    /// The child's open file descriptors.
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
-            .expect("the proxy's /proc entry is gone")
-            .count()
-    }
-
-    /// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
-    fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .expect("the proxy's /proc entry is gone");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
-    }
-
-    fn rss_kib(&self) -> u64 {
-        self.status_kib("VmRSS")
-    }
-
-    /// Waits until the child has at most `most` descriptors open; fails if it never
-    /// does. Returns the count reached.
-    fn fds_down_to(&self, most: usize, what: &str) -> usize {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let now = self.fds();
-            if now <= most {
-                return now;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: the proxy still has {now} descriptors open, want at most {most}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 /// Samples the child's descriptors and memory while the load runs: the peaks.
 struct Sampler {
     stop: Arc<AtomicBool>,
@@ -169,7 +43,7 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn start(proxy: &Proxy) -> Sampler {
+    fn start(proxy: &ChildProxy) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let peak_fds = Arc::new(AtomicUsize::new(0));
         let peak_rss = Arc::new(AtomicU64::new(0));
@@ -528,7 +402,7 @@ fn two_thousand_connections_with_aborts_lose_nothing_and_leak_nothing() {
     let (plain, tls) =
         origin_rt.block_on(async { (start_origin().await, start_tls_origin().await) });
 
-    let proxy = Proxy::start();
+    let proxy = ChildProxy::start();
     let ca =
         mitm::CertificateAuthority::load(&proxy.ca_pem, proxy.ca_pem.with_file_name("mitm.key"))
             .expect("the proxy's CA");

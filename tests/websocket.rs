@@ -230,3 +230,115 @@ async fn ws_messages_are_rewritten_when_data_hooks_also_run() {
     let events = recorder.of(1);
     assert!(events.iter().any(|e| e == "server_data"), "{events:?}");
 }
+
+/// A WebSocket origin that takes messages of any size and echoes each back.
+async fn start_large_echo_origin() -> u16 {
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let config = WebSocketConfig::default()
+                    .max_message_size(None)
+                    .max_frame_size(None);
+                let Ok(mut ws) =
+                    tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await
+                else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    if let Message::Binary(_) | Message::Text(_) = message {
+                        if ws.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_websocket_with_no_message_hook_streams_100_mib_in_little_proxy_memory() {
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    const SIZE: usize = 100 * 1024 * 1024;
+    // The proxy is the `mitm` binary, so that its memory is its own; no middleware
+    // asks for WebSocket messages.
+    let proxy = ChildProxy::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sent, echoed) = rt.block_on(async {
+        let port = start_large_echo_origin().await;
+        let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+        let url = format!("ws://127.0.0.1:{port}/big");
+        let config = WebSocketConfig::default()
+            .max_message_size(None)
+            .max_frame_size(None);
+        let (mut ws, response) = tokio_tungstenite::client_async_with_config(
+            url.into_client_request().unwrap(),
+            tcp,
+            Some(config),
+        )
+        .await
+        .expect("the WebSocket handshake failed");
+        assert_eq!(response.status(), 101);
+        let payload: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+        let sent = sha256(&payload);
+        let big = std::time::Duration::from_secs(120);
+        tokio::time::timeout(big, ws.send(Message::binary(payload)))
+            .await
+            .expect("sending 100 MiB timed out")
+            .expect("sending failed");
+        let echoed = match tokio::time::timeout(big, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(back)))) => {
+                assert_eq!(back.len(), SIZE);
+                sha256(&back)
+            }
+            other => panic!("expected the 100 MiB echo, got {other:?}"),
+        };
+        let _ = ws.close(None).await;
+        (sent, echoed)
+    });
+    assert_eq!(sent, echoed, "the message came back changed");
+    let peak = proxy.status_kib("VmHWM");
+    eprintln!("proxy peak RSS: {peak} KiB");
+    assert!(
+        peak < 32 * 1024,
+        "the proxy's resident memory peaked at {peak} KiB relaying a 100 MiB message"
+    );
+}
+
+/// Wants every WebSocket message, up to 1 KiB.
+struct SmallMessages;
+
+#[async_trait]
+impl Middleware for SmallMessages {
+    fn websocket_message_limit(&self) -> usize {
+        1024
+    }
+    fn wants_data(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_message_over_the_hooks_limit_closes_the_websocket_with_1009() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let origin = start_origin().await;
+    let proxy = start_proxy(|b| b.middleware(Arc::new(SmallMessages))).await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let url = format!("ws://127.0.0.1:{}/chat", origin.port());
+    let mut ws = handshake(&url, tcp).await;
+    send(&mut ws, Message::text("small enough")).await;
+    assert_eq!(next(&mut ws).await, Message::text("small enough"));
+    send(&mut ws, Message::binary(vec![7u8; 4096])).await;
+    match next(&mut ws).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Size),
+        other => panic!("expected a close with 1009, got {other:?}"),
+    }
+}

@@ -13,6 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+mod child;
+#[allow(unused_imports)] // used by the tests that run the binary
+pub use child::ChildProxy;
+
 /// How long any wait in a test may take before the test fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -883,6 +887,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             each(&chunk[..n]);
             left -= n as u64;
         }
+    }
+
+    /// Reads one request, as an origin: its request line and its `Content-Length` body.
+    /// `None` when the stream ends first.
+    pub async fn request(&mut self) -> Option<(String, Vec<u8>)> {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.fill().await == 0 {
+                return None;
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end);
+        let line = head.lines().next().unwrap_or("").to_string();
+        let len: u64 = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = Vec::new();
+        self.body(len, |piece| body.extend_from_slice(piece)).await;
+        Some((line, body))
     }
 
     /// Everything up to the end of the stream (a reset counts as an end).
