@@ -55,6 +55,12 @@ pub(crate) trait Client: Send {
     /// The request body's trailers, once it has been read to its end.
     fn trailers(&mut self) -> Option<Headers>;
 
+    /// Whether the rest of the request body is large and plain enough to be worth
+    /// [`splice_body`](Self::splice_body).
+    fn worth_splicing(&self) -> bool {
+        false
+    }
+
     /// Moves the rest of the request body to `to` without looking at it, when both
     /// ends allow it (`splice(2)`); returns the bytes moved (0: nothing done, read it
     /// with [`body`](Self::body)).

@@ -334,7 +334,10 @@ impl<'a, C: Client> Exchange<'a, C> {
                 }
                 self.pulled = true;
                 #[cfg(target_os = "linux")]
-                if self.settings.zero_copy && !self.client.data_hooks() {
+                if self.settings.zero_copy
+                    && !self.client.data_hooks()
+                    && self.client.worth_splicing()
+                {
                     let written = o.written();
                     let sink = o.raw_sink().await.map_err(|e| failure(e, written))?;
                     if let Some(sink) = sink {
@@ -592,11 +595,13 @@ impl<'a, C: Client> Exchange<'a, C> {
                 self.flow.response_body_size = sent;
                 #[cfg(target_os = "linux")]
                 if self.settings.zero_copy && !self.client.data_hooks() {
-                    if let (Origin::H1(o), Some(sink)) =
-                        (&mut *origin, self.client.raw_sink().await?)
-                    {
-                        sent += o.splice_to(sink, self.settings).await?;
-                        self.flow.response_body_size = sent;
+                    if let Origin::H1(o) = &mut *origin {
+                        if o.worth_splicing() {
+                            if let Some(sink) = self.client.raw_sink().await? {
+                                sent += o.splice_to(sink, self.settings).await?;
+                                self.flow.response_body_size = sent;
+                            }
+                        }
                     }
                 }
                 while let Some(piece) = self.origin_body(origin).await? {

@@ -267,6 +267,12 @@ impl H1Origin {
         parse_fields(&std::mem::take(&mut self.decoder.trailers))
     }
 
+    /// Whether the rest of the response body is worth moving with `splice(2)`.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn worth_splicing(&self) -> bool {
+        crate::h1::body::worth_splicing(&self.peer, &self.decoder)
+    }
+
     /// Moves the rest of a plain response body to `to` with `splice(2)` when both are
     /// TCP sockets; returns the bytes moved (0: nothing done).
     #[cfg(target_os = "linux")]

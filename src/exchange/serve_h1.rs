@@ -501,6 +501,11 @@ impl Client for Session<'_> {
     }
 
     #[cfg(target_os = "linux")]
+    fn worth_splicing(&self) -> bool {
+        crate::h1::body::worth_splicing(&self.peer, &self.req.decoder)
+    }
+
+    #[cfg(target_os = "linux")]
     async fn splice_body(&mut self, to: &mut BoxIo) -> Result<u64> {
         if self.req.decoder.is_done() {
             return Ok(0);

@@ -174,6 +174,20 @@ impl Decoder {
     }
 }
 
+/// Whether the rest of the body `decoder` takes from `from` is worth moving with
+/// [`splice_rest`]: plain (not chunked), and at least `splice::MIN_LEN` bytes beyond
+/// what is buffered already (or of unknown length). Smaller bodies go through the
+/// buffers, where the head and the body can leave in one write.
+#[cfg(target_os = "linux")]
+pub(crate) fn worth_splicing(from: &Peer, decoder: &Decoder) -> bool {
+    let buffered = from.buf.len() as u64;
+    match decoder.raw_remaining() {
+        Some(Some(n)) => n.saturating_sub(buffered) >= crate::splice::MIN_LEN,
+        Some(None) => true,
+        None => false,
+    }
+}
+
 /// Why [`splice_rest`] stopped short.
 #[cfg(target_os = "linux")]
 pub(crate) struct SpliceError {
