@@ -1,6 +1,8 @@
 //! [`Context`]: the services of a server that protocols (the built-in ones and yours)
 //! use: the CA, the upstream layer, the middlewares, the relay.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,6 +140,24 @@ impl Context {
             self.chain.server_disconnected(conn).await;
         }
         conn.server = Host::default();
+    }
+
+    /// A future that completes when the server starts stopping (never, if the server is
+    /// dropped without stopping: its tasks are dropped then). It owns what it needs, so
+    /// a connection makes it once and polls it as long as it lives: waiting on it costs
+    /// nothing per request.
+    pub(crate) fn stopped(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let mut stopping = self.stopping.clone();
+        Box::pin(async move {
+            if stopping.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+
+    /// Whether the server is stopping.
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     /// Relays `tunnel` both ways through the data hooks until it ends, `buffer_size`

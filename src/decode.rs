@@ -402,7 +402,14 @@ mod tests {
             .stdout(Stdio::piped())
             .spawn();
         let Ok(mut child) = child else {
-            eprintln!("skipped: `{program}` is not installed");
+            // Under the switch `.ci/run` sets, a missing tool fails the test.
+            let required =
+                std::env::var("MITM_REQUIRE_TOOLS").is_ok_and(|v| !v.is_empty() && v != "0");
+            assert!(
+                !required,
+                "`{program}` is not installed (apt-get install {program}), and MITM_REQUIRE_TOOLS is set"
+            );
+            eprintln!("skipped: `{program}` is not installed (apt-get install {program})");
             return None;
         };
         let mut stdin = child.stdin.take().unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
@@ -470,14 +470,10 @@ impl Mitm {
                     };
                     next_id += 1;
                     let span = tracing::info_span!("conn", id = next_id, client = %peer);
-                    let job = serve(cx.clone(), protocols.clone(), stream, peer, next_id);
-                    tasks.spawn(
-                        async move {
-                            job.await;
-                            drop(permit);
-                        }
-                        .instrument(span),
-                    );
+                    // The permit goes into `serve` itself: wrapping its future in another
+                    // async block would store it twice (the capture and the awaited copy).
+                    let job = serve(cx.clone(), protocols.clone(), stream, peer, next_id, permit);
+                    tasks.spawn(job.instrument(span));
                 }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Err(e) = done {
@@ -581,13 +577,15 @@ async fn accept_failed(addr: SocketAddr, source: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
-/// The life of one client connection, hooks included.
+/// The life of one client connection, hooks included. `permit` is its place under the
+/// connection limit, given back at the end.
 async fn serve(
     cx: Context,
     protocols: Arc<[Arc<dyn Protocol>]>,
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
+    permit: OwnedSemaphorePermit,
 ) {
     // The proxy writes whole chunks; Nagle's algorithm would only delay them.
     let _ = stream.set_nodelay(true);
@@ -601,6 +599,7 @@ async fn serve(
     if conn.server_announced {
         cx.chain.server_disconnected(&conn).await;
     }
+    drop(permit);
 }
 
 /// Picks a protocol, connects, relays.

@@ -25,6 +25,7 @@ use crate::core::{Connection, Host, Target};
 use crate::error::{Error, Report, Result};
 use crate::exchange::serve_h1::{self, Opened, Served, Start};
 use crate::exchange::serve_h2;
+use crate::exchange::Ahead;
 use crate::h1::write;
 use crate::http::page;
 use crate::http::settings::Settings;
@@ -47,38 +48,47 @@ pub(crate) async fn run(
     let Opened {
         mut client,
         target,
-        mut tcp,
+        mut ahead,
     } = opened;
-    let server = tcp.as_mut().map(|t| &mut t.stream);
-    let first = first_speaker(&mut client, server, settings.handshake_timeout).await?;
+    let server = match &mut ahead {
+        Ahead::Tcp(tcp) => Some(&mut tcp.stream),
+        _ => None,
+    };
+    let first = first_speaker(&mut client, server, settings.handshake_timeout).await;
     let first = match first {
-        Speaker::Nobody => return Ok(()),
-        Speaker::Server(banner) => {
+        Ok(Speaker::Client(first)) => first,
+        Ok(Speaker::Server(banner)) => {
             tracing::debug!(%target, "the server spoke first: relaying as it is");
-            let Some(tcp) = tcp else {
+            let Ahead::Tcp(tcp) = ahead else {
                 return Ok(());
             };
             return relay_raw(cx, settings, conn, client, banner, tcp).await;
         }
-        Speaker::Client(first) => first,
+        other => {
+            release(cx, ahead);
+            return other.map(|_| ());
+        }
     };
-    let (first, hello) = read_hello(&mut client, first, settings.handshake_timeout).await?;
-    if first.is_empty() {
-        return Ok(());
-    }
+    let (first, hello) = match read_hello(&mut client, first, settings.handshake_timeout).await {
+        Ok((first, hello)) if !first.is_empty() => (first, hello),
+        other => {
+            release(cx, ahead);
+            return other.map(|_| ());
+        }
+    };
     // The bytes read go back in front, so the TLS acceptor or the relay (and its data
     // hooks) read them as if nothing had happened: a connection let through reaches
     // the origin byte for byte.
     let client = rewound(client, first);
     let Some(hello) = hello else {
-        return pass_through(cx, settings, conn, client, &target, tcp).await;
+        return pass_through(cx, settings, conn, client, &target, ahead).await;
     };
     let is_magic = settings.is_magic(&target.host);
     let server_name = hello.server_name.as_deref();
     if !is_magic && cx.chain.should_intercept(conn, server_name).await == Interception::PassThrough
     {
         tracing::debug!(target = %target, sni = ?server_name, "passing TLS through untouched");
-        return pass_through(cx, settings, conn, client, &target, tcp).await;
+        return pass_through(cx, settings, conn, client, &target, ahead).await;
     }
     let tls = Intercept {
         cx,
@@ -87,7 +97,14 @@ pub(crate) async fn run(
         hello,
         is_magic,
     };
-    tls.run(conn, client, tcp).await
+    tls.run(conn, client, ahead).await
+}
+
+/// Gives back what a `CONNECT` reached and the tunnel does not use.
+fn release(cx: &Context, ahead: Ahead) {
+    if let Ahead::Pooled(link) = ahead {
+        crate::exchange::give_back(cx, link);
+    }
 }
 
 /// Who spoke first in a tunnel.
@@ -167,11 +184,14 @@ async fn pass_through(
     conn: &mut Connection,
     client: BoxIo,
     target: &Target,
-    tcp: Option<Tcp>,
+    ahead: Ahead,
 ) -> Result<()> {
-    let tcp = match tcp {
-        Some(tcp) => tcp,
-        None => {
+    let tcp = match ahead {
+        Ahead::Tcp(tcp) => tcp,
+        other => {
+            // A pooled connection speaks TLS or HTTP already: a raw tunnel needs its
+            // own.
+            release(cx, other);
             cx.upstreams
                 .tcp(&Route::Direct, target, settings.connect_timeout)
                 .await?
@@ -228,7 +248,7 @@ struct Intercept<'a> {
 }
 
 impl Intercept<'_> {
-    async fn run(self, conn: &mut Connection, client: BoxIo, tcp: Option<Tcp>) -> Result<()> {
+    async fn run(self, conn: &mut Connection, client: BoxIo, ahead: Ahead) -> Result<()> {
         let (cx, settings) = (self.cx, self.settings);
         let accept = LazyConfigAcceptor::new(Acceptor::default(), client);
         let start = match tokio::time::timeout(settings.handshake_timeout, accept).await {
@@ -261,7 +281,7 @@ impl Intercept<'_> {
         let reached = if self.is_magic {
             Ok(None)
         } else {
-            self.reach(&origin, &name, tcp, http).await.map(Some)
+            self.reach(&origin, &name, ahead, http).await.map(Some)
         };
         let for_client = if client_h2 {
             Some(H2.to_vec())
@@ -330,20 +350,32 @@ impl Intercept<'_> {
         }
     }
 
-    /// The upstream for `origin`: a live pooled connection when the `CONNECT` made none
-    /// (HTTP only), else TLS over the connection made for the `CONNECT` (or a new one),
-    /// naming `name` by SNI and offering what the client can use.
+    /// The upstream for `origin`: for HTTP, the pooled connection the `CONNECT` took, or
+    /// one the pool holds now (a connection already up costs no second handshake);
+    /// else TLS over the connection made for the `CONNECT` (or a new one), naming `name`
+    /// by SNI and offering what the client can use.
     async fn reach(
         &self,
         origin: &Target,
         name: &str,
-        tcp: Option<Tcp>,
+        ahead: Ahead,
         http: bool,
     ) -> Result<Reached> {
         let (cx, settings) = (self.cx, self.settings);
-        if http && tcp.is_none() {
+        let tcp = match ahead {
+            Ahead::Pooled(link) if http && link_target(&link) == origin => {
+                return Ok(Reached::Http(link));
+            }
+            Ahead::Pooled(link) => {
+                crate::exchange::give_back(cx, link);
+                None
+            }
+            Ahead::Tcp(tcp) => Some(tcp),
+            Ahead::Nothing => None,
+        };
+        if http {
             if let Some(link) = cx.upstreams.pooled(&Route::Direct, origin) {
-                // A connection to this origin is already up: no second handshake.
+                // Dropping a bare TCP connection costs less than a TLS handshake.
                 return Ok(Reached::Http(link));
             }
         }
@@ -371,6 +403,7 @@ impl Intercept<'_> {
             addr: tcp.addr,
             target: origin.clone(),
             permit: tcp.permit,
+            buffers: crate::h1::Buffers::default(),
         };
         if !http {
             return Ok(Reached::Raw(up, chosen));
@@ -384,6 +417,14 @@ impl Intercept<'_> {
             }));
         }
         Ok(Reached::Http(Link::H1 { up, reused: false }))
+    }
+}
+
+/// The origin a link reaches.
+fn link_target(link: &Link) -> &Target {
+    match link {
+        Link::H1 { up, .. } => &up.target,
+        Link::H2 { target, .. } => target,
     }
 }
 

@@ -60,9 +60,19 @@ struct Cli {
     #[arg(long, value_name = "USER:PASSWORD")]
     proxy_auth: Option<String>,
 
-    /// Most client connections served at once; more are refused at once.
+    /// Most connections open at once, client and upstream connections together; a new
+    /// client is refused at once unless there is room for it and one upstream.
     #[arg(long, value_name = "N", default_value_t = mitm::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+
+    /// Most streams an HTTP/2 client may have open at once.
+    #[arg(long, value_name = "N", default_value_t = mitm::protocol::http::DEFAULT_MAX_STREAMS)]
+    max_concurrent_streams: u32,
+
+    /// Most upstream connections one client connection holds at once (an HTTP/2
+    /// client's streams to an HTTP/1.1-only origin wait for one).
+    #[arg(long, value_name = "N", default_value_t = mitm::protocol::http::DEFAULT_MAX_UPSTREAMS)]
+    max_upstream_connections: usize,
 
     /// Seconds allowed for a request head once begun (slowloris); also the default of
     /// --connect-timeout and --handshake-timeout.
@@ -87,7 +97,8 @@ struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     response_timeout: f64,
 
-    /// Largest request head accepted, in bytes; larger ones get 431.
+    /// Largest request head accepted, in bytes (for HTTP/2 clients, header list);
+    /// larger ones get 431.
     #[arg(long, value_name = "BYTES", default_value_t = mitm::protocol::http::DEFAULT_MAX_HEAD)]
     max_head: usize,
 
@@ -261,6 +272,8 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
         .response_timeout(seconds("--response-timeout", cli.response_timeout)?)
         .max_head(cli.max_head)
         .max_headers(cli.max_headers)
+        .max_concurrent_streams(cli.max_concurrent_streams)
+        .max_upstream_connections(cli.max_upstream_connections)
         .zero_copy(!cli.no_zero_copy);
     b = b
         .protocols(vec![Arc::new(http)])

@@ -52,6 +52,9 @@ pub(crate) trait Client: Send {
     /// first if the client waits for it.
     fn body(&mut self) -> impl Future<Output = Result<Option<Bytes>>> + Send;
 
+    /// Whether the request body has been read to its end (or there is none).
+    fn body_done(&self) -> bool;
+
     /// The request body's trailers, once it has been read to its end.
     fn trailers(&mut self) -> Option<Headers>;
 

@@ -38,7 +38,7 @@ use crate::h1::write::RequestOptions;
 use crate::http::message::{join, Body, Headers, HttpFlow, Request, Response, Verdict};
 use crate::http::settings::Settings;
 use crate::http::{magic, page};
-use crate::upstream::{Route, Tcp, Want};
+use crate::upstream::{Link, Route, Tcp, Want};
 
 /// How an exchange ended, for the connection that carried it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,12 +67,22 @@ pub(crate) async fn run<C: Client>(
 
 /// What a `CONNECT` came to.
 pub(crate) enum Connect {
-    /// Answered `200`: the tunnel may start, over this connection to the target when
-    /// one was made (none when a pooled connection to it proved it up, or for the
-    /// magic host).
-    Open(Option<Tcp>),
+    /// Answered `200`: the tunnel may start, with what was reached of the target.
+    Open(Ahead),
     /// Answered otherwise (refused, or the target unreachable); the client is done.
     Refused,
+}
+
+/// What a `CONNECT` reached of its target before it was answered.
+#[derive(Debug)]
+pub(crate) enum Ahead {
+    /// Nothing: the magic host, which the proxy answers itself.
+    Nothing,
+    /// A new TCP connection.
+    Tcp(Tcp),
+    /// A live pooled connection to the target (proof enough that it is up), taken for
+    /// this tunnel.
+    Pooled(Link),
 }
 
 /// Runs a `CONNECT` to `target`: the request hooks, then a connection to the target
@@ -88,11 +98,16 @@ pub(crate) async fn connect<C: Client>(
     let mut x = Exchange::new(cx, settings, client, flow);
     let mut opened = None;
     let result = x.connect(&target, &mut opened).await;
-    let outcome = x.finished(result).await?;
-    Ok(match (outcome, opened) {
-        (Outcome::Done, Some(tcp)) => Connect::Open(tcp),
-        _ => Connect::Refused,
-    })
+    let outcome = x.finished(result).await;
+    match (outcome, opened) {
+        (Ok(Outcome::Done), Some(ahead)) => Ok(Connect::Open(ahead)),
+        (outcome, opened) => {
+            if let Some(Ahead::Pooled(link)) = opened {
+                give_back(cx, link);
+            }
+            outcome.map(|_| Connect::Refused)
+        }
+    }
 }
 
 /// A request body on its way to the origin.
@@ -263,10 +278,12 @@ impl<'a, C: Client> Exchange<'a, C> {
             let mut origin = Origin::new(link, self.client.data_hooks());
             let sent = match &mut origin {
                 Origin::H1(o) => self.send_h1(o, &mut outgoing, upgrade).await,
-                Origin::H2(o) => self.send_h2(o, &mut outgoing).await,
+                // Boxed: its future (body and answer at once) is large, and every
+                // exchange would carry its size otherwise.
+                Origin::H2(o) => Box::pin(self.send_h2(o, &mut outgoing)).await,
             };
-            let head = match sent {
-                Ok(head) => head,
+            let (head, length) = match sent {
+                Ok(sent) => sent,
                 Err(f) => {
                     let again = !want.fresh && self.can_retry(&origin, &f, &outgoing);
                     self.client.release(self.cx, origin.into_link(), false);
@@ -278,7 +295,18 @@ impl<'a, C: Client> Exchange<'a, C> {
                     return self.fail(f.error).await;
                 }
             };
-            return self.respond(origin, head, upgrade).await;
+            if head.status == 101 && upgrade {
+                // Boxed, as the relay's future is large and rare.
+                return Box::pin(self.switch(origin, head)).await;
+            }
+            let result = self.respond(&mut origin, head, length).await;
+            let reusable = result.is_ok()
+                && match &origin {
+                    Origin::H1(o) => o.reusable(),
+                    Origin::H2(o) => o.body_done(),
+                };
+            self.client.release(self.cx, origin.into_link(), reusable);
+            return result;
         }
     }
 
@@ -307,7 +335,7 @@ impl<'a, C: Client> Exchange<'a, C> {
         o: &mut H1Origin,
         outgoing: &mut Outgoing,
         upgrade: bool,
-    ) -> std::result::Result<Response, Failure> {
+    ) -> std::result::Result<(Response, Option<u64>), Failure> {
         let streaming = matches!(outgoing, Outgoing::Stream(_));
         let opts = RequestOptions {
             upgrade,
@@ -323,8 +351,9 @@ impl<'a, C: Client> Exchange<'a, C> {
             Outgoing::Held(body) => {
                 o.send(body).await.map_err(|e| stale(e, o))?;
                 self.flow.request_body_size = body.len() as u64;
-                o.end(None).await.map_err(|e| stale(e, o))?;
-                self.drain_request().await?;
+                if !self.client.body_done() {
+                    self.drain_request().await?;
+                }
             }
             Outgoing::Stream(ahead) => {
                 let mut sent = 0u64;
@@ -366,7 +395,7 @@ impl<'a, C: Client> Exchange<'a, C> {
             match head.status {
                 // The proxy answered `Expect` itself; the origin's 100 is not news.
                 100 => continue,
-                101 if upgrade => return Ok(head.into()),
+                101 if upgrade => return Ok((head.into(), Some(0))),
                 101..=199 => {
                     let interim: Response = head.into();
                     self.client.interim(&interim).await?;
@@ -378,7 +407,7 @@ impl<'a, C: Client> Exchange<'a, C> {
                         Some(0) => Body::Empty,
                         _ => Body::Streaming,
                     };
-                    return Ok(response);
+                    return Ok((response, length));
                 }
             }
         }
@@ -390,7 +419,7 @@ impl<'a, C: Client> Exchange<'a, C> {
         &mut self,
         o: &mut H2Origin,
         outgoing: &mut Outgoing,
-    ) -> std::result::Result<Response, Failure> {
+    ) -> std::result::Result<(Response, Option<u64>), Failure> {
         let end = matches!(outgoing, Outgoing::Held(b) if b.is_empty());
         let (answer, mut tx) = o.open(&self.flow.request, end).await.map_err(|f| Failure {
             error: f.error,
@@ -444,19 +473,21 @@ impl<'a, C: Client> Exchange<'a, C> {
                 tracing::debug!(error = %Report(&e), "origin answered before taking the whole request body")
             }
         }
-        if let Outgoing::Held(_) = outgoing {
+        if let (Outgoing::Held(_), false) = (&outgoing, self.client.body_done()) {
             self.drain_request().await?;
         }
         let now = Instant::now();
         self.flow.timings.request_end = Some(now);
         self.flow.timings.response_first_byte = Some(now);
-        response.body = if recv.is_end_stream() {
-            Body::Empty
+        let length = if recv.is_end_stream() {
+            response.body = Body::Empty;
+            Some(0)
         } else {
-            Body::Streaming
+            response.body = Body::Streaming;
+            declared_length(&response.headers)
         };
         o.set_body(recv);
-        Ok(response)
+        Ok((response, length))
     }
 
     /// Reads and drops what is left of a request body that was replaced, so that the
@@ -466,24 +497,16 @@ impl<'a, C: Client> Exchange<'a, C> {
         Ok(())
     }
 
-    /// The origin's response: hooks, then the client.
+    /// The origin's response (its body of `length` bytes when the head says): hooks,
+    /// then the client.
     async fn respond(
         &mut self,
-        mut origin: Origin,
+        origin: &mut Origin,
         head: Response,
-        upgrade: bool,
+        length: Option<u64>,
     ) -> Result<Outcome> {
-        if head.status == 101 && upgrade {
-            return self.switch(origin, head).await;
-        }
         self.flow.response = Some(head);
-        let ahead = match self.read_response_ahead(&mut origin).await {
-            Ok(ahead) => ahead,
-            Err(e) => {
-                self.client.release(self.cx, origin.into_link(), false);
-                return Err(e);
-            }
-        };
+        let ahead = self.read_response_ahead(origin, length).await?;
         let original = self.flow.response.as_ref().map(|r| r.body.clone());
         if let Verdict::Kill = self
             .cx
@@ -491,11 +514,9 @@ impl<'a, C: Client> Exchange<'a, C> {
             .response(self.client.conn(), &mut self.flow)
             .await
         {
-            self.client.release(self.cx, origin.into_link(), false);
             return Err(self.kill());
         }
         let Some(mut response) = self.flow.response.take() else {
-            self.client.release(self.cx, origin.into_link(), false);
             return Err(self.kill());
         };
         let streaming =
@@ -503,12 +524,12 @@ impl<'a, C: Client> Exchange<'a, C> {
         let body = if !has_body(&self.flow.request.method, response.status) {
             BodyOut::None
         } else if streaming {
-            BodyOut::Stream(declared_length(&response.headers))
+            BodyOut::Stream(length)
         } else {
+            // Held whole (or empty): its own `Content-Length`, whatever framing it came
+            // with (chunked; or none at all, from an HTTP/2 origin).
             let len = response.body.bytes().map_or(0, Bytes::len);
-            if Some(&response.body) != original.as_ref() || matches!(response.body, Body::Full(_)) {
-                set_response_length(&mut response, len);
-            }
+            set_response_length(&mut response, len);
             BodyOut::Full(len as u64)
         };
         let head = Head {
@@ -517,25 +538,23 @@ impl<'a, C: Client> Exchange<'a, C> {
             local: false,
             close: false,
         };
-        let written = self.write_response(head, &mut origin, ahead).await;
-        let reusable = written.is_ok()
-            && match &origin {
-                Origin::H1(o) => o.reusable(),
-                Origin::H2(o) => o.body_done(),
-            };
-        self.client.release(self.cx, origin.into_link(), reusable);
+        let written = self.write_response(head, origin, ahead).await;
         self.flow.response = Some(response);
         written
     }
 
     /// Reads the response body ahead for the hooks, up to the body limit.
-    async fn read_response_ahead(&mut self, origin: &mut Origin) -> Result<Vec<Bytes>> {
+    async fn read_response_ahead(
+        &mut self,
+        origin: &mut Origin,
+        length: Option<u64>,
+    ) -> Result<Vec<Bytes>> {
         let Some(response) = self.flow.response.as_ref() else {
             return Ok(Vec::new());
         };
         if !matches!(response.body, Body::Streaming)
             || self.limit == 0
-            || declared_length(&response.headers) > Some(self.limit as u64)
+            || length > Some(self.limit as u64)
         {
             return Ok(Vec::new());
         }
@@ -747,11 +766,7 @@ impl<'a, C: Client> Exchange<'a, C> {
     }
 
     /// The `CONNECT` exchange.
-    async fn connect(
-        &mut self,
-        target: &Target,
-        opened: &mut Option<Option<Tcp>>,
-    ) -> Result<Outcome> {
+    async fn connect(&mut self, target: &Target, opened: &mut Option<Ahead>) -> Result<Outcome> {
         match self
             .cx
             .chain
@@ -762,9 +777,10 @@ impl<'a, C: Client> Exchange<'a, C> {
             Verdict::Respond(r) => return self.answer(r, None, true).await,
             Verdict::Kill => return Err(self.kill()),
         }
-        let magic = self.settings.is_magic(&target.host);
-        let tcp = if magic || self.cx.upstreams.has_live(&Route::Direct, target) {
-            None
+        let ahead = if self.settings.is_magic(&target.host) {
+            Ahead::Nothing
+        } else if let Some(link) = self.cx.upstreams.pooled(&Route::Direct, target) {
+            Ahead::Pooled(link)
         } else {
             let tcp = self
                 .cx
@@ -772,7 +788,7 @@ impl<'a, C: Client> Exchange<'a, C> {
                 .tcp(&Route::Direct, target, self.settings.connect_timeout)
                 .await;
             match tcp {
-                Ok(tcp) => Some(tcp),
+                Ok(tcp) => Ahead::Tcp(tcp),
                 Err(e) => {
                     tracing::warn!(error = %Report(&e), %target, "CONNECT failed");
                     let page = page::error(&e);
@@ -780,6 +796,8 @@ impl<'a, C: Client> Exchange<'a, C> {
                 }
             }
         };
+        // Held from here, so that a refusal below gives a pooled connection back.
+        *opened = Some(ahead);
         self.flow.timings.request_end = Some(Instant::now());
         self.flow.timings.response_first_byte = self.flow.timings.request_end;
         let mut established = Response::new(200);
@@ -798,7 +816,8 @@ impl<'a, C: Client> Exchange<'a, C> {
         };
         if !(200..300).contains(&response.status) {
             // A hook turned the tunnel down after all.
-            return self.answer(response, None, true).await;
+            self.answer(response, None, true).await?;
+            return Ok(Outcome::Close);
         }
         let head = Head {
             response: &response,
@@ -810,7 +829,6 @@ impl<'a, C: Client> Exchange<'a, C> {
         self.client.finish(None).await?;
         self.flow.timings.response_end = Some(Instant::now());
         self.flow.response = Some(response);
-        *opened = Some(tcp);
         Ok(Outcome::Done)
     }
 }
@@ -821,6 +839,14 @@ fn failure(error: Error, written: u64) -> Failure {
     Failure {
         error,
         unprocessed: written == 0,
+    }
+}
+
+/// Gives a link back for others to use: an HTTP/1.1 connection to the pool (an HTTP/2
+/// one is shared there already).
+pub(crate) fn give_back(cx: &Context, link: Link) {
+    if let Link::H1 { up, .. } = link {
+        cx.upstreams.give_back(&Route::Direct, up);
     }
 }
 

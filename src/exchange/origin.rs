@@ -15,7 +15,7 @@ use crate::error::{Error, Result, Side};
 use crate::h1::body::{Decoder, Encoder, Piece};
 use crate::h1::parse::{self, HeadError, ResponseHead};
 use crate::h1::write::{self, RequestOptions};
-use crate::h1::Peer;
+use crate::h1::{Buffers, Peer};
 use crate::http::message::{Headers, Request, Response};
 use crate::http::settings::{Settings, DEFAULT_MAX_HEADERS};
 use crate::http2::{self, convert};
@@ -87,14 +87,16 @@ pub(crate) struct H1Origin {
 
 impl H1Origin {
     fn new(up: Upstream, reused: bool, hooks: bool) -> Self {
+        let Buffers { read, mut write } = up.buffers;
+        write.clear();
         H1Origin {
-            peer: Peer::new(up.io, Flow::ServerToClient, Bytes::new()),
+            peer: Peer::with_buffer(up.io, Flow::ServerToClient, read),
             addr: up.addr,
             target: up.target,
             permit: up.permit,
             reused,
             hooks,
-            out: Vec::with_capacity(512),
+            out: write,
             written: 0,
             encoder: Encoder::Plain,
             decoder: Decoder::new(parse::Framing::Empty),
@@ -137,8 +139,14 @@ impl H1Origin {
     /// Ends the request body (the last chunk and `trailers`, for chunked) and sends
     /// everything queued.
     pub(crate) async fn end(&mut self, trailers: Option<&Headers>) -> Result<()> {
-        let raw = trailers.map(raw_fields).unwrap_or_default();
-        self.encoder.finish(&mut self.out, &raw);
+        if self.encoder == Encoder::Chunked {
+            let raw = trailers.map(raw_fields).unwrap_or_default();
+            self.encoder.finish(&mut self.out, &raw);
+        }
+        if self.out.is_empty() {
+            // Everything went with the last piece, flushed then.
+            return Ok(());
+        }
         self.write_out().await?;
         self.flush().await
     }
@@ -305,13 +313,17 @@ impl H1Origin {
 
     fn into_link(self) -> Link {
         let reused = self.reused;
-        let (io, _) = self.peer.into_parts();
+        let (io, read) = self.peer.into_parts();
         Link::H1 {
             up: Upstream {
                 io,
                 addr: self.addr,
                 target: self.target,
                 permit: self.permit,
+                buffers: Buffers {
+                    read,
+                    write: self.out,
+                },
             },
             reused,
         }

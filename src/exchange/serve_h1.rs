@@ -4,15 +4,15 @@
 //! before the next head is read. `CONNECT` is answered here (through the exchange's
 //! hooks) and its connection handed back to the caller, which runs the tunnel.
 
-use std::future::pending;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
 
 use super::origin::{parse_fields, raw_fields};
-use super::{set_response_length, BodyOut, Client, Connect, Head, Outcome};
+use super::{set_response_length, Ahead, BodyOut, Client, Connect, Head, Outcome};
 use crate::context::Context;
 use crate::core::{Connection, Flow, Host, Target};
 use crate::error::{Error, Result};
@@ -25,7 +25,7 @@ use crate::http::page;
 use crate::http::settings::Settings;
 use crate::http::target::{parse_authority, route, Scope};
 use crate::io::{rewound, BoxIo};
-use crate::upstream::{Link, Route, Tcp, Upstream, Want};
+use crate::upstream::{Link, Route, Upstream, Want};
 
 /// Most body bytes sent in the same write as the response head.
 const COALESCE_LIMIT: usize = 64 * 1024;
@@ -36,7 +36,7 @@ pub(crate) enum Served {
     /// The client closed, or was answered and let go.
     Closed,
     /// A `CONNECT` was answered `200`: the tunnel starts.
-    Connect(Opened),
+    Connect(Box<Opened>),
 }
 
 /// A `CONNECT` tunnel, answered and ready to start.
@@ -45,15 +45,15 @@ pub(crate) struct Opened {
     pub client: BoxIo,
     /// The target, as the `CONNECT` named it.
     pub target: Target,
-    /// The connection to the target made before answering, if one was.
-    pub tcp: Option<Tcp>,
+    /// What was reached of the target before answering.
+    pub ahead: Ahead,
 }
 
 impl std::fmt::Debug for Opened {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Opened")
             .field("target", &self.target)
-            .field("tcp", &self.tcp)
+            .field("ahead", &self.ahead)
             .finish_non_exhaustive()
     }
 }
@@ -97,7 +97,7 @@ pub(crate) async fn serve(
         peer: Peer::new(client, Flow::ClientToServer, first),
         scope,
         flows: 0,
-        stopping: cx.stopping.clone(),
+        stopped: cx.stopped(),
         held,
         current,
         req: RequestState::default(),
@@ -163,7 +163,8 @@ struct Session<'a> {
     peer: Peer,
     scope: Scope,
     flows: u64,
-    stopping: watch::Receiver<bool>,
+    /// Completes when the server stops: made once, polled while idle between requests.
+    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// A clean HTTP/1.1 upstream kept between exchanges (not pooled: the next request
     /// most often goes to the same origin).
     held: Option<Upstream>,
@@ -249,7 +250,7 @@ impl Session<'_> {
             version: head.version,
             connect: false,
         };
-        let mut request = Request::new_to(&head.method, target, path);
+        let mut request = Request::new_to(head.method, target, path);
         request.version = head.version;
         request.headers = head.headers;
         request.body = match framing {
@@ -303,20 +304,20 @@ impl Session<'_> {
             connect: true,
             ..RequestState::default()
         };
-        let mut request = Request::new_to(&head.method, target.clone(), head.target);
+        let mut request = Request::new_to(head.method, target.clone(), head.target);
         request.version = head.version;
         request.headers = head.headers;
         let (cx, settings) = (self.cx, self.settings);
         let flow = HttpFlow::new(self.flows, request);
         match super::connect(cx, settings, self, flow).await {
-            Ok(Connect::Open(tcp)) => {
+            Ok(Connect::Open(ahead)) => {
                 let io = std::mem::replace(&mut self.peer.io, Box::new(tokio::io::empty()));
                 let rest = self.peer.buf.split().freeze();
-                Ok(Served::Connect(Opened {
+                Ok(Served::Connect(Box::new(Opened {
                     client: rewound(io, rest),
                     target,
-                    tcp,
-                }))
+                    ahead,
+                })))
             }
             Ok(Connect::Refused) | Err(Error::Killed) => Ok(Served::Closed),
             Err(e) => Err(e),
@@ -342,7 +343,7 @@ impl Session<'_> {
             // once a head has begun it must arrive in time.
             let between = idle && self.peer.buf.is_empty();
             idle = false;
-            if between && *self.stopping.borrow() {
+            if between && self.cx.is_stopping() {
                 return Ok(None);
             }
             let limit = if between {
@@ -350,21 +351,12 @@ impl Session<'_> {
             } else {
                 self.settings.timeout
             };
-            let stopping = &mut self.stopping;
-            let stop = async move {
-                if between {
-                    // A server gone without saying so leaves its tasks to be dropped.
-                    if stopping.wait_for(|s| *s).await.is_ok() {
-                        return;
-                    }
-                }
-                pending::<()>().await
-            };
             let read = self.peer.fill(&self.cx.chain, self.conn, self.hooks);
             let read = tokio::time::timeout(limit, read);
             let read = tokio::select! {
+                biased;
                 read = read => read,
-                () = stop => return Ok(None),
+                () = self.stopped.as_mut(), if between => return Ok(None),
             };
             match read {
                 Ok(Ok(0)) | Err(_) => return Ok(None),
@@ -496,6 +488,10 @@ impl Client for Session<'_> {
         }
     }
 
+    fn body_done(&self) -> bool {
+        self.req.decoder.is_done()
+    }
+
     fn trailers(&mut self) -> Option<Headers> {
         parse_fields(&std::mem::take(&mut self.req.decoder.trailers))
     }
@@ -587,11 +583,15 @@ impl Client for Session<'_> {
     }
 
     async fn finish(&mut self, trailers: Option<&Headers>) -> Result<()> {
-        let raw = trailers.map(raw_fields).unwrap_or_default();
-        self.encoder.finish(&mut self.out, &raw);
-        self.encoder = Encoder::Plain;
-        self.write_out().await?;
-        self.peer.io.flush().await.map_err(Error::client_io)?;
+        if self.encoder == Encoder::Chunked {
+            let raw = trailers.map(raw_fields).unwrap_or_default();
+            self.encoder.finish(&mut self.out, &raw);
+            self.encoder = Encoder::Plain;
+        }
+        if !self.out.is_empty() {
+            self.write_out().await?;
+            self.peer.io.flush().await.map_err(Error::client_io)?;
+        }
         if self.hang_up {
             let _ = self.peer.io.shutdown().await;
         }

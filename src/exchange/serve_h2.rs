@@ -50,7 +50,7 @@ pub(crate) async fn serve(
     };
     let mut running = FuturesUnordered::new();
     let mut next_id = 0u64;
-    let mut stopping = cx.stopping.clone();
+    let mut stopped = cx.stopped();
     let mut going_away = false;
     loop {
         tokio::select! {
@@ -70,7 +70,7 @@ pub(crate) async fn serve(
                     tracing::debug!(error = %Report(&e), "HTTP/2 stream failed");
                 }
             }
-            _ = stopping.wait_for(|s| *s), if !going_away => {
+            () = stopped.as_mut(), if !going_away => {
                 // The server stops: no new streams (GOAWAY); those in flight finish.
                 h2conn.graceful_shutdown();
                 going_away = true;
@@ -208,6 +208,10 @@ impl Client for Stream<'_, '_> {
         self.trailers = trailers.map(|t| convert::headers_from(&t));
         self.recv = None;
         Ok(None)
+    }
+
+    fn body_done(&self) -> bool {
+        self.recv.as_ref().is_none_or(RecvStream::is_end_stream)
     }
 
     fn trailers(&mut self) -> Option<Headers> {

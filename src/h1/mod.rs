@@ -10,4 +10,4 @@ pub(crate) mod parse;
 pub(crate) mod peer;
 pub(crate) mod write;
 
-pub(crate) use self::peer::Peer;
+pub(crate) use self::peer::{Buffers, Peer};

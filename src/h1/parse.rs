@@ -57,12 +57,13 @@ pub(crate) struct ResponseHead {
 
 impl From<ResponseHead> for Response {
     fn from(head: ResponseHead) -> Self {
-        let mut response = Response::new(head.status);
-        response.reason = head.reason;
-        response.version = head.version;
-        response.headers = head.headers;
-        response.body = Body::Empty;
-        response
+        Response {
+            status: head.status,
+            reason: head.reason,
+            version: head.version,
+            headers: head.headers,
+            body: Body::Empty,
+        }
     }
 }
 
@@ -97,16 +98,15 @@ impl HeadScanner {
         let from = self.scanned.min(buf.len()).saturating_sub(3);
         self.examined += buf.len() - from;
         self.scanned = buf.len();
-        let mut i = from;
-        while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
-            let at = i + p;
-            if at >= 1 && buf[at - 1] == b'\n' {
-                return Scan::BareLf;
-            }
-            if at >= 3 && &buf[at - 3..at] == b"\r\n\r" {
-                return Scan::Complete(at + 1);
-            }
-            i = at + 1;
+        // A head whose lines end in bare LFs is refused when parsed (its length does not
+        // match); one that never reaches a CRLF end is refused here, as soon as its
+        // blank line shows.
+        let new = &buf[from..];
+        if let Some(at) = finders().0.find(new) {
+            return Scan::Complete(from + at + 4);
+        }
+        if finders().1.find(new).is_some() {
+            return Scan::BareLf;
         }
         Scan::Partial
     }
@@ -121,6 +121,24 @@ impl HeadScanner {
     pub(crate) fn examined(&self) -> usize {
         self.examined
     }
+}
+
+/// The searchers for the end of a head (CRLF CRLF) and for a blank line of bare LFs,
+/// built once.
+fn finders() -> &'static (
+    memchr::memmem::Finder<'static>,
+    memchr::memmem::Finder<'static>,
+) {
+    static FINDERS: std::sync::OnceLock<(
+        memchr::memmem::Finder<'static>,
+        memchr::memmem::Finder<'static>,
+    )> = std::sync::OnceLock::new();
+    FINDERS.get_or_init(|| {
+        (
+            memchr::memmem::Finder::new(b"\r\n\r\n"),
+            memchr::memmem::Finder::new(b"\n\n"),
+        )
+    })
 }
 
 /// Finds the end of a head that is whole in `buf`, if it is there.
@@ -173,7 +191,13 @@ fn request_into<'h>(
 ) -> Result<RequestHead, HeadError> {
     let mut req = httparse::Request::new(fields);
     match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        // httparse takes bare LFs as line ends: its head then ends before ours.
+        Ok(httparse::Status::Complete(_)) => {
+            return Err(HeadError::Malformed(
+                "line ends must be CRLF, not a bare LF".into(),
+            ))
+        }
         Ok(httparse::Status::Partial) => {
             return Err(HeadError::Malformed("incomplete request head".into()))
         }
@@ -212,7 +236,12 @@ fn response_into<'h>(
 ) -> Result<ResponseHead, HeadError> {
     let mut res = httparse::Response::new(fields);
     match res.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Ok(httparse::Status::Complete(_)) => {
+            return Err(HeadError::Malformed(
+                "line ends must be CRLF, not a bare LF".into(),
+            ))
+        }
         Ok(httparse::Status::Partial) => {
             return Err(HeadError::Malformed("incomplete response head".into()))
         }

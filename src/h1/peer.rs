@@ -81,7 +81,29 @@ impl Peer {
     }
 }
 
+/// The buffers of one side of an HTTP/1 connection, kept between its exchanges so
+/// that each one does not allocate them again: the read buffer (empty, its capacity
+/// kept) and the write buffer for heads.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    pub read: BytesMut,
+    pub write: Vec<u8>,
+}
+
 impl Peer {
+    /// A peer over `io` reading into `read` (emptied first; its capacity is reused).
+    pub(crate) fn with_buffer(io: BoxIo, flow: Flow, mut read: BytesMut) -> Self {
+        read.clear();
+        Peer {
+            io,
+            buf: read,
+            flow,
+            raw: BytesMut::new(),
+            read_size: FIRST_READ_SIZE,
+            scanner: HeadScanner::default(),
+        }
+    }
+
     /// Takes the next head off the buffer if it is whole there (`None`: read more).
     /// Refuses a head over `max` bytes, or one ended by bare LFs, as soon as that
     /// shows.

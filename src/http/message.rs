@@ -274,13 +274,13 @@ impl Request {
     /// ```
     pub fn new(method: &str, url: &str) -> Option<Self> {
         let (target, path) = super::target::split_absolute(url)??;
-        Some(Request::new_to(method, target, path))
+        Some(Request::new_to(method.to_string(), target, path))
     }
 
     /// A request to `target` for `path` (origin-form), with no headers and no body.
-    pub(crate) fn new_to(method: &str, target: Target, path: String) -> Self {
+    pub(crate) fn new_to(method: String, target: Target, path: String) -> Self {
         Request {
-            method: method.to_string(),
+            method,
             target,
             path,
             version: Version::Http11,

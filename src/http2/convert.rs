@@ -66,7 +66,7 @@ pub(crate) fn request_from(
     target: crate::core::Target,
     path: String,
 ) -> Request {
-    let mut request = Request::new_to(parts.method.as_str(), target, path);
+    let mut request = Request::new_to(parts.method.as_str().to_string(), target, path);
     request.version = Version::Http2;
     request.headers = headers_from(&parts.headers);
     request.body = Body::Streaming;

@@ -233,7 +233,7 @@ impl Protocol for Http {
         )
         .await?;
         if let Served::Connect(opened) = served {
-            crate::tunnel::run(cx, settings, conn, opened).await?;
+            crate::tunnel::run(cx, settings, conn, *opened).await?;
         }
         Ok(Connected::Handled)
     }

@@ -30,6 +30,7 @@ pub use self::tls::UpstreamTls;
 use self::pool::{Key, Pool, Shared};
 use crate::core::Target;
 use crate::error::{Error, Result};
+use crate::h1::Buffers;
 use crate::io::BoxIo;
 
 /// How a connection reaches its origin.
@@ -57,6 +58,9 @@ pub(crate) struct Upstream {
     pub target: Target,
     /// The connection's place under the connection limit.
     pub permit: Permit,
+    /// HTTP/1.1 buffers kept between the exchanges of one client connection (none in
+    /// the pool, where they would only hold memory).
+    pub buffers: Buffers,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -277,6 +281,7 @@ impl Upstreams {
                 addr: tcp.addr,
                 target: target.clone(),
                 permit: tcp.permit,
+                buffers: Buffers::default(),
             };
             return Ok((up, None));
         }
@@ -290,6 +295,7 @@ impl Upstreams {
             addr: tcp.addr,
             target: target.clone(),
             permit: tcp.permit,
+            buffers: Buffers::default(),
         };
         Ok((up, chosen))
     }
@@ -344,6 +350,7 @@ impl Upstreams {
             addr,
             target,
             permit,
+            ..
         } = up;
         let (send, connection) = crate::http2::client_handshake(io).await?;
         let shared = Shared::new(send, addr);
@@ -361,14 +368,10 @@ impl Upstreams {
     }
 
     /// Keeps an HTTP/1.1 connection whose last exchange left it reusable.
-    pub(crate) fn give_back(&self, route: &Route, up: Upstream) {
+    pub(crate) fn give_back(&self, route: &Route, mut up: Upstream) {
         let key: Key = (route.clone(), up.target.clone());
+        up.buffers = Buffers::default();
         self.pool.put(key, up);
-    }
-
-    /// Whether a live connection to `target` is pooled (proof that it is up).
-    pub(crate) fn has_live(&self, route: &Route, target: &Target) -> bool {
-        self.pool.has_live(&(route.clone(), target.clone()))
     }
 
     /// The shared HTTP/2 connection to `target`, if one is up, without dialing.

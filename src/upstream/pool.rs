@@ -238,21 +238,6 @@ impl Pool {
         true
     }
 
-    /// Whether a live connection to `key` is pooled: proof enough that the origin is
-    /// up. Dead idle ones met are dropped.
-    pub(crate) fn has_live(&self, key: &Key) -> bool {
-        if self.shared(key).is_some() {
-            return true;
-        }
-        match self.take(key) {
-            Some(up) => {
-                self.put(key.clone(), up);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Closes the connection idle the longest, to make room under the connection
     /// limit. Returns whether there was one.
     pub(crate) fn evict_one(&self) -> bool {

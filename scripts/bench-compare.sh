@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Compares two builds of `mitm` with mitm-bench in one run: for each scenario, the
+# baseline binary, then the current one, so that both meet the same machine state.
+#
+#   scripts/bench-compare.sh BASELINE_MITM [mitm-bench options...]
+#
+# BASELINE_MITM is a `mitm` binary built from the revision to compare against, e.g.:
+#   git worktree add --detach /tmp/base <rev>
+#   (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base-target cargo build --release --bins)
+#   scripts/bench-compare.sh /tmp/base-target/release/mitm
+#
+# The current build is target/release/mitm (build it first). Prints each scenario's
+# table for both, baseline first; every run's output goes to target/bench-compare/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ $# -lt 1 ] || [ ! -x "$1" ]; then
+    echo "usage: $0 BASELINE_MITM [mitm-bench options...]" >&2
+    exit 2
+fi
+base=$(realpath "$1")
+shift
+current=target/release/mitm
+bench=target/release/mitm-bench
+for bin in "$current" "$bench"; do
+    if [ ! -x "$bin" ]; then
+        echo "$bin is missing: run cargo build --release --bins first" >&2
+        exit 2
+    fi
+done
+out=target/bench-compare
+mkdir -p "$out"
+scenarios=(http-ka https-ka https-newconn http-bulk https-bulk hosts-cold idle)
+for scenario in "${scenarios[@]}"; do
+    for which in baseline current; do
+        bin=$base
+        [ "$which" = current ] && bin=$current
+        echo "== $scenario, $which"
+        "$bench" --only "$scenario" --proxy-bin "$bin" "$@" \
+            >"$out/$scenario-$which.txt" 2>"$out/$scenario-$which.log"
+        sed -n '/^scenario/,/^$/p' "$out/$scenario-$which.txt"
+    done
+done
