@@ -10,7 +10,9 @@
 #   scripts/bench-compare.sh /tmp/base-target/release/mitm
 #
 # The current build is target/release/mitm (build it first). Prints each scenario's
-# table for both, baseline first; every run's output goes to target/bench-compare/.
+# table for both, baseline first (current first with BENCH_ORDER=current-first, to
+# see how much of a difference the order makes); every run's output goes to
+# target/bench-compare/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,8 +33,10 @@ done
 out=target/bench-compare
 mkdir -p "$out"
 scenarios=(http-ka https-ka https-newconn http-bulk https-bulk hosts-cold idle)
+order=(baseline current)
+[ "${BENCH_ORDER:-}" = current-first ] && order=(current baseline)
 for scenario in "${scenarios[@]}"; do
-    for which in baseline current; do
+    for which in "${order[@]}"; do
         bin=$base
         [ "$which" = current ] && bin=$current
         echo "== $scenario, $which"

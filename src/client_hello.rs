@@ -235,14 +235,26 @@ mod tests {
     fn no_sni_is_fine_and_garbage_is_invalid() {
         assert!(matches!(peek(&hello(None, &[], None)), Peek::Hello(h) if h.server_name.is_none()));
         assert_eq!(peek(b"GET / HTTP/1.1\r\n\r\n"), Peek::Invalid);
-        let mut bad = hello(Some("x"), &[], None);
-        bad[9] = 0xff; // body length beyond the record
-        assert_ne!(peek(&bad), Peek::Hello(ClientHello::default()));
+        // A handshake message that is not a ClientHello (2: ServerHello).
+        let mut server_hello = hello(Some("x"), &[], None);
+        server_hello[5] = 2;
+        assert_eq!(peek(&server_hello), Peek::Invalid);
+        // A session id longer than what is left of the message.
+        let mut long_session = hello(Some("x"), &[], None);
+        long_session[5 + 4 + 2 + 32] = 0xff;
+        assert_eq!(peek(&long_session), Peek::Invalid);
+        // A message longer than its record: the rest is in the next record.
+        let mut continued = hello(Some("x"), &[], None);
+        continued[8] = continued[8].wrapping_add(10);
+        assert_eq!(peek(&continued), Peek::NeedMore);
     }
 
     #[test]
-    fn truncated_extensions_are_invalid_not_a_panic() {
+    fn truncated_hellos_are_invalid_not_a_panic() {
         let raw = hello(Some("example.com"), &[b"h2"], None);
+        // Record and message headers, then version, random, session id, suites and
+        // compression: a hello that ends there simply has no extensions.
+        let no_extensions = 5 + 4 + 2 + 32 + 1 + 4 + 2;
         for cut in 9..raw.len() {
             let mut t = raw[..cut].to_vec();
             // Claim the record and message end here.
@@ -250,7 +262,12 @@ mod tests {
             t[3..5].copy_from_slice(&rec.to_be_bytes());
             let msg = (t.len() - 9) as u32;
             t[6..9].copy_from_slice(&msg.to_be_bytes()[1..]);
-            let _ = peek(&t);
+            let want = if cut == no_extensions {
+                Peek::Hello(ClientHello::default())
+            } else {
+                Peek::Invalid
+            };
+            assert_eq!(peek(&t), want, "cut at {cut}");
         }
     }
 }

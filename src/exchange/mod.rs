@@ -23,6 +23,9 @@ pub(crate) mod serve_h1;
 pub(crate) mod serve_h2;
 pub(crate) mod websocket;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Instant;
 
