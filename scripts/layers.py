@@ -3,9 +3,10 @@
 
 Every `crate::<module>` path in a file of `src/` (a `use`, or a path written inline)
 is an edge from the file's top-level module to `<module>`. Doc comments and test
-modules (`#[cfg(test)]` to the end of the file) are left out: they do not make the code
-depend on anything. `lib.rs` (re-exports) and `internals.rs` (hidden entry points for
-fuzzing and benches) are roots, not layers. Run from the repository root:
+modules (`#[cfg(test)]` to the end of the file, or a file `tests.rs` of its own) are
+left out: they do not make the code depend on anything. `lib.rs` (re-exports) and
+`internals.rs` (hidden entry points for fuzzing and benches) are roots, not layers. Run
+from the repository root:
 
     python3 scripts/layers.py          # the graph, lowest layer first
     python3 scripts/layers.py --dot    # the same as Graphviz input
@@ -52,7 +53,7 @@ def graph() -> dict:
     edges = {}
     for path in sorted(SRC.rglob("*.rs")):
         module = top_module(path)
-        if module in ROOTS:
+        if module in ROOTS or path.name == "tests.rs":
             continue
         deps = edges.setdefault(module, set())
         code = code_of(path.read_text())

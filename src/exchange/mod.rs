@@ -650,15 +650,7 @@ impl<'a, C: Client> Exchange<'a, C> {
         let Origin::H1(o) = origin else {
             return Ok(Outcome::Close);
         };
-        let out = Head {
-            response: &head,
-            body: BodyOut::None,
-            local: false,
-            close: false,
-        };
-        self.client.start(out).await?;
-        self.client.finish(None).await?;
-        self.flow.timings.response_end = Some(Instant::now());
+        self.send_head_only(&head, false).await?;
         let websocket = head.status == 101
             && self
                 .flow
@@ -822,17 +814,24 @@ impl<'a, C: Client> Exchange<'a, C> {
             self.answer(response, None, true).await?;
             return Ok(Outcome::Close);
         }
+        self.send_head_only(&response, true).await?;
+        self.flow.response = Some(response);
+        Ok(Outcome::Done)
+    }
+
+    /// Writes a response that is a head alone, after which the connection is another
+    /// protocol's (`200` to `CONNECT`, `101`).
+    async fn send_head_only(&mut self, response: &Response, local: bool) -> Result<()> {
         let head = Head {
-            response: &response,
+            response,
             body: BodyOut::None,
-            local: true,
+            local,
             close: false,
         };
         self.client.start(head).await?;
         self.client.finish(None).await?;
         self.flow.timings.response_end = Some(Instant::now());
-        self.flow.response = Some(response);
-        Ok(Outcome::Done)
+        Ok(())
     }
 }
 

@@ -221,14 +221,8 @@ impl Pool {
     pub(crate) fn put_shared(&self, key: Key, shared: Shared) -> bool {
         let mut inner = self.lock();
         if !inner.shared.contains_key(&key) && inner.shared.len() >= MAX_SHARED {
-            let now = Instant::now();
-            let idlest = inner
-                .shared
-                .iter()
-                .filter_map(|(k, s)| s.idle_for(now).map(|d| (d, k.clone())))
-                .max_by_key(|(d, _)| *d);
-            match idlest {
-                Some((_, k)) => {
+            match idlest_shared(&inner) {
+                Some(k) => {
                     inner.shared.remove(&k);
                 }
                 None => return false,
@@ -246,14 +240,8 @@ impl Pool {
             evict_oldest(&mut inner);
             return true;
         }
-        let now = Instant::now();
-        let idlest = inner
-            .shared
-            .iter()
-            .filter_map(|(k, s)| s.idle_for(now).map(|d| (d, k.clone())))
-            .max_by_key(|(d, _)| *d);
-        match idlest {
-            Some((_, k)) => inner.shared.remove(&k).is_some(),
+        match idlest_shared(&inner) {
+            Some(k) => inner.shared.remove(&k).is_some(),
             None => false,
         }
     }
@@ -277,6 +265,17 @@ impl Pool {
             .shared
             .retain(|_, s| s.alive() && s.idle_for(now).is_none_or(|d| d < SHARED_IDLE_TIME));
     }
+}
+
+/// The shared connection with no exchange in flight that has been idle the longest.
+fn idlest_shared(inner: &Inner) -> Option<Key> {
+    let now = Instant::now();
+    inner
+        .shared
+        .iter()
+        .filter_map(|(k, s)| s.idle_for(now).map(|d| (d, k)))
+        .max_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.clone())
 }
 
 /// Drops the connection idle the longest, and its origin's entry if that empties.
