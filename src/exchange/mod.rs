@@ -122,9 +122,11 @@ enum Outgoing {
 }
 
 /// Why sending a request to an origin failed.
+#[derive(Debug)]
 struct Failure {
     error: Error,
-    /// The origin cannot have acted on the request.
+    /// The origin cannot have acted on the request (nothing of it sent, a refused
+    /// stream, a stream above a `GOAWAY`'s last): sending it again elsewhere is safe.
     unprocessed: bool,
 }
 
@@ -424,10 +426,7 @@ impl<'a, C: Client> Exchange<'a, C> {
         outgoing: &mut Outgoing,
     ) -> std::result::Result<(Response, Option<u64>), Failure> {
         let end = matches!(outgoing, Outgoing::Held(b) if b.is_empty());
-        let (answer, mut tx) = o.open(&self.flow.request, end).await.map_err(|f| Failure {
-            error: f.error,
-            unprocessed: f.unprocessed,
-        })?;
+        let (answer, mut tx) = o.open(&self.flow.request, end).await?;
         let server = Side::Server;
         let settings = self.settings;
         let target = o.target().clone();
@@ -463,10 +462,7 @@ impl<'a, C: Client> Exchange<'a, C> {
         };
         let head = H2Origin::response(&target, answer, settings.response_timeout);
         let (sent, head) = tokio::join!(send, head);
-        let (mut response, recv) = head.map_err(|f| Failure {
-            error: f.error,
-            unprocessed: f.unprocessed,
-        })?;
+        let (mut response, recv) = head?;
         match sent {
             Ok(n) => self.flow.request_body_size = n,
             // The client went away: nothing more to do for it.
@@ -511,17 +507,7 @@ impl<'a, C: Client> Exchange<'a, C> {
         self.flow.response = Some(head);
         let ahead = self.read_response_ahead(origin, length).await?;
         let original = self.flow.response.as_ref().map(|r| r.body.clone());
-        if let Verdict::Kill = self
-            .cx
-            .chain
-            .response(self.client.conn(), &mut self.flow)
-            .await
-        {
-            return Err(self.kill());
-        }
-        let Some(mut response) = self.flow.response.take() else {
-            return Err(self.kill());
-        };
+        let mut response = self.response_hooks().await?;
         let streaming =
             matches!(response.body, Body::Streaming) && Some(&response.body) == original.as_ref();
         let body = if !has_body(&self.flow.request.method, response.status) {
@@ -541,9 +527,23 @@ impl<'a, C: Client> Exchange<'a, C> {
             local: false,
             close: false,
         };
-        let written = self.write_response(head, origin, ahead).await;
+        let written = self.write_response(head, Some(origin), ahead).await;
         self.flow.response = Some(response);
-        written
+        written.map(|()| Outcome::Done)
+    }
+
+    /// Runs the `response` hooks on `flow.response` and takes the response they leave;
+    /// a hook's `Kill` drops the client.
+    async fn response_hooks(&mut self) -> Result<Response> {
+        let verdict = self
+            .cx
+            .chain
+            .response(self.client.conn(), &mut self.flow)
+            .await;
+        match (verdict, self.flow.response.take()) {
+            (Verdict::Kill, _) | (_, None) => Err(self.kill()),
+            (_, Some(response)) => Ok(response),
+        }
     }
 
     /// Reads the response body ahead for the hooks, up to the body limit.
@@ -591,14 +591,14 @@ impl<'a, C: Client> Exchange<'a, C> {
         }
     }
 
-    /// Writes the response to the client: its head, then its body (held, or streamed
-    /// from the origin), then its end.
+    /// Writes a response to the client: its head, then its body (held, or streamed
+    /// from `origin`: `ahead` first, then the rest), then its end.
     async fn write_response(
         &mut self,
         head: Head<'_>,
-        origin: &mut Origin,
+        mut origin: Option<&mut Origin>,
         ahead: Vec<Bytes>,
-    ) -> Result<Outcome> {
+    ) -> Result<()> {
         self.client.start(head).await?;
         let mut sent = 0u64;
         match head.body {
@@ -615,33 +615,45 @@ impl<'a, C: Client> Exchange<'a, C> {
                     self.client.send(piece).await?;
                 }
                 self.flow.response_body_size = sent;
-                #[cfg(target_os = "linux")]
-                if self.settings.zero_copy && !self.client.data_hooks() {
-                    if let Origin::H1(o) = &mut *origin {
-                        if o.worth_splicing() {
-                            if let Some(sink) = self.client.raw_sink().await? {
-                                sent += o.splice_to(sink, self.settings).await?;
-                                self.flow.response_body_size = sent;
-                            }
-                        }
-                    }
-                }
-                while let Some(piece) = self.origin_body(origin).await? {
-                    sent += piece.len() as u64;
-                    self.client.send(piece).await?;
-                    self.flow.response_body_size = sent;
+                if let Some(origin) = origin.as_deref_mut() {
+                    sent += self.stream_body(origin).await?;
                 }
             }
         }
         self.flow.response_body_size = sent;
         let trailers = match origin {
-            Origin::H1(o) => o.trailers(),
-            Origin::H2(o) if matches!(head.body, BodyOut::Stream(_)) => o.trailers().await?,
-            Origin::H2(_) => None,
+            Some(Origin::H1(o)) => o.trailers(),
+            Some(Origin::H2(o)) if matches!(head.body, BodyOut::Stream(_)) => o.trailers().await?,
+            _ => None,
         };
         self.client.finish(trailers.as_ref()).await?;
         self.flow.timings.response_end = Some(Instant::now());
-        Ok(Outcome::Done)
+        Ok(())
+    }
+
+    /// Streams the rest of the response body from `origin` to the client: with
+    /// `splice(2)` when nothing reads it and it is worth it, else piece by piece.
+    /// Returns the bytes sent (`flow.response_body_size` follows along).
+    async fn stream_body(&mut self, origin: &mut Origin) -> Result<u64> {
+        let base = self.flow.response_body_size;
+        let mut sent = 0u64;
+        #[cfg(target_os = "linux")]
+        if self.settings.zero_copy && !self.client.data_hooks() {
+            if let Origin::H1(o) = &mut *origin {
+                if o.worth_splicing() {
+                    if let Some(sink) = self.client.raw_sink().await? {
+                        sent += o.splice_to(sink, self.settings).await?;
+                        self.flow.response_body_size = base + sent;
+                    }
+                }
+            }
+        }
+        while let Some(piece) = self.origin_body(origin).await? {
+            sent += piece.len() as u64;
+            self.client.send(piece).await?;
+            self.flow.response_body_size = base + sent;
+        }
+        Ok(sent)
     }
 
     /// A `101 Switching Protocols`: passed on, then both streams are relayed, as
@@ -650,7 +662,7 @@ impl<'a, C: Client> Exchange<'a, C> {
         let Origin::H1(o) = origin else {
             return Ok(Outcome::Close);
         };
-        self.send_head_only(&head, false).await?;
+        self.write_head_only(&head, false).await?;
         let websocket = head.status == 101
             && self
                 .flow
@@ -692,44 +704,24 @@ impl<'a, C: Client> Exchange<'a, C> {
     ) -> Result<Outcome> {
         self.flow.error = error.map(Arc::new);
         self.flow.response = Some(response);
-        if let Verdict::Kill = self
-            .cx
-            .chain
-            .response(self.client.conn(), &mut self.flow)
-            .await
-        {
-            return Err(self.kill());
-        }
-        let Some(mut response) = self.flow.response.take() else {
-            return Err(self.kill());
-        };
-        let body = if has_body(&self.flow.request.method, response.status) {
-            let len = response.body.bytes().map_or(0, Bytes::len);
+        let mut response = self.response_hooks().await?;
+        let len = response.body.bytes().map_or(0, Bytes::len);
+        let has_body = has_body(&self.flow.request.method, response.status);
+        // A `HEAD` gets the length the body would have had.
+        if has_body || matches!(response.body, Body::Full(_)) {
             set_response_length(&mut response, len);
-            BodyOut::Full(len as u64)
-        } else {
-            if let Body::Full(b) = &response.body {
-                // A `HEAD` gets the length the body would have had.
-                let len = b.len();
-                set_response_length(&mut response, len);
-            }
-            BodyOut::None
-        };
+        }
         let head = Head {
             response: &response,
-            body,
+            body: if has_body {
+                BodyOut::Full(len as u64)
+            } else {
+                BodyOut::None
+            },
             local: true,
             close,
         };
-        self.client.start(head).await?;
-        if let (BodyOut::Full(n), Some(b)) = (body, response.body.bytes()) {
-            if n > 0 {
-                self.flow.response_body_size = n;
-                self.client.send(b.clone()).await?;
-            }
-        }
-        self.client.finish(None).await?;
-        self.flow.timings.response_end = Some(Instant::now());
+        self.write_response(head, None, Vec::new()).await?;
         self.flow.response = Some(response);
         // An error is the flow's record of why the proxy answered; the exchange itself
         // went through.
@@ -798,40 +790,27 @@ impl<'a, C: Client> Exchange<'a, C> {
         let mut established = Response::new(200);
         established.reason = "Connection established".into();
         self.flow.response = Some(established);
-        if let Verdict::Kill = self
-            .cx
-            .chain
-            .response(self.client.conn(), &mut self.flow)
-            .await
-        {
-            return Err(self.kill());
-        }
-        let Some(response) = self.flow.response.take() else {
-            return Err(self.kill());
-        };
+        let response = self.response_hooks().await?;
         if !(200..300).contains(&response.status) {
             // A hook turned the tunnel down after all.
             self.answer(response, None, true).await?;
             return Ok(Outcome::Close);
         }
-        self.send_head_only(&response, true).await?;
+        self.write_head_only(&response, true).await?;
         self.flow.response = Some(response);
         Ok(Outcome::Done)
     }
 
     /// Writes a response that is a head alone, after which the connection is another
     /// protocol's (`200` to `CONNECT`, `101`).
-    async fn send_head_only(&mut self, response: &Response, local: bool) -> Result<()> {
+    async fn write_head_only(&mut self, response: &Response, local: bool) -> Result<()> {
         let head = Head {
             response,
             body: BodyOut::None,
             local,
             close: false,
         };
-        self.client.start(head).await?;
-        self.client.finish(None).await?;
-        self.flow.timings.response_end = Some(Instant::now());
-        Ok(())
+        self.write_response(head, None, Vec::new()).await
     }
 }
 

@@ -10,6 +10,7 @@ use h2::client::ResponseFuture;
 use h2::{RecvStream, SendStream};
 use tokio::io::AsyncWriteExt;
 
+use super::Failure;
 use crate::core::{Connection, Flow, Target};
 use crate::error::{Error, Result, Side};
 use crate::h1::body::{Decoder, Encoder, Piece};
@@ -357,15 +358,6 @@ pub(crate) struct H2Origin {
     recv: Option<RecvStream>,
 }
 
-/// Why an HTTP/2 request did not get its answer.
-#[derive(Debug)]
-pub(crate) struct H2Failure {
-    pub error: Error,
-    /// The origin did not process the request (refused stream, `GOAWAY` before it, or
-    /// no stream opened at all): sending it again elsewhere is safe.
-    pub unprocessed: bool,
-}
-
 impl H2Origin {
     fn new(shared: Shared, target: Target, reused: bool) -> Self {
         let in_use = shared.in_use();
@@ -383,14 +375,14 @@ impl H2Origin {
         &mut self,
         req: &Request,
         end: bool,
-    ) -> std::result::Result<(ResponseFuture, SendStream<Bytes>), H2Failure> {
-        let head = convert::http_request(req).ok_or_else(|| H2Failure {
+    ) -> std::result::Result<(ResponseFuture, SendStream<Bytes>), Failure> {
+        let head = convert::http_request(req).ok_or_else(|| Failure {
             error: Error::BadRequest {
                 reason: "the request cannot be expressed in HTTP/2".into(),
             },
             unprocessed: false,
         })?;
-        let not_sent = |e| H2Failure {
+        let not_sent = |e| Failure {
             error: self.error(e),
             unprocessed: true,
         };
@@ -403,10 +395,10 @@ impl H2Origin {
         target: &Target,
         answer: ResponseFuture,
         timeout: Duration,
-    ) -> std::result::Result<(Response, RecvStream), H2Failure> {
+    ) -> std::result::Result<(Response, RecvStream), Failure> {
         let got = tokio::time::timeout(timeout, answer)
             .await
-            .map_err(|_| H2Failure {
+            .map_err(|_| Failure {
                 error: Error::ResponseTimeout {
                     target: target.to_string(),
                     after: timeout,
@@ -418,7 +410,7 @@ impl H2Origin {
             // was not processed.
             let unprocessed =
                 e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote());
-            H2Failure {
+            Failure {
                 error: h2_error(target, e),
                 unprocessed,
             }

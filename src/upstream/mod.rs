@@ -309,19 +309,14 @@ impl Upstreams {
         want: Want,
         timeout: Duration,
     ) -> Result<Link> {
-        let key = (route.clone(), target.clone());
         if !want.fresh {
-            if want.h2 {
-                if let Some(shared) = self.pool.shared(&key) {
-                    return Ok(Link::H2 {
-                        shared,
-                        target: target.clone(),
-                        reused: true,
-                    });
-                }
-            }
-            if let Some(up) = self.pool.take(&key) {
-                return Ok(Link::H1 { up, reused: true });
+            let pooled = if want.h2 {
+                self.pooled(route, target)
+            } else {
+                self.idle(route, target)
+            };
+            if let Some(link) = pooled {
+                return Ok(link);
             }
         }
         let alpn: Vec<Vec<u8>> = if want.h2 {
@@ -384,17 +379,16 @@ impl Upstreams {
         })
     }
 
+    /// An idle HTTP/1.1 connection to `target` that is still open, without dialing.
+    fn idle(&self, route: &Route, target: &Target) -> Option<Link> {
+        let key = (route.clone(), target.clone());
+        self.pool.take(&key).map(|up| Link::H1 { up, reused: true })
+    }
+
     /// The shared HTTP/2 connection to `target`, or an idle HTTP/1.1 one, without
     /// dialing.
     pub(crate) fn pooled(&self, route: &Route, target: &Target) -> Option<Link> {
-        let key = (route.clone(), target.clone());
-        if let Some(shared) = self.pool.shared(&key) {
-            return Some(Link::H2 {
-                shared,
-                target: target.clone(),
-                reused: true,
-            });
-        }
-        self.pool.take(&key).map(|up| Link::H1 { up, reused: true })
+        self.shared(route, target)
+            .or_else(|| self.idle(route, target))
     }
 }
