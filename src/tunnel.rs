@@ -363,7 +363,7 @@ impl Intercept<'_> {
     ) -> Result<Reached> {
         let (cx, settings) = (self.cx, self.settings);
         let tcp = match ahead {
-            Ahead::Pooled(link) if http && link_target(&link) == origin => {
+            Ahead::Pooled(link) if http && link.target() == origin => {
                 return Ok(Reached::Http(link));
             }
             Ahead::Pooled(link) => {
@@ -420,14 +420,6 @@ impl Intercept<'_> {
     }
 }
 
-/// The origin a link reaches.
-fn link_target(link: &Link) -> &Target {
-    match link {
-        Link::H1 { up, .. } => &up.target,
-        Link::H2 { target, .. } => target,
-    }
-}
-
 /// The TLS server config for a leaf of `host`, announcing `alpn` (the upstream's pick).
 /// The common case, HTTP/1.1 or no ALPN, is the CA's cached config.
 fn leaf_config(cx: &Context, host: &str, alpn: Option<&[u8]>) -> Result<Arc<rustls::ServerConfig>> {
@@ -445,22 +437,7 @@ fn leaf_config(cx: &Context, host: &str, alpn: Option<&[u8]>) -> Result<Arc<rust
 /// Answers the client with the error page for `e` (inside TLS, where it can read it),
 /// then hands `e` back to be logged.
 async fn fail<W: tokio::io::AsyncWrite + Unpin>(client: &mut W, e: Error) -> Result<()> {
-    let mut response = page::error(&e);
-    let len = response.body.bytes().map_or(0, Bytes::len);
-    response
-        .headers
-        .insert("Content-Length", Bytes::from(len.to_string()));
-    let mut out = Vec::new();
-    write::response_head(
-        &mut out,
-        &response,
-        write::Framing::AsIs,
-        true,
-        Some("close"),
-    );
-    if let Some(body) = response.body.bytes() {
-        out.extend_from_slice(body);
-    }
+    let out = write::local_response(&page::error(&e), "", Some("close"));
     // The client may be gone already; the original error is what matters.
     let _ = client.write_all(&out).await;
     let _ = client.shutdown().await;

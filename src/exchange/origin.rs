@@ -141,7 +141,7 @@ impl H1Origin {
     /// everything queued.
     pub(crate) async fn end(&mut self, trailers: Option<&Headers>) -> Result<()> {
         if self.encoder == Encoder::Chunked {
-            let raw = trailers.map(raw_fields).unwrap_or_default();
+            let raw = trailers.map(write::trailer_lines).unwrap_or_default();
             self.encoder.finish(&mut self.out, &raw);
         }
         if self.out.is_empty() {
@@ -273,7 +273,7 @@ impl H1Origin {
 
     /// The response body's trailers, once it has been read to its end.
     pub(crate) fn trailers(&mut self) -> Option<Headers> {
-        parse_fields(&std::mem::take(&mut self.decoder.trailers))
+        parse::trailers(&std::mem::take(&mut self.decoder.trailers))
     }
 
     /// Whether the rest of the response body is worth moving with `splice(2)`.
@@ -472,39 +472,4 @@ pub(crate) fn h2_error(target: &Target, e: h2::Error) -> Error {
         side: Side::Server,
         source: io::Error::other(format!("HTTP/2 with upstream {target}: {e}")),
     }
-}
-
-/// Header fields as raw HTTP/1 lines (`Name: value\r\n`), for chunked trailers.
-pub(crate) fn raw_fields(headers: &Headers) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in headers.raw_iter() {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// Raw HTTP/1 field lines (chunked trailers) as header fields; `None` when empty.
-pub(crate) fn parse_fields(raw: &[u8]) -> Option<Headers> {
-    if raw.is_empty() {
-        return None;
-    }
-    let mut headers = Headers::new();
-    for line in raw.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = line[..colon].trim_ascii();
-        if name.is_empty() {
-            continue;
-        }
-        headers.append(
-            Bytes::copy_from_slice(name),
-            Bytes::copy_from_slice(line[colon + 1..].trim_ascii()),
-        );
-    }
-    (!headers.is_empty()).then_some(headers)
 }

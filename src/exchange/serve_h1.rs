@@ -11,8 +11,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
-use super::origin::{parse_fields, raw_fields};
-use super::{set_response_length, Ahead, BodyOut, Client, Connect, Head, Outcome};
+use super::{Ahead, BodyOut, Client, Connect, Head, Outcome};
 use crate::context::Context;
 use crate::core::{Connection, Flow, Host, Target};
 use crate::error::{Error, Result};
@@ -381,19 +380,13 @@ impl Session<'_> {
     /// flow yet), and ends the connection unless `keep`.
     async fn write_plain(
         &mut self,
-        mut response: Response,
+        response: Response,
         method: &str,
         version: Version,
         keep: bool,
     ) -> Result<()> {
-        let len = response.body.bytes().map_or(0, Bytes::len);
-        set_response_length(&mut response, len);
-        let mut out = Vec::new();
         let connection = connection_header(keep, version == Version::Http10);
-        write::response_head(&mut out, &response, write::Framing::AsIs, true, connection);
-        if let (Body::Full(b), true) = (&response.body, parse::has_body(method, response.status)) {
-            out.extend_from_slice(b);
-        }
+        let out = write::local_response(&response, method, connection);
         self.send_now(&out).await?;
         if !keep {
             let _ = self.peer.io.shutdown().await;
@@ -493,7 +486,7 @@ impl Client for Session<'_> {
     }
 
     fn trailers(&mut self) -> Option<Headers> {
-        parse_fields(&std::mem::take(&mut self.req.decoder.trailers))
+        parse::trailers(&std::mem::take(&mut self.req.decoder.trailers))
     }
 
     #[cfg(target_os = "linux")]
@@ -584,7 +577,7 @@ impl Client for Session<'_> {
 
     async fn finish(&mut self, trailers: Option<&Headers>) -> Result<()> {
         if self.encoder == Encoder::Chunked {
-            let raw = trailers.map(raw_fields).unwrap_or_default();
+            let raw = trailers.map(write::trailer_lines).unwrap_or_default();
             self.encoder.finish(&mut self.out, &raw);
             self.encoder = Encoder::Plain;
         }

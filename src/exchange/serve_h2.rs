@@ -81,8 +81,8 @@ pub(crate) async fn serve(
     let drain = async { while running.next().await.is_some() {} };
     let closed = std::future::poll_fn(|c| h2conn.poll_closed(c));
     let _ = tokio::join!(drain, closed);
-    if let Some(Link::H1 { up, .. }) = lock(&streams.spare).take() {
-        cx.upstreams.give_back(&Route::Direct, up);
+    if let Some(link) = lock(&streams.spare).take() {
+        super::give_back(cx, link);
     }
     Ok(())
 }
@@ -278,12 +278,12 @@ impl Client for Stream<'_, '_> {
         if !want.fresh {
             let spare = lock(&self.streams.spare).take();
             match spare {
-                Some(link) if link_target(&link) == target => return Ok(link),
-                Some(Link::H1 { up, .. }) => cx.upstreams.give_back(&Route::Direct, up),
-                _ => {}
+                Some(link) if link.target() == target => return Ok(link),
+                Some(link) => super::give_back(cx, link),
+                None => {}
             }
             if want.h2 {
-                if let Some(link @ Link::H2 { .. }) = cx.upstreams.shared(&Route::Direct, target) {
+                if let Some(link) = cx.upstreams.shared(&Route::Direct, target) {
                     return Ok(link);
                 }
             }
@@ -311,8 +311,8 @@ impl Client for Stream<'_, '_> {
     }
 
     fn release(&mut self, cx: &Context, link: Link, reusable: bool) {
-        if let (Link::H1 { up, .. }, true) = (link, reusable) {
-            cx.upstreams.give_back(&Route::Direct, up);
+        if reusable {
+            super::give_back(cx, link);
         }
         self.permit = None;
     }
@@ -323,14 +323,6 @@ impl Client for Stream<'_, '_> {
             None => self.respond.send_reset(h2::Reason::CANCEL),
         }
         self.ended = true;
-    }
-}
-
-/// The origin a link reaches.
-fn link_target(link: &Link) -> &Target {
-    match link {
-        Link::H1 { up, .. } => &up.target,
-        Link::H2 { target, .. } => target,
     }
 }
 

@@ -350,6 +350,29 @@ pub(crate) fn keeps_alive(version: Version, headers: &Headers) -> bool {
     }
 }
 
+/// Raw HTTP/1 field lines (chunked trailers) as header fields; `None` when empty.
+pub(crate) fn trailers(raw: &[u8]) -> Option<Headers> {
+    if raw.is_empty() {
+        return None;
+    }
+    let mut headers = Headers::new();
+    for line in raw.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        if name.is_empty() {
+            continue;
+        }
+        headers.append(
+            Bytes::copy_from_slice(name),
+            Bytes::copy_from_slice(line[colon + 1..].trim_ascii()),
+        );
+    }
+    (!headers.is_empty()).then_some(headers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

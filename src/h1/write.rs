@@ -82,6 +82,9 @@ pub(crate) enum Framing {
     /// The body runs until the connection closes: `Transfer-Encoding` and
     /// `Content-Length` are dropped.
     UntilClose,
+    /// The body is this many bytes: `Content-Length` says so (for a status that has a
+    /// body), `Transfer-Encoding` is dropped.
+    Length(u64),
 }
 
 /// What the request head an origin gets should say besides the message's fields.
@@ -149,10 +152,10 @@ pub(crate) fn response_head(
 ) {
     let upgrade = res.status == 101;
     let add_chunked = framing == Framing::Chunked && !ends_chunked(&res.headers);
-    let extra: &[&str] = if add_chunked || framing == Framing::UntilClose {
-        &["transfer-encoding", "content-length"]
-    } else {
-        &[]
+    let extra: &[&str] = match framing {
+        Framing::UntilClose | Framing::Length(_) => &["transfer-encoding", "content-length"],
+        Framing::Chunked if add_chunked => &["transfer-encoding", "content-length"],
+        _ => &[],
     };
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(res.status.to_string().as_bytes());
@@ -175,6 +178,9 @@ pub(crate) fn response_head(
     if add_chunked {
         field(out, b"Transfer-Encoding", b"chunked");
     }
+    if let (Framing::Length(n), false) = (framing, matches!(res.status, 100..=199 | 204 | 304)) {
+        field(out, b"Content-Length", n.to_string().as_bytes());
+    }
     if upgrade {
         field(out, b"Connection", b"upgrade");
     }
@@ -182,6 +188,41 @@ pub(crate) fn response_head(
         field(out, b"Connection", c.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// A whole response the proxy makes, as bytes: its head (with a `Content-Length` of its
+/// body, and `connection` when given), then the body unless the response to a `method`
+/// request has none (`HEAD`, 204, 304, 1xx).
+pub(crate) fn local_response(
+    response: &Response,
+    method: &str,
+    connection: Option<&str>,
+) -> Vec<u8> {
+    let body = response.body.bytes().map_or(&[][..], |b| &b[..]);
+    let mut out = Vec::with_capacity(256 + body.len());
+    response_head(
+        &mut out,
+        response,
+        Framing::Length(body.len() as u64),
+        true,
+        connection,
+    );
+    if super::parse::has_body(method, response.status) {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// Header fields as raw HTTP/1 lines (`Name: value\r\n`), for chunked trailers.
+pub(crate) fn trailer_lines(headers: &Headers) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in headers.raw_iter() {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
 }
 
 #[cfg(test)]

@@ -99,6 +99,14 @@ pub(crate) enum Link {
 }
 
 impl Link {
+    /// The origin this link reaches.
+    pub(crate) fn target(&self) -> &Target {
+        match self {
+            Link::H1 { up, .. } => &up.target,
+            Link::H2 { target, .. } => target,
+        }
+    }
+
     /// The address of the origin this link reaches.
     pub(crate) fn addr(&self) -> SocketAddr {
         match self {
