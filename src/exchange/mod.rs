@@ -704,7 +704,12 @@ impl<'a, C: Client> Exchange<'a, C> {
     ) -> Result<Outcome> {
         self.flow.error = error.map(Arc::new);
         self.flow.response = Some(response);
-        let mut response = self.response_hooks().await?;
+        let response = self.response_hooks().await?;
+        self.write_local(response, close).await
+    }
+
+    /// Writes a response made here, after its hooks ran, and keeps it on the flow.
+    async fn write_local(&mut self, mut response: Response, close: bool) -> Result<Outcome> {
         let len = response.body.bytes().map_or(0, Bytes::len);
         let has_body = has_body(&self.flow.request.method, response.status);
         // A `HEAD` gets the length the body would have had.
@@ -792,9 +797,9 @@ impl<'a, C: Client> Exchange<'a, C> {
         self.flow.response = Some(established);
         let response = self.response_hooks().await?;
         if !(200..300).contains(&response.status) {
-            // A hook turned the tunnel down after all.
-            self.answer(response, None, true).await?;
-            return Ok(Outcome::Close);
+            // A hook turned the tunnel down after all: its answer goes as it is (the
+            // hooks have seen it).
+            return self.write_local(response, true).await;
         }
         self.write_head_only(&response, true).await?;
         self.flow.response = Some(response);
