@@ -366,12 +366,11 @@ impl Intercept<'_> {
             Ahead::Pooled(link) if http && link.target() == origin => {
                 return Ok(Reached::Http(link));
             }
-            Ahead::Pooled(link) => {
-                crate::exchange::give_back(cx, link);
+            Ahead::Tcp(tcp) => Some(tcp),
+            other => {
+                release(cx, other);
                 None
             }
-            Ahead::Tcp(tcp) => Some(tcp),
-            Ahead::Nothing => None,
         };
         if http {
             if let Some(link) = cx.upstreams.pooled(&Route::Direct, origin) {
