@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::client::TlsStream;
 
@@ -14,6 +13,7 @@ use crate::ca::CertificateAuthority;
 use crate::core::{Connection, Host, Target};
 use crate::error::Result;
 use crate::http::message::Headers;
+use crate::io::BoxIo;
 use crate::middleware::Chain;
 use crate::relay::{relay, RelayOptions, Tunnel};
 use crate::upstream::{Resolve, Route, Upstreams};
@@ -25,6 +25,9 @@ pub struct Context {
     pub(crate) chain: Chain,
     pub(crate) ca: Arc<CertificateAuthority>,
     pub(crate) upstreams: Arc<Upstreams>,
+    /// How connections leave the proxy unless a middleware's `route` says otherwise
+    /// (the listener's: direct, or its `upstream:` mode's proxy).
+    pub(crate) route: Route,
     /// The `Proxy-Authorization` value clients must send, if any.
     pub(crate) proxy_auth: Option<Arc<[u8]>>,
     /// Where the server listens: requests addressed there would loop.
@@ -54,9 +57,20 @@ impl Context {
         self.upstreams.resolver()
     }
 
-    /// Connects to `target` over TCP within `timeout` and records the peer in
-    /// `conn.server`. The connection counts against the server's connection limit
-    /// until the client connection ends.
+    /// How a connection to `target` leaves the proxy: what the middlewares'
+    /// [`route`](crate::Middleware::route) hooks choose, or the listener's route.
+    pub async fn route_for(&self, conn: &Connection, target: &Target) -> Route {
+        match self.chain.route(conn, target).await {
+            Some(route) => route,
+            None => self.route.clone(),
+        }
+    }
+
+    /// Connects to `target` within `timeout`, by the route
+    /// [`route_for`](Self::route_for) chooses (TCP straight to it, or a tunnel through
+    /// an upstream proxy), and records the peer reached in `conn.server`. The
+    /// connection counts against the server's connection limit until the client
+    /// connection ends.
     ///
     /// The server fires `server_connected` for the [`Tunnel`] a protocol's `connect`
     /// returns; a protocol that serves the client itself (returning
@@ -67,8 +81,9 @@ impl Context {
         conn: &mut Connection,
         target: &Target,
         timeout: Duration,
-    ) -> Result<TcpStream> {
-        let tcp = self.upstreams.tcp(&Route::Direct, target, timeout).await?;
+    ) -> Result<BoxIo> {
+        let route = self.route_for(conn, target).await;
+        let tcp = self.upstreams.tcp(&route, target, timeout).await?;
         conn.server = Host::new(tcp.addr);
         conn.permits.push(tcp.permit);
         Ok(tcp.stream)
@@ -84,7 +99,7 @@ impl Context {
         server_name: &str,
         alpn: &[Vec<u8>],
         timeout: Duration,
-    ) -> Result<TlsStream<TcpStream>> {
+    ) -> Result<TlsStream<BoxIo>> {
         let tcp = self.connect(conn, target, timeout).await?;
         self.upstreams
             .handshake(tcp, target, server_name, alpn, timeout)

@@ -115,6 +115,25 @@ pub enum Error {
         host: String,
     },
 
+    /// An upstream proxy URL could not be understood.
+    #[error("invalid upstream proxy {url:?}: {reason}")]
+    InvalidProxy {
+        /// The URL as given, its password hidden.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An upstream proxy failed or refused to reach the origin (the proxy itself was
+    /// reached; connecting to it fails with [`Error::Connect`]).
+    #[error("{proxy} upstream proxy: {reason}")]
+    UpstreamProxy {
+        /// The proxy, as [`UpstreamProxy`](crate::route::UpstreamProxy) displays it.
+        proxy: String,
+        /// What it said, e.g. `refused CONNECT: 407 Proxy Authentication Required`.
+        reason: String,
+    },
+
     /// A TLS configuration could not be built.
     #[error("invalid TLS configuration: {context}")]
     TlsConfig {
@@ -299,7 +318,8 @@ impl Error {
             | Error::ConnectTimeout { .. }
             | Error::UpstreamTls { .. }
             | Error::ResponseTimeout { .. }
-            | Error::BadResponse { .. } => Side::Server,
+            | Error::BadResponse { .. }
+            | Error::UpstreamProxy { .. } => Side::Server,
             Error::Io { side, .. } => *side,
             _ => Side::Internal,
         }

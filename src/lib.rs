@@ -83,6 +83,7 @@ mod io;
 pub mod middleware;
 pub mod protocol;
 mod relay;
+pub mod route;
 mod server;
 #[cfg(target_os = "linux")]
 mod splice;
@@ -102,6 +103,7 @@ pub use crate::io::{BoxIo, Io, Rewind};
 pub use crate::middleware::{HttpLog, IgnoreHosts, Interception, Log, Middleware};
 pub use crate::protocol::{Connected, Http, Protocol, Resolution};
 pub use crate::relay::Tunnel;
+pub use crate::route::{Route, UpstreamProxy};
 pub use crate::server::{default_ca_dir, Mitm, MitmBuilder, MitmHandle};
 pub use crate::server::{DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT};
 pub use crate::upstream::{Resolve, SystemResolver, UpstreamTls};

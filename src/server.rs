@@ -313,6 +313,7 @@ impl MitmBuilder {
                 chain: Chain::new(middlewares),
                 ca,
                 upstreams,
+                route: crate::route::Route::Direct,
                 proxy_auth: self
                     .proxy_auth
                     .map(|(user, pass)| basic_credentials(&user, &pass)),

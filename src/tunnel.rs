@@ -48,6 +48,7 @@ pub(crate) async fn run(
     let Opened {
         mut client,
         target,
+        route,
         mut ahead,
     } = opened;
     let server = match &mut ahead {
@@ -81,19 +82,20 @@ pub(crate) async fn run(
     // the origin byte for byte.
     let client = rewound(client, first);
     let Some(hello) = hello else {
-        return pass_through(cx, settings, conn, client, &target, ahead).await;
+        return pass_through(cx, settings, conn, client, &target, &route, ahead).await;
     };
     let is_magic = settings.is_magic(&target.host);
     let server_name = hello.server_name.as_deref();
     if !is_magic && cx.chain.should_intercept(conn, server_name).await == Interception::PassThrough
     {
         tracing::debug!(target = %target, sni = ?server_name, "passing TLS through untouched");
-        return pass_through(cx, settings, conn, client, &target, ahead).await;
+        return pass_through(cx, settings, conn, client, &target, &route, ahead).await;
     }
     let tls = Intercept {
         cx,
         settings,
         target,
+        route,
         hello,
         is_magic,
     };
@@ -184,6 +186,7 @@ async fn pass_through(
     conn: &mut Connection,
     client: BoxIo,
     target: &Target,
+    route: &Route,
     ahead: Ahead,
 ) -> Result<()> {
     let tcp = match ahead {
@@ -193,7 +196,7 @@ async fn pass_through(
             // own.
             release(cx, other);
             cx.upstreams
-                .tcp(&Route::Direct, target, settings.connect_timeout)
+                .tcp(route, target, settings.connect_timeout)
                 .await?
         }
     };
@@ -217,7 +220,7 @@ async fn relay_raw(
     } = tcp;
     conn.server = Host::new(addr);
     cx.announce_server(conn).await;
-    let server = rewound(Box::new(stream), banner);
+    let server = rewound(stream, banner);
     let opts = RelayOptions {
         buffer_size: settings.buffer_size,
         idle_timeout: None,
@@ -243,6 +246,8 @@ struct Intercept<'a> {
     settings: &'a Settings,
     /// The `CONNECT` target.
     target: Target,
+    /// How the tunnel reaches it.
+    route: Route,
     hello: ClientHello,
     is_magic: bool,
 }
@@ -373,7 +378,7 @@ impl Intercept<'_> {
             }
         };
         if http {
-            if let Some(link) = cx.upstreams.pooled(&Route::Direct, origin) {
+            if let Some(link) = cx.upstreams.pooled(&self.route, origin) {
                 // Dropping a bare TCP connection costs less than a TLS handshake.
                 return Ok(Reached::Http(link));
             }
@@ -381,11 +386,7 @@ impl Intercept<'_> {
         let timeout = settings.connect_timeout;
         let tcp = match tcp {
             Some(tcp) => tcp,
-            None => {
-                cx.upstreams
-                    .tcp(&Route::Direct, &self.target, timeout)
-                    .await?
-            }
+            None => cx.upstreams.tcp(&self.route, &self.target, timeout).await?,
         };
         let alpn = if http {
             vec![H2.to_vec(), HTTP11.to_vec()]
@@ -401,6 +402,7 @@ impl Intercept<'_> {
             io: Box::new(tls),
             addr: tcp.addr,
             target: origin.clone(),
+            route: self.route.clone(),
             permit: tcp.permit,
             buffers: crate::h1::Buffers::default(),
         };
@@ -408,10 +410,11 @@ impl Intercept<'_> {
             return Ok(Reached::Raw(up, chosen));
         }
         if chosen.as_deref() == Some(H2) {
-            let shared = cx.upstreams.share(&Route::Direct, up).await?;
+            let shared = cx.upstreams.share(up).await?;
             return Ok(Reached::Http(Link::H2 {
                 shared,
                 target: origin.clone(),
+                route: self.route.clone(),
                 reused: false,
             }));
         }

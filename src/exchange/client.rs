@@ -10,6 +10,7 @@ use crate::core::{Connection, Target};
 use crate::error::Result;
 use crate::http::message::{Headers, Response};
 use crate::io::BoxIo;
+use crate::route::Route;
 use crate::upstream::{Link, Want};
 
 /// How a response body follows its head.
@@ -102,6 +103,7 @@ pub(crate) trait Client: Send {
     fn origin(
         &mut self,
         cx: &Context,
+        route: &Route,
         target: &Target,
         want: Want,
     ) -> impl Future<Output = Result<Link>> + Send;

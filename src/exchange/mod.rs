@@ -70,8 +70,9 @@ pub(crate) async fn run<C: Client>(
 
 /// What a `CONNECT` came to.
 pub(crate) enum Connect {
-    /// Answered `200`: the tunnel may start, with what was reached of the target.
-    Open(Ahead),
+    /// Answered `200`: the tunnel may start, with what was reached of the target and
+    /// the route to it.
+    Open(Ahead, Route),
     /// Answered otherwise (refused, or the target unreachable); the client is done.
     Refused,
 }
@@ -103,9 +104,9 @@ pub(crate) async fn connect<C: Client>(
     let result = x.connect(&target, &mut opened).await;
     let outcome = x.finished(result).await;
     match (outcome, opened) {
-        (Ok(Outcome::Done), Some(ahead)) => Ok(Connect::Open(ahead)),
+        (Ok(Outcome::Done), Some((ahead, route))) => Ok(Connect::Open(ahead, route)),
         (outcome, opened) => {
-            if let Some(Ahead::Pooled(link)) = opened {
+            if let Some((Ahead::Pooled(link), _)) = opened {
                 give_back(cx, link);
             }
             outcome.map(|_| Connect::Refused)
@@ -270,13 +271,14 @@ impl<'a, C: Client> Exchange<'a, C> {
     /// Sends the request to its origin and the response to the client.
     async fn forward(&mut self, mut outgoing: Outgoing) -> Result<Outcome> {
         let target = self.flow.request.target.clone();
+        let route = self.cx.route_for(self.client.conn(), &target).await;
         let upgrade = self.client.can_upgrade() && wants_upgrade(&self.flow.request.headers);
         let mut want = Want {
             h2: !upgrade,
             fresh: false,
         };
         loop {
-            let link = match self.client.origin(self.cx, &target, want).await {
+            let link = match self.client.origin(self.cx, &route, &target, want).await {
                 Ok(link) => link,
                 Err(e) => return self.fail(e).await,
             };
@@ -758,7 +760,11 @@ impl<'a, C: Client> Exchange<'a, C> {
     }
 
     /// The `CONNECT` exchange.
-    async fn connect(&mut self, target: &Target, opened: &mut Option<Ahead>) -> Result<Outcome> {
+    async fn connect(
+        &mut self,
+        target: &Target,
+        opened: &mut Option<(Ahead, Route)>,
+    ) -> Result<Outcome> {
         match self
             .cx
             .chain
@@ -769,15 +775,16 @@ impl<'a, C: Client> Exchange<'a, C> {
             Verdict::Respond(r) => return self.answer(r, None, true).await,
             Verdict::Kill => return Err(self.kill()),
         }
+        let route = self.cx.route_for(self.client.conn(), target).await;
         let ahead = if self.settings.is_magic(&target.host) {
             Ahead::Nothing
-        } else if let Some(link) = self.cx.upstreams.pooled(&Route::Direct, target) {
+        } else if let Some(link) = self.cx.upstreams.pooled(&route, target) {
             Ahead::Pooled(link)
         } else {
             let tcp = self
                 .cx
                 .upstreams
-                .tcp(&Route::Direct, target, self.settings.connect_timeout)
+                .tcp(&route, target, self.settings.connect_timeout)
                 .await;
             match tcp {
                 Ok(tcp) => Ahead::Tcp(tcp),
@@ -789,7 +796,7 @@ impl<'a, C: Client> Exchange<'a, C> {
             }
         };
         // Held from here, so that a refusal below gives a pooled connection back.
-        *opened = Some(ahead);
+        *opened = Some((ahead, route));
         self.flow.timings.request_end = Some(Instant::now());
         self.flow.timings.response_first_byte = self.flow.timings.request_end;
         let mut established = Response::new(200);
@@ -832,7 +839,7 @@ fn failure(error: Error, written: u64) -> Failure {
 /// one is shared there already).
 pub(crate) fn give_back(cx: &Context, link: Link) {
     if let Link::H1 { up, .. } = link {
-        cx.upstreams.give_back(&Route::Direct, up);
+        cx.upstreams.give_back(up);
     }
 }
 

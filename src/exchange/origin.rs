@@ -22,6 +22,7 @@ use crate::http::settings::{Settings, DEFAULT_MAX_HEADERS};
 use crate::http2::{self, convert};
 use crate::io::{rewound, BoxIo};
 use crate::middleware::Chain;
+use crate::route::{ProxyScheme, Route};
 use crate::upstream::pool::{InUse, Shared};
 use crate::upstream::{Link, Permit, Upstream};
 
@@ -43,8 +44,9 @@ impl Origin {
             Link::H2 {
                 shared,
                 target,
+                route,
                 reused,
-            } => Origin::H2(H2Origin::new(shared, target, reused)),
+            } => Origin::H2(H2Origin::new(shared, target, route, reused)),
         }
     }
 
@@ -70,6 +72,7 @@ pub(crate) struct H1Origin {
     peer: Peer,
     addr: std::net::SocketAddr,
     target: Target,
+    route: Route,
     permit: Permit,
     reused: bool,
     /// Whether its bytes go through the data hooks.
@@ -94,6 +97,7 @@ impl H1Origin {
             peer: Peer::with_buffer(up.io, Flow::ServerToClient, read),
             addr: up.addr,
             target: up.target,
+            route: up.route,
             permit: up.permit,
             reused,
             hooks,
@@ -121,7 +125,15 @@ impl H1Origin {
         } else {
             Encoder::Plain
         };
-        write::request_head(&mut self.out, req, opts);
+        // Plain HTTP through an HTTP proxy: absolute form, and the proxy's credentials
+        // (a tunnel through it is a connection to the origin like any other).
+        let proxy = match self.route.upstream_proxy() {
+            Some(p) if !self.target.tls && p.scheme() != ProxyScheme::Socks5 && !opts.upgrade => {
+                Some(p)
+            }
+            _ => None,
+        };
+        write::request_head(&mut self.out, req, opts, proxy);
     }
 
     /// Writes what is queued plus `data` (framed), now.
@@ -320,6 +332,7 @@ impl H1Origin {
                 io,
                 addr: self.addr,
                 target: self.target,
+                route: self.route,
                 permit: self.permit,
                 buffers: Buffers {
                     read,
@@ -352,6 +365,7 @@ impl H1Origin {
 pub(crate) struct H2Origin {
     shared: Shared,
     target: Target,
+    route: Route,
     reused: bool,
     /// Counts the exchange as in flight on the connection.
     _in_use: InUse,
@@ -359,11 +373,12 @@ pub(crate) struct H2Origin {
 }
 
 impl H2Origin {
-    fn new(shared: Shared, target: Target, reused: bool) -> Self {
+    fn new(shared: Shared, target: Target, route: Route, reused: bool) -> Self {
         let in_use = shared.in_use();
         H2Origin {
             shared,
             target,
+            route,
             reused,
             _in_use: in_use,
             recv: None,
@@ -461,6 +476,7 @@ impl H2Origin {
         Link::H2 {
             shared: self.shared.clone(),
             target: self.target.clone(),
+            route: self.route.clone(),
             reused: self.reused,
         }
     }

@@ -44,6 +44,8 @@ pub(crate) struct Opened {
     pub client: BoxIo,
     /// The target, as the `CONNECT` named it.
     pub target: Target,
+    /// How the tunnel reaches it.
+    pub route: Route,
     /// What was reached of the target before answering.
     pub ahead: Ahead,
 }
@@ -110,7 +112,7 @@ pub(crate) async fn serve(
     // A clean upstream goes back to the pool. `server_disconnected` is left to the
     // server, which fires it after `client_disconnected`, in the original's order.
     if let Some(up) = session.held.take() {
-        cx.upstreams.give_back(&Route::Direct, up);
+        cx.upstreams.give_back(up);
     }
     served
 }
@@ -309,12 +311,13 @@ impl Session<'_> {
         let (cx, settings) = (self.cx, self.settings);
         let flow = HttpFlow::new(self.flows, request);
         match super::connect(cx, settings, self, flow).await {
-            Ok(Connect::Open(ahead)) => {
+            Ok(Connect::Open(ahead, route)) => {
                 let io = std::mem::replace(&mut self.peer.io, Box::new(tokio::io::empty()));
                 let rest = self.peer.buf.split().freeze();
                 Ok(Served::Connect(Box::new(Opened {
                     client: rewound(io, rest),
                     target,
+                    route,
                     ahead,
                 })))
             }
@@ -608,22 +611,28 @@ impl Client for Session<'_> {
         true
     }
 
-    async fn origin(&mut self, cx: &Context, target: &Target, want: Want) -> Result<Link> {
+    async fn origin(
+        &mut self,
+        cx: &Context,
+        route: &Route,
+        target: &Target,
+        want: Want,
+    ) -> Result<Link> {
         if !want.fresh {
-            if let Some(up) = self.held.take_if(|up| &up.target == target) {
+            if let Some(up) = self
+                .held
+                .take_if(|up| &up.target == target && &up.route == route)
+            {
                 // The connection of the last exchange, kept alive: the origin may have
                 // closed it since (caught when the answer does not come).
                 return Ok(Link::H1 { up, reused: true });
             }
         }
         if let Some(up) = self.held.take() {
-            cx.upstreams.give_back(&Route::Direct, up);
+            cx.upstreams.give_back(up);
         }
         let timeout = self.settings.connect_timeout;
-        let link = cx
-            .upstreams
-            .link(&Route::Direct, target, want, timeout)
-            .await?;
+        let link = cx.upstreams.link(route, target, want, timeout).await?;
         let shared = matches!(link, Link::H2 { .. });
         self.announce(target, link.addr(), shared).await;
         Ok(link)
@@ -633,7 +642,7 @@ impl Client for Session<'_> {
         match link {
             Link::H1 { up, .. } if reusable => {
                 if let Some(old) = self.held.replace(up) {
-                    cx.upstreams.give_back(&Route::Direct, old);
+                    cx.upstreams.give_back(old);
                 }
             }
             Link::H1 { .. } => {

@@ -274,16 +274,22 @@ impl Client for Stream<'_, '_> {
         false
     }
 
-    async fn origin(&mut self, cx: &Context, target: &Target, want: Want) -> Result<Link> {
+    async fn origin(
+        &mut self,
+        cx: &Context,
+        route: &Route,
+        target: &Target,
+        want: Want,
+    ) -> Result<Link> {
         if !want.fresh {
             let spare = lock(&self.streams.spare).take();
             match spare {
-                Some(link) if link.target() == target => return Ok(link),
+                Some(link) if link.target() == target && link.route() == route => return Ok(link),
                 Some(link) => super::give_back(cx, link),
                 None => {}
             }
             if want.h2 {
-                if let Some(link) = cx.upstreams.shared(&Route::Direct, target) {
+                if let Some(link) = cx.upstreams.shared(route, target) {
                     return Ok(link);
                 }
             }
@@ -300,10 +306,7 @@ impl Client for Stream<'_, '_> {
                 limit: self.streams.settings.max_upstreams,
             })?;
         let timeout = self.streams.settings.connect_timeout;
-        let link = cx
-            .upstreams
-            .link(&Route::Direct, target, want, timeout)
-            .await?;
+        let link = cx.upstreams.link(route, target, want, timeout).await?;
         if let Link::H1 { .. } = link {
             self.permit = Some(permit);
         }

@@ -33,6 +33,7 @@ fn context() -> (Context, watch::Sender<bool>) {
         chain: Chain::new(Vec::new()),
         ca: Arc::new(CertificateAuthority::generate().unwrap()),
         upstreams,
+        route: crate::route::Route::Direct,
         proxy_auth: None,
         local_addr: None,
         stopping,

@@ -6,6 +6,7 @@
 
 use crate::http::message::{Headers, Request, Response};
 use crate::http::target::host_value;
+use crate::route::UpstreamProxy;
 
 /// Header fields that concern one connection only and are not forwarded (RFC 9110
 /// section 7.6.1), besides those the `Connection` field lists.
@@ -100,8 +101,14 @@ pub(crate) struct RequestOptions {
     pub chunked: bool,
 }
 
-/// Writes a request head for the origin, in origin-form.
-pub(crate) fn request_head(out: &mut Vec<u8>, req: &Request, opts: RequestOptions) {
+/// Writes a request head for the origin, in origin-form; or for an HTTP `proxy` in
+/// absolute form, with the proxy's credentials.
+pub(crate) fn request_head(
+    out: &mut Vec<u8>,
+    req: &Request,
+    opts: RequestOptions,
+    proxy: Option<&UpstreamProxy>,
+) {
     // `Expect: 100-continue` was answered by the proxy.
     let mut extra: Vec<&str> = vec!["expect"];
     if opts.plain_websocket {
@@ -113,6 +120,14 @@ pub(crate) fn request_head(out: &mut Vec<u8>, req: &Request, opts: RequestOption
     }
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
+    if proxy.is_some() && req.path.starts_with('/') {
+        out.extend_from_slice(if req.target.tls {
+            b"https://"
+        } else {
+            b"http://"
+        });
+        out.extend_from_slice(host_value(&req.target).as_bytes());
+    }
     out.extend_from_slice(req.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     write_fields(
@@ -128,6 +143,9 @@ pub(crate) fn request_head(out: &mut Vec<u8>, req: &Request, opts: RequestOption
     }
     if opts.upgrade {
         field(out, b"Connection", b"upgrade");
+    }
+    if let Some(credentials) = proxy.and_then(UpstreamProxy::basic_authorization) {
+        field(out, b"Proxy-Authorization", credentials.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -245,7 +263,7 @@ mod tests {
             req.headers.append(n, v);
         }
         let mut out = Vec::new();
-        request_head(&mut out, &req, RequestOptions::default());
+        request_head(&mut out, &req, RequestOptions::default(), None);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /x HTTP/1.1\r\nX-Keep: 2\r\nHost: a.localhost\r\n\r\n"

@@ -64,6 +64,14 @@ pub(crate) fn error(e: &Error) -> Response {
             502,
             format!("mitm got an invalid response from the upstream server {target}: {reason}.\n"),
         ),
+        Error::UpstreamProxy { proxy, reason } => (
+            502,
+            format!(
+                "mitm could not reach the origin through the upstream proxy {proxy}: \
+                 {reason}.\nCheck the upstream proxy's address, its credentials, and \
+                 that it lets this destination through.\n"
+            ),
+        ),
         Error::BadRequest { reason } => (
             400,
             format!("mitm could not understand the request: {reason}.\n"),

@@ -48,8 +48,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::core::{Connection, Flow};
+use crate::core::{Connection, Flow, Target};
 use crate::http::message::{HttpFlow, Verdict};
+use crate::route::Route;
 use crate::websocket::{MessageVerdict, WebSocketMessage};
 
 pub use self::http_log::HttpLog;
@@ -139,6 +140,32 @@ pub trait Middleware: Send + Sync + 'static {
         _server_name: Option<&str>,
     ) -> Interception {
         Interception::Intercept
+    }
+
+    /// Chooses how a connection to `target` leaves the proxy: [`Route::Direct`], or
+    /// through an upstream proxy (HTTP, HTTPS or SOCKS5). Asked for each HTTP request
+    /// after its [`request`](Self::request) hooks (so `target` is where they sent it),
+    /// for each `CONNECT` and SOCKS5 tunnel before it is answered, and for whatever
+    /// else reaches an origin. The first middleware that returns `Some` wins; `None`
+    /// everywhere leaves the listener's route (direct, or its `upstream:` mode's proxy).
+    /// Connections are pooled per route, so two routes never share one. Default: `None`.
+    ///
+    /// ```
+    /// use mitm::{async_trait, Connection, Middleware, Route, Target};
+    ///
+    /// /// Sends `*.onion` through Tor's SOCKS port, the rest as the listener says.
+    /// struct Onion(Route);
+    ///
+    /// #[async_trait]
+    /// impl Middleware for Onion {
+    ///     async fn route(&self, _conn: &Connection, target: &Target) -> Option<Route> {
+    ///         target.host.ends_with(".onion").then(|| self.0.clone())
+    ///     }
+    /// }
+    /// let tor = Onion("socks5://127.0.0.1:9050".parse().unwrap());
+    /// ```
+    async fn route(&self, _conn: &Connection, _target: &Target) -> Option<Route> {
+        None
     }
 
     /// An HTTP request is about to go to its origin: `flow.request` is set,
@@ -294,6 +321,16 @@ impl Chain {
             }
         }
         Interception::Intercept
+    }
+
+    /// The first route a middleware chooses for `target`, if any.
+    pub(crate) async fn route(&self, conn: &Connection, target: &Target) -> Option<Route> {
+        for m in self.0.iter() {
+            if let Some(route) = m.route(conn, target).await {
+                return Some(route);
+            }
+        }
+        None
     }
 
     /// Runs the request hooks in order until one does not continue.

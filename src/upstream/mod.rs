@@ -12,6 +12,7 @@
 //! client connection's view of its server.
 
 pub(crate) mod pool;
+mod proxy;
 mod resolve;
 mod tls;
 
@@ -32,15 +33,7 @@ use crate::core::Target;
 use crate::error::{Error, Result};
 use crate::h1::Buffers;
 use crate::io::BoxIo;
-
-/// How a connection reaches its origin.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub(crate) enum Route {
-    /// Straight to the origin.
-    #[default]
-    Direct,
-}
+pub(crate) use crate::route::Route;
 
 /// A place under the server's connection limit, given back when dropped.
 pub(crate) type Permit = OwnedSemaphorePermit;
@@ -56,11 +49,21 @@ pub(crate) struct Upstream {
     pub addr: SocketAddr,
     /// The origin, as requests name it.
     pub target: Target,
+    /// How it reaches the origin (the pool's key, with the target).
+    pub route: Route,
     /// The connection's place under the connection limit.
     pub permit: Permit,
     /// HTTP/1.1 buffers kept between the exchanges of one client connection (none in
     /// the pool, where they would only hold memory).
     pub buffers: Buffers,
+}
+
+impl std::fmt::Debug for Tcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tcp")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -72,10 +75,10 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// A TCP connection just made, not yet used.
-#[derive(Debug)]
+/// A connection just made to an origin (through the route's proxy, if any), not yet
+/// used: a `TcpStream` when direct.
 pub(crate) struct Tcp {
-    pub stream: TcpStream,
+    pub stream: BoxIo,
     pub addr: SocketAddr,
     pub permit: Permit,
 }
@@ -93,6 +96,7 @@ pub(crate) enum Link {
     H2 {
         shared: Shared,
         target: Target,
+        route: Route,
         /// An existing connection: it may have gone away meanwhile.
         reused: bool,
     },
@@ -104,6 +108,14 @@ impl Link {
         match self {
             Link::H1 { up, .. } => &up.target,
             Link::H2 { target, .. } => target,
+        }
+    }
+
+    /// How this link reaches its origin.
+    pub(crate) fn route(&self) -> &Route {
+        match self {
+            Link::H1 { up, .. } => &up.route,
+            Link::H2 { route, .. } => route,
         }
     }
 
@@ -201,8 +213,9 @@ impl Upstreams {
         }
     }
 
-    /// Resolves `target` and connects to the first of its addresses that answers,
-    /// within `timeout`. The socket has `TCP_NODELAY` set: the proxy writes whole
+    /// A connection to `target` by `route`, within `timeout`: TCP to the target (the
+    /// first of its addresses that answers), or through the route's proxy a tunnel to
+    /// it (`CONNECT`, SOCKS5). Sockets have `TCP_NODELAY` set: the proxy writes whole
     /// messages, and Nagle's algorithm would only delay them.
     pub(crate) async fn tcp(
         &self,
@@ -210,39 +223,36 @@ impl Upstreams {
         target: &Target,
         timeout: Duration,
     ) -> Result<Tcp> {
-        let Route::Direct = route;
+        self.open(route, target, true, timeout).await
+    }
+
+    /// [`tcp`](Self::tcp), except that through an HTTP proxy a plain-HTTP target gets
+    /// the proxy itself (`tunnel` false), to which requests go in absolute form.
+    async fn open(
+        &self,
+        route: &Route,
+        target: &Target,
+        tunnel: bool,
+        timeout: Duration,
+    ) -> Result<Tcp> {
         let permit = self.permit()?;
         let attempt = async {
-            let addrs = self
-                .resolver
-                .resolve(&target.host, target.port)
-                .await
-                .map_err(|source| Error::Resolve {
-                    host: target.host.clone(),
-                    source,
-                })?;
-            let mut last = None;
-            for addr in addrs {
-                match TcpStream::connect(addr).await {
-                    Ok(stream) => {
-                        // Failing to set the option only costs latency.
-                        let _ = stream.set_nodelay(true);
-                        return Ok((stream, addr));
-                    }
-                    Err(e) => last = Some(e),
+            match route {
+                Route::Direct => {
+                    let (stream, addr) = self.connect_tcp(target).await?;
+                    Ok((Box::new(stream) as BoxIo, addr))
                 }
+                Route::Proxy(proxy) => proxy::open(self, proxy, target, tunnel).await,
             }
-            Err(Error::Connect {
-                target: target.to_string(),
-                source: last
-                    .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no addresses")),
-            })
         };
         let (stream, addr) = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r?,
             Err(_) => {
                 return Err(Error::ConnectTimeout {
-                    target: target.to_string(),
+                    target: match route {
+                        Route::Direct => target.to_string(),
+                        Route::Proxy(proxy) => format!("{target} through {proxy}"),
+                    },
                 })
             }
         };
@@ -253,16 +263,46 @@ impl Upstreams {
         })
     }
 
+    /// TCP to the first address of `target` that answers, with `TCP_NODELAY`.
+    pub(crate) async fn connect_tcp(&self, target: &Target) -> Result<(TcpStream, SocketAddr)> {
+        let addrs = self
+            .resolver
+            .resolve(&target.host, target.port)
+            .await
+            .map_err(|source| Error::Resolve {
+                host: target.host.clone(),
+                source,
+            })?;
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    // Failing to set the option only costs latency.
+                    let _ = stream.set_nodelay(true);
+                    return Ok((stream, addr));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Error::Connect {
+            target: target.to_string(),
+            source: last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no addresses")),
+        })
+    }
+
     /// Runs the TLS handshake with `target` over `tcp`, naming `server_name` by SNI
     /// and offering `alpn`, within `timeout`.
-    pub(crate) async fn handshake(
+    pub(crate) async fn handshake<S>(
         &self,
-        tcp: TcpStream,
+        tcp: S,
         target: &Target,
         server_name: &str,
         alpn: &[Vec<u8>],
         timeout: Duration,
-    ) -> Result<TlsStream<TcpStream>> {
+    ) -> Result<TlsStream<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let handshake = self.tls.connect(tcp, target, server_name, alpn);
         match tokio::time::timeout(timeout, handshake).await {
             Ok(r) => r,
@@ -279,15 +319,20 @@ impl Upstreams {
         route: &Route,
         target: &Target,
         alpn: &[Vec<u8>],
+        upgrade: bool,
         timeout: Duration,
     ) -> Result<(Upstream, Option<Vec<u8>>)> {
         let started = tokio::time::Instant::now();
-        let tcp = self.tcp(route, target, timeout).await?;
+        // Plain HTTP through an HTTP proxy goes to the proxy itself, in absolute form,
+        // unless the request switches protocols (a tunnel carries what follows).
+        let tunnel = target.tls || upgrade;
+        let tcp = self.open(route, target, tunnel, timeout).await?;
         if !target.tls {
             let up = Upstream {
-                io: Box::new(tcp.stream),
+                io: tcp.stream,
                 addr: tcp.addr,
                 target: target.clone(),
+                route: route.clone(),
                 permit: tcp.permit,
                 buffers: Buffers::default(),
             };
@@ -302,6 +347,7 @@ impl Upstreams {
             io: Box::new(tls),
             addr: tcp.addr,
             target: target.clone(),
+            route: route.clone(),
             permit: tcp.permit,
             buffers: Buffers::default(),
         };
@@ -317,7 +363,10 @@ impl Upstreams {
         want: Want,
         timeout: Duration,
     ) -> Result<Link> {
-        if !want.fresh {
+        // A protocol switch through an HTTP proxy needs a tunnel of its own: pooled
+        // connections to the proxy carry absolute-form requests.
+        let upgrade = !want.h2 && !target.tls && route.upstream_proxy().is_some();
+        if !want.fresh && !upgrade {
             let pooled = if want.h2 {
                 self.pooled(route, target)
             } else {
@@ -332,12 +381,13 @@ impl Upstreams {
         } else {
             vec![HTTP11.to_vec()]
         };
-        let (up, chosen) = self.dial(route, target, &alpn, timeout).await?;
+        let (up, chosen) = self.dial(route, target, &alpn, upgrade, timeout).await?;
         if chosen.as_deref() == Some(H2) {
-            let shared = self.share(route, up).await?;
+            let shared = self.share(up).await?;
             return Ok(Link::H2 {
                 shared,
                 target: target.clone(),
+                route: route.clone(),
                 reused: false,
             });
         }
@@ -347,11 +397,12 @@ impl Upstreams {
     /// Starts HTTP/2 on `up` (which negotiated it) and shares the connection through
     /// the pool. A task of its own drives it, holding its place under the connection
     /// limit until it ends.
-    pub(crate) async fn share(&self, route: &Route, up: Upstream) -> Result<Shared> {
+    pub(crate) async fn share(&self, up: Upstream) -> Result<Shared> {
         let Upstream {
             io,
             addr,
             target,
+            route,
             permit,
             ..
         } = up;
@@ -365,14 +416,13 @@ impl Upstreams {
             closed();
             drop(permit);
         });
-        self.pool
-            .put_shared((route.clone(), target), shared.clone());
+        self.pool.put_shared((route, target), shared.clone());
         Ok(shared)
     }
 
     /// Keeps an HTTP/1.1 connection whose last exchange left it reusable.
-    pub(crate) fn give_back(&self, route: &Route, mut up: Upstream) {
-        let key: Key = (route.clone(), up.target.clone());
+    pub(crate) fn give_back(&self, mut up: Upstream) {
+        let key: Key = (up.route.clone(), up.target.clone());
         up.buffers = Buffers::default();
         self.pool.put(key, up);
     }
@@ -383,6 +433,7 @@ impl Upstreams {
         self.pool.shared(&key).map(|shared| Link::H2 {
             shared,
             target: target.clone(),
+            route: route.clone(),
             reused: true,
         })
     }

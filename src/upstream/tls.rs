@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::core::Target;
@@ -126,13 +125,16 @@ impl UpstreamTls {
 
     /// Runs the TLS handshake with the upstream over `tcp`, naming `server_name` by SNI
     /// and offering `alpn`.
-    pub(crate) async fn connect(
+    pub(crate) async fn connect<S>(
         &self,
-        tcp: TcpStream,
+        tcp: S,
         target: &Target,
         server_name: &str,
         alpn: &[Vec<u8>],
-    ) -> Result<TlsStream<TcpStream>> {
+    ) -> Result<TlsStream<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let name = server_name_of(server_name)?;
         let connector = tokio_rustls::TlsConnector::from(self.config_for(alpn));
         connector
