@@ -70,7 +70,7 @@ count() {
     local pid=$!
     until grep -q "mitm listening on" "$banner" 2>/dev/null; do sleep 0.2; done
     local port
-    port=$(sed -n 's|^mitm listening on http://127.0.0.1:||p' "$banner")
+    port=$(sed -n 's|^mitm listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$banner")
     python3 "$work/client.py" "$port" "$origin" "$1"
     kill -INT "$pid"
     wait "$pid" || true

@@ -30,8 +30,8 @@ pub struct Context {
     pub(crate) route: Route,
     /// The `Proxy-Authorization` value clients must send, if any.
     pub(crate) proxy_auth: Option<Arc<[u8]>>,
-    /// Where the server listens: requests addressed there would loop.
-    pub(crate) local_addr: Option<std::net::SocketAddr>,
+    /// Where the server listens (every listener): requests addressed there would loop.
+    pub(crate) local_addrs: Arc<[std::net::SocketAddr]>,
     /// Turns true when the server stops: connections idle between requests close at
     /// once, exchanges in flight finish.
     pub(crate) stopping: watch::Receiver<bool>,
@@ -119,9 +119,13 @@ impl Context {
 
     /// Whether `target` is the proxy itself (a request there would come back around).
     pub(crate) fn is_self(&self, target: &Target) -> bool {
-        let Some(local) = self.local_addr else {
-            return false;
-        };
+        self.local_addrs
+            .iter()
+            .any(|local| Self::is_at(target, local))
+    }
+
+    /// Whether `target` names `local`, a listening address.
+    fn is_at(target: &Target, local: &std::net::SocketAddr) -> bool {
         if target.port != local.port() {
             return false;
         }

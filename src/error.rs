@@ -124,6 +124,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A proxy mode spec (`--mode`) could not be understood.
+    #[error("invalid mode {spec:?}: {reason}")]
+    InvalidMode {
+        /// The spec as given, any password hidden.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An upstream proxy failed or refused to reach the origin (the proxy itself was
     /// reached; connecting to it fails with [`Error::Connect`]).
     #[error("{proxy} upstream proxy: {reason}")]

@@ -80,7 +80,9 @@ mod http2;
 #[doc(hidden)]
 pub mod internals;
 mod io;
+pub mod listener;
 pub mod middleware;
+pub mod mode;
 pub mod protocol;
 mod relay;
 pub mod route;
@@ -100,6 +102,7 @@ pub use crate::http::message::{
     Body, Headers, HttpFlow, Request, Response, Timings, Verdict, Version,
 };
 pub use crate::io::{BoxIo, Io, Rewind};
+pub use crate::listener::{Bound, Listener};
 pub use crate::middleware::{HttpLog, IgnoreHosts, Interception, Log, Middleware};
 pub use crate::protocol::{Connected, Http, Protocol, Resolution};
 pub use crate::relay::Tunnel;

@@ -213,7 +213,8 @@ impl FromStr for UpstreamProxy {
         };
         let (host, port) = crate::http::target::parse_authority(authority, scheme.default_port())
             .ok_or_else(|| invalid("invalid host or port"))?;
-        if host.is_empty() || port == 0 {
+        // An IPv6 literal goes in brackets; any other `:` is a mistake.
+        if host.is_empty() || port == 0 || (host.contains(':') && !authority.starts_with('[')) {
             return Err(invalid("invalid host or port"));
         }
         let mut proxy = UpstreamProxy::new(scheme, host, port);
@@ -290,6 +291,7 @@ mod tests {
             "http://h:1/path",
             "http://user@h:1",
             "http://u:%zz@h:1",
+            "http://h:1:2",
         ] {
             assert!(bad.parse::<UpstreamProxy>().is_err(), "{bad}");
         }

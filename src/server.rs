@@ -22,8 +22,10 @@ use crate::ca::{CertificateAuthority, CA_CERT_FILE};
 use crate::context::Context;
 use crate::core::{Connection, Flow, Host, Target};
 use crate::error::{Error, Result, Side};
+use crate::listener::{Bound, Listener};
 use crate::middleware::{Chain, Log, Middleware};
 use crate::protocol::{Connected, Http, Protocol, Resolution};
+use crate::route::Route;
 use crate::upstream::{Resolve, SystemResolver, UpstreamTls, Upstreams};
 
 /// The default listening host, as the original's.
@@ -80,6 +82,7 @@ pub struct MitmBuilder {
     host: String,
     port: u16,
     protocols: Option<Vec<Arc<dyn Protocol>>>,
+    listeners: Vec<Listener>,
     middlewares: Option<Vec<Arc<dyn Middleware>>>,
     ca: Option<Arc<CertificateAuthority>>,
     ca_dir: Option<PathBuf>,
@@ -111,6 +114,7 @@ impl Default for MitmBuilder {
             host: DEFAULT_HOST.into(),
             port: DEFAULT_PORT,
             protocols: None,
+            listeners: Vec::new(),
             middlewares: None,
             ca: None,
             ca_dir: None,
@@ -140,8 +144,35 @@ impl MitmBuilder {
         self
     }
 
-    /// Adds a protocol after those added before. Default: `[Http]`, used only when no
-    /// protocol is added.
+    /// Adds a listener: an address of its own (or the builder's
+    /// [`host`](Self::host) and [`port`](Self::port)), its protocols and its route. A
+    /// server with no listener added has one: the builder's host, port and
+    /// [`protocols`](Self::protocols), direct. All listeners share the CA, the
+    /// middlewares, the connection limit and the upstream pool.
+    ///
+    /// ```no_run
+    /// # async fn run() -> mitm::Result<()> {
+    /// use std::sync::Arc;
+    /// use mitm::{Http, Listener, Mitm};
+    /// let proxy = Mitm::builder()
+    ///     .listener(Listener::new("regular", vec![Arc::new(Http::new())]).at("127.0.0.1", 8080))
+    ///     .listener(
+    ///         Listener::new("via-socks", vec![Arc::new(Http::new())])
+    ///             .at("127.0.0.1", 8081)
+    ///             .route("socks5://127.0.0.1:1080".parse()?),
+    ///     )
+    ///     .bind()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn listener(mut self, listener: Listener) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Adds a protocol after those added before, for the listener a server has when
+    /// none is added with [`listener`](Self::listener). Default: `[Http]`, used only
+    /// when no protocol is added.
     pub fn protocol(mut self, protocol: Arc<dyn Protocol>) -> Self {
         self.protocols.get_or_insert_with(Vec::new).push(protocol);
         self
@@ -245,9 +276,9 @@ impl MitmBuilder {
         self
     }
 
-    /// Loads or creates the CA, sets up upstream TLS and binds the listener.
+    /// Loads or creates the CA, sets up upstream TLS and binds the listeners.
     ///
-    /// Fails with [`Error::Bind`] when the address is taken or invalid, and with a CA
+    /// Fails with [`Error::Bind`] when an address is taken or invalid, and with a CA
     /// error when the CA cannot be read or created; nothing is overwritten.
     pub async fn bind(self) -> Result<Mitm> {
         let (ca, ca_cert_path) = match (self.ca, self.ca_dir) {
@@ -281,21 +312,31 @@ impl MitmBuilder {
         let middlewares = self
             .middlewares
             .unwrap_or_else(|| vec![Arc::new(Log) as Arc<dyn Middleware>]);
-        let protocols = self
-            .protocols
-            .unwrap_or_else(|| vec![Arc::new(Http::new()) as Arc<dyn Protocol>]);
-
-        let where_ = format_addr(&self.host, self.port);
-        let listener = listen(&self.host, self.port)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: where_.clone(),
+        let mut listeners = self.listeners;
+        if listeners.is_empty() {
+            let protocols = self
+                .protocols
+                .unwrap_or_else(|| vec![Arc::new(Http::new()) as Arc<dyn Protocol>]);
+            listeners.push(Listener::new("regular", protocols));
+        }
+        let mut bound = Vec::with_capacity(listeners.len());
+        for listener in listeners {
+            let (host, port) = match &listener.at {
+                Some((host, port)) => (host.clone().unwrap_or_else(|| self.host.clone()), *port),
+                None => (self.host.clone(), self.port),
+            };
+            let where_ = format_addr(&host, port);
+            let socket = listen(&host, port).await.map_err(|source| Error::Bind {
+                addr: format!("{where_} ({})", listener.name),
                 source,
             })?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
-            addr: where_,
-            source,
-        })?;
+            let addr = socket.local_addr().map_err(|source| Error::Bind {
+                addr: where_,
+                source,
+            })?;
+            bound.push((listener, socket, addr));
+        }
+        let local_addrs: Arc<[SocketAddr]> = bound.iter().map(|(_, _, addr)| *addr).collect();
         // Client and upstream connections share one limit of open connections.
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let upstreams = Upstreams::new(
@@ -306,21 +347,35 @@ impl MitmBuilder {
         );
         upstreams.start_sweeping();
         let (stop, stopping) = watch::channel(false);
+        let cx = Context {
+            chain: Chain::new(middlewares),
+            ca,
+            upstreams,
+            route: Route::Direct,
+            proxy_auth: self
+                .proxy_auth
+                .map(|(user, pass)| basic_credentials(&user, &pass)),
+            local_addrs,
+            stopping,
+        };
+        let listeners = bound
+            .into_iter()
+            .map(|(listener, socket, addr)| Serving {
+                socket,
+                bound: Bound {
+                    name: listener.name,
+                    addr,
+                },
+                cx: Context {
+                    route: listener.route,
+                    ..cx.clone()
+                },
+                protocols: listener.protocols.into(),
+            })
+            .collect();
         Ok(Mitm {
-            listener,
-            local_addr,
-            cx: Context {
-                chain: Chain::new(middlewares),
-                ca,
-                upstreams,
-                route: crate::route::Route::Direct,
-                proxy_auth: self
-                    .proxy_auth
-                    .map(|(user, pass)| basic_credentials(&user, &pass)),
-                local_addr: Some(local_addr),
-                stopping,
-            },
-            protocols: protocols.into(),
+            listeners,
+            cx,
             ca_cert_path,
             grace: self.grace,
             limit,
@@ -371,12 +426,20 @@ fn format_addr(host: &str, port: u16) -> String {
     Target::new(host, port, false).to_string()
 }
 
-/// A bound proxy server, ready to run.
-pub struct Mitm {
-    listener: TcpListener,
-    local_addr: SocketAddr,
+/// A bound listener, with what its clients are served with.
+struct Serving {
+    socket: TcpListener,
+    bound: Bound,
+    /// The server's context with this listener's route.
     cx: Context,
     protocols: Arc<[Arc<dyn Protocol>]>,
+}
+
+/// A bound proxy server, ready to run.
+pub struct Mitm {
+    /// At least one.
+    listeners: Vec<Serving>,
+    cx: Context,
     ca_cert_path: Option<PathBuf>,
     grace: Duration,
     /// Places for open connections, clients and upstreams alike.
@@ -389,8 +452,7 @@ pub struct Mitm {
 impl std::fmt::Debug for Mitm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mitm")
-            .field("local_addr", &self.local_addr)
-            .field("protocols", &self.protocols.len())
+            .field("listeners", &self.listeners())
             .field("ca_cert_path", &self.ca_cert_path)
             .finish_non_exhaustive()
     }
@@ -403,9 +465,15 @@ impl Mitm {
         MitmBuilder::default()
     }
 
-    /// The address the server listens on (with the real port when 0 was asked for).
+    /// The address the server listens on (with the real port when 0 was asked for);
+    /// with several listeners, the first's.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listeners[0].bound.addr
+    }
+
+    /// Every listener: its name and address, in the order they were added.
+    pub fn listeners(&self) -> Vec<Bound> {
+        self.listeners.iter().map(|l| l.bound.clone()).collect()
     }
 
     /// The certificate authority that signs leaves.
@@ -433,30 +501,45 @@ impl Mitm {
     /// descriptors exhausted) are logged and retried.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let Mitm {
-            listener,
-            local_addr,
+            listeners,
             cx,
-            protocols,
             grace,
             limit,
             max_connections,
             stop,
             ..
         } = self;
-        cx.chain.mitm_started(local_addr).await;
-        tracing::info!(addr = %local_addr, "mitm listening");
+        for l in &listeners {
+            cx.chain.mitm_started(l.bound.addr).await;
+            tracing::info!(addr = %l.bound.addr, mode = %l.bound.name, "mitm listening");
+        }
 
         let mut tasks = JoinSet::new();
         let mut next_id = 0u64;
+        // Where the next round of accepts starts, so that no listener starves the
+        // others.
+        let mut first = 0usize;
         tokio::pin!(shutdown);
         loop {
+            let accept = std::future::poll_fn(|task| {
+                let n = listeners.len();
+                for i in 0..n {
+                    let at = (first + i) % n;
+                    if let std::task::Poll::Ready(r) = listeners[at].socket.poll_accept(task) {
+                        return std::task::Poll::Ready((at, r));
+                    }
+                }
+                std::task::Poll::Pending
+            });
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = listener.accept() => {
+                (at, accepted) = accept => {
+                    first = (at + 1) % listeners.len();
+                    let serving = &listeners[at];
                     let (stream, peer) = match accepted {
                         Ok(a) => a,
                         Err(e) => {
-                            accept_failed(local_addr, e).await;
+                            accept_failed(serving.bound.addr, e).await;
                             continue;
                         }
                     };
@@ -473,7 +556,14 @@ impl Mitm {
                     let span = tracing::info_span!("conn", id = next_id, client = %peer);
                     // The permit goes into `serve` itself: wrapping its future in another
                     // async block would store it twice (the capture and the awaited copy).
-                    let job = serve(cx.clone(), protocols.clone(), stream, peer, next_id, permit);
+                    let job = serve(
+                        serving.cx.clone(),
+                        serving.protocols.clone(),
+                        stream,
+                        peer,
+                        next_id,
+                        permit,
+                    );
                     tasks.spawn(job.instrument(span));
                 }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -483,7 +573,7 @@ impl Mitm {
                 }
             }
         }
-        drop(listener);
+        drop(listeners);
         tracing::info!(in_flight = tasks.len(), "mitm stopping");
         // Connections idle between requests close at once; exchanges in flight get
         // the grace period.
@@ -499,7 +589,7 @@ impl Mitm {
     /// Runs the server on a task of its own, returning a handle that stops it.
     /// Dropping the handle stops the server too.
     pub fn spawn(self) -> MitmHandle {
-        let addr = self.local_addr;
+        let addr = self.local_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let stopped = async move {
             // Either an explicit stop or the handle being dropped.

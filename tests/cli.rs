@@ -27,7 +27,8 @@ async fn banner(child: &mut Child) -> (String, String) {
     let read = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(a) = line.strip_prefix("mitm listening on ") {
-                addr = Some(a.to_string());
+                // `http://ADDR (mode)`
+                addr = Some(a.split(' ').next().unwrap_or_default().to_string());
             }
             if let Some(p) = line.strip_prefix("CA certificate: ") {
                 ca = Some(p.to_string());

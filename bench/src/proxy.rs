@@ -277,7 +277,9 @@ impl ChildProxy {
                 }
             };
             if let Some(addr) = line.strip_prefix("mitm listening on http://") {
-                guard.addr = addr.trim().parse().context("proxy address")?;
+                // `ADDR (mode)` (older builds print the address alone).
+                let addr = addr.split_whitespace().next().unwrap_or_default();
+                guard.addr = addr.parse().context("proxy address")?;
                 return Ok(guard);
             }
         }

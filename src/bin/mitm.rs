@@ -19,6 +19,18 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
+    /// What the proxy is, as MODE[:DATA][@[HOST:]PORT]; repeatable, each mode with its
+    /// own listener. MODE is `regular` (an explicit HTTP proxy), `socks5`,
+    /// `reverse:http[s]://HOST[:PORT]` (poses as that origin),
+    /// `upstream:http[s]|socks5://[USER:PASS@]HOST:PORT` (an explicit proxy whose
+    /// traffic leaves through that proxy) or `transparent` (connections redirected by
+    /// the firewall; Linux). `@PORT` or `@HOST:PORT` gives a mode its own address; at
+    /// most one mode goes without, on --host and --port. Example:
+    /// `--mode regular --mode socks5@1080`.
+    #[arg(long = "mode", value_name = "SPEC", default_value = "regular")]
+    // Parsed after clap, whose errors would echo a URL's password.
+    modes: Vec<String>,
+
     /// Address to listen on. Use 0.0.0.0 only if other machines should reach the proxy:
     /// anyone who can connect can use it.
     #[arg(long, default_value = "127.0.0.1")]
@@ -275,8 +287,31 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
         .max_concurrent_streams(cli.max_concurrent_streams)
         .max_upstream_connections(cli.max_upstream_connections)
         .zero_copy(!cli.no_zero_copy);
+    let modes = cli
+        .modes
+        .iter()
+        .map(|m| m.parse::<mitm::mode::ModeSpec>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let unaddressed: Vec<String> = modes
+        .iter()
+        .filter(|m| m.listen.is_none())
+        .map(ToString::to_string)
+        .collect();
+    if unaddressed.len() > 1 {
+        anyhow::bail!(
+            "--mode {} all want --host/--port: give all but one of them an address of its \
+             own, e.g. `--mode {}@8081`",
+            unaddressed.join(", --mode "),
+            unaddressed[1]
+        );
+    }
+    for spec in &modes {
+        let listener = spec
+            .listener(&http)
+            .with_context(|| format!("--mode {spec}"))?;
+        b = b.listener(listener);
+    }
     b = b
-        .protocols(vec![Arc::new(http)])
         .max_connections(cli.max_connections)
         .grace_period(seconds("--grace", cli.grace)?);
     let mut middlewares: Vec<Arc<dyn Middleware>> = match cli.log {
@@ -299,28 +334,60 @@ fn seconds(flag: &str, secs: f64) -> anyhow::Result<std::time::Duration> {
         .map_err(|_| anyhow::anyhow!("{flag} takes a number of seconds, not {secs}"))
 }
 
+/// Prints one line per listener (its address as a client would name it, and its
+/// mode), the CA certificate, and how to use the proxy.
 fn print_banner(proxy: &Mitm) -> anyhow::Result<()> {
-    let addr = proxy.local_addr();
-    if addr.ip().is_unspecified() || !addr.ip().is_loopback() {
-        eprintln!(
-            "mitm: warning: listening on {addr}, reachable from the network: anyone who can \
-             connect can use this proxy"
-        );
+    let mut out = String::new();
+    for bound in proxy.listeners() {
+        let addr = bound.addr;
+        if addr.ip().is_unspecified() || !addr.ip().is_loopback() {
+            eprintln!(
+                "mitm: warning: listening on {addr} ({}), reachable from the network: anyone \
+                 who can connect can use this proxy",
+                bound.name
+            );
+        }
+        let scheme = if bound.name == "socks5" {
+            "socks5"
+        } else {
+            "http"
+        };
+        out.push_str(&format!(
+            "mitm listening on {scheme}://{addr} ({})\n",
+            bound.name
+        ));
     }
-    let mut out = format!("mitm listening on http://{addr}\n");
     if let Some(path) = proxy.ca_cert_path() {
         let path = path.display();
         out.push_str(&format!("CA certificate: {path}\n"));
         out.push_str("Trust it to see inside HTTPS, for example:\n");
-        out.push_str(&format!(
-            "  curl --proxy http://{addr} --cacert {path} https://example.com/\n"
-        ));
-        out.push_str(&format!(
-            "  python: requests.get(url, proxies={{\"http\": \"http://{addr}\", \"https\": \"http://{addr}\"}}, verify=\"{path}\")\n"
-        ));
+        for bound in proxy.listeners() {
+            out.push_str(&example(&bound, &path.to_string()));
+        }
         out.push_str("(`mitm ca` shows how to trust it elsewhere.) Press Ctrl-C to stop.\n");
     }
     emit(&out)
+}
+
+/// How a client uses the listener `bound`, trusting the CA certificate at `ca`.
+fn example(bound: &mitm::Bound, ca: &str) -> String {
+    let addr = bound.addr;
+    let name = bound.name.as_str();
+    if name == "socks5" {
+        format!("  curl --socks5-hostname {addr} --cacert {ca} https://example.com/\n")
+    } else if name.starts_with("reverse:") {
+        format!("  curl --cacert {ca} https://{addr}/  (or http://{addr}/)\n")
+    } else if name == "transparent" {
+        format!(
+            "  redirect clients' traffic to port {} with iptables (see the README's Modes)\n",
+            addr.port()
+        )
+    } else {
+        format!(
+            "  curl --proxy http://{addr} --cacert {ca} https://example.com/\n  \
+             python: requests.get(url, proxies={{\"http\": \"http://{addr}\", \"https\": \"http://{addr}\"}}, verify=\"{ca}\")\n"
+        )
+    }
 }
 
 /// A future that completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed

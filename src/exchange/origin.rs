@@ -73,6 +73,8 @@ pub(crate) struct H1Origin {
     addr: std::net::SocketAddr,
     target: Target,
     route: Route,
+    /// The request went to an HTTP proxy in absolute form: a `407` is the proxy's.
+    via_proxy: bool,
     permit: Permit,
     reused: bool,
     /// Whether its bytes go through the data hooks.
@@ -98,6 +100,7 @@ impl H1Origin {
             addr: up.addr,
             target: up.target,
             route: up.route,
+            via_proxy: false,
             permit: up.permit,
             reused,
             hooks,
@@ -133,6 +136,7 @@ impl H1Origin {
             }
             _ => None,
         };
+        self.via_proxy = proxy.is_some();
         write::request_head(&mut self.out, req, opts, proxy);
     }
 
@@ -223,7 +227,17 @@ impl H1Origin {
             let head = self.peer.head(MAX_RESPONSE_HEAD).map_err(|e| self.bad(e))?;
             if let Some(raw) = head {
                 let fields = settings.max_headers.max(DEFAULT_MAX_HEADERS);
-                return parse::parse_response(&raw, fields).map_err(|e| self.bad(e));
+                let head = parse::parse_response(&raw, fields).map_err(|e| self.bad(e))?;
+                if self.via_proxy && head.status == 407 {
+                    // The upstream proxy's refusal, not the origin's answer: passed on,
+                    // it would ask the client for the wrong proxy's credentials.
+                    let proxy = self.route.upstream_proxy().map(ToString::to_string);
+                    return Err(Error::UpstreamProxy {
+                        proxy: proxy.unwrap_or_default(),
+                        reason: format!("refused the request: 407 {}", head.reason),
+                    });
+                }
+                return Ok(head);
             }
             let read = self.peer.fill(chain, conn, self.hooks);
             match tokio::time::timeout(timeout, read).await {

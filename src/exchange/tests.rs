@@ -35,7 +35,7 @@ fn context() -> (Context, watch::Sender<bool>) {
         upstreams,
         route: crate::route::Route::Direct,
         proxy_auth: None,
-        local_addr: None,
+        local_addrs: Arc::from([]),
         stopping,
     };
     (cx, stop)

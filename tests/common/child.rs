@@ -14,7 +14,10 @@ use super::{origin_ca_file, PATIENCE};
 pub struct ChildProxy {
     pub child: Child,
     pub pid: u32,
+    /// The first listener's address.
     pub addr: SocketAddr,
+    /// Every listener from the banner: its mode and address.
+    pub listeners: Vec<(String, SocketAddr)>,
     pub ca_pem: PathBuf,
     pub stderr: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
@@ -74,6 +77,7 @@ impl ChildProxy {
             child,
             pid,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listeners: Vec::new(),
             ca_pem: PathBuf::new(),
             stderr,
             _dir: dir,
@@ -88,8 +92,9 @@ impl ChildProxy {
                     proxy.stderr.lock().unwrap()
                 )
             });
-            if let Some(a) = line.strip_prefix("mitm listening on http://") {
-                addr = Some(a.parse::<SocketAddr>().expect("address in the banner"));
+            if let Some((mode, a)) = banner_listener(&line) {
+                addr.get_or_insert(a);
+                proxy.listeners.push((mode, a));
             }
             if let Some(p) = line.strip_prefix("CA certificate: ") {
                 ca = Some(PathBuf::from(p));
@@ -138,4 +143,14 @@ impl ChildProxy {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// A banner line `mitm listening on SCHEME://ADDR (MODE)`: the mode and the address.
+pub fn banner_listener(line: &str) -> Option<(String, SocketAddr)> {
+    let rest = line.strip_prefix("mitm listening on ")?;
+    let (url, mode) = rest.split_once(' ').unwrap_or((rest, "(regular)"));
+    let (_, addr) = url.split_once("://")?;
+    let addr = addr.parse().expect("address in the banner");
+    let mode = mode.trim_start_matches('(').trim_end_matches(')');
+    Some((mode.to_string(), addr))
 }

@@ -614,7 +614,10 @@ pub fn origin_ca_file() -> PathBuf {
 /// A running proxy and its CA.
 pub struct TestProxy {
     pub handle: MitmHandle,
+    /// The first listener's address.
     pub addr: SocketAddr,
+    /// Every listener's address, in order.
+    pub addrs: Vec<SocketAddr>,
     pub ca: Arc<CertificateAuthority>,
 }
 
@@ -635,9 +638,11 @@ pub async fn start_proxy(configure: impl FnOnce(MitmBuilder) -> MitmBuilder) -> 
         .upstream_ca_file(origin_ca_file());
     let proxy = configure(builder).bind().await.unwrap();
     let addr = proxy.local_addr();
+    let addrs = proxy.listeners().iter().map(|l| l.addr).collect();
     TestProxy {
         handle: proxy.spawn(),
         addr,
+        addrs,
         ca,
     }
 }
