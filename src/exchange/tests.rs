@@ -37,6 +37,7 @@ fn context() -> (Context, watch::Sender<bool>) {
         proxy_auth: None,
         local_addr: None,
         stopping,
+        fail_open: None,
     };
     (cx, stop)
 }
