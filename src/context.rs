@@ -12,6 +12,7 @@ use tokio_rustls::client::TlsStream;
 use crate::ca::CertificateAuthority;
 use crate::core::{Connection, Host, Target};
 use crate::error::Result;
+use crate::fail_open::FailOpen;
 use crate::http::message::Headers;
 use crate::io::BoxIo;
 use crate::middleware::Chain;
@@ -35,6 +36,9 @@ pub struct Context {
     /// Turns true when the server stops: connections idle between requests close at
     /// once, exchanges in flight finish.
     pub(crate) stopping: watch::Receiver<bool>,
+    /// The hosts whose clients refused the proxy's certificate, passed through for a
+    /// while; `None` when TLS fail-open is off.
+    pub(crate) fail_open: Option<Arc<FailOpen>>,
 }
 
 impl std::fmt::Debug for Context {

@@ -74,6 +74,7 @@ mod core;
 pub mod decode;
 mod error;
 mod exchange;
+mod fail_open;
 mod h1;
 mod http;
 mod http2;
@@ -107,6 +108,7 @@ pub use crate::middleware::{HttpLog, IgnoreHosts, Interception, Log, Middleware}
 pub use crate::protocol::{Connected, Http, Protocol, Resolution};
 pub use crate::relay::Tunnel;
 pub use crate::route::{Route, UpstreamProxy};
+pub use crate::server::DEFAULT_TLS_FAIL_OPEN;
 pub use crate::server::{default_ca_dir, Mitm, MitmBuilder, MitmHandle};
 pub use crate::server::{DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT};
 pub use crate::upstream::{Resolve, SystemResolver, UpstreamTls};

@@ -36,6 +36,10 @@ pub const DEFAULT_PORT: u16 = 8888;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// The default grace period for connections in flight at shutdown.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// How long a host stays passed through after its client refused the proxy's
+/// certificate, when TLS fail-open is asked for without a time of its own (see
+/// [`MitmBuilder::tls_fail_open`]): 10 minutes.
+pub const DEFAULT_TLS_FAIL_OPEN: Duration = Duration::from_secs(600);
 
 /// Where the CA lives unless told otherwise: the user data directory the original uses,
 /// `~/.local/share/mitm` on Linux (`~/Library/Application Support/mitm` on macOS,
@@ -94,6 +98,7 @@ pub struct MitmBuilder {
     grace: Duration,
     proxy_auth: Option<(String, String)>,
     max_connections: usize,
+    tls_fail_open: Option<Duration>,
 }
 
 impl std::fmt::Debug for MitmBuilder {
@@ -126,6 +131,7 @@ impl Default for MitmBuilder {
             grace: DEFAULT_GRACE,
             proxy_auth: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls_fail_open: None,
         }
     }
 }
@@ -276,6 +282,27 @@ impl MitmBuilder {
         self
     }
 
+    /// TLS fail-open: with `Some(time)`, a host whose client refuses the proxy's
+    /// certificate is passed through untouched (relayed as it is, the client seeing the
+    /// origin's own certificate) for `time` after the refusal, so that clients which pin
+    /// certificates or ship their own roots keep working; the log says so once per host.
+    ///
+    /// A refusal is a TLS alert from the client during the handshake with the proxy's
+    /// leaf (`unknown_ca`, `bad_certificate`, …), or the client closing the connection
+    /// once the proxy's certificate went out. It is learned only when the proxy reached
+    /// the origin and verified it: a host whose origin fails verification is never
+    /// passed through. A client that leaves before or during its ClientHello, or speaks
+    /// no TLS, teaches nothing. Hosts are keyed by the leaf's name (the SNI name, else
+    /// the `CONNECT` host) and the port; up to 10 000 are remembered, the oldest
+    /// forgotten first.
+    ///
+    /// Default: `None` (off: every TLS tunnel is intercepted unless a middleware says
+    /// otherwise). [`DEFAULT_TLS_FAIL_OPEN`] is the usual time.
+    pub fn tls_fail_open(mut self, time: Option<Duration>) -> Self {
+        self.tls_fail_open = time;
+        self
+    }
+
     /// Loads or creates the CA, sets up upstream TLS and binds the listeners.
     ///
     /// Fails with [`Error::Bind`] when an address is taken or invalid, and with a CA
@@ -357,6 +384,9 @@ impl MitmBuilder {
                 .map(|(user, pass)| basic_credentials(&user, &pass)),
             local_addrs,
             stopping,
+            fail_open: self
+                .tls_fail_open
+                .map(|ttl| Arc::new(crate::fail_open::FailOpen::new(ttl))),
         };
         let listeners = bound
             .into_iter()
@@ -683,7 +713,7 @@ async fn serve(
     let mut conn = Connection::new(id, Host::new(peer));
     cx.chain.client_connected(&conn).await;
     if let Err(e) = drive(&cx, &protocols, &mut conn, stream).await {
-        report(&conn, &e);
+        report(&cx, &conn, &e);
     }
     cx.chain.client_disconnected(&conn).await;
     // Only a server whose `server_connected` fired gets its `server_disconnected`.
@@ -764,7 +794,7 @@ async fn sniff(
 }
 
 /// Logs how a connection failed, at a level that matches whose fault it was.
-fn report(conn: &Connection, e: &Error) {
+fn report(cx: &Context, conn: &Connection, e: &Error) {
     let chain = crate::error::Report(e);
     let target = conn.target.as_ref().map(ToString::to_string);
     match e {
@@ -772,6 +802,12 @@ fn report(conn: &Connection, e: &Error) {
         Error::ClientTls { source, .. } if !is_tls_failure(source) => {
             tracing::debug!(error = %chain, "client went away during the TLS handshake")
         }
+        // The tunnel has said already whether it learned the host.
+        Error::ClientTls { .. } if cx.fail_open.is_some() => tracing::warn!(
+            error = %chain,
+            "client refused the TLS handshake; does it trust the mitm CA certificate? \
+             (TLS fail-open passes its host through for a while if its origin verified)"
+        ),
         Error::ClientTls { .. } => tracing::warn!(
             error = %chain,
             "client refused the TLS handshake; does it trust the mitm CA certificate?"

@@ -4,11 +4,14 @@
 //! - The server speaks first (SSH, SMTP, any banner): the tunnel is a raw relay at
 //!   once, the banner first.
 //! - The client speaks TLS: its ClientHello is read whole without consuming it
-//!   (`client_hello::peek`: SNI, ALPN). A middleware may let it through untouched
-//!   (`should_intercept`); otherwise TLS is intercepted: the upstream handshake runs
-//!   first (with the client's SNI, over the connection made for the `CONNECT`, or one
-//!   the pool already holds), then the client's, with a leaf for that name and the
-//!   protocol the origin chose, and the exchange serves HTTP/2 or HTTP/1 inside.
+//!   (`client_hello::peek`: SNI, ALPN). A host whose client refused the proxy's
+//!   certificate lately goes through untouched (TLS fail-open, `fail_open`), and so
+//!   does one a middleware lets through (`should_intercept`); otherwise TLS is
+//!   intercepted: the upstream handshake runs first (with the client's SNI, over the
+//!   connection made for the `CONNECT`, or one the pool already holds), then the
+//!   client's, with a leaf for that name and the protocol the origin chose, and the
+//!   exchange serves HTTP/2 or HTTP/1 inside. A client that refuses the leaf of an
+//!   origin that was reached and verified teaches fail-open its host.
 //! - The client speaks anything else: a raw relay to the target.
 
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use crate::error::{Error, Report, Result};
 use crate::exchange::serve_h1::{self, Opened, Served, Start};
 use crate::exchange::serve_h2;
 use crate::exchange::Ahead;
+use crate::fail_open::{self, Abort};
 use crate::h1::write;
 use crate::http::page;
 use crate::http::settings::Settings;
@@ -86,6 +90,16 @@ pub(crate) async fn run(
     };
     let is_magic = settings.is_magic(&target.host);
     let server_name = hello.server_name.as_deref();
+    // The name a leaf would be for, as `Intercept::run` picks it.
+    let leaf_name = server_name.unwrap_or(&target.host);
+    let learned = cx
+        .fail_open
+        .as_ref()
+        .is_some_and(|f| f.should_pass(leaf_name, target.port));
+    if !is_magic && learned {
+        tracing::debug!(%target, sni = ?server_name, "its client refused our certificate lately: passing TLS through");
+        return pass_through(cx, settings, conn, client, &target, &route, ahead).await;
+    }
     if !is_magic && cx.chain.should_intercept(conn, server_name).await == Interception::PassThrough
     {
         tracing::debug!(target = %target, sni = ?server_name, "passing TLS through untouched");
@@ -302,7 +316,10 @@ impl Intercept<'_> {
         let handshake = start.into_stream(config);
         let mut client = match tokio::time::timeout(settings.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(source)) => return Err(Error::ClientTls { host: name, source }),
+            Ok(Err(source)) => {
+                self.learn_refusal(&name, &reached, &source);
+                return Err(Error::ClientTls { host: name, source });
+            }
             Err(_) => return Err(Error::ClientTimeout),
         };
         let reached = match reached {
@@ -352,6 +369,39 @@ impl Intercept<'_> {
                 debug_assert!(matches!(served, Served::Closed));
                 Ok(())
             }
+        }
+    }
+
+    /// With TLS fail-open on, records `name` (on the target's port) as passed through
+    /// when the client's handshake failed with `e` because it refused the leaf, and the
+    /// origin was reached and verified (`reached`). A host whose origin failed is
+    /// never learned: passing it through would hide that failure from the client's
+    /// error page.
+    fn learn_refusal(&self, name: &str, reached: &Result<Option<Reached>>, e: &std::io::Error) {
+        let Some(learned) = &self.cx.fail_open else {
+            return;
+        };
+        if fail_open::abort_of(e) != Abort::Refused {
+            return;
+        }
+        let port = self.target.port;
+        match reached {
+            Ok(Some(_)) => {}
+            // The magic host has no origin and is never passed through.
+            Ok(None) => return,
+            Err(up) => {
+                tracing::debug!(
+                    host = %name, port, upstream = %Report(up),
+                    "client refused our certificate, but its origin failed: not passing it through"
+                );
+                return;
+            }
+        }
+        if learned.learn(name, port) {
+            let time = fail_open::human(learned.ttl());
+            tracing::warn!(
+                "client refused our certificate for {name}:{port}; passing {name}:{port} through for {time}"
+            );
         }
     }
 

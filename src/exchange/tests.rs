@@ -37,6 +37,7 @@ fn context() -> (Context, watch::Sender<bool>) {
         proxy_auth: None,
         local_addrs: Arc::from([]),
         stopping,
+        fail_open: None,
     };
     (cx, stop)
 }
