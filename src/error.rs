@@ -133,6 +133,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A reverse proxy's target could not be understood: it must be an origin URL,
+    /// `http://HOST[:PORT]` or `https://HOST[:PORT]`.
+    #[error("invalid reverse proxy target {url:?}: {reason}")]
+    InvalidReverseTarget {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An upstream proxy failed or refused to reach the origin (the proxy itself was
     /// reached; connecting to it fails with [`Error::Connect`]).
     #[error("{proxy} upstream proxy: {reason}")]

@@ -354,7 +354,7 @@ impl Intercept<'_> {
                     Some(Reached::Http(link)) => Some(link),
                     _ => None,
                 };
-                serve_h2::serve(cx, settings, conn, client, origin, spare).await
+                serve_h2::serve(cx, settings, conn, client, Scope::Tunnel(origin), spare).await
             }
             reached => {
                 let start = match reached {

@@ -22,7 +22,7 @@ use crate::h1::Peer;
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Version};
 use crate::http::page;
 use crate::http::settings::Settings;
-use crate::http::target::{parse_authority, route, Scope};
+use crate::http::target::{origin_url, parse_authority, route, Routed, Scope};
 use crate::io::{rewound, BoxIo};
 use crate::upstream::{Link, Route, Upstream, Want};
 
@@ -194,7 +194,8 @@ impl Session<'_> {
             };
             first = false;
             // Credentials are asked of proxy requests (and CONNECT), not of requests
-            // inside a tunnel the CONNECT already opened.
+            // inside a tunnel the CONNECT already opened, nor of a reverse proxy's
+            // clients (to them it is the origin).
             if matches!(self.scope, Scope::Proxy) && !self.cx.authorized(&head.headers) {
                 // A body the request may carry is not read: the connection ends then.
                 let keep = parse::keeps_alive(head.version, &head.headers)
@@ -220,7 +221,7 @@ impl Session<'_> {
     /// Routes a request and runs its exchange.
     async fn request(&mut self, head: RequestHead) -> Result<Outcome> {
         let host = head.headers.get("host");
-        let (target, path) = match route(&head.target, host, &self.scope) {
+        let routed = match route(&head.target, host, &self.scope) {
             Ok(routed) => routed,
             Err(reason) => {
                 let r = page::unroutable(&reason);
@@ -236,6 +237,7 @@ impl Session<'_> {
                 return Ok(Outcome::Close);
             }
         };
+        let Routed { target, path, host } = routed;
         if self.cx.is_self(&target) {
             let r = page::loop_detected();
             self.write_plain(r, &head.method, head.version, false)
@@ -254,6 +256,9 @@ impl Session<'_> {
         let mut request = Request::new_to(head.method, target, path);
         request.version = head.version;
         request.headers = head.headers;
+        if let Some(host) = host {
+            request.headers.insert("Host", host);
+        }
         request.body = match framing {
             Framing::Empty => Body::Empty,
             _ => Body::Streaming,
@@ -270,6 +275,20 @@ impl Session<'_> {
     /// `CONNECT host:port`: the hooks may refuse it; otherwise the target is reached and
     /// the client answered `200`, and the tunnel is the caller's.
     async fn connect(&mut self, head: RequestHead) -> Result<Served> {
+        if let Scope::Reverse { target, .. } = &self.scope {
+            // Its clients take the proxy for the origin: a CONNECT is not for it.
+            let r = page::text(
+                405,
+                format!(
+                    "mitm is a reverse proxy for {} here, not a forward proxy: it does not \
+                     accept CONNECT. Send requests to it as to the origin itself.\n",
+                    origin_url(target)
+                ),
+            );
+            self.write_plain(r, &head.method, head.version, false)
+                .await?;
+            return Ok(Served::Closed);
+        }
         let Some((host, port)) = parse_authority(&head.target, 443) else {
             let r = page::text(
                 400,

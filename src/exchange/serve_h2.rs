@@ -1,8 +1,8 @@
-//! HTTP/2 client connections (inside an intercepted tunnel): each stream is one
-//! exchange, run concurrently with the others in this task, so they share
-//! `&Connection`. The server handshake announces the proxy's limits (streams at once,
-//! header list size); streams that need an HTTP/1.1 origin connection of their own
-//! hold one of a bounded number, so one client cannot open upstream connections
+//! HTTP/2 client connections (inside an intercepted tunnel, or to a reverse proxy):
+//! each stream is one exchange, run concurrently with the others in this task, so they
+//! share `&Connection`. The server handshake announces the proxy's limits (streams at
+//! once, header list size); streams that need an HTTP/1.1 origin connection of their
+//! own hold one of a bounded number, so one client cannot open upstream connections
 //! without end.
 //!
 //! The raw data hooks are not called on HTTP/2 connections (their bytes are binary
@@ -24,19 +24,20 @@ use crate::error::{Error, Report, Result, Side};
 use crate::http::message::{Body, Headers, HttpFlow, Response};
 use crate::http::page;
 use crate::http::settings::Settings;
-use crate::http::target::{route, Scope};
+use crate::http::target::{route, Routed, Scope};
 use crate::http2::{self, convert};
 use crate::io::BoxIo;
 use crate::upstream::{Link, Route, Want};
 
-/// Serves an HTTP/2 client connection until it ends. `spare` is an upstream link made
-/// during the tunnel's setup, for the first stream to its origin.
+/// Serves an HTTP/2 client connection until it ends, routing its streams in `scope`
+/// (a tunnel's origin, or a reverse proxy's). `spare` is an upstream link made during
+/// the setup, for the first stream to its origin.
 pub(crate) async fn serve(
     cx: &Context,
     settings: &Settings,
     conn: &Connection,
     client: BoxIo,
-    origin: Target,
+    scope: Scope,
     spare: Option<Link>,
 ) -> Result<()> {
     let mut h2conn = http2::serve(client, settings).await?;
@@ -44,7 +45,7 @@ pub(crate) async fn serve(
         cx,
         settings,
         conn,
-        scope: Scope::Tunnel(origin),
+        scope,
         spare: Mutex::new(spare),
         upstreams: Arc::new(Semaphore::new(settings.max_upstreams.max(1))),
     };
@@ -104,25 +105,26 @@ impl Streams<'_> {
     async fn stream(
         &self,
         request: http::Request<RecvStream>,
-        mut respond: SendResponse<Bytes>,
+        respond: SendResponse<Bytes>,
         id: u64,
     ) -> Result<()> {
         let (parts, body) = request.into_parts();
         let authority = parts.uri.authority().map(|a| a.as_str());
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let (target, path) = match route(path, authority, &self.scope) {
+        let routed = match route(path, authority, &self.scope) {
             Ok(routed) => routed,
-            Err(reason) => {
-                let r = page::unroutable(&reason);
-                let head = convert::http_response(&r, false);
-                let mut out = respond
-                    .send_response(head, false)
-                    .map_err(|e| http2::error(Side::Client, e))?;
-                let body = r.body.bytes().cloned().unwrap_or_default();
-                return http2::send_all(&mut out, body, true, Side::Client).await;
-            }
+            Err(reason) => return answer(respond, page::unroutable(&reason)).await,
         };
+        let Routed { target, path, host } = routed;
+        if self.cx.is_self(&target) {
+            return answer(respond, page::loop_detected()).await;
+        }
         let mut request = convert::request_from(&parts, target, path);
+        if let Some(host) = host {
+            // Carried as a `Host` field: an HTTP/1.1 origin gets it as it is, an
+            // HTTP/2 one as its `:authority`.
+            request.headers.insert("host", host);
+        }
         let expects_continue = request.headers.has_token("expect", "100-continue");
         let recv = if body.is_end_stream() {
             request.body = Body::Empty;
@@ -149,6 +151,16 @@ impl Streams<'_> {
             }
         }
     }
+}
+
+/// Answers a stream with a response the proxy makes itself, before any exchange.
+async fn answer(mut respond: SendResponse<Bytes>, r: Response) -> Result<()> {
+    let head = convert::http_response(&r, false);
+    let mut out = respond
+        .send_response(head, false)
+        .map_err(|e| http2::error(Side::Client, e))?;
+    let body = r.body.bytes().cloned().unwrap_or_default();
+    http2::send_all(&mut out, body, true, Side::Client).await
 }
 
 /// One stream, as the exchange's client.

@@ -1,6 +1,7 @@
 //! Where a request goes: authorities (`host:port`), absolute URIs, and the routing rule
 //! that turns a request target plus its `Host` (or HTTP/2 `:authority`) into a
-//! [`Target`], whatever the HTTP version.
+//! [`Target`] (and, in front of one origin, the `Host` it carries there), whatever the
+//! HTTP version.
 
 use crate::core::Target;
 
@@ -13,25 +14,57 @@ pub(crate) enum Scope {
     /// Inside an intercepted tunnel: the `Host` header (or `:authority`) names the host,
     /// with the tunnel's scheme and port by default; without one, the tunnel's origin.
     Tunnel(Target),
+    /// A reverse proxy in front of one origin: every request goes to `target`, whatever
+    /// its request target or `Host` names. The `Host` field (or `:authority`) sent
+    /// upstream is the target's authority, or the client's when `keep_host`.
+    Reverse {
+        /// The origin behind the proxy (`tls`: it is spoken to over TLS).
+        target: Target,
+        /// Whether the client's `Host` goes upstream as it was sent.
+        keep_host: bool,
+    },
+}
+
+/// A routed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Routed {
+    /// Where it goes.
+    pub target: Target,
+    /// Its origin-form path (or `*`).
+    pub path: String,
+    /// The `Host` field it carries upstream in place of whatever the client sent, when
+    /// the scope says so (a reverse proxy); `None` leaves the request's fields as they
+    /// are.
+    pub host: Option<String>,
 }
 
 /// Routes a request: `target` is the request target as sent (origin-form, absolute-form
-/// or `*`), `host` the `Host` field or `:authority`. Returns where it goes and its
-/// origin-form path, or why it cannot be routed (for a `400` page).
-pub(crate) fn route(
-    target: &str,
-    host: Option<&str>,
-    scope: &Scope,
-) -> Result<(Target, String), String> {
-    if let Some(absolute) = split_absolute(target) {
-        return absolute.ok_or_else(|| "invalid host in the request URI".to_string());
+/// or `*`), `host` the `Host` field or `:authority`. Returns where it goes, its
+/// origin-form path and the `Host` it carries upstream, or why it cannot be routed (for
+/// a `400` page).
+pub(crate) fn route(target: &str, host: Option<&str>, scope: &Scope) -> Result<Routed, String> {
+    let absolute = split_absolute(target);
+    if let Scope::Reverse {
+        target: origin,
+        keep_host,
+    } = scope
+    {
+        return reverse(target, absolute, host, origin, *keep_host);
+    }
+    if let Some(absolute) = absolute {
+        let (target, path) = absolute.ok_or("invalid host in the request URI")?;
+        return Ok(Routed {
+            target,
+            path,
+            host: None,
+        });
     }
     if !(target.starts_with('/') || target == "*") {
         return Err(format!("unsupported request target {target:?}"));
     }
     let (tls, default_port) = match scope {
-        Scope::Proxy => (false, 80),
         Scope::Tunnel(origin) => (true, origin.port),
+        _ => (false, 80),
     };
     let host = host.map(str::trim).filter(|h| !h.is_empty());
     let routed = match (host, scope) {
@@ -40,10 +73,45 @@ pub(crate) fn route(
             Target::new(host, port, tls)
         }
         (None, Scope::Tunnel(origin)) => origin.clone(),
-        (None, Scope::Proxy) => return Err("no Host header and no absolute URI".into()),
+        (None, _) => return Err("no Host header and no absolute URI".into()),
     };
     let path = if target.is_empty() { "/" } else { target };
-    Ok((routed, path.to_string()))
+    Ok(Routed {
+        target: routed,
+        path: path.to_string(),
+        host: None,
+    })
+}
+
+/// Routes a request to a reverse proxy's `origin`. A client of a reverse proxy takes it
+/// for the origin, so an absolute URI names no other server: its path is used, and its
+/// authority is the `Host` the client meant (RFC 9112 section 3.2.2).
+fn reverse(
+    target: &str,
+    absolute: Option<Option<(Target, String)>>,
+    host: Option<&str>,
+    origin: &Target,
+    keep_host: bool,
+) -> Result<Routed, String> {
+    let (path, sent) = match absolute {
+        Some(Some((named, path))) => (path, Some(host_value(&named))),
+        Some(None) => return Err("invalid host in the request URI".into()),
+        None if target.starts_with('/') || target == "*" => {
+            let sent = host.map(str::trim).filter(|h| !h.is_empty());
+            (target.to_string(), sent.map(str::to_string))
+        }
+        None => return Err(format!("unsupported request target {target:?}")),
+    };
+    let host = if keep_host {
+        sent
+    } else {
+        Some(host_value(origin))
+    };
+    Ok(Routed {
+        target: origin.clone(),
+        path,
+        host,
+    })
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -102,6 +170,12 @@ pub(crate) fn parse_authority(s: &str, default_port: u16) -> Option<(String, u16
     valid.then(|| (host.to_ascii_lowercase(), port))
 }
 
+/// `http://host[:port]` or `https://…`: the origin `t` as a URL, for messages.
+pub(crate) fn origin_url(t: &Target) -> String {
+    let scheme = if t.tls { "https" } else { "http" };
+    format!("{scheme}://{}", host_value(t))
+}
+
 /// `host[:port]` for a `Host` field or `:authority`, the port only when it is not the
 /// scheme's default.
 pub(crate) fn host_value(t: &Target) -> String {
@@ -136,19 +210,26 @@ mod tests {
         assert_eq!(parse_authority(":80", 80), None);
     }
 
+    /// Routes and keeps only where the request goes and its path.
+    fn to(target: &str, host: Option<&str>, scope: &Scope) -> (Target, String) {
+        let routed = route(target, host, scope).unwrap();
+        assert_eq!(routed.host, None, "only a reverse proxy sets the Host");
+        (routed.target, routed.path)
+    }
+
     #[test]
     fn routing_keeps_the_host_port_and_the_tunnel_scheme() {
-        let (t, path) = route("/x", Some("a.localhost:8080"), &Scope::Proxy).unwrap();
+        let (t, path) = to("/x", Some("a.localhost:8080"), &Scope::Proxy);
         assert_eq!(
             (t, path.as_str()),
             (Target::new("a.localhost", 8080, false), "/x")
         );
         let tunnel = Scope::Tunnel(Target::new("b.localhost", 8443, true));
-        let (t, _) = route("/", Some("c.localhost"), &tunnel).unwrap();
+        let (t, _) = to("/", Some("c.localhost"), &tunnel);
         assert_eq!(t, Target::new("c.localhost", 8443, true));
-        let (t, _) = route("/", None, &tunnel).unwrap();
+        let (t, _) = to("/", None, &tunnel);
         assert_eq!(t, Target::new("b.localhost", 8443, true));
-        let (t, path) = route("http://user@d.localhost:81?q", Some("e"), &Scope::Proxy).unwrap();
+        let (t, path) = to("http://user@d.localhost:81?q", Some("e"), &Scope::Proxy);
         assert_eq!(
             (t, path.as_str()),
             (Target::new("d.localhost", 81, false), "/?q")
@@ -158,9 +239,45 @@ mod tests {
     }
 
     #[test]
+    fn a_reverse_proxy_sends_everything_to_its_origin_with_its_host() {
+        let origin = Target::new("origin.localhost", 8443, true);
+        let rewrite = Scope::Reverse {
+            target: origin.clone(),
+            keep_host: false,
+        };
+        let keep = Scope::Reverse {
+            target: origin.clone(),
+            keep_host: true,
+        };
+        let want = |path: &str, host: Option<&str>| Routed {
+            target: origin.clone(),
+            path: path.into(),
+            host: host.map(Into::into),
+        };
+        let host = Some("origin.localhost:8443");
+        assert_eq!(route("/a", Some("x:1"), &rewrite), Ok(want("/a", host)));
+        assert_eq!(route("/a", None, &rewrite), Ok(want("/a", host)));
+        assert_eq!(route("/a", Some("X:1"), &keep), Ok(want("/a", Some("X:1"))));
+        assert_eq!(route("/a", None, &keep), Ok(want("/a", None)));
+        // An absolute URI names no other server; with keep_host, its authority is the
+        // Host the client meant.
+        let absolute = "http://other.localhost:81/b?q";
+        assert_eq!(route(absolute, Some("x"), &rewrite), Ok(want("/b?q", host)));
+        let other = Some("other.localhost:81");
+        assert_eq!(route(absolute, Some("x"), &keep), Ok(want("/b?q", other)));
+        assert!(route("http://bad host/", None, &rewrite).is_err());
+        assert!(route("origin.localhost:8443", None, &rewrite).is_err());
+        assert_eq!(route("*", host, &rewrite), Ok(want("*", host)));
+    }
+
+    #[test]
     fn host_values_omit_default_ports_and_bracket_ipv6() {
         assert_eq!(host_value(&Target::new("a", 443, true)), "a");
         assert_eq!(host_value(&Target::new("a", 443, false)), "a:443");
         assert_eq!(host_value(&Target::new("::1", 80, false)), "[::1]");
+        assert_eq!(
+            origin_url(&Target::new("::1", 8443, true)),
+            "https://[::1]:8443"
+        );
     }
 }

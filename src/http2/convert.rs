@@ -74,10 +74,18 @@ pub(crate) fn request_from(
 }
 
 /// An HTTP/2 request head for the origin from the crate's request (whose framing
-/// fields the exchange has set).
+/// fields the exchange has set). Its `:authority` is the request's `Host` field when it
+/// has a valid one (as RFC 9113 section 8.3.1 asks of an HTTP/1.1 request converted,
+/// and how a reverse proxy keeps its client's), else the target's.
 pub(crate) fn http_request(req: &Request) -> Option<http::Request<()>> {
     let scheme = if req.target.tls { "https" } else { "http" };
-    let authority = host_value(&req.target);
+    let authority = req
+        .headers
+        .get("host")
+        .map(str::trim)
+        // No userinfo: `:authority` must not carry any (RFC 9113 section 8.3.1).
+        .filter(|h| !h.contains('@') && http::uri::Authority::try_from(*h).is_ok())
+        .map_or_else(|| host_value(&req.target), str::to_string);
     let uri = format!("{scheme}://{authority}{}", req.path);
     let mut builder = http::Request::builder()
         .method(req.method.as_str())
@@ -136,5 +144,26 @@ mod tests {
         let map = map_from(&h, &[]);
         let names: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep"]);
+    }
+
+    #[test]
+    fn the_authority_is_the_host_field_when_valid_else_the_target() {
+        let target = crate::core::Target::new("origin.localhost", 8443, true);
+        let authority = |host: Option<&str>| {
+            let mut req = Request::new_to("GET".into(), target.clone(), "/a".into());
+            if let Some(host) = host {
+                req.headers.append("Host", host.to_string());
+            }
+            let head = http_request(&req).unwrap();
+            assert!(!head.headers().contains_key("host"));
+            head.uri().authority().unwrap().to_string()
+        };
+        assert_eq!(authority(None), "origin.localhost:8443");
+        assert_eq!(authority(Some("front.localhost")), "front.localhost");
+        assert_eq!(authority(Some("a b")), "origin.localhost:8443");
+        assert_eq!(
+            authority(Some("u@front.localhost")),
+            "origin.localhost:8443"
+        );
     }
 }

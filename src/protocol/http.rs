@@ -169,6 +169,12 @@ impl Http {
         self.settings.max_upstreams = connections.max(1);
         self
     }
+
+    /// The settings every HTTP connection of this protocol obeys (for the protocols
+    /// built on it, such as [`Reverse`](super::Reverse)).
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
 }
 
 #[async_trait]
