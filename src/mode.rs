@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::listener::Listener;
-use crate::protocol::{Http, Protocol};
+use crate::protocol::{Http, Protocol, Reverse};
 use crate::route::{Route, UpstreamProxy};
 
 /// What a listener does.
@@ -63,12 +63,19 @@ pub struct ModeSpec {
 
 impl ModeSpec {
     /// The listener for this spec, its protocols using `http`'s settings (timeouts,
-    /// limits) for the HTTP they carry.
-    pub fn listener(&self, http: &Http) -> Result<Listener> {
+    /// limits) for the HTTP they carry. A reverse proxy rewrites `Host` to its target's
+    /// unless `keep_host`.
+    pub fn listener(&self, http: &Http, keep_host: bool) -> Result<Listener> {
         let (protocols, route): (Vec<Arc<dyn Protocol>>, Route) = match &self.mode {
             Mode::Regular => (vec![Arc::new(http.clone())], Route::Direct),
             Mode::Upstream(proxy) => (vec![Arc::new(http.clone())], Route::proxy(proxy.clone())),
-            Mode::Socks5 | Mode::Reverse(_) | Mode::Transparent => {
+            Mode::Reverse(url) => {
+                let reverse = Reverse::parse(url)?
+                    .keep_host(keep_host)
+                    .with_http(http.clone());
+                (vec![Arc::new(reverse)], Route::Direct)
+            }
+            Mode::Socks5 | Mode::Transparent => {
                 return Err(Error::InvalidMode {
                     spec: self.to_string(),
                     reason: "this mode is not built yet".into(),
@@ -128,10 +135,10 @@ impl FromStr for ModeSpec {
                 ("socks5", None) => Mode::Socks5,
                 ("transparent", None) => Mode::Transparent,
                 ("reverse", Some(url)) => {
-                    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-                    if !matches!(scheme.as_deref(), Some("http" | "https")) {
-                        return Err(invalid("reverse takes an http:// or https:// URL"));
-                    }
+                    Reverse::parse(url).map_err(|e| match e {
+                        Error::InvalidReverseTarget { reason, .. } => invalid(&reason),
+                        other => other,
+                    })?;
                     Mode::Reverse(url.to_string())
                 }
                 ("upstream", Some(url)) => {

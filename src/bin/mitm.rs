@@ -31,6 +31,18 @@ struct Cli {
     // Parsed after clap, whose errors would echo a URL's password.
     modes: Vec<String>,
 
+    /// In reverse mode, send the client's Host header to the origin as it is, instead of
+    /// the target's host and port.
+    #[arg(long)]
+    keep_host_header: bool,
+
+    /// Pass TLS through untouched, for a while, to hosts whose clients refused the
+    /// proxy's certificate (pinned apps): the client then sees the origin's own
+    /// certificate. Hosts whose origins fail verification are never passed through.
+    /// The value is how long, in seconds (default 600 when given without one).
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
+    tls_fail_open: Option<f64>,
+
     /// Address to listen on. Use 0.0.0.0 only if other machines should reach the proxy:
     /// anyone who can connect can use it.
     #[arg(long, default_value = "127.0.0.1")]
@@ -307,9 +319,12 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
     }
     for spec in &modes {
         let listener = spec
-            .listener(&http)
+            .listener(&http, cli.keep_host_header)
             .with_context(|| format!("--mode {spec}"))?;
         b = b.listener(listener);
+    }
+    if let Some(secs) = cli.tls_fail_open {
+        b = b.tls_fail_open(Some(seconds("--tls-fail-open", secs)?));
     }
     b = b
         .max_connections(cli.max_connections)
