@@ -81,6 +81,7 @@ mod http2;
 pub mod internals;
 mod io;
 pub mod middleware;
+mod original_dst;
 pub mod protocol;
 mod relay;
 pub mod route;

@@ -95,6 +95,13 @@ pub trait Protocol: Send + Sync + 'static {
         true
     }
 
+    /// Whether this protocol needs to know where a redirected client meant to connect
+    /// ([`Connection::original_dst`]). The server asks the kernel for it when a client
+    /// connects, only on listeners where a protocol says yes. Default: `false`.
+    fn wants_original_destination(&self) -> bool {
+        false
+    }
+
     /// Decides from `data`, the client's first bytes, whether this protocol speaks the
     /// connection and where it goes. Called again with more bytes after
     /// [`Resolution::NeedMore`].
