@@ -13,6 +13,10 @@ pub(crate) enum Scope {
     /// Inside an intercepted tunnel: the `Host` header (or `:authority`) names the host,
     /// with the tunnel's scheme and port by default; without one, the tunnel's origin.
     Tunnel(Target),
+    /// A client whose connection a firewall redirected to the proxy (transparent mode):
+    /// every request goes to the connection's original destination, whatever its
+    /// `Host` or URI names (they are passed on as the client sent them).
+    Destination(Target),
 }
 
 /// Routes a request: `target` is the request target as sent (origin-form, absolute-form
@@ -24,7 +28,11 @@ pub(crate) fn route(
     scope: &Scope,
 ) -> Result<(Target, String), String> {
     if let Some(absolute) = split_absolute(target) {
-        return absolute.ok_or_else(|| "invalid host in the request URI".to_string());
+        let absolute = absolute.ok_or_else(|| "invalid host in the request URI".to_string());
+        return match scope {
+            Scope::Destination(origin) => absolute.map(|(_, path)| (origin.clone(), path)),
+            _ => absolute,
+        };
     }
     if !(target.starts_with('/') || target == "*") {
         return Err(format!("unsupported request target {target:?}"));
@@ -32,6 +40,8 @@ pub(crate) fn route(
     let (tls, default_port) = match scope {
         Scope::Proxy => (false, 80),
         Scope::Tunnel(origin) => (true, origin.port),
+        // The `Host` names the origin, but the firewall already said where it is.
+        Scope::Destination(origin) => return Ok((origin.clone(), target.to_string())),
     };
     let host = host.map(str::trim).filter(|h| !h.is_empty());
     let routed = match (host, scope) {
@@ -39,7 +49,7 @@ pub(crate) fn route(
             let (host, port) = parse_authority(h, default_port).ok_or("invalid Host header")?;
             Target::new(host, port, tls)
         }
-        (None, Scope::Tunnel(origin)) => origin.clone(),
+        (None, Scope::Tunnel(origin) | Scope::Destination(origin)) => origin.clone(),
         (None, Scope::Proxy) => return Err("no Host header and no absolute URI".into()),
     };
     let path = if target.is_empty() { "/" } else { target };
@@ -155,6 +165,25 @@ mod tests {
         );
         assert!(route("/", None, &Scope::Proxy).is_err());
         assert!(route("example.com:443", Some("a"), &Scope::Proxy).is_err());
+    }
+
+    #[test]
+    fn redirected_requests_go_to_the_original_destination_whatever_they_name() {
+        let scope = Scope::Destination(Target::new("10.0.0.2", 8080, false));
+        let (t, path) = route("/x?q", Some("example.com"), &scope).unwrap();
+        assert_eq!(
+            (t, path.as_str()),
+            (Target::new("10.0.0.2", 8080, false), "/x?q")
+        );
+        let (t, _) = route("/", None, &scope).unwrap();
+        assert_eq!(t, Target::new("10.0.0.2", 8080, false));
+        let (t, path) = route("http://elsewhere.example:81/y", Some("a"), &scope).unwrap();
+        assert_eq!(
+            (t, path.as_str()),
+            (Target::new("10.0.0.2", 8080, false), "/y")
+        );
+        assert!(route("http://a b/", None, &scope).is_err());
+        assert!(route("example.com:443", None, &scope).is_err());
     }
 
     #[test]
