@@ -40,6 +40,22 @@ const ORIGIN_V6: &str = "fd00:2::2";
 /// `curl --resolve`, so nothing resolves it but the client.
 const ORIGIN_NAME: &str = "origin.test";
 
+/// The origin's port for a protocol that is neither HTTP nor TLS: it echoes.
+const ECHO_PORT: u16 = 7;
+
+/// An echo server on `addr`: every connection gets its bytes back until it closes.
+async fn start_echo(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut from, mut to) = stream.split();
+                let _ = tokio::io::copy(&mut from, &mut to).await;
+            });
+        }
+    })
+}
+
 /// Runs `cmd`, returning its output whatever its exit status.
 fn run(cmd: &mut Command) -> Output {
     cmd.output()
@@ -337,10 +353,17 @@ impl InNamespace {
 #[derive(Default)]
 struct Witness {
     seen: Mutex<Vec<String>>,
+    /// Each upstream connection: the protocol and the server reached.
+    connected: Mutex<Vec<String>>,
 }
 
 #[async_trait]
 impl Middleware for Witness {
+    async fn server_connected(&self, conn: &Connection) {
+        let line = format!("{} {}", conn.protocol.unwrap_or("-"), conn.server);
+        self.connected.lock().unwrap().push(line);
+    }
+
     async fn request(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         let line = format!(
             "{:?} {} {} host={}",
@@ -383,8 +406,9 @@ impl Setup {
             let any = |port| SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
             let plain = common::start_origin_at(any(80), None).await;
             let tls = common::start_origin_at(any(443), Some(ORIGIN_NAME)).await;
+            let echo = start_echo(any(ECHO_PORT)).await;
             let seen = vec![plain.seen.clone(), tls.seen.clone()];
-            ((plain, tls), seen)
+            ((plain, tls, echo), seen)
         });
         let dir = tempfile::tempdir().unwrap();
         let ca = Arc::new(CertificateAuthority::generate().unwrap());
@@ -548,6 +572,35 @@ fn redirected_https_is_intercepted_with_a_leaf_named_by_sni() {
             "the hooks saw {saw:?}"
         );
     }
+}
+
+#[test]
+fn redirected_connections_in_other_protocols_are_relayed_as_they_are() {
+    let Some(setup) = Setup::start() else { return };
+    let client_ns = setup.net.client.clone();
+    // A client in the client's namespace: a thread that entered it.
+    let echoed = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        enter(&client_ns);
+        let to = SocketAddr::new(ORIGIN_V6.parse().unwrap(), ECHO_PORT);
+        let mut stream = std::net::TcpStream::connect_timeout(&to, PATIENCE).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let greeting = b"HELO client.test\r\n";
+        stream.write_all(greeting).unwrap();
+        let mut back = vec![0; greeting.len()];
+        stream.read_exact(&mut back).unwrap();
+        back
+    })
+    .join()
+    .expect("the client failed");
+    assert_eq!(echoed, b"HELO client.test\r\n");
+    let connected = setup.witness.connected.lock().unwrap().clone();
+    let relayed = format!("transparent [{ORIGIN_V6}]:{ECHO_PORT}");
+    assert_eq!(
+        connected,
+        vec![relayed],
+        "the proxy connected {connected:?}"
+    );
 }
 
 #[test]
