@@ -120,6 +120,12 @@ pub struct Connection {
     pub client: Host,
     /// The upstream side; empty until the upstream is connected.
     pub server: Host,
+    /// Where the client meant to connect, for a connection a firewall rule redirected
+    /// to the proxy (transparent mode). Read when the client connects, and only on
+    /// listeners with a protocol that
+    /// [wants it](crate::Protocol::wants_original_destination); `None` otherwise, and
+    /// for a connection that came straight to the proxy.
+    pub original_dst: Option<SocketAddr>,
     /// The name of the protocol that accepted the connection (e.g. `"http"`).
     pub protocol: Option<&'static str>,
     /// Where the protocol sends this connection.
@@ -141,6 +147,7 @@ impl Connection {
             id,
             client,
             server: Host::default(),
+            original_dst: None,
             protocol: None,
             target: None,
             tls: false,

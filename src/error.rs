@@ -185,6 +185,20 @@ pub enum Error {
     #[error("no protocol recognised the client's first bytes")]
     NoProtocol,
 
+    /// A client reached a listener whose protocols serve only connections a firewall
+    /// redirected to the proxy (transparent mode), but its connection came straight to
+    /// the proxy: no redirect rule rewrote it, or it was addressed to the proxy's own
+    /// port.
+    #[error(
+        "connection to {local} was not redirected by the firewall: transparent mode serves \
+         only connections that a REDIRECT rule sends to it (see docs/transparent.md); \
+         set up the iptables or nftables rules, or point clients at an HTTP listener"
+    )]
+    NotRedirected {
+        /// The proxy's address the client connected to.
+        local: SocketAddr,
+    },
+
     /// The client did not send enough bytes to pick a protocol in time.
     #[error("timed out waiting for the client's first bytes")]
     ClientTimeout,

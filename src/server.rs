@@ -711,6 +711,9 @@ async fn serve(
     // The proxy writes whole chunks; Nagle's algorithm would only delay them.
     let _ = stream.set_nodelay(true);
     let mut conn = Connection::new(id, Host::new(peer));
+    if protocols.iter().any(|p| p.wants_original_destination()) {
+        conn.original_dst = crate::original_dst::redirected_from(&stream, &cx.local_addrs);
+    }
     cx.chain.client_connected(&conn).await;
     if let Err(e) = drive(&cx, &protocols, &mut conn, stream).await {
         report(&cx, &conn, &e);
@@ -730,7 +733,21 @@ async fn drive(
     conn: &mut Connection,
     mut stream: TcpStream,
 ) -> Result<()> {
-    let Some((protocol, target, first)) = sniff(protocols, conn, &mut stream).await? else {
+    let sniffed = match sniff(protocols, conn, &mut stream).await {
+        // Nobody took a client that came straight to a transparent listener: the
+        // firewall's redirect rules are what is missing, so say that.
+        Err(Error::NoProtocol)
+            if conn.original_dst.is_none()
+                && protocols.iter().any(|p| p.wants_original_destination()) =>
+        {
+            return Err(match stream.local_addr() {
+                Ok(local) => Error::NotRedirected { local },
+                Err(_) => Error::NoProtocol,
+            });
+        }
+        other => other?,
+    };
+    let Some((protocol, target, first)) = sniffed else {
         return Ok(());
     };
     conn.protocol = Some(protocol.name());

@@ -301,11 +301,19 @@ impl Session<'_> {
                 .await?;
             return Ok(Served::Closed);
         };
-        if let Scope::Tunnel(_) = self.scope {
-            let r = page::text(
-                405,
-                "mitm does not accept CONNECT inside a tunnel.\n".into(),
-            );
+        let refused = match self.scope {
+            Scope::Proxy => None,
+            Scope::Tunnel(_) => Some("mitm does not accept CONNECT inside a tunnel.\n"),
+            // The client thinks it talks to its destination; a tunnel from there would
+            // go elsewhere than the firewall sent it.
+            Scope::Destination(_) => {
+                Some("mitm does not accept CONNECT on a redirected (transparent) connection.\n")
+            }
+            // Refused above, with the origin's name.
+            Scope::Reverse { .. } => Some("mitm is a reverse proxy: it does not accept CONNECT.\n"),
+        };
+        if let Some(refused) = refused {
+            let r = page::text(405, refused.into());
             self.write_plain(r, &head.method, head.version, false)
                 .await?;
             return Ok(Served::Closed);

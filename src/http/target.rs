@@ -23,6 +23,10 @@ pub(crate) enum Scope {
         /// Whether the client's `Host` goes upstream as it was sent.
         keep_host: bool,
     },
+    /// A client whose connection a firewall redirected to the proxy (transparent mode):
+    /// every request goes to the connection's original destination, whatever its
+    /// `Host` or URI names (they are passed on as the client sent them).
+    Destination(Target),
 }
 
 /// A routed request.
@@ -52,7 +56,11 @@ pub(crate) fn route(target: &str, host: Option<&str>, scope: &Scope) -> Result<R
         return reverse(target, absolute, host, origin, *keep_host);
     }
     if let Some(absolute) = absolute {
-        let (target, path) = absolute.ok_or("invalid host in the request URI")?;
+        let (named, path) = absolute.ok_or("invalid host in the request URI")?;
+        let target = match scope {
+            Scope::Destination(origin) => origin.clone(),
+            _ => named,
+        };
         return Ok(Routed {
             target,
             path,
@@ -64,6 +72,14 @@ pub(crate) fn route(target: &str, host: Option<&str>, scope: &Scope) -> Result<R
     }
     let (tls, default_port) = match scope {
         Scope::Tunnel(origin) => (true, origin.port),
+        // The `Host` names the origin, but the firewall already said where it is.
+        Scope::Destination(origin) => {
+            return Ok(Routed {
+                target: origin.clone(),
+                path: target.to_string(),
+                host: None,
+            })
+        }
         _ => (false, 80),
     };
     let host = host.map(str::trim).filter(|h| !h.is_empty());
@@ -236,6 +252,23 @@ mod tests {
         );
         assert!(route("/", None, &Scope::Proxy).is_err());
         assert!(route("example.com:443", Some("a"), &Scope::Proxy).is_err());
+    }
+
+    #[test]
+    fn redirected_requests_go_to_the_original_destination_whatever_they_name() {
+        let origin = Target::new("10.0.0.2", 8080, false);
+        let scope = Scope::Destination(origin.clone());
+        let r = route("/x?q", Some("example.com"), &scope).unwrap();
+        assert_eq!(
+            (&r.target, r.path.as_str(), &r.host),
+            (&origin, "/x?q", &None)
+        );
+        let r = route("/", None, &scope).unwrap();
+        assert_eq!(r.target, origin);
+        let r = route("http://elsewhere.example:81/y", Some("a"), &scope).unwrap();
+        assert_eq!((&r.target, r.path.as_str()), (&origin, "/y"));
+        assert!(route("http://a b/", None, &scope).is_err());
+        assert!(route("example.com:443", None, &scope).is_err());
     }
 
     #[test]

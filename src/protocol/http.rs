@@ -54,6 +54,12 @@ impl Http {
         Self::default()
     }
 
+    /// The limits and timeouts its connections obey (for the protocols that serve HTTP
+    /// with the same settings: [`Reverse`](super::Reverse), [`Transparent`](super::Transparent)).
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// How many first bytes may be read before the protocol decides whether a client
     /// speaks HTTP; a head still incomplete by then is taken as HTTP and judged against
     /// [`max_head`](Self::max_head). Default: 8192.
@@ -168,12 +174,6 @@ impl Http {
     pub fn max_upstream_connections(mut self, connections: usize) -> Self {
         self.settings.max_upstreams = connections.max(1);
         self
-    }
-
-    /// The settings every HTTP connection of this protocol obeys (for the protocols
-    /// built on it, such as [`Reverse`](super::Reverse)).
-    pub(crate) fn settings(&self) -> &Settings {
-        &self.settings
     }
 }
 

@@ -18,6 +18,7 @@
 
 pub mod http;
 pub mod reverse;
+mod transparent;
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use crate::io::BoxIo;
 
 pub use self::http::Http;
 pub use self::reverse::Reverse;
+pub use self::transparent::Transparent;
 pub use crate::context::Context;
 pub use crate::relay::Tunnel;
 
@@ -95,6 +97,13 @@ pub trait Protocol: Send + Sync + 'static {
     /// [`timeout`](Self::timeout) is closed. Default: `true`.
     fn keep_alive(&self) -> bool {
         true
+    }
+
+    /// Whether this protocol needs to know where a redirected client meant to connect
+    /// ([`Connection::original_dst`]). The server asks the kernel for it when a client
+    /// connects, only on listeners where a protocol says yes. Default: `false`.
+    fn wants_original_destination(&self) -> bool {
+        false
     }
 
     /// Decides from `data`, the client's first bytes, whether this protocol speaks the

@@ -198,8 +198,22 @@ pub async fn start_tls_origin_for(name: &str) -> Origin {
     start(Some(tokio_rustls::TlsAcceptor::from(config))).await
 }
 
+/// As [`start_origin`] (`tls_name: None`) or [`start_tls_origin_for`], listening on
+/// `addr` (e.g. `[::]:80` inside a network namespace of a test's own).
+pub async fn start_origin_at(addr: SocketAddr, tls_name: Option<&str>) -> Origin {
+    let tls = tls_name.map(|name| {
+        let config = origin_ca().server_config(name).unwrap();
+        tokio_rustls::TlsAcceptor::from(config)
+    });
+    start_at(addr, tls).await
+}
+
 async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_at(SocketAddr::from(([127, 0, 0, 1], 0)), tls).await
+}
+
+async fn start_at(addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(AtomicUsize::new(0));
