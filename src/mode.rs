@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::listener::Listener;
-use crate::protocol::{Http, Protocol, Reverse};
+use crate::protocol::{Http, Protocol, Reverse, Transparent};
 use crate::route::{Route, UpstreamProxy};
 
 /// What a listener does.
@@ -75,7 +75,11 @@ impl ModeSpec {
                     .with_http(http.clone());
                 (vec![Arc::new(reverse)], Route::Direct)
             }
-            Mode::Socks5 | Mode::Transparent => {
+            Mode::Transparent => (
+                vec![Arc::new(Transparent::with_http(http.clone()))],
+                Route::Direct,
+            ),
+            Mode::Socks5 => {
                 return Err(Error::InvalidMode {
                     spec: self.to_string(),
                     reason: "this mode is not built yet".into(),
