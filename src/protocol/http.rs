@@ -54,6 +54,12 @@ impl Http {
         Self::default()
     }
 
+    /// The settings every HTTP connection obeys (and tunnels opened by other protocols
+    /// that carry HTTP, such as SOCKS5's).
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// How many first bytes may be read before the protocol decides whether a client
     /// speaks HTTP; a head still incomplete by then is taken as HTTP and judged against
     /// [`max_head`](Self::max_head). Default: 8192.

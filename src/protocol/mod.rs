@@ -17,6 +17,7 @@
 //! (or in your crate) and list it with [`MitmBuilder::protocol`](crate::MitmBuilder::protocol).
 
 pub mod http;
+pub mod socks5;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use crate::error::Result;
 use crate::io::BoxIo;
 
 pub use self::http::Http;
+pub use self::socks5::Socks5;
 pub use crate::context::Context;
 pub use crate::relay::Tunnel;
 
