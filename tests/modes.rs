@@ -125,3 +125,29 @@ async fn tls_fail_open_on_the_command_line_lets_a_refusing_client_through_next_t
     let said = proxy.stderr.lock().unwrap().join("\n");
     assert!(said.contains("passing"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regular_and_socks5_listeners_serve_at_once_from_one_process() {
+    if !require_tool(have("curl"), "curl", "apt-get install curl") {
+        return;
+    }
+    let origin = start_tls_origin().await;
+    let proxy = tokio::task::spawn_blocking(|| {
+        ChildProxy::start_with(&["--mode", "regular", "--mode", "socks5@0"])
+    })
+    .await
+    .unwrap();
+    let regular = listener(&proxy, "regular");
+    let socks = listener(&proxy, "socks5");
+    let ca = proxy.ca_pem.to_str().unwrap().to_string();
+    let url = format!("https://localhost:{}/", origin.port());
+    // Both clients at once, each intercepted with the one CA.
+    let (http_proxy, socks) = (format!("http://{regular}"), socks.to_string());
+    let (via_http, via_socks) = (format!("{url}regular"), format!("{url}socks"));
+    let http_args = ["--proxy", &http_proxy, "--cacert", &ca, &via_http];
+    let socks_args = ["--socks5-hostname", &socks, "--cacert", &ca, &via_socks];
+    let (a, b) = tokio::join!(curl(&http_args), curl(&socks_args));
+    assert_eq!(a, (true, "hello from origin: GET /regular".to_string()));
+    assert_eq!(b, (true, "hello from origin: GET /socks".to_string()));
+    assert_eq!(origin.requests().len(), 2);
+}
