@@ -30,6 +30,7 @@ use crate::exchange::serve_h1::{self, Opened, Served, Start};
 use crate::exchange::serve_h2;
 use crate::exchange::Ahead;
 use crate::fail_open::{self, Abort};
+use crate::h1::parse::RequestLine;
 use crate::h1::write;
 use crate::http::page;
 use crate::http::settings::Settings;
@@ -84,7 +85,15 @@ pub(crate) async fn run(
     // The bytes read go back in front, so the TLS acceptor or the relay (and its data
     // hooks) read them as if nothing had happened: a connection let through reaches
     // the origin byte for byte.
+    let speaks_http = hello.is_none()
+        && matches!(
+            crate::h1::parse::request_line(&first),
+            RequestLine::Valid { .. }
+        );
     let client = rewound(client, first);
+    if speaks_http {
+        return serve_plain(cx, settings, conn, client, &target, route, ahead).await;
+    }
     let Some(hello) = hello else {
         return pass_through(cx, settings, conn, client, &target, &route, ahead).await;
     };
@@ -191,6 +200,55 @@ async fn read_hello(
             return Ok((Bytes::new(), None));
         }
     }
+}
+
+/// Serves plain HTTP/1 inside a tunnel: each request goes to the tunnel's target
+/// through the exchange (hooks, routing, pooling), its `Host` passed on as sent.
+async fn serve_plain(
+    cx: &Context,
+    settings: &Settings,
+    conn: &mut Connection,
+    client: BoxIo,
+    target: &Target,
+    route: Route,
+    ahead: Ahead,
+) -> Result<()> {
+    let origin = Target::new(target.host.clone(), target.port, false);
+    conn.target = Some(origin.clone());
+    // The connection made for the tunnel carries the first exchange, unless an HTTP
+    // proxy is on the route: plain requests go to one in absolute form, on a connection
+    // of their own.
+    let start = match ahead {
+        Ahead::Tcp(tcp) if !route_is_http_proxy(&route) => {
+            conn.server = Host::new(tcp.addr);
+            cx.announce_server(conn).await;
+            Start::H1(Upstream {
+                io: tcp.stream,
+                addr: tcp.addr,
+                target: origin.clone(),
+                route,
+                permit: tcp.permit,
+                buffers: crate::h1::Buffers::default(),
+            })
+        }
+        other => {
+            // A pooled connection to the target speaks TLS: not for plain requests.
+            release(cx, other);
+            Start::Nothing
+        }
+    };
+    let scope = Scope::Destination(origin);
+    let served = serve_h1::serve(cx, settings, conn, client, Bytes::new(), scope, start).await?;
+    // A tunnel's engine refuses `CONNECT` itself.
+    debug_assert!(matches!(served, Served::Closed));
+    Ok(())
+}
+
+/// Whether `route` goes through an HTTP (or HTTPS) proxy.
+fn route_is_http_proxy(route: &Route) -> bool {
+    route
+        .upstream_proxy()
+        .is_some_and(|p| p.scheme() != crate::route::ProxyScheme::Socks5)
 }
 
 /// Relays a tunnel without looking inside: to the `CONNECT` target, bytes as they are.

@@ -199,3 +199,49 @@ async fn a_response_hook_can_turn_a_tunnel_down() {
     assert_eq!(reply.text(), "no tunnels here\n");
     assert!(wire.read_to_end().await.is_empty());
 }
+
+#[tokio::test]
+async fn plain_http_inside_a_tunnel_goes_through_the_message_hooks() {
+    let origin = start_origin().await;
+    let flows = Arc::new(Flows::default());
+    let proxy = start_proxy(|b| b.middleware(flows.clone())).await;
+    let port = origin.port();
+
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(format!(
+        "CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    ))
+    .await;
+    assert_eq!(wire.response_to("CONNECT").await.status, 200);
+    // Two requests on the tunnel, kept alive; the Host names some other place, but the
+    // tunnel's target is where they go.
+    for path in ["/one", "/two"] {
+        wire.send(format!(
+            "GET {path} HTTP/1.1\r\nHost: elsewhere.localhost\r\n\r\n"
+        ))
+        .await;
+        let reply = wire.response_to("GET").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            String::from_utf8_lossy(&reply.body),
+            format!("hello from origin: GET {path}")
+        );
+    }
+    drop(wire);
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].header("host"), Some("elsewhere.localhost"));
+    let seen = flows.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[3..],
+        [
+            format!("request GET 127.0.0.1:{port}"),
+            "response GET 200 error=false".into(),
+            "finished GET 200".into(),
+            format!("request GET 127.0.0.1:{port}"),
+            "response GET 200 error=false".into(),
+            "finished GET 200".into(),
+        ],
+        "{seen:?}"
+    );
+}

@@ -79,8 +79,12 @@ async fn curl_ok(args: &[&str]) -> String {
 struct Targets(Mutex<Vec<String>>);
 
 impl Targets {
+    /// The targets in order, each once in a row: a tunnel and the plain requests inside
+    /// it ask for the same target.
     fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
+        let mut all = self.0.lock().unwrap().clone();
+        all.dedup();
+        all
     }
 }
 
@@ -201,7 +205,9 @@ async fn an_ipv6_request_is_answered_with_the_bound_ipv6_address() {
     let mut request = vec![5, 1, 0, 5, 1, 0, 4];
     request.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
     request.extend_from_slice(&origin.port().to_be_bytes());
-    request.extend_from_slice(b"GET /raw HTTP/1.1\r\nHost: x\r\n\r\n");
+    // HTTP inside the tunnel is served by the proxy: `close` ends the connection after
+    // the response.
+    request.extend_from_slice(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     s.write_all(&request).await.unwrap();
     let got = read_all(&mut s).await;
     assert_eq!(&got[..2], [5, 0]);
@@ -765,4 +771,42 @@ async fn upstream_dante_carries_plain_and_tls_and_says_why_it_failed() {
     let hop = format!("upstream proxy socks5://127.0.0.1:{}", dante.port);
     assert!(page.contains(&hop), "{page}");
     assert!(page.contains("connection refused"), "{page}");
+}
+
+/// Marks every response it sees, and records the requests.
+#[derive(Default)]
+struct Mark(Mutex<Vec<String>>);
+
+#[async_trait]
+impl Middleware for Mark {
+    async fn request(&self, _conn: &Connection, flow: &mut mitm::HttpFlow) -> mitm::Verdict {
+        let line = format!("{} {}", flow.request.method, flow.request.path);
+        self.0.lock().unwrap().push(line);
+        mitm::Verdict::Continue
+    }
+
+    async fn response(&self, _conn: &Connection, flow: &mut mitm::HttpFlow) -> mitm::Verdict {
+        if let Some(response) = flow.response.as_mut() {
+            response.headers.insert("X-Seen-By", "mitm");
+        }
+        mitm::Verdict::Continue
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_through_socks5_goes_through_the_message_hooks() {
+    if !require_tool(have("curl"), "curl", CURL_INSTALL) {
+        return;
+    }
+    let origin = start_origin().await;
+    let mark = Arc::new(Mark::default());
+    let proxy = socks_proxy(|b| b.middleware(mark.clone())).await;
+    let url = format!("http://localhost:{}/plain", origin.port());
+    let got = curl_ok(&["-i", "--socks5-hostname", &proxy.addr.to_string(), &url]).await;
+    assert!(
+        got.to_ascii_lowercase().contains("x-seen-by: mitm"),
+        "{got}"
+    );
+    assert!(got.ends_with("hello from origin: GET /plain"), "{got}");
+    assert_eq!(*mark.0.lock().unwrap(), ["GET /plain"]);
 }

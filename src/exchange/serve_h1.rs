@@ -304,11 +304,12 @@ impl Session<'_> {
         let refused = match self.scope {
             Scope::Proxy => None,
             Scope::Tunnel(_) => Some("mitm does not accept CONNECT inside a tunnel.\n"),
-            // The client thinks it talks to its destination; a tunnel from there would
-            // go elsewhere than the firewall sent it.
-            Scope::Destination(_) => {
-                Some("mitm does not accept CONNECT on a redirected (transparent) connection.\n")
-            }
+            // The connection has its destination already (a firewall's redirect, or a
+            // tunnel's target); a tunnel from there would go elsewhere.
+            Scope::Destination(_) => Some(
+                "mitm does not accept CONNECT on a connection that has a destination already \
+                 (a tunnel, or a redirected connection).\n",
+            ),
             // Refused above, with the origin's name.
             Scope::Reverse { .. } => Some("mitm is a reverse proxy: it does not accept CONNECT.\n"),
         };

@@ -141,6 +141,46 @@ fn finders() -> &'static (
     })
 }
 
+/// What the first line of some bytes is, read as an HTTP/1 request line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestLine<'a> {
+    /// `METHOD TARGET HTTP/1.x`: plausible, with its method and target.
+    Valid { method: &'a [u8], target: &'a [u8] },
+    /// Not complete yet, and plausible so far (a method's letters, then anything).
+    Incomplete,
+    /// Not HTTP/1.
+    Invalid,
+}
+
+/// Reads the request line at the start of `data`, to tell whether a client speaks
+/// HTTP/1 before its head is whole.
+pub(crate) fn request_line(data: &[u8]) -> RequestLine<'_> {
+    let is_method = |m: &[u8]| m.iter().all(|b| b.is_ascii_alphabetic() || *b == b'-');
+    let Some(end) = data.iter().position(|&b| b == b'\n') else {
+        let method_end = data.iter().position(|&b| b == b' ').unwrap_or(data.len());
+        return if is_method(&data[..method_end]) {
+            RequestLine::Incomplete
+        } else {
+            RequestLine::Invalid
+        };
+    };
+    let line = data[..end].strip_suffix(b"\r").unwrap_or(&data[..end]);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return RequestLine::Invalid;
+    };
+    if method.is_empty()
+        || !is_method(method)
+        || target.is_empty()
+        || !version.starts_with(b"HTTP/1.")
+    {
+        return RequestLine::Invalid;
+    }
+    RequestLine::Valid { method, target }
+}
+
 /// Finds the end of a head that is whole in `buf`, if it is there.
 pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
     match HeadScanner::default().scan(buf) {

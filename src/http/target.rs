@@ -23,9 +23,9 @@ pub(crate) enum Scope {
         /// Whether the client's `Host` goes upstream as it was sent.
         keep_host: bool,
     },
-    /// A client whose connection a firewall redirected to the proxy (transparent mode):
-    /// every request goes to the connection's original destination, whatever its
-    /// `Host` or URI names (they are passed on as the client sent them).
+    /// A connection with a destination of its own: redirected by a firewall
+    /// (transparent mode), or plain HTTP inside a tunnel. Every request goes there,
+    /// whatever its `Host` or URI names (they are passed on as the client sent them).
     Destination(Target),
 }
 

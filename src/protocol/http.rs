@@ -15,7 +15,7 @@ use super::{Connected, Context, Protocol, Resolution};
 use crate::core::{Connection, Target};
 use crate::error::Result;
 use crate::exchange::serve_h1::{self, Served, Start};
-use crate::h1::parse::head_end;
+use crate::h1::parse::{self, head_end, RequestLine};
 use crate::http::settings::Settings;
 use crate::http::target::{parse_authority, split_absolute, Scope};
 use crate::io::BoxIo;
@@ -292,32 +292,11 @@ enum Line {
 
 /// Reads the request line at the start of `data`.
 fn request_line(data: &[u8]) -> Line {
-    let Some(end) = data.iter().position(|&b| b == b'\n') else {
-        // Plausible so far: a method's letters, then anything.
-        let method_end = data.iter().position(|&b| b == b' ').unwrap_or(data.len());
-        let plausible = data[..method_end]
-            .iter()
-            .all(|b| b.is_ascii_alphabetic() || *b == b'-');
-        return if plausible {
-            Line::Incomplete
-        } else {
-            Line::Invalid
-        };
+    let (method, target) = match parse::request_line(data) {
+        RequestLine::Valid { method, target } => (method, target),
+        RequestLine::Incomplete => return Line::Incomplete,
+        RequestLine::Invalid => return Line::Invalid,
     };
-    let line = data[..end].strip_suffix(b"\r").unwrap_or(&data[..end]);
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Line::Invalid;
-    };
-    let valid = !method.is_empty()
-        && method.iter().all(|b| b.is_ascii_alphabetic() || *b == b'-')
-        && !target.is_empty()
-        && version.starts_with(b"HTTP/1.");
-    if !valid {
-        return Line::Invalid;
-    }
     let (Ok(method), Ok(target)) = (std::str::from_utf8(method), std::str::from_utf8(target))
     else {
         return Line::Valid(None);
