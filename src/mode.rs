@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::listener::Listener;
 use crate::protocol::{Http, Protocol, Reverse, Socks5, Transparent};
-use crate::route::{Route, UpstreamProxy};
+use crate::route::{redact, Route, UpstreamProxy};
 
 /// What a listener does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,20 +210,6 @@ fn split_listen(spec: &str) -> std::result::Result<(&str, Option<ListenAt>), &'s
         (Some(host), port)
     };
     Ok((head, Some(listen)))
-}
-
-/// `spec` with a URL's password hidden, for error messages.
-fn redact(spec: &str) -> String {
-    match spec.split_once("://") {
-        Some((before, after)) => match after.split_once('@') {
-            Some((userinfo, rest)) if userinfo.contains(':') => {
-                let user = userinfo.split(':').next().unwrap_or_default();
-                format!("{before}://{user}:***@{rest}")
-            }
-            _ => spec.to_string(),
-        },
-        None => spec.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -223,8 +223,10 @@ impl FromStr for UpstreamProxy {
     }
 }
 
-/// `url` with any password replaced, for error messages.
-fn redact(url: &str) -> String {
+/// `url` (or anything holding one, such as a `--mode` spec) with any password
+/// replaced, for error messages. Everything between `://` and the last `@` counts as
+/// credentials: a password may hold an `@` of its own.
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

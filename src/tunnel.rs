@@ -327,17 +327,7 @@ struct Intercept<'a> {
 impl Intercept<'_> {
     async fn run(self, conn: &mut Connection, client: BoxIo, ahead: Ahead) -> Result<()> {
         let (cx, settings) = (self.cx, self.settings);
-        let accept = LazyConfigAcceptor::new(Acceptor::default(), client);
-        let start = match tokio::time::timeout(settings.handshake_timeout, accept).await {
-            Ok(Ok(start)) => start,
-            Ok(Err(source)) => {
-                return Err(Error::ClientTls {
-                    host: self.target.host.clone(),
-                    source,
-                })
-            }
-            Err(_) => return Err(Error::ClientTimeout),
-        };
+        let start = accept_hello(client, &self.target.host, settings.handshake_timeout).await?;
         let name = self
             .hello
             .server_name
@@ -527,6 +517,24 @@ impl Intercept<'_> {
             }));
         }
         Ok(Reached::Http(Link::H1 { up, reused: false }))
+    }
+}
+
+/// Reads a client's ClientHello with rustls, within `timeout`, to choose the server
+/// config from it; `host` names the connection in errors.
+pub(crate) async fn accept_hello(
+    client: BoxIo,
+    host: &str,
+    timeout: Duration,
+) -> Result<tokio_rustls::StartHandshake<BoxIo>> {
+    let accept = LazyConfigAcceptor::new(Acceptor::default(), client);
+    match tokio::time::timeout(timeout, accept).await {
+        Ok(Ok(start)) => Ok(start),
+        Ok(Err(source)) => Err(Error::ClientTls {
+            host: host.to_string(),
+            source,
+        }),
+        Err(_) => Err(Error::ClientTimeout),
     }
 }
 

@@ -17,8 +17,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rustls::server::Acceptor;
-use tokio_rustls::LazyConfigAcceptor;
 
 use super::{Connected, Context, Http, Protocol, Resolution};
 use crate::ca::CertificateAuthority;
@@ -93,7 +91,7 @@ impl Reverse {
     /// ```
     pub fn parse(url: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidReverseTarget {
-            url: redact(url),
+            url: crate::route::redact(url),
             reason: reason.into(),
         };
         let (scheme, rest) = url
@@ -168,17 +166,9 @@ impl Reverse {
     /// requests.
     async fn serve_tls(&self, cx: &Context, conn: &mut Connection, client: BoxIo) -> Result<()> {
         let settings = self.settings();
-        let accept = LazyConfigAcceptor::new(Acceptor::default(), client);
-        let start = match tokio::time::timeout(settings.handshake_timeout, accept).await {
-            Ok(Ok(start)) => start,
-            Ok(Err(source)) => {
-                return Err(Error::ClientTls {
-                    host: self.target.host.clone(),
-                    source,
-                })
-            }
-            Err(_) => return Err(Error::ClientTimeout),
-        };
+        let start =
+            crate::tunnel::accept_hello(client, &self.target.host, settings.handshake_timeout)
+                .await?;
         let hello = start.client_hello();
         let name = hello
             .server_name()
@@ -363,14 +353,6 @@ fn leaf_config(
         vec![alpn.to_vec()]
     };
     Ok(Arc::new(config))
-}
-
-/// `url` with any credentials hidden, for error messages.
-fn redact(url: &str) -> String {
-    match (url.split_once("://"), url.rsplit_once('@')) {
-        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
-        _ => url.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,11 @@
 //! against the server's connection limit, and keeps connections for reuse in its pool
 //! (`pool.rs`): idle HTTP/1.1 ones and shared HTTP/2 ones. An exchange asks it for a
 //! `Link` to an origin; a `CONNECT` asks it for a bare TCP connection, and later for
-//! TLS over it. Every connection goes by a `Route`: today always direct; upstream
-//! proxies plug in there as other routes, and the pool keeps connections per route and
-//! origin. Which hooks fire is the callers' business: `server_connected` belongs to a
-//! client connection's view of its server.
+//! TLS over it. Every connection goes by a `Route`: straight to the origin, or through
+//! an upstream proxy (`proxy.rs`: `CONNECT`, SOCKS5, or absolute-form requests to an HTTP
+//! proxy), and the pool keeps connections per route and origin. Which hooks fire is the
+//! callers' business: `server_connected` belongs to a client connection's view of its
+//! server.
 
 pub(crate) mod pool;
 mod proxy;
