@@ -28,6 +28,9 @@
 //! Scenarios, each measured directly and through a fresh proxy with no middleware, in
 //! the same run:
 //! - `http-ka` / `https-ka`: 1 KiB responses on 32 keep-alive connections;
+//! - `upstream-ka`: as `http-ka`, the proxy in upstream mode sending everything through
+//!   a second, regular mitm (started alike) to the origin; a note gives that mitm alone
+//!   against direct, so that the second hop's cost shows;
 //! - `https-newconn`: a new connection, `CONNECT` and TLS handshake per request, 2 at a time;
 //! - `http-bulk` / `https-bulk`: `/big` downloads on one connection, MiB/s;
 //! - `hosts-cold`: 1000 connections (`CONNECT` + handshake + one request) to distinct
