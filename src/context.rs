@@ -31,6 +31,9 @@ pub struct Context {
     pub(crate) route: Route,
     /// The `Proxy-Authorization` value clients must send, if any.
     pub(crate) proxy_auth: Option<Arc<[u8]>>,
+    /// The same credentials as a user name and password, for protocols that take them
+    /// as such (SOCKS5).
+    pub(crate) proxy_credentials: Option<Arc<(String, String)>>,
     /// Where the server listens (every listener): requests addressed there would loop.
     pub(crate) local_addrs: Arc<[std::net::SocketAddr]>,
     /// Turns true when the server stops: connections idle between requests close at

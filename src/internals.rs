@@ -89,6 +89,62 @@ pub fn peek_client_hello(data: &[u8]) -> Option<Option<String>> {
     }
 }
 
+/// Runs the SOCKS5 server-side parsers over `data` as a client's handshake arrives: the
+/// greeting, then the username/password sub-negotiation, then the request, each from
+/// where the one before ended; each parser also sees the whole of `data` and every cut
+/// of it. Panics if a parser claims more bytes than it has, or changes its mind about
+/// a message when more bytes follow it. Returns how many of the three steps were whole
+/// and valid.
+pub fn parse_socks5_handshake(data: &[u8]) -> usize {
+    use crate::socks5::{parse_auth, parse_greeting, parse_request, Step};
+
+    /// Parses `buf` and checks the result against every cut of it.
+    fn consistent<T: PartialEq + std::fmt::Debug>(
+        parse: fn(&[u8]) -> Step<T>,
+        buf: &[u8],
+    ) -> Step<T> {
+        let whole = parse(buf);
+        for cut in 0..buf.len() {
+            let part = parse(&buf[..cut]);
+            match (&whole, &part) {
+                (Step::Done(_, used), Step::Done(..)) if cut < *used => {
+                    panic!("done with {cut} bytes of a {used}-byte message")
+                }
+                (Step::Done(_, used), _) if cut >= *used => {
+                    assert_eq!(part, whole, "a message changed with bytes after it")
+                }
+                (Step::Done(..), Step::Refuse(_)) => panic!("refused a valid beginning"),
+                (Step::NeedMore, Step::Done(..) | Step::Refuse(_)) => {
+                    panic!("decided on {cut} bytes, then needed more")
+                }
+                _ => {}
+            }
+        }
+        if let Step::Done(_, used) = &whole {
+            assert!(*used <= buf.len(), "took {used} of {} bytes", buf.len());
+        }
+        whole
+    }
+
+    // Each parser on its own, over the same bytes.
+    let _ = consistent(parse_auth, data);
+    let _ = consistent(parse_request, data);
+    // In sequence, as a client sends them.
+    let mut rest = data;
+    let Step::Done(_, used) = consistent(parse_greeting, rest) else {
+        return 0;
+    };
+    rest = &rest[used..];
+    let Step::Done(_, used) = consistent(parse_auth, rest) else {
+        return 1;
+    };
+    rest = &rest[used..];
+    match consistent(parse_request, rest) {
+        Step::Done(..) => 3,
+        _ => 2,
+    }
+}
+
 /// A chain of middlewares, to measure what the data hooks cost.
 #[derive(Debug, Clone)]
 pub struct HookChain {

@@ -46,8 +46,7 @@
 //! | --- | --- |
 //! | [`Mitm`], [`MitmBuilder`], [`MitmHandle`] | the server: bind, accept, shutdown |
 //! | [`Middleware`], [`Log`], [`HttpLog`], [`IgnoreHosts`], [`Interception`] | hooks on every event (module [`middleware`]) |
-//! | [`Protocol`], [`Http`], [`Reverse`], [`Context`], [`Tunnel`], [`Resolution`] | how a client's first bytes pick a protocol (module [`protocol`]) |
-//! | [`Protocol`], [`Http`], [`Transparent`], [`Context`], [`Tunnel`], [`Resolution`] | how a client's first bytes pick a protocol (module [`protocol`]) |
+//! | [`Protocol`], [`Http`], [`Socks5`], [`Reverse`], [`Transparent`], [`Context`], [`Tunnel`], [`Resolution`] | how a client's first bytes pick a protocol (module [`protocol`]) |
 //! | [`Connection`], [`Host`], [`Flow`], [`Target`], [`State`] | what hooks know of a connection |
 //! | [`Request`], [`Response`], [`Headers`], [`Body`], [`HttpFlow`], [`Verdict`] | HTTP messages as hooks see them |
 //! | [`WebSocketMessage`], [`MessageVerdict`] | WebSocket messages (module [`websocket`]) |
@@ -90,6 +89,7 @@ pub mod protocol;
 mod relay;
 pub mod route;
 mod server;
+mod socks5;
 #[cfg(target_os = "linux")]
 mod splice;
 pub mod trust;
@@ -107,7 +107,7 @@ pub use crate::http::message::{
 pub use crate::io::{BoxIo, Io, Rewind};
 pub use crate::listener::{Bound, Listener};
 pub use crate::middleware::{HttpLog, IgnoreHosts, Interception, Log, Middleware};
-pub use crate::protocol::{Connected, Http, Protocol, Resolution, Reverse, Transparent};
+pub use crate::protocol::{Connected, Http, Protocol, Resolution, Reverse, Socks5, Transparent};
 pub use crate::relay::Tunnel;
 pub use crate::route::{Route, UpstreamProxy};
 pub use crate::server::DEFAULT_TLS_FAIL_OPEN;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::listener::Listener;
-use crate::protocol::{Http, Protocol, Reverse, Transparent};
+use crate::protocol::{Http, Protocol, Reverse, Socks5, Transparent};
 use crate::route::{Route, UpstreamProxy};
 
 /// What a listener does.
@@ -79,12 +79,10 @@ impl ModeSpec {
                 vec![Arc::new(Transparent::with_http(http.clone()))],
                 Route::Direct,
             ),
-            Mode::Socks5 => {
-                return Err(Error::InvalidMode {
-                    spec: self.to_string(),
-                    reason: "this mode is not built yet".into(),
-                })
-            }
+            Mode::Socks5 => (
+                vec![Arc::new(Socks5::with_http(http.clone()))],
+                Route::Direct,
+            ),
         };
         let mut listener = Listener::new(self.mode.to_string(), protocols).route(route);
         match &self.listen {

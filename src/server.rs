@@ -264,8 +264,9 @@ impl MitmBuilder {
     }
 
     /// Asks clients for these credentials (HTTP Basic, `Proxy-Authorization`) on every
-    /// proxy request and `CONNECT`; others get `407` with `Proxy-Authenticate`.
-    /// Default: none asked.
+    /// proxy request and `CONNECT`; others get `407` with `Proxy-Authenticate`. SOCKS5
+    /// clients ([`Socks5`](crate::Socks5)) must then log in with them too (RFC 1929
+    /// username/password). Default: none asked.
     pub fn proxy_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.proxy_auth = Some((user.into(), password.into()));
         self
@@ -381,7 +382,9 @@ impl MitmBuilder {
             route: Route::Direct,
             proxy_auth: self
                 .proxy_auth
-                .map(|(user, pass)| basic_credentials(&user, &pass)),
+                .as_ref()
+                .map(|(user, pass)| basic_credentials(user, pass)),
+            proxy_credentials: self.proxy_auth.map(Arc::new),
             local_addrs,
             stopping,
             fail_open: self

@@ -528,6 +528,21 @@ async fn two_listeners_serve_at_once_with_their_own_routes() {
     assert_eq!(proxy.addrs.len(), 2);
     assert_ne!(proxy.addrs[0], proxy.addrs[1]);
     let port = origin.port();
+    // One after the other: the direct listener's connection to the origin, idle in the
+    // pool, is not the upstream listener's to take (the pool keys by route).
+    for (addr, path) in [
+        (proxy.addrs[0], "direct-first"),
+        (proxy.addrs[1], "upstream-next"),
+    ] {
+        let mut wire = Wire::connect(addr).await;
+        wire.send(format!(
+            "GET http://127.0.0.1:{port}/{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        ))
+        .await;
+        assert_eq!(wire.response_to("GET").await.status, 200, "{path}");
+    }
+    let log = tiny.log();
+    assert!(log.contains("/upstream-next"), "{log}");
     // Both at once: a request held open on the first while the second serves.
     let mut first = Wire::connect(proxy.addrs[0]).await;
     let mut second = Wire::connect(proxy.addrs[1]).await;

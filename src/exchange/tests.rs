@@ -35,6 +35,7 @@ fn context() -> (Context, watch::Sender<bool>) {
         upstreams,
         route: crate::route::Route::Direct,
         proxy_auth: None,
+        proxy_credentials: None,
         local_addrs: Arc::from([]),
         stopping,
         fail_open: None,

@@ -55,7 +55,8 @@ impl Http {
     }
 
     /// The limits and timeouts its connections obey (for the protocols that serve HTTP
-    /// with the same settings: [`Reverse`](super::Reverse), [`Transparent`](super::Transparent)).
+    /// with the same settings: [`Reverse`](super::Reverse), [`Socks5`](super::Socks5)
+    /// tunnels, [`Transparent`](super::Transparent)).
     pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }

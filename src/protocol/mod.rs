@@ -18,6 +18,7 @@
 
 pub mod http;
 pub mod reverse;
+pub mod socks5;
 mod transparent;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ use crate::io::BoxIo;
 
 pub use self::http::Http;
 pub use self::reverse::Reverse;
+pub use self::socks5::Socks5;
 pub use self::transparent::Transparent;
 pub use crate::context::Context;
 pub use crate::relay::Tunnel;

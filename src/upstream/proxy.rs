@@ -121,16 +121,20 @@ async fn read_connect_response<S: AsyncRead + Unpin>(
     }
 }
 
-/// Asks a SOCKS5 proxy for a connection to `target`.
-async fn socks5<S>(io: S, proxy: &UpstreamProxy, target: &Target) -> Result<S>
+/// Asks a SOCKS5 proxy for a connection to `target`, logging in with the proxy's
+/// credentials if it asks for them.
+async fn socks5<S>(mut io: S, proxy: &UpstreamProxy, target: &Target) -> Result<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = (target, &io);
-    Err(Error::UpstreamProxy {
-        proxy: proxy.to_string(),
-        reason: "SOCKS5 upstream proxies are not supported yet".into(),
-    })
+    crate::socks5::connect(&mut io, &target.host, target.port, proxy.credentials())
+        .await
+        .map_err(|e| Error::UpstreamProxy {
+            proxy: proxy.to_string(),
+            reason: e.to_string(),
+        })?;
+    // The client reads exactly the proxy's answers: what follows is the target's.
+    Ok(io)
 }
 
 #[cfg(test)]
