@@ -32,7 +32,7 @@ for bin in "$current" "$bench"; do
 done
 out=target/bench-compare
 mkdir -p "$out"
-scenarios=(http-ka https-ka upstream-ka https-newconn http-bulk https-bulk hosts-cold idle)
+scenarios=(http-ka https-ka upstream-ka socks5-ka https-newconn http-bulk https-bulk hosts-cold idle)
 order=(baseline current)
 [ "${BENCH_ORDER:-}" = current-first ] && order=(current baseline)
 for scenario in "${scenarios[@]}"; do

@@ -128,13 +128,6 @@ impl Endpoint {
 
     /// Plain HTTP through the proxy as a SOCKS5 proxy: a SOCKS5 `CONNECT` to the origin's
     /// address, then origin-form requests as if direct.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "socks5-ka uses it once the proxy has --mode socks5"
-        )
-    )]
     pub fn socks5_proxy(proxy: SocketAddr, origin: SocketAddr) -> Self {
         Endpoint {
             addr: proxy,

@@ -38,6 +38,8 @@ pub enum Mode {
     /// An explicit HTTP proxy whose traffic leaves through the plain HTTP proxy at this
     /// address (`--mode upstream:http://ADDR`).
     Upstream(SocketAddr),
+    /// A SOCKS5 proxy (`--mode socks5`).
+    Socks5,
 }
 
 impl Mode {
@@ -46,6 +48,7 @@ impl Mode {
         match self {
             Mode::Regular => None,
             Mode::Upstream(addr) => Some(format!("upstream:http://{addr}")),
+            Mode::Socks5 => Some("socks5".into()),
         }
     }
 
@@ -58,6 +61,7 @@ impl Mode {
                 let http: Arc<dyn mitm::Protocol> = Arc::new(mitm::Http::new());
                 builder.listener(mitm::Listener::new("upstream", vec![http]).route(route))
             }
+            Mode::Socks5 => builder.protocols(vec![Arc::new(mitm::Socks5::new())]),
         })
     }
 }

@@ -29,6 +29,9 @@ pub enum Scenario {
     /// HTTP, 1 KiB, 32 keep-alive connections, through the proxy in upstream mode
     /// chained to a second, regular mitm.
     UpstreamKa,
+    /// HTTP, 1 KiB, 32 keep-alive connections, through the proxy in SOCKS5 mode (the
+    /// client's own handshake, then origin-form requests).
+    Socks5Ka,
     /// HTTPS, a new connection (CONNECT + TLS handshake) per request, 2 at a time.
     HttpsNewconn,
     /// HTTP, large downloads on one connection.
@@ -42,10 +45,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::HttpKa,
         Scenario::HttpsKa,
         Scenario::UpstreamKa,
+        Scenario::Socks5Ka,
         Scenario::HttpsNewconn,
         Scenario::HttpBulk,
         Scenario::HttpsBulk,
@@ -58,6 +62,7 @@ impl Scenario {
             Scenario::HttpKa => "http-ka",
             Scenario::HttpsKa => "https-ka",
             Scenario::UpstreamKa => "upstream-ka",
+            Scenario::Socks5Ka => "socks5-ka",
             Scenario::HttpsNewconn => "https-newconn",
             Scenario::HttpBulk => "http-bulk",
             Scenario::HttpsBulk => "https-bulk",
@@ -169,10 +174,14 @@ impl Bench {
             Scenario::HttpBulk | Scenario::HttpsBulk => Unit::Bytes,
             _ => Unit::Requests,
         };
+        let mode = match scenario {
+            Scenario::Socks5Ka => Mode::Socks5,
+            _ => Mode::Regular,
+        };
         let (mut direct, mut mitm) = (Vec::new(), Vec::new());
         for run in 1..=self.plan.repeat {
             let d = self.load(scenario, Path::Direct).await?;
-            let proxy = self.launcher.start(Mode::Regular).await?;
+            let proxy = self.launcher.start(mode).await?;
             let m = self.load(scenario, Path::Mitm(&proxy)).await;
             self.stopped(scenario, run, "the proxy", proxy).await;
             let m = m?;
@@ -248,14 +257,19 @@ impl Bench {
             scenario,
             Scenario::HttpsKa | Scenario::HttpsNewconn | Scenario::HttpsBulk
         );
-        let endpoint = self.endpoint(tls, path, NAME)?;
+        let endpoint = match (scenario, path) {
+            (Scenario::Socks5Ka, Path::Mitm(p)) => {
+                Endpoint::socks5_proxy(p.addr(), self.origin.plain)
+            }
+            _ => self.endpoint(tls, path, NAME)?,
+        };
         let proxy = match path {
             Path::Direct => None,
             Path::Mitm(p) => Some(p),
         };
         let window = self.plan.window();
         match scenario {
-            Scenario::HttpKa | Scenario::HttpsKa | Scenario::UpstreamKa => {
+            Scenario::HttpKa | Scenario::HttpsKa | Scenario::UpstreamKa | Scenario::Socks5Ka => {
                 load::keep_alive(&endpoint, KA_CONNECTIONS, window, proxy).await
             }
             Scenario::HttpsNewconn => {
