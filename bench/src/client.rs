@@ -1,7 +1,8 @@
-//! The load client: how to reach the origin (directly or through the proxy, plain or
-//! TLS), one HTTP/1.1 exchange at a time on a connection, and a latency histogram.
+//! The load client: how to reach the origin (directly, through the proxy as an HTTP
+//! proxy or a SOCKS5 one, plain or TLS), one HTTP/1.1 exchange at a time on a
+//! connection, and a latency histogram.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,13 +50,22 @@ pub fn tls_config(root: &rustls::pki_types::CertificateDer<'static>) -> Result<A
     Ok(Arc::new(config))
 }
 
+/// How a connection through the proxy reaches its origin before the first request.
+#[derive(Clone, Debug)]
+enum Tunnel {
+    /// `CONNECT authority` (HTTPS through an HTTP proxy).
+    Connect(String),
+    /// A SOCKS5 `CONNECT` to this address, without authentication (RFC 1928).
+    Socks5(SocketAddr),
+}
+
 /// Where a client connects and how it phrases requests.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     /// The TCP address dialled: the origin's or the proxy's.
     addr: SocketAddr,
-    /// `CONNECT` authority sent first (HTTPS through the proxy).
-    tunnel: Option<String>,
+    /// What is said to the proxy first, if anything.
+    tunnel: Option<Tunnel>,
     /// TLS after connecting (or after `CONNECT`): config and the name to verify.
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     /// Put before the path: `http://host:port` for absolute-form requests to a proxy.
@@ -109,11 +119,23 @@ impl Endpoint {
         let authority = format!("{name}:{port}");
         Ok(Endpoint {
             addr: proxy,
-            tunnel: Some(authority.clone()),
+            tunnel: Some(Tunnel::Connect(authority.clone())),
             tls: Some((config, server_name(name)?)),
             prefix: String::new(),
             host: authority,
         })
+    }
+
+    /// Plain HTTP through the proxy as a SOCKS5 proxy: a SOCKS5 `CONNECT` to the origin's
+    /// address, then origin-form requests as if direct.
+    pub fn socks5_proxy(proxy: SocketAddr, origin: SocketAddr) -> Self {
+        Endpoint {
+            addr: proxy,
+            tunnel: Some(Tunnel::Socks5(origin)),
+            tls: None,
+            prefix: String::new(),
+            host: origin.to_string(),
+        }
     }
 
     /// A keep-alive `GET` of `path`, as bytes.
@@ -125,12 +147,15 @@ impl Endpoint {
         .into_bytes()
     }
 
-    /// Connects: TCP, then `CONNECT` and TLS as configured.
+    /// Connects: TCP, then `CONNECT` or SOCKS5, and TLS, as configured.
     pub async fn open(&self) -> Result<Conn> {
-        let tcp = timed("connect", TcpStream::connect(self.addr)).await?;
+        let mut tcp = timed("connect", TcpStream::connect(self.addr)).await?;
         tcp.set_nodelay(true)?;
+        if let Some(Tunnel::Socks5(target)) = &self.tunnel {
+            socks5_connect(&mut tcp, *target).await?;
+        }
         let mut conn = Conn::new(Box::new(tcp));
-        if let Some(authority) = &self.tunnel {
+        if let Some(Tunnel::Connect(authority)) = &self.tunnel {
             let connect = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
             conn.send(connect.as_bytes()).await?;
             let head = conn.read_head().await.context("CONNECT")?;
@@ -148,6 +173,79 @@ impl Endpoint {
         }
         Ok(conn)
     }
+}
+
+/// SOCKS5 without authentication (RFC 1928): asks the proxy on `io` to connect to
+/// `target`. Reads exactly the replies' bytes, so that all that follows on `io` comes
+/// from the target.
+async fn socks5_connect(io: &mut TcpStream, target: SocketAddr) -> Result<()> {
+    // Version 5, one method offered: 0, no authentication.
+    timed("SOCKS5 greeting", io.write_all(&[5, 1, 0])).await?;
+    let mut choice = [0; 2];
+    timed("SOCKS5 method reply", io.read_exact(&mut choice)).await?;
+    match choice {
+        [5, 0] => {}
+        [5, 0xff] => bail!("SOCKS5: the proxy wants authentication"),
+        other => bail!("SOCKS5: unexpected method reply {other:02x?}"),
+    }
+    let request = socks5_request(target);
+    timed("SOCKS5 request", io.write_all(&request)).await?;
+    // VER REP RSV ATYP, then the address the proxy bound and its port.
+    let mut head = [0; 4];
+    timed("SOCKS5 reply", io.read_exact(&mut head)).await?;
+    let [version, reply, _, kind] = head;
+    if version != 5 {
+        bail!("SOCKS5 CONNECT {target}: reply of version {version}");
+    }
+    if reply != 0 {
+        bail!("SOCKS5 CONNECT {target}: {}", socks5_failure(reply));
+    }
+    let address_len = match kind {
+        1 => 4,
+        4 => 16,
+        3 => {
+            let mut len = [0; 1];
+            timed("SOCKS5 reply", io.read_exact(&mut len)).await?;
+            usize::from(len[0])
+        }
+        other => bail!("SOCKS5 CONNECT {target}: reply with address type {other}"),
+    };
+    let mut bound = [0; 255 + 2];
+    timed("SOCKS5 reply", io.read_exact(&mut bound[..address_len + 2])).await?;
+    Ok(())
+}
+
+/// A SOCKS5 `CONNECT` request for `target`: VER CMD RSV ATYP ADDR PORT.
+fn socks5_request(target: SocketAddr) -> Vec<u8> {
+    let mut request = vec![5, 1, 0];
+    match target.ip() {
+        IpAddr::V4(ip) => {
+            request.push(1);
+            request.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            request.push(4);
+            request.extend_from_slice(&ip.octets());
+        }
+    }
+    request.extend_from_slice(&target.port().to_be_bytes());
+    request
+}
+
+/// What a SOCKS5 reply code means (RFC 1928, section 6).
+fn socks5_failure(code: u8) -> String {
+    let text = match code {
+        1 => "general SOCKS server failure",
+        2 => "connection not allowed by ruleset",
+        3 => "network unreachable",
+        4 => "host unreachable",
+        5 => "connection refused",
+        6 => "TTL expired",
+        7 => "command not supported",
+        8 => "address type not supported",
+        _ => "unknown failure",
+    };
+    format!("{text} (reply {code})")
 }
 
 fn server_name(name: &str) -> Result<ServerName<'static>> {
@@ -365,6 +463,85 @@ fn bucket_range(i: usize) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpListener;
+
+    /// A one-connection SOCKS5 server that checks the greeting and a request for
+    /// `origin`, answers `reply` (the bytes after VER REP RSV), then, when REP is 0,
+    /// `response` in the same write and reads the request that comes through.
+    async fn fake_socks5(
+        origin: SocketAddr,
+        rep: u8,
+        reply: &'static [u8],
+        response: &'static [u8],
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut io, _) = listener.accept().await.unwrap();
+            let mut greeting = [0; 3];
+            io.read_exact(&mut greeting).await.unwrap();
+            assert_eq!(greeting, [5, 1, 0]);
+            io.write_all(&[5, 0]).await.unwrap();
+            let mut request = vec![0; socks5_request(origin).len()];
+            io.read_exact(&mut request).await.unwrap();
+            assert_eq!(request, socks5_request(origin));
+            let mut out = vec![5, rep, 0];
+            out.extend_from_slice(reply);
+            if rep == 0 {
+                out.extend_from_slice(response);
+            }
+            io.write_all(&out).await.unwrap();
+            let mut seen = Vec::new();
+            let _ = io.read_to_end(&mut seen).await;
+            seen
+        });
+        (addr, task)
+    }
+
+    #[test]
+    fn socks5_requests_name_the_address() {
+        let v4: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(socks5_request(v4), [5, 1, 0, 1, 127, 0, 0, 1, 0x1f, 0x90]);
+        let v6: SocketAddr = "[::1]:443".parse().unwrap();
+        let mut want = vec![5, 1, 0, 4];
+        want.extend_from_slice(&[0; 15]);
+        want.extend_from_slice(&[1, 1, 0xbb]);
+        assert_eq!(socks5_request(v6), want);
+    }
+
+    #[tokio::test]
+    async fn socks5_reply_is_read_exactly_and_requests_follow_in_origin_form() {
+        let origin: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        // An IPv6 bound address, and the response right behind the reply: the client
+        // must take the reply's 22 bytes and no more.
+        let reply: &[u8] = &[
+            4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x30, 0x39,
+        ];
+        let response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (proxy, server) = fake_socks5(origin, 0, reply, response).await;
+        let endpoint = Endpoint::socks5_proxy(proxy, origin);
+        let mut conn = endpoint.open().await.unwrap();
+        assert_eq!(conn.get(&endpoint.request("/1k")).await.unwrap(), 2);
+        drop(conn);
+        let seen = String::from_utf8(server.await.unwrap()).unwrap();
+        assert!(
+            seen.starts_with("GET /1k HTTP/1.1\r\nHost: 127.0.0.1:9\r\n"),
+            "{seen}"
+        );
+    }
+
+    #[tokio::test]
+    async fn socks5_failures_are_named() {
+        let origin: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let reply: &[u8] = &[1, 0, 0, 0, 0, 0, 0];
+        let (proxy, _server) = fake_socks5(origin, 5, reply, b"").await;
+        let endpoint = Endpoint::socks5_proxy(proxy, origin);
+        let e = endpoint.open().await.err().unwrap();
+        assert!(
+            format!("{e:#}").contains("connection refused (reply 5)"),
+            "{e:#}"
+        );
+    }
 
     #[test]
     fn buckets_are_contiguous_and_narrow() {

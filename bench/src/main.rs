@@ -23,11 +23,18 @@
 //!   pipelining, full TLS handshakes without resumption) that records every request's
 //!   latency in a log-bucketed histogram. Through the proxy it sends absolute-form
 //!   requests for HTTP, and `CONNECT name.localhost:PORT` then TLS trusting the proxy's
-//!   CA for HTTPS (the proxy resolves `*.localhost` to loopback itself).
+//!   CA for HTTPS (the proxy resolves `*.localhost` to loopback itself). To a SOCKS5
+//!   proxy it makes the SOCKS5 handshake itself (no authentication, `CONNECT` to the
+//!   origin's IPv4 address), then sends origin-form requests as if direct.
 //!
 //! Scenarios, each measured directly and through a fresh proxy with no middleware, in
 //! the same run:
 //! - `http-ka` / `https-ka`: 1 KiB responses on 32 keep-alive connections;
+//! - `upstream-ka`: as `http-ka`, the proxy in upstream mode sending everything through
+//!   a second, regular mitm (started alike) to the origin; a note gives that mitm alone
+//!   against direct, so that the second hop's cost shows;
+//! - `socks5-ka`: as `http-ka`, the proxy in SOCKS5 mode (`--mode socks5`), which
+//!   relays the plain HTTP inside its tunnels as bytes;
 //! - `https-newconn`: a new connection, `CONNECT` and TLS handshake per request, 2 at a time;
 //! - `http-bulk` / `https-bulk`: `/big` downloads on one connection, MiB/s;
 //! - `hosts-cold`: 1000 connections (`CONNECT` + handshake + one request) to distinct

@@ -20,32 +20,91 @@ use mitm::{CertificateAuthority, Mitm, MitmHandle};
 
 /// Name of the proxy runtime's threads, by which their CPU time is found in-process.
 const PROXY_THREAD: &str = "mitm-proxy";
+/// The same for the second proxy of `upstream-ka` (the upstream mitm), whose CPU time
+/// must not count as the proxy under test's.
+const UPSTREAM_THREAD: &str = "mitm-upstream";
 /// Longest wait for a child to say where it listens.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Lines of a child's stderr kept for the report.
 const STDERR_KEPT: usize = 20;
 
+/// What a proxy is started as: `mitm --mode ...` for a child, the matching listener
+/// for the library in-process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// An explicit HTTP proxy (the binary's default: no `--mode` is passed, so that
+    /// builds from before `--mode` run too).
+    Regular,
+    /// An explicit HTTP proxy whose traffic leaves through the plain HTTP proxy at this
+    /// address (`--mode upstream:http://ADDR`).
+    Upstream(SocketAddr),
+    /// A SOCKS5 proxy (`--mode socks5`).
+    Socks5,
+}
+
+impl Mode {
+    /// The `--mode` value for the binary; `None` for its default.
+    fn arg(self) -> Option<String> {
+        match self {
+            Mode::Regular => None,
+            Mode::Upstream(addr) => Some(format!("upstream:http://{addr}")),
+            Mode::Socks5 => Some("socks5".into()),
+        }
+    }
+
+    /// The in-process server's setup for this mode, on `builder`.
+    fn configure(self, builder: mitm::MitmBuilder) -> Result<mitm::MitmBuilder> {
+        Ok(match self {
+            Mode::Regular => builder,
+            Mode::Upstream(addr) => {
+                let route: mitm::Route = format!("http://{addr}").parse()?;
+                let http: Arc<dyn mitm::Protocol> = Arc::new(mitm::Http::new());
+                builder.listener(mitm::Listener::new("upstream", vec![http]).route(route))
+            }
+            Mode::Socks5 => builder.protocols(vec![Arc::new(mitm::Socks5::new())]),
+        })
+    }
+}
+
+/// Which proxy of a scenario a start is for.
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    UnderTest,
+    /// The upstream mitm of `upstream-ka`.
+    Upstream,
+}
+
 /// Starts proxies, all alike.
 pub enum Launcher {
-    /// The `mitm` binary, as `mitm --port 0 --ca-dir DIR --upstream-ca FILE --log none -q`.
+    /// The `mitm` binary, as `mitm --port 0 --ca-dir DIR --upstream-ca FILE --log none -q`
+    /// (and `--mode MODE` unless regular).
     Child {
         bin: PathBuf,
         ca_dir: PathBuf,
         upstream_ca: PathBuf,
     },
-    /// The library on its own runtime in this process.
+    /// The library on its own runtime in this process (the upstream mitm on another).
     InProcess {
         ca: Arc<CertificateAuthority>,
         upstream: Box<rustls::ClientConfig>,
         runtime: Option<tokio::runtime::Runtime>,
+        upstream_runtime: Option<tokio::runtime::Runtime>,
     },
 }
 
 impl Drop for Launcher {
     fn drop(&mut self) {
         // A runtime may not be dropped (blocking) inside another one's tasks.
-        if let Launcher::InProcess { runtime, .. } = self {
-            if let Some(rt) = runtime.take() {
+        if let Launcher::InProcess {
+            runtime,
+            upstream_runtime,
+            ..
+        } = self
+        {
+            for rt in [runtime.take(), upstream_runtime.take()]
+                .into_iter()
+                .flatten()
+            {
                 rt.shutdown_background();
             }
         }
@@ -70,19 +129,24 @@ impl Launcher {
     /// never wait behind the load client's or the origin's on a worker, as they would
     /// not in production, and its threads, named [`PROXY_THREAD`], let the bench count
     /// its CPU time apart. Memory cannot be told apart: RSS is the whole process's.
+    /// The upstream mitm of `upstream-ka` gets a second runtime alike, its threads named
+    /// [`UPSTREAM_THREAD`].
     pub fn in_process(
         ca: Arc<CertificateAuthority>,
         upstream: rustls::ClientConfig,
     ) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .thread_name(PROXY_THREAD)
-            .enable_all()
-            .build()
-            .context("cannot start the proxy's runtime")?;
+        let runtime = |name: &str| {
+            tokio::runtime::Builder::new_multi_thread()
+                .thread_name(name)
+                .enable_all()
+                .build()
+                .with_context(|| format!("cannot start the {name} runtime"))
+        };
         Ok(Launcher::InProcess {
             ca,
             upstream: Box::new(upstream),
-            runtime: Some(runtime),
+            runtime: Some(runtime(PROXY_THREAD)?),
+            upstream_runtime: Some(runtime(UPSTREAM_THREAD)?),
         })
     }
 
@@ -90,8 +154,21 @@ impl Launcher {
         matches!(self, Launcher::Child { .. })
     }
 
-    /// Starts a fresh proxy and waits until it listens.
-    pub async fn start(&self) -> Result<Proxy> {
+    /// Starts a fresh proxy under test in `mode` and waits until it listens.
+    pub async fn start(&self, mode: Mode) -> Result<Proxy> {
+        self.launch(mode, Role::UnderTest).await
+    }
+
+    /// Starts a fresh regular proxy for a proxy under test in upstream mode to send its
+    /// traffic to (or to be measured alone, as the first hop of that chain). A child is
+    /// the same binary as the proxy under test; in-process, it runs on a runtime of its
+    /// own, so that CPU time stays apart.
+    pub async fn start_upstream(&self) -> Result<Proxy> {
+        self.launch(Mode::Regular, Role::Upstream).await
+    }
+
+    /// Starts a proxy in `mode`; in-process, on `role`'s runtime.
+    async fn launch(&self, mode: Mode, role: Role) -> Result<Proxy> {
         match self {
             Launcher::Child {
                 bin,
@@ -99,7 +176,7 @@ impl Launcher {
                 upstream_ca,
             } => {
                 let (bin, ca_dir, upstream_ca) = (bin.clone(), ca_dir.clone(), upstream_ca.clone());
-                let start = move || ChildProxy::start(&bin, &ca_dir, &upstream_ca);
+                let start = move || ChildProxy::start(&bin, &ca_dir, &upstream_ca, mode);
                 let child = tokio::task::spawn_blocking(start).await??;
                 Ok(Proxy::Child(child))
             }
@@ -107,7 +184,12 @@ impl Launcher {
                 ca,
                 upstream,
                 runtime,
+                upstream_runtime,
             } => {
+                let (runtime, threads) = match role {
+                    Role::UnderTest => (runtime, PROXY_THREAD),
+                    Role::Upstream => (upstream_runtime, UPSTREAM_THREAD),
+                };
                 let rt = runtime
                     .as_ref()
                     .ok_or_else(|| anyhow!("proxy runtime gone"))?
@@ -120,11 +202,16 @@ impl Launcher {
                     .middlewares(vec![])
                     .upstream_tls(UpstreamTls::from_config((**upstream).clone()))
                     .grace_period(Duration::from_millis(200));
+                let builder = mode.configure(builder)?;
                 // `spawn` runs the server on the runtime it is called from: the proxy's.
                 let handle = rt
                     .spawn(async move { builder.bind().await.map(Mitm::spawn) })
                     .await??;
-                Ok(Proxy::InProcess { handle, rt })
+                Ok(Proxy::InProcess {
+                    handle,
+                    rt,
+                    threads,
+                })
             }
         }
     }
@@ -136,6 +223,8 @@ pub enum Proxy {
     InProcess {
         handle: MitmHandle,
         rt: tokio::runtime::Handle,
+        /// The name of its runtime's threads.
+        threads: &'static str,
     },
 }
 
@@ -151,7 +240,7 @@ impl Proxy {
     pub fn cpu(&self) -> Option<Duration> {
         match self {
             Proxy::Child(c) => process_cpu(&format!("/proc/{}/stat", c.pid)),
-            Proxy::InProcess { .. } => proxy_threads_cpu(),
+            Proxy::InProcess { threads, .. } => threads_cpu(threads),
         }
     }
 
@@ -194,7 +283,7 @@ impl Proxy {
     pub async fn stop(self) -> Vec<String> {
         match self {
             Proxy::Child(child) => child.stop(),
-            Proxy::InProcess { handle, rt } => {
+            Proxy::InProcess { handle, rt, .. } => {
                 let _ = rt.spawn(handle.shutdown()).await;
                 Vec::new()
             }
@@ -218,8 +307,12 @@ struct StderrLog {
 }
 
 impl ChildProxy {
-    fn start(bin: &Path, ca_dir: &Path, upstream_ca: &Path) -> Result<Self> {
-        let mut child = Command::new(bin)
+    fn start(bin: &Path, ca_dir: &Path, upstream_ca: &Path, mode: Mode) -> Result<Self> {
+        let mut command = Command::new(bin);
+        if let Some(mode) = mode.arg() {
+            command.arg("--mode").arg(mode);
+        }
+        let mut child = command
             .args(["--host", "127.0.0.1", "--port", "0", "--log", "none", "-q"])
             .arg("--ca-dir")
             .arg(ca_dir)
@@ -276,9 +369,7 @@ impl ChildProxy {
                     bail!("{} {how}; its stderr: {said}", bin.display());
                 }
             };
-            if let Some(addr) = line.strip_prefix("mitm listening on http://") {
-                // `ADDR (mode)` (older builds print the address alone).
-                let addr = addr.split_whitespace().next().unwrap_or_default();
+            if let Some(addr) = listening_addr(&line) {
                 guard.addr = addr.parse().context("proxy address")?;
                 return Ok(guard);
             }
@@ -327,6 +418,17 @@ fn collect_stderr(pipe: std::process::ChildStderr, log: &Mutex<StderrLog>) {
     }
 }
 
+/// The address in a banner line, `mitm listening on SCHEME://ADDR (MODE)` (older builds
+/// print `http://ADDR` alone); the scheme is `http` or `socks5`. The bench starts one
+/// listener per proxy, so the first such line is the one.
+fn listening_addr(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("mitm listening on ")?;
+    let rest = rest
+        .strip_prefix("http://")
+        .or_else(|| rest.strip_prefix("socks5://"))?;
+    rest.split_whitespace().next()
+}
+
 /// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`; 100 on Linux).
 fn clock_ticks() -> u64 {
     static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -363,13 +465,13 @@ fn process_cpu(stat: &str) -> Option<Duration> {
     read_stat(stat).map(|(_, ticks)| ticks_to_duration(ticks))
 }
 
-/// CPU time of this process's threads named [`PROXY_THREAD`].
-fn proxy_threads_cpu() -> Option<Duration> {
+/// CPU time of this process's threads named `name`.
+fn threads_cpu(name: &str) -> Option<Duration> {
     let mut ticks = 0;
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let path = task.path().join("stat");
         if let Some((comm, t)) = path.to_str().and_then(read_stat) {
-            if comm == PROXY_THREAD {
+            if comm == name {
                 ticks += t;
             }
         }
@@ -383,4 +485,28 @@ pub fn status_field(path: &str, name: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(name))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banner_lines_give_the_address() {
+        let at = |line| listening_addr(line);
+        assert_eq!(
+            at("mitm listening on http://127.0.0.1:4000 (regular)"),
+            Some("127.0.0.1:4000")
+        );
+        assert_eq!(
+            at("mitm listening on socks5://127.0.0.1:4001 (socks5)"),
+            Some("127.0.0.1:4001")
+        );
+        assert_eq!(
+            at("mitm listening on http://[::1]:4002"),
+            Some("[::1]:4002")
+        );
+        assert_eq!(at("CA certificate: /tmp/ca.pem"), None);
+        assert_eq!(at("mitm listening on ftp://127.0.0.1:1"), None);
+    }
 }

@@ -10,7 +10,7 @@ use rustls::ClientConfig;
 use crate::client::Endpoint;
 use crate::load::{self, IdleSample, Sample, Unit};
 use crate::origin::Origin;
-use crate::proxy::{Launcher, Proxy};
+use crate::proxy::{Launcher, Mode, Proxy};
 
 /// Keep-alive connections of the `*-ka` scenarios.
 const KA_CONNECTIONS: usize = 32;
@@ -26,6 +26,12 @@ pub enum Scenario {
     HttpKa,
     /// HTTPS (CONNECT + interception), 1 KiB, 32 keep-alive connections.
     HttpsKa,
+    /// HTTP, 1 KiB, 32 keep-alive connections, through the proxy in upstream mode
+    /// chained to a second, regular mitm.
+    UpstreamKa,
+    /// HTTP, 1 KiB, 32 keep-alive connections, through the proxy in SOCKS5 mode (the
+    /// client's own handshake, then origin-form requests).
+    Socks5Ka,
     /// HTTPS, a new connection (CONNECT + TLS handshake) per request, 2 at a time.
     HttpsNewconn,
     /// HTTP, large downloads on one connection.
@@ -39,9 +45,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::HttpKa,
         Scenario::HttpsKa,
+        Scenario::UpstreamKa,
+        Scenario::Socks5Ka,
         Scenario::HttpsNewconn,
         Scenario::HttpBulk,
         Scenario::HttpsBulk,
@@ -53,6 +61,8 @@ impl Scenario {
         match self {
             Scenario::HttpKa => "http-ka",
             Scenario::HttpsKa => "https-ka",
+            Scenario::UpstreamKa => "upstream-ka",
+            Scenario::Socks5Ka => "socks5-ka",
             Scenario::HttpsNewconn => "https-newconn",
             Scenario::HttpBulk => "http-bulk",
             Scenario::HttpsBulk => "https-bulk",
@@ -152,6 +162,7 @@ impl Bench {
         match scenario {
             Scenario::HostsCold => self.hosts_cold().await,
             Scenario::Idle => self.idle().await,
+            Scenario::UpstreamKa => self.upstream_ka().await,
             _ => self.compare(scenario).await,
         }
     }
@@ -163,12 +174,16 @@ impl Bench {
             Scenario::HttpBulk | Scenario::HttpsBulk => Unit::Bytes,
             _ => Unit::Requests,
         };
+        let mode = match scenario {
+            Scenario::Socks5Ka => Mode::Socks5,
+            _ => Mode::Regular,
+        };
         let (mut direct, mut mitm) = (Vec::new(), Vec::new());
         for run in 1..=self.plan.repeat {
             let d = self.load(scenario, Path::Direct).await?;
-            let proxy = self.launcher.start().await?;
+            let proxy = self.launcher.start(mode).await?;
             let m = self.load(scenario, Path::Mitm(&proxy)).await;
-            self.stopped(scenario, run, proxy).await;
+            self.stopped(scenario, run, "the proxy", proxy).await;
             let m = m?;
             self.progress(
                 scenario,
@@ -183,20 +198,78 @@ impl Bench {
         Ok(Outcome::Compare { unit, direct, mitm })
     }
 
+    /// As [`compare`](Self::compare), the proxy under test in upstream mode sending
+    /// everything through a second mitm (regular mode, started alike): client → mitm →
+    /// upstream mitm (absolute form) → origin. Each run also measures the upstream mitm
+    /// alone (client → upstream mitm → origin), which a note sets beside the chain, so
+    /// that what the second hop costs can be told from what one proxy costs. The table's
+    /// CPU and RSS are the proxy under test's alone.
+    async fn upstream_ka(&mut self) -> Result<Outcome> {
+        let scenario = Scenario::UpstreamKa;
+        let unit = Unit::Requests;
+        let (mut direct, mut alone, mut mitm) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 1..=self.plan.repeat {
+            let d = self.load(scenario, Path::Direct).await?;
+            let upstream = self.launcher.start_upstream().await?;
+            let a = self.load(scenario, Path::Mitm(&upstream)).await;
+            self.stopped(scenario, run, "the upstream mitm (alone)", upstream)
+                .await;
+            let a = a?;
+            let upstream = self.launcher.start_upstream().await?;
+            let proxy = match self.launcher.start(Mode::Upstream(upstream.addr())).await {
+                Ok(proxy) => proxy,
+                Err(e) => {
+                    self.stopped(scenario, run, "the upstream mitm", upstream)
+                        .await;
+                    return Err(e);
+                }
+            };
+            let m = self.load(scenario, Path::Mitm(&proxy)).await;
+            self.stopped(scenario, run, "the proxy", proxy).await;
+            self.stopped(scenario, run, "the upstream mitm", upstream)
+                .await;
+            let m = m?;
+            self.progress(
+                scenario,
+                run,
+                &format!(
+                    "direct {} | upstream mitm alone {} | mitm via upstream {}",
+                    brief(&d, unit),
+                    brief(&a, unit),
+                    brief(&m, unit)
+                ),
+            );
+            self.note_errors(scenario, run, "direct", &d);
+            self.note_errors(scenario, run, "upstream mitm alone", &a);
+            self.note_errors(scenario, run, "mitm", &m);
+            direct.push(d);
+            alone.push(a);
+            mitm.push(m);
+        }
+        let hops = crate::report::two_hops(&direct, &alone, &mitm);
+        self.notes.push(format!("{}: {hops}", scenario.name()));
+        Ok(Outcome::Compare { unit, direct, mitm })
+    }
+
     /// One measurement of `scenario` along `path`.
     async fn load(&self, scenario: Scenario, path: Path<'_>) -> Result<Sample> {
         let tls = matches!(
             scenario,
             Scenario::HttpsKa | Scenario::HttpsNewconn | Scenario::HttpsBulk
         );
-        let endpoint = self.endpoint(tls, path, NAME)?;
+        let endpoint = match (scenario, path) {
+            (Scenario::Socks5Ka, Path::Mitm(p)) => {
+                Endpoint::socks5_proxy(p.addr(), self.origin.plain)
+            }
+            _ => self.endpoint(tls, path, NAME)?,
+        };
         let proxy = match path {
             Path::Direct => None,
             Path::Mitm(p) => Some(p),
         };
         let window = self.plan.window();
         match scenario {
-            Scenario::HttpKa | Scenario::HttpsKa => {
+            Scenario::HttpKa | Scenario::HttpsKa | Scenario::UpstreamKa | Scenario::Socks5Ka => {
                 load::keep_alive(&endpoint, KA_CONNECTIONS, window, proxy).await
             }
             Scenario::HttpsNewconn => {
@@ -237,7 +310,7 @@ impl Bench {
             ),
         );
         for run in 1..=self.plan.repeat {
-            let proxy = self.launcher.start().await?;
+            let proxy = self.launcher.start(Mode::Regular).await?;
             let result = self.hosts_run(run, &proxy, cap).await;
             // In-process, the count would include the bench's own descriptors.
             if let (true, Some(fds)) = (self.launcher.is_child(), proxy.open_fds()) {
@@ -251,7 +324,7 @@ impl Bench {
                     ),
                 );
             }
-            self.stopped(scenario, run, proxy).await;
+            self.stopped(scenario, run, "the proxy", proxy).await;
             let (c, n) = result?;
             let extra = extra_per_host(&c, &n);
             self.progress(
@@ -294,9 +367,9 @@ impl Bench {
         let scenario = Scenario::Idle;
         let mut samples = Vec::new();
         for run in 1..=self.plan.repeat {
-            let proxy = self.launcher.start().await?;
+            let proxy = self.launcher.start(Mode::Regular).await?;
             let sample = load::idle(&proxy, self.plan.idle).await;
-            self.stopped(scenario, run, proxy).await;
+            self.stopped(scenario, run, "the proxy", proxy).await;
             let sample = sample?;
             if sample.count < self.plan.idle {
                 self.note(
@@ -328,7 +401,8 @@ impl Bench {
         Ok(Outcome::Idle(samples))
     }
 
-    async fn stopped(&mut self, scenario: Scenario, run: u32, proxy: Proxy) {
+    /// Stops `proxy` (named `who` in a note about its stderr).
+    async fn stopped(&mut self, scenario: Scenario, run: u32, who: &str, proxy: Proxy) {
         let lines = proxy.stop().await;
         if !lines.is_empty() {
             let shown: Vec<&str> = lines.iter().take(3).map(String::as_str).collect();
@@ -336,7 +410,7 @@ impl Bench {
                 scenario,
                 run,
                 format!(
-                    "the proxy wrote {} stderr line(s): {}",
+                    "{who} wrote {} stderr line(s): {}",
                     lines.len(),
                     shown.join(" / ")
                 ),
