@@ -34,7 +34,7 @@
 //!   a second, regular mitm (started alike) to the origin; a note gives that mitm alone
 //!   against direct, so that the second hop's cost shows;
 //! - `socks5-ka`: as `http-ka`, the proxy in SOCKS5 mode (`--mode socks5`), which
-//!   relays the plain HTTP inside its tunnels as bytes;
+//!   serves the plain HTTP inside its tunnels through the exchange, as `http-ka`'s;
 //! - `https-newconn`: a new connection, `CONNECT` and TLS handshake per request, 2 at a time;
 //! - `http-bulk` / `https-bulk`: `/big` downloads on one connection, MiB/s;
 //! - `hosts-cold`: 1000 connections (`CONNECT` + handshake + one request) to distinct

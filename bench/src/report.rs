@@ -19,8 +19,7 @@ fn ratio_target(scenario: Scenario) -> Option<f64> {
         // scaled by 2/3.
         Scenario::UpstreamKa => Some(0.40),
         // One hop, as http-ka: the SOCKS5 handshake is paid once per connection, and the
-        // plain HTTP in the tunnel is relayed as bytes (spliced), not parsed: no more
-        // work per request than http-ka's exchange.
+        // plain HTTP in the tunnel goes through the same exchange as http-ka's requests.
         Scenario::Socks5Ka => Some(0.60),
         Scenario::HttpsNewconn => Some(1.0),
         Scenario::HttpBulk => Some(0.85),
