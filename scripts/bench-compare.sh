@@ -11,8 +11,8 @@
 #
 # The current build is target/release/mitm (build it first). Prints each scenario's
 # table for both, baseline first (current first with BENCH_ORDER=current-first, to
-# see how much of a difference the order makes); every run's output goes to
-# target/bench-compare/.
+# see how much of a difference the order makes; SCENARIOS="a b" for some scenarios
+# only); every run's output goes to target/bench-compare/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +32,9 @@ for bin in "$current" "$bench"; do
 done
 out=target/bench-compare
 mkdir -p "$out"
-scenarios=(http-ka https-ka upstream-ka socks5-ka https-newconn http-bulk https-bulk hosts-cold idle)
+# SCENARIOS="http-ka https-ka" runs only those (mitm-bench's own --only would be
+# overridden by the one given per scenario here).
+read -r -a scenarios <<<"${SCENARIOS:-http-ka https-ka upstream-ka socks5-ka https-newconn http-bulk https-bulk hosts-cold idle}"
 order=(baseline current)
 [ "${BENCH_ORDER:-}" = current-first ] && order=(current baseline)
 for scenario in "${scenarios[@]}"; do
