@@ -68,6 +68,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod ca;
+pub mod capture;
 mod client_hello;
 mod context;
 mod core;

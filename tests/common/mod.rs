@@ -1069,3 +1069,24 @@ pub fn require_tool(present: bool, what: &str, install: &str) -> bool {
     eprintln!("skipped: {what} is not installed ({install})");
     false
 }
+
+/// A program of the test virtual environment (`scripts/test-venv.sh`, which `.ci/run`
+/// runs): `$MITM_TEST_VENV/bin/NAME`, else `target/ci-venv/bin/NAME`. `None` when it is
+/// not there; pass that to [`require_tool`], which says how to make it.
+#[allow(dead_code)] // used by the capture tests
+pub fn venv_tool(name: &str) -> Option<PathBuf> {
+    let venv = std::env::var_os("MITM_TEST_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+            Some(target.join("ci-venv"))
+        })?;
+    let tool = venv.join("bin").join(name);
+    tool.exists().then_some(tool)
+}
+
+/// How to make the test virtual environment, for [`require_tool`]'s message.
+#[allow(dead_code)]
+pub const VENV_INSTALL: &str = "run scripts/test-venv.sh, or set MITM_TEST_VENV";

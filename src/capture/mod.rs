@@ -1,0 +1,545 @@
+//! Keeping flows: [`Record`] (one finished flow as plain data, what every capture
+//! format writes and reads), [`Sink`] (where records go: a file format, a store), and
+//! [`Capture`] (the middleware that turns each finished flow into a record and hands it
+//! to a writer thread through a bounded queue, so that saving never slows the proxy).
+//!
+//! ```no_run
+//! # async fn run() -> mitm::Result<()> {
+//! use std::sync::Arc;
+//! use mitm::capture::{Capture, Record, Sink};
+//!
+//! /// Prints one line per flow.
+//! struct Lines;
+//!
+//! impl Sink for Lines {
+//!     fn write(&mut self, record: &Record) -> std::io::Result<()> {
+//!         let status = record.response.as_ref().map_or(0, |r| r.status);
+//!         println!("{} {} {status}", record.request.method, record.request.url());
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let capture = Capture::builder().sink(Box::new(Lines)).start();
+//! let proxy = mitm::Mitm::builder().middleware(Arc::new(capture)).bind().await?;
+//! # Ok(()) }
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::core::Connection;
+use crate::http::message::{Body, Headers, HttpFlow, Request, Response};
+use crate::middleware::Middleware;
+
+/// The default of [`CaptureBuilder::body_limit`]: 16 MiB per body.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// The default of [`CaptureBuilder::queue`]: flows waiting for the writer.
+pub const DEFAULT_QUEUE: usize = 4096;
+
+/// One finished flow, as plain data: what a capture file holds.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Record {
+    /// When the request head was complete.
+    pub started_at: SystemTime,
+    /// The client's address, when known.
+    pub client: Option<SocketAddr>,
+    /// The address of the server that answered, when one did.
+    pub server: Option<SocketAddr>,
+    /// Whether the client spoke TLS with the proxy.
+    pub client_tls: bool,
+    /// The request as it went to the origin (after the hooks).
+    pub request: RecordedRequest,
+    /// The response as it went to the client, if there was one.
+    pub response: Option<RecordedResponse>,
+    /// Time from the start to each later point, when it was reached.
+    pub timings: RecordedTimings,
+    /// What went wrong, when the flow failed.
+    pub error: Option<String>,
+}
+
+/// A request, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RecordedRequest {
+    /// The method, e.g. `GET`.
+    pub method: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// The origin's host (a name, or an IP address without brackets).
+    pub host: String,
+    /// The origin's port.
+    pub port: u16,
+    /// Path and query, e.g. `/search?q=1`.
+    pub path: String,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// The header fields in order, names as sent.
+    pub headers: Headers,
+    /// The body.
+    pub body: RecordedBody,
+}
+
+impl RecordedRequest {
+    /// The URL: `scheme://host[:port]path`, the port only when not the scheme's
+    /// default.
+    pub fn url(&self) -> String {
+        let default = if self.scheme == "https" { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            format!("{}://{host}{}", self.scheme, self.path)
+        } else {
+            format!("{}://{host}:{}{}", self.scheme, self.port, self.path)
+        }
+    }
+}
+
+/// A response, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RecordedResponse {
+    /// The status code.
+    pub status: u16,
+    /// The reason phrase (empty for HTTP/2).
+    pub reason: String,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// The header fields in order, names as sent.
+    pub headers: Headers,
+    /// The body.
+    pub body: RecordedBody,
+}
+
+/// A body, as recorded: the bytes kept (up to the capture's body limit), and how many
+/// there were.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordedBody {
+    /// The bytes kept, as they went over the wire (still content-encoded).
+    pub data: Bytes,
+    /// How many bytes the body had on the wire.
+    pub size: u64,
+    /// Whether `data` holds less than the whole body (it streamed past the proxy, or
+    /// was larger than the limit).
+    pub truncated: bool,
+}
+
+impl RecordedBody {
+    /// A whole body.
+    pub fn whole(data: Bytes) -> Self {
+        RecordedBody {
+            size: data.len() as u64,
+            data,
+            truncated: false,
+        }
+    }
+}
+
+/// When things happened, as offsets from the start of the flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordedTimings {
+    /// The request (with its body) was sent on.
+    pub request_end: Option<Duration>,
+    /// The first byte of the response arrived.
+    pub response_first_byte: Option<Duration>,
+    /// The response (with its body) was passed to the client.
+    pub response_end: Option<Duration>,
+}
+
+impl Record {
+    /// The record of `flow`, finished on `conn`, keeping at most `body_limit` bytes of
+    /// each body.
+    pub fn from_flow(conn: &Connection, flow: &HttpFlow, body_limit: usize) -> Self {
+        let request = &flow.request;
+        let since = |t: Option<std::time::Instant>| {
+            t.map(|t| t.saturating_duration_since(flow.timings.start))
+        };
+        Record {
+            started_at: flow.timings.started_at,
+            client: conn.client.addr,
+            server: conn.server.addr,
+            client_tls: conn.tls,
+            request: recorded_request(request, flow.request_body_size, body_limit),
+            response: flow
+                .response
+                .as_ref()
+                .map(|r| recorded_response(r, flow.response_body_size, body_limit)),
+            timings: RecordedTimings {
+                request_end: since(flow.timings.request_end),
+                response_first_byte: since(flow.timings.response_first_byte),
+                response_end: since(flow.timings.response_end),
+            },
+            error: flow
+                .error
+                .as_ref()
+                .map(|e| crate::error::Report(e).to_string()),
+        }
+    }
+}
+
+fn recorded_request(r: &Request, size: u64, limit: usize) -> RecordedRequest {
+    RecordedRequest {
+        method: r.method.clone(),
+        scheme: if r.target.tls { "https" } else { "http" }.into(),
+        host: r.target.host.clone(),
+        port: r.target.port,
+        path: r.path.clone(),
+        version: r.version.as_str().into(),
+        headers: r.headers.clone(),
+        body: recorded_body(&r.body, size, limit),
+    }
+}
+
+fn recorded_response(r: &Response, size: u64, limit: usize) -> RecordedResponse {
+    RecordedResponse {
+        status: r.status,
+        reason: r.reason.clone(),
+        version: r.version.as_str().into(),
+        headers: r.headers.clone(),
+        body: recorded_body(&r.body, size, limit),
+    }
+}
+
+/// A body as the flow holds it: whole (cut to `limit`), or streamed past (none of it
+/// kept, `size` bytes).
+fn recorded_body(body: &Body, size: u64, limit: usize) -> RecordedBody {
+    match body {
+        Body::Empty => RecordedBody::default(),
+        Body::Full(data) => RecordedBody {
+            size: size.max(data.len() as u64),
+            truncated: data.len() > limit,
+            data: data.slice(..data.len().min(limit)),
+        },
+        Body::Streaming => RecordedBody {
+            data: Bytes::new(),
+            size,
+            truncated: size > 0,
+        },
+    }
+}
+
+/// Where records go: a file format, a store. Called on the capture's writer thread,
+/// one record at a time, in the order flows finished.
+pub trait Sink: Send + 'static {
+    /// Writes one record. An error is logged and counted; the capture goes on.
+    fn write(&mut self, record: &Record) -> io::Result<()>;
+
+    /// Makes what was written durable, when the queue has nothing more for now.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Configures a [`Capture`].
+#[must_use]
+pub struct CaptureBuilder {
+    sinks: Vec<Box<dyn Sink>>,
+    body_limit: usize,
+    queue: usize,
+}
+
+impl std::fmt::Debug for CaptureBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureBuilder")
+            .field("sinks", &self.sinks.len())
+            .field("body_limit", &self.body_limit)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl CaptureBuilder {
+    /// Adds a sink; every record goes to each.
+    pub fn sink(mut self, sink: Box<dyn Sink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// The most bytes kept of each body; longer ones are kept cut, marked truncated.
+    /// Bodies up to this size are also held whole by the proxy before they go on, so
+    /// that they can be kept. Default: [`DEFAULT_BODY_LIMIT`] (16 MiB).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// How many finished flows may wait for the writer; past that, flows are dropped
+    /// (and counted) rather than slowing the proxy. Default: [`DEFAULT_QUEUE`].
+    pub fn queue(mut self, flows: usize) -> Self {
+        self.queue = flows.max(1);
+        self
+    }
+
+    /// Starts the writer thread.
+    pub fn start(self) -> Capture {
+        let (tx, rx) = sync_channel::<Record>(self.queue);
+        let stats = Arc::new(Stats::default());
+        let thread_stats = stats.clone();
+        let sinks = self.sinks;
+        let writer = std::thread::Builder::new()
+            .name("mitm-capture".into())
+            .spawn(move || write_all(rx, sinks, &thread_stats))
+            .ok();
+        Capture {
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(writer),
+            stats,
+            body_limit: self.body_limit,
+        }
+    }
+}
+
+/// Counts of a capture's work.
+#[derive(Debug, Default)]
+struct Stats {
+    written: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// The writer thread: records from `rx` to every sink, flushing whenever the queue is
+/// empty, until every sender is gone.
+fn write_all(rx: Receiver<Record>, mut sinks: Vec<Box<dyn Sink>>, stats: &Stats) {
+    let mut pending = false;
+    loop {
+        let record = if pending {
+            match rx.try_recv() {
+                Ok(r) => r,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    flush(&mut sinks, stats);
+                    pending = false;
+                    continue;
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(r) => r,
+                Err(_) => break,
+            }
+        };
+        for sink in &mut sinks {
+            if let Err(e) = sink.write(&record) {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "capture: a flow could not be saved");
+            }
+        }
+        stats.written.fetch_add(1, Ordering::Relaxed);
+        pending = true;
+    }
+    flush(&mut sinks, stats);
+}
+
+fn flush(sinks: &mut [Box<dyn Sink>], stats: &Stats) {
+    for sink in sinks {
+        if let Err(e) = sink.flush() {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "capture: saved flows could not be flushed");
+        }
+    }
+}
+
+/// The capture middleware: each finished flow becomes a [`Record`], queued for the
+/// writer thread and its [`Sink`]s. Build it with [`Capture::builder`]; dropping it (or
+/// [`finish`](Self::finish)) lets the writer write what is queued and stop.
+pub struct Capture {
+    tx: Mutex<Option<SyncSender<Record>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<Stats>,
+    body_limit: usize,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("written", &self.written())
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Capture {
+    /// A capture with no sink yet and the defaults.
+    pub fn builder() -> CaptureBuilder {
+        CaptureBuilder {
+            sinks: Vec::new(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            queue: DEFAULT_QUEUE,
+        }
+    }
+
+    /// Flows written so far.
+    pub fn written(&self) -> u64 {
+        self.stats.written.load(Ordering::Relaxed)
+    }
+
+    /// Flows dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.stats.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Hands `record` to the writer, or drops (and counts) it when the queue is full.
+    pub fn push(&self, record: Record) {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = tx.as_ref() else {
+            return;
+        };
+        match tx.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // Said at once, then every 1000th, so a flood does not flood the log.
+                if dropped == 1 || dropped.is_multiple_of(1000) {
+                    tracing::warn!(
+                        dropped,
+                        "capture: the writer fell behind, flows were dropped"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Stops taking flows, waits until the writer has written what is queued, and
+    /// returns how many flows were written and dropped.
+    pub fn finish(&self) -> (u64, u64) {
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = writer.join();
+        }
+        let (written, dropped) = (self.written(), self.dropped());
+        if dropped > 0 {
+            tracing::warn!(written, dropped, "capture: flows were dropped");
+        }
+        (written, dropped)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[async_trait]
+impl Middleware for Capture {
+    async fn flow_finished(&self, conn: &Connection, flow: &HttpFlow) {
+        self.push(Record::from_flow(conn, flow, self.body_limit));
+    }
+
+    fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    fn wants_data(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Host, Target};
+
+    /// Keeps what it is given, blocking until `gate` opens.
+    struct Slow {
+        seen: Arc<Mutex<Vec<String>>>,
+        gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    }
+
+    impl Sink for Slow {
+        fn write(&mut self, record: &Record) -> io::Result<()> {
+            let (open, changed) = &*self.gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = changed.wait(open).unwrap();
+            }
+            self.seen.lock().unwrap().push(record.request.url());
+            Ok(())
+        }
+    }
+
+    fn flow(path: &str) -> HttpFlow {
+        let request = Request::new_to(
+            "GET".into(),
+            Target::new("a.localhost", 8080, false),
+            path.into(),
+        );
+        HttpFlow::new(1, request)
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let capture = Capture::builder()
+            .queue(2)
+            .sink(Box::new(Slow {
+                seen: seen.clone(),
+                gate: gate.clone(),
+            }))
+            .start();
+        let conn = Connection::new(1, Host::default());
+        // The writer takes the first and blocks on it; two wait; the rest are dropped.
+        for i in 0..10 {
+            capture.push(Record::from_flow(&conn, &flow(&format!("/{i}")), 1024));
+        }
+        assert!(capture.dropped() >= 7, "dropped {}", capture.dropped());
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        let (written, dropped) = capture.finish();
+        assert_eq!(written + dropped, 10);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len() as u64, written);
+        assert_eq!(seen[0], "http://a.localhost:8080/0");
+    }
+
+    #[test]
+    fn bodies_are_kept_up_to_the_limit_and_marked_when_cut() {
+        let whole = recorded_body(&Body::Full(Bytes::from_static(b"hello")), 5, 16);
+        assert_eq!(
+            (&whole.data[..], whole.size, whole.truncated),
+            (&b"hello"[..], 5, false)
+        );
+        let cut = recorded_body(&Body::Full(Bytes::from_static(b"hello")), 5, 2);
+        assert_eq!(
+            (&cut.data[..], cut.size, cut.truncated),
+            (&b"he"[..], 5, true)
+        );
+        let streamed = recorded_body(&Body::Streaming, 1 << 30, 16);
+        assert_eq!(
+            (streamed.data.len(), streamed.size, streamed.truncated),
+            (0, 1 << 30, true)
+        );
+        assert_eq!(recorded_body(&Body::Empty, 0, 16), RecordedBody::default());
+    }
+
+    #[test]
+    fn urls_leave_default_ports_out_and_bracket_ipv6() {
+        let conn = Connection::new(1, Host::default());
+        let mut f = flow("/x?y");
+        f.request.target = Target::new("::1", 443, true);
+        assert_eq!(
+            Record::from_flow(&conn, &f, 0).request.url(),
+            "https://[::1]/x?y"
+        );
+        f.request.target = Target::new("h.localhost", 80, false);
+        assert_eq!(
+            Record::from_flow(&conn, &f, 0).request.url(),
+            "http://h.localhost/x?y"
+        );
+    }
+}
