@@ -24,6 +24,8 @@
 //! # Ok(()) }
 //! ```
 
+mod export;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
