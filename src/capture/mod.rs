@@ -24,6 +24,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod flows;
+pub mod tnetstring;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
