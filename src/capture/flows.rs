@@ -331,8 +331,11 @@ fn flow_state(record: &Record) -> Value {
     server.push(("timestamp_tcp_setup", Value::Null));
     server.push(("via", Value::Null));
 
-    // HTTP/2 requests carry their authority (`:authority`); HTTP/1 ones leave it empty.
-    let authority = if req.version == "HTTP/2.0" {
+    // CONNECT and HTTP/2 requests carry their authority (`:authority`); other HTTP/1
+    // ones leave it empty, as mitmproxy does.
+    let authority = if req.method == "CONNECT" {
+        format!("{}:{}", req.host, req.port)
+    } else if req.version == "HTTP/2.0" {
         let default = if https { 443 } else { 80 };
         if req.port == default {
             req.host.clone()
