@@ -14,7 +14,7 @@
 //! let value = Value::Dict(vec![(Value::from("n"), Value::Int(12345))]);
 //! let mut out = Vec::new();
 //! value.encode(&mut out).unwrap();
-//! assert_eq!(out, b"13:1:n;5:12345#}");
+//! assert_eq!(out, b"12:1:n;5:12345#}");
 //! let mut decoder = Decoder::new(&out[..]);
 //! assert_eq!(decoder.next_value().unwrap(), Some(value));
 //! assert_eq!(decoder.next_value().unwrap(), None);
