@@ -181,6 +181,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// A capture file could not be created, read or written.
+    #[error("capture file {}", path.display())]
+    CaptureIo {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A capture file holds something its format does not allow, or a version this
+    /// crate does not read.
+    #[error("invalid capture file {}: {reason}", path.display())]
+    CaptureFormat {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, and where.
+        reason: String,
+    },
+
     /// The client's first bytes matched none of the configured protocols.
     #[error("no protocol recognised the client's first bytes")]
     NoProtocol,

@@ -25,6 +25,8 @@
 //! ```
 
 mod export;
+pub mod flows;
+pub mod tnetstring;
 
 use std::io;
 use std::net::SocketAddr;
