@@ -31,6 +31,18 @@ struct Cli {
     // Parsed after clap, whose errors would echo a URL's password.
     modes: Vec<String>,
 
+    /// Save every finished flow to FILE as it finishes, in the format its name says:
+    /// `.har` (HAR 1.2), anything else mitmproxy's flow format (`mitmdump -nr FILE`
+    /// reads it). Repeatable. FILE must not exist yet. Bodies up to --save-body-limit
+    /// are then held whole by the proxy before they go on.
+    #[arg(long = "save", value_name = "FILE")]
+    save: Vec<PathBuf>,
+
+    /// Most bytes kept of each body of a saved flow; longer ones are saved cut, marked
+    /// so.
+    #[arg(long, value_name = "BYTES", default_value_t = mitm::capture::DEFAULT_BODY_LIMIT)]
+    save_body_limit: usize,
+
     /// In reverse mode, send the client's Host header to the origin as it is, instead of
     /// the target's host and port.
     #[arg(long)]
@@ -164,6 +176,23 @@ enum Command {
     /// Print the CA certificate (creating it in --ca-dir if missing): its path, PEM,
     /// SHA-256 fingerprint, SPKI hash, and how to trust it on each platform.
     Ca,
+    /// Print the flows of a capture file (HAR, or mitmproxy's flow files, also those
+    /// mitmproxy wrote), one line each: time, method, URL, status, size, duration.
+    Read {
+        /// The capture file.
+        file: PathBuf,
+        /// Print each request as a curl command line that sends it again.
+        #[arg(long)]
+        curl: bool,
+    },
+    /// Copy the flows of one capture file into a new one, converting between formats
+    /// by the files' names (e.g. `mitm convert dump.flows dump.har`).
+    Convert {
+        /// The capture file to read.
+        input: PathBuf,
+        /// The file to write; it must not exist yet.
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -203,8 +232,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::Ca) = cli.command {
-        return print_ca(&cli);
+    match &cli.command {
+        Some(Command::Ca) => return print_ca(&cli),
+        Some(Command::Read { file, curl }) => return read_capture(file, *curl),
+        Some(Command::Convert { input, output }) => return convert(input, output),
+        None => {}
     }
     let proxy = builder(&cli)?
         .bind()
@@ -215,6 +247,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
     print_banner(&proxy)?;
     proxy.run_until(stop).await?;
+    Ok(())
+}
+
+/// `mitm read`: a line per flow, or a curl command per request.
+fn read_capture(file: &std::path::Path, curl: bool) -> anyhow::Result<()> {
+    let records = mitm::capture::read(file)?;
+    let mut out = String::new();
+    for record in &records {
+        out.push_str(&if curl {
+            record.to_curl()
+        } else {
+            record.summary()
+        });
+        out.push('\n');
+    }
+    emit(&out)
+}
+
+/// `mitm convert`: every flow of `input` into the new file `output`.
+fn convert(input: &std::path::Path, output: &std::path::Path) -> anyhow::Result<()> {
+    let records = mitm::capture::read(input)?;
+    let mut sink = mitm::capture::create(output)?;
+    for record in &records {
+        sink.write(record)
+            .with_context(|| format!("cannot write {}", output.display()))?;
+    }
+    sink.flush()
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    eprintln!(
+        "mitm: {} flows from {} written to {}",
+        records.len(),
+        input.display(),
+        output.display()
+    );
     Ok(())
 }
 
@@ -334,6 +400,15 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
         LogChoice::Log => vec![Arc::new(Log)],
         LogChoice::Http => vec![Arc::new(HttpLog::default())],
     };
+    if !cli.save.is_empty() {
+        let mut capture = mitm::capture::Capture::builder().body_limit(cli.save_body_limit);
+        for path in &cli.save {
+            let sink = mitm::capture::create(path)
+                .with_context(|| format!("--save {}", path.display()))?;
+            capture = capture.sink(sink);
+        }
+        middlewares.push(Arc::new(capture.start()));
+    }
     if !cli.ignore_hosts.is_empty() {
         let ignore = IgnoreHosts::new(&cli.ignore_hosts)
             .map_err(|e| anyhow::anyhow!("--ignore-hosts: {e}"))?;

@@ -30,6 +30,7 @@ pub mod tnetstring;
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -450,6 +451,62 @@ impl Middleware for Capture {
 
     fn wants_data(&self) -> bool {
         false
+    }
+}
+
+/// The format of a capture file, from its name: `.har` is HAR 1.2; `.sqlite` and `.db`
+/// are the SQLite store (not built yet); anything else is mitmproxy's flow format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Format {
+    /// HAR 1.2 (`.har`).
+    Har,
+    /// mitmproxy's flow files (`.flows`, `.mitm`, anything else).
+    Flows,
+    /// An SQLite database (`.sqlite`, `.db`).
+    Sqlite,
+}
+
+impl Format {
+    /// The format a file's name says.
+    pub fn of(path: &Path) -> Format {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("har") => Format::Har,
+            Some("sqlite" | "db") => Format::Sqlite,
+            _ => Format::Flows,
+        }
+    }
+}
+
+/// A sink writing a new capture file at `path` in the format its name says. Fails if
+/// the file exists: nothing saved is overwritten.
+pub fn create(path: impl AsRef<Path>) -> crate::Result<Box<dyn Sink>> {
+    let path = path.as_ref();
+    match Format::of(path) {
+        Format::Har => Err(not_yet(path)),
+        Format::Flows => Ok(Box::new(flows::FlowWriter::create(path)?)),
+        Format::Sqlite => Err(not_yet(path)),
+    }
+}
+
+/// Every HTTP flow of the capture file at `path`, in the format its name says.
+pub fn read(path: impl AsRef<Path>) -> crate::Result<Vec<Record>> {
+    let path = path.as_ref();
+    match Format::of(path) {
+        Format::Har => Err(not_yet(path)),
+        Format::Flows => flows::read_flows(path),
+        Format::Sqlite => Err(not_yet(path)),
+    }
+}
+
+fn not_yet(path: &Path) -> crate::Error {
+    crate::Error::CaptureFormat {
+        path: path.to_path_buf(),
+        reason: "the SQLite store is not built yet; save as .har or .flows".into(),
     }
 }
 

@@ -1,0 +1,106 @@
+//! Capture from the command line: `--save FILE` while the proxy runs (surviving a
+//! SIGKILL), then `mitm read` and `mitm convert` on what it saved.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Waits until the capture file at `path` reads back `n` flows, failing the test after
+/// [`PATIENCE`]. (The writer saves each flow as its queue empties.)
+async fn wait_for_flows(path: &Path, n: usize) -> Vec<mitm::capture::Record> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(records) = mitm::capture::read(path) {
+            if records.len() >= n {
+                return records;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never held {n} flows",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `mitm ARGS`, returning its stdout; fails the test when it fails.
+fn mitm(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mitm"))
+        .args(args)
+        .output()
+        .expect("cannot run mitm");
+    assert!(
+        out.status.success(),
+        "mitm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_flows_survive_a_sigkill_and_read_back() {
+    let origin = start_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("capture.flows");
+    let save = saved.to_str().unwrap().to_string();
+    let mut proxy = tokio::task::spawn_blocking(move || ChildProxy::start_with(&["--save", &save]))
+        .await
+        .unwrap();
+    let mut wire = Wire::connect(proxy.addr).await;
+    let port = origin.port();
+    for i in 0..5 {
+        wire.send(format!(
+            "GET http://127.0.0.1:{port}/saved/{i} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        ))
+        .await;
+        assert_eq!(wire.response_to("GET").await.status, 200);
+    }
+    // Every finished flow is in the file; then the proxy dies without a chance to
+    // close it.
+    wait_for_flows(&saved, 5).await;
+    proxy.child.kill().unwrap();
+    proxy.child.wait().unwrap();
+    let records = mitm::capture::read(&saved).unwrap();
+    assert_eq!(records.len(), 5);
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(record.request.path, format!("/saved/{i}"));
+        let response = record.response.as_ref().unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(
+            &response.body.data[..],
+            format!("hello from origin: GET /saved/{i}").as_bytes()
+        );
+    }
+
+    // `mitm read`: a line per flow; `--curl`: a command per request.
+    let lines = mitm(&[std::ffi::OsStr::new("read"), saved.as_os_str()]);
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    let url = format!("http://127.0.0.1:{}/saved/0", origin.port());
+    assert!(lines[0].contains(&format!("GET {url} 200")), "{}", lines[0]);
+    let curl = mitm(&["read".as_ref(), saved.as_os_str(), "--curl".as_ref()]);
+    assert!(curl.starts_with(&format!("curl '{url}'")), "{curl}");
+}
+
+#[test]
+fn saving_never_overwrites_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("kept.flows");
+    std::fs::write(&saved, b"precious").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mitm"))
+        .args(["--port", "0", "--ca-dir"])
+        .arg(dir.path())
+        .arg("--save")
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kept.flows"), "{stderr}");
+    assert_eq!(std::fs::read(&saved).unwrap(), b"precious");
+}
