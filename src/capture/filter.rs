@@ -1,23 +1,6 @@
 //! [`Filter`]: a subset of mitmproxy's filter language, parsed once and matched against
-//! [`Record`]s (`mitm read --filter`, `--save-filter`, the web UI).
-//!
-//! The grammar, as in mitmproxy:
-//!
-//! ```text
-//! filter   := or+                     several in a row are all required (`&`)
-//! or       := and ( '|' and )*
-//! and      := not ( '&' not )*
-//! not      := '!'* atom
-//! atom     := '(' filter ')' | '~' OPERATOR [ARGUMENT] | WORD | QUOTED
-//! ```
-//!
-//! So `!` binds tightest, then `&`, then `|`, and expressions written side by side are
-//! joined by `&` last of all: `a | b c` is `(a | b) & c`, as in mitmproxy. A `WORD` runs
-//! up to white space or one of `( ) ~ ' "`, so `a|b` is one word (a regex with an
-//! alternation): operators between words need spaces around them. A `QUOTED` string is
-//! in single or double quotes; a backslash escapes the next character, and only the
-//! quote's own escape is removed (`\"` is `"`), so regex escapes such as `\d` or `\\`
-//! reach the regex as written. A word or quoted string on its own matches the URL.
+//! [`Record`]s (`mitm read --filter`, `--save-filter`, the web UI). The language and
+//! its grammar are described on [`Filter`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -53,8 +36,26 @@ const DECODE_LIMIT: usize = 64 * 1024 * 1024;
 /// | `!F`, `F & G`, `F \| G`, `(F)`, `F G` | not, and, or, grouping, and again |
 ///
 /// Regexes are case-insensitive (ASCII), searched anywhere in the text (anchor them
-/// with `^` and `$`), and bodies are matched as text (invalid UTF-8 replaced). See the
-/// [module documentation](self) for the grammar.
+/// with `^` and `$`), and bodies are matched as text (invalid UTF-8 replaced).
+///
+/// The grammar, as in mitmproxy:
+///
+/// ```text
+/// filter   := or+                     several in a row are all required (`&`)
+/// or       := and ( '|' and )*
+/// and      := not ( '&' not )*
+/// not      := '!'* atom
+/// atom     := '(' filter ')' | '~' OPERATOR [ARGUMENT] | WORD | QUOTED
+/// ```
+///
+/// So `!` binds tightest, then `&`, then `|`, and expressions written side by side are
+/// joined by `&` last of all: `a | b c` is `(a | b) & c`, as in mitmproxy. A `WORD` runs
+/// up to white space or one of `( ) ~ ' "`, so `a|b` is one word (a regex with an
+/// alternation): operators between words need spaces around them, and a regex with a
+/// space must be quoted (`~h 'x-token: 1'`). A `QUOTED` string is
+/// in single or double quotes; a backslash escapes the next character, and only the
+/// quote's own escape is removed (`\"` is `"`), so regex escapes such as `\d` or `\\`
+/// reach the regex as written. A word or quoted string on its own matches the URL.
 ///
 /// ```
 /// use mitm::capture::Filter;
