@@ -44,6 +44,9 @@ use crate::core::Connection;
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response};
 use crate::middleware::Middleware;
 
+mod filter;
+pub use filter::{Filter, FilterError, FilterErrorKind, MAX_FILTER_DEPTH, MAX_FILTER_LEN};
+
 /// The default of [`CaptureBuilder::body_limit`]: 16 MiB per body.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// The default of [`CaptureBuilder::queue`]: flows waiting for the writer.
