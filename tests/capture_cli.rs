@@ -85,6 +85,48 @@ async fn saved_flows_survive_a_sigkill_and_read_back() {
     assert!(lines[0].contains(&format!("GET {url} 200")), "{}", lines[0]);
     let curl = mitm(&["read".as_ref(), saved.as_os_str(), "--curl".as_ref()]);
     assert!(curl.starts_with(&format!("curl '{url}'")), "{curl}");
+    // `--filter`: mitmproxy's filter language.
+    let some = mitm(&[
+        "read".as_ref(),
+        saved.as_os_str(),
+        "--filter".as_ref(),
+        "~u saved/[13] & ~c 200".as_ref(),
+    ]);
+    assert_eq!(some.lines().count(), 2, "{some}");
+    let out = Command::new(env!("CARGO_BIN_EXE_mitm"))
+        .arg("read")
+        .arg(&saved)
+        .args(["--filter", "~x nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown operator ~x"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_filter_keeps_only_the_matching_flows() {
+    let origin = start_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("some.flows");
+    let save = saved.to_str().unwrap().to_string();
+    let proxy = tokio::task::spawn_blocking(move || {
+        ChildProxy::start_with(&["--save", &save, "--save-filter", "~u /keep"])
+    })
+    .await
+    .unwrap();
+    let mut wire = Wire::connect(proxy.addr).await;
+    let port = origin.port();
+    for path in ["/drop", "/keep", "/drop", "/keep/too", "/last/keep"] {
+        wire.send(format!(
+            "GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        ))
+        .await;
+        assert_eq!(wire.response_to("GET").await.status, 200);
+    }
+    let kept = wait_for_flows(&saved, 3).await;
+    let paths: Vec<&str> = kept.iter().map(|r| r.request.path.as_str()).collect();
+    assert_eq!(paths, ["/keep", "/keep/too", "/last/keep"]);
 }
 
 #[test]

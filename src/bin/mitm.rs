@@ -38,6 +38,11 @@ struct Cli {
     #[arg(long = "save", value_name = "FILE")]
     save: Vec<PathBuf>,
 
+    /// Save only the flows that match EXPR, in mitmproxy's filter language (e.g.
+    /// `~d example.com & ~c 200`, `~m POST | ~websocket`, `!~t image`).
+    #[arg(long, value_name = "EXPR")]
+    save_filter: Option<String>,
+
     /// Most bytes kept of each body of a saved flow; longer ones are saved cut, marked
     /// so.
     #[arg(long, value_name = "BYTES", default_value_t = mitm::capture::DEFAULT_BODY_LIMIT)]
@@ -181,6 +186,9 @@ enum Command {
     Read {
         /// The capture file.
         file: PathBuf,
+        /// Only the flows that match EXPR (mitmproxy's filter language).
+        #[arg(long, value_name = "EXPR")]
+        filter: Option<String>,
         /// Print each request as a curl command line that sends it again.
         #[arg(long)]
         curl: bool,
@@ -192,6 +200,9 @@ enum Command {
         input: PathBuf,
         /// The file to write; it must not exist yet.
         output: PathBuf,
+        /// Only the flows that match EXPR (mitmproxy's filter language).
+        #[arg(long, value_name = "EXPR")]
+        filter: Option<String>,
     },
 }
 
@@ -234,8 +245,14 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Ca) => return print_ca(&cli),
-        Some(Command::Read { file, curl }) => return read_capture(file, *curl),
-        Some(Command::Convert { input, output }) => return convert(input, output),
+        Some(Command::Read { file, filter, curl }) => {
+            return read_capture(file, filter.as_deref(), *curl)
+        }
+        Some(Command::Convert {
+            input,
+            output,
+            filter,
+        }) => return convert(input, output, filter.as_deref()),
         None => {}
     }
     let proxy = builder(&cli)?
@@ -250,9 +267,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The flows of the capture `file` that match `filter` (all without one).
+fn records(
+    file: &std::path::Path,
+    filter: Option<&str>,
+) -> anyhow::Result<Vec<mitm::capture::Record>> {
+    let filter = filter.map(parse_filter).transpose()?;
+    let mut records = mitm::capture::read(file)?;
+    if let Some(filter) = filter {
+        records.retain(|r| filter.matches(r));
+    }
+    Ok(records)
+}
+
+/// A filter from the command line, its error saying where it went wrong.
+fn parse_filter(text: &str) -> anyhow::Result<mitm::capture::Filter> {
+    text.parse()
+        .map_err(|e| anyhow::anyhow!("invalid filter {text:?}: {e}"))
+}
+
 /// `mitm read`: a line per flow, or a curl command per request.
-fn read_capture(file: &std::path::Path, curl: bool) -> anyhow::Result<()> {
-    let records = mitm::capture::read(file)?;
+fn read_capture(file: &std::path::Path, filter: Option<&str>, curl: bool) -> anyhow::Result<()> {
+    let records = records(file, filter)?;
     let mut out = String::new();
     for record in &records {
         out.push_str(&if curl {
@@ -266,8 +302,12 @@ fn read_capture(file: &std::path::Path, curl: bool) -> anyhow::Result<()> {
 }
 
 /// `mitm convert`: every flow of `input` into the new file `output`.
-fn convert(input: &std::path::Path, output: &std::path::Path) -> anyhow::Result<()> {
-    let records = mitm::capture::read(input)?;
+fn convert(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    filter: Option<&str>,
+) -> anyhow::Result<()> {
+    let records = records(input, filter)?;
     let mut sink = mitm::capture::create(output)?;
     for record in &records {
         sink.write(record)
@@ -402,6 +442,9 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
     };
     if !cli.save.is_empty() {
         let mut capture = mitm::capture::Capture::builder().body_limit(cli.save_body_limit);
+        if let Some(text) = &cli.save_filter {
+            capture = capture.filter(parse_filter(text).context("--save-filter")?);
+        }
         for path in &cli.save {
             let sink = mitm::capture::create(path)
                 .with_context(|| format!("--save {}", path.display()))?;

@@ -255,6 +255,7 @@ pub trait Sink: Send + 'static {
 #[must_use]
 pub struct CaptureBuilder {
     sinks: Vec<Box<dyn Sink>>,
+    filter: Option<Filter>,
     body_limit: usize,
     queue: usize,
 }
@@ -273,6 +274,12 @@ impl CaptureBuilder {
     /// Adds a sink; every record goes to each.
     pub fn sink(mut self, sink: Box<dyn Sink>) -> Self {
         self.sinks.push(sink);
+        self
+    }
+
+    /// Keeps only the flows that match `filter`. Default: every flow.
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
         self
     }
 
@@ -306,6 +313,7 @@ impl CaptureBuilder {
             writer: Mutex::new(writer),
             stats,
             body_limit: self.body_limit,
+            filter: self.filter,
         }
     }
 }
@@ -368,6 +376,7 @@ pub struct Capture {
     writer: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Stats>,
     body_limit: usize,
+    filter: Option<Filter>,
 }
 
 impl std::fmt::Debug for Capture {
@@ -384,6 +393,7 @@ impl Capture {
     pub fn builder() -> CaptureBuilder {
         CaptureBuilder {
             sinks: Vec::new(),
+            filter: None,
             body_limit: DEFAULT_BODY_LIMIT,
             queue: DEFAULT_QUEUE,
         }
@@ -445,7 +455,10 @@ impl Drop for Capture {
 #[async_trait]
 impl Middleware for Capture {
     async fn flow_finished(&self, conn: &Connection, flow: &HttpFlow) {
-        self.push(Record::from_flow(conn, flow, self.body_limit));
+        let record = Record::from_flow(conn, flow, self.body_limit);
+        if self.filter.as_ref().is_none_or(|f| f.matches(&record)) {
+            self.push(record);
+        }
     }
 
     fn body_limit(&self) -> usize {
