@@ -181,6 +181,25 @@ pub enum Error {
         reason: String,
     },
 
+    /// A capture file could not be created, read or written.
+    #[error("capture file {}", path.display())]
+    CaptureIo {
+        /// The file.
+        path: PathBuf,
+        /// Why it failed (`AlreadyExists` when a new capture would overwrite a file).
+        #[source]
+        source: io::Error,
+    },
+
+    /// A capture file is not in the format it was read as, or is damaged past repair.
+    #[error("capture file {}: {reason}", path.display())]
+    CaptureFormat {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The client's first bytes matched none of the configured protocols.
     #[error("no protocol recognised the client's first bytes")]
     NoProtocol,

@@ -39,6 +39,8 @@ use crate::core::Connection;
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response};
 use crate::middleware::Middleware;
 
+pub mod har;
+
 /// The default of [`CaptureBuilder::body_limit`]: 16 MiB per body.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// The default of [`CaptureBuilder::queue`]: flows waiting for the writer.
