@@ -763,7 +763,10 @@ fn version(v: &str) -> String {
 mod tests {
     use super::*;
 
-    fn record(path: &str, response: Option<(u16, &[(&str, &str)], Bytes)>) -> Record {
+    /// A response for [`record`]: status, header fields, body.
+    type Answer<'a> = (u16, &'a [(&'a str, &'a str)], Bytes);
+
+    fn record(path: &str, response: Option<Answer<'_>>) -> Record {
         let mut request_headers = Headers::new();
         request_headers.append("Host", "a.localhost");
         request_headers.append("Cookie", "s=1; t=two");
