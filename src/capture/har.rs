@@ -599,12 +599,18 @@ fn record_of(e: &Value) -> std::result::Result<Record, String> {
     let (target, path) = crate::http::target::split_absolute(&url)
         .flatten()
         .ok_or_else(|| format!("not an http(s) URL: {url:?}"))?;
-    let request_headers = headers_of(req);
+    let mut request_headers = headers_of(req);
     let request_body = match req.get("postData") {
         Some(post) => {
-            let text = str_of(post, "text").unwrap_or_default();
+            let text = str_of(post, "text");
             let base64 = post.get("_encoding").and_then(Value::as_str) == Some("base64");
-            body_of(post, &text, base64, &request_headers, req.get("bodySize"))?
+            body_of(
+                post,
+                text,
+                base64,
+                &mut request_headers,
+                req.get("bodySize"),
+            )?
         }
         None => RecordedBody::default(),
     };
@@ -625,11 +631,11 @@ fn record_of(e: &Value) -> std::result::Result<Record, String> {
         .unwrap_or(0);
     let response = match resp {
         Some(r) if status > 0 => {
-            let headers = headers_of(r);
+            let mut headers = headers_of(r);
             let content = r.get("content").cloned().unwrap_or(json!({}));
-            let text = str_of(&content, "text").unwrap_or_default();
+            let text = str_of(&content, "text");
             let base64 = content.get("encoding").and_then(Value::as_str) == Some("base64");
-            let body = body_of(&content, &text, base64, &headers, r.get("bodySize"))?;
+            let body = body_of(&content, text, base64, &mut headers, r.get("bodySize"))?;
             Some(RecordedResponse {
                 status: u16::try_from(status).map_err(|_| format!("status {status}"))?,
                 reason: str_of(r, "statusText").unwrap_or_default(),
@@ -700,50 +706,61 @@ fn headers_of(v: &Value) -> Headers {
 }
 
 /// A body from its HAR text: base64-decoded if so marked, then encoded again by the
-/// message's `Content-Encoding` unless it was kept as sent.
+/// message's `Content-Encoding` unless it was kept as sent (a coding this crate cannot
+/// apply is taken out of `headers`, so that they still describe the body). A body
+/// whose text was not saved (browsers leave some out) is an empty, truncated one.
 fn body_of(
     content: &Value,
-    text: &str,
+    text: Option<String>,
     base64: bool,
-    headers: &Headers,
+    headers: &mut Headers,
     body_size: Option<&Value>,
 ) -> std::result::Result<RecordedBody, String> {
+    let size_of = |v: Option<&Value>| v.and_then(Value::as_u64).filter(|&n| n > 0);
+    let Some(text) = text else {
+        let size = size_of(body_size).or_else(|| size_of(content.get("size")));
+        return Ok(RecordedBody {
+            data: Bytes::new(),
+            size: size.unwrap_or(0),
+            truncated: size.is_some(),
+        });
+    };
     let mut data = if base64 {
         base64::engine::general_purpose::STANDARD
             .decode(text.trim())
             .map_err(|e| format!("invalid base64 body: {e}"))?
     } else {
-        text.as_bytes().to_vec()
+        text.into_bytes()
     };
     let truncated = content.get("_truncated").and_then(Value::as_bool) == Some(true);
     let as_sent = content.get("_contentEncoded").and_then(Value::as_bool) == Some(true);
     let coding = headers
         .get("content-encoding")
         .map(str::trim)
-        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"));
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        .map(str::to_owned);
     if let (Some(coding), false, false) = (coding, as_sent, data.is_empty()) {
-        // Codings apply in the order listed; one this crate cannot make leaves the
-        // body decoded.
+        // Codings apply in the order listed.
         let encoded = coding
             .split(',')
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .try_fold(data.clone(), |d, c| crate::decode::encode(c, &d));
-        if let Ok(encoded) = encoded {
-            data = encoded;
+        match encoded {
+            Ok(encoded) => data = encoded,
+            Err(_) => {
+                headers.remove("content-encoding");
+            }
         }
     }
     let size = if truncated {
-        content.get("_size").and_then(Value::as_u64)
+        size_of(content.get("_size")).or_else(|| size_of(body_size))
     } else {
         None
     };
-    let size = size
-        .or_else(|| body_size.and_then(Value::as_u64).filter(|_| truncated))
-        .unwrap_or(data.len() as u64);
     Ok(RecordedBody {
+        size: size.unwrap_or(data.len() as u64),
         data: Bytes::from(data),
-        size,
         truncated,
     })
 }
@@ -1073,8 +1090,16 @@ mod tests {
             "startedDateTime": "2024-01-02T03:04:05.678Z", "time": 20.5,
             "timings": {"blocked": 1.2, "dns": -1, "ssl": -1, "connect": -1,
                 "send": 0.3, "wait": 15.0, "receive": 4.0, "_blocked_queueing": 1.0}}]}});
+        let mut har = har;
+        let mut unsaved = har["log"]["entries"][0].clone();
+        unsaved["response"]["content"] = json!({"size": 10, "mimeType": "image/png"});
+        unsaved["response"]["bodySize"] = json!(-1);
+        har["log"]["entries"].as_array_mut().unwrap().push(unsaved);
         std::fs::write(&path, har.to_string()).unwrap();
-        let r = &read_har(&path).unwrap()[0];
+        let records = read_har(&path).unwrap();
+        let body = &records[1].response.as_ref().unwrap().body;
+        assert_eq!((body.data.len(), body.size, body.truncated), (0, 10, true));
+        let r = &records[0];
         assert_eq!(r.request.url(), "https://example.com/a?b=1");
         assert_eq!(r.request.version, "HTTP/2.0");
         assert_eq!(r.request.headers.len(), 1);
