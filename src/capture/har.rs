@@ -1,11 +1,12 @@
 //! HAR 1.2 (the HTTP Archive format browsers' devtools export and import): [`HarWriter`]
 //! saves records as they come, [`read_har`] turns a HAR file back into records.
 //!
-//! The writer keeps the file a complete HAR document after every record: the header
-//! and the first line, then one entry per line, then the closing `]}}`. Each record is
-//! written over that closing tail, with a new tail after it, in one write; so a crash,
-//! even `SIGKILL`, loses only the flows not yet written. (A kill in the middle of that
-//! one write can leave a torn last line; [`read_har`] drops it and reads the rest.)
+//! The writer keeps the file a complete HAR document after every record: the document's
+//! start up to the entries array on the first line, then one entry per line, then the
+//! closing `]}}`. Each record is written over that closing tail, with a new tail after
+//! it, in one write; so a crash, even `SIGKILL`, loses only the flows not yet written.
+//! (A kill in the middle of that one write can leave a torn last line; [`read_har`]
+//! drops it and reads the rest. A write that fails, on a full disk say, is undone.)
 //!
 //! What goes into an entry, beyond what HAR 1.2 requires:
 //! - bodies as text when they are text (valid UTF-8 that is not binary by its media
@@ -162,8 +163,21 @@ impl Sink for HarWriter {
         out.extend_from_slice(TAIL);
         // One write over the old tail: the file only grows, so nothing of the old one
         // is left behind it.
-        self.file.seek(SeekFrom::Start(self.tail_at))?;
-        self.file.write_all(&out)?;
+        let written = self
+            .file
+            .seek(SeekFrom::Start(self.tail_at))
+            .and_then(|_| self.file.write_all(&out));
+        if let Err(e) = written {
+            // Part of the entry may be in the file: cut it off and close the document
+            // again after the entries before it (which may fail too, on a full disk;
+            // the next record written tries again).
+            let _ = self
+                .file
+                .set_len(self.tail_at)
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.tail_at)))
+                .and_then(|_| self.file.write_all(TAIL));
+            return Err(e);
+        }
         self.tail_at += (separator.len() + entry.len()) as u64;
         self.entries += 1;
         self.dirty = true;
@@ -186,6 +200,7 @@ fn head() -> String {
         "creator": {"name": "mitm", "version": env!("CARGO_PKG_VERSION")},
         "pages": [],
     });
+    // A `Value` always serializes.
     let log = serde_json::to_string(&log).unwrap_or_default();
     // `{"version":…,"pages":[]}` becomes `{"log":{"version":…,"pages":[],"entries":[`.
     format!(
