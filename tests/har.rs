@@ -1,10 +1,13 @@
 //! HAR capture through a real proxy: the file is a whole HAR document after every flow,
 //! valid against a HAR 1.2 JSON Schema (Python's `jsonschema`), read by a second reader
-//! (Python's `json`, with checks of its own), and read back into the same flows.
+//! (Python's `json`, with checks of its own), and read back into the same flows; and a
+//! process capturing flows killed with `SIGKILL` leaves every flow it had written.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -313,4 +316,116 @@ async fn flows_through_the_proxy_make_a_valid_har_after_each_one() {
     assert_eq!(&body(3)[..], form.as_bytes());
     assert!(records[5].error.is_some());
     assert!(records[..5].iter().all(|r| r.error.is_none()));
+}
+
+/// The file the child of [`a_capture_killed_mid_flow_keeps_every_flow_written_before`]
+/// writes to; only that child has it set.
+const KILL_FILE: &str = "MITM_TEST_HAR_KILL_FILE";
+
+/// The child process of [`a_capture_killed_mid_flow_keeps_every_flow_written_before`]:
+/// captures flows through a proxy to the HAR file it is given, one after another,
+/// saying `written N` after each, until it is killed (or gives up after a while).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "the child process of a_capture_killed_mid_flow_keeps_every_flow_written_before"]
+async fn capture_until_killed() {
+    let Some(path) = std::env::var_os(KILL_FILE) else {
+        return;
+    };
+    let origin = start_origin().await;
+    let capture = Arc::new(
+        Capture::builder()
+            .sink(Box::new(HarWriter::create(path).unwrap()))
+            .start(),
+    );
+    let proxy = start_proxy({
+        let capture = capture.clone();
+        |b| b.middleware(capture)
+    })
+    .await;
+    let client = client_via(&proxy);
+    let deadline = Instant::now() + 3 * PATIENCE;
+    let mut n = 0;
+    while Instant::now() < deadline {
+        let url = format!("http://127.0.0.1:{}/page/{n}", origin.port());
+        client.get(url).send().await.unwrap().bytes().await.unwrap();
+        n += 1;
+        written(&capture, n).await;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "written {n}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// Kills its child when dropped, so that a failing test leaves no process behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_capture_killed_mid_flow_keeps_every_flow_written_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.har");
+    // This test binary again, running only the child test.
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "capture_until_killed",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(KILL_FILE, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut written = 0;
+    while written < 20 {
+        let line = lines
+            .next()
+            .expect("the child ended before it was killed")
+            .unwrap();
+        if let Some(n) = line.strip_prefix("written ") {
+            written = n.parse().unwrap();
+        }
+    }
+    // SIGKILL, while it goes on making flows: no flush, no close.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    // Every flow written before the kill is there. The kill may land in the middle of
+    // the one write of the next entry, rarely: then only the reader's repair (the
+    // torn last line dropped) makes the file whole again.
+    let text = std::fs::read(&path).unwrap();
+    match serde_json::from_slice::<serde_json::Value>(&text) {
+        Ok(doc) => {
+            let n = doc["log"]["entries"].as_array().unwrap().len();
+            assert!(
+                n >= written,
+                "{n} entries, but {written} flows were written"
+            );
+        }
+        Err(e) => eprintln!("the kill tore the last entry ({e}); reading what is before it"),
+    }
+    let records = read_har(&path).unwrap();
+    assert!(
+        records.len() >= written,
+        "{} records of {written}",
+        records.len()
+    );
+    for (i, r) in records.iter().enumerate() {
+        assert!(
+            r.request.path.ends_with(&format!("/page/{i}")),
+            "{}",
+            r.request.path
+        );
+        assert_eq!(r.response.as_ref().unwrap().status, 200);
+    }
 }
