@@ -186,7 +186,7 @@ pub enum Error {
     CaptureIo {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
+        /// Why it failed (`AlreadyExists` when a new capture would overwrite a file).
         #[source]
         source: io::Error,
     },

@@ -46,6 +46,7 @@ use crate::middleware::Middleware;
 
 mod filter;
 pub use filter::{Filter, FilterError, FilterErrorKind, MAX_FILTER_DEPTH, MAX_FILTER_LEN};
+pub mod har;
 
 /// The default of [`CaptureBuilder::body_limit`]: 16 MiB per body.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -503,7 +504,7 @@ impl Format {
 pub fn create(path: impl AsRef<Path>) -> crate::Result<Box<dyn Sink>> {
     let path = path.as_ref();
     match Format::of(path) {
-        Format::Har => Err(not_yet(path)),
+        Format::Har => Ok(Box::new(har::HarWriter::create(path)?)),
         Format::Flows => Ok(Box::new(flows::FlowWriter::create(path)?)),
         Format::Sqlite => Err(not_yet(path)),
     }
@@ -513,7 +514,7 @@ pub fn create(path: impl AsRef<Path>) -> crate::Result<Box<dyn Sink>> {
 pub fn read(path: impl AsRef<Path>) -> crate::Result<Vec<Record>> {
     let path = path.as_ref();
     match Format::of(path) {
-        Format::Har => Err(not_yet(path)),
+        Format::Har => har::read_har(path),
         Format::Flows => flows::read_flows(path),
         Format::Sqlite => Err(not_yet(path)),
     }
