@@ -47,10 +47,14 @@ async fn saved_flows_survive_a_sigkill_and_read_back() {
     let origin = start_origin().await;
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("capture.flows");
+    let har = dir.path().join("capture.har");
     let save = saved.to_str().unwrap().to_string();
-    let mut proxy = tokio::task::spawn_blocking(move || ChildProxy::start_with(&["--save", &save]))
-        .await
-        .unwrap();
+    let save_har = har.to_str().unwrap().to_string();
+    let mut proxy = tokio::task::spawn_blocking(move || {
+        ChildProxy::start_with(&["--save", &save, "--save", &save_har])
+    })
+    .await
+    .unwrap();
     let mut wire = Wire::connect(proxy.addr).await;
     let port = origin.port();
     for i in 0..5 {
@@ -63,10 +67,28 @@ async fn saved_flows_survive_a_sigkill_and_read_back() {
     // Every finished flow is in the file; then the proxy dies without a chance to
     // close it.
     wait_for_flows(&saved, 5).await;
+    wait_for_flows(&har, 5).await;
     proxy.child.kill().unwrap();
     proxy.child.wait().unwrap();
     let records = mitm::capture::read(&saved).unwrap();
     assert_eq!(records.len(), 5);
+    // The HAR is a whole JSON document, with every flow.
+    let document: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&har).unwrap()).expect("the HAR is valid JSON");
+    assert_eq!(document["log"]["entries"].as_array().unwrap().len(), 5);
+    let from_har = mitm::capture::read(&har).unwrap();
+    let urls = |rs: &[mitm::capture::Record]| -> Vec<String> {
+        rs.iter().map(|r| r.request.url()).collect()
+    };
+    assert_eq!(urls(&from_har), urls(&records));
+
+    // `mitm convert`: mitmproxy's format to HAR, and the flows read back the same.
+    let converted = dir.path().join("converted.har");
+    mitm(&["convert".as_ref(), saved.as_os_str(), converted.as_os_str()]);
+    assert_eq!(
+        urls(&mitm::capture::read(&converted).unwrap()),
+        urls(&records)
+    );
     for (i, record) in records.iter().enumerate() {
         assert_eq!(record.request.path, format!("/saved/{i}"));
         let response = record.response.as_ref().unwrap();
