@@ -168,3 +168,50 @@ fn saving_never_overwrites_a_file() {
     assert!(stderr.contains("kept.flows"), "{stderr}");
     assert_eq!(std::fs::read(&saved).unwrap(), b"precious");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_replay_answers_from_a_capture_without_the_origin() {
+    let origin = start_origin().await;
+    let port = origin.port();
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("recorded.har");
+    let save = saved.to_str().unwrap().to_string();
+    let recorder = tokio::task::spawn_blocking(move || ChildProxy::start_with(&["--save", &save]))
+        .await
+        .unwrap();
+    let request = |path: &str| {
+        format!("GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+    };
+    let mut wire = Wire::connect(recorder.addr).await;
+    for path in ["/one", "/two"] {
+        wire.send(request(path)).await;
+        assert_eq!(wire.response_to("GET").await.status, 200);
+    }
+    wait_for_flows(&saved, 2).await;
+    drop(wire);
+    drop(recorder);
+    // The origin is gone: only the recording can answer now.
+    drop(origin);
+
+    let replay = saved.to_str().unwrap().to_string();
+    let proxy = tokio::task::spawn_blocking(move || {
+        ChildProxy::start_with(&["--server-replay", &replay, "--server-replay-extra", "404"])
+    })
+    .await
+    .unwrap();
+    let mut wire = Wire::connect(proxy.addr).await;
+    for path in ["/two", "/one"] {
+        wire.send(request(path)).await;
+        let reply = wire.response_to("GET").await;
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(
+            String::from_utf8_lossy(&reply.body),
+            format!("hello from origin: GET {path}")
+        );
+    }
+    // Each recording serves once; then, as for anything never recorded: 404.
+    for path in ["/one", "/three"] {
+        wire.send(request(path)).await;
+        assert_eq!(wire.response_to("GET").await.status, 404, "{path}");
+    }
+}

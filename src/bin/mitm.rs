@@ -48,6 +48,18 @@ struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = mitm::capture::DEFAULT_BODY_LIMIT)]
     save_body_limit: usize,
 
+    /// Answer requests that match a flow recorded in FILE (same method, scheme, host,
+    /// port, path, query and body) with its recorded response, without contacting the
+    /// origin; several recordings of one request are served in order. Repeatable; any
+    /// format `mitm read` reads.
+    #[arg(long = "server-replay", value_name = "FILE")]
+    server_replay: Vec<PathBuf>,
+
+    /// What requests that match no recording get during --server-replay: `forward`
+    /// (to their origins) or `404`.
+    #[arg(long, value_enum, default_value_t = ReplayExtra::Forward)]
+    server_replay_extra: ReplayExtra,
+
     /// In reverse mode, send the client's Host header to the origin as it is, instead of
     /// the target's host and port.
     #[arg(long)]
@@ -204,6 +216,13 @@ enum Command {
         #[arg(long, value_name = "EXPR")]
         filter: Option<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReplayExtra {
+    Forward,
+    #[value(name = "404")]
+    NotFound,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -440,6 +459,22 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
         LogChoice::Log => vec![Arc::new(Log)],
         LogChoice::Http => vec![Arc::new(HttpLog::default())],
     };
+    if !cli.server_replay.is_empty() {
+        let mut recorded = Vec::new();
+        for path in &cli.server_replay {
+            recorded.extend(
+                mitm::capture::read(path)
+                    .with_context(|| format!("--server-replay {}", path.display()))?,
+            );
+        }
+        let unmatched = match cli.server_replay_extra {
+            ReplayExtra::Forward => mitm::capture::replay::Unmatched::Forward,
+            ReplayExtra::NotFound => mitm::capture::replay::Unmatched::NotFound,
+        };
+        let replay = mitm::capture::replay::ServerReplay::new(recorded, unmatched);
+        tracing::info!(responses = replay.len(), "server replay");
+        middlewares.push(Arc::new(replay));
+    }
     if !cli.save.is_empty() {
         let mut capture = mitm::capture::Capture::builder().body_limit(cli.save_body_limit);
         if let Some(text) = &cli.save_filter {

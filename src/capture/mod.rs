@@ -47,6 +47,7 @@ use crate::middleware::Middleware;
 mod filter;
 pub use filter::{Filter, FilterError, FilterErrorKind, MAX_FILTER_DEPTH, MAX_FILTER_LEN};
 pub mod har;
+pub mod replay;
 
 /// The default of [`CaptureBuilder::body_limit`]: 16 MiB per body.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
