@@ -520,6 +520,36 @@ impl Mitm {
         self.ca_cert_path.as_deref()
     }
 
+    /// Sends `request` to its origin as a client of this server would (through the
+    /// middlewares' hooks, the routes and the upstream pool), without a client
+    /// connection: for replaying recorded requests (`mitm replay`). The body is sent
+    /// as the request holds it (a streaming one as empty); the response comes back
+    /// with its body held (up to 64 MiB). Works whether or not the server runs.
+    ///
+    /// ```no_run
+    /// # async fn run() -> mitm::Result<()> {
+    /// let proxy = mitm::Mitm::builder().port(0).bind().await?;
+    /// let request = mitm::Request::new("GET", "http://127.0.0.1:8080/health").unwrap();
+    /// let response = proxy.send(request).await?;
+    /// println!("{}", response.status);
+    /// # Ok(()) }
+    /// ```
+    pub async fn send(
+        &self,
+        request: crate::http::message::Request,
+    ) -> Result<crate::http::message::Response> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut conn = Connection::new(id, Host::default());
+        conn.target = Some(request.target.clone());
+        let settings = crate::http::settings::Settings::default();
+        let (mut response, body, _length) =
+            crate::exchange::direct::send(&self.cx, &settings, conn, request, 1).await?;
+        response.body = crate::http::message::Body::Full(body);
+        Ok(response)
+    }
+
     /// Serves clients until the task is dropped.
     pub async fn run(self) -> Result<()> {
         self.run_until(std::future::pending()).await

@@ -215,3 +215,62 @@ async fn server_replay_answers_from_a_capture_without_the_origin() {
         assert_eq!(wire.response_to("GET").await.status, 404, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_replay_sends_recorded_requests_again_and_says_what_failed() {
+    let origin = start_origin().await;
+    let port = origin.port();
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("recorded.flows");
+    let save = saved.to_str().unwrap().to_string();
+    let recorder = tokio::task::spawn_blocking(move || ChildProxy::start_with(&["--save", &save]))
+        .await
+        .unwrap();
+    let mut wire = Wire::connect(recorder.addr).await;
+    wire.send(format!(
+        "POST http://127.0.0.1:{port}/echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 5\r\n\r\nagain"
+    ))
+    .await;
+    assert_eq!(wire.response_to("POST").await.status, 200);
+    wait_for_flows(&saved, 1).await;
+    drop(wire);
+    drop(recorder);
+
+    let replayed = dir.path().join("replayed.har");
+    let replay = |save: Option<&Path>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mitm"));
+        command
+            .args(["--log", "none", "-q", "--ca-dir"])
+            .arg(dir.path().join("ca"));
+        if let Some(save) = save {
+            command.arg("--save").arg(save);
+        }
+        command.arg("replay").arg(&saved);
+        command.output()
+    };
+    let out = replay(Some(&replayed)).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        format!("200 POST http://127.0.0.1:{port}/echo (was 200)")
+    );
+    // The origin got it twice, body and all, and the replayed flow was saved.
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].body, b"again");
+    let again = mitm::capture::read(&replayed).unwrap();
+    assert_eq!(&again[0].response.as_ref().unwrap().body.data[..], b"again");
+
+    // With the origin gone, the replay says so and fails.
+    drop(origin);
+    let out = replay(None).await.unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("ERR POST"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 1 requests failed"));
+}

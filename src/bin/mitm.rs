@@ -205,6 +205,16 @@ enum Command {
         #[arg(long)]
         curl: bool,
     },
+    /// Send the requests of a capture file again, each to its origin through the
+    /// proxy's own upstream layer (so --upstream-ca, --insecure, upstream modes and
+    /// --save apply), printing the new status of each; exits non-zero if any failed.
+    Replay {
+        /// The capture file.
+        file: PathBuf,
+        /// Only the flows that match EXPR (mitmproxy's filter language).
+        #[arg(long, value_name = "EXPR")]
+        filter: Option<String>,
+    },
     /// Copy the flows of one capture file into a new one, converting between formats
     /// by the files' names (e.g. `mitm convert dump.flows dump.har`).
     Convert {
@@ -272,6 +282,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             filter,
         }) => return convert(input, output, filter.as_deref()),
+        Some(Command::Replay { file, filter }) => {
+            return replay(&cli, file, filter.as_deref()).await
+        }
         None => {}
     }
     let proxy = builder(&cli)?
@@ -318,6 +331,48 @@ fn read_capture(file: &std::path::Path, filter: Option<&str>, curl: bool) -> any
         out.push('\n');
     }
     emit(&out)
+}
+
+/// `mitm replay`: each recorded request sent again; fails if any could not be.
+async fn replay(cli: &Cli, file: &std::path::Path, filter: Option<&str>) -> anyhow::Result<()> {
+    let records = records(file, filter)?;
+    // The proxy's own setup (CA, upstream TLS, routes, hooks), listening nowhere useful.
+    let proxy = builder(cli)?
+        .host("127.0.0.1")
+        .port(0)
+        .bind()
+        .await
+        .context("cannot set up the proxy")?;
+    let mut failed = 0;
+    let mut out = String::new();
+    for record in &records {
+        let request = record.request.to_request();
+        let url = record.request.url();
+        let was = record
+            .response
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |r| r.status.to_string());
+        match proxy.send(request).await {
+            Ok(response) => out.push_str(&format!(
+                "{} {} {url} (was {was})\n",
+                response.status, record.request.method
+            )),
+            Err(e) => {
+                failed += 1;
+                out.push_str(&format!(
+                    "ERR {} {url}: {:#}\n",
+                    record.request.method,
+                    anyhow::Error::from(e)
+                ));
+            }
+        }
+    }
+    emit(&out)?;
+    drop(proxy);
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} requests failed", records.len());
+    }
+    Ok(())
 }
 
 /// `mitm convert`: every flow of `input` into the new file `output`.

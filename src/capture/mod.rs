@@ -116,6 +116,20 @@ impl RecordedRequest {
     }
 }
 
+impl RecordedRequest {
+    /// The request to send again: its method, target, path, header fields and body
+    /// (as much of it as was kept).
+    pub fn to_request(&self) -> Request {
+        let target = crate::core::Target::new(self.host.clone(), self.port, self.scheme == "https");
+        let mut request = Request::new_to(self.method.clone(), target, self.path.clone());
+        request.headers = self.headers.clone();
+        if !self.body.data.is_empty() {
+            request.body = Body::Full(self.body.data.clone());
+        }
+        request
+    }
+}
+
 /// A response, as recorded.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

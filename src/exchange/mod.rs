@@ -18,6 +18,7 @@
 //!   `200` or the error page (`connect`); the tunnel itself is `crate::tunnel`'s.
 
 mod client;
+pub(crate) mod direct;
 mod origin;
 pub(crate) mod serve_h1;
 pub(crate) mod serve_h2;
