@@ -576,6 +576,7 @@ mod tests {
         let mut headers = Headers::new();
         headers.append("Host", authority.to_owned());
         Record {
+            websocket: None,
             started_at: SystemTime::UNIX_EPOCH,
             client: None,
             server: None,

@@ -39,7 +39,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::tnetstring::{DecodeError, Decoder, Value};
-use super::{Record, RecordedBody, RecordedRequest, RecordedResponse, RecordedTimings, Sink};
+use super::{
+    Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings, Sink,
+};
 use crate::error::{Error, Result};
 use crate::http::message::Headers;
 
@@ -411,8 +413,72 @@ fn flow_state(record: &Record) -> Value {
         ("backup", Value::Null),
         ("request", request),
         ("response", response),
-        ("websocket", Value::Null),
+        ("websocket", websocket_state(record)),
     ])
+}
+
+/// The WebSocket state of a flow: its messages as `[opcode, from_client, content,
+/// timestamp, dropped, injected]`, as mitmproxy keeps them; null for other flows.
+fn websocket_state(record: &Record) -> Value {
+    let Some(messages) = &record.websocket else {
+        return Value::Null;
+    };
+    let messages = messages
+        .iter()
+        .map(|m| {
+            Value::List(vec![
+                Value::Int(if m.text { 1 } else { 2 }),
+                Value::Bool(m.from_client),
+                Value::Bytes(m.data.clone()),
+                Value::Float(seconds(m.at)),
+                Value::Bool(false),
+                Value::Bool(false),
+            ])
+        })
+        .collect();
+    dict(vec![
+        ("messages", Value::List(messages)),
+        ("closed_by_client", Value::Null),
+        ("close_code", Value::Null),
+        ("close_reason", Value::Null),
+        ("timestamp_end", Value::Null),
+    ])
+}
+
+/// The messages of a flow's WebSocket state, if it has one.
+fn messages_of(flow: &Value) -> std::result::Result<Option<Vec<RecordedMessage>>, Reason> {
+    let Some(ws) = optional(flow, "websocket") else {
+        return Ok(None);
+    };
+    let Some(Value::List(list)) = ws.get("messages") else {
+        return Err("`messages` is not a list".into());
+    };
+    let mut messages = Vec::with_capacity(list.len());
+    for m in list {
+        let Value::List(parts) = m else {
+            return Err(wrong("messages", "a list", m));
+        };
+        let (Some(Value::Int(opcode)), Some(Value::Bool(from_client)), Some(content), Some(at)) =
+            (parts.first(), parts.get(1), parts.get(2), parts.get(3))
+        else {
+            return Err("a message is not [opcode, from_client, content, timestamp, ...]".into());
+        };
+        let at = match at {
+            Value::Float(t) => *t,
+            Value::Int(t) => *t as f64,
+            _ => 0.0,
+        };
+        messages.push(RecordedMessage {
+            from_client: *from_client,
+            text: *opcode == 1,
+            data: Bytes::copy_from_slice(content.as_bytes().unwrap_or_default()),
+            at: Duration::try_from_secs_f64(at.max(0.0))
+                .ok()
+                .and_then(|d| UNIX_EPOCH.checked_add(d))
+                .unwrap_or(UNIX_EPOCH),
+        });
+    }
+    Ok(Some(messages))
 }
 
 // Reading.
@@ -594,6 +660,7 @@ fn record_of(flow: &Value) -> std::result::Result<Option<Record>, Reason> {
         response,
         timings,
         error,
+        websocket: in_context("websocket", messages_of(flow))?,
     }))
 }
 
@@ -635,6 +702,7 @@ mod tests {
         headers.append("X-Two", "1");
         headers.append("X-Two", "2");
         Record {
+            websocket: None,
             started_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
             client: Some("127.0.0.1:5000".parse().unwrap()),
             server: Some("[::1]:8080".parse().unwrap()),

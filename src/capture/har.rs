@@ -34,7 +34,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::{Record, RecordedBody, RecordedRequest, RecordedResponse, RecordedTimings, Sink};
+use super::{
+    Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings, Sink,
+};
 use crate::error::{Error, Result};
 use crate::http::message::Headers;
 
@@ -255,7 +257,68 @@ pub(crate) fn entry(record: &Record) -> Value {
         e.insert("_clientAddress".into(), client.to_string().into());
     }
     e.insert("_clientTls".into(), record.client_tls.into());
+    if let Some(messages) = &record.websocket {
+        e.insert("_resourceType".into(), "websocket".into());
+        e.insert("_webSocketMessages".into(), websocket_messages(messages));
+    }
     Value::Object(e)
+}
+
+/// WebSocket messages as Chrome's devtools save them: `type` (`send` from the client,
+/// `receive` from the server), `time` (seconds since the epoch), `opcode` (1 text, 2
+/// binary) and `data` (text, or base64 for binary).
+fn websocket_messages(messages: &[RecordedMessage]) -> Value {
+    let list = messages
+        .iter()
+        .map(|m| {
+            let time =
+                m.at.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+            let data = if m.text {
+                String::from_utf8_lossy(&m.data).into_owned()
+            } else {
+                base64::engine::general_purpose::STANDARD.encode(&m.data)
+            };
+            json!({
+                "type": if m.from_client { "send" } else { "receive" },
+                "time": time,
+                "opcode": if m.text { 1 } else { 2 },
+                "data": data,
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// The WebSocket messages of an entry (Chrome's `_webSocketMessages`), if it has them.
+fn messages_of(e: &Value) -> Option<Vec<RecordedMessage>> {
+    let list = e.get("_webSocketMessages")?.as_array()?;
+    let messages = list
+        .iter()
+        .map(|m| {
+            let text = m.get("opcode").and_then(Value::as_u64) != Some(2);
+            let data = m.get("data").and_then(Value::as_str).unwrap_or_default();
+            let data = if text {
+                Bytes::copy_from_slice(data.as_bytes())
+            } else {
+                base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .map(Bytes::from)
+                    .unwrap_or_default()
+            };
+            let time = m.get("time").and_then(Value::as_f64).unwrap_or(0.0);
+            RecordedMessage {
+                from_client: m.get("type").and_then(Value::as_str) == Some("send"),
+                text,
+                data,
+                at: Duration::try_from_secs_f64(time.max(0.0))
+                    .ok()
+                    .and_then(|d| std::time::UNIX_EPOCH.checked_add(d))
+                    .unwrap_or(std::time::UNIX_EPOCH),
+            }
+        })
+        .collect();
+    Some(messages)
 }
 
 fn request(r: &RecordedRequest) -> Value {
@@ -694,6 +757,7 @@ fn record_of(e: &Value) -> std::result::Result<Record, String> {
             .get("_clientTls")
             .and_then(Value::as_bool)
             .unwrap_or(request.scheme == "https"),
+        websocket: messages_of(e),
         request,
         response,
         timings,
@@ -803,6 +867,7 @@ mod tests {
         request_headers.append("Host", "a.localhost");
         request_headers.append("Cookie", "s=1; t=two");
         Record {
+            websocket: None,
             started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             client: Some("127.0.0.1:5000".parse().unwrap()),
             server: Some("127.0.0.1:8080".parse().unwrap()),

@@ -43,6 +43,7 @@ use bytes::Bytes;
 use crate::core::Connection;
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response};
 use crate::middleware::Middleware;
+use crate::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 
 mod filter;
 pub use filter::{Filter, FilterError, FilterErrorKind, MAX_FILTER_DEPTH, MAX_FILTER_LEN};
@@ -74,6 +75,24 @@ pub struct Record {
     pub timings: RecordedTimings,
     /// What went wrong, when the flow failed.
     pub error: Option<String>,
+    /// The messages of a WebSocket flow (a `101` to a WebSocket upgrade), in order;
+    /// `None` for other flows.
+    pub websocket: Option<Vec<RecordedMessage>>,
+}
+
+/// A WebSocket message, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordedMessage {
+    /// Sent by the client (else by the server).
+    pub from_client: bool,
+    /// A text message (else binary).
+    pub text: bool,
+    /// The payload, as the capture's hook saw it (middlewares before it may have changed
+    /// it), cut to the capture's body limit.
+    pub data: Bytes,
+    /// When the proxy passed it on.
+    pub at: SystemTime,
 }
 
 /// A request, as recorded.
@@ -210,8 +229,19 @@ impl Record {
                 .error
                 .as_ref()
                 .map(|e| crate::error::Report(e).to_string()),
+            websocket: is_websocket(flow).then(Vec::new),
         }
     }
+}
+
+/// Whether `flow` switched to WebSocket.
+fn is_websocket(flow: &HttpFlow) -> bool {
+    flow.response.as_ref().is_some_and(|r| r.status == 101)
+        && flow
+            .request
+            .headers
+            .get("upgrade")
+            .is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"))
 }
 
 fn recorded_request(r: &Request, size: u64, limit: usize) -> RecordedRequest {
@@ -468,16 +498,80 @@ impl Drop for Capture {
     }
 }
 
-#[async_trait]
-impl Middleware for Capture {
-    async fn flow_finished(&self, conn: &Connection, flow: &HttpFlow) {
-        let record = Record::from_flow(conn, flow, self.body_limit);
+/// WebSocket flows waiting for their connection to end, per capture (by address: a
+/// server may have several).
+#[derive(Default)]
+struct Sockets(std::collections::HashMap<usize, Record>);
+
+impl Capture {
+    /// This capture's key in a connection's [`Sockets`].
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// Queues `record` if the filter keeps it.
+    fn keep(&self, record: Record) {
         if self.filter.as_ref().is_none_or(|f| f.matches(&record)) {
             self.push(record);
         }
     }
+}
+
+#[async_trait]
+impl Middleware for Capture {
+    async fn flow_finished(&self, conn: &Connection, flow: &HttpFlow) {
+        let record = Record::from_flow(conn, flow, self.body_limit);
+        if record.websocket.is_some() {
+            // Its messages come after: it is kept when the connection ends.
+            let mut state = conn.state();
+            state
+                .get_or_default::<Sockets>()
+                .0
+                .insert(self.key(), record);
+            return;
+        }
+        self.keep(record);
+    }
+
+    async fn websocket_message(
+        &self,
+        conn: &Connection,
+        message: &mut WebSocketMessage,
+    ) -> MessageVerdict {
+        let mut state = conn.state();
+        let socket = state
+            .get_mut::<Sockets>()
+            .and_then(|s| s.0.get_mut(&self.key()))
+            .and_then(|r| r.websocket.as_mut());
+        if let Some(messages) = socket {
+            let kept = message.payload.len().min(self.body_limit);
+            messages.push(RecordedMessage {
+                from_client: message.direction == crate::core::Flow::ClientToServer,
+                text: message.kind == MessageKind::Text,
+                data: message.payload.slice(..kept),
+                at: SystemTime::now(),
+            });
+        }
+        MessageVerdict::Forward
+    }
+
+    async fn client_disconnected(&self, conn: &Connection) {
+        let record = conn
+            .state()
+            .get_mut::<Sockets>()
+            .and_then(|s| s.0.remove(&self.key()));
+        if let Some(record) = record {
+            self.keep(record);
+        }
+    }
 
     fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    /// WebSocket messages up to the body limit are seen whole (and kept); a larger one
+    /// closes its WebSocket with 1009, as for any message hook.
+    fn websocket_message_limit(&self) -> usize {
         self.body_limit
     }
 

@@ -1,0 +1,100 @@
+//! WebSocket flows in captures: their messages are kept, written in HAR (Chrome's
+//! `_webSocketMessages`) and in mitmproxy's flow files (which mitmproxy reads), and
+//! read back.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use mitm::capture::{flows::FlowWriter, har::HarWriter, Capture};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use common::*;
+
+#[tokio::test]
+async fn websocket_messages_are_saved_in_both_formats() {
+    let origin = start_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let har = dir.path().join("ws.har");
+    let flows = dir.path().join("ws.flows");
+    let capture = Arc::new(
+        Capture::builder()
+            .sink(Box::new(HarWriter::create(&har).unwrap()))
+            .sink(Box::new(FlowWriter::create(&flows).unwrap()))
+            .start(),
+    );
+    let proxy = start_proxy(|b| b.middleware(capture.clone())).await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let url = format!("ws://127.0.0.1:{}/chat", origin.port());
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+        .await
+        .expect("the WebSocket handshake failed");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    ws.send(Message::binary(vec![0u8, 255])).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 255])
+    );
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws);
+
+    // The flow is kept when its connection ends.
+    let deadline = Instant::now() + PATIENCE;
+    while capture.written() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the WebSocket flow was never written"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for path in [&har, &flows] {
+        let records = mitm::capture::read(path).unwrap();
+        assert_eq!(records.len(), 1, "{}", path.display());
+        let messages = records[0].websocket.as_ref().expect("a WebSocket flow");
+        let seen: Vec<(bool, bool, &[u8])> = messages
+            .iter()
+            .map(|m| (m.from_client, m.text, &m.data[..]))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (true, true, &b"hello"[..]),
+                (false, true, &b"hello"[..]),
+                (true, false, &[0u8, 255][..]),
+                (false, false, &[0u8, 255][..]),
+            ],
+            "{}",
+            path.display()
+        );
+    }
+
+    // mitmproxy reads the messages from our flow file.
+    let Some(python) = venv_tool("python") else {
+        require_tool(false, "mitmproxy (Python)", VENV_INSTALL);
+        return;
+    };
+    let script = "import sys\nfrom mitmproxy.io import FlowReader\n\
+                  f = next(FlowReader(open(sys.argv[1], 'rb')).stream())\n\
+                  print([(m.from_client, m.content) for m in f.websocket.messages])";
+    let out = tokio::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(&flows)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r"[(True, b'hello'), (False, b'hello'), (True, b'\x00\xff'), (False, b'\x00\xff')]"
+    );
+}
