@@ -374,15 +374,18 @@ struct Stats {
 
 /// The writer thread: records from `rx` to every sink, flushing whenever the queue is
 /// empty, until every sender is gone.
+/// `written` counts a flow once it is flushed: then it is in every sink's file.
 fn write_all(rx: Receiver<Record>, mut sinks: Vec<Box<dyn Sink>>, stats: &Stats) {
-    let mut pending = false;
+    // Flows written since the last flush.
+    let mut pending = 0;
     loop {
-        let record = if pending {
+        let record = if pending > 0 {
             match rx.try_recv() {
                 Ok(r) => r,
                 Err(std::sync::mpsc::TryRecvError::Empty) => {
                     flush(&mut sinks, stats);
-                    pending = false;
+                    stats.written.fetch_add(pending, Ordering::Relaxed);
+                    pending = 0;
                     continue;
                 }
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
@@ -399,10 +402,10 @@ fn write_all(rx: Receiver<Record>, mut sinks: Vec<Box<dyn Sink>>, stats: &Stats)
                 tracing::warn!(error = %e, "capture: a flow could not be saved");
             }
         }
-        stats.written.fetch_add(1, Ordering::Relaxed);
-        pending = true;
+        pending += 1;
     }
     flush(&mut sinks, stats);
+    stats.written.fetch_add(pending, Ordering::Relaxed);
 }
 
 fn flush(sinks: &mut [Box<dyn Sink>], stats: &Stats) {
@@ -445,7 +448,7 @@ impl Capture {
         }
     }
 
-    /// Flows written so far.
+    /// Flows written so far, and flushed: in every sink's file.
     pub fn written(&self) -> u64 {
         self.stats.written.load(Ordering::Relaxed)
     }
