@@ -91,11 +91,15 @@ pub(crate) trait Client: Send {
     }
 
     /// The client's stream after a `101 Switching Protocols`, with what it sent past
-    /// the request; `None` when this client cannot switch (HTTP/2).
-    fn upgraded(&mut self) -> Option<BoxIo>;
+    /// the request; `None` when this client cannot switch (HTTP/2). Default: `None`.
+    fn upgraded(&mut self) -> Option<BoxIo> {
+        None
+    }
 
-    /// Whether this client can switch protocols (HTTP/1 only).
-    fn can_upgrade(&self) -> bool;
+    /// Whether this client can switch protocols (HTTP/1 only). Default: false.
+    fn can_upgrade(&self) -> bool {
+        false
+    }
 
     /// A link to `target` for this exchange: from what the connection holds, or the
     /// server's pool, or a new connection; announced to the hooks as the connection's

@@ -9,7 +9,6 @@ use crate::core::{Connection, Target};
 use crate::error::{Error, Result};
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response};
 use crate::http::settings::Settings;
-use crate::io::BoxIo;
 use crate::route::Route;
 use crate::upstream::{Link, Want};
 
@@ -115,14 +114,6 @@ impl Client for Direct {
 
     async fn finish(&mut self, _trailers: Option<&Headers>) -> Result<()> {
         Ok(())
-    }
-
-    fn upgraded(&mut self) -> Option<BoxIo> {
-        None
-    }
-
-    fn can_upgrade(&self) -> bool {
-        false
     }
 
     async fn origin(

@@ -278,14 +278,6 @@ impl Client for Stream<'_, '_> {
         }
     }
 
-    fn upgraded(&mut self) -> Option<BoxIo> {
-        None
-    }
-
-    fn can_upgrade(&self) -> bool {
-        false
-    }
-
     async fn origin(
         &mut self,
         cx: &Context,
