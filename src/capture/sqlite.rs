@@ -430,7 +430,8 @@ fn version(conn: &Connection, path: &Path) -> Result<u32> {
 
 /// Every flow of the database at `path`, in the order they were saved (by id).
 ///
-/// The database is not changed; it may be one a capture is writing to.
+/// No flow in it is changed (SQLite may still recover or checkpoint its WAL); it may
+/// be one a capture is writing to.
 ///
 /// # Errors
 ///
