@@ -201,6 +201,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// The SQLite store failed: the database could not be opened, written or read.
+    #[error("capture store {}: {reason}", path.display())]
+    CaptureStore {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        reason: String,
+    },
+
     /// The client's first bytes matched none of the configured protocols.
     #[error("no protocol recognised the client's first bytes")]
     NoProtocol,

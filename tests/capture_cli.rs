@@ -48,10 +48,12 @@ async fn saved_flows_survive_a_sigkill_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("capture.flows");
     let har = dir.path().join("capture.har");
+    let db = dir.path().join("capture.sqlite");
     let save = saved.to_str().unwrap().to_string();
     let save_har = har.to_str().unwrap().to_string();
+    let save_db = db.to_str().unwrap().to_string();
     let mut proxy = tokio::task::spawn_blocking(move || {
-        ChildProxy::start_with(&["--save", &save, "--save", &save_har])
+        ChildProxy::start_with(&["--save", &save, "--save", &save_har, "--save", &save_db])
     })
     .await
     .unwrap();
@@ -68,6 +70,7 @@ async fn saved_flows_survive_a_sigkill_and_read_back() {
     // close it.
     wait_for_flows(&saved, 5).await;
     wait_for_flows(&har, 5).await;
+    wait_for_flows(&db, 5).await;
     proxy.child.kill().unwrap();
     proxy.child.wait().unwrap();
     let records = mitm::capture::read(&saved).unwrap();
@@ -81,6 +84,15 @@ async fn saved_flows_survive_a_sigkill_and_read_back() {
         rs.iter().map(|r| r.request.url()).collect()
     };
     assert_eq!(urls(&from_har), urls(&records));
+    // The SQLite store, its WAL never checkpointed by the killed writer, holds them all.
+    let from_db = mitm::capture::read(&db).unwrap();
+    assert_eq!(urls(&from_db), urls(&records));
+    let bodies = |rs: &[mitm::capture::Record]| -> Vec<Vec<u8>> {
+        rs.iter()
+            .map(|r| r.response.as_ref().unwrap().body.data.to_vec())
+            .collect()
+    };
+    assert_eq!(bodies(&from_db), bodies(&records));
 
     // `mitm convert`: mitmproxy's format to HAR, and the flows read back the same.
     let converted = dir.path().join("converted.har");

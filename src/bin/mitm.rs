@@ -32,8 +32,8 @@ struct Cli {
     modes: Vec<String>,
 
     /// Save every finished flow to FILE as it finishes, in the format its name says:
-    /// `.har` (HAR 1.2), anything else mitmproxy's flow format (`mitmdump -nr FILE`
-    /// reads it). Repeatable. FILE must not exist yet. Bodies up to --save-body-limit
+    /// `.har` (HAR 1.2), `.sqlite` or `.db` (an SQLite database), anything else
+    /// mitmproxy's flow format (`mitmdump -nr FILE` reads it). Repeatable. FILE must not exist yet. Bodies up to --save-body-limit
     /// are then held whole by the proxy before they go on.
     #[arg(long = "save", value_name = "FILE")]
     save: Vec<PathBuf>,

@@ -49,6 +49,7 @@ mod filter;
 pub use filter::{Filter, FilterError, FilterErrorKind, MAX_FILTER_DEPTH, MAX_FILTER_LEN};
 pub mod har;
 pub mod replay;
+pub mod sqlite;
 
 /// The default of [`CaptureBuilder::body_limit`]: 16 MiB per body.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -584,7 +585,7 @@ impl Middleware for Capture {
 }
 
 /// The format of a capture file, from its name: `.har` is HAR 1.2; `.sqlite` and `.db`
-/// are the SQLite store (not built yet); anything else is mitmproxy's flow format.
+/// are the SQLite store ([`sqlite`]); anything else is mitmproxy's flow format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Format {
@@ -618,7 +619,7 @@ pub fn create(path: impl AsRef<Path>) -> crate::Result<Box<dyn Sink>> {
     match Format::of(path) {
         Format::Har => Ok(Box::new(har::HarWriter::create(path)?)),
         Format::Flows => Ok(Box::new(flows::FlowWriter::create(path)?)),
-        Format::Sqlite => Err(not_yet(path)),
+        Format::Sqlite => Ok(Box::new(sqlite::SqliteStore::create(path)?)),
     }
 }
 
@@ -628,14 +629,7 @@ pub fn read(path: impl AsRef<Path>) -> crate::Result<Vec<Record>> {
     match Format::of(path) {
         Format::Har => har::read_har(path),
         Format::Flows => flows::read_flows(path),
-        Format::Sqlite => Err(not_yet(path)),
-    }
-}
-
-fn not_yet(path: &Path) -> crate::Error {
-    crate::Error::CaptureFormat {
-        path: path.to_path_buf(),
-        reason: "the SQLite store is not built yet; save as .har or .flows".into(),
+        Format::Sqlite => sqlite::read_sqlite(path),
     }
 }
 

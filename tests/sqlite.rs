@@ -1,0 +1,117 @@
+//! The SQLite store through a real proxy, its database then queried with the real
+//! `sqlite3` command-line tool.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mitm::capture::sqlite::{read_sqlite, SqliteStore};
+use mitm::capture::Capture;
+
+/// Runs `sqlite3 -separator | DB SQL`, returning its stdout; fails with its output if
+/// it fails.
+fn sqlite3(db: &Path, sql: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .args(["-batch", "-separator", "|"])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("cannot run sqlite3");
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_flows_are_rows_sqlite3_reads() {
+    if !require_tool(have("sqlite3"), "sqlite3", "apt-get install sqlite3") {
+        return;
+    }
+    let origin = start_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.sqlite");
+    let capture = Arc::new(
+        Capture::builder()
+            .sink(Box::new(SqliteStore::create(&path).unwrap()))
+            .start(),
+    );
+    let proxy = start_proxy({
+        let capture = capture.clone();
+        |b| b.middleware(capture)
+    })
+    .await;
+    let client = client_via(&proxy);
+    let base = format!("http://127.0.0.1:{}", origin.port());
+    let get = client.get(format!("{base}/one?x=1")).send().await.unwrap();
+    assert_eq!(get.status(), 200);
+    let post = client
+        .post(format!("{base}/echo"))
+        .body("posted body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.text().await.unwrap(), "posted body");
+    let missing = client
+        .get(format!("{base}/status/404"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let deadline = Instant::now() + PATIENCE;
+    while capture.written() < 3 {
+        assert!(Instant::now() < deadline, "3 flows never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Written is counted before the flush that commits: wait for the rows too.
+    while read_sqlite(&path).map_or(0, |r| r.len()) < 3 {
+        assert!(Instant::now() < deadline, "3 flows never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // While the capture still has the database open: sqlite3 reads what it committed.
+    let rows = sqlite3(
+        &path,
+        "SELECT method, host, path, status FROM flows ORDER BY id",
+    );
+    assert_eq!(
+        rows,
+        "GET|127.0.0.1|/one?x=1|200\n\
+         POST|127.0.0.1|/echo|200\n\
+         GET|127.0.0.1|/status/404|404\n"
+    );
+    assert_eq!(sqlite3(&path, "PRAGMA journal_mode").trim(), "wal");
+    assert_eq!(sqlite3(&path, "PRAGMA user_version").trim(), "1");
+    let posted = sqlite3(
+        &path,
+        "SELECT f.request_size, CAST(b.data AS TEXT) FROM flows f \
+         JOIN bodies b ON b.flow_id = f.id AND b.side = 'request'",
+    );
+    assert_eq!(posted, "11|posted body\n");
+    // The indexes a "last N flows of a host" query uses.
+    let plan = sqlite3(
+        &path,
+        "EXPLAIN QUERY PLAN SELECT id FROM flows WHERE host = 'x' \
+         ORDER BY started_at DESC LIMIT 10",
+    );
+    assert!(plan.contains("flows_host"), "{plan}");
+
+    capture.finish();
+    drop(proxy);
+    let records = mitm::capture::read(&path).unwrap();
+    assert_eq!(records.len(), 3);
+    let echo = &records[1];
+    assert_eq!(echo.request.url(), format!("{base}/echo"));
+    assert_eq!(&echo.request.body.data[..], b"posted body");
+    let response = echo.response.as_ref().unwrap();
+    assert_eq!(&response.body.data[..], b"posted body");
+    assert!(!response.body.truncated);
+    assert!(echo.timings.response_end.is_some());
+    assert_eq!(sqlite3(&path, "SELECT count(*) FROM flows").trim(), "3");
+}
