@@ -542,6 +542,8 @@ fn record_of(row: &Row<'_>) -> std::result::Result<Record, String> {
         client: addr(20)?,
         server: addr(21)?,
         client_tls: row.get(22).map_err(err)?,
+        // Not stored yet: the store keeps no WebSocket messages.
+        websocket: None,
         request: RecordedRequest {
             method: row.get(1).map_err(err)?,
             scheme: row.get(2).map_err(err)?,
@@ -643,6 +645,7 @@ mod tests {
         request_headers.append("X-Empty", "");
         request_headers.append("X-Bytes", Bytes::from_static(b"caf\xe9"));
         Record {
+            websocket: None,
             started_at: UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
             client: Some("127.0.0.1:5000".parse().unwrap()),
             server: Some("[::1]:8080".parse().unwrap()),
