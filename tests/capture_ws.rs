@@ -5,7 +5,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use mitm::capture::{flows::FlowWriter, har::HarWriter, Capture};
@@ -44,14 +43,9 @@ async fn websocket_messages_are_saved_in_both_formats() {
     drop(ws);
 
     // The flow is kept when its connection ends.
-    let deadline = Instant::now() + PATIENCE;
-    while capture.written() < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the WebSocket flow was never written"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    tokio::time::timeout(PATIENCE, capture.wait_written(1))
+        .await
+        .expect("the WebSocket flow was never written");
     for path in [&har, &flows] {
         let records = mitm::capture::read(path).unwrap();
         assert_eq!(records.len(), 1, "{}", path.display());

@@ -73,15 +73,6 @@ async fn send_requests(client: &reqwest::Client, plain: u16, tls: u16) -> Vec<Se
     sent
 }
 
-/// Polls `done` until it holds, failing after [`PATIENCE`].
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Runs `program` with `args`, returning its stdout; fails with its output if it fails.
 fn run(program: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new(program)
@@ -142,7 +133,9 @@ async fn mitmproxy_opens_the_flows_we_capture() {
     let down = format!("http://127.0.0.1:{}/down", refused_port());
     let failed = client.get(&down).send().await.unwrap().status().as_u16();
     // Five requests, and the CONNECT before the HTTPS one: a flow of its own.
-    wait_until("six flows written", || capture.written() >= 6).await;
+    tokio::time::timeout(PATIENCE, capture.wait_written(6))
+        .await
+        .expect("timed out waiting for six flows written");
     // Every queued flow written and flushed.
     assert_eq!(capture.finish(), (6, 0));
 

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use mitm::capture::har::{read_har, HarWriter};
@@ -17,14 +17,11 @@ use mitm::capture::Capture;
 
 /// Waits until the capture has written `n` flows.
 async fn written(capture: &Capture, n: u64) {
-    let deadline = Instant::now() + PATIENCE;
-    while capture.written() < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} flows were written",
-            capture.written()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    if tokio::time::timeout(PATIENCE, capture.wait_written(n))
+        .await
+        .is_err()
+    {
+        panic!("only {} of {n} flows were written", capture.written());
     }
 }
 

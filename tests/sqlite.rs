@@ -5,7 +5,6 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::*;
 use mitm::capture::sqlite::{read_sqlite, SqliteStore};
@@ -64,16 +63,15 @@ async fn captured_flows_are_rows_sqlite3_reads() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 
-    let deadline = Instant::now() + PATIENCE;
-    while capture.written() < 3 {
-        assert!(Instant::now() < deadline, "3 flows never written");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Written is counted before the flush that commits: wait for the rows too.
-    while read_sqlite(&path).map_or(0, |r| r.len()) < 3 {
-        assert!(Instant::now() < deadline, "3 flows never committed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Written counts a flow once flushed, which commits it.
+    tokio::time::timeout(PATIENCE, capture.wait_written(3))
+        .await
+        .expect("3 flows never written");
+    assert_eq!(
+        read_sqlite(&path).map_or(0, |r| r.len()),
+        3,
+        "3 flows never committed"
+    );
 
     // While the capture still has the database open: sqlite3 reads what it committed.
     let rows = sqlite3(

@@ -366,11 +366,32 @@ impl CaptureBuilder {
 }
 
 /// Counts of a capture's work.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stats {
     written: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
+    /// Told the new `written` count after each flush, for [`Capture::wait_written`].
+    flushed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            flushed: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl Stats {
+    /// Counts `n` more flows as written (flushed) and tells the waiters.
+    fn wrote(&self, n: u64) {
+        let total = self.written.fetch_add(n, Ordering::Relaxed) + n;
+        self.flushed.send_replace(total);
+    }
 }
 
 /// The writer thread: records from `rx` to every sink, flushing whenever the queue is
@@ -385,7 +406,7 @@ fn write_all(rx: Receiver<Record>, mut sinks: Vec<Box<dyn Sink>>, stats: &Stats)
                 Ok(r) => r,
                 Err(std::sync::mpsc::TryRecvError::Empty) => {
                     flush(&mut sinks, stats);
-                    stats.written.fetch_add(pending, Ordering::Relaxed);
+                    stats.wrote(pending);
                     pending = 0;
                     continue;
                 }
@@ -406,7 +427,7 @@ fn write_all(rx: Receiver<Record>, mut sinks: Vec<Box<dyn Sink>>, stats: &Stats)
         pending += 1;
     }
     flush(&mut sinks, stats);
-    stats.written.fetch_add(pending, Ordering::Relaxed);
+    stats.wrote(pending);
 }
 
 fn flush(sinks: &mut [Box<dyn Sink>], stats: &Stats) {
@@ -452,6 +473,13 @@ impl Capture {
     /// Flows written so far, and flushed: in every sink's file.
     pub fn written(&self) -> u64 {
         self.stats.written.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` flows are written (flushed into every sink).
+    pub async fn wait_written(&self, n: u64) {
+        let mut flushed = self.stats.flushed.subscribe();
+        // The sender lives as long as `self`: the wait cannot fail.
+        let _ = flushed.wait_for(|&written| written >= n).await;
     }
 
     /// Flows dropped because the writer fell behind.
