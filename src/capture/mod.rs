@@ -216,11 +216,24 @@ impl Record {
             client: conn.client.addr,
             server: conn.server.addr,
             client_tls: conn.tls,
-            request: recorded_request(request, flow.request_body_size, body_limit),
-            response: flow
-                .response
-                .as_ref()
-                .map(|r| recorded_response(r, flow.response_body_size, body_limit)),
+            request: recorded_request(
+                request,
+                recorded_body(
+                    &request.body,
+                    &flow.request_body_prefix,
+                    flow.request_body_size,
+                    body_limit,
+                ),
+            ),
+            response: flow.response.as_ref().map(|r| {
+                let body = recorded_body(
+                    &r.body,
+                    &flow.response_body_prefix,
+                    flow.response_body_size,
+                    body_limit,
+                );
+                recorded_response(r, body)
+            }),
             timings: RecordedTimings {
                 request_end: since(flow.timings.request_end),
                 response_first_byte: since(flow.timings.response_first_byte),
@@ -245,7 +258,7 @@ fn is_websocket(flow: &HttpFlow) -> bool {
             .is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"))
 }
 
-fn recorded_request(r: &Request, size: u64, limit: usize) -> RecordedRequest {
+fn recorded_request(r: &Request, body: RecordedBody) -> RecordedRequest {
     RecordedRequest {
         method: r.method.clone(),
         scheme: if r.target.tls { "https" } else { "http" }.into(),
@@ -254,23 +267,23 @@ fn recorded_request(r: &Request, size: u64, limit: usize) -> RecordedRequest {
         path: r.path.clone(),
         version: r.version.as_str().into(),
         headers: r.headers.clone(),
-        body: recorded_body(&r.body, size, limit),
+        body,
     }
 }
 
-fn recorded_response(r: &Response, size: u64, limit: usize) -> RecordedResponse {
+fn recorded_response(r: &Response, body: RecordedBody) -> RecordedResponse {
     RecordedResponse {
         status: r.status,
         reason: r.reason.clone(),
         version: r.version.as_str().into(),
         headers: r.headers.clone(),
-        body: recorded_body(&r.body, size, limit),
+        body,
     }
 }
 
-/// A body as the flow holds it: whole (cut to `limit`), or streamed past (none of it
-/// kept, `size` bytes).
-fn recorded_body(body: &Body, size: u64, limit: usize) -> RecordedBody {
+/// A body as the flow holds it: whole, or streamed past (`size` bytes, of which the
+/// proxy kept `prefix` for `flow_finished`); either cut to `limit`.
+fn recorded_body(body: &Body, prefix: &Bytes, size: u64, limit: usize) -> RecordedBody {
     match body {
         Body::Empty => RecordedBody::default(),
         Body::Full(data) => RecordedBody {
@@ -278,11 +291,14 @@ fn recorded_body(body: &Body, size: u64, limit: usize) -> RecordedBody {
             truncated: data.len() > limit,
             data: data.slice(..data.len().min(limit)),
         },
-        Body::Streaming => RecordedBody {
-            data: Bytes::new(),
-            size,
-            truncated: size > 0,
-        },
+        Body::Streaming => {
+            let data = prefix.slice(..prefix.len().min(limit));
+            RecordedBody {
+                size: size.max(data.len() as u64),
+                truncated: size > data.len() as u64,
+                data,
+            }
+        }
     }
 }
 
@@ -597,7 +613,9 @@ impl Middleware for Capture {
         }
     }
 
-    fn body_limit(&self) -> usize {
+    /// Bodies are not held back for the capture: they stream as they would without
+    /// it, and their first bytes (all of a body up to the limit) are kept as they pass.
+    fn streamed_body_prefix(&self) -> usize {
         self.body_limit
     }
 
@@ -721,22 +739,32 @@ mod tests {
 
     #[test]
     fn bodies_are_kept_up_to_the_limit_and_marked_when_cut() {
-        let whole = recorded_body(&Body::Full(Bytes::from_static(b"hello")), 5, 16);
+        let none = Bytes::new();
+        let whole = recorded_body(&Body::Full(Bytes::from_static(b"hello")), &none, 5, 16);
         assert_eq!(
             (&whole.data[..], whole.size, whole.truncated),
             (&b"hello"[..], 5, false)
         );
-        let cut = recorded_body(&Body::Full(Bytes::from_static(b"hello")), 5, 2);
+        let cut = recorded_body(&Body::Full(Bytes::from_static(b"hello")), &none, 5, 2);
         assert_eq!(
             (&cut.data[..], cut.size, cut.truncated),
             (&b"he"[..], 5, true)
         );
-        let streamed = recorded_body(&Body::Streaming, 1 << 30, 16);
+        let start = Bytes::from(vec![7u8; 32]);
+        let streamed = recorded_body(&Body::Streaming, &start, 1 << 30, 16);
         assert_eq!(
-            (streamed.data.len(), streamed.size, streamed.truncated),
-            (0, 1 << 30, true)
+            (&streamed.data[..], streamed.size, streamed.truncated),
+            (&[7u8; 16][..], 1 << 30, true)
         );
-        assert_eq!(recorded_body(&Body::Empty, 0, 16), RecordedBody::default());
+        let small = recorded_body(&Body::Streaming, &start.slice(..5), 5, 16);
+        assert_eq!(
+            (&small.data[..], small.size, small.truncated),
+            (&[7u8; 5][..], 5, false)
+        );
+        assert_eq!(
+            recorded_body(&Body::Empty, &none, 0, 16),
+            RecordedBody::default()
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 pub(crate) use self::client::{BodyOut, Client, Head};
 use self::origin::{H1Origin, H2Origin, Origin};
@@ -115,6 +115,75 @@ pub(crate) async fn connect<C: Client>(
     }
 }
 
+/// The first bytes of a body streaming past, kept for `flow_finished` up to the
+/// middlewares' `streamed_body_prefix` (a clone of the first piece when it is enough,
+/// else a copy).
+struct Prefix {
+    limit: usize,
+    kept: Kept,
+    len: usize,
+}
+
+enum Kept {
+    Nothing,
+    One(Bytes),
+    Joined(BytesMut),
+}
+
+impl Prefix {
+    fn new(limit: usize) -> Self {
+        Prefix {
+            limit,
+            kept: Kept::Nothing,
+            len: 0,
+        }
+    }
+
+    /// Whether a middleware wants more bytes than are kept.
+    fn wants_more(&self) -> bool {
+        self.len < self.limit
+    }
+
+    /// Keeps what fits of the next `piece`.
+    fn keep(&mut self, piece: &Bytes) {
+        let room = self.limit - self.len;
+        if room == 0 || piece.is_empty() {
+            return;
+        }
+        let piece = piece.slice(..room.min(piece.len()));
+        self.len += piece.len();
+        self.kept = match std::mem::replace(&mut self.kept, Kept::Nothing) {
+            Kept::Nothing => Kept::One(piece),
+            Kept::One(first) => {
+                let mut joined = BytesMut::with_capacity(first.len() + piece.len());
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&piece);
+                Kept::Joined(joined)
+            }
+            Kept::Joined(mut joined) => {
+                joined.extend_from_slice(&piece);
+                Kept::Joined(joined)
+            }
+        };
+    }
+
+    /// Forgets what was kept (the body is sent again from its start).
+    fn clear(&mut self) {
+        self.kept = Kept::Nothing;
+        self.len = 0;
+    }
+
+    /// What was kept.
+    fn take(&mut self) -> Bytes {
+        self.len = 0;
+        match std::mem::replace(&mut self.kept, Kept::Nothing) {
+            Kept::Nothing => Bytes::new(),
+            Kept::One(b) => b,
+            Kept::Joined(b) => b.freeze(),
+        }
+    }
+}
+
 /// A request body on its way to the origin.
 enum Outgoing {
     /// Held whole (or replaced, or empty): can be sent again.
@@ -153,6 +222,10 @@ struct Exchange<'a, C: Client> {
     pulled: bool,
     /// Whether `flow_finished` fired already (before a protocol switch's relay).
     reported: bool,
+    /// The first bytes of a request body streaming past, for `flow_finished`.
+    request_prefix: Prefix,
+    /// The same of a response body.
+    response_prefix: Prefix,
 }
 
 impl<'a, C: Client> Exchange<'a, C> {
@@ -165,6 +238,8 @@ impl<'a, C: Client> Exchange<'a, C> {
             limit: cx.chain.body_limit(),
             pulled: false,
             reported: false,
+            request_prefix: Prefix::new(cx.chain.streamed_body_prefix()),
+            response_prefix: Prefix::new(cx.chain.streamed_body_prefix()),
         }
     }
 
@@ -175,11 +250,15 @@ impl<'a, C: Client> Exchange<'a, C> {
             client,
             mut flow,
             reported,
+            mut request_prefix,
+            mut response_prefix,
             ..
         } = self;
         if reported {
             return result;
         }
+        flow.request_body_prefix = request_prefix.take();
+        flow.response_body_prefix = response_prefix.take();
         if flow.timings.response_end.is_none() {
             flow.timings.response_end = Some(Instant::now());
         }
@@ -365,7 +444,10 @@ impl<'a, C: Client> Exchange<'a, C> {
             }
             Outgoing::Stream(ahead) => {
                 let mut sent = 0u64;
+                // Sent again on a fresh connection: kept again from the start.
+                self.request_prefix.clear();
                 for piece in ahead.iter() {
+                    self.request_prefix.keep(piece);
                     o.send(piece).await.map_err(|e| stale(e, o))?;
                     sent += piece.len() as u64;
                 }
@@ -373,6 +455,7 @@ impl<'a, C: Client> Exchange<'a, C> {
                 #[cfg(target_os = "linux")]
                 if self.settings.zero_copy
                     && !self.client.data_hooks()
+                    && !self.request_prefix.wants_more()
                     && self.client.worth_splicing()
                 {
                     let written = o.written();
@@ -384,6 +467,7 @@ impl<'a, C: Client> Exchange<'a, C> {
                     }
                 }
                 while let Some(piece) = self.client.body().await? {
+                    self.request_prefix.keep(&piece);
                     o.send(&piece).await.map_err(|e| stale(e, o))?;
                     sent += piece.len() as u64;
                 }
@@ -435,6 +519,7 @@ impl<'a, C: Client> Exchange<'a, C> {
         let target = o.target().clone();
         let client = &mut *self.client;
         let pulled = &mut self.pulled;
+        let prefix = &mut self.request_prefix;
         let send = async {
             match outgoing {
                 Outgoing::Held(body) if !body.is_empty() => {
@@ -444,13 +529,16 @@ impl<'a, C: Client> Exchange<'a, C> {
                 Outgoing::Held(_) => Ok(0),
                 Outgoing::Stream(ahead) => {
                     let mut sent = 0u64;
+                    prefix.clear();
                     for piece in ahead.iter() {
                         sent += piece.len() as u64;
+                        prefix.keep(piece);
                         crate::http2::send_all(&mut tx, piece.clone(), false, server).await?;
                     }
                     *pulled = true;
                     while let Some(piece) = client.body().await? {
                         sent += piece.len() as u64;
+                        prefix.keep(&piece);
                         crate::http2::send_all(&mut tx, piece, false, server).await?;
                     }
                     match client.trailers() {
@@ -615,6 +703,7 @@ impl<'a, C: Client> Exchange<'a, C> {
             BodyOut::Stream(_) => {
                 for piece in ahead {
                     sent += piece.len() as u64;
+                    self.response_prefix.keep(&piece);
                     self.client.send(piece).await?;
                 }
                 self.flow.response_body_size = sent;
@@ -640,6 +729,16 @@ impl<'a, C: Client> Exchange<'a, C> {
     async fn stream_body(&mut self, origin: &mut Origin) -> Result<u64> {
         let base = self.flow.response_body_size;
         let mut sent = 0u64;
+        // Piece by piece while a middleware wants more of its first bytes.
+        while self.response_prefix.wants_more() {
+            let Some(piece) = self.origin_body(origin).await? else {
+                return Ok(sent);
+            };
+            sent += piece.len() as u64;
+            self.response_prefix.keep(&piece);
+            self.client.send(piece).await?;
+            self.flow.response_body_size = base + sent;
+        }
         #[cfg(target_os = "linux")]
         if self.settings.zero_copy && !self.client.data_hooks() {
             if let Origin::H1(o) = &mut *origin {
@@ -653,6 +752,7 @@ impl<'a, C: Client> Exchange<'a, C> {
         }
         while let Some(piece) = self.origin_body(origin).await? {
             sent += piece.len() as u64;
+            self.response_prefix.keep(&piece);
             self.client.send(piece).await?;
             self.flow.response_body_size = base + sent;
         }

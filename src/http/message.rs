@@ -467,6 +467,15 @@ pub struct HttpFlow {
     pub request_body_size: u64,
     /// Body bytes of the response passed on so far (all of them once finished).
     pub response_body_size: u64,
+    /// The first bytes of a request body that streamed past
+    /// ([`Body::Streaming`]), as sent to the origin, up to the largest
+    /// [`streamed_body_prefix`](crate::Middleware::streamed_body_prefix) of the
+    /// middlewares: complete in [`flow_finished`](crate::Middleware::flow_finished),
+    /// empty before, and for bodies held whole (those are in `request.body`).
+    pub request_body_prefix: Bytes,
+    /// As [`request_body_prefix`](Self::request_body_prefix), for the response body
+    /// as passed to the client.
+    pub response_body_prefix: Bytes,
     /// What went wrong, when the exchange failed: set before the `response` hook sees
     /// the error page the proxy made (so a proxy-made `502` can be told from an
     /// origin's), or before `flow_finished` when the exchange broke off midway (a
@@ -485,6 +494,8 @@ impl HttpFlow {
             timings: Timings::now(),
             request_body_size: 0,
             response_body_size: 0,
+            request_body_prefix: Bytes::new(),
+            response_body_prefix: Bytes::new(),
             error: None,
         }
     }

@@ -225,6 +225,17 @@ pub trait Middleware: Send + Sync + 'static {
         0
     }
 
+    /// How many first bytes of a body that streams past (one not held whole for the
+    /// hooks: see [`body_limit`](Self::body_limit)) this middleware wants to find in
+    /// [`HttpFlow::request_body_prefix`] and [`HttpFlow::response_body_prefix`] when
+    /// [`flow_finished`](Self::flow_finished) fires. The bytes are copied as they pass,
+    /// without holding the body back; the proxy keeps the largest prefix any middleware
+    /// asks for. A capture uses this to save the start of a body it cannot keep whole.
+    /// Default: 0 (none).
+    fn streamed_body_prefix(&self) -> usize {
+        0
+    }
+
     /// The largest WebSocket message, in bytes, this middleware wants to see whole in
     /// [`websocket_message`](Self::websocket_message). When every middleware says 0,
     /// WebSocket frames stream through untouched (compression may then be negotiated
@@ -381,6 +392,15 @@ impl Chain {
     /// The largest body any middleware wants to see whole.
     pub(crate) fn body_limit(&self) -> usize {
         self.0.iter().map(|m| m.body_limit()).max().unwrap_or(0)
+    }
+
+    /// The most first bytes of a streamed body any middleware wants kept.
+    pub(crate) fn streamed_body_prefix(&self) -> usize {
+        self.0
+            .iter()
+            .map(|m| m.streamed_body_prefix())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The largest WebSocket message any middleware wants to see (0: none).
