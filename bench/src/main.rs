@@ -50,6 +50,7 @@
 //! `--quick` shortens everything (0.5 s windows, 1 repeat, 100 hosts, 1000 idle
 //! connections, 16 MiB bulk) to check that the bench works, not to judge figures.
 
+mod capture;
 mod client;
 mod load;
 mod origin;
@@ -105,6 +106,12 @@ struct Cli {
     /// Run the proxy library in this process instead of the `mitm` binary.
     #[arg(long, conflicts_with = "proxy_bin")]
     in_process: bool,
+
+    /// Instead of the scenarios, measure saving flows: FLOWS requests of the `http-ka`
+    /// load through the `mitm` binary without `--save`, then saving to each format
+    /// (HAR, flow file, SQLite); `--repeat` runs each.
+    #[arg(long, value_name = "FLOWS", conflicts_with_all = ["only", "in_process", "json"])]
+    capture: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -137,7 +144,7 @@ async fn run(cli: Cli) -> Result<bool> {
     let plan = plan(&cli)?;
     let selected: Vec<Scenario> = Scenario::ALL
         .into_iter()
-        .filter(|s| cli.only.is_empty() || cli.only.contains(s))
+        .filter(|s| cli.capture.is_none() && (cli.only.is_empty() || cli.only.contains(s)))
         .collect();
     let machine = machine();
     if !cli.json {
@@ -149,6 +156,13 @@ async fn run(cli: Cli) -> Result<bool> {
         plan.idle = fit_idle_connections(plan.idle, cli.in_process || proxy_bin(&cli).is_none());
     }
     let mut bench = setup(&cli, plan, &selected, &work).await?;
+    if let Some(flows) = cli.capture {
+        if !(1..=100_000_000).contains(&flows) {
+            bail!("--capture takes a number of flows from 1 to 100000000");
+        }
+        let repeat = bench.plan.repeat;
+        return capture::run(&bench.launcher, &bench.origin, flows, repeat, &work.path).await;
+    }
     let mode = match &bench.launcher {
         Launcher::Child { bin, .. } => format!("child process {}", bin.display()),
         Launcher::InProcess { .. } => "in-process library (no `mitm` binary used)".into(),

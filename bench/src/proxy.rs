@@ -169,6 +169,20 @@ impl Launcher {
 
     /// Starts a proxy in `mode`; in-process, on `role`'s runtime.
     async fn launch(&self, mode: Mode, role: Role) -> Result<Proxy> {
+        self.launch_with(mode, role, Vec::new()).await
+    }
+
+    /// Starts a proxy under test in regular mode, a child given `args` beyond the
+    /// usual ones (`--save FILE`, say). Child processes only: the arguments are the
+    /// binary's.
+    pub async fn start_child_with(&self, args: Vec<String>) -> Result<Proxy> {
+        if !self.is_child() {
+            bail!("this measurement needs the `mitm` binary (run `cargo build --release`)");
+        }
+        self.launch_with(Mode::Regular, Role::UnderTest, args).await
+    }
+
+    async fn launch_with(&self, mode: Mode, role: Role, args: Vec<String>) -> Result<Proxy> {
         match self {
             Launcher::Child {
                 bin,
@@ -176,7 +190,7 @@ impl Launcher {
                 upstream_ca,
             } => {
                 let (bin, ca_dir, upstream_ca) = (bin.clone(), ca_dir.clone(), upstream_ca.clone());
-                let start = move || ChildProxy::start(&bin, &ca_dir, &upstream_ca, mode);
+                let start = move || ChildProxy::start(&bin, &ca_dir, &upstream_ca, mode, &args);
                 let child = tokio::task::spawn_blocking(start).await??;
                 Ok(Proxy::Child(child))
             }
@@ -307,11 +321,18 @@ struct StderrLog {
 }
 
 impl ChildProxy {
-    fn start(bin: &Path, ca_dir: &Path, upstream_ca: &Path, mode: Mode) -> Result<Self> {
+    fn start(
+        bin: &Path,
+        ca_dir: &Path,
+        upstream_ca: &Path,
+        mode: Mode,
+        args: &[String],
+    ) -> Result<Self> {
         let mut command = Command::new(bin);
         if let Some(mode) = mode.arg() {
             command.arg("--mode").arg(mode);
         }
+        command.args(args);
         let mut child = command
             .args(["--host", "127.0.0.1", "--port", "0", "--log", "none", "-q"])
             .arg("--ca-dir")
@@ -386,6 +407,30 @@ impl ChildProxy {
             ));
         }
         lines
+    }
+
+    /// Asks the child to stop (SIGTERM, as Ctrl-C would) and waits until it has
+    /// exited: how long that took, or an error when it had not after `patience` (it
+    /// is then killed).
+    pub fn terminate(mut self, patience: Duration) -> Result<Duration> {
+        let began = std::time::Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .context("cannot run kill")?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed", self.pid);
+        }
+        loop {
+            if self.child.try_wait()?.is_some() {
+                return Ok(began.elapsed());
+            }
+            if began.elapsed() > patience {
+                self.kill();
+                bail!("the proxy had not exited {patience:?} after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn stop(mut self) -> Vec<String> {

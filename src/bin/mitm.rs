@@ -287,16 +287,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => {}
     }
-    let proxy = builder(&cli)?
-        .bind()
-        .await
-        .context("cannot start the proxy")?;
+    let (builder, capture) = builder(&cli)?;
+    let proxy = builder.bind().await.context("cannot start the proxy")?;
     // Listen for signals before saying we are up, so a signal sent as soon as the
     // banner appears is never missed.
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
     print_banner(&proxy)?;
     proxy.run_until(stop).await?;
+    finish_capture(capture.as_deref(), &cli.save);
     Ok(())
+}
+
+/// Writes what the capture still has queued, and says what was saved.
+fn finish_capture(capture: Option<&mitm::capture::Capture>, files: &[PathBuf]) {
+    let Some(capture) = capture else { return };
+    let (written, dropped) = capture.finish();
+    let failed = capture.failed();
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    if dropped > 0 || failed > 0 {
+        tracing::warn!(
+            written,
+            dropped,
+            failed,
+            "saved {written} flows to {}; {dropped} were dropped (the writer fell behind) and \
+             {failed} writes failed",
+            files.join(", ")
+        );
+    } else {
+        tracing::info!("saved {written} flows to {}", files.join(", "));
+    }
 }
 
 /// The flows of the capture `file` that match `filter` (all without one).
@@ -337,7 +356,8 @@ fn read_capture(file: &std::path::Path, filter: Option<&str>, curl: bool) -> any
 async fn replay(cli: &Cli, file: &std::path::Path, filter: Option<&str>) -> anyhow::Result<()> {
     let records = records(file, filter)?;
     // The proxy's own setup (CA, upstream TLS, routes, hooks), listening nowhere useful.
-    let proxy = builder(cli)?
+    let (builder, capture) = builder(cli)?;
+    let proxy = builder
         .host("127.0.0.1")
         .port(0)
         .bind()
@@ -369,6 +389,7 @@ async fn replay(cli: &Cli, file: &std::path::Path, filter: Option<&str>) -> anyh
     }
     emit(&out)?;
     drop(proxy);
+    finish_capture(capture.as_deref(), &cli.save);
     if failed > 0 {
         anyhow::bail!("{failed} of {} requests failed", records.len());
     }
@@ -447,7 +468,8 @@ fn ca_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
 }
 
 /// The validated configuration: every flag maps to one builder call.
-fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
+/// The proxy the command line describes, and its capture when flows are saved.
+fn builder(cli: &Cli) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::Capture>>)> {
     let mut b = Mitm::builder().host(cli.host.clone()).port(cli.port);
     if let Some(dir) = &cli.ca_dir {
         b = b.ca_dir(dir);
@@ -514,6 +536,7 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
         LogChoice::Log => vec![Arc::new(Log)],
         LogChoice::Http => vec![Arc::new(HttpLog::default())],
     };
+    let mut saving = None;
     if !cli.server_replay.is_empty() {
         let mut recorded = Vec::new();
         for path in &cli.server_replay {
@@ -540,15 +563,19 @@ fn builder(cli: &Cli) -> anyhow::Result<MitmBuilder> {
                 .with_context(|| format!("--save {}", path.display()))?;
             capture = capture.sink(sink);
         }
-        middlewares.push(Arc::new(capture.start()));
+        let capture = Arc::new(capture.start());
+        saving = Some(capture.clone());
+        middlewares.push(capture);
     }
     if !cli.ignore_hosts.is_empty() {
         let ignore = IgnoreHosts::new(&cli.ignore_hosts)
             .map_err(|e| anyhow::anyhow!("--ignore-hosts: {e}"))?;
         middlewares.push(Arc::new(ignore));
     }
-    Ok(b.middlewares(middlewares)
-        .dangerous_accept_invalid_upstream_certs(cli.insecure))
+    let b = b
+        .middlewares(middlewares)
+        .dangerous_accept_invalid_upstream_certs(cli.insecure);
+    Ok((b, saving))
 }
 
 /// A duration from a flag's seconds, refusing what is not a finite, non-negative number.

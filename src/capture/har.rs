@@ -28,7 +28,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -68,6 +68,8 @@ pub struct HarWriter {
     entries: u64,
     /// Written since the last `sync_data`.
     dirty: bool,
+    /// When the file was last synced to disk.
+    synced: Instant,
 }
 
 impl HarWriter {
@@ -99,6 +101,7 @@ impl HarWriter {
             tail_at: head.len() as u64,
             entries: 0,
             dirty: true,
+            synced: Instant::now(),
         })
     }
 
@@ -141,6 +144,7 @@ impl HarWriter {
             tail_at: body.len() as u64,
             entries,
             dirty: false,
+            synced: Instant::now(),
         })
     }
 
@@ -186,14 +190,39 @@ impl Sink for HarWriter {
         Ok(())
     }
 
+    /// Every entry is in the file as soon as it is written (a crash of the proxy loses
+    /// nothing written); this also asks the system to put it on the disk (against a
+    /// crash of the machine), at most once per [`SYNC_EVERY`]: a sync costs
+    /// milliseconds, and a busy writer flushes thousands of times a second.
     fn flush(&mut self) -> io::Result<()> {
-        if self.dirty {
-            self.file.sync_data()?;
-            self.dirty = false;
+        if self.dirty && self.synced.elapsed() >= SYNC_EVERY {
+            self.sync()?;
         }
         Ok(())
     }
 }
+
+impl HarWriter {
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        self.dirty = false;
+        self.synced = Instant::now();
+        Ok(())
+    }
+}
+
+impl Drop for HarWriter {
+    fn drop(&mut self) {
+        if self.dirty {
+            if let Err(e) = self.sync() {
+                tracing::warn!(error = %e, path = %self.path.display(), "capture: the HAR file could not be synced to disk");
+            }
+        }
+    }
+}
+
+/// How often a HAR file being written is synced to disk, at most.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// The first line of a file: the document up to the entries array.
 fn head() -> String {

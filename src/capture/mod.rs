@@ -286,13 +286,15 @@ fn recorded_response(r: &Response, body: RecordedBody) -> RecordedResponse {
 fn recorded_body(body: &Body, prefix: &Bytes, size: u64, limit: usize) -> RecordedBody {
     match body {
         Body::Empty => RecordedBody::default(),
+        // Copied: the bytes may share a larger buffer (a connection's read buffer),
+        // which a queued record would otherwise keep alive.
         Body::Full(data) => RecordedBody {
             size: size.max(data.len() as u64),
             truncated: data.len() > limit,
-            data: data.slice(..data.len().min(limit)),
+            data: Bytes::copy_from_slice(&data[..data.len().min(limit)]),
         },
         Body::Streaming => {
-            let data = prefix.slice(..prefix.len().min(limit));
+            let data = Bytes::copy_from_slice(&prefix[..prefix.len().min(limit)]);
             RecordedBody {
                 size: size.max(data.len() as u64),
                 truncated: size > data.len() as u64,
@@ -410,29 +412,38 @@ impl Stats {
     }
 }
 
-/// The writer thread: records from `rx` to every sink, flushing whenever the queue is
-/// empty, until every sender is gone.
+/// How long a written flow may wait for its sinks' flush (an SQLite commit, a
+/// buffered file's write): flows are flushed together, at most this long after the
+/// first of them was written, and once the writer stops. One flush per flow would cost
+/// more than the flows themselves under load (a commit rewrites the pages it touched).
+pub const FLUSH_AFTER: Duration = Duration::from_millis(50);
+
+/// The writer thread: records from `rx` to every sink, flushing at most
+/// [`FLUSH_AFTER`] after a flow was written, until every sender is gone.
 /// `written` counts a flow once it is flushed: then it is in every sink's file.
 fn write_all(rx: Receiver<Record>, mut sinks: Vec<Box<dyn Sink>>, stats: &Stats) {
-    // Flows written since the last flush.
+    use std::sync::mpsc::RecvTimeoutError;
+    // Flows written since the last flush, and when they must be flushed.
     let mut pending = 0;
+    let mut due: Option<std::time::Instant> = None;
     loop {
-        let record = if pending > 0 {
-            match rx.try_recv() {
-                Ok(r) => r,
-                Err(std::sync::mpsc::TryRecvError::Empty) => {
-                    flush(&mut sinks, stats);
-                    stats.wrote(pending);
-                    pending = 0;
-                    continue;
+        let record = match due {
+            Some(at) => {
+                match rx.recv_timeout(at.saturating_duration_since(std::time::Instant::now())) {
+                    Ok(r) => r,
+                    Err(RecvTimeoutError::Timeout) => {
+                        flush(&mut sinks, stats);
+                        stats.wrote(std::mem::take(&mut pending));
+                        due = None;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
             }
-        } else {
-            match rx.recv() {
+            None => match rx.recv() {
                 Ok(r) => r,
                 Err(_) => break,
-            }
+            },
         };
         for sink in &mut sinks {
             if let Err(e) = sink.write(&record) {
@@ -441,6 +452,17 @@ fn write_all(rx: Receiver<Record>, mut sinks: Vec<Box<dyn Sink>>, stats: &Stats)
             }
         }
         pending += 1;
+        let now = std::time::Instant::now();
+        match due {
+            // Busy: the queue may never be empty; flush on time anyway.
+            Some(at) if now >= at => {
+                flush(&mut sinks, stats);
+                stats.wrote(std::mem::take(&mut pending));
+                due = None;
+            }
+            Some(_) => {}
+            None => due = Some(now + FLUSH_AFTER),
+        }
     }
     flush(&mut sinks, stats);
     stats.wrote(pending);
@@ -496,6 +518,11 @@ impl Capture {
         let mut flushed = self.stats.flushed.subscribe();
         // The sender lives as long as `self`: the wait cannot fail.
         let _ = flushed.wait_for(|&written| written >= n).await;
+    }
+
+    /// Writes that failed (a flow that could not be saved, or a flush), each logged.
+    pub fn failed(&self) -> u64 {
+        self.stats.failed.load(Ordering::Relaxed)
     }
 
     /// Flows dropped because the writer fell behind.
