@@ -10,17 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-fn find_chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
 /// A fresh NSS database in `home` (where Chromium on Linux looks) trusting `ca_pem`.
 fn trust_in_nss(home: &Path, ca_pem: &Path) -> bool {
     let db = home.join(".pki/nssdb");

@@ -1,7 +1,8 @@
 //! HAR capture through a real proxy: the file is a whole HAR document after every flow,
 //! valid against a HAR 1.2 JSON Schema (Python's `jsonschema`), read by a second reader
-//! (Python's `json`, with checks of its own), and read back into the same flows; and a
-//! process capturing flows killed with `SIGKILL` leaves every flow it had written.
+//! (Python's `json`, with checks of its own) and by Chromium's own DevTools HAR importer,
+//! and read back into the same flows; and a process capturing flows killed with
+//! `SIGKILL` leaves every flow it had written.
 
 mod common;
 
@@ -313,6 +314,129 @@ async fn flows_through_the_proxy_make_a_valid_har_after_each_one() {
     assert_eq!(&body(3)[..], form.as_bytes());
     assert!(records[5].error.is_some());
     assert!(records[..5].iter().all(|r| r.error.is_none()));
+}
+
+/// Chromium's own DevTools HAR importer (what "Import HAR file" in the Network panel
+/// runs), loaded headless from the browser's bundled DevTools, reads our file: every
+/// request with its URL, method, status, decoded content and body, and a WebSocket's
+/// messages as frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_devtools_imports_our_har() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let chromium = find_chromium();
+    if !require_tool(chromium.is_some(), "Chromium", "apt-get install chromium") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("devtools.har");
+    let origin = start_origin().await;
+    let capture = Arc::new(
+        Capture::builder()
+            .sink(Box::new(HarWriter::create(&path).unwrap()))
+            .start(),
+    );
+    let proxy = start_proxy({
+        let capture = capture.clone();
+        |b| b.middleware(capture)
+    })
+    .await;
+    let client = client_via(&proxy);
+    let base = format!("http://127.0.0.1:{}", origin.port());
+    let form = "name=a+b&x=%2F";
+    for path in ["/page?q=1", "/gzip", "/status/404"] {
+        client.get(format!("{base}{path}")).send().await.unwrap();
+    }
+    client
+        .post(format!("{base}/echo"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let ws_url = format!("ws://127.0.0.1:{}/chat", origin.port());
+    let (mut ws, _) = tokio_tungstenite::client_async(ws_url.as_str(), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::text("ping from the client"))
+        .await
+        .unwrap();
+    ws.next().await.unwrap().unwrap();
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws);
+    written(&capture, 5).await;
+
+    let out = tokio::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/devtools_har.py"
+        ))
+        .arg(chromium.unwrap())
+        .arg(&path)
+        .output();
+    let out = tokio::time::timeout(PATIENCE * 4, out)
+        .await
+        .expect("the DevTools import did not finish")
+        .expect("cannot run python3");
+    assert!(
+        out.status.success(),
+        "Chromium's DevTools did not import the HAR: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let imported: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let seen: Vec<(String, String, u64)> = imported
+        .iter()
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap().to_string(),
+                r["url"].as_str().unwrap().to_string(),
+                r["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = |m: &str, p: &str, s: u64| (m.to_string(), format!("{base}{p}"), s);
+    assert_eq!(
+        seen,
+        [
+            want("GET", "/page?q=1", 200),
+            want("GET", "/gzip", 200),
+            want("GET", "/status/404", 404),
+            want("POST", "/echo", 200),
+            (
+                "GET".into(),
+                format!("ws://127.0.0.1:{}/chat", origin.port()),
+                101
+            ),
+        ]
+        .to_vec(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(imported[0]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("hello from origin: GET"));
+    assert_eq!(imported[1]["content"], GZIP_TEXT, "decoded, as saved");
+    assert_eq!(imported[3]["requestBody"], form);
+    assert_eq!(imported[3]["content"], form);
+    let frames: Vec<(&str, &str)> = imported[4]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["type"].as_str().unwrap(), f["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        frames,
+        [
+            ("send", "ping from the client"),
+            ("receive", "ping from the client")
+        ],
+        "{}",
+        imported[4]
+    );
 }
 
 /// The file the child of [`a_capture_killed_mid_flow_keeps_every_flow_written_before`]

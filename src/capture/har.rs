@@ -258,7 +258,10 @@ pub(crate) fn entry(record: &Record) -> Value {
     let mut e = Map::new();
     e.insert("startedDateTime".into(), rfc3339(record.started_at).into());
     e.insert("time".into(), (send + wait + receive).into());
-    e.insert("request".into(), request(&record.request));
+    e.insert(
+        "request".into(),
+        request(&record.request, record.websocket.is_some()),
+    );
     let mut response = match &record.response {
         Some(r) => response(r),
         None => no_response(),
@@ -350,10 +353,16 @@ fn messages_of(e: &Value) -> Option<Vec<RecordedMessage>> {
     Some(messages)
 }
 
-fn request(r: &RecordedRequest) -> Value {
+/// The request of an entry; a WebSocket's URL is `ws://` or `wss://`, as browsers
+/// write it.
+fn request(r: &RecordedRequest, websocket: bool) -> Value {
+    let mut url = r.url();
+    if websocket {
+        url.replace_range(..4, "ws");
+    }
     let mut v = json!({
         "method": r.method,
-        "url": r.url(),
+        "url": url,
         "httpVersion": r.version,
         "cookies": request_cookies(&r.headers),
         "headers": headers(&r.headers),
@@ -702,7 +711,11 @@ fn repair(text: &[u8]) -> Option<Value> {
 fn record_of(e: &Value) -> std::result::Result<Record, String> {
     let str_of = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
     let req = e.get("request").ok_or("no request")?;
-    let url = str_of(req, "url").ok_or("no request URL")?;
+    let mut url = str_of(req, "url").ok_or("no request URL")?;
+    // A WebSocket's handshake, as browsers write it: recorded as the HTTP request.
+    if url.starts_with("ws://") || url.starts_with("wss://") {
+        url.replace_range(..2, "http");
+    }
     let (target, path) = crate::http::target::split_absolute(&url)
         .flatten()
         .ok_or_else(|| format!("not an http(s) URL: {url:?}"))?;

@@ -1090,3 +1090,15 @@ pub fn venv_tool(name: &str) -> Option<PathBuf> {
 /// How to make the test virtual environment, for [`require_tool`]'s message.
 #[allow(dead_code)]
 pub const VENV_INSTALL: &str = "run scripts/test-venv.sh, or set MITM_TEST_VENV";
+
+/// The Chromium on this machine, by the names Debian and others give it.
+pub fn find_chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            std::process::Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
