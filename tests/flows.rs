@@ -15,12 +15,24 @@ use mitm::capture::flows::{read_flows, FlowWriter};
 use mitm::capture::Capture;
 use mitm::Middleware;
 
-/// mitmdump and the venv's python, or `None` (the test skips) when the venv is missing
-/// and `MITM_REQUIRE_TOOLS` is unset.
-fn mitmproxy() -> Option<(PathBuf, PathBuf)> {
-    let dump = venv_tool("mitmdump");
-    let python = venv_tool("python");
-    if !require_tool(dump.is_some() && python.is_some(), "mitmdump", VENV_INSTALL) {
+/// The mitmproxy releases the tests run: the pinned 11 of the test venv, and 10 in the
+/// venv inside it.
+#[derive(Clone, Copy, Debug)]
+enum Release {
+    Ten,
+    Eleven,
+}
+
+/// mitmdump and the venv's python of `release`, or `None` (the test skips) when the
+/// venv is missing and `MITM_REQUIRE_TOOLS` is unset.
+fn mitmproxy(release: Release) -> Option<(PathBuf, PathBuf)> {
+    let tool = match release {
+        Release::Ten => venv10_tool,
+        Release::Eleven => venv_tool,
+    };
+    let (dump, python) = (tool("mitmdump"), tool("python"));
+    let what = format!("mitmdump ({release:?})");
+    if !require_tool(dump.is_some() && python.is_some(), &what, VENV_INSTALL) {
         return None;
     }
     Some((dump?, python?))
@@ -112,8 +124,17 @@ fn hex(data: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn mitmproxy_opens_the_flows_we_capture() {
-    let Some((mitmdump, python)) = mitmproxy() else {
+async fn mitmproxy_11_opens_the_flows_we_capture() {
+    opens_the_flows_we_capture(Release::Eleven).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mitmproxy_10_opens_the_flows_we_capture() {
+    opens_the_flows_we_capture(Release::Ten).await;
+}
+
+async fn opens_the_flows_we_capture(release: Release) {
+    let Some((mitmdump, python)) = mitmproxy(release) else {
         return;
     };
     let origin = start_origin().await;
@@ -261,8 +282,17 @@ impl Mitmdump {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn reads_what_mitmdump_wrote() {
-    let Some((mitmdump, _)) = mitmproxy() else {
+async fn reads_what_mitmdump_11_wrote() {
+    reads_what_mitmdump_wrote(Release::Eleven).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_what_mitmdump_10_wrote() {
+    reads_what_mitmdump_wrote(Release::Ten).await;
+}
+
+async fn reads_what_mitmdump_wrote(release: Release) {
+    let Some((mitmdump, _)) = mitmproxy(release) else {
         return;
     };
     let origin = start_origin().await;

@@ -4,8 +4,9 @@
 //! its `version` field.
 //!
 //! [`FlowWriter`] is a [`Sink`] that writes each [`Record`] as an HTTP flow in format
-//! version [`FLOW_FORMAT_VERSION`] (mitmproxy 11's, so mitmproxy 11 opens it as it is
-//! and later versions upgrade it). [`FlowReader`] reads the HTTP flows of files that
+//! version [`FLOW_FORMAT_VERSION`] (mitmproxy 10's: mitmproxy 10 opens it as it is,
+//! and mitmproxy 11 and later upgrade it as they open it, as they do their own older
+//! files). [`FlowReader`] reads the HTTP flows of files that
 //! mitmproxy 10 and 11 wrote (versions [`READ_VERSIONS`]) back into records, skipping
 //! (and counting) flows of other kinds (TCP, UDP, DNS).
 //!
@@ -45,8 +46,11 @@ use super::{
 use crate::error::{Error, Result};
 use crate::http::message::Headers;
 
-/// The flow format version [`FlowWriter`] writes: mitmproxy 11's.
-pub const FLOW_FORMAT_VERSION: i64 = 21;
+/// The flow format version [`FlowWriter`] writes: mitmproxy 10's, the newest that
+/// both mitmproxy 10 and 11 open (mitmproxy 10 refuses a newer file; 21 differs from
+/// 20 only in how a QUIC connection's TLS version is named, which HTTP flows over TCP
+/// never have).
+pub const FLOW_FORMAT_VERSION: i64 = 20;
 /// The flow format versions [`FlowReader`] reads: 20 (mitmproxy 10) and 21 (mitmproxy
 /// 11), and 19, which differs from 20 only in a field this crate does not read.
 pub const READ_VERSIONS: RangeInclusive<i64> = 19..=21;

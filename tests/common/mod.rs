@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -1075,6 +1075,18 @@ pub fn require_tool(present: bool, what: &str, install: &str) -> bool {
 /// not there; pass that to [`require_tool`], which says how to make it.
 #[allow(dead_code)] // used by the capture tests
 pub fn venv_tool(name: &str) -> Option<PathBuf> {
+    venv_path(&Path::new("bin").join(name))
+}
+
+/// A program of the mitmproxy 10 virtual environment `scripts/test-venv.sh` makes
+/// inside the first (`mitmproxy10/bin/NAME`), if it is there.
+#[allow(dead_code)]
+pub fn venv10_tool(name: &str) -> Option<PathBuf> {
+    venv_path(&Path::new("mitmproxy10/bin").join(name))
+}
+
+#[allow(dead_code)]
+fn venv_path(inside: &Path) -> Option<PathBuf> {
     let venv = std::env::var_os("MITM_TEST_VENV")
         .map(PathBuf::from)
         .or_else(|| {
@@ -1083,7 +1095,7 @@ pub fn venv_tool(name: &str) -> Option<PathBuf> {
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
             Some(target.join("ci-venv"))
         })?;
-    let tool = venv.join("bin").join(name);
+    let tool = venv.join(inside);
     tool.exists().then_some(tool)
 }
 
@@ -1092,6 +1104,7 @@ pub fn venv_tool(name: &str) -> Option<PathBuf> {
 pub const VENV_INSTALL: &str = "run scripts/test-venv.sh, or set MITM_TEST_VENV";
 
 /// The Chromium on this machine, by the names Debian and others give it.
+#[allow(dead_code)]
 pub fn find_chromium() -> Option<&'static str> {
     ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
