@@ -100,85 +100,55 @@ impl Value {
         }
     }
 
-    /// Writes this value, encoded, to `out`.
+    /// Writes this value, encoded, to `out` (in one write).
     pub fn encode(&self, out: &mut impl Write) -> io::Result<()> {
-        write!(out, "{}:", self.payload_len())?;
+        let mut buf = Vec::with_capacity(1024);
+        self.encode_into(&mut buf);
+        out.write_all(&buf)
+    }
+
+    /// Appends this value, encoded, to `buf`. A container's items go first, then its
+    /// length is put in front of them: each byte moves once per level it is nested in
+    /// (flows nest a handful deep), and nothing is formatted twice.
+    fn encode_into(&self, buf: &mut Vec<u8>) {
+        // Writing to a Vec cannot fail.
+        let put = |buf: &mut Vec<u8>, payload: &[u8], tag: u8| {
+            let _ = write!(buf, "{}:", payload.len());
+            buf.extend_from_slice(payload);
+            buf.push(tag);
+        };
         match self {
-            Value::Bytes(b) => {
-                out.write_all(b)?;
-                out.write_all(b",")
-            }
-            Value::Str(s) => {
-                out.write_all(s.as_bytes())?;
-                out.write_all(b";")
-            }
-            Value::Int(i) => write!(out, "{i}#"),
-            Value::Float(f) => write!(out, "{}^", float_text(*f)),
-            Value::Bool(b) => write!(out, "{b}!"),
-            Value::Null => out.write_all(b"~"),
+            Value::Bytes(b) => put(buf, b, b','),
+            Value::Str(s) => put(buf, s.as_bytes(), b';'),
+            Value::Int(i) => put(buf, i.to_string().as_bytes(), b'#'),
+            Value::Float(f) => put(buf, format!("{f:?}").as_bytes(), b'^'),
+            Value::Bool(b) => put(buf, if *b { b"true" } else { b"false" }, b'!'),
+            Value::Null => buf.extend_from_slice(b"0:~"),
             Value::List(items) => {
+                let start = buf.len();
                 for item in items {
-                    item.encode(out)?;
+                    item.encode_into(buf);
                 }
-                out.write_all(b"]")
+                prefix_length(buf, start);
+                buf.push(b']');
             }
             Value::Dict(entries) => {
+                let start = buf.len();
                 for (k, v) in entries {
-                    k.encode(out)?;
-                    v.encode(out)?;
+                    k.encode_into(buf);
+                    v.encode_into(buf);
                 }
-                out.write_all(b"}")
+                prefix_length(buf, start);
+                buf.push(b'}');
             }
         }
     }
-
-    /// Length of the whole encoding: prefix, payload and tag.
-    fn encoded_len(&self) -> usize {
-        let payload = self.payload_len();
-        digits(payload) + 1 + payload + 1
-    }
-
-    /// Length of the payload alone. Containers add up their items (computed again at
-    /// each level: flows nest a handful deep, so this costs little and copies nothing).
-    fn payload_len(&self) -> usize {
-        match self {
-            Value::Bytes(b) => b.len(),
-            Value::Str(s) => s.len(),
-            Value::Int(i) => digits_signed(*i),
-            Value::Float(f) => float_text(*f).len(),
-            Value::Bool(b) => {
-                if *b {
-                    4
-                } else {
-                    5
-                }
-            }
-            Value::Null => 0,
-            Value::List(items) => items.iter().map(Value::encoded_len).sum(),
-            Value::Dict(entries) => entries
-                .iter()
-                .map(|(k, v)| k.encoded_len() + v.encoded_len())
-                .sum(),
-        }
-    }
 }
 
-/// A float as Python's `float()` reads it back exactly (`1.0`, `1.5e300`, `inf`,
-/// `NaN`).
-fn float_text(f: f64) -> String {
-    format!("{f:?}")
-}
-
-fn digits(n: usize) -> usize {
-    n.checked_ilog10().map_or(1, |d| d as usize + 1)
-}
-
-fn digits_signed(i: i64) -> usize {
-    let sign = usize::from(i < 0);
-    sign + i
-        .unsigned_abs()
-        .checked_ilog10()
-        .map_or(1, |d| d as usize + 1)
+/// Puts `LEN:` before the bytes of `buf` from `start` on (`LEN` is how many there are).
+fn prefix_length(buf: &mut Vec<u8>, start: usize) {
+    let len = (buf.len() - start).to_string();
+    buf.splice(start..start, len.bytes().chain([b':']));
 }
 
 /// Why a value could not be read.
