@@ -25,13 +25,10 @@ const LIMIT: usize = 1000;
 
 async fn capturing() -> (TestProxy, Arc<Capture>, Kept) {
     let kept = Kept::default();
-    let capture = Arc::new(
-        Capture::builder()
-            .sink(Box::new(kept.clone()))
-            .body_limit(LIMIT)
-            .start(),
-    );
-    let proxy = start_proxy(|b| b.middleware(capture.clone())).await;
+    let builder = Capture::builder()
+        .sink(Box::new(kept.clone()))
+        .body_limit(LIMIT);
+    let (proxy, capture) = start_capturing(builder).await;
     (proxy, capture, kept)
 }
 

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use futures_util::{SinkExt, StreamExt};
 use mitm::capture::{flows::FlowWriter, har::HarWriter, Capture};
 use tokio::net::TcpStream;
@@ -19,13 +17,12 @@ async fn websocket_messages_are_saved_in_both_formats() {
     let dir = tempfile::tempdir().unwrap();
     let har = dir.path().join("ws.har");
     let flows = dir.path().join("ws.flows");
-    let capture = Arc::new(
+    let (proxy, capture) = start_capturing(
         Capture::builder()
             .sink(Box::new(HarWriter::create(&har).unwrap()))
-            .sink(Box::new(FlowWriter::create(&flows).unwrap()))
-            .start(),
-    );
-    let proxy = start_proxy(|b| b.middleware(capture.clone())).await;
+            .sink(Box::new(FlowWriter::create(&flows).unwrap())),
+    )
+    .await;
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let url = format!("ws://127.0.0.1:{}/chat", origin.port());
     let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)

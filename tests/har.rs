@@ -189,16 +189,8 @@ async fn flows_through_the_proxy_make_a_valid_har_after_each_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flows.har");
     let origin = start_origin().await;
-    let capture = Arc::new(
-        Capture::builder()
-            .sink(Box::new(HarWriter::create(&path).unwrap()))
-            .start(),
-    );
-    let proxy = start_proxy({
-        let capture = capture.clone();
-        |b| b.middleware(capture)
-    })
-    .await;
+    let (proxy, capture) =
+        start_capturing(Capture::builder().sink(Box::new(HarWriter::create(&path).unwrap()))).await;
     let client = client_via(&proxy);
     let base = format!("http://127.0.0.1:{}", origin.port());
     let refused = format!("http://127.0.0.1:{}/down", refused_port());
@@ -332,16 +324,8 @@ async fn chromium_devtools_imports_our_har() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("devtools.har");
     let origin = start_origin().await;
-    let capture = Arc::new(
-        Capture::builder()
-            .sink(Box::new(HarWriter::create(&path).unwrap()))
-            .start(),
-    );
-    let proxy = start_proxy({
-        let capture = capture.clone();
-        |b| b.middleware(capture)
-    })
-    .await;
+    let (proxy, capture) =
+        start_capturing(Capture::builder().sink(Box::new(HarWriter::create(&path).unwrap()))).await;
     let client = client_via(&proxy);
     let base = format!("http://127.0.0.1:{}", origin.port());
     let form = "name=a+b&x=%2F";

@@ -1115,3 +1115,13 @@ pub fn find_chromium() -> Option<&'static str> {
                 .is_ok_and(|o| o.status.success())
         })
 }
+
+/// A test proxy whose middleware is the capture `builder` makes, and the capture.
+#[allow(dead_code)]
+pub async fn start_capturing(
+    builder: mitm::capture::CaptureBuilder,
+) -> (TestProxy, Arc<mitm::capture::Capture>) {
+    let capture = Arc::new(builder.start());
+    let middleware: Arc<dyn mitm::Middleware> = capture.clone();
+    (start_proxy(|b| b.middleware(middleware)).await, capture)
+}
