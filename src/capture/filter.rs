@@ -112,6 +112,12 @@ impl Filter {
         self.expr.matches(record)
     }
 
+    /// Whether matching looks at bodies (`~b`, `~bq`, `~bs` anywhere in the filter,
+    /// negated or not): a store can match a filter that does not without loading them.
+    pub fn needs_bodies(&self) -> bool {
+        self.expr.needs_bodies()
+    }
+
     /// The text the filter was parsed from.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -242,6 +248,15 @@ enum Expr {
 }
 
 impl Expr {
+    fn needs_bodies(&self) -> bool {
+        match self {
+            Expr::Body(..) => true,
+            Expr::Not(e) => e.needs_bodies(),
+            Expr::And(all) | Expr::Or(all) => all.iter().any(Expr::needs_bodies),
+            _ => false,
+        }
+    }
+
     fn matches(&self, r: &Record) -> bool {
         let request = &r.request;
         let response = r.response.as_ref();
@@ -657,6 +672,17 @@ mod tests {
         assert!(is("~d ^named\\.localhost$", &r));
         r.request.headers.insert("Host", "[::1]:8080");
         assert!(is("~d ^::1$", &r));
+    }
+
+    #[test]
+    fn only_body_operators_need_bodies() {
+        let needs = |f: &str| Filter::parse(f).unwrap().needs_bodies();
+        assert!(!needs(
+            "~d a & ~m GET | ~c 200 ~h x ~t json ~u y ~q ~s ~websocket"
+        ));
+        assert!(needs("~b x"));
+        assert!(needs("~d a & !(~m GET | ~bs x)"));
+        assert!(needs("~bq x | ~c 200"));
     }
 
     #[test]
