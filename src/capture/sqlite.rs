@@ -110,7 +110,7 @@
 //! [`SqliteStore::open`], to append to a database, upgrades it first: a version-1 file
 //! is migrated to version 2, after which a mitm that knows only version 1 refuses it
 //! as newer. [`read_sqlite`] and [`SqliteReader`] read a version-1 file as it is,
-//! changing nothing; [`migrate`] upgrades one without writing to it.
+//! changing nothing; [`migrate`] upgrades one without a store to append to it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -118,11 +118,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use rusqlite::types::ValueRef;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, Row};
 
 use super::{
-    Filter, Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse,
+    Filter, Prefilter, Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse,
     RecordedTimings, Sink,
 };
 use crate::error::{Error, Result};
@@ -223,18 +223,54 @@ const FLOW_COLUMNS: &str = "f.started_at, f.method, f.scheme, f.host, f.port, f.
 
 /// The `SELECT … FROM flows f …` whose rows [`record_of`] reads, for a database of
 /// schema `version`: with the bodies joined, or `NULL` for them (loaded later, for the
-/// rows kept).
+/// rows kept). Flows are read by id alone (`NOT INDEXED`: SQLite may not take the
+/// index of a column a condition names, and then sort all the flows by id).
 fn select(version: u32, bodies: bool) -> String {
     let websocket = if version >= 2 { "f.websocket" } else { "0" };
     if bodies {
         format!(
-            "SELECT {FLOW_COLUMNS}, q.data, r.data, {websocket}, f.id FROM flows f
+            "SELECT {FLOW_COLUMNS}, q.data, r.data, {websocket}, f.id FROM flows f NOT INDEXED
 LEFT JOIN bodies q ON q.flow_id = f.id AND q.side = 'request'
 LEFT JOIN bodies r ON r.flow_id = f.id AND r.side = 'response'"
         )
     } else {
-        format!("SELECT {FLOW_COLUMNS}, NULL, NULL, {websocket}, f.id FROM flows f")
+        format!("SELECT {FLOW_COLUMNS}, NULL, NULL, {websocket}, f.id FROM flows f NOT INDEXED")
     }
+}
+
+/// The `AND …` conditions of the [`Filter::prefilters`] of `filter` on `flows f`, their
+/// values pushed to `params` (numbered after those already there).
+fn prefilter_sql(filter: &Filter, params: &mut Vec<Value>) -> String {
+    let mut sql = String::new();
+    let param = |params: &mut Vec<Value>, value: Value| {
+        params.push(value);
+        params.len()
+    };
+    for prefilter in filter.prefilters() {
+        match prefilter {
+            Prefilter::Status(code) => {
+                let n = param(params, Value::Integer(code.into()));
+                sql.push_str(&format!(" AND f.status = ?{n}"));
+            }
+            Prefilter::NoResponse => sql.push_str(" AND f.status IS NULL"),
+            Prefilter::HasResponse => sql.push_str(" AND f.status IS NOT NULL"),
+            // SQLite's lower() folds ASCII only, as the filter's regexes do; a head that
+            // is not UTF-8 (a BLOB) is left to the filter.
+            Prefilter::HostOrRequestHead(text) => {
+                let n = param(params, Value::Text(text));
+                sql.push_str(&format!(
+                    " AND (instr(lower(f.host), ?{n}) > 0 \
+                     OR typeof(f.request_headers) <> 'text' \
+                     OR instr(lower(f.request_headers), ?{n}) > 0)"
+                ));
+            }
+            Prefilter::Method(text) => {
+                let n = param(params, Value::Text(text));
+                sql.push_str(&format!(" AND instr(lower(f.method), ?{n}) > 0"));
+            }
+        }
+    }
+    sql
 }
 
 /// Saves records in an SQLite database, one row per flow. A [`Sink`] for
@@ -704,12 +740,14 @@ fn query(
     limit: usize,
 ) -> Result<Vec<(i64, Record)>> {
     let version = readable_version(conn, path)?;
+    let mut params = vec![Value::Integer(before.unwrap_or(i64::MAX))];
+    let conditions = filter.map_or_else(String::new, |f| prefilter_sql(f, &mut params));
     scan(
         conn,
         path,
         version,
-        "WHERE f.id < ?1 ORDER BY f.id DESC",
-        [before.unwrap_or(i64::MAX)],
+        &format!("WHERE f.id < ?1{conditions} ORDER BY f.id DESC"),
+        rusqlite::params_from_iter(params),
         filter,
         limit,
     )
@@ -741,7 +779,8 @@ fn last(conn: &Connection, path: &Path, n: usize) -> Result<Vec<Record>> {
 /// Up to `limit` flows of `SELECT … tail` ([`select`]) that match `filter`, with their
 /// ids, bodies and messages. Rows are decoded one at a time and the statement stops
 /// at `limit`; bodies are joined in the statement only when the filter needs them,
-/// else read for the flows kept alone.
+/// else read for the flows kept alone. `tail` may have cut the rows down with the
+/// filter's [prefilters](prefilter_sql); the filter is matched all the same.
 fn scan(
     conn: &Connection,
     path: &Path,
@@ -917,7 +956,12 @@ fn headers_of(value: ValueRef<'_>) -> std::result::Result<Headers, String> {
     if bytes.is_empty() {
         return Ok(headers);
     }
-    for line in bytes.split(|&b| b == b'\n') {
+    // One copy of the head, its names and values slices of it.
+    let head = Bytes::copy_from_slice(bytes);
+    let mut start = 0;
+    while start <= head.len() {
+        let end = memchr::memchr(b'\n', &head[start..]).map_or(head.len(), |i| start + i);
+        let line = &head[start..end];
         let at = memchr::memmem::find(line, b": ").ok_or_else(|| {
             format!(
                 "a header line without ': ': {}",
@@ -925,9 +969,10 @@ fn headers_of(value: ValueRef<'_>) -> std::result::Result<Headers, String> {
             )
         })?;
         headers.append(
-            Bytes::copy_from_slice(&line[..at]),
-            Bytes::copy_from_slice(&line[at + 2..]),
+            head.slice(start..start + at),
+            head.slice(start + at + 2..end),
         );
+        start = end + 1;
     }
     Ok(headers)
 }
@@ -1322,6 +1367,68 @@ mod tests {
         let ws = Filter::parse("~websocket").unwrap();
         let page = reader.query(Some(&ws), None, 10).unwrap();
         assert_eq!(page, vec![(26, websocket(2))]);
+    }
+
+    #[test]
+    fn query_finds_what_the_filter_matches_prefilters_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oracle.sqlite");
+        let mut store = SqliteStore::create(&path).unwrap();
+        let mut written = Vec::new();
+        for i in 0..60 {
+            let status = [200, 201, 404][i % 3];
+            let mut r = record(&format!("/{i}"), (i % 4 != 0).then_some((status, b"x")));
+            if i % 2 == 0 {
+                // A head that is text (the others have a byte that is not UTF-8).
+                r.request.headers = Headers::new();
+                r.request.headers.append("Host", "a.localhost:8080");
+            }
+            if i % 5 == 0 {
+                r.request.host = "10.0.0.1".into();
+                r.request.headers.insert("Host", "Seven.LOCALHOST:8080");
+            }
+            if i % 7 == 0 {
+                r.request.method = "get".into();
+            }
+            store.write(&r).unwrap();
+            written.push(r);
+        }
+        store.write(&websocket(1)).unwrap();
+        written.push(websocket(1));
+        drop(store);
+        let reader = SqliteReader::open(&path).unwrap();
+        for text in [
+            "~d seven",
+            "~d SEVEN\\.localhost ~c 200",
+            "~d 10\\.0 & ~m GET",
+            "~d a\\.localhost & ~s",
+            "~d localhost:8080",
+            "~m get",
+            "~m pos",
+            "~c 404 & ~d seven",
+            "~q",
+            "~q & ~d seven",
+            "~s & !~c 200",
+            "~c 101 ~websocket",
+            "~d seven | ~c 404",
+            "~d nowhere",
+        ] {
+            let filter = Filter::parse(text).unwrap();
+            let expected: Vec<i64> = (1..=written.len() as i64)
+                .rev()
+                .filter(|id| filter.matches(&written[*id as usize - 1]))
+                .collect();
+            let found = reader.query(Some(&filter), None, 1000).unwrap();
+            let ids: Vec<i64> = found.iter().map(|(id, _)| *id).collect();
+            assert_eq!(ids, expected, "{text}");
+            for (id, r) in &found {
+                assert_eq!(r, &written[*id as usize - 1], "{text}");
+            }
+        }
+        // Not every filter finds nothing.
+        let seven = Filter::parse("~d seven\\.localhost ~c 200").unwrap();
+        assert!(!seven.prefilters().is_empty());
+        assert_eq!(reader.query(Some(&seven), None, 1000).unwrap().len(), 3);
     }
 
     #[test]
