@@ -309,7 +309,9 @@ impl SqliteStore {
     }
 
     /// Continues the database at `path`, one this crate made: new flows go after those
-    /// it holds. An older schema is upgraded first ([`migrate`]).
+    /// it holds. An older schema is upgraded first ([`migrate`]): a database of
+    /// version 1 becomes one of version 2, its flows kept as they are (see
+    /// [the module](self#versions-and-migration)).
     ///
     /// # Errors
     ///
