@@ -7,8 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
-use mitm::capture::sqlite::{read_sqlite, SqliteStore};
-use mitm::capture::Capture;
+use futures_util::{SinkExt, StreamExt};
+use mitm::capture::sqlite::{read_sqlite, SqliteReader, SqliteStore};
+use mitm::capture::{Capture, Filter};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 /// Runs `sqlite3 -separator | DB SQL`, returning its stdout; fails with its output if
 /// it fails.
@@ -85,7 +88,7 @@ async fn captured_flows_are_rows_sqlite3_reads() {
          GET|127.0.0.1|/status/404|404\n"
     );
     assert_eq!(sqlite3(&path, "PRAGMA journal_mode").trim(), "wal");
-    assert_eq!(sqlite3(&path, "PRAGMA user_version").trim(), "1");
+    assert_eq!(sqlite3(&path, "PRAGMA user_version").trim(), "2");
     let posted = sqlite3(
         &path,
         "SELECT f.request_size, CAST(b.data AS TEXT) FROM flows f \
@@ -112,4 +115,84 @@ async fn captured_flows_are_rows_sqlite3_reads() {
     assert!(!response.body.truncated);
     assert!(echo.timings.response_end.is_some());
     assert_eq!(sqlite3(&path, "SELECT count(*) FROM flows").trim(), "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_are_rows_of_the_messages_table() {
+    if !require_tool(have("sqlite3"), "sqlite3", "apt-get install sqlite3") {
+        return;
+    }
+    let origin = start_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ws.sqlite");
+    let capture = Arc::new(
+        Capture::builder()
+            .sink(Box::new(SqliteStore::create(&path).unwrap()))
+            .start(),
+    );
+    let proxy = start_proxy({
+        let capture = capture.clone();
+        |b| b.middleware(capture)
+    })
+    .await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let url = format!("ws://127.0.0.1:{}/chat", origin.port());
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+        .await
+        .expect("the WebSocket handshake failed");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    ws.send(Message::binary(vec![0u8, 255])).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 255])
+    );
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws);
+    tokio::time::timeout(PATIENCE, capture.wait_written(1))
+        .await
+        .expect("the WebSocket flow was never written");
+
+    // While the capture has the database open.
+    assert_eq!(
+        sqlite3(&path, "SELECT id, path, status, websocket FROM flows"),
+        "1|/chat|101|1\n"
+    );
+    assert_eq!(
+        sqlite3(
+            &path,
+            "SELECT flow_id, seq, from_client, text, hex(data), at > 0 FROM messages \
+             ORDER BY flow_id, seq"
+        ),
+        "1|0|1|1|68656C6C6F|1\n\
+         1|1|0|1|68656C6C6F|1\n\
+         1|2|1|0|00FF|1\n\
+         1|3|0|0|00FF|1\n"
+    );
+    // A reader beside the writer finds it, messages and all.
+    let reader = SqliteReader::open(&path).unwrap();
+    assert_eq!(reader.count().unwrap(), 1);
+    let websocket = Filter::parse("~websocket & ~u /chat").unwrap();
+    let found = reader.query(Some(&websocket), None, 10).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0, 1);
+    let messages = found[0].1.websocket.as_ref().expect("a WebSocket flow");
+    let seen: Vec<(bool, bool, &[u8])> = messages
+        .iter()
+        .map(|m| (m.from_client, m.text, &m.data[..]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (true, true, &b"hello"[..]),
+            (false, true, &b"hello"[..]),
+            (true, false, &[0u8, 255][..]),
+            (false, false, &[0u8, 255][..]),
+        ]
+    );
+
+    capture.finish();
+    drop(proxy);
+    assert_eq!(read_sqlite(&path).unwrap(), vec![found[0].1.clone()]);
 }

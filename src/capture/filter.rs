@@ -112,6 +112,23 @@ impl Filter {
         self.expr.matches(record)
     }
 
+    /// Whether matching looks at bodies (`~b`, `~bq`, `~bs` anywhere in the filter,
+    /// negated or not): a store can match a filter that does not without loading them.
+    pub fn needs_bodies(&self) -> bool {
+        self.expr.needs_bodies()
+    }
+
+    /// Conditions every flow the filter matches meets, simple enough for a store to
+    /// check before it decodes a flow (an SQL `WHERE`): those of the operators joined
+    /// by `&` at the top of the filter that are `~c`, `~q`, `~s`, or `~d`, `~m` with a
+    /// regex that is plain text. Necessary, not sufficient: the flows that meet them
+    /// must still be [`matches`](Self::matches)ed. None for many filters.
+    pub fn prefilters(&self) -> Vec<Prefilter> {
+        let mut out = Vec::new();
+        self.expr.prefilters(&mut out);
+        out
+    }
+
     /// The text the filter was parsed from.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -130,6 +147,24 @@ impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
     }
+}
+
+/// A condition every flow a [`Filter`] matches meets ([`Filter::prefilters`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Prefilter {
+    /// The response's status is this (`~c`).
+    Status(u16),
+    /// There is no response (`~q`).
+    NoResponse,
+    /// There is a response (`~s`).
+    HasResponse,
+    /// The host, or the request's header fields as `name: value` lines, contain this
+    /// ASCII text, ignoring ASCII case; it is lowercase (`~d` with plain text).
+    HostOrRequestHead(String),
+    /// The method contains this ASCII text, ignoring ASCII case; it is lowercase (`~m`
+    /// with plain text).
+    Method(String),
 }
 
 /// Why a filter could not be parsed, and where.
@@ -242,6 +277,30 @@ enum Expr {
 }
 
 impl Expr {
+    fn prefilters(&self, out: &mut Vec<Prefilter>) {
+        match self {
+            Expr::And(all) => all.iter().for_each(|e| e.prefilters(out)),
+            Expr::Status(code) => out.push(Prefilter::Status(*code)),
+            Expr::NoResponse => out.push(Prefilter::NoResponse),
+            Expr::HasResponse => out.push(Prefilter::HasResponse),
+            // The host field's host is part of the request's head.
+            Expr::Domain(re) => {
+                out.extend(plain_text(re.as_str()).map(Prefilter::HostOrRequestHead))
+            }
+            Expr::Method(re) => out.extend(plain_text(re.as_str()).map(Prefilter::Method)),
+            _ => {}
+        }
+    }
+
+    fn needs_bodies(&self) -> bool {
+        match self {
+            Expr::Body(..) => true,
+            Expr::Not(e) => e.needs_bodies(),
+            Expr::And(all) | Expr::Or(all) => all.iter().any(Expr::needs_bodies),
+            _ => false,
+        }
+    }
+
     fn matches(&self, r: &Record) -> bool {
         let request = &r.request;
         let response = r.response.as_ref();
@@ -280,6 +339,25 @@ impl Expr {
             Expr::Or(any) => any.iter().any(|e| e.matches(r)),
         }
     }
+}
+
+/// The text a regex `pattern` matches when it is plain text, lowercase: ASCII letters,
+/// digits, `-`, `_`, `/`, `:`, and `.` escaped (`\.`). `None` for any other pattern,
+/// the empty one included. (Matched ignoring ASCII case, the regex finds the text
+/// wherever it occurs, and only there.)
+fn plain_text(pattern: &str) -> Option<String> {
+    let mut text = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '/' | ':' => {
+                text.push(c.to_ascii_lowercase());
+            }
+            '\\' if chars.next()? == '.' => text.push('.'),
+            _ => return None,
+        }
+    }
+    (!text.is_empty()).then_some(text)
 }
 
 /// The host of a `Host` field, without its port (and an IPv6 address without
@@ -657,6 +735,52 @@ mod tests {
         assert!(is("~d ^named\\.localhost$", &r));
         r.request.headers.insert("Host", "[::1]:8080");
         assert!(is("~d ^::1$", &r));
+    }
+
+    #[test]
+    fn only_body_operators_need_bodies() {
+        let needs = |f: &str| Filter::parse(f).unwrap().needs_bodies();
+        assert!(!needs(
+            "~d a & ~m GET | ~c 200 ~h x ~t json ~u y ~q ~s ~websocket"
+        ));
+        assert!(needs("~b x"));
+        assert!(needs("~d a & !(~m GET | ~bs x)"));
+        assert!(needs("~bq x | ~c 200"));
+    }
+
+    #[test]
+    fn prefilters_are_the_simple_conditions_joined_by_and_at_the_top() {
+        let pre = |f: &str| Filter::parse(f).unwrap().prefilters();
+        use Prefilter::*;
+        assert_eq!(
+            pre("~d Rare\\.Host ~m POST & ~c 200 & ~s & !~q & ~u x"),
+            [
+                HostOrRequestHead("rare.host".into()),
+                Method("post".into()),
+                Status(200),
+                HasResponse
+            ]
+        );
+        assert_eq!(
+            pre("~q & (~c 200 & ~d a-b_c:8/x)"),
+            [
+                NoResponse,
+                Status(200),
+                HostOrRequestHead("a-b_c:8/x".into())
+            ]
+        );
+        for none in [
+            "~c 200 | ~c 404",
+            "!~c 200",
+            "~d ^a",
+            "~d a.b",
+            "~d a\\d",
+            "~m GET|POST",
+            "~d ''",
+            "~h host",
+        ] {
+            assert_eq!(pre(none), [], "{none}");
+        }
     }
 
     #[test]

@@ -46,7 +46,9 @@ use crate::middleware::Middleware;
 use crate::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 
 mod filter;
-pub use filter::{Filter, FilterError, FilterErrorKind, MAX_FILTER_DEPTH, MAX_FILTER_LEN};
+pub use filter::{
+    Filter, FilterError, FilterErrorKind, Prefilter, MAX_FILTER_DEPTH, MAX_FILTER_LEN,
+};
 pub mod har;
 pub mod replay;
 pub mod sqlite;
