@@ -192,7 +192,7 @@ impl Sink for HarWriter {
 
     /// Every entry is in the file as soon as it is written (a crash of the proxy loses
     /// nothing written); this also asks the system to put it on the disk (against a
-    /// crash of the machine), at most once per [`SYNC_EVERY`]: a sync costs
+    /// crash of the machine), at most once a second: a sync costs
     /// milliseconds, and a busy writer flushes thousands of times a second.
     fn flush(&mut self) -> io::Result<()> {
         if self.dirty && self.synced.elapsed() >= SYNC_EVERY {
