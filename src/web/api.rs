@@ -235,8 +235,8 @@ async fn detail(State(app): Shared, Path(id): Path<u64>) -> Response {
 
 #[derive(Debug, Deserialize)]
 struct BodyParams {
-    #[serde(default)]
-    raw: bool,
+    /// `1` or `true`: the bytes as they went over the wire.
+    raw: Option<String>,
 }
 
 /// The type a body is served as: images as themselves (so an `<img>` can show them),
@@ -288,7 +288,8 @@ async fn body(
         }
     };
     let encoding = headers.get("content-encoding").unwrap_or("").trim();
-    let data = if p.raw || encoding.is_empty() {
+    let raw = matches!(p.raw.as_deref(), Some("1" | "true"));
+    let data = if raw || encoding.is_empty() {
         body.data.to_vec()
     } else {
         // An undecodable body is shown as it came, which the detail says.

@@ -1,0 +1,593 @@
+//! The web UI: who it lets in (token, Host, Origin), its API and live socket, the
+//! `mitm --web` and `mitm web FILE` commands, and the page itself in headless Chromium
+//! (skipped with the reason where Chromium is missing; a failure with
+//! `MITM_REQUIRE_TOOLS=1`).
+
+#[path = "common/cdp.rs"]
+mod cdp;
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use mitm::web::{FlowSource, MemoryStore, WebUi};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use common::*;
+
+/// A running web UI, as a test sees it.
+struct Ui {
+    addr: SocketAddr,
+    url: String,
+    token: String,
+    feed: Arc<mitm::web::Feed>,
+    store: Arc<MemoryStore>,
+}
+
+impl Ui {
+    fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+async fn start_ui() -> Ui {
+    let ui = WebUi::builder().port(0).bind().await.unwrap();
+    let started = Ui {
+        addr: ui.local_addr(),
+        url: ui.url(),
+        token: ui.token().to_string(),
+        feed: ui.feed(),
+        store: ui.store().clone(),
+    };
+    tokio::spawn(ui.run());
+    started
+}
+
+/// A proxy feeding `ui`, and an origin behind it.
+async fn proxy_into(ui: &Ui) -> (TestProxy, Origin) {
+    let origin = start_origin().await;
+    let feed = ui.feed.clone();
+    let proxy = start_proxy(|b| b.middleware(feed)).await;
+    (proxy, origin)
+}
+
+/// A reqwest client that goes straight to loopback, no proxy.
+fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls_client_config(origin_ca()))
+        .no_proxy()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap()
+}
+
+/// `text` as JSON, or a failure showing it.
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The status code of a raw HTTP/1 answer.
+fn status(answer: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    answer.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Sends a request with these extra header lines to the UI, returns the answer.
+async fn ask(ui: &Ui, method: &str, target: &str, host: &str, extra: &str) -> String {
+    let request =
+        format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    String::from_utf8_lossy(&raw_exchange(ui.addr, request.as_bytes()).await).into_owned()
+}
+
+#[tokio::test]
+async fn no_token_is_403_and_the_token_once_leaves_a_cookie_that_is_enough() {
+    let ui = start_ui().await;
+    let host = ui.host();
+    let bare = ask(&ui, "GET", "/", &host, "").await;
+    assert_eq!(status(bare.as_bytes()), 403, "{bare}");
+    let api = ask(&ui, "GET", "/api/flows", &host, "").await;
+    assert_eq!(status(api.as_bytes()), 403, "{api}");
+    let wrong = ask(&ui, "GET", "/?token=0123", &host, "").await;
+    assert_eq!(status(wrong.as_bytes()), 403, "{wrong}");
+
+    let first = ask(&ui, "GET", &format!("/?token={}", ui.token), &host, "").await;
+    assert_eq!(status(first.as_bytes()), 200, "{first}");
+    assert!(first.contains("<title>mitm</title>"), "{first}");
+    let cookie = header(&first, "set-cookie").expect("a cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap();
+
+    let again = ask(
+        &ui,
+        "GET",
+        "/api/flows",
+        &host,
+        &format!("Cookie: {pair}\r\n"),
+    )
+    .await;
+    assert_eq!(status(again.as_bytes()), 200, "{again}");
+    assert!(again.contains("\"flows\":[]"), "{again}");
+    let bearer = ask(
+        &ui,
+        "GET",
+        "/api/flows",
+        &host,
+        &format!("Authorization: Bearer {}\r\n", ui.token),
+    )
+    .await;
+    assert_eq!(status(bearer.as_bytes()), 200, "{bearer}");
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_even_with_the_token() {
+    let ui = start_ui().await;
+    let auth = format!("Authorization: Bearer {}\r\n", ui.token);
+    for host in ["evil.example", &format!("evil.example:{}", ui.addr.port())] {
+        let answer = ask(&ui, "GET", "/api/flows", host, &auth).await;
+        assert_eq!(status(answer.as_bytes()), 403, "Host {host}: {answer}");
+    }
+    let local = format!("localhost:{}", ui.addr.port());
+    let answer = ask(&ui, "GET", "/api/flows", &local, &auth).await;
+    assert_eq!(status(answer.as_bytes()), 200, "{answer}");
+}
+
+#[tokio::test]
+async fn a_cross_origin_post_is_refused_and_a_same_origin_one_accepted() {
+    let ui = start_ui().await;
+    let (proxy, origin) = proxy_into(&ui).await;
+    client_via(&proxy)
+        .get(format!("http://127.0.0.1:{}/page", origin.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.store.len(), 1);
+    let host = ui.host();
+    let auth = format!("Authorization: Bearer {}\r\n", ui.token);
+    let evil = ask(
+        &ui,
+        "POST",
+        "/api/clear",
+        &host,
+        &format!("{auth}Origin: http://evil.example\r\n"),
+    )
+    .await;
+    assert_eq!(status(evil.as_bytes()), 403, "{evil}");
+    assert_eq!(ui.store.len(), 1, "a refused clear cleared");
+    let own = ask(
+        &ui,
+        "POST",
+        "/api/clear",
+        &host,
+        &format!("{auth}Origin: http://{host}\r\n"),
+    )
+    .await;
+    assert_eq!(status(own.as_bytes()), 204, "{own}");
+    assert_eq!(ui.store.len(), 0);
+}
+
+/// Opens the live socket with `origin`, authenticated by the token.
+async fn live(
+    ui: &Ui,
+    origin: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let mut request = format!("ws://{}/api/live", ui.addr)
+        .into_client_request()
+        .unwrap();
+    let h = request.headers_mut();
+    h.insert("origin", HeaderValue::from_str(origin).unwrap());
+    h.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {}", ui.token)).unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(ui.addr).await.unwrap();
+    tokio_tungstenite::client_async(request, tcp)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+#[tokio::test]
+async fn a_cross_origin_live_socket_is_refused_and_a_same_origin_one_gets_batched_flows() {
+    let ui = start_ui().await;
+    match live(&ui, "http://evil.example").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => {
+            assert_eq!(answer.status(), 403)
+        }
+        Err(e) => panic!("refused, but not with 403: {e}"),
+        Ok(_) => panic!("a cross-origin live socket was accepted"),
+    }
+    let mut socket = live(&ui, &format!("http://{}", ui.addr))
+        .await
+        .expect("same-origin live socket");
+    let (proxy, origin) = proxy_into(&ui).await;
+    let client = client_via(&proxy);
+    for i in 0..20 {
+        client
+            .get(format!("http://127.0.0.1:{}/page/{i}", origin.port()))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Every flow arrives, finished, in a few batched messages rather than one each
+    // (each flow changes three times: started, response, finished).
+    let mut finished = std::collections::BTreeSet::new();
+    let mut messages = 0;
+    while finished.len() < 20 {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("live flows in time")
+            .expect("socket open")
+            .unwrap();
+        messages += 1;
+        let event: serde_json::Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+        assert_eq!(event["type"], "flows", "{event}");
+        for f in event["flows"].as_array().unwrap() {
+            assert_eq!(f["matches"], true);
+            if f["pending"] == false {
+                assert_eq!(f["status"], 200);
+                finished.insert(f["path"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert!(
+        messages < 60,
+        "{messages} messages for 20 flows: not batched"
+    );
+}
+
+#[tokio::test]
+async fn the_api_lists_filters_and_shows_flows_with_decoded_bodies() {
+    let ui = start_ui().await;
+    let (proxy, origin) = proxy_into(&ui).await;
+    let client = client_via(&proxy);
+    let base = format!("http://127.0.0.1:{}", origin.port());
+    client.get(format!("{base}/gzip")).send().await.unwrap();
+    client
+        .post(format!("{base}/echo"))
+        .body("posted")
+        .send()
+        .await
+        .unwrap();
+    let api = plain_client();
+    let get = |path: String| {
+        api.get(format!("http://{}{path}", ui.addr))
+            .bearer_auth(&ui.token)
+            .send()
+    };
+    let all: serde_json::Value = get("/api/flows".into())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| json(&t))
+        .unwrap();
+    assert_eq!(all["count"], 2, "{all}");
+    let posts: serde_json::Value = get("/api/flows?filter=~m%20POST".into())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| json(&t))
+        .unwrap();
+    let rows = posts["flows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{posts}");
+    assert_eq!(rows[0]["path"], "/echo");
+
+    let bad = get("/api/flows?filter=~m%20GET%20%26%20~x".into())
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad: serde_json::Value = bad.text().await.map(|t| json(&t)).unwrap();
+    assert_eq!(bad["position"], 9, "{bad}");
+    assert_eq!(bad["error"], "unknown operator ~x");
+
+    let gzip_id = all["flows"][0]["id"].as_u64().unwrap();
+    let detail: serde_json::Value = get(format!("/api/flows/{gzip_id}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| json(&t))
+        .unwrap();
+    let body = &detail["response"]["body"];
+    assert_eq!(body["encoding"], "gzip", "{detail}");
+    assert_eq!(body["decoded"], GZIP_TEXT.len());
+    assert_eq!(body["size"], gzip(GZIP_TEXT.as_bytes()).len());
+    let decoded = get(format!("/api/flows/{gzip_id}/response/body"))
+        .await
+        .unwrap();
+    assert_eq!(
+        decoded.headers()["content-type"],
+        "application/octet-stream",
+        "captured bodies are never served as pages"
+    );
+    assert_eq!(decoded.text().await.unwrap(), GZIP_TEXT);
+    let raw = get(format!("/api/flows/{gzip_id}/response/body?raw=1"))
+        .await
+        .unwrap();
+    assert_eq!(raw.bytes().await.unwrap(), gzip(GZIP_TEXT.as_bytes()));
+    let missing = get("/api/flows/999".into()).await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+/// `mitm` with `args`, until it prints its web UI's URL.
+struct WebChild {
+    child: Child,
+    url: String,
+    /// The proxy's first listener, when it runs one.
+    proxy: Option<SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for WebChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_mitm(args: &[&str]) -> WebChild {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mitm"))
+        .args(["--log", "none", "-q", "--ca-dir"])
+        .arg(dir.path())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start mitm");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let _ = tx.send(line);
+        }
+    });
+    let mut child = WebChild {
+        child,
+        url: String::new(),
+        proxy: None,
+        _dir: dir,
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).expect("mitm printed no web UI line");
+        if let Some(rest) = line.strip_prefix("mitm listening on http://") {
+            let addr = rest.split(' ').next().unwrap();
+            child.proxy.get_or_insert(addr.parse().unwrap());
+        }
+        if let Some(url) = line.strip_prefix("web UI: ") {
+            child.url = url.to_string();
+            return child;
+        }
+    }
+}
+
+#[tokio::test]
+async fn mitm_web_serves_a_saved_capture() {
+    // A capture of two flows, made by the proxy itself.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("two.har");
+    let origin = start_origin().await;
+    {
+        let capture = Arc::new(
+            mitm::capture::Capture::builder()
+                .sink(mitm::capture::create(&file).unwrap())
+                .start(),
+        );
+        let proxy = start_proxy(|b| b.middleware(capture.clone())).await;
+        let client = client_via(&proxy);
+        for path in ["/page/one", "/status/404"] {
+            client
+                .get(format!("http://127.0.0.1:{}{path}", origin.port()))
+                .send()
+                .await
+                .unwrap();
+        }
+        capture.wait_written(2).await;
+        proxy.handle.shutdown().await.unwrap();
+        capture.finish();
+    }
+    let mitm = start_mitm(&["web", file.to_str().unwrap(), "--web-port", "0"]);
+    let (base, token) = mitm.url.split_once("/?token=").unwrap();
+    let list: serde_json::Value = plain_client()
+        .get(format!("{base}/api/flows?filter=~c%20404"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| json(&t))
+        .unwrap();
+    assert_eq!(list["count"], 2, "{list}");
+    assert_eq!(list["flows"][0]["path"], "/status/404", "{list}");
+}
+
+#[tokio::test]
+async fn mitm_with_web_shows_the_proxy_flows() {
+    let origin = start_origin().await;
+    let mitm = start_mitm(&["--port", "0", "--web", "--web-port", "0"]);
+    let (base, token) = mitm.url.split_once("/?token=").unwrap();
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let proxy = mitm.proxy.expect("the proxy's banner before the web UI's");
+    client_for(&format!("http://{proxy}"), origin_ca())
+        .get(format!("http://127.0.0.1:{}/page/via-cli", origin.port()))
+        .send()
+        .await
+        .unwrap();
+    let list: serde_json::Value = plain_client()
+        .get(format!("{base}/api/flows"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| json(&t))
+        .unwrap();
+    assert_eq!(list["count"], 1, "{list}");
+    assert_eq!(list["flows"][0]["path"], "/page/via-cli");
+    assert_eq!(list["flows"][0]["status"], 200);
+}
+
+/// Chromium, or `None` (with the reason printed) where it is missing.
+fn chromium() -> Option<&'static str> {
+    let found = cdp::find_chromium();
+    require_tool(found.is_some(), "Chromium", "apt-get install chromium").then_some(())?;
+    found
+}
+
+/// Where the screenshots go, when asked for (`MITM_WEB_SCREENSHOTS=DIR`).
+fn screenshot_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("MITM_WEB_SCREENSHOTS").map(Into::into)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_lists_flows_live_shows_one_and_filters() {
+    let Some(chromium) = chromium() else { return };
+    let ui = start_ui().await;
+    let (proxy, origin) = proxy_into(&ui).await;
+    let client = client_via(&proxy);
+    let base = format!("http://127.0.0.1:{}", origin.port());
+    for path in ["/page/first", "/gzip", "/status/404"] {
+        client.get(format!("{base}{path}")).send().await.unwrap();
+    }
+
+    let browser = cdp::Browser::start(chromium).await;
+    let page = browser.page().await;
+    page.navigate(&ui.url).await;
+    let rows = "document.querySelectorAll('#spacer .row')";
+    page.wait_for(
+        &format!("{rows}.length === 3"),
+        "the three flows in the list",
+    )
+    .await;
+    // The token left the address bar for a cookie.
+    assert_eq!(page.eval("location.search").await, "");
+
+    // A flow made now appears without a reload (over the live socket).
+    client
+        .post(format!("{base}/echo"))
+        .body(r#"{"posted":[1,2]}"#)
+        .send()
+        .await
+        .unwrap();
+    page.wait_for(
+        &format!("[...{rows}].some(r => r.textContent.includes('/echo') && r.textContent.includes('200'))"),
+        "the new flow, finished, in the list",
+    )
+    .await;
+    if let Some(dir) = screenshot_dir() {
+        std::fs::write(dir.join("web-list.png"), page.screenshot().await).unwrap();
+    }
+
+    // Clicking a row shows its request head, then its response head and decoded body.
+    page.eval(&format!(
+        "[...{rows}].find(r => r.textContent.includes('/gzip')).click()"
+    ))
+    .await;
+    let pane = "document.getElementById('pane').innerText";
+    page.wait_for(
+        &format!(
+            "{pane}.includes('GET http://127.0.0.1:{}/gzip HTTP/1.1')",
+            origin.port()
+        ),
+        "the request head",
+    )
+    .await;
+    page.eval("document.querySelector('[data-tab=response]').click()")
+        .await;
+    page.wait_for(
+        &format!(
+            "{pane}.includes('HTTP/1.1 200 OK') && {pane}.toLowerCase().includes('content-encoding') \
+             && {pane}.includes({:?}) && {pane}.includes('gzip') && {pane}.includes('decoded')",
+            GZIP_TEXT.trim()
+        ),
+        "the response head and its body, decoded",
+    )
+    .await;
+    // The echoed JSON is shown pretty.
+    page.eval(&format!(
+        "[...{rows}].find(r => r.textContent.includes('/echo')).click()"
+    ))
+    .await;
+    page.wait_for(
+        &format!("{pane}.includes('\"posted\": [')"),
+        "the JSON body, pretty",
+    )
+    .await;
+    if let Some(dir) = screenshot_dir() {
+        std::fs::write(dir.join("web-detail.png"), page.screenshot().await).unwrap();
+    }
+
+    // Typing a filter narrows the list (the server filters)...
+    page.eval("document.getElementById('filter').focus()").await;
+    page.type_text("~c 404").await;
+    page.wait_for(
+        &format!("{rows}.length === 1 && {rows}[0].textContent.includes('/status/404')"),
+        "the list narrowed to the 404",
+    )
+    .await;
+    // ...and a bad one shows its error, with where it is.
+    page.eval(
+        "const f = document.getElementById('filter'); f.value = '~c 404 & ~x'; \
+         f.dispatchEvent(new Event('input'))",
+    )
+    .await;
+    page.wait_for(
+        "document.getElementById('filter-error').textContent.includes('unknown operator ~x (at 9)')",
+        "the filter's error",
+    )
+    .await;
+    // Flows the filter leaves out stay out as they arrive.
+    page.eval(
+        "const g = document.getElementById('filter'); g.value = '~m POST'; \
+         g.dispatchEvent(new Event('input'))",
+    )
+    .await;
+    page.wait_for(&format!("{rows}.length === 1"), "only the POST")
+        .await;
+    client
+        .get(format!("{base}/page/later"))
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(format!("{base}/echo"))
+        .body("2")
+        .send()
+        .await
+        .unwrap();
+    page.wait_for(&format!("{rows}.length === 2"), "the second POST")
+        .await;
+    assert!(!page
+        .eval(&format!(
+            "[...{rows}].some(r => r.textContent.includes('/page/later'))"
+        ))
+        .await
+        .as_bool()
+        .unwrap());
+}
