@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::store::{millis_since_epoch, Change, FlowPage, FlowSource, FlowSummary, ListQuery};
-use crate::capture::{Filter, Record, RecordedBody};
+use crate::capture::{Filter, FilterError, Record, RecordedBody};
 use crate::http::message::Headers;
 
 /// Most bytes a body is decoded to for the UI.
@@ -82,16 +82,11 @@ fn error(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// The filter of a query, empty meaning none; the error answer when it is bad.
-fn parse_filter(text: Option<&str>) -> Result<Option<Filter>, Response> {
+/// The filter of a query, empty meaning none.
+fn parse_filter(text: Option<&str>) -> Result<Option<Filter>, FilterError> {
     match text.map(str::trim).filter(|t| !t.is_empty()) {
         None => Ok(None),
-        Some(t) => Filter::parse(t).map(Some).map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                json!({"error": e.message(), "position": e.position()}),
-            )
-        }),
+        Some(t) => Filter::parse(t).map(Some),
     }
 }
 
@@ -107,7 +102,12 @@ struct ListParams {
 async fn list(State(app): Shared, Query(p): Query<ListParams>) -> Response {
     let filter = match parse_filter(p.filter.as_deref()) {
         Ok(f) => f,
-        Err(answer) => return answer,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                json!({"error": e.message(), "position": e.position()}),
+            )
+        }
     };
     let query = ListQuery {
         filter,
@@ -366,13 +366,10 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
                 let Ok(asked) = serde_json::from_str::<LiveRequest>(&text) else { continue };
                 match parse_filter(asked.filter.as_deref()) {
                     Ok(f) => filter = f,
-                    Err(_) => {
-                        // Said again with its position; the old filter stays.
-                        let text = asked.filter.unwrap_or_default();
-                        if let Err(e) = Filter::parse(text.trim()) {
-                            let event = LiveEvent::FilterError { error: e.message(), position: e.position() };
-                            if send(&mut socket, &event).await.is_err() { return; }
-                        }
+                    Err(e) => {
+                        // The old filter stays.
+                        let event = LiveEvent::FilterError { error: e.message(), position: e.position() };
+                        if send(&mut socket, &event).await.is_err() { return; }
                     }
                 }
                 continue;

@@ -20,8 +20,7 @@
 //!
 //! # Safety
 //!
-//! The UI shows everything that went through the proxy, so it is locked down (see
-//! [`auth`](self) below): it listens on loopback unless told otherwise; every request
+//! The UI shows everything that went through the proxy, so it is locked down: it listens on loopback unless told otherwise; every request
 //! needs the random token of its [`url`](WebUi::url) (kept in a cookie after the first
 //! visit, or sent as `Authorization: Bearer`); a `Host` other than the UI's own address
 //! or a loopback name is refused (DNS rebinding), and requests that change state and
@@ -230,7 +229,7 @@ impl WebUi {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`]-like failures of the listening socket, as [`Error::Bind`].
+    /// A failure of the listening socket, as [`Error::Bind`].
     pub async fn run(self) -> Result<()> {
         self.run_until(std::future::pending()).await
     }
