@@ -26,6 +26,7 @@ struct Ui {
     token: String,
     feed: Arc<mitm::web::Feed>,
     store: Arc<MemoryStore>,
+    interceptor: Arc<mitm::web::Interceptor>,
 }
 
 impl Ui {
@@ -34,9 +35,25 @@ impl Ui {
     }
 }
 
+/// A web UI on a free port, replaying with a proxy of its own (bound, never run)
+/// that trusts the test origins.
 async fn start_ui() -> Ui {
-    let ui = WebUi::builder().port(0).bind().await.unwrap();
+    let sender = mitm::Mitm::builder()
+        .port(0)
+        .certificate_authority(Arc::new(mitm::CertificateAuthority::generate().unwrap()))
+        .middlewares(vec![])
+        .upstream_ca_file(origin_ca_file())
+        .bind()
+        .await
+        .unwrap();
+    let ui = WebUi::builder()
+        .port(0)
+        .bind()
+        .await
+        .unwrap()
+        .replayer(Arc::new(sender));
     let started = Ui {
+        interceptor: ui.interceptor().clone(),
         addr: ui.local_addr(),
         url: ui.url(),
         token: ui.token().to_string(),
@@ -327,6 +344,28 @@ async fn the_api_lists_filters_and_shows_flows_with_decoded_bodies() {
     assert_eq!(raw.bytes().await.unwrap(), gzip(GZIP_TEXT.as_bytes()));
     let missing = get("/api/flows/999".into()).await.unwrap();
     assert_eq!(missing.status(), 404);
+
+    // The flows shown (here: the POSTs) as HAR, and all of them as mitmproxy flows.
+    let har = get("/api/export?format=har&filter=~m%20POST".into())
+        .await
+        .unwrap();
+    assert_eq!(har.status(), 200);
+    assert!(har.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("mitm.har"));
+    let har = json(&har.text().await.unwrap());
+    let entries = har["log"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{har}");
+    assert_eq!(entries[0]["request"]["method"], "POST");
+    let flows = get("/api/export?format=flows".into()).await.unwrap();
+    assert_eq!(flows.status(), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("back.flows");
+    std::fs::write(&file, flows.bytes().await.unwrap()).unwrap();
+    assert_eq!(mitm::capture::read(&file).unwrap().len(), 2);
+    let unknown = get("/api/export?format=pcap".into()).await.unwrap();
+    assert_eq!(unknown.status(), 400);
 }
 
 /// `mitm` with `args`, until it prints its web UI's URL.
@@ -590,4 +629,216 @@ async fn the_page_lists_flows_live_shows_one_and_filters() {
         .await
         .as_bool()
         .unwrap());
+}
+
+/// Opens `ui` in a new tab of `browser` and waits for its list to show `rows` rows.
+async fn open<'a>(browser: &'a cdp::Browser, ui: &Ui, rows: usize) -> cdp::Page<'a> {
+    let page = browser.page().await;
+    page.navigate(&ui.url).await;
+    page.wait_for(
+        &format!("document.querySelectorAll('#spacer .row').length === {rows}"),
+        "the list",
+    )
+    .await;
+    page
+}
+
+/// Clicks the first row whose text has `text`.
+async fn click_row(page: &cdp::Page<'_>, text: &str) {
+    let row = format!("[...document.querySelectorAll('#spacer .row')].find(r => r.textContent.includes({text:?}))");
+    page.wait_for(&format!("!!{row}"), &format!("a row with {text}"))
+        .await;
+    page.eval(&format!("{row}.click()")).await;
+}
+
+/// Sets an input's (or textarea's) value as typing would, in the page's `selector`.
+async fn fill(page: &cdp::Page<'_>, selector: &str, value: &str) {
+    page.eval(&format!(
+        "(() => {{ const e = document.querySelector({selector:?}); e.value = {value:?}; \
+         e.dispatchEvent(new Event('input', {{bubbles: true}})); }})()"
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intercepted_request_edited_in_the_page_reaches_the_origin_edited() {
+    let Some(chromium) = chromium() else { return };
+    let ui = start_ui().await;
+    let (proxy, origin) = proxy_into(&ui).await;
+    let browser = cdp::Browser::start(chromium).await;
+    let page = open(&browser, &ui, 0).await;
+    page.eval("document.getElementById('intercept').focus()")
+        .await;
+    // `~q`: requests with no response yet, so the response is not held as well.
+    page.type_text("~q & ~u /echo").await;
+    page.wait_for(
+        "document.getElementById('intercept').classList.contains('on')",
+        "the intercept filter to be set",
+    )
+    .await;
+    assert!(ui.interceptor.filter().is_some());
+
+    let client = client_via(&proxy);
+    let url = format!("http://127.0.0.1:{}/echo", origin.port());
+    let sent = tokio::spawn(async move {
+        let r = client.post(url).body("original body").send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    click_row(&page, "⏸ request").await;
+    page.wait_for(
+        "!!document.querySelector('form.edit textarea[name=body]:not([disabled])')",
+        "the edit form",
+    )
+    .await;
+    assert!(
+        origin.requests().is_empty(),
+        "the request went on before the user said so"
+    );
+    fill(&page, "form.edit input[name=method]", "PUT").await;
+    fill(&page, "form.edit textarea[name=body]", "edited in the page").await;
+    page.eval(
+        "(() => { const h = document.querySelector('form.edit textarea[name=headers]'); \
+         h.value += '\\nX-Edited: yes'; })()",
+    )
+    .await;
+    page.eval("document.querySelector('form.edit .resume').click()")
+        .await;
+    page.wait_for(
+        "[...document.querySelectorAll('#spacer .row')].some(r => r.textContent.includes('PUT') && r.textContent.includes('200'))",
+        "the edited flow, finished",
+    )
+    .await;
+    let (status, body) = tokio::time::timeout(PATIENCE, sent)
+        .await
+        .expect("the resumed request to finish")
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "edited in the page"));
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "PUT");
+    assert_eq!(seen[0].body, b"edited in the page");
+    assert_eq!(seen[0].header("x-edited"), Some("yes"));
+    // The list shows it finished, with the edited method.
+    page.wait_for(
+        "[...document.querySelectorAll('#spacer .row')].some(r => r.textContent.includes('PUT') && r.textContent.includes('200'))",
+        "the edited flow, finished",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_request_never_reaches_the_origin_and_a_replay_does() {
+    let Some(chromium) = chromium() else { return };
+    let ui = start_ui().await;
+    let (proxy, origin) = proxy_into(&ui).await;
+    let client = client_via(&proxy);
+    let base = format!("http://127.0.0.1:{}", origin.port());
+    client
+        .get(format!("{base}/page/again"))
+        .send()
+        .await
+        .unwrap();
+    let browser = cdp::Browser::start(chromium).await;
+    let page = open(&browser, &ui, 1).await;
+
+    // Replay: the button, then the key `r`; each reaches the origin again.
+    click_row(&page, "/page/again").await;
+    page.wait_for(
+        "!!document.querySelector('#pane .replay')",
+        "the replay button",
+    )
+    .await;
+    page.eval("document.querySelector('#pane .replay').click()")
+        .await;
+    page.wait_for(
+        "document.querySelectorAll('#spacer .row').length === 2",
+        "the replayed flow in the list",
+    )
+    .await;
+    page.eval("document.activeElement.blur()").await;
+    page.press("r").await;
+    page.wait_for(
+        "document.querySelectorAll('#spacer .row').length === 3",
+        "the second replay in the list",
+    )
+    .await;
+    let again = |seen: &[Seen]| seen.iter().filter(|s| s.target == "/page/again").count();
+    assert_eq!(again(&origin.requests()), 3);
+
+    // Kill: the intercepted request never reaches the origin; the client is dropped.
+    ui.interceptor.set_filter(Some(
+        mitm::capture::Filter::parse("~q & ~u /page/kill").unwrap(),
+    ));
+    let url = format!("{base}/page/kill");
+    let sent = tokio::spawn(async move { client.get(url).send().await });
+    click_row(&page, "⏸ request").await;
+    page.wait_for(
+        "!!document.querySelector('form.edit .kill')",
+        "the kill button",
+    )
+    .await;
+    page.eval("document.querySelector('form.edit .kill').click()")
+        .await;
+    let answer = tokio::time::timeout(PATIENCE, sent)
+        .await
+        .expect("the killed request to end")
+        .unwrap();
+    assert!(
+        answer.is_err(),
+        "a killed request got an answer: {answer:?}"
+    );
+    page.wait_for(
+        "document.getElementById('pane').innerText.includes('killed in the web UI')",
+        "the flow marked killed",
+    )
+    .await;
+    assert_eq!(
+        origin
+            .requests()
+            .iter()
+            .filter(|s| s.target.contains("kill"))
+            .count(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intercepted_response_edited_in_the_page_reaches_the_client_edited() {
+    let Some(chromium) = chromium() else { return };
+    let ui = start_ui().await;
+    let (proxy, origin) = proxy_into(&ui).await;
+    ui.interceptor.set_filter(Some(
+        mitm::capture::Filter::parse("~s & ~u /page/resp").unwrap(),
+    ));
+    let browser = cdp::Browser::start(chromium).await;
+    let page = open(&browser, &ui, 0).await;
+    let client = client_via(&proxy);
+    let url = format!("http://127.0.0.1:{}/page/resp", origin.port());
+    let sent = tokio::spawn(async move {
+        let r = client.get(url).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    click_row(&page, "⏸ response").await;
+    page.eval("document.querySelector('[data-tab=response]').click()")
+        .await;
+    page.wait_for(
+        "!!document.querySelector('form.edit textarea[name=body]:not([disabled])')",
+        "the response form",
+    )
+    .await;
+    fill(&page, "form.edit input[name=status]", "418").await;
+    fill(
+        &page,
+        "form.edit textarea[name=body]",
+        "changed on the way back",
+    )
+    .await;
+    // `a` resumes the selected flow, with the form's changes.
+    page.eval("document.activeElement.blur()").await;
+    page.press("a").await;
+    let (status, body) = tokio::time::timeout(PATIENCE, sent)
+        .await
+        .expect("the resumed response")
+        .unwrap();
+    assert_eq!((status, body.as_str()), (418, "changed on the way back"));
 }

@@ -339,14 +339,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The web UI, bound where --web-host and --web-port say.
+/// The web UI, bound where --web-host and --web-port say, replaying with
+/// [`replayer`].
 async fn bind_web(cli: &Cli) -> anyhow::Result<mitm::web::WebUi> {
-    mitm::web::WebUi::builder()
+    let web = mitm::web::WebUi::builder()
         .host(cli.web_host.clone())
         .port(cli.web_port)
         .bind()
         .await
-        .context("cannot start the web UI")
+        .context("cannot start the web UI")?;
+    Ok(web.replayer(Arc::new(replayer(cli).await?)))
+}
+
+/// A proxy that only sends, for the web UI's replay: the real one's CA and upstream TLS
+/// settings, listening on a port nobody is told of, with no hooks (so that no --save
+/// file is opened twice). Upstream proxy modes do not apply to replays.
+async fn replayer(cli: &Cli) -> anyhow::Result<Mitm> {
+    let mut b = Mitm::builder()
+        .host("127.0.0.1")
+        .port(0)
+        .middlewares(vec![]);
+    if let Some(dir) = &cli.ca_dir {
+        b = b.ca_dir(dir);
+    }
+    for file in &cli.upstream_ca {
+        b = b.upstream_ca_file(file);
+    }
+    if let Some(pem) = &cli.upstream_client_cert {
+        b = b.upstream_client_cert(pem);
+    }
+    b.dangerous_accept_invalid_upstream_certs(cli.insecure)
+        .bind()
+        .await
+        .context("cannot set up the web UI's replay")
 }
 
 /// Prints the web UI's URL (with its token), warning first when other machines can
@@ -373,7 +398,8 @@ async fn serve_capture(cli: &Cli, file: &std::path::Path) -> anyhow::Result<()> 
         .max_bytes(usize::MAX)
         .bind()
         .await
-        .context("cannot start the web UI")?;
+        .context("cannot start the web UI")?
+        .replayer(Arc::new(replayer(cli).await?));
     let flows = records.len();
     web.store().extend(records);
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;

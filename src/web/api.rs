@@ -19,11 +19,17 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::store::{millis_since_epoch, Change, FlowPage, FlowSource, FlowSummary, ListQuery};
+use super::feed::{Decision, Edit, Interceptor};
+use super::store::{
+    millis_since_epoch, Change, FlowPage, FlowSource, FlowState, FlowSummary, ListQuery,
+    MemoryStore, Phase,
+};
+use super::Replayer;
 use crate::capture::{Filter, FilterError, Record, RecordedBody};
 use crate::http::message::Headers;
 
@@ -37,7 +43,12 @@ const BATCH_MAX: usize = 5_000;
 
 /// What every handler shares.
 pub(crate) struct App {
+    /// Where the list and details come from.
     pub source: Arc<dyn FlowSource>,
+    /// Where replayed flows go.
+    pub store: Arc<MemoryStore>,
+    pub interceptor: Arc<Interceptor>,
+    pub replayer: Option<Arc<dyn Replayer>>,
 }
 
 type Shared = State<Arc<App>>;
@@ -51,6 +62,11 @@ pub(crate) fn routes(app: Arc<App>) -> Router {
         .route("/api/flows/{id}", get(detail))
         .route("/api/flows/{id}/{side}/body", get(body))
         .route("/api/clear", post(clear))
+        .route("/api/intercept", get(intercept_filter).post(set_intercept))
+        .route("/api/flows/{id}/resume", post(resume))
+        .route("/api/flows/{id}/kill", post(kill))
+        .route("/api/flows/{id}/replay", post(replay))
+        .route("/api/export", get(export))
         .route("/api/live", get(live))
         .with_state(app)
 }
@@ -177,7 +193,7 @@ fn payload(text: bool, data: &[u8]) -> String {
     hex
 }
 
-fn detail_json(id: u64, record: &Record, pending: bool) -> Value {
+fn detail_json(id: u64, record: &Record, state: FlowState) -> Value {
     let req = &record.request;
     let response = record.response.as_ref().map(|r| {
         json!({
@@ -202,7 +218,7 @@ fn detail_json(id: u64, record: &Record, pending: bool) -> Value {
             .collect::<Vec<_>>()
     });
     json!({
-        "summary": FlowSummary::of(id, record, pending),
+        "summary": FlowSummary::of(id, record, state),
         "url": req.url(),
         "client": record.client.map(|a| a.to_string()),
         "server": record.server.map(|a| a.to_string()),
@@ -228,7 +244,7 @@ fn detail_json(id: u64, record: &Record, pending: bool) -> Value {
 
 async fn detail(State(app): Shared, Path(id): Path<u64>) -> Response {
     match app.source.get(id) {
-        Some((record, pending)) => Json(detail_json(id, &record, pending)).into_response(),
+        Some((record, state)) => Json(detail_json(id, &record, state)).into_response(),
         None => not_found(id),
     }
 }
@@ -312,6 +328,215 @@ async fn clear(State(app): Shared) -> StatusCode {
     app.source.clear();
     tracing::info!("web UI: flows cleared");
     StatusCode::NO_CONTENT
+}
+
+#[derive(Debug, Deserialize)]
+struct InterceptParams {
+    filter: Option<String>,
+}
+
+async fn intercept_filter(State(app): Shared) -> Response {
+    let filter = app.interceptor.filter().map(|f| f.to_string());
+    Json(json!({"filter": filter, "waiting": app.interceptor.waiting_ids()})).into_response()
+}
+
+/// Sets the intercept filter (`{"filter": "…"}`, empty or null for none).
+async fn set_intercept(State(app): Shared, Json(p): Json<InterceptParams>) -> Response {
+    match parse_filter(p.filter.as_deref()) {
+        Ok(filter) => {
+            tracing::info!(
+                filter = filter.as_ref().map(|f| f.as_str()),
+                "web UI: intercept filter set"
+            );
+            app.interceptor.set_filter(filter);
+            intercept_filter(State(app)).await
+        }
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            json!({"error": e.message(), "position": e.position()}),
+        ),
+    }
+}
+
+/// An [`Edit`] from a request body: none when empty.
+fn edit_of(body: &[u8]) -> Result<Edit, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Edit::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("invalid edit: {e}")}),
+        )
+    })
+}
+
+/// Resumes an intercepted flow, changed by the edit in the body (if any).
+async fn resume(State(app): Shared, Path(id): Path<u64>, body: Bytes) -> Response {
+    let edit = match edit_of(&body) {
+        Ok(e) => e,
+        Err(answer) => return answer,
+    };
+    let Some((_, state)) = app.source.get(id) else {
+        return not_found(id);
+    };
+    let phase = state.intercepted.unwrap_or(Phase::Request);
+    if let Err(e) = edit.check(phase) {
+        return error(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}));
+    }
+    decided(&app, id, Decision::Resume(edit))
+}
+
+async fn kill(State(app): Shared, Path(id): Path<u64>) -> Response {
+    decided(&app, id, Decision::Kill)
+}
+
+fn decided(app: &App, id: u64, decision: Decision) -> Response {
+    if app.interceptor.decide(id, decision) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(
+            StatusCode::CONFLICT,
+            json!({"error": format!("flow {id} is not waiting (resumed, killed, or gone)")}),
+        )
+    }
+}
+
+/// Sends the request of a flow again (changed by the edit in the body, if any); the
+/// new flow joins the list, and its id is the answer.
+async fn replay(State(app): Shared, Path(id): Path<u64>, body: Bytes) -> Response {
+    let Some(replayer) = app.replayer.clone() else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            json!({"error": "replay is off: this UI has no proxy to send with"}),
+        );
+    };
+    let edit = match edit_of(&body) {
+        Ok(e) => e,
+        Err(answer) => return answer,
+    };
+    let Some((record, _)) = app.source.get(id) else {
+        return not_found(id);
+    };
+    let mut request = record.request.to_request();
+    if let Err(e) = edit.apply_to_request(&mut request) {
+        return error(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}));
+    }
+    let conn = crate::core::Connection::new(0, crate::core::Host::default());
+    let mut flow = crate::http::message::HttpFlow::new(0, request.clone());
+    flow.request_body_size = request.body.bytes().map_or(0, |b| b.len() as u64);
+    let url = request.url();
+    match replayer.replay(request).await {
+        Ok(response) => {
+            let now = std::time::Instant::now();
+            flow.timings.request_end = Some(now);
+            flow.timings.response_first_byte = Some(now);
+            flow.timings.response_end = Some(now);
+            flow.response_body_size = response.body.bytes().map_or(0, |b| b.len() as u64);
+            flow.response = Some(response);
+        }
+        Err(e) => {
+            tracing::warn!(%url, error = %crate::error::Report(&e), "web UI: replay failed");
+            flow.error = Some(Arc::new(e));
+        }
+    }
+    let record = Record::from_flow(&conn, &flow, super::DEFAULT_FEED_BODY_LIMIT);
+    let failed = record.error.clone();
+    let new = app.store.insert(record, FlowState::FINISHED);
+    Json(json!({"id": new, "error": failed})).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportParams {
+    format: Option<String>,
+    filter: Option<String>,
+}
+
+/// The flows matching `filter` as a capture file: `har` (default), `flows`
+/// (mitmproxy's) or `sqlite`.
+async fn export(State(app): Shared, Query(p): Query<ExportParams>) -> Response {
+    let filter = match parse_filter(p.filter.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                json!({"error": e.message(), "position": e.position()}),
+            )
+        }
+    };
+    let ext = match p.format.as_deref().unwrap_or("har") {
+        "har" => "har",
+        "flows" => "flows",
+        "sqlite" => "sqlite",
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                json!({"error": format!("unknown format {other:?}: har, flows or sqlite")}),
+            )
+        }
+    };
+    let source = app.source.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let records = source.records(filter.as_ref());
+        write_capture(ext, &records)
+    })
+    .await;
+    match made {
+        Ok(Ok(data)) => {
+            let disposition = format!("attachment; filename=\"mitm.{ext}\"");
+            let mut answer = data.into_response();
+            let h = answer.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&disposition) {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            answer
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::error::Report(&e), "web UI: export failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": format!("export failed: {}", crate::error::Report(&e))}),
+            )
+        }
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": "export failed"}),
+        ),
+    }
+}
+
+/// `records` written as a capture file of type `ext` (through a temporary file, as
+/// every format's writer writes files), and read back.
+fn write_capture(ext: &str, records: &[Arc<Record>]) -> crate::Result<Vec<u8>> {
+    let name = format!(
+        "mitm-web-export-{}-{}.{ext}",
+        std::process::id(),
+        super::auth::new_token()
+    );
+    let path = std::env::temp_dir().join(name);
+    let result = (|| {
+        let mut sink = crate::capture::create(&path)?;
+        let io = |source| crate::Error::CaptureIo {
+            path: path.clone(),
+            source,
+        };
+        for record in records {
+            sink.write(record).map_err(io)?;
+        }
+        sink.flush().map_err(io)?;
+        drop(sink);
+        std::fs::read(&path).map_err(io)
+    })();
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    result
 }
 
 async fn live(State(app): Shared, upgrade: WebSocketUpgrade) -> Response {
@@ -399,10 +624,10 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
                 let flows = ids
                     .into_iter()
                     .filter_map(|id| {
-                        let (record, pending) = app.source.get(id)?;
+                        let (record, state) = app.source.get(id)?;
                         Some(LiveFlow {
                             matches: filter.as_ref().is_none_or(|f| f.matches(&record)),
-                            summary: FlowSummary::of(id, &record, pending),
+                            summary: FlowSummary::of(id, &record, state),
                         })
                     })
                     .collect();

@@ -30,6 +30,7 @@
 
 mod api;
 mod auth;
+mod feed;
 mod store;
 
 use std::future::Future;
@@ -41,13 +42,32 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+pub use feed::{Decision, Edit, EditError, Feed, Interceptor, DEFAULT_FEED_BODY_LIMIT};
 pub use store::{
-    Change, Feed, FlowPage, FlowSource, FlowSummary, ListQuery, MemoryStore,
-    DEFAULT_FEED_BODY_LIMIT, DEFAULT_MAX_BYTES, DEFAULT_MAX_FLOWS, MAX_PAGE,
+    Change, FlowPage, FlowSource, FlowState, FlowSummary, ListQuery, MemoryStore, Phase,
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_FLOWS, MAX_PAGE,
 };
 
 use crate::error::{Error, Result};
-use auth::{Asking, Decision, Guard};
+use crate::http::message::{Request as HttpRequest, Response as HttpResponse};
+use auth::{Asking, Guard};
+
+/// Sends a request again, for the UI's replay. [`Mitm`](crate::Mitm) does, through its
+/// upstream layer ([`Mitm::send`](crate::Mitm::send)); give the UI one with
+/// [`WebUi::replayer`] (it need not be the one that runs: a proxy bound to port 0 and
+/// never run sends just as well).
+#[async_trait::async_trait]
+pub trait Replayer: Send + Sync + 'static {
+    /// Sends `request` to its origin and returns the response, body held.
+    async fn replay(&self, request: HttpRequest) -> Result<HttpResponse>;
+}
+
+#[async_trait::async_trait]
+impl Replayer for crate::Mitm {
+    async fn replay(&self, request: HttpRequest) -> Result<HttpResponse> {
+        self.send(request).await
+    }
+}
 
 /// The default of [`WebUiBuilder::port`]: 8081.
 pub const DEFAULT_PORT: u16 = 8081;
@@ -132,12 +152,19 @@ impl WebUiBuilder {
             .map_err(|source| Error::Bind { addr, source })?;
         let token = self.token.unwrap_or_else(auth::new_token);
         let store = Arc::new(MemoryStore::new(self.max_flows, self.max_bytes));
+        let interceptor = Arc::new(Interceptor::default());
         Ok(WebUi {
             listener,
             guard: Guard::new(token, local),
             source: store.clone(),
-            feed: Arc::new(Feed::new(store.clone(), self.body_limit)),
+            feed: Arc::new(Feed::new(
+                store.clone(),
+                interceptor.clone(),
+                self.body_limit,
+            )),
             store,
+            interceptor,
+            replayer: None,
         })
     }
 }
@@ -149,6 +176,8 @@ pub struct WebUi {
     store: Arc<MemoryStore>,
     source: Arc<dyn FlowSource>,
     feed: Arc<Feed>,
+    interceptor: Arc<Interceptor>,
+    replayer: Option<Arc<dyn Replayer>>,
 }
 
 impl std::fmt::Debug for WebUi {
@@ -218,6 +247,19 @@ impl WebUi {
         &self.store
     }
 
+    /// The intercept filter and the flows waiting for the user (the UI sets the filter;
+    /// an embedder may too).
+    pub fn interceptor(&self) -> &Arc<Interceptor> {
+        &self.interceptor
+    }
+
+    /// Lets the UI replay requests, sending them with `replayer`; the replayed flows
+    /// join the list. Default: none (the replay button answers that replay is off).
+    pub fn replayer(mut self, replayer: Arc<dyn Replayer>) -> Self {
+        self.replayer = Some(replayer);
+        self
+    }
+
     /// Serves flows from `source` instead of the UI's own store (e.g. a database
     /// opened elsewhere). The [`feed`](Self::feed) still fills the own store.
     pub fn source(mut self, source: Arc<dyn FlowSource>) -> Self {
@@ -247,6 +289,9 @@ impl WebUi {
         let guard = Arc::new(self.guard);
         let app = api::routes(Arc::new(api::App {
             source: self.source,
+            store: self.store,
+            interceptor: self.interceptor,
+            replayer: self.replayer,
         }))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| {
@@ -285,7 +330,7 @@ async fn checked(guard: &Guard, req: Request, next: Next) -> Response {
         query: req.uri().query(),
     });
     let mut answer = match decision {
-        Decision::Refuse(why) => {
+        auth::Decision::Refuse(why) => {
             tracing::warn!(
                 method = %req.method(),
                 path = req.uri().path(),
@@ -295,8 +340,8 @@ async fn checked(guard: &Guard, req: Request, next: Next) -> Response {
             );
             (StatusCode::FORBIDDEN, format!("403 Forbidden: {why}\n")).into_response()
         }
-        Decision::Allow => next.run(req).await,
-        Decision::AllowAndRemember(cookie) => {
+        auth::Decision::Allow => next.run(req).await,
+        auth::Decision::AllowAndRemember(cookie) => {
             let mut answer = next.run(req).await;
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 answer.headers_mut().append(header::SET_COOKIE, v);

@@ -1,28 +1,19 @@
 //! The flows the web UI serves: [`FlowSource`] (what the server asks of any store of
-//! flows), [`MemoryStore`] (records held in memory, bounded, oldest dropped), and
-//! [`Feed`] (the middleware that puts live flows into a `MemoryStore` as they start,
-//! get their response and finish).
+//! flows) and [`MemoryStore`] (records held in memory, bounded, oldest dropped).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::capture::{Filter, Record, RecordedMessage};
-use crate::core::Connection;
-use crate::http::message::{HttpFlow, Verdict};
-use crate::middleware::Middleware;
-use crate::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
+use crate::capture::{Filter, Record};
 
 /// The default of [`MemoryStore::new`]'s `max_flows`, as the CLI uses it: 50 000 flows.
 pub const DEFAULT_MAX_FLOWS: usize = 50_000;
 /// The default of [`MemoryStore::new`]'s `max_bytes`: 512 MiB of kept bodies.
 pub const DEFAULT_MAX_BYTES: usize = 512 * 1024 * 1024;
-/// The default of [`Feed`]'s body limit: 4 MiB kept of each body.
-pub const DEFAULT_FEED_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// How many changes a live socket may fall behind before it is told to reload.
 const CHANGES: usize = 16 * 1024;
@@ -55,6 +46,8 @@ pub struct FlowSummary {
     pub duration: Option<f64>,
     /// Whether the flow is still going (no `flow_finished` yet).
     pub pending: bool,
+    /// Where the flow waits for the user, when it was intercepted.
+    pub intercepted: Option<Phase>,
     /// Whether the flow failed (see the detail for why).
     pub error: bool,
     /// Whether the flow became a WebSocket.
@@ -62,8 +55,8 @@ pub struct FlowSummary {
 }
 
 impl FlowSummary {
-    /// The row of `record`, stored as `id`.
-    pub fn of(id: u64, record: &Record, pending: bool) -> Self {
+    /// The row of `record`, stored as `id`, in `state`.
+    pub fn of(id: u64, record: &Record, state: FlowState) -> Self {
         let response = record.response.as_ref();
         let content_type = response
             .and_then(|r| r.headers.get("content-type"))
@@ -90,11 +83,46 @@ impl FlowSummary {
                 .timings
                 .response_end
                 .map(|d| d.as_secs_f64() * 1000.0),
-            pending,
+            pending: state.pending,
+            intercepted: state.intercepted,
             error: record.error.is_some(),
             websocket: record.websocket.is_some(),
         }
     }
+}
+
+/// Where an intercepted flow waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Before its request goes upstream.
+    Request,
+    /// Before its response goes back to the client.
+    Response,
+}
+
+/// Where a stored flow is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlowState {
+    /// Still going (no `flow_finished` yet).
+    pub pending: bool,
+    /// Waiting for the user, and where.
+    pub intercepted: Option<Phase>,
+}
+
+impl FlowState {
+    /// A flow that is over.
+    pub const FINISHED: FlowState = FlowState {
+        pending: false,
+        intercepted: None,
+    };
+    /// A flow still going, not waiting for the user.
+    pub const PENDING: FlowState = FlowState {
+        pending: true,
+        intercepted: None,
+    };
 }
 
 /// Milliseconds since the Unix epoch (0 for times before it).
@@ -147,13 +175,16 @@ pub trait FlowSource: Send + Sync + 'static {
     /// The flows `query` asks for.
     fn list(&self, query: &ListQuery) -> FlowPage;
 
-    /// The flow stored as `id`, and whether it is still going.
-    fn get(&self, id: u64) -> Option<(Arc<Record>, bool)>;
+    /// The flow stored as `id`, and where it is in its life.
+    fn get(&self, id: u64) -> Option<(Arc<Record>, FlowState)>;
+
+    /// Every flow that matches `filter` (all without one), oldest first: for exports.
+    fn records(&self, filter: Option<&Filter>) -> Vec<Arc<Record>>;
 
     /// The summary of the flow stored as `id`.
     fn summary(&self, id: u64) -> Option<FlowSummary> {
         self.get(id)
-            .map(|(r, pending)| FlowSummary::of(id, &r, pending))
+            .map(|(r, state)| FlowSummary::of(id, &r, state))
     }
 
     /// How many flows there are.
@@ -177,7 +208,7 @@ pub trait FlowSource: Send + Sync + 'static {
 struct Entry {
     id: u64,
     record: Arc<Record>,
-    pending: bool,
+    state: FlowState,
     /// Body and message bytes kept, counted against `max_bytes`.
     bytes: usize,
 }
@@ -245,8 +276,8 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds `record` (still going when `pending`) and returns its id.
-    pub fn insert(&self, record: Record, pending: bool) -> u64 {
+    /// Adds `record` in `state` and returns its id.
+    pub fn insert(&self, record: Record, state: FlowState) -> u64 {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
@@ -255,7 +286,7 @@ impl MemoryStore {
         inner.flows.push_back(Entry {
             id,
             record: Arc::new(record),
-            pending,
+            state,
             bytes,
         });
         while inner.flows.len() > self.max_flows
@@ -272,27 +303,27 @@ impl MemoryStore {
     /// Adds every record of a saved capture, finished.
     pub fn extend(&self, records: impl IntoIterator<Item = Record>) {
         for record in records {
-            self.insert(record, false);
+            self.insert(record, FlowState::FINISHED);
         }
     }
 
-    /// Replaces the flow `id` (if still stored) with `record`.
-    pub fn update(&self, id: u64, record: Record, pending: bool) {
-        self.modify(id, |r, p| {
+    /// Replaces the flow `id` (if still stored) with `record`, in `state`.
+    pub fn update(&self, id: u64, record: Record, state: FlowState) {
+        self.modify(id, |r, s| {
             *r = record;
-            *p = pending;
+            *s = state;
         });
     }
 
     /// Changes the flow `id` in place, if it is still stored.
-    fn modify(&self, id: u64, change: impl FnOnce(&mut Record, &mut bool)) {
+    pub(crate) fn modify(&self, id: u64, change: impl FnOnce(&mut Record, &mut FlowState)) {
         let mut inner = self.lock();
         let Some(at) = inner.position(id) else {
             return;
         };
         let entry = &mut inner.flows[at];
         let old = entry.bytes;
-        change(Arc::make_mut(&mut entry.record), &mut entry.pending);
+        change(Arc::make_mut(&mut entry.record), &mut entry.state);
         entry.bytes = kept_bytes(&entry.record);
         let new = entry.bytes;
         inner.bytes = inner.bytes - old + new;
@@ -319,7 +350,7 @@ impl FlowSource for MemoryStore {
                 && query.before.is_none_or(|b| e.id < b)
                 && query.filter.as_ref().is_none_or(|f| f.matches(&e.record))
         };
-        let row = |e: &Entry| FlowSummary::of(e.id, &e.record, e.pending);
+        let row = |e: &Entry| FlowSummary::of(e.id, &e.record, e.state);
         let forwards = query.after.is_some() && query.before.is_none();
         let (rows, more) = if forwards {
             let mut it = flows.iter().filter(keep);
@@ -338,10 +369,18 @@ impl FlowSource for MemoryStore {
         }
     }
 
-    fn get(&self, id: u64) -> Option<(Arc<Record>, bool)> {
+    fn get(&self, id: u64) -> Option<(Arc<Record>, FlowState)> {
         let inner = self.lock();
         let e = &inner.flows[inner.position(id)?];
-        Some((e.record.clone(), e.pending))
+        Some((e.record.clone(), e.state))
+    }
+
+    fn records(&self, filter: Option<&Filter>) -> Vec<Arc<Record>> {
+        self.snapshot()
+            .into_iter()
+            .map(|e| e.record)
+            .filter(|r| filter.is_none_or(|f| f.matches(r)))
+            .collect()
     }
 
     fn len(&self) -> usize {
@@ -360,127 +399,12 @@ impl FlowSource for MemoryStore {
     }
 }
 
-/// The middleware that shows live flows in a [`MemoryStore`]: a flow is added when its
-/// request is about to go upstream (so a flow still waiting shows), updated when its
-/// response arrives and when it finishes, and a WebSocket's messages are added to its
-/// flow as they pass. Get one from [`WebUi::feed`](super::WebUi::feed).
-#[derive(Debug)]
-pub struct Feed {
-    store: Arc<MemoryStore>,
-    body_limit: usize,
-}
-
-/// Per connection: the store id of each of its flows (by the flow's id), per feed.
-#[derive(Default)]
-struct Ids(HashMap<(usize, u64), u64>);
-
-/// Per connection: the store id of its WebSocket flow, per feed.
-#[derive(Default)]
-struct Socket(HashMap<usize, u64>);
-
-impl Feed {
-    /// A feed into `store`, keeping at most `body_limit` bytes of each body.
-    pub fn new(store: Arc<MemoryStore>, body_limit: usize) -> Self {
-        Feed { store, body_limit }
-    }
-
-    /// This feed's key in a connection's state.
-    fn key(&self) -> usize {
-        std::ptr::from_ref(self) as usize
-    }
-
-    fn id_of(&self, conn: &Connection, flow: &HttpFlow) -> Option<u64> {
-        conn.state()
-            .get::<Ids>()
-            .and_then(|ids| ids.0.get(&(self.key(), flow.id)).copied())
-    }
-}
-
-#[async_trait]
-impl Middleware for Feed {
-    async fn request(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
-        let id = self
-            .store
-            .insert(Record::from_flow(conn, flow, self.body_limit), true);
-        conn.state()
-            .get_or_default::<Ids>()
-            .0
-            .insert((self.key(), flow.id), id);
-        Verdict::Continue
-    }
-
-    async fn response(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
-        if let Some(id) = self.id_of(conn, flow) {
-            let record = Record::from_flow(conn, flow, self.body_limit);
-            self.store.update(id, record, true);
-        }
-        Verdict::Continue
-    }
-
-    async fn flow_finished(&self, conn: &Connection, flow: &HttpFlow) {
-        let id = conn
-            .state()
-            .get_mut::<Ids>()
-            .and_then(|ids| ids.0.remove(&(self.key(), flow.id)));
-        let record = Record::from_flow(conn, flow, self.body_limit);
-        let websocket = record.websocket.is_some();
-        let Some(id) = id else {
-            // A request this feed did not see (added to the server after it began).
-            self.store.insert(record, false);
-            return;
-        };
-        self.store.update(id, record, false);
-        if websocket {
-            conn.state()
-                .get_or_default::<Socket>()
-                .0
-                .insert(self.key(), id);
-        }
-    }
-
-    async fn websocket_message(
-        &self,
-        conn: &Connection,
-        message: &mut WebSocketMessage,
-    ) -> MessageVerdict {
-        let id = conn
-            .state()
-            .get::<Socket>()
-            .and_then(|s| s.0.get(&self.key()).copied());
-        if let Some(id) = id {
-            let kept = message.payload.len().min(self.body_limit);
-            let recorded = RecordedMessage {
-                from_client: message.direction == crate::core::Flow::ClientToServer,
-                text: message.kind == MessageKind::Text,
-                data: message.payload.slice(..kept),
-                at: SystemTime::now(),
-            };
-            self.store.modify(id, |record, _| {
-                record.websocket.get_or_insert_with(Vec::new).push(recorded);
-            });
-        }
-        MessageVerdict::Forward
-    }
-
-    fn body_limit(&self) -> usize {
-        self.body_limit
-    }
-
-    fn websocket_message_limit(&self) -> usize {
-        self.body_limit
-    }
-
-    fn wants_data(&self) -> bool {
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::capture::Record;
-    use crate::core::{Host, Target};
-    use crate::http::message::Request;
+    use crate::core::{Connection, Host, Target};
+    use crate::http::message::{HttpFlow, Request};
 
     fn record(path: &str) -> Record {
         let request = Request::new_to(
@@ -503,7 +427,7 @@ mod tests {
     fn drops_the_oldest_flows_past_the_maximum() {
         let store = MemoryStore::new(3, usize::MAX);
         for i in 0..5 {
-            store.insert(record(&format!("/{i}")), false);
+            store.insert(record(&format!("/{i}")), FlowState::FINISHED);
         }
         assert_eq!(store.len(), 3);
         assert!(store.get(2).is_none());
@@ -518,7 +442,7 @@ mod tests {
         for i in 0..10 {
             store.insert(
                 record(&format!("/{}{i}", if i % 2 == 0 { "even" } else { "odd" })),
-                false,
+                FlowState::FINISHED,
             );
         }
         let even = Some(Filter::parse("~u even").unwrap());
@@ -552,9 +476,9 @@ mod tests {
     fn updates_replace_a_flow_and_tell_the_live_sockets() {
         let store = MemoryStore::default();
         let mut changes = store.changes();
-        let id = store.insert(record("/a"), true);
+        let id = store.insert(record("/a"), FlowState::PENDING);
         assert!(store.summary(id).unwrap().pending);
-        store.update(id, record("/b"), false);
+        store.update(id, record("/b"), FlowState::FINISHED);
         let row = store.summary(id).unwrap();
         assert_eq!((row.path.as_str(), row.pending), ("/b", false));
         store.clear();

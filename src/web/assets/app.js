@@ -163,7 +163,7 @@ function millis(ms) {
 }
 
 function rowOf(f, i) {
-  const status = f.status == null ? (f.error ? "ERR" : "…") : String(f.status);
+  const status = f.intercepted ? "⏸ " + f.intercepted : f.status == null ? (f.error ? "ERR" : "…") : String(f.status);
   const cells = [
     [String(f.id), "num"],
     [clock(f.time), ""],
@@ -180,6 +180,7 @@ function rowOf(f, i) {
   row.dataset.id = f.id;
   row.style.top = i * ROW + "px";
   if (f.pending) row.classList.add("pending");
+  if (f.intercepted) row.classList.add("intercepted");
   if (f.error) row.classList.add("failed");
   if (f.id === state.selected) row.classList.add("selected");
   return row;
@@ -202,7 +203,7 @@ function connect() {
       for (const f of m.flows) {
         if (f.matches) upsert(f);
         else if (state.byId.has(f.id)) gone.push(f.id);
-        if (f.id === state.selected) refreshDetail();
+        if (f.id === state.selected && changed(f)) refreshDetail();
       }
       removeAll(gone);
       state.count = m.count;
@@ -221,6 +222,15 @@ function connect() {
 }
 
 // ---- the detail pane ----
+
+// Whether the live summary `f` of the selected flow differs from the one shown (a
+// flow whose form is being edited is not redrawn for nothing).
+function changed(f) {
+  const shown = state.detail && state.detail.summary;
+  if (!shown) return true;
+  const { matches, ...now } = f;
+  return JSON.stringify(now) !== JSON.stringify(shown);
+}
 
 let refreshing = null;
 function refreshDetail() {
@@ -260,12 +270,16 @@ function showTab(tab) {
   const pane = $("pane");
   const parts = [];
   if (d.error) parts.push(el("p", { className: "error", textContent: "error: " + d.error }));
+  state.form = null;
   if (tab === "request") {
     const q = d.request;
+    parts.push(actions(d));
+    if (d.summary.intercepted === "request") parts.push(interceptForm(d, "request"));
     parts.push(el("p", { className: "first", textContent: `${q.method} ${d.url} ${q.version}` }));
     parts.push(headTable(q.headers), bodyView(d.summary.id, "request", q.body));
   } else if (tab === "response") {
     const s = d.response;
+    if (s && d.summary.intercepted === "response") parts.push(interceptForm(d, "response"));
     if (!s) {
       parts.push(el("p", { className: "note", textContent: d.summary.pending ? "waiting for the response…" : "no response" }));
     } else {
@@ -285,6 +299,164 @@ function showTab(tab) {
     for (const f of facts) parts.push(el("div", { className: "note", textContent: f }));
   }
   pane.replaceChildren(...parts);
+}
+
+// ---- intercept, replay, export ----
+
+async function post(url, body) {
+  const r = await fetch(url, {
+    method: "POST",
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (r.ok) return { ok: true, body: r.status === 204 ? null : await r.json() };
+  let error = `${r.status}`;
+  try {
+    error = (await r.json()).error;
+  } catch (e) {}
+  return { ok: false, error };
+}
+
+// Replay, edit and replay, curl: for every flow.
+function actions(d) {
+  const bar = el("div", { className: "actions" });
+  const out = el("div", {});
+  const say = (text) => out.replaceChildren(el("p", { className: "error", textContent: text }));
+  bar.append(
+    el("button", { type: "button", className: "replay", textContent: "Replay (r)", onclick: () => replay(d.summary.id).then((e) => e && say(e)) }),
+    el("button", {
+      type: "button",
+      className: "edit-replay",
+      textContent: "Edit and replay",
+      onclick: () => {
+        const form = editForm(d, "request");
+        form.querySelector(".buttons").append(
+          el("button", {
+            type: "button",
+            className: "send",
+            textContent: "Send",
+            onclick: async () => {
+              const r = await post(`/api/flows/${d.summary.id}/replay`, form.editOf());
+              if (!r.ok) return form.say(r.error);
+              select(r.body.id);
+            },
+          }),
+        );
+        out.replaceChildren(form);
+      },
+    }),
+    el("button", { type: "button", className: "curl", textContent: "curl", onclick: () => out.replaceChildren(el("pre", { className: "curl", textContent: d.curl })) }),
+  );
+  return el("div", {}, bar, out);
+}
+
+// Replays flow `id`; selects the new flow, or returns the error.
+async function replay(id) {
+  const r = await post(`/api/flows/${id}/replay`);
+  if (!r.ok) return r.error;
+  if (r.body.error) return "replay failed: " + r.body.error;
+  select(r.body.id);
+  return null;
+}
+
+// The form of an intercepted flow: its message, editable, with Resume and Kill.
+function interceptForm(d, phase) {
+  const form = editForm(d, phase);
+  const id = d.summary.id;
+  form.querySelector(".buttons").append(
+    el("button", { type: "button", className: "resume", textContent: "Resume (a)", onclick: () => resume(id, form) }),
+    el("button", {
+      type: "button",
+      className: "kill",
+      textContent: "Kill",
+      onclick: async () => {
+        const r = await post(`/api/flows/${id}/kill`);
+        if (!r.ok) form.say(r.error);
+      },
+    }),
+  );
+  state.form = form;
+  return form;
+}
+
+async function resume(id, form) {
+  const r = await post(`/api/flows/${id}/resume`, form ? form.editOf() : undefined);
+  if (!r.ok && form) form.say(r.error);
+}
+
+// A form with the message of `phase`; form.editOf() gives the fields changed.
+function editForm(d, phase) {
+  const isRequest = phase === "request";
+  const m = isRequest ? d.request : d.response;
+  const form = el("form", { className: "edit" });
+  form.addEventListener("submit", (e) => e.preventDefault());
+  const input = (name, label, value, tag = "input") => {
+    const field = el(tag, { name, value });
+    form.append(el("label", { textContent: label }), field);
+    return field;
+  };
+  const heads = m.headers.map(([n, v]) => `${n}: ${v}`).join("\n");
+  const original = isRequest ? { method: m.method, url: d.url } : { status: String(m.status), reason: m.reason };
+  const first = isRequest
+    ? [input("method", "method", m.method), input("url", "URL", d.url)]
+    : [input("status", "status", String(m.status)), input("reason", "reason", m.reason)];
+  const headers = input("headers", "headers", heads, "textarea");
+  const body = input("body", "body", "", "textarea");
+  let bodyText = "";
+  if (m.body.kept) {
+    body.disabled = true;
+    body.placeholder = "loading…";
+    fetch(`/api/flows/${d.summary.id}/${phase}/body`)
+      .then((r) => r.arrayBuffer())
+      .then((buf) => {
+        const text = utf8(new Uint8Array(buf));
+        if (text == null || m.body.truncated) {
+          body.placeholder = "(binary or cut body: not editable here)";
+          return;
+        }
+        body.value = bodyText = text;
+        body.disabled = false;
+      });
+  }
+  const error = el("p", { className: "error" });
+  form.append(el("div", { className: "buttons" }), error);
+  form.say = (text) => (error.textContent = text);
+  form.editOf = () => {
+    const edit = {};
+    for (const field of first) if (field.value !== original[field.name]) edit[field.name] = field.name === "status" ? Number(field.value) : field.value;
+    if (headers.value !== heads) {
+      edit.headers = headers.value
+        .split("\n")
+        .filter((l) => l.trim())
+        .map((l) => {
+          const i = l.indexOf(":");
+          return i < 0 ? [l.trim(), ""] : [l.slice(0, i).trim(), l.slice(i + 1).trim()];
+        });
+    }
+    if (!body.disabled && body.value !== bodyText) edit.body = body.value;
+    return edit;
+  };
+  return form;
+}
+
+async function resumeAll() {
+  const r = await fetch("/api/intercept");
+  if (!r.ok) return;
+  for (const id of (await r.json()).waiting) await post(`/api/flows/${id}/resume`);
+}
+
+function exportShown() {
+  const q = new URLSearchParams({ format: $("export-format").value });
+  if (state.filter) q.set("filter", state.filter);
+  location.href = "/api/export?" + q;
+}
+
+async function setIntercept(text) {
+  const r = await post("/api/intercept", { filter: text });
+  const input = $("intercept");
+  input.classList.toggle("bad", !r.ok);
+  input.classList.toggle("on", r.ok && !!text);
+  $("intercept-error").textContent = r.ok ? "" : r.error;
 }
 
 function headTable(headers) {
@@ -422,6 +594,13 @@ function start() {
     }, 200);
   });
   $("clear").addEventListener("click", () => fetch("/api/clear", { method: "POST" }));
+  let typingIntercept = null;
+  $("intercept").addEventListener("input", () => {
+    clearTimeout(typingIntercept);
+    typingIntercept = setTimeout(() => setIntercept($("intercept").value.trim()), 200);
+  });
+  $("resume-all").addEventListener("click", resumeAll);
+  $("export").addEventListener("click", exportShown);
   $("tabs").addEventListener("click", (e) => {
     if (e.target.id === "close") {
       $("detail").hidden = true;
@@ -430,13 +609,16 @@ function start() {
     } else if (e.target.dataset.tab) showTab(e.target.dataset.tab);
   });
   document.addEventListener("keydown", (e) => {
-    if (e.target.tagName === "INPUT") {
+    if (["INPUT", "TEXTAREA", "SELECT"].includes(e.target.tagName)) {
       if (e.key === "Escape") e.target.blur();
       return;
     }
     if (e.key === "j" || e.key === "ArrowDown") move(1);
     else if (e.key === "k" || e.key === "ArrowUp") move(-1);
     else if (e.key === "Enter" && state.selected != null) select(state.selected);
+    else if (e.key === "r" && state.selected != null) replay(state.selected);
+    else if (e.key === "a" && state.selected != null) resume(state.selected, state.form);
+    else if (e.key === "A") resumeAll();
     else if (e.key === "Escape") $("tabs").querySelector("#close").click();
     else if (e.key === "/") {
       e.preventDefault();
