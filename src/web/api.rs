@@ -359,23 +359,25 @@ async fn set_intercept(State(app): Shared, Json(p): Json<InterceptParams>) -> Re
 }
 
 /// An [`Edit`] from a request body: none when empty.
-fn edit_of(body: &[u8]) -> Result<Edit, Response> {
+fn edit_of(body: &[u8]) -> Result<Edit, serde_json::Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Edit::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            json!({"error": format!("invalid edit: {e}")}),
-        )
-    })
+    serde_json::from_slice(body)
+}
+
+fn bad_edit(e: &serde_json::Error) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        json!({"error": format!("invalid edit: {e}")}),
+    )
 }
 
 /// Resumes an intercepted flow, changed by the edit in the body (if any).
 async fn resume(State(app): Shared, Path(id): Path<u64>, body: Bytes) -> Response {
     let edit = match edit_of(&body) {
         Ok(e) => e,
-        Err(answer) => return answer,
+        Err(e) => return bad_edit(&e),
     };
     let Some((_, state)) = app.source.get(id) else {
         return not_found(id);
@@ -413,7 +415,7 @@ async fn replay(State(app): Shared, Path(id): Path<u64>, body: Bytes) -> Respons
     };
     let edit = match edit_of(&body) {
         Ok(e) => e,
-        Err(answer) => return answer,
+        Err(e) => return bad_edit(&e),
     };
     let Some((record, _)) = app.source.get(id) else {
         return not_found(id);
