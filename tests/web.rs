@@ -842,3 +842,101 @@ async fn an_intercepted_response_edited_in_the_page_reaches_the_client_edited() 
         .unwrap();
     assert_eq!((status, body.as_str()), (418, "changed on the way back"));
 }
+
+/// A HAR file of `n` small flows, `GET http://big.localhost/p/I` answered 200.
+fn big_har(path: &std::path::Path, n: usize) {
+    let mut out = String::from(
+        r#"{"log":{"version":"1.2","creator":{"name":"test","version":"1"},"entries":["#,
+    );
+    for i in 0..n {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            r#"{{"startedDateTime":"2026-01-01T00:00:{:02}.{:03}Z","time":1,"request":{{"method":"GET","url":"http://big.localhost/p/{i}","httpVersion":"HTTP/1.1","headers":[],"queryString":[],"cookies":[],"headersSize":-1,"bodySize":0}},"response":{{"status":200,"statusText":"OK","httpVersion":"HTTP/1.1","headers":[{{"name":"content-type","value":"text/plain"}}],"cookies":[],"content":{{"size":2,"mimeType":"text/plain","text":"ok"}},"redirectURL":"","headersSize":-1,"bodySize":2}},"cache":{{}},"timings":{{"send":0,"wait":1,"receive":0}}}}"#,
+            (i / 1000) % 60,
+            i % 1000
+        ));
+    }
+    out.push_str("]}}");
+    std::fs::write(path, out).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_loads_100000_flows_from_sqlite_scrolls_and_filters() {
+    const N: usize = 100_000;
+    let Some(chromium) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let har = dir.path().join("big.har");
+    let db = dir.path().join("big.sqlite");
+    big_har(&har, N);
+    let converted = Command::new(env!("CARGO_BIN_EXE_mitm"))
+        .args(["-q", "convert"])
+        .arg(&har)
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(converted.success());
+    let mitm = start_mitm(&["web", db.to_str().unwrap(), "--web-port", "0"]);
+
+    let browser = cdp::Browser::start(chromium).await;
+    let page = browser.page().await;
+    // Errors the page's scripts throw, kept for the end.
+    page.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        serde_json::json!({"source": "window.errors = []; addEventListener('error', e => errors.push(String(e.message)));"}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    page.navigate(&mitm.url).await;
+    let rows = "document.querySelectorAll('#spacer .row')";
+    page.wait_for(&format!("{rows}.length > 0"), "the first rows")
+        .await;
+    let first_render = started.elapsed();
+    page.wait_for(
+        &format!("document.getElementById('count').textContent === '{N} flows'"),
+        "every flow loaded",
+    )
+    .await;
+    let all_loaded = started.elapsed();
+    // Only the visible rows are in the page, however many flows there are.
+    let shown = page.eval(&format!("{rows}.length")).await.as_u64().unwrap();
+    assert!(shown > 0 && shown < 200, "{shown} rows in the DOM");
+
+    // Scrolling to the middle and to the end shows those rows.
+    let scrolled = std::time::Instant::now();
+    page.eval("document.getElementById('list').scrollTop = 50000 * 22")
+        .await;
+    page.wait_for(
+        &format!("[...{rows}].some(r => r.textContent.includes('/p/50000'))"),
+        "the middle rows",
+    )
+    .await;
+    page.eval("const l = document.getElementById('list'); l.scrollTop = l.scrollHeight")
+        .await;
+    page.wait_for(
+        &format!(
+            "[...{rows}].some(r => r.textContent.includes('/p/{}'))",
+            N - 1
+        ),
+        "the last rows",
+    )
+    .await;
+    let scrolling = scrolled.elapsed();
+
+    // The server filters all of them.
+    let filtering = std::time::Instant::now();
+    page.eval("document.getElementById('filter').focus()").await;
+    page.type_text("~u /p/9999").await;
+    page.wait_for(
+        &format!("{rows}.length === 11 && document.getElementById('count').textContent === '11 of {N} flows'"),
+        "the 11 flows whose path has /p/9999",
+    )
+    .await;
+    let filtered = filtering.elapsed();
+    assert_eq!(page.eval("window.errors").await, serde_json::json!([]));
+    eprintln!(
+        "{N} flows: first rows after {first_render:?}, all loaded after {all_loaded:?}, \
+         scrolled to the middle and the end in {scrolling:?}, filtered in {filtered:?}"
+    );
+}

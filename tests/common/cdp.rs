@@ -169,10 +169,13 @@ impl Browser {
                 json!({"targetId": target["targetId"], "flatten": true}),
             )
             .await;
-        Page {
+        let page = Page {
             browser: self,
             session: attached["sessionId"].as_str().unwrap().to_string(),
-        }
+        };
+        // Scripts added for new documents run only once the page domain is on.
+        page.call("Page.enable", json!({})).await;
+        page
     }
 }
 

@@ -138,7 +138,8 @@ function render() {
   for (let i = first; i < last; i++) rows.append(rowOf(state.byId.get(state.order[i]), i));
   spacer.replaceChildren(rows);
   const shown = state.order.length;
-  $("count").textContent = state.filter ? `${shown} of ${state.count} flows` : `${state.count} flows`;
+  // "N of M" while filtered, or while the list is still loading.
+  $("count").textContent = shown === state.count ? `${shown} flows` : `${shown} of ${state.count} flows`;
   for (const span of $("columns").children) {
     span.className = span.dataset.key === state.sort.key ? (state.sort.dir > 0 ? "asc" : "desc") : "";
   }
