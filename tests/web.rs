@@ -940,3 +940,52 @@ async fn the_page_loads_100000_flows_from_sqlite_scrolls_and_filters() {
          scrolled to the middle and the end in {scrolling:?}, filtered in {filtered:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_flows_reaches_the_page_in_batches_and_it_stays_responsive() {
+    const N: usize = 20_000;
+    let Some(chromium) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let har = dir.path().join("flood.har");
+    big_har(&har, N);
+    let records = mitm::capture::read(&har).unwrap();
+    let ui = start_ui().await;
+    let browser = cdp::Browser::start(chromium).await;
+    let page = open(&browser, &ui, 0).await;
+
+    // 10 000 flows a second for two seconds, while the page is open.
+    let store = ui.store.clone();
+    let flood = std::thread::spawn(move || {
+        let mut records = records.into_iter();
+        let start = std::time::Instant::now();
+        for tick in 1..=100u32 {
+            store.extend(records.by_ref().take(N / 100));
+            let next = start + std::time::Duration::from_millis(20) * tick;
+            std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+        }
+    });
+    // The page answers all along, and until it has caught up: no script call waits
+    // long behind the updates.
+    let all = format!("document.getElementById('count').textContent === '{N} flows'");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut slowest = std::time::Duration::ZERO;
+    loop {
+        let asked = std::time::Instant::now();
+        let done = page.eval(&all).await == serde_json::Value::Bool(true);
+        slowest = slowest.max(asked.elapsed());
+        if done && flood.is_finished() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page did not show the {N} flows in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    flood.join().unwrap();
+    assert!(
+        slowest < std::time::Duration::from_secs(1),
+        "the page took {slowest:?} to answer during the flood"
+    );
+    eprintln!("{N} flows flooded in; the page answered within {slowest:?} throughout");
+}
