@@ -7,7 +7,13 @@
 //! | `GET /api/flows/{id}` | one flow in detail: heads, body facts, timings, WebSocket messages, error |
 //! | `GET /api/flows/{id}/{request\|response}/body[?raw=1]` | a body, decoded from its `Content-Encoding` unless `raw` |
 //! | `POST /api/clear` | removes every flow |
+//! | `GET /api/intercept`, `POST /api/intercept {"filter": …}` | the intercept filter, and the ids of the flows waiting |
+//! | `POST /api/flows/{id}/resume [Edit]`, `POST /api/flows/{id}/kill` | decides for a waiting flow (`409` when it is not waiting) |
+//! | `POST /api/flows/{id}/replay [Edit]` | sends the request again (edited); `{"id": new flow}` |
+//! | `GET /api/export?format=har\|flows\|sqlite&filter=` | the flows matching as a capture file |
 //! | `GET /api/live` (WebSocket) | batched changes; the page sends `{"filter": "…"}` |
+//!
+//! Every answer passes the checks of `auth.rs` first (token, `Host`, `Origin`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

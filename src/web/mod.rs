@@ -1,32 +1,41 @@
-//! A web UI beside the proxy: a live, filterable list of flows and a detail pane, served
-//! to a browser by a small HTTP server (axum) of its own.
+//! A web UI beside the proxy: a live, filterable list of flows, a detail pane, intercept
+//! (pause, edit, resume or kill), replay and export, served to a browser by a small
+//! HTTP server (axum) of its own. The page (HTML, CSS and JS written for it, no build
+//! step) is embedded in the binary.
 //!
 //! [`WebUi`] is the server; its [`feed`](WebUi::feed) is a middleware to add to the
 //! proxy, which puts every flow into the UI's [`MemoryStore`] as it starts and
-//! finishes. A saved capture can be shown instead, with no proxy at all:
-//! [`MemoryStore::extend`] it with [`capture::read`](crate::capture::read).
+//! finishes, and pauses the flows its [`Interceptor`]'s filter matches. A saved capture
+//! can be shown instead, with no proxy at all: [`MemoryStore::extend`] it with
+//! [`capture::read`](crate::capture::read). Replay needs a [`Replayer`] (a
+//! [`Mitm`](crate::Mitm)). The endpoints are listed in the `api` module's source.
 //!
 //! ```no_run
 //! # async fn run() -> mitm::Result<()> {
+//! use std::sync::Arc;
 //! use mitm::web::WebUi;
 //!
 //! let ui = WebUi::builder().port(0).bind().await?;
 //! println!("web UI: {}", ui.url());
 //! let proxy = mitm::Mitm::builder().middleware(ui.feed()).bind().await?;
-//! tokio::spawn(ui.run());
+//! // Replays go out through a proxy of their own, bound and never run.
+//! let sender = mitm::Mitm::builder().port(0).middlewares(vec![]).bind().await?;
+//! tokio::spawn(ui.replayer(Arc::new(sender)).run());
 //! proxy.run().await
 //! # }
 //! ```
 //!
 //! # Safety
 //!
-//! The UI shows everything that went through the proxy, so it is locked down: it listens on loopback unless told otherwise; every request
-//! needs the random token of its [`url`](WebUi::url) (kept in a cookie after the first
-//! visit, or sent as `Authorization: Bearer`); a `Host` other than the UI's own address
-//! or a loopback name is refused (DNS rebinding), and requests that change state and
-//! the live socket are refused when their `Origin` is another site. The page loads
-//! nothing from elsewhere, and captured bodies are served as opaque bytes (images
-//! excepted), never as pages on the UI's origin.
+//! The UI shows (and can change) everything that goes through the proxy, so it is
+//! locked down: it listens on loopback unless told otherwise; every request needs the
+//! random token of its [`url`](WebUi::url) (kept in an `HttpOnly; SameSite=Strict`
+//! cookie after the first visit, or sent as `Authorization: Bearer`); a `Host` other
+//! than the UI's own address or a loopback name is refused (DNS rebinding); requests
+//! that change state and the live socket are refused when their `Origin` is another
+//! site. The page loads nothing from elsewhere (a strict `Content-Security-Policy`
+//! says so too), and captured bodies are served as opaque bytes (images excepted),
+//! never as pages on the UI's origin.
 
 mod api;
 mod auth;
@@ -155,6 +164,7 @@ impl WebUiBuilder {
         let interceptor = Arc::new(Interceptor::default());
         Ok(WebUi {
             listener,
+            addr: local,
             guard: Guard::new(token, local),
             source: store.clone(),
             feed: Arc::new(Feed::new(
@@ -172,6 +182,8 @@ impl WebUiBuilder {
 /// The web UI's server, bound and ready to [`run`](Self::run).
 pub struct WebUi {
     listener: tokio::net::TcpListener,
+    /// The listener's address, read back once at bind.
+    addr: SocketAddr,
     guard: Guard,
     store: Arc<MemoryStore>,
     source: Arc<dyn FlowSource>,
@@ -204,14 +216,7 @@ impl WebUi {
 
     /// The address the UI listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.guard_addr()
-    }
-
-    fn guard_addr(&self) -> SocketAddr {
-        // Read back once at bind; the listener cannot lose its address.
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.addr
     }
 
     /// The URL to open, token included: `http://HOST:PORT/?token=…`. When the UI listens
