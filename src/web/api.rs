@@ -581,7 +581,8 @@ struct LiveFlow {
 
 /// Sends the changes of `app`'s source, batched, until the page goes away.
 async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
-    let mut changes = app.source.changes();
+    // `None` once the source says it will never change again.
+    let mut changes = Some(app.source.changes());
     let mut filter: Option<Filter> = None;
     let mut pending = BTreeSet::new();
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -607,7 +608,7 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
                 }
                 continue;
             }
-            change = changes.recv() => match change {
+            change = next_change(&mut changes) => match change {
                 Ok(Change::Flow(id)) => {
                     pending.insert(id);
                     deadline.get_or_insert_with(|| tokio::time::Instant::now() + BATCH);
@@ -618,7 +619,7 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
                 Err(RecvError::Lagged(_)) => { pending.clear(); deadline = None; Some(LiveEvent::Reload) }
                 Err(RecvError::Closed) => {
                     // A source that never changes: only the page's messages matter now.
-                    changes = tokio::sync::broadcast::channel(1).1;
+                    changes = None;
                     continue;
                 }
             },
@@ -648,6 +649,16 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
         if send(&mut socket, &event).await.is_err() {
             return;
         }
+    }
+}
+
+/// The next change, or never when there will be none.
+async fn next_change(
+    changes: &mut Option<tokio::sync::broadcast::Receiver<Change>>,
+) -> Result<Change, RecvError> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
