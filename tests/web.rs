@@ -989,3 +989,76 @@ async fn a_flood_of_flows_reaches_the_page_in_batches_and_it_stays_responsive() 
     );
     eprintln!("{N} flows flooded in; the page answered within {slowest:?} throughout");
 }
+
+#[tokio::test]
+async fn websocket_messages_show_in_the_flow_as_they_pass() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let ui = start_ui().await;
+    let (proxy, origin) = proxy_into(&ui).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let url = format!("ws://127.0.0.1:{}/chat", origin.port());
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+        .await
+        .expect("the WebSocket handshake through the proxy");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    ws.send(Message::binary(vec![0u8, 255])).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 255])
+    );
+    // While the socket is still open, its flow shows the four messages.
+    let detail = |id: u64| {
+        let addr = ui.addr;
+        let token = ui.token.clone();
+        async move {
+            let text = plain_client()
+                .get(format!("http://{addr}/api/flows/{id}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            json(&text)
+        }
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let flow = loop {
+        let flow = detail(1).await;
+        if flow["websocket"].as_array().is_some_and(|m| m.len() == 4) {
+            break flow;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the messages never showed: {flow}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(flow["summary"]["websocket"], true);
+    assert_eq!(flow["summary"]["status"], 101);
+    let seen: Vec<(bool, bool, &str)> = flow["websocket"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["from_client"].as_bool().unwrap(),
+                m["text"].as_bool().unwrap(),
+                m["data"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (true, true, "hello"),
+            (false, true, "hello"),
+            (true, false, "00 ff "),
+            (false, false, "00 ff "),
+        ]
+    );
+    ws.close(None).await.unwrap();
+}
