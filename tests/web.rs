@@ -490,6 +490,18 @@ async fn mitm_with_web_shows_the_proxy_flows() {
     assert_eq!(list["count"], 1, "{list}");
     assert_eq!(list["flows"][0]["path"], "/page/via-cli");
     assert_eq!(list["flows"][0]["status"], 200);
+    // The page links the proxy's CA certificate, served by the UI itself.
+    let pem = plain_client()
+        .get(format!("{base}/ca.pem"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let want = std::fs::read_to_string(mitm._dir.path().join("mitm.pem")).unwrap();
+    assert_eq!(pem, want);
 }
 
 /// Chromium, or `None` (with the reason printed) where it is missing.

@@ -325,6 +325,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
     print_banner(&proxy)?;
     if let Some(web) = web {
+        let web = web.ca(proxy.ca().clone());
         print_web(&web)?;
         tokio::spawn(async move {
             if let Err(e) = web.run().await {
@@ -390,6 +391,8 @@ fn print_web(web: &mitm::web::WebUi) -> anyhow::Result<()> {
 /// `mitm web FILE`: the web UI over a saved capture, until Ctrl-C.
 async fn serve_capture(cli: &Cli, file: &std::path::Path) -> anyhow::Result<()> {
     let records = mitm::capture::read(file)?;
+    let sender = replayer(cli).await?;
+    let ca = sender.ca().clone();
     let web = mitm::web::WebUi::builder()
         .host(cli.web_host.clone())
         .port(cli.web_port)
@@ -399,7 +402,8 @@ async fn serve_capture(cli: &Cli, file: &std::path::Path) -> anyhow::Result<()> 
         .bind()
         .await
         .context("cannot start the web UI")?
-        .replayer(Arc::new(replayer(cli).await?));
+        .ca(ca)
+        .replayer(Arc::new(sender));
     let flows = records.len();
     web.store().extend(records);
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;

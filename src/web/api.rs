@@ -3,6 +3,7 @@
 //! | endpoint | what it does |
 //! | --- | --- |
 //! | `GET /`, `/app.js`, `/app.css` | the page (embedded in the binary) |
+//! | `GET /ca.pem` | the proxy's CA certificate, when the UI was given one |
 //! | `GET /api/flows?filter=&after=&before=&limit=` | a page of flow summaries ([`FlowPage`]); `400 {error, position}` for a bad filter |
 //! | `GET /api/flows/{id}` | one flow in detail: heads, body facts, timings, WebSocket messages, error |
 //! | `GET /api/flows/{id}/{request\|response}/body[?raw=1]` | a body, decoded from its `Content-Encoding` unless `raw` |
@@ -55,6 +56,8 @@ pub(crate) struct App {
     pub store: Arc<MemoryStore>,
     pub interceptor: Arc<Interceptor>,
     pub replayer: Option<Arc<dyn Replayer>>,
+    /// The CA whose certificate `/ca.pem` offers.
+    pub ca: Option<Arc<crate::ca::CertificateAuthority>>,
 }
 
 type Shared = State<Arc<App>>;
@@ -64,6 +67,7 @@ pub(crate) fn routes(app: Arc<App>) -> Router {
         .route("/", get(page))
         .route("/app.js", get(script))
         .route("/app.css", get(style))
+        .route("/ca.pem", get(ca_pem))
         .route("/api/flows", get(list))
         .route("/api/flows/{id}", get(detail))
         .route("/api/flows/{id}/{side}/body", get(body))
@@ -97,6 +101,27 @@ async fn script() -> Response {
 
 async fn style() -> Response {
     asset("text/css; charset=utf-8", include_str!("assets/app.css"))
+}
+
+/// The proxy's CA certificate, to download and trust.
+async fn ca_pem(State(app): Shared) -> Response {
+    let Some(ca) = &app.ca else {
+        return error(
+            StatusCode::NOT_FOUND,
+            json!({"error": "this UI has no CA to offer"}),
+        );
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"mitm-ca.pem\"",
+            ),
+        ],
+        ca.cert_pem().to_string(),
+    )
+        .into_response()
 }
 
 /// A JSON error answer: `{"error": …}` plus what else is given.

@@ -175,6 +175,7 @@ impl WebUiBuilder {
             store,
             interceptor,
             replayer: None,
+            ca: None,
         })
     }
 }
@@ -190,6 +191,7 @@ pub struct WebUi {
     feed: Arc<Feed>,
     interceptor: Arc<Interceptor>,
     replayer: Option<Arc<dyn Replayer>>,
+    ca: Option<Arc<crate::ca::CertificateAuthority>>,
 }
 
 impl std::fmt::Debug for WebUi {
@@ -265,6 +267,13 @@ impl WebUi {
         self
     }
 
+    /// Offers `ca`'s certificate for download at `/ca.pem` (linked from the page), so
+    /// that the user can trust the proxy. Default: none.
+    pub fn ca(mut self, ca: Arc<crate::ca::CertificateAuthority>) -> Self {
+        self.ca = Some(ca);
+        self
+    }
+
     /// Serves flows from `source` instead of the UI's own store (e.g. a database
     /// opened elsewhere). The [`feed`](Self::feed) still fills the own store.
     pub fn source(mut self, source: Arc<dyn FlowSource>) -> Self {
@@ -297,6 +306,7 @@ impl WebUi {
             store: self.store,
             interceptor: self.interceptor,
             replayer: self.replayer,
+            ca: self.ca,
         }))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| {
