@@ -594,6 +594,40 @@ async fn the_page_lists_flows_live_shows_one_and_filters() {
         std::fs::write(dir.join("web-detail.png"), page.screenshot().await).unwrap();
     }
 
+    // The columns sort, both ways.
+    let paths = format!("[...{rows}].map(r => r.children[4].textContent).join(' ')");
+    page.eval("document.querySelector('#columns [data-key=path]').click()")
+        .await;
+    page.wait_for(
+        &format!("{paths} === '/echo /gzip /page/first /status/404'"),
+        "the rows sorted by path",
+    )
+    .await;
+    page.eval("document.querySelector('#columns [data-key=path]').click()")
+        .await;
+    page.wait_for(
+        &format!("{paths} === '/status/404 /page/first /gzip /echo'"),
+        "the rows sorted by path, backwards",
+    )
+    .await;
+    // j and k move the selection down and up the list as shown.
+    page.eval("document.activeElement.blur()").await;
+    let selected = "document.querySelector('#spacer .row.selected').children[4].textContent";
+    page.press("k").await;
+    page.wait_for(
+        &format!("{selected} === '/gzip'"),
+        "k to select the row above",
+    )
+    .await;
+    page.press("j").await;
+    page.wait_for(
+        &format!("{selected} === '/echo'"),
+        "j to select the row below",
+    )
+    .await;
+    page.eval("document.querySelector('#columns [data-key=id]').click()")
+        .await;
+
     // Typing a filter narrows the list (the server filters)...
     page.eval("document.getElementById('filter').focus()").await;
     page.type_text("~c 404").await;
