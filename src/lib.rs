@@ -54,6 +54,7 @@
 //! | [`Resolve`], [`SystemResolver`], [`UpstreamTls`] | reaching upstream servers (module [`upstream`]) |
 //! | [`Error`], [`Side`] | failures, and whose fault they were |
 //! | [`decode`] | undoing gzip, deflate, br and zstd for inspection |
+//! | [`web::WebUi`] | a web UI beside the proxy: live flow list, filter, detail (module [`web`]) |
 //!
 //! `ARCHITECTURE.md` in the repository follows one connection through the modules.
 //!
@@ -96,6 +97,7 @@ mod splice;
 pub mod trust;
 mod tunnel;
 pub mod upstream;
+pub mod web;
 pub mod websocket;
 
 pub use crate::ca::CertificateAuthority;

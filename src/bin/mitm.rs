@@ -178,6 +178,21 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = LogChoice::Log)]
     log: LogChoice,
 
+    /// Serve the web UI beside the proxy (at http://127.0.0.1:8081/ by default): a live
+    /// list of flows, a filter, and each flow's heads and bodies. Its URL, with the
+    /// token every visit needs, is printed on start.
+    #[arg(long)]
+    web: bool,
+
+    /// Address the web UI listens on. Anything but loopback lets other machines ask for
+    /// it (they still need the token).
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1", global = true)]
+    web_host: String,
+
+    /// Port of the web UI; 0 picks a free port (printed on start).
+    #[arg(long, value_name = "PORT", default_value_t = mitm::web::DEFAULT_PORT, global = true)]
+    web_port: u16,
+
     /// More output: -v adds debug lines (with the relayed data for --log log), -vv
     /// trace. RUST_LOG, when set, overrides -v and -q.
     #[arg(short, long, action = ArgAction::Count)]
@@ -225,6 +240,12 @@ enum Command {
         /// Only the flows that match EXPR (mitmproxy's filter language).
         #[arg(long, value_name = "EXPR")]
         filter: Option<String>,
+    },
+    /// Serve the web UI over the flows of a capture file (any format `mitm read`
+    /// reads), with no proxy, until Ctrl-C; --web-host and --web-port say where.
+    Web {
+        /// The capture file.
+        file: PathBuf,
     },
 }
 
@@ -285,14 +306,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Replay { file, filter }) => {
             return replay(&cli, file, filter.as_deref()).await
         }
+        Some(Command::Web { file }) => return serve_capture(&cli, file).await,
         None => {}
     }
-    let (builder, capture) = builder(&cli)?;
+    let web = if cli.web {
+        Some(bind_web(&cli).await?)
+    } else {
+        None
+    };
+    let (mut builder, capture) = builder(&cli)?;
+    if let Some(web) = &web {
+        // Last, so the UI shows requests as they go upstream, after every other hook.
+        builder = builder.middleware(web.feed());
+    }
     let proxy = builder.bind().await.context("cannot start the proxy")?;
     // Listen for signals before saying we are up, so a signal sent as soon as the
     // banner appears is never missed.
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
     print_banner(&proxy)?;
+    if let Some(web) = web {
+        let web = web.ca(proxy.ca().clone());
+        print_web(&web)?;
+        tokio::spawn(async move {
+            if let Err(e) = web.run().await {
+                tracing::error!(
+                    error = format!("{:#}", anyhow::Error::from(e)),
+                    "web UI stopped"
+                );
+            }
+        });
+    }
     proxy.run_until(stop).await?;
     finish_capture(capture.as_deref(), &cli.save);
     Ok(())
@@ -316,6 +359,79 @@ fn finish_capture(capture: Option<&mitm::capture::Capture>, files: &[PathBuf]) {
     } else {
         tracing::info!("saved {written} flows to {}", files.join(", "));
     }
+}
+
+/// The web UI, bound where --web-host and --web-port say, replaying with
+/// [`replayer`].
+async fn bind_web(cli: &Cli) -> anyhow::Result<mitm::web::WebUi> {
+    let web = mitm::web::WebUi::builder()
+        .host(cli.web_host.clone())
+        .port(cli.web_port)
+        .bind()
+        .await
+        .context("cannot start the web UI")?;
+    Ok(web.replayer(Arc::new(replayer(cli).await?)))
+}
+
+/// A proxy that only sends, for the web UI's replay: the real one's CA and upstream TLS
+/// settings, listening on a port nobody is told of, with no hooks (so that no --save
+/// file is opened twice). Upstream proxy modes do not apply to replays.
+async fn replayer(cli: &Cli) -> anyhow::Result<Mitm> {
+    let mut b = Mitm::builder()
+        .host("127.0.0.1")
+        .port(0)
+        .middlewares(vec![]);
+    if let Some(dir) = &cli.ca_dir {
+        b = b.ca_dir(dir);
+    }
+    for file in &cli.upstream_ca {
+        b = b.upstream_ca_file(file);
+    }
+    if let Some(pem) = &cli.upstream_client_cert {
+        b = b.upstream_client_cert(pem);
+    }
+    b.dangerous_accept_invalid_upstream_certs(cli.insecure)
+        .bind()
+        .await
+        .context("cannot set up the web UI's replay")
+}
+
+/// Prints the web UI's URL (with its token), warning first when other machines can
+/// reach it.
+fn print_web(web: &mitm::web::WebUi) -> anyhow::Result<()> {
+    let addr = web.local_addr();
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "mitm: warning: web UI listening on {addr}, reachable from the network: anyone \
+             who can connect and has the token sees all traffic"
+        );
+    }
+    emit(&format!("web UI: {}\n", web.url()))
+}
+
+/// `mitm web FILE`: the web UI over a saved capture, until Ctrl-C.
+async fn serve_capture(cli: &Cli, file: &std::path::Path) -> anyhow::Result<()> {
+    let records = mitm::capture::read(file)?;
+    let sender = replayer(cli).await?;
+    let ca = sender.ca().clone();
+    let web = mitm::web::WebUi::builder()
+        .host(cli.web_host.clone())
+        .port(cli.web_port)
+        // Every flow of the file, however many: the user asked for this one.
+        .max_flows(records.len().max(1))
+        .max_bytes(usize::MAX)
+        .bind()
+        .await
+        .context("cannot start the web UI")?
+        .ca(ca)
+        .replayer(Arc::new(sender));
+    let flows = records.len();
+    web.store().extend(records);
+    let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
+    emit(&format!("mitm: {flows} flows from {}\n", file.display()))?;
+    print_web(&web)?;
+    web.run_until(stop).await?;
+    Ok(())
 }
 
 /// The flows of the capture `file` that match `filter` (all without one).

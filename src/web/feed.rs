@@ -1,0 +1,526 @@
+//! [`Feed`], the middleware that shows live flows in the UI's [`MemoryStore`], and
+//! [`Interceptor`], which pauses the flows its filter matches (before the request goes
+//! upstream, and again before the response goes back) until the user resumes them,
+//! edited or not, or kills them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::store::{FlowState, MemoryStore, Phase};
+use crate::capture::{Filter, Record, RecordedMessage};
+use crate::core::Connection;
+use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Verdict};
+use crate::middleware::Middleware;
+use crate::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
+
+/// The default of [`Feed`]'s body limit: 4 MiB kept of each body.
+pub const DEFAULT_FEED_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Changes the user made to an intercepted (or replayed) message. Every field is
+/// optional: what is left out stays as it was.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[non_exhaustive]
+pub struct Edit {
+    /// A request's new method.
+    pub method: Option<String>,
+    /// A request's new absolute URL (`http://host[:port]/path?query`).
+    pub url: Option<String>,
+    /// A response's new status code.
+    pub status: Option<u16>,
+    /// A response's new reason phrase.
+    pub reason: Option<String>,
+    /// The new header fields, in order, replacing all of them.
+    pub headers: Option<Vec<(String, String)>>,
+    /// The new body, as text; encoded again by the message's `Content-Encoding`.
+    pub body: Option<String>,
+}
+
+/// Why an [`Edit`] cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EditError(String);
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl Edit {
+    /// Checks that the edit makes a valid message for `phase`.
+    ///
+    /// # Errors
+    ///
+    /// An [`EditError`] naming the first bad field.
+    pub fn check(&self, phase: Phase) -> Result<(), EditError> {
+        let bad = |what: String| Err(EditError(what));
+        if let Some(m) = &self.method {
+            if phase != Phase::Request || !is_token(m) {
+                return bad(format!("invalid method {m:?}"));
+            }
+        }
+        if let Some(url) = &self.url {
+            if phase != Phase::Request || Request::new("GET", url).is_none() {
+                return bad(format!(
+                    "invalid URL {url:?} (want http[s]://host[:port]/path)"
+                ));
+            }
+        }
+        if let Some(status) = self.status {
+            if phase != Phase::Response || !(100..=999).contains(&status) {
+                return bad(format!("invalid status {status}"));
+            }
+        }
+        if let Some(reason) = &self.reason {
+            if phase != Phase::Response || reason.contains(['\r', '\n']) {
+                return bad(format!("invalid reason {reason:?}"));
+            }
+        }
+        for (name, value) in self.headers.iter().flatten() {
+            if !is_token(name) || value.contains(['\r', '\n', '\0']) {
+                return bad(format!("invalid header field {name:?}: {value:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the edit to `request` (checked first, so that a bad edit changes
+    /// nothing).
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](Self::check).
+    pub fn apply_to_request(&self, request: &mut Request) -> Result<(), EditError> {
+        self.check(Phase::Request)?;
+        if let Some(m) = &self.method {
+            request.method = m.clone();
+        }
+        if let Some(url) = &self.url {
+            // Checked above: it parses.
+            if let Some(to) = Request::new(&request.method, url) {
+                request.target = to.target;
+                request.path = to.path;
+                // The Host field follows the URL, unless the user set the fields too.
+                if self.headers.is_none() && request.headers.contains("host") {
+                    request.headers.insert("Host", authority(&request.target));
+                }
+            }
+        }
+        self.apply_common(&mut request.headers, &mut request.body);
+        Ok(())
+    }
+
+    /// Applies the edit to `response`.
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](Self::check).
+    pub fn apply_to_response(&self, response: &mut Response) -> Result<(), EditError> {
+        self.check(Phase::Response)?;
+        if let Some(status) = self.status {
+            response.status = status;
+        }
+        if let Some(reason) = &self.reason {
+            response.reason = reason.clone();
+        }
+        self.apply_common(&mut response.headers, &mut response.body);
+        Ok(())
+    }
+
+    fn apply_common(&self, headers: &mut Headers, body: &mut Body) {
+        if let Some(fields) = &self.headers {
+            let mut new = Headers::with_capacity(fields.len());
+            for (name, value) in fields {
+                new.append(name.clone(), value.clone());
+            }
+            *headers = new;
+        }
+        let Some(text) = &self.body else {
+            return;
+        };
+        let coding = headers
+            .get("content-encoding")
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"));
+        let data = match coding {
+            None => text.as_bytes().to_vec(),
+            Some(coding) => match crate::decode::encode(&coding, text.as_bytes()) {
+                Ok(encoded) => encoded,
+                // A list of codings, or an unknown one: sent plain, and said so.
+                Err(_) => {
+                    headers.remove("content-encoding");
+                    text.as_bytes().to_vec()
+                }
+            },
+        };
+        // The exchange sets Content-Length for a body held whole.
+        *body = if data.is_empty() {
+            Body::Empty
+        } else {
+            Body::Full(Bytes::from(data))
+        };
+    }
+}
+
+/// `host[:port]` of `target`, the port only when not the scheme's default.
+fn authority(target: &crate::core::Target) -> String {
+    let host = if target.host.contains(':') {
+        format!("[{}]", target.host)
+    } else {
+        target.host.clone()
+    };
+    let default = if target.tls { 443 } else { 80 };
+    if target.port == default {
+        host
+    } else {
+        format!("{host}:{}", target.port)
+    }
+}
+
+/// What the user decided for an intercepted flow.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Let it go on, changed by the edit.
+    Resume(Edit),
+    /// Drop the client connection; the request never reaches the origin (or the
+    /// response never reaches the client).
+    Kill,
+}
+
+/// The intercept filter, and the flows waiting for the user.
+#[derive(Debug, Default)]
+pub struct Interceptor {
+    filter: Mutex<Option<Filter>>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Decision>>>,
+}
+
+/// Takes a flow off the waiting list when its hook ends, however it ends (the client
+/// may go away while it waits).
+struct Waiting<'a>(&'a Interceptor, u64);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting().remove(&self.1);
+    }
+}
+
+impl Interceptor {
+    fn waiting(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<Decision>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn filter_lock(&self) -> MutexGuard<'_, Option<Filter>> {
+        self.filter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Intercepts the flows that match `filter` from now on; `None` intercepts none
+    /// (flows already waiting keep waiting).
+    pub fn set_filter(&self, filter: Option<Filter>) {
+        *self.filter_lock() = filter;
+    }
+
+    /// The intercept filter.
+    pub fn filter(&self) -> Option<Filter> {
+        self.filter_lock().clone()
+    }
+
+    /// The ids of the flows waiting for the user.
+    pub fn waiting_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.waiting().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Decides for the waiting flow `id`; `false` when it is not waiting.
+    pub fn decide(&self, id: u64, decision: Decision) -> bool {
+        match self.waiting().remove(&id) {
+            Some(tx) => tx.send(decision).is_ok(),
+            None => false,
+        }
+    }
+
+    fn matches(&self, record: &Record) -> bool {
+        self.filter_lock()
+            .as_ref()
+            .is_some_and(|f| f.matches(record))
+    }
+
+    /// Waits for the user's decision on `id`.
+    async fn wait(&self, id: u64) -> Decision {
+        let (tx, rx) = oneshot::channel();
+        self.waiting().insert(id, tx);
+        let _off = Waiting(self, id);
+        // The sender goes only with the interceptor: then the flow goes on.
+        rx.await.unwrap_or(Decision::Resume(Edit::default()))
+    }
+}
+
+/// The middleware that shows live flows in a [`MemoryStore`]: a flow is added when its
+/// request is about to go upstream (so a flow still waiting shows), updated when its
+/// response arrives and when it finishes, and a WebSocket's messages are added to its
+/// flow as they pass. Flows matching the [`Interceptor`]'s filter wait for the user
+/// before their request goes upstream and before their response goes back. Get one
+/// from [`WebUi::feed`](super::WebUi::feed).
+#[derive(Debug)]
+pub struct Feed {
+    store: Arc<MemoryStore>,
+    interceptor: Arc<Interceptor>,
+    body_limit: usize,
+}
+
+/// Per connection and feed: the store id of each flow (by the flow's id), and whether
+/// the user killed it.
+#[derive(Default)]
+struct Ids(HashMap<(usize, u64), (u64, bool)>);
+
+/// Per connection: the store id of its WebSocket flow, per feed.
+#[derive(Default)]
+struct Socket(HashMap<usize, u64>);
+
+const KILLED: &str = "killed in the web UI";
+
+impl Feed {
+    /// A feed into `store`, keeping at most `body_limit` bytes of each body, pausing
+    /// the flows `interceptor` asks for.
+    pub fn new(store: Arc<MemoryStore>, interceptor: Arc<Interceptor>, body_limit: usize) -> Self {
+        Feed {
+            store,
+            interceptor,
+            body_limit,
+        }
+    }
+
+    /// This feed's key in a connection's state.
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    fn id_of(&self, conn: &Connection, flow: &HttpFlow) -> Option<u64> {
+        conn.state()
+            .get::<Ids>()
+            .and_then(|ids| ids.0.get(&(self.key(), flow.id)).map(|&(id, _)| id))
+    }
+
+    fn killed(&self, conn: &Connection, flow: &HttpFlow) {
+        if let Some(entry) = conn
+            .state()
+            .get_mut::<Ids>()
+            .and_then(|ids| ids.0.get_mut(&(self.key(), flow.id)))
+        {
+            entry.1 = true;
+        }
+    }
+
+    /// If `flow` (stored as `id`) matches the intercept filter: marks it waiting at
+    /// `phase`, waits for the user, and returns the decision.
+    async fn pause(&self, id: u64, record: &Record, phase: Phase) -> Option<Decision> {
+        if !self.interceptor.matches(record) {
+            return None;
+        }
+        self.store
+            .modify(id, |_, state| state.intercepted = Some(phase));
+        tracing::info!(id, ?phase, url = %record.request.url(), "web UI: flow intercepted");
+        let decision = self.interceptor.wait(id).await;
+        self.store.modify(id, |_, state| state.intercepted = None);
+        Some(decision)
+    }
+}
+
+#[async_trait]
+impl Middleware for Feed {
+    async fn request(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
+        let record = Record::from_flow(conn, flow, self.body_limit);
+        let id = self.store.insert(record.clone(), FlowState::PENDING);
+        conn.state()
+            .get_or_default::<Ids>()
+            .0
+            .insert((self.key(), flow.id), (id, false));
+        match self.pause(id, &record, Phase::Request).await {
+            None => Verdict::Continue,
+            Some(Decision::Kill) => {
+                self.killed(conn, flow);
+                Verdict::Kill
+            }
+            Some(Decision::Resume(edit)) => {
+                if let Err(e) = edit.apply_to_request(&mut flow.request) {
+                    // Checked by the API already; said here if it gets through anyway.
+                    tracing::warn!(id, error = %e, "web UI: edit not applied");
+                }
+                let record = Record::from_flow(conn, flow, self.body_limit);
+                self.store.update(id, record, FlowState::PENDING);
+                Verdict::Continue
+            }
+        }
+    }
+
+    async fn response(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
+        let Some(id) = self.id_of(conn, flow) else {
+            return Verdict::Continue;
+        };
+        let record = Record::from_flow(conn, flow, self.body_limit);
+        self.store.update(id, record.clone(), FlowState::PENDING);
+        match self.pause(id, &record, Phase::Response).await {
+            None => Verdict::Continue,
+            Some(Decision::Kill) => {
+                self.killed(conn, flow);
+                Verdict::Kill
+            }
+            Some(Decision::Resume(edit)) => {
+                if let Some(response) = flow.response.as_mut() {
+                    if let Err(e) = edit.apply_to_response(response) {
+                        tracing::warn!(id, error = %e, "web UI: edit not applied");
+                    }
+                }
+                let record = Record::from_flow(conn, flow, self.body_limit);
+                self.store.update(id, record, FlowState::PENDING);
+                Verdict::Continue
+            }
+        }
+    }
+
+    async fn flow_finished(&self, conn: &Connection, flow: &HttpFlow) {
+        let entry = conn
+            .state()
+            .get_mut::<Ids>()
+            .and_then(|ids| ids.0.remove(&(self.key(), flow.id)));
+        let mut record = Record::from_flow(conn, flow, self.body_limit);
+        let websocket = record.websocket.is_some();
+        let Some((id, killed)) = entry else {
+            // A request this feed did not see (a hook before it answered or killed it).
+            self.store.insert(record, FlowState::FINISHED);
+            return;
+        };
+        if killed {
+            record.error = Some(KILLED.into());
+        }
+        self.store.update(id, record, FlowState::FINISHED);
+        if websocket {
+            conn.state()
+                .get_or_default::<Socket>()
+                .0
+                .insert(self.key(), id);
+        }
+    }
+
+    async fn websocket_message(
+        &self,
+        conn: &Connection,
+        message: &mut WebSocketMessage,
+    ) -> MessageVerdict {
+        let id = conn
+            .state()
+            .get::<Socket>()
+            .and_then(|s| s.0.get(&self.key()).copied());
+        if let Some(id) = id {
+            let kept = message.payload.len().min(self.body_limit);
+            let recorded = RecordedMessage {
+                from_client: message.direction == crate::core::Flow::ClientToServer,
+                text: message.kind == MessageKind::Text,
+                data: message.payload.slice(..kept),
+                at: SystemTime::now(),
+            };
+            self.store.modify(id, |record, _| {
+                record.websocket.get_or_insert_with(Vec::new).push(recorded);
+            });
+        }
+        MessageVerdict::Forward
+    }
+
+    fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    fn websocket_message_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    fn wants_data(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_are_checked_for_their_phase_and_applied_whole() {
+        let bad_method = Edit {
+            method: Some("GE T".into()),
+            ..Edit::default()
+        };
+        assert!(bad_method.check(Phase::Request).is_err());
+        let status_on_request = Edit {
+            status: Some(200),
+            ..Edit::default()
+        };
+        assert!(status_on_request.check(Phase::Request).is_err());
+        let split = Edit {
+            headers: Some(vec![("x".into(), "a\r\nInjected: 1".into())]),
+            ..Edit::default()
+        };
+        assert!(split.check(Phase::Response).is_err());
+
+        let mut request = Request::new("GET", "http://a.localhost/old").unwrap();
+        let edit = Edit {
+            method: Some("POST".into()),
+            url: Some("https://b.localhost:8443/new?q=1".into()),
+            headers: Some(vec![("X-Edited".into(), "yes".into())]),
+            body: Some("hello".into()),
+            ..Edit::default()
+        };
+        edit.apply_to_request(&mut request).unwrap();
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.url(), "https://b.localhost:8443/new?q=1");
+        assert_eq!(request.headers.get("x-edited"), Some("yes"));
+        assert_eq!(
+            request.headers.get("host"),
+            None,
+            "the fields were replaced"
+        );
+        let mut moved = Request::new("GET", "http://a.localhost/").unwrap();
+        moved.headers.insert("Host", "a.localhost");
+        let edit = Edit {
+            url: Some("http://b.localhost:8080/".into()),
+            ..Edit::default()
+        };
+        edit.apply_to_request(&mut moved).unwrap();
+        assert_eq!(moved.headers.get("host"), Some("b.localhost:8080"));
+        assert_eq!(request.body.bytes().map(|b| &b[..]), Some(&b"hello"[..]));
+    }
+
+    #[test]
+    fn an_edited_body_is_encoded_again() {
+        let mut response = Response::new(200);
+        let edit = Edit {
+            headers: Some(vec![("Content-Encoding".into(), "gzip".into())]),
+            body: Some("plain text".into()),
+            ..Edit::default()
+        };
+        edit.apply_to_response(&mut response).unwrap();
+        let sent = response.body.bytes().unwrap();
+        let back = crate::decode::decode("gzip", sent, 1 << 20).unwrap();
+        assert_eq!(back, b"plain text");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_flow_goes_on_when_decided() {
+        let interceptor = Arc::new(Interceptor::default());
+        assert!(!interceptor.decide(1, Decision::Kill), "nothing waits yet");
+        let waiter = interceptor.clone();
+        let task = tokio::spawn(async move { waiter.wait(7).await });
+        while interceptor.waiting_ids() != [7] {
+            tokio::task::yield_now().await;
+        }
+        assert!(interceptor.decide(7, Decision::Kill));
+        assert!(matches!(task.await.unwrap(), Decision::Kill));
+        assert!(interceptor.waiting_ids().is_empty());
+    }
+}

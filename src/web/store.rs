@@ -1,0 +1,490 @@
+//! The flows the web UI serves: [`FlowSource`] (what the server asks of any store of
+//! flows) and [`MemoryStore`] (records held in memory, bounded, oldest dropped).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::capture::{Filter, Record};
+
+/// The default of [`MemoryStore::new`]'s `max_flows`, as the CLI uses it: 50 000 flows.
+pub const DEFAULT_MAX_FLOWS: usize = 50_000;
+/// The default of [`MemoryStore::new`]'s `max_bytes`: 512 MiB of kept bodies.
+pub const DEFAULT_MAX_BYTES: usize = 512 * 1024 * 1024;
+
+/// How many changes a live socket may fall behind before it is told to reload.
+const CHANGES: usize = 16 * 1024;
+
+/// One row of the flow list: what the list shows of a flow, as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct FlowSummary {
+    /// The flow's id in its store.
+    pub id: u64,
+    /// When the request started, in milliseconds since the Unix epoch.
+    pub time: f64,
+    /// The method.
+    pub method: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// The origin's host.
+    pub host: String,
+    /// The origin's port.
+    pub port: u16,
+    /// Path and query.
+    pub path: String,
+    /// The response's status, once there is one.
+    pub status: Option<u16>,
+    /// The response's `Content-Type` without parameters, or empty.
+    pub content_type: String,
+    /// Bytes of the response body on the wire (0 without a response).
+    pub size: u64,
+    /// From the start to the end of the response, in milliseconds, once known.
+    pub duration: Option<f64>,
+    /// Whether the flow is still going (no `flow_finished` yet).
+    pub pending: bool,
+    /// Where the flow waits for the user, when it was intercepted.
+    pub intercepted: Option<Phase>,
+    /// Whether the flow failed (see the detail for why).
+    pub error: bool,
+    /// Whether the flow became a WebSocket.
+    pub websocket: bool,
+}
+
+impl FlowSummary {
+    /// The row of `record`, stored as `id`, in `state`.
+    pub fn of(id: u64, record: &Record, state: FlowState) -> Self {
+        let response = record.response.as_ref();
+        let content_type = response
+            .and_then(|r| r.headers.get("content-type"))
+            .map(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        FlowSummary {
+            id,
+            time: millis_since_epoch(record.started_at),
+            method: record.request.method.clone(),
+            scheme: record.request.scheme.clone(),
+            host: record.request.host.clone(),
+            port: record.request.port,
+            path: record.request.path.clone(),
+            status: response.map(|r| r.status),
+            content_type,
+            size: response.map_or(0, |r| r.body.size),
+            duration: record
+                .timings
+                .response_end
+                .map(|d| d.as_secs_f64() * 1000.0),
+            pending: state.pending,
+            intercepted: state.intercepted,
+            error: record.error.is_some(),
+            websocket: record.websocket.is_some(),
+        }
+    }
+}
+
+/// Where an intercepted flow waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Before its request goes upstream.
+    Request,
+    /// Before its response goes back to the client.
+    Response,
+}
+
+/// Where a stored flow is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlowState {
+    /// Still going (no `flow_finished` yet).
+    pub pending: bool,
+    /// Waiting for the user, and where.
+    pub intercepted: Option<Phase>,
+}
+
+impl FlowState {
+    /// A flow that is over.
+    pub const FINISHED: FlowState = FlowState {
+        pending: false,
+        intercepted: None,
+    };
+    /// A flow still going, not waiting for the user.
+    pub const PENDING: FlowState = FlowState {
+        pending: true,
+        intercepted: None,
+    };
+}
+
+/// Milliseconds since the Unix epoch (0 for times before it).
+pub(crate) fn millis_since_epoch(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// What changed in a store, as live sockets hear it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// The flow with this id was added or updated.
+    Flow(u64),
+    /// Every flow was removed.
+    Cleared,
+}
+
+/// Which flows a list asks for: those matching `filter`, with ids after `after` and
+/// before `before`, at most `limit` of them: the oldest ones when only `after` is
+/// given (paging forwards), else the newest (paging backwards).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ListQuery {
+    /// Only flows that match.
+    pub filter: Option<Filter>,
+    /// Only flows with a larger id.
+    pub after: Option<u64>,
+    /// Only flows with a smaller id.
+    pub before: Option<u64>,
+    /// At most this many (0: the source's own cap).
+    pub limit: usize,
+}
+
+/// One page of a list, oldest first.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct FlowPage {
+    /// The rows, in id order.
+    pub flows: Vec<FlowSummary>,
+    /// Whether more flows match beyond this page, in the direction paged.
+    pub more: bool,
+    /// Flows in the source, matching or not.
+    pub count: usize,
+}
+
+/// A store of flows the UI can show. [`MemoryStore`] is the one this crate has; an
+/// SQLite-backed one can implement the same calls.
+pub trait FlowSource: Send + Sync + 'static {
+    /// The flows `query` asks for.
+    fn list(&self, query: &ListQuery) -> FlowPage;
+
+    /// The flow stored as `id`, and where it is in its life.
+    fn get(&self, id: u64) -> Option<(Arc<Record>, FlowState)>;
+
+    /// Every flow that matches `filter` (all without one), oldest first: for exports.
+    fn records(&self, filter: Option<&Filter>) -> Vec<Arc<Record>>;
+
+    /// The summary of the flow stored as `id`.
+    fn summary(&self, id: u64) -> Option<FlowSummary> {
+        self.get(id)
+            .map(|(r, state)| FlowSummary::of(id, &r, state))
+    }
+
+    /// How many flows there are.
+    fn len(&self) -> usize;
+
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every flow.
+    fn clear(&self);
+
+    /// Changes from now on, for live sockets. A source that never changes may return
+    /// a receiver whose sender is gone.
+    fn changes(&self) -> broadcast::Receiver<Change>;
+}
+
+/// One stored flow.
+#[derive(Debug, Clone)]
+struct Entry {
+    id: u64,
+    record: Arc<Record>,
+    state: FlowState,
+    /// Body and message bytes kept, counted against `max_bytes`.
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// In id order (ids are handed out increasing, and only the oldest are dropped).
+    flows: VecDeque<Entry>,
+    next_id: u64,
+    bytes: usize,
+}
+
+impl Inner {
+    fn position(&self, id: u64) -> Option<usize> {
+        self.flows.binary_search_by_key(&id, |e| e.id).ok()
+    }
+}
+
+/// Flows held in memory: at most `max_flows` of them, and about `max_bytes` of
+/// bodies; past either, the oldest are dropped.
+#[derive(Debug)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    changes: broadcast::Sender<Change>,
+    max_flows: usize,
+    max_bytes: usize,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new(DEFAULT_MAX_FLOWS, DEFAULT_MAX_BYTES)
+    }
+}
+
+/// The most rows one list returns.
+pub const MAX_PAGE: usize = 10_000;
+
+fn kept_bytes(record: &Record) -> usize {
+    let messages = record
+        .websocket
+        .as_ref()
+        .map_or(0, |m| m.iter().map(|m| m.data.len()).sum());
+    record.request.body.data.len()
+        + record.response.as_ref().map_or(0, |r| r.body.data.len())
+        + messages
+}
+
+impl MemoryStore {
+    /// An empty store keeping at most `max_flows` flows (at least 1) and about
+    /// `max_bytes` of their bodies (the newest flow is kept whatever its size).
+    pub fn new(max_flows: usize, max_bytes: usize) -> Self {
+        MemoryStore {
+            inner: Mutex::new(Inner {
+                next_id: 1,
+                ..Inner::default()
+            }),
+            changes: broadcast::channel(CHANGES).0,
+            max_flows: max_flows.max(1),
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock leaves plain data, still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `record` in `state` and returns its id.
+    pub fn insert(&self, record: Record, state: FlowState) -> u64 {
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let bytes = kept_bytes(&record);
+        inner.bytes += bytes;
+        inner.flows.push_back(Entry {
+            id,
+            record: Arc::new(record),
+            state,
+            bytes,
+        });
+        while inner.flows.len() > self.max_flows
+            || (inner.bytes > self.max_bytes && inner.flows.len() > 1)
+        {
+            if let Some(old) = inner.flows.pop_front() {
+                inner.bytes -= old.bytes;
+            }
+        }
+        let _ = self.changes.send(Change::Flow(id));
+        id
+    }
+
+    /// Adds every record of a saved capture, finished.
+    pub fn extend(&self, records: impl IntoIterator<Item = Record>) {
+        for record in records {
+            self.insert(record, FlowState::FINISHED);
+        }
+    }
+
+    /// Replaces the flow `id` (if still stored) with `record`, in `state`.
+    pub fn update(&self, id: u64, record: Record, state: FlowState) {
+        self.modify(id, |r, s| {
+            *r = record;
+            *s = state;
+        });
+    }
+
+    /// Changes the flow `id` in place, if it is still stored.
+    pub(crate) fn modify(&self, id: u64, change: impl FnOnce(&mut Record, &mut FlowState)) {
+        let mut inner = self.lock();
+        let Some(at) = inner.position(id) else {
+            return;
+        };
+        let entry = &mut inner.flows[at];
+        let old = entry.bytes;
+        change(Arc::make_mut(&mut entry.record), &mut entry.state);
+        entry.bytes = kept_bytes(&entry.record);
+        let new = entry.bytes;
+        inner.bytes = inner.bytes - old + new;
+        let _ = self.changes.send(Change::Flow(id));
+    }
+
+    /// Every stored flow, oldest first, as the store holds them now.
+    fn snapshot(&self) -> Vec<Entry> {
+        self.lock().flows.iter().cloned().collect()
+    }
+}
+
+impl FlowSource for MemoryStore {
+    fn list(&self, query: &ListQuery) -> FlowPage {
+        let limit = match query.limit {
+            0 => MAX_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        // Filtering runs on a copy (of `Arc`s), so the proxy's hooks never wait for it.
+        let flows = self.snapshot();
+        let count = flows.len();
+        let keep = |e: &&Entry| {
+            query.after.is_none_or(|a| e.id > a)
+                && query.before.is_none_or(|b| e.id < b)
+                && query.filter.as_ref().is_none_or(|f| f.matches(&e.record))
+        };
+        let row = |e: &Entry| FlowSummary::of(e.id, &e.record, e.state);
+        let forwards = query.after.is_some() && query.before.is_none();
+        let (rows, more) = if forwards {
+            let mut it = flows.iter().filter(keep);
+            let rows: Vec<_> = it.by_ref().take(limit).map(row).collect();
+            (rows, it.next().is_some())
+        } else {
+            let mut it = flows.iter().rev().filter(keep);
+            let mut rows: Vec<_> = it.by_ref().take(limit).map(row).collect();
+            rows.reverse();
+            (rows, it.next().is_some())
+        };
+        FlowPage {
+            flows: rows,
+            more,
+            count,
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<(Arc<Record>, FlowState)> {
+        let inner = self.lock();
+        let e = &inner.flows[inner.position(id)?];
+        Some((e.record.clone(), e.state))
+    }
+
+    fn records(&self, filter: Option<&Filter>) -> Vec<Arc<Record>> {
+        self.snapshot()
+            .into_iter()
+            .map(|e| e.record)
+            .filter(|r| filter.is_none_or(|f| f.matches(r)))
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.lock().flows.len()
+    }
+
+    fn clear(&self) {
+        let mut inner = self.lock();
+        inner.flows.clear();
+        inner.bytes = 0;
+        let _ = self.changes.send(Change::Cleared);
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::Record;
+    use crate::core::{Connection, Host, Target};
+    use crate::http::message::{HttpFlow, Request};
+
+    fn record(path: &str) -> Record {
+        let request = Request::new_to(
+            "GET".into(),
+            Target::new("a.localhost", 8080, false),
+            path.into(),
+        );
+        Record::from_flow(
+            &Connection::new(1, Host::default()),
+            &HttpFlow::new(1, request),
+            1024,
+        )
+    }
+
+    fn paths(page: &FlowPage) -> Vec<String> {
+        page.flows.iter().map(|f| f.path.clone()).collect()
+    }
+
+    #[test]
+    fn drops_the_oldest_flows_past_the_maximum() {
+        let store = MemoryStore::new(3, usize::MAX);
+        for i in 0..5 {
+            store.insert(record(&format!("/{i}")), FlowState::FINISHED);
+        }
+        assert_eq!(store.len(), 3);
+        assert!(store.get(2).is_none());
+        let page = store.list(&ListQuery::default());
+        assert_eq!(paths(&page), ["/2", "/3", "/4"]);
+        assert_eq!(page.flows[0].id, 3);
+    }
+
+    #[test]
+    fn pages_forwards_and_backwards_through_filtered_flows() {
+        let store = MemoryStore::default();
+        for i in 0..10 {
+            store.insert(
+                record(&format!("/{}{i}", if i % 2 == 0 { "even" } else { "odd" })),
+                FlowState::FINISHED,
+            );
+        }
+        let even = Some(Filter::parse("~u even").unwrap());
+        let newest = store.list(&ListQuery {
+            filter: even.clone(),
+            limit: 2,
+            ..ListQuery::default()
+        });
+        assert_eq!(paths(&newest), ["/even6", "/even8"]);
+        assert!(newest.more);
+        let older = store.list(&ListQuery {
+            filter: even.clone(),
+            before: Some(newest.flows[0].id),
+            limit: 10,
+            ..ListQuery::default()
+        });
+        assert_eq!(paths(&older), ["/even0", "/even2", "/even4"]);
+        assert!(!older.more);
+        let after = store.list(&ListQuery {
+            filter: even,
+            after: Some(3),
+            limit: 1,
+            ..ListQuery::default()
+        });
+        assert_eq!(paths(&after), ["/even4"]);
+        assert!(after.more);
+        assert_eq!(after.count, 10);
+    }
+
+    #[test]
+    fn updates_replace_a_flow_and_tell_the_live_sockets() {
+        let store = MemoryStore::default();
+        let mut changes = store.changes();
+        let id = store.insert(record("/a"), FlowState::PENDING);
+        assert!(store.summary(id).unwrap().pending);
+        store.update(id, record("/b"), FlowState::FINISHED);
+        let row = store.summary(id).unwrap();
+        assert_eq!((row.path.as_str(), row.pending), ("/b", false));
+        store.clear();
+        assert_eq!(changes.try_recv().unwrap(), Change::Flow(id));
+        assert_eq!(changes.try_recv().unwrap(), Change::Flow(id));
+        assert_eq!(changes.try_recv().unwrap(), Change::Cleared);
+        assert!(store.is_empty());
+    }
+}
