@@ -433,7 +433,20 @@ impl Middleware for Feed {
         MessageVerdict::Forward
     }
 
+    /// Bodies are held whole (to be edited) only while an intercept filter is set;
+    /// otherwise they stream as they would without the UI (an event stream stays
+    /// live), their first bytes kept as they pass ([`streamed_body_prefix`]).
+    ///
+    /// [`streamed_body_prefix`]: Middleware::streamed_body_prefix
     fn body_limit(&self) -> usize {
+        if self.interceptor.filter_lock().is_some() {
+            self.body_limit
+        } else {
+            0
+        }
+    }
+
+    fn streamed_body_prefix(&self) -> usize {
         self.body_limit
     }
 
