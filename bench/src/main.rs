@@ -110,8 +110,14 @@ struct Cli {
     /// Instead of the scenarios, measure saving flows: FLOWS requests of the `http-ka`
     /// load through the `mitm` binary without `--save`, then saving to each format
     /// (HAR, flow file, SQLite); `--repeat` runs each.
-    #[arg(long, value_name = "FLOWS", conflicts_with_all = ["only", "in_process", "json"])]
+    #[arg(long, value_name = "FLOWS", conflicts_with_all = ["only", "in_process", "json", "web"])]
     capture: Option<u64>,
+
+    /// Instead of the scenarios, measure the web UI: FLOWS requests of the `http-ka`
+    /// load through the `mitm` binary, then with `--web` and a client on the UI's live
+    /// socket; `--repeat` runs each.
+    #[arg(long, value_name = "FLOWS", conflicts_with_all = ["only", "in_process", "json"])]
+    web: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -144,7 +150,11 @@ async fn run(cli: Cli) -> Result<bool> {
     let plan = plan(&cli)?;
     let selected: Vec<Scenario> = Scenario::ALL
         .into_iter()
-        .filter(|s| cli.capture.is_none() && (cli.only.is_empty() || cli.only.contains(s)))
+        .filter(|s| {
+            cli.capture.is_none()
+                && cli.web.is_none()
+                && (cli.only.is_empty() || cli.only.contains(s))
+        })
         .collect();
     let machine = machine();
     if !cli.json {
@@ -156,12 +166,17 @@ async fn run(cli: Cli) -> Result<bool> {
         plan.idle = fit_idle_connections(plan.idle, cli.in_process || proxy_bin(&cli).is_none());
     }
     let mut bench = setup(&cli, plan, &selected, &work).await?;
-    if let Some(flows) = cli.capture {
+    let measure = match (cli.capture, cli.web) {
+        (Some(flows), _) => Some((capture::Measure::Capture, flows)),
+        (_, Some(flows)) => Some((capture::Measure::Web, flows)),
+        _ => None,
+    };
+    if let Some((measure, flows)) = measure {
         if !(1..=100_000_000).contains(&flows) {
-            bail!("--capture takes a number of flows from 1 to 100000000");
+            bail!("--capture and --web take a number of flows from 1 to 100000000");
         }
-        let repeat = bench.plan.repeat;
-        return capture::run(&bench.launcher, &bench.origin, flows, repeat, &work.path).await;
+        let (launcher, origin, repeat) = (&bench.launcher, &bench.origin, bench.plan.repeat);
+        return capture::run(measure, launcher, origin, flows, repeat, &work.path).await;
     }
     let mode = match &bench.launcher {
         Launcher::Child { bin, .. } => format!("child process {}", bin.display()),

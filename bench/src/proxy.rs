@@ -311,6 +311,8 @@ pub struct ChildProxy {
     pid: u32,
     addr: SocketAddr,
     stderr: Arc<Mutex<StderrLog>>,
+    /// The web UI's URL (with its token), when started with `--web`.
+    pub web: Option<String>,
 }
 
 /// The first lines of a child's stderr, and how many there were.
@@ -356,7 +358,10 @@ impl ChildProxy {
             pid,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stderr: Arc::default(),
+            web: None,
         };
+        // With the web UI, its line comes after the proxy's.
+        let wants_web = args.iter().any(|a| a == "--web");
         if let Some(pipe) = stderr_pipe {
             let log = guard.stderr.clone();
             std::thread::spawn(move || collect_stderr(pipe, &log));
@@ -392,6 +397,12 @@ impl ChildProxy {
             };
             if let Some(addr) = listening_addr(&line) {
                 guard.addr = addr.parse().context("proxy address")?;
+                if !wants_web {
+                    return Ok(guard);
+                }
+            }
+            if let Some(url) = line.strip_prefix("web UI: ") {
+                guard.web = Some(url.trim().to_owned());
                 return Ok(guard);
             }
         }

@@ -83,6 +83,35 @@ impl Headers {
         }
     }
 
+    /// The same fields in storage of their own: one buffer, copied. Names and values
+    /// read from the wire share the connection's read buffer; a copy kept after the
+    /// exchange (a capture's record) would otherwise keep that whole buffer alive.
+    ///
+    /// ```
+    /// let mut h = mitm::Headers::new();
+    /// h.append("Host", "example.com");
+    /// h.append("X-Empty", "");
+    /// assert_eq!(h.compact(), h);
+    /// ```
+    pub fn compact(&self) -> Headers {
+        let size = self.entries.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let mut all = bytes::BytesMut::with_capacity(size);
+        for (n, v) in &self.entries {
+            all.extend_from_slice(n);
+            all.extend_from_slice(v);
+        }
+        let mut all = all.freeze();
+        let entries = self
+            .entries
+            .iter()
+            .map(|(n, v)| {
+                let name = all.split_to(n.len());
+                (name, all.split_to(v.len()))
+            })
+            .collect();
+        Headers { entries }
+    }
+
     /// How many fields there are (a name that appears twice counts twice).
     pub fn len(&self) -> usize {
         self.entries.len()

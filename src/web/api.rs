@@ -29,7 +29,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::feed::{Decision, Edit, Interceptor};
 use super::store::{
@@ -605,20 +605,19 @@ struct LiveFlow {
 }
 
 /// Sends the changes of `app`'s source, batched, until the page goes away.
+///
+/// The first change of a batch wakes the socket's task; the rest of the batch is taken
+/// from the channel after [`BATCH`], in one go, so a busy proxy wakes it once per batch,
+/// not once per change, and the page's own messages (a new filter) are read between
+/// batches (each look at the socket costs its reader a buffer).
 async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
     // `None` once the source says it will never change again.
     let mut changes = Some(app.source.changes());
     let mut filter: Option<Filter> = None;
     let mut pending = BTreeSet::new();
-    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        let flush = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        let event = tokio::select! {
+        let mut events = Vec::new();
+        tokio::select! {
             message = socket.recv() => {
                 let Some(Ok(message)) = message else { return };
                 let Message::Text(text) = message else { continue };
@@ -633,48 +632,74 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
                 }
                 continue;
             }
-            change = next_change(&mut changes) => match change {
-                Ok(Change::Flow(id)) => {
-                    pending.insert(id);
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + BATCH);
-                    if pending.len() < BATCH_MAX { continue; }
-                    None
-                }
-                Ok(Change::Cleared) => { pending.clear(); deadline = None; Some(LiveEvent::Clear) }
-                Err(RecvError::Lagged(_)) => { pending.clear(); deadline = None; Some(LiveEvent::Reload) }
-                Err(RecvError::Closed) => {
-                    // A source that never changes: only the page's messages matter now.
-                    changes = None;
-                    continue;
-                }
-            },
-            () = flush => None,
-        };
-        let event = match event {
-            Some(e) => e,
-            None => {
-                deadline = None;
-                let ids = std::mem::take(&mut pending);
-                let flows = ids
-                    .into_iter()
-                    .filter_map(|id| {
-                        let (record, state) = app.source.get(id)?;
-                        Some(LiveFlow {
-                            matches: filter.as_ref().is_none_or(|f| f.matches(&record)),
-                            summary: FlowSummary::of(id, &record, state),
-                        })
-                    })
-                    .collect();
-                LiveEvent::Flows {
-                    flows,
-                    count: app.source.len(),
+            change = next_change(&mut changes) => {
+                let first = take(change, &mut changes, &mut pending, &mut events);
+                if first {
+                    tokio::time::sleep(BATCH).await;
+                    while let Some(rx) = changes.as_mut() {
+                        let change = match rx.try_recv() {
+                            Ok(change) => Ok(change),
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                            Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                        };
+                        take(change, &mut changes, &mut pending, &mut events);
+                    }
                 }
             }
-        };
-        if send(&mut socket, &event).await.is_err() {
-            return;
+        }
+        let ids = std::mem::take(&mut pending);
+        let ids: Vec<u64> = ids.into_iter().collect();
+        for chunk in ids.chunks(BATCH_MAX) {
+            let flows = chunk
+                .iter()
+                .filter_map(|&id| {
+                    let (record, state) = app.source.get(id)?;
+                    Some(LiveFlow {
+                        matches: filter.as_ref().is_none_or(|f| f.matches(&record)),
+                        summary: FlowSummary::of(id, &record, state),
+                    })
+                })
+                .collect();
+            events.push(LiveEvent::Flows {
+                flows,
+                count: app.source.len(),
+            });
+        }
+        for event in &events {
+            if send(&mut socket, event).await.is_err() {
+                return;
+            }
         }
     }
+}
+
+/// Takes one change into the batch: a flow's id into `pending`, or an event (a clear,
+/// or a reload when the socket fell behind: the page fetches the list again) that
+/// empties it. Returns whether a batch was started (a flow changed).
+fn take(
+    change: Result<Change, RecvError>,
+    changes: &mut Option<tokio::sync::broadcast::Receiver<Change>>,
+    pending: &mut BTreeSet<u64>,
+    events: &mut Vec<LiveEvent>,
+) -> bool {
+    match change {
+        Ok(Change::Flow(id)) => {
+            pending.insert(id);
+            return true;
+        }
+        Ok(Change::Cleared) => {
+            pending.clear();
+            events.push(LiveEvent::Clear);
+        }
+        Err(RecvError::Lagged(_)) => {
+            pending.clear();
+            events.push(LiveEvent::Reload);
+        }
+        // A source that never changes: only the page's messages matter now.
+        Err(RecvError::Closed) => *changes = None,
+    }
+    false
 }
 
 /// The next change, or never when there will be none.

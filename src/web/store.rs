@@ -16,7 +16,7 @@ pub const DEFAULT_MAX_FLOWS: usize = 50_000;
 pub const DEFAULT_MAX_BYTES: usize = 512 * 1024 * 1024;
 
 /// How many changes a live socket may fall behind before it is told to reload.
-const CHANGES: usize = 16 * 1024;
+const CHANGES: usize = 64 * 1024;
 
 /// One row of the flow list: what the list shows of a flow, as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
