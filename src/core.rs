@@ -104,6 +104,40 @@ impl fmt::Display for Target {
     }
 }
 
+/// What a TLS handshake settled, as text (for logs, captures and the web UI).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsFacts {
+    /// The server name the client asked for (SNI).
+    pub sni: Option<String>,
+    /// The application protocol chosen (ALPN), e.g. `h2` or `http/1.1`.
+    pub alpn: Option<String>,
+    /// The TLS version, as mitmproxy writes it: `TLSv1.2`, `TLSv1.3`.
+    pub version: Option<String>,
+}
+
+impl TlsFacts {
+    /// The facts of a finished handshake on the proxy's server side.
+    pub(crate) fn of_server(tls: &rustls::ServerConnection) -> Self {
+        TlsFacts {
+            sni: tls.server_name().map(str::to_owned),
+            alpn: tls
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            version: tls.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+                other => format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// Whether nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.sni.is_none() && self.alpn.is_none() && self.version.is_none()
+    }
+}
+
 /// A connection between a client and (once connected) an upstream server, as
 /// middlewares see it.
 ///
@@ -132,6 +166,9 @@ pub struct Connection {
     pub target: Option<Target>,
     /// Whether the proxy terminates TLS with the client on this connection.
     pub tls: bool,
+    /// What the client's TLS handshake with the proxy settled (the name it asked for,
+    /// the protocol chosen, the TLS version), once it is done; empty without TLS.
+    pub tls_facts: TlsFacts,
     state: Mutex<State>,
     /// Whether `server_connected` has fired without a `server_disconnected` yet.
     pub(crate) server_announced: bool,
@@ -151,6 +188,7 @@ impl Connection {
             protocol: None,
             target: None,
             tls: false,
+            tls_facts: TlsFacts::default(),
             state: Mutex::new(State::default()),
             server_announced: false,
             permits: Vec::new(),

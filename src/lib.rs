@@ -102,7 +102,7 @@ pub mod websocket;
 
 pub use crate::ca::CertificateAuthority;
 pub use crate::context::Context;
-pub use crate::core::{Connection, Flow, Host, State, Target};
+pub use crate::core::{Connection, Flow, Host, State, Target, TlsFacts};
 pub use crate::error::{Error, Result, Side};
 pub use crate::http::message::{
     Body, Headers, HttpFlow, Request, Response, Timings, Verdict, Version,

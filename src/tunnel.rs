@@ -370,6 +370,7 @@ impl Intercept<'_> {
             }
             Err(_) => return Err(Error::ClientTimeout),
         };
+        conn.tls_facts = crate::core::TlsFacts::of_server(client.get_ref().1);
         let reached = match reached {
             Ok(None) => None,
             Ok(Some(reached)) => {

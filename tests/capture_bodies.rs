@@ -1,6 +1,7 @@
 //! Bodies in captures: a body up to the save limit is kept whole, a larger one keeps its
 //! first bytes (marked truncated, with its real size), whether it streams over HTTP/1
-//! or HTTP/2, and the capture does not hold bodies back from the client.
+//! or HTTP/2, and the capture does not hold bodies back from the client; an HTTPS flow
+//! keeps what its TLS settled.
 
 mod common;
 
@@ -128,6 +129,18 @@ async fn http2_bodies_keep_their_first_bytes_too() {
         .iter()
         .find(|r| r.request.method == "POST")
         .expect("no POST flow");
+    // What the client's TLS with the proxy settled.
+    assert_eq!(record.tls.sni.as_deref(), Some("localhost"));
+    assert_eq!(record.tls.alpn.as_deref(), Some("h2"));
+    assert!(
+        record
+            .tls
+            .version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
+        "{:?}",
+        record.tls
+    );
     let want = pattern(LIMIT);
     let request = &record.request.body;
     assert_eq!(

@@ -659,6 +659,7 @@ mod tests {
             client: None,
             server: None,
             client_tls: scheme == "https",
+            tls: Default::default(),
             request: RecordedRequest {
                 method: method.into(),
                 scheme: scheme.into(),

@@ -43,6 +43,7 @@ use super::tnetstring::{DecodeError, Decoder, Value};
 use super::{
     Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings, Sink,
 };
+use crate::core::TlsFacts;
 use crate::error::{Error, Result};
 use crate::http::message::Headers;
 
@@ -272,25 +273,50 @@ fn headers(h: &Headers) -> Value {
 /// The fields every connection's state has, TLS details unknown.
 fn connection_fields(
     tls: bool,
-    sni: Option<&str>,
+    facts: &TlsFacts,
     start: Option<f64>,
 ) -> Vec<(&'static str, Value)> {
+    let sni = facts.sni.as_deref();
     vec![
         ("id", Value::Str(uuid())),
         ("transport_protocol", text("tcp")),
         ("error", Value::Null),
         ("tls", Value::Bool(tls)),
         ("certificate_list", Value::List(vec![])),
-        ("alpn", Value::Null),
+        (
+            "alpn",
+            facts
+                .alpn
+                .as_ref()
+                .map_or(Value::Null, |a| bytes(a.clone().into_bytes())),
+        ),
         ("alpn_offers", Value::List(vec![])),
         ("cipher", Value::Null),
         ("cipher_list", Value::List(vec![])),
-        ("tls_version", Value::Null),
+        (
+            "tls_version",
+            facts.version.as_deref().map_or(Value::Null, text),
+        ),
         ("sni", sni.map_or(Value::Null, text)),
         ("timestamp_start", float_or_null(start)),
         ("timestamp_end", Value::Null),
         ("timestamp_tls_setup", Value::Null),
     ]
+}
+
+/// The TLS facts of a connection's state (`client_conn`): `sni`, `alpn` (bytes) and
+/// `tls_version`.
+fn tls_of(conn: &Value) -> TlsFacts {
+    let text = |key: &str| match conn.get(key) {
+        Some(Value::Str(s)) => Some(s.clone()),
+        Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    };
+    TlsFacts {
+        sni: text("sni"),
+        alpn: text("alpn"),
+        version: text("tls_version"),
+    }
 }
 
 /// What this crate keeps in a flow's `metadata` beside mitmproxy's own fields.
@@ -316,11 +342,13 @@ fn flow_state(record: &Record) -> Value {
     let req = &record.request;
     let https = req.scheme == "https";
 
-    let mut client = connection_fields(
-        record.client_tls,
-        record.client_tls.then_some(req.host.as_str()),
-        Some(start),
-    );
+    // The name the client asked for; a record made before TLS facts were kept says
+    // only that it spoke TLS, to the request's host.
+    let mut client_tls = record.tls.clone();
+    if record.client_tls && client_tls.sni.is_none() {
+        client_tls.sni = Some(req.host.clone());
+    }
+    let mut client = connection_fields(record.client_tls, &client_tls, Some(start));
     client.push((
         "peername",
         socket(record.client).unwrap_or_else(|| address("", 0)),
@@ -330,7 +358,11 @@ fn flow_state(record: &Record) -> Value {
     client.push(("proxy_mode", text("regular")));
 
     let server_start = record.server.map(|_| start);
-    let mut server = connection_fields(https, https.then_some(req.host.as_str()), server_start);
+    let server_tls = TlsFacts {
+        sni: https.then(|| req.host.clone()),
+        ..TlsFacts::default()
+    };
+    let mut server = connection_fields(https, &server_tls, server_start);
     server.push(("peername", socket(record.server).unwrap_or(Value::Null)));
     server.push(("sockname", Value::Null));
     server.push(("address", address(&req.host, req.port)));
@@ -660,6 +692,7 @@ fn record_of(flow: &Value) -> std::result::Result<Option<Record>, Reason> {
         client: client.and_then(|c| socket_of(c.get("peername"))),
         server: server.and_then(|s| socket_of(s.get("peername"))),
         client_tls: matches!(client.and_then(|c| c.get("tls")), Some(Value::Bool(true))),
+        tls: client.map(tls_of).unwrap_or_default(),
         request,
         response,
         timings,
@@ -711,6 +744,11 @@ mod tests {
             client: Some("127.0.0.1:5000".parse().unwrap()),
             server: Some("[::1]:8080".parse().unwrap()),
             client_tls: true,
+            tls: TlsFacts {
+                sni: Some("a.localhost".into()),
+                alpn: Some("h2".into()),
+                version: Some("TLSv1.3".into()),
+            },
             request: RecordedRequest {
                 method: "POST".into(),
                 scheme: "https".into(),

@@ -37,6 +37,7 @@ use serde_json::{json, Map, Value};
 use super::{
     Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings, Sink,
 };
+use crate::core::TlsFacts;
 use crate::error::{Error, Result};
 use crate::http::message::Headers;
 
@@ -289,6 +290,12 @@ pub(crate) fn entry(record: &Record) -> Value {
         e.insert("_clientAddress".into(), client.to_string().into());
     }
     e.insert("_clientTls".into(), record.client_tls.into());
+    if !record.tls.is_empty() {
+        e.insert(
+            "_tls".into(),
+            json!({"sni": record.tls.sni, "alpn": record.tls.alpn, "version": record.tls.version}),
+        );
+    }
     if let Some(messages) = &record.websocket {
         e.insert("_resourceType".into(), "websocket".into());
         e.insert("_webSocketMessages".into(), websocket_messages(messages));
@@ -799,12 +806,23 @@ fn record_of(e: &Value) -> std::result::Result<Record, String> {
             .get("_clientTls")
             .and_then(Value::as_bool)
             .unwrap_or(request.scheme == "https"),
+        tls: e.get("_tls").map(tls_of).unwrap_or_default(),
         websocket: messages_of(e),
         request,
         response,
         timings,
         error,
     })
+}
+
+/// The TLS facts of an entry's `_tls`.
+fn tls_of(v: &Value) -> TlsFacts {
+    let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    TlsFacts {
+        sni: text("sni"),
+        alpn: text("alpn"),
+        version: text("version"),
+    }
 }
 
 /// The header fields of a HAR request or response, HTTP/2 pseudo-fields (`:path`, as
@@ -914,6 +932,7 @@ mod tests {
             client: Some("127.0.0.1:5000".parse().unwrap()),
             server: Some("127.0.0.1:8080".parse().unwrap()),
             client_tls: false,
+            tls: Default::default(),
             request: RecordedRequest {
                 method: "GET".into(),
                 scheme: "http".into(),

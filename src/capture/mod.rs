@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::core::Connection;
+use crate::core::{Connection, TlsFacts};
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response};
 use crate::middleware::Middleware;
 use crate::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
@@ -74,6 +74,9 @@ pub struct Record {
     pub server: Option<SocketAddr>,
     /// Whether the client spoke TLS with the proxy.
     pub client_tls: bool,
+    /// What the client's TLS with the proxy settled (SNI, ALPN, version), as far as
+    /// known; empty without TLS.
+    pub tls: TlsFacts,
     /// The request as it went to the origin (after the hooks).
     pub request: RecordedRequest,
     /// The response as it went to the client, if there was one.
@@ -236,6 +239,7 @@ impl Record {
             client: conn.client.addr,
             server: conn.server.addr,
             client_tls: conn.tls,
+            tls: conn.tls_facts.clone(),
             request: recorded_request(
                 request,
                 recorded_body(

@@ -57,7 +57,10 @@
 //!     client_addr            TEXT,                 -- 127.0.0.1:5000, [::1]:5000
 //!     server_addr            TEXT,
 //!     client_tls             INTEGER NOT NULL,     -- 1 when the client spoke TLS
-//!     websocket              INTEGER NOT NULL DEFAULT 0 -- 1 for a WebSocket flow
+//!     websocket              INTEGER NOT NULL DEFAULT 0, -- 1 for a WebSocket flow
+//!     client_sni             TEXT,                 -- the client's TLS with the proxy:
+//!     client_alpn            TEXT,                 -- name asked for, protocol chosen,
+//!     client_tls_version     TEXT                  -- version (TLSv1.3); NULL if unknown
 //! );
 //! CREATE TABLE bodies (
 //!     flow_id INTEGER NOT NULL REFERENCES flows(id),
@@ -104,7 +107,8 @@
 //! - Version 1 had no WebSocket messages: `flows` without its `websocket` column, no
 //!   `messages` table.
 //! - Version 1 to 2: `ALTER TABLE flows ADD COLUMN websocket INTEGER NOT NULL DEFAULT
-//!   0` and `CREATE TABLE messages (…)` as above. No row is rewritten or removed (the
+//!   0`, the three `client_sni`, `client_alpn`, `client_tls_version` columns (`TEXT`,
+//!   `NULL` in the flows of version 1) and `CREATE TABLE messages (…)` as above. No row is rewritten or removed (the
 //!   column's default is constant, so the step takes no longer at a million flows): the
 //!   flows of version 1 read back as before, as flows that are not WebSocket flows.
 //!
@@ -126,6 +130,7 @@ use super::{
     Filter, Prefilter, Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse,
     RecordedTimings, Sink,
 };
+use crate::core::TlsFacts;
 use crate::error::{Error, Result};
 use crate::http::message::Headers;
 
@@ -187,6 +192,9 @@ CREATE INDEX flows_method ON flows (method, started_at);
 /// row, so the step is quick at any size; flows of version 1 are not WebSocket flows.
 const V2: &str = "
 ALTER TABLE flows ADD COLUMN websocket INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE flows ADD COLUMN client_sni TEXT;
+ALTER TABLE flows ADD COLUMN client_alpn TEXT;
+ALTER TABLE flows ADD COLUMN client_tls_version TEXT;
 CREATE TABLE messages (
     flow_id INTEGER NOT NULL REFERENCES flows(id),
     seq INTEGER NOT NULL,
@@ -203,9 +211,10 @@ const INSERT_FLOW: &str = "INSERT INTO flows (
     request_version, response_version, request_headers, response_headers,
     request_size, response_size, request_truncated, response_truncated,
     request_end_us, response_first_byte_us, response_end_us,
-    client_addr, server_addr, client_tls, websocket
+    client_addr, server_addr, client_tls, websocket,
+    client_sni, client_alpn, client_tls_version
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-          ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
+          ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)";
 
 /// Takes a flow out again (a record whose bodies or messages failed to go in).
 const DELETE_FLOW: [&str; 3] = [
@@ -237,15 +246,24 @@ const FLOW_COLUMNS: &str = "f.started_at, f.method, f.scheme, f.host, f.port, f.
 /// rows kept). Flows are read by id alone (`NOT INDEXED`: SQLite may not take the
 /// index of a column a condition names, and then sort all the flows by id).
 fn select(version: u32, bodies: bool) -> String {
-    let websocket = if version >= 2 { "f.websocket" } else { "0" };
+    let (websocket, tls) = if version >= 2 {
+        (
+            "f.websocket",
+            "f.client_sni, f.client_alpn, f.client_tls_version",
+        )
+    } else {
+        ("0", "NULL, NULL, NULL")
+    };
     if bodies {
         format!(
-            "SELECT {FLOW_COLUMNS}, q.data, r.data, {websocket}, f.id FROM flows f NOT INDEXED
+            "SELECT {FLOW_COLUMNS}, q.data, r.data, {websocket}, f.id, {tls} FROM flows f NOT INDEXED
 LEFT JOIN bodies q ON q.flow_id = f.id AND q.side = 'request'
 LEFT JOIN bodies r ON r.flow_id = f.id AND r.side = 'response'"
         )
     } else {
-        format!("SELECT {FLOW_COLUMNS}, NULL, NULL, {websocket}, f.id FROM flows f NOT INDEXED")
+        format!(
+            "SELECT {FLOW_COLUMNS}, NULL, NULL, {websocket}, f.id, {tls} FROM flows f NOT INDEXED"
+        )
     }
 }
 
@@ -476,6 +494,9 @@ impl SqliteStore {
             record.server.map(|a| a.to_string()),
             record.client_tls,
             record.websocket.is_some(),
+            record.tls.sni,
+            record.tls.alpn,
+            record.tls.version,
         ])?;
         Ok(id)
     }
@@ -958,6 +979,11 @@ fn record_of(row: &Row<'_>) -> std::result::Result<(i64, bool, Record), String> 
         client: addr(20)?,
         server: addr(21)?,
         client_tls: row.get(22).map_err(err)?,
+        tls: TlsFacts {
+            sni: row.get(27).map_err(err)?,
+            alpn: row.get(28).map_err(err)?,
+            version: row.get(29).map_err(err)?,
+        },
         // Read apart, by `messages_of`.
         websocket: None,
         request: RecordedRequest {
@@ -1082,6 +1108,11 @@ mod tests {
             client: Some("127.0.0.1:5000".parse().unwrap()),
             server: Some("[::1]:8080".parse().unwrap()),
             client_tls: true,
+            tls: TlsFacts {
+                sni: Some("a.localhost".into()),
+                alpn: Some("h2".into()),
+                version: Some("TLSv1.3".into()),
+            },
             request: RecordedRequest {
                 method: "POST".into(),
                 scheme: "https".into(),

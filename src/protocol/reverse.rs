@@ -182,6 +182,7 @@ impl Reverse {
             Err(_) => return Err(Error::ClientTimeout),
         };
         conn.tls = true;
+        conn.tls_facts = crate::core::TlsFacts::of_server(client.get_ref().1);
         let h2 = client.get_ref().1.alpn_protocol() == Some(H2);
         let client: BoxIo = Box::new(client);
         if h2 {

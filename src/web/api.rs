@@ -254,6 +254,11 @@ fn detail_json(id: u64, record: &Record, state: FlowState) -> Value {
         "client": record.client.map(|a| a.to_string()),
         "server": record.server.map(|a| a.to_string()),
         "client_tls": record.client_tls,
+        "tls": {
+            "sni": record.tls.sni,
+            "alpn": record.tls.alpn,
+            "version": record.tls.version,
+        },
         "request": {
             "method": req.method,
             "path": req.path,

@@ -297,6 +297,10 @@ function showTab(tab) {
   } else if (tab === "timing") {
     parts.push(waterfall(d.timings));
     const facts = [`client: ${d.client || "?"}`, `server: ${d.server || "?"}`, `client TLS: ${d.client_tls ? "yes" : "no"}`];
+    const tls = d.tls || {};
+    if (d.client_tls) {
+      facts.push(`SNI: ${tls.sni || "(none)"}`, `ALPN: ${tls.alpn || "(none)"}`, `TLS version: ${tls.version || "?"}`);
+    }
     for (const f of facts) parts.push(el("div", { className: "note", textContent: f }));
   }
   pane.replaceChildren(...parts);
