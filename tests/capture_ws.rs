@@ -4,10 +4,7 @@
 
 mod common;
 
-use futures_util::{SinkExt, StreamExt};
 use mitm::capture::{flows::FlowWriter, har::HarWriter, Capture};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
 use common::*;
 
@@ -23,21 +20,8 @@ async fn websocket_messages_are_saved_in_both_formats() {
             .sink(Box::new(FlowWriter::create(&flows).unwrap())),
     )
     .await;
-    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
-    let url = format!("ws://127.0.0.1:{}/chat", origin.port());
-    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
-        .await
-        .expect("the WebSocket handshake failed");
-    ws.send(Message::text("hello")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
-    ws.send(Message::binary(vec![0u8, 255])).await.unwrap();
-    assert_eq!(
-        ws.next().await.unwrap().unwrap(),
-        Message::binary(vec![0u8, 255])
-    );
-    ws.close(None).await.unwrap();
-    while ws.next().await.is_some() {}
-    drop(ws);
+    let ws = websocket_echoed(proxy.addr, origin.port()).await;
+    close_websocket(ws).await;
 
     // The flow is kept when its connection ends.
     tokio::time::timeout(PATIENCE, capture.wait_written(1))

@@ -4,14 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use mitm::capture::sqlite::{read_sqlite, SqliteReader, SqliteStore};
 use mitm::capture::{Capture, Filter};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Runs `sqlite3 -separator | DB SQL`, returning its stdout; fails with its output if
 /// it fails.
@@ -38,16 +34,9 @@ async fn captured_flows_are_rows_sqlite3_reads() {
     let origin = start_origin().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("capture.sqlite");
-    let capture = Arc::new(
-        Capture::builder()
-            .sink(Box::new(SqliteStore::create(&path).unwrap()))
-            .start(),
-    );
-    let proxy = start_proxy({
-        let capture = capture.clone();
-        |b| b.middleware(capture)
-    })
-    .await;
+    let (proxy, capture) =
+        start_capturing(Capture::builder().sink(Box::new(SqliteStore::create(&path).unwrap())))
+            .await;
     let client = client_via(&proxy);
     let base = format!("http://127.0.0.1:{}", origin.port());
     let get = client.get(format!("{base}/one?x=1")).send().await.unwrap();
@@ -125,31 +114,11 @@ async fn websocket_messages_are_rows_of_the_messages_table() {
     let origin = start_origin().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ws.sqlite");
-    let capture = Arc::new(
-        Capture::builder()
-            .sink(Box::new(SqliteStore::create(&path).unwrap()))
-            .start(),
-    );
-    let proxy = start_proxy({
-        let capture = capture.clone();
-        |b| b.middleware(capture)
-    })
-    .await;
-    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
-    let url = format!("ws://127.0.0.1:{}/chat", origin.port());
-    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
-        .await
-        .expect("the WebSocket handshake failed");
-    ws.send(Message::text("hello")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
-    ws.send(Message::binary(vec![0u8, 255])).await.unwrap();
-    assert_eq!(
-        ws.next().await.unwrap().unwrap(),
-        Message::binary(vec![0u8, 255])
-    );
-    ws.close(None).await.unwrap();
-    while ws.next().await.is_some() {}
-    drop(ws);
+    let (proxy, capture) =
+        start_capturing(Capture::builder().sink(Box::new(SqliteStore::create(&path).unwrap())))
+            .await;
+    let ws = websocket_echoed(proxy.addr, origin.port()).await;
+    close_websocket(ws).await;
     tokio::time::timeout(PATIENCE, capture.wait_written(1))
         .await
         .expect("the WebSocket flow was never written");

@@ -82,6 +82,20 @@ fn plain_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The JSON the UI at `url` answers, asked with `token` as a bearer token.
+async fn get_json(url: String, token: &str) -> serde_json::Value {
+    let text = plain_client()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    json(&text)
+}
+
 /// `text` as JSON, or a failure showing it.
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -451,16 +465,7 @@ async fn mitm_web_serves_a_saved_capture() {
     }
     let mitm = start_mitm(&["web", file.to_str().unwrap(), "--web-port", "0"]);
     let (base, token) = mitm.url.split_once("/?token=").unwrap();
-    let list: serde_json::Value = plain_client()
-        .get(format!("{base}/api/flows?filter=~c%20404"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| json(&t))
-        .unwrap();
+    let list = get_json(format!("{base}/api/flows?filter=~c%20404"), token).await;
     assert_eq!(list["count"], 2, "{list}");
     assert_eq!(list["flows"][0]["path"], "/status/404", "{list}");
 }
@@ -477,16 +482,7 @@ async fn mitm_with_web_shows_the_proxy_flows() {
         .send()
         .await
         .unwrap();
-    let list: serde_json::Value = plain_client()
-        .get(format!("{base}/api/flows"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| json(&t))
-        .unwrap();
+    let list = get_json(format!("{base}/api/flows"), token).await;
     assert_eq!(list["count"], 1, "{list}");
     assert_eq!(list["flows"][0]["path"], "/page/via-cli");
     assert_eq!(list["flows"][0]["status"], 200);
@@ -506,7 +502,7 @@ async fn mitm_with_web_shows_the_proxy_flows() {
 
 /// Chromium, or `None` (with the reason printed) where it is missing.
 fn chromium() -> Option<&'static str> {
-    let found = cdp::find_chromium();
+    let found = find_chromium();
     require_tool(found.is_some(), "Chromium", "apt-get install chromium").then_some(())?;
     found
 }
@@ -1038,22 +1034,9 @@ async fn a_flood_of_flows_reaches_the_page_in_batches_and_it_stays_responsive() 
 
 #[tokio::test]
 async fn websocket_messages_show_in_the_flow_as_they_pass() {
-    use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
     let ui = start_ui().await;
     let (proxy, origin) = proxy_into(&ui).await;
-    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let url = format!("ws://127.0.0.1:{}/chat", origin.port());
-    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
-        .await
-        .expect("the WebSocket handshake through the proxy");
-    ws.send(Message::text("hello")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
-    ws.send(Message::binary(vec![0u8, 255])).await.unwrap();
-    assert_eq!(
-        ws.next().await.unwrap().unwrap(),
-        Message::binary(vec![0u8, 255])
-    );
+    let mut ws = websocket_echoed(proxy.addr, origin.port()).await;
     // While the socket is still open, its flow shows the four messages.
     let detail = |id: u64| {
         let addr = ui.addr;

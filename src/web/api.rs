@@ -146,15 +146,20 @@ struct ListParams {
     limit: usize,
 }
 
+/// The filter a request gives, or the `400` that says where it is wrong.
+fn filter_param(text: Option<&str>) -> std::result::Result<Option<Filter>, Box<Response>> {
+    parse_filter(text).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            json!({"error": e.message(), "position": e.position()}),
+        ))
+    })
+}
+
 async fn list(State(app): Shared, Query(p): Query<ListParams>) -> Response {
-    let filter = match parse_filter(p.filter.as_deref()) {
+    let filter = match filter_param(p.filter.as_deref()) {
         Ok(f) => f,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                json!({"error": e.message(), "position": e.position()}),
-            )
-        }
+        Err(refused) => return *refused,
     };
     let query = ListQuery {
         filter,
@@ -493,14 +498,9 @@ struct ExportParams {
 /// The flows matching `filter` as a capture file: `har` (default), `flows`
 /// (mitmproxy's) or `sqlite`.
 async fn export(State(app): Shared, Query(p): Query<ExportParams>) -> Response {
-    let filter = match parse_filter(p.filter.as_deref()) {
+    let filter = match filter_param(p.filter.as_deref()) {
         Ok(f) => f,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                json!({"error": e.message(), "position": e.position()}),
-            )
-        }
+        Err(refused) => return *refused,
     };
     let ext = match p.format.as_deref().unwrap_or("har") {
         "har" => "har",

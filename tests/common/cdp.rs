@@ -17,18 +17,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::PATIENCE;
 
-/// The Chromium command on this machine, if any.
-pub fn find_chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|c| {
-            std::process::Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
 type Replies = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
 
 /// A headless Chromium and its DevTools connection; killed when dropped.

@@ -1125,3 +1125,35 @@ pub async fn start_capturing(
     let middleware: Arc<dyn mitm::Middleware> = capture.clone();
     (start_proxy(|b| b.middleware(middleware)).await, capture)
 }
+
+/// A WebSocket to the echo origin at `origin_port` (`/chat`) through the proxy at
+/// `proxy`, after a text `hello` and a binary `[0, 255]` went there and back.
+#[allow(dead_code)]
+pub async fn websocket_echoed(
+    proxy: SocketAddr,
+    origin_port: u16,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let url = format!("ws://127.0.0.1:{origin_port}/chat");
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+        .await
+        .expect("the WebSocket handshake through the proxy failed");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    ws.send(Message::binary(vec![0u8, 255])).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 255])
+    );
+    ws
+}
+
+/// Closes `ws` and reads it to its end.
+#[allow(dead_code)]
+pub async fn close_websocket(mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) {
+    use futures_util::StreamExt;
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+}
