@@ -295,7 +295,7 @@ fn recorded_request(r: &Request, body: RecordedBody) -> RecordedRequest {
     }
 }
 
-fn recorded_response(r: &Response, body: RecordedBody) -> RecordedResponse {
+pub(crate) fn recorded_response(r: &Response, body: RecordedBody) -> RecordedResponse {
     RecordedResponse {
         status: r.status,
         reason: r.reason.clone(),

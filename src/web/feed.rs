@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::store::{FlowState, MemoryStore, Phase};
-use crate::capture::{Filter, Record, RecordedMessage};
+use crate::capture::{recorded_response, Filter, Record, RecordedBody, RecordedMessage};
 use crate::core::Connection;
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Verdict};
 use crate::middleware::Middleware;
@@ -246,6 +246,11 @@ impl Interceptor {
         }
     }
 
+    /// Whether an intercept filter is set.
+    fn active(&self) -> bool {
+        self.filter_lock().is_some()
+    }
+
     fn matches(&self, record: &Record) -> bool {
         self.filter_lock()
             .as_ref()
@@ -337,11 +342,22 @@ impl Feed {
 impl Middleware for Feed {
     async fn request(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         let record = Record::from_flow(conn, flow, self.body_limit);
-        let id = self.store.insert(record.clone(), FlowState::PENDING);
+        // Nothing can wait: the record goes to the store as it is.
+        let (id, record) = if self.interceptor.active() {
+            (
+                self.store.insert(record.clone(), FlowState::PENDING),
+                Some(record),
+            )
+        } else {
+            (self.store.insert(record, FlowState::PENDING), None)
+        };
         conn.state()
             .get_or_default::<Ids>()
             .0
             .insert((self.key(), flow.id), (id, false));
+        let Some(record) = record else {
+            return Verdict::Continue;
+        };
         match self.pause(id, &record, Phase::Request).await {
             None => Verdict::Continue,
             Some(Decision::Kill) => {
@@ -364,6 +380,16 @@ impl Middleware for Feed {
         let Some(id) = self.id_of(conn, flow) else {
             return Verdict::Continue;
         };
+        if !self.interceptor.active() {
+            // Nothing can wait: the stored flow gets the response's head (its body
+            // comes when the flow finishes), the request kept as it was stored.
+            if let Some(response) = flow.response.as_ref() {
+                let head = recorded_response(response, RecordedBody::default());
+                self.store
+                    .modify(id, |record, _| record.response = Some(head));
+            }
+            return Verdict::Continue;
+        }
         let record = Record::from_flow(conn, flow, self.body_limit);
         self.store.update(id, record.clone(), FlowState::PENDING);
         match self.pause(id, &record, Phase::Response).await {
