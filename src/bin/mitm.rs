@@ -411,13 +411,18 @@ fn print_web(web: &mitm::web::WebUi) -> anyhow::Result<()> {
 
 /// `mitm web FILE`: the web UI over a saved capture, until Ctrl-C.
 async fn serve_capture(cli: &Cli, file: &std::path::Path) -> anyhow::Result<()> {
-    let records = mitm::capture::read(file)?;
+    use mitm::web::FlowSource as _;
+    // An SQLite capture is read page by page from the file; the other formats are
+    // read whole into memory, every flow of the file: the user asked for this one.
+    let (source, records) = match mitm::capture::Format::of(file) {
+        mitm::capture::Format::Sqlite => (Some(mitm::web::SqliteSource::open(file)?), Vec::new()),
+        _ => (None, mitm::capture::read(file)?),
+    };
     let sender = replayer(cli).await?;
     let ca = sender.ca().clone();
-    let web = mitm::web::WebUi::builder()
+    let mut web = mitm::web::WebUi::builder()
         .host(cli.web_host.clone())
         .port(cli.web_port)
-        // Every flow of the file, however many: the user asked for this one.
         .max_flows(records.len().max(1))
         .max_bytes(usize::MAX)
         .bind()
@@ -425,8 +430,18 @@ async fn serve_capture(cli: &Cli, file: &std::path::Path) -> anyhow::Result<()> 
         .context("cannot start the web UI")?
         .ca(ca)
         .replayer(Arc::new(sender));
-    let flows = records.len();
-    web.store().extend(records);
+    let flows = match source {
+        Some(source) => {
+            let flows = source.len();
+            web = web.source(Arc::new(source));
+            flows
+        }
+        None => {
+            let flows = records.len();
+            web.store().extend(records);
+            flows
+        }
+    };
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
     emit(&format!("mitm: {flows} flows from {}\n", file.display()))?;
     print_web(&web)?;

@@ -737,6 +737,33 @@ impl SqliteReader {
         query(&self.conn, &self.path, filter, before, limit)
     }
 
+    /// Up to `limit` flows matching `filter` (all flows without one), with their ids,
+    /// oldest first, from the first id above `after`: paging forwards, the next page
+    /// is the one `after` the largest id of the last.
+    ///
+    /// # Errors
+    ///
+    /// As [`query`](Self::query).
+    pub fn query_after(
+        &self,
+        filter: Option<&Filter>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Record)>> {
+        let version = readable_version(&self.conn, &self.path)?;
+        let mut params = vec![Value::Integer(after)];
+        let conditions = filter.map_or_else(String::new, |f| prefilter_sql(f, &mut params));
+        scan(
+            &self.conn,
+            &self.path,
+            version,
+            &format!("WHERE f.id > ?1{conditions} ORDER BY f.id ASC"),
+            rusqlite::params_from_iter(params),
+            filter,
+            limit,
+        )
+    }
+
     /// The flow of id `id`, if there is one.
     ///
     /// # Errors
@@ -1528,6 +1555,23 @@ mod tests {
         let ws = Filter::parse("~websocket").unwrap();
         let page = reader.query(Some(&ws), None, 10).unwrap();
         assert_eq!(page, vec![(26, websocket(2))]);
+
+        // Forwards, oldest first.
+        assert_eq!(
+            ids(&reader.query_after(None, 0, 10).unwrap()),
+            (1..=10).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            ids(&reader.query_after(None, 20, 10).unwrap()),
+            (21..=26).collect::<Vec<_>>()
+        );
+        let page = reader.query_after(Some(&five), 6, 2).unwrap();
+        assert_eq!(ids(&page), [11, 16]);
+        assert_eq!(page[0].1, written[10]);
+        assert_eq!(
+            ids(&reader.query_after(Some(&needle), 11, 10).unwrap()),
+            [16, 21]
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ use axum::response::{IntoResponse, Response};
 pub use feed::{Decision, Edit, EditError, Feed, Interceptor, DEFAULT_FEED_BODY_LIMIT};
 pub use store::{
     Change, FlowPage, FlowSource, FlowState, FlowSummary, ListQuery, MemoryStore, Phase,
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_FLOWS, MAX_PAGE,
+    SqliteSource, DEFAULT_MAX_BYTES, DEFAULT_MAX_FLOWS, MAX_PAGE,
 };
 
 use crate::error::{Error, Result};

@@ -1,5 +1,6 @@
 //! The flows the web UI serves: [`FlowSource`] (what the server asks of any store of
-//! flows) and [`MemoryStore`] (records held in memory, bounded, oldest dropped).
+//! flows), [`MemoryStore`] (records held in memory, bounded, oldest dropped) and
+//! [`SqliteSource`] (a saved SQLite capture, read page by page).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -8,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::capture::sqlite::SqliteReader;
 use crate::capture::{Filter, Record};
 
 /// The default of [`MemoryStore::new`]'s `max_flows`, as the CLI uses it: 50 000 flows.
@@ -399,6 +401,127 @@ impl FlowSource for MemoryStore {
     }
 }
 
+/// A saved SQLite capture as the UI's flows (`mitm web FILE.sqlite`): each page of the
+/// list is read from the database and filtered there ([`SqliteReader::query`]), so a
+/// capture of a million flows opens at once and holds no flow in memory. The file is
+/// only read: clearing the list hides the flows it has from the UI, and the file keeps
+/// them.
+#[derive(Debug)]
+pub struct SqliteSource {
+    reader: Mutex<SqliteReader>,
+    /// Flows up to this id are hidden (cleared from the UI), and how many there were.
+    hidden: Mutex<(i64, u64)>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl SqliteSource {
+    /// The capture at `path`.
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteReader::open`]: the file is not an SQLite capture this crate reads.
+    pub fn open(path: impl AsRef<std::path::Path>) -> crate::Result<Self> {
+        Ok(SqliteSource {
+            reader: Mutex::new(SqliteReader::open(path)?),
+            hidden: Mutex::new((0, 0)),
+            changes: broadcast::channel(1).0,
+        })
+    }
+
+    fn reader(&self) -> MutexGuard<'_, SqliteReader> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hidden(&self) -> (i64, u64) {
+        *self.hidden.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A failed read, logged; the UI shows what it got.
+fn logged<T: Default>(result: crate::Result<T>) -> T {
+    result.unwrap_or_else(|e| {
+        tracing::warn!(error = %crate::error::Report(&e), "web UI: the capture could not be read");
+        T::default()
+    })
+}
+
+impl FlowSource for SqliteSource {
+    fn list(&self, query: &ListQuery) -> FlowPage {
+        let limit = match query.limit {
+            0 => MAX_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let (hidden, _) = self.hidden();
+        let after = i64::try_from(query.after.unwrap_or(0))
+            .unwrap_or(i64::MAX)
+            .max(hidden);
+        let before = query.before.and_then(|b| i64::try_from(b).ok());
+        let filter = query.filter.as_ref();
+        let reader = self.reader();
+        let forwards = query.after.is_some() && query.before.is_none();
+        // One more than the page, to know whether there are more.
+        let (mut rows, more) = if forwards {
+            let mut rows = logged(reader.query_after(filter, after, limit + 1));
+            let more = rows.len() > limit;
+            rows.truncate(limit);
+            (rows, more)
+        } else {
+            let mut rows = logged(reader.query(filter, before, limit + 1));
+            rows.retain(|(id, _)| *id > after);
+            let more = rows.len() > limit;
+            rows.truncate(limit);
+            rows.reverse();
+            (rows, more)
+        };
+        drop(reader);
+        let flows = rows
+            .drain(..)
+            .map(|(id, record)| FlowSummary::of(id as u64, &record, FlowState::FINISHED))
+            .collect();
+        FlowPage {
+            flows,
+            more,
+            count: self.len(),
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<(Arc<Record>, FlowState)> {
+        let id = i64::try_from(id).ok().filter(|&id| id > self.hidden().0)?;
+        let record = logged(self.reader().get(id))?;
+        Some((Arc::new(record), FlowState::FINISHED))
+    }
+
+    fn records(&self, filter: Option<&Filter>) -> Vec<Arc<Record>> {
+        let (hidden, _) = self.hidden();
+        logged(self.reader().query_after(filter, hidden, usize::MAX))
+            .into_iter()
+            .map(|(_, record)| Arc::new(record))
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        let all = logged(self.reader().count());
+        usize::try_from(all.saturating_sub(self.hidden().1)).unwrap_or(usize::MAX)
+    }
+
+    fn clear(&self) {
+        let reader = self.reader();
+        let newest = logged(reader.query(None, None, 1))
+            .first()
+            .map(|(id, _)| *id);
+        let all = logged(reader.count());
+        drop(reader);
+        if let Some(newest) = newest {
+            *self.hidden.lock().unwrap_or_else(|e| e.into_inner()) = (newest, all);
+        }
+        let _ = self.changes.send(Change::Cleared);
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,5 +609,60 @@ mod tests {
         assert_eq!(changes.try_recv().unwrap(), Change::Flow(id));
         assert_eq!(changes.try_recv().unwrap(), Change::Cleared);
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_saved_sqlite_capture_is_listed_page_by_page_and_cleared_without_loss() {
+        use crate::capture::sqlite::{read_sqlite, SqliteStore};
+        use crate::capture::Sink;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("saved.sqlite");
+        let mut store = SqliteStore::create(&path).unwrap();
+        for i in 1..=25 {
+            store.write(&record(&format!("/{i}"))).unwrap();
+        }
+        drop(store);
+        let source = SqliteSource::open(&path).unwrap();
+        assert_eq!(source.len(), 25);
+        let page = |after: Option<u64>, before: Option<u64>, filter: Option<&str>| {
+            source.list(&ListQuery {
+                filter: filter.map(|f| Filter::parse(f).unwrap()),
+                after,
+                before,
+                limit: 10,
+            })
+        };
+        // Forwards from the start, as the page loads the list.
+        let first = page(Some(0), None, None);
+        assert_eq!(
+            paths(&first),
+            (1..=10).map(|i| format!("/{i}")).collect::<Vec<_>>()
+        );
+        assert!(first.more);
+        assert_eq!(first.count, 25);
+        let last = page(Some(20), None, None);
+        assert_eq!(paths(&last).len(), 5);
+        assert!(!last.more);
+        // Backwards: the newest, oldest first.
+        let newest = page(None, None, None);
+        assert_eq!(paths(&newest)[0], "/16");
+        assert_eq!(paths(&newest)[9], "/25");
+        assert_eq!(paths(&page(None, Some(3), None)), ["/1", "/2"]);
+        // Filtered in the database.
+        assert_eq!(
+            paths(&page(Some(0), None, Some("~u /2"))),
+            ["/2", "/20", "/21", "/22", "/23", "/24", "/25"]
+        );
+        assert_eq!(source.get(3).unwrap().0.request.path, "/3");
+        assert_eq!(source.records(None).len(), 25);
+
+        // Clearing hides them from the UI; the file keeps every one.
+        source.clear();
+        assert_eq!(source.len(), 0);
+        assert!(page(Some(0), None, None).flows.is_empty());
+        assert!(page(None, None, None).flows.is_empty());
+        assert!(source.get(3).is_none());
+        assert!(source.records(None).is_empty());
+        assert_eq!(read_sqlite(&path).unwrap().len(), 25);
     }
 }
