@@ -795,6 +795,22 @@ mod tests {
         }
     }
 
+    /// A capture from `builder` whose one sink blocks until the gate opens: the
+    /// capture, the URLs written, and the gate's opener.
+    fn gated(builder: CaptureBuilder) -> (Capture, Arc<Mutex<Vec<String>>>, impl Fn()) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let sink = Slow {
+            seen: seen.clone(),
+            gate: gate.clone(),
+        };
+        let open = move || {
+            *gate.0.lock().unwrap() = true;
+            gate.1.notify_all();
+        };
+        (builder.sink(Box::new(sink)).start(), seen, open)
+    }
+
     fn flow(path: &str) -> HttpFlow {
         let request = Request::new_to(
             "GET".into(),
@@ -806,23 +822,14 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_waiting() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let capture = Capture::builder()
-            .queue(2)
-            .sink(Box::new(Slow {
-                seen: seen.clone(),
-                gate: gate.clone(),
-            }))
-            .start();
+        let (capture, seen, open) = gated(Capture::builder().queue(2));
         let conn = Connection::new(1, Host::default());
         // The writer takes the first and blocks on it; two wait; the rest are dropped.
         for i in 0..10 {
             capture.push(Record::from_flow(&conn, &flow(&format!("/{i}")), 1024));
         }
         assert!(capture.dropped() >= 7, "dropped {}", capture.dropped());
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
+        open();
         let (written, dropped) = capture.finish();
         assert_eq!(written + dropped, 10);
         let seen = seen.lock().unwrap().clone();
@@ -832,15 +839,7 @@ mod tests {
 
     #[test]
     fn the_queue_holds_at_most_its_bytes() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let capture = Capture::builder()
-            .queue_bytes(10_000)
-            .sink(Box::new(Slow {
-                seen: seen.clone(),
-                gate: gate.clone(),
-            }))
-            .start();
+        let (capture, seen, open) = gated(Capture::builder().queue_bytes(10_000));
         let conn = Connection::new(1, Host::default());
         let big = |i: usize| {
             let mut f = flow(&format!("/{i}"));
@@ -860,27 +859,18 @@ mod tests {
             capture.push(big(i));
         }
         assert_eq!(capture.dropped(), 1);
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
+        open();
         assert_eq!(capture.finish(), (3, 1));
         assert_eq!(capture.stats.queued_bytes.load(Ordering::Relaxed), 0);
         assert_eq!(seen.lock().unwrap().len(), 3);
 
         // One larger than the whole budget goes when nothing else waits (and counts
         // until it is written: the writer holds it at a closed gate again).
-        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let capture = Capture::builder()
-            .queue_bytes(10_000)
-            .sink(Box::new(Slow {
-                seen: seen.clone(),
-                gate: gate.clone(),
-            }))
-            .start();
+        let (capture, _, open) = gated(Capture::builder().queue_bytes(10_000));
         capture.push(huge(4));
         capture.push(big(5));
         assert_eq!(capture.dropped(), 1);
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
+        open();
         assert_eq!(capture.finish(), (1, 1));
     }
 
