@@ -31,21 +31,7 @@ async fn websocket_messages_are_saved_in_both_formats() {
         let records = mitm::capture::read(path).unwrap();
         assert_eq!(records.len(), 1, "{}", path.display());
         let messages = records[0].websocket.as_ref().expect("a WebSocket flow");
-        let seen: Vec<(bool, bool, &[u8])> = messages
-            .iter()
-            .map(|m| (m.from_client, m.text, &m.data[..]))
-            .collect();
-        assert_eq!(
-            seen,
-            [
-                (true, true, &b"hello"[..]),
-                (false, true, &b"hello"[..]),
-                (true, false, &[0u8, 255][..]),
-                (false, false, &[0u8, 255][..]),
-            ],
-            "{}",
-            path.display()
-        );
+        assert_echoed(messages, &path.display().to_string());
     }
 
     // mitmproxy reads the messages from our flow file.

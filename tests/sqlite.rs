@@ -147,19 +147,7 @@ async fn websocket_messages_are_rows_of_the_messages_table() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].0, 1);
     let messages = found[0].1.websocket.as_ref().expect("a WebSocket flow");
-    let seen: Vec<(bool, bool, &[u8])> = messages
-        .iter()
-        .map(|m| (m.from_client, m.text, &m.data[..]))
-        .collect();
-    assert_eq!(
-        seen,
-        [
-            (true, true, &b"hello"[..]),
-            (false, true, &b"hello"[..]),
-            (true, false, &[0u8, 255][..]),
-            (false, false, &[0u8, 255][..]),
-        ]
-    );
+    assert_echoed(messages, "the flow SqliteReader found");
 
     capture.finish();
     drop(proxy);

@@ -1150,6 +1150,26 @@ pub async fn websocket_echoed(
     ws
 }
 
+/// Asserts that `messages` (of `what`) are those of [`websocket_echoed`]: each sent and
+/// echoed.
+#[allow(dead_code)]
+pub fn assert_echoed(messages: &[mitm::capture::RecordedMessage], what: &str) {
+    let seen: Vec<(bool, bool, &[u8])> = messages
+        .iter()
+        .map(|m| (m.from_client, m.text, &m.data[..]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (true, true, &b"hello"[..]),
+            (false, true, &b"hello"[..]),
+            (true, false, &[0u8, 255][..]),
+            (false, false, &[0u8, 255][..]),
+        ],
+        "{what}"
+    );
+}
+
 /// Closes `ws` and reads it to its end.
 #[allow(dead_code)]
 pub async fn close_websocket(mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) {
