@@ -6,7 +6,6 @@
 //! server and the protocol.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -215,37 +214,59 @@ impl Connection {
 }
 
 /// A map from type to value: one slot per type, for per-connection middleware data.
+///
+/// A list, looked through: a connection holds the data of a few middlewares, and
+/// comparing a few type ids costs less than hashing one (hooks look here for every
+/// flow).
 #[derive(Default)]
 pub struct State {
-    map: HashMap<TypeId, Box<dyn Any + Send>>,
+    slots: Vec<(TypeId, Box<dyn Any + Send>)>,
 }
 
 impl State {
+    fn slot(&self, id: TypeId) -> Option<usize> {
+        self.slots.iter().position(|(t, _)| *t == id)
+    }
+
     /// Stores `value`, returning the previous value of that type.
     pub fn insert<T: Send + 'static>(&mut self, value: T) -> Option<T> {
-        self.map
-            .insert(TypeId::of::<T>(), Box::new(value))
-            .and_then(|old| old.downcast().ok().map(|b| *b))
+        let id = TypeId::of::<T>();
+        match self.slot(id) {
+            Some(at) => std::mem::replace(&mut self.slots[at].1, Box::new(value))
+                .downcast()
+                .ok()
+                .map(|b| *b),
+            None => {
+                self.slots.push((id, Box::new(value)));
+                None
+            }
+        }
     }
 
     /// The value of type `T`, if any.
     pub fn get<T: Send + 'static>(&self) -> Option<&T> {
-        self.map.get(&TypeId::of::<T>())?.downcast_ref()
+        let at = self.slot(TypeId::of::<T>())?;
+        self.slots[at].1.downcast_ref()
     }
 
     /// The value of type `T`, mutably, if any.
     pub fn get_mut<T: Send + 'static>(&mut self) -> Option<&mut T> {
-        self.map.get_mut(&TypeId::of::<T>())?.downcast_mut()
+        let at = self.slot(TypeId::of::<T>())?;
+        self.slots[at].1.downcast_mut()
     }
 
     /// The value of type `T`, inserting `T::default()` first if there is none.
     pub fn get_or_default<T: Default + Send + 'static>(&mut self) -> &mut T {
-        let slot = self
-            .map
-            .entry(TypeId::of::<T>())
-            .or_insert_with(|| Box::new(T::default()));
-        // The slot under `TypeId::of::<T>()` only ever holds a `T`.
-        match slot.downcast_mut() {
+        let id = TypeId::of::<T>();
+        let at = match self.slot(id) {
+            Some(at) => at,
+            None => {
+                self.slots.push((id, Box::new(T::default())));
+                self.slots.len() - 1
+            }
+        };
+        // The slot of `TypeId::of::<T>()` only ever holds a `T`.
+        match self.slots[at].1.downcast_mut() {
             Some(v) => v,
             None => unreachable!("state slot holds the type of its key"),
         }
@@ -253,16 +274,15 @@ impl State {
 
     /// Removes and returns the value of type `T`.
     pub fn remove<T: Send + 'static>(&mut self) -> Option<T> {
-        self.map
-            .remove(&TypeId::of::<T>())
-            .and_then(|b| b.downcast().ok().map(|b| *b))
+        let at = self.slot(TypeId::of::<T>())?;
+        self.slots.swap_remove(at).1.downcast().ok().map(|b| *b)
     }
 }
 
 impl fmt::Debug for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("State")
-            .field("entries", &self.map.len())
+            .field("entries", &self.slots.len())
             .finish()
     }
 }
