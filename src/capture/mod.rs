@@ -270,6 +270,50 @@ impl Record {
             websocket: is_websocket(flow).then(Vec::new),
         }
     }
+
+    /// Brings this record of `flow`, made before it finished (its request head, and
+    /// maybe its response head), up to date with the flow as it finished: the bodies,
+    /// the response (its head made only if the record has none), the timings, the
+    /// error. What the record has of the heads stays: cheaper than
+    /// [`from_flow`](Self::from_flow) again, for a record kept while the flow goes.
+    pub(crate) fn finish(&mut self, flow: &HttpFlow, body_limit: usize) {
+        let since = |t: Option<std::time::Instant>| {
+            t.map(|t| t.saturating_duration_since(flow.timings.start))
+        };
+        self.request.body = recorded_body(
+            &flow.request.body,
+            &flow.request_body_prefix,
+            flow.request_body_size,
+            body_limit,
+        );
+        self.response = flow.response.as_ref().map(|r| {
+            let body = recorded_body(
+                &r.body,
+                &flow.response_body_prefix,
+                flow.response_body_size,
+                body_limit,
+            );
+            match self.response.take() {
+                Some(mut kept) => {
+                    kept.body = body;
+                    kept
+                }
+                None => recorded_response(r, body),
+            }
+        });
+        self.timings = RecordedTimings {
+            request_end: since(flow.timings.request_end),
+            response_first_byte: since(flow.timings.response_first_byte),
+            response_end: since(flow.timings.response_end),
+        };
+        self.error = flow
+            .error
+            .as_ref()
+            .map(|e| crate::error::Report(e).to_string());
+        if is_websocket(flow) {
+            self.websocket.get_or_insert_with(Vec::new);
+        }
+    }
 }
 
 /// Whether `flow` switched to WebSocket.

@@ -280,10 +280,22 @@ pub struct Feed {
     body_limit: usize,
 }
 
-/// Per connection and feed: the store id of each flow (by the flow's id), and whether
-/// the user killed it.
+/// Per connection: the flows in flight that feeds stored, as (feed, flow id, store id,
+/// killed by the user). A list: a connection has a flow or a few in flight at once.
 #[derive(Default)]
-struct Ids(HashMap<(usize, u64), (u64, bool)>);
+struct Ids(Vec<(usize, u64, u64, bool)>);
+
+impl Ids {
+    fn find(&mut self, feed: usize, flow: u64) -> Option<&mut (usize, u64, u64, bool)> {
+        self.0.iter_mut().find(|e| e.0 == feed && e.1 == flow)
+    }
+
+    fn remove(&mut self, feed: usize, flow: u64) -> Option<(u64, bool)> {
+        let at = self.0.iter().position(|e| e.0 == feed && e.1 == flow)?;
+        let (_, _, id, killed) = self.0.swap_remove(at);
+        Some((id, killed))
+    }
+}
 
 /// Per connection: the store id of its WebSocket flow, per feed.
 #[derive(Default)]
@@ -309,17 +321,17 @@ impl Feed {
 
     fn id_of(&self, conn: &Connection, flow: &HttpFlow) -> Option<u64> {
         conn.state()
-            .get::<Ids>()
-            .and_then(|ids| ids.0.get(&(self.key(), flow.id)).map(|&(id, _)| id))
+            .get_mut::<Ids>()
+            .and_then(|ids| ids.find(self.key(), flow.id).map(|e| e.2))
     }
 
     fn killed(&self, conn: &Connection, flow: &HttpFlow) {
         if let Some(entry) = conn
             .state()
             .get_mut::<Ids>()
-            .and_then(|ids| ids.0.get_mut(&(self.key(), flow.id)))
+            .and_then(|ids| ids.find(self.key(), flow.id))
         {
-            entry.1 = true;
+            entry.3 = true;
         }
     }
 
@@ -354,7 +366,7 @@ impl Middleware for Feed {
         conn.state()
             .get_or_default::<Ids>()
             .0
-            .insert((self.key(), flow.id), (id, false));
+            .push((self.key(), flow.id, id, false));
         let Some(record) = record else {
             return Verdict::Continue;
         };
@@ -415,18 +427,24 @@ impl Middleware for Feed {
         let entry = conn
             .state()
             .get_mut::<Ids>()
-            .and_then(|ids| ids.0.remove(&(self.key(), flow.id)));
-        let mut record = Record::from_flow(conn, flow, self.body_limit);
-        let websocket = record.websocket.is_some();
+            .and_then(|ids| ids.remove(self.key(), flow.id));
         let Some((id, killed)) = entry else {
             // A request this feed did not see (a hook before it answered or killed it).
+            let record = Record::from_flow(conn, flow, self.body_limit);
             self.store.insert(record, FlowState::FINISHED);
             return;
         };
-        if killed {
-            record.error = Some(KILLED.into());
-        }
-        self.store.update(id, record, FlowState::FINISHED);
+        // The stored record has the request's head (as it went upstream, edited or
+        // not) and the response's: it gets the rest in place.
+        let mut websocket = false;
+        self.store.modify(id, |record, state| {
+            record.finish(flow, self.body_limit);
+            if killed {
+                record.error = Some(KILLED.into());
+            }
+            websocket = record.websocket.is_some();
+            *state = FlowState::FINISHED;
+        });
         if websocket {
             conn.state()
                 .get_or_default::<Socket>()
