@@ -16,7 +16,6 @@
 //!
 //! Every answer passes the checks of `auth.rs` first (token, `Host`, `Origin`).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,12 +28,11 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::feed::{Decision, Edit, Interceptor};
 use super::store::{
-    millis_since_epoch, Change, FlowPage, FlowSource, FlowState, FlowSummary, ListQuery,
-    MemoryStore, Phase,
+    millis_since_epoch, FlowPage, FlowSource, FlowState, FlowSummary, ListQuery, MemoryStore,
+    Phase, SummaryOf,
 };
 use super::Replayer;
 use crate::capture::{Filter, FilterError, Record, RecordedBody};
@@ -601,25 +599,37 @@ enum LiveEvent {
     FilterError { error: String, position: usize },
 }
 
-#[derive(Debug, Serialize)]
+/// A flow's row in a batch: its [`FlowSummary`] and whether it matches the socket's
+/// filter (else the page drops it from its list).
+#[derive(Debug)]
 struct LiveFlow {
-    #[serde(flatten)]
-    summary: FlowSummary,
-    /// Whether it matches the socket's filter (else the page drops it from its list).
+    id: u64,
+    record: Arc<Record>,
+    state: FlowState,
     matches: bool,
+}
+
+impl Serialize for LiveFlow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SummaryOf {
+            id: self.id,
+            record: &self.record,
+            state: self.state,
+            matches: Some(self.matches),
+        }
+        .serialize(s)
+    }
 }
 
 /// Sends the changes of `app`'s source, batched, until the page goes away.
 ///
 /// The first change of a batch wakes the socket's task; the rest of the batch is taken
-/// from the channel after [`BATCH`], in one go, so a busy proxy wakes it once per batch,
-/// not once per change, and the page's own messages (a new filter) are read between
-/// batches (each look at the socket costs its reader a buffer).
+/// after [`BATCH`], in one go, so a busy proxy wakes it once per batch, not once per
+/// change, and the page's own messages (a new filter) are read between batches (each
+/// look at the socket costs its reader a buffer).
 async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
-    // `None` once the source says it will never change again.
-    let mut changes = Some(app.source.changes());
+    let changes = app.source.changes();
     let mut filter: Option<Filter> = None;
-    let mut pending = BTreeSet::new();
     loop {
         let mut events = Vec::new();
         tokio::select! {
@@ -637,32 +647,28 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
                 }
                 continue;
             }
-            change = next_change(&mut changes) => {
-                let first = take(change, &mut changes, &mut pending, &mut events);
-                if first {
-                    tokio::time::sleep(BATCH).await;
-                    while let Some(rx) = changes.as_mut() {
-                        let change = match rx.try_recv() {
-                            Ok(change) => Ok(change),
-                            Err(TryRecvError::Empty) => break,
-                            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-                            Err(TryRecvError::Closed) => Err(RecvError::Closed),
-                        };
-                        take(change, &mut changes, &mut pending, &mut events);
-                    }
-                }
+            () = changes.changed() => {
+                // A flow changing often is sent once a batch, as it is at its end.
+                tokio::time::sleep(BATCH).await;
             }
         }
-        let ids = std::mem::take(&mut pending);
-        let ids: Vec<u64> = ids.into_iter().collect();
-        for chunk in ids.chunks(BATCH_MAX) {
+        let batch = changes.take();
+        if batch.lagged {
+            // Too far behind: the page fetches the list again.
+            events.push(LiveEvent::Reload);
+        } else if batch.cleared {
+            events.push(LiveEvent::Clear);
+        }
+        for chunk in batch.flows.chunks(BATCH_MAX) {
             let flows = chunk
                 .iter()
                 .filter_map(|&id| {
                     let (record, state) = app.source.get(id)?;
                     Some(LiveFlow {
                         matches: filter.as_ref().is_none_or(|f| f.matches(&record)),
-                        summary: FlowSummary::of(id, &record, state),
+                        id,
+                        record,
+                        state,
                     })
                 })
                 .collect();
@@ -676,44 +682,6 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
                 return;
             }
         }
-    }
-}
-
-/// Takes one change into the batch: a flow's id into `pending`, or an event (a clear,
-/// or a reload when the socket fell behind: the page fetches the list again) that
-/// empties it. Returns whether a batch was started (a flow changed).
-fn take(
-    change: Result<Change, RecvError>,
-    changes: &mut Option<tokio::sync::broadcast::Receiver<Change>>,
-    pending: &mut BTreeSet<u64>,
-    events: &mut Vec<LiveEvent>,
-) -> bool {
-    match change {
-        Ok(Change::Flow(id)) => {
-            pending.insert(id);
-            return true;
-        }
-        Ok(Change::Cleared) => {
-            pending.clear();
-            events.push(LiveEvent::Clear);
-        }
-        Err(RecvError::Lagged(_)) => {
-            pending.clear();
-            events.push(LiveEvent::Reload);
-        }
-        // A source that never changes: only the page's messages matter now.
-        Err(RecvError::Closed) => *changes = None,
-    }
-    false
-}
-
-/// The next change, or never when there will be none.
-async fn next_change(
-    changes: &mut Option<tokio::sync::broadcast::Receiver<Change>>,
-) -> Result<Change, RecvError> {
-    match changes {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -39,6 +39,7 @@
 
 mod api;
 mod auth;
+mod changes;
 mod feed;
 mod store;
 
@@ -51,10 +52,11 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+pub use changes::{Batch, ChangeHub, Changes, MAX_PENDING};
 pub use feed::{Decision, Edit, EditError, Feed, Interceptor, DEFAULT_FEED_BODY_LIMIT};
 pub use store::{
-    Change, FlowPage, FlowSource, FlowState, FlowSummary, ListQuery, MemoryStore, Phase,
-    SqliteSource, DEFAULT_MAX_BYTES, DEFAULT_MAX_FLOWS, MAX_PAGE,
+    FlowPage, FlowSource, FlowState, FlowSummary, ListQuery, MemoryStore, Phase, SqliteSource,
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_FLOWS, MAX_PAGE,
 };
 
 use crate::error::{Error, Result};

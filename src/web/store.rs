@@ -2,13 +2,14 @@
 //! flows), [`MemoryStore`] (records held in memory, bounded, oldest dropped) and
 //! [`SqliteSource`] (a saved SQLite capture, read page by page).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio::sync::broadcast;
 
+use super::changes::{ChangeHub, Changes};
 use crate::capture::sqlite::SqliteReader;
 use crate::capture::{Filter, Record};
 
@@ -16,9 +17,6 @@ use crate::capture::{Filter, Record};
 pub const DEFAULT_MAX_FLOWS: usize = 50_000;
 /// The default of [`MemoryStore::new`]'s `max_bytes`: 512 MiB of kept bodies.
 pub const DEFAULT_MAX_BYTES: usize = 512 * 1024 * 1024;
-
-/// How many changes a live socket may fall behind before it is told to reload.
-const CHANGES: usize = 64 * 1024;
 
 /// One row of the flow list: what the list shows of a flow, as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,20 +54,79 @@ pub struct FlowSummary {
     pub websocket: bool,
 }
 
+/// The `Content-Type` of `record`'s response without parameters, in lower case, or
+/// empty.
+fn content_type(record: &Record) -> Cow<'_, str> {
+    let Some(t) = record
+        .response
+        .as_ref()
+        .and_then(|r| r.headers.get("content-type"))
+    else {
+        return Cow::Borrowed("");
+    };
+    let t = t.split(';').next().unwrap_or("").trim();
+    if t.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(t.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(t)
+    }
+}
+
+/// The [`FlowSummary`] of a stored flow as JSON, written from its record without the
+/// copies a `FlowSummary` makes: what a live socket sends for each flow that changed,
+/// with `matches` (whether the flow matches the socket's filter) when given.
+pub(crate) struct SummaryOf<'a> {
+    pub id: u64,
+    pub record: &'a Record,
+    pub state: FlowState,
+    pub matches: Option<bool>,
+}
+
+impl Serialize for SummaryOf<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let SummaryOf {
+            id,
+            record,
+            state,
+            matches,
+        } = *self;
+        let response = record.response.as_ref();
+        let mut row = s.serialize_struct("FlowSummary", 15 + usize::from(matches.is_some()))?;
+        row.serialize_field("id", &id)?;
+        row.serialize_field("time", &millis_since_epoch(record.started_at))?;
+        row.serialize_field("method", &record.request.method)?;
+        row.serialize_field("scheme", &record.request.scheme)?;
+        row.serialize_field("host", &record.request.host)?;
+        row.serialize_field("port", &record.request.port)?;
+        row.serialize_field("path", &record.request.path)?;
+        row.serialize_field("status", &response.map(|r| r.status))?;
+        row.serialize_field("content_type", &content_type(record))?;
+        row.serialize_field("size", &response.map_or(0, |r| r.body.size))?;
+        row.serialize_field("duration", &duration_ms(record))?;
+        row.serialize_field("pending", &state.pending)?;
+        row.serialize_field("intercepted", &state.intercepted)?;
+        row.serialize_field("error", &record.error.is_some())?;
+        row.serialize_field("websocket", &record.websocket.is_some())?;
+        if let Some(matches) = matches {
+            row.serialize_field("matches", &matches)?;
+        }
+        row.end()
+    }
+}
+
+/// From the start to the end of the response, in milliseconds, once known.
+fn duration_ms(record: &Record) -> Option<f64> {
+    record
+        .timings
+        .response_end
+        .map(|d| d.as_secs_f64() * 1000.0)
+}
+
 impl FlowSummary {
     /// The row of `record`, stored as `id`, in `state`.
     pub fn of(id: u64, record: &Record, state: FlowState) -> Self {
         let response = record.response.as_ref();
-        let content_type = response
-            .and_then(|r| r.headers.get("content-type"))
-            .map(|t| {
-                t.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .unwrap_or_default();
         FlowSummary {
             id,
             time: millis_since_epoch(record.started_at),
@@ -79,12 +136,9 @@ impl FlowSummary {
             port: record.request.port,
             path: record.request.path.clone(),
             status: response.map(|r| r.status),
-            content_type,
+            content_type: content_type(record).into_owned(),
             size: response.map_or(0, |r| r.body.size),
-            duration: record
-                .timings
-                .response_end
-                .map(|d| d.as_secs_f64() * 1000.0),
+            duration: duration_ms(record),
             pending: state.pending,
             intercepted: state.intercepted,
             error: record.error.is_some(),
@@ -131,16 +185,6 @@ impl FlowState {
 pub(crate) fn millis_since_epoch(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-/// What changed in a store, as live sockets hear it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Change {
-    /// The flow with this id was added or updated.
-    Flow(u64),
-    /// Every flow was removed.
-    Cleared,
 }
 
 /// Which flows a list asks for: those matching `filter`, with ids after `after` and
@@ -200,9 +244,9 @@ pub trait FlowSource: Send + Sync + 'static {
     /// Removes every flow.
     fn clear(&self);
 
-    /// Changes from now on, for live sockets. A source that never changes may return
-    /// a receiver whose sender is gone.
-    fn changes(&self) -> broadcast::Receiver<Change>;
+    /// Changes from now on, for a live socket (a [`ChangeHub`] makes them). A source
+    /// that never changes returns [`Changes::never`].
+    fn changes(&self) -> Changes;
 }
 
 /// One stored flow.
@@ -217,15 +261,23 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// In id order (ids are handed out increasing, and only the oldest are dropped).
+    /// In id order, with no gaps: ids are handed out one after the other, and only
+    /// the oldest flows are dropped (or all of them).
     flows: VecDeque<Entry>,
     next_id: u64,
     bytes: usize,
 }
 
 impl Inner {
+    /// Where the flow `id` is in `flows`: its distance from the first, as ids have no
+    /// gaps (one look, where a search of a large store would miss the cache at each
+    /// step, for each change of each flow).
     fn position(&self, id: u64) -> Option<usize> {
-        self.flows.binary_search_by_key(&id, |e| e.id).ok()
+        let first = self.flows.front()?.id;
+        let at = usize::try_from(id.checked_sub(first)?).ok()?;
+        let entry = self.flows.get(at)?;
+        debug_assert_eq!(entry.id, id, "the ids of a store have no gaps");
+        (entry.id == id).then_some(at)
     }
 }
 
@@ -234,7 +286,7 @@ impl Inner {
 #[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
-    changes: broadcast::Sender<Change>,
+    changes: ChangeHub,
     max_flows: usize,
     max_bytes: usize,
 }
@@ -267,7 +319,7 @@ impl MemoryStore {
                 next_id: 1,
                 ..Inner::default()
             }),
-            changes: broadcast::channel(CHANGES).0,
+            changes: ChangeHub::new(),
             max_flows: max_flows.max(1),
             max_bytes,
         }
@@ -298,7 +350,7 @@ impl MemoryStore {
                 inner.bytes -= old.bytes;
             }
         }
-        let _ = self.changes.send(Change::Flow(id));
+        self.changes.flow(id);
         id
     }
 
@@ -329,7 +381,7 @@ impl MemoryStore {
         entry.bytes = kept_bytes(&entry.record);
         let new = entry.bytes;
         inner.bytes = inner.bytes - old + new;
-        let _ = self.changes.send(Change::Flow(id));
+        self.changes.flow(id);
     }
 
     /// Every stored flow, oldest first, as the store holds them now.
@@ -393,10 +445,10 @@ impl FlowSource for MemoryStore {
         let mut inner = self.lock();
         inner.flows.clear();
         inner.bytes = 0;
-        let _ = self.changes.send(Change::Cleared);
+        self.changes.cleared();
     }
 
-    fn changes(&self) -> broadcast::Receiver<Change> {
+    fn changes(&self) -> Changes {
         self.changes.subscribe()
     }
 }
@@ -411,7 +463,7 @@ pub struct SqliteSource {
     reader: Mutex<SqliteReader>,
     /// Flows up to this id are hidden (cleared from the UI), and how many there were.
     hidden: Mutex<(i64, u64)>,
-    changes: broadcast::Sender<Change>,
+    changes: ChangeHub,
 }
 
 impl SqliteSource {
@@ -424,7 +476,7 @@ impl SqliteSource {
         Ok(SqliteSource {
             reader: Mutex::new(SqliteReader::open(path)?),
             hidden: Mutex::new((0, 0)),
-            changes: broadcast::channel(1).0,
+            changes: ChangeHub::new(),
         })
     }
 
@@ -514,10 +566,10 @@ impl FlowSource for SqliteSource {
         if let Some(newest) = newest {
             *self.hidden.lock().unwrap_or_else(|e| e.into_inner()) = (newest, all);
         }
-        let _ = self.changes.send(Change::Cleared);
+        self.changes.cleared();
     }
 
-    fn changes(&self) -> broadcast::Receiver<Change> {
+    fn changes(&self) -> Changes {
         self.changes.subscribe()
     }
 }
@@ -596,18 +648,70 @@ mod tests {
     }
 
     #[test]
+    fn a_live_row_is_the_json_of_the_flow_summary() {
+        let mut r = record("/x?q=1");
+        let mut headers = crate::http::message::Headers::new();
+        headers.append("Content-Type", "Text/HTML; charset=utf-8");
+        r.response = Some(crate::capture::RecordedResponse {
+            status: 404,
+            reason: "Not Found".into(),
+            version: "HTTP/1.1".into(),
+            headers,
+            body: crate::capture::RecordedBody::default(),
+        });
+        r.timings.response_end = Some(std::time::Duration::from_micros(1500));
+        let state = FlowState {
+            pending: false,
+            intercepted: Some(Phase::Response),
+        };
+        let summary = serde_json::to_value(FlowSummary::of(7, &r, state)).unwrap();
+        assert_eq!(summary["content_type"], "text/html");
+        let row = |matches| {
+            serde_json::to_value(SummaryOf {
+                id: 7,
+                record: &r,
+                state,
+                matches,
+            })
+            .unwrap()
+        };
+        assert_eq!(row(None), summary);
+        let mut with = summary.clone();
+        with["matches"] = true.into();
+        assert_eq!(row(Some(true)), with);
+    }
+
+    #[test]
+    fn ids_are_found_by_their_distance_from_the_oldest() {
+        let store = MemoryStore::new(3, usize::MAX);
+        let ids: Vec<u64> = (0..5)
+            .map(|i| store.insert(record(&format!("/{i}")), FlowState::PENDING))
+            .collect();
+        assert!(store.get(ids[1]).is_none(), "dropped");
+        assert_eq!(store.get(ids[3]).unwrap().0.request.path, "/3");
+        assert!(store.get(ids[4] + 1).is_none());
+        store.clear();
+        let id = store.insert(record("/after"), FlowState::PENDING);
+        assert!(id > ids[4], "ids go on after a clear");
+        assert!(store.get(ids[4]).is_none());
+        assert_eq!(store.get(id).unwrap().0.request.path, "/after");
+    }
+
+    #[test]
     fn updates_replace_a_flow_and_tell_the_live_sockets() {
         let store = MemoryStore::default();
-        let mut changes = store.changes();
+        let changes = store.changes();
         let id = store.insert(record("/a"), FlowState::PENDING);
         assert!(store.summary(id).unwrap().pending);
         store.update(id, record("/b"), FlowState::FINISHED);
         let row = store.summary(id).unwrap();
         assert_eq!((row.path.as_str(), row.pending), ("/b", false));
+        assert_eq!(changes.take().flows, [id]);
+        store.update(id, record("/c"), FlowState::FINISHED);
         store.clear();
-        assert_eq!(changes.try_recv().unwrap(), Change::Flow(id));
-        assert_eq!(changes.try_recv().unwrap(), Change::Flow(id));
-        assert_eq!(changes.try_recv().unwrap(), Change::Cleared);
+        let batch = changes.take();
+        assert!(batch.cleared);
+        assert!(batch.flows.is_empty());
         assert!(store.is_empty());
     }
 
