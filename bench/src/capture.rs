@@ -8,6 +8,12 @@
 //! was done (for a capture, the writer's lag: it writes what is still queued before the
 //! process ends), the flows found in the file afterwards (read back with the library;
 //! fewer than sent means flows were dropped) and the file's size.
+//!
+//! `--web` then measures the UI at issue 13's pace, 1000 flows a second, where what
+//! counts is the CPU per request (throughput is the pace either way): the plain proxy
+//! and one with the UI open side by side, each with its own load at the same time, so
+//! that the noise of the machine weighs on both alike ([`paired`]); first into a new
+//! UI, then into one whose store is full, as a UI kept open is.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -36,10 +42,8 @@ struct Variant {
     save: Option<&'static str>,
     /// Whether a client keeps the web UI's live socket open.
     ui_open: bool,
-    /// The most this may cost of the plain proxy's throughput, when there is a target:
-    /// measured as fast as it goes, or (`paced`) at a fixed rate, as CPU per request
-    /// (what the proxy could do with the CPU it has).
-    max_cost: Option<(f64, Basis)>,
+    /// The most this may cost of the plain proxy's throughput, when there is a target.
+    max_cost: Option<f64>,
 }
 
 const PLAIN: Variant = Variant {
@@ -50,7 +54,7 @@ const PLAIN: Variant = Variant {
     max_cost: None,
 };
 
-const fn saving(label: &'static str, ext: &'static str, max_cost: Option<(f64, Basis)>) -> Variant {
+const fn saving(label: &'static str, ext: &'static str, max_cost: Option<f64>) -> Variant {
     Variant {
         label,
         args: &[],
@@ -73,10 +77,11 @@ const CAPTURE: [Variant; 5] = [
     },
     saving("har", "har", None),
     saving("flows", "flows", None),
-    saving("sqlite", "sqlite", Some((0.20, Basis::Throughput))),
+    saving("sqlite", "sqlite", Some(0.20)),
 ];
 
-/// `--web`: with the UI open and 1000 flows a second arriving, at most 15 % (issue 13).
+/// `--web` as fast as it goes (no target: issue 13's is at 1000 flows a second, which
+/// [`paired`] measures).
 const WEB: [Variant; 2] = [
     PLAIN,
     Variant {
@@ -84,18 +89,9 @@ const WEB: [Variant; 2] = [
         args: &["--web", "--web-port", "0"],
         save: None,
         ui_open: true,
-        max_cost: Some((0.15, Basis::Paced)),
+        max_cost: None,
     },
 ];
-
-/// How a target is measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Basis {
-    /// Requests per second, as fast as they go.
-    Throughput,
-    /// CPU per request at a fixed rate.
-    Paced,
-}
 
 /// Which measurement to run.
 #[derive(Clone, Copy, Debug)]
@@ -107,8 +103,6 @@ pub enum Measure {
 /// One run of one format.
 struct Run {
     rate: f64,
-    /// Median latency, for a paced load.
-    p50: Option<Duration>,
     cpu_per_1k: Option<Duration>,
     peak_rss: Option<u64>,
     exit: Duration,
@@ -136,19 +130,129 @@ pub async fn run(
     };
     match measure {
         Measure::Capture => {
-            let runs = at.run(&CAPTURE, flows, None).await?;
-            Ok(print(&CAPTURE, &runs, flows, None))
+            let runs = at.run(&CAPTURE, flows).await?;
+            Ok(print(&CAPTURE, &runs, flows))
         }
         Measure::Web => {
             // As fast as it goes (no target: the issue sets none there), then at the
-            // issue's pace.
-            let runs = at.run(&WEB, flows, None).await?;
-            let fast = print(&WEB, &runs, flows, None);
+            // issue's pace: into a new UI, and into one kept open, whose store is full
+            // (it drops its oldest flow for each new one, and the memory of the flows
+            // it holds is reused, not new).
+            let runs = at.run(&WEB, flows).await?;
+            let fast = print(&WEB, &runs, flows);
             let paced = (flows / 5).max(1000);
-            let runs = at.run(&WEB, paced, Some(WEB_PACE)).await?;
-            Ok(print(&WEB, &runs, paced, Some(WEB_PACE)) && fast)
+            let fresh = paired(launcher, origin, paced, 0, repeat).await?;
+            let warm = mitm::web::DEFAULT_MAX_FLOWS as u64;
+            let kept_open = paired(launcher, origin, paced, warm, repeat).await?;
+            Ok(kept_open && fresh && fast)
         }
     }
+}
+
+/// `--web` at the issue's pace, paired: in each round the plain proxy and one with the
+/// UI open run side by side, each given `flows` requests at [`WEB_PACE`] a second at
+/// the same time (after `warm` requests each as fast as they go, not counted), so that
+/// whatever else the machine does meanwhile weighs on both alike. The cost of a round
+/// is `1 - plain / open` of their CPU per request; the median of the rounds is held
+/// to the target (at most 15 %, issue 13). Prints the table; whether the target was
+/// met.
+async fn paired(
+    launcher: &Launcher,
+    origin: &Origin,
+    flows: u64,
+    warm: u64,
+    repeat: u32,
+) -> Result<bool> {
+    const MAX_COST: f64 = 0.15;
+    let mut rounds = Vec::new();
+    for round in 1..=repeat {
+        let plain = launcher.start_child_with(Vec::new()).await?;
+        let args = WEB[1].args.iter().map(|a| a.to_string()).collect();
+        let open = launcher.start_child_with(args).await?;
+        let Proxy::Child(child) = &open else {
+            bail!("not a child process");
+        };
+        let (reader, ui_bytes) = open_ui(child.web.as_deref().context("no web UI line")?).await?;
+        let endpoints = [&plain, &open].map(|p| Endpoint::plain_proxy(p.addr(), origin.plain));
+        for endpoint in &endpoints {
+            if warm > 0 {
+                let (done, _, errors) = load(endpoint, warm).await?;
+                if errors > 0 || done != warm {
+                    bail!("warming up: {errors} of {warm} requests failed");
+                }
+            }
+        }
+        let before = [plain.cpu(), open.cpu()];
+        let switched = [plain.switches(), open.switches()];
+        let (a, b) = tokio::join!(
+            load_paced(&endpoints[0], flows, WEB_PACE),
+            load_paced(&endpoints[1], flows, WEB_PACE)
+        );
+        let after = [plain.cpu(), open.cpu()];
+        let switches = |i: usize, p: &Proxy| {
+            let n = p
+                .switches()
+                .zip(switched[i])
+                .map_or(0, |(b, a)| b.saturating_sub(a));
+            n as f64 / flows as f64
+        };
+        let switches = [switches(0, &plain), switches(1, &open)];
+        reader.abort();
+        let (a, b) = (a?, b?);
+        if a.2 > 0 || b.2 > 0 || a.0 != flows || b.0 != flows {
+            bail!("paced load: {} and {} of {flows} requests failed", a.2, b.2);
+        }
+        let per_1k = |i: usize| -> Result<f64> {
+            let (Some(before), Some(after)) = (before[i], after[i]) else {
+                bail!("no CPU time for the proxy");
+            };
+            Ok(after.saturating_sub(before).as_secs_f64() * 1e6 / flows as f64)
+        };
+        let (cpu_plain, cpu_open) = (per_1k(0)?, per_1k(1)?);
+        let rss = open.peak_rss();
+        for proxy in [plain, open] {
+            let Proxy::Child(child) = proxy else {
+                bail!("not a child process");
+            };
+            tokio::task::spawn_blocking(move || child.terminate(EXIT_PATIENCE)).await??;
+        }
+        let cost = 1.0 - cpu_plain / cpu_open;
+        eprintln!(
+            "Web paired {round}/{repeat}: CPU/1k none {cpu_plain:.2} ms, web open {cpu_open:.2} ms \
+             (costs {:.1} %), p50 {:.2} / {:.2} ms, switches/req {:.2} / {:.2}, the UI got {:.1} MiB",
+            cost * 100.0,
+            a.3.unwrap_or_default().as_secs_f64() * 1e3,
+            b.3.unwrap_or_default().as_secs_f64() * 1e3,
+            switches[0],
+            switches[1],
+            mib(ui_bytes.load(Ordering::Relaxed)),
+        );
+        rounds.push((cpu_plain, cpu_open, cost, rss));
+    }
+    let plain = median(rounds.iter().map(|r| r.0).collect());
+    let open = median(rounds.iter().map(|r| r.1).collect());
+    let cost = median(rounds.iter().map(|r| r.2).collect());
+    let rss = median(rounds.iter().map(|r| r.3.map_or(f64::NAN, mib)).collect());
+    let after = match warm {
+        0 => String::new(),
+        w => format!(", after {w} flows as fast as they go (the UI's store full)"),
+    };
+    println!(
+        "\n{flows} flows at {WEB_PACE:.0} a second into each of two proxies side by side{after}, \
+         medians of {repeat} round(s):"
+    );
+    println!("{:<9} {:>11} {:>9}", "proxy", "CPU/1k req", "peak RSS");
+    println!("{:<9} {:>8.2} ms {:>9}", "none", plain, "");
+    println!("{:<9} {:>8.2} ms {:>5.1} MiB", "web, open", open, rss);
+    let met = cost <= MAX_COST;
+    println!(
+        "web, open costs {:.1} % of the plain proxy's throughput per CPU second, the median \
+         of the rounds' (target: at most {:.0} %): {}",
+        cost * 100.0,
+        MAX_COST * 100.0,
+        if met { "met" } else { "MISSED" }
+    );
+    Ok(met)
 }
 
 /// The rate of `--web`'s paced load, requests per second: the issue's "1000 flows/s
@@ -166,13 +270,8 @@ struct Rounds<'a> {
 
 impl Rounds<'_> {
     /// Every variant, `repeat` times interleaved, `flows` requests each, as fast as
-    /// they go or at `pace` requests per second.
-    async fn run(
-        &self,
-        variants: &[Variant],
-        flows: u64,
-        pace: Option<f64>,
-    ) -> Result<Vec<Vec<Run>>> {
+    /// they go.
+    async fn run(&self, variants: &[Variant], flows: u64) -> Result<Vec<Vec<Run>>> {
         let Rounds {
             measure,
             launcher,
@@ -201,24 +300,22 @@ impl Rounds<'_> {
                     _ => None,
                 };
                 let endpoint = Endpoint::plain_proxy(proxy.addr(), origin.plain);
-                let loaded = match pace {
-                    None => load(&endpoint, flows)
-                        .await
-                        .map(|(d, e, f)| (d, e, f, None)),
-                    Some(rate) => load_paced(&endpoint, flows, rate).await,
-                };
+                let cpu_before = proxy.cpu();
+                let loaded = load(&endpoint, flows).await;
                 let ui_bytes = ui.map(|(reader, bytes)| {
                     reader.abort();
                     bytes.load(Ordering::Relaxed)
                 });
-                let cpu = proxy.cpu();
+                let cpu = cpu_before
+                    .zip(proxy.cpu())
+                    .map(|(before, after)| after.saturating_sub(before));
                 let peak_rss = proxy.peak_rss();
                 let Proxy::Child(child) = proxy else {
                     bail!("not a child process");
                 };
                 let exit =
                     tokio::task::spawn_blocking(move || child.terminate(EXIT_PATIENCE)).await??;
-                let (done, elapsed, errors, p50) = loaded?;
+                let (done, elapsed, errors) = loaded?;
                 let (saved, file_size) = match &file {
                     Some(file) => {
                         let size = std::fs::metadata(file)?.len();
@@ -237,7 +334,6 @@ impl Rounds<'_> {
                 };
                 let run = Run {
                     rate: done as f64 / elapsed.as_secs_f64(),
-                    p50,
                     cpu_per_1k: cpu.map(|c| c.mul_f64(1000.0 / done.max(1) as f64)),
                     peak_rss,
                     exit,
@@ -248,8 +344,9 @@ impl Rounds<'_> {
                 let ui =
                     ui_bytes.map_or(String::new(), |b| format!(", the UI got {:.1} MiB", mib(b)));
                 eprintln!(
-                "{measure:?} {round}/{repeat} {label:>9}: {:>8.0} req/s, exit {:>7.1} ms, saved {}{ui}",
+                "{measure:?} {round}/{repeat} {label:>9}: {:>8.0} req/s, CPU/1k {:>6.2} ms, exit {:>7.1} ms, saved {}{ui}",
                 run.rate,
+                run.cpu_per_1k.map_or(f64::NAN, |c| c.as_secs_f64() * 1e3),
                 exit.as_secs_f64() * 1e3,
                 saved.map_or("-".into(), |n| n.to_string())
             );
@@ -399,30 +496,18 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// Prints the table (medians over the runs); whether the targets were met.
-fn print(variants: &[Variant], runs: &[Vec<Run>], flows: u64, pace: Option<f64>) -> bool {
+fn print(variants: &[Variant], runs: &[Vec<Run>], flows: u64) -> bool {
     let base = median(runs[0].iter().map(|r| r.rate).collect());
-    let cpu_of = |runs: &[Run]| {
-        median(
-            runs.iter()
-                .map(|r| r.cpu_per_1k.map_or(f64::NAN, |c| c.as_secs_f64() * 1e3))
-                .collect(),
-        )
-    };
-    let base_cpu = cpu_of(&runs[0]);
-    let how = match pace {
-        None => "as fast as they go".to_string(),
-        Some(rate) => format!("at {rate:.0} a second"),
-    };
     println!(
-        "\n{flows} flows {how} (http-ka's requests, through the `mitm` binary), medians of {} run(s):",
+        "\n{flows} flows as fast as they go (http-ka's requests, through the `mitm` binary), \
+         medians of {} run(s):",
         runs[0].len()
     );
     println!(
-        "{:<9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>12} {:>10} {:>10} {:>7}",
+        "{:<9} {:>10} {:>9} {:>11} {:>9} {:>12} {:>10} {:>10} {:>7}",
         "proxy",
         "req/s",
         "vs none",
-        "p50",
         "CPU/1k req",
         "peak RSS",
         "exit lag",
@@ -434,10 +519,9 @@ fn print(variants: &[Variant], runs: &[Vec<Run>], flows: u64, pace: Option<f64>)
     for (variant, runs) in variants.iter().zip(runs) {
         let label = variant.label;
         let rate = median(runs.iter().map(|r| r.rate).collect());
-        let cpu = cpu_of(runs);
-        let p50 = median(
+        let cpu = median(
             runs.iter()
-                .map(|r| r.p50.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3))
+                .map(|r| r.cpu_per_1k.map_or(f64::NAN, |c| c.as_secs_f64() * 1e3))
                 .collect(),
         );
         let rss = median(
@@ -465,15 +549,10 @@ fn print(variants: &[Variant], runs: &[Vec<Run>], flows: u64, pace: Option<f64>)
             ok = false;
         }
         println!(
-            "{:<9} {:>10.0} {:>9.3} {:>9} {:>8.2} ms {:>5.1} MiB {:>9.1} ms {:>10} {:>10} {:>7}",
+            "{:<9} {:>10.0} {:>9.3} {:>8.2} ms {:>5.1} MiB {:>9.1} ms {:>10} {:>10} {:>7}",
             label,
             rate,
             rate / base,
-            if p50.is_nan() {
-                "-".into()
-            } else {
-                format!("{p50:.2} ms")
-            },
             cpu,
             rss,
             exit,
@@ -489,20 +568,12 @@ fn print(variants: &[Variant], runs: &[Vec<Run>], flows: u64, pace: Option<f64>)
             },
             errors
         );
-        let basis = if pace.is_some() {
-            Basis::Paced
-        } else {
-            Basis::Throughput
-        };
-        if let Some((max, _)) = variant.max_cost.filter(|(_, b)| *b == basis) {
-            let (cost, of) = match basis {
-                Basis::Throughput => (1.0 - rate / base, "throughput"),
-                Basis::Paced => (1.0 - base_cpu / cpu, "throughput per CPU second"),
-            };
+        if let Some(max) = variant.max_cost {
+            let cost = 1.0 - rate / base;
             let met = cost <= max;
             ok &= met;
             println!(
-                "{label} costs {:.1} % of the plain proxy's {of} (target: at most {:.0} %): {}",
+                "{label} costs {:.1} % of the plain proxy's throughput (target: at most {:.0} %): {}",
                 cost * 100.0,
                 max * 100.0,
                 if met { "met" } else { "MISSED" }

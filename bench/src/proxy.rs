@@ -286,6 +286,28 @@ impl Proxy {
         }
     }
 
+    /// Context switches of the proxy's threads so far (voluntary and not): how often
+    /// it slept or was put aside.
+    pub fn switches(&self) -> Option<u64> {
+        let dir = match self {
+            Proxy::Child(c) => format!("/proc/{}/task", c.pid),
+            Proxy::InProcess { .. } => "/proc/self/task".to_owned(),
+        };
+        let mut n = 0;
+        for task in std::fs::read_dir(dir).ok()?.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            for line in status.lines() {
+                if let Some(v) = line
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    n += v.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+        Some(n)
+    }
+
     fn status_path(&self) -> String {
         match self {
             Proxy::Child(c) => format!("/proc/{}/status", c.pid),
