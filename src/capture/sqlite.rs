@@ -1738,6 +1738,68 @@ mod tests {
         }
     }
 
+    /// The writer's own cost, apart from the proxy: `cargo test --release --lib
+    /// capture::sqlite::tests::write_speed -- --ignored --nocapture`. The flows are
+    /// made first; what is timed is writing them (committed every 2000, as a busy
+    /// capture does) and dropping them, as the capture's writer thread does.
+    #[test]
+    #[ignore = "a benchmark: the writer's time per flow, for flows like mitm-bench's"]
+    fn write_speed() {
+        use std::time::Instant;
+        const FLOWS: usize = 100_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("speed.sqlite");
+        let mut store = SqliteStore::create(&path).unwrap();
+        let body = Bytes::from(vec![b'x'; 1024]);
+        let records: Vec<Record> = (0..FLOWS)
+            .map(|i| {
+                let mut r = record("/1k", Some((200, b"")));
+                r.request.method = "GET".into();
+                r.request.scheme = "http".into();
+                r.request.host = "127.0.0.1".into();
+                r.client_tls = false;
+                r.tls = TlsFacts::default();
+                r.started_at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_000 + i as u64);
+                r.request.headers = Headers::new();
+                r.request.headers.append("Host", "127.0.0.1:40000");
+                r.request.headers.append("User-Agent", "mitm-bench");
+                r.request.body = RecordedBody::default();
+                let response = r.response.as_mut().unwrap();
+                response.headers = Headers::new();
+                response
+                    .headers
+                    .append("Content-Type", "application/octet-stream");
+                response.headers.append("Content-Length", "1024");
+                response.body = RecordedBody::whole(body.clone());
+                r
+            })
+            .collect();
+        // This thread's time on a CPU so far.
+        let cpu = || {
+            let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+            Duration::from_nanos(stat.split(' ').next().unwrap().parse().unwrap())
+        };
+        let (cpu_started, started) = (cpu(), Instant::now());
+        for (i, r) in records.into_iter().enumerate() {
+            store.write(&r).unwrap();
+            drop(r);
+            if i % 2000 == 1999 {
+                store.flush().unwrap();
+            }
+        }
+        store.flush().unwrap();
+        let (took, cpu_took) = (started.elapsed(), cpu() - cpu_started);
+        drop(store);
+        let size = std::fs::metadata(&path).unwrap().len();
+        let per_flow = |d: Duration| d.as_secs_f64() * 1e6 / FLOWS as f64;
+        eprintln!(
+            "wrote {FLOWS} flows in {took:.2?}: {:.2} µs a flow, {:.2} µs of CPU ({} MB)",
+            per_flow(took),
+            per_flow(cpu_took),
+            size / 1_000_000
+        );
+    }
+
     #[test]
     fn migrate_brings_an_empty_database_to_the_current_version() {
         let dir = tempfile::tempdir().unwrap();
