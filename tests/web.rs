@@ -271,7 +271,18 @@ async fn a_cross_origin_live_socket_is_refused_and_a_same_origin_one_gets_batche
         messages += 1;
         let event: serde_json::Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
         assert_eq!(event["type"], "flows", "{event}");
-        for f in event["flows"].as_array().unwrap() {
+        let columns: Vec<&str> = event["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        for row in event["rows"].as_array().unwrap() {
+            let f: serde_json::Map<String, serde_json::Value> = columns
+                .iter()
+                .map(|c| c.to_string())
+                .zip(row.as_array().unwrap().iter().cloned())
+                .collect();
             assert_eq!(f["matches"], true);
             if f["pending"] == false {
                 assert_eq!(f["status"], 200);

@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use super::feed::{Decision, Edit, Interceptor};
 use super::store::{
     millis_since_epoch, FlowPage, FlowSource, FlowState, FlowSummary, ListQuery, MemoryStore,
-    Phase, SummaryOf,
+    Phase, SummaryOf, SummaryRow, ROW_COLUMNS,
 };
 use super::Replayer;
 use crate::capture::{Filter, FilterError, Record, RecordedBody};
@@ -589,8 +589,13 @@ struct LiveRequest {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum LiveEvent {
-    /// Flows added or changed, each with whether it matches the socket's filter.
-    Flows { flows: Vec<LiveFlow>, count: usize },
+    /// Flows added or changed, each with whether it matches the socket's filter: one
+    /// array of values per flow, named by `columns`.
+    Flows {
+        columns: &'static [&'static str],
+        rows: Vec<LiveFlow>,
+        count: usize,
+    },
     /// Every flow was removed.
     Clear,
     /// The socket fell behind: the page should fetch the list again.
@@ -599,8 +604,8 @@ enum LiveEvent {
     FilterError { error: String, position: usize },
 }
 
-/// A flow's row in a batch: its [`FlowSummary`] and whether it matches the socket's
-/// filter (else the page drops it from its list).
+/// A flow's row in a batch: its [`FlowSummary`]'s values and whether it matches the
+/// socket's filter (else the page drops it from its list), as [`SummaryRow`].
 #[derive(Debug)]
 struct LiveFlow {
     id: u64,
@@ -611,12 +616,12 @@ struct LiveFlow {
 
 impl Serialize for LiveFlow {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        SummaryOf {
+        SummaryRow(SummaryOf {
             id: self.id,
             record: &self.record,
             state: self.state,
             matches: Some(self.matches),
-        }
+        })
         .serialize(s)
     }
 }
@@ -660,7 +665,7 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
             events.push(LiveEvent::Clear);
         }
         for chunk in batch.flows.chunks(BATCH_MAX) {
-            let flows = chunk
+            let rows = chunk
                 .iter()
                 .filter_map(|&id| {
                     let (record, state) = app.source.get(id)?;
@@ -673,7 +678,8 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
                 })
                 .collect();
             events.push(LiveEvent::Flows {
-                flows,
+                columns: &ROW_COLUMNS,
+                rows,
                 count: app.source.len(),
             });
         }

@@ -201,7 +201,8 @@ function connect() {
     const m = JSON.parse(e.data);
     if (m.type === "flows") {
       const gone = [];
-      for (const f of m.flows) {
+      for (const row of m.rows) {
+        const f = Object.fromEntries(m.columns.map((name, i) => [name, row[i]]));
         if (f.matches) upsert(f);
         else if (state.byId.has(f.id)) gone.push(f.id);
         if (f.id === state.selected && changed(f)) refreshDetail();
