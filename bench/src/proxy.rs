@@ -286,6 +286,19 @@ impl Proxy {
         }
     }
 
+    /// Minor page faults of the proxy so far: pages of memory it touched for the
+    /// first time (each one zeroed by the kernel).
+    pub fn minor_faults(&self) -> Option<u64> {
+        let path = match self {
+            Proxy::Child(c) => format!("/proc/{}/stat", c.pid),
+            Proxy::InProcess { .. } => return None,
+        };
+        let text = std::fs::read_to_string(path).ok()?;
+        // Field 10 is minflt; fields after the command start at 3.
+        let after = text.get(text.rfind(')')? + 1..)?;
+        after.split_whitespace().nth(7)?.parse().ok()
+    }
+
     /// Context switches of the proxy's threads so far (voluntary and not): how often
     /// it slept or was put aside.
     pub fn switches(&self) -> Option<u64> {
