@@ -193,22 +193,18 @@ async fn paired(
             load_paced(&endpoints[1], flows, WEB_PACE)
         );
         let after = [plain.cpu(), open.cpu()];
-        let switches = |i: usize, p: &Proxy| {
-            let n = p
-                .switches()
-                .zip(switched[i])
-                .map_or(0, |(b, a)| b.saturating_sub(a));
-            n as f64 / flows as f64
+        // A count's growth over the load, per request.
+        let per_request = |now: Option<u64>, before: Option<u64>| {
+            now.zip(before).map_or(0, |(n, b)| n.saturating_sub(b)) as f64 / flows as f64
         };
-        let switches = [switches(0, &plain), switches(1, &open)];
-        let faults = |i: usize, p: &Proxy| {
-            let n = p
-                .minor_faults()
-                .zip(faulted[i])
-                .map_or(0, |(b, a)| b.saturating_sub(a));
-            n as f64 / flows as f64
-        };
-        let faults = [faults(0, &plain), faults(1, &open)];
+        let switches = [
+            per_request(plain.switches(), switched[0]),
+            per_request(open.switches(), switched[1]),
+        ];
+        let faults = [
+            per_request(plain.minor_faults(), faulted[0]),
+            per_request(open.minor_faults(), faulted[1]),
+        ];
         reader.abort();
         let (a, b) = (a?, b?);
         if a.2 > 0 || b.2 > 0 || a.0 != flows || b.0 != flows {

@@ -620,7 +620,7 @@ impl Serialize for LiveFlow {
             id: self.id,
             record: &self.record,
             state: self.state,
-            matches: Some(self.matches),
+            matches: self.matches,
         })
         .serialize(s)
     }

@@ -72,47 +72,14 @@ fn content_type(record: &Record) -> Cow<'_, str> {
     }
 }
 
-/// The [`FlowSummary`] of a stored flow as JSON, written from its record without the
-/// copies a `FlowSummary` makes: what a live socket sends for each flow that changed,
-/// with `matches` (whether the flow matches the socket's filter) when given.
+/// A stored flow as a live socket sends it ([`SummaryRow`]): its [`FlowSummary`],
+/// written from its record without the copies a `FlowSummary` makes, and whether it
+/// matches the socket's filter.
 pub(crate) struct SummaryOf<'a> {
     pub id: u64,
     pub record: &'a Record,
     pub state: FlowState,
-    pub matches: Option<bool>,
-}
-
-impl Serialize for SummaryOf<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let SummaryOf {
-            id,
-            record,
-            state,
-            matches,
-        } = *self;
-        let response = record.response.as_ref();
-        let mut row = s.serialize_struct("FlowSummary", 15 + usize::from(matches.is_some()))?;
-        row.serialize_field("id", &id)?;
-        row.serialize_field("time", &millis_since_epoch(record.started_at))?;
-        row.serialize_field("method", &record.request.method)?;
-        row.serialize_field("scheme", &record.request.scheme)?;
-        row.serialize_field("host", &record.request.host)?;
-        row.serialize_field("port", &record.request.port)?;
-        row.serialize_field("path", &record.request.path)?;
-        row.serialize_field("status", &response.map(|r| r.status))?;
-        row.serialize_field("content_type", &content_type(record))?;
-        row.serialize_field("size", &response.map_or(0, |r| r.body.size))?;
-        row.serialize_field("duration", &duration_ms(record))?;
-        row.serialize_field("pending", &state.pending)?;
-        row.serialize_field("intercepted", &state.intercepted)?;
-        row.serialize_field("error", &record.error.is_some())?;
-        row.serialize_field("websocket", &record.websocket.is_some())?;
-        if let Some(matches) = matches {
-            row.serialize_field("matches", &matches)?;
-        }
-        row.end()
-    }
+    pub matches: bool,
 }
 
 /// The names of the values of a [`SummaryRow`], in order: the fields of a
@@ -136,7 +103,7 @@ pub(crate) const ROW_COLUMNS: [&str; 16] = [
     "matches",
 ];
 
-/// A [`SummaryOf`] with `matches`, as a JSON array of the values named by
+/// A [`SummaryOf`] as a JSON array of the values named by
 /// [`ROW_COLUMNS`]: how a live socket sends its rows (the names once per batch, not
 /// once per row: half the bytes, and less to escape).
 pub(crate) struct SummaryRow<'a>(pub SummaryOf<'a>);
@@ -167,7 +134,7 @@ impl Serialize for SummaryRow<'_> {
         row.serialize_element(&state.intercepted)?;
         row.serialize_element(&record.error.is_some())?;
         row.serialize_element(&record.websocket.is_some())?;
-        row.serialize_element(&matches.unwrap_or(true))?;
+        row.serialize_element(&matches)?;
         row.end()
     }
 }
@@ -723,25 +690,14 @@ mod tests {
         };
         let summary = serde_json::to_value(FlowSummary::of(7, &r, state)).unwrap();
         assert_eq!(summary["content_type"], "text/html");
-        let row = |matches| {
-            serde_json::to_value(SummaryOf {
-                id: 7,
-                record: &r,
-                state,
-                matches,
-            })
-            .unwrap()
-        };
-        assert_eq!(row(None), summary);
         let mut with = summary.clone();
         with["matches"] = true.into();
-        assert_eq!(row(Some(true)), with);
-        // The array a live socket sends, named by its columns, is the same.
+        // The array a live socket sends, named by its columns, is the summary.
         let values = serde_json::to_value(SummaryRow(SummaryOf {
             id: 7,
             record: &r,
             state,
-            matches: Some(true),
+            matches: true,
         }))
         .unwrap();
         let named: serde_json::Map<String, serde_json::Value> = ROW_COLUMNS
