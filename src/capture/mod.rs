@@ -272,46 +272,72 @@ impl Record {
     }
 
     /// Brings this record of `flow`, made before it finished (its request head, and
-    /// maybe its response head), up to date with the flow as it finished: the bodies,
-    /// the response (its head made only if the record has none), the timings, the
-    /// error. What the record has of the heads stays: cheaper than
+    /// maybe its response head), up to date with the flow as it finished, `end`: the
+    /// bodies, the response (its head made only if the record has none), the timings,
+    /// the error. What the record has of the heads stays: cheaper than
     /// [`from_flow`](Self::from_flow) again, for a record kept while the flow goes.
-    pub(crate) fn finish(&mut self, flow: &HttpFlow, body_limit: usize) {
-        let since = |t: Option<std::time::Instant>| {
-            t.map(|t| t.saturating_duration_since(flow.timings.start))
-        };
-        self.request.body = recorded_body(
-            &flow.request.body,
-            &flow.request_body_prefix,
-            flow.request_body_size,
-            body_limit,
-        );
-        self.response = flow.response.as_ref().map(|r| {
-            let body = recorded_body(
-                &r.body,
-                &flow.response_body_prefix,
-                flow.response_body_size,
-                body_limit,
-            );
-            match self.response.take() {
+    pub(crate) fn finish(&mut self, flow: &HttpFlow, end: Ending) {
+        self.request.body = end.request_body;
+        self.response = match (flow.response.as_ref(), end.response_body) {
+            (Some(r), Some(body)) => Some(match self.response.take() {
                 Some(mut kept) => {
                     kept.body = body;
                     kept
                 }
                 None => recorded_response(r, body),
-            }
-        });
-        self.timings = RecordedTimings {
-            request_end: since(flow.timings.request_end),
-            response_first_byte: since(flow.timings.response_first_byte),
-            response_end: since(flow.timings.response_end),
+            }),
+            _ => None,
         };
-        self.error = flow
-            .error
-            .as_ref()
-            .map(|e| crate::error::Report(e).to_string());
-        if is_websocket(flow) {
+        self.timings = end.timings;
+        self.error = end.error;
+        if end.websocket {
             self.websocket.get_or_insert_with(Vec::new);
+        }
+    }
+}
+
+/// What a finished flow adds to a record made before ([`Record::finish`]): made
+/// apart, so that the bodies are copied before the record is taken to be changed.
+pub(crate) struct Ending {
+    request_body: RecordedBody,
+    response_body: Option<RecordedBody>,
+    timings: RecordedTimings,
+    error: Option<String>,
+    websocket: bool,
+}
+
+impl Ending {
+    /// What `flow`, finished, adds to its record, keeping at most `body_limit` bytes of
+    /// each body.
+    pub(crate) fn of(flow: &HttpFlow, body_limit: usize) -> Self {
+        let since = |t: Option<std::time::Instant>| {
+            t.map(|t| t.saturating_duration_since(flow.timings.start))
+        };
+        Ending {
+            request_body: recorded_body(
+                &flow.request.body,
+                &flow.request_body_prefix,
+                flow.request_body_size,
+                body_limit,
+            ),
+            response_body: flow.response.as_ref().map(|r| {
+                recorded_body(
+                    &r.body,
+                    &flow.response_body_prefix,
+                    flow.response_body_size,
+                    body_limit,
+                )
+            }),
+            timings: RecordedTimings {
+                request_end: since(flow.timings.request_end),
+                response_first_byte: since(flow.timings.response_first_byte),
+                response_end: since(flow.timings.response_end),
+            },
+            error: flow
+                .error
+                .as_ref()
+                .map(|e| crate::error::Report(e).to_string()),
+            websocket: is_websocket(flow),
         }
     }
 }

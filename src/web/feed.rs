@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::store::{FlowState, MemoryStore, Phase};
-use crate::capture::{recorded_response, Filter, Record, RecordedBody, RecordedMessage};
+use crate::capture::{recorded_response, Ending, Filter, Record, RecordedBody, RecordedMessage};
 use crate::core::Connection;
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Verdict};
 use crate::middleware::Middleware;
@@ -435,10 +435,12 @@ impl Middleware for Feed {
             return;
         };
         // The stored record has the request's head (as it went upstream, edited or
-        // not) and the response's: it gets the rest in place.
+        // not) and the response's: it gets the rest in place, the bodies copied first
+        // (not while the store is held).
+        let end = Ending::of(flow, self.body_limit);
         let mut websocket = false;
         self.store.modify(id, |record, state| {
-            record.finish(flow, self.body_limit);
+            record.finish(flow, end);
             if killed {
                 record.error = Some(KILLED.into());
             }
