@@ -377,20 +377,11 @@ async fn bind_web(cli: &Cli) -> anyhow::Result<mitm::web::WebUi> {
 /// settings, listening on a port nobody is told of, with no hooks (so that no --save
 /// file is opened twice). Upstream proxy modes do not apply to replays.
 async fn replayer(cli: &Cli) -> anyhow::Result<Mitm> {
-    let mut b = Mitm::builder()
+    let b = Mitm::builder()
         .host("127.0.0.1")
         .port(0)
         .middlewares(vec![]);
-    if let Some(dir) = &cli.ca_dir {
-        b = b.ca_dir(dir);
-    }
-    for file in &cli.upstream_ca {
-        b = b.upstream_ca_file(file);
-    }
-    if let Some(pem) = &cli.upstream_client_cert {
-        b = b.upstream_client_cert(pem);
-    }
-    b.dangerous_accept_invalid_upstream_certs(cli.insecure)
+    ca_and_upstream_tls(b, cli)
         .bind()
         .await
         .context("cannot set up the web UI's replay")
@@ -598,10 +589,10 @@ fn ca_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// The validated configuration: every flag maps to one builder call.
-/// The proxy the command line describes, and its capture when flows are saved.
-fn builder(cli: &Cli) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::Capture>>)> {
-    let mut b = Mitm::builder().host(cli.host.clone()).port(cli.port);
+/// The CA (`--ca-dir`) and the TLS towards origins (`--upstream-ca`,
+/// `--upstream-client-cert`, `--insecure`) of `b`: what the proxy and the web UI's
+/// replay share.
+fn ca_and_upstream_tls(mut b: MitmBuilder, cli: &Cli) -> MitmBuilder {
     if let Some(dir) = &cli.ca_dir {
         b = b.ca_dir(dir);
     }
@@ -611,6 +602,13 @@ fn builder(cli: &Cli) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::
     if let Some(pem) = &cli.upstream_client_cert {
         b = b.upstream_client_cert(pem);
     }
+    b.dangerous_accept_invalid_upstream_certs(cli.insecure)
+}
+
+/// The validated configuration: every flag maps to one builder call.
+/// The proxy the command line describes, and its capture when flows are saved.
+fn builder(cli: &Cli) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::Capture>>)> {
+    let mut b = ca_and_upstream_tls(Mitm::builder().host(cli.host.clone()).port(cli.port), cli);
     if let Some(credentials) = &cli.proxy_auth {
         let Some((user, password)) = credentials.split_once(':') else {
             anyhow::bail!("--proxy-auth takes USER:PASSWORD");
@@ -703,10 +701,7 @@ fn builder(cli: &Cli) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::
             .map_err(|e| anyhow::anyhow!("--ignore-hosts: {e}"))?;
         middlewares.push(Arc::new(ignore));
     }
-    let b = b
-        .middlewares(middlewares)
-        .dangerous_accept_invalid_upstream_certs(cli.insecure);
-    Ok((b, saving))
+    Ok((b.middlewares(middlewares), saving))
 }
 
 /// A duration from a flag's seconds, refusing what is not a finite, non-negative number.

@@ -230,45 +230,22 @@ impl Record {
     /// The record of `flow`, finished on `conn`, keeping at most `body_limit` bytes of
     /// each body.
     pub fn from_flow(conn: &Connection, flow: &HttpFlow, body_limit: usize) -> Self {
-        let request = &flow.request;
-        let since = |t: Option<std::time::Instant>| {
-            t.map(|t| t.saturating_duration_since(flow.timings.start))
-        };
-        Record {
+        let mut record = Record {
             started_at: flow.timings.started_at,
             client: conn.client.addr,
             server: conn.server.addr,
             client_tls: conn.tls,
             tls: conn.tls_facts.clone(),
-            request: recorded_request(
-                request,
-                recorded_body(
-                    &request.body,
-                    &flow.request_body_prefix,
-                    flow.request_body_size,
-                    body_limit,
-                ),
-            ),
-            response: flow.response.as_ref().map(|r| {
-                let body = recorded_body(
-                    &r.body,
-                    &flow.response_body_prefix,
-                    flow.response_body_size,
-                    body_limit,
-                );
-                recorded_response(r, body)
-            }),
-            timings: RecordedTimings {
-                request_end: since(flow.timings.request_end),
-                response_first_byte: since(flow.timings.response_first_byte),
-                response_end: since(flow.timings.response_end),
-            },
-            error: flow
-                .error
-                .as_ref()
-                .map(|e| crate::error::Report(e).to_string()),
-            websocket: is_websocket(flow).then(Vec::new),
-        }
+            request: recorded_request(&flow.request, RecordedBody::default()),
+            response: None,
+            timings: RecordedTimings::default(),
+            error: None,
+            websocket: None,
+        };
+        // The bodies, the response, the timings and the error: as for a record made
+        // before the flow finished.
+        record.finish(flow, Ending::of(flow, body_limit));
+        record
     }
 
     /// Brings this record of `flow`, made before it finished (its request head, and
