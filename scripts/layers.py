@@ -1,15 +1,26 @@
 #!/usr/bin/env python3
-"""Prints the import graph of the crate's top-level modules and fails on a cycle.
+"""Checks that every import in `src/` points down the crate's layers, and that
+`bench/src/` has no import cycle.
 
-Every `crate::<module>` path in a file of `src/` (a `use`, or a path written inline)
-is an edge from the file's top-level module to `<module>`. Doc comments and test
+The layers are listed below, lowest first (ARCHITECTURE.md draws the same picture). A
+unit is a top-level module of `src/`, or a module one level inside one of the folders
+that only group (`net/`, `tls/`, `wire/`, `engine/`); the folder's own `mod.rs` is a
+unit too. Every `crate::<path>` in a file (a `use`, or a path written inline) is an edge
+from the file's unit to the unit that path names. Doc comments, comments and test
 modules (`#[cfg(test)]` to the end of the file, or a file `tests.rs` of its own) are
-left out: they do not make the code depend on anything. `lib.rs` (re-exports) and
-`internals.rs` (hidden entry points for fuzzing and benches) are roots, not layers. Run
-from the repository root:
+left out: they do not make the code depend on anything. `lib.rs` (re-exports),
+`internals.rs` (hidden entry points for fuzzing and benches) and the binary are roots,
+not layers.
 
-    python3 scripts/layers.py          # the graph, lowest layer first
-    python3 scripts/layers.py --dot    # the same as Graphviz input
+It fails when
+- a unit uses a unit of a higher layer,
+- units of one layer use each other in a circle,
+- a unit is in no layer (place a new module in the list below), or a listed one is gone.
+
+Run from the repository root:
+
+    python3 scripts/layers.py          # the layers and what each unit uses
+    python3 scripts/layers.py --dot    # the graph as Graphviz input
 """
 
 import re
@@ -17,12 +28,51 @@ import sys
 from pathlib import Path
 
 SRC = Path("src")
+BENCH = Path("bench/src")
 ROOTS = {"lib", "internals", "bin"}
+GROUPS = {"net", "tls", "wire", "engine"}
+
+# Lowest first. A unit may use units of its own layer (without a circle) and below.
+LAYERS = [
+    ("foundations", ["core", "error", "decode"]),
+    ("net", ["net::io", "net::splice", "net::original_dst", "net"]),
+    ("tls", ["tls::ca", "tls::trust", "tls::fail_open", "tls"]),
+    ("http core", ["http"]),
+    ("wire", ["wire::client_hello", "wire::socks5", "wire::websocket", "wire::h1", "wire::h2", "wire"]),
+    ("upstream", ["upstream"]),
+    ("hooks", ["middleware"]),
+    ("engine", ["engine::context", "engine::relay", "engine::exchange", "engine::tunnel", "engine"]),
+    ("protocols", ["protocol"]),
+    ("server", ["server"]),
+    ("capture", ["capture"]),
+    ("web UI", ["web"]),
+]
 
 
-def top_module(path: Path) -> str:
-    rel = path.relative_to(SRC)
-    return rel.parts[0].removesuffix(".rs")
+def is_module(parts) -> bool:
+    path = SRC.joinpath(*parts)
+    return path.with_suffix(".rs").exists() or path.is_dir()
+
+
+def unit_of_file(path: Path) -> str:
+    parts = list(path.relative_to(SRC).parts)
+    parts[-1] = parts[-1].removesuffix(".rs")
+    if parts[-1] == "mod":
+        parts.pop()
+    top = parts[0]
+    if top in GROUPS and len(parts) > 1:
+        return f"{top}::{parts[1]}"
+    return top
+
+
+def unit_of_path(path: list) -> str:
+    """The unit `crate::a::b::…` names, or None when `a` is not a module."""
+    if not path or not is_module(path[:1]):
+        return None
+    top = path[0]
+    if top in GROUPS and len(path) > 1 and is_module(path[:2]):
+        return f"{top}::{path[1]}"
+    return top
 
 
 def code_of(text: str) -> str:
@@ -35,41 +85,49 @@ def code_of(text: str) -> str:
 
 
 def reexports() -> dict:
-    """Items `lib.rs` re-exports at the root, to the module they come from."""
+    """Items `lib.rs` re-exports at the root, to the unit they come from."""
     found = {}
     lib = (SRC / "lib.rs").read_text()
-    for module, names in re.findall(r"pub use crate::([a-z_0-9]+)::(?:[a-z_0-9]+::)*\{?([^;]*)", lib):
+    for path, names in re.findall(r"pub use crate::((?:[a-z_0-9]+::)+)\{?([^;]*)", lib):
+        unit = unit_of_path(path.strip(":").split("::"))
         for name in re.findall(r"[A-Za-z_0-9]+", names):
-            found[name] = module
+            found[name] = unit
     return found
 
 
-def is_module(name: str) -> bool:
-    return (SRC / f"{name}.rs").exists() or (SRC / name).is_dir()
+def crate_paths(code: str) -> list:
+    """Every `crate::…` path in `code`, as lists of names (groups expanded)."""
+    paths = []
+    for m in re.finditer(r"\bcrate::((?:[A-Za-z_0-9]+::)*)(\{[^}]*\}|[A-Za-z_0-9]+)", code):
+        prefix = [p for p in m.group(1).split("::") if p]
+        last = m.group(2)
+        if last.startswith("{"):
+            for name in re.findall(r"[A-Za-z_0-9]+(?:::[A-Za-z_0-9]+)*", last):
+                paths.append(prefix + name.split("::"))
+        else:
+            paths.append(prefix + [last])
+    return paths
 
 
 def graph() -> dict:
     items = reexports()
     edges = {}
     for path in sorted(SRC.rglob("*.rs")):
-        module = top_module(path)
-        if module in ROOTS or path.name == "tests.rs":
+        rel = path.relative_to(SRC)
+        if rel.parts[0].removesuffix(".rs") in ROOTS or path.name == "tests.rs":
             continue
-        deps = edges.setdefault(module, set())
-        code = code_of(path.read_text())
-        used = re.findall(r"\bcrate::([A-Za-z_0-9]+)", code)
-        for group in re.findall(r"\bcrate::\{([^}]*)\}", code):
-            used += re.findall(r"[A-Za-z_0-9]+", group)
-        for name in used:
-            target = name if is_module(name) else items.get(name)
-            if target and target != module:
+        unit = unit_of_file(path)
+        deps = edges.setdefault(unit, set())
+        for p in crate_paths(code_of(path.read_text())):
+            target = unit_of_path(p) or items.get(p[0])
+            if target and target != unit:
                 deps.add(target)
     return edges
 
 
-def layers(edges: dict) -> list:
-    """Modules in order, each after everything it uses; raises on a cycle."""
-    order, done, visiting = [], set(), []
+def order(edges: dict, units) -> list:
+    """`units` in an order where each comes after what it uses; exits on a circle."""
+    result, done, visiting = [], set(), []
 
     def visit(m):
         if m in done:
@@ -79,30 +137,71 @@ def layers(edges: dict) -> list:
             raise SystemExit("import cycle: " + " -> ".join(cycle))
         visiting.append(m)
         for d in sorted(edges.get(m, ())):
-            visit(d)
+            if d in units:
+                visit(d)
         visiting.pop()
         done.add(m)
-        order.append(m)
+        result.append(m)
 
-    for m in sorted(edges):
+    for m in sorted(units):
         visit(m)
-    return order
+    return result
+
+
+def check_src() -> list:
+    edges = graph()
+    level = {u: i for i, (_, units) in enumerate(LAYERS) for u in units}
+    errors = []
+    for unit in sorted(edges):
+        if unit not in level:
+            errors.append(f"{unit} is in no layer: add it to LAYERS in scripts/layers.py")
+    for unit in sorted(level):
+        if unit not in edges:
+            errors.append(f"{unit} is listed in LAYERS but has no file in src/")
+    for unit, deps in sorted(edges.items()):
+        for d in sorted(deps):
+            if unit in level and d in level and level[d] > level[unit]:
+                errors.append(
+                    f"{unit} ({LAYERS[level[unit]][0]}) uses {d}, "
+                    f"a higher layer ({LAYERS[level[d]][0]})"
+                )
+    if errors:
+        raise SystemExit("\n".join(errors))
+    for _, units in LAYERS:
+        order(edges, set(units))
+    return edges
+
+
+def check_bench() -> dict:
+    edges = {}
+    for path in sorted(BENCH.glob("*.rs")):
+        module = path.stem
+        if module == "main":
+            continue
+        deps = edges.setdefault(module, set())
+        for p in crate_paths(code_of(path.read_text())):
+            if p[0] != module and (BENCH / f"{p[0]}.rs").exists():
+                deps.add(p[0])
+    order(edges, set(edges))
+    return edges
 
 
 def main() -> None:
-    edges = graph()
-    order = layers(edges)
+    edges = check_src()
+    bench = check_bench()
     if "--dot" in sys.argv:
         print("digraph modules {")
-        for m in order:
-            for d in sorted(edges.get(m, ())):
-                print(f'  "{m}" -> "{d}";')
+        for unit, deps in sorted(edges.items()):
+            for d in sorted(deps):
+                print(f'  "{unit}" -> "{d}";')
         print("}")
         return
-    for m in order:
-        uses = ", ".join(sorted(edges.get(m, ()))) or "-"
-        print(f"{m:12} uses {uses}")
-    print(f"no cycle among {len(order)} modules")
+    for name, units in LAYERS:
+        print(f"-- {name}")
+        for u in order(edges, set(units)):
+            uses = ", ".join(sorted(edges.get(u, ()))) or "-"
+            print(f"   {u:20} uses {uses}")
+    print(f"every import of {len(edges)} units points down; no cycle in bench/ ({len(bench)} modules)")
 
 
 if __name__ == "__main__":

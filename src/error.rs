@@ -147,7 +147,7 @@ pub enum Error {
     /// reached; connecting to it fails with [`Error::Connect`]).
     #[error("{proxy} upstream proxy: {reason}")]
     UpstreamProxy {
-        /// The proxy, as [`UpstreamProxy`](crate::route::UpstreamProxy) displays it.
+        /// The proxy, as [`UpstreamProxy`](crate::upstream::route::UpstreamProxy) displays it.
         proxy: String,
         /// What it said, e.g. `refused CONNECT: 407 Proxy Authentication Required`.
         reason: String,

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::core::{Connection, Flow, Host};
-use crate::h1::body::{Decoder, Piece};
-use crate::h1::parse::{self, Framing};
 use crate::middleware::{Chain, Middleware};
+use crate::wire::h1::body::{Decoder, Piece};
+use crate::wire::h1::parse::{self, Framing};
 
 /// Parses `data` as a request head (through its blank line, if there is one) and, if it
 /// parses, works out its body framing. Returns whether the head was accepted.
@@ -83,8 +83,8 @@ pub fn detect_http(data: &[u8]) -> bool {
 /// Looks for a ClientHello at the start of `data`; returns its server name if one was
 /// found.
 pub fn peek_client_hello(data: &[u8]) -> Option<Option<String>> {
-    match crate::client_hello::peek(data) {
-        crate::client_hello::Peek::Hello(h) => Some(h.server_name),
+    match crate::wire::client_hello::peek(data) {
+        crate::wire::client_hello::Peek::Hello(h) => Some(h.server_name),
         _ => None,
     }
 }
@@ -96,7 +96,7 @@ pub fn peek_client_hello(data: &[u8]) -> Option<Option<String>> {
 /// a message when more bytes follow it. Returns how many of the three steps were whole
 /// and valid.
 pub fn parse_socks5_handshake(data: &[u8]) -> usize {
-    use crate::socks5::{parse_auth, parse_greeting, parse_request, Step};
+    use crate::wire::socks5::{parse_auth, parse_greeting, parse_request, Step};
 
     /// Parses `buf` and checks the result against every cut of it.
     fn consistent<T: PartialEq + std::fmt::Debug>(

@@ -50,7 +50,7 @@
 //! | [`Connection`], [`Host`], [`Flow`], [`Target`], [`State`] | what hooks know of a connection |
 //! | [`Request`], [`Response`], [`Headers`], [`Body`], [`HttpFlow`], [`Verdict`] | HTTP messages as hooks see them |
 //! | [`WebSocketMessage`], [`MessageVerdict`] | WebSocket messages (module [`websocket`]) |
-//! | [`CertificateAuthority`] | the CA that signs a leaf per host (module [`ca`], and [`trust`]) |
+//! | [`CertificateAuthority`] | the CA that signs a leaf per host (module [`tls`]: [`tls::ca`], [`tls::trust`]) |
 //! | [`Resolve`], [`SystemResolver`], [`UpstreamTls`] | reaching upstream servers (module [`upstream`]) |
 //! | [`Error`], [`Side`] | failures, and whose fault they were |
 //! | [`decode`] | undoing gzip, deflate, br and zstd for inspection |
@@ -68,66 +68,46 @@
 // A panic in the library takes a user's proxy down: `unwrap` needs a reason here.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod ca;
+// The layers, lowest first (ARCHITECTURE.md draws them; scripts/layers.py checks that
+// every import points down).
 pub mod capture;
-mod client_hello;
-mod context;
 mod core;
 pub mod decode;
+mod engine;
 mod error;
-mod exchange;
-mod fail_open;
-mod h1;
 mod http;
-mod http2;
 #[doc(hidden)]
 pub mod internals;
-mod io;
-pub mod listener;
 pub mod middleware;
-pub mod mode;
-mod original_dst;
+mod net;
 pub mod protocol;
-mod relay;
-pub mod route;
-mod server;
-mod socks5;
-#[cfg(target_os = "linux")]
-mod splice;
-pub mod trust;
-mod tunnel;
+pub mod server;
+pub mod tls;
 pub mod upstream;
 pub mod web;
-pub mod websocket;
+mod wire;
 
-pub use crate::ca::CertificateAuthority;
-pub use crate::context::Context;
+/// WebSocket messages as hooks see them.
+pub use crate::http::websocket;
+
 pub use crate::core::{Connection, Flow, Host, State, Target, TlsFacts};
+pub use crate::engine::context::Context;
+pub use crate::engine::relay::Tunnel;
 pub use crate::error::{Error, Result, Side};
 pub use crate::http::message::{
     Body, Headers, HttpFlow, Request, Response, Timings, Verdict, Version,
 };
-pub use crate::io::{BoxIo, Io, Rewind};
-pub use crate::listener::{Bound, Listener};
+pub use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 pub use crate::middleware::{HttpLog, IgnoreHosts, Interception, Log, Middleware};
+pub use crate::net::io::{BoxIo, Io, Rewind};
 pub use crate::protocol::{Connected, Http, Protocol, Resolution, Reverse, Socks5, Transparent};
-pub use crate::relay::Tunnel;
-pub use crate::route::{Route, UpstreamProxy};
+pub use crate::server::listener::{Bound, Listener};
 pub use crate::server::DEFAULT_TLS_FAIL_OPEN;
 pub use crate::server::{default_ca_dir, Mitm, MitmBuilder, MitmHandle};
 pub use crate::server::{DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT};
+pub use crate::tls::ca::CertificateAuthority;
+pub use crate::upstream::route::{Route, UpstreamProxy};
 pub use crate::upstream::{Resolve, SystemResolver, UpstreamTls};
-pub use crate::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
-
-/// The crypto provider of every TLS config the crate builds: rustls' `ring` provider,
-/// made once.
-pub(crate) fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    static PROVIDER: std::sync::OnceLock<std::sync::Arc<rustls::crypto::CryptoProvider>> =
-        std::sync::OnceLock::new();
-    PROVIDER
-        .get_or_init(|| std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
-}
 
 /// Re-exported so that implementors of [`Middleware`] and [`Protocol`] use the same
 /// attribute macro as the crate.

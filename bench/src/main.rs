@@ -202,6 +202,20 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         results.push((scenario, result));
     }
+    for (scenario, result) in &results {
+        if let Ok(scenarios::Outcome::Compare {
+            direct,
+            mitm,
+            alone,
+            ..
+        }) = result
+        {
+            if !alone.is_empty() {
+                let hops = report::two_hops(direct, alone, mitm);
+                bench.notes.push(format!("{}: {hops}", scenario.name()));
+            }
+        }
+    }
     let own_memory = bench.launcher.is_child();
     if cli.json {
         let notes = bench.notes.iter().map(|n| report::Json::Str(n.clone()));
@@ -282,8 +296,8 @@ async fn setup(cli: &Cli, plan: Plan, selected: &[Scenario], work: &WorkDir) -> 
     let ca_dir = work.path.join("proxy-ca");
     std::fs::create_dir_all(&ca_dir)?;
     proxy_ca.save(
-        ca_dir.join(mitm::ca::CA_CERT_FILE),
-        ca_dir.join(mitm::ca::CA_KEY_FILE),
+        ca_dir.join(mitm::tls::ca::CA_CERT_FILE),
+        ca_dir.join(mitm::tls::ca::CA_KEY_FILE),
     )?;
 
     let launcher = match proxy_bin(cli) {

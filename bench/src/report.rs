@@ -193,9 +193,9 @@ pub fn table(results: &[(Scenario, Result)], own_memory: bool) -> String {
                 throughput: e.lines().next().unwrap_or_default().to_owned(),
                 ..Line::default()
             }),
-            Ok(Outcome::Compare { unit, direct, mitm }) => {
-                compare_lines(&mut lines, *scenario, *unit, direct, mitm, own_memory)
-            }
+            Ok(Outcome::Compare {
+                unit, direct, mitm, ..
+            }) => compare_lines(&mut lines, *scenario, *unit, direct, mitm, own_memory),
             Ok(Outcome::HostsCold { cached, cold }) => {
                 hosts_lines(&mut lines, cached, cold, own_memory)
             }
@@ -498,7 +498,9 @@ pub fn json(results: &[(Scenario, Result)], own_memory: bool) -> Json {
             let mut fields = vec![("name", Json::Str(scenario.name().into()))];
             match result {
                 Err(e) => fields.push(("error", Json::Str(e.clone()))),
-                Ok(Outcome::Compare { unit, direct, mitm }) => {
+                Ok(Outcome::Compare {
+                    unit, direct, mitm, ..
+                }) => {
                     let (d, m) = (summarize(direct), summarize(mitm));
                     let ratio = m.rate.zip(d.rate).map(|(m, d)| m / d);
                     let unit_name = match unit {

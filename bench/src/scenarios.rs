@@ -123,6 +123,9 @@ pub enum Outcome {
         unit: Unit,
         direct: Vec<Sample>,
         mitm: Vec<Sample>,
+        /// Through the upstream mitm alone, for the two-hop scenario (else empty): the
+        /// report tells the second hop's cost from it.
+        alone: Vec<Sample>,
     },
     /// Through the proxy: one cached name vs new names.
     HostsCold {
@@ -195,7 +198,12 @@ impl Bench {
             direct.push(d);
             mitm.push(m);
         }
-        Ok(Outcome::Compare { unit, direct, mitm })
+        Ok(Outcome::Compare {
+            unit,
+            direct,
+            mitm,
+            alone: Vec::new(),
+        })
     }
 
     /// As [`compare`](Self::compare), the proxy under test in upstream mode sending
@@ -246,9 +254,12 @@ impl Bench {
             alone.push(a);
             mitm.push(m);
         }
-        let hops = crate::report::two_hops(&direct, &alone, &mitm);
-        self.notes.push(format!("{}: {hops}", scenario.name()));
-        Ok(Outcome::Compare { unit, direct, mitm })
+        Ok(Outcome::Compare {
+            unit,
+            direct,
+            mitm,
+            alone,
+        })
     }
 
     /// One measurement of `scenario` along `path`.

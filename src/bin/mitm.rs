@@ -119,12 +119,12 @@ struct Cli {
     max_connections: usize,
 
     /// Most streams an HTTP/2 client may have open at once.
-    #[arg(long, value_name = "N", default_value_t = mitm::protocol::http::DEFAULT_MAX_STREAMS)]
+    #[arg(long, value_name = "N", default_value_t = mitm::protocol::regular::DEFAULT_MAX_STREAMS)]
     max_concurrent_streams: u32,
 
     /// Most upstream connections one client connection holds at once (an HTTP/2
     /// client's streams to an HTTP/1.1-only origin wait for one).
-    #[arg(long, value_name = "N", default_value_t = mitm::protocol::http::DEFAULT_MAX_UPSTREAMS)]
+    #[arg(long, value_name = "N", default_value_t = mitm::protocol::regular::DEFAULT_MAX_UPSTREAMS)]
     max_upstream_connections: usize,
 
     /// Seconds allowed for a request head once begun (slowloris); also the default of
@@ -152,11 +152,11 @@ struct Cli {
 
     /// Largest request head accepted, in bytes (for HTTP/2 clients, header list);
     /// larger ones get 431.
-    #[arg(long, value_name = "BYTES", default_value_t = mitm::protocol::http::DEFAULT_MAX_HEAD)]
+    #[arg(long, value_name = "BYTES", default_value_t = mitm::protocol::regular::DEFAULT_MAX_HEAD)]
     max_head: usize,
 
     /// Most header fields in a request head; more get 431.
-    #[arg(long, value_name = "N", default_value_t = mitm::protocol::http::DEFAULT_MAX_HEADERS)]
+    #[arg(long, value_name = "N", default_value_t = mitm::protocol::regular::DEFAULT_MAX_HEADERS)]
     max_headers: usize,
 
     /// Copy large plain-HTTP bodies and untouched tunnels through the proxy's buffers
@@ -545,20 +545,20 @@ fn convert(
 fn print_ca(cli: &Cli) -> anyhow::Result<()> {
     let dir = ca_dir(cli)?;
     let ca = CertificateAuthority::init(&dir).context("cannot load or create the CA")?;
-    let path = dir.join(mitm::ca::CA_CERT_FILE);
+    let path = dir.join(mitm::tls::ca::CA_CERT_FILE);
     let mut out = format!(
         "CA certificate: {}\nSHA-256 fingerprint: {}\n",
         path.display(),
         ca.fingerprint_sha256()
     );
-    if let Some(spki) = mitm::trust::spki_sha256(&ca) {
+    if let Some(spki) = mitm::tls::trust::spki_sha256(&ca) {
         out.push_str(&format!("SPKI SHA-256 (base64): {spki}\n"));
     }
     out.push('\n');
     out.push_str(ca.cert_pem());
     out.push_str("\nHow to trust it:\n");
     let proxy = format!("{}:{}", cli.host, cli.port);
-    out.push_str(&mitm::trust::instructions(
+    out.push_str(&mitm::tls::trust::instructions(
         &path.display().to_string(),
         &proxy,
     ));
@@ -633,7 +633,7 @@ fn builder(cli: &Cli) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::
     let modes = cli
         .modes
         .iter()
-        .map(|m| m.parse::<mitm::mode::ModeSpec>())
+        .map(|m| m.parse::<mitm::server::mode::ModeSpec>())
         .collect::<Result<Vec<_>, _>>()?;
     let unaddressed: Vec<String> = modes
         .iter()
@@ -675,10 +675,10 @@ fn builder(cli: &Cli) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::
             );
         }
         let unmatched = match cli.server_replay_extra {
-            ReplayExtra::Forward => mitm::capture::replay::Unmatched::Forward,
-            ReplayExtra::NotFound => mitm::capture::replay::Unmatched::NotFound,
+            ReplayExtra::Forward => mitm::capture::server_replay::Unmatched::Forward,
+            ReplayExtra::NotFound => mitm::capture::server_replay::Unmatched::NotFound,
         };
-        let replay = mitm::capture::replay::ServerReplay::new(recorded, unmatched);
+        let replay = mitm::capture::server_replay::ServerReplay::new(recorded, unmatched);
         tracing::info!(responses = replay.len(), "server replay");
         middlewares.push(Arc::new(replay));
     }

@@ -42,15 +42,15 @@ use bytes::Bytes;
 
 use crate::core::{Connection, TlsFacts};
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response};
+use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 use crate::middleware::Middleware;
-use crate::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 
 mod filter;
 pub use filter::{
     Filter, FilterError, FilterErrorKind, Prefilter, MAX_FILTER_DEPTH, MAX_FILTER_LEN,
 };
 pub mod har;
-pub mod replay;
+pub mod server_replay;
 pub mod sqlite;
 
 /// The default of [`CaptureBuilder::body_limit`]: 16 MiB per body.

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 
-use crate::ca::CertificateAuthority;
 use crate::http::message::{Request, Response};
+use crate::tls::ca::CertificateAuthority;
 
 /// The answer to a request for the magic host.
 pub(crate) fn answer(request: &Request, ca: &CertificateAuthority) -> Response {
@@ -35,7 +35,7 @@ fn download(body: Vec<u8>, content_type: &str, file: &str) -> Response {
 }
 
 fn page(ca: &CertificateAuthority) -> Response {
-    let spki = crate::trust::spki_sha256(ca).unwrap_or_default();
+    let spki = crate::tls::trust::spki_sha256(ca).unwrap_or_default();
     let html = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>mitm CA certificate</title></head>\n\
          <body>\n<h1>mitm CA certificate</h1>\n\

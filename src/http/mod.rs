@@ -15,3 +15,4 @@ pub(crate) mod message;
 pub(crate) mod page;
 pub(crate) mod settings;
 pub(crate) mod target;
+pub mod websocket;

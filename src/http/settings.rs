@@ -14,7 +14,7 @@ pub const DEFAULT_MAX_STREAMS: u32 = 100;
 /// The default of [`crate::Http::max_upstream_connections`]: upstream connections one
 /// client connection may hold open at once (browsers use 6 per host over HTTP/1.1).
 pub const DEFAULT_MAX_UPSTREAMS: usize = 8;
-pub use crate::trust::DEFAULT_MAGIC_HOST;
+pub use crate::tls::trust::DEFAULT_MAGIC_HOST;
 
 /// The settings of the HTTP layers (set on [`crate::Http`]).
 #[derive(Debug, Clone)]

@@ -50,8 +50,9 @@ use bytes::Bytes;
 
 use crate::core::{Connection, Flow, Target};
 use crate::http::message::{HttpFlow, Verdict};
-use crate::route::Route;
-use crate::websocket::{MessageVerdict, WebSocketMessage};
+use crate::http::websocket::{MessageVerdict, WebSocketMessage};
+use crate::net::io::Transform;
+use crate::upstream::route::Route;
 
 pub use self::http_log::HttpLog;
 pub use self::ignore::IgnoreHosts;
@@ -415,5 +416,30 @@ impl Chain {
     /// Whether any middleware wants the relayed bytes.
     pub(crate) fn wants_data(&self) -> bool {
         self.0.iter().any(|m| m.wants_data())
+    }
+
+    /// The data hooks of one direction of `conn`, as the readers below the engine take
+    /// them.
+    pub(crate) fn data_hooks<'a>(&'a self, conn: &'a Connection, flow: Flow) -> DataHooks<'a> {
+        DataHooks {
+            chain: self,
+            conn,
+            flow,
+        }
+    }
+}
+
+/// The data hooks of one direction of one connection: what the relay, the HTTP/1
+/// reader and the WebSocket relay pass every chunk they read through.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DataHooks<'a> {
+    chain: &'a Chain,
+    conn: &'a Connection,
+    flow: Flow,
+}
+
+impl Transform for DataHooks<'_> {
+    async fn apply(&self, data: Bytes) -> Bytes {
+        self.chain.data(self.conn, self.flow, data).await
     }
 }

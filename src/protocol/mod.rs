@@ -16,7 +16,7 @@
 //! To add a protocol, implement the trait in a file of its own under `src/protocol/`
 //! (or in your crate) and list it with [`MitmBuilder::protocol`](crate::MitmBuilder::protocol).
 
-pub mod http;
+pub mod regular;
 pub mod reverse;
 pub mod socks5;
 mod transparent;
@@ -28,14 +28,14 @@ use bytes::Bytes;
 
 use crate::core::{Connection, Target};
 use crate::error::Result;
-use crate::io::BoxIo;
+use crate::net::io::BoxIo;
 
-pub use self::http::Http;
+pub use self::regular::Http;
 pub use self::reverse::Reverse;
 pub use self::socks5::Socks5;
 pub use self::transparent::Transparent;
-pub use crate::context::Context;
-pub use crate::relay::Tunnel;
+pub use crate::engine::context::Context;
+pub use crate::engine::relay::Tunnel;
 
 /// The default of [`Protocol::bytes_needed`]: the original's, 8 KiB.
 pub const DEFAULT_BYTES_NEEDED: usize = 8192;

@@ -19,16 +19,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{Connected, Context, Http, Protocol, Resolution};
-use crate::ca::CertificateAuthority;
-use crate::client_hello::{self, Peek};
 use crate::core::{Connection, Host, Target};
+use crate::engine::exchange::serve_h1::{self, Served, Start};
+use crate::engine::exchange::serve_h2;
 use crate::error::{Error, Report, Result};
-use crate::exchange::serve_h1::{self, Served, Start};
-use crate::exchange::serve_h2;
 use crate::http::settings::Settings;
 use crate::http::target::{origin_url, parse_authority, Scope};
-use crate::io::{rewound, BoxIo};
+use crate::net::io::{rewound, BoxIo};
+use crate::tls::ca::CertificateAuthority;
 use crate::upstream::{Link, Want, H2, HTTP11};
+use crate::wire::client_hello::{self, Peek};
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -91,7 +91,7 @@ impl Reverse {
     /// ```
     pub fn parse(url: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidReverseTarget {
-            url: crate::route::redact(url),
+            url: crate::upstream::route::redact(url),
             reason: reason.into(),
         };
         let (scheme, rest) = url
@@ -166,9 +166,12 @@ impl Reverse {
     /// requests.
     async fn serve_tls(&self, cx: &Context, conn: &mut Connection, client: BoxIo) -> Result<()> {
         let settings = self.settings();
-        let start =
-            crate::tunnel::accept_hello(client, &self.target.host, settings.handshake_timeout)
-                .await?;
+        let start = crate::engine::tunnel::accept_hello(
+            client,
+            &self.target.host,
+            settings.handshake_timeout,
+        )
+        .await?;
         let hello = start.client_hello();
         let name = hello
             .server_name()

@@ -3,9 +3,9 @@
 //! credentials.
 //!
 //! After the handshake the connection is a tunnel like the one an HTTP `CONNECT` opens,
-//! and the same code runs it (`crate::tunnel`): TLS is intercepted or let through,
+//! and the same code runs it (`crate::engine::tunnel`): TLS is intercepted or let through,
 //! what the server says first is relayed as it is, anything else is relayed to the
-//! target. The wire format is `crate::socks5`'s.
+//! target. The wire format is `crate::wire::socks5`'s.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,13 +18,13 @@ use tokio::time::Instant;
 
 use super::{Connected, Context, Http, Protocol, Resolution};
 use crate::core::{Connection, Target};
+use crate::engine::exchange::serve_h1::Opened;
+use crate::engine::exchange::Ahead;
 use crate::error::{Error, Result};
-use crate::exchange::serve_h1::Opened;
-use crate::exchange::Ahead;
 use crate::http::settings::Settings;
-use crate::io::{rewound, BoxIo};
-use crate::route::Route;
-use crate::socks5::{self, Command, Credentials, Greeting, Reply, Step};
+use crate::net::io::{rewound, BoxIo};
+use crate::upstream::route::Route;
+use crate::wire::socks5::{self, Command, Credentials, Greeting, Reply, Step};
 
 /// A SOCKS5 proxy: clients ask for a TCP connection to a host (by name, IPv4 or IPv6
 /// address) and the proxy treats it as an HTTP proxy treats a `CONNECT` tunnel: HTTPS
@@ -166,7 +166,7 @@ impl Protocol for Socks5 {
             route,
             ahead,
         };
-        crate::tunnel::run(cx, settings, conn, opened).await?;
+        crate::engine::tunnel::run(cx, settings, conn, opened).await?;
         Ok(Connected::Handled)
     }
 }

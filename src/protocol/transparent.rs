@@ -6,7 +6,7 @@
 //! it carries decides the rest, with the same machinery as [`Http`]:
 //!
 //! - TLS (a first byte `0x16`): what follows a `CONNECT`, as if the client had asked for
-//!   the original destination (`crate::tunnel`): a leaf named by the ClientHello's SNI,
+//!   the original destination (`crate::engine::tunnel`): a leaf named by the ClientHello's SNI,
 //!   the upstream reached over TCP at the original address and TLS naming the SNI
 //!   name, or pass-through where a middleware says so.
 //! - HTTP/1: served by the HTTP engine, every request sent to the original destination
@@ -20,11 +20,11 @@ use bytes::Bytes;
 
 use super::{Connected, Context, Http, Protocol, Resolution};
 use crate::core::{Connection, Target};
+use crate::engine::exchange::serve_h1::{self, Opened, Served, Start};
+use crate::engine::exchange::Ahead;
 use crate::error::{Error, Result};
-use crate::exchange::serve_h1::{self, Opened, Served, Start};
-use crate::exchange::Ahead;
 use crate::http::target::Scope;
-use crate::io::{rewound, BoxIo};
+use crate::net::io::{rewound, BoxIo};
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -170,7 +170,7 @@ impl Protocol for Transparent {
             route,
             ahead: Ahead::Nothing,
         };
-        crate::tunnel::run(cx, settings, conn, opened).await?;
+        crate::engine::tunnel::run(cx, settings, conn, opened).await?;
         Ok(Connected::Handled)
     }
 }

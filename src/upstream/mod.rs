@@ -15,6 +15,7 @@
 pub(crate) mod pool;
 mod proxy;
 mod resolve;
+pub mod route;
 mod tls;
 
 use std::io;
@@ -30,11 +31,11 @@ pub use self::resolve::{Resolve, SystemResolver};
 pub use self::tls::UpstreamTls;
 
 use self::pool::{Key, Pool, Shared};
+pub use self::route::{ProxyScheme, Route, UpstreamProxy};
 use crate::core::Target;
 use crate::error::{Error, Result};
-use crate::h1::Buffers;
-use crate::io::BoxIo;
-pub(crate) use crate::route::Route;
+use crate::net::io::BoxIo;
+use crate::wire::h1::Buffers;
 
 /// A place under the server's connection limit, given back when dropped.
 pub(crate) type Permit = OwnedSemaphorePermit;
@@ -407,7 +408,7 @@ impl Upstreams {
             permit,
             ..
         } = up;
-        let (send, connection) = crate::http2::client_handshake(io).await?;
+        let (send, connection) = crate::wire::h2::client_handshake(io).await?;
         let shared = Shared::new(send, addr);
         let closed = shared.closed_flag();
         tokio::spawn(async move {

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use super::{Route, Upstream};
 use crate::core::Target;
-use crate::io::BoxIo;
+use crate::net::io::BoxIo;
 
 /// Idle HTTP/1.1 connections kept per origin.
 pub(crate) const MAX_IDLE_PER_ORIGIN: usize = 32;

@@ -15,8 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::{Upstreams, HTTP11};
 use crate::core::Target;
 use crate::error::{Error, Result};
-use crate::io::{rewound, BoxIo};
-use crate::route::{ProxyScheme, UpstreamProxy};
+use crate::net::io::{rewound, BoxIo};
+use crate::upstream::route::{ProxyScheme, UpstreamProxy};
 
 /// The most bytes a proxy's answer to `CONNECT` may take.
 const MAX_CONNECT_RESPONSE: usize = 16 * 1024;
@@ -127,7 +127,7 @@ async fn socks5<S>(mut io: S, proxy: &UpstreamProxy, target: &Target) -> Result<
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    crate::socks5::connect(&mut io, &target.host, target.port, proxy.credentials())
+    crate::wire::socks5::connect(&mut io, &target.host, target.port, proxy.credentials())
         .await
         .map_err(|e| Error::UpstreamProxy {
             proxy: proxy.to_string(),

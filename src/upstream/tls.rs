@@ -42,7 +42,7 @@ impl UpstreamTls {
         for path in extra_ca_files {
             add_ca_file(&mut roots, path)?;
         }
-        let config = ClientConfig::builder_with_provider(crate::crypto_provider())
+        let config = ClientConfig::builder_with_provider(crate::tls::crypto_provider())
             .with_safe_default_protocol_versions()
             .map_err(|source| Error::TlsConfig {
                 context: "upstream client".into(),
@@ -57,7 +57,7 @@ impl UpstreamTls {
     /// and the server can then read and change the traffic: use it only for tests and
     /// servers you control.
     pub fn dangerous_unverified() -> Result<Self> {
-        let provider = crate::crypto_provider();
+        let provider = crate::tls::crypto_provider();
         let config = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|source| Error::TlsConfig {
@@ -96,7 +96,7 @@ impl UpstreamTls {
         }
         let key = PrivateKeyDer::from_pem_slice(&data)
             .map_err(|e| bad(format!("no usable private key in the file: {e}")))?;
-        let signer = crate::crypto_provider()
+        let signer = crate::tls::crypto_provider()
             .key_provider
             .load_private_key(key)
             .map_err(|e| bad(format!("unsupported private key: {e}")))?;

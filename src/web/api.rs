@@ -55,7 +55,7 @@ pub(crate) struct App {
     pub interceptor: Arc<Interceptor>,
     pub replayer: Option<Arc<dyn Replayer>>,
     /// The CA whose certificate `/ca.pem` offers.
-    pub ca: Option<Arc<crate::ca::CertificateAuthority>>,
+    pub ca: Option<Arc<crate::tls::ca::CertificateAuthority>>,
 }
 
 type Shared = State<Arc<App>>;

@@ -16,8 +16,8 @@ use super::store::{FlowState, MemoryStore, Phase};
 use crate::capture::{recorded_response, Ending, Filter, Record, RecordedBody, RecordedMessage};
 use crate::core::Connection;
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Verdict};
+use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 use crate::middleware::Middleware;
-use crate::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 
 /// The default of [`Feed`]'s body limit: 4 MiB kept of each body.
 pub const DEFAULT_FEED_BODY_LIMIT: usize = 4 * 1024 * 1024;

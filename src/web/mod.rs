@@ -193,7 +193,7 @@ pub struct WebUi {
     feed: Arc<Feed>,
     interceptor: Arc<Interceptor>,
     replayer: Option<Arc<dyn Replayer>>,
-    ca: Option<Arc<crate::ca::CertificateAuthority>>,
+    ca: Option<Arc<crate::tls::ca::CertificateAuthority>>,
 }
 
 impl std::fmt::Debug for WebUi {
@@ -271,7 +271,7 @@ impl WebUi {
 
     /// Offers `ca`'s certificate for download at `/ca.pem` (linked from the page), so
     /// that the user can trust the proxy. Default: none.
-    pub fn ca(mut self, ca: Arc<crate::ca::CertificateAuthority>) -> Self {
+    pub fn ca(mut self, ca: Arc<crate::tls::ca::CertificateAuthority>) -> Self {
         self.ca = Some(ca);
         self
     }

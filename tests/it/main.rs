@@ -1,0 +1,37 @@
+//! The integration tests, in one crate so that the helpers in `common/` and the
+//! library build once for all of them (`cargo test --test it http1::` runs one file). The few tests that need the process
+//! to themselves are in `tests/isolated/`.
+//! Every test talks only to loopback, or to network namespaces it makes itself.
+
+// Each file uses a different part of the helpers.
+#![allow(dead_code)]
+
+mod common;
+
+mod access;
+mod browser;
+mod ca;
+mod capture_bodies;
+mod capture_cli;
+mod capture_ws;
+mod cli;
+mod connect;
+mod curl;
+mod exchange;
+mod fail_open;
+mod flows;
+mod har;
+mod http1;
+mod http2;
+mod http_log;
+mod load;
+mod modes;
+mod proxy;
+mod reverse;
+mod socks5;
+mod sqlite;
+mod tls;
+mod transparent;
+mod upstream;
+mod web;
+mod websocket;
