@@ -60,32 +60,57 @@
 //!
 //! # Features
 //!
-//! - `cli` (default): the `mitm` command. Depend on the library with
-//!   `default-features = false` to build without its crates (clap, anyhow,
-//!   tracing-subscriber).
+//! | feature | what it adds | crates it builds |
+//! | --- | --- | --- |
+//! | `capture` | [`capture`]: records of finished flows, HAR, mitmproxy's flow files, filters, server replay | serde, serde_json |
+//! | `sqlite` | the SQLite store for captures (needs `capture`) | rusqlite, with SQLite compiled in |
+//! | `web` | [`web`]: the web UI beside the proxy (needs `capture`) | axum |
+//! | `cli` (default) | the `mitm` command, with all of the above | clap, anyhow, tracing-subscriber |
+//!
+//! The proxy itself (protocols, interception, hooks, modes, upstream proxies) needs none
+//! of them: an embedder that depends on the library with `default-features = false`
+//! builds only that, and adds the features it uses:
+//!
+//! ```toml
+//! mitm = { version = "0.1", default-features = false, features = ["capture"] }
+//! ```
 
 #![forbid(unsafe_code)]
 // A panic in the library takes a user's proxy down: `unwrap` needs a reason here.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-// The layers, lowest first (ARCHITECTURE.md draws them; scripts/layers.py checks that
-// every import points down).
-pub mod capture;
+// The layers, lowest first: each module uses only those above it in this list
+// (ARCHITECTURE.md draws them; scripts/layers.py checks every import).
 mod core;
 pub mod decode;
-mod engine;
 mod error;
+
+mod net;
+
+pub mod tls;
+
 mod http;
+
+mod wire;
+
+pub mod upstream;
+
+pub mod middleware;
+
+mod engine;
+
+pub mod protocol;
+
+pub mod server;
+
+#[cfg(feature = "capture")]
+pub mod capture;
+
+#[cfg(feature = "web")]
+pub mod web;
+
 #[doc(hidden)]
 pub mod internals;
-pub mod middleware;
-mod net;
-pub mod protocol;
-pub mod server;
-pub mod tls;
-pub mod upstream;
-pub mod web;
-mod wire;
 
 /// WebSocket messages as hooks see them.
 pub use crate::http::websocket;

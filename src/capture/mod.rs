@@ -51,6 +51,7 @@ pub use filter::{
 };
 pub mod har;
 pub mod server_replay;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 /// The default of [`CaptureBuilder::body_limit`]: 16 MiB per body.
@@ -805,7 +806,10 @@ pub fn create(path: impl AsRef<Path>) -> crate::Result<Box<dyn Sink>> {
     match Format::of(path) {
         Format::Har => Ok(Box::new(har::HarWriter::create(path)?)),
         Format::Flows => Ok(Box::new(flows::FlowWriter::create(path)?)),
+        #[cfg(feature = "sqlite")]
         Format::Sqlite => Ok(Box::new(sqlite::SqliteStore::create(path)?)),
+        #[cfg(not(feature = "sqlite"))]
+        Format::Sqlite => Err(no_sqlite(path)),
     }
 }
 
@@ -815,7 +819,21 @@ pub fn read(path: impl AsRef<Path>) -> crate::Result<Vec<Record>> {
     match Format::of(path) {
         Format::Har => har::read_har(path),
         Format::Flows => flows::read_flows(path),
+        #[cfg(feature = "sqlite")]
         Format::Sqlite => sqlite::read_sqlite(path),
+        #[cfg(not(feature = "sqlite"))]
+        Format::Sqlite => Err(no_sqlite(path)),
+    }
+}
+
+/// The error for an SQLite capture in a build without the `sqlite` feature.
+#[cfg(not(feature = "sqlite"))]
+pub(crate) fn no_sqlite(path: &Path) -> crate::Error {
+    crate::Error::CaptureStore {
+        path: path.to_path_buf(),
+        reason: "this build of mitm has no SQLite support: build it with the `sqlite` \
+                 feature, or use a .har or .flows file"
+            .into(),
     }
 }
 

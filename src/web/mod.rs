@@ -54,9 +54,11 @@ use axum::response::{IntoResponse, Response};
 
 pub use changes::{Batch, ChangeHub, Changes, MAX_PENDING};
 pub use feed::{Decision, Edit, EditError, Feed, Interceptor, DEFAULT_FEED_BODY_LIMIT};
+#[cfg(feature = "sqlite")]
+pub use store::SqliteSource;
 pub use store::{
-    FlowPage, FlowSource, FlowState, FlowSummary, ListQuery, MemoryStore, Phase, SqliteSource,
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_FLOWS, MAX_PAGE,
+    FlowPage, FlowSource, FlowState, FlowSummary, ListQuery, MemoryStore, Phase, DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_FLOWS, MAX_PAGE,
 };
 
 use crate::error::{Error, Result};

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::changes::{ChangeHub, Changes};
+#[cfg(feature = "sqlite")]
 use crate::capture::sqlite::SqliteReader;
 use crate::capture::{Filter, Record};
 
@@ -477,6 +478,7 @@ impl FlowSource for MemoryStore {
     }
 }
 
+#[cfg(feature = "sqlite")]
 /// A saved SQLite capture as the UI's flows (`mitm web FILE.sqlite`): each page of the
 /// list is read from the database and filtered there ([`SqliteReader::query`]), so a
 /// capture of a million flows opens at once and holds no flow in memory. The file is
@@ -490,6 +492,7 @@ pub struct SqliteSource {
     changes: ChangeHub,
 }
 
+#[cfg(feature = "sqlite")]
 impl SqliteSource {
     /// The capture at `path`.
     ///
@@ -514,6 +517,7 @@ impl SqliteSource {
 }
 
 /// A failed read, logged; the UI shows what it got.
+#[cfg(feature = "sqlite")]
 fn logged<T: Default>(result: crate::Result<T>) -> T {
     result.unwrap_or_else(|e| {
         tracing::warn!(error = %crate::error::Report(&e), "web UI: the capture could not be read");
@@ -521,6 +525,7 @@ fn logged<T: Default>(result: crate::Result<T>) -> T {
     })
 }
 
+#[cfg(feature = "sqlite")]
 impl FlowSource for SqliteSource {
     fn list(&self, query: &ListQuery) -> FlowPage {
         let limit = match query.limit {
@@ -742,6 +747,7 @@ mod tests {
         assert!(store.is_empty());
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn a_saved_sqlite_capture_is_listed_page_by_page_and_cleared_without_loss() {
         use crate::capture::sqlite::{read_sqlite, SqliteStore};
