@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, Criterion};
 use mitm::internals::HookChain;
+use mitm::DataHooks;
 use mitm::{async_trait, Bytes, Connection, Middleware};
 
 /// Overrides the data hook and hands every chunk on unchanged.
@@ -15,6 +16,10 @@ struct PassThrough;
 
 #[async_trait]
 impl Middleware for PassThrough {
+    fn data_hooks(&self) -> DataHooks {
+        DataHooks::On
+    }
+
     async fn client_data(&self, _conn: &Connection, data: Bytes) -> Bytes {
         data
     }
@@ -25,11 +30,11 @@ struct Watcher;
 
 #[async_trait]
 impl Middleware for Watcher {
-    async fn client_connected(&self, _conn: &Connection) {}
-
-    fn wants_data(&self) -> bool {
-        false
+    fn data_hooks(&self) -> DataHooks {
+        DataHooks::Off
     }
+
+    async fn client_connected(&self, _conn: &Connection) {}
 }
 
 fn chain(n: usize, make: fn() -> Arc<dyn Middleware>) -> HookChain {

@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use mitm::{async_trait, Connection, HttpFlow, Middleware, Mitm, Response, Verdict};
+use mitm::HttpHandler;
+use mitm::{async_trait, Connection, HttpFlow, Mitm, Response, Verdict};
 
 /// Answers requests to the listed hosts (and their subdomains) with 403.
 struct Block {
@@ -24,17 +25,13 @@ impl Block {
 }
 
 #[async_trait]
-impl Middleware for Block {
+impl HttpHandler for Block {
     async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         if !self.blocks(&flow.request.target.host) {
             return Verdict::Continue;
         }
         let page = format!("{} is blocked by this proxy.\n", flow.request.target.host);
         Verdict::Respond(Response::new(403).with_body("text/plain; charset=utf-8", page))
-    }
-
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
@@ -48,8 +45,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let proxy = Mitm::builder()
         .port(8080)
-        .middleware(Arc::new(mitm::HttpLog::default()))
-        .middleware(Arc::new(Block { hosts }))
+        .http_handler(Arc::new(mitm::HttpLog::default()))
+        .http_handler(Arc::new(Block { hosts }))
         .bind()
         .await?;
     println!("proxy on http://{}", proxy.local_addr());

@@ -10,7 +10,8 @@
 
 use std::sync::Arc;
 
-use mitm::{async_trait, Body, Bytes, Connection, HttpFlow, Middleware, Mitm, Verdict};
+use mitm::HttpHandler;
+use mitm::{async_trait, Body, Bytes, Connection, HttpFlow, Mitm, Verdict};
 use serde_json::Value;
 
 struct Redact;
@@ -26,7 +27,7 @@ fn redact(v: &mut Value) {
 }
 
 #[async_trait]
-impl Middleware for Redact {
+impl HttpHandler for Redact {
     async fn response(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         let Some(res) = flow.response.as_mut() else {
             return Verdict::Continue;
@@ -55,10 +56,6 @@ impl Middleware for Redact {
     fn body_limit(&self) -> usize {
         1 << 20
     }
-
-    fn wants_data(&self) -> bool {
-        false
-    }
 }
 
 #[tokio::main]
@@ -66,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().init();
     let proxy = Mitm::builder()
         .port(8080)
-        .middleware(Arc::new(Redact))
+        .http_handler(Arc::new(Redact))
         .bind()
         .await?;
     println!("proxy on http://{}", proxy.local_addr());

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use mitm::DataHooks;
 use mitm::{async_trait, Bytes, Connection, Log, Middleware, Mitm};
 
 /// Replaces one word by another of the same length in server data.
@@ -22,6 +23,10 @@ struct Rewrite {
 
 #[async_trait]
 impl Middleware for Rewrite {
+    fn data_hooks(&self) -> DataHooks {
+        DataHooks::On
+    }
+
     async fn server_data(&self, _conn: &Connection, data: Bytes) -> Bytes {
         if !data.windows(self.from.len()).any(|w| w == self.from) {
             // Nothing to change: pass the same buffer on, no copy.

@@ -16,7 +16,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use mitm::{async_trait, Connection, Middleware, Mitm, Route, Target};
+use mitm::Router;
+use mitm::{async_trait, Connection, Mitm, Route, Target};
 
 /// Routes for the hosts under one name, used in turn.
 struct Rule {
@@ -26,12 +27,12 @@ struct Rule {
 }
 
 /// The `route` hook: the first rule whose name covers the target's host decides.
-struct Router {
+struct Rules {
     rules: Vec<Rule>,
 }
 
 #[async_trait]
-impl Middleware for Router {
+impl Router for Rules {
     async fn route(&self, _conn: &Connection, target: &Target) -> Option<Route> {
         let host = target.host.as_str();
         let rule = self
@@ -40,10 +41,6 @@ impl Middleware for Router {
             .find(|r| host == r.suffix || host.ends_with(&format!(".{}", r.suffix)))?;
         let turn = rule.next.fetch_add(1, Ordering::Relaxed) % rule.routes.len();
         Some(rule.routes[turn].clone())
-    }
-
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
@@ -81,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proxy = Mitm::builder()
         .port(8080)
         .middleware(Arc::new(mitm::Log))
-        .middleware(Arc::new(Router { rules }))
+        .router(Arc::new(Rules { rules }))
         .bind()
         .await?;
     println!("listening on http://{}", proxy.local_addr());

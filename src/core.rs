@@ -171,6 +171,10 @@ pub struct Connection {
     state: Mutex<State>,
     /// Whether `server_connected` has fired without a `server_disconnected` yet.
     pub(crate) server_announced: bool,
+    /// Whether a request hook answered this connection's `CONNECT`: the requests inside
+    /// its tunnel get that answer (kept in the state, where only this flag sends the
+    /// engine looking).
+    pub(crate) tunnel_answered: bool,
     /// The places under the connection limit of upstream connections a protocol made
     /// through [`Context::connect`](crate::Context::connect), given back at the end.
     pub(crate) permits: Vec<tokio::sync::OwnedSemaphorePermit>,
@@ -190,6 +194,7 @@ impl Connection {
             tls_facts: TlsFacts::default(),
             state: Mutex::new(State::default()),
             server_announced: false,
+            tunnel_answered: false,
             permits: Vec::new(),
         }
     }

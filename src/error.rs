@@ -210,6 +210,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A [`Router`](crate::Router) refused a tunnel (an HTTP or SOCKS5 `CONNECT`, or a
+    /// transparent connection) before anything was connected.
+    #[error("a hook refused the tunnel to {target}: {reason}")]
+    TunnelRefused {
+        /// Where the tunnel would have gone.
+        target: String,
+        /// What the hook said.
+        reason: String,
+    },
+
     /// The client's first bytes matched none of the configured protocols.
     #[error("no protocol recognised the client's first bytes")]
     NoProtocol,
@@ -362,6 +372,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Takes back an error that was shared with hooks (on a flow, or a WebSocket's
+    /// end): the error itself when no hook kept a clone, else a copy that says the same
+    /// and blames the same side.
+    pub(crate) fn unshare(shared: std::sync::Arc<Error>) -> Error {
+        std::sync::Arc::try_unwrap(shared).unwrap_or_else(|e| Error::Io {
+            side: e.side(),
+            source: io::Error::other(Report(&*e).to_string()),
+        })
+    }
+
     /// Which party the failure is attributed to.
     ///
     /// ```
@@ -374,7 +394,8 @@ impl Error {
             Error::NoProtocol
             | Error::ClientTimeout
             | Error::BadRequest { .. }
-            | Error::ClientTls { .. } => Side::Client,
+            | Error::ClientTls { .. }
+            | Error::TunnelRefused { .. } => Side::Client,
             Error::Resolve { .. }
             | Error::Connect { .. }
             | Error::ConnectTimeout { .. }

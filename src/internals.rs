@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::core::{Connection, Flow, Host};
-use crate::middleware::{Chain, Middleware};
+use crate::middleware::{Chain, Hooks, Middleware};
 use crate::wire::h1::body::{Decoder, Piece};
 use crate::wire::h1::parse::{self, Framing};
 
@@ -156,7 +156,11 @@ impl HookChain {
     /// A chain of `middlewares`.
     pub fn new(middlewares: Vec<Arc<dyn Middleware>>) -> Self {
         HookChain {
-            chain: Chain::new(middlewares),
+            chain: Chain::new(
+                middlewares
+                    .into_iter()
+                    .fold(Hooks::new(), Hooks::middleware),
+            ),
             conn: Arc::new(Connection::new(1, Host::default())),
         }
     }

@@ -17,13 +17,17 @@
 //! ephemeral port:
 //!
 //! ```no_run
-//! use mitm::{async_trait, Bytes, Connection, Middleware, Mitm};
+//! use mitm::{async_trait, Bytes, Connection, DataHooks, Middleware, Mitm};
 //! use std::sync::Arc;
 //!
 //! struct Shout;
 //!
 //! #[async_trait]
 //! impl Middleware for Shout {
+//!     fn data_hooks(&self) -> DataHooks {
+//!         DataHooks::On
+//!     }
+//!
 //!     async fn server_data(&self, _conn: &Connection, data: Bytes) -> Bytes {
 //!         Bytes::from(data.to_ascii_uppercase())
 //!     }
@@ -123,7 +127,10 @@ pub use crate::http::message::{
     Body, Headers, HttpFlow, Request, Response, Timings, Verdict, Version,
 };
 pub use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
-pub use crate::middleware::{HttpLog, IgnoreHosts, Interception, Log, Middleware};
+pub use crate::middleware::{
+    DataHooks, HttpHandler, HttpLog, IgnoreHosts, Interception, Log, Middleware, Router,
+    TunnelVerdict,
+};
 pub use crate::net::io::{BoxIo, Io, Rewind};
 pub use crate::protocol::{Connected, Http, Protocol, Resolution, Reverse, Socks5, Transparent};
 pub use crate::server::listener::{Bound, Listener};

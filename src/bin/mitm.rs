@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use mitm::middleware::IgnoreHosts;
-use mitm::{CertificateAuthority, HttpLog, Log, Middleware, Mitm, MitmBuilder};
+use mitm::{CertificateAuthority, HttpLog, Log, Mitm, MitmBuilder};
 
 /// A man-in-the-middle proxy for HTTP and HTTPS: see, log and change your own clients'
 /// traffic. Point a client at it as its HTTP proxy, and make the client trust the CA
@@ -317,7 +317,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (mut builder, capture) = builder(&cli)?;
     if let Some(web) = &web {
         // Last, so the UI shows requests as they go upstream, after every other hook.
-        builder = builder.middleware(web.feed());
+        builder = builder.http_handler(web.feed());
     }
     let proxy = builder.bind().await.context("cannot start the proxy")?;
     // Listen for signals before saying we are up, so a signal sent as soon as the
@@ -660,10 +660,12 @@ fn builder(cli: &Cli) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::
     b = b
         .max_connections(cli.max_connections)
         .grace_period(seconds("--grace", cli.grace)?);
-    let mut middlewares: Vec<Arc<dyn Middleware>> = match cli.log {
-        LogChoice::None => vec![],
-        LogChoice::Log => vec![Arc::new(Log)],
-        LogChoice::Http => vec![Arc::new(HttpLog::default())],
+    // No hooks at all unless asked for (the library's default is `[Log]`).
+    b = b.middlewares(vec![]);
+    b = match cli.log {
+        LogChoice::None => b,
+        LogChoice::Log => b.middleware(Arc::new(Log)),
+        LogChoice::Http => b.http_handler(Arc::new(HttpLog::default())),
     };
     let mut saving = None;
     if !cli.server_replay.is_empty() {
@@ -680,7 +682,7 @@ fn builder(cli: &Cli) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::
         };
         let replay = mitm::capture::server_replay::ServerReplay::new(recorded, unmatched);
         tracing::info!(responses = replay.len(), "server replay");
-        middlewares.push(Arc::new(replay));
+        b = b.http_handler(Arc::new(replay));
     }
     if !cli.save.is_empty() {
         let mut capture = mitm::capture::Capture::builder().body_limit(cli.save_body_limit);
@@ -694,14 +696,14 @@ fn builder(cli: &Cli) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::
         }
         let capture = Arc::new(capture.start());
         saving = Some(capture.clone());
-        middlewares.push(capture);
+        b = b.http_handler(capture);
     }
     if !cli.ignore_hosts.is_empty() {
         let ignore = IgnoreHosts::new(&cli.ignore_hosts)
             .map_err(|e| anyhow::anyhow!("--ignore-hosts: {e}"))?;
-        middlewares.push(Arc::new(ignore));
+        b = b.router(Arc::new(ignore));
     }
-    Ok((b.middlewares(middlewares), saving))
+    Ok((b, saving))
 }
 
 /// A duration from a flag's seconds, refusing what is not a finite, non-negative number.

@@ -20,7 +20,7 @@
 //! }
 //!
 //! let capture = Capture::builder().sink(Box::new(Lines)).start();
-//! let proxy = mitm::Mitm::builder().middleware(Arc::new(capture)).bind().await?;
+//! let proxy = mitm::Mitm::builder().http_handler(Arc::new(capture)).bind().await?;
 //! # Ok(()) }
 //! ```
 
@@ -42,8 +42,8 @@ use bytes::Bytes;
 
 use crate::core::{Connection, TlsFacts};
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response};
-use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
-use crate::middleware::Middleware;
+use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketEnd, WebSocketMessage};
+use crate::middleware::HttpHandler;
 
 mod filter;
 pub use filter::{
@@ -707,7 +707,7 @@ impl Capture {
 }
 
 #[async_trait]
-impl Middleware for Capture {
+impl HttpHandler for Capture {
     async fn flow_finished(&self, conn: &Connection, flow: &HttpFlow) {
         let record = Record::from_flow(conn, flow, self.body_limit);
         if record.websocket.is_some() {
@@ -744,7 +744,7 @@ impl Middleware for Capture {
         MessageVerdict::Forward
     }
 
-    async fn client_disconnected(&self, conn: &Connection) {
+    async fn websocket_end(&self, conn: &Connection, _end: &WebSocketEnd) {
         let record = conn
             .state()
             .get_mut::<Sockets>()
@@ -764,10 +764,6 @@ impl Middleware for Capture {
     /// closes its WebSocket with 1009, as for any message hook.
     fn websocket_message_limit(&self) -> usize {
         self.body_limit
-    }
-
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::{Record, RecordedRequest};
 use crate::core::Connection;
 use crate::http::message::{Body, HttpFlow, Response, Verdict, Version};
-use crate::middleware::Middleware;
+use crate::middleware::HttpHandler;
 
 /// The most bytes of a request body compared when matching; requests whose bodies are
 /// larger stream past and never match a recording with a body.
@@ -145,7 +145,7 @@ impl ServerReplay {
 }
 
 #[async_trait]
-impl Middleware for ServerReplay {
+impl HttpHandler for ServerReplay {
     async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         if flow.request.method.eq_ignore_ascii_case("CONNECT") {
             return Verdict::Continue;
@@ -164,10 +164,6 @@ impl Middleware for ServerReplay {
 
     fn body_limit(&self) -> usize {
         BODY_LIMIT
-    }
-
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 

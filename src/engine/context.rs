@@ -65,7 +65,7 @@ impl Context {
     }
 
     /// How a connection to `target` leaves the proxy: what the middlewares'
-    /// [`route`](crate::Middleware::route) hooks choose, or the listener's route.
+    /// [`route`](crate::Router::route) hooks choose, or the listener's route.
     pub async fn route_for(&self, conn: &Connection, target: &Target) -> Route {
         match self.chain.route(conn, target).await {
             Some(route) => route,

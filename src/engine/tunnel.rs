@@ -56,6 +56,9 @@ pub(crate) async fn run(
         route,
         mut ahead,
     } = opened;
+    // A hook answered the `CONNECT`: the requests inside get its answer, and no origin
+    // is reached.
+    conn.tunnel_answered = matches!(ahead, Ahead::Answered);
     let server = match &mut ahead {
         Ahead::Tcp(tcp) => Some(&mut tcp.stream),
         _ => None,
@@ -95,9 +98,14 @@ pub(crate) async fn run(
         return serve_plain(cx, settings, conn, client, &target, route, ahead).await;
     }
     let Some(hello) = hello else {
+        if conn.tunnel_answered {
+            tracing::debug!(%target, "neither HTTP nor TLS in a tunnel a hook answered: closing");
+            return Ok(());
+        }
         return pass_through(cx, settings, conn, client, &target, &route, ahead).await;
     };
-    let is_magic = settings.is_magic(&target.host);
+    // No origin behind the tunnel: the proxy answers every request itself.
+    let local = settings.is_magic(&target.host) || conn.tunnel_answered;
     let server_name = hello.server_name.as_deref();
     // The name a leaf would be for, as `Intercept::run` picks it.
     let leaf_name = server_name.unwrap_or(&target.host);
@@ -105,12 +113,11 @@ pub(crate) async fn run(
         .fail_open
         .as_ref()
         .is_some_and(|f| f.should_pass(leaf_name, target.port));
-    if !is_magic && learned {
+    if !local && learned {
         tracing::debug!(%target, sni = ?server_name, "its client refused our certificate lately: passing TLS through");
         return pass_through(cx, settings, conn, client, &target, &route, ahead).await;
     }
-    if !is_magic && cx.chain.should_intercept(conn, server_name).await == Interception::PassThrough
-    {
+    if !local && cx.chain.should_intercept(conn, server_name).await == Interception::PassThrough {
         tracing::debug!(target = %target, sni = ?server_name, "passing TLS through untouched");
         return pass_through(cx, settings, conn, client, &target, &route, ahead).await;
     }
@@ -120,7 +127,7 @@ pub(crate) async fn run(
         target,
         route,
         hello,
-        is_magic,
+        local,
     };
     tls.run(conn, client, ahead).await
 }
@@ -321,7 +328,9 @@ struct Intercept<'a> {
     /// How the tunnel reaches it.
     route: Route,
     hello: ClientHello,
-    is_magic: bool,
+    /// No origin: the proxy answers every request (the magic host, or a `CONNECT` a
+    /// hook answered).
+    local: bool,
 }
 
 impl Intercept<'_> {
@@ -345,7 +354,7 @@ impl Intercept<'_> {
         let origin = Target::new(name.clone(), self.target.port, true);
         conn.target = Some(origin.clone());
 
-        let reached = if self.is_magic {
+        let reached = if self.local {
             Ok(None)
         } else {
             self.reach(&origin, &name, ahead, http).await.map(Some)
@@ -382,9 +391,11 @@ impl Intercept<'_> {
                 cx.announce_server(conn).await;
                 Some(reached)
             }
-            // An HTTP/2 client gets its error page per stream, from the exchange.
-            Err(e) if client_h2 => {
-                tracing::debug!(error = %Report(&e), "upstream failed; HTTP/2 streams will say so");
+            // An HTTP client gets its error page from the exchange, per request (per
+            // stream for HTTP/2), through the hooks: each tries the origin again and
+            // answers with what failed.
+            Err(e) if http => {
+                tracing::debug!(error = %Report(&e), "upstream failed; the exchanges will say so");
                 None
             }
             Err(e) => return fail(&mut client, e).await,
@@ -436,7 +447,7 @@ impl Intercept<'_> {
         let port = self.target.port;
         match reached {
             Ok(Some(_)) => {}
-            // The magic host has no origin and is never passed through.
+            // No origin (the magic host, an answered tunnel): never passed through.
             Ok(None) => return,
             Err(up) => {
                 tracing::debug!(

@@ -3,7 +3,7 @@
 //!
 //! Header names keep the case and order they arrived in; nothing is reordered or
 //! lowercased unless a hook does it. Bodies are [`Body::Full`] when the proxy buffered
-//! them for the hooks (see [`Middleware::body_limit`](crate::Middleware::body_limit))
+//! them for the hooks (see [`HttpHandler::body_limit`](crate::HttpHandler::body_limit))
 //! and [`Body::Streaming`] when they flow past without being held.
 
 use std::fmt;
@@ -228,7 +228,7 @@ pub enum Body {
     /// with a matching `Content-Length`.
     Full(Bytes),
     /// The body streams from one side to the other without being held (it is larger
-    /// than every middleware's [`body_limit`](crate::Middleware::body_limit), or no
+    /// than every middleware's [`body_limit`](crate::HttpHandler::body_limit), or no
     /// middleware asked for bodies). Replacing it with `Full` or `Empty` discards the
     /// original.
     Streaming,
@@ -498,8 +498,8 @@ pub struct HttpFlow {
     pub response_body_size: u64,
     /// The first bytes of a request body that streamed past
     /// ([`Body::Streaming`]), as sent to the origin, up to the largest
-    /// [`streamed_body_prefix`](crate::Middleware::streamed_body_prefix) of the
-    /// middlewares: complete in [`flow_finished`](crate::Middleware::flow_finished),
+    /// [`streamed_body_prefix`](crate::HttpHandler::streamed_body_prefix) of the
+    /// middlewares: complete in [`flow_finished`](crate::HttpHandler::flow_finished),
     /// empty before, and for bodies held whole (those are in `request.body`).
     pub request_body_prefix: Bytes,
     /// As [`request_body_prefix`](Self::request_body_prefix), for the response body

@@ -60,6 +60,10 @@ pub(crate) fn error(e: &Error) -> Response {
                  --max-connections.\n"
             ),
         ),
+        Error::TunnelRefused { target, reason } => (
+            403,
+            format!("mitm does not open tunnels to {target}: {reason}.\n"),
+        ),
         Error::BadResponse { target, reason } => (
             502,
             format!("mitm got an invalid response from the upstream server {target}: {reason}.\n"),

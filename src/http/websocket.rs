@@ -4,7 +4,7 @@
 //! Relaying a WebSocket after its `101 Switching Protocols` is the exchange's work
 //! (`crate::engine::exchange::upgrade`): frames stream through untouched unless a middleware
 //! asks for messages with
-//! [`Middleware::websocket_message_limit`](crate::Middleware::websocket_message_limit).
+//! [`HttpHandler::websocket_message_limit`](crate::HttpHandler::websocket_message_limit).
 
 use bytes::Bytes;
 
@@ -48,4 +48,16 @@ pub enum MessageVerdict {
     Drop,
     /// Close the WebSocket connection.
     Close,
+}
+
+/// How a WebSocket relay ended, for
+/// [`HttpHandler::websocket_end`](crate::middleware::HttpHandler::websocket_end).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WebSocketEnd {
+    /// When the relay ended.
+    pub at: std::time::SystemTime,
+    /// Why it broke off, if it did (a side's connection failed, or a frame broke the
+    /// protocol); `None` when both sides closed.
+    pub error: Option<std::sync::Arc<crate::Error>>,
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use async_trait::async_trait;
 
-use super::Middleware;
+use super::HttpHandler;
 use crate::core::Connection;
 use crate::http::message::{Body, Headers, HttpFlow};
 
@@ -86,7 +86,7 @@ impl HttpLog {
 }
 
 #[async_trait]
-impl Middleware for HttpLog {
+impl HttpHandler for HttpLog {
     async fn flow_finished(&self, _conn: &Connection, flow: &HttpFlow) {
         tracing::info!(target: "mitm::http", "{}", self.render(flow));
     }
@@ -94,9 +94,5 @@ impl Middleware for HttpLog {
     /// Bodies up to `max_body` are held so they can be shown.
     fn body_limit(&self) -> usize {
         self.max_body
-    }
-
-    fn wants_data(&self) -> bool {
-        false
     }
 }

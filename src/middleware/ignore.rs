@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{Interception, Middleware};
+use super::{Interception, Router};
 use crate::core::Connection;
 
 /// Lets TLS connections to matching hosts through without decrypting them: the client
@@ -45,7 +45,7 @@ impl IgnoreHosts {
 }
 
 #[async_trait]
-impl Middleware for IgnoreHosts {
+impl Router for IgnoreHosts {
     async fn should_intercept(&self, conn: &Connection, server_name: Option<&str>) -> Interception {
         let target = conn.target.as_ref().map(ToString::to_string);
         let hit = target
@@ -58,9 +58,5 @@ impl Middleware for IgnoreHosts {
         } else {
             Interception::Intercept
         }
-    }
-
-    fn wants_data(&self) -> bool {
-        false
     }
 }

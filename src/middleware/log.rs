@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::Middleware;
+use super::{DataHooks, Middleware};
 use crate::core::Connection;
 
 /// Logs every event of every connection, with client and server addresses, through
@@ -21,6 +21,16 @@ const PREVIEW: usize = 256;
 
 #[async_trait]
 impl Middleware for Log {
+    /// On only when its data lines would be written: otherwise the relay skips the
+    /// hooks.
+    fn data_hooks(&self) -> DataHooks {
+        if tracing::enabled!(target: "mitm::log", tracing::Level::DEBUG) {
+            DataHooks::On
+        } else {
+            DataHooks::Off
+        }
+    }
+
     async fn mitm_started(&self, addr: SocketAddr) {
         tracing::info!(target: "mitm::log", "MITM server started on {addr}.");
     }
@@ -68,11 +78,6 @@ impl Middleware for Log {
 
     async fn server_disconnected(&self, conn: &Connection) {
         tracing::info!(target: "mitm::log", "Server {} has disconnected.", conn.server);
-    }
-
-    /// Only when its data lines would be written: otherwise the relay skips the hooks.
-    fn wants_data(&self) -> bool {
-        tracing::enabled!(target: "mitm::log", tracing::Level::DEBUG)
     }
 }
 

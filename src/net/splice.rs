@@ -61,6 +61,8 @@ pub(crate) async fn relay(
     len: Option<u64>,
     idle: Option<Duration>,
 ) -> Result<Spliced, (io::Error, bool)> {
+    // Which relays take this path is worth knowing when tuning: say so at trace level.
+    tracing::trace!(target: "mitm::splice", ?len, "relaying with splice(2)");
     let mut moved = 0u64;
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
     loop {

@@ -22,6 +22,7 @@ use crate::engine::exchange::serve_h1::Opened;
 use crate::engine::exchange::Ahead;
 use crate::error::{Error, Result};
 use crate::http::settings::Settings;
+use crate::middleware::TunnelVerdict;
 use crate::net::io::{rewound, BoxIo};
 use crate::upstream::route::Route;
 use crate::wire::socks5::{self, Command, Credentials, Greeting, Reply, Step};
@@ -29,7 +30,7 @@ use crate::wire::socks5::{self, Command, Credentials, Greeting, Reply, Step};
 /// A SOCKS5 proxy: clients ask for a TCP connection to a host (by name, IPv4 or IPv6
 /// address) and the proxy treats it as an HTTP proxy treats a `CONNECT` tunnel: HTTPS
 /// inside is intercepted (or let through, see
-/// [`Middleware::should_intercept`](crate::Middleware::should_intercept)), anything
+/// [`Router::should_intercept`](crate::Router::should_intercept)), anything
 /// else is relayed through the data hooks.
 ///
 /// With [`MitmBuilder::proxy_auth`](crate::MitmBuilder::proxy_auth) set, clients must
@@ -130,6 +131,14 @@ impl Protocol for Socks5 {
             return Err(bad(format!(
                 "{target} is the proxy itself: connecting would loop"
             )));
+        }
+        if let TunnelVerdict::Refuse(reason) = cx.chain.tunnel(conn, &target).await {
+            // The client may be gone; the refusal is what matters.
+            let _ = hs.answer(&socks5::reply(Reply::NotAllowed, None)).await;
+            return Err(Error::TunnelRefused {
+                target: target.to_string(),
+                reason,
+            });
         }
         let (route, ahead, bound) = if settings.is_magic(&target.host) {
             // The proxy's own page, served inside the tunnel: nothing to reach.

@@ -24,6 +24,7 @@ use crate::engine::exchange::serve_h1::{self, Opened, Served, Start};
 use crate::engine::exchange::Ahead;
 use crate::error::{Error, Result};
 use crate::http::target::Scope;
+use crate::middleware::TunnelVerdict;
 use crate::net::io::{rewound, BoxIo};
 
 /// The first byte of a TLS handshake record.
@@ -145,6 +146,15 @@ impl Protocol for Transparent {
         data: Bytes,
     ) -> Result<Connected> {
         let settings = self.http.settings();
+        if let TunnelVerdict::Refuse(reason) = cx.chain.tunnel(conn, &target).await {
+            // Nothing can be answered where the client expects its destination: it is
+            // closed, and the refusal logged.
+            drop(client);
+            return Err(Error::TunnelRefused {
+                target: target.to_string(),
+                reason,
+            });
+        }
         if self.speaks(conn, &data).await == Speaks::Http {
             let scope = Scope::Destination(target);
             let served =

@@ -73,7 +73,7 @@ impl Listener {
     }
 
     /// How its clients' connections leave the proxy, unless a middleware's
-    /// [`route`](crate::Middleware::route) chooses otherwise. Default: direct.
+    /// [`route`](crate::Router::route) chooses otherwise. Default: direct.
     pub fn route(mut self, route: Route) -> Self {
         self.route = route;
         self

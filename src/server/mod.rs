@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::core::{Connection, Flow, Host, Target};
 use crate::engine::context::Context;
 use crate::error::{Error, Result, Side};
-use crate::middleware::{Chain, Log, Middleware};
+use crate::middleware::{Chain, Hooks, HttpHandler, Log, Middleware, Router};
 use crate::protocol::{Connected, Http, Protocol, Resolution};
 use crate::server::listener::{Bound, Listener};
 use crate::tls::ca::{CertificateAuthority, CA_CERT_FILE};
@@ -79,7 +79,7 @@ fn data_dir() -> Option<PathBuf> {
 /// let proxy = mitm::Mitm::builder()
 ///     .port(0)
 ///     .certificate_authority(ca)
-///     .middlewares(vec![Arc::new(mitm::HttpLog::default())])
+///     .http_handler(Arc::new(mitm::HttpLog::default()))
 ///     .bind()
 ///     .await?;
 /// # Ok(()) }
@@ -90,7 +90,9 @@ pub struct MitmBuilder {
     port: u16,
     protocols: Option<Vec<Arc<dyn Protocol>>>,
     listeners: Vec<Listener>,
-    middlewares: Option<Vec<Arc<dyn Middleware>>>,
+    hooks: Hooks,
+    /// Whether any hook was added or the middlewares set: else the default `[Log]`.
+    hooks_given: bool,
     ca: Option<Arc<CertificateAuthority>>,
     ca_dir: Option<PathBuf>,
     upstream_ca_files: Vec<PathBuf>,
@@ -123,7 +125,8 @@ impl Default for MitmBuilder {
             port: DEFAULT_PORT,
             protocols: None,
             listeners: Vec::new(),
-            middlewares: None,
+            hooks: Hooks::new(),
+            hooks_given: false,
             ca: None,
             ca_dir: None,
             upstream_ca_files: Vec::new(),
@@ -193,18 +196,45 @@ impl MitmBuilder {
         self
     }
 
-    /// Adds a middleware after those added before. Default: `[Log]`, used only when no
-    /// middleware is added or set.
+    /// Adds a [`Middleware`] (the original's seven connection hooks) after those added
+    /// before. Default: `[Log]`, used only when no hook of any kind is added.
     pub fn middleware(mut self, middleware: Arc<dyn Middleware>) -> Self {
-        self.middlewares
-            .get_or_insert_with(Vec::new)
-            .push(middleware);
+        self.hooks = self.hooks.middleware(middleware);
+        self.hooks_given = true;
         self
     }
 
-    /// Replaces the list of middlewares; an empty list means none at all.
+    /// Replaces the list of middlewares; an empty list means none at all (not even the
+    /// default `[Log]`).
     pub fn middlewares(mut self, middlewares: Vec<Arc<dyn Middleware>>) -> Self {
-        self.middlewares = Some(middlewares);
+        self.hooks.set_middlewares(middlewares);
+        self.hooks_given = true;
+        self
+    }
+
+    /// Adds an [`HttpHandler`] (hooks on HTTP and WebSocket messages) after those added
+    /// before. Default: none.
+    ///
+    /// ```no_run
+    /// # async fn run() -> mitm::Result<()> {
+    /// use std::sync::Arc;
+    /// let proxy = mitm::Mitm::builder()
+    ///     .http_handler(Arc::new(mitm::HttpLog::default()))
+    ///     .bind()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn http_handler(mut self, handler: Arc<dyn HttpHandler>) -> Self {
+        self.hooks = self.hooks.http_handler(handler);
+        self.hooks_given = true;
+        self
+    }
+
+    /// Adds a [`Router`] (routes, tunnels, TLS interception) after those added before.
+    /// Default: none.
+    pub fn router(mut self, router: Arc<dyn Router>) -> Self {
+        self.hooks = self.hooks.router(router);
+        self.hooks_given = true;
         self
     }
 
@@ -340,9 +370,11 @@ impl MitmBuilder {
             Some(pem) => upstream_tls.with_client_cert(pem)?,
             None => upstream_tls,
         };
-        let middlewares = self
-            .middlewares
-            .unwrap_or_else(|| vec![Arc::new(Log) as Arc<dyn Middleware>]);
+        let hooks = if self.hooks_given {
+            self.hooks
+        } else {
+            Hooks::new().middleware(Arc::new(Log))
+        };
         let mut listeners = self.listeners;
         if listeners.is_empty() {
             let protocols = self
@@ -379,7 +411,7 @@ impl MitmBuilder {
         upstreams.start_sweeping();
         let (stop, stopping) = watch::channel(false);
         let cx = Context {
-            chain: Chain::new(middlewares),
+            chain: Chain::new(hooks),
             ca,
             upstreams,
             route: Route::Direct,

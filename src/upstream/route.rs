@@ -3,7 +3,7 @@
 //!
 //! A server has a default route (a listener's `upstream:` mode sets it) and a
 //! middleware may choose another per request or tunnel with
-//! [`Middleware::route`](crate::Middleware::route). The upstream layer keeps its pooled
+//! [`Router::route`](crate::Router::route). The upstream layer keeps its pooled
 //! connections per route and origin, so two routes never share a connection.
 
 use std::fmt;

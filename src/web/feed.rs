@@ -17,7 +17,7 @@ use crate::capture::{recorded_response, Ending, Filter, Record, RecordedBody, Re
 use crate::core::Connection;
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Verdict};
 use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
-use crate::middleware::Middleware;
+use crate::middleware::HttpHandler;
 
 /// The default of [`Feed`]'s body limit: 4 MiB kept of each body.
 pub const DEFAULT_FEED_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -351,7 +351,7 @@ impl Feed {
 }
 
 #[async_trait]
-impl Middleware for Feed {
+impl HttpHandler for Feed {
     async fn request(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         let record = Record::from_flow(conn, flow, self.body_limit);
         // Nothing can wait: the record goes to the store as it is.
@@ -483,7 +483,7 @@ impl Middleware for Feed {
     /// otherwise they stream as they would without the UI (an event stream stays
     /// live), their first bytes kept as they pass ([`streamed_body_prefix`]).
     ///
-    /// [`streamed_body_prefix`]: Middleware::streamed_body_prefix
+    /// [`streamed_body_prefix`]: HttpHandler::streamed_body_prefix
     fn body_limit(&self) -> usize {
         if self.interceptor.filter_lock().is_some() {
             self.body_limit
@@ -498,10 +498,6 @@ impl Middleware for Feed {
 
     fn websocket_message_limit(&self) -> usize {
         self.body_limit
-    }
-
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 

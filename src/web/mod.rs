@@ -17,7 +17,7 @@
 //!
 //! let ui = WebUi::builder().port(0).bind().await?;
 //! println!("web UI: {}", ui.url());
-//! let proxy = mitm::Mitm::builder().middleware(ui.feed()).bind().await?;
+//! let proxy = mitm::Mitm::builder().http_handler(ui.feed()).bind().await?;
 //! // Replays go out through a proxy of their own, bound and never run.
 //! let sender = mitm::Mitm::builder().port(0).middlewares(vec![]).bind().await?;
 //! tokio::spawn(ui.replayer(Arc::new(sender)).run());

@@ -7,7 +7,8 @@ use crate::common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use mitm::{async_trait, Connection, HttpFlow, Middleware, Verdict};
+use mitm::HttpHandler;
+use mitm::{async_trait, Connection, HttpFlow, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -104,12 +105,13 @@ struct Flows {
 }
 
 #[async_trait]
-impl Middleware for Flows {
+impl HttpHandler for Flows {
     async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         let line = format!("request {} {}", flow.request.method, flow.request.target);
         self.seen.lock().unwrap().push(line);
         Verdict::Continue
     }
+
     async fn response(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         let status = flow.response.as_ref().map_or(0, |r| r.status);
         let error = flow.error.is_some();
@@ -117,13 +119,11 @@ impl Middleware for Flows {
         self.seen.lock().unwrap().push(line);
         Verdict::Continue
     }
+
     async fn flow_finished(&self, _conn: &Connection, flow: &HttpFlow) {
         let status = flow.response.as_ref().map_or(0, |r| r.status);
         let line = format!("finished {} {status}", flow.request.method);
         self.seen.lock().unwrap().push(line);
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
@@ -131,7 +131,7 @@ impl Middleware for Flows {
 async fn a_connect_is_a_flow_with_its_response_and_its_end() {
     let origin = start_tls_origin().await;
     let flows = Arc::new(Flows::default());
-    let proxy = start_proxy(|b| b.middleware(flows.clone())).await;
+    let proxy = start_proxy(|b| b.http_handler(flows.clone())).await;
     let port = origin.port();
 
     let mut tls = Wire::new(tls_through(&proxy, "localhost", port).await);
@@ -171,7 +171,7 @@ async fn a_connect_is_a_flow_with_its_response_and_its_end() {
 struct NoTunnels;
 
 #[async_trait]
-impl Middleware for NoTunnels {
+impl HttpHandler for NoTunnels {
     async fn response(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         if flow.request.method == "CONNECT" {
             let refusal = mitm::Response::new(403).with_body("text/plain", "no tunnels here\n");
@@ -179,15 +179,12 @@ impl Middleware for NoTunnels {
         }
         Verdict::Continue
     }
-    fn wants_data(&self) -> bool {
-        false
-    }
 }
 
 #[tokio::test]
 async fn a_response_hook_can_turn_a_tunnel_down() {
     let origin = start_tls_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(NoTunnels))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(NoTunnels))).await;
     let mut wire = Wire::connect(proxy.addr).await;
     wire.send(format!(
         "CONNECT localhost:{} HTTP/1.1\r\n\r\n",
@@ -204,7 +201,7 @@ async fn a_response_hook_can_turn_a_tunnel_down() {
 async fn plain_http_inside_a_tunnel_goes_through_the_message_hooks() {
     let origin = start_origin().await;
     let flows = Arc::new(Flows::default());
-    let proxy = start_proxy(|b| b.middleware(flows.clone())).await;
+    let proxy = start_proxy(|b| b.http_handler(flows.clone())).await;
     let port = origin.port();
 
     let mut wire = Wire::connect(proxy.addr).await;
@@ -244,4 +241,155 @@ async fn plain_http_inside_a_tunnel_goes_through_the_message_hooks() {
         ],
         "{seen:?}"
     );
+}
+
+/// Answers requests for one host itself, `CONNECT` included, as a blocking policy
+/// written the simple way would.
+struct Blocked(&'static str);
+
+#[async_trait]
+impl HttpHandler for Blocked {
+    async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
+        if flow.request.target.host != self.0 {
+            return Verdict::Continue;
+        }
+        let page = mitm::Response::new(403).with_body("text/plain", "blocked by policy\n");
+        Verdict::Respond(page)
+    }
+}
+
+/// A request hook that answers an HTTPS host's `CONNECT` gets its answer read by the
+/// client: the tunnel is opened (nothing is connected upstream), its TLS intercepted,
+/// and each request in it answered with the page, through the hooks.
+#[tokio::test]
+async fn a_connect_answered_by_a_request_hook_is_read_inside_the_tunnel() {
+    let flows = Arc::new(Flows::default());
+    let proxy = start_proxy(|b| {
+        b.http_handler(flows.clone())
+            .http_handler(Arc::new(Blocked("blocked.localhost")))
+    })
+    .await;
+    // Nothing listens there: the answer cannot come from an origin.
+    let port = refused_port();
+    let client = client_via(&proxy);
+    for _ in 0..2 {
+        let reply = client
+            .get(format!("https://blocked.localhost:{port}/page"))
+            .send()
+            .await
+            .expect("the client never read the page");
+        assert_eq!(reply.status().as_u16(), 403);
+        assert_eq!(reply.text().await.unwrap(), "blocked by policy\n");
+    }
+    let seen = flows.seen.lock().unwrap().clone();
+    assert_eq!(
+        &seen[..6],
+        [
+            format!("request CONNECT blocked.localhost:{port}"),
+            "response CONNECT 200 error=false".into(),
+            "finished CONNECT 200".into(),
+            format!("request GET blocked.localhost:{port}"),
+            "response GET 403 error=false".into(),
+            "finished GET 403".into(),
+        ],
+        "{seen:#?}"
+    );
+}
+
+/// Opens tunnels to one port only.
+struct OnlyPort(u16);
+
+#[async_trait]
+impl mitm::Router for OnlyPort {
+    async fn tunnel(&self, _conn: &Connection, target: &mitm::Target) -> mitm::TunnelVerdict {
+        if target.port == self.0 {
+            mitm::TunnelVerdict::Open
+        } else {
+            mitm::TunnelVerdict::Refuse(format!("only port {} is open", self.0))
+        }
+    }
+}
+
+/// A router refuses a `CONNECT` before anything is connected: the client reads a 403
+/// saying why, the hooks see it as a flow with its error, and the target never sees a
+/// connection.
+#[tokio::test]
+async fn a_router_refuses_a_connect_before_connecting() {
+    let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = target.local_addr().unwrap().port();
+    let flows = Arc::new(Flows::default());
+    let proxy = start_proxy(|b| {
+        b.router(Arc::new(OnlyPort(443)))
+            .http_handler(flows.clone())
+    })
+    .await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n"))
+        .await;
+    let reply = wire.response_to("CONNECT").await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert!(reply.text().contains("only port 443 is open"), "{reply:?}");
+    // Had the proxy connected before answering, the connection would be waiting here.
+    let accepted = tokio::time::timeout(std::time::Duration::ZERO, target.accept()).await;
+    assert!(accepted.is_err(), "the proxy connected a refused target");
+    let seen = flows.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            format!("request CONNECT 127.0.0.1:{port}"),
+            "response CONNECT 403 error=true".into(),
+            "finished CONNECT 403".into(),
+        ]
+    );
+}
+
+/// An HTTP/1.1 client inside a tunnel whose origin fails TLS (its certificate names
+/// another host) reads its 502 as the answer to its request, made by the exchange: the
+/// hooks see it with the error, and a capture keeps it.
+#[tokio::test]
+async fn an_http1_client_in_a_tunnel_whose_origin_fails_tls_gets_its_502_through_the_hooks() {
+    let origin = start_tls_origin_for("other.localhost").await;
+    let port = origin.port();
+    let flows = Arc::new(Flows::default());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("failed.flows");
+    let capture = Arc::new(
+        mitm::capture::Capture::builder()
+            .sink(mitm::capture::create(&path).unwrap())
+            .start(),
+    );
+    let proxy = start_proxy(|b| b.http_handler(flows.clone()).http_handler(capture.clone())).await;
+
+    let mut tls = Wire::new(tls_through_offering(&proxy, "localhost", port, &[b"http/1.1"]).await);
+    tls.send(format!(
+        "GET /inside HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"
+    ))
+    .await;
+    let reply = tls.response().await;
+    assert_eq!(reply.status, 502, "{reply:?}");
+    assert!(reply.text().contains("TLS"), "{reply:?}");
+    drop(tls);
+
+    tokio::time::timeout(PATIENCE, capture.wait_written(2))
+        .await
+        .expect("timed out waiting for the capture");
+    let seen = flows.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            format!("request CONNECT localhost:{port}"),
+            "response CONNECT 200 error=false".into(),
+            "finished CONNECT 200".into(),
+            format!("request GET localhost:{port}"),
+            "response GET 502 error=true".into(),
+            "finished GET 502".into(),
+        ]
+    );
+    let saved = mitm::capture::read(&path).unwrap();
+    let get = saved
+        .iter()
+        .find(|r| r.request.method == "GET")
+        .expect("the GET is in the capture");
+    assert_eq!(get.response.as_ref().map(|r| r.status), Some(502));
+    assert!(get.error.is_some(), "the capture keeps why it failed");
 }

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use mitm::{async_trait, Connection, HttpFlow, Middleware, Verdict};
+use mitm::HttpHandler;
+use mitm::{async_trait, Connection, HttpFlow, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -111,13 +112,14 @@ struct Errors {
 }
 
 #[async_trait]
-impl Middleware for Errors {
+impl HttpHandler for Errors {
     async fn response(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         let status = flow.response.as_ref().map_or(0, |r| r.status);
         let error = flow.error.as_ref().map(|e| e.to_string());
         self.seen.lock().unwrap().push((status, error));
         Verdict::Continue
     }
+
     async fn flow_finished(&self, _conn: &Connection, flow: &HttpFlow) {
         let status = flow.response.as_ref().map_or(0, |r| r.status);
         self.finished
@@ -125,16 +127,13 @@ impl Middleware for Errors {
             .unwrap()
             .push((status, flow.error.is_some()));
     }
-    fn wants_data(&self) -> bool {
-        false
-    }
 }
 
 #[tokio::test]
 async fn a_proxy_made_502_carries_its_error_and_an_origins_does_not() {
     let origin = start_origin().await;
     let errors = Arc::new(Errors::default());
-    let proxy = start_proxy(|b| b.middleware(errors.clone())).await;
+    let proxy = start_proxy(|b| b.http_handler(errors.clone())).await;
     let closed = refused_port();
     let mut wire = Wire::connect(proxy.addr).await;
     wire.send(format!(
@@ -180,7 +179,7 @@ async fn a_flow_broken_off_midway_is_finished_with_its_error() {
         let _ = tcp.set_zero_linger();
     });
     let errors = Arc::new(Errors::default());
-    let proxy = start_proxy(|b| b.middleware(errors.clone())).await;
+    let proxy = start_proxy(|b| b.http_handler(errors.clone())).await;
     let mut wire = Wire::connect(proxy.addr).await;
     wire.send(format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"))
         .await;
@@ -260,13 +259,10 @@ async fn shutdown_returns_at_once_with_an_idle_keep_alive_client() {
 struct Count(AtomicUsize);
 
 #[async_trait]
-impl Middleware for Count {
+impl HttpHandler for Count {
     async fn request(&self, _conn: &Connection, _flow: &mut HttpFlow) -> Verdict {
         self.0.fetch_add(1, Ordering::SeqCst);
         Verdict::Continue
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
@@ -289,7 +285,7 @@ async fn a_request_in_flight_at_shutdown_still_finishes() {
     let count = Arc::new(Count::default());
     let proxy = start_proxy(|b| {
         b.grace_period(Duration::from_secs(600))
-            .middleware(count.clone())
+            .http_handler(count.clone())
     })
     .await;
     let mut wire = Wire::connect(proxy.addr).await;

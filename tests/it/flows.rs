@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use mitm::capture::flows::{read_flows, FlowWriter};
 use mitm::capture::Capture;
-use mitm::Middleware;
 
 /// The mitmproxy releases the tests run: the pinned 11 of the test venv, and 10 in the
 /// venv inside it.
@@ -146,8 +145,8 @@ async fn opens_the_flows_we_capture(release: Release) {
             .sink(Box::new(FlowWriter::create(&path).unwrap()))
             .start(),
     );
-    let middleware: Arc<dyn Middleware> = capture.clone();
-    let proxy = start_proxy(|b| b.middleware(middleware)).await;
+    let handler = capture.clone();
+    let proxy = start_proxy(|b| b.http_handler(handler)).await;
     let client = client_via(&proxy);
 
     let sent = send_requests(&client, origin.port(), tls.port()).await;

@@ -444,7 +444,7 @@ async fn capture_until_killed() {
     );
     let proxy = start_proxy({
         let capture = capture.clone();
-        |b| b.middleware(capture)
+        |b| b.http_handler(capture)
     })
     .await;
     let client = client_via(&proxy);

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use mitm::{async_trait, Body, Bytes, Connection, Http, HttpFlow, Middleware, Resolve};
+use mitm::HttpHandler;
+use mitm::{async_trait, Body, Bytes, Connection, Http, HttpFlow, Resolve};
 use mitm::{Response, SystemResolver, Verdict};
 use tokio::sync::Notify;
 
@@ -163,19 +164,16 @@ async fn a_chunked_response_reaches_the_client_with_its_trailer() {
 struct HoldBodies;
 
 #[async_trait]
-impl Middleware for HoldBodies {
+impl HttpHandler for HoldBodies {
     fn body_limit(&self) -> usize {
         1 << 20
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
 #[tokio::test]
 async fn a_chunked_request_held_whole_for_the_hooks_keeps_valid_framing() {
     let origin = start_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(HoldBodies))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(HoldBodies))).await;
     let mut wire = Wire::connect(proxy.addr).await;
     wire.send(chunked_post(&origin)).await;
     let reply = wire.response().await;
@@ -188,7 +186,7 @@ async fn a_chunked_request_held_whole_for_the_hooks_keeps_valid_framing() {
 #[tokio::test]
 async fn a_chunked_response_held_whole_for_the_hooks_keeps_valid_framing() {
     let origin = start_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(HoldBodies))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(HoldBodies))).await;
     let mut wire = Wire::connect(proxy.addr).await;
     wire.send(get(&origin, "/chunked")).await;
     let reply = wire.response().await;
@@ -213,7 +211,7 @@ async fn a_gzip_encoded_body_passes_through_untouched() {
 struct Decoded(Mutex<Vec<String>>);
 
 #[async_trait]
-impl Middleware for Decoded {
+impl HttpHandler for Decoded {
     async fn response(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         let response = flow
             .response
@@ -226,6 +224,7 @@ impl Middleware for Decoded {
         self.0.lock().unwrap().push(text);
         Verdict::Continue
     }
+
     fn body_limit(&self) -> usize {
         1 << 20
     }
@@ -235,7 +234,7 @@ impl Middleware for Decoded {
 async fn a_hook_decodes_a_gzip_body_with_the_helper_and_the_client_gets_it_as_sent() {
     let origin = start_origin().await;
     let decoded = Arc::new(Decoded::default());
-    let proxy = start_proxy(|b| b.middleware(decoded.clone())).await;
+    let proxy = start_proxy(|b| b.http_handler(decoded.clone())).await;
     let mut wire = Wire::connect(proxy.addr).await;
     wire.send(get(&origin, "/gzip")).await;
     let reply = wire.response().await;
@@ -341,7 +340,7 @@ async fn expect_100_continue_gets_100_before_the_body_is_sent() {
 #[tokio::test]
 async fn expect_100_continue_works_when_hooks_hold_the_body() {
     let origin = start_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(HoldBodies))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(HoldBodies))).await;
     expect_continue_through(&proxy, &origin).await;
 }
 
@@ -402,19 +401,16 @@ async fn a_256_mib_download_streams_intact() {
 struct Deny;
 
 #[async_trait]
-impl Middleware for Deny {
+impl HttpHandler for Deny {
     async fn request(&self, _conn: &Connection, _flow: &mut HttpFlow) -> Verdict {
         Verdict::Respond(Response::new(403).with_body("text/plain", "denied by a test hook"))
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
 #[tokio::test]
 async fn a_request_hook_can_answer_without_contacting_the_origin() {
     let origin = start_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(Deny))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(Deny))).await;
     let mut wire = Wire::connect(proxy.addr).await;
     for path in ["/secret", "/another"] {
         wire.send(get(&origin, path)).await;
@@ -430,20 +426,17 @@ async fn a_request_hook_can_answer_without_contacting_the_origin() {
 struct AddHeader;
 
 #[async_trait]
-impl Middleware for AddHeader {
+impl HttpHandler for AddHeader {
     async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         flow.request.headers.insert("X-Added-By", "test-hook");
         Verdict::Continue
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
 #[tokio::test]
 async fn a_request_hook_can_set_a_header_the_origin_sees() {
     let origin = start_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(AddHeader))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(AddHeader))).await;
     let mut wire = Wire::connect(proxy.addr).await;
     assert_answered(&mut wire, &origin, "/with-header").await;
     assert_eq!(origin.requests()[0].header("x-added-by"), Some("test-hook"));
@@ -456,7 +449,7 @@ const REWRITTEN: &str = "rewritten by a response hook";
 struct Rewrite;
 
 #[async_trait]
-impl Middleware for Rewrite {
+impl HttpHandler for Rewrite {
     async fn response(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         if let Some(response) = flow.response.as_mut() {
             // Held whole (or empty, for a HEAD): never streaming under 1 MiB.
@@ -465,18 +458,16 @@ impl Middleware for Rewrite {
         }
         Verdict::Continue
     }
+
     fn body_limit(&self) -> usize {
         1 << 20
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
 #[tokio::test]
 async fn a_response_hook_can_replace_the_body_and_content_length_follows() {
     let origin = start_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(Rewrite))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(Rewrite))).await;
     let mut wire = Wire::connect(proxy.addr).await;
     // A Content-Length body and a chunked one, replaced by a body of another length;
     // the connection goes on after each.
@@ -500,16 +491,14 @@ async fn a_response_hook_can_replace_the_body_and_content_length_follows() {
 struct SeeRequestBodies(Mutex<Vec<Body>>);
 
 #[async_trait]
-impl Middleware for SeeRequestBodies {
+impl HttpHandler for SeeRequestBodies {
     async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         self.0.lock().unwrap().push(flow.request.body.clone());
         Verdict::Continue
     }
+
     fn body_limit(&self) -> usize {
         1024
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
@@ -517,7 +506,7 @@ impl Middleware for SeeRequestBodies {
 async fn a_request_hook_sees_small_bodies_whole_and_large_ones_streaming() {
     let origin = start_origin().await;
     let seen = Arc::new(SeeRequestBodies::default());
-    let proxy = start_proxy(|b| b.middleware(seen.clone())).await;
+    let proxy = start_proxy(|b| b.http_handler(seen.clone())).await;
     let small = b"a small body".to_vec();
     let large: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
     let mut wire = Wire::connect(proxy.addr).await;
@@ -548,7 +537,7 @@ struct Kill {
 }
 
 #[async_trait]
-impl Middleware for Kill {
+impl HttpHandler for Kill {
     async fn request(&self, _conn: &Connection, _flow: &mut HttpFlow) -> Verdict {
         if self.in_response {
             Verdict::Continue
@@ -556,11 +545,9 @@ impl Middleware for Kill {
             Verdict::Kill
         }
     }
+
     async fn response(&self, _conn: &Connection, _flow: &mut HttpFlow) -> Verdict {
         Verdict::Kill
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
@@ -568,7 +555,7 @@ impl Middleware for Kill {
 async fn a_kill_verdict_from_a_request_hook_closes_the_client_without_a_response() {
     let origin = start_origin().await;
     let kill = Kill { in_response: false };
-    let proxy = start_proxy(|b| b.middleware(Arc::new(kill))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(kill))).await;
     let mut wire = Wire::connect(proxy.addr).await;
     wire.send(get(&origin, "/doomed")).await;
     let rest = wire.read_to_end().await;
@@ -580,7 +567,7 @@ async fn a_kill_verdict_from_a_request_hook_closes_the_client_without_a_response
 async fn a_kill_verdict_from_a_response_hook_closes_the_client_without_a_response() {
     let origin = start_origin().await;
     let kill = Kill { in_response: true };
-    let proxy = start_proxy(|b| b.middleware(Arc::new(kill))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(kill))).await;
     let mut wire = Wire::connect(proxy.addr).await;
     wire.send(get(&origin, "/doomed")).await;
     let rest = wire.read_to_end().await;
@@ -616,16 +603,14 @@ impl Flows {
 }
 
 #[async_trait]
-impl Middleware for Flows {
+impl HttpHandler for Flows {
     async fn flow_finished(&self, _conn: &Connection, flow: &HttpFlow) {
         self.done.lock().unwrap().push(flow.clone());
         self.changed.notify_waiters();
     }
+
     fn body_limit(&self) -> usize {
         self.limit
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
@@ -637,7 +622,7 @@ async fn flows_of(limit: usize, paths: &[&str]) -> Vec<HttpFlow> {
         limit,
         ..Flows::default()
     });
-    let proxy = start_proxy(|b| b.middleware(flows.clone())).await;
+    let proxy = start_proxy(|b| b.http_handler(flows.clone())).await;
     let mut wire = Wire::connect(proxy.addr).await;
     let body = pattern(1234);
     wire.send(format!(
@@ -881,13 +866,10 @@ async fn an_http10_client_gets_a_chunked_response_unchunked_until_close() {
 struct Redirect(mitm::Target);
 
 #[async_trait]
-impl Middleware for Redirect {
+impl HttpHandler for Redirect {
     async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         flow.request.target = self.0.clone();
         Verdict::Continue
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
@@ -895,7 +877,7 @@ impl Middleware for Redirect {
 async fn a_request_hook_can_send_the_request_to_another_origin() {
     let (asked, other) = (start_origin().await, start_origin().await);
     let target = mitm::Target::new("127.0.0.1", other.port(), false);
-    let proxy = start_proxy(|b| b.middleware(Arc::new(Redirect(target)))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(Redirect(target)))).await;
     let mut wire = Wire::connect(proxy.addr).await;
     assert_answered(&mut wire, &asked, "/moved").await;
     assert_only_request(&other, "GET", "/moved");
@@ -905,7 +887,7 @@ async fn a_request_hook_can_send_the_request_to_another_origin() {
 #[tokio::test]
 async fn a_hook_answer_to_an_expect_100_continue_request_comes_without_100() {
     let origin = start_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(Deny))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(Deny))).await;
     let mut wire = Wire::connect(proxy.addr).await;
     wire.send(format!(
         "POST /echo HTTP/1.1\r\nHost: {}\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
@@ -964,14 +946,14 @@ async fn an_error_page_for_a_head_request_has_no_body() {
 /// `GET /after`, whose response must be read as such (with `next_body`), which it is
 /// not if the first response had a body after all.
 async fn bodiless_then_get(
-    middleware: Arc<dyn Middleware>,
+    handler: Arc<dyn HttpHandler>,
     method: &str,
     path: &str,
     next_body: &str,
 ) {
     let origin = start_origin().await;
     let host = host_of(&origin);
-    let proxy = start_proxy(|b| b.middleware(middleware)).await;
+    let proxy = start_proxy(|b| b.http_handler(handler)).await;
     let mut wire = Wire::connect(proxy.addr).await;
     wire.send(format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"))
         .await;
@@ -1007,7 +989,7 @@ async fn a_hook_answer_reaches_the_client_when_the_request_body_is_left_unread()
     // proxy closes the connection after its answer, which must not destroy the
     // answer on its way.
     let origin = start_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(Deny))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(Deny))).await;
     let mut wire = Wire::connect(proxy.addr).await;
     let part = vec![b'x'; 64 * 1024];
     wire.send(format!(

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::*;
-use mitm::{async_trait, Connection, HttpFlow, Middleware, Response, Verdict, Version};
+use mitm::HttpHandler;
+use mitm::{async_trait, Connection, HttpFlow, Response, Verdict, Version};
 
 /// An HTTPS origin that speaks only HTTP/2 (ALPN `h2`). It answers every request with
 /// `h2 origin: METHOD PATH x-hook=VALUE` and records the requests.
@@ -82,14 +83,11 @@ struct Hook {
 }
 
 #[async_trait]
-impl Middleware for Hook {
+impl HttpHandler for Hook {
     async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         self.versions.lock().unwrap().push(flow.request.version);
         flow.request.headers.insert("X-Hook", "set");
         Verdict::Continue
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
@@ -147,7 +145,7 @@ async fn an_h2_client_reaches_an_h2_origin_in_h2_on_both_sides() {
     }
     let origin = start_h2_origin().await;
     let hook = Arc::new(Hook::default());
-    let proxy = start_proxy(|b| b.middleware(hook.clone())).await;
+    let proxy = start_proxy(|b| b.http_handler(hook.clone())).await;
     let url = format!("https://localhost:{}/both", origin.port);
     let (body, version) = curl(&proxy, "--http2", &url, &[]).await;
     assert_eq!(version, "2", "the client did not speak h2 with the proxy");
@@ -167,7 +165,7 @@ async fn an_h2_client_reaches_an_http1_only_origin() {
         return;
     }
     let origin = start_tls_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(Hook::default()))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(Hook::default()))).await;
     let url = format!("https://localhost:{}/echo", origin.port());
     let (body, version) = curl(
         &proxy,
@@ -226,7 +224,7 @@ async fn an_http1_client_reaches_an_h2_only_origin() {
     }
     let origin = start_h2_origin().await;
     let hook = Arc::new(Hook::default());
-    let proxy = start_proxy(|b| b.middleware(hook.clone())).await;
+    let proxy = start_proxy(|b| b.http_handler(hook.clone())).await;
     let url = format!("https://localhost:{}/one", origin.port);
     let (body, version) = curl(&proxy, "--http1.1", &url, &[]).await;
     assert_eq!(version, "1.1");
@@ -318,7 +316,7 @@ async fn concurrent_streams_of_an_h2_client_each_get_their_own_answer_from_an_h2
     const STREAMS: usize = 8;
     let origin = start_h2_origin().await;
     let hook = Arc::new(Hook::default());
-    let proxy = start_proxy(|b| b.middleware(hook.clone())).await;
+    let proxy = start_proxy(|b| b.http_handler(hook.clone())).await;
     let send = h2_client(&proxy, origin.port).await;
     // Every request is sent before any response is read: the streams are open at once.
     let mut pending = Vec::new();
@@ -389,22 +387,19 @@ async fn an_h2_client_uploads_a_large_body_to_an_http1_origin_and_gets_it_back_i
 struct Block;
 
 #[async_trait]
-impl Middleware for Block {
+impl HttpHandler for Block {
     async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         if flow.request.path != "/blocked" {
             return Verdict::Continue;
         }
         Verdict::Respond(Response::new(403).with_body("text/plain", "blocked by a hook\n"))
     }
-    fn wants_data(&self) -> bool {
-        false
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_hook_answers_an_h2_stream_itself_and_the_connection_goes_on() {
     let origin = start_h2_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(Block))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(Block))).await;
     let send = h2_client(&proxy, origin.port).await;
 
     let blocked = h2_get(&send, origin.port, "/blocked").await;

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use mitm::DataHooks;
 use mitm::{async_trait, Bytes, Connection, Middleware};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -69,6 +70,10 @@ impl Reads {
 
 #[async_trait]
 impl Middleware for Reads {
+    fn data_hooks(&self) -> DataHooks {
+        DataHooks::On
+    }
+
     async fn client_data(&self, _conn: &Connection, data: Bytes) -> Bytes {
         self.chunks.lock().unwrap().push(data.clone());
         self.changed.notify_waiters();
@@ -92,7 +97,7 @@ async fn pipelined_and_split_messages_are_each_logged_once() {
     let origin = start_origin().await;
     let reads = Arc::new(Reads::default());
     let proxy = start_proxy(|b| {
-        b.middleware(Arc::new(mitm::HttpLog::default()))
+        b.http_handler(Arc::new(mitm::HttpLog::default()))
             .middleware(reads.clone())
     })
     .await;

@@ -21,6 +21,7 @@ mod exchange;
 mod fail_open;
 mod flows;
 mod har;
+mod hooks;
 mod http1;
 mod http2;
 mod http_log;

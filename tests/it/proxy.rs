@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use mitm::DataHooks;
 use mitm::{async_trait, Bytes, Connected, Connection, Context, Http, Middleware, Protocol};
 use mitm::{BoxIo, Resolution, Target, Tunnel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -167,9 +168,14 @@ struct Rewrite;
 
 #[async_trait]
 impl Middleware for Rewrite {
+    fn data_hooks(&self) -> DataHooks {
+        DataHooks::On
+    }
+
     async fn client_data(&self, _conn: &Connection, data: Bytes) -> Bytes {
         replace(&data, b"ping", b"PING")
     }
+
     async fn server_data(&self, _conn: &Connection, data: Bytes) -> Bytes {
         replace(&data, b"hello", b"HELLO")
     }
@@ -215,6 +221,10 @@ struct Swallow;
 
 #[async_trait]
 impl Middleware for Swallow {
+    fn data_hooks(&self) -> DataHooks {
+        DataHooks::On
+    }
+
     async fn server_data(&self, _conn: &Connection, _data: Bytes) -> Bytes {
         Bytes::new()
     }

@@ -8,7 +8,8 @@ use crate::common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use mitm::{async_trait, Connection, HttpFlow, Middleware, Reverse, Verdict};
+use mitm::HttpHandler;
+use mitm::{async_trait, Connection, HttpFlow, Reverse, Verdict};
 use tokio::process::Command;
 
 /// The name TLS clients ask the reverse proxy for (resolved by curl's `--resolve`,
@@ -22,7 +23,7 @@ struct Tag {
 }
 
 #[async_trait]
-impl Middleware for Tag {
+impl HttpHandler for Tag {
     async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         self.urls.lock().unwrap().push(flow.request.url());
         flow.request.headers.insert("x-seen-by", "mitm-reverse");
@@ -33,7 +34,7 @@ impl Middleware for Tag {
 /// A reverse proxy for `reverse` on 127.0.0.1:0 (trusting the test origins' CA
 /// upstream), with `tag` as its only middleware.
 async fn start_reverse(reverse: Reverse, tag: Arc<Tag>) -> TestProxy {
-    start_proxy(|b| b.protocols(vec![Arc::new(reverse)]).middleware(tag)).await
+    start_proxy(|b| b.protocols(vec![Arc::new(reverse)]).http_handler(tag)).await
 }
 
 /// Runs curl with `args`: its status (`-w`'s output) and body, failing the test on a

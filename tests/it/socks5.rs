@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use mitm::{async_trait, Connection, Middleware, MitmBuilder, Resolve, Route, Socks5, Target};
+use mitm::{async_trait, Connection, MitmBuilder, Resolve, Route, Socks5, Target};
+use mitm::{HttpHandler, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -89,7 +90,7 @@ impl Targets {
 }
 
 #[async_trait]
-impl Middleware for Targets {
+impl Router for Targets {
     async fn route(&self, _conn: &Connection, target: &Target) -> Option<Route> {
         self.0.lock().unwrap().push(target.to_string());
         None
@@ -104,7 +105,7 @@ async fn curl_socks5_hostname_reaches_plain_and_tls_origins() {
     let plain = start_origin().await;
     let tls = start_tls_origin().await;
     let targets = Arc::new(Targets::default());
-    let proxy = socks_proxy(|b| b.middleware(targets.clone())).await;
+    let proxy = socks_proxy(|b| b.router(targets.clone())).await;
     let (_dir, ca) = ca_file(&proxy);
     let socks = proxy.addr.to_string();
 
@@ -133,7 +134,7 @@ async fn curl_socks5_with_an_ipv4_address_reaches_plain_and_tls_origins() {
     let plain = start_origin().await;
     let tls = start_tls_origin().await;
     let targets = Arc::new(Targets::default());
-    let proxy = socks_proxy(|b| b.middleware(targets.clone())).await;
+    let proxy = socks_proxy(|b| b.router(targets.clone())).await;
     let (_dir, ca) = ca_file(&proxy);
     let socks = proxy.addr.to_string();
 
@@ -186,7 +187,7 @@ async fn curl_socks5_reaches_an_ipv6_target() {
         return;
     };
     let targets = Arc::new(Targets::default());
-    let proxy = socks_proxy(|b| b.middleware(targets.clone())).await;
+    let proxy = socks_proxy(|b| b.router(targets.clone())).await;
     let url = format!("http://[::1]:{}/six", origin.port());
     let got = curl_ok(&["--socks5", &proxy.addr.to_string(), &url]).await;
     assert_eq!(got, "v6 origin: GET /six HTTP/1.1");
@@ -513,7 +514,7 @@ fn the_fuzz_seeds_are_whole_handshakes() {
 struct Via(Route);
 
 #[async_trait]
-impl Middleware for Via {
+impl Router for Via {
     async fn route(&self, _conn: &Connection, _target: &Target) -> Option<Route> {
         Some(self.0.clone())
     }
@@ -586,7 +587,7 @@ async fn upstream_socks5_with_credentials_carries_plain_and_tls() {
     let plain = start_origin().await;
     let tls = start_tls_origin_for("127.0.0.1").await;
     let via = Arc::new(Via(socks.route("hop", "pass%20word")));
-    let proxy = start_proxy(|b| b.middleware(via)).await;
+    let proxy = start_proxy(|b| b.router(via)).await;
     let client = client_via(&proxy);
 
     let url = format!("http://127.0.0.1:{}/through", plain.port());
@@ -614,7 +615,7 @@ async fn upstream_socks5_failures_name_the_hop_in_the_page() {
     let origin = start_origin().await;
 
     let wrong = Arc::new(Via(socks.route("hop", "wrong")));
-    let proxy = start_proxy(|b| b.middleware(wrong)).await;
+    let proxy = start_proxy(|b| b.router(wrong)).await;
     let url = format!("http://127.0.0.1:{}/", origin.port());
     let got = client_via(&proxy).get(&url).send().await.unwrap();
     assert_eq!(got.status(), 502);
@@ -629,7 +630,7 @@ async fn upstream_socks5_failures_name_the_hop_in_the_page() {
     );
 
     let right = Arc::new(Via(socks.route("hop", "right")));
-    let proxy = start_proxy(|b| b.middleware(right)).await;
+    let proxy = start_proxy(|b| b.router(right)).await;
     let url = format!("http://127.0.0.1:{}/", refused_port());
     let got = client_via(&proxy).get(&url).send().await.unwrap();
     assert_eq!(got.status(), 502);
@@ -648,7 +649,7 @@ async fn the_proxy_chains_through_its_own_socks5_server() {
     let route: Route = format!("socks5://up:stream@{}", upstream.addr)
         .parse()
         .unwrap();
-    let proxy = start_proxy(|b| b.middleware(Arc::new(Via(route)))).await;
+    let proxy = start_proxy(|b| b.router(Arc::new(Via(route)))).await;
     let client = client_via(&proxy);
 
     let url = format!("http://localhost:{}/chained", plain.port());
@@ -750,7 +751,7 @@ async fn upstream_dante_carries_plain_and_tls_and_says_why_it_failed() {
     let route: Route = format!("socks5://127.0.0.1:{}", dante.port)
         .parse()
         .unwrap();
-    let proxy = start_proxy(|b| b.middleware(Arc::new(Via(route)))).await;
+    let proxy = start_proxy(|b| b.router(Arc::new(Via(route)))).await;
     let client = client_via(&proxy);
 
     let url = format!("http://127.0.0.1:{}/dante", plain.port());
@@ -778,7 +779,7 @@ async fn upstream_dante_carries_plain_and_tls_and_says_why_it_failed() {
 struct Mark(Mutex<Vec<String>>);
 
 #[async_trait]
-impl Middleware for Mark {
+impl HttpHandler for Mark {
     async fn request(&self, _conn: &Connection, flow: &mut mitm::HttpFlow) -> mitm::Verdict {
         let line = format!("{} {}", flow.request.method, flow.request.path);
         self.0.lock().unwrap().push(line);
@@ -800,7 +801,7 @@ async fn plain_http_through_socks5_goes_through_the_message_hooks() {
     }
     let origin = start_origin().await;
     let mark = Arc::new(Mark::default());
-    let proxy = socks_proxy(|b| b.middleware(mark.clone())).await;
+    let proxy = socks_proxy(|b| b.http_handler(mark.clone())).await;
     let url = format!("http://localhost:{}/plain", origin.port());
     let got = curl_ok(&["-i", "--socks5-hostname", &proxy.addr.to_string(), &url]).await;
     assert!(
@@ -809,4 +810,40 @@ async fn plain_http_through_socks5_goes_through_the_message_hooks() {
     );
     assert!(got.ends_with("hello from origin: GET /plain"), "{got}");
     assert_eq!(*mark.0.lock().unwrap(), ["GET /plain"]);
+}
+
+/// Opens tunnels to no target at all.
+struct NoTunnels;
+
+#[async_trait]
+impl Router for NoTunnels {
+    async fn tunnel(&self, _conn: &Connection, target: &Target) -> mitm::TunnelVerdict {
+        mitm::TunnelVerdict::Refuse(format!("no tunnels to {}", target.host))
+    }
+}
+
+/// A router refuses a SOCKS5 target before it is connected: the client is told
+/// "connection not allowed by ruleset" (02), and the target sees no connection.
+#[tokio::test]
+async fn a_router_refuses_a_socks5_target_before_connecting() {
+    let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = target.local_addr().unwrap().port();
+    let proxy = socks_proxy(|b| b.router(Arc::new(NoTunnels))).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    let mut choice = [0u8; 2];
+    s.read_exact(&mut choice).await.unwrap();
+    assert_eq!(choice, [5, 0]);
+    let mut request = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    request.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 10];
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut reply))
+        .await
+        .expect("no SOCKS5 reply")
+        .unwrap();
+    assert_eq!(reply[..2], [5, 2], "reply {reply:?}");
+    // Had the proxy connected before answering, the connection would be waiting here.
+    let accepted = tokio::time::timeout(Duration::ZERO, target.accept()).await;
+    assert!(accepted.is_err(), "the proxy connected a refused target");
 }

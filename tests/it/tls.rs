@@ -84,7 +84,7 @@ async fn a_client_hello_naming_another_host_gets_a_leaf_for_that_name() {
 async fn an_ignored_host_is_tunneled_and_the_client_sees_the_origin_certificate() {
     let origin = start_tls_origin().await;
     let ignore = IgnoreHosts::new([r"^localhost(:\d+)?$"]).unwrap();
-    let proxy = start_proxy(|b| b.middleware(Arc::new(ignore))).await;
+    let proxy = start_proxy(|b| b.router(Arc::new(ignore))).await;
     let connect = format!("localhost:{}", origin.port());
     // Trusting only the origin's CA: the handshake succeeds only if nothing in the
     // middle replaced the certificate.
@@ -106,7 +106,7 @@ async fn an_ignored_host_is_tunneled_and_the_client_sees_the_origin_certificate(
 async fn hosts_not_ignored_are_still_intercepted() {
     let origin = start_tls_origin().await;
     let ignore = IgnoreHosts::new([r"bank\.example"]).unwrap();
-    let proxy = start_proxy(|b| b.middleware(Arc::new(ignore))).await;
+    let proxy = start_proxy(|b| b.router(Arc::new(ignore))).await;
     let connect = format!("localhost:{}", origin.port());
     let (_, cert) = connect_with_sni(&proxy, &connect, "localhost", &[&proxy.ca]).await;
     let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();

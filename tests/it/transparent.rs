@@ -27,6 +27,7 @@ use std::thread::JoinHandle;
 
 use common::{origin_ca_file, require_tool, Seen, PATIENCE};
 use mitm::{async_trait, CertificateAuthority, Connection, HttpFlow, Middleware, Mitm, Verdict};
+use mitm::{DataHooks, HttpHandler};
 
 const CLIENT_V4: &str = "10.200.1.2";
 const ROUTER_CLIENT_SIDE_V4: &str = "10.200.1.1";
@@ -359,11 +360,18 @@ struct Witness {
 
 #[async_trait]
 impl Middleware for Witness {
+    fn data_hooks(&self) -> DataHooks {
+        DataHooks::Off
+    }
+
     async fn server_connected(&self, conn: &Connection) {
         let line = format!("{} {}", conn.protocol.unwrap_or("-"), conn.server);
         self.connected.lock().unwrap().push(line);
     }
+}
 
+#[async_trait]
+impl HttpHandler for Witness {
     async fn request(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         let line = format!(
             "{:?} {} {} host={}",
@@ -415,7 +423,7 @@ impl Setup {
         let ca_file = dir.path().join("mitm-ca.pem");
         std::fs::write(&ca_file, ca.cert_pem()).unwrap();
         let witness = Arc::new(Witness::default());
-        let hooks: Arc<dyn Middleware> = witness.clone();
+        let hooks = witness.clone();
         let upstream_ca = origin_ca_file();
         // The proxy, on every address of the router (IPv4 connections arrive on the
         // dual-stack socket as IPv4-mapped ones).
@@ -424,7 +432,8 @@ impl Setup {
                 .host("::")
                 .port(0)
                 .certificate_authority(ca)
-                .middlewares(vec![hooks])
+                .middleware(hooks.clone())
+                .http_handler(hooks)
                 .upstream_ca_file(upstream_ca)
                 .protocol(Arc::new(mitm::Transparent::new()))
                 .bind()
@@ -622,7 +631,8 @@ async fn a_direct_connection_is_closed_unanswered() {
     let witness = Arc::new(Witness::default());
     let proxy = common::start_proxy(|b| {
         b.protocol(Arc::new(mitm::Transparent::new()))
-            .middlewares(vec![witness.clone() as Arc<dyn Middleware>])
+            .middleware(witness.clone())
+            .http_handler(witness.clone())
     })
     .await;
     let reply = common::raw_exchange(

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use mitm::{async_trait, Connection, Http, IgnoreHosts, Listener, Middleware, Route, Target};
+use mitm::{async_trait, Connection, Http, IgnoreHosts, Listener, Route, Target};
+use mitm::{HttpHandler, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -162,7 +163,7 @@ async fn https_is_intercepted_inside_a_connect_tunnel_through_an_http_upstream_p
     let hooks = Arc::new(Paths::default());
     let route = tiny.route(None);
     let proxy = start_proxy(|b| {
-        b.middleware(hooks.clone())
+        b.http_handler(hooks.clone())
             .listener(Listener::new("upstream", vec![Arc::new(Http::new())]).route(route))
     })
     .await;
@@ -205,7 +206,7 @@ async fn https_over_http2_and_pass_through_tls_use_the_upstream_proxy_too() {
     let ca_file = dir.path().join("proxy-ca.pem");
     let ignore = IgnoreHosts::new([format!("^localhost:{}$", passed.port())]).unwrap();
     let proxy = start_proxy(|b| {
-        b.middleware(Arc::new(ignore))
+        b.router(Arc::new(ignore))
             .listener(Listener::new("upstream", vec![Arc::new(Http::new())]).route(route))
     })
     .await;
@@ -259,7 +260,7 @@ async fn https_over_http2_and_pass_through_tls_use_the_upstream_proxy_too() {
 struct Paths(std::sync::Mutex<Vec<String>>);
 
 #[async_trait]
-impl Middleware for Paths {
+impl HttpHandler for Paths {
     async fn request(&self, _conn: &Connection, flow: &mut mitm::HttpFlow) -> mitm::Verdict {
         self.0.lock().unwrap().push(flow.request.path.clone());
         mitm::Verdict::Continue
@@ -380,7 +381,7 @@ async fn an_unreachable_upstream_proxy_is_named_in_the_error_page() {
 struct ByHost(Route);
 
 #[async_trait]
-impl Middleware for ByHost {
+impl Router for ByHost {
     async fn route(&self, _conn: &Connection, target: &Target) -> Option<Route> {
         (target.host == "localhost").then(|| self.0.clone())
     }
@@ -394,7 +395,7 @@ async fn a_route_hook_sends_two_hosts_two_ways_in_one_run() {
     let origin = start_origin().await;
     let port = origin.port();
     let by_host = Arc::new(ByHost(tiny.route(None)));
-    let proxy = start_proxy(|b| b.middleware(by_host)).await;
+    let proxy = start_proxy(|b| b.router(by_host)).await;
     let client = client_via(&proxy);
     for host in ["localhost", "127.0.0.1"] {
         for _ in 0..2 {

@@ -68,7 +68,7 @@ async fn start_ui() -> Ui {
 async fn proxy_into(ui: &Ui) -> (TestProxy, Origin) {
     let origin = start_origin().await;
     let feed = ui.feed.clone();
-    let proxy = start_proxy(|b| b.middleware(feed)).await;
+    let proxy = start_proxy(|b| b.http_handler(feed)).await;
     (proxy, origin)
 }
 
@@ -461,7 +461,7 @@ async fn mitm_web_serves_a_saved_capture() {
                 .sink(mitm::capture::create(&file).unwrap())
                 .start(),
         );
-        let proxy = start_proxy(|b| b.middleware(capture.clone())).await;
+        let proxy = start_proxy(|b| b.http_handler(capture.clone())).await;
         let client = client_via(&proxy);
         for path in ["/page/one", "/status/404"] {
             client

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use mitm::HttpHandler;
 use mitm::WebSocketMessage;
-use mitm::{async_trait, Bytes, Connection, Flow, MessageKind, MessageVerdict, Middleware};
+use mitm::{async_trait, Bytes, Connection, Flow, MessageKind, MessageVerdict};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -25,7 +26,7 @@ struct Shout {
 }
 
 #[async_trait]
-impl Middleware for Shout {
+impl HttpHandler for Shout {
     async fn websocket_message(
         &self,
         _conn: &Connection,
@@ -38,11 +39,9 @@ impl Middleware for Shout {
         }
         MessageVerdict::Forward
     }
+
     fn websocket_message_limit(&self) -> usize {
         1 << 20
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
@@ -191,7 +190,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(url: &str, stream: S) -> W
 async fn ws_through_the_proxy_rewrites_text_and_passes_binary_ping_and_close() {
     let origin = start_origin().await;
     let shout = Arc::new(Shout::default());
-    let proxy = start_proxy(|b| b.middleware(shout.clone())).await;
+    let proxy = start_proxy(|b| b.http_handler(shout.clone())).await;
     // Raw TCP to the proxy; the upgrade request names the origin in its Host header.
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let url = format!("ws://127.0.0.1:{}/chat", origin.port());
@@ -205,7 +204,7 @@ async fn ws_through_the_proxy_rewrites_text_and_passes_binary_ping_and_close() {
 async fn wss_through_an_intercepted_connect_rewrites_text_and_passes_binary_ping_and_close() {
     let origin = start_tls_origin().await;
     let shout = Arc::new(Shout::default());
-    let proxy = start_proxy(|b| b.middleware(shout.clone())).await;
+    let proxy = start_proxy(|b| b.http_handler(shout.clone())).await;
     let tls = tls_through(&proxy, "localhost", origin.port()).await;
     let url = format!("wss://localhost:{}/chat", origin.port());
     let mut ws = handshake(&url, tls).await;
@@ -221,7 +220,7 @@ async fn ws_messages_are_rewritten_when_data_hooks_also_run() {
     let origin = start_origin().await;
     let shout = Arc::new(Shout::default());
     let recorder = Arc::new(Recorder::default());
-    let proxy = start_proxy(|b| b.middleware(recorder.clone()).middleware(shout.clone())).await;
+    let proxy = start_proxy(|b| b.middleware(recorder.clone()).http_handler(shout.clone())).await;
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let url = format!("ws://127.0.0.1:{}/chat", origin.port());
     let mut ws = handshake(&url, tcp).await;
@@ -317,12 +316,9 @@ fn a_websocket_with_no_message_hook_streams_100_mib_in_little_proxy_memory() {
 struct SmallMessages;
 
 #[async_trait]
-impl Middleware for SmallMessages {
+impl HttpHandler for SmallMessages {
     fn websocket_message_limit(&self) -> usize {
         1024
-    }
-    fn wants_data(&self) -> bool {
-        false
     }
 }
 
@@ -330,7 +326,7 @@ impl Middleware for SmallMessages {
 async fn a_message_over_the_hooks_limit_closes_the_websocket_with_1009() {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     let origin = start_origin().await;
-    let proxy = start_proxy(|b| b.middleware(Arc::new(SmallMessages))).await;
+    let proxy = start_proxy(|b| b.http_handler(Arc::new(SmallMessages))).await;
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let url = format!("ws://127.0.0.1:{}/chat", origin.port());
     let mut ws = handshake(&url, tcp).await;

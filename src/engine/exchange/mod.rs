@@ -34,12 +34,14 @@ use bytes::{Bytes, BytesMut};
 
 pub(crate) use self::client::{BodyOut, Client, Head};
 use self::origin::{H1Origin, H2Origin, Origin};
-use crate::core::Target;
+use crate::core::{Connection, Target};
 use crate::engine::context::Context;
 use crate::error::{Error, Report, Result, Side};
 use crate::http::message::{join, Body, Headers, HttpFlow, Request, Response, Verdict};
 use crate::http::settings::Settings;
+use crate::http::websocket::WebSocketEnd;
 use crate::http::{magic, page};
+use crate::middleware::TunnelVerdict;
 use crate::upstream::{Link, Route, Tcp, Want};
 use crate::wire::h1::parse::has_body;
 use crate::wire::h1::write::RequestOptions;
@@ -83,6 +85,9 @@ pub(crate) enum Connect {
 pub(crate) enum Ahead {
     /// Nothing: the magic host, which the proxy answers itself.
     Nothing,
+    /// Nothing, and nothing will be: a request hook answered the `CONNECT`, and the
+    /// requests inside the tunnel get its answer ([`TunnelAnswer`]).
+    Answered,
     /// A new TCP connection.
     Tcp(Tcp),
     /// A live pooled connection to the target (proof enough that it is up), taken for
@@ -113,6 +118,19 @@ pub(crate) async fn connect<C: Client>(
             outcome.map(|_| Connect::Refused)
         }
     }
+}
+
+/// The response a request hook answered a `CONNECT` with, kept in the connection's
+/// state: the requests the client sends through that tunnel are answered with it.
+#[derive(Debug)]
+pub(crate) struct TunnelAnswer(pub Response);
+
+/// The answer for every request of `conn`'s tunnel, when a hook gave one.
+fn tunnel_answer(conn: &Connection) -> Option<Response> {
+    if !conn.tunnel_answered {
+        return None;
+    }
+    conn.state().get::<TunnelAnswer>().map(|a| a.0.clone())
 }
 
 /// The first bytes of a body streaming past, kept for `flow_finished` up to the
@@ -273,12 +291,7 @@ impl<'a, C: Client> Exchange<'a, C> {
         flow.error = Some(shared.clone());
         cx.chain.flow_finished(client.conn(), &flow).await;
         drop(flow);
-        // A hook may have kept a clone of the flow (and so of the error): then the
-        // caller gets a copy that says the same.
-        Err(Arc::try_unwrap(shared).unwrap_or_else(|e| Error::Io {
-            side: e.side(),
-            source: std::io::Error::other(Report(&*e).to_string()),
-        }))
+        Err(Error::unshare(shared))
     }
 
     async fn go(&mut self) -> Result<Outcome> {
@@ -299,7 +312,7 @@ impl<'a, C: Client> Exchange<'a, C> {
                 .request(self.client.conn(), &mut self.flow)
                 .await
             {
-                Verdict::Continue => None,
+                Verdict::Continue => tunnel_answer(self.client.conn()),
                 Verdict::Respond(r) => Some(r),
                 Verdict::Kill => return Err(self.kill()),
             }
@@ -786,7 +799,7 @@ impl<'a, C: Client> Exchange<'a, C> {
             .flow_finished(self.client.conn(), &self.flow)
             .await;
         self.reported = true;
-        upgrade::relay(
+        let relayed = upgrade::relay(
             self.cx,
             self.settings,
             self.client.conn(),
@@ -794,8 +807,21 @@ impl<'a, C: Client> Exchange<'a, C> {
             server_io,
             websocket,
         )
-        .await
-        .map(|()| Outcome::Close)
+        .await;
+        if !websocket {
+            return relayed.map(|()| Outcome::Close);
+        }
+        let error = relayed.err().map(Arc::new);
+        let end = WebSocketEnd {
+            at: std::time::SystemTime::now(),
+            error: error.clone(),
+        };
+        self.cx.chain.websocket_end(self.client.conn(), &end).await;
+        drop(end);
+        match error {
+            None => Ok(Outcome::Close),
+            Some(e) => Err(Error::unshare(e)),
+        }
     }
 
     /// Answers the request with a response made here: through the response hooks, then
@@ -868,18 +894,32 @@ impl<'a, C: Client> Exchange<'a, C> {
         target: &Target,
         opened: &mut Option<(Ahead, Route)>,
     ) -> Result<Outcome> {
-        match self
-            .cx
-            .chain
-            .request(self.client.conn(), &mut self.flow)
-            .await
-        {
-            Verdict::Continue => {}
-            Verdict::Respond(r) => return self.answer(r, None, true).await,
+        let conn = self.client.conn();
+        let answered = match self.cx.chain.request(conn, &mut self.flow).await {
+            Verdict::Continue => false,
+            Verdict::Respond(r) => {
+                // Answered inside the tunnel, where the client reads it: nothing is
+                // connected, and every request the client sends through it gets `r`.
+                conn.state().insert(TunnelAnswer(r));
+                true
+            }
             Verdict::Kill => return Err(self.kill()),
+        };
+        if !answered {
+            if let TunnelVerdict::Refuse(reason) = self.cx.chain.tunnel(conn, target).await {
+                let e = Error::TunnelRefused {
+                    target: target.to_string(),
+                    reason,
+                };
+                tracing::info!(error = %Report(&e), "CONNECT refused");
+                let page = page::error(&e);
+                return self.answer(page, Some(e), true).await;
+            }
         }
         let route = self.cx.route_for(self.client.conn(), target).await;
-        let ahead = if self.settings.is_magic(&target.host) {
+        let ahead = if answered {
+            Ahead::Answered
+        } else if self.settings.is_magic(&target.host) {
             Ahead::Nothing
         } else if let Some(link) = self.cx.upstreams.pooled(&route, target) {
             Ahead::Pooled(link)

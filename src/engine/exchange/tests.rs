@@ -30,7 +30,7 @@ fn context() -> (Context, watch::Sender<bool>) {
         100,
     );
     let cx = Context {
-        chain: Chain::new(Vec::new()),
+        chain: Chain::new(crate::middleware::Hooks::new()),
         ca: Arc::new(CertificateAuthority::generate().unwrap()),
         upstreams,
         route: crate::upstream::route::Route::Direct,

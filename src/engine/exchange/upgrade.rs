@@ -1,7 +1,7 @@
 //! Relaying a connection after `101 Switching Protocols`.
 //!
 //! Unless a middleware asks for WebSocket messages
-//! ([`Middleware::websocket_message_limit`](crate::Middleware::websocket_message_limit)),
+//! ([`HttpHandler::websocket_message_limit`](crate::HttpHandler::websocket_message_limit)),
 //! the bytes stream through as they are (through the data hooks if a middleware wants
 //! bytes, else copied or spliced), whatever the size of the messages. When one does,
 //! frames are parsed both ways, data messages are reassembled from their fragments up

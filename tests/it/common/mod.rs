@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use mitm::DataHooks;
 use mitm::{async_trait, Bytes, CertificateAuthority, Connection, Middleware, MitmBuilder};
 use mitm::{Mitm, MitmHandle};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -1016,23 +1017,32 @@ impl Recorder {
 
 #[async_trait]
 impl Middleware for Recorder {
+    fn data_hooks(&self) -> DataHooks {
+        DataHooks::On
+    }
+
     async fn client_connected(&self, conn: &Connection) {
         self.push(conn.id, "client_connected");
     }
+
     async fn server_connected(&self, conn: &Connection) {
         self.push(conn.id, "server_connected");
     }
+
     async fn client_data(&self, conn: &Connection, data: Bytes) -> Bytes {
         self.push(conn.id, "client_data");
         data
     }
+
     async fn server_data(&self, conn: &Connection, data: Bytes) -> Bytes {
         self.push(conn.id, "server_data");
         data
     }
+
     async fn client_disconnected(&self, conn: &Connection) {
         self.push(conn.id, "client_disconnected");
     }
+
     async fn server_disconnected(&self, conn: &Connection) {
         self.push(conn.id, "server_disconnected");
     }
@@ -1122,8 +1132,8 @@ pub async fn start_capturing(
     builder: mitm::capture::CaptureBuilder,
 ) -> (TestProxy, Arc<mitm::capture::Capture>) {
     let capture = Arc::new(builder.start());
-    let middleware: Arc<dyn mitm::Middleware> = capture.clone();
-    (start_proxy(|b| b.middleware(middleware)).await, capture)
+    let handler = capture.clone();
+    (start_proxy(|b| b.http_handler(handler)).await, capture)
 }
 
 /// A WebSocket to the echo origin at `origin_port` (`/chat`) through the proxy at

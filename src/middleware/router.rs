@@ -1,0 +1,103 @@
+//! [`Router`]: where a connection goes, whether it may go there, and whether its TLS is
+//! opened.
+
+use async_trait::async_trait;
+
+use crate::core::{Connection, Target};
+use crate::upstream::route::Route;
+
+/// Whether the proxy decrypts a TLS connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Interception {
+    /// Terminate TLS with a leaf of the proxy's CA and see the traffic.
+    Intercept,
+    /// Relay the encrypted bytes untouched: the client sees the origin's own
+    /// certificate (for pinned apps, or hosts that must stay private).
+    PassThrough,
+}
+
+/// Whether a tunnel may be opened to its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TunnelVerdict {
+    /// Connect the target.
+    Open,
+    /// Refuse before anything is connected, saying why (shown in the log, and on the
+    /// page an HTTP `CONNECT` is answered with: `403 Forbidden`). A SOCKS5 client is
+    /// told "connection not allowed by ruleset"; a transparent client's connection is
+    /// closed.
+    Refuse(String),
+}
+
+/// Decisions about connections before they are made: the route to an origin, whether a
+/// tunnel may open, and whether its TLS is intercepted. Every method has a default that
+/// leaves the decision to the listener and the proxy's settings. The first router that
+/// decides wins, in the order they were added.
+///
+/// ```
+/// use mitm::middleware::{Router, TunnelVerdict};
+/// use mitm::{async_trait, Connection, Target};
+///
+/// /// Only port 443 may be tunnelled to.
+/// struct HttpsOnly;
+///
+/// #[async_trait]
+/// impl Router for HttpsOnly {
+///     async fn tunnel(&self, _conn: &Connection, target: &Target) -> TunnelVerdict {
+///         if target.port == 443 {
+///             TunnelVerdict::Open
+///         } else {
+///             TunnelVerdict::Refuse(format!("port {} is not allowed", target.port))
+///         }
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Router: Send + Sync + 'static {
+    /// Chooses how a connection to `target` leaves the proxy: [`Route::Direct`], or
+    /// through an upstream proxy (HTTP, HTTPS or SOCKS5). Asked for each HTTP request
+    /// after its [`request`](super::HttpHandler::request) hooks (so `target` is where
+    /// they sent it), for each `CONNECT` and SOCKS5 tunnel before it is answered, and
+    /// for whatever else reaches an origin. `None` everywhere leaves the listener's
+    /// route (direct, or its `upstream:` mode's proxy). Connections are pooled per
+    /// route, so two routes never share one. Default: `None`.
+    ///
+    /// ```
+    /// use mitm::middleware::Router;
+    /// use mitm::{async_trait, Connection, Route, Target};
+    ///
+    /// /// Sends `*.onion` through Tor's SOCKS port, the rest as the listener says.
+    /// struct Onion(Route);
+    ///
+    /// #[async_trait]
+    /// impl Router for Onion {
+    ///     async fn route(&self, _conn: &Connection, target: &Target) -> Option<Route> {
+    ///         target.host.ends_with(".onion").then(|| self.0.clone())
+    ///     }
+    /// }
+    /// let tor = Onion("socks5://127.0.0.1:9050".parse().unwrap());
+    /// ```
+    async fn route(&self, _conn: &Connection, _target: &Target) -> Option<Route> {
+        None
+    }
+
+    /// A tunnel to `target` is about to be connected: an HTTP `CONNECT`, a SOCKS5
+    /// `CONNECT`, or a transparent connection's original destination. Return
+    /// [`TunnelVerdict::Refuse`] to refuse it before anything is connected. Default:
+    /// opens.
+    async fn tunnel(&self, _conn: &Connection, _target: &Target) -> TunnelVerdict {
+        TunnelVerdict::Open
+    }
+
+    /// A client started TLS inside a tunnel to `conn.target`, naming `server_name` by
+    /// SNI (if it did). Return [`Interception::PassThrough`] to relay it without
+    /// decrypting. Default: intercepts.
+    async fn should_intercept(
+        &self,
+        _conn: &Connection,
+        _server_name: Option<&str>,
+    ) -> Interception {
+        Interception::Intercept
+    }
+}
