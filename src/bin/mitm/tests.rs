@@ -1,5 +1,5 @@
-//! The command line as users write it: options before and after a subcommand, each
-//! subcommand's options, defaults from the library.
+//! The command line as users write it: the README's examples, options before and after
+//! a subcommand, each subcommand's options, defaults from the library.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -7,6 +7,77 @@ use std::time::Duration;
 
 use crate::args::{command, LogChoice, Secs};
 use crate::config::{try_parse_from, Command, Config};
+
+const README: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+
+/// The line before a fenced block whose `mitm` lines are a synopsis (`[OPTIONS]`,
+/// `...`, `a|b`, lines indented to go on): their option names are checked, not the lines
+/// parsed.
+const SYNOPSIS: &str = "<!-- synopsis -->";
+
+/// The line before a fenced `text` block that shows what mitm prints, not commands.
+const OUTPUT: &str = "<!-- output -->";
+
+/// A `mitm` command line of the README: where it is, and what it says.
+#[derive(Debug)]
+struct Example {
+    line: usize,
+    text: String,
+    synopsis: bool,
+}
+
+/// Every command line that starts with `mitm` in `markdown`'s fenced code blocks marked
+/// `sh`, `text` or nothing (indented ones too), lines continued with `\` joined; not
+/// those of a block after [`OUTPUT`]; those of a block after [`SYNOPSIS`] marked so.
+fn examples(markdown: &str) -> Vec<Example> {
+    let mut found: Vec<Example> = Vec::new();
+    // Inside a block: whether its lines are read, whether it is a synopsis, and how
+    // many examples were found before it.
+    let mut block: Option<(bool, bool, usize)> = None;
+    let mut previous = "";
+    let mut pending: Option<(usize, String)> = None;
+    for (i, line) in markdown.lines().enumerate() {
+        let trimmed = line.trim();
+        let marker = std::mem::replace(&mut previous, trimmed).to_string();
+        if let Some(info) = trimmed.strip_prefix("```") {
+            block = match block {
+                Some(_) => None,
+                None => Some((
+                    matches!(info.trim(), "" | "sh" | "text") && marker != OUTPUT,
+                    marker == SYNOPSIS,
+                    found.len(),
+                )),
+            };
+            continue;
+        }
+        let Some((true, synopsis, before)) = block else {
+            continue;
+        };
+        if synopsis && line.starts_with(char::is_whitespace) && found.len() > before {
+            // A synopsis line going on.
+            let last = found.last_mut().expect("a line before");
+            last.text.push(' ');
+            last.text.push_str(trimmed);
+            continue;
+        }
+        let (start, mut text) = pending.take().unwrap_or((i + 1, String::new()));
+        if let Some(continued) = trimmed.strip_suffix('\\') {
+            text.push_str(continued);
+            text.push(' ');
+            pending = Some((start, text));
+            continue;
+        }
+        text.push_str(trimmed);
+        if text == "mitm" || text.starts_with("mitm ") {
+            found.push(Example {
+                line: start,
+                text,
+                synopsis,
+            });
+        }
+    }
+    found
+}
 
 /// `line` split into words as a POSIX shell does it for a simple command: quotes
 /// (single, double) and backslashes respected, a comment (`#` starting a word) left
@@ -83,6 +154,98 @@ fn parsed(line: &str) -> Command {
 }
 
 #[test]
+fn every_command_line_of_the_readme_parses() {
+    let examples = examples(README);
+    let lines: Vec<&Example> = examples.iter().filter(|e| !e.synopsis).collect();
+    let mut failures = Vec::new();
+    for example in &lines {
+        let words = match shell_words(&example.text) {
+            Ok(words) => words,
+            Err(e) => {
+                failures.push(format!("README.md:{}: {e}", example.line));
+                continue;
+            }
+        };
+        match try_parse_from(&words) {
+            Ok(config) => {
+                if let Err(e) = config.command.check() {
+                    failures.push(format!(
+                        "README.md:{}: {}\n{e:#}",
+                        example.line, example.text
+                    ));
+                }
+                for warning in config.warnings {
+                    failures.push(format!(
+                        "README.md:{}: {}\n{warning}",
+                        example.line, example.text
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!(
+                "README.md:{}: {}\n{}",
+                example.line,
+                example.text,
+                e.render()
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // The test must not pass by finding nothing: the README has examples of the proxy
+    // and of each subcommand, the one of issue #19 among them.
+    assert!(lines.len() >= 10, "{lines:#?}");
+    for sub in ["read", "replay", "convert"] {
+        assert!(
+            lines
+                .iter()
+                .any(|e| e.text.starts_with(&format!("mitm {sub} "))),
+            "no `mitm {sub}` example in {lines:#?}"
+        );
+    }
+    assert!(lines.iter().any(|e| e
+        .text
+        .starts_with("mitm replay today.flows --filter '~m GET' --save again.har")));
+}
+
+#[test]
+fn the_readme_synopsis_names_only_options_and_subcommands_that_exist() {
+    let examples = examples(README);
+    let synopsis: Vec<&Example> = examples.iter().filter(|e| e.synopsis).collect();
+    assert!(synopsis.len() >= 6, "no synopsis block: {synopsis:#?}");
+    let mut cmd = command();
+    cmd.build();
+    let mut failures = Vec::new();
+    for example in synopsis {
+        let words = shell_words(&example.text).unwrap();
+        let target = match words.get(1).and_then(|w| cmd.find_subcommand(w)) {
+            Some(sub) => sub,
+            None => &cmd,
+        };
+        for word in &words[1..] {
+            for name in word
+                .split(['[', ']', '|', '='])
+                .filter(|n| n.starts_with('-'))
+                .map(|n| n.trim_end_matches("..."))
+            {
+                let known = target.get_arguments().any(|a| {
+                    name.strip_prefix("--")
+                        .is_some_and(|long| a.get_long() == Some(long))
+                        || name.strip_prefix('-').and_then(|s| s.chars().next()) == a.get_short()
+                            && name.len() == 2
+                });
+                if !known {
+                    failures.push(format!(
+                        "README.md:{}: `mitm {}` has no option {name}",
+                        example.line,
+                        target.get_name()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn shell_words_respects_quotes_backslashes_and_comments() {
     assert_eq!(
         shell_words(r#"mitm read a.har --filter '~m POST & !~c 200' --curl  # each request"#)
@@ -101,6 +264,16 @@ fn shell_words_respects_quotes_backslashes_and_comments() {
         ["mitm", "--ignore-hosts", r"(^|\.)bank#1", "a b", "x#y"]
     );
     assert!(shell_words("mitm --save 'open").is_err());
+    let md = "text\n\n```sh\nmitm --save a.har \\\n  --save b.flows # two\ncurl x\n```\n\n\
+              ```rust\nmitm nope\n```\n<!-- output -->\n```text\nmitm listening\n```\n\
+              <!-- synopsis -->\n```text\nmitm [OPTIONS]\n   [--more]\nmitm read\n```\n";
+    let found = examples(md);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert_eq!(found[0].line, 4);
+    assert_eq!(found[0].text, "mitm --save a.har  --save b.flows # two");
+    assert!(!found[0].synopsis);
+    assert_eq!(found[1].text, "mitm [OPTIONS] [--more]");
+    assert!(found[1].synopsis && found[2].synopsis);
 }
 
 /// The issue's own example, options after the subcommand, and the same options before
