@@ -14,6 +14,13 @@ pub const DEFAULT_MAX_STREAMS: u32 = 100;
 /// The default of [`crate::Http::max_upstream_connections`]: upstream connections one
 /// client connection may hold open at once (browsers use 6 per host over HTTP/1.1).
 pub const DEFAULT_MAX_UPSTREAMS: usize = 8;
+/// The default of [`crate::Http::timeout`] (a request head once begun), and so of
+/// [`crate::Http::connect_timeout`] and [`crate::Http::handshake_timeout`]: 15 seconds.
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(15);
+/// The default of [`crate::Http::response_timeout`]: 120 seconds.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The default of [`crate::Http::idle_timeout`]: 120 seconds.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub use crate::tls::trust::DEFAULT_MAGIC_HOST;
 
 /// The settings of the HTTP layers (set on [`crate::Http`]).
@@ -51,13 +58,13 @@ pub(crate) struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        let timeout = Duration::from_secs(15);
+        let timeout = DEFAULT_HEAD_TIMEOUT;
         Settings {
             timeout,
             connect_timeout: timeout,
             handshake_timeout: timeout,
-            response_timeout: Duration::from_secs(120),
-            idle_timeout: Duration::from_secs(120),
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             keep_alive: true,
             max_head: DEFAULT_MAX_HEAD,
             max_headers: DEFAULT_MAX_HEADERS,

@@ -21,8 +21,8 @@ use crate::net::io::BoxIo;
 use crate::wire::h1::parse::{self, head_end, RequestLine};
 
 pub use crate::http::settings::{
-    DEFAULT_MAGIC_HOST, DEFAULT_MAX_HEAD, DEFAULT_MAX_HEADERS, DEFAULT_MAX_STREAMS,
-    DEFAULT_MAX_UPSTREAMS,
+    DEFAULT_HEAD_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAGIC_HOST, DEFAULT_MAX_HEAD,
+    DEFAULT_MAX_HEADERS, DEFAULT_MAX_STREAMS, DEFAULT_MAX_UPSTREAMS, DEFAULT_RESPONSE_TIMEOUT,
 };
 
 /// HTTP/1.0 and 1.1 proxying, with `CONNECT` and TLS interception.
@@ -79,7 +79,8 @@ impl Http {
     /// Time allowed for a request head once it has begun (slow clients are cut off),
     /// and also, unless set on their own afterwards, the
     /// [`connect_timeout`](Self::connect_timeout) and the
-    /// [`handshake_timeout`](Self::handshake_timeout). Default: 15 seconds.
+    /// [`handshake_timeout`](Self::handshake_timeout). Default: [`DEFAULT_HEAD_TIMEOUT`]
+    /// (15 seconds).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.settings.timeout = timeout;
         self.settings.connect_timeout = timeout;
@@ -102,14 +103,14 @@ impl Http {
     }
 
     /// Time an origin has to start its response, and to send each part of its body,
-    /// before the client gets a `504`. Default: 120 seconds.
+    /// before the client gets a `504`. Default: [`DEFAULT_RESPONSE_TIMEOUT`] (120 seconds).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.settings.response_timeout = timeout;
         self
     }
 
     /// Time a keep-alive client connection may stay idle between requests.
-    /// Default: 120 seconds.
+    /// Default: [`DEFAULT_IDLE_TIMEOUT`] (120 seconds).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.settings.idle_timeout = timeout;
         self

@@ -84,6 +84,9 @@ impl Replayer for crate::Mitm {
 
 /// The default of [`WebUiBuilder::port`]: 8081.
 pub const DEFAULT_PORT: u16 = 8081;
+/// The address the web UI listens on unless told otherwise: loopback, this machine only
+/// (see [`WebUiBuilder::host`]).
+pub const DEFAULT_HOST: &str = "127.0.0.1";
 
 /// Configures a [`WebUi`].
 #[must_use]
@@ -98,7 +101,7 @@ pub struct WebUiBuilder {
 }
 
 impl WebUiBuilder {
-    /// The address to listen on. Default: `127.0.0.1`. Anything but loopback lets
+    /// The address to listen on. Default: [`DEFAULT_HOST`] (`127.0.0.1`). Anything but loopback lets
     /// other machines reach the UI (still needing the token), and shows them all the
     /// traffic: warn the user.
     pub fn host(mut self, host: impl Into<String>) -> Self {
@@ -211,7 +214,7 @@ impl WebUi {
     /// A builder with the defaults: `127.0.0.1:8081`, a random token.
     pub fn builder() -> WebUiBuilder {
         WebUiBuilder {
-            host: "127.0.0.1".into(),
+            host: DEFAULT_HOST.into(),
             port: DEFAULT_PORT,
             max_flows: DEFAULT_MAX_FLOWS,
             max_bytes: DEFAULT_MAX_BYTES,

@@ -286,3 +286,110 @@ async fn client_replay_sends_recorded_requests_again_and_says_what_failed() {
     assert!(stdout.starts_with("ERR POST"), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 1 requests failed"));
 }
+
+/// A HAR file of one flow per `(method, url)`, each answered 200 when recorded.
+fn write_har(path: &Path, flows: &[(&str, &str)]) {
+    let entries: Vec<String> = flows
+        .iter()
+        .map(|(method, url)| {
+            format!(
+                r#"{{"startedDateTime":"2026-01-01T00:00:00.000Z","time":1,"request":{{"method":"{method}","url":"{url}","httpVersion":"HTTP/1.1","headers":[],"queryString":[],"cookies":[],"headersSize":-1,"bodySize":0}},"response":{{"status":200,"statusText":"OK","httpVersion":"HTTP/1.1","headers":[],"cookies":[],"content":{{"size":2,"mimeType":"text/plain","text":"ok"}},"redirectURL":"","headersSize":-1,"bodySize":2}},"cache":{{}},"timings":{{"send":0,"wait":1,"receive":0}}}}"#
+            )
+        })
+        .collect();
+    std::fs::write(
+        path,
+        format!(
+            r#"{{"log":{{"version":"1.2","creator":{{"name":"test","version":"1"}},"entries":[{}]}}}}"#,
+            entries.join(",")
+        ),
+    )
+    .unwrap();
+}
+
+/// Issue #19's command line: `mitm replay FILE --filter EXPR --upstream-ca CA --save
+/// out.har`, every option after the subcommand, each of them taking effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_replay_takes_its_options_after_the_subcommand() {
+    let origin = start_tls_origin().await;
+    let port = origin.port();
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = dir.path().join("recorded.har");
+    let get = format!("https://localhost:{port}/again");
+    let post = format!("https://localhost:{port}/not-again");
+    write_har(&recorded, &[("GET", &get), ("POST", &post)]);
+    let saved = dir.path().join("out.har");
+    let replay = |upstream_ca: bool| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mitm"));
+        command
+            .arg("replay")
+            .arg(&recorded)
+            .args(["--filter", "~m GET"]);
+        if upstream_ca {
+            command.arg("--upstream-ca").arg(origin_ca_file());
+        }
+        command
+            .arg("--save")
+            .arg(&saved)
+            .args(["--log", "none", "-q", "--ca-dir"])
+            .arg(dir.path().join("ca"));
+        command.output()
+    };
+
+    // Without the origin's CA, its certificate is refused (the file is made anew below).
+    let out = replay(false).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.starts_with(&format!("ERR GET {get}")), "{stdout}");
+    assert!(origin.requests().is_empty());
+    std::fs::remove_file(&saved).unwrap();
+
+    let out = replay(true).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Only the GET went again (--filter), verified with --upstream-ca, and was saved.
+    assert_eq!(stdout.trim(), format!("200 GET {get} (was 200)"));
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "GET");
+    let again = mitm::capture::read(&saved).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].request.url(), get);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_replay_gives_up_on_a_silent_origin_after_its_timeouts() {
+    let origin = start_silent_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = dir.path().join("recorded.har");
+    let url = format!("http://127.0.0.1:{}/never", origin.port());
+    write_har(&recorded, &[("GET", &url)]);
+    let started = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mitm"))
+        .args(["--log", "none", "-q", "--ca-dir"])
+        .arg(dir.path().join("ca"))
+        .arg("replay")
+        .arg(&recorded)
+        .args(["--connect-timeout", "0.5", "--response-timeout", "1"])
+        .output()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("ERR GET {url}: no response within 1.5 s")),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 of 1 requests failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not the library's 120 s.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}

@@ -237,3 +237,49 @@ fn the_library_without_default_features_depends_on_no_cli_crate() {
         assert!(full.contains(name), "{name} missing from the default build");
     }
 }
+
+/// Each subcommand's help lists the options it takes, and only those.
+#[tokio::test]
+async fn replay_help_lists_the_options_of_replay() {
+    let out = mitm().args(["replay", "--help"]).output().await.unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--filter",
+        "--upstream-ca",
+        "--insecure",
+        "--connect-timeout",
+        "--response-timeout",
+        "--save",
+        "--ca-dir",
+    ] {
+        assert!(
+            help.contains(flag),
+            "{flag} missing from replay --help:\n{help}"
+        );
+    }
+    for flag in ["--web-host", "--web-port", "--mode", "--max-head"] {
+        assert!(!help.contains(flag), "{flag} in replay --help:\n{help}");
+    }
+}
+
+/// An option given before and after a subcommand with two values is a usage error
+/// that says what to do.
+#[tokio::test]
+async fn an_option_given_twice_around_a_subcommand_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mitm()
+        .args(["--save", "a.har", "replay", "f.flows", "--save", "b.har"])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--save is given both before and after `replay`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("give it on one side only"), "{stderr}");
+    assert!(!dir.path().join("a.har").exists() && !dir.path().join("b.har").exists());
+}

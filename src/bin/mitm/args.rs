@@ -1,0 +1,601 @@
+//! The command line as clap parses it: every option defined once, in groups by what it
+//! is for (`group!`); the proxy (no subcommand) takes every group, each subcommand
+//! the groups that apply to it, so that its `--help` lists exactly those. How the
+//! values given before a subcommand join those given after it is in `config`.
+//!
+//! Defaults come from the library's constants (`default_value_t`, which `--help`
+//! shows). Values clap cannot check (modes, filters, credentials, patterns) are checked
+//! in `config` before anything runs.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// A man-in-the-middle proxy for HTTP and HTTPS: see, log and change your own clients'
+/// traffic. Point a client at it as its HTTP proxy, and make the client trust the CA
+/// certificate it prints to see inside HTTPS.
+///
+/// Without a subcommand, mitm runs the proxy. A subcommand's options may go before or
+/// after it (given on both sides, with the same value); `mitm SUBCOMMAND --help` lists
+/// them.
+#[derive(Debug, Parser)]
+#[command(name = "mitm", version)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Sub>,
+
+    #[command(flatten)]
+    pub(crate) proxy: ProxyArgs,
+}
+
+/// Defines a group of options: a clap [`clap::Args`] struct, and its
+/// [`Merge`](crate::config::Merge), which joins the values given before a subcommand
+/// with those given after it, field by field. Each option is written once, in a group,
+/// with its help and its default; the proxy and the subcommands flatten the groups. (An
+/// alias or a config-file name for an option goes on its one definition.)
+macro_rules! group {
+    (
+        $(#[$meta:meta])*
+        pub(crate) struct $name:ident {
+            $( $(#[$field_meta:meta])* pub(crate) $field:ident : $ty:ty, )*
+        }
+    ) => {
+        #[derive(Debug, Clone, PartialEq, clap::Args)]
+        $(#[$meta])*
+        pub(crate) struct $name {
+            $( $(#[$field_meta])* pub(crate) $field: $ty, )*
+        }
+
+        impl $crate::config::Merge for $name {
+            fn merge(
+                self,
+                before: Self,
+                sides: &$crate::config::Sides<'_>,
+                _id: &str,
+            ) -> Result<Self, clap::Error> {
+                Ok(Self {
+                    $(
+                        $field: self.$field.merge(before.$field, sides, stringify!($field))?,
+                    )*
+                })
+            }
+        }
+    };
+}
+
+// --- The groups ---------------------------------------------------------------------
+
+group! {
+    /// Where the proxy listens (also the address `mitm ca`'s examples name).
+    #[command(next_help_heading = "Proxy address")]
+    pub(crate) struct Address {
+        /// Address the proxy listens on (for `mitm ca`, the one its examples name). Use
+        /// 0.0.0.0 only if other machines should reach the proxy: anyone who can connect
+        /// can use it.
+        #[arg(long, value_name = "HOST", default_value = mitm::DEFAULT_HOST)]
+        pub(crate) host: String,
+
+        /// Port the proxy listens on; 0 picks a free port (printed on start).
+        #[arg(long, short, value_name = "PORT", default_value_t = mitm::DEFAULT_PORT)]
+        pub(crate) port: u16,
+    }
+}
+
+group! {
+    /// What the proxy is and who may use it.
+    #[command(next_help_heading = "Modes and access")]
+    pub(crate) struct Listen {
+
+        /// What the proxy is, as MODE[:DATA][@[HOST:]PORT]; repeatable, each mode with
+        /// its own listener. MODE is `regular` (an explicit HTTP proxy), `socks5`,
+        /// `reverse:http[s]://HOST[:PORT]` (poses as that origin),
+        /// `upstream:http[s]|socks5://[USER:PASS@]HOST:PORT` (an explicit proxy whose
+        /// traffic leaves through that proxy) or `transparent` (connections redirected
+        /// by the firewall; Linux). `@PORT` or `@HOST:PORT` gives a mode its own
+        /// address; at most one mode goes without, on --host and --port. Example:
+        /// `--mode regular --mode socks5@1080`.
+        #[arg(long = "mode", value_name = "SPEC", default_value = "regular")]
+        // Parsed after clap (`Listen::modes`), whose errors would echo a URL's password.
+        pub(crate) modes: Vec<String>,
+
+        /// Ask clients for these proxy credentials (HTTP Basic; SOCKS5 username and
+        /// password), as USER:PASSWORD; others get 407. Also on CONNECT.
+        #[arg(long, value_name = "USER:PASSWORD")]
+        pub(crate) proxy_auth: Option<String>,
+
+        /// In reverse mode, send the client's Host header to the origin as it is,
+        /// instead of the target's host and port.
+        #[arg(long)]
+        pub(crate) keep_host_header: bool,
+
+        // Last: its heading would otherwise stay on the options after it.
+        #[command(flatten)]
+        pub(crate) address: Address,
+    }
+}
+
+group! {
+    /// The proxy's certificate authority.
+    #[command(next_help_heading = "CA")]
+    pub(crate) struct Ca {
+        /// Directory of the CA certificate (mitm.pem) and key (mitm.key); both are
+        /// created there on first use and reused afterwards, never overwritten.
+        /// Default: the user data directory (~/.local/share/mitm on Linux).
+        #[arg(long, value_name = "DIR")]
+        pub(crate) ca_dir: Option<PathBuf>,
+    }
+}
+
+group! {
+    /// Which TLS the proxy intercepts.
+    #[command(next_help_heading = "Interception")]
+    pub(crate) struct Intercept {
+        /// Let TLS to hosts matching this regular expression through untouched (matched
+        /// against host:port of the CONNECT and against the SNI name); the client then
+        /// sees the server's own certificate. Repeatable. Example: '(^|\.)bank\.example'.
+        #[arg(long = "ignore-hosts", value_name = "REGEX")]
+        pub(crate) ignore_hosts: Vec<String>,
+
+        /// Pass TLS through untouched, for a while, to hosts whose clients refused the
+        /// proxy's certificate (pinned apps): the client then sees the origin's own
+        /// certificate. Hosts whose origins fail verification are never passed through.
+        /// The value is how long, in seconds; it may be left out.
+        #[arg(
+            long,
+            value_name = "SECS",
+            allow_negative_numbers = true,
+            num_args = 0..=1,
+            default_missing_value = bare_fail_open(),
+        )]
+        pub(crate) tls_fail_open: Option<Secs>,
+    }
+}
+
+group! {
+    /// How the proxy verifies and authenticates to upstream servers.
+    #[command(next_help_heading = "Upstream")]
+    pub(crate) struct UpstreamTls {
+        /// Also trust the CA certificate(s) in this PEM file when verifying upstream
+        /// servers (besides the bundled web roots and the system store). Repeatable.
+        #[arg(long = "upstream-ca", value_name = "FILE")]
+        pub(crate) upstream_ca: Vec<PathBuf>,
+
+        /// Present the certificate chain and private key in this PEM file to upstream
+        /// servers that ask for a client certificate (mutual TLS).
+        #[arg(long, value_name = "PEM")]
+        pub(crate) upstream_client_cert: Option<PathBuf>,
+
+        /// Do not verify upstream servers' certificates at all. Unsafe: anyone between
+        /// the proxy and the server can read and change the traffic.
+        #[arg(long)]
+        pub(crate) insecure: bool,
+    }
+}
+
+group! {
+    /// How long upstream servers have.
+    #[command(next_help_heading = "Upstream")]
+    pub(crate) struct UpstreamTimeouts {
+        /// Seconds allowed for connecting to an upstream server, TLS included (504
+        /// after). Default: the same as --timeout (for `mitm replay`, --timeout's
+        /// default).
+        #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+        pub(crate) connect_timeout: Option<Secs>,
+
+        /// Seconds an origin has to start its response (and send each part of its
+        /// body) before the client gets a 504.
+        #[arg(
+            long,
+            value_name = "SECS",
+            allow_negative_numbers = true,
+            default_value_t = Secs(mitm::protocol::regular::DEFAULT_RESPONSE_TIMEOUT),
+        )]
+        pub(crate) response_timeout: Secs,
+    }
+}
+
+group! {
+    /// What clients may ask of the proxy, and for how long.
+    #[command(next_help_heading = "Limits and timeouts")]
+    pub(crate) struct Limits {
+        /// Seconds allowed for a request head once begun (slowloris); also the default
+        /// of --connect-timeout and --handshake-timeout.
+        #[arg(
+            long,
+            value_name = "SECS",
+            allow_negative_numbers = true,
+            default_value_t = Secs(mitm::protocol::regular::DEFAULT_HEAD_TIMEOUT),
+        )]
+        pub(crate) timeout: Secs,
+
+        /// Seconds a client has for its TLS handshake with the proxy. Default: as
+        /// --timeout.
+        #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+        pub(crate) handshake_timeout: Option<Secs>,
+
+        /// Seconds a keep-alive client connection may stay idle between requests.
+        #[arg(
+            long,
+            value_name = "SECS",
+            allow_negative_numbers = true,
+            default_value_t = Secs(mitm::protocol::regular::DEFAULT_IDLE_TIMEOUT),
+        )]
+        pub(crate) idle_timeout: Secs,
+
+        /// Most connections open at once, client and upstream connections together; a
+        /// new client is refused at once unless there is room for it and one upstream.
+        #[arg(long, value_name = "N", default_value_t = mitm::DEFAULT_MAX_CONNECTIONS)]
+        pub(crate) max_connections: usize,
+
+        /// Most streams an HTTP/2 client may have open at once.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = mitm::protocol::regular::DEFAULT_MAX_STREAMS,
+        )]
+        pub(crate) max_concurrent_streams: u32,
+
+        /// Most upstream connections one client connection holds at once (an HTTP/2
+        /// client's streams to an HTTP/1.1-only origin wait for one).
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = mitm::protocol::regular::DEFAULT_MAX_UPSTREAMS,
+        )]
+        pub(crate) max_upstream_connections: usize,
+
+        /// Largest request head accepted, in bytes (for HTTP/2 clients, header list);
+        /// larger ones get 431.
+        #[arg(
+            long,
+            value_name = "BYTES",
+            default_value_t = mitm::protocol::regular::DEFAULT_MAX_HEAD,
+        )]
+        pub(crate) max_head: usize,
+
+        /// Most header fields in a request head; more get 431.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = mitm::protocol::regular::DEFAULT_MAX_HEADERS,
+        )]
+        pub(crate) max_headers: usize,
+    }
+}
+
+group! {
+    /// Saving flows to files.
+    #[command(next_help_heading = "Saving")]
+    pub(crate) struct Save {
+        /// Save every finished flow to FILE as it finishes, in the format its name says:
+        /// `.har` (HAR 1.2), `.sqlite` or `.db` (an SQLite database), anything else
+        /// mitmproxy's flow format (`mitmdump -nr FILE` reads it). Repeatable. FILE must
+        /// not exist yet. Bodies are not held back: they stream on as they would
+        /// without saving, their first bytes copied as they pass.
+        #[arg(long = "save", value_name = "FILE")]
+        pub(crate) save: Vec<PathBuf>,
+
+        /// Save only the flows that match EXPR, in mitmproxy's filter language (e.g.
+        /// `~d example.com & ~c 200`, `~m POST | ~websocket`, `!~t image`).
+        #[arg(long, value_name = "EXPR")]
+        pub(crate) save_filter: Option<String>,
+
+        /// Most bytes kept of each body of a saved flow; longer ones are saved cut,
+        /// marked so. WebSocket messages are seen whole up to this size: a longer one
+        /// closes its WebSocket (1009).
+        #[arg(
+            long,
+            value_name = "BYTES",
+            default_value_t = mitm::capture::DEFAULT_BODY_LIMIT,
+        )]
+        pub(crate) save_body_limit: usize,
+    }
+}
+
+group! {
+    /// Answering from recorded flows.
+    #[command(next_help_heading = "Server replay")]
+    pub(crate) struct ServerReplay {
+        /// Answer requests that match a flow recorded in FILE (same method, scheme,
+        /// host, port, path, query and body) with its recorded response, without
+        /// contacting the origin; several recordings of one request are served in order.
+        /// Repeatable; any format `mitm read` reads.
+        #[arg(long = "server-replay", value_name = "FILE")]
+        pub(crate) server_replay: Vec<PathBuf>,
+
+        /// What requests that match no recording get during --server-replay: `forward`
+        /// (to their origins) or `404`.
+        #[arg(long, value_enum, default_value_t = ReplayExtra::Forward)]
+        pub(crate) server_replay_extra: ReplayExtra,
+    }
+}
+
+group! {
+    /// Where the web UI listens.
+    #[command(next_help_heading = "Web UI")]
+    pub(crate) struct WebAddress {
+        /// Address the web UI listens on. Anything but loopback lets other machines ask
+        /// for it (they still need the token).
+        #[arg(long, value_name = "HOST", default_value = mitm::web::DEFAULT_HOST)]
+        pub(crate) web_host: String,
+
+        /// Port of the web UI; 0 picks a free port (printed on start).
+        #[arg(long, value_name = "PORT", default_value_t = mitm::web::DEFAULT_PORT)]
+        pub(crate) web_port: u16,
+    }
+}
+
+group! {
+    /// The web UI beside the proxy.
+    #[command(next_help_heading = "Web UI")]
+    pub(crate) struct Web {
+        /// Serve the web UI beside the proxy, at --web-host and --web-port: a live list
+        /// of flows, a filter, and each flow's heads and bodies. Its URL, with the token
+        /// every visit needs, is printed on start.
+        #[arg(long)]
+        pub(crate) web: bool,
+
+        #[command(flatten)]
+        pub(crate) at: WebAddress,
+    }
+}
+
+group! {
+    /// What the proxy logs of the traffic.
+    #[command(next_help_heading = "Logging")]
+    pub(crate) struct Log {
+        /// What to log: `none`; `log`, one line per connection event; `http`, each
+        /// request and response pretty-printed.
+        #[arg(long, value_enum, default_value_t = LogChoice::Log)]
+        pub(crate) log: LogChoice,
+    }
+}
+
+group! {
+    /// How much mitm says on stderr.
+    #[command(next_help_heading = "Logging")]
+    pub(crate) struct Verbosity {
+        /// More output: -v adds debug lines (with the relayed data for --log log), -vv
+        /// trace. RUST_LOG, when set, overrides -v and -q.
+        #[arg(short, long, action = ArgAction::Count)]
+        pub(crate) verbose: u8,
+
+        /// Less output: -q shows warnings and errors only, -qq errors only.
+        #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
+        pub(crate) quiet: u8,
+    }
+}
+
+group! {
+    /// The async runtime.
+    #[command(next_help_heading = "Runtime")]
+    pub(crate) struct Threads {
+        /// Worker threads of the async runtime: 0 for one per core, 1 for a single
+        /// thread (to keep mitm to one core).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        pub(crate) threads: usize,
+    }
+}
+
+group! {
+    /// How the proxy runs and stops.
+    #[command(next_help_heading = "Runtime")]
+    pub(crate) struct Runtime {
+        #[command(flatten)]
+        pub(crate) threads: Threads,
+
+        /// Seconds connections in flight may go on after Ctrl-C or SIGTERM.
+        #[arg(
+            long,
+            value_name = "SECS",
+            allow_negative_numbers = true,
+            default_value_t = Secs(mitm::DEFAULT_GRACE),
+        )]
+        pub(crate) grace: Secs,
+
+        /// Copy large plain-HTTP bodies and untouched tunnels through the proxy's
+        /// buffers instead of moving them with splice(2) (Linux); for comparison and
+        /// debugging.
+        #[arg(long)]
+        pub(crate) no_zero_copy: bool,
+    }
+}
+
+// --- The commands --------------------------------------------------------------------
+
+/// Everything the proxy takes: every group.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ProxyArgs {
+    #[command(flatten)]
+    pub(crate) listen: Listen,
+    #[command(flatten)]
+    pub(crate) ca: Ca,
+    #[command(flatten)]
+    pub(crate) intercept: Intercept,
+    #[command(flatten)]
+    pub(crate) upstream_tls: UpstreamTls,
+    #[command(flatten)]
+    pub(crate) upstream_timeouts: UpstreamTimeouts,
+    #[command(flatten)]
+    pub(crate) limits: Limits,
+    #[command(flatten)]
+    pub(crate) save: Save,
+    #[command(flatten)]
+    pub(crate) server_replay: ServerReplay,
+    #[command(flatten)]
+    pub(crate) web: Web,
+    #[command(flatten)]
+    pub(crate) log: Log,
+    #[command(flatten)]
+    pub(crate) verbosity: Verbosity,
+    #[command(flatten)]
+    pub(crate) runtime: Runtime,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Sub {
+    /// Print the CA certificate (creating it in --ca-dir if missing): its path, PEM,
+    /// SHA-256 fingerprint, SPKI hash, and how to trust it on each platform (for a
+    /// proxy at --host and --port).
+    Ca(CaArgs),
+    /// Print the flows of a capture file (HAR, or mitmproxy's flow files, also those
+    /// mitmproxy wrote), one line each: time, method, URL, status, size, duration.
+    Read(ReadArgs),
+    /// Send the requests of a capture file again, each to its origin, printing the new
+    /// status of each beside the recorded one; exits non-zero if any failed.
+    ///
+    /// Requests go straight to their origins (upstream proxy modes do not apply),
+    /// through the hooks --log and --save add, verified as the proxy verifies
+    /// origins. Each request is given up after --connect-timeout plus
+    /// --response-timeout in all.
+    Replay(ReplayArgs),
+    /// Copy the flows of one capture file into a new one, converting between formats
+    /// by the files' names (e.g. `mitm convert dump.flows dump.har`).
+    Convert(ConvertArgs),
+    /// Serve the web UI over the flows of a capture file (any format `mitm read`
+    /// reads), with no proxy, until Ctrl-C.
+    ///
+    /// Requests replayed from the UI go straight to their origins, verified as the
+    /// proxy verifies origins.
+    Web(WebArgs),
+}
+
+/// `mitm ca`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct CaArgs {
+    #[command(flatten)]
+    pub(crate) ca: Ca,
+    #[command(flatten)]
+    pub(crate) address: Address,
+    #[command(flatten)]
+    pub(crate) verbosity: Verbosity,
+}
+
+/// `mitm read`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ReadArgs {
+    /// The capture file.
+    pub(crate) file: PathBuf,
+    /// Only the flows that match EXPR (mitmproxy's filter language).
+    #[arg(long, value_name = "EXPR")]
+    pub(crate) filter: Option<String>,
+    /// Print each request as a curl command line that sends it again.
+    #[arg(long)]
+    pub(crate) curl: bool,
+    #[command(flatten)]
+    pub(crate) verbosity: Verbosity,
+}
+
+/// `mitm replay`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// The capture file.
+    pub(crate) file: PathBuf,
+    /// Only the flows that match EXPR (mitmproxy's filter language).
+    #[arg(long, value_name = "EXPR")]
+    pub(crate) filter: Option<String>,
+    #[command(flatten)]
+    pub(crate) ca: Ca,
+    #[command(flatten)]
+    pub(crate) upstream_tls: UpstreamTls,
+    #[command(flatten)]
+    pub(crate) upstream_timeouts: UpstreamTimeouts,
+    #[command(flatten)]
+    pub(crate) save: Save,
+    #[command(flatten)]
+    pub(crate) log: Log,
+    #[command(flatten)]
+    pub(crate) verbosity: Verbosity,
+    #[command(flatten)]
+    pub(crate) threads: Threads,
+}
+
+/// `mitm convert`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ConvertArgs {
+    /// The capture file to read.
+    pub(crate) input: PathBuf,
+    /// The file to write; it must not exist yet.
+    pub(crate) output: PathBuf,
+    /// Only the flows that match EXPR (mitmproxy's filter language).
+    #[arg(long, value_name = "EXPR")]
+    pub(crate) filter: Option<String>,
+    #[command(flatten)]
+    pub(crate) verbosity: Verbosity,
+}
+
+/// `mitm web`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct WebArgs {
+    /// The capture file.
+    pub(crate) file: PathBuf,
+    #[command(flatten)]
+    pub(crate) at: WebAddress,
+    #[command(flatten)]
+    pub(crate) ca: Ca,
+    #[command(flatten)]
+    pub(crate) upstream_tls: UpstreamTls,
+    #[command(flatten)]
+    pub(crate) verbosity: Verbosity,
+    #[command(flatten)]
+    pub(crate) threads: Threads,
+}
+
+/// What `--server-replay-extra` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReplayExtra {
+    Forward,
+    #[value(name = "404")]
+    NotFound,
+}
+
+/// What `--log` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogChoice {
+    None,
+    Log,
+    Http,
+}
+
+/// A number of seconds, 0 or more, as options take it (`15`, `0.5`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Secs(pub(crate) Duration);
+
+/// [`mitm::DEFAULT_TLS_FAIL_OPEN`] as the text `--tls-fail-open` takes: its value when
+/// given bare (clap wants that as a `&'static str`).
+fn bare_fail_open() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| Secs(mitm::DEFAULT_TLS_FAIL_OPEN).to_string())
+}
+
+impl FromStr for Secs {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .map(Secs)
+            .ok_or_else(|| "give a number of seconds, 0 or more (e.g. 15 or 0.5)".to_string())
+    }
+}
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
+    }
+}
+
+/// The `mitm` command as clap sees it, with the help texts computed from the library's
+/// constants that clap cannot show itself.
+pub(crate) fn command() -> clap::Command {
+    Cli::command().mut_arg("tls_fail_open", |arg| {
+        let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+        arg.help(format!("{help} [without a value: {}]", bare_fail_open()))
+    })
+}

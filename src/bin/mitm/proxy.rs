@@ -1,0 +1,285 @@
+//! `mitm` without a subcommand: the proxy the options describe, and the web UI beside
+//! it; and the pieces of it that `mitm replay` and `mitm web` share.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use mitm::{HttpLog, Log, Mitm, MitmBuilder};
+
+use crate::args::{self, LogChoice, ProxyArgs, ReplayExtra};
+use crate::{emit, shutdown_signal};
+
+/// Runs the proxy until Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
+    let web = if args.web.web {
+        Some(bind_web(args).await?)
+    } else {
+        None
+    };
+    let (mut builder, capture) = builder(args)?;
+    if let Some(web) = &web {
+        // Last, so the UI shows requests as they go upstream, after every other hook.
+        builder = builder.http_handler(web.feed());
+    }
+    let proxy = builder.bind().await.context("cannot start the proxy")?;
+    // Listen for signals before saying we are up, so a signal sent as soon as the
+    // banner appears is never missed.
+    let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
+    print_banner(&proxy)?;
+    if let Some(web) = web {
+        let web = web.ca(proxy.ca().clone());
+        print_web(&web)?;
+        tokio::spawn(async move {
+            if let Err(e) = web.run().await {
+                tracing::error!(
+                    error = format!("{:#}", anyhow::Error::from(e)),
+                    "web UI stopped"
+                );
+            }
+        });
+    }
+    proxy.run_until(stop).await?;
+    finish_capture(capture.as_deref(), &args.save.save);
+    Ok(())
+}
+
+/// The proxy the options describe (every option maps to one builder call), and its
+/// capture when flows are saved.
+fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::Capture>>)> {
+    let address = &args.listen.address;
+    let mut b = ca_and_upstream_tls(
+        Mitm::builder()
+            .host(address.host.clone())
+            .port(address.port),
+        &args.ca,
+        &args.upstream_tls,
+    );
+    if let Some((user, password)) = args.listen.credentials()? {
+        b = b.proxy_auth(user, password);
+    }
+    let limits = &args.limits;
+    let mut http = mitm::Http::new().timeout(limits.timeout.0);
+    if let Some(secs) = limits.handshake_timeout {
+        http = http.handshake_timeout(secs.0);
+    }
+    let http = upstream_timeouts(http, &args.upstream_timeouts)
+        .idle_timeout(limits.idle_timeout.0)
+        .max_head(limits.max_head)
+        .max_headers(limits.max_headers)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_upstream_connections(limits.max_upstream_connections)
+        .zero_copy(!args.runtime.no_zero_copy);
+    for spec in &args.listen.modes()? {
+        let listener = spec
+            .listener(&http, args.listen.keep_host_header)
+            .with_context(|| format!("--mode {spec}"))?;
+        b = b.listener(listener);
+    }
+    if let Some(secs) = args.intercept.tls_fail_open {
+        b = b.tls_fail_open(Some(secs.0));
+    }
+    b = b
+        .max_connections(limits.max_connections)
+        .grace_period(args.runtime.grace.0);
+    b = with_log(b, args.log.log);
+    let replay = &args.server_replay;
+    if !replay.server_replay.is_empty() {
+        let mut recorded = Vec::new();
+        for path in &replay.server_replay {
+            recorded.extend(
+                mitm::capture::read(path)
+                    .with_context(|| format!("--server-replay {}", path.display()))?,
+            );
+        }
+        let unmatched = match replay.server_replay_extra {
+            ReplayExtra::Forward => mitm::capture::server_replay::Unmatched::Forward,
+            ReplayExtra::NotFound => mitm::capture::server_replay::Unmatched::NotFound,
+        };
+        let replay = mitm::capture::server_replay::ServerReplay::new(recorded, unmatched);
+        tracing::info!(responses = replay.len(), "server replay");
+        b = b.http_handler(Arc::new(replay));
+    }
+    let capture = capture(&args.save)?;
+    if let Some(capture) = &capture {
+        b = b.http_handler(capture.clone());
+    }
+    if let Some(ignore) = args.intercept.ignore_hosts()? {
+        b = b.router(Arc::new(ignore));
+    }
+    Ok((b, capture))
+}
+
+/// `http` with the upstream timeouts of the options: the proxy's and `mitm replay`'s.
+pub(crate) fn upstream_timeouts(
+    mut http: mitm::Http,
+    timeouts: &args::UpstreamTimeouts,
+) -> mitm::Http {
+    if let Some(secs) = timeouts.connect_timeout {
+        http = http.connect_timeout(secs.0);
+    }
+    http.response_timeout(timeouts.response_timeout.0)
+}
+
+/// `b` with no hooks but the log `--log` asks for (the library's default `[Log]` is
+/// replaced either way).
+pub(crate) fn with_log(b: MitmBuilder, log: LogChoice) -> MitmBuilder {
+    let b = b.middlewares(vec![]);
+    match log {
+        LogChoice::None => b,
+        LogChoice::Log => b.middleware(Arc::new(Log)),
+        LogChoice::Http => b.http_handler(Arc::new(HttpLog::default())),
+    }
+}
+
+/// The capture `--save` asks for, its files created (never over existing ones).
+pub(crate) fn capture(save: &args::Save) -> anyhow::Result<Option<Arc<mitm::capture::Capture>>> {
+    if save.save.is_empty() {
+        return Ok(None);
+    }
+    let mut capture = mitm::capture::Capture::builder().body_limit(save.save_body_limit);
+    if let Some(text) = &save.save_filter {
+        capture = capture.filter(crate::config::parse_filter(text).context("--save-filter")?);
+    }
+    for path in &save.save {
+        let sink =
+            mitm::capture::create(path).with_context(|| format!("--save {}", path.display()))?;
+        capture = capture.sink(sink);
+    }
+    Ok(Some(Arc::new(capture.start())))
+}
+
+/// Writes what the capture still has queued, and says what was saved.
+pub(crate) fn finish_capture(capture: Option<&mitm::capture::Capture>, files: &[PathBuf]) {
+    let Some(capture) = capture else { return };
+    let (written, dropped) = capture.finish();
+    let failed = capture.failed();
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    if dropped > 0 || failed > 0 {
+        tracing::warn!(
+            written,
+            dropped,
+            failed,
+            "saved {written} flows to {}; {dropped} were dropped (the writer fell behind) and \
+             {failed} writes failed",
+            files.join(", ")
+        );
+    } else {
+        tracing::info!("saved {written} flows to {}", files.join(", "));
+    }
+}
+
+/// The CA (`--ca-dir`) and the TLS towards origins (`--upstream-ca`,
+/// `--upstream-client-cert`, `--insecure`) of `b`: what the proxy, `mitm replay` and
+/// the web UI's replay share.
+pub(crate) fn ca_and_upstream_tls(
+    mut b: MitmBuilder,
+    ca: &args::Ca,
+    tls: &args::UpstreamTls,
+) -> MitmBuilder {
+    if let Some(dir) = &ca.ca_dir {
+        b = b.ca_dir(dir);
+    }
+    for file in &tls.upstream_ca {
+        b = b.upstream_ca_file(file);
+    }
+    if let Some(pem) = &tls.upstream_client_cert {
+        b = b.upstream_client_cert(pem);
+    }
+    b.dangerous_accept_invalid_upstream_certs(tls.insecure)
+}
+
+/// The web UI, bound where --web-host and --web-port say, replaying with
+/// [`replayer`].
+async fn bind_web(args: &ProxyArgs) -> anyhow::Result<mitm::web::WebUi> {
+    let web = mitm::web::WebUi::builder()
+        .host(args.web.at.web_host.clone())
+        .port(args.web.at.web_port)
+        .bind()
+        .await
+        .context("cannot start the web UI")?;
+    Ok(web.replayer(Arc::new(replayer(&args.ca, &args.upstream_tls).await?)))
+}
+
+/// A proxy that only sends, for the web UI's replay: the real one's CA and upstream TLS
+/// settings, listening on a port nobody is told of, with no hooks (so that no --save
+/// file is opened twice). Upstream proxy modes do not apply to replays.
+pub(crate) async fn replayer(ca: &args::Ca, tls: &args::UpstreamTls) -> anyhow::Result<Mitm> {
+    let b = Mitm::builder()
+        .host("127.0.0.1")
+        .port(0)
+        .middlewares(vec![]);
+    ca_and_upstream_tls(b, ca, tls)
+        .bind()
+        .await
+        .context("cannot set up the web UI's replay")
+}
+
+/// Prints the web UI's URL (with its token), warning first when other machines can
+/// reach it.
+pub(crate) fn print_web(web: &mitm::web::WebUi) -> anyhow::Result<()> {
+    let addr = web.local_addr();
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "mitm: warning: web UI listening on {addr}, reachable from the network: anyone \
+             who can connect and has the token sees all traffic"
+        );
+    }
+    emit(&format!("web UI: {}\n", web.url()))
+}
+
+/// Prints one line per listener (its address as a client would name it, and its
+/// mode), the CA certificate, and how to use the proxy.
+fn print_banner(proxy: &Mitm) -> anyhow::Result<()> {
+    let mut out = String::new();
+    for bound in proxy.listeners() {
+        let addr = bound.addr;
+        if addr.ip().is_unspecified() || !addr.ip().is_loopback() {
+            eprintln!(
+                "mitm: warning: listening on {addr} ({}), reachable from the network: anyone \
+                 who can connect can use this proxy",
+                bound.name
+            );
+        }
+        let scheme = if bound.name == "socks5" {
+            "socks5"
+        } else {
+            "http"
+        };
+        out.push_str(&format!(
+            "mitm listening on {scheme}://{addr} ({})\n",
+            bound.name
+        ));
+    }
+    if let Some(path) = proxy.ca_cert_path() {
+        let path = path.display();
+        out.push_str(&format!("CA certificate: {path}\n"));
+        out.push_str("Trust it to see inside HTTPS, for example:\n");
+        for bound in proxy.listeners() {
+            out.push_str(&example(&bound, &path.to_string()));
+        }
+        out.push_str("(`mitm ca` shows how to trust it elsewhere.) Press Ctrl-C to stop.\n");
+    }
+    emit(&out)
+}
+
+/// How a client uses the listener `bound`, trusting the CA certificate at `ca`.
+fn example(bound: &mitm::Bound, ca: &str) -> String {
+    let addr = bound.addr;
+    let name = bound.name.as_str();
+    if name == "socks5" {
+        format!("  curl --socks5-hostname {addr} --cacert {ca} https://example.com/\n")
+    } else if name.starts_with("reverse:") {
+        format!("  curl --cacert {ca} https://{addr}/  (or http://{addr}/)\n")
+    } else if name == "transparent" {
+        format!(
+            "  redirect clients' traffic to port {} with iptables (see the README's Modes)\n",
+            addr.port()
+        )
+    } else {
+        format!(
+            "  curl --proxy http://{addr} --cacert {ca} https://example.com/\n  \
+             python: requests.get(url, proxies={{\"http\": \"http://{addr}\", \"https\": \"http://{addr}\"}}, verify=\"{ca}\")\n"
+        )
+    }
+}
