@@ -135,7 +135,7 @@ pub use crate::net::io::{BoxIo, Io, Rewind};
 pub use crate::protocol::{Connected, Http, Protocol, Resolution, Reverse, Socks5, Transparent};
 pub use crate::server::listener::{Bound, Listener};
 pub use crate::server::DEFAULT_TLS_FAIL_OPEN;
-pub use crate::server::{default_ca_dir, Mitm, MitmBuilder, MitmHandle};
+pub use crate::server::{default_ca_dir, Mitm, MitmBuilder, MitmHandle, Sender};
 pub use crate::server::{DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT};
 pub use crate::tls::ca::CertificateAuthority;
 pub use crate::upstream::route::{Route, UpstreamProxy};

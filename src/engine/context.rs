@@ -42,6 +42,9 @@ pub struct Context {
     /// The hosts whose clients refused the proxy's certificate, passed through for a
     /// while; `None` when TLS fail-open is off.
     pub(crate) fail_open: Option<Arc<FailOpen>>,
+    /// The last connection id given out: one counter for every listener and sender of
+    /// a server, so that ids are unique among its connections.
+    pub(crate) ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Context {
@@ -54,6 +57,11 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
+    /// A new connection id, unique among the server's connections (from 1).
+    pub(crate) fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
     /// The certificate authority that signs leaves for intercepted hosts.
     pub fn ca(&self) -> &Arc<CertificateAuthority> {
         &self.ca

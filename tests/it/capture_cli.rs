@@ -381,8 +381,12 @@ async fn client_replay_gives_up_on_a_silent_origin_after_its_timeouts() {
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
+    // The sender obeys --response-timeout itself, and says which origin was silent.
+    let origin_addr = format!("127.0.0.1:{}", origin.port());
     assert!(
-        stdout.starts_with(&format!("ERR GET {url}: no response within 1.5 s")),
+        stdout.starts_with(&format!(
+            "ERR GET {url}: upstream {origin_addr} did not answer within 1s"
+        )),
         "{stdout}"
     );
     assert!(

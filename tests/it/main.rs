@@ -29,6 +29,7 @@ mod load;
 mod modes;
 mod proxy;
 mod reverse;
+mod sender;
 mod socks5;
 mod sqlite;
 mod tls;

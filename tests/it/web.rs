@@ -35,15 +35,14 @@ impl Ui {
     }
 }
 
-/// A web UI on a free port, replaying with a proxy of its own (bound, never run)
-/// that trusts the test origins.
+/// A web UI on a free port, replaying with a sender of its own (no listener) that
+/// trusts the test origins.
 async fn start_ui() -> Ui {
     let sender = mitm::Mitm::builder()
-        .port(0)
         .certificate_authority(Arc::new(mitm::CertificateAuthority::generate().unwrap()))
         .middlewares(vec![])
         .upstream_ca_file(origin_ca_file())
-        .bind()
+        .sender()
         .await
         .unwrap();
     let ui = WebUi::builder()

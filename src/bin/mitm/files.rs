@@ -91,30 +91,18 @@ pub(crate) fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
 /// `mitm replay`: each recorded request sent again; fails if any could not be.
 pub(crate) async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let records = records(&args.file, args.filter.as_deref())?;
-    // The proxy's own setup (CA, upstream TLS and timeouts, hooks), listening nowhere
-    // useful.
+    // The proxy's own setup (CA, upstream TLS and timeouts, hooks), with no listener.
     let timeouts = &args.upstream_timeouts;
     let http = proxy::upstream_timeouts(mitm::Http::new(), timeouts);
     let capture = proxy::capture(&args.save)?;
-    let protocols: Vec<Arc<dyn mitm::Protocol>> = vec![Arc::new(http)];
-    let mut builder = Mitm::builder()
-        .host("127.0.0.1")
-        .port(0)
-        .protocols(protocols);
-    builder = proxy::with_log(builder, args.log.log);
+    let mut builder = proxy::with_log(Mitm::builder().http(http), args.log.log);
     if let Some(capture) = &capture {
         builder = builder.http_handler(capture.clone());
     }
-    let proxy = proxy::ca_and_upstream_tls(builder, &args.ca, &args.upstream_tls)
-        .bind()
+    let sender = proxy::ca_and_upstream_tls(builder, &args.ca, &args.upstream_tls)
+        .sender()
         .await
-        .context("cannot set up the proxy")?;
-    // `Mitm::send` keeps the library's default timeouts whatever the listener has: the
-    // options bound each request as a whole.
-    let connect = timeouts
-        .connect_timeout
-        .map_or(mitm::protocol::regular::DEFAULT_HEAD_TIMEOUT, |secs| secs.0);
-    let deadline = connect.saturating_add(timeouts.response_timeout.0);
+        .context("cannot set up the requests' sender")?;
     let mut failed = 0;
     let mut out = String::new();
     for record in &records {
@@ -124,13 +112,7 @@ pub(crate) async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
             .response
             .as_ref()
             .map_or_else(|| "none".to_string(), |r| r.status.to_string());
-        let sent = match tokio::time::timeout(deadline, proxy.send(request)).await {
-            Ok(sent) => sent.map_err(anyhow::Error::from),
-            Err(_) => Err(anyhow::anyhow!(
-                "no response within {} s (--connect-timeout plus --response-timeout)",
-                args::Secs(deadline)
-            )),
-        };
+        let sent = sender.send(request).await.map_err(anyhow::Error::from);
         match sent {
             Ok(response) => out.push_str(&format!(
                 "{} {} {url} (was {was})\n",
@@ -143,7 +125,7 @@ pub(crate) async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         }
     }
     emit(&out)?;
-    drop(proxy);
+    drop(sender);
     proxy::finish_capture(capture.as_deref(), &args.save.save);
     if failed > 0 {
         anyhow::bail!("{failed} of {} requests failed", records.len());

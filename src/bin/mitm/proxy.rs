@@ -28,7 +28,11 @@ pub(crate) async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
     print_banner(&proxy)?;
     if let Some(web) = web {
-        let web = web.ca(proxy.ca().clone());
+        // Replays go through the proxy itself: its hooks (the capture, the UI's own
+        // feed, so a replayed flow shows), its routes and its pool.
+        let web = web
+            .ca(proxy.ca().clone())
+            .replayer(Arc::new(proxy.sender()));
         print_web(&web)?;
         tokio::spawn(async move {
             if let Err(e) = web.run().await {
@@ -189,28 +193,27 @@ pub(crate) fn ca_and_upstream_tls(
     b.dangerous_accept_invalid_upstream_certs(tls.insecure)
 }
 
-/// The web UI, bound where --web-host and --web-port say, replaying with
-/// [`replayer`].
+/// The web UI, bound where --web-host and --web-port say (its replayer comes with the
+/// proxy).
 async fn bind_web(args: &ProxyArgs) -> anyhow::Result<mitm::web::WebUi> {
-    let web = mitm::web::WebUi::builder()
+    mitm::web::WebUi::builder()
         .host(args.web.at.web_host.clone())
         .port(args.web.at.web_port)
         .bind()
         .await
-        .context("cannot start the web UI")?;
-    Ok(web.replayer(Arc::new(replayer(&args.ca, &args.upstream_tls).await?)))
+        .context("cannot start the web UI")
 }
 
-/// A proxy that only sends, for the web UI's replay: the real one's CA and upstream TLS
-/// settings, listening on a port nobody is told of, with no hooks (so that no --save
-/// file is opened twice). Upstream proxy modes do not apply to replays.
-pub(crate) async fn replayer(ca: &args::Ca, tls: &args::UpstreamTls) -> anyhow::Result<Mitm> {
-    let b = Mitm::builder()
-        .host("127.0.0.1")
-        .port(0)
-        .middlewares(vec![]);
+/// A sender with no listener, for `mitm web FILE`'s replay: the CA and upstream TLS
+/// settings the options give, and no hooks. Upstream proxy modes do not apply to
+/// replays.
+pub(crate) async fn replayer(
+    ca: &args::Ca,
+    tls: &args::UpstreamTls,
+) -> anyhow::Result<mitm::Sender> {
+    let b = Mitm::builder().middlewares(vec![]);
     ca_and_upstream_tls(b, ca, tls)
-        .bind()
+        .sender()
         .await
         .context("cannot set up the web UI's replay")
 }

@@ -35,6 +35,8 @@ pub(crate) struct Head<'a> {
     /// The client connection must end after it (where the next request would start
     /// is unknown).
     pub close: bool,
+    /// Why the proxy answered itself, for an error page (shared with the flow).
+    pub error: Option<&'a std::sync::Arc<crate::error::Error>>,
 }
 
 /// The client end of one exchange.

@@ -36,6 +36,7 @@ pub(crate) async fn send(
         length: 0,
         killed: false,
         local_error: false,
+        error: None,
     };
     let flow = HttpFlow::new(id, request);
     super::run(cx, settings, &mut client, flow).await?;
@@ -43,8 +44,10 @@ pub(crate) async fn send(
         return Err(Error::Killed);
     }
     if client.local_error {
-        // The proxy's own error page: the origin was not reached. Its first line says
-        // why.
+        // The proxy's own error page: the origin was not reached, or did not answer.
+        if let Some(error) = client.error.take() {
+            return Err(Error::unshare(error));
+        }
         let page = String::from_utf8_lossy(&client.body);
         let why = page.lines().next().unwrap_or("no response").to_string();
         return Err(Error::protocol("replay", why, None));
@@ -66,6 +69,8 @@ struct Direct {
     killed: bool,
     /// The response is an error page the proxy made (status 5xx).
     local_error: bool,
+    /// Why the proxy answered itself, when it did.
+    error: Option<std::sync::Arc<Error>>,
 }
 
 impl Client for Direct {
@@ -96,6 +101,7 @@ impl Client for Direct {
 
     async fn start(&mut self, head: Head<'_>) -> Result<()> {
         self.local_error = head.local && head.response.status >= 500;
+        self.error = head.error.cloned();
         let mut response = head.response.clone();
         response.body = match head.body {
             BodyOut::None => Body::Empty,

@@ -632,6 +632,7 @@ impl<'a, C: Client> Exchange<'a, C> {
             body,
             local: false,
             close: false,
+            error: None,
         };
         let written = self.write_response(head, Some(origin), ahead).await;
         self.flow.response = Some(response);
@@ -847,6 +848,7 @@ impl<'a, C: Client> Exchange<'a, C> {
         if has_body || matches!(response.body, Body::Full(_)) {
             set_response_length(&mut response, len);
         }
+        let error = self.flow.error.clone();
         let head = Head {
             response: &response,
             body: if has_body {
@@ -856,6 +858,7 @@ impl<'a, C: Client> Exchange<'a, C> {
             },
             local: true,
             close,
+            error: error.as_ref(),
         };
         self.write_response(head, None, Vec::new()).await?;
         self.flow.response = Some(response);
@@ -964,6 +967,7 @@ impl<'a, C: Client> Exchange<'a, C> {
             body: BodyOut::None,
             local,
             close: false,
+            error: None,
         };
         self.write_response(head, None, Vec::new()).await
     }

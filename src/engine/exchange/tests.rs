@@ -39,6 +39,7 @@ fn context() -> (Context, watch::Sender<bool>) {
         local_addrs: Arc::from([]),
         stopping,
         fail_open: None,
+        ids: Default::default(),
     };
     (cx, stop)
 }
