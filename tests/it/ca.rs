@@ -450,6 +450,20 @@ fn root_has_every_field() {
     assert!((now() + 3650 * DAY - 60..=now() + 3660 * DAY).contains(&end));
 }
 
+#[test]
+fn fingerprints_hash_the_root_and_its_key() {
+    use base64::Engine as _;
+    let sha256 = |bytes: &[u8]| ring::digest::digest(&ring::digest::SHA256, bytes);
+    let ca = CertificateAuthority::generate().unwrap();
+    let hex: Vec<_> = (sha256(ca.cert_der()).as_ref().iter())
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    assert_eq!(ca.fingerprint_sha256(), hex.join(":"));
+    let spki = sha256(parse(ca.cert_der()).public_key().raw);
+    let spki = base64::engine::general_purpose::STANDARD.encode(spki);
+    assert_eq!(mitm::tls::trust::spki_sha256(&ca), Some(spki));
+}
+
 fn assert_leaf_fields(ca: &CertificateAuthority, host: &str) {
     let root = parse(ca.cert_der());
     let der = ca.issue_leaf(host).unwrap();

@@ -225,6 +225,12 @@ impl CertificateAuthority {
         self.root.fingerprint.clone()
     }
 
+    /// The SHA-256 hash of the root's SubjectPublicKeyInfo, base64 (see
+    /// [`trust::spki_sha256`](crate::tls::trust::spki_sha256)).
+    pub(crate) fn spki_sha256(&self) -> &str {
+        &self.root.spki_sha256
+    }
+
     /// Issues a fresh leaf certificate for `host`, bypassing the cache.
     ///
     /// `host` is a DNS name (case and a trailing dot do not matter) or an IP address

@@ -1,8 +1,11 @@
 //! The root: a new one made here, or a user's read from PEM, checked against its key,
-//! and what the CA tells of it (PEM, subject, fingerprint).
+//! and what the CA tells of it (PEM, subject, fingerprints). Certificates are read with
+//! x509-parser, hashed with ring and written as PEM with base64.
 
 use std::path::Path;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PublicKeyData,
@@ -10,9 +13,12 @@ use rcgen::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::Duration;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::error::X509Error;
+use x509_parser::nom;
 
 use super::store::PemPair;
-use super::{cert_error, invalid, set_validity, tls_error};
+use super::{cert_error, invalid, set_validity};
 use crate::error::Result;
 
 /// Root lifetime: long, since replacing a trusted root means every client re-trusts.
@@ -36,6 +42,9 @@ pub(super) struct Root {
     pub(super) subject: String,
     /// SHA-256 of `der`, as `openssl x509 -fingerprint -sha256` prints it.
     pub(super) fingerprint: String,
+    /// SHA-256 of the SubjectPublicKeyInfo, base64: the pin Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes.
+    pub(super) spki_sha256: String,
     /// The root's name, key identifier and key, as rcgen signs leaves with them.
     pub(super) issuer: Issuer<'static, KeyPair>,
 }
@@ -63,20 +72,23 @@ impl Root {
 
     /// Checks that `key` is the certificate's and that rcgen can issue with them.
     fn new(der: CertificateDer<'static>, key: KeyPair, paths: Paths<'_>) -> Result<Self> {
-        let cert_invalid = |reason: &str| invalid(paths.0, "certificate", reason.into());
-        let Some(tbs) = Tbs::parse(&der) else {
-            return Err(cert_invalid("malformed DER"));
-        };
-        if tbs.public_key != key.der_bytes() {
+        let cert_invalid = |reason: String| invalid(paths.0, "certificate", reason);
+        let cert = parse(&der).map_err(|e| cert_invalid(format!("malformed DER ({e})")))?;
+        let spki = cert.public_key();
+        if spki.subject_public_key.data != key.der_bytes() {
             let reason = "does not match the certificate's public key".into();
             return Err(invalid(paths.1, "private key", reason));
         }
-        let subject = describe_name(tbs.subject);
+        let subject = cert.subject().to_string();
+        let spki_sha256 = BASE64.encode(sha256(spki.raw));
+        // rcgen takes the root's name and subject key identifier from the certificate:
+        // the leaves' issuer and authority key identifier.
         let issuer = Issuer::from_ca_cert_der(&der, key)
-            .map_err(|e| cert_invalid(&format!("unusable as an issuer: {e}")))?;
+            .map_err(|e| cert_invalid(format!("unusable as an issuer: {e}")))?;
         Ok(Self {
-            pem: pem_encode(&der),
-            fingerprint: fingerprint(&der)?,
+            pem: cert_pem(&der),
+            fingerprint: colon_hex(&sha256(&der)),
+            spki_sha256,
             der,
             subject,
             issuer,
@@ -95,7 +107,33 @@ impl Root {
 /// A certificate's issuer and subject names, as their DER: a leaf chains to its root
 /// only if its issuer is the root's subject byte for byte.
 pub(super) fn names(cert: &[u8]) -> Option<(&[u8], &[u8])> {
-    Tbs::parse(cert).map(|tbs| (tbs.issuer, tbs.subject))
+    let tbs = parse(cert).ok()?.tbs_certificate;
+    Some((tbs.issuer.as_raw(), tbs.subject.as_raw()))
+}
+
+/// Parses a DER certificate, with what follows it ignored (as rcgen does).
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, nom::Err<X509Error>> {
+    x509_parser::parse_x509_certificate(der).map(|(_, cert)| cert)
+}
+
+fn sha256(bytes: &[u8]) -> ring::digest::Digest {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+}
+
+/// Uppercase hex pairs joined by colons, as openssl prints fingerprints.
+fn colon_hex(digest: &ring::digest::Digest) -> String {
+    let pairs: Vec<_> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    pairs.join(":")
+}
+
+/// A DER certificate as PEM: base64 in the customary lines of 64 characters (48 bytes).
+fn cert_pem(der: &[u8]) -> String {
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in der.chunks(48) {
+        BASE64.encode_string(line, &mut pem);
+        pem.push('\n');
+    }
+    pem + "-----END CERTIFICATE-----\n"
 }
 
 /// A new self-signed root and its key.
@@ -172,11 +210,10 @@ fn der_encode(tag: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One DER element: its tag, the whole encoding and the contents.
+/// One DER element: its tag and contents.
 #[derive(Clone, Copy)]
 struct Der<'a> {
     tag: u8,
-    raw: &'a [u8],
     body: &'a [u8],
 }
 
@@ -196,13 +233,7 @@ impl<'a> Der<'a> {
             _ => return None,
         };
         let (body, rest) = rest.split_at_checked(len)?;
-        let raw = &input[..input.len() - rest.len()];
-        let element = Self {
-            tag: *tag,
-            raw,
-            body,
-        };
-        Some((element, rest))
+        Some((Self { tag: *tag, body }, rest))
     }
 
     fn single(input: &'a [u8]) -> Option<Self> {
@@ -218,97 +249,6 @@ impl<'a> Der<'a> {
         }
         out
     }
-}
-
-/// The parts of a certificate's to-be-signed body this module compares.
-struct Tbs<'a> {
-    issuer: &'a [u8],
-    subject: &'a [u8],
-    /// The subjectPublicKey bits, without the unused-bits byte.
-    public_key: &'a [u8],
-}
-
-impl<'a> Tbs<'a> {
-    fn parse(cert: &'a [u8]) -> Option<Self> {
-        let tbs = Der::single(Der::single(cert)?.body)?;
-        let mut fields = Der::elements(tbs.body);
-        if fields.first()?.tag == 0xa0 {
-            fields.remove(0); // the optional version
-        }
-        // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
-        let [_, _, issuer, _, subject, spki, ..] = fields.as_slice() else {
-            return None;
-        };
-        let bits = *Der::elements(spki.body).get(1)?;
-        Some(Self {
-            issuer: issuer.raw,
-            subject: subject.raw,
-            public_key: bits.body.get(1..)?,
-        })
-    }
-}
-
-/// Renders a DER name as `C=US, O=mitm, CN=mitm` for debug output.
-fn describe_name(name: &[u8]) -> String {
-    let Some(name) = Der::single(name) else {
-        return String::new();
-    };
-    let attributes = Der::elements(name.body)
-        .into_iter()
-        .flat_map(|rdn| Der::elements(rdn.body))
-        .filter_map(|attribute| match Der::elements(attribute.body)[..] {
-            [oid, value] => Some((oid.body, value.body)),
-            _ => None,
-        });
-    let text = attributes.map(|(oid, value)| {
-        let label = match oid {
-            [0x55, 0x04, 3] => "CN",
-            [0x55, 0x04, 6] => "C",
-            [0x55, 0x04, 7] => "L",
-            [0x55, 0x04, 8] => "ST",
-            [0x55, 0x04, 10] => "O",
-            [0x55, 0x04, 11] => "OU",
-            _ => "?",
-        };
-        format!("{label}={}", String::from_utf8_lossy(value))
-    });
-    text.collect::<Vec<_>>().join(", ")
-}
-
-fn fingerprint(der: &[u8]) -> Result<String> {
-    // rustls exposes its SHA-256 only through a cipher suite; every TLS 1.3 suite of the
-    // ring provider has one, so the error is unreachable in practice.
-    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13();
-    let Some(suite) = suite else {
-        let source = rustls::Error::General("SHA-256 unavailable".into());
-        return Err(tls_error("fingerprint")(source));
-    };
-    let digest = suite.common.hash_provider.hash(der);
-    let hex = digest.as_ref().iter().map(|b| format!("{b:02X}"));
-    Ok(hex.collect::<Vec<_>>().join(":"))
-}
-
-fn pem_encode(der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for (i, chunk) in der.chunks(3).enumerate() {
-        let bits = (chunk.iter().enumerate())
-            .fold(0u32, |acc, (j, b)| acc | u32::from(*b) << (16 - 8 * j));
-        for sextet in 0..4 {
-            let index = (bits >> (18 - 6 * sextet)) as usize & 63;
-            let c = if sextet <= chunk.len() {
-                ALPHABET[index]
-            } else {
-                b'='
-            };
-            out.push(char::from(c));
-        }
-        // 16 groups of 4 characters make the customary 64-character line.
-        if i % 16 == 15 || (i + 1) * 3 >= der.len() {
-            out.push('\n');
-        }
-    }
-    out + "-----END CERTIFICATE-----\n"
 }
 
 #[cfg(test)]
@@ -329,13 +269,14 @@ mod tests {
 
     #[test]
     fn pem_matches_known_base64() {
-        let pem = pem_encode(b"foobar!");
+        let pem = cert_pem(b"foobar!");
         assert_eq!(pem.lines().nth(1), Some("Zm9vYmFyIQ=="));
-        let long = pem_encode(&[0xff; 48]);
+        let long = cert_pem(&[0xff; 48]);
         assert_eq!(long.lines().nth(1), Some("/".repeat(64).as_str()));
         assert_eq!(long.lines().count(), 3);
-        let two = pem_encode(&[0; 49]);
+        let two = cert_pem(&[0; 49]);
         assert_eq!(two.lines().nth(2), Some("AA=="));
+        assert_eq!(cert_pem(&[]).lines().count(), 2);
     }
 
     #[test]
