@@ -13,9 +13,13 @@ use rcgen::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::Duration;
+use x509_parser::asn1_rs::{
+    self, Any, Class, FromDer, Null, OctetString, Oid, Sequence, Tag, ToDer,
+};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::error::X509Error;
 use x509_parser::nom;
+use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION};
 
 use super::store::PemPair;
 use super::{cert_error, invalid, set_validity};
@@ -171,84 +175,41 @@ fn root_params() -> Result<CertificateParams, rcgen::Error> {
     Ok(params)
 }
 
-/// Rewraps PKCS#1 and SEC1 keys as PKCS#8, the only form rcgen's `ring` backend reads.
+/// Rewraps PKCS#1 and SEC1 keys as PKCS#8 (a version 0 PrivateKeyInfo, RFC 5208), the
+/// only form rcgen's `ring` backend reads; asn1-rs writes the DER.
 fn to_pkcs8(key: &PrivateKeyDer<'_>) -> Option<PrivatePkcs8KeyDer<'static>> {
-    // rsaEncryption with NULL parameters; id-ecPublicKey.
-    const RSA_ALG: &[u8] = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01\x05\x00";
-    const EC_OID: &[u8] = b"\x06\x07\x2a\x86\x48\xce\x3d\x02\x01";
-    let (algorithm, inner) = match key {
+    let (algorithm, parameters, inner) = match key {
         PrivateKeyDer::Pkcs8(pkcs8) => return Some(pkcs8.clone_key()),
-        PrivateKeyDer::Pkcs1(rsa) => (RSA_ALG.to_vec(), rsa.secret_pkcs1_der()),
+        // rsaEncryption takes NULL parameters (RFC 8017, A.1).
+        PrivateKeyDer::Pkcs1(rsa) => {
+            let null = Null::new().to_der_vec().ok()?;
+            (OID_PKCS1_RSAENCRYPTION, null, rsa.secret_pkcs1_der())
+        }
         PrivateKeyDer::Sec1(ec) => {
-            // The curve is in the key's optional [0] field; without it we cannot tell.
-            let fields = Der::elements(Der::single(ec.secret_sec1_der())?.body);
-            let curve = fields.into_iter().find(|f| f.tag == 0xa0)?;
-            ([EC_OID, curve.body].concat(), ec.secret_sec1_der())
+            let curve = sec1_curve(ec.secret_sec1_der())?;
+            (OID_KEY_TYPE_EC_PUBLIC_KEY, curve, ec.secret_sec1_der())
         }
         _ => return None,
     };
-    let body = [
-        b"\x02\x01\x00".as_slice(),
-        &der_encode(0x30, &algorithm),
-        &der_encode(0x04, inner),
-    ]
-    .concat();
-    Some(der_encode(0x30, &body).into())
+    let algorithm = [algorithm.to_der_vec().ok()?, parameters].concat();
+    let fields = [
+        0u8.to_der_vec().ok()?,
+        Sequence::new(algorithm.into()).to_der_vec().ok()?,
+        OctetString::new(inner).to_der_vec().ok()?,
+    ];
+    let pkcs8 = Sequence::new(fields.concat().into()).to_der_vec().ok()?;
+    Some(pkcs8.into())
 }
 
-fn der_encode(tag: u8, body: &[u8]) -> Vec<u8> {
-    let len = body.len().to_be_bytes();
-    let significant = &len[len.iter().take_while(|&&b| b == 0).count()..];
-    let mut out = vec![tag];
-    if body.len() < 0x80 {
-        out.push(body.len() as u8);
-    } else {
-        out.push(0x80 | significant.len() as u8);
-        out.extend_from_slice(significant);
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-/// One DER element: its tag and contents.
-#[derive(Clone, Copy)]
-struct Der<'a> {
-    tag: u8,
-    body: &'a [u8],
-}
-
-impl<'a> Der<'a> {
-    /// Splits the first element (single-byte tags only) off `input`.
-    fn split(input: &'a [u8]) -> Option<(Self, &'a [u8])> {
-        let [tag, first, rest @ ..] = input else {
-            return None;
-        };
-        let (len, rest) = match usize::from(*first) {
-            len @ 0..=0x7f => (len, rest),
-            n @ 0x81..=0x84 => {
-                let (len, rest) = rest.split_at_checked(n & 0x7f)?;
-                let len = len.iter().fold(0, |acc, b| acc << 8 | usize::from(*b));
-                (len, rest)
-            }
-            _ => return None,
-        };
-        let (body, rest) = rest.split_at_checked(len)?;
-        Some((Self { tag: *tag, body }, rest))
-    }
-
-    fn single(input: &'a [u8]) -> Option<Self> {
-        Self::split(input).map(|(element, _)| element)
-    }
-
-    /// All elements in `input`, stopping at the first malformed one.
-    fn elements(mut input: &'a [u8]) -> Vec<Self> {
-        let mut out = Vec::new();
-        while let Some((element, rest)) = Self::split(input) {
-            out.push(element);
-            input = rest;
-        }
-        out
-    }
+/// The named curve of a SEC1 private key (RFC 5915), as DER: its optional `[0]` field,
+/// without which the key's curve cannot be told.
+fn sec1_curve(sec1: &[u8]) -> Option<Vec<u8>> {
+    let (_, key) = Sequence::from_der(sec1).ok()?;
+    let mut fields = key.der_iter::<Any, asn1_rs::Error>();
+    let is_curve = |field: &Any| field.class() == Class::ContextSpecific && field.tag() == Tag(0);
+    let curve = fields.find_map(|field| field.ok().filter(is_curve))?;
+    let (_, curve) = Oid::from_der(curve.data).ok()?;
+    curve.to_der_vec().ok()
 }
 
 #[cfg(test)]
@@ -257,14 +218,16 @@ mod tests {
     use crate::tls::ca::CertificateAuthority;
 
     #[test]
-    fn der_lengths() {
-        assert_eq!(der_encode(4, &[1, 2]), [4, 2, 1, 2]);
-        assert_eq!(der_encode(4, &[0; 200])[..3], [4, 0x81, 200]);
-        assert_eq!(der_encode(4, &[0; 300])[..4], [4, 0x82, 1, 44]);
-        assert_eq!(der_encode(4, &[]), [4, 0]);
-        let encoded = der_encode(0x30, &[0; 300]);
-        let element = Der::single(&encoded).unwrap();
-        assert_eq!((element.tag, element.body.len()), (0x30, 300));
+    fn keys_that_cannot_be_rewrapped_are_refused() {
+        // A SEC1 key without its curve, and no DER at all.
+        let sec1_without_curve = [0x30, 0x03, 0x02, 0x01, 0x01];
+        assert!(sec1_curve(&sec1_without_curve).is_none());
+        let key = PrivateKeyDer::Sec1(sec1_without_curve.to_vec().into());
+        assert!(to_pkcs8(&key).is_none());
+        assert!(sec1_curve(b"not DER").is_none());
+        let pkcs8 = KeyPair::generate().unwrap().serialize_der();
+        let key = PrivateKeyDer::Pkcs8(pkcs8.clone().into());
+        assert_eq!(to_pkcs8(&key).unwrap().secret_pkcs8_der(), pkcs8);
     }
 
     #[test]
