@@ -54,7 +54,7 @@ struct Slot {
 impl Leaves {
     /// A new leaf key pair and an empty cache of `entries` hosts (at least 1).
     pub(super) fn new(entries: usize) -> Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::tls::crypto_provider();
         let key = KeyPair::generate().map_err(cert_error("leaf key"))?;
         let pkcs8 = PrivatePkcs8KeyDer::from(key.serialize_der());
         let signer = provider
