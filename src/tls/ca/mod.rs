@@ -31,14 +31,14 @@
 //!   reported as [`Error::CaIncomplete`], never completed. No lock is taken, so none can
 //!   be left held or stale by a crash (and `File::lock` needs Rust 1.89, above this
 //!   crate's 1.88); leftovers older than ten minutes are removed once a CA is found.
-//!
-//! The files: `host.rs` (a host as a certificate names it), `root.rs` (the root, made
-//! or read, and its key), `leaves.rs` (issuing and caching leaves), `store.rs` (the
-//! pair on disk: loading, the atomic publish, saving).
 
+// A host as a certificate names it.
 mod host;
+// Issuing leaves, and caching them with their TLS configs.
 mod leaves;
+// The root, made here or read from PEM, and its key.
 mod root;
+// The pair on disk: loading, the atomic publish, saving.
 mod store;
 
 use std::fmt;
