@@ -3,8 +3,6 @@
 
 use std::fmt::Write as _;
 
-use base64::Engine as _;
-
 use crate::tls::ca::CertificateAuthority;
 
 /// The host a device behind the proxy opens to download the CA certificate (as
@@ -13,8 +11,8 @@ use crate::tls::ca::CertificateAuthority;
 pub const DEFAULT_MAGIC_HOST: &str = "mitm.it";
 
 /// The SHA-256 hash of the certificate's SubjectPublicKeyInfo, base64: what Chromium's
-/// `--ignore-certificate-errors-spki-list` and HPKP-style pins take. `None` if the
-/// certificate cannot be parsed (it always can for a loaded CA).
+/// `--ignore-certificate-errors-spki-list` and HPKP-style pins take. Always `Some`: the
+/// CA hashes its root's key when it reads the root.
 ///
 /// ```
 /// let ca = mitm::CertificateAuthority::generate().unwrap();
@@ -22,9 +20,7 @@ pub const DEFAULT_MAGIC_HOST: &str = "mitm.it";
 /// assert_eq!(spki.len(), 44); // 32 bytes, base64
 /// ```
 pub fn spki_sha256(ca: &CertificateAuthority) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(ca.cert_der()).ok()?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
-    Some(base64::engine::general_purpose::STANDARD.encode(digest.as_ref()))
+    Some(ca.spki_sha256().to_owned())
 }
 
 /// How to make common clients trust the CA certificate at `cert_path`, for a proxy at

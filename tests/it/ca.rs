@@ -450,6 +450,20 @@ fn root_has_every_field() {
     assert!((now() + 3650 * DAY - 60..=now() + 3660 * DAY).contains(&end));
 }
 
+#[test]
+fn fingerprints_hash_the_root_and_its_key() {
+    use base64::Engine as _;
+    let sha256 = |bytes: &[u8]| ring::digest::digest(&ring::digest::SHA256, bytes);
+    let ca = CertificateAuthority::generate().unwrap();
+    let hex: Vec<_> = (sha256(ca.cert_der()).as_ref().iter())
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    assert_eq!(ca.fingerprint_sha256(), hex.join(":"));
+    let spki = sha256(parse(ca.cert_der()).public_key().raw);
+    let spki = base64::engine::general_purpose::STANDARD.encode(spki);
+    assert_eq!(mitm::tls::trust::spki_sha256(&ca), Some(spki));
+}
+
 fn assert_leaf_fields(ca: &CertificateAuthority, host: &str) {
     let root = parse(ca.cert_der());
     let der = ca.issue_leaf(host).unwrap();
@@ -787,6 +801,135 @@ fn roots_whose_name_rcgen_cannot_copy_are_refused() {
         };
         let err = CertificateAuthority::load(&cert, &key).unwrap_err();
         assert!(is_invalid(&err, &cert, "certificate"), "{subject}: {err}");
+    }
+}
+
+// ---- authority key identifier ----
+
+/// A key identifier as openssl prints it: uppercase hex pairs joined by colons.
+fn colon_hex(id: &[u8]) -> String {
+    let pairs: Vec<_> = id.iter().map(|b| format!("{b:02X}")).collect();
+    pairs.join(":")
+}
+
+/// The key identifier of the extension `ext` (`subjectKeyIdentifier` or
+/// `authorityKeyIdentifier`) of the PEM certificate `file` in `dir`, as openssl reads it.
+fn openssl_key_id(dir: &Path, file: &str, ext: &str) -> String {
+    let text = openssl(dir, &["x509", "-in", file, "-noout", "-ext", ext]).unwrap();
+    // The extension's name on one line, its value on the next (OpenSSL 1.1 put
+    // `keyid:` before an authority key identifier).
+    let value = text.lines().nth(1).unwrap_or_default().trim();
+    value.trim_start_matches("keyid:").to_owned()
+}
+
+/// The identifier rcgen derives from a public key when it is told nothing (RFC 7093's
+/// SHA-256 method: the hash of the SubjectPublicKeyInfo, cut to 20 bytes). A leaf whose
+/// AKI were made from the CA's key instead of copied from its SKI would carry this.
+fn derived_key_id(cert: &X509Certificate<'_>) -> Vec<u8> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+    digest.as_ref()[..20].to_vec()
+}
+
+/// Checks that every leaf `ca` makes for `host` (issued, and the one its TLS config
+/// presents) names the root's own subject key identifier, `root_ski`, as its authority
+/// key identifier, as x509-parser and openssl both read them.
+fn leaves_name_the_root_ski(ca: &CertificateAuthority, dir: &Path, host: &str, root_ski: &[u8]) {
+    let presented = ca.certified_key(host).unwrap().cert[0].clone();
+    for (name, leaf) in [
+        ("issued", ca.issue_leaf(host).unwrap()),
+        ("presented", presented),
+    ] {
+        assert_eq!(aki(&parse(&leaf)).as_deref(), Some(root_ski), "{name} leaf");
+        fs::write(dir.join("leaf.der"), &leaf).unwrap();
+        let convert = [
+            "x509", "-inform", "DER", "-in", "leaf.der", "-out", "leaf.pem",
+        ];
+        openssl(dir, &convert).unwrap();
+        let leaf_aki = openssl_key_id(dir, "leaf.pem", "authorityKeyIdentifier");
+        assert_eq!(
+            leaf_aki,
+            colon_hex(root_ski),
+            "{name} leaf, as openssl reads it"
+        );
+    }
+}
+
+#[test]
+fn leaf_aki_is_the_ski_of_an_openssl_req_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // An RSA root with openssl's own SKI (the SHA-1 of the key, from its default
+    // config), and an ECDSA root whose SKI the user chose.
+    let rsa = ["-newkey", "rsa:2048", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let chosen = ["-addext", "subjectKeyIdentifier=0123456789ABCDEF"];
+    let no_aki = ["-addext", "authorityKeyIdentifier=none"];
+    let cases = [
+        (&[&rsa[..], &ROOT_KEY_USAGE].concat(), None),
+        (
+            &[&ec[..], &ROOT_KEY_USAGE, &chosen, &no_aki].concat(),
+            Some("01:23:45:67:89:AB:CD:EF"),
+        ),
+    ];
+    for (key_args, chosen_ski) in cases {
+        let req = [
+            "req", "-x509", "-keyout", "k.pem", "-out", "c.pem", "-days", "30",
+        ];
+        let subject = ["-subj", "/O=Someone else/CN=their CA"];
+        if openssl(dir, &[&req[..], &subject, key_args].concat()).is_none() {
+            return;
+        }
+        let root_ski = openssl_key_id(dir, "c.pem", "subjectKeyIdentifier");
+        if let Some(chosen) = chosen_ski {
+            assert_eq!(root_ski, chosen);
+        }
+        let ca = CertificateAuthority::load(dir.join("c.pem"), dir.join("k.pem")).unwrap();
+        let root = parse(ca.cert_der());
+        let ski = ski(&root).unwrap();
+        assert_eq!(colon_hex(&ski), root_ski, "x509-parser reads openssl's SKI");
+        // Otherwise this test could not tell an SKI copied from one made from the key.
+        assert_ne!(
+            ski,
+            derived_key_id(&root),
+            "{root_ski}: not rcgen's own SKI"
+        );
+
+        leaves_name_the_root_ski(&ca, dir, "localhost", &ski);
+        // Strict verification also checks that a leaf's AKI names its issuer.
+        openssl_verifies(&ca, dir, "localhost", true);
+        openssl_verifies(&ca, dir, "127.0.0.1", true);
+    }
+}
+
+#[test]
+fn leaf_aki_is_the_ski_of_a_ca_loaded_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = CertificateAuthority::init(dir.path()).unwrap();
+    let (cert, key) = (dir.path().join(CA_CERT_FILE), dir.path().join(CA_KEY_FILE));
+    let on_disk = CertificateDer::from_pem_file(&cert).unwrap();
+    let ski = ski(&parse(&on_disk)).expect("the root has an SKI");
+    for (how, ca) in [
+        ("made", made),
+        (
+            "init again",
+            CertificateAuthority::init(dir.path()).unwrap(),
+        ),
+        ("load", CertificateAuthority::load(&cert, &key).unwrap()),
+    ] {
+        assert_eq!(ca.cert_der(), &on_disk, "{how}");
+        for host in ["example.com", "127.0.0.1"] {
+            let issued = ca.issue_leaf(host).unwrap();
+            let presented = ca.certified_key(host).unwrap().cert[0].clone();
+            for leaf in [issued, presented] {
+                assert_eq!(aki(&parse(&leaf)).as_ref(), Some(&ski), "{how}: {host}");
+            }
+        }
     }
 }
 
