@@ -19,7 +19,7 @@ use crate::http::settings::Settings;
 use crate::middleware::{Chain, Hooks, HttpHandler, Log, Middleware, Router};
 use crate::protocol::{Http, Protocol};
 use crate::server::listener::{Bound, Listener};
-use crate::tls::ca::{CertificateAuthority, CA_CERT_FILE};
+use crate::tls::ca::CertificateAuthority;
 use crate::upstream::route::Route;
 use crate::upstream::{Resolve, SystemResolver, UpstreamTls, Upstreams};
 use std::sync::atomic::AtomicU64;
@@ -360,7 +360,6 @@ impl MitmBuilder {
             listeners,
             cx: parts.cx,
             settings: parts.settings,
-            ca_cert_path: parts.ca_cert_path,
             grace,
             limit: parts.limit,
             max_connections,
@@ -407,8 +406,8 @@ impl MitmBuilder {
     /// the connection limit. `local_addrs` are the listeners' addresses (requests to
     /// them would loop).
     fn prepare(self, local_addrs: Arc<[SocketAddr]>) -> Result<Parts> {
-        let (ca, ca_cert_path) = match (self.ca, self.ca_dir) {
-            (Some(ca), _) => (ca, None),
+        let ca = match (self.ca, self.ca_dir) {
+            (Some(ca), _) => ca,
             (None, dir) => {
                 let dir = match dir.or_else(default_ca_dir) {
                     Some(dir) => dir,
@@ -422,8 +421,7 @@ impl MitmBuilder {
                         })
                     }
                 };
-                let ca = CertificateAuthority::init(&dir)?;
-                (Arc::new(ca), Some(dir.join(CA_CERT_FILE)))
+                Arc::new(CertificateAuthority::init(&dir)?)
             }
         };
         let upstream_tls = match self.upstream_tls {
@@ -470,7 +468,6 @@ impl MitmBuilder {
         Ok(Parts {
             cx,
             settings: Arc::new(self.http.settings().clone()),
-            ca_cert_path,
             limit,
             stop,
         })
@@ -481,7 +478,6 @@ impl MitmBuilder {
 struct Parts {
     cx: Context,
     settings: Arc<Settings>,
-    ca_cert_path: Option<PathBuf>,
     limit: Arc<Semaphore>,
     stop: watch::Sender<bool>,
 }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +39,6 @@ pub struct Mitm {
     pub(super) cx: Context,
     /// The HTTP settings senders obey.
     pub(super) settings: Arc<Settings>,
-    pub(super) ca_cert_path: Option<PathBuf>,
     pub(super) grace: Duration,
     /// Places for open connections, clients and upstreams alike.
     pub(super) limit: Arc<Semaphore>,
@@ -52,7 +51,7 @@ impl std::fmt::Debug for Mitm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mitm")
             .field("listeners", &self.listeners())
-            .field("ca_cert_path", &self.ca_cert_path)
+            .field("ca_cert_path", &self.ca_cert_path())
             .finish_non_exhaustive()
     }
 }
@@ -80,10 +79,11 @@ impl Mitm {
         &self.cx.ca
     }
 
-    /// The path of the CA certificate file, when the CA was loaded from a directory:
-    /// the file clients must trust.
+    /// The file of the CA certificate clients must trust: where the CA was loaded from
+    /// (its directory, or a CA given to the builder that was loaded from files); `None`
+    /// for a CA made in memory.
     pub fn ca_cert_path(&self) -> Option<&Path> {
-        self.ca_cert_path.as_deref()
+        self.cx.ca.cert_path()
     }
 
     /// A [`Sender`] of this server: requests through its hooks, routes and pool, with
@@ -212,7 +212,6 @@ impl Mitm {
     pub fn spawn(self) -> MitmHandle {
         let listeners = self.listeners();
         let sender = self.sender();
-        let ca_cert_path = self.ca_cert_path.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let stopped = async move {
             // Either an explicit stop or the handle being dropped.
@@ -222,7 +221,6 @@ impl Mitm {
         MitmHandle {
             listeners,
             sender,
-            ca_cert_path,
             stop: Some(tx),
             task: Some(task),
         }
@@ -236,7 +234,6 @@ pub struct MitmHandle {
     /// At least one.
     listeners: Vec<Bound>,
     sender: Sender,
-    ca_cert_path: Option<PathBuf>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<()>>>,
 }
@@ -260,7 +257,7 @@ impl MitmHandle {
     /// The path of the CA certificate file clients must trust, as
     /// [`Mitm::ca_cert_path`].
     pub fn ca_cert_path(&self) -> Option<&Path> {
-        self.ca_cert_path.as_deref()
+        self.sender.ca().cert_path()
     }
 
     /// A [`Sender`] through the running server: its hooks, routes and pool.

@@ -86,8 +86,10 @@ async fn the_handle_knows_its_listeners_and_ca_and_sends_through_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let finished = Arc::new(Finished::default());
     let http = || Arc::new(Http::new()) as Arc<dyn mitm::Protocol>;
+    // A CA loaded by the embedder and given to the builder still names its file.
+    let ca = Arc::new(mitm::CertificateAuthority::init(dir.path()).unwrap());
     let handle = Mitm::builder()
-        .ca_dir(dir.path())
+        .certificate_authority(ca)
         .http_handler(finished.clone())
         .listener(Listener::new("one", vec![http()]).at("127.0.0.1", 0))
         .listener(Listener::new("two", vec![http()]).at("127.0.0.1", 0))

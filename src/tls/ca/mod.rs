@@ -86,6 +86,9 @@ const BACKDATE: Duration = Duration::days(2);
 pub struct CertificateAuthority {
     root: Root,
     leaves: Leaves,
+    /// The certificate file it was loaded from (by [`load`](Self::load) or
+    /// [`init`](Self::init)).
+    cert_path: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for CertificateAuthority {
@@ -144,7 +147,10 @@ impl CertificateAuthority {
         let paths = (cert_path.as_ref(), key_path.as_ref());
         let read = |path: &Path| fs::read(path).map_err(read_err(path));
         let root = Root::from_pem(&read(paths.0)?, &read(paths.1)?, paths)?;
-        Self::new(root, paths)
+        let mut ca = Self::new(root, paths)?;
+        let cert = paths.0;
+        ca.cert_path = Some(std::path::absolute(cert).unwrap_or_else(|_| cert.to_path_buf()));
+        Ok(ca)
     }
 
     /// Loads the CA kept in `dir` ([`CA_CERT_FILE`] and [`CA_KEY_FILE`]), or, when
@@ -185,6 +191,23 @@ impl CertificateAuthority {
     pub fn save(&self, cert_path: impl AsRef<Path>, key_path: impl AsRef<Path>) -> Result<()> {
         let pair = self.root.pem_pair();
         store::save(&pair, cert_path.as_ref(), key_path.as_ref())
+    }
+
+    /// The file its root certificate is in, the one clients must trust: where it was
+    /// loaded from ([`load`](Self::load), [`init`](Self::init)), as an absolute path
+    /// when the current directory is known. `None` for a CA made in memory
+    /// ([`generate`](Self::generate), [`from_pem`](Self::from_pem)).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let ca = mitm::CertificateAuthority::init(dir.path())?;
+    /// let file = dir.path().join(mitm::tls::ca::CA_CERT_FILE);
+    /// assert_eq!(ca.cert_path(), Some(file.as_path()));
+    /// assert_eq!(mitm::CertificateAuthority::generate()?.cert_path(), None);
+    /// # Ok::<(), mitm::Error>(())
+    /// ```
+    pub fn cert_path(&self) -> Option<&Path> {
+        self.cert_path.as_deref()
     }
 
     /// Sets how many hosts' certificates are cached (least recently used go first);
@@ -271,6 +294,7 @@ impl CertificateAuthority {
         let ca = Self {
             root,
             leaves: Leaves::new(DEFAULT_CACHE_SIZE)?,
+            cert_path: None,
         };
         ca.check_issuer_name(paths.0)?;
         Ok(ca)
