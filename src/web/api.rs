@@ -29,10 +29,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::feed::{Decision, Edit, Interceptor};
+use super::feed::{Decision, Interceptor};
+use super::json::{Edit, FlowPage, FlowSummary, Phase, LIVE_COLUMNS};
 use super::store::{
-    millis_since_epoch, FlowPage, FlowSource, FlowState, FlowSummary, ListQuery, MemoryStore,
-    Phase, SummaryOf, SummaryRow, ROW_COLUMNS,
+    millis_since_epoch, FlowSource, FlowState, ListQuery, MemoryStore, SummaryOf, SummaryRow,
 };
 use super::Replayer;
 use crate::capture::{Filter, FilterError, Record, RecordedBody};
@@ -678,7 +678,7 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
                 })
                 .collect();
             events.push(LiveEvent::Flows {
-                columns: &ROW_COLUMNS,
+                columns: &LIVE_COLUMNS,
                 rows,
                 count: app.source.len(),
             });
