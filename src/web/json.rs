@@ -14,7 +14,7 @@
 //!
 //! | method | path | query | request body | answer |
 //! | --- | --- | --- | --- | --- |
-//! | `GET` | `/` | | | the page (HTML); it loads `/app.css` and `/app.js` |
+//! | `GET` | `/` | | | the page (HTML); it loads `/app.css` and its modules from `/js/` |
 //! | `GET` | `/ca.pem` | | | the proxy's CA certificate, PEM; `404` when the UI has none |
 //! | `GET` | `/api/flows` | [`ListParams`] | | [`FlowPage`]; `400` for a bad filter (with its `position`) |
 //! | `GET` | `/api/flows/{id}` | | | [`FlowDetail`]; `404` |

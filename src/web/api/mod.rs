@@ -4,7 +4,7 @@
 //!
 //! | endpoint | file |
 //! | --- | --- |
-//! | `GET /`, `/app.js`, `/app.css`, `/ca.pem` | `page.rs`: the page, embedded in the binary; the CA certificate |
+//! | `GET /`, `/app.css`, `/js/{module}`, `/ca.pem` | `page.rs`: the page and its modules, embedded in the binary; the CA certificate |
 //! | `GET /api/flows`, `/api/flows/{id}`, `/api/flows/{id}/{side}/body`; `POST /api/clear` | `flows.rs`: the list, a flow in detail, its bodies, clearing |
 //! | `GET`/`POST /api/intercept`; `POST /api/flows/{id}/resume`, `/kill` | `intercept.rs`: the intercept filter, and the decisions for a waiting flow |
 //! | `POST /api/flows/{id}/replay` | `replay.rs` |
@@ -61,7 +61,7 @@ pub(crate) fn routes(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(page::page))
         .route("/app.css", get(page::style))
-        .route("/app.js", get(page::script))
+        .route("/js/{module}", get(page::module))
         .route("/ca.pem", get(page::ca_pem))
         .route("/api/flows", get(flows::list))
         .route("/api/flows/{id}", get(flows::detail))
