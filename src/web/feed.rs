@@ -9,10 +9,10 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::store::{FlowState, MemoryStore, Phase};
+use super::json::{Edit, Phase};
+use super::store::{FlowState, MemoryStore};
 use crate::capture::{recorded_response, Ending, Filter, Record, RecordedBody, RecordedMessage};
 use crate::core::Connection;
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Verdict};
@@ -21,25 +21,6 @@ use crate::middleware::HttpHandler;
 
 /// The default of [`Feed`]'s body limit: 4 MiB kept of each body.
 pub const DEFAULT_FEED_BODY_LIMIT: usize = 4 * 1024 * 1024;
-
-/// Changes the user made to an intercepted (or replayed) message. Every field is
-/// optional: what is left out stays as it was.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[non_exhaustive]
-pub struct Edit {
-    /// A request's new method.
-    pub method: Option<String>,
-    /// A request's new absolute URL (`http://host[:port]/path?query`).
-    pub url: Option<String>,
-    /// A response's new status code.
-    pub status: Option<u16>,
-    /// A response's new reason phrase.
-    pub reason: Option<String>,
-    /// The new header fields, in order, replacing all of them.
-    pub headers: Option<Vec<(String, String)>>,
-    /// The new body, as text; encoded again by the message's `Content-Encoding`.
-    pub body: Option<String>,
-}
 
 /// Why an [`Edit`] cannot be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +33,8 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+// `Edit` is defined with the other JSON types of the API (json.rs); here is what it
+// does to a message.
 impl Edit {
     /// Checks that the edit makes a valid message for `phase`.
     ///

@@ -8,7 +8,8 @@
 //! finishes, and pauses the flows its [`Interceptor`]'s filter matches. A saved capture
 //! can be shown instead, with no proxy at all: [`MemoryStore::extend`] it with
 //! [`capture::read`](crate::capture::read). Replay needs a [`Replayer`] (a
-//! [`Mitm`](crate::Mitm)). The endpoints are listed in the `api` module's source.
+//! [`Mitm`](crate::Mitm)). The endpoints, and the JSON types they take and return,
+//! are in [`json`].
 //!
 //! ```no_run
 //! # async fn run() -> mitm::Result<()> {
@@ -41,6 +42,7 @@ mod api;
 mod auth;
 mod changes;
 mod feed;
+pub mod json;
 mod store;
 
 use std::future::Future;
@@ -53,12 +55,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 pub use changes::{Batch, ChangeHub, Changes, MAX_PENDING};
-pub use feed::{Decision, Edit, EditError, Feed, Interceptor, DEFAULT_FEED_BODY_LIMIT};
+pub use feed::{Decision, EditError, Feed, Interceptor, DEFAULT_FEED_BODY_LIMIT};
+pub use json::{Edit, FlowPage, FlowSummary, Phase};
 #[cfg(feature = "sqlite")]
 pub use store::SqliteSource;
 pub use store::{
-    FlowPage, FlowSource, FlowState, FlowSummary, ListQuery, MemoryStore, Phase, DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_FLOWS, MAX_PAGE,
+    FlowSource, FlowState, ListQuery, MemoryStore, DEFAULT_MAX_BYTES, DEFAULT_MAX_FLOWS, MAX_PAGE,
 };
 
 use crate::error::{Error, Result};

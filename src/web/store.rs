@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::changes::{ChangeHub, Changes};
+use super::json::{FlowPage, FlowSummary, Phase, LIVE_COLUMNS};
 #[cfg(feature = "sqlite")]
 use crate::capture::sqlite::SqliteReader;
 use crate::capture::{Filter, Record};
@@ -18,42 +19,6 @@ use crate::capture::{Filter, Record};
 pub const DEFAULT_MAX_FLOWS: usize = 50_000;
 /// The default of [`MemoryStore::new`]'s `max_bytes`: 512 MiB of kept bodies.
 pub const DEFAULT_MAX_BYTES: usize = 512 * 1024 * 1024;
-
-/// One row of the flow list: what the list shows of a flow, as JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[non_exhaustive]
-pub struct FlowSummary {
-    /// The flow's id in its store.
-    pub id: u64,
-    /// When the request started, in milliseconds since the Unix epoch.
-    pub time: f64,
-    /// The method.
-    pub method: String,
-    /// `http` or `https`.
-    pub scheme: String,
-    /// The origin's host.
-    pub host: String,
-    /// The origin's port.
-    pub port: u16,
-    /// Path and query.
-    pub path: String,
-    /// The response's status, once there is one.
-    pub status: Option<u16>,
-    /// The response's `Content-Type` without parameters, or empty.
-    pub content_type: String,
-    /// Bytes of the response body on the wire (0 without a response).
-    pub size: u64,
-    /// From the start to the end of the response, in milliseconds, once known.
-    pub duration: Option<f64>,
-    /// Whether the flow is still going (no `flow_finished` yet).
-    pub pending: bool,
-    /// Where the flow waits for the user, when it was intercepted.
-    pub intercepted: Option<Phase>,
-    /// Whether the flow failed (see the detail for why).
-    pub error: bool,
-    /// Whether the flow became a WebSocket.
-    pub websocket: bool,
-}
 
 /// The `Content-Type` of `record`'s response without parameters, in lower case, or
 /// empty.
@@ -83,30 +48,9 @@ pub(crate) struct SummaryOf<'a> {
     pub matches: bool,
 }
 
-/// The names of the values of a [`SummaryRow`], in order: the fields of a
-/// [`FlowSummary`], then whether the flow matches the live socket's filter.
-pub(crate) const ROW_COLUMNS: [&str; 16] = [
-    "id",
-    "time",
-    "method",
-    "scheme",
-    "host",
-    "port",
-    "path",
-    "status",
-    "content_type",
-    "size",
-    "duration",
-    "pending",
-    "intercepted",
-    "error",
-    "websocket",
-    "matches",
-];
-
-/// A [`SummaryOf`] as a JSON array of the values named by
-/// [`ROW_COLUMNS`]: how a live socket sends its rows (the names once per batch, not
-/// once per row: half the bytes, and less to escape).
+/// A [`SummaryOf`] as a JSON array of the values named by [`LIVE_COLUMNS`]: how a
+/// live socket sends its rows (the names once per batch, not once per row: half the
+/// bytes, and less to escape).
 pub(crate) struct SummaryRow<'a>(pub SummaryOf<'a>);
 
 impl Serialize for SummaryRow<'_> {
@@ -119,7 +63,7 @@ impl Serialize for SummaryRow<'_> {
             matches,
         } = self.0;
         let response = record.response.as_ref();
-        let mut row = s.serialize_tuple(ROW_COLUMNS.len())?;
+        let mut row = s.serialize_tuple(LIVE_COLUMNS.len())?;
         row.serialize_element(&id)?;
         row.serialize_element(&millis_since_epoch(record.started_at))?;
         row.serialize_element(&record.request.method)?;
@@ -148,6 +92,8 @@ fn duration_ms(record: &Record) -> Option<f64> {
         .map(|d| d.as_secs_f64() * 1000.0)
 }
 
+// `FlowSummary` is defined with the other JSON types of the API (json.rs); here is how
+// a stored flow becomes one.
 impl FlowSummary {
     /// The row of `record`, stored as `id`, in `state`.
     pub fn of(id: u64, record: &Record, state: FlowState) -> Self {
@@ -170,17 +116,6 @@ impl FlowSummary {
             websocket: record.websocket.is_some(),
         }
     }
-}
-
-/// Where an intercepted flow waits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Phase {
-    /// Before its request goes upstream.
-    Request,
-    /// Before its response goes back to the client.
-    Response,
 }
 
 /// Where a stored flow is in its life.
@@ -226,18 +161,6 @@ pub struct ListQuery {
     pub before: Option<u64>,
     /// At most this many (0: the source's own cap).
     pub limit: usize,
-}
-
-/// One page of a list, oldest first.
-#[derive(Debug, Clone, Default, Serialize)]
-#[non_exhaustive]
-pub struct FlowPage {
-    /// The rows, in id order.
-    pub flows: Vec<FlowSummary>,
-    /// Whether more flows match beyond this page, in the direction paged.
-    pub more: bool,
-    /// Flows in the source, matching or not.
-    pub count: usize,
 }
 
 /// A store of flows the UI can show. [`MemoryStore`] is the one this crate has; an
@@ -705,7 +628,7 @@ mod tests {
             matches: true,
         }))
         .unwrap();
-        let named: serde_json::Map<String, serde_json::Value> = ROW_COLUMNS
+        let named: serde_json::Map<String, serde_json::Value> = LIVE_COLUMNS
             .iter()
             .map(|c| c.to_string())
             .zip(values.as_array().unwrap().iter().cloned())

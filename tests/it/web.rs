@@ -178,6 +178,73 @@ async fn a_foreign_host_is_refused_even_with_the_token() {
     assert_eq!(status(answer.as_bytes()), 200, "{answer}");
 }
 
+/// The policy every answer of the UI carries: its own scripts, styles and images
+/// only, never framed.
+const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'; \
+                   form-action 'none'; base-uri 'none'";
+
+/// The modules a module of the page imports (`import … from "./NAME.js"`).
+fn imports(module: &str) -> Vec<String> {
+    module
+        .lines()
+        .filter(|l| l.starts_with("import ") || l.starts_with("} from "))
+        .filter_map(|l| l.split("from \"./").nth(1)?.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_page_and_each_of_its_modules_are_served_as_such_behind_the_same_checks() {
+    let ui = start_ui().await;
+    let host = ui.host();
+    let auth = format!("Authorization: Bearer {}\r\n", ui.token);
+    let page = ask(&ui, "GET", "/", &host, &auth).await;
+    assert_eq!(status(page.as_bytes()), 200, "{page}");
+    assert_eq!(header(&page, "content-security-policy"), Some(CSP));
+    assert!(
+        page.contains(r#"<script type="module" src="/js/main.js"></script>"#),
+        "{page}"
+    );
+    // Every module main.js reaches, as JavaScript, with the headers of any answer.
+    let mut modules = vec!["main.js".to_string()];
+    let mut i = 0;
+    while let Some(name) = modules.get(i).cloned() {
+        let path = format!("/js/{name}");
+        let answer = ask(&ui, "GET", &path, &host, &auth).await;
+        assert_eq!(status(answer.as_bytes()), 200, "{path}: {answer}");
+        assert_eq!(
+            header(&answer, "content-type"),
+            Some("text/javascript; charset=utf-8"),
+            "{path}"
+        );
+        assert_eq!(
+            header(&answer, "content-security-policy"),
+            Some(CSP),
+            "{path}"
+        );
+        assert_eq!(
+            header(&answer, "x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        // Behind the same checks: the token, and the Host.
+        let bare = ask(&ui, "GET", &path, &host, "").await;
+        assert_eq!(status(bare.as_bytes()), 403, "{path} without the token");
+        let foreign = ask(&ui, "GET", &path, "evil.example", &auth).await;
+        assert_eq!(status(foreign.as_bytes()), 403, "{path} for another Host");
+        let (_, text) = answer.split_once("\r\n\r\n").unwrap();
+        for import in imports(text) {
+            if !modules.contains(&import) {
+                modules.push(import);
+            }
+        }
+        i += 1;
+    }
+    assert!(modules.len() > 5, "main.js imports only {modules:?}");
+    let unknown = ask(&ui, "GET", "/js/nope.js", &host, &auth).await;
+    assert_eq!(status(unknown.as_bytes()), 404, "{unknown}");
+}
+
 #[tokio::test]
 async fn a_cross_origin_post_is_refused_and_a_same_origin_one_accepted() {
     let ui = start_ui().await;
@@ -681,6 +748,58 @@ async fn the_page_lists_flows_live_shows_one_and_filters() {
         .await
         .as_bool()
         .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_runs_as_modules_and_scripts_from_elsewhere_are_refused() {
+    let Some(chromium) = chromium() else { return };
+    let ui = start_ui().await;
+    let browser = cdp::Browser::start(chromium).await;
+    let page = browser.page().await;
+    // Errors the page throws, and what its policy refuses, kept from the start.
+    page.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        serde_json::json!({"source": "window.errors = []; addEventListener('error', e => errors.push(String(e.message))); \
+                                      window.refused = []; addEventListener('securitypolicyviolation', e => refused.push(e.blockedURI));"}),
+    )
+    .await;
+    page.navigate(&ui.url).await;
+    page.wait_for(
+        "document.getElementById('live').classList.contains('on') \
+         && document.getElementById('count').textContent === '0 flows'",
+        "the page running: its live socket open, its list drawn",
+    )
+    .await;
+    assert_eq!(
+        page.eval("[...document.scripts].map(s => s.type + ' ' + s.src)")
+            .await,
+        serde_json::json!([format!("module http://{}/js/main.js", ui.addr)])
+    );
+    assert_eq!(
+        page.eval("[window.errors, window.refused]").await,
+        serde_json::json!([[], []])
+    );
+    // A module from another origin (this very UI, by another name) is refused, and so
+    // is a script written into the page.
+    let elsewhere = format!("http://localhost:{}/js/state.js", ui.addr.port());
+    let imported = page
+        .eval(&format!(
+            "import({elsewhere:?}).then(() => 'loaded', () => 'refused')"
+        ))
+        .await;
+    assert_eq!(imported, "refused");
+    page.eval(
+        "(() => { const s = document.createElement('script'); \
+         s.textContent = 'window.ran = true'; document.head.append(s); })()",
+    )
+    .await;
+    page.wait_for("window.refused.length === 2", "both scripts refused")
+        .await;
+    assert_eq!(
+        page.eval("[window.refused, window.ran === undefined]")
+            .await,
+        serde_json::json!([[elsewhere, "inline"], true])
+    );
 }
 
 /// Opens `ui` in a new tab of `browser` and waits for its list to show `rows` rows.
