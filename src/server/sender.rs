@@ -30,7 +30,8 @@ use crate::http::settings::Settings;
 /// let mut request = mitm::Request::new("POST", "https://api.example/items").unwrap();
 /// request.body = mitm::Body::Full("{}".into());
 /// let response = sender.send(request).await?;
-/// println!("{} ({} bytes)", response.status, response.body.len());
+/// let length = response.body.bytes().map_or(0, |b| b.len());
+/// println!("{} ({length} bytes)", response.status);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -8,7 +8,7 @@
 //! finishes, and pauses the flows its [`Interceptor`]'s filter matches. A saved capture
 //! can be shown instead, with no proxy at all: [`MemoryStore::extend`] it with
 //! [`capture::read`](crate::capture::read). Replay needs a [`Replayer`] (a
-//! [`Mitm`](crate::Mitm)). The endpoints, and the JSON types they take and return,
+//! [`Sender`](crate::Sender)). The endpoints, and the JSON types they take and return,
 //! are in [`json`].
 //!
 //! ```no_run
@@ -19,9 +19,8 @@
 //! let ui = WebUi::builder().port(0).bind().await?;
 //! println!("web UI: {}", ui.url());
 //! let proxy = mitm::Mitm::builder().http_handler(ui.feed()).bind().await?;
-//! // Replays go out through a proxy of their own, bound and never run.
-//! let sender = mitm::Mitm::builder().port(0).middlewares(vec![]).bind().await?;
-//! tokio::spawn(ui.replayer(Arc::new(sender)).run());
+//! // Replays go out through the proxy: its hooks, routes and pool.
+//! tokio::spawn(ui.replayer(Arc::new(proxy.sender())).run());
 //! proxy.run().await
 //! # }
 //! ```
