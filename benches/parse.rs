@@ -106,7 +106,7 @@ fn chunked_body(c: &mut Criterion) {
 /// http/1.1) writes to a server: no socket needed, the connection's output is the same.
 fn rustls_client_hello() -> Vec<u8> {
     use mitm::rustls::{self, pki_types::ServerName, ClientConfig, ClientConnection};
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = mitm::tls::crypto_provider();
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("protocol versions")

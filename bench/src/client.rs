@@ -40,7 +40,7 @@ pub async fn timed<T>(
 pub fn tls_config(root: &rustls::pki_types::CertificateDer<'static>) -> Result<Arc<ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = mitm::tls::crypto_provider();
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

@@ -328,7 +328,7 @@ async fn setup(cli: &Cli, plan: Plan, selected: &[Scenario], work: &WorkDir) -> 
 fn upstream_config(origin_ca: &CertificateAuthority) -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(origin_ca.cert_der().clone())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = mitm::tls::crypto_provider();
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

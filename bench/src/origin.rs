@@ -47,7 +47,7 @@ impl Drop for Origin {
 pub async fn start(ca: Arc<CertificateAuthority>, big: u64) -> Result<Origin> {
     let plain = TcpListener::bind("127.0.0.1:0").await?;
     let tls = TcpListener::bind("127.0.0.1:0").await?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = mitm::tls::crypto_provider();
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -316,13 +316,11 @@ async fn a_client_that_does_not_trust_the_ca_ends_only_its_flow() {
     // This client trusts no CA at all, so not the proxy's. (Another mitm CA would not
     // do: every generated CA has the same subject name, so rustls would find it as the
     // issuer and report a bad signature instead.)
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let err = tokio::time::timeout(PATIENCE, connector.connect(name, tcp))

@@ -331,13 +331,11 @@ async fn reads_what_mitmdump_wrote(release: Release) {
             .add(rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
             .unwrap();
     }
-    let tls_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls_config = rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let client = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(format!("http://127.0.0.1:{port}")).unwrap())
         .use_preconfigured_tls(tls_config)

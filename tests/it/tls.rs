@@ -34,13 +34,11 @@ async fn connect_with_sni(
     for ca in roots {
         store.add(ca.cert_der().clone()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(store)
-    .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = ServerName::try_from(sni.to_string()).unwrap();
     let tls = tokio::time::timeout(PATIENCE, connector.connect(name, tcp))
@@ -140,7 +138,7 @@ async fn upstream_mutual_tls_presents_the_client_certificate() {
     let client_ca = mitm::CertificateAuthority::generate().unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(client_ca.cert_der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = mitm::tls::crypto_provider();
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),

@@ -682,7 +682,7 @@ pub fn client_for(proxy_url: &str, ca: &CertificateAuthority) -> reqwest::Client
 pub fn tls_client_config(ca: &CertificateAuthority) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert_der().clone()).unwrap();
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
