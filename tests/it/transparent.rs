@@ -43,6 +43,8 @@ const ORIGIN_NAME: &str = "origin.test";
 
 /// The origin's port for a protocol that is neither HTTP nor TLS: it echoes.
 const ECHO_PORT: u16 = 7;
+/// Another echo port of the origin, which the proxy's router refuses tunnels to.
+const REFUSED_PORT: u16 = 9;
 
 /// An echo server on `addr`: every connection gets its bytes back until it closes.
 async fn start_echo(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
@@ -356,6 +358,20 @@ struct Witness {
     seen: Mutex<Vec<String>>,
     /// Each upstream connection: the protocol and the server reached.
     connected: Mutex<Vec<String>>,
+    /// Each tunnel its router refused.
+    refused: Mutex<Vec<String>>,
+}
+
+/// Refuses tunnels to [`REFUSED_PORT`].
+#[async_trait]
+impl mitm::Router for Witness {
+    async fn tunnel(&self, _conn: &Connection, target: &mitm::Target) -> mitm::TunnelVerdict {
+        if target.port != REFUSED_PORT {
+            return mitm::TunnelVerdict::Open;
+        }
+        self.refused.lock().unwrap().push(target.to_string());
+        mitm::TunnelVerdict::Refuse("closed to tests".into())
+    }
 }
 
 #[async_trait]
@@ -415,8 +431,9 @@ impl Setup {
             let plain = common::start_origin_at(any(80), None).await;
             let tls = common::start_origin_at(any(443), Some(ORIGIN_NAME)).await;
             let echo = start_echo(any(ECHO_PORT)).await;
+            let refused = start_echo(any(REFUSED_PORT)).await;
             let seen = vec![plain.seen.clone(), tls.seen.clone()];
-            ((plain, tls, echo), seen)
+            ((plain, tls, echo, refused), seen)
         });
         let dir = tempfile::tempdir().unwrap();
         let ca = Arc::new(CertificateAuthority::generate().unwrap());
@@ -433,7 +450,8 @@ impl Setup {
                 .port(0)
                 .certificate_authority(ca)
                 .middleware(hooks.clone())
-                .http_handler(hooks)
+                .http_handler(hooks.clone())
+                .router(hooks)
                 .upstream_ca_file(upstream_ca)
                 .protocol(Arc::new(mitm::Transparent::new()))
                 .bind()
@@ -610,6 +628,35 @@ fn redirected_connections_in_other_protocols_are_relayed_as_they_are() {
         vec![relayed],
         "the proxy connected {connected:?}"
     );
+}
+
+/// A router refuses a redirected connection's destination before anything is
+/// connected: the client is closed, its bytes never echoed, and no server connected.
+#[test]
+fn a_router_refuses_a_redirected_destination_before_connecting() {
+    let Some(setup) = Setup::start() else { return };
+    let client_ns = setup.net.client.clone();
+    let got = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        enter(&client_ns);
+        let to = SocketAddr::new(ORIGIN_V6.parse().unwrap(), REFUSED_PORT);
+        let mut stream = std::net::TcpStream::connect_timeout(&to, PATIENCE).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.write_all(b"HELO client.test\r\n").unwrap();
+        let mut back = Vec::new();
+        match stream.read_to_end(&mut back) {
+            Ok(_) => back,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => back,
+            Err(e) => panic!("the proxy neither answered nor closed: {e}"),
+        }
+    })
+    .join()
+    .expect("the client failed");
+    assert!(got.is_empty(), "echoed: {got:?}");
+    let refused = setup.witness.refused.lock().unwrap().clone();
+    assert_eq!(refused, vec![format!("[{ORIGIN_V6}]:{REFUSED_PORT}")]);
+    let connected = setup.witness.connected.lock().unwrap().clone();
+    assert!(connected.is_empty(), "the proxy connected {connected:?}");
 }
 
 #[test]
