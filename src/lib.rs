@@ -48,18 +48,25 @@
 //!
 //! | items | what they are |
 //! | --- | --- |
-//! | [`Mitm`], [`MitmBuilder`], [`MitmHandle`] | the server: bind, accept, shutdown |
-//! | [`Middleware`], [`Log`], [`HttpLog`], [`IgnoreHosts`], [`Interception`] | hooks on every event (module [`middleware`]) |
+//! | [`Mitm`], [`MitmBuilder`], [`MitmHandle`], [`Sender`], [`Listener`], [`Bound`] | the server: bind, accept, shutdown; requests sent with no client (module [`server`], with [`server::mode`] for `--mode` specs) |
+//! | [`Middleware`], [`DataHooks`], [`HttpHandler`], [`Router`], [`TunnelVerdict`], [`Interception`], [`Log`], [`HttpLog`], [`IgnoreHosts`] | hooks, one trait per concern (module [`middleware`]) |
 //! | [`Protocol`], [`Http`], [`Socks5`], [`Reverse`], [`Transparent`], [`Context`], [`Tunnel`], [`Resolution`] | how a client's first bytes pick a protocol (module [`protocol`]) |
-//! | [`Connection`], [`Host`], [`Flow`], [`Target`], [`State`] | what hooks know of a connection |
+//! | [`Connection`], [`Host`], [`Flow`], [`Target`], [`State`], [`TlsFacts`] | what hooks know of a connection |
 //! | [`Request`], [`Response`], [`Headers`], [`Body`], [`HttpFlow`], [`Verdict`] | HTTP messages as hooks see them |
 //! | [`WebSocketMessage`], [`MessageVerdict`] | WebSocket messages (module [`websocket`]) |
-//! | [`CertificateAuthority`] | the CA that signs a leaf per host (module [`tls`]: [`tls::ca`], [`tls::trust`]) |
-//! | [`Resolve`], [`SystemResolver`], [`UpstreamTls`] | reaching upstream servers (module [`upstream`]) |
+//! | [`CertificateAuthority`] | the CA that signs a leaf per host (module [`tls`]: [`tls::ca`], [`tls::trust`], [`tls::crypto_provider`]) |
+//! | [`Resolve`], [`SystemResolver`], [`UpstreamTls`], [`Route`], [`UpstreamProxy`] | reaching upstream servers, directly or through another proxy (module [`upstream`]) |
 //! | [`Error`], [`Side`] | failures, and whose fault they were |
 //! | [`decode`] | undoing gzip, deflate, br and zstd for inspection |
-//! | [`web::WebUi`] | a web UI beside the proxy: live flow list, filter, detail (module [`web`]) |
+//! | [`capture`] | saving and reading flows: HAR, mitmproxy's flow files, SQLite, filters, server replay (feature `capture`) |
+//! | [`web::WebUi`] | a web UI beside the proxy: live flow list, filter, detail, its JSON API in [`web::json`] (feature `web`) |
 //!
+//! Inside, the modules are layers, each using only those below it: `core`, `error`,
+//! `decode` (foundations); `net` (streams, `splice(2)`, the original destination);
+//! `tls`; `http` (messages, routing of a target, error pages, settings); `wire` (the
+//! HTTP/1, HTTP/2, WebSocket, SOCKS5 and ClientHello formats, nothing else);
+//! `upstream`; `middleware`; `engine` (the context, the relay, the one HTTP exchange,
+//! tunnels); `protocol`; `server`; `capture`; `web`.
 //! `ARCHITECTURE.md` in the repository follows one connection through the modules.
 //!
 //! # Features
