@@ -249,6 +249,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// A client of a proxy that asks for credentials sent none, or wrong ones
+    /// (answered `407`).
+    #[error("proxy authentication required: the client sent no valid Proxy-Authorization")]
+    ProxyAuthRequired,
+
+    /// A request addressed to the proxy itself, which would go round in a loop
+    /// (answered `508`).
+    #[error("the request for {target} is addressed to the proxy itself: it would loop")]
+    LoopDetected {
+        /// Where it was addressed.
+        target: String,
+    },
+
     /// The upstream host name did not resolve.
     #[error("cannot resolve upstream host {host}")]
     Resolve {
@@ -395,7 +408,9 @@ impl Error {
             | Error::ClientTimeout
             | Error::BadRequest { .. }
             | Error::ClientTls { .. }
-            | Error::TunnelRefused { .. } => Side::Client,
+            | Error::TunnelRefused { .. }
+            | Error::ProxyAuthRequired
+            | Error::LoopDetected { .. } => Side::Client,
             Error::Resolve { .. }
             | Error::Connect { .. }
             | Error::ConnectTimeout { .. }

@@ -60,6 +60,8 @@ pub(crate) fn error(e: &Error) -> Response {
                  --max-connections.\n"
             ),
         ),
+        Error::ProxyAuthRequired => return proxy_auth_required(),
+        Error::LoopDetected { .. } => return loop_detected(),
         Error::TunnelRefused { target, reason } => (
             403,
             format!("mitm does not open tunnels to {target}: {reason}.\n"),

@@ -116,3 +116,51 @@ async fn connections_past_the_limit_are_refused_and_the_others_served() {
         assert!(String::from_utf8_lossy(&out).ends_with("hello from origin: GET /held"));
     }
 }
+
+/// Records each finished flow: method, status, and whether it carries an error.
+#[derive(Default)]
+struct Finished(std::sync::Mutex<Vec<String>>);
+
+#[mitm::async_trait]
+impl mitm::HttpHandler for Finished {
+    async fn flow_finished(&self, _conn: &mitm::Connection, flow: &mitm::HttpFlow) {
+        let status = flow.response.as_ref().map_or(0, |r| r.status);
+        let error = flow.error.as_ref().map_or("-".into(), |e| e.to_string());
+        let line = format!("{} {status} {error}", flow.request.method);
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+/// The answers the proxy gives before an exchange (407 without credentials, 508 for a
+/// request to itself) are flows too: the hooks see them, with the error that says why,
+/// and the connection goes on after a 407 to a request without a body.
+#[tokio::test]
+async fn refusals_before_an_exchange_are_flows_the_hooks_see() {
+    let origin = start_origin().await;
+    let finished = std::sync::Arc::new(Finished::default());
+    let proxy = start_proxy(|b| b.proxy_auth("user", "pass").http_handler(finished.clone())).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    let url = format!("http://127.0.0.1:{}/private", origin.port());
+    wire.send(format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n"))
+        .await;
+    assert_eq!(wire.response().await.status, 407);
+    // The connection goes on: a request to the proxy itself, with credentials.
+    wire.send(format!(
+        "GET http://{addr}/self HTTP/1.1\r\nHost: {addr}\r\nProxy-Authorization: {CREDENTIALS}\r\n\r\n",
+        addr = proxy.addr
+    ))
+    .await;
+    assert_eq!(wire.response().await.status, 508);
+    assert!(origin.requests().is_empty());
+    assert_eq!(
+        finished.0.lock().unwrap().clone(),
+        [
+            "GET 407 proxy authentication required: the client sent no valid Proxy-Authorization"
+                .to_string(),
+            format!(
+                "GET 508 the request for {} is addressed to the proxy itself: it would loop",
+                proxy.addr
+            ),
+        ]
+    );
+}

@@ -82,6 +82,25 @@ pub(crate) async fn run<C: Client>(
     x.finished(result).await
 }
 
+/// Answers a request the proxy refuses before its exchange (no valid proxy
+/// credentials, a target it cannot route, one that would loop, a `CONNECT` where none
+/// is taken) with `response`: no request hooks run and no origin is reached, but the
+/// response hooks and `flow_finished` see it as a flow, with `error` saying why, so a
+/// capture keeps it. `close` ends the client connection after it.
+pub(crate) async fn refuse<C: Client>(
+    cx: &Context,
+    settings: &Settings,
+    client: &mut C,
+    flow: HttpFlow,
+    response: Response,
+    error: Error,
+    close: bool,
+) -> Result<Outcome> {
+    let mut x = Exchange::new(cx, settings, client, flow);
+    let result = x.answer(response, Some(error), close).await;
+    x.finished(result).await
+}
+
 /// A request body on its way to the origin.
 enum Outgoing {
     /// Held whole (or replaced, or empty): can be sent again.

@@ -198,15 +198,12 @@ impl Session<'_> {
             // clients (to them it is the origin).
             if matches!(self.scope, Scope::Proxy) && !self.cx.authorized(&head.headers) {
                 // A body the request may carry is not read: the connection ends then.
-                let keep = parse::keeps_alive(head.version, &head.headers)
-                    && parse::request_framing(&head.headers) == Ok(Framing::Empty);
+                let keep = parse::request_framing(&head.headers) == Ok(Framing::Empty);
                 let r = page::proxy_auth_required();
-                self.write_plain(r, &head.method, head.version, keep)
-                    .await?;
-                if keep {
-                    continue;
+                match self.refuse(head, r, Error::ProxyAuthRequired, keep).await? {
+                    Outcome::Done if self.keep => continue,
+                    _ => return Ok(Served::Closed),
                 }
-                return Ok(Served::Closed);
             }
             if head.method.eq_ignore_ascii_case("CONNECT") {
                 return self.connect(head).await;
@@ -225,24 +222,32 @@ impl Session<'_> {
             Ok(routed) => routed,
             Err(reason) => {
                 let r = page::unroutable(&reason);
-                self.write_plain(r, &head.method, head.version, false)
-                    .await?;
-                return Ok(Outcome::Close);
+                return self
+                    .refuse(head, r, Error::BadRequest { reason }, false)
+                    .await;
             }
         };
         let framing = match parse::request_framing(&head.headers) {
             Ok(f) => f,
             Err(e) => {
-                self.refuse_head(e).await?;
-                return Ok(Outcome::Close);
+                let (r, reason) = match e {
+                    HeadError::TooLarge => (
+                        page::head_too_large(self.settings.max_head, self.settings.max_headers),
+                        "the request head is too large".to_string(),
+                    ),
+                    HeadError::Malformed(reason) => (page::malformed(&reason), reason),
+                };
+                return self
+                    .refuse(head, r, Error::BadRequest { reason }, false)
+                    .await;
             }
         };
         let Routed { target, path, host } = routed;
         if self.cx.is_self(&target) {
-            let r = page::loop_detected();
-            self.write_plain(r, &head.method, head.version, false)
-                .await?;
-            return Ok(Outcome::Close);
+            let e = Error::LoopDetected {
+                target: target.to_string(),
+            };
+            return self.refuse(head, page::loop_detected(), e, false).await;
         }
         self.conn.target = Some(target.clone());
         self.flows += 1;
@@ -285,11 +290,13 @@ impl Session<'_> {
                     origin_url(target)
                 ),
             );
-            self.write_plain(r, &head.method, head.version, false)
+            let reason = "CONNECT to a reverse proxy".to_string();
+            self.refuse(head, r, Error::BadRequest { reason }, false)
                 .await?;
             return Ok(Served::Closed);
         }
         let Some((host, port)) = parse_authority(&head.target, 443) else {
+            let reason = format!("the CONNECT target {:?} is not host:port", head.target);
             let r = page::text(
                 400,
                 format!(
@@ -297,7 +304,7 @@ impl Session<'_> {
                     head.target
                 ),
             );
-            self.write_plain(r, &head.method, head.version, false)
+            self.refuse(head, r, Error::BadRequest { reason }, false)
                 .await?;
             return Ok(Served::Closed);
         };
@@ -315,15 +322,17 @@ impl Session<'_> {
         };
         if let Some(refused) = refused {
             let r = page::text(405, refused.into());
-            self.write_plain(r, &head.method, head.version, false)
+            let reason = refused.trim_end().trim_end_matches('.').to_string();
+            self.refuse(head, r, Error::BadRequest { reason }, false)
                 .await?;
             return Ok(Served::Closed);
         }
         let target = Target::new(host, port, true);
         if self.cx.is_self(&target) {
-            let r = page::loop_detected();
-            self.write_plain(r, &head.method, head.version, false)
-                .await?;
+            let e = Error::LoopDetected {
+                target: target.to_string(),
+            };
+            self.refuse(head, page::loop_detected(), e, false).await?;
             return Ok(Served::Closed);
         }
         self.conn.target = Some(target.clone());
@@ -351,6 +360,52 @@ impl Session<'_> {
             }
             Ok(Connect::Refused) | Err(Error::Killed) => Ok(Served::Closed),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Answers a request refused before its exchange with `response` (`error` saying
+    /// why), as a flow of its own: the response hooks and `flow_finished` see it, a
+    /// capture keeps it. Its body is not read, so the connection goes on only when
+    /// `keep` (it has none) and the client keeps it.
+    async fn refuse(
+        &mut self,
+        head: RequestHead,
+        response: Response,
+        error: Error,
+        keep: bool,
+    ) -> Result<Outcome> {
+        let connect = head.method.eq_ignore_ascii_case("CONNECT");
+        // The best the head says of where it was going: a CONNECT's authority, the
+        // routed target, else nothing known (the raw target kept as the path).
+        let routed = if connect {
+            parse_authority(&head.target, 443)
+                .map(|(host, port)| (Target::new(host, port, true), head.target.clone()))
+        } else {
+            route(&head.target, head.headers.get("host"), &self.scope)
+                .ok()
+                .map(|r| (r.target, r.path))
+        };
+        let (target, path) =
+            routed.unwrap_or_else(|| (Target::new("", 0, false), head.target.clone()));
+        self.conn.target = Some(target.clone());
+        self.flows += 1;
+        self.req = RequestState {
+            keeps: keep && parse::keeps_alive(head.version, &head.headers),
+            version: head.version,
+            connect,
+            ..RequestState::default()
+        };
+        let mut request = Request::new_to(head.method, target, path);
+        request.version = head.version;
+        request.headers = head.headers;
+        request.body = Body::Empty;
+        self.keep = false;
+        let (cx, settings) = (self.cx, self.settings);
+        let flow = HttpFlow::new(self.flows, request);
+        let close = !self.req.keeps;
+        match super::refuse(cx, settings, self, flow, response, error, close).await {
+            Err(Error::Killed) => Ok(Outcome::Close),
+            other => other,
         }
     }
 

@@ -111,14 +111,27 @@ impl Streams<'_> {
         let (parts, body) = request.into_parts();
         let authority = parts.uri.authority().map(|a| a.as_str());
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let routed = match route(path, authority, &self.scope) {
-            Ok(routed) => routed,
-            Err(reason) => return answer(respond, page::unroutable(&reason)).await,
+        // A request the proxy refuses before its exchange still makes a flow: the
+        // response hooks and `flow_finished` see it.
+        let (target, path, host, refused) = match route(path, authority, &self.scope) {
+            Ok(Routed { target, path, host }) if self.cx.is_self(&target) => {
+                let e = Error::LoopDetected {
+                    target: target.to_string(),
+                };
+                (target, path, host, Some((page::loop_detected(), e)))
+            }
+            Ok(Routed { target, path, host }) => (target, path, host, None),
+            Err(reason) => {
+                let r = page::unroutable(&reason);
+                let target = Target::new("", 0, false);
+                (
+                    target,
+                    path.to_string(),
+                    None,
+                    Some((r, Error::BadRequest { reason })),
+                )
+            }
         };
-        let Routed { target, path, host } = routed;
-        if self.cx.is_self(&target) {
-            return answer(respond, page::loop_detected()).await;
-        }
         let mut request = convert::request_from(&parts, target, path);
         if let Some(host) = host {
             // Carried as a `Host` field: an HTTP/1.1 origin gets it as it is, an
@@ -143,7 +156,22 @@ impl Streams<'_> {
             permit: None,
         };
         let flow = HttpFlow::new(id, request);
-        match super::run(self.cx, self.settings, &mut client, flow).await {
+        let done = match refused {
+            Some((response, error)) => {
+                super::refuse(
+                    self.cx,
+                    self.settings,
+                    &mut client,
+                    flow,
+                    response,
+                    error,
+                    false,
+                )
+                .await
+            }
+            None => super::run(self.cx, self.settings, &mut client, flow).await,
+        };
+        match done {
             Ok(Outcome::Done | Outcome::Close) | Err(Error::Killed) => Ok(()),
             Err(e) => {
                 client.reset();
@@ -151,16 +179,6 @@ impl Streams<'_> {
             }
         }
     }
-}
-
-/// Answers a stream with a response the proxy makes itself, before any exchange.
-async fn answer(mut respond: SendResponse<Bytes>, r: Response) -> Result<()> {
-    let head = convert::http_response(&r, false);
-    let mut out = respond
-        .send_response(head, false)
-        .map_err(|e| http2::error(Side::Client, e))?;
-    let body = r.body.bytes().cloned().unwrap_or_default();
-    http2::send_all(&mut out, body, true, Side::Client).await
 }
 
 /// One stream, as the exchange's client.
