@@ -1,5 +1,5 @@
 //! [`FlowWriter`]: records as mitmproxy's HTTP flows, format version
-//! [`FLOW_FORMAT_VERSION`].
+//! [`FLOW_FORMAT_VERSION`], to a file or any stream.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -16,14 +16,31 @@ use crate::core::TlsFacts;
 use crate::error::{Error, Result};
 use crate::http::message::Headers;
 
-/// Writes each [`Record`] to a new file as one of mitmproxy's HTTP flows.
+/// Writes each [`Record`] as one of mitmproxy's HTTP flows, to a new file
+/// ([`create`](FlowWriter::create)) or to any stream ([`new`](Self::new)): flow files
+/// are flows one after another, so every record is whole in `out` once written.
 ///
-/// Records go through a buffer; [`Sink::flush`] (which the capture's writer calls
-/// whenever its queue is empty) hands them to the file.
+/// Each record is one `write_all` of its encoded flow. A file made by `create` is
+/// behind a buffer; [`Sink::flush`] (which the capture's writer calls whenever its
+/// queue is empty) hands it the records. [`finish`](Self::finish) flushes and gives
+/// the stream back.
+///
+/// ```
+/// # fn run(records: &[mitm::capture::Record]) -> std::io::Result<()> {
+/// use mitm::capture::flows::FlowWriter;
+///
+/// let mut writer = FlowWriter::new(Vec::new());
+/// for record in records {
+///     writer.write(record)?;
+/// }
+/// let bytes: Vec<u8> = writer.finish()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
-pub struct FlowWriter {
-    path: PathBuf,
-    out: BufWriter<File>,
+pub struct FlowWriter<W: Write = BufWriter<File>> {
+    out: W,
+    /// The file written, when `create` made it: named in errors.
+    path: Option<PathBuf>,
 }
 
 impl FlowWriter {
@@ -40,27 +57,56 @@ impl FlowWriter {
                 source,
             })?;
         Ok(FlowWriter {
-            path,
             out: BufWriter::new(file),
+            path: Some(path),
         })
-    }
-
-    /// The file written.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// An I/O error that names the file.
-    fn named(&self, e: io::Error) -> io::Error {
-        io::Error::new(e.kind(), format!("{}: {e}", self.path.display()))
     }
 }
 
-impl Sink for FlowWriter {
-    fn write(&mut self, record: &Record) -> io::Result<()> {
+impl<W: Write> FlowWriter<W> {
+    /// A writer of flows to `out`.
+    pub fn new(out: W) -> Self {
+        FlowWriter { out, path: None }
+    }
+
+    /// Writes `record` as one flow.
+    ///
+    /// # Errors
+    ///
+    /// What writing to the stream returns (naming the file, for one `create` made).
+    pub fn write(&mut self, record: &Record) -> io::Result<()> {
         flow_state(record)
             .encode(&mut self.out)
             .map_err(|e| self.named(e))
+    }
+
+    /// Flushes the stream and gives it back.
+    ///
+    /// # Errors
+    ///
+    /// What flushing the stream returns.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.flush().map_err(|e| self.named(e))?;
+        Ok(self.out)
+    }
+
+    /// The file written, when [`create`](FlowWriter::create) made it.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// An I/O error that names the file, if there is one.
+    fn named(&self, e: io::Error) -> io::Error {
+        match &self.path {
+            Some(path) => io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+            None => e,
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Sink for FlowWriter<W> {
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        FlowWriter::write(self, record)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -331,6 +377,8 @@ fn websocket_state(record: &Record) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::flows::read_flows;
+    use crate::capture::flows::tests::record;
 
     #[test]
     fn create_never_overwrites() {
@@ -340,6 +388,29 @@ mod tests {
         let err = FlowWriter::create(&path).unwrap_err();
         assert!(matches!(err, Error::CaptureIo { .. }), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"saved before");
+    }
+
+    #[test]
+    fn a_stream_gets_the_flows_a_file_gets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut failed = record();
+        failed.response = None;
+        let records = [record(), failed];
+        let file = dir.path().join("file.flows");
+        let mut to_file = FlowWriter::create(&file).unwrap();
+        assert_eq!(to_file.path(), Some(file.as_path()));
+        let mut to_vec = FlowWriter::new(Vec::new());
+        assert_eq!(to_vec.path(), None);
+        for r in &records {
+            to_file.write(r).unwrap();
+            to_vec.write(r).unwrap();
+        }
+        drop(to_file.finish().unwrap());
+        let streamed = dir.path().join("streamed.flows");
+        std::fs::write(&streamed, to_vec.finish().unwrap()).unwrap();
+        let from_file = read_flows(&file).unwrap();
+        assert_eq!(from_file.len(), 2);
+        assert_eq!(read_flows(&streamed).unwrap(), from_file);
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! HAR 1.2 (the HTTP Archive format browsers' devtools export and import): [`HarWriter`]
-//! saves records as they come, [`read_har`] turns a HAR file back into records.
+//! HAR 1.2 (the HTTP Archive format browsers' devtools export and import): [`HarFile`]
+//! saves records to a file as they come, [`HarWriter`] to any stream, [`read_har`]
+//! turns a HAR file back into records.
 //!
-//! The writer keeps the file a complete HAR document after every record: the document's
-//! start up to the entries array on the first line, then one entry per line, then the
-//! closing `]}}`. Each record is written over that closing tail, with a new tail after
-//! it, in one write; so a crash, even `SIGKILL`, loses only the flows not yet written.
-//! (A kill in the middle of that one write can leave a torn last line; [`read_har`]
-//! drops it and reads the rest. A write that fails, on a full disk say, is undone.)
+//! Both writers write the same document: its start up to the entries array on the
+//! first line, then one entry per line, then the closing `]}}`. [`HarFile`] keeps the
+//! file a complete HAR document after every record: each record is written over that
+//! closing tail, with a new tail after it, in one write; so a crash, even `SIGKILL`,
+//! loses only the flows not yet written. (A kill in the middle of that one write can
+//! leave a torn last line; [`read_har`] drops it and reads the rest. A write that
+//! fails, on a full disk say, is undone.) A stream cannot be written over:
+//! [`HarWriter`] writes each entry after the last and the tail once, at the end.
 //!
 //! What goes into an entry, beyond what HAR 1.2 requires:
 //! - bodies as text when they are text (valid UTF-8 that is not binary by its media
@@ -30,18 +33,21 @@
 //! | file | what it holds |
 //! | --- | --- |
 //! | `entry.rs` | a record as a HAR entry |
-//! | `writer.rs` | [`HarWriter`] |
+//! | `writer.rs` | [`HarWriter`]; the document's start and its entry lines |
+//! | `file.rs` | [`HarFile`] |
 //! | `reader.rs` | [`read_har`] |
 
 mod entry;
+mod file;
 mod reader;
 mod writer;
 
 pub use entry::DECODED_LIMIT;
+pub use file::HarFile;
 pub use reader::read_har;
 pub use writer::HarWriter;
 
-/// The end of every document the writer leaves: the entries array, `log`, the root.
+/// The end of every document the writers leave: the entries array, `log`, the root.
 pub(crate) const TAIL: &[u8] = b"\n]}}\n";
 
 #[cfg(test)]

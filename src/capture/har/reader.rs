@@ -361,14 +361,14 @@ mod tests {
     use super::*;
     use crate::capture::har::entry::rfc3339;
     use crate::capture::har::tests::{gzip, record};
-    use crate::capture::har::HarWriter;
+    use crate::capture::har::HarFile;
     use crate::capture::Sink;
 
     #[test]
     fn a_torn_last_line_is_dropped_when_reading() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("torn.har");
-        let mut w = HarWriter::create(&path).unwrap();
+        let mut w = HarFile::create(&path).unwrap();
         for n in 0..3 {
             w.write(&record(&format!("/{n}"), None)).unwrap();
         }
@@ -400,7 +400,7 @@ mod tests {
     fn records_read_back_are_those_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rt.har");
-        let mut w = HarWriter::create(&path).unwrap();
+        let mut w = HarFile::create(&path).unwrap();
         let mut post = record("/post?a=1", Some((201, &[], Bytes::from("made"))));
         post.request.method = "POST".into();
         post.request.body = RecordedBody::whole(Bytes::from(vec![0u8, 159, 146, 150]));

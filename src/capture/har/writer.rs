@@ -1,196 +1,117 @@
-//! [`HarWriter`]: a HAR file that is a whole document after every record written.
+//! [`HarWriter`]: HAR to any stream, one entry at a time, closed at the end; and the
+//! layout of the document every HAR writer here writes.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::io::{self, Write};
 
 use serde_json::json;
 
 use super::entry::entry;
 use super::TAIL;
 use crate::capture::{Record, Sink};
-use crate::error::{Error, Result};
 
-/// Writes records to a HAR 1.2 file, which stays a complete HAR document after every
-/// record written. A [`Sink`] for [`Capture`](crate::capture::Capture).
+/// Writes records as a HAR 1.2 document to any stream: the document's start at once,
+/// each record's entry as it is written, and the closing tail by
+/// [`finish`](Self::finish) (or, failing that, when the writer is dropped). Nothing
+/// is held back, so an export of any size streams; the document is whole once
+/// finished.
 ///
-/// ```no_run
-/// # fn run() -> mitm::Result<()> {
-/// use mitm::capture::{har::HarWriter, Capture};
-/// let capture = Capture::builder()
-///     .sink(Box::new(HarWriter::create("flows.har")?))
-///     .start();
+/// The bytes are those a [`HarFile`](super::HarFile) holds after the same records:
+/// a file kept whole after every record needs to write over its tail, which a stream
+/// cannot do.
+///
+/// ```
+/// # fn run(records: &[mitm::capture::Record]) -> std::io::Result<()> {
+/// use mitm::capture::har::HarWriter;
+///
+/// let mut writer = HarWriter::new(Vec::new())?;
+/// for record in records {
+///     writer.write(record)?;
+/// }
+/// let har: Vec<u8> = writer.finish()?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct HarWriter {
-    file: File,
-    path: PathBuf,
-    /// Where the tail starts: the next entry is written here.
-    tail_at: u64,
-    /// Entries in the file (those of an appended file included).
+pub struct HarWriter<W: Write> {
+    /// The stream; `None` once the document is closed.
+    out: Option<W>,
+    /// Entries written.
     entries: u64,
-    /// Written since the last `sync_data`.
-    dirty: bool,
-    /// When the file was last synced to disk.
-    synced: Instant,
 }
 
-impl HarWriter {
-    /// A new HAR file at `path`, with no entries yet.
+impl<W: Write> HarWriter<W> {
+    /// Starts a HAR document on `out`.
     ///
     /// # Errors
     ///
-    /// [`Error::CaptureIo`] if the file cannot be made, and (with
-    /// [`io::ErrorKind::AlreadyExists`]) if it exists: a capture never overwrites a
-    /// file; [`append`](Self::append) continues one.
-    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let io_err = |source| Error::CaptureIo {
-            path: path.clone(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_err)?;
-        let head = head();
-        file.write_all(head.as_bytes())
-            .and_then(|()| file.write_all(TAIL))
-            .map_err(io_err)?;
+    /// What writing the document's start to `out` returns.
+    pub fn new(mut out: W) -> io::Result<Self> {
+        out.write_all(head().as_bytes())?;
         Ok(HarWriter {
-            file,
-            path,
-            tail_at: head.len() as u64,
+            out: Some(out),
             entries: 0,
-            dirty: true,
-            synced: Instant::now(),
         })
     }
 
-    /// Continues the HAR file at `path`, one this writer made (its entries one per
-    /// line, ending in `]}}`): new entries go after those it holds.
+    /// Writes the entry of `record`, in one `write_all`.
     ///
     /// # Errors
     ///
-    /// [`Error::CaptureIo`] if it cannot be opened, [`Error::CaptureFormat`] if it
-    /// does not end as this writer leaves its files.
-    pub fn append(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let io_err = |source| Error::CaptureIo {
-            path: path.clone(),
-            source,
+    /// What writing to the stream returns.
+    pub fn write(&mut self, record: &Record) -> io::Result<()> {
+        let line = entry_line(record, self.entries == 0)?;
+        let Some(out) = self.out.as_mut() else {
+            // `finish` takes the writer, and `drop` is last: never reached.
+            return Err(io::Error::other("the HAR document is closed"));
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_err)?;
-        let mut text = Vec::new();
-        file.read_to_end(&mut text).map_err(io_err)?;
-        let not_ours = |reason: &str| Error::CaptureFormat {
-            path: path.clone(),
-            reason: format!("cannot append: {reason}"),
-        };
-        let body = text
-            .strip_suffix(TAIL)
-            .ok_or_else(|| not_ours("it does not end as a HAR file mitm wrote"))?;
-        let first = body.split(|&b| b == b'\n').next().unwrap_or_default();
-        if !first.starts_with(b"{\"log\":") || !first.ends_with(b"\"entries\":[") {
-            return Err(not_ours("it does not start as a HAR file mitm wrote"));
-        }
-        // One entry per line after the first: a line break in an entry is escaped.
-        let entries = body.iter().filter(|&&b| b == b'\n').count() as u64;
-        Ok(HarWriter {
-            file,
-            path,
-            tail_at: body.len() as u64,
-            entries,
-            dirty: false,
-            synced: Instant::now(),
-        })
+        out.write_all(&line)?;
+        self.entries += 1;
+        Ok(())
     }
 
-    /// The file written to.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Entries in the file so far.
+    /// Entries written so far.
     pub fn entries(&self) -> u64 {
         self.entries
     }
-}
 
-impl Sink for HarWriter {
-    fn write(&mut self, record: &Record) -> io::Result<()> {
-        let entry = serde_json::to_vec(&entry(record)).map_err(io::Error::other)?;
-        let separator: &[u8] = if self.entries == 0 { b"\n" } else { b",\n" };
-        let mut out = Vec::with_capacity(separator.len() + entry.len() + TAIL.len());
-        out.extend_from_slice(separator);
-        out.extend_from_slice(&entry);
-        out.extend_from_slice(TAIL);
-        // One write over the old tail: the file only grows, so nothing of the old one
-        // is left behind it.
-        let written = self
-            .file
-            .seek(SeekFrom::Start(self.tail_at))
-            .and_then(|_| self.file.write_all(&out));
-        if let Err(e) = written {
-            // Part of the entry may be in the file: cut it off and close the document
-            // again after the entries before it (which may fail too, on a full disk;
-            // the next record written tries again).
-            let _ = self
-                .file
-                .set_len(self.tail_at)
-                .and_then(|()| self.file.seek(SeekFrom::Start(self.tail_at)))
-                .and_then(|_| self.file.write_all(TAIL));
-            return Err(e);
-        }
-        self.tail_at += (separator.len() + entry.len()) as u64;
-        self.entries += 1;
-        self.dirty = true;
-        Ok(())
-    }
-
-    /// Every entry is in the file as soon as it is written (a crash of the proxy loses
-    /// nothing written); this also asks the system to put it on the disk (against a
-    /// crash of the machine), at most once a second: a sync costs
-    /// milliseconds, and a busy writer flushes thousands of times a second.
-    fn flush(&mut self) -> io::Result<()> {
-        if self.dirty && self.synced.elapsed() >= SYNC_EVERY {
-            self.sync()?;
-        }
-        Ok(())
+    /// Closes the document, flushes the stream and gives it back.
+    ///
+    /// # Errors
+    ///
+    /// What writing the tail or flushing returns.
+    pub fn finish(mut self) -> io::Result<W> {
+        let Some(mut out) = self.out.take() else {
+            return Err(io::Error::other("the HAR document is closed"));
+        };
+        out.write_all(TAIL)?;
+        out.flush()?;
+        Ok(out)
     }
 }
 
-impl HarWriter {
-    fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()?;
-        self.dirty = false;
-        self.synced = Instant::now();
-        Ok(())
-    }
-}
-
-impl Drop for HarWriter {
+impl<W: Write> Drop for HarWriter<W> {
+    /// A writer not finished closes its document all the same, so that a [`Sink`]
+    /// dropped by its capture leaves a whole document.
     fn drop(&mut self) {
-        if self.dirty {
-            if let Err(e) = self.sync() {
-                tracing::warn!(error = %e, path = %self.path.display(), "capture: the HAR file could not be synced to disk");
+        if let Some(mut out) = self.out.take() {
+            if let Err(e) = out.write_all(TAIL).and_then(|()| out.flush()) {
+                tracing::warn!(error = %e, "capture: the HAR document could not be closed");
             }
         }
     }
 }
 
-/// How often a HAR file being written is synced to disk, at most.
-const SYNC_EVERY: Duration = Duration::from_secs(1);
+impl<W: Write + Send + 'static> Sink for HarWriter<W> {
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        HarWriter::write(self, record)
+    }
 
-/// The first line of a file: the document up to the entries array.
-fn head() -> String {
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.as_mut().map_or(Ok(()), Write::flush)
+    }
+}
+
+/// The first line of a document: the document up to the entries array.
+pub(super) fn head() -> String {
     let log = json!({
         "version": "1.2",
         "creator": {"name": "mitm", "version": env!("CARGO_PKG_VERSION")},
@@ -205,81 +126,62 @@ fn head() -> String {
     )
 }
 
+/// The line of `record`'s entry in a document, with the separator before it (none
+/// before the `first`): entries are one per line, a line break inside one escaped.
+pub(super) fn entry_line(record: &Record, first: bool) -> io::Result<Vec<u8>> {
+    let separator: &[u8] = if first { b"\n" } else { b",\n" };
+    let mut line = separator.to_vec();
+    serde_json::to_writer(&mut line, &entry(record)).map_err(io::Error::other)?;
+    Ok(line)
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::capture::har::read_har;
-    use crate::capture::har::tests::{parse, record};
+    use crate::capture::har::tests::record;
+    use crate::capture::har::{read_har, HarFile};
 
     #[test]
-    fn the_file_is_a_whole_har_document_after_every_record() {
+    fn a_stream_gets_the_bytes_a_file_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.har");
-        let mut w = HarWriter::create(&path).unwrap();
-        let doc = parse(&path);
-        assert_eq!(doc["log"]["version"], "1.2");
-        assert_eq!(doc["log"]["creator"]["name"], "mitm");
-        assert_eq!(doc["log"]["entries"].as_array().unwrap().len(), 0);
-        for n in 1..=3 {
-            let r = record(&format!("/{n}"), Some((200, &[], Bytes::from("hi"))));
-            w.write(&r).unwrap();
-            let entries = parse(&path)["log"]["entries"].as_array().unwrap().clone();
-            assert_eq!(entries.len(), n);
-            assert_eq!(
-                entries[n - 1]["request"]["url"],
-                format!("http://a.localhost:8080/{n}")
-            );
-        }
-        w.flush().unwrap();
-    }
-
-    #[test]
-    fn an_existing_file_is_never_overwritten_but_can_be_appended_to() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.har");
-        std::fs::write(&path, "precious").unwrap();
-        let Err(Error::CaptureIo { source, .. }) = HarWriter::create(&path) else {
-            panic!("create overwrote a file");
-        };
-        assert_eq!(source.kind(), io::ErrorKind::AlreadyExists);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
-        assert!(matches!(
-            HarWriter::append(&path),
-            Err(Error::CaptureFormat { .. })
-        ));
-
-        let path = dir.path().join("b.har");
-        let mut w = HarWriter::create(&path).unwrap();
-        w.write(&record("/1", None)).unwrap();
-        drop(w);
-        let mut w = HarWriter::append(&path).unwrap();
-        assert_eq!(w.entries(), 1);
-        w.write(&record("/2", None)).unwrap();
-        let urls: Vec<_> = read_har(&path)
-            .unwrap()
-            .iter()
-            .map(|r| r.request.path.clone())
+        let records: Vec<Record> = (0..3)
+            .map(|n| record(&format!("/{n}"), Some((200, &[], Bytes::from("hi")))))
             .collect();
-        assert_eq!(urls, ["/1", "/2"]);
+        for n in [0, 1, 3] {
+            let path = dir.path().join(format!("{n}.har"));
+            let mut file = HarFile::create(&path).unwrap();
+            let mut stream = HarWriter::new(Vec::new()).unwrap();
+            for r in &records[..n] {
+                file.write(r).unwrap();
+                stream.write(r).unwrap();
+            }
+            assert_eq!(stream.entries(), n as u64);
+            drop(file);
+            let streamed = stream.finish().unwrap();
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                std::fs::read_to_string(&path).unwrap()
+            );
+            assert_eq!(read_har(&path).unwrap(), records[..n]);
+        }
     }
 
     #[test]
-    fn a_writer_that_never_closes_leaves_every_record_it_wrote() {
+    fn a_writer_dropped_unfinished_closes_its_document() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("crash.har");
-        let mut w = HarWriter::create(&path).unwrap();
-        for n in 0..5 {
-            w.write(&record(
-                &format!("/{n}"),
-                Some((200, &[], Bytes::from("x"))),
-            ))
-            .unwrap();
-        }
-        // As a crash would: no flush, no drop.
-        std::mem::forget(w);
-        assert_eq!(parse(&path)["log"]["entries"].as_array().unwrap().len(), 5);
-        assert_eq!(read_har(&path).unwrap().len(), 5);
+        let path = dir.path().join("dropped.har");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut sink: Box<dyn Sink> = Box::new(HarWriter::new(file).unwrap());
+        sink.write(&record("/a", None)).unwrap();
+        sink.flush().unwrap();
+        drop(sink);
+        let paths: Vec<_> = read_har(&path)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.request.path)
+            .collect();
+        assert_eq!(paths, ["/a"]);
     }
 }

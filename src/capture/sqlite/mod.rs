@@ -23,6 +23,7 @@
 //! | --- | --- |
 //! | `schema.rs` | the schema: its version, the steps that make it ([`migrate`]) |
 //! | `store.rs` | [`SqliteStore`], the writer |
+//! | `export.rs` | [`export`]: a database to any stream, by way of a temporary file |
 //! | `reader.rs` | [`SqliteReader`], [`read_sqlite`] |
 //!
 //! # Durability
@@ -66,10 +67,12 @@ use std::path::Path;
 
 use crate::error::Error;
 
+mod export;
 mod reader;
 mod schema;
 mod store;
 
+pub use export::export;
 pub use reader::{read_sqlite, SqliteReader};
 pub use schema::{migrate, SCHEMA_VERSION};
 pub use store::{SqliteStore, BATCH, PAGE_SIZE};
