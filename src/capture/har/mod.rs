@@ -35,10 +35,12 @@
 //! | `entry.rs` | a record as a HAR entry |
 //! | `writer.rs` | [`HarWriter`]; the document's start and its entry lines |
 //! | `file.rs` | [`HarFile`] |
+//! | `model.rs` | the parts of HAR this crate reads, as types |
 //! | `reader.rs` | [`read_har`] |
 
 mod entry;
 mod file;
+mod model;
 mod reader;
 mod writer;
 

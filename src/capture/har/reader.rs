@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use serde_json::{json, Value};
 
+use super::model::{Content, Entry, Har, Header, Response, WebSocketMessage};
 use super::TAIL;
 use crate::capture::{
     Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings,
@@ -25,7 +25,8 @@ use crate::http::message::Headers;
 /// # Errors
 ///
 /// [`Error::CaptureIo`] if the file cannot be read, [`Error::CaptureFormat`] if it is
-/// not HAR (not JSON, no `log.entries`, an entry without a request or a URL).
+/// not HAR (not JSON, no `log.entries` list of objects, an entry without a request, a
+/// URL, a method or a valid `startedDateTime`).
 pub fn read_har(path: impl AsRef<Path>) -> Result<Vec<Record>> {
     let path = path.as_ref();
     let bad = |reason: String| Error::CaptureFormat {
@@ -36,24 +37,24 @@ pub fn read_har(path: impl AsRef<Path>) -> Result<Vec<Record>> {
         path: path.to_path_buf(),
         source,
     })?;
-    let doc: Value = match serde_json::from_slice(&text) {
-        Ok(doc) => doc,
+    let har: Har = match serde_json::from_slice(&text) {
+        Ok(har) => har,
+        Err(e) if e.is_data() => return Err(bad(format!("not a HAR file: {e}"))),
         Err(e) => repair(&text).ok_or_else(|| bad(format!("not JSON: {e}")))?,
     };
-    let entries = doc
-        .get("log")
-        .and_then(|log| log.get("entries"))
-        .and_then(Value::as_array)
+    let entries = har
+        .log
+        .and_then(|log| log.entries)
         .ok_or_else(|| bad("no log.entries array: not a HAR file".into()))?;
     entries
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, e)| record_of(e).map_err(|reason| bad(format!("entry {i}: {reason}"))))
         .collect()
 }
 
 /// A file this crate was writing, cut short: its whole lines, closed again.
-fn repair(text: &[u8]) -> Option<Value> {
+fn repair(text: &[u8]) -> Option<Har> {
     let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
     if !lines.first()?.ends_with(b"\"entries\":[") {
         return None;
@@ -66,17 +67,16 @@ fn repair(text: &[u8]) -> Option<Value> {
             fixed.pop();
         }
         fixed.extend_from_slice(TAIL);
-        if let Ok(doc) = serde_json::from_slice(&fixed) {
-            return Some(doc);
+        if let Ok(har) = serde_json::from_slice(&fixed) {
+            return Some(har);
         }
     }
     None
 }
 
-fn record_of(e: &Value) -> std::result::Result<Record, String> {
-    let str_of = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
-    let req = e.get("request").ok_or("no request")?;
-    let mut url = str_of(req, "url").ok_or("no request URL")?;
+fn record_of(e: Entry) -> std::result::Result<Record, String> {
+    let req = e.request.ok_or("no request")?;
+    let mut url = req.url.ok_or("no request URL")?;
     // A WebSocket's handshake, as browsers write it: recorded as the HTTP request.
     if url.starts_with("ws://") || url.starts_with("wss://") {
         url.replace_range(..2, "http");
@@ -84,88 +84,63 @@ fn record_of(e: &Value) -> std::result::Result<Record, String> {
     let (target, path) = crate::http::target::split_absolute(&url)
         .flatten()
         .ok_or_else(|| format!("not an http(s) URL: {url:?}"))?;
-    let mut request_headers = headers_of(req);
-    let request_body = match req.get("postData") {
+    let mut request_headers = headers_of(req.headers);
+    let request_body = match req.post_data {
         Some(post) => {
-            let text = str_of(post, "text");
-            let base64 = post.get("_encoding").and_then(Value::as_str) == Some("base64");
-            body_of(
-                post,
-                text,
-                base64,
-                &mut request_headers,
-                req.get("bodySize"),
-            )?
+            let base64 = post.post_encoding.as_deref() == Some("base64");
+            body_of(post, base64, &mut request_headers, req.body_size)?
         }
         None => RecordedBody::default(),
     };
     let request = RecordedRequest {
-        method: str_of(req, "method").ok_or("no request method")?,
+        method: req.method.ok_or("no request method")?,
         scheme: if target.tls { "https" } else { "http" }.into(),
         host: target.host,
         port: target.port,
         path,
-        version: version(&str_of(req, "httpVersion").unwrap_or_default()),
+        version: version(req.http_version.as_deref().unwrap_or_default()),
         headers: request_headers,
         body: request_body,
     };
-    let resp = e.get("response");
-    let status = resp
-        .and_then(|r| r.get("status"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let response = match resp {
-        Some(r) if status > 0 => {
-            let mut headers = headers_of(r);
-            let content = r.get("content").cloned().unwrap_or(json!({}));
-            let text = str_of(&content, "text");
-            let base64 = content.get("encoding").and_then(Value::as_str) == Some("base64");
-            let body = body_of(&content, text, base64, &mut headers, r.get("bodySize"))?;
-            Some(RecordedResponse {
-                status: u16::try_from(status).map_err(|_| format!("status {status}"))?,
-                reason: str_of(r, "statusText").unwrap_or_default(),
-                version: version(&str_of(r, "httpVersion").unwrap_or_default()),
-                headers,
-                body,
-            })
+    let (response, response_error) = match e.response {
+        Some(r) => {
+            let error = r.error.clone();
+            (response_of(r)?, error)
         }
-        _ => None,
+        None => (None, None),
     };
-    let error = str_of(e, "_error").or_else(|| resp.and_then(|r| str_of(r, "_error")));
-    let ms = |key: &str| {
-        e.get("timings")
-            .and_then(|t| t.get(key))
-            .and_then(Value::as_f64)
-            .filter(|v| *v >= 0.0)
-    };
+    let error = e.error.or(response_error);
+    let timings = e.timings.unwrap_or_default();
+    let ms = |v: Option<f64>| v.filter(|v| *v >= 0.0);
     let at = |v: f64| Duration::from_secs_f64(v / 1000.0);
-    let (send, wait, receive) = (ms("send"), ms("wait"), ms("receive"));
+    let (send, wait, receive) = (ms(timings.send), ms(timings.wait), ms(timings.receive));
     let timings = RecordedTimings {
         request_end: send.map(at),
         response_first_byte: send.zip(wait).map(|(s, w)| at(s + w)),
         response_end: send.zip(wait).zip(receive).map(|((s, w), r)| at(s + w + r)),
     };
-    let server = str_of(e, "serverIPAddress")
+    let server = e
+        .server_ip
         .and_then(|ip| ip.trim_matches(['[', ']']).parse::<IpAddr>().ok())
         .map(|ip| {
-            let port = e.get("_serverPort").and_then(Value::as_u64);
-            let port = port
-                .and_then(|p| u16::try_from(p).ok())
-                .unwrap_or(request.port);
-            SocketAddr::new(ip, port)
+            let port = e.server_port.and_then(|p| u16::try_from(p).ok());
+            SocketAddr::new(ip, port.unwrap_or(request.port))
         });
+    let tls = e.tls.unwrap_or_default();
     Ok(Record {
-        started_at: str_of(e, "startedDateTime")
+        started_at: e
+            .started
             .and_then(|s| parse_rfc3339(&s))
             .ok_or("no valid startedDateTime")?,
-        client: str_of(e, "_clientAddress").and_then(|a| a.parse().ok()),
+        client: e.client_address.and_then(|a| a.parse().ok()),
         server,
-        client_tls: e
-            .get("_clientTls")
-            .and_then(Value::as_bool)
-            .unwrap_or(request.scheme == "https"),
-        tls: e.get("_tls").map(tls_of).unwrap_or_default(),
-        websocket: messages_of(e),
+        client_tls: e.client_tls.unwrap_or(request.scheme == "https"),
+        tls: TlsFacts {
+            sni: tls.sni,
+            alpn: tls.alpn,
+            version: tls.version,
+        },
+        websocket: e.websocket_messages.map(messages_of),
         request,
         response,
         timings,
@@ -173,25 +148,43 @@ fn record_of(e: &Value) -> std::result::Result<Record, String> {
     })
 }
 
-/// The WebSocket messages of an entry (Chrome's `_webSocketMessages`), if it has them.
-fn messages_of(e: &Value) -> Option<Vec<RecordedMessage>> {
-    let list = e.get("_webSocketMessages")?.as_array()?;
-    let messages = list
-        .iter()
+/// The response of an entry; none when its `status` is 0 (or not a number), as
+/// browsers write a request that got no response.
+fn response_of(r: Response) -> std::result::Result<Option<RecordedResponse>, String> {
+    let status = r.status.unwrap_or(0);
+    if status == 0 {
+        return Ok(None);
+    }
+    let mut headers = headers_of(r.headers);
+    let content = r.content.unwrap_or_default();
+    let base64 = content.encoding.as_deref() == Some("base64");
+    let body = body_of(content, base64, &mut headers, r.body_size)?;
+    Ok(Some(RecordedResponse {
+        status: u16::try_from(status).map_err(|_| format!("status {status}"))?,
+        reason: r.status_text.unwrap_or_default(),
+        version: version(r.http_version.as_deref().unwrap_or_default()),
+        headers,
+        body,
+    }))
+}
+
+/// The messages of an entry's `_webSocketMessages`, as Chromium saves them.
+fn messages_of(list: Vec<WebSocketMessage>) -> Vec<RecordedMessage> {
+    list.into_iter()
         .map(|m| {
-            let text = m.get("opcode").and_then(Value::as_u64) != Some(2);
-            let data = m.get("data").and_then(Value::as_str).unwrap_or_default();
+            let text = m.opcode != Some(2);
+            let data = m.data.unwrap_or_default();
             let data = if text {
-                Bytes::copy_from_slice(data.as_bytes())
+                Bytes::from(data.into_bytes())
             } else {
                 base64::engine::general_purpose::STANDARD
                     .decode(data)
                     .map(Bytes::from)
                     .unwrap_or_default()
             };
-            let time = m.get("time").and_then(Value::as_f64).unwrap_or(0.0);
+            let time = m.time.unwrap_or(0.0);
             RecordedMessage {
-                from_client: m.get("type").and_then(Value::as_str) == Some("send"),
+                from_client: m.kind.as_deref() == Some("send"),
                 text,
                 data,
                 at: Duration::try_from_secs_f64(time.max(0.0))
@@ -200,34 +193,20 @@ fn messages_of(e: &Value) -> Option<Vec<RecordedMessage>> {
                     .unwrap_or(std::time::UNIX_EPOCH),
             }
         })
-        .collect();
-    Some(messages)
-}
-
-/// The TLS facts of an entry's `_tls`.
-fn tls_of(v: &Value) -> TlsFacts {
-    let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
-    TlsFacts {
-        sni: text("sni"),
-        alpn: text("alpn"),
-        version: text("version"),
-    }
+        .collect()
 }
 
 /// The header fields of a HAR request or response, HTTP/2 pseudo-fields (`:path`, as
-/// Chromium lists them) left out.
-fn headers_of(v: &Value) -> Headers {
+/// Chromium lists them) and fields without a name left out.
+fn headers_of(fields: Option<Vec<Header>>) -> Headers {
     let mut h = Headers::new();
-    for field in v
-        .get("headers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let name = field.get("name").and_then(Value::as_str).unwrap_or("");
-        let value = field.get("value").and_then(Value::as_str).unwrap_or("");
+    for field in fields.into_iter().flatten() {
+        let name = field.name.unwrap_or_default();
         if !name.is_empty() && !name.starts_with(':') {
-            h.append(Bytes::from(name.to_owned()), Bytes::from(value.to_owned()));
+            h.append(
+                Bytes::from(name),
+                Bytes::from(field.value.unwrap_or_default()),
+            );
         }
     }
     h
@@ -238,15 +217,14 @@ fn headers_of(v: &Value) -> Headers {
 /// apply is taken out of `headers`, so that they still describe the body). A body
 /// whose text was not saved (browsers leave some out) is an empty, truncated one.
 fn body_of(
-    content: &Value,
-    text: Option<String>,
+    content: Content,
     base64: bool,
     headers: &mut Headers,
-    body_size: Option<&Value>,
+    body_size: Option<u64>,
 ) -> std::result::Result<RecordedBody, String> {
-    let size_of = |v: Option<&Value>| v.and_then(Value::as_u64).filter(|&n| n > 0);
-    let Some(text) = text else {
-        let size = size_of(body_size).or_else(|| size_of(content.get("size")));
+    let positive = |n: Option<u64>| n.filter(|&n| n > 0);
+    let Some(text) = content.text else {
+        let size = positive(body_size).or(positive(content.size));
         return Ok(RecordedBody {
             data: Bytes::new(),
             size: size.unwrap_or(0),
@@ -260,8 +238,8 @@ fn body_of(
     } else {
         text.into_bytes()
     };
-    let truncated = content.get("_truncated").and_then(Value::as_bool) == Some(true);
-    let as_sent = content.get("_contentEncoded").and_then(Value::as_bool) == Some(true);
+    let truncated = content.truncated == Some(true);
+    let as_sent = content.content_encoded == Some(true);
     let coding = headers
         .get("content-encoding")
         .map(str::trim)
@@ -282,7 +260,7 @@ fn body_of(
         }
     }
     let size = if truncated {
-        size_of(content.get("_size")).or_else(|| size_of(body_size))
+        positive(content.wire_size).or(positive(body_size))
     } else {
         None
     };
