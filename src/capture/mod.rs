@@ -26,6 +26,7 @@
 //!
 //! | file | what it holds |
 //! | --- | --- |
+//! | `mod.rs` | [`Format`]; [`create`] and [`read`] a file, [`export`] to any stream |
 //! | `record.rs` | [`Record`] and its parts, made from a flow |
 //! | `handler.rs` | [`Capture`] (the HTTP handler) and [`CaptureBuilder`] |
 //! | `writer.rs` | [`Sink`], the writer thread and its bounded queue |
