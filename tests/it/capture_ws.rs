@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use mitm::capture::{flows::FlowWriter, har::HarWriter, Capture};
+use mitm::capture::{flows::FlowWriter, har::HarFile, Capture};
 
 use common::*;
 
@@ -16,7 +16,7 @@ async fn websocket_messages_are_saved_in_both_formats() {
     let flows = dir.path().join("ws.flows");
     let (proxy, capture) = start_capturing(
         Capture::builder()
-            .sink(Box::new(HarWriter::create(&har).unwrap()))
+            .sink(Box::new(HarFile::create(&har).unwrap()))
             .sink(Box::new(FlowWriter::create(&flows).unwrap())),
     )
     .await;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::*;
-use mitm::capture::har::{read_har, HarWriter};
+use mitm::capture::har::{read_har, HarFile};
 use mitm::capture::Capture;
 
 /// Waits until the capture has written `n` flows.
@@ -190,7 +190,7 @@ async fn flows_through_the_proxy_make_a_valid_har_after_each_one() {
     let path = dir.path().join("flows.har");
     let origin = start_origin().await;
     let (proxy, capture) =
-        start_capturing(Capture::builder().sink(Box::new(HarWriter::create(&path).unwrap()))).await;
+        start_capturing(Capture::builder().sink(Box::new(HarFile::create(&path).unwrap()))).await;
     let client = client_via(&proxy);
     let base = format!("http://127.0.0.1:{}", origin.port());
     let refused = format!("http://127.0.0.1:{}/down", refused_port());
@@ -325,7 +325,7 @@ async fn chromium_devtools_imports_our_har() {
     let path = dir.path().join("devtools.har");
     let origin = start_origin().await;
     let (proxy, capture) =
-        start_capturing(Capture::builder().sink(Box::new(HarWriter::create(&path).unwrap()))).await;
+        start_capturing(Capture::builder().sink(Box::new(HarFile::create(&path).unwrap()))).await;
     let client = client_via(&proxy);
     let base = format!("http://127.0.0.1:{}", origin.port());
     let form = "name=a+b&x=%2F";
@@ -439,7 +439,7 @@ async fn capture_until_killed() {
     let origin = start_origin().await;
     let capture = Arc::new(
         Capture::builder()
-            .sink(Box::new(HarWriter::create(path).unwrap()))
+            .sink(Box::new(HarFile::create(path).unwrap()))
             .start(),
     );
     let proxy = start_proxy({

@@ -37,9 +37,6 @@ use super::store::{FlowSource, MemoryStore};
 use super::Replayer;
 use crate::capture::{Filter, FilterError};
 
-// `export.rs` names `super::auth` (its temporary files get a random name).
-use super::auth;
-
 /// Most bytes a body is decoded to for the UI.
 const DECODE_LIMIT: usize = 64 * 1024 * 1024;
 

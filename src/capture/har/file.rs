@@ -1,0 +1,267 @@
+//! [`HarFile`]: a HAR file that is a whole document after every record written.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::writer::{entry_line, head};
+use super::TAIL;
+use crate::capture::{Record, Sink};
+use crate::error::{Error, Result};
+
+/// Writes records to a HAR 1.2 file, which stays a complete HAR document after every
+/// record written: each entry goes over the document's closing tail, with a new tail
+/// after it, in one write (see [the module](super)). A [`Sink`] for
+/// [`Capture`](crate::capture::Capture). A stream that cannot be written over takes a
+/// [`HarWriter`](super::HarWriter), closed once at the end; both write the same bytes.
+///
+/// ```no_run
+/// # fn run() -> mitm::Result<()> {
+/// use mitm::capture::{har::HarFile, Capture};
+/// let capture = Capture::builder()
+///     .sink(Box::new(HarFile::create("flows.har")?))
+///     .start();
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct HarFile {
+    file: File,
+    path: PathBuf,
+    /// Where the tail starts: the next entry is written here.
+    tail_at: u64,
+    /// Entries in the file (those of an appended file included).
+    entries: u64,
+    /// Written since the last `sync_data`.
+    dirty: bool,
+    /// When the file was last synced to disk.
+    synced: Instant,
+}
+
+impl HarFile {
+    /// A new HAR file at `path`, with no entries yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CaptureIo`] if the file cannot be made, and (with
+    /// [`io::ErrorKind::AlreadyExists`]) if it exists: a capture never overwrites a
+    /// file; [`append`](Self::append) continues one.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let io_err = |source| Error::CaptureIo {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err)?;
+        let head = head();
+        file.write_all(head.as_bytes())
+            .and_then(|()| file.write_all(TAIL))
+            .map_err(io_err)?;
+        Ok(HarFile {
+            file,
+            path,
+            tail_at: head.len() as u64,
+            entries: 0,
+            dirty: true,
+            synced: Instant::now(),
+        })
+    }
+
+    /// Continues the HAR file at `path`, one this writer made (its entries one per
+    /// line, ending in `]}}`): new entries go after those it holds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CaptureIo`] if it cannot be opened, [`Error::CaptureFormat`] if it
+    /// does not end as this writer leaves its files.
+    pub fn append(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let io_err = |source| Error::CaptureIo {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err)?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).map_err(io_err)?;
+        let not_ours = |reason: &str| Error::CaptureFormat {
+            path: path.clone(),
+            reason: format!("cannot append: {reason}"),
+        };
+        let body = text
+            .strip_suffix(TAIL)
+            .ok_or_else(|| not_ours("it does not end as a HAR file mitm wrote"))?;
+        let first = body.split(|&b| b == b'\n').next().unwrap_or_default();
+        if !first.starts_with(b"{\"log\":") || !first.ends_with(b"\"entries\":[") {
+            return Err(not_ours("it does not start as a HAR file mitm wrote"));
+        }
+        // One entry per line after the first: a line break in an entry is escaped.
+        let entries = body.iter().filter(|&&b| b == b'\n').count() as u64;
+        Ok(HarFile {
+            file,
+            path,
+            tail_at: body.len() as u64,
+            entries,
+            dirty: false,
+            synced: Instant::now(),
+        })
+    }
+
+    /// The file written to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Entries in the file so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+}
+
+impl Sink for HarFile {
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        let mut out = entry_line(record, self.entries == 0)?;
+        let line = out.len();
+        out.extend_from_slice(TAIL);
+        // One write over the old tail: the file only grows, so nothing of the old one
+        // is left behind it.
+        let written = self
+            .file
+            .seek(SeekFrom::Start(self.tail_at))
+            .and_then(|_| self.file.write_all(&out));
+        if let Err(e) = written {
+            // Part of the entry may be in the file: cut it off and close the document
+            // again after the entries before it (which may fail too, on a full disk;
+            // the next record written tries again).
+            let _ = self
+                .file
+                .set_len(self.tail_at)
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.tail_at)))
+                .and_then(|_| self.file.write_all(TAIL));
+            return Err(e);
+        }
+        self.tail_at += line as u64;
+        self.entries += 1;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Every entry is in the file as soon as it is written (a crash of the proxy loses
+    /// nothing written); this also asks the system to put it on the disk (against a
+    /// crash of the machine), at most once a second: a sync costs
+    /// milliseconds, and a busy writer flushes thousands of times a second.
+    fn flush(&mut self) -> io::Result<()> {
+        if self.dirty && self.synced.elapsed() >= SYNC_EVERY {
+            self.sync()?;
+        }
+        Ok(())
+    }
+}
+
+impl HarFile {
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        self.dirty = false;
+        self.synced = Instant::now();
+        Ok(())
+    }
+}
+
+impl Drop for HarFile {
+    fn drop(&mut self) {
+        if self.dirty {
+            if let Err(e) = self.sync() {
+                tracing::warn!(error = %e, path = %self.path.display(), "capture: the HAR file could not be synced to disk");
+            }
+        }
+    }
+}
+
+/// How often a HAR file being written is synced to disk, at most.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::capture::har::read_har;
+    use crate::capture::har::tests::{parse, record};
+
+    #[test]
+    fn the_file_is_a_whole_har_document_after_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.har");
+        let mut w = HarFile::create(&path).unwrap();
+        let doc = parse(&path);
+        assert_eq!(doc["log"]["version"], "1.2");
+        assert_eq!(doc["log"]["creator"]["name"], "mitm");
+        assert_eq!(doc["log"]["entries"].as_array().unwrap().len(), 0);
+        for n in 1..=3 {
+            let r = record(&format!("/{n}"), Some((200, &[], Bytes::from("hi"))));
+            w.write(&r).unwrap();
+            let entries = parse(&path)["log"]["entries"].as_array().unwrap().clone();
+            assert_eq!(entries.len(), n);
+            assert_eq!(
+                entries[n - 1]["request"]["url"],
+                format!("http://a.localhost:8080/{n}")
+            );
+        }
+        w.flush().unwrap();
+    }
+
+    #[test]
+    fn an_existing_file_is_never_overwritten_but_can_be_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.har");
+        std::fs::write(&path, "precious").unwrap();
+        let Err(Error::CaptureIo { source, .. }) = HarFile::create(&path) else {
+            panic!("create overwrote a file");
+        };
+        assert_eq!(source.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+        assert!(matches!(
+            HarFile::append(&path),
+            Err(Error::CaptureFormat { .. })
+        ));
+
+        let path = dir.path().join("b.har");
+        let mut w = HarFile::create(&path).unwrap();
+        w.write(&record("/1", None)).unwrap();
+        drop(w);
+        let mut w = HarFile::append(&path).unwrap();
+        assert_eq!(w.entries(), 1);
+        w.write(&record("/2", None)).unwrap();
+        let urls: Vec<_> = read_har(&path)
+            .unwrap()
+            .iter()
+            .map(|r| r.request.path.clone())
+            .collect();
+        assert_eq!(urls, ["/1", "/2"]);
+    }
+
+    #[test]
+    fn a_writer_that_never_closes_leaves_every_record_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crash.har");
+        let mut w = HarFile::create(&path).unwrap();
+        for n in 0..5 {
+            w.write(&record(
+                &format!("/{n}"),
+                Some((200, &[], Bytes::from("x"))),
+            ))
+            .unwrap();
+        }
+        // As a crash would: no flush, no drop.
+        std::mem::forget(w);
+        assert_eq!(parse(&path)["log"]["entries"].as_array().unwrap().len(), 5);
+        assert_eq!(read_har(&path).unwrap().len(), 5);
+    }
+}

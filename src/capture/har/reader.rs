@@ -1,0 +1,457 @@
+//! [`read_har`]: a HAR file (ours, or a browser's) back into records.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use bytes::Bytes;
+
+use super::model::{Content, Entry, Har, Header, Response, WebSocketMessage};
+use super::TAIL;
+use crate::capture::{
+    Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings,
+};
+use crate::core::TlsFacts;
+use crate::error::{Error, Result};
+use crate::http::message::Headers;
+
+/// Reads the HAR file at `path` back into records: one this crate wrote, or a
+/// browser's export (Chromium's, Firefox's). Bodies that were saved decoded are
+/// encoded again by their `Content-Encoding`, so a record's body is as on the wire (in
+/// content, not byte for byte). A file this crate was writing when it was killed, its
+/// last line torn, is read up to that line.
+///
+/// # Errors
+///
+/// [`Error::CaptureIo`] if the file cannot be read, [`Error::CaptureFormat`] if it is
+/// not HAR (not JSON, no `log.entries` list of objects, an entry without a request, a
+/// URL, a method or a valid `startedDateTime`).
+pub fn read_har(path: impl AsRef<Path>) -> Result<Vec<Record>> {
+    let path = path.as_ref();
+    let bad = |reason: String| Error::CaptureFormat {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read(path).map_err(|source| Error::CaptureIo {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let har: Har = match serde_json::from_slice(&text) {
+        Ok(har) => har,
+        Err(e) if e.is_data() => return Err(bad(format!("not a HAR file: {e}"))),
+        Err(e) => repair(&text).ok_or_else(|| bad(format!("not JSON: {e}")))?,
+    };
+    let entries = har
+        .log
+        .and_then(|log| log.entries)
+        .ok_or_else(|| bad("no log.entries array: not a HAR file".into()))?;
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| record_of(e).map_err(|reason| bad(format!("entry {i}: {reason}"))))
+        .collect()
+}
+
+/// A file this crate was writing, cut short: its whole lines, closed again.
+fn repair(text: &[u8]) -> Option<Har> {
+    let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    if !lines.first()?.ends_with(b"\"entries\":[") {
+        return None;
+    }
+    // Drop lines from the end until what is left, closed, parses.
+    while lines.len() > 1 {
+        lines.pop();
+        let mut fixed = lines.join(&b'\n');
+        if fixed.ends_with(b",") {
+            fixed.pop();
+        }
+        fixed.extend_from_slice(TAIL);
+        if let Ok(har) = serde_json::from_slice(&fixed) {
+            return Some(har);
+        }
+    }
+    None
+}
+
+fn record_of(e: Entry) -> std::result::Result<Record, String> {
+    let req = e.request.ok_or("no request")?;
+    let mut url = req.url.ok_or("no request URL")?;
+    // A WebSocket's handshake, as browsers write it: recorded as the HTTP request.
+    if url.starts_with("ws://") || url.starts_with("wss://") {
+        url.replace_range(..2, "http");
+    }
+    let (target, path) = crate::http::target::split_absolute(&url)
+        .flatten()
+        .ok_or_else(|| format!("not an http(s) URL: {url:?}"))?;
+    let mut request_headers = headers_of(req.headers);
+    let request_body = match req.post_data {
+        Some(post) => {
+            let base64 = post.post_encoding.as_deref() == Some("base64");
+            body_of(post, base64, &mut request_headers, req.body_size)?
+        }
+        None => RecordedBody::default(),
+    };
+    let request = RecordedRequest {
+        method: req.method.ok_or("no request method")?,
+        scheme: if target.tls { "https" } else { "http" }.into(),
+        host: target.host,
+        port: target.port,
+        path,
+        version: version(req.http_version.as_deref().unwrap_or_default()),
+        headers: request_headers,
+        body: request_body,
+    };
+    let (response, response_error) = match e.response {
+        Some(r) => {
+            let error = r.error.clone();
+            (response_of(r)?, error)
+        }
+        None => (None, None),
+    };
+    let error = e.error.or(response_error);
+    let timings = e.timings.unwrap_or_default();
+    let ms = |v: Option<f64>| v.filter(|v| *v >= 0.0);
+    let at = |v: f64| Duration::from_secs_f64(v / 1000.0);
+    let (send, wait, receive) = (ms(timings.send), ms(timings.wait), ms(timings.receive));
+    let timings = RecordedTimings {
+        request_end: send.map(at),
+        response_first_byte: send.zip(wait).map(|(s, w)| at(s + w)),
+        response_end: send.zip(wait).zip(receive).map(|((s, w), r)| at(s + w + r)),
+    };
+    let server = e
+        .server_ip
+        .and_then(|ip| ip.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+        .map(|ip| {
+            let port = e.server_port.and_then(|p| u16::try_from(p).ok());
+            SocketAddr::new(ip, port.unwrap_or(request.port))
+        });
+    let tls = e.tls.unwrap_or_default();
+    Ok(Record {
+        started_at: e
+            .started
+            .and_then(|s| parse_rfc3339(&s))
+            .ok_or("no valid startedDateTime")?,
+        client: e.client_address.and_then(|a| a.parse().ok()),
+        server,
+        client_tls: e.client_tls.unwrap_or(request.scheme == "https"),
+        tls: TlsFacts {
+            sni: tls.sni,
+            alpn: tls.alpn,
+            version: tls.version,
+        },
+        websocket: e.websocket_messages.map(messages_of),
+        request,
+        response,
+        timings,
+        error,
+    })
+}
+
+/// The response of an entry; none when its `status` is 0 (or not a number), as
+/// browsers write a request that got no response.
+fn response_of(r: Response) -> std::result::Result<Option<RecordedResponse>, String> {
+    let status = r.status.unwrap_or(0);
+    if status == 0 {
+        return Ok(None);
+    }
+    let mut headers = headers_of(r.headers);
+    let content = r.content.unwrap_or_default();
+    let base64 = content.encoding.as_deref() == Some("base64");
+    let body = body_of(content, base64, &mut headers, r.body_size)?;
+    Ok(Some(RecordedResponse {
+        status: u16::try_from(status).map_err(|_| format!("status {status}"))?,
+        reason: r.status_text.unwrap_or_default(),
+        version: version(r.http_version.as_deref().unwrap_or_default()),
+        headers,
+        body,
+    }))
+}
+
+/// The messages of an entry's `_webSocketMessages`, as Chromium saves them.
+fn messages_of(list: Vec<WebSocketMessage>) -> Vec<RecordedMessage> {
+    list.into_iter()
+        .map(|m| {
+            let text = m.opcode != Some(2);
+            let data = m.data.unwrap_or_default();
+            let data = if text {
+                Bytes::from(data.into_bytes())
+            } else {
+                base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .map(Bytes::from)
+                    .unwrap_or_default()
+            };
+            let time = m.time.unwrap_or(0.0);
+            RecordedMessage {
+                from_client: m.kind.as_deref() == Some("send"),
+                text,
+                data,
+                at: Duration::try_from_secs_f64(time.max(0.0))
+                    .ok()
+                    .and_then(|d| std::time::UNIX_EPOCH.checked_add(d))
+                    .unwrap_or(std::time::UNIX_EPOCH),
+            }
+        })
+        .collect()
+}
+
+/// The header fields of a HAR request or response, HTTP/2 pseudo-fields (`:path`, as
+/// Chromium lists them) and fields without a name left out.
+fn headers_of(fields: Option<Vec<Header>>) -> Headers {
+    let mut h = Headers::new();
+    for field in fields.into_iter().flatten() {
+        let name = field.name.unwrap_or_default();
+        if !name.is_empty() && !name.starts_with(':') {
+            h.append(
+                Bytes::from(name),
+                Bytes::from(field.value.unwrap_or_default()),
+            );
+        }
+    }
+    h
+}
+
+/// A body from its HAR text: base64-decoded if so marked, then encoded again by the
+/// message's `Content-Encoding` unless it was kept as sent (a coding this crate cannot
+/// apply is taken out of `headers`, so that they still describe the body). A body
+/// whose text was not saved (browsers leave some out) is an empty, truncated one.
+fn body_of(
+    content: Content,
+    base64: bool,
+    headers: &mut Headers,
+    body_size: Option<u64>,
+) -> std::result::Result<RecordedBody, String> {
+    let positive = |n: Option<u64>| n.filter(|&n| n > 0);
+    let Some(text) = content.text else {
+        let size = positive(body_size).or(positive(content.size));
+        return Ok(RecordedBody {
+            data: Bytes::new(),
+            size: size.unwrap_or(0),
+            truncated: size.is_some(),
+        });
+    };
+    let mut data = if base64 {
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| format!("invalid base64 body: {e}"))?
+    } else {
+        text.into_bytes()
+    };
+    let truncated = content.truncated == Some(true);
+    let as_sent = content.content_encoded == Some(true);
+    let coding = headers
+        .get("content-encoding")
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        .map(str::to_owned);
+    if let (Some(coding), false, false) = (coding, as_sent, data.is_empty()) {
+        // Codings apply in the order listed.
+        let encoded = coding
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .try_fold(data.clone(), |d, c| crate::decode::encode(c, &d));
+        match encoded {
+            Ok(encoded) => data = encoded,
+            Err(_) => {
+                headers.remove("content-encoding");
+            }
+        }
+    }
+    let size = if truncated {
+        positive(content.wire_size).or(positive(body_size))
+    } else {
+        None
+    };
+    Ok(RecordedBody {
+        size: size.unwrap_or(data.len() as u64),
+        data: Bytes::from(data),
+        truncated,
+    })
+}
+
+/// A HAR `httpVersion` as records spell versions: `HTTP/1.1`, `HTTP/2.0`.
+fn version(v: &str) -> String {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "http/1.0" => "HTTP/1.0".into(),
+        "http/1.1" | "" => "HTTP/1.1".into(),
+        "http/2" | "http/2.0" | "h2" | "h2c" => "HTTP/2.0".into(),
+        "http/3" | "http/3.0" | "h3" => "HTTP/3".into(),
+        other => other.to_ascii_uppercase(),
+    }
+}
+
+/// Reads an RFC 3339 date and time (`T` or a space between them, any fraction of a
+/// second, `Z` or an offset).
+fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let num = |r: &str| -> Option<u32> {
+        r.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| r.parse().ok())?
+    };
+    let (date, rest) = (s.get(..10)?, s.get(11..)?);
+    let mut d = date.split('-');
+    let (y, m, day) = (d.next()?, d.next()?, d.next()?);
+    let date = time::Date::from_calendar_date(
+        num(y)? as i32,
+        time::Month::try_from(num(m)? as u8).ok()?,
+        num(day)? as u8,
+    )
+    .ok()?;
+    let zone_at = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
+    let (clock, zone) = rest.split_at(zone_at);
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut c = hms.split(':');
+    let (h, mi, sec) = (num(c.next()?)?, num(c.next()?)?, num(c.next()?)?);
+    let frac = frac.get(..9.min(frac.len()))?;
+    let nanos = if frac.is_empty() {
+        0
+    } else {
+        num(frac)? * 10u32.pow(9 - frac.len() as u32)
+    };
+    let clock = time::Time::from_hms_nano(h as u8, mi as u8, sec as u8, nanos).ok()?;
+    let offset = match zone {
+        "" | "Z" | "z" => time::UtcOffset::UTC,
+        z => {
+            let sign: i8 = if z.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = z[1..].split_once(':').unwrap_or((&z[1..], "0"));
+            time::UtcOffset::from_hms(sign * num(oh)? as i8, sign * num(om)? as i8, 0).ok()?
+        }
+    };
+    let t = time::PrimitiveDateTime::new(date, clock).assume_offset(offset);
+    let nanos = t.unix_timestamp_nanos();
+    Some(if nanos >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_nanos(nanos.unsigned_abs() as u64)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use serde_json::json;
+
+    use super::*;
+    use crate::capture::har::entry::rfc3339;
+    use crate::capture::har::tests::{gzip, record};
+    use crate::capture::har::HarFile;
+    use crate::capture::Sink;
+
+    #[test]
+    fn a_torn_last_line_is_dropped_when_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("torn.har");
+        let mut w = HarFile::create(&path).unwrap();
+        for n in 0..3 {
+            w.write(&record(&format!("/{n}"), None)).unwrap();
+        }
+        drop(w);
+        let text = std::fs::read(&path).unwrap();
+        // Cut in the middle of the third entry.
+        let cut = text.len() - TAIL.len() - 40;
+        std::fs::write(&path, &text[..cut]).unwrap();
+        let paths: Vec<_> = read_har(&path)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.request.path)
+            .collect();
+        assert_eq!(paths, ["/0", "/1"]);
+        std::fs::write(&path, b"{\"log\": 1").unwrap();
+        assert!(matches!(read_har(&path), Err(Error::CaptureFormat { .. })));
+    }
+
+    #[test]
+    fn dates_are_read_in_any_rfc3339_offset() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        assert_eq!(parse_rfc3339("2023-11-14T23:13:20.123+01:00"), Some(t));
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20.123000Z"), Some(t));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn records_read_back_are_those_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rt.har");
+        let mut w = HarFile::create(&path).unwrap();
+        let mut post = record("/post?a=1", Some((201, &[], Bytes::from("made"))));
+        post.request.method = "POST".into();
+        post.request.body = RecordedBody::whole(Bytes::from(vec![0u8, 159, 146, 150]));
+        let gz = record(
+            "/gz",
+            Some((
+                200,
+                &[("Content-Encoding", "gzip")],
+                gzip(b"plain words, plain words"),
+            )),
+        );
+        let mut failed = record("/down", None);
+        failed.error = Some("refused".into());
+        failed.server = None;
+        let written = [post, gz, failed];
+        for r in &written {
+            w.write(r).unwrap();
+        }
+        let read = read_har(&path).unwrap();
+        assert_eq!(read.len(), 3);
+        assert_eq!(read[0], written[0]);
+        assert_eq!(read[2], written[2]);
+        // A body saved decoded comes back encoded again: the same content.
+        let body = &read[1].response.as_ref().unwrap().body.data;
+        assert_eq!(
+            crate::decode::decode("gzip", body, 1 << 20).unwrap(),
+            b"plain words, plain words"
+        );
+    }
+
+    #[test]
+    fn browser_hars_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chrome.har");
+        // The shape of a Chromium export (trimmed).
+        let har = json!({"log": {"version": "1.2", "creator": {"name": "WebInspector",
+            "version": "537.36"}, "pages": [], "entries": [{
+            "_priority": "VeryHigh", "_resourceType": "document", "cache": {},
+            "connection": "1234", "pageref": "page_1",
+            "request": {"method": "GET", "url": "https://example.com/a?b=1",
+                "httpVersion": "http/2.0", "headers": [
+                    {"name": ":authority", "value": "example.com"},
+                    {"name": "accept", "value": "text/html"}],
+                "queryString": [{"name": "b", "value": "1"}], "cookies": [],
+                "headersSize": -1, "bodySize": 0},
+            "response": {"status": 200, "statusText": "", "httpVersion": "http/2.0",
+                "headers": [{"name": "content-type", "value": "text/html"}],
+                "cookies": [], "content": {"size": 5, "mimeType": "text/html",
+                "text": "hello"}, "redirectURL": "", "headersSize": -1,
+                "bodySize": 5, "_transferSize": 100, "_error": null},
+            "serverIPAddress": "93.184.216.34",
+            "startedDateTime": "2024-01-02T03:04:05.678Z", "time": 20.5,
+            "timings": {"blocked": 1.2, "dns": -1, "ssl": -1, "connect": -1,
+                "send": 0.3, "wait": 15.0, "receive": 4.0, "_blocked_queueing": 1.0}}]}});
+        let mut har = har;
+        let mut unsaved = har["log"]["entries"][0].clone();
+        unsaved["response"]["content"] = json!({"size": 10, "mimeType": "image/png"});
+        unsaved["response"]["bodySize"] = json!(-1);
+        har["log"]["entries"].as_array_mut().unwrap().push(unsaved);
+        std::fs::write(&path, har.to_string()).unwrap();
+        let records = read_har(&path).unwrap();
+        let body = &records[1].response.as_ref().unwrap().body;
+        assert_eq!((body.data.len(), body.size, body.truncated), (0, 10, true));
+        let r = &records[0];
+        assert_eq!(r.request.url(), "https://example.com/a?b=1");
+        assert_eq!(r.request.version, "HTTP/2.0");
+        assert_eq!(r.request.headers.len(), 1);
+        assert_eq!(r.server, Some("93.184.216.34:443".parse().unwrap()));
+        let response = r.response.as_ref().unwrap();
+        assert_eq!(
+            (response.status, &response.body.data[..]),
+            (200, &b"hello"[..])
+        );
+        assert!(r.error.is_none());
+    }
+}

@@ -1,0 +1,386 @@
+//! [`Record`]: one finished flow as plain data (heads, bodies kept up to a limit,
+//! timings, addresses, error, WebSocket messages), what every capture format writes and
+//! reads; made from a flow with [`Record::from_flow`], or made early and brought up to
+//! date as the flow finishes ([`Record::finish`]).
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::core::{Connection, TlsFacts};
+use crate::http::message::{Body, Headers, HttpFlow, Request, Response};
+
+/// One finished flow, as plain data: what a capture file holds.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Record {
+    /// When the request head was complete.
+    pub started_at: SystemTime,
+    /// The client's address, when known.
+    pub client: Option<SocketAddr>,
+    /// The address of the server that answered, when one did.
+    pub server: Option<SocketAddr>,
+    /// Whether the client spoke TLS with the proxy.
+    pub client_tls: bool,
+    /// What the client's TLS with the proxy settled (SNI, ALPN, version), as far as
+    /// known; empty without TLS.
+    pub tls: TlsFacts,
+    /// The request as it went to the origin (after the hooks).
+    pub request: RecordedRequest,
+    /// The response as it went to the client, if there was one.
+    pub response: Option<RecordedResponse>,
+    /// Time from the start to each later point, when it was reached.
+    pub timings: RecordedTimings,
+    /// What went wrong, when the flow failed.
+    pub error: Option<String>,
+    /// The messages of a WebSocket flow (a `101` to a WebSocket upgrade), in order;
+    /// `None` for other flows.
+    pub websocket: Option<Vec<RecordedMessage>>,
+}
+
+/// A WebSocket message, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordedMessage {
+    /// Sent by the client (else by the server).
+    pub from_client: bool,
+    /// A text message (else binary).
+    pub text: bool,
+    /// The payload, as the capture's hook saw it (middlewares before it may have changed
+    /// it), cut to the capture's body limit.
+    pub data: Bytes,
+    /// When the proxy passed it on.
+    pub at: SystemTime,
+}
+
+/// A request, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RecordedRequest {
+    /// The method, e.g. `GET`.
+    pub method: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// The origin's host (a name, or an IP address without brackets).
+    pub host: String,
+    /// The origin's port.
+    pub port: u16,
+    /// Path and query, e.g. `/search?q=1`.
+    pub path: String,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// The header fields in order, names as sent.
+    pub headers: Headers,
+    /// The body.
+    pub body: RecordedBody,
+}
+
+impl RecordedRequest {
+    /// The URL: `scheme://host[:port]path`, the port only when not the scheme's
+    /// default.
+    pub fn url(&self) -> String {
+        let default = if self.scheme == "https" { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            format!("{}://{host}{}", self.scheme, self.path)
+        } else {
+            format!("{}://{host}:{}{}", self.scheme, self.port, self.path)
+        }
+    }
+}
+
+impl RecordedRequest {
+    /// The request to send again: its method, target, path, header fields and body
+    /// (as much of it as was kept).
+    pub fn to_request(&self) -> Request {
+        let target = crate::core::Target::new(self.host.clone(), self.port, self.scheme == "https");
+        let mut request = Request::new_to(self.method.clone(), target, self.path.clone());
+        request.headers = self.headers.clone();
+        if !self.body.data.is_empty() {
+            request.body = Body::Full(self.body.data.clone());
+        }
+        request
+    }
+}
+
+/// A response, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RecordedResponse {
+    /// The status code.
+    pub status: u16,
+    /// The reason phrase (empty for HTTP/2).
+    pub reason: String,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// The header fields in order, names as sent.
+    pub headers: Headers,
+    /// The body.
+    pub body: RecordedBody,
+}
+
+/// A body, as recorded: the bytes kept (up to the capture's body limit), and how many
+/// there were.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordedBody {
+    /// The bytes kept, as they went over the wire (still content-encoded).
+    pub data: Bytes,
+    /// How many bytes the body had on the wire.
+    pub size: u64,
+    /// Whether `data` holds less than the whole body (it streamed past the proxy, or
+    /// was larger than the limit).
+    pub truncated: bool,
+}
+
+impl RecordedBody {
+    /// A whole body.
+    pub fn whole(data: Bytes) -> Self {
+        RecordedBody {
+            size: data.len() as u64,
+            data,
+            truncated: false,
+        }
+    }
+}
+
+/// When things happened, as offsets from the start of the flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordedTimings {
+    /// The request (with its body) was sent on.
+    pub request_end: Option<Duration>,
+    /// The first byte of the response arrived.
+    pub response_first_byte: Option<Duration>,
+    /// The response (with its body) was passed to the client.
+    pub response_end: Option<Duration>,
+}
+
+impl Record {
+    /// Roughly how many bytes this record holds: its bodies, heads and messages.
+    pub(crate) fn weight(&self) -> usize {
+        let head = |h: &Headers| h.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>();
+        let response = self
+            .response
+            .as_ref()
+            .map_or(0, |r| r.body.data.len() + head(&r.headers));
+        let messages = self
+            .websocket
+            .as_ref()
+            .map_or(0, |m| m.iter().map(|m| m.data.len() + 48).sum());
+        256 + self.request.body.data.len() + head(&self.request.headers) + response + messages
+    }
+
+    /// The record of `flow`, finished on `conn`, keeping at most `body_limit` bytes of
+    /// each body.
+    pub fn from_flow(conn: &Connection, flow: &HttpFlow, body_limit: usize) -> Self {
+        let mut record = Record {
+            started_at: flow.timings.started_at,
+            client: conn.client.addr,
+            server: conn.server.addr,
+            client_tls: conn.tls,
+            tls: conn.tls_facts.clone(),
+            request: recorded_request(&flow.request, RecordedBody::default()),
+            response: None,
+            timings: RecordedTimings::default(),
+            error: None,
+            websocket: None,
+        };
+        // The bodies, the response, the timings and the error: as for a record made
+        // before the flow finished.
+        record.finish(flow, Ending::of(flow, body_limit));
+        record
+    }
+
+    /// Brings this record of `flow`, made before it finished (its request head, and
+    /// maybe its response head), up to date with the flow as it finished, `end`: the
+    /// bodies, the response (its head made only if the record has none), the timings,
+    /// the error. What the record has of the heads stays: cheaper than
+    /// [`from_flow`](Self::from_flow) again, for a record kept while the flow goes.
+    pub(crate) fn finish(&mut self, flow: &HttpFlow, end: Ending) {
+        self.request.body = end.request_body;
+        self.response = match (flow.response.as_ref(), end.response_body) {
+            (Some(r), Some(body)) => Some(match self.response.take() {
+                Some(mut kept) => {
+                    kept.body = body;
+                    kept
+                }
+                None => recorded_response(r, body),
+            }),
+            _ => None,
+        };
+        self.timings = end.timings;
+        self.error = end.error;
+        if end.websocket {
+            self.websocket.get_or_insert_with(Vec::new);
+        }
+    }
+}
+
+/// What a finished flow adds to a record made before ([`Record::finish`]): made
+/// apart, so that the bodies are copied before the record is taken to be changed.
+pub(crate) struct Ending {
+    request_body: RecordedBody,
+    response_body: Option<RecordedBody>,
+    timings: RecordedTimings,
+    error: Option<String>,
+    websocket: bool,
+}
+
+impl Ending {
+    /// What `flow`, finished, adds to its record, keeping at most `body_limit` bytes of
+    /// each body.
+    pub(crate) fn of(flow: &HttpFlow, body_limit: usize) -> Self {
+        let since = |t: Option<std::time::Instant>| {
+            t.map(|t| t.saturating_duration_since(flow.timings.start))
+        };
+        Ending {
+            request_body: recorded_body(
+                &flow.request.body,
+                &flow.request_body_prefix,
+                flow.request_body_size,
+                body_limit,
+            ),
+            response_body: flow.response.as_ref().map(|r| {
+                recorded_body(
+                    &r.body,
+                    &flow.response_body_prefix,
+                    flow.response_body_size,
+                    body_limit,
+                )
+            }),
+            timings: RecordedTimings {
+                request_end: since(flow.timings.request_end),
+                response_first_byte: since(flow.timings.response_first_byte),
+                response_end: since(flow.timings.response_end),
+            },
+            error: flow
+                .error
+                .as_ref()
+                .map(|e| crate::error::Report(e).to_string()),
+            websocket: is_websocket(flow),
+        }
+    }
+}
+
+/// Whether `flow` switched to WebSocket.
+fn is_websocket(flow: &HttpFlow) -> bool {
+    flow.response.as_ref().is_some_and(|r| r.status == 101)
+        && flow
+            .request
+            .headers
+            .get("upgrade")
+            .is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"))
+}
+
+fn recorded_request(r: &Request, body: RecordedBody) -> RecordedRequest {
+    RecordedRequest {
+        method: r.method.clone(),
+        scheme: if r.target.tls { "https" } else { "http" }.into(),
+        host: r.target.host.clone(),
+        port: r.target.port,
+        path: r.path.clone(),
+        version: r.version.as_str().into(),
+        headers: r.headers.compact(),
+        body,
+    }
+}
+
+pub(crate) fn recorded_response(r: &Response, body: RecordedBody) -> RecordedResponse {
+    RecordedResponse {
+        status: r.status,
+        reason: r.reason.clone(),
+        version: r.version.as_str().into(),
+        headers: r.headers.compact(),
+        body,
+    }
+}
+
+/// A body as the flow holds it: whole, or streamed past (`size` bytes, of which the
+/// proxy kept `prefix` for `flow_finished`); either cut to `limit`.
+fn recorded_body(body: &Body, prefix: &Bytes, size: u64, limit: usize) -> RecordedBody {
+    match body {
+        Body::Empty => RecordedBody::default(),
+        // Copied: the bytes may share a larger buffer (a connection's read buffer),
+        // which a queued record would otherwise keep alive.
+        Body::Full(data) => RecordedBody {
+            size: size.max(data.len() as u64),
+            truncated: data.len() > limit,
+            data: Bytes::copy_from_slice(&data[..data.len().min(limit)]),
+        },
+        Body::Streaming => {
+            let data = Bytes::copy_from_slice(&prefix[..prefix.len().min(limit)]);
+            RecordedBody {
+                size: size.max(data.len() as u64),
+                truncated: size > data.len() as u64,
+                data,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Host, Target};
+
+    fn flow(path: &str) -> HttpFlow {
+        let request = Request::new_to(
+            "GET".into(),
+            Target::new("a.localhost", 8080, false),
+            path.into(),
+        );
+        HttpFlow::new(1, request)
+    }
+
+    #[test]
+    fn bodies_are_kept_up_to_the_limit_and_marked_when_cut() {
+        let none = Bytes::new();
+        let whole = recorded_body(&Body::Full(Bytes::from_static(b"hello")), &none, 5, 16);
+        assert_eq!(
+            (&whole.data[..], whole.size, whole.truncated),
+            (&b"hello"[..], 5, false)
+        );
+        let cut = recorded_body(&Body::Full(Bytes::from_static(b"hello")), &none, 5, 2);
+        assert_eq!(
+            (&cut.data[..], cut.size, cut.truncated),
+            (&b"he"[..], 5, true)
+        );
+        let start = Bytes::from(vec![7u8; 32]);
+        let streamed = recorded_body(&Body::Streaming, &start, 1 << 30, 16);
+        assert_eq!(
+            (&streamed.data[..], streamed.size, streamed.truncated),
+            (&[7u8; 16][..], 1 << 30, true)
+        );
+        let small = recorded_body(&Body::Streaming, &start.slice(..5), 5, 16);
+        assert_eq!(
+            (&small.data[..], small.size, small.truncated),
+            (&[7u8; 5][..], 5, false)
+        );
+        assert_eq!(
+            recorded_body(&Body::Empty, &none, 0, 16),
+            RecordedBody::default()
+        );
+    }
+
+    #[test]
+    fn urls_leave_default_ports_out_and_bracket_ipv6() {
+        let conn = Connection::new(1, Host::default());
+        let mut f = flow("/x?y");
+        f.request.target = Target::new("::1", 443, true);
+        assert_eq!(
+            Record::from_flow(&conn, &f, 0).request.url(),
+            "https://[::1]/x?y"
+        );
+        f.request.target = Target::new("h.localhost", 80, false);
+        assert_eq!(
+            Record::from_flow(&conn, &f, 0).request.url(),
+            "http://h.localhost/x?y"
+        );
+    }
+}

@@ -1,0 +1,421 @@
+//! The schema and its versions: [`SCHEMA_VERSION`], the steps that make each version
+//! from the one before ([`migrate`]), and the version check of every reader.
+//!
+//! The steps are the truth for files that exist: a new database is made by running
+//! them all from version 0, as an old one is brought up to date by running those it
+//! lacks. The schema they make, with a comment for each column, is written out once,
+//! in `ARCHITECTURE.md`; a test here checks it against what the steps make.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::store_err;
+use crate::error::{Error, Result};
+
+/// The schema version this crate writes, kept in the database's `PRAGMA user_version`.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The steps of [`migrate`]: `MIGRATIONS[v]` takes a database from version `v` to
+/// `v + 1`. Version 0 is a new, empty database.
+const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// Version 1: the first schema, as released (a file of version 1 has exactly this).
+pub(super) const V1: &str = "
+CREATE TABLE flows (
+    id INTEGER PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    scheme TEXT NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    status INTEGER,
+    reason TEXT,
+    error TEXT,
+    request_version TEXT NOT NULL,
+    response_version TEXT,
+    request_headers TEXT NOT NULL,
+    response_headers TEXT,
+    request_size INTEGER NOT NULL,
+    response_size INTEGER,
+    request_truncated INTEGER NOT NULL,
+    response_truncated INTEGER,
+    request_end_us INTEGER,
+    response_first_byte_us INTEGER,
+    response_end_us INTEGER,
+    client_addr TEXT,
+    server_addr TEXT,
+    client_tls INTEGER NOT NULL
+);
+CREATE TABLE bodies (
+    flow_id INTEGER NOT NULL REFERENCES flows(id),
+    side TEXT NOT NULL CHECK (side IN ('request', 'response')),
+    data BLOB NOT NULL,
+    PRIMARY KEY (flow_id, side)
+);
+CREATE INDEX flows_started_at ON flows (started_at);
+CREATE INDEX flows_host ON flows (host, started_at);
+CREATE INDEX flows_status ON flows (status, started_at);
+CREATE INDEX flows_method ON flows (method, started_at);
+";
+
+/// Version 2: WebSocket messages. Adding a column with a constant default rewrites no
+/// row, so the step is quick at any size; flows of version 1 are not WebSocket flows.
+const V2: &str = "
+ALTER TABLE flows ADD COLUMN websocket INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE flows ADD COLUMN client_sni TEXT;
+ALTER TABLE flows ADD COLUMN client_alpn TEXT;
+ALTER TABLE flows ADD COLUMN client_tls_version TEXT;
+CREATE TABLE messages (
+    flow_id INTEGER NOT NULL REFERENCES flows(id),
+    seq INTEGER NOT NULL,
+    from_client INTEGER NOT NULL,
+    text INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (flow_id, seq)
+);
+";
+
+/// Upgrades the database at `path` to [`SCHEMA_VERSION`], one version at a time, each
+/// step in a transaction of its own; returns the version it had. A new, empty database
+/// (version 0) gets the whole schema.
+///
+/// # Versions
+///
+/// A version of this crate that changes the schema raises the version and adds a step
+/// here, each step in a transaction of its own (a step that fails leaves the database
+/// as it was, at the version before). A database of a newer version than
+/// [`SCHEMA_VERSION`] is refused by everything in [the module](super).
+///
+/// - Version 1 had no WebSocket messages and no TLS facts: `flows` without its
+///   `websocket`, `client_sni`, `client_alpn` and `client_tls_version` columns, no
+///   `messages` table.
+/// - Version 1 to 2: `ALTER TABLE flows ADD COLUMN websocket INTEGER NOT NULL DEFAULT
+///   0`, the three `client_sni`, `client_alpn`, `client_tls_version` columns (`TEXT`,
+///   `NULL` in the flows of version 1), and `CREATE TABLE messages (…)`. No row is
+///   rewritten or removed (the column's default is constant, so the step takes no
+///   longer at a million flows): the flows of version 1 read back as before, as flows
+///   that are not WebSocket flows and whose TLS facts are unknown.
+///
+/// [`SqliteStore::open`](super::SqliteStore::open), to append to a database, upgrades
+/// it first: a version-1 file is migrated to version 2, after which a mitm that knows
+/// only version 1 refuses it as newer. [`read_sqlite`](super::read_sqlite) and
+/// [`SqliteReader`](super::SqliteReader) read a version-1 file as it is, changing
+/// nothing; this upgrades one without a store to append to it.
+///
+/// # Errors
+///
+/// [`Error::CaptureIo`] if it is not there, [`Error::CaptureFormat`] if its version is
+/// newer than this crate knows or it is some other database, [`Error::CaptureStore`]
+/// if SQLite fails.
+pub fn migrate(path: impl AsRef<Path>) -> Result<u32> {
+    let path = path.as_ref();
+    std::fs::metadata(path).map_err(|source| Error::CaptureIo {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(store_err(path))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(store_err(path))?;
+    migrate_conn(&conn, path)
+}
+
+pub(super) fn migrate_conn(conn: &Connection, path: &Path) -> Result<u32> {
+    let from = version(conn, path)?;
+    if from == 0 {
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+            .map_err(store_err(path))?;
+        if tables > 0 {
+            return Err(Error::CaptureFormat {
+                path: path.to_path_buf(),
+                reason: "an SQLite database, but not one mitm made (user_version 0, with tables)"
+                    .into(),
+            });
+        }
+    }
+    for (step, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        let to = step + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {to};\nCOMMIT;"
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            Error::CaptureStore {
+                path: path.to_path_buf(),
+                reason: format!("upgrading the schema to version {to}: {e}"),
+            }
+        })?;
+    }
+    Ok(from)
+}
+
+/// The database's schema version, refused when newer than [`SCHEMA_VERSION`].
+fn version(conn: &Connection, path: &Path) -> Result<u32> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(store_err(path))?;
+    match u32::try_from(version) {
+        Ok(v) if v <= SCHEMA_VERSION => Ok(v),
+        _ => Err(Error::CaptureFormat {
+            path: path.to_path_buf(),
+            reason: format!(
+                "its schema version is {version}, newer than this mitm knows \
+                 ({SCHEMA_VERSION}); read it with a newer mitm"
+            ),
+        }),
+    }
+}
+
+/// The schema version of a database to read: one this crate made, of
+/// [`SCHEMA_VERSION`] or older.
+pub(super) fn readable_version(conn: &Connection, path: &Path) -> Result<u32> {
+    let version = version(conn, path).map_err(|e| match e {
+        // "file is not a database" comes from the first read.
+        Error::CaptureStore { path, reason } => Error::CaptureFormat { path, reason },
+        e => e,
+    })?;
+    if version == 0 {
+        return Err(Error::CaptureFormat {
+            path: path.to_path_buf(),
+            reason: format!(
+                "its schema version is 0, this mitm reads 1 to {SCHEMA_VERSION} \
+                 (not a database mitm made)"
+            ),
+        });
+    }
+    Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::sqlite::tests::{version_1, websocket};
+    use crate::capture::sqlite::{read_sqlite, SqliteReader, SqliteStore};
+    use crate::capture::Sink;
+
+    #[test]
+    fn migrate_brings_an_empty_database_to_the_current_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.sqlite");
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(migrate(&path).unwrap(), 0);
+        assert_eq!(migrate(&path).unwrap(), SCHEMA_VERSION);
+        assert_eq!(read_sqlite(&path).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_a_foreign_database_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.sqlite");
+        drop(SqliteStore::create(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        for err in [
+            read_sqlite(&path).unwrap_err(),
+            SqliteStore::open(&path).unwrap_err(),
+            migrate(&path).unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(matches!(err, Error::CaptureFormat { .. }), "{err:?}");
+            assert!(
+                text.contains(&format!(
+                    "schema version is 99, newer than this mitm knows ({SCHEMA_VERSION})"
+                )),
+                "{text}"
+            );
+        }
+
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        assert!(matches!(
+            SqliteStore::open(&other),
+            Err(Error::CaptureFormat { .. })
+        ));
+        let text = read_sqlite(&other).unwrap_err().to_string();
+        assert!(text.contains("not a database mitm made"), "{text}");
+    }
+
+    #[test]
+    fn a_version_1_database_is_read_as_it_is_and_migrated_to_append() {
+        // V1 is the first step of MIGRATIONS, the DDL of version 1 as it was released.
+        assert!(V1.contains("client_tls INTEGER NOT NULL\n);") && !V1.contains("websocket"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.sqlite");
+        version_1(&path);
+        let old = read_sqlite(&path).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].request.url(), "http://old.localhost/old");
+        assert_eq!(&old[0].response.as_ref().unwrap().body.data[..], b"old");
+        assert_eq!(old[0].websocket, None);
+        let reader = SqliteReader::open(&path).unwrap();
+        assert_eq!(reader.count().unwrap(), 1);
+        assert_eq!(
+            reader.query(None, None, 10).unwrap(),
+            vec![(1, old[0].clone())]
+        );
+        // Reading changed nothing.
+        let conn = Connection::open(&path).unwrap();
+        let version = |conn: &Connection| -> i64 {
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(version(&conn), 1);
+
+        // Appending upgrades it, and keeps the old flow.
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(version(&conn), 2);
+        store.write(&websocket(3)).unwrap();
+        drop(store);
+        let all = read_sqlite(&path).unwrap();
+        assert_eq!(all, vec![old[0].clone(), websocket(3)]);
+        // The reader opened on version 1 reads version 2 as well.
+        assert_eq!(reader.last(2).unwrap(), all);
+        assert_eq!(migrate(&path).unwrap(), 2);
+
+        // migrate alone, step by step.
+        let other = dir.path().join("v1-again.sqlite");
+        version_1(&other);
+        assert_eq!(migrate(&other).unwrap(), 1);
+        assert_eq!(read_sqlite(&other).unwrap(), old);
+        let mut store = SqliteStore::open(&other).unwrap();
+        store.write(&websocket(1)).unwrap();
+        drop(store);
+        assert_eq!(read_sqlite(&other).unwrap()[1], websocket(1));
+    }
+
+    /// `ARCHITECTURE.md`, where the schema is written out for people.
+    const ARCHITECTURE: &str = include_str!("../../../ARCHITECTURE.md");
+
+    /// The section of `ARCHITECTURE.md` on the store, and the SQL block in it.
+    fn documented() -> (&'static str, &'static str) {
+        let start = ARCHITECTURE
+            .find("\n## The SQLite store\n")
+            .expect("ARCHITECTURE.md has a section \"## The SQLite store\"");
+        let section = &ARCHITECTURE[start + 1..];
+        let section = section.find("\n## ").map_or(section, |end| &section[..end]);
+        let sql = section
+            .split_once("```sql\n")
+            .and_then(|(_, rest)| rest.split_once("\n```"))
+            .expect("the section on the SQLite store has a ```sql block")
+            .0;
+        (section, sql)
+    }
+
+    /// The statements of `sql`, sorted, each without its comments and with its spacing
+    /// made plain: one space between words, none around parentheses and commas.
+    fn statements(sql: &str) -> Vec<String> {
+        let code: String = sql
+            .lines()
+            .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut statements: Vec<String> = code
+            .split(';')
+            .map(|s| {
+                let words = s.split_whitespace().collect::<Vec<_>>().join(" ");
+                let mut plain = String::with_capacity(words.len());
+                for c in words.chars() {
+                    if matches!(c, '(' | ')' | ',') && plain.ends_with(' ') {
+                        plain.pop();
+                    }
+                    if c == ' ' && plain.ends_with(['(', ')', ',']) {
+                        continue;
+                    }
+                    plain.push(c);
+                }
+                plain
+            })
+            .filter(|s| !s.is_empty())
+            .collect();
+        statements.sort();
+        statements
+    }
+
+    /// The statements that made the tables and indexes of the database at `path`.
+    fn schema_of(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut statement = conn
+            .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")
+            .unwrap();
+        let sql: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        statements(&sql.join(";\n"))
+    }
+
+    /// What differs between the statements of `made` and those `documented`.
+    fn differences(made: &[String], documented: &[String]) -> String {
+        let only = |a: &[String], b: &[String]| {
+            a.iter()
+                .filter(|s| !b.contains(s))
+                .map(|s| format!("\n    {s}"))
+                .collect::<String>()
+        };
+        format!(
+            "made by the migrations, not in ARCHITECTURE.md:{}\nin ARCHITECTURE.md, not made \
+             by the migrations:{}",
+            only(made, documented),
+            only(documented, made)
+        )
+    }
+
+    #[test]
+    fn architecture_md_shows_the_schema_the_migrations_make() {
+        let (section, sql) = documented();
+        let documented = statements(sql);
+        assert!(
+            section.contains(&format!("The schema, version {SCHEMA_VERSION} ")),
+            "ARCHITECTURE.md does not give the schema's version as {SCHEMA_VERSION}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // A new database: every step from nothing.
+        let new = dir.path().join("new.sqlite");
+        drop(SqliteStore::create(&new).unwrap());
+        let made = schema_of(&new);
+        assert!(made == documented, "{}", differences(&made, &documented));
+        // One of version 1, brought up to date.
+        let old = dir.path().join("old.sqlite");
+        version_1(&old);
+        assert_eq!(migrate(&old).unwrap(), 1);
+        let made = schema_of(&old);
+        assert!(made == documented, "{}", differences(&made, &documented));
+    }
+
+    #[test]
+    fn the_schema_check_sees_what_differs_and_nothing_else() {
+        let (_, sql) = documented();
+        let documented = statements(sql);
+        // Spacing and comments are not the schema.
+        let respaced = sql
+            .replace("    ", " ")
+            .replace(" (", "(")
+            .replace('\n', " -- a comment; with a semicolon\n");
+        assert_eq!(statements(&respaced), documented);
+        // A column's type, a column left out, a column more, an index renamed are.
+        for changed in [
+            sql.replacen("TEXT NOT NULL", "BLOB NOT NULL", 1),
+            sql.replacen("    client_alpn            TEXT,", "", 1),
+            sql.replacen(
+                "PRIMARY KEY (flow_id, seq)",
+                "extra TEXT, PRIMARY KEY (flow_id, seq)",
+                1,
+            ),
+            sql.replacen("flows_host ", "flows_by_host ", 1),
+        ] {
+            assert_ne!(&changed, sql, "the change was not made");
+            assert_ne!(statements(&changed), documented, "{changed}");
+        }
+    }
+}
