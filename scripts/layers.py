@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Checks that every import in `src/` points down the crate's layers, and that
-`bench/src/` has no import cycle.
+"""Checks that every import in `src/` points down the crate's layers, that
+`bench/src/` has no import cycle, and that ARCHITECTURE.md names every file of `src/`.
 
 The layers are listed below, lowest first (ARCHITECTURE.md draws the same picture). A
 unit is a top-level module of `src/`, or a module one level inside one of the folders
@@ -15,7 +15,8 @@ not layers.
 It fails when
 - a unit uses a unit of a higher layer,
 - units of one layer use each other in a circle,
-- a unit is in no layer (place a new module in the list below), or a listed one is gone.
+- a unit is in no layer (place a new module in the list below), or a listed one is gone,
+- ARCHITECTURE.md's module table leaves out a file of `src/`, or names one that is gone.
 
 Run from the repository root:
 
@@ -186,9 +187,28 @@ def check_bench() -> dict:
     return edges
 
 
+def check_architecture() -> int:
+    """ARCHITECTURE.md's module table names every file of `src/` (a folder may stand
+    for the files under it, as `src/web/assets/` does), and nothing that is gone."""
+    doc = Path("ARCHITECTURE.md").read_text()
+    named = set(re.findall(r"^\| `(src/[^`]+)`", doc, re.M))
+    files = {p.as_posix() for p in SRC.rglob("*.rs")}
+    folders = {n for n in named if n.endswith("/")}
+    missing = sorted(
+        f for f in files if f not in named and not any(f.startswith(d) for d in folders)
+    )
+    gone = sorted(n for n in named if not Path(n).exists())
+    errors = [f"{f} is not in ARCHITECTURE.md's module table" for f in missing]
+    errors += [f"ARCHITECTURE.md's module table names {n}, which does not exist" for n in gone]
+    if errors:
+        raise SystemExit("\n".join(errors))
+    return len(named)
+
+
 def main() -> None:
     edges = check_src()
     bench = check_bench()
+    documented = check_architecture()
     if "--dot" in sys.argv:
         print("digraph modules {")
         for unit, deps in sorted(edges.items()):
@@ -202,6 +222,7 @@ def main() -> None:
             uses = ", ".join(sorted(edges.get(u, ()))) or "-"
             print(f"   {u:20} uses {uses}")
     print(f"every import of {len(edges)} units points down; no cycle in bench/ ({len(bench)} modules)")
+    print(f"ARCHITECTURE.md names every file of src/ ({documented} entries)")
 
 
 if __name__ == "__main__":

@@ -66,10 +66,11 @@ use crate::error::{Error, Result};
 use crate::http::message::{Request as HttpRequest, Response as HttpResponse};
 use auth::{Asking, Guard};
 
-/// Sends a request again, for the UI's replay. [`Mitm`](crate::Mitm) does, through its
-/// upstream layer ([`Mitm::send`](crate::Mitm::send)); give the UI one with
-/// [`WebUi::replayer`] (it need not be the one that runs: a proxy bound to port 0 and
-/// never run sends just as well).
+/// Sends a request again, for the UI's replay. A [`Sender`](crate::Sender) does,
+/// through a proxy's hooks, routes and pool: the running proxy's
+/// ([`MitmHandle::sender`](crate::MitmHandle::sender)), or one with no listener
+/// ([`MitmBuilder::sender`](crate::MitmBuilder::sender)); give the UI one with
+/// [`WebUi::replayer`].
 #[async_trait::async_trait]
 pub trait Replayer: Send + Sync + 'static {
     /// Sends `request` to its origin and returns the response, body held.
