@@ -4,32 +4,11 @@
 
 use crate::common;
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use common::*;
 use mitm::{async_trait, Bytes, Connection, DataHooks, HttpFlow, HttpHandler, Middleware, Verdict};
-
-/// Collects what a subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// Looks at every request, and at nothing else.
 #[derive(Default)]
@@ -80,14 +59,7 @@ async fn get_a_large_body(proxy: &TestProxy, origin: &Origin, log: &Captured) ->
 // thread sees what they log, and tests running beside this one log elsewhere.
 #[tokio::test(flavor = "current_thread")]
 async fn a_handler_of_http_messages_keeps_the_zero_copy_relay() {
-    let log = Captured::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_env_filter("mitm::splice=trace")
-        .finish();
-    let _log = tracing::subscriber::set_default(subscriber);
+    let (log, _log) = thread_log("mitm::splice=trace");
     let origin = start_origin().await;
 
     let requests = Arc::new(Requests::default());

@@ -3,7 +3,6 @@
 
 use crate::common;
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use common::*;
@@ -12,26 +11,6 @@ use mitm::{async_trait, Bytes, Connection, Middleware};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-
-/// Collects everything the subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// Records each chunk the proxy reads from clients, so that a test can wait until the
 /// proxy has read a given piece on its own.
@@ -85,14 +64,7 @@ impl Middleware for Reads {
 // thread sees everything they log, and tests running beside this one log elsewhere.
 #[tokio::test(flavor = "current_thread")]
 async fn pipelined_and_split_messages_are_each_logged_once() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _log = tracing::subscriber::set_default(subscriber);
+    let (captured, _log) = thread_log("info");
 
     let origin = start_origin().await;
     let reads = Arc::new(Reads::default());

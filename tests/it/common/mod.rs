@@ -1187,3 +1187,39 @@ pub async fn close_websocket(mut ws: tokio_tungstenite::WebSocketStream<tokio::n
     ws.close(None).await.unwrap();
     while ws.next().await.is_some() {}
 }
+
+/// What a log subscriber writes, kept for a test to read.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A log subscriber for this thread only, with `filter` (an `EnvFilter` directive such
+/// as `info` or `mitm::splice=trace`), writing to the returned [`Captured`] until the
+/// guard is dropped. On a current-thread runtime the proxy's tasks run on this thread,
+/// so they log to it, and tests running beside this one log elsewhere.
+pub fn thread_log(filter: &str) -> (Captured, tracing::subscriber::DefaultGuard) {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .finish();
+    (log, tracing::subscriber::set_default(subscriber))
+}
