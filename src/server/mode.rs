@@ -207,6 +207,11 @@ fn split_listen(spec: &str) -> std::result::Result<(&str, Option<ListenAt>), &'s
         if !tail.ends_with(&format!(":{port}")) {
             return Err("the listen address must be PORT or HOST:PORT");
         }
+        // `parse_authority` lets a `:` through in a host without brackets: only an
+        // IPv6 address may have one.
+        if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("the listen address must be PORT or HOST:PORT");
+        }
         (Some(host), port)
     };
     Ok((head, Some(listen)))
@@ -256,6 +261,22 @@ mod tests {
             spec.to_string(),
             "upstream:http://proxy.localhost:3128@127.0.0.1:9000"
         );
+    }
+
+    #[test]
+    fn a_listen_host_with_a_colon_must_be_an_ipv6_address() {
+        // Found by fuzzing (fuzz/regressions/mode_spec/): the host was taken as
+        // `localhhost:8ost`, and the spec shown, with it in brackets, did not parse.
+        for bad in [
+            "reverse:http://127.0.0.1:3000@localhhost:8ost:8081",
+            "socks5@a:b:1080",
+        ] {
+            assert!(bad.parse::<ModeSpec>().is_err(), "{bad}");
+        }
+        let spec = parse("socks5@::1:1080");
+        assert_eq!(spec.listen, Some((Some("::1".into()), 1080)));
+        assert_eq!(spec.to_string(), "socks5@[::1]:1080");
+        assert_eq!(parse(&spec.to_string()), spec);
     }
 
     #[test]
