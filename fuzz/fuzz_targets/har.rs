@@ -6,20 +6,20 @@ use mitm::capture::Sink;
 // The input as a HAR file. What it reads as, saved again with our writer, must read
 // back: as many records, with the same requests and statuses.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let path = mitm_fuzz::scratch_file("in.har", data);
-    let Ok(records) = read_har(&path) else {
+    let input = mitm_fuzz::Scratch::with("in.har", data);
+    let Ok(records) = read_har(input.path()) else {
         return;
     };
     if records.is_empty() {
         return;
     }
-    let out = mitm_fuzz::scratch_path("out.har");
-    let mut writer = HarWriter::create(&out).expect("cannot create a scratch file");
+    let out = mitm_fuzz::Scratch::empty("out.har");
+    let mut writer = HarWriter::create(out.path()).expect("cannot create a scratch file");
     for record in &records {
         writer.write(record).expect("cannot write a scratch file");
     }
     drop(writer);
-    let back = read_har(&out).expect("a HAR file we wrote does not read back");
+    let back = read_har(out.path()).expect("a HAR file we wrote does not read back");
     assert_eq!(back.len(), records.len());
     for (a, b) in records.iter().zip(&back) {
         assert_eq!(a.request.method, b.request.method);
