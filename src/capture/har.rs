@@ -1164,6 +1164,20 @@ mod tests {
     }
 
     #[test]
+    fn a_url_whose_host_has_a_colon_is_not_read() {
+        // Found by fuzzing (fuzz/regressions/har/): the host was taken as `1:7.0.0.1`,
+        // and the URL written back, with it in brackets, did not read.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.har");
+        let har = json!({"log": {"entries": [{
+            "startedDateTime": "2026-12-06T22:28:16.362Z",
+            "request": {"method": "GET", "url": "http://1:7.0.0.1:18431/bin"}}]}});
+        std::fs::write(&path, har.to_string()).unwrap();
+        let err = read_har(&path).unwrap_err().to_string();
+        assert!(err.contains("not an http(s) URL"), "{err}");
+    }
+
+    #[test]
     fn dates_are_read_in_any_rfc3339_offset() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));

@@ -207,11 +207,6 @@ fn split_listen(spec: &str) -> std::result::Result<(&str, Option<ListenAt>), &'s
         if !tail.ends_with(&format!(":{port}")) {
             return Err("the listen address must be PORT or HOST:PORT");
         }
-        // `parse_authority` lets a `:` through in a host without brackets: only an
-        // IPv6 address may have one.
-        if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err("the listen address must be PORT or HOST:PORT");
-        }
         (Some(host), port)
     };
     Ok((head, Some(listen)))
