@@ -780,12 +780,16 @@ fn record_of(e: &Value) -> std::result::Result<Record, String> {
             .and_then(Value::as_f64)
             .filter(|v| *v >= 0.0)
     };
-    let at = |v: f64| Duration::from_secs_f64(v / 1000.0);
+    // A time too large for a `Duration` is left out.
+    let at = |v: f64| Duration::try_from_secs_f64(v / 1000.0).ok();
     let (send, wait, receive) = (ms("send"), ms("wait"), ms("receive"));
     let timings = RecordedTimings {
-        request_end: send.map(at),
-        response_first_byte: send.zip(wait).map(|(s, w)| at(s + w)),
-        response_end: send.zip(wait).zip(receive).map(|((s, w), r)| at(s + w + r)),
+        request_end: send.and_then(at),
+        response_first_byte: send.zip(wait).and_then(|(s, w)| at(s + w)),
+        response_end: send
+            .zip(wait)
+            .zip(receive)
+            .and_then(|((s, w), r)| at(s + w + r)),
     };
     let server = str_of(e, "serverIPAddress")
         .and_then(|ip| ip.trim_matches(['[', ']']).parse::<IpAddr>().ok())
@@ -1175,6 +1179,21 @@ mod tests {
         std::fs::write(&path, har.to_string()).unwrap();
         let err = read_har(&path).unwrap_err().to_string();
         assert!(err.contains("not an http(s) URL"), "{err}");
+    }
+
+    #[test]
+    fn timings_too_large_for_a_duration_are_left_out() {
+        // Made to crash the `har` fuzz target (fuzz/regressions/har/), after reading
+        // the code: 1e300 ms made `Duration::from_secs_f64` panic.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.har");
+        let har = json!({"log": {"entries": [{
+            "startedDateTime": "2026-12-06T22:28:16.362Z",
+            "request": {"method": "GET", "url": "http://a.localhost/"},
+            "timings": {"send": 1e300, "wait": 1.0, "receive": 1.0}}]}});
+        std::fs::write(&path, har.to_string()).unwrap();
+        let records = read_har(&path).unwrap();
+        assert_eq!(records[0].timings, RecordedTimings::default());
     }
 
     #[test]
