@@ -646,7 +646,9 @@ fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         z => {
             let sign: i8 = if z.starts_with('-') { -1 } else { 1 };
             let (oh, om) = z[1..].split_once(':').unwrap_or((&z[1..], "0"));
-            time::UtcOffset::from_hms(sign * num(oh)? as i8, sign * num(om)? as i8, 0).ok()?
+            // Out of `i8`'s range is no offset (and `-1 * -128` would overflow).
+            let part = |v: &str| num(v).and_then(|n| i8::try_from(n).ok());
+            time::UtcOffset::from_hms(sign * part(oh)?, sign * part(om)?, 0).ok()?
         }
     };
     let t = time::PrimitiveDateTime::new(date, clock).assume_offset(offset);
@@ -1203,6 +1205,10 @@ mod tests {
         assert_eq!(parse_rfc3339("2023-11-14T23:13:20.123+01:00"), Some(t));
         assert_eq!(parse_rfc3339("2023-11-14T22:13:20.123000Z"), Some(t));
         assert_eq!(parse_rfc3339("yesterday"), None);
+        // Made to crash the `har` fuzz target (fuzz/regressions/har/), after reading
+        // the code: an hour of 128 became -128, and `-1 * -128` overflowed.
+        assert_eq!(parse_rfc3339("2024-01-02T03:04:05-128:00"), None);
+        assert_eq!(parse_rfc3339("2024-01-02T03:04:05+00:128"), None);
     }
 
     #[test]
