@@ -17,7 +17,18 @@
 # finds goes to fuzz/corpus-run/<target>/ (ignored, kept between runs); crashing
 # inputs to fuzz/artifacts/<target>/; the full log of each run to
 # fuzz/logs/<target>.log. Inputs in fuzz/regressions/<target>/ (crashes found
-# earlier) are replayed first.
+# earlier) are replayed first. The targets that read capture files through their
+# public readers (flow_file, har) write each input to a scratch file,
+# /dev/shm/mitm-fuzz-<pid>-* (in $TMPDIR without /dev/shm), left there only if the
+# run crashes or is killed.
+#
+# Targets: the HTTP/1 heads, chunked bodies, CONNECT authorities, protocol detection,
+# ClientHellos and SOCKS5 handshakes; tnetstring (mitmproxy's typed netstrings, a
+# round trip through the encoder), flow_file (mitmproxy flow files, and what our
+# writer saves of them reads back), har (HAR files, likewise), filter (the filter
+# language, matched against fixed records), websocket (frames in pieces and whole,
+# encoder round trip, message assembly) and mode_spec (`--mode` specs, shown and
+# parsed again).
 #
 # Environment: FUZZ_SANITIZER (address|none, default address), FUZZ_ARGS (more
 # libFuzzer options, e.g. "-max_len=16384"), FUZZ_TIMEOUT (seconds one input may take

@@ -2,7 +2,9 @@
 //!
 //! Not part of the API: hidden from the docs and free to change. Each function takes
 //! plain bytes and must never panic, whatever they are; that is what the fuzz targets
-//! check.
+//! check. Some also check a parser against itself (the same result from bytes that
+//! arrive in pieces, a round trip through the encoder) and panic, as a bug, when it
+//! disagrees.
 
 use std::sync::Arc;
 
@@ -143,6 +145,297 @@ pub fn parse_socks5_handshake(data: &[u8]) -> usize {
         Step::Done(..) => 3,
         _ => 2,
     }
+}
+
+#[cfg(feature = "capture")]
+/// Parses `data` (as UTF-8) as a filter expression and, when it parses, matches it
+/// against a few fixed records (a GET with a gzip-encoded response, a POST that failed
+/// without one, a WebSocket flow). Returns how many matched, or `None` if it does not
+/// parse. Panics if a parse error points past the text, if a record the filter matches
+/// breaks one of its [`prefilters`](crate::capture::Filter::prefilters) (a store would
+/// skip a flow the filter matches), or if a filter that does not
+/// [need bodies](crate::capture::Filter::needs_bodies) changes its answer when the
+/// bodies are left out.
+pub fn filter_records(data: &[u8]) -> Option<usize> {
+    use crate::capture::{Filter, Prefilter, Record};
+
+    /// Whether `record` meets `pre` (as a store checks it: ASCII case ignored).
+    fn meets(pre: &Prefilter, record: &Record) -> bool {
+        let request = &record.request;
+        let response = record.response.as_ref();
+        match pre {
+            Prefilter::Status(code) => response.is_some_and(|r| r.status == *code),
+            Prefilter::NoResponse => response.is_none(),
+            Prefilter::HasResponse => response.is_some(),
+            Prefilter::HostOrRequestHead(text) => {
+                let lines: String = request
+                    .headers
+                    .iter()
+                    .map(|(n, v)| format!("{n}: {}\n", String::from_utf8_lossy(v)))
+                    .collect();
+                request.host.to_ascii_lowercase().contains(text.as_str())
+                    || lines.to_ascii_lowercase().contains(text.as_str())
+            }
+            Prefilter::Method(text) => request.method.to_ascii_lowercase().contains(text.as_str()),
+        }
+    }
+
+    let text = std::str::from_utf8(data).ok()?;
+    let filter = match Filter::parse(text) {
+        Ok(filter) => filter,
+        Err(e) => {
+            assert!(e.position() <= text.len(), "{e} in {} bytes", text.len());
+            return None;
+        }
+    };
+    assert_eq!(filter.as_str(), text);
+    let prefilters = filter.prefilters();
+    let mut matched = 0;
+    for record in filter_fixtures().iter() {
+        let hit = filter.matches(record);
+        if hit {
+            matched += 1;
+            for pre in &prefilters {
+                assert!(
+                    meets(pre, record),
+                    "{pre:?} fails a record {text:?} matches"
+                );
+            }
+        }
+        if !filter.needs_bodies() {
+            let mut bare = record.clone();
+            bare.request.body = Default::default();
+            if let Some(r) = bare.response.as_mut() {
+                r.body = Default::default();
+            }
+            assert_eq!(filter.matches(&bare), hit, "{text:?} looked at a body");
+        }
+    }
+    Some(matched)
+}
+
+#[cfg(feature = "capture")]
+/// The records [`filter_records`] matches filters against, made once.
+fn filter_fixtures() -> &'static [crate::capture::Record] {
+    use std::sync::OnceLock;
+    use std::time::{Duration, SystemTime};
+
+    use crate::capture::{
+        Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings,
+    };
+    use crate::http::message::Headers;
+
+    static RECORDS: OnceLock<Vec<Record>> = OnceLock::new();
+    RECORDS.get_or_init(|| {
+        let headers = |fields: &[(&str, &str)]| {
+            let mut h = Headers::new();
+            for (n, v) in fields {
+                h.append(n.to_string(), v.to_string());
+            }
+            h
+        };
+        let body = |data: &[u8]| RecordedBody::whole(Bytes::copy_from_slice(data));
+        let request = |method: &str, scheme: &str, host: &str, port, path: &str| RecordedRequest {
+            method: method.into(),
+            scheme: scheme.into(),
+            host: host.into(),
+            port,
+            path: path.into(),
+            version: "HTTP/1.1".into(),
+            headers: Headers::new(),
+            body: RecordedBody::default(),
+        };
+        let record = |request, response| Record {
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            client: Some(([127, 0, 0, 1], 50000).into()),
+            server: None,
+            client_tls: false,
+            tls: Default::default(),
+            request,
+            response,
+            timings: RecordedTimings::default(),
+            error: None,
+            websocket: None,
+        };
+
+        // A GET over HTTPS answered with a gzip-encoded page (`~b` decodes it).
+        let mut get = request("GET", "https", "www.Example.com", 8443, "/a/b?q=rust&x=1");
+        get.headers = headers(&[
+            ("Host", "www.Example.com:8443"),
+            ("Accept", "text/html"),
+            ("Cookie", "id=7"),
+        ]);
+        let page = b"<html><title>Hello</title></html>";
+        // gzip is always available: encoding cannot fail.
+        let gzipped = crate::decode::encode("gzip", page).unwrap_or_else(|_| page.to_vec());
+        let mut get = record(
+            get,
+            Some(RecordedResponse {
+                status: 200,
+                reason: "OK".into(),
+                version: "HTTP/1.1".into(),
+                headers: headers(&[
+                    ("Content-Type", "text/html; charset=utf-8"),
+                    ("Content-Encoding", "gzip"),
+                    ("Set-Cookie", "id=8; Path=/"),
+                ]),
+                body: body(&gzipped),
+            }),
+        );
+        get.client_tls = true;
+
+        // A POST of JSON to an IPv6 origin that failed before any response.
+        let mut post = request("POST", "http", "::1", 8080, "/api/upload");
+        post.headers = headers(&[
+            ("Host", "[::1]:8080"),
+            ("Content-Type", "application/json"),
+            ("X-Token", "Secret"),
+        ]);
+        post.body = body(b"{\"name\":\"Ferris\",\"bytes\":\"\xff\xfe\"}");
+        let mut post = record(post, None);
+        post.error = Some("connection refused".into());
+
+        // A WebSocket flow: a 101 to an upgrade, and its messages.
+        let mut ws = request("GET", "http", "chat.localhost", 80, "/socket");
+        ws.headers = headers(&[
+            ("Host", "chat.localhost"),
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+        ]);
+        let mut ws = record(
+            ws,
+            Some(RecordedResponse {
+                status: 101,
+                reason: "Switching Protocols".into(),
+                version: "HTTP/1.1".into(),
+                headers: headers(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]),
+                body: RecordedBody::default(),
+            }),
+        );
+        ws.websocket = Some(vec![RecordedMessage {
+            from_client: true,
+            text: true,
+            data: Bytes::from_static(b"hello"),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_001),
+        }]);
+
+        vec![get, post, ws]
+    })
+}
+
+/// Parses `data` as WebSocket frames, the way the relay reads them, and checks the codec
+/// against itself. The first byte says who sent them (bit 0: the client, whose frames
+/// are masked) and how large frames and messages may be (bit 1: small limits, 200 and
+/// 300 bytes); the second byte is the size of the pieces the rest arrives in (0 counts
+/// as 1).
+///
+/// Panics if the frames (or the error, or the bytes left over) differ between the
+/// pieces and the whole of the stream at once; if a frame, encoded again (masked as
+/// its sender masks), does not parse back to the same frame using the whole encoding;
+/// or if a message the assembler puts together is not its frames' payloads joined.
+/// Returns how many frames parsed.
+pub fn websocket_frames(data: &[u8]) -> usize {
+    use crate::wire::websocket::{
+        encode, Assembled, Assembler, Frame, FrameError, FrameParser, OpCode, Role,
+    };
+
+    /// Every frame parsed from `stream` arriving in pieces of `step` bytes; how the
+    /// stream ended (an error, or `None`: more bytes needed); what was left unparsed.
+    fn parse_all(
+        stream: &[u8],
+        step: usize,
+        from: Role,
+        max_frame: usize,
+    ) -> (Vec<Frame>, Option<FrameError>, BytesMut) {
+        let mut parser = FrameParser::new(max_frame);
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for piece in stream.chunks(step) {
+            buf.extend_from_slice(piece);
+            loop {
+                match parser.parse(&mut buf, from) {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    Err(e) => return (frames, Some(e), buf),
+                }
+            }
+        }
+        (frames, None, buf)
+    }
+
+    let [flags, step, stream @ ..] = data else {
+        return 0;
+    };
+    let from = if flags & 1 != 0 {
+        Role::Client
+    } else {
+        Role::Server
+    };
+    let (max_frame, max_message) = if flags & 2 != 0 {
+        (200, 300)
+    } else {
+        (1 << 16, 1 << 17)
+    };
+    let step = usize::from(*step).max(1);
+
+    let (frames, error, rest) = parse_all(stream, step, from, max_frame);
+    let whole = parse_all(stream, stream.len().max(1), from, max_frame);
+    assert_eq!(frames, whole.0, "the frames depend on how the bytes arrive");
+    assert_eq!(error, whole.1, "the error depends on how the bytes arrive");
+    if error.is_none() {
+        assert_eq!(rest, whole.2, "the bytes left depend on how they arrive");
+    }
+
+    // Each frame, encoded again as its sender would, parses back to itself.
+    for frame in &frames {
+        let mut out = BytesMut::new();
+        encode(frame, from == Role::Client, &mut out);
+        let len = out.len();
+        let again = FrameParser::new(max_frame).parse(&mut out, from);
+        assert_eq!(
+            again,
+            Ok(Some(frame.clone())),
+            "a frame encoded in {len} bytes"
+        );
+        assert!(out.is_empty(), "{} of {len} encoded bytes left", out.len());
+    }
+
+    // The assembler against a plain model: a message is its frames' payloads joined.
+    let mut assembler = Assembler::new(max_message);
+    let mut joined: Option<(bool, u8, Vec<u8>)> = None;
+    for frame in &frames {
+        let got = assembler.push(frame.clone());
+        let Ok(got) = got else {
+            break;
+        };
+        match got {
+            Assembled::Control(control) => {
+                assert!(control.opcode.is_control() && control == *frame);
+            }
+            Assembled::Pending => {
+                assert!(!frame.fin && !frame.opcode.is_control());
+                let (text, rsv, mut data) = joined.take().unwrap_or_else(|| {
+                    assert_ne!(frame.opcode, OpCode::Continuation, "a message from nothing");
+                    (frame.opcode == OpCode::Text, frame.rsv, Vec::new())
+                });
+                data.extend_from_slice(&frame.payload);
+                joined = Some((text, rsv, data));
+            }
+            Assembled::Message { text, rsv, payload } => {
+                assert!(frame.fin && !frame.opcode.is_control());
+                let (want_text, want_rsv, mut data) = joined.take().unwrap_or_else(|| {
+                    assert_ne!(frame.opcode, OpCode::Continuation, "a message from nothing");
+                    (frame.opcode == OpCode::Text, frame.rsv, Vec::new())
+                });
+                data.extend_from_slice(&frame.payload);
+                assert_eq!((text, rsv), (want_text, want_rsv));
+                assert_eq!(payload, data, "a message is not its fragments joined");
+                assert!(payload.len() <= max_message);
+            }
+        }
+    }
+    frames.len()
 }
 
 /// A chain of middlewares, to measure what the data hooks cost.

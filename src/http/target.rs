@@ -182,7 +182,9 @@ pub(crate) fn parse_authority(s: &str, default_port: u16) -> Option<(String, u16
         && host.len() <= 253
         && host
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+        // Only an IPv6 address has a `:` (`1:7.0.0.1:80` is no host and port).
+        && (!host.contains(':') || host.parse::<std::net::Ipv6Addr>().is_ok());
     valid.then(|| (host.to_ascii_lowercase(), port))
 }
 
@@ -224,6 +226,11 @@ mod tests {
         assert_eq!(parse_authority("a b:80", 80), None);
         assert_eq!(parse_authority("[zz]:80", 80), None);
         assert_eq!(parse_authority(":80", 80), None);
+        // A `:` in a host without brackets: an IPv6 address, or no host at all (found
+        // by fuzzing the HAR reader and mode specs).
+        assert_eq!(parse_authority("1:7.0.0.1:18431", 80), None);
+        assert_eq!(parse_authority("a:b:80", 80), None);
+        assert_eq!(parse_authority("::1:8080", 80), Some(("::1".into(), 8080)));
     }
 
     /// Routes and keeps only where the request goes and its path.

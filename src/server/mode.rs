@@ -259,6 +259,22 @@ mod tests {
     }
 
     #[test]
+    fn a_listen_host_with_a_colon_must_be_an_ipv6_address() {
+        // Found by fuzzing (fuzz/regressions/mode_spec/): the host was taken as
+        // `localhhost:8ost`, and the spec shown, with it in brackets, did not parse.
+        for bad in [
+            "reverse:http://127.0.0.1:3000@localhhost:8ost:8081",
+            "socks5@a:b:1080",
+        ] {
+            assert!(bad.parse::<ModeSpec>().is_err(), "{bad}");
+        }
+        let spec = parse("socks5@::1:1080");
+        assert_eq!(spec.listen, Some((Some("::1".into()), 1080)));
+        assert_eq!(spec.to_string(), "socks5@[::1]:1080");
+        assert_eq!(parse(&spec.to_string()), spec);
+    }
+
+    #[test]
     fn bad_specs_say_why_without_passwords() {
         for bad in [
             "",

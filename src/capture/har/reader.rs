@@ -112,12 +112,16 @@ fn record_of(e: Entry) -> std::result::Result<Record, String> {
     let error = e.error.or(response_error);
     let timings = e.timings.unwrap_or_default();
     let ms = |v: Option<f64>| v.filter(|v| *v >= 0.0);
-    let at = |v: f64| Duration::from_secs_f64(v / 1000.0);
+    // A time too large for a `Duration` is left out.
+    let at = |v: f64| Duration::try_from_secs_f64(v / 1000.0).ok();
     let (send, wait, receive) = (ms(timings.send), ms(timings.wait), ms(timings.receive));
     let timings = RecordedTimings {
-        request_end: send.map(at),
-        response_first_byte: send.zip(wait).map(|(s, w)| at(s + w)),
-        response_end: send.zip(wait).zip(receive).map(|((s, w), r)| at(s + w + r)),
+        request_end: send.and_then(at),
+        response_first_byte: send.zip(wait).and_then(|(s, w)| at(s + w)),
+        response_end: send
+            .zip(wait)
+            .zip(receive)
+            .and_then(|((s, w), r)| at(s + w + r)),
     };
     let server = e
         .server_ip
@@ -317,7 +321,9 @@ fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         z => {
             let sign: i8 = if z.starts_with('-') { -1 } else { 1 };
             let (oh, om) = z[1..].split_once(':').unwrap_or((&z[1..], "0"));
-            time::UtcOffset::from_hms(sign * num(oh)? as i8, sign * num(om)? as i8, 0).ok()?
+            // Out of `i8`'s range is no offset (and `-1 * -128` would overflow).
+            let part = |v: &str| num(v).and_then(|n| i8::try_from(n).ok());
+            time::UtcOffset::from_hms(sign * part(oh)?, sign * part(om)?, 0).ok()?
         }
     };
     let t = time::PrimitiveDateTime::new(date, clock).assume_offset(offset);
@@ -372,6 +378,39 @@ mod tests {
         assert_eq!(parse_rfc3339("2023-11-14T23:13:20.123+01:00"), Some(t));
         assert_eq!(parse_rfc3339("2023-11-14T22:13:20.123000Z"), Some(t));
         assert_eq!(parse_rfc3339("yesterday"), None);
+        // Made to crash the `har` fuzz target (fuzz/regressions/har/), after reading
+        // the code: an hour of 128 became -128, and `-1 * -128` overflowed.
+        assert_eq!(parse_rfc3339("2024-01-02T03:04:05-128:00"), None);
+        assert_eq!(parse_rfc3339("2024-01-02T03:04:05+00:128"), None);
+    }
+
+    #[test]
+    fn a_url_whose_host_has_a_colon_is_not_read() {
+        // Found by fuzzing (fuzz/regressions/har/): the host was taken as `1:7.0.0.1`,
+        // and the URL written back, with it in brackets, did not read.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.har");
+        let har = json!({"log": {"entries": [{
+            "startedDateTime": "2026-12-06T22:28:16.362Z",
+            "request": {"method": "GET", "url": "http://1:7.0.0.1:18431/bin"}}]}});
+        std::fs::write(&path, har.to_string()).unwrap();
+        let err = read_har(&path).unwrap_err().to_string();
+        assert!(err.contains("not an http(s) URL"), "{err}");
+    }
+
+    #[test]
+    fn timings_too_large_for_a_duration_are_left_out() {
+        // Made to crash the `har` fuzz target (fuzz/regressions/har/), after reading
+        // the code: 1e300 ms made `Duration::from_secs_f64` panic.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.har");
+        let har = json!({"log": {"entries": [{
+            "startedDateTime": "2026-12-06T22:28:16.362Z",
+            "request": {"method": "GET", "url": "http://a.localhost/"},
+            "timings": {"send": 1e300, "wait": 1.0, "receive": 1.0}}]}});
+        std::fs::write(&path, har.to_string()).unwrap();
+        let records = read_har(&path).unwrap();
+        assert_eq!(records[0].timings, RecordedTimings::default());
     }
 
     #[test]
