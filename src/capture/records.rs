@@ -99,37 +99,27 @@ impl Iterator for Records {
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
+    use bytes::Bytes;
 
     use super::*;
-    use crate::capture::{create, RecordedBody, RecordedRequest};
+    use crate::capture::create;
+    use crate::core::{Connection, Host, Target};
     use crate::error::Error;
-    use crate::http::message::Headers;
+    use crate::http::message::{Body, HttpFlow, Request, Response};
 
+    /// A flow to `/n` with a small body (made as the proxy makes records, so that it
+    /// has every field a record has).
     fn record(n: usize) -> Record {
-        let mut headers = Headers::new();
-        headers.append("Host", "a.localhost");
-        Record {
-            websocket: None,
-            started_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            client: None,
-            server: None,
-            client_tls: false,
-            tls: Default::default(),
-            request: RecordedRequest {
-                method: "GET".into(),
-                scheme: "http".into(),
-                host: "a.localhost".into(),
-                port: 80,
-                path: format!("/{n}"),
-                version: "HTTP/1.1".into(),
-                headers,
-                body: RecordedBody::default(),
-            },
-            response: None,
-            timings: Default::default(),
-            error: Some("refused".into()),
-        }
+        let conn = Connection::new(1, Host::default());
+        let target = Target::new("a.localhost", 8080, false);
+        let mut flow = HttpFlow::new(
+            n as u64,
+            Request::new_to("GET".into(), target, format!("/{n}")),
+        );
+        let mut response = Response::new(200);
+        response.body = Body::Full(Bytes::from(format!("body {n}")));
+        flow.response = Some(response);
+        Record::from_flow(&conn, &flow, 1024)
     }
 
     /// The paths of the records of `path` up to the first error, and the error.
