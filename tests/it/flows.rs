@@ -152,7 +152,8 @@ async fn opens_the_flows_we_capture(release: Release) {
     let sent = send_requests(&client, origin.port(), tls.port()).await;
     let down = format!("http://127.0.0.1:{}/down", refused_port());
     let failed = client.get(&down).send().await.unwrap().status().as_u16();
-    // Five requests, and the CONNECT before the HTTPS one: a flow of its own.
+    // Five requests, and the CONNECT before the HTTPS one: a flow of its own, which
+    // the flow file leaves out.
     tokio::time::timeout(PATIENCE, capture.wait_written(6))
         .await
         .expect("timed out waiting for six flows written");
@@ -194,15 +195,11 @@ async fn opens_the_flows_we_capture(release: Release) {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-    assert_eq!(loaded.len(), 6, "{loaded:?}");
-    let (connects, loaded): (Vec<_>, Vec<_>) =
-        loaded.into_iter().partition(|f| f["method"] == "CONNECT");
-    assert_eq!(connects.len(), 1, "{connects:?}");
-    assert_eq!(connects[0]["status"], 200, "{connects:?}");
-    assert_eq!(
-        connects[0]["url"],
-        format!("localhost:{}", tls.port()).as_str(),
-        "{connects:?}"
+    // The CONNECT before the HTTPS request is left out, as mitmproxy leaves it out.
+    assert_eq!(loaded.len(), 5, "{loaded:?}");
+    assert!(
+        loaded.iter().all(|f| f["method"] != "CONNECT"),
+        "{loaded:?}"
     );
     for (s, flow) in sent.iter().zip(&loaded) {
         assert_eq!(flow["type"], "http");
@@ -219,9 +216,10 @@ async fn opens_the_flows_we_capture(release: Release) {
         last["error"].is_string(),
         "the failed flow keeps its error: {last}"
     );
-    if !last["status"].is_null() {
-        assert_eq!(last["status"], failed);
-    }
+    // The client got the proxy's error page; the flow is kept as mitmproxy keeps
+    // one that could not be delivered: its error, and no response.
+    assert_eq!(failed, 502);
+    assert!(last["status"].is_null(), "{last}");
 }
 
 /// A running `mitmdump -w`, killed if the test ends early.

@@ -13,6 +13,7 @@ mod browser;
 mod ca;
 mod capture_bodies;
 mod capture_cli;
+mod capture_connect;
 mod capture_ws;
 mod cli;
 mod connect;

@@ -72,16 +72,29 @@ pub(crate) fn read(args: &ReadArgs) -> anyhow::Result<()> {
 pub(crate) fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
     let (input, output) = (&args.input, &args.output);
     let records = records(input, args.filter.as_deref())?;
-    let mut sink = mitm::capture::create(output)?;
+    let options = mitm::capture::SaveOptions::default().keep_connects(args.keep_connects);
+    let mut sink = mitm::capture::create_with(output, options)?;
     for record in &records {
         sink.write(record)
             .with_context(|| format!("cannot write {}", output.display()))?;
     }
     sink.flush()
         .with_context(|| format!("cannot write {}", output.display()))?;
+    // HAR and flow files leave CONNECTs out unless kept; SQLite keeps them.
+    let left_out = if args.keep_connects
+        || mitm::capture::Format::of(output) == mitm::capture::Format::Sqlite
+    {
+        0
+    } else {
+        records.iter().filter(|r| r.request.is_connect()).count()
+    };
+    let note = match left_out {
+        0 => String::new(),
+        n => format!(" ({n} CONNECT flows left out: --keep-connects keeps them)"),
+    };
     eprintln!(
-        "mitm: {} flows from {} written to {}",
-        records.len(),
+        "mitm: {} flows from {} written to {}{note}",
+        records.len() - left_out,
         input.display(),
         output.display()
     );
@@ -106,6 +119,11 @@ pub(crate) async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let mut failed = 0;
     let mut out = String::new();
     for record in &records {
+        if record.request.is_connect() {
+            // A tunnel: the requests inside it are flows of their own.
+            out.push_str(&format!("skipped CONNECT {}\n", record.request.authority()));
+            continue;
+        }
         let request = record.request.to_request();
         let url = record.request.url();
         let was = record
