@@ -326,7 +326,13 @@ fn recorded_request(r: &Request, body: RecordedBody) -> RecordedRequest {
 pub(crate) fn recorded_response(r: &Response, body: RecordedBody) -> RecordedResponse {
     RecordedResponse {
         status: r.status,
-        reason: r.reason.clone(),
+        // HTTP/2 has no reason phrase (the one a response made here may hold is not
+        // sent).
+        reason: if r.version == Version::Http2 {
+            String::new()
+        } else {
+            r.reason.clone()
+        },
         version: version_name(r.version).into(),
         headers: r.headers.compact(),
         body,
@@ -446,7 +452,9 @@ mod tests {
         f.response = Some(response);
         let r = Record::from_flow(&conn, &f, 0);
         assert_eq!(r.request.version, "HTTP/2.0");
-        assert_eq!(r.response.unwrap().version, "HTTP/2.0");
+        let response = r.response.unwrap();
+        assert_eq!(response.version, "HTTP/2.0");
+        assert_eq!(response.reason, "", "HTTP/2 has no reason phrase");
         for (read, spelled) in [
             ("HTTP/2", "HTTP/2.0"),
             ("h2", "HTTP/2.0"),

@@ -223,13 +223,49 @@ async fn opens_the_flows_we_capture(release: Release) {
 }
 
 /// A running `mitmdump -w`, killed if the test ends early.
-struct Mitmdump {
+pub(crate) struct Mitmdump {
     child: tokio::process::Child,
-    port: u16,
+    pub(crate) port: u16,
     log: PathBuf,
 }
 
 impl Mitmdump {
+    /// Starts `mitmdump` on a free loopback port, saving every flow to `file`, with
+    /// its confdir (and CA) in `dir/mitmproxy`, trusting the test origins' CA
+    /// upstream, and waits until it listens.
+    pub(crate) async fn start(mitmdump: &Path, dir: &Path, file: &Path) -> Mitmdump {
+        let confdir = dir.join("mitmproxy");
+        let log = dir.join("mitmdump.log");
+        let port = refused_port();
+        let child = tokio::process::Command::new(mitmdump)
+            .args(["--listen-host", "127.0.0.1", "--listen-port"])
+            .arg(port.to_string())
+            .arg("-w")
+            .arg(file)
+            .arg("--set")
+            .arg(format!("confdir={}", confdir.display()))
+            .arg("--set")
+            .arg(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                origin_ca_file().display()
+            ))
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut dump = Mitmdump { child, port, log };
+        dump.wait_listening().await;
+        dump
+    }
+
+    /// The CA certificate clients of [`start`](Self::start)'s mitmdump trust (it
+    /// exists once mitmdump listens).
+    pub(crate) fn ca_cert(dir: &Path) -> PathBuf {
+        dir.join("mitmproxy").join("mitmproxy-ca-cert.pem")
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -258,7 +294,7 @@ impl Mitmdump {
     }
 
     /// SIGINT, as Ctrl-C: mitmdump finishes writing its file and exits.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let pid = self.child.id().expect("still running").to_string();
         let killed = std::process::Command::new("kill")
             .args(["-INT", &pid])
@@ -296,32 +332,11 @@ async fn reads_what_mitmdump_wrote(release: Release) {
     let tls = start_tls_origin().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mitmdump.flows");
-    let confdir = dir.path().join("mitmproxy");
-    let log = dir.path().join("mitmdump.log");
-    let port = refused_port();
-    let child = tokio::process::Command::new(&mitmdump)
-        .args(["--listen-host", "127.0.0.1", "--listen-port"])
-        .arg(port.to_string())
-        .arg("-w")
-        .arg(&file)
-        .arg("--set")
-        .arg(format!("confdir={}", confdir.display()))
-        .arg("--set")
-        .arg(format!(
-            "ssl_verify_upstream_trusted_ca={}",
-            origin_ca_file().display()
-        ))
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut dump = Mitmdump { child, port, log };
-    dump.wait_listening().await;
+    let dump = Mitmdump::start(&mitmdump, dir.path(), &file).await;
+    let port = dump.port;
 
     // Trust the CA mitmdump made in its confdir (it exists once it listens).
-    let pem = std::fs::read(confdir.join("mitmproxy-ca-cert.pem")).unwrap();
+    let pem = std::fs::read(Mitmdump::ca_cert(dir.path())).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     {
         use rustls_pki_types::pem::PemObject;
