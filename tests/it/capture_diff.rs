@@ -7,6 +7,9 @@
 //! The traffic: HTTP/1.1 GET and POST (a binary body), a gzip and a br body, a 404, a
 //! path and a header holding UTF-8, a closed port, HTTPS over HTTP/1.1 and over HTTP/2
 //! (curl), and a WebSocket through a CONNECT tunnel.
+//!
+//! And the round trip of such a capture through every format: flows, HAR, SQLite and
+//! flows again keep every field all of them hold.
 
 use crate::common;
 use crate::flows::Mitmdump;
@@ -55,12 +58,14 @@ with open(sys.argv[1], "rb") as f:
                 "method": q.method, "scheme": q.scheme, "host": q.host, "port": q.port,
                 "path": q.path, "authority": q.authority, "http_version": q.http_version,
                 "headers": fields(q.headers), "content": q.raw_content.hex(),
+                "decoded": (q.get_content(strict=False) or b"").hex(),
                 "timestamp_start": q.timestamp_start, "timestamp_end": q.timestamp_end,
             },
             "response": None if r is None else {
                 "status_code": r.status_code, "reason": r.reason,
                 "http_version": r.http_version, "headers": fields(r.headers),
                 "content": r.raw_content.hex(),
+                "decoded": (r.get_content(strict=False) or b"").hex(),
                 "timestamp_start": r.timestamp_start, "timestamp_end": r.timestamp_end,
             },
             "error": flow.error.msg if flow.error else None,
@@ -351,4 +356,148 @@ async fn our_flow_files_hold_what_mitmdump_saves_of_the_same_traffic() {
         report.is_empty(),
         "fields saved differently from mitmdump:\n{report:#?}"
     );
+}
+
+/// What a conversion between formats keeps of a flow that all of them hold, as JSON
+/// pointers into [`DUMP_FLOWS`]'s objects: the heads, the bodies decoded (HAR holds
+/// them decoded, and a body encoded again need not have the same bytes), the error,
+/// the WebSocket messages, the connection facts, the times to the millisecond.
+const KEPT: &[&str] = &[
+    "/type",
+    "/request/method",
+    "/request/scheme",
+    "/request/host",
+    "/request/port",
+    "/request/path",
+    "/request/authority",
+    "/request/http_version",
+    "/request/headers",
+    "/request/decoded",
+    "/response/status_code",
+    "/response/reason",
+    "/response/http_version",
+    "/response/headers",
+    "/response/decoded",
+    "/error",
+    "/websocket/messages",
+    "/client_conn/peername",
+    "/client_conn/sni",
+    "/client_conn/alpn",
+    "/client_conn/tls_version",
+    "/server_conn/peername",
+];
+
+/// The times of a flow, to compare to the millisecond.
+const TIMES: &[&str] = &[
+    "/request/timestamp_start",
+    "/request/timestamp_end",
+    "/response/timestamp_start",
+    "/response/timestamp_end",
+];
+
+/// `flow` with what an encoding may change left out: the `Content-Length` of a body
+/// that has a `Content-Encoding` (encoded again, it need not be as long).
+fn without_encoded_lengths(flow: &Value) -> Value {
+    let mut flow = masked(flow);
+    for side in ["request", "response"] {
+        if let Some(Value::Array(fields)) = flow.pointer_mut(&format!("/{side}/headers")) {
+            let encoded = fields.iter().any(|f| {
+                f[0].as_str()
+                    .unwrap_or("")
+                    .eq_ignore_ascii_case("content-encoding")
+            });
+            if encoded {
+                fields.retain(|f| {
+                    !f[0]
+                        .as_str()
+                        .unwrap_or("")
+                        .eq_ignore_ascii_case("content-length")
+                });
+            }
+        }
+    }
+    flow
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_converted_from_flows_to_har_to_sqlite_to_flows_keeps_every_field() {
+    let python = venv_tool("python");
+    if !require_tool(python.is_some(), "mitmproxy's python", VENV_INSTALL) {
+        return;
+    }
+    let python = python.unwrap();
+    let origin = start_origin().await;
+    let tls = start_tls_origin().await;
+    let h2 = crate::http2::start_h2_origin().await;
+    let traffic = Traffic {
+        origin: origin.port(),
+        tls_origin: tls.port(),
+        h2_origin: h2.port,
+        refused: refused_port(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.flows");
+    let save = first.to_str().unwrap().to_string();
+    let mut proxy = tokio::task::spawn_blocking(move || ChildProxy::start_with(&["--save", &save]))
+        .await
+        .unwrap();
+    traffic.send(proxy.addr, &proxy.ca_pem).await;
+    assert!(Command::new("kill")
+        .args(["-INT", &proxy.pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(proxy.child.wait().unwrap().success());
+
+    let [har, db, last] = ["x.har", "x.sqlite", "last.flows"].map(|f| dir.path().join(f));
+    for (from, to) in [(&first, &har), (&har, &db), (&db, &last)] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mitm"))
+            .arg("convert")
+            .args([from, to])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mitm convert {} {}: {}",
+            from.display(),
+            to.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let before = load(&python, dir.path(), &first);
+    let after = load(&python, dir.path(), &last);
+    assert_eq!(before.len(), 12, "{before:#?}");
+    let names = |flows: &[Value]| flows.iter().map(name).collect::<Vec<_>>();
+    assert_eq!(names(&after), names(&before));
+    let mut report = BTreeMap::new();
+    for (a, b) in before.iter().zip(&after) {
+        let (a, b) = (without_encoded_lengths(a), without_encoded_lengths(b));
+        let mut diffs = Vec::new();
+        for pointer in KEPT {
+            if a.pointer(pointer) != b.pointer(pointer) {
+                diffs.push(format!(
+                    "{pointer}: {:?} became {:?}",
+                    a.pointer(pointer),
+                    b.pointer(pointer)
+                ));
+            }
+        }
+        for pointer in TIMES {
+            let (x, y) = (
+                a.pointer(pointer).and_then(Value::as_f64),
+                b.pointer(pointer).and_then(Value::as_f64),
+            );
+            let near = match (x, y) {
+                (Some(x), Some(y)) => (x - y).abs() <= 0.001,
+                (x, y) => x == y,
+            };
+            if !near {
+                diffs.push(format!("{pointer}: {x:?} became {y:?}"));
+            }
+        }
+        if !diffs.is_empty() {
+            report.insert(name(&a), diffs);
+        }
+    }
+    assert!(report.is_empty(), "lost in conversion:\n{report:#?}");
 }
