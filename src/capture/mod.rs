@@ -26,7 +26,7 @@
 //!
 //! | file | what it holds |
 //! | --- | --- |
-//! | `mod.rs` | [`Format`]; [`create`] and [`read`] a file, [`export`] to any stream |
+//! | `mod.rs` | [`Format`]; [`create`] and [`read`] a file ([`SaveOptions`]), [`export`] to any stream |
 //! | `records.rs` | [`Records`]: a file's flows one at a time, in any format ([`open`]) |
 //! | `record.rs` | [`Record`] and its parts, made from a flow |
 //! | `handler.rs` | [`Capture`] (the HTTP handler) and [`CaptureBuilder`] |
@@ -164,13 +164,47 @@ impl fmt::Display for ParseFormatError {
 
 impl std::error::Error for ParseFormatError {}
 
-/// A sink writing a new capture file at `path` in the format its name says. Fails if
-/// the file exists: nothing saved is overwritten.
+/// A sink writing a new capture file at `path` in the format its name says, with the
+/// default [`SaveOptions`]. Fails if the file exists: nothing saved is overwritten.
 pub fn create(path: impl AsRef<Path>) -> crate::Result<Box<dyn Sink>> {
+    create_with(path, SaveOptions::default())
+}
+
+/// What a capture file holds beyond the formats' defaults.
+///
+/// ```no_run
+/// # fn run() -> mitm::Result<()> {
+/// use mitm::capture::{create_with, SaveOptions};
+/// let sink = create_with("all.flows", SaveOptions::default().keep_connects(true))?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SaveOptions {
+    /// Whether HAR and flow files hold `CONNECT` flows too. They leave them out by
+    /// default, as mitmproxy's and browsers' files do (the requests inside a tunnel
+    /// are flows of their own); SQLite stores keep them always.
+    pub keep_connects: bool,
+}
+
+impl SaveOptions {
+    /// Sets [`keep_connects`](Self::keep_connects).
+    pub fn keep_connects(mut self, keep: bool) -> Self {
+        self.keep_connects = keep;
+        self
+    }
+}
+
+/// A sink writing a new capture file at `path` in the format its name says, as
+/// `options` say. Fails if the file exists: nothing saved is overwritten.
+pub fn create_with(path: impl AsRef<Path>, options: SaveOptions) -> crate::Result<Box<dyn Sink>> {
     let path = path.as_ref();
+    let keep = options.keep_connects;
     match Format::of(path) {
-        Format::Har => Ok(Box::new(har::HarFile::create(path)?)),
-        Format::Flows => Ok(Box::new(flows::FlowWriter::create(path)?)),
+        Format::Har => Ok(Box::new(har::HarFile::create(path)?.keep_connects(keep))),
+        Format::Flows => Ok(Box::new(
+            flows::FlowWriter::create(path)?.keep_connects(keep),
+        )),
         #[cfg(feature = "sqlite")]
         Format::Sqlite => Ok(Box::new(sqlite::SqliteStore::create(path)?)),
         #[cfg(not(feature = "sqlite"))]
@@ -202,7 +236,8 @@ pub fn read(path: impl AsRef<Path>) -> crate::Result<Vec<Record>> {
 /// holds), flushes `out` and gives it back: a download, a pipe, a `Vec<u8>`.
 ///
 /// HAR ([`har::HarWriter`]) and flow files ([`flows::FlowWriter`]) are written record
-/// by record as they go, nothing held back; `out` gets many writes, a buffer in front
+/// by record as they go, nothing held back, and leave `CONNECT` flows out as their
+/// writers do by default; `out` gets many writes, a buffer in front
 /// of an unbuffered stream pays. SQLite writes databases only to files: the database
 /// is made in a temporary file of its own and copied to `out` ([`sqlite::export`]).
 ///

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::core::{Connection, TlsFacts};
-use crate::http::message::{Body, Headers, HttpFlow, Request, Response};
+use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Version};
 
 /// One finished flow, as plain data: what a capture file holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,9 +77,19 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
+    /// Whether this is a `CONNECT`: its target is the authority `host:port`, and it
+    /// has no scheme or path.
+    pub fn is_connect(&self) -> bool {
+        self.method.eq_ignore_ascii_case("CONNECT")
+    }
+
     /// The URL: `scheme://host[:port]path`, the port only when not the scheme's
-    /// default.
+    /// default; for a `CONNECT`, the authority it asked for (`host:port`), as mitmproxy
+    /// writes it.
     pub fn url(&self) -> String {
+        if self.is_connect() {
+            return self.authority();
+        }
         let default = if self.scheme == "https" { 443 } else { 80 };
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
@@ -95,6 +105,15 @@ impl RecordedRequest {
 }
 
 impl RecordedRequest {
+    /// `host:port`, the host bracketed when it is an IPv6 address.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     /// The request to send again: its method, target, path, header fields and body
     /// (as much of it as was kept).
     pub fn to_request(&self) -> Request {
@@ -246,14 +265,20 @@ impl Ending {
                 flow.request_body_size,
                 body_limit,
             ),
-            response_body: flow.response.as_ref().map(|r| {
-                recorded_body(
-                    &r.body,
-                    &flow.response_body_prefix,
-                    flow.response_body_size,
-                    body_limit,
-                )
-            }),
+            // A request that could not be delivered has its error and no response
+            // (the page the proxy made for it is not the origin's answer).
+            response_body: flow
+                .response
+                .as_ref()
+                .filter(|_| !flow.undelivered)
+                .map(|r| {
+                    recorded_body(
+                        &r.body,
+                        &flow.response_body_prefix,
+                        flow.response_body_size,
+                        body_limit,
+                    )
+                }),
             timings: RecordedTimings {
                 request_end: since(flow.timings.request_end),
                 response_first_byte: since(flow.timings.response_first_byte),
@@ -279,13 +304,20 @@ fn is_websocket(flow: &HttpFlow) -> bool {
 }
 
 fn recorded_request(r: &Request, body: RecordedBody) -> RecordedRequest {
+    // A CONNECT names an authority: no scheme, no path (as mitmproxy records it).
+    let (scheme, path) = if r.is_connect() {
+        (String::new(), String::new())
+    } else {
+        let scheme = if r.target.tls { "https" } else { "http" };
+        (scheme.to_owned(), r.path.clone())
+    };
     RecordedRequest {
         method: r.method.clone(),
-        scheme: if r.target.tls { "https" } else { "http" }.into(),
+        scheme,
         host: r.target.host.clone(),
         port: r.target.port,
-        path: r.path.clone(),
-        version: r.version.as_str().into(),
+        path,
+        version: version_name(r.version).into(),
         headers: r.headers.compact(),
         body,
     }
@@ -294,10 +326,39 @@ fn recorded_request(r: &Request, body: RecordedBody) -> RecordedRequest {
 pub(crate) fn recorded_response(r: &Response, body: RecordedBody) -> RecordedResponse {
     RecordedResponse {
         status: r.status,
-        reason: r.reason.clone(),
-        version: r.version.as_str().into(),
+        // HTTP/2 has no reason phrase (the one a response made here may hold is not
+        // sent).
+        reason: if r.version == Version::Http2 {
+            String::new()
+        } else {
+            r.reason.clone()
+        },
+        version: version_name(r.version).into(),
         headers: r.headers.compact(),
         body,
+    }
+}
+
+/// A version as records spell it, as mitmproxy does: `HTTP/1.0`, `HTTP/1.1`,
+/// `HTTP/2.0`.
+pub(crate) fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::Http10 => "HTTP/1.0",
+        Version::Http11 => "HTTP/1.1",
+        Version::Http2 => "HTTP/2.0",
+    }
+}
+
+/// A version read from a capture, spelled as records spell it ([`version_name`]):
+/// HTTP/2 is `HTTP/2.0` however the file wrote it (`HTTP/2`, `h2`, as this crate's
+/// files before 0.x and browsers' HAR files do); an empty one is `HTTP/1.1`; anything else is upper-cased.
+pub(crate) fn spelled_version(version: &str) -> String {
+    match version.trim().to_ascii_lowercase().as_str() {
+        "http/1.0" => "HTTP/1.0".into(),
+        "http/1.1" | "" => "HTTP/1.1".into(),
+        "http/2" | "http/2.0" | "h2" | "h2c" => "HTTP/2.0".into(),
+        "http/3" | "http/3.0" | "h3" => "HTTP/3".into(),
+        other => other.to_ascii_uppercase(),
     }
 }
 
@@ -366,6 +427,56 @@ mod tests {
             recorded_body(&Body::Empty, &none, 0, 16),
             RecordedBody::default()
         );
+    }
+
+    #[test]
+    fn a_connect_is_recorded_as_its_authority_with_no_scheme_or_path() {
+        let conn = Connection::new(1, Host::default());
+        let mut f = flow("[::1]:8443");
+        f.request.method = "CONNECT".into();
+        f.request.target = Target::new("::1", 8443, true);
+        assert_eq!(f.request.url(), "[::1]:8443");
+        let r = Record::from_flow(&conn, &f, 0).request;
+        assert!(r.is_connect());
+        assert_eq!((r.scheme.as_str(), r.path.as_str()), ("", ""));
+        assert_eq!(r.url(), "[::1]:8443");
+    }
+
+    #[test]
+    fn http2_is_spelled_as_mitmproxy_spells_it() {
+        let conn = Connection::new(1, Host::default());
+        let mut f = flow("/");
+        f.request.version = Version::Http2;
+        let mut response = Response::new(200);
+        response.version = Version::Http2;
+        f.response = Some(response);
+        let r = Record::from_flow(&conn, &f, 0);
+        assert_eq!(r.request.version, "HTTP/2.0");
+        let response = r.response.unwrap();
+        assert_eq!(response.version, "HTTP/2.0");
+        assert_eq!(response.reason, "", "HTTP/2 has no reason phrase");
+        for (read, spelled) in [
+            ("HTTP/2", "HTTP/2.0"),
+            ("h2", "HTTP/2.0"),
+            ("http/1.1", "HTTP/1.1"),
+        ] {
+            assert_eq!(spelled_version(read), spelled);
+        }
+    }
+
+    #[test]
+    fn a_request_not_delivered_keeps_its_error_and_no_response() {
+        let conn = Connection::new(1, Host::default());
+        let mut f = flow("/");
+        f.response = Some(Response::new(502));
+        f.error = Some(std::sync::Arc::new(crate::Error::ClientTimeout));
+        // A refusal of the proxy's is an answer: kept with its error.
+        let refused = Record::from_flow(&conn, &f, 0);
+        assert_eq!(refused.response.map(|r| r.status), Some(502));
+        f.undelivered = true;
+        let failed = Record::from_flow(&conn, &f, 0);
+        assert!(failed.response.is_none());
+        assert!(failed.error.is_some());
     }
 
     #[test]

@@ -88,6 +88,10 @@ impl ServerReplay {
             let Some(recorded) = &record.response else {
                 continue;
             };
+            // A tunnel's answer is no response to replay.
+            if record.request.is_connect() {
+                continue;
+            }
             if recorded.body.truncated || record.request.body.truncated {
                 continue;
             }
@@ -152,7 +156,7 @@ impl ServerReplay {
 #[async_trait]
 impl HttpHandler for ServerReplay {
     async fn request(&self, _conn: &Connection, flow: &mut HttpFlow) -> Verdict {
-        if flow.request.method.eq_ignore_ascii_case("CONNECT") {
+        if flow.request.is_connect() {
             return Verdict::Continue;
         }
         if let Some(response) = self.take(flow) {

@@ -44,8 +44,16 @@ impl Record {
     /// A `curl` command line that sends this request again: method, URL, header fields
     /// (but those curl sets itself), and the body, quoted for a POSIX shell. A body the
     /// capture kept only in part is sent as kept, and a comment says so.
+    /// A `CONNECT` opened a tunnel, which no curl command sends again: its line is a
+    /// shell comment saying so.
     pub fn to_curl(&self) -> String {
         let request = &self.request;
+        if request.is_connect() {
+            return format!(
+                "# CONNECT {}: a tunnel, not a request curl can send again",
+                request.authority()
+            );
+        }
         let mut out = String::from("curl");
         if request.method != "GET" || !request.body.data.is_empty() {
             let _ = write!(out, " -X {}", shell_quote(request.method.as_bytes()));

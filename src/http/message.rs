@@ -327,8 +327,26 @@ impl Request {
         decoded(&self.headers, &self.body, limit)
     }
 
+    /// Whether this is a `CONNECT`: its target is an authority (`host:port`), not a
+    /// resource.
+    pub fn is_connect(&self) -> bool {
+        self.method.eq_ignore_ascii_case("CONNECT")
+    }
+
     /// The full URL: scheme, host, the port when it is not the scheme's default, path.
+    /// A `CONNECT` has no scheme or path: its URL is the authority it asks for, as
+    /// mitmproxy writes it.
+    ///
+    /// ```
+    /// let mut r = mitm::Request::new("GET", "https://[::1]:8443/a").unwrap();
+    /// assert_eq!(r.url(), "https://[::1]:8443/a");
+    /// r.method = "CONNECT".into();
+    /// assert_eq!(r.url(), "[::1]:8443");
+    /// ```
     pub fn url(&self) -> String {
+        if self.is_connect() {
+            return self.target.to_string();
+        }
         let (scheme, default) = if self.target.tls {
             ("https", 443)
         } else {
@@ -511,6 +529,10 @@ pub struct HttpFlow {
     /// client or origin gone, a timeout). `None` for an exchange that went through,
     /// and for answers a request hook gave.
     pub error: Option<Arc<Error>>,
+    /// Whether `response` is the error page the proxy made because the request could
+    /// not be delivered (the origin unreachable, silent, or broken): such a flow is
+    /// kept as its error with no response, as mitmproxy keeps it.
+    pub(crate) undelivered: bool,
 }
 
 impl HttpFlow {
@@ -526,7 +548,15 @@ impl HttpFlow {
             request_body_prefix: Bytes::new(),
             response_body_prefix: Bytes::new(),
             error: None,
+            undelivered: false,
         }
+    }
+
+    /// Whether the request could not be delivered: the flow's response (if any) is the
+    /// error page the proxy made for its [`error`](Self::error), not an answer from an
+    /// origin, a hook, or a refusal of the proxy's.
+    pub fn undelivered(&self) -> bool {
+        self.undelivered
     }
 }
 

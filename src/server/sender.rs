@@ -74,8 +74,18 @@ impl Sender {
     /// got, its body held (up to 64 MiB). The request's body is sent as it holds it (a
     /// streaming one as empty). Each request is a connection of its own for the hooks,
     /// with an id unique among the server's. Fails when the origin cannot be reached
-    /// or answer in time (the error says which), or when a hook kills the request.
+    /// or answer in time (the error says which), or when a hook kills the request. A
+    /// `CONNECT` asks for a tunnel, not a response: it fails at once with
+    /// [`Error::BadRequest`](crate::Error::BadRequest).
     pub async fn send(&self, request: Request) -> Result<Response> {
+        if request.is_connect() {
+            return Err(crate::Error::BadRequest {
+                reason: format!(
+                    "CONNECT {} asks for a tunnel: there is no request to send again",
+                    request.target
+                ),
+            });
+        }
         let id = self.cx.next_id();
         let mut conn = Connection::new(id, Host::default());
         conn.target = Some(request.target.clone());

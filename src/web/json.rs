@@ -134,7 +134,8 @@ pub struct FlowDetail {
     /// whether to redraw the detail, redraws it at each change of the flow (which is
     /// how a WebSocket's new messages show).
     pub summary: FlowSummary,
-    /// The request's URL: `scheme://host[:port]path`.
+    /// The request's URL: `scheme://host[:port]path`; a `CONNECT`'s is the authority
+    /// it asked for, `host:port`.
     pub url: String,
     /// The client's address, when known.
     pub client: Option<String>,

@@ -13,8 +13,8 @@ use mitm::{async_trait, Connection, HttpFlow, Response, Verdict, Version};
 
 /// An HTTPS origin that speaks only HTTP/2 (ALPN `h2`). It answers every request with
 /// `h2 origin: METHOD PATH x-hook=VALUE` and records the requests.
-struct H2Origin {
-    port: u16,
+pub(crate) struct H2Origin {
+    pub(crate) port: u16,
     seen: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -25,7 +25,7 @@ impl Drop for H2Origin {
     }
 }
 
-async fn start_h2_origin() -> H2Origin {
+pub(crate) async fn start_h2_origin() -> H2Origin {
     let mut config = (*origin_ca().server_config("localhost").unwrap()).clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));

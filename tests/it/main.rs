@@ -13,6 +13,8 @@ mod browser;
 mod ca;
 mod capture_bodies;
 mod capture_cli;
+mod capture_connect;
+mod capture_diff;
 mod capture_ws;
 mod cli;
 mod connect;

@@ -293,6 +293,12 @@ group! {
             default_value_t = mitm::capture::DEFAULT_BODY_LIMIT,
         )]
         pub(crate) save_body_limit: usize,
+
+        /// Save CONNECT flows to .har and .flows files too. They are left out by
+        /// default, as mitmproxy and browsers leave them out (the requests inside a
+        /// tunnel are flows of their own); .sqlite stores keep them always.
+        #[arg(long)]
+        pub(crate) save_connects: bool,
     }
 }
 
@@ -524,6 +530,10 @@ pub(crate) struct ConvertArgs {
     /// Only the flows that match EXPR (mitmproxy's filter language).
     #[arg(long, value_name = "EXPR")]
     pub(crate) filter: Option<String>,
+    /// Write CONNECT flows to a .har or .flows file too (left out by default, as
+    /// mitmproxy and browsers leave them out).
+    #[arg(long)]
+    pub(crate) keep_connects: bool,
     #[command(flatten)]
     pub(crate) verbosity: Verbosity,
 }

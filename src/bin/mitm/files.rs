@@ -105,8 +105,12 @@ fn quiet_pipe(written: std::io::Result<()>) -> anyhow::Result<()> {
 pub(crate) fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
     let (input, output) = (&args.input, &args.output);
     let records = records(input, args.filter.as_deref())?;
-    let mut sink = mitm::capture::create(output)?;
-    let mut written = 0u64;
+    let options = mitm::capture::SaveOptions::default().keep_connects(args.keep_connects);
+    let mut sink = mitm::capture::create_with(output, options)?;
+    // HAR and flow files leave CONNECTs out unless kept; SQLite keeps them.
+    let drops_connects =
+        !args.keep_connects && mitm::capture::Format::of(output) != mitm::capture::Format::Sqlite;
+    let (mut written, mut left_out) = (0u64, 0u64);
     let mut failed = None;
     for record in records {
         let record = match record {
@@ -116,15 +120,23 @@ pub(crate) fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
                 break;
             }
         };
+        if drops_connects && record.request.is_connect() {
+            left_out += 1;
+        } else {
+            written += 1;
+        }
         sink.write(&record)
             .with_context(|| format!("cannot write {}", output.display()))?;
-        written += 1;
     }
     sink.flush()
         .with_context(|| format!("cannot write {}", output.display()))?;
     drop(sink);
+    let note = match left_out {
+        0 => String::new(),
+        n => format!(" ({n} CONNECT flows left out: --keep-connects keeps them)"),
+    };
     eprintln!(
-        "mitm: {written} flows from {} written to {}",
+        "mitm: {written} flows from {} written to {}{note}",
         input.display(),
         output.display()
     );
@@ -164,6 +176,11 @@ pub(crate) async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
                 break;
             }
         };
+        if record.request.is_connect() {
+            // A tunnel: the requests inside it are flows of their own.
+            emit(&format!("skipped CONNECT {}\n", record.request.authority()))?;
+            continue;
+        }
         sent += 1;
         let request = record.request.to_request();
         let url = record.request.url();

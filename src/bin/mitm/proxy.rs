@@ -162,9 +162,10 @@ pub(crate) fn capture(save: &args::Save) -> anyhow::Result<Option<Arc<mitm::capt
     if let Some(text) = &save.save_filter {
         capture = capture.filter(crate::config::parse_filter(text).context("--save-filter")?);
     }
+    let options = mitm::capture::SaveOptions::default().keep_connects(save.save_connects);
     for path in &save.save {
-        let sink =
-            mitm::capture::create(path).with_context(|| format!("--save {}", path.display()))?;
+        let sink = mitm::capture::create_with(path, options)
+            .with_context(|| format!("--save {}", path.display()))?;
         capture = capture.sink(sink);
     }
     Ok(Some(Arc::new(capture.start())))

@@ -390,13 +390,23 @@ fn each_subcommand_takes_exactly_the_options_that_apply_to_it() {
     let expected: [(&str, Vec<&str>); 5] = [
         ("ca", [&["ca-dir", "host", "port"][..], &logging].concat()),
         ("read", [&["filter", "curl"][..], &logging].concat()),
-        ("convert", [&["filter"][..], &logging].concat()),
+        (
+            "convert",
+            [&["filter", "keep-connects"][..], &logging].concat(),
+        ),
         (
             "replay",
             [
                 &["filter", "ca-dir", "connect-timeout", "response-timeout"][..],
                 &upstream_tls,
-                &["save", "save-filter", "save-body-limit", "log", "threads"],
+                &[
+                    "save",
+                    "save-filter",
+                    "save-body-limit",
+                    "save-connects",
+                    "log",
+                    "threads",
+                ],
                 &logging,
             ]
             .concat(),
@@ -418,7 +428,8 @@ fn each_subcommand_takes_exactly_the_options_that_apply_to_it() {
         // Each of them is also an option of the proxy, so it may come before `name`.
         for option in longs(sub) {
             assert!(
-                top.contains(&option) || ["filter", "curl"].contains(&option.as_str()),
+                top.contains(&option)
+                    || ["filter", "curl", "keep-connects"].contains(&option.as_str()),
                 "--{option} of `mitm {name}` cannot go before it"
             );
         }

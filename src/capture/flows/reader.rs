@@ -10,6 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::READ_VERSIONS;
+use crate::capture::record::spelled_version;
 use crate::capture::tnetstring::{DecodeError, Decoder, Value};
 use crate::capture::{
     Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings,
@@ -355,7 +356,7 @@ fn recorded_request(req: &Value) -> std::result::Result<RecordedRequest, Reason>
         host: string_of(req, "host")?,
         port: u16::try_from(port).map_err(|_| format!("port {port} out of range"))?,
         path: string_of(req, "path")?,
-        version: string_of(req, "http_version")?,
+        version: spelled_version(&string_of(req, "http_version")?),
         headers: headers_of(req)?,
         body: RecordedBody::default(),
     })
@@ -369,7 +370,7 @@ fn recorded_response(
     Ok(RecordedResponse {
         status: u16::try_from(status).map_err(|_| format!("status {status} out of range"))?,
         reason: string_of(res, "reason")?,
-        version: string_of(res, "http_version")?,
+        version: spelled_version(&string_of(res, "http_version")?),
         headers: headers_of(res)?,
         body: body_of(res, meta, "response")?,
     })

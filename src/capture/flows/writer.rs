@@ -41,6 +41,8 @@ pub struct FlowWriter<W: Write = BufWriter<File>> {
     out: W,
     /// The file written, when `create` made it: named in errors.
     path: Option<PathBuf>,
+    /// Whether `CONNECT` flows are written ([`keep_connects`](Self::keep_connects)).
+    keep_connects: bool,
 }
 
 impl FlowWriter {
@@ -59,6 +61,7 @@ impl FlowWriter {
         Ok(FlowWriter {
             out: BufWriter::new(file),
             path: Some(path),
+            keep_connects: false,
         })
     }
 }
@@ -66,15 +69,31 @@ impl FlowWriter {
 impl<W: Write> FlowWriter<W> {
     /// A writer of flows to `out`.
     pub fn new(out: W) -> Self {
-        FlowWriter { out, path: None }
+        FlowWriter {
+            out,
+            path: None,
+            keep_connects: false,
+        }
     }
 
-    /// Writes `record` as one flow.
+    /// Whether to write `CONNECT` flows too. They are left out by default, as
+    /// mitmproxy leaves them out of its files: what matters is the requests inside the
+    /// tunnel, each a flow of its own.
+    pub fn keep_connects(mut self, keep: bool) -> Self {
+        self.keep_connects = keep;
+        self
+    }
+
+    /// Writes `record` as one flow (nothing for a `CONNECT`, unless
+    /// [kept](Self::keep_connects)).
     ///
     /// # Errors
     ///
     /// What writing to the stream returns (naming the file, for one `create` made).
     pub fn write(&mut self, record: &Record) -> io::Result<()> {
+        if record.request.is_connect() && !self.keep_connects {
+            return Ok(());
+        }
         flow_state(record)
             .encode(&mut self.out)
             .map_err(|e| self.named(e))
@@ -411,6 +430,42 @@ mod tests {
         let from_file = read_flows(&file).unwrap();
         assert_eq!(from_file.len(), 2);
         assert_eq!(read_flows(&streamed).unwrap(), from_file);
+    }
+
+    #[test]
+    fn connects_are_left_out_unless_kept() {
+        let mut connect = record();
+        connect.request.method = "CONNECT".into();
+        connect.request.scheme = String::new();
+        connect.request.path = String::new();
+        let records = [connect, record()];
+        let dir = tempfile::tempdir().unwrap();
+        for (keep, expected) in [(false, vec!["POST"]), (true, vec!["CONNECT", "POST"])] {
+            let mut w = FlowWriter::new(Vec::new()).keep_connects(keep);
+            for r in &records {
+                w.write(r).unwrap();
+            }
+            let path = dir.path().join(format!("{keep}.flows"));
+            std::fs::write(&path, w.finish().unwrap()).unwrap();
+            let back = read_flows(&path).unwrap();
+            let methods: Vec<&str> = back.iter().map(|r| r.request.method.as_str()).collect();
+            assert_eq!(methods, expected);
+            if keep {
+                assert_eq!(back[0].request.url(), "a.localhost:8080");
+            }
+        }
+    }
+
+    #[test]
+    fn http2_requests_carry_their_authority() {
+        let mut r = record();
+        r.request.version = "HTTP/2.0".into();
+        let flow = flow_state(&r);
+        let authority = flow.get("request").and_then(|q| q.get("authority"));
+        assert_eq!(
+            authority.and_then(Value::as_bytes),
+            Some(&b"a.localhost:8080"[..])
+        );
     }
 
     #[test]

@@ -18,7 +18,18 @@ pub const DECODED_LIMIT: usize = 64 * 1024 * 1024;
 pub(crate) fn entry(record: &Record) -> Value {
     let t = &record.timings;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    // HAR wants send, wait and receive; a point never reached makes its phase 0.
+    // HAR wants send, wait and receive; a point never reached makes its phase 0, and
+    // `_unknown` names it, so that a reader here does not take the 0 for a time.
+    let mut unknown = Vec::new();
+    if t.request_end.is_none() {
+        unknown.push("send");
+    }
+    if t.response_first_byte.is_none() {
+        unknown.push("wait");
+    }
+    if t.response_end.is_none() {
+        unknown.push("receive");
+    }
     let send = t.request_end.map_or(0.0, ms);
     let wait = match (t.request_end, t.response_first_byte) {
         (Some(a), Some(b)) => ms(b.saturating_sub(a)),
@@ -48,13 +59,14 @@ pub(crate) fn entry(record: &Record) -> Value {
     }
     e.insert("response".into(), response);
     e.insert("cache".into(), json!({}));
-    e.insert(
-        "timings".into(),
-        json!({
-            "blocked": -1, "dns": -1, "connect": -1, "ssl": -1,
-            "send": send, "wait": wait, "receive": receive,
-        }),
-    );
+    let mut timings = json!({
+        "blocked": -1, "dns": -1, "connect": -1, "ssl": -1,
+        "send": send, "wait": wait, "receive": receive,
+    });
+    if !unknown.is_empty() {
+        timings["_unknown"] = unknown.into();
+    }
+    e.insert("timings".into(), timings);
     if let Some(server) = record.server {
         e.insert("serverIPAddress".into(), server.ip().to_string().into());
         e.insert("_serverPort".into(), server.port().into());
@@ -109,16 +121,28 @@ fn request(r: &RecordedRequest, websocket: bool) -> Value {
     if websocket {
         url.replace_range(..4, "ws");
     }
+    // The path as browsers write it in a URL: bytes a URL cannot hold as they are
+    // (non-ASCII, spaces, controls) percent-encoded; the path as sent kept beside it
+    // when that changed it.
+    let encoded = percent_encode_path(&r.path);
+    let raw_path = (encoded != r.path).then(|| r.path.clone());
+    if raw_path.is_some() {
+        url.truncate(url.len() - r.path.len());
+        url.push_str(&encoded);
+    }
     let mut v = json!({
         "method": r.method,
         "url": url,
         "httpVersion": r.version,
         "cookies": request_cookies(&r.headers),
         "headers": headers(&r.headers),
-        "queryString": query_string(&r.path),
-        "headersSize": -1,
+        "queryString": query_string(&encoded),
+        "headersSize": request_head_size(r),
         "bodySize": r.body.size,
     });
+    if let Some(raw) = raw_path {
+        v["_path"] = raw.into();
+    }
     if r.body.size > 0 || !r.body.data.is_empty() {
         let c = content(&r.headers, &r.body);
         let mut post = Map::new();
@@ -149,9 +173,60 @@ fn response(r: &RecordedResponse) -> Value {
         "headers": headers(&r.headers),
         "content": content(&r.headers, &r.body),
         "redirectURL": r.headers.get("location").unwrap_or(""),
-        "headersSize": -1,
+        "headersSize": response_head_size(r),
         "bodySize": r.body.size,
     })
+}
+
+/// The path (and query) with the bytes a URL cannot hold as they are percent-encoded,
+/// as browsers send them: non-ASCII, controls, space, `"`, `<`, `>`, `` ` ``, `{`,
+/// `}`. A `%` stays: the path may hold escapes already.
+fn percent_encode_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_byte =
+        |b: u8| b <= b' ' || b >= 0x7f || matches!(b, b'"' | b'<' | b'>' | b'`' | b'{' | b'}');
+    if !path.bytes().any(unsafe_byte) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len() + 16);
+    for b in path.bytes() {
+        if unsafe_byte(b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The bytes of an HTTP/1 request head as it went on the wire: request line, fields,
+/// blank line; `-1` (unknown) for HTTP/2, whose heads are compressed.
+fn request_head_size(r: &RecordedRequest) -> i64 {
+    if !r.version.starts_with("HTTP/1") {
+        return -1;
+    }
+    let target = if r.is_connect() {
+        r.authority().len()
+    } else {
+        r.path.len()
+    };
+    // `METHOD SP target SP version CRLF`
+    let line = r.method.len() + 1 + target + 1 + r.version.len() + 2;
+    (line + fields_size(&r.headers) + 2) as i64
+}
+
+/// As [`request_head_size`], for a response: status line, fields, blank line.
+fn response_head_size(r: &RecordedResponse) -> i64 {
+    if !r.version.starts_with("HTTP/1") {
+        return -1;
+    }
+    // `version SP status SP reason CRLF`
+    let line = r.version.len() + 1 + 3 + 1 + r.reason.len() + 2;
+    (line + fields_size(&r.headers) + 2) as i64
+}
+
+/// `name: value CRLF` for each field.
+fn fields_size(h: &Headers) -> usize {
+    h.iter().map(|(n, v)| n.len() + 2 + v.len() + 2).sum()
 }
 
 /// The response browsers write for a request that got none.
@@ -360,6 +435,126 @@ mod tests {
 
     use super::*;
     use crate::capture::har::tests::{gzip, record};
+    use crate::capture::RecordedTimings;
+
+    /// `records` written by a [`HarWriter`](crate::capture::har::HarWriter) (which
+    /// leaves CONNECTs out unless `keep_connects`) and read back.
+    fn round_trip(records: &[Record], keep_connects: bool) -> Vec<Record> {
+        let mut w = crate::capture::har::HarWriter::new(Vec::new())
+            .unwrap()
+            .keep_connects(keep_connects);
+        for r in records {
+            w.write(r).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.har");
+        std::fs::write(&path, w.finish().unwrap()).unwrap();
+        crate::capture::har::read_har(&path).unwrap()
+    }
+
+    #[test]
+    fn raw_utf8_paths_are_percent_encoded_in_the_url_and_read_back_as_sent() {
+        let r = record("/caf\u{e9} au lait?q=\u{e9}t\u{e9}&x=%41", None);
+        let e = entry(&r);
+        assert_eq!(
+            e["request"]["url"],
+            "http://a.localhost:8080/caf%C3%A9%20au%20lait?q=%C3%A9t%C3%A9&x=%41"
+        );
+        assert_eq!(
+            e["request"]["_path"],
+            "/caf\u{e9} au lait?q=\u{e9}t\u{e9}&x=%41"
+        );
+        assert_eq!(
+            round_trip(std::slice::from_ref(&r), false)[0].request.path,
+            r.request.path
+        );
+        // A path a URL holds as it is has no `_path`.
+        assert!(entry(&record("/plain?a=%20", None))["request"]
+            .get("_path")
+            .is_none());
+    }
+
+    #[test]
+    fn head_sizes_count_the_bytes_of_an_http1_head_and_are_unknown_for_http2() {
+        let mut r = record(
+            "/x?y=1",
+            Some((200, &[("Content-Type", "text/plain")], Bytes::from("hi"))),
+        );
+        let e = entry(&r);
+        let request_head = "GET /x?y=1 HTTP/1.1\r\nHost: a.localhost\r\nCookie: s=1; t=two\r\n\r\n";
+        let response_head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n";
+        assert_eq!(e["request"]["headersSize"], request_head.len());
+        assert_eq!(e["response"]["headersSize"], response_head.len());
+        r.request.version = "HTTP/2.0".into();
+        r.response.as_mut().unwrap().version = "HTTP/2.0".into();
+        let e = entry(&r);
+        assert_eq!(e["request"]["headersSize"], -1);
+        assert_eq!(e["response"]["headersSize"], -1);
+    }
+
+    #[test]
+    fn timings_never_reached_are_read_back_unknown() {
+        let mut r = record("/failed", None);
+        r.timings = RecordedTimings {
+            request_end: Some(Duration::from_millis(3)),
+            response_first_byte: None,
+            response_end: None,
+        };
+        r.error = Some("connection refused".into());
+        let e = entry(&r);
+        assert_eq!(e["timings"]["wait"], 0.0);
+        assert_eq!(e["timings"]["_unknown"], json!(["wait", "receive"]));
+        let back = round_trip(std::slice::from_ref(&r), false);
+        assert_eq!(back[0].timings, r.timings);
+        assert!(back[0].response.is_none());
+    }
+
+    #[test]
+    fn connects_are_left_out_unless_kept_and_then_read_back_as_connects() {
+        let mut connect = record("", Some((200, &[], Bytes::new())));
+        connect.request.method = "CONNECT".into();
+        connect.request.scheme = String::new();
+        let get = record("/inside", None);
+        let records = [connect.clone(), get];
+        let left_out = round_trip(&records, false);
+        assert_eq!(left_out.len(), 1);
+        assert_eq!(left_out[0].request.path, "/inside");
+        let kept = round_trip(&records, true);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].request.method, "CONNECT");
+        assert_eq!(kept[0].request.url(), "a.localhost:8080");
+        assert_eq!(
+            (
+                kept[0].request.scheme.as_str(),
+                kept[0].request.path.as_str()
+            ),
+            ("", "")
+        );
+    }
+
+    #[test]
+    fn a_body_encoded_again_on_reading_gets_its_own_length() {
+        let text = "hello hello hello hello hello hello hello";
+        // The length another compressor gave the body on the wire.
+        let r = record(
+            "/gz",
+            Some((
+                200,
+                &[("Content-Encoding", "gzip"), ("Content-Length", "999")],
+                gzip(text.as_bytes()),
+            )),
+        );
+        let back = round_trip(&[r], false);
+        let response = back[0].response.as_ref().unwrap();
+        assert_eq!(
+            response.headers.get("content-length"),
+            Some(response.body.data.len().to_string().as_str())
+        );
+        assert_eq!(
+            crate::decode::decode("gzip", &response.body.data, 1 << 20).unwrap(),
+            text.as_bytes()
+        );
+    }
 
     #[test]
     fn encoded_bodies_are_saved_decoded_with_their_sizes() {

@@ -36,6 +36,8 @@ pub struct HarFile {
     dirty: bool,
     /// When the file was last synced to disk.
     synced: Instant,
+    /// Whether `CONNECT` flows are written ([`keep_connects`](Self::keep_connects)).
+    keep_connects: bool,
 }
 
 impl HarFile {
@@ -68,6 +70,7 @@ impl HarFile {
             entries: 0,
             dirty: true,
             synced: Instant::now(),
+            keep_connects: false,
         })
     }
 
@@ -111,6 +114,7 @@ impl HarFile {
             entries,
             dirty: false,
             synced: Instant::now(),
+            keep_connects: false,
         })
     }
 
@@ -123,10 +127,20 @@ impl HarFile {
     pub fn entries(&self) -> u64 {
         self.entries
     }
+
+    /// Whether to write `CONNECT` flows too; left out by default, as by
+    /// [`HarWriter::keep_connects`](super::HarWriter::keep_connects).
+    pub fn keep_connects(mut self, keep: bool) -> Self {
+        self.keep_connects = keep;
+        self
+    }
 }
 
 impl Sink for HarFile {
     fn write(&mut self, record: &Record) -> io::Result<()> {
+        if record.request.is_connect() && !self.keep_connects {
+            return Ok(());
+        }
         let mut out = entry_line(record, self.entries == 0)?;
         let line = out.len();
         out.extend_from_slice(TAIL);

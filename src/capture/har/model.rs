@@ -69,6 +69,10 @@ pub(super) struct Request {
     /// Bytes of the body on the wire; `-1` (unknown) reads as absent.
     #[serde(rename = "bodySize", deserialize_with = "lenient")]
     pub body_size: Option<u64>,
+    /// This crate's: the path as it went on the wire, when `url` has it
+    /// percent-encoded (a client sent raw UTF-8 or spaces).
+    #[serde(rename = "_path", deserialize_with = "lenient")]
+    pub raw_path: Option<String>,
 }
 
 /// An entry's response; `status` 0 (browsers' "none") is no response.
@@ -141,6 +145,10 @@ pub(super) struct Timings {
     pub wait: Option<f64>,
     #[serde(deserialize_with = "lenient")]
     pub receive: Option<f64>,
+    /// This crate's: the phases among `send`, `wait` and `receive` written as 0
+    /// because the flow never reached their end (HAR wants a number there).
+    #[serde(rename = "_unknown", deserialize_with = "lenient")]
+    pub unknown: Option<Vec<String>>,
 }
 
 /// This crate's `_tls`: what the client's TLS with the proxy settled.

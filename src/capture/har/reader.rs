@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::model::{Content, Entry, Header, Response, WebSocketMessage};
 use super::scan::{EntryScanner, RawEntry, ScanError};
+use crate::capture::record::spelled_version;
 use crate::capture::{
     Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings,
 };
@@ -171,9 +172,19 @@ fn record_of(e: Entry) -> std::result::Result<Record, String> {
     if url.starts_with("ws://") || url.starts_with("wss://") {
         url.replace_range(..2, "http");
     }
-    let (target, path) = crate::http::target::split_absolute(&url)
-        .flatten()
-        .ok_or_else(|| format!("not an http(s) URL: {url:?}"))?;
+    let method = req.method.ok_or("no request method")?;
+    let connect = method.eq_ignore_ascii_case("CONNECT");
+    let (target, path) = if connect {
+        // A CONNECT's URL is the authority it asked for (`--save-connects`).
+        let (host, port) = crate::http::target::parse_authority(&url, 443)
+            .ok_or_else(|| format!("not a CONNECT authority: {url:?}"))?;
+        (crate::core::Target::new(host, port, true), String::new())
+    } else {
+        let (target, path) = crate::http::target::split_absolute(&url)
+            .flatten()
+            .ok_or_else(|| format!("not an http(s) URL: {url:?}"))?;
+        (target, req.raw_path.unwrap_or(path))
+    };
     let mut request_headers = headers_of(req.headers);
     let request_body = match req.post_data {
         Some(post) => {
@@ -183,12 +194,17 @@ fn record_of(e: Entry) -> std::result::Result<Record, String> {
         None => RecordedBody::default(),
     };
     let request = RecordedRequest {
-        method: req.method.ok_or("no request method")?,
-        scheme: if target.tls { "https" } else { "http" }.into(),
+        method,
+        scheme: match (connect, target.tls) {
+            (true, _) => "",
+            (false, true) => "https",
+            (false, false) => "http",
+        }
+        .into(),
         host: target.host,
         port: target.port,
         path,
-        version: version(req.http_version.as_deref().unwrap_or_default()),
+        version: spelled_version(req.http_version.as_deref().unwrap_or_default()),
         headers: request_headers,
         body: request_body,
     };
@@ -204,7 +220,13 @@ fn record_of(e: Entry) -> std::result::Result<Record, String> {
     let ms = |v: Option<f64>| v.filter(|v| *v >= 0.0);
     // A time too large for a `Duration` is left out.
     let at = |v: f64| Duration::try_from_secs_f64(v / 1000.0).ok();
-    let (send, wait, receive) = (ms(timings.send), ms(timings.wait), ms(timings.receive));
+    let unknown = timings.unknown.unwrap_or_default();
+    let known = |name: &str, v: Option<f64>| v.filter(|_| !unknown.iter().any(|u| u == name));
+    let (send, wait, receive) = (
+        known("send", ms(timings.send)),
+        known("wait", ms(timings.wait)),
+        known("receive", ms(timings.receive)),
+    );
     let timings = RecordedTimings {
         request_end: send.and_then(at),
         response_first_byte: send.zip(wait).and_then(|(s, w)| at(s + w)),
@@ -256,7 +278,7 @@ fn response_of(r: Response) -> std::result::Result<Option<RecordedResponse>, Str
     Ok(Some(RecordedResponse {
         status: u16::try_from(status).map_err(|_| format!("status {status}"))?,
         reason: r.status_text.unwrap_or_default(),
-        version: version(r.http_version.as_deref().unwrap_or_default()),
+        version: spelled_version(r.http_version.as_deref().unwrap_or_default()),
         headers,
         body,
     }))
@@ -347,7 +369,14 @@ fn body_of(
             .filter(|c| !c.is_empty())
             .try_fold(data.clone(), |d, c| crate::decode::encode(c, &d));
         match encoded {
-            Ok(encoded) => data = encoded,
+            Ok(encoded) => {
+                // Encoded here, the body need not be as long as the one sent: the
+                // head says how long this one is.
+                if !truncated && headers.get("content-length").is_some() {
+                    headers.insert("content-length", encoded.len().to_string());
+                }
+                data = encoded;
+            }
             Err(_) => {
                 headers.remove("content-encoding");
             }
@@ -363,17 +392,6 @@ fn body_of(
         data: Bytes::from(data),
         truncated,
     })
-}
-
-/// A HAR `httpVersion` as records spell versions: `HTTP/1.1`, `HTTP/2.0`.
-fn version(v: &str) -> String {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "http/1.0" => "HTTP/1.0".into(),
-        "http/1.1" | "" => "HTTP/1.1".into(),
-        "http/2" | "http/2.0" | "h2" | "h2c" => "HTTP/2.0".into(),
-        "http/3" | "http/3.0" | "h3" => "HTTP/3".into(),
-        other => other.to_ascii_uppercase(),
-    }
 }
 
 /// Reads an RFC 3339 date and time (`T` or a space between them, any fraction of a

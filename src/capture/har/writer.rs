@@ -36,6 +36,8 @@ pub struct HarWriter<W: Write> {
     out: Option<W>,
     /// Entries written.
     entries: u64,
+    /// Whether `CONNECT` flows are written ([`keep_connects`](Self::keep_connects)).
+    keep_connects: bool,
 }
 
 impl<W: Write> HarWriter<W> {
@@ -49,15 +51,28 @@ impl<W: Write> HarWriter<W> {
         Ok(HarWriter {
             out: Some(out),
             entries: 0,
+            keep_connects: false,
         })
     }
 
-    /// Writes the entry of `record`, in one `write_all`.
+    /// Whether to write `CONNECT` flows too (as entries whose URL is the authority).
+    /// They are left out by default, as browsers and mitmproxy leave them out of
+    /// their HAR files, whose readers expect a URL with a scheme.
+    pub fn keep_connects(mut self, keep: bool) -> Self {
+        self.keep_connects = keep;
+        self
+    }
+
+    /// Writes the entry of `record`, in one `write_all` (nothing for a `CONNECT`,
+    /// unless [kept](Self::keep_connects)).
     ///
     /// # Errors
     ///
     /// What writing to the stream returns.
     pub fn write(&mut self, record: &Record) -> io::Result<()> {
+        if record.request.is_connect() && !self.keep_connects {
+            return Ok(());
+        }
         let line = entry_line(record, self.entries == 0)?;
         let Some(out) = self.out.as_mut() else {
             // `finish` takes the writer, and `drop` is last: never reached.

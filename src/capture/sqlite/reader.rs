@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags, Row};
 
 use super::schema::readable_version;
 use super::store_err;
+use crate::capture::record::spelled_version;
 use crate::capture::{
     Filter, Prefilter, Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse,
     RecordedTimings,
@@ -484,6 +485,7 @@ fn record_of(row: &Row<'_>) -> std::result::Result<(i64, bool, Record), String> 
             version: row
                 .get::<_, Option<String>>(10)
                 .map_err(err)?
+                .map(|v| spelled_version(&v))
                 .unwrap_or_default(),
             headers: headers_of(row.get_ref(12).map_err(err)?)?,
             body: body(
@@ -520,7 +522,7 @@ fn record_of(row: &Row<'_>) -> std::result::Result<(i64, bool, Record), String> 
             host: row.get(3).map_err(err)?,
             port: row.get(4).map_err(err)?,
             path: row.get(5).map_err(err)?,
-            version: row.get(9).map_err(err)?,
+            version: spelled_version(&row.get::<_, String>(9).map_err(err)?),
             headers: headers_of(row.get_ref(11).map_err(err)?)?,
             body: body(
                 request_data,

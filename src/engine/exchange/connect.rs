@@ -125,6 +125,7 @@ impl<C: Client> Exchange<'_, C> {
                 Err(e) => {
                     tracing::warn!(error = %Report(&e), %target, "CONNECT failed");
                     let page = page::error(&e);
+                    self.flow.undelivered = true;
                     return self.answer(page, Some(e), true).await;
                 }
             }

@@ -301,6 +301,7 @@ impl<C: Client> Exchange<'_, C> {
             tracing::warn!(error = %Report(&e), url, "request failed");
         }
         let page = page::error(&e);
+        self.flow.undelivered = !malformed;
         // After a malformed body, where the next request would start is unknown.
         self.answer(page, Some(e), malformed).await
     }

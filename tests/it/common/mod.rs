@@ -48,6 +48,8 @@ impl Seen {
 ///   304);
 /// - `/chunked`: [`CHUNKED_PARTS`] as chunks, then the trailer [`CHUNKED_TRAILER`];
 /// - `/gzip`: [`GZIP_TEXT`] gzip-encoded, with `Content-Encoding: gzip`;
+/// - `/br`: [`GZIP_TEXT`] brotli-encoded, with `Content-Encoding: br`;
+/// - `/utf8-header`: a response with a header field holding UTF-8 (`X-Note: café ✓`);
 /// - `/early-hints`: a `103 Early Hints` interim response, then the greeting;
 /// - `/close`: `closing`, with `Connection: close`, then closes the connection;
 /// - `/hangup`: `hanging up`, then closes the connection without saying so first (as a
@@ -300,6 +302,11 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
             Answer::Chunked
         } else if path == "/gzip" {
             Answer::Body(gzip(GZIP_TEXT.as_bytes()), "content-encoding: gzip\r\n")
+        } else if path == "/br" {
+            let body = mitm::decode::encode("br", GZIP_TEXT.as_bytes()).unwrap();
+            Answer::Body(body, "content-encoding: br\r\ncontent-type: text/plain\r\n")
+        } else if path == "/utf8-header" {
+            Answer::Body(b"see the header".to_vec(), "x-note: caf\u{e9} \u{2713}\r\n")
         } else if path == "/close" {
             Answer::Body(b"closing".to_vec(), "connection: close\r\n")
         } else if path.starts_with("/page") {
