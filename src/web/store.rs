@@ -778,4 +778,29 @@ mod tests {
         assert!(source.records(None).is_empty());
         assert_eq!(read_sqlite(&path).unwrap().len(), 25);
     }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_copy_holds_the_flows_before_the_damage_and_goes_with_the_source() {
+        let damage = crate::Error::CaptureFormat {
+            path: "x.har".into(),
+            reason: "at byte 9: the file ends".into(),
+        };
+        let records = (1..=3)
+            .map(|i| Ok(record(&format!("/{i}"))))
+            .chain([Err(damage), Ok(record("/never"))]);
+        let (source, error) = SqliteSource::copy_of(records).unwrap();
+        assert!(error.unwrap().to_string().contains("at byte 9"));
+        assert_eq!(source.len(), 3);
+        let all: Vec<_> = source
+            .records(None)
+            .iter()
+            .map(|r| r.request.path.clone())
+            .collect();
+        assert_eq!(all, ["/1", "/2", "/3"]);
+        let dir = source.copy.as_ref().unwrap().path.clone();
+        assert!(dir.join("flows.sqlite").exists());
+        drop(source);
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
 }
