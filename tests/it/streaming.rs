@@ -1,5 +1,6 @@
 //! Damaged capture files on the command line: `mitm read` prints the flows before the
-//! damage, then the error, and fails; `mitm convert` keeps the flows before it.
+//! damage, then the error, and fails, as `mitmdump -nr` does with the same file; `mitm
+//! convert` keeps the flows before it. (`mitm web` of a damaged file: `web.rs`.)
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -114,4 +115,35 @@ fn a_har_with_pages_after_its_entries_and_damage_after_them_reads_them_all_then_
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(paths(&out.stdout), ["/flow-0", "/flow-1", "/flow-2"]);
     assert!(stderr.contains("'}' where ']' belongs"), "{stderr}");
+}
+
+#[test]
+fn a_truncated_flow_file_gives_as_many_flows_as_mitmdump_loads_from_it() {
+    let mitmdump = crate::common::venv_tool("mitmdump");
+    if !crate::common::require_tool(mitmdump.is_some(), "mitmdump", crate::common::VENV_INSTALL) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cut.flows");
+    capture(&file, 10);
+    let whole = std::fs::read(&file).unwrap();
+    let at = whole.windows(7).position(|w| w == b"/flow-4").unwrap();
+    std::fs::write(&file, &whole[..at + 3]).unwrap();
+
+    let ours = mitm(&["read".as_ref(), file.as_ref()]);
+    assert_eq!(ours.status.code(), Some(1));
+    assert_eq!(paths(&ours.stdout).len(), 4);
+    let theirs = Command::new(mitmdump.unwrap())
+        .arg("-nr")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!theirs.status.success());
+    // mitmdump says how many flows it loaded before the damage.
+    let said = String::from_utf8_lossy(&theirs.stdout).to_string()
+        + &String::from_utf8_lossy(&theirs.stderr);
+    assert!(
+        said.contains("Flow file corrupted - loaded 4 flows"),
+        "{said}"
+    );
 }
