@@ -90,6 +90,26 @@ measure "mitm read big.har --filter '~c 404'" "$MITM" read "$DIR/big.har" --filt
 measure "mitm convert big.har out.flows" "$MITM" -q convert "$DIR/big.har" "$DIR/out.flows"
 measure "mitm convert big.flows out.sqlite" "$MITM" -q convert "$DIR/big.flows" "$DIR/out.sqlite"
 measure "mitm convert big.sqlite out.har" "$MITM" -q convert "$DIR/big.sqlite" "$DIR/out.har"
+# The proxy with `--server-replay FILE`, up to the line saying it listens: the peak RSS
+# of reading the file into the replay's index (which keeps every response, as it must).
+server_replay() {
+    local f=$1 pid kb
+    "$MITM" --server-replay "$DIR/big.$f" --port 0 --log none --ca-dir "$DIR/ca" \
+        >"$DIR/replay.txt" 2>&1 &
+    pid=$!
+    until grep -q "mitm listening" "$DIR/replay.txt"; do
+        kill -0 "$pid" 2>/dev/null || { echo "--server-replay big.$f: failed"; return; }
+        sleep 0.1
+    done
+    kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+    kill "$pid"
+    wait "$pid" || true
+    printf '%-34s %8.1f MB peak RSS\n' "mitm --server-replay big.$f" "$(echo "$kb / 1024" | bc -l)"
+}
+for f in flows har sqlite; do
+    server_replay "$f"
+done
+
 if [[ -n "${NO_MITMDUMP:-}" ]]; then
     :
 elif [[ -x "${MITM_TEST_VENV:-}/bin/mitmdump" ]]; then
