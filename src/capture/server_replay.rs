@@ -110,7 +110,9 @@ impl ServerReplay {
             response.body = Body::Full(Bytes::copy_from_slice(&recorded.body.data));
             responses
                 .entry(Key::of_record(&record.request))
-                .or_default()
+                // Most requests are recorded once: no room for three more (an empty
+                // `VecDeque`'s first push makes room for four).
+                .or_insert_with(|| VecDeque::with_capacity(1))
                 .push_back(response);
         }
         ServerReplay {
