@@ -219,17 +219,7 @@ pub fn create_with(path: impl AsRef<Path>, options: SaveOptions) -> crate::Resul
 ///
 /// As [`open`] and its [`Records`]: the first error, the flows before it dropped.
 pub fn read(path: impl AsRef<Path>) -> crate::Result<Vec<Record>> {
-    let path = path.as_ref();
-    let mut records = open(path)?;
-    let all = records.by_ref().collect::<crate::Result<Vec<_>>>()?;
-    if records.skipped() > 0 {
-        tracing::info!(
-            path = %path.display(),
-            skipped = records.skipped(),
-            "flows that are not HTTP flows were skipped"
-        );
-    }
-    Ok(all)
+    open(path)?.collect()
 }
 
 /// Writes `records` to `out` as one capture in `format` (what a file of that format

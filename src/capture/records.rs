@@ -41,6 +41,9 @@ use crate::error::Result;
 #[derive(Debug)]
 pub struct Records {
     inner: Inner,
+    path: std::path::PathBuf,
+    /// Whether the end was reached (and the flows skipped logged).
+    ended: bool,
 }
 
 #[derive(Debug)]
@@ -70,10 +73,19 @@ pub fn open(path: impl AsRef<Path>) -> Result<Records> {
         #[cfg(not(feature = "sqlite"))]
         Format::Sqlite => return Err(super::no_sqlite(path)),
     };
-    Ok(Records { inner })
+    Ok(Records {
+        inner,
+        path: path.to_path_buf(),
+        ended: false,
+    })
 }
 
 impl Records {
+    /// The file read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// How many flows were skipped so far because they are not HTTP flows (TCP, UDP,
     /// DNS flows of a mitmproxy flow file; 0 for the other formats).
     pub fn skipped(&self) -> u64 {
@@ -87,13 +99,25 @@ impl Records {
 impl Iterator for Records {
     type Item = Result<Record>;
 
+    /// The next flow; at the end, the number of flows skipped is logged (once).
     fn next(&mut self) -> Option<Self::Item> {
-        match &mut self.inner {
+        let next = match &mut self.inner {
             Inner::Har(reader) => reader.next(),
             Inner::Flows(reader) => reader.next(),
             #[cfg(feature = "sqlite")]
             Inner::Sqlite(reader) => reader.next(),
+        };
+        if next.is_none() && !self.ended {
+            self.ended = true;
+            if self.skipped() > 0 {
+                tracing::info!(
+                    path = %self.path.display(),
+                    skipped = self.skipped(),
+                    "flows that are not HTTP flows were skipped"
+                );
+            }
         }
+        next
     }
 }
 
