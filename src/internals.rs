@@ -246,6 +246,7 @@ fn filter_fixtures() -> &'static [crate::capture::Record] {
             body: RecordedBody::default(),
         };
         let record = |request, response| Record {
+            annotations: Default::default(),
             started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             client: Some(([127, 0, 0, 1], 50000).into()),
             server: None,
