@@ -1456,6 +1456,16 @@ mod tests {
             "x!y",
             "x&y",
             "~u !&|",
+            "~c 200&~q",
+            "~c 2x",
+            "~c0",
+            "~all~q",
+            "~marker",
+            "~comment ''",
+            "~src ~dst",
+            "~replayqs",
+            "~a ~a",
+            "~tq (",
         ];
         for text in tricky {
             exercise(text, &records);
@@ -1463,10 +1473,52 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_seeds_keep_the_invariants_stores_rely_on() {
+        use crate::internals::filter_records;
+        // Panics if a filter breaks a prefilter, or looks at bodies it says it needs not.
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/filter");
+        for entry in std::fs::read_dir(&seeds).unwrap() {
+            filter_records(&std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        // The fixtures: an answered GET (marked, commented), a replayed POST that failed,
+        // a WebSocket flow.
+        for (filter, want) in [
+            ("~marked", 1),
+            ("~comment ^twice", 1),
+            ("~replayq", 1),
+            ("~e", 1),
+            ("~src ^127\\.0\\.0\\.1:50000$", 3),
+            ("~dst ^93\\.", 1),
+            ("~b hello", 1),
+            ("~bs hello", 0),
+            ("~a | ~tcp", 0),
+            ("~all", 3),
+        ] {
+            assert_eq!(filter_records(filter.as_bytes()), Some(want), "{filter}");
+        }
+    }
+
+    #[test]
     fn random_bytes_never_panic() {
         let records = [get(), post()];
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x6d69_746d);
-        const PIECES: [&str; 24] = [
+        const PIECES: [&str; 40] = [
+            "~a",
+            "~all",
+            "~http",
+            "~tcp",
+            "~e",
+            "~marked",
+            "~marker ",
+            "~comment ",
+            "~replay",
+            "~replayq",
+            "~replays",
+            "~src ",
+            "~dst ",
+            "~tq ",
+            "~ts ",
+            "~c 2",
             "~d ",
             "~m ",
             "~c ",
