@@ -60,9 +60,10 @@ const ASSET_TYPES: [&str; 7] = [
 /// | `!F`, `F & G`, `F \| G`, `(F)`, `F G` | not, and, or, grouping, and again |
 ///
 /// As in mitmproxy, the regexes of `~d`, `~m` and `~u` ignore case (ASCII case here)
-/// and the others do not (`(?i)` at the start of a quoted regex makes one ignore it); all are searched
-/// anywhere in the text (anchor them with `^` and `$`), and bodies are matched as text
-/// (invalid UTF-8 replaced).
+/// and the others do not (`(?i)` at the start of a quoted regex makes one ignore it:
+/// `~h '(?i)x-token'`); all are searched anywhere in the text (anchor them with `^`
+/// and `$`), and bodies and messages are matched as text (invalid UTF-8 replaced),
+/// where mitmproxy matches bytes.
 ///
 /// The grammar, as in mitmproxy:
 ///
