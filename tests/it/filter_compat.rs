@@ -629,3 +629,56 @@ async fn filters_count_what_mitmdump_counts_on_the_same_file() {
     distinct.dedup();
     assert!(distinct.len() >= 8, "{distinct:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_replay_saves_its_flows_as_replayed_requests() {
+    let origin = start_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = dir.path().join("recorded.har");
+    let url = format!("http://127.0.0.1:{}/page", origin.port());
+    std::fs::write(
+        &recorded,
+        format!(
+            r#"{{"log":{{"version":"1.2","creator":{{"name":"test","version":"1"}},"entries":[{{"startedDateTime":"2026-01-01T00:00:00.000Z","time":1,"request":{{"method":"GET","url":"{url}","httpVersion":"HTTP/1.1","headers":[],"queryString":[],"cookies":[],"headersSize":-1,"bodySize":0}},"response":{{"status":200,"statusText":"OK","httpVersion":"HTTP/1.1","headers":[],"cookies":[],"content":{{"size":2,"mimeType":"text/plain","text":"ok"}},"redirectURL":"","headersSize":-1,"bodySize":2}},"cache":{{}},"timings":{{"send":0,"wait":1,"receive":0}}}}]}}}}"#
+        ),
+    )
+    .unwrap();
+    let replayed = dir.path().join("replayed.flows");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mitm"))
+        .args(["--log", "none", "-q", "--ca-dir"])
+        .arg(dir.path().join("ca"))
+        .arg("--save")
+        .arg(&replayed)
+        .arg("replay")
+        .arg(&recorded)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flows = mitm::capture::read(&replayed).unwrap();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(flows[0].annotations.is_replay.as_deref(), Some("request"));
+    // The recording itself was not replayed.
+    assert_eq!(mitm_count(&recorded, "~replay"), Ok(0));
+    assert_eq!(mitm_count(&replayed, "~replayq"), Ok(1));
+    assert_eq!(mitm_count(&replayed, "~replays"), Ok(0));
+    // mitmproxy reads the mark from our file as its own.
+    let Some(mitmdump) = venv_tool("mitmdump") else {
+        require_tool(false, "mitmdump", VENV_INSTALL);
+        return;
+    };
+    let addon = dir.path().join("count.py");
+    std::fs::write(&addon, COUNT_ADDON).unwrap();
+    assert_eq!(
+        mitmdump_count(&mitmdump, &addon, &replayed, "~replayq"),
+        Ok(1)
+    );
+    assert_eq!(
+        mitmdump_count(&mitmdump, &addon, &replayed, "~replays"),
+        Ok(0)
+    );
+}
