@@ -33,7 +33,8 @@ pub struct Record {
     /// Time from the start to each later point, when it was reached.
     pub timings: RecordedTimings,
     /// What mitmproxy keeps of a flow beside its messages (a mark, a comment, whether
-    /// it was replayed), as read from a flow file; empty for flows captured here.
+    /// it was replayed), as read from a flow file; empty for flows captured here but
+    /// for those a client replay sent ([`CaptureBuilder::annotations`](super::CaptureBuilder::annotations)).
     pub annotations: Annotations,
     /// What went wrong, when the flow failed.
     pub error: Option<String>,

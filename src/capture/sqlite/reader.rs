@@ -643,6 +643,8 @@ mod tests {
             "~q & ~d seven",
             "~s & !~c 200",
             "~c 101 ~websocket",
+            // WebSocket messages are bodies to `~b`: read before the match.
+            "~bq 'message 0'",
             "~d seven | ~c 404",
             "~d nowhere",
         ] {
