@@ -246,6 +246,7 @@ fn filter_fixtures() -> &'static [crate::capture::Record] {
             body: RecordedBody::default(),
         };
         let record = |request, response| Record {
+            annotations: Default::default(),
             started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             client: Some(([127, 0, 0, 1], 50000).into()),
             server: None,
@@ -283,6 +284,10 @@ fn filter_fixtures() -> &'static [crate::capture::Record] {
             }),
         );
         get.client_tls = true;
+        get.server = Some(([93, 184, 215, 14], 8443).into());
+        // Marked and commented in mitmproxy (`~marked`, `~marker`, `~comment`).
+        get.annotations.marked = ":default:".into();
+        get.annotations.comment = "looked at\ntwice".into();
 
         // A POST of JSON to an IPv6 origin that failed before any response.
         let mut post = request("POST", "http", "::1", 8080, "/api/upload");
@@ -294,6 +299,7 @@ fn filter_fixtures() -> &'static [crate::capture::Record] {
         post.body = body(b"{\"name\":\"Ferris\",\"bytes\":\"\xff\xfe\"}");
         let mut post = record(post, None);
         post.error = Some("connection refused".into());
+        post.annotations.is_replay = Some("request".into());
 
         // A WebSocket flow: a 101 to an upgrade, and its messages.
         let mut ws = request("GET", "http", "chat.localhost", 80, "/socket");

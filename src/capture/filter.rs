@@ -1,13 +1,14 @@
-//! [`Filter`]: a subset of mitmproxy's filter language, parsed once and matched against
-//! [`Record`]s (`mitm read --filter`, `--save-filter`, the web UI). The language and
-//! its grammar are described on [`Filter`].
+//! [`Filter`]: mitmproxy's filter language, parsed once and matched against
+//! [`Record`]s (`mitm read --filter`, `--save-filter`, the web UI) with mitmproxy's
+//! rules. The language and its grammar are described on [`Filter`].
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use regex_lite::{Regex, RegexBuilder};
 
-use super::{Record, RecordedBody};
+use super::{Record, RecordedBody, RecordedRequest};
 use crate::http::message::Headers;
 
 /// The longest filter [`Filter::parse`] accepts, in bytes.
@@ -19,24 +20,50 @@ pub const MAX_FILTER_DEPTH: usize = 64;
 /// decoding fails, as it does for a truncated body) the raw bytes are matched.
 const DECODE_LIMIT: usize = 64 * 1024 * 1024;
 
-/// A parsed filter expression: a subset of mitmproxy's filter language.
+/// What `~a` takes for an asset: a response `Content-Type` containing one of these
+/// (mitmproxy's list: scripts, style sheets, images, fonts).
+const ASSET_TYPES: [&str; 7] = [
+    "text/javascript",
+    "application/x-javascript",
+    "application/javascript",
+    "text/css",
+    "image/",
+    "font/",
+    "application/font",
+];
+
+/// A parsed filter expression: mitmproxy's filter language, with the operators that
+/// apply to HTTP and WebSocket flows.
 ///
-/// | expression | matches a flow whose … |
+/// | expression | matches a flow … |
 /// | --- | --- |
-/// | `~d REGEX` | host (or `Host` field) matches |
-/// | `~m REGEX` | method matches |
-/// | `~c CODE` | response status is `CODE` |
-/// | `~u REGEX`, `REGEX` | URL matches |
-/// | `~h REGEX`, `~hq`, `~hs` | header fields (`name: value` lines) of either side, the request, the response match |
-/// | `~b REGEX`, `~bq`, `~bs` | body of either side, the request, the response matches (decoded when content-encoded) |
-/// | `~t REGEX` | `Content-Type` of either side matches |
-/// | `~q` | request has no response |
-/// | `~s` | request has a response |
-/// | `~websocket` | flow is a WebSocket handshake (a `101` with `Upgrade: websocket`, or, with no response yet, a request asking for one) |
+/// | `~all`, `~http` | any (every record is an HTTP flow) |
+/// | `~tcp`, `~udp`, `~dns` | none (no record is such a flow) |
+/// | `~q` | with no response |
+/// | `~s` | with a response |
+/// | `~e` | with an error |
+/// | `~a` | whose response is an asset: a `Content-Type` containing `text/javascript`, `application/x-javascript`, `application/javascript`, `text/css`, `image/`, `font/` or `application/font` |
+/// | `~websocket` | that became a WebSocket |
+/// | `~marked` | that is marked ([`Annotations`](super::Annotations)) |
+/// | `~marker REGEX` | whose mark matches |
+/// | `~comment REGEX` | whose comment matches (`^`, `$` match at line ends) |
+/// | `~replay`, `~replayq`, `~replays` | that was replayed: at all, its request (a client replay), its response (a server replay) |
+/// | `~d REGEX` | whose host, or `Host` field's host, matches |
+/// | `~m REGEX` | whose method matches |
+/// | `~c CODE` | whose response status is `CODE` |
+/// | `~u REGEX`, `REGEX` | whose URL matches: scheme, then host and port of the `Host` field if the request has one (mitmproxy's `pretty_url`), the port only when not the scheme's default, an IPv6 address without brackets |
+/// | `~h REGEX`, `~hq`, `~hs` | whose header fields, as `name: value\r\n` lines, of either side, the request, the response match (`^`, `$` match at line ends) |
+/// | `~b REGEX`, `~bq`, `~bs` | whose body or WebSocket messages of either side, the request (and the client's messages), the response (and the server's) match; bodies decoded when content-encoded |
+/// | `~t REGEX`, `~tq`, `~ts` | a `Content-Type` field of either side, the request, the response matches |
+/// | `~src REGEX` | whose client's address, `IP:PORT`, matches |
+/// | `~dst REGEX` | whose server's address, `IP:PORT`, matches (none for a flow that reached no server) |
 /// | `!F`, `F & G`, `F \| G`, `(F)`, `F G` | not, and, or, grouping, and again |
 ///
-/// Regexes are case-insensitive (ASCII), searched anywhere in the text (anchor them
-/// with `^` and `$`), and bodies are matched as text (invalid UTF-8 replaced).
+/// As in mitmproxy, the regexes of `~d`, `~m` and `~u` ignore case (ASCII case here)
+/// and the others do not (`(?i)` at the start of a quoted regex makes one ignore it:
+/// `~h '(?i)x-token'`); all are searched anywhere in the text (anchor them with `^`
+/// and `$`), and bodies and messages are matched as text (invalid UTF-8 replaced),
+/// where mitmproxy matches bytes.
 ///
 /// The grammar, as in mitmproxy:
 ///
@@ -52,10 +79,16 @@ const DECODE_LIMIT: usize = 64 * 1024 * 1024;
 /// joined by `&` last of all: `a | b c` is `(a | b) & c`, as in mitmproxy. A `WORD` runs
 /// up to white space or one of `( ) ~ ' "`, so `a|b` is one word (a regex with an
 /// alternation): operators between words need spaces around them, and a regex with a
-/// space must be quoted (`~h 'x-token: 1'`). A `QUOTED` string is
+/// space must be quoted (`~h 'x-token: 1'`). The argument of `~c` is its digits alone
+/// (`~c 200&~q` is `~c 200 & ~q`). A `QUOTED` string is
 /// in single or double quotes; a backslash escapes the next character, and only the
 /// quote's own escape is removed (`\"` is `"`), so regex escapes such as `\d` or `\\`
-/// reach the regex as written. A word or quoted string on its own matches the URL.
+/// reach the regex as written (mitmproxy removes every such backslash: there `"\d"`
+/// is `d`). A word or quoted string on its own matches the URL.
+///
+/// Where mitmproxy would take a lone `&` or `|` for a regex (`& ~q`), this refuses the
+/// filter; it accepts some that mitmproxy refuses (`(~q)`, `~q&~s`), with the meaning
+/// they have once spaced out.
 ///
 /// ```
 /// use mitm::capture::Filter;
@@ -239,7 +272,7 @@ pub enum FilterErrorKind {
     TooDeep(usize),
 }
 
-/// Which side's headers or body an operator looks at.
+/// Which side's headers, body or content type an operator looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sides {
     Both,
@@ -248,6 +281,15 @@ enum Sides {
 }
 
 impl Sides {
+    /// The sides of an operator named by its suffix: none, `q` or `s`.
+    fn of(suffix: &str) -> Sides {
+        match suffix {
+            "" => Sides::Both,
+            "q" => Sides::Request,
+            _ => Sides::Response,
+        }
+    }
+
     fn request(self) -> bool {
         self != Sides::Response
     }
@@ -257,17 +299,37 @@ impl Sides {
     }
 }
 
+/// Which replayed flows `~replay`, `~replayq` and `~replays` match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replayed {
+    Any,
+    Request,
+    Response,
+}
+
 /// A parsed expression. `!` chains are folded when parsed, so nesting (and with it the
 /// recursion of matching and dropping) is bounded by [`MAX_FILTER_DEPTH`].
 #[derive(Debug, Clone)]
 enum Expr {
+    /// `~all`, `~http`.
+    Always,
+    /// `~tcp`, `~udp`, `~dns`.
+    Never,
+    Asset,
+    Failed,
+    Marked,
+    Replay(Replayed),
     Domain(Regex),
     Method(Regex),
     Status(u16),
     Url(Regex),
     Header(Sides, Regex),
     Body(Sides, Regex),
-    ContentType(Regex),
+    ContentType(Sides, Regex),
+    Source(Regex),
+    Destination(Regex),
+    Marker(Regex),
+    Comment(Regex),
     NoResponse,
     HasResponse,
     WebSocket,
@@ -305,13 +367,28 @@ impl Expr {
         let request = &r.request;
         let response = r.response.as_ref();
         match self {
+            Expr::Always => true,
+            Expr::Never => false,
+            Expr::Asset => response.is_some_and(|s| {
+                content_types(&s.headers).any(|t| ASSET_TYPES.iter().any(|a| t.contains(a)))
+            }),
+            Expr::Failed => r.error.is_some(),
+            Expr::Marked => !r.annotations.marked.is_empty(),
+            Expr::Replay(which) => {
+                let replay = r.annotations.is_replay.as_deref();
+                match which {
+                    Replayed::Any => replay.is_some(),
+                    Replayed::Request => replay == Some("request"),
+                    Replayed::Response => replay == Some("response"),
+                }
+            }
             Expr::Domain(re) => {
                 re.is_match(&request.host)
-                    || host_field(&request.headers).is_some_and(|h| re.is_match(h))
+                    || host_field(request).is_some_and(|h| re.is_match(authority(h).0))
             }
             Expr::Method(re) => re.is_match(&request.method),
             Expr::Status(code) => response.is_some_and(|s| s.status == *code),
-            Expr::Url(re) => re.is_match(&request.url()),
+            Expr::Url(re) => re.is_match(&pretty_url(request)),
             Expr::Header(sides, re) => {
                 (sides.request() && re.is_match(&header_lines(&request.headers)))
                     || (sides.response()
@@ -321,19 +398,33 @@ impl Expr {
                 (sides.request() && re.is_match(&body_text(&request.headers, &request.body)))
                     || (sides.response()
                         && response.is_some_and(|s| re.is_match(&body_text(&s.headers, &s.body))))
+                    || r.websocket.iter().flatten().any(|m| {
+                        (if m.from_client {
+                            sides.request()
+                        } else {
+                            sides.response()
+                        }) && re.is_match(&String::from_utf8_lossy(&m.data))
+                    })
             }
-            Expr::ContentType(re) => {
-                content_type(&request.headers).is_some_and(|t| re.is_match(&t))
-                    || response
-                        .and_then(|s| content_type(&s.headers))
-                        .is_some_and(|t| re.is_match(&t))
+            Expr::ContentType(sides, re) => {
+                (sides.request() && content_types(&request.headers).any(|t| re.is_match(&t)))
+                    || (sides.response()
+                        && response
+                            .is_some_and(|s| content_types(&s.headers).any(|t| re.is_match(&t))))
             }
+            Expr::Source(re) => r.client.is_some_and(|a| re.is_match(&address(a))),
+            Expr::Destination(re) => r.server.is_some_and(|a| re.is_match(&address(a))),
+            Expr::Marker(re) => re.is_match(&r.annotations.marked),
+            Expr::Comment(re) => re.is_match(&r.annotations.comment),
             Expr::NoResponse => response.is_none(),
             Expr::HasResponse => response.is_some(),
-            Expr::WebSocket => match response {
-                Some(s) => s.status == 101 && s.headers.has_token("upgrade", "websocket"),
-                None => request.headers.has_token("upgrade", "websocket"),
-            },
+            Expr::WebSocket => {
+                r.websocket.is_some()
+                    // A record whose messages are not loaded (or not yet kept).
+                    || response.is_some_and(|s| {
+                        s.status == 101 && s.headers.has_token("upgrade", "websocket")
+                    })
+            }
             Expr::Not(e) => !e.matches(r),
             Expr::And(all) => all.iter().all(|e| e.matches(r)),
             Expr::Or(any) => any.iter().any(|e| e.matches(r)),
@@ -360,35 +451,98 @@ fn plain_text(pattern: &str) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// The host of a `Host` field, without its port (and an IPv6 address without
-/// brackets), as mitmproxy's `pretty_host`.
-fn host_field(headers: &Headers) -> Option<&str> {
-    let value = headers.get("host")?.trim();
-    if let Some(rest) = value.strip_prefix('[') {
-        return rest.split_once(']').map(|(host, _)| host);
+/// An address as mitmproxy writes one for `~src` and `~dst`: `IP:PORT`, an IPv6
+/// address without brackets.
+fn address(addr: SocketAddr) -> String {
+    format!("{}:{}", addr.ip(), addr.port())
+}
+
+/// The request's `Host` field, when it has a non-empty one: mitmproxy's `host_header`
+/// (which for HTTP/2 prefers the `:authority`, a record's host and port, to the field;
+/// the two seldom differ).
+fn host_field(request: &RecordedRequest) -> Option<&str> {
+    request.headers.get("host").filter(|h| !h.is_empty())
+}
+
+/// The host and port of an authority (`host`, `host:port`, `[v6]`, `[v6]:port`), the
+/// host without brackets; the whole text and no port when it is none of these.
+fn authority(text: &str) -> (&str, Option<u16>) {
+    let (host, rest) = match text.strip_prefix('[') {
+        Some(inner) => match inner.rfind(']') {
+            Some(close) if close > 0 => (&inner[..close], &inner[close + 1..]),
+            _ => return (text, None),
+        },
+        None => match text.find(':') {
+            Some(colon) => text.split_at(colon),
+            None => (text, ""),
+        },
+    };
+    if host.is_empty() {
+        return (text, None);
     }
-    match value.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => Some(host),
-        _ => Some(value),
+    if rest.is_empty() {
+        return (host, None);
+    }
+    match rest.strip_prefix(':') {
+        Some(port) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            match port.parse() {
+                Ok(port) => (host, Some(port)),
+                Err(_) => (text, None),
+            }
+        }
+        _ => (text, None),
     }
 }
 
-/// The fields as `name: value` lines, one per field, each ending in `\n`.
+/// The URL `~u` matches, as mitmproxy's `pretty_url`: a `CONNECT`'s authority; else
+/// the scheme, the host and port of the `Host` field when there is one (else the
+/// request's), the port only when it is not the scheme's default, and the path; an
+/// IPv6 address without brackets.
+fn pretty_url(request: &RecordedRequest) -> String {
+    if request.method.eq_ignore_ascii_case("CONNECT") {
+        return format!("{}:{}", request.host, request.port);
+    }
+    let scheme = request.scheme.as_str();
+    let default = match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    };
+    let (host, port) = match host_field(request) {
+        Some(field) => {
+            let (host, port) = authority(field);
+            (host, port.or(default).unwrap_or(443))
+        }
+        None => (request.host.as_str(), request.port),
+    };
+    let path = if request.path == "*" {
+        ""
+    } else {
+        &request.path
+    };
+    if default == Some(port) {
+        format!("{scheme}://{host}{path}")
+    } else {
+        format!("{scheme}://{host}:{port}{path}")
+    }
+}
+
+/// The fields as `name: value\r\n` lines, one per field, as mitmproxy's `~h` sees
+/// them.
 fn header_lines(headers: &Headers) -> String {
     let mut text = String::new();
     for (name, value) in headers.iter() {
         text.push_str(name);
         text.push_str(": ");
         text.push_str(&String::from_utf8_lossy(value));
-        text.push('\n');
+        text.push_str("\r\n");
     }
     text
 }
 
-fn content_type(headers: &Headers) -> Option<String> {
-    headers
-        .get_bytes("content-type")
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+/// The values of the `Content-Type` fields, each on its own.
+fn content_types(headers: &Headers) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+    headers.get_all("content-type").map(String::from_utf8_lossy)
 }
 
 /// The body as text: decoded by its `Content-Encoding` when it has one and it decodes,
@@ -498,7 +652,7 @@ impl Parser<'_> {
                     return Err(self.error(FilterErrorKind::MissingExpression(format!("'{c}'"))));
                 };
                 let (at, word) = word?;
-                Ok(Expr::Url(regex(&word, at, false)?))
+                Ok(Expr::Url(regex(&word, at, Flags::IgnoreCase)?))
             }
         }
     }
@@ -513,42 +667,73 @@ impl Parser<'_> {
             .unwrap_or(rest.len());
         self.pos = start + 1 + len;
         let name = &text[start..self.pos];
-        let sides = |s: &str| match s {
-            "" => Sides::Both,
-            "q" => Sides::Request,
-            _ => Sides::Response,
-        };
-        Ok(match name {
-            "~q" => Expr::NoResponse,
-            "~s" => Expr::HasResponse,
-            "~websocket" => Expr::WebSocket,
-            "~c" => {
-                let (at, code) = self.required(name)?;
-                // Digits only: `u16::from_str` would also take a `+`.
-                match code.parse() {
-                    Ok(status) if code.bytes().all(|b| b.is_ascii_digit()) => Expr::Status(status),
-                    _ => return Err(FilterError::new(at, FilterErrorKind::BadStatus(code))),
-                }
-            }
-            "~d" | "~m" | "~u" | "~t" | "~h" | "~hq" | "~hs" | "~b" | "~bq" | "~bs" => {
-                let (at, pattern) = self.required(name)?;
-                let re = regex(&pattern, at, name.starts_with("~h"))?;
-                match name {
-                    "~d" => Expr::Domain(re),
-                    "~m" => Expr::Method(re),
-                    "~u" => Expr::Url(re),
-                    "~t" => Expr::ContentType(re),
-                    _ if name.starts_with("~h") => Expr::Header(sides(&name[2..]), re),
-                    _ => Expr::Body(sides(&name[2..]), re),
-                }
-            }
+        let flags = match name {
+            "~d" | "~m" | "~u" => Flags::IgnoreCase,
+            "~h" | "~hq" | "~hs" | "~comment" => Flags::Lines,
+            "~b" | "~bq" | "~bs" => Flags::DotAll,
+            "~t" | "~tq" | "~ts" | "~src" | "~dst" | "~marker" => Flags::Plain,
             _ => {
-                return Err(FilterError::new(
-                    start,
-                    FilterErrorKind::UnknownOperator(name.into()),
-                ))
+                return Ok(match name {
+                    "~all" | "~http" => Expr::Always,
+                    "~tcp" | "~udp" | "~dns" => Expr::Never,
+                    "~a" => Expr::Asset,
+                    "~e" => Expr::Failed,
+                    "~marked" => Expr::Marked,
+                    "~replay" => Expr::Replay(Replayed::Any),
+                    "~replayq" => Expr::Replay(Replayed::Request),
+                    "~replays" => Expr::Replay(Replayed::Response),
+                    "~q" => Expr::NoResponse,
+                    "~s" => Expr::HasResponse,
+                    "~websocket" => Expr::WebSocket,
+                    "~c" => self.status()?,
+                    _ => {
+                        return Err(FilterError::new(
+                            start,
+                            FilterErrorKind::UnknownOperator(name.into()),
+                        ))
+                    }
+                })
+            }
+        };
+        let (at, pattern) = self.required(name)?;
+        let re = regex(&pattern, at, flags)?;
+        Ok(match name {
+            "~d" => Expr::Domain(re),
+            "~m" => Expr::Method(re),
+            "~u" => Expr::Url(re),
+            "~src" => Expr::Source(re),
+            "~dst" => Expr::Destination(re),
+            "~marker" => Expr::Marker(re),
+            "~comment" => Expr::Comment(re),
+            _ => {
+                let sides = Sides::of(&name[2..]);
+                match &name[..2] {
+                    "~h" => Expr::Header(sides, re),
+                    "~b" => Expr::Body(sides, re),
+                    _ => Expr::ContentType(sides, re),
+                }
             }
         })
+    }
+
+    /// The argument of `~c`: the digits that follow (as in mitmproxy, what comes after
+    /// them is the next expression: `~c 200&~q` is `~c 200 & ~q`).
+    fn status(&mut self) -> Result<Expr, FilterError> {
+        self.peek();
+        let start = self.pos;
+        let digits = self.text[start..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        if digits == 0 {
+            let (at, word) = self.required("~c")?;
+            return Err(FilterError::new(at, FilterErrorKind::BadStatus(word)));
+        }
+        self.pos += digits;
+        let code = &self.text[start..self.pos];
+        code.parse()
+            .map(Expr::Status)
+            .map_err(|_| FilterError::new(start, FilterErrorKind::BadStatus(code.into())))
     }
 
     /// The argument `operator` needs, with its position.
@@ -614,12 +799,24 @@ fn joined(mut parts: Vec<Expr>, join: fn(Vec<Expr>) -> Expr) -> Expr {
     }
 }
 
-/// `pattern`, case-insensitive (and with `^`/`$` at line ends when `lines`), found at
-/// `at`.
-fn regex(pattern: &str, at: usize, lines: bool) -> Result<Regex, FilterError> {
+/// How an operator's regex matches (as mitmproxy compiles it).
+#[derive(Debug, Clone, Copy)]
+enum Flags {
+    Plain,
+    /// Ignoring ASCII case.
+    IgnoreCase,
+    /// With `^` and `$` matching at line ends.
+    Lines,
+    /// With `.` matching a line end too.
+    DotAll,
+}
+
+/// `pattern` compiled with `flags`, found at `at`.
+fn regex(pattern: &str, at: usize, flags: Flags) -> Result<Regex, FilterError> {
     RegexBuilder::new(pattern)
-        .case_insensitive(true)
-        .multi_line(lines)
+        .case_insensitive(matches!(flags, Flags::IgnoreCase))
+        .multi_line(matches!(flags, Flags::Lines))
+        .dot_matches_new_line(matches!(flags, Flags::DotAll))
         .build()
         .map_err(|e| {
             FilterError::new(
@@ -641,7 +838,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::capture::{RecordedRequest, RecordedResponse, RecordedTimings};
+    use crate::capture::{RecordedMessage, RecordedResponse, RecordedTimings};
 
     /// A record of `method url` (`scheme://host[:port]/path`) with no response.
     pub(crate) fn record(method: &str, url: &str) -> Record {
@@ -654,6 +851,7 @@ mod tests {
         let mut headers = Headers::new();
         headers.append("Host", authority.to_owned());
         Record {
+            annotations: Default::default(),
             websocket: None,
             started_at: SystemTime::UNIX_EPOCH,
             client: None,
@@ -797,11 +995,16 @@ mod tests {
         assert!(is("~c 201", &post()));
         assert!(!is("~c 200", &post()));
         assert!(!is("~c 200", &get()), "no response, no status");
-        assert_eq!(error("~c 2x").1, FilterErrorKind::BadStatus("2x".into()));
+        assert_eq!(error("~c x2").1, FilterErrorKind::BadStatus("x2".into()));
+        assert_eq!(error("~c +1").1, FilterErrorKind::BadStatus("+1".into()));
         assert_eq!(
             error("~c 70000"),
             (3, FilterErrorKind::BadStatus("70000".into()))
         );
+        // As in mitmproxy, the code is its digits; what follows is the next filter.
+        assert!(is("~c 201&~s", &post()));
+        assert!(is("~c 201upload", &post()));
+        assert!(!is("~c 201nothing", &post()));
     }
 
     #[test]
@@ -818,25 +1021,68 @@ mod tests {
     }
 
     #[test]
+    fn urls_take_the_host_field_as_mitmproxy_pretty_url_does() {
+        let mut r = record("GET", "http://10.0.0.1:8080/x");
+        r.request.headers.insert("Host", "named.localhost:8080");
+        assert!(is("~u ^http://named\\.localhost:8080/x$", &r));
+        assert!(!is("~u 10\\.0", &r));
+        // The scheme's default port is left out, whether the field names it or not.
+        r.request.headers.insert("Host", "named.localhost:80");
+        assert!(is("~u ^http://named\\.localhost/x$", &r));
+        r.request.headers.insert("Host", "named.localhost");
+        assert!(is("~u ^http://named\\.localhost/x$", &r));
+        // IPv6 addresses lose their brackets.
+        r.request.headers.insert("Host", "[::1]:8080");
+        assert!(is("~u '^http://::1:8080/x$'", &r));
+        // Without a field (or with an empty one), the request's own host and port.
+        r.request.headers.insert("Host", "");
+        assert!(is("~u ^http://10\\.0\\.0\\.1:8080/x$", &r));
+        // A field that is no authority is taken whole.
+        r.request.headers.insert("Host", "a:b:c");
+        assert!(is("~u '^http://a:b:c/x$'", &r));
+    }
+
+    #[test]
+    fn authorities_split_as_mitmproxy_splits_them() {
+        assert_eq!(authority("a.localhost"), ("a.localhost", None));
+        assert_eq!(authority("a.localhost:81"), ("a.localhost", Some(81)));
+        assert_eq!(authority("[::1]"), ("::1", None));
+        assert_eq!(authority("[::1]:81"), ("::1", Some(81)));
+        for whole in [
+            "a:", ":81", "a:81x", "a:99999", "[]:1", "[::1", "[::1]x", "a:b:1",
+        ] {
+            assert_eq!(authority(whole), (whole, None), "{whole}");
+        }
+    }
+
+    #[test]
     fn headers_are_name_value_lines_of_either_or_one_side() {
         let r = post();
-        assert!(is("~h '^x-token: secret$'", &r));
-        // Unquoted, the space ends the regex: `secret$` is a second filter, on the URL.
-        assert!(!is("~h ^x-token: secret$", &r));
-        assert!(is("~hq x-token", &r));
-        assert!(!is("~hs x-token", &r));
+        assert!(is("~h '^X-Token: Secret'", &r));
+        // Lines end in CR LF, and `$` matches before the LF only, as in mitmproxy.
+        assert!(!is("~h '^X-Token: Secret$'", &r));
+        assert!(is("~h '^X-Token: Secret\r$'", &r));
+        // Case counts, as in mitmproxy, unless the regex says otherwise.
+        assert!(!is("~h x-token", &r));
+        assert!(is("~h '(?i)x-token'", &r));
+        // Unquoted, the space ends the regex: `Secret` is a second filter, on the URL.
+        assert!(!is("~h ^X-Token: Secret", &r));
+        assert!(is("~hq X-Token", &r));
+        assert!(!is("~hs X-Token", &r));
         assert!(is("~h text/plain", &r));
-        assert!(is("~hs '^content-type: text/plain'", &r));
+        assert!(is("~hs '^Content-Type: text/plain'", &r));
         assert!(!is("~hq text/plain", &r));
-        assert!(!is("~hs host", &get()), "no response, no response headers");
+        assert!(!is("~hs Host", &get()), "no response, no response headers");
     }
 
     #[test]
     fn bodies_match_decoded_when_encoded_and_raw_when_decoding_fails() {
         let r = post();
-        assert!(is("~b ferris", &r));
-        assert!(is("~bq ferris", &r));
-        assert!(!is("~bs ferris", &r));
+        assert!(is("~b Ferris", &r));
+        assert!(!is("~b ferris", &r), "case counts, as in mitmproxy");
+        assert!(is("~b '(?i)ferris'", &r));
+        assert!(is("~bq Ferris", &r));
+        assert!(!is("~bs Ferris", &r));
         assert!(is("~bs ^created$", &r));
         assert!(is("~b created", &r));
         assert!(!is("~bq created", &r));
@@ -857,15 +1103,125 @@ mod tests {
         // Invalid UTF-8 is matched as text, replaced.
         let binary = answered(get(), 200, &[], b"\xff\xfeab\x00cd");
         assert!(is("~bs ab.cd", &binary));
+        // `.` matches a line end too.
+        let lines = answered(get(), 200, &[], b"one\ntwo");
+        assert!(is("~bs one.two", &lines));
     }
 
     #[test]
-    fn content_type_matches_either_side() {
+    fn bodies_include_websocket_messages_of_their_side() {
+        let message = |from_client: bool, data: &'static [u8]| RecordedMessage {
+            from_client,
+            text: true,
+            data: Bytes::from_static(data),
+            at: SystemTime::UNIX_EPOCH,
+        };
+        let mut ws = answered(get(), 101, &[("Upgrade", "websocket")], b"");
+        ws.websocket = Some(vec![
+            message(true, b"ping from client"),
+            message(false, b"pong\xff"),
+        ]);
+        assert!(is("~b ping", &ws));
+        assert!(is("~b pong", &ws));
+        assert!(is("~bq ping", &ws));
+        assert!(!is("~bq pong", &ws));
+        assert!(is("~bs pong", &ws));
+        assert!(!is("~bs ping", &ws));
+        assert!(!is("~b nothing", &ws));
+        assert!(Filter::parse("~bq ping").unwrap().needs_bodies());
+    }
+
+    #[test]
+    fn content_type_matches_either_side_or_one() {
         let r = post();
         assert!(is("~t json", &r));
-        assert!(is("~t ^TEXT/plain", &r));
+        assert!(is("~t ^text/plain", &r));
+        assert!(!is("~t ^TEXT/plain", &r), "case counts, as in mitmproxy");
+        assert!(is("~t '(?i)^TEXT/plain'", &r));
         assert!(!is("~t html", &r));
         assert!(!is("~t .", &get()));
+        assert!(is("~tq json", &r));
+        assert!(!is("~tq plain", &r));
+        assert!(is("~ts plain", &r));
+        assert!(!is("~ts json", &r));
+        // Each field on its own: a regex across two of them finds nothing.
+        let mut two = post();
+        two.request.headers.append("Content-Type", "text/extra");
+        assert!(is("~tq ^text/extra$", &two));
+        assert!(!is("~tq 'json.*extra'", &two));
+    }
+
+    #[test]
+    fn assets_are_responses_of_scripts_styles_images_and_fonts() {
+        let typed = |t: &str| answered(get(), 200, &[("Content-Type", t)], b"");
+        for asset in [
+            "text/javascript",
+            "application/javascript; charset=utf-8",
+            "application/x-javascript",
+            "text/css",
+            "image/png",
+            "image/svg+xml",
+            "font/woff2",
+            "application/font-woff",
+        ] {
+            assert!(is("~a", &typed(asset)), "{asset}");
+        }
+        for other in ["text/html", "application/json", "Text/CSS", "text/plain"] {
+            assert!(!is("~a", &typed(other)), "{other}");
+        }
+        assert!(!is("~a", &get()), "no response");
+        // The request's content type does not count.
+        let mut sent = record("POST", "http://a.localhost/");
+        sent.request.headers.append("Content-Type", "image/png");
+        assert!(!is("~a", &answered(sent, 200, &[], b"")));
+    }
+
+    #[test]
+    fn errors_marks_comments_and_replays() {
+        let mut r = get();
+        assert!(!is("~e", &r));
+        assert!(!is("~marked", &r));
+        assert!(!is("~replay", &r));
+        assert!(is("~marker ^$", &r));
+        r.error = Some("connection refused".into());
+        r.annotations.marked = ":default:".into();
+        r.annotations.comment = "first\nSecond line".into();
+        assert!(is("~e", &r));
+        assert!(is("~marked", &r));
+        assert!(is("~marker default", &r));
+        assert!(!is("~marker star", &r));
+        assert!(is("~comment ^Second", &r), "^ at each line's start");
+        assert!(is("~comment first$", &r));
+        assert!(!is("~comment second", &r), "case counts");
+        assert!(!is("~replay", &r));
+        r.annotations.is_replay = Some("request".into());
+        assert!(is("~replay", &r));
+        assert!(is("~replayq", &r));
+        assert!(!is("~replays", &r));
+        r.annotations.is_replay = Some("response".into());
+        assert!(is("~replays & ~replay & !~replayq", &r));
+    }
+
+    #[test]
+    fn every_flow_is_an_http_flow() {
+        for r in [get(), post()] {
+            assert!(is("~all", &r));
+            assert!(is("~http", &r));
+            assert!(!is("~tcp | ~udp | ~dns", &r));
+        }
+    }
+
+    #[test]
+    fn addresses_are_ip_colon_port() {
+        let mut r = get();
+        assert!(!is("~src .", &r), "no client address");
+        assert!(!is("~dst .", &r), "no server reached");
+        r.client = Some("127.0.0.1:5000".parse().unwrap());
+        r.server = Some("[::1]:8443".parse().unwrap());
+        assert!(is("~src ^127\\.0\\.0\\.1:5000$", &r));
+        assert!(!is("~dst example", &r));
+        assert!(is("~dst '^::1:8443$'", &r), "IPv6 without brackets");
+        assert!(!is("~src 8443", &r));
     }
 
     #[test]
@@ -877,13 +1233,16 @@ mod tests {
     }
 
     #[test]
-    fn websocket_is_a_101_upgrade_or_a_request_for_one_still_unanswered() {
+    fn websocket_is_a_flow_with_messages_or_a_101_upgrade() {
         let mut asked = record("GET", "http://ws.localhost/chat");
         asked.request.headers.append("Connection", "Upgrade");
         asked.request.headers.append("Upgrade", "websocket");
-        assert!(is("~websocket", &asked));
+        assert!(!is("~websocket", &asked), "asked, not (yet) switched");
         let switched = answered(asked.clone(), 101, &[("Upgrade", "WebSocket")], b"");
         assert!(is("~websocket", &switched));
+        let mut with_messages = answered(asked.clone(), 101, &[], b"");
+        with_messages.websocket = Some(Vec::new());
+        assert!(is("~websocket", &with_messages));
         let refused = answered(asked, 403, &[], b"");
         assert!(!is("~websocket", &refused));
         assert!(!is("~websocket", &get()));
@@ -1098,6 +1457,16 @@ mod tests {
             "x!y",
             "x&y",
             "~u !&|",
+            "~c 200&~q",
+            "~c 2x",
+            "~c0",
+            "~all~q",
+            "~marker",
+            "~comment ''",
+            "~src ~dst",
+            "~replayqs",
+            "~a ~a",
+            "~tq (",
         ];
         for text in tricky {
             exercise(text, &records);
@@ -1105,10 +1474,52 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_seeds_keep_the_invariants_stores_rely_on() {
+        use crate::internals::filter_records;
+        // Panics if a filter breaks a prefilter, or looks at bodies it says it needs not.
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/filter");
+        for entry in std::fs::read_dir(&seeds).unwrap() {
+            filter_records(&std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        // The fixtures: an answered GET (marked, commented), a replayed POST that failed,
+        // a WebSocket flow.
+        for (filter, want) in [
+            ("~marked", 1),
+            ("~comment ^twice", 1),
+            ("~replayq", 1),
+            ("~e", 1),
+            ("~src ^127\\.0\\.0\\.1:50000$", 3),
+            ("~dst ^93\\.", 1),
+            ("~b hello", 1),
+            ("~bs hello", 0),
+            ("~a | ~tcp", 0),
+            ("~all", 3),
+        ] {
+            assert_eq!(filter_records(filter.as_bytes()), Some(want), "{filter}");
+        }
+    }
+
+    #[test]
     fn random_bytes_never_panic() {
         let records = [get(), post()];
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x6d69_746d);
-        const PIECES: [&str; 24] = [
+        const PIECES: [&str; 40] = [
+            "~a",
+            "~all",
+            "~http",
+            "~tcp",
+            "~e",
+            "~marked",
+            "~marker ",
+            "~comment ",
+            "~replay",
+            "~replayq",
+            "~replays",
+            "~src ",
+            "~dst ",
+            "~tq ",
+            "~ts ",
+            "~c 2",
             "~d ",
             "~m ",
             "~c ",

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::writer::{Writer, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES};
-use super::{Filter, Record, RecordedMessage, Sink};
+use super::{Annotations, Filter, Record, RecordedMessage, Sink};
 use crate::core::Connection;
 use crate::http::message::HttpFlow;
 use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketEnd, WebSocketMessage};
@@ -24,6 +24,7 @@ pub struct CaptureBuilder {
     body_limit: usize,
     queue: usize,
     queue_bytes: usize,
+    annotations: Option<Annotations>,
 }
 
 impl std::fmt::Debug for CaptureBuilder {
@@ -73,12 +74,21 @@ impl CaptureBuilder {
         self
     }
 
+    /// Gives every record these annotations (before the filter sees it): a client
+    /// replay marks the flows it sends `is_replay: request`, as mitmproxy does.
+    /// Default: none.
+    pub fn annotations(mut self, annotations: Annotations) -> Self {
+        self.annotations = Some(annotations);
+        self
+    }
+
     /// Starts the writer thread.
     pub fn start(self) -> Capture {
         Capture {
             writer: Writer::start(self.sinks, self.queue, self.queue_bytes),
             body_limit: self.body_limit,
             filter: self.filter,
+            annotations: self.annotations,
         }
     }
 }
@@ -90,6 +100,7 @@ pub struct Capture {
     writer: Writer,
     body_limit: usize,
     filter: Option<Filter>,
+    annotations: Option<Annotations>,
 }
 
 impl std::fmt::Debug for Capture {
@@ -110,6 +121,7 @@ impl Capture {
             body_limit: DEFAULT_BODY_LIMIT,
             queue: DEFAULT_QUEUE,
             queue_bytes: DEFAULT_QUEUE_BYTES,
+            annotations: None,
         }
     }
 
@@ -166,8 +178,11 @@ impl Capture {
         std::ptr::from_ref(self) as usize
     }
 
-    /// Queues `record` if the filter keeps it.
-    fn keep(&self, record: Record) {
+    /// Queues `record`, annotated, if the filter keeps it.
+    fn keep(&self, mut record: Record) {
+        if let Some(annotations) = &self.annotations {
+            record.annotations = annotations.clone();
+        }
         if self.filter.as_ref().is_none_or(|f| f.matches(&record)) {
             self.push(record);
         }

@@ -32,11 +32,32 @@ pub struct Record {
     pub response: Option<RecordedResponse>,
     /// Time from the start to each later point, when it was reached.
     pub timings: RecordedTimings,
+    /// What mitmproxy keeps of a flow beside its messages (a mark, a comment, whether
+    /// it was replayed), as read from a flow file; empty for flows captured here but
+    /// for those a client replay sent ([`CaptureBuilder::annotations`](super::CaptureBuilder::annotations)).
+    pub annotations: Annotations,
     /// What went wrong, when the flow failed.
     pub error: Option<String>,
     /// The messages of a WebSocket flow (a `101` to a WebSocket upgrade), in order;
     /// `None` for other flows.
     pub websocket: Option<Vec<RecordedMessage>>,
+}
+
+/// What mitmproxy keeps of a flow beside its messages, under the same names in its
+/// flow files: the mark and comment a user gave it, and whether it was replayed. All
+/// empty by default; the filters `~marked`, `~marker`, `~comment` and `~replay` look
+/// at them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Annotations {
+    /// The flow's mark (mitmproxy's `marked`: the name of an emoji such as `:default:`,
+    /// or any text); empty when the flow is not marked.
+    pub marked: String,
+    /// The user's comment; empty for none.
+    pub comment: String,
+    /// mitmproxy's `is_replay`: `request` for a request a client replay sent again,
+    /// `response` for a response a server replay gave; `None` for a flow not replayed.
+    pub is_replay: Option<String>,
 }
 
 /// A WebSocket message, as recorded.
@@ -207,6 +228,7 @@ impl Record {
             request: recorded_request(&flow.request, RecordedBody::default()),
             response: None,
             timings: RecordedTimings::default(),
+            annotations: Annotations::default(),
             error: None,
             websocket: None,
         };

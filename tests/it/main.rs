@@ -21,6 +21,7 @@ mod connect;
 mod curl;
 mod exchange;
 mod fail_open;
+mod filter_compat;
 mod flows;
 mod har;
 mod hooks;

@@ -157,7 +157,10 @@ pub(crate) async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     // The proxy's own setup (CA, upstream TLS and timeouts, hooks), with no listener.
     let timeouts = &args.upstream_timeouts;
     let http = proxy::upstream_timeouts(mitm::Http::new(), timeouts);
-    let capture = proxy::capture(&args.save)?;
+    // The flows sent again are saved as mitmproxy saves a client replay's.
+    let mut replayed = mitm::capture::Annotations::default();
+    replayed.is_replay = Some("request".into());
+    let capture = proxy::capture_annotated(&args.save, Some(replayed))?;
     let mut builder = proxy::with_log(Mitm::builder().http(http), args.log.log);
     if let Some(capture) = &capture {
         builder = builder.http_handler(capture.clone());

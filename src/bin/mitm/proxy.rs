@@ -155,10 +155,22 @@ pub(crate) fn with_log(b: MitmBuilder, log: LogChoice) -> MitmBuilder {
 
 /// The capture `--save` asks for, its files created (never over existing ones).
 pub(crate) fn capture(save: &args::Save) -> anyhow::Result<Option<Arc<mitm::capture::Capture>>> {
+    capture_annotated(save, None)
+}
+
+/// As [`capture`], each record given `annotations` (`mitm replay` marks its flows
+/// replayed).
+pub(crate) fn capture_annotated(
+    save: &args::Save,
+    annotations: Option<mitm::capture::Annotations>,
+) -> anyhow::Result<Option<Arc<mitm::capture::Capture>>> {
     if save.save.is_empty() {
         return Ok(None);
     }
     let mut capture = mitm::capture::Capture::builder().body_limit(save.save_body_limit);
+    if let Some(annotations) = annotations {
+        capture = capture.annotations(annotations);
+    }
     if let Some(text) = &save.save_filter {
         capture = capture.filter(crate::config::parse_filter(text).context("--save-filter")?);
     }

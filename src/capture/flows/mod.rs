@@ -59,7 +59,7 @@ mod tests {
     use bytes::Bytes;
 
     use crate::capture::{
-        Record, RecordedBody, RecordedRequest, RecordedResponse, RecordedTimings,
+        Annotations, Record, RecordedBody, RecordedRequest, RecordedResponse, RecordedTimings,
     };
     use crate::core::TlsFacts;
     use crate::http::message::Headers;
@@ -70,6 +70,11 @@ mod tests {
         headers.append("X-Two", "1");
         headers.append("X-Two", "2");
         Record {
+            annotations: Annotations {
+                marked: ":star:".into(),
+                comment: "first line\nsecond line".into(),
+                is_replay: Some("request".into()),
+            },
             websocket: None,
             started_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
             client: Some("127.0.0.1:5000".parse().unwrap()),

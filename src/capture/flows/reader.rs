@@ -13,7 +13,8 @@ use super::READ_VERSIONS;
 use crate::capture::record::spelled_version;
 use crate::capture::tnetstring::{DecodeError, Decoder, Value};
 use crate::capture::{
-    Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings,
+    Annotations, Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse,
+    RecordedTimings,
 };
 use crate::core::TlsFacts;
 use crate::error::{Error, Result};
@@ -332,6 +333,7 @@ fn record_of(flow: &Value) -> std::result::Result<Option<Record>, Reason> {
     let client = optional(flow, "client_conn");
     let server = optional(flow, "server_conn");
     Ok(Some(Record {
+        annotations: annotations_of(flow)?,
         started_at: Duration::try_from_secs_f64(start.max(0.0))
             .ok()
             .and_then(|d| UNIX_EPOCH.checked_add(d))
@@ -346,6 +348,27 @@ fn record_of(flow: &Value) -> std::result::Result<Option<Record>, Reason> {
         error,
         websocket: in_context("websocket", messages_of(flow))?,
     }))
+}
+
+/// The flow's mark, comment and `is_replay`; absent or null, they are empty.
+fn annotations_of(flow: &Value) -> std::result::Result<Annotations, Reason> {
+    let text = |name: &str| match optional(flow, name) {
+        None => Ok(None),
+        Some(Value::Str(s)) => Ok(Some(s.clone())),
+        Some(Value::Bytes(b)) => Ok(Some(String::from_utf8_lossy(b).into_owned())),
+        Some(other) => Err(wrong(name, "text", other)),
+    };
+    let marked = match optional(flow, "marked") {
+        // mitmproxy before 9 marked flows with a boolean; it reads `true` as its
+        // default mark.
+        Some(Value::Bool(marked)) => if *marked { ":default:" } else { "" }.to_owned(),
+        _ => text("marked")?.unwrap_or_default(),
+    };
+    Ok(Annotations {
+        marked,
+        comment: text("comment")?.unwrap_or_default(),
+        is_replay: text("is_replay")?,
+    })
 }
 
 fn recorded_request(req: &Value) -> std::result::Result<RecordedRequest, Reason> {
@@ -423,6 +446,52 @@ mod tests {
             };
             assert_eq!(same, want);
         }
+    }
+
+    #[test]
+    fn marks_comments_and_replays_read_as_mitmproxy_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.flows");
+        let with = |changes: &[(&str, Value)]| {
+            let Value::Dict(mut entries) = flow_state(&record()) else {
+                unreachable!("a flow is a dictionary")
+            };
+            for (name, value) in changes {
+                let entry = entries
+                    .iter_mut()
+                    .find(|(k, _)| k.as_bytes() == Some(name.as_bytes()));
+                entry.expect("a field of every flow").1 = value.clone();
+            }
+            let mut data = Vec::new();
+            Value::Dict(entries).encode(&mut data).unwrap();
+            std::fs::write(&path, &data).unwrap();
+            read_flows(&path).map(|mut r| r.remove(0).annotations)
+        };
+        let none = with(&[
+            ("marked", text("")),
+            ("comment", text("")),
+            ("is_replay", Value::Null),
+        ])
+        .unwrap();
+        assert_eq!(none, Annotations::default());
+        // Older mitmproxy marked with a boolean; bytes are text too.
+        let old = with(&[
+            ("marked", Value::Bool(true)),
+            ("comment", Value::Bytes(Bytes::from_static(b"a note"))),
+            ("is_replay", text("response")),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                old.marked.as_str(),
+                old.comment.as_str(),
+                old.is_replay.as_deref()
+            ),
+            (":default:", "a note", Some("response"))
+        );
+        assert_eq!(with(&[("marked", Value::Bool(false))]).unwrap().marked, "");
+        let err = with(&[("comment", Value::Int(3))]).unwrap_err().to_string();
+        assert!(err.contains("`comment` is a"), "{err}");
     }
 
     #[test]

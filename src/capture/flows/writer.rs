@@ -345,6 +345,7 @@ pub(super) fn flow_state(record: &Record) -> Value {
         dict(vec![("msg", text(msg)), ("timestamp", Value::Float(when))])
     });
 
+    let notes = &record.annotations;
     dict(vec![
         ("version", Value::Int(FLOW_FORMAT_VERSION)),
         ("type", text("http")),
@@ -353,10 +354,13 @@ pub(super) fn flow_state(record: &Record) -> Value {
         ("client_conn", dict(client)),
         ("server_conn", dict(server)),
         ("intercepted", Value::Bool(false)),
-        ("is_replay", Value::Null),
-        ("marked", text("")),
+        (
+            "is_replay",
+            notes.is_replay.as_deref().map_or(Value::Null, text),
+        ),
+        ("marked", text(&notes.marked)),
         ("metadata", metadata),
-        ("comment", text("")),
+        ("comment", text(&notes.comment)),
         ("timestamp_created", Value::Float(start)),
         ("backup", Value::Null),
         ("request", request),

@@ -76,6 +76,7 @@ mod tests {
         request_headers.append("Host", "a.localhost");
         request_headers.append("Cookie", "s=1; t=two");
         Record {
+            annotations: Default::default(),
             websocket: None,
             started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             client: Some("127.0.0.1:5000".parse().unwrap()),

@@ -244,6 +244,7 @@ fn record_of(e: Entry) -> std::result::Result<Record, String> {
         });
     let tls = e.tls.unwrap_or_default();
     Ok(Record {
+        annotations: Default::default(),
         started_at: e
             .started
             .and_then(|s| parse_rfc3339(&s))

@@ -110,6 +110,7 @@ mod tests {
         request_headers.append("X-Empty", "");
         request_headers.append("X-Bytes", Bytes::from_static(b"caf\xe9"));
         Record {
+            annotations: Default::default(),
             websocket: None,
             started_at: UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
             client: Some("127.0.0.1:5000".parse().unwrap()),

@@ -415,14 +415,19 @@ fn scan(
             break;
         };
         let (id, websocket, mut record) = record_of(row).map_err(format_err)?;
+        // A filter that matches bodies matches WebSocket messages too: they are read
+        // first for it, as the bodies are joined.
+        if websocket && join_bodies {
+            record.websocket = Some(messages_of(conn, id).map_err(store_err(path))?);
+        }
         if filter.is_some_and(|f| !f.matches(&record)) {
             continue;
         }
         if !join_bodies {
             bodies_of(conn, id, &mut record).map_err(store_err(path))?;
-        }
-        if websocket {
-            record.websocket = Some(messages_of(conn, id).map_err(store_err(path))?);
+            if websocket {
+                record.websocket = Some(messages_of(conn, id).map_err(store_err(path))?);
+            }
         }
         flows.push((id, record));
     }
@@ -505,6 +510,7 @@ fn record_of(row: &Row<'_>) -> std::result::Result<(i64, bool, Record), String> 
             .transpose()
     };
     let record = Record {
+        annotations: Default::default(),
         started_at: time_of(row.get(0).map_err(err)?),
         client: addr(20)?,
         server: addr(21)?,
@@ -719,6 +725,8 @@ mod tests {
             "~q & ~d seven",
             "~s & !~c 200",
             "~c 101 ~websocket",
+            // WebSocket messages are bodies to `~b`: read before the match.
+            "~bq 'message 0'",
             "~d seven | ~c 404",
             "~d nowhere",
         ] {
