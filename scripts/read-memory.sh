@@ -110,6 +110,28 @@ for f in flows har sqlite; do
     server_replay "$f"
 done
 
+# `mitm web FILE`, up to the line giving the UI's address: the peak RSS and time of
+# loading the file (HAR and flow files are copied into a temporary SQLite database).
+web() {
+    local f=$1 pid kb start end
+    start=$(date +%s.%N)
+    "$MITM" web "$DIR/big.$f" --web-port 0 --ca-dir "$DIR/ca" >"$DIR/web.txt" 2>&1 &
+    pid=$!
+    until grep -q "web UI" "$DIR/web.txt"; do
+        kill -0 "$pid" 2>/dev/null || { echo "web big.$f: failed"; return; }
+        sleep 0.05
+    done
+    end=$(date +%s.%N)
+    kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+    kill "$pid"
+    wait "$pid" || true
+    printf '%-34s %8.1f MB peak RSS  %10.2f s to serve\n' "mitm web big.$f" \
+        "$(echo "$kb / 1024" | bc -l)" "$(echo "$end - $start" | bc -l)"
+}
+for f in flows har sqlite; do
+    web "$f"
+done
+
 if [[ -n "${NO_MITMDUMP:-}" ]]; then
     :
 elif [[ -x "${MITM_TEST_VENV:-}/bin/mitmdump" ]]; then
