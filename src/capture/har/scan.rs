@@ -112,6 +112,7 @@ impl<R: BufRead> EntryScanner<R> {
                 if self.started {
                     return self.end_of_document().map(|()| None);
                 }
+                self.skip_bom()?;
                 self.skip_space()?;
                 self.expect(b'{', "a HAR document (a JSON object)")?;
                 self.started = true;
@@ -310,6 +311,25 @@ impl<R: BufRead> EntryScanner<R> {
             self.offset += used as u64;
             if ended {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Skips a UTF-8 byte order mark at the start (some Windows tools write one).
+    fn skip_bom(&mut self) -> Result<(), ScanError> {
+        const BOM: &[u8] = b"\xef\xbb\xbf";
+        loop {
+            match self.input.fill_buf() {
+                Ok(chunk) if chunk.starts_with(BOM) => {
+                    self.input.consume(BOM.len());
+                    self.offset += BOM.len() as u64;
+                    return Ok(());
+                }
+                // A buffer shorter than the mark that could be its start: too rare to
+                // piece together (a `BufReader` gives at least its capacity).
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ScanError::Io(e)),
             }
         }
     }
@@ -529,6 +549,15 @@ mod tests {
         let deeper = format!(r#"{{"log": {{"entries": [{}]}}}}"#, "[".repeat(10_000));
         let (_, error) = scan(&deeper);
         assert!(error.unwrap().1.contains("nested more than 1024 deep"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let doc = "\u{feff}{\"log\": {\"entries\": [{}]}}";
+        let mut scanner = EntryScanner::new(doc.as_bytes());
+        let entry = scanner.next_entry().unwrap().unwrap();
+        assert_eq!((entry.offset, &entry.bytes[..]), (3 + 21, &b"{}"[..]));
+        assert!(scanner.next_entry().unwrap().is_none());
     }
 
     #[test]
