@@ -655,6 +655,7 @@ mod tests {
         headers.append("Host", authority.to_owned());
         Record {
             websocket: None,
+            facts: Default::default(),
             started_at: SystemTime::UNIX_EPOCH,
             client: None,
             server: None,

@@ -61,7 +61,11 @@ mod tests {
             .collect();
         assert_eq!(
             groups,
-            [NamedGroup::X25519, NamedGroup::secp256r1, NamedGroup::secp384r1]
+            [
+                NamedGroup::X25519,
+                NamedGroup::secp256r1,
+                NamedGroup::secp384r1
+            ]
         );
     }
 }

@@ -52,7 +52,10 @@ pub(super) struct Entry {
     pub client_tls: Option<bool>,
     /// This crate's: what the client's TLS with the proxy settled.
     #[serde(rename = "_tls", deserialize_with = "object")]
-    pub tls: Option<Tls>,
+    pub tls: Option<super::facts::Tls>,
+    /// This crate's: the connection facts (`facts.rs`).
+    #[serde(rename = "_facts")]
+    pub facts: Option<Value>,
     /// Why the exchange failed (this crate's; Chromium puts one on the response).
     #[serde(rename = "_error", deserialize_with = "lenient")]
     pub error: Option<String>,
@@ -152,18 +155,6 @@ pub(super) struct Timings {
     pub wait: Option<f64>,
     #[serde(deserialize_with = "lenient")]
     pub receive: Option<f64>,
-}
-
-/// This crate's `_tls`: what the client's TLS with the proxy settled.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(super) struct Tls {
-    #[serde(deserialize_with = "lenient")]
-    pub sni: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    pub alpn: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    pub version: Option<String>,
 }
 
 /// A WebSocket message as Chromium saves it.

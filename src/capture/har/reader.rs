@@ -12,7 +12,6 @@ use super::TAIL;
 use crate::capture::{
     Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings,
 };
-use crate::core::TlsFacts;
 use crate::error::{Error, Result};
 use crate::http::message::Headers;
 
@@ -139,11 +138,8 @@ fn record_of(e: Entry) -> std::result::Result<Record, String> {
         client: e.client_address.and_then(|a| a.parse().ok()),
         server,
         client_tls: e.client_tls.unwrap_or(request.scheme == "https"),
-        tls: TlsFacts {
-            sni: tls.sni,
-            alpn: tls.alpn,
-            version: tls.version,
-        },
+        tls: tls.facts(),
+        facts: super::facts::read(e.facts),
         websocket: e.websocket_messages.map(messages_of),
         request,
         response,

@@ -1,0 +1,272 @@
+//! A record's connection facts in a HAR entry: the standard fields browsers write
+//! (`timings.connect` and `timings.ssl` for the first entry of each server connection,
+//! `connection`) and this crate's `_facts`, which keeps every fact so that a HAR
+//! written here reads back whole.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::capture::{Record, RecordedFacts};
+use crate::core::{SocketFacts, TlsFacts};
+use crate::http::websocket::WebSocketClose;
+
+/// The server connections whose first entry was written, so that later entries on one
+/// give `connect` and `ssl` as `-1`, as browsers and mitmproxy do. Forgotten past
+/// [`Seen::MOST`] connections (a connection seen again after that gets its times again):
+/// a capture of any length holds a bounded set.
+#[derive(Debug, Default)]
+pub(super) struct Seen(HashSet<(Option<SocketAddr>, SystemTime)>);
+
+impl Seen {
+    const MOST: usize = 1 << 16;
+
+    /// Whether the connection that `facts` describes is new here (and now seen).
+    fn first(&mut self, record: &Record) -> bool {
+        let socket = &record.facts.server.socket;
+        let Some(started) = socket.started else {
+            return false;
+        };
+        if self.0.len() >= Self::MOST {
+            self.0.clear();
+        }
+        self.0.insert((socket.local, started))
+    }
+}
+
+/// Milliseconds from `a` to `b`.
+fn ms_between(a: SystemTime, b: SystemTime) -> f64 {
+    b.duration_since(a).unwrap_or_default().as_secs_f64() * 1000.0
+}
+
+/// Seconds since the epoch, as this crate's HAR fields write times.
+fn seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn time_of(secs: f64) -> Option<SystemTime> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| UNIX_EPOCH.checked_add(d))
+}
+
+/// `timings.connect` and `timings.ssl` of `record`'s entry, in milliseconds: measured
+/// for the first entry of a server connection, `-1` for later ones and when unknown.
+pub(super) fn connect_ssl(record: &Record, seen: &mut Seen) -> (f64, f64) {
+    let socket = &record.facts.server.socket;
+    let (Some(start), Some(tcp)) = (socket.started, socket.tcp_setup) else {
+        return (-1.0, -1.0);
+    };
+    if !seen.first(record) {
+        return (-1.0, -1.0);
+    }
+    let ssl = socket.tls_setup.map_or(-1.0, |tls| ms_between(tcp, tls));
+    (ms_between(start, tcp), ssl)
+}
+
+/// Adds `record`'s facts to its entry `e`: `connection` (the proxy's local port on the
+/// server connection, unique among the connections open at once, as browsers number
+/// theirs) and `_facts`.
+pub(super) fn write(record: &Record, e: &mut Map<String, Value>) {
+    let facts = &record.facts;
+    if let Some(local) = facts.server.socket.local {
+        e.insert("connection".into(), local.port().to_string().into());
+    }
+    let mut out = Map::new();
+    if facts.client != SocketFacts::default() {
+        out.insert("client".into(), socket_json(&facts.client));
+    }
+    if facts.server != Default::default() {
+        let mut server = socket_json(&facts.server.socket);
+        if !facts.server.tls.is_empty() {
+            server["tls"] = tls_json(&facts.server.tls);
+        }
+        out.insert("server".into(), server);
+    }
+    if let Some(close) = &facts.websocket_close {
+        out.insert(
+            "websocketClose".into(),
+            json!({
+                "code": close.code, "reason": close.reason,
+                "byClient": close.by_client, "time": seconds(close.at),
+            }),
+        );
+    }
+    if !out.is_empty() {
+        e.insert("_facts".into(), Value::Object(out));
+    }
+}
+
+fn socket_json(s: &SocketFacts) -> Value {
+    let t = |t: Option<SystemTime>| t.map(seconds);
+    json!({
+        "local": s.local.map(|a| a.to_string()),
+        "started": t(s.started), "tcpSetup": t(s.tcp_setup), "tlsSetup": t(s.tls_setup),
+    })
+}
+
+/// A TLS handshake's facts as JSON; the certificates as base64 DER.
+pub(super) fn tls_json(tls: &TlsFacts) -> Value {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut v = json!({
+        "sni": tls.sni, "alpn": tls.alpn, "version": tls.version, "cipher": tls.cipher,
+    });
+    if !tls.alpn_offers.is_empty() {
+        v["alpnOffers"] = json!(tls.alpn_offers);
+    }
+    if !tls.certificates.is_empty() {
+        let certs: Vec<String> = tls.certificates.iter().map(|c| b64.encode(c)).collect();
+        v["certificates"] = json!(certs);
+    }
+    v
+}
+
+/// This crate's `_facts`, as read (every field optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Facts {
+    client: Option<Socket>,
+    server: Option<Socket>,
+    #[serde(rename = "websocketClose")]
+    websocket_close: Option<Close>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Socket {
+    local: Option<String>,
+    started: Option<f64>,
+    #[serde(rename = "tcpSetup")]
+    tcp_setup: Option<f64>,
+    #[serde(rename = "tlsSetup")]
+    tls_setup: Option<f64>,
+    tls: Option<Tls>,
+}
+
+/// A TLS handshake's facts, as read (`_tls` and `_facts.server.tls`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Tls {
+    sni: Option<String>,
+    alpn: Option<String>,
+    version: Option<String>,
+    cipher: Option<String>,
+    #[serde(rename = "alpnOffers")]
+    alpn_offers: Vec<String>,
+    certificates: Vec<String>,
+}
+
+impl Tls {
+    /// The facts; certificates that are not base64 are left out.
+    pub(super) fn facts(self) -> TlsFacts {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        TlsFacts {
+            sni: self.sni,
+            alpn: self.alpn,
+            version: self.version,
+            cipher: self.cipher,
+            alpn_offers: self.alpn_offers,
+            certificates: self
+                .certificates
+                .iter()
+                .filter_map(|c| b64.decode(c).ok().map(bytes::Bytes::from))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Close {
+    code: Option<u16>,
+    reason: Option<String>,
+    #[serde(rename = "byClient")]
+    by_client: Option<bool>,
+    time: Option<f64>,
+}
+
+impl Socket {
+    fn facts(&self) -> SocketFacts {
+        let t = |t: Option<f64>| t.and_then(time_of);
+        SocketFacts {
+            local: self.local.as_deref().and_then(|a| a.parse().ok()),
+            started: t(self.started),
+            tcp_setup: t(self.tcp_setup),
+            tls_setup: t(self.tls_setup),
+        }
+    }
+}
+
+/// The facts of an entry's `_facts` (a value that is not one reads as none).
+pub(super) fn read(value: Option<Value>) -> RecordedFacts {
+    let facts: Facts = value
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let mut out = RecordedFacts::default();
+    if let Some(client) = &facts.client {
+        out.client = client.facts();
+    }
+    if let Some(mut server) = facts.server {
+        out.server.socket = server.facts();
+        out.server.tls = server.tls.take().map(Tls::facts).unwrap_or_default();
+    }
+    if let Some(close) = facts.websocket_close {
+        out.websocket_close = Some(WebSocketClose::recorded(
+            close.code.unwrap_or(WebSocketClose::NO_STATUS),
+            close.reason.unwrap_or_default(),
+            close.by_client.unwrap_or(false),
+            close.time.and_then(time_of).unwrap_or(UNIX_EPOCH),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::har::tests::record;
+    use crate::capture::har::{read_har, HarWriter};
+    use crate::capture::record::example;
+
+    #[test]
+    fn facts_read_back_and_connect_and_ssl_come_once_per_connection() {
+        let mut first = record("/1", None);
+        first.tls = example::client_tls();
+        first.facts = example::facts();
+        first.facts.websocket_close = Some(example::close());
+        let second = first.clone();
+        let mut w = HarWriter::new(Vec::new()).unwrap();
+        w.write(&first).unwrap();
+        w.write(&second).unwrap();
+        let bytes = w.finish().unwrap();
+        let doc: Value = serde_json::from_slice(&bytes).unwrap();
+        let entries = doc["log"]["entries"].as_array().unwrap();
+        // TCP 250 ms after connecting began, TLS 250 ms after that.
+        assert_eq!(entries[0]["timings"]["connect"], 250.0);
+        assert_eq!(entries[0]["timings"]["ssl"], 250.0);
+        assert_eq!(entries[1]["timings"]["connect"], -1.0);
+        assert_eq!(entries[1]["timings"]["ssl"], -1.0);
+        assert_eq!(entries[0]["connection"], "40000");
+        assert_eq!(entries[0]["serverIPAddress"], "127.0.0.1");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.har");
+        std::fs::write(&path, &bytes).unwrap();
+        let back = read_har(&path).unwrap();
+        assert_eq!(back[0].facts, first.facts);
+        assert_eq!(back[0].tls, first.tls);
+    }
+
+    #[test]
+    fn unknown_times_give_minus_one() {
+        let r = record("/", None);
+        assert_eq!(connect_ssl(&r, &mut Seen::default()), (-1.0, -1.0));
+        assert_eq!(read(Some(json!("junk"))), RecordedFacts::default());
+    }
+}
