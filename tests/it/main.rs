@@ -19,6 +19,7 @@ mod connect;
 mod curl;
 mod exchange;
 mod fail_open;
+mod flow_facts;
 mod flows;
 mod har;
 mod hooks;

@@ -56,6 +56,7 @@ fn time_of(secs: f64) -> Option<SystemTime> {
 
 /// `timings.connect` and `timings.ssl` of `record`'s entry, in milliseconds: measured
 /// for the first entry of a server connection, `-1` for later ones and when unknown.
+/// As HAR 1.2 says, `connect` includes `ssl` (the time to a usable connection).
 pub(super) fn connect_ssl(record: &Record, seen: &mut Seen) -> (f64, f64) {
     let socket = &record.facts.server.socket;
     let (Some(start), Some(tcp)) = (socket.started, socket.tcp_setup) else {
@@ -65,7 +66,7 @@ pub(super) fn connect_ssl(record: &Record, seen: &mut Seen) -> (f64, f64) {
         return (-1.0, -1.0);
     }
     let ssl = socket.tls_setup.map_or(-1.0, |tls| ms_between(tcp, tls));
-    (ms_between(start, tcp), ssl)
+    (ms_between(start, socket.tls_setup.unwrap_or(tcp)), ssl)
 }
 
 /// Adds `record`'s facts to its entry `e`: `connection` (the proxy's local port on the
@@ -247,8 +248,9 @@ mod tests {
         let bytes = w.finish().unwrap();
         let doc: Value = serde_json::from_slice(&bytes).unwrap();
         let entries = doc["log"]["entries"].as_array().unwrap();
-        // TCP 250 ms after connecting began, TLS 250 ms after that.
-        assert_eq!(entries[0]["timings"]["connect"], 250.0);
+        // TCP 250 ms after connecting began, TLS 250 ms after that: `connect` holds
+        // both.
+        assert_eq!(entries[0]["timings"]["connect"], 500.0);
         assert_eq!(entries[0]["timings"]["ssl"], 250.0);
         assert_eq!(entries[1]["timings"]["connect"], -1.0);
         assert_eq!(entries[1]["timings"]["ssl"], -1.0);

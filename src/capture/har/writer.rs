@@ -144,7 +144,8 @@ pub(super) fn entry_line(record: &Record, first: bool, seen: &mut Seen) -> io::R
             timings.insert("ssl".into(), ssl.into());
         }
         if let Some(time) = e.get("time").and_then(Value::as_f64) {
-            let total = time + connect.max(0.0) + ssl.max(0.0);
+            // `connect` includes `ssl` (HAR 1.2).
+            let total = time + connect.max(0.0);
             e.insert("time".into(), total.into());
         }
         facts::write(record, e);
