@@ -1,11 +1,13 @@
 //! The connection facts of a capture, as mitmproxy reads them: a TLS flow and a
 //! WebSocket flow captured through the proxy, saved as a flow file, loaded by
 //! mitmproxy's own `FlowReader`; every field of `client_conn`, `server_conn` and the
-//! WebSocket's end present and plausible, and `mitmdump -nr` of the file quiet.
+//! WebSocket's end present and plausible, and `mitmdump -nr` of the file quiet. Then
+//! the same traffic through `mitmdump -w`, the two files compared field by field.
 
 use crate::common;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
@@ -86,6 +88,141 @@ fn time(v: &serde_json::Value, what: &str) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("no {what}: {v}"))
 }
 
+/// A TLS stream to `localhost:port` through the proxy at `proxy` (`CONNECT`, then TLS
+/// trusting `roots`, offering only `http/1.1`).
+async fn tls_via(
+    proxy: SocketAddr,
+    roots: rustls::RootCertStore,
+    port: u16,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut wire = Wire::connect(proxy).await;
+    wire.send(format!(
+        "CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"
+    ))
+    .await;
+    assert_eq!(wire.response_to("CONNECT").await.status, 200);
+    let (tcp, _) = wire.into_parts();
+    let mut config = rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio::time::timeout(PATIENCE, connector.connect(name, tcp))
+        .await
+        .expect("TLS handshake with the proxy timed out")
+        .expect("TLS handshake with the proxy failed")
+}
+
+/// The traffic of both tests, through the proxy at `proxy` (whose CA is in `roots`):
+/// `GET /secure` to the TLS origin at `tls_port` in a tunnel, by a client offering
+/// `http/1.1`, and a WebSocket to the origin at `ws_port` that the client closes with
+/// 1000 and a reason. Returns the TLS version and cipher the client negotiated.
+async fn send_traffic(
+    proxy: SocketAddr,
+    roots: rustls::RootCertStore,
+    tls_port: u16,
+    ws_port: u16,
+) -> (rustls::ProtocolVersion, rustls::CipherSuite) {
+    let tls = tls_via(proxy, roots, tls_port).await;
+    let negotiated = {
+        let session = tls.get_ref().1;
+        (
+            session.protocol_version().unwrap(),
+            session.negotiated_cipher_suite().unwrap().suite(),
+        )
+    };
+    let mut wire = Wire::new(tls);
+    wire.send(format!(
+        "GET /secure HTTP/1.1\r\nHost: localhost:{tls_port}\r\nConnection: close\r\n\r\n"
+    ))
+    .await;
+    assert_eq!(wire.response().await.status, 200);
+    drop(wire);
+
+    let mut ws = websocket_echoed(proxy, ws_port).await;
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done here".into(),
+    }))
+    .await
+    .unwrap();
+    while ws.next().await.is_some() {}
+    // The relay (and so the flow) ends when both sides have gone.
+    drop(ws);
+    negotiated
+}
+
+/// The flows of `path` as mitmproxy's `FlowReader` loads them ([`LOAD_FACTS`]).
+fn load(python: &Path, dir: &Path, path: &Path) -> Vec<serde_json::Value> {
+    let script = dir.join("facts.py");
+    std::fs::write(&script, LOAD_FACTS).unwrap();
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "FlowReader failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The flow of `flows` whose path is `path`.
+fn by_path<'a>(flows: &'a [serde_json::Value], path: &str) -> &'a serde_json::Value {
+    flows
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("no flow of {path}: {flows:?}"))
+}
+
+/// Trusting `ca` alone.
+fn roots_of(ca: &rustls::pki_types::CertificateDer<'_>) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone().into_owned()).unwrap();
+    roots
+}
+
+/// Our capture of [`send_traffic`], as a flow file at `path`: the TLS origin's port,
+/// the plain origin's, the proxy's address and what the client negotiated.
+async fn capture_ours(
+    path: &Path,
+    tls_port: u16,
+    ws_port: u16,
+) -> (SocketAddr, (rustls::ProtocolVersion, rustls::CipherSuite)) {
+    // CONNECTs left out: two flows, whatever the capture does with tunnels.
+    let (proxy, capture) = start_capturing(
+        Capture::builder()
+            .filter(Filter::parse("!~m CONNECT").unwrap())
+            .sink(Box::new(FlowWriter::create(path).unwrap())),
+    )
+    .await;
+    let negotiated =
+        send_traffic(proxy.addr, roots_of(proxy.ca.cert_der()), tls_port, ws_port).await;
+    if tokio::time::timeout(PATIENCE, capture.wait_written(2))
+        .await
+        .is_err()
+    {
+        capture.finish();
+        let got: Vec<String> = mitm::capture::read(path)
+            .unwrap()
+            .iter()
+            .map(|r| format!("{} {}", r.request.method, r.request.url()))
+            .collect();
+        panic!("timed out waiting for two flows written: {got:?}");
+    }
+    assert_eq!(capture.finish(), (2, 0));
+    (proxy.addr, negotiated)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn mitmproxy_reads_every_connection_fact_we_capture() {
     let Some(python) = venv_tool("python") else {
@@ -101,79 +238,12 @@ async fn mitmproxy_reads_every_connection_fact_we_capture() {
     let leaf = origin_leaf(tls_origin.port()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("facts.flows");
-    // CONNECTs left out: two flows, whatever the capture does with tunnels.
-    let (proxy, capture) = start_capturing(
-        Capture::builder()
-            .filter(Filter::parse("!~m CONNECT").unwrap())
-            .sink(Box::new(FlowWriter::create(&path).unwrap())),
-    )
-    .await;
+    let (proxy_addr, (version, cipher)) =
+        capture_ours(&path, tls_origin.port(), origin.port()).await;
 
-    // A TLS flow, by a client that offers h2 and http/1.1 (and gets HTTP/1.1 inside
-    // the tunnel: the proxy announces what the origin picks, h2 here, so offer only
-    // http/1.1 to keep to HTTP/1.1 text on the wire).
-    let tls = tls_through_offering(&proxy, "localhost", tls_origin.port(), &[b"http/1.1"]).await;
-    let (version, cipher) = {
-        let session = tls.get_ref().1;
-        (
-            session.protocol_version().unwrap(),
-            session.negotiated_cipher_suite().unwrap().suite(),
-        )
-    };
-    let mut wire = Wire::new(tls);
-    wire.send(format!(
-        "GET /secure HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
-        tls_origin.port()
-    ))
-    .await;
-    assert_eq!(wire.response().await.status, 200);
-    drop(wire);
-
-    // A WebSocket flow, closed by the client with 1000 and a reason.
-    let mut ws = websocket_echoed(proxy.addr, origin.port()).await;
-    ws.close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "done here".into(),
-    }))
-    .await
-    .unwrap();
-    while ws.next().await.is_some() {}
-    // The relay (and so the flow) ends when both sides have gone.
-    drop(ws);
-
-    if tokio::time::timeout(PATIENCE, capture.wait_written(2))
-        .await
-        .is_err()
-    {
-        capture.finish();
-        let got: Vec<String> = mitm::capture::read(&path)
-            .unwrap()
-            .iter()
-            .map(|r| format!("{} {}", r.request.method, r.request.url()))
-            .collect();
-        panic!("timed out waiting for two flows written: {got:?}");
-    }
-    assert_eq!(capture.finish(), (2, 0));
-
-    let script = dir.path().join("facts.py");
-    std::fs::write(&script, LOAD_FACTS).unwrap();
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "FlowReader failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let flows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let flows = load(&python, dir.path(), &path);
     assert_eq!(flows.len(), 2, "{flows:?}");
-    let secure = flows.iter().find(|f| f["path"] == "/secure").unwrap();
-    let chat = flows.iter().find(|f| f["path"] == "/chat").unwrap();
+    let (secure, chat) = (by_path(&flows, "/secure"), by_path(&flows, "/chat"));
 
     for flow in [secure, chat] {
         let (client, server) = (&flow["client"], &flow["server"]);
@@ -182,7 +252,7 @@ async fn mitmproxy_reads_every_connection_fact_we_capture() {
         // request.
         let peer = addr(&client["peername"]);
         assert!(peer.ip().is_loopback() && peer.port() != 0, "{flow}");
-        assert_eq!(addr(&client["sockname"]), proxy.addr, "{flow}");
+        assert_eq!(addr(&client["sockname"]), proxy_addr, "{flow}");
         let accepted = time(&client["timestamp_start"], "client timestamp_start");
         assert!(accepted <= request, "{flow}");
         // The server side: the origin, from a local port of the proxy's; TCP set up
@@ -271,4 +341,155 @@ async fn mitmproxy_reads_every_connection_fact_we_capture() {
         printed.contains("/secure") && printed.contains("/chat"),
         "{printed}"
     );
+}
+
+/// `mitmdump -w FILE` as the proxy, on a free port; killed if the test ends early.
+struct Mitmdump {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    confdir: std::path::PathBuf,
+}
+
+impl Mitmdump {
+    /// Starts it, saving to `file`, trusting the origins' CA upstream, and waits until
+    /// it accepts connections (failing if it exits first).
+    async fn start(mitmdump: &Path, dir: &Path, file: &Path) -> Mitmdump {
+        let port = refused_port();
+        let confdir = dir.join("mitmproxy-proxy");
+        let child = tokio::process::Command::new(mitmdump)
+            .args(["--listen-host", "127.0.0.1", "--listen-port"])
+            .arg(port.to_string())
+            .arg("-w")
+            .arg(file)
+            .arg("--set")
+            .arg(format!("confdir={}", confdir.display()))
+            .arg("--set")
+            .arg(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                origin_ca_file().display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut dump = Mitmdump {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            confdir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(dump.addr).await.is_err() {
+            if let Some(status) = dump.child.try_wait().unwrap() {
+                panic!("mitmdump exited ({status}) before listening");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mitmdump did not listen"
+            );
+            // Polling the port: mitmdump says nothing else when it is ready.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        dump
+    }
+
+    /// The CA it made in its confdir (there once it listens).
+    fn roots(&self) -> rustls::RootCertStore {
+        use rustls::pki_types::pem::PemObject as _;
+        let pem = std::fs::read(self.confdir.join("mitmproxy-ca-cert.pem")).unwrap();
+        roots_of(&rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
+    }
+
+    /// SIGINT, as Ctrl-C: it finishes writing its file and exits.
+    async fn stop(mut self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("mitmdump did not stop on SIGINT")
+            .unwrap();
+    }
+}
+
+/// Whether a field is there (not null, not an empty list).
+fn present(v: &serde_json::Value) -> bool {
+    !(v.is_null() || v.as_array().is_some_and(Vec::is_empty))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn our_connection_facts_match_mitmdumps_field_by_field() {
+    let Some(python) = venv_tool("python") else {
+        require_tool(false, "mitmproxy (Python)", VENV_INSTALL);
+        return;
+    };
+    let Some(mitmdump) = venv_tool("mitmdump") else {
+        require_tool(false, "mitmdump", VENV_INSTALL);
+        return;
+    };
+    let origin = start_origin().await;
+    let tls_origin = start_tls_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ours_file = dir.path().join("ours.flows");
+    capture_ours(&ours_file, tls_origin.port(), origin.port()).await;
+    let theirs_file = dir.path().join("theirs.flows");
+    let dump = Mitmdump::start(&mitmdump, dir.path(), &theirs_file).await;
+    send_traffic(dump.addr, dump.roots(), tls_origin.port(), origin.port()).await;
+    dump.stop().await;
+
+    let ours = load(&python, dir.path(), &ours_file);
+    let theirs = load(&python, dir.path(), &theirs_file);
+    // A field that differs by design: the offers to the origin (we offer h2 as well,
+    // to pool it; mitmproxy offers what its client did).
+    let by_design = [("server", "alpn_offers")];
+    // Fields whose values cannot be the same (ports, times, the proxy's own
+    // certificate choices): present on both sides or on neither.
+    let presence_only = [
+        "peername",
+        "sockname",
+        "timestamp_start",
+        "timestamp_tcp_setup",
+        "timestamp_tls_setup",
+        "cipher",
+    ];
+    let mut compared = 0;
+    for path in ["/secure", "/chat"] {
+        let (a, b) = (by_path(&ours, path), by_path(&theirs, path));
+        for side in ["client", "server"] {
+            let fields = b[side].as_object().unwrap();
+            for (field, want) in fields {
+                if by_design.contains(&(side, field.as_str())) {
+                    continue;
+                }
+                let got = &a[side][field];
+                if presence_only.contains(&field.as_str()) {
+                    assert_eq!(
+                        present(got),
+                        present(want),
+                        "{path} {side}.{field}: ours {got}, mitmdump's {want}"
+                    );
+                } else {
+                    assert_eq!(got, want, "{path} {side}.{field}");
+                }
+                compared += 1;
+            }
+        }
+        for field in ["close_code", "close_reason", "closed_by_client"] {
+            assert_eq!(
+                a["websocket"][field], b["websocket"][field],
+                "{path} websocket.{field}"
+            );
+        }
+        assert_eq!(
+            present(&a["websocket"]["timestamp_end"]),
+            present(&b["websocket"]["timestamp_end"]),
+            "{path} websocket.timestamp_end"
+        );
+    }
+    // Every field of both connections of both flows, less the one by design.
+    assert_eq!(compared, 2 * (12 + 12 - 1), "fields compared");
 }
