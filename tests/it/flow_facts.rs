@@ -438,6 +438,7 @@ async fn our_connection_facts_match_mitmdumps_field_by_field() {
     capture_ours(&ours_file, tls_origin.port(), origin.port()).await;
     let theirs_file = dir.path().join("theirs.flows");
     let dump = Mitmdump::start(&mitmdump, dir.path(), &theirs_file).await;
+    let dump_port = dump.addr.port();
     send_traffic(dump.addr, dump.roots(), tls_origin.port(), origin.port()).await;
     dump.stop().await;
 
@@ -492,4 +493,30 @@ async fn our_connection_facts_match_mitmdumps_field_by_field() {
     }
     // Every field of both connections of both flows, less the one by design.
     assert_eq!(compared, 2 * (12 + 12 - 1), "fields compared");
+
+    // Our reader gets the same facts from mitmdump's file.
+    let records = mitm::capture::flows::read_flows(&theirs_file).unwrap();
+    let secure = records
+        .iter()
+        .find(|r| r.request.path == "/secure")
+        .unwrap();
+    let server = &secure.facts.server;
+    assert_eq!(
+        server.tls.certificates[0][..],
+        origin_leaf(tls_origin.port()).await[..]
+    );
+    assert!(server.socket.started <= server.socket.tcp_setup);
+    assert!(server.socket.tcp_setup <= server.socket.tls_setup);
+    assert!(server.socket.local.is_some_and(|a| a.port() != 0));
+    assert_eq!(server.tls.sni.as_deref(), Some("localhost"));
+    let client_cipher = by_path(&theirs, "/secure")["client"]["cipher"].clone();
+    assert_eq!(secure.tls.cipher.as_deref(), client_cipher.as_str());
+    assert!(secure.facts.client.started <= secure.facts.client.tls_setup);
+    assert_eq!(secure.facts.client.local.map(|a| a.port()), Some(dump_port));
+    let chat = records.iter().find(|r| r.request.path == "/chat").unwrap();
+    let close = chat.facts.websocket_close.as_ref().expect("the close");
+    assert_eq!(
+        (close.code, close.reason.as_str(), close.by_client),
+        (1000, "done here", true)
+    );
 }
