@@ -194,7 +194,21 @@ impl Record {
             .websocket
             .as_ref()
             .map_or(0, |m| m.iter().map(|m| m.data.len() + 48).sum());
-        256 + self.request.body.data.len() + head(&self.request.headers) + response + messages
+        // The server's certificates: shared with its connection while it lasts, but a
+        // queued record may be what keeps them.
+        let certificates: usize = self
+            .facts
+            .server
+            .tls
+            .certificates
+            .iter()
+            .map(|c| c.len())
+            .sum();
+        256 + self.request.body.data.len()
+            + head(&self.request.headers)
+            + response
+            + messages
+            + certificates
     }
 
     /// The record of `flow`, finished on `conn`, keeping at most `body_limit` bytes of
