@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::model::Timings;
 use crate::capture::{Record, RecordedFacts};
-use crate::core::{SocketFacts, TlsFacts};
+use crate::core::{ServerFacts, SocketFacts, TlsFacts};
 use crate::http::websocket::WebSocketClose;
 
 /// The server connections whose first entry was written, so that later entries on one
@@ -34,6 +35,29 @@ impl Seen {
             self.0.clear();
         }
         self.0.insert((socket.local, started))
+    }
+}
+
+/// A browser's connection phases as times: connecting begins after `blocked` and
+/// `dns`, TCP is up `connect - ssl` later, TLS `ssl` after that (`connect` includes
+/// `ssl`). Unknown (all `None`) when `connect` is.
+fn phases(started: SystemTime, t: &Timings) -> SocketFacts {
+    let known = |v: Option<f64>| v.filter(|v| v.is_finite() && *v >= 0.0);
+    let Some(connect) = known(t.connect) else {
+        return SocketFacts::default();
+    };
+    let after = |ms: f64| {
+        Duration::try_from_secs_f64(ms / 1000.0)
+            .ok()
+            .and_then(|d| started.checked_add(d))
+    };
+    let before = known(t.blocked).unwrap_or(0.0) + known(t.dns).unwrap_or(0.0);
+    let ssl = known(t.ssl).filter(|s| *s <= connect);
+    SocketFacts {
+        local: None,
+        started: after(before),
+        tcp_setup: after(before + connect - ssl.unwrap_or(0.0)),
+        tls_setup: ssl.and_then(|_| after(before + connect)),
     }
 }
 
@@ -204,8 +228,20 @@ impl Socket {
     }
 }
 
-/// The facts of an entry's `_facts` (a value that is not one reads as none).
-pub(super) fn read(value: Option<Value>) -> RecordedFacts {
+/// The facts of an entry: its `_facts` (a value that is not one reads as none); for an
+/// entry without them (a browser's), the server connection's times from `timings`
+/// (`connect` and `ssl` after `blocked` and `dns`, from `started`, when the entry set
+/// up its connection), so that they are written back as they were read.
+pub(super) fn read(value: Option<Value>, started: SystemTime, timings: &Timings) -> RecordedFacts {
+    if value.is_none() {
+        return RecordedFacts {
+            server: ServerFacts {
+                socket: phases(started, timings),
+                ..ServerFacts::default()
+            },
+            ..RecordedFacts::default()
+        };
+    }
     let facts: Facts = value
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
@@ -269,6 +305,47 @@ mod tests {
     fn unknown_times_give_minus_one() {
         let r = record("/", None);
         assert_eq!(connect_ssl(&r, &mut Seen::default()), (-1.0, -1.0));
-        assert_eq!(read(Some(json!("junk"))), RecordedFacts::default());
+        let none = Timings::default();
+        assert_eq!(
+            read(Some(json!("junk")), UNIX_EPOCH, &none),
+            RecordedFacts::default()
+        );
+        assert_eq!(read(None, UNIX_EPOCH, &none), RecordedFacts::default());
+    }
+
+    #[test]
+    fn a_browsers_connect_and_ssl_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("browser.har");
+        let entry = |connect: f64, ssl: f64| {
+            json!({"startedDateTime": "2024-01-02T03:04:05.000Z",
+                "request": {"method": "GET", "url": "https://a.localhost/", "httpVersion": "HTTP/1.1",
+                    "headers": [], "cookies": [], "queryString": [], "headersSize": -1, "bodySize": 0},
+                "response": {"status": 200, "statusText": "OK", "httpVersion": "HTTP/1.1",
+                    "headers": [], "cookies": [], "content": {"size": 0, "mimeType": ""},
+                    "redirectURL": "", "headersSize": -1, "bodySize": 0},
+                "cache": {},
+                "timings": {"blocked": 1.5, "dns": 2.0, "connect": connect, "ssl": ssl,
+                    "send": 0.5, "wait": 10.0, "receive": 1.0}})
+        };
+        let doc = json!({"log": {"version": "1.2", "creator": {"name": "b", "version": "1"},
+            "entries": [entry(30.0, 20.0), entry(-1.0, -1.0)]}});
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let records = read_har(&path).unwrap();
+        let mut w = HarWriter::new(Vec::new()).unwrap();
+        for r in &records {
+            w.write(r).unwrap();
+        }
+        let back: Value = serde_json::from_slice(&w.finish().unwrap()).unwrap();
+        let timings = |i: usize| {
+            let t = &back["log"]["entries"][i]["timings"];
+            (t["connect"].as_f64().unwrap(), t["ssl"].as_f64().unwrap())
+        };
+        let (connect, ssl) = timings(0);
+        assert!(
+            (connect - 30.0).abs() < 0.01 && (ssl - 20.0).abs() < 0.01,
+            "{connect} {ssl}"
+        );
+        assert_eq!(timings(1), (-1.0, -1.0));
     }
 }

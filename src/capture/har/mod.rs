@@ -27,11 +27,13 @@
 //! - a WebSocket flow: `"_resourceType": "websocket"` and its messages in
 //!   `"_webSocketMessages"`, as Chromium's devtools save them;
 //! - the connection facts: `timings.connect` and `timings.ssl` measured on the first
-//!   entry of each server connection (`-1` on later ones, and when unknown; `connect` includes `ssl`, as HAR 1.2 says),
-//!   `connection` (the proxy's local port on it), and `"_facts"`: both connections'
-//!   times and local addresses, the server's TLS with its certificates (base64 DER),
-//!   and how a WebSocket closed (`websocketClose`); `"_tls"` also holds the client's
-//!   cipher and ALPN offers.
+//!   entry of each server connection (`-1` on later ones, and when unknown; `connect`
+//!   includes `ssl`, as HAR 1.2 says), `connection` (the proxy's local port on it), and
+//!   `"_facts"`: both connections' times and local addresses, the server's TLS with its
+//!   certificates (base64 DER), and how a WebSocket closed (`websocketClose`); `"_tls"`
+//!   also holds the client's cipher and ALPN offers. A HAR without `_facts` (a
+//!   browser's) gives the server connection's times from its `blocked`, `dns`,
+//!   `connect` and `ssl`, which are so written back as they were.
 //!
 //! Request bodies go in `postData.text`, base64 with `"_encoding": "base64"` when they
 //! are binary (HAR has no encoding for `postData`).

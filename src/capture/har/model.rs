@@ -150,6 +150,15 @@ pub(super) struct Content {
 #[serde(default)]
 pub(super) struct Timings {
     #[serde(deserialize_with = "lenient")]
+    pub blocked: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
+    pub dns: Option<f64>,
+    /// Setting up the connection, TLS included (`ssl`).
+    #[serde(deserialize_with = "lenient")]
+    pub connect: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
+    pub ssl: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
     pub send: Option<f64>,
     #[serde(deserialize_with = "lenient")]
     pub wait: Option<f64>,

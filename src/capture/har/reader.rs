@@ -110,6 +110,11 @@ fn record_of(e: Entry) -> std::result::Result<Record, String> {
     };
     let error = e.error.or(response_error);
     let timings = e.timings.unwrap_or_default();
+    let started_at = e
+        .started
+        .and_then(|s| parse_rfc3339(&s))
+        .ok_or("no valid startedDateTime")?;
+    let facts = super::facts::read(e.facts, started_at, &timings);
     let ms = |v: Option<f64>| v.filter(|v| *v >= 0.0);
     // A time too large for a `Duration` is left out.
     let at = |v: f64| Duration::try_from_secs_f64(v / 1000.0).ok();
@@ -131,15 +136,12 @@ fn record_of(e: Entry) -> std::result::Result<Record, String> {
         });
     let tls = e.tls.unwrap_or_default();
     Ok(Record {
-        started_at: e
-            .started
-            .and_then(|s| parse_rfc3339(&s))
-            .ok_or("no valid startedDateTime")?,
+        started_at,
         client: e.client_address.and_then(|a| a.parse().ok()),
         server,
         client_tls: e.client_tls.unwrap_or(request.scheme == "https"),
         tls: tls.facts(),
-        facts: super::facts::read(e.facts),
+        facts,
         websocket: e.websocket_messages.map(messages_of),
         request,
         response,
