@@ -403,3 +403,32 @@ impl fmt::Debug for State {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_suite_the_proxy_speaks_has_openssls_name() {
+        let provider = crate::tls::crypto_provider();
+        assert!(!provider.cipher_suites.is_empty());
+        for suite in &provider.cipher_suites {
+            let name = cipher_name(suite.suite());
+            // IANA's spellings that OpenSSL does not use.
+            assert!(
+                !name.starts_with("TLS13_") && !name.contains("_WITH_"),
+                "{:?} is {name}",
+                suite.suite()
+            );
+        }
+        assert_eq!(
+            cipher_name(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+            "TLS_AES_128_GCM_SHA256"
+        );
+        assert_eq!(
+            cipher_name(rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
+            "ECDHE-RSA-AES256-GCM-SHA384"
+        );
+        assert_eq!(version_name(rustls::ProtocolVersion::TLSv1_2), "TLSv1.2");
+    }
+}
