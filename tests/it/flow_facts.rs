@@ -2,7 +2,8 @@
 //! WebSocket flow captured through the proxy, saved as a flow file, loaded by
 //! mitmproxy's own `FlowReader`; every field of `client_conn`, `server_conn` and the
 //! WebSocket's end present and plausible, and `mitmdump -nr` of the file quiet. Then
-//! the same traffic through `mitmdump -w`, the two files compared field by field.
+//! the same traffic through `mitmdump -w`, the two files compared field by field; and
+//! a reverse proxy's flow, with both handshakes.
 
 use crate::common;
 
@@ -519,4 +520,57 @@ async fn our_connection_facts_match_mitmdumps_field_by_field() {
         (close.code, close.reason.as_str(), close.by_client),
         (1000, "done here", true)
     );
+}
+
+/// A TLS client of the reverse proxy: its handshake and the upstream's are both in the
+/// record, with the times in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reverse_proxys_flows_keep_both_handshakes() {
+    let tls_origin = start_tls_origin().await;
+    let leaf = origin_leaf(tls_origin.port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reverse.flows");
+    let capture = Arc::new(
+        Capture::builder()
+            .sink(Box::new(FlowWriter::create(&path).unwrap()))
+            .start(),
+    );
+    let handler = capture.clone();
+    let reverse =
+        mitm::Reverse::parse(&format!("https://localhost:{}", tls_origin.port())).unwrap();
+    let proxy = start_proxy(|b| b.protocols(vec![Arc::new(reverse)]).http_handler(handler)).await;
+
+    let mut config = tls_client_config(&proxy.ca);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("front.localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let cipher = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+    let mut wire = Wire::new(tls);
+    wire.send("GET /r HTTP/1.1\r\nHost: front.localhost\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(wire.response().await.status, 200);
+    drop(wire);
+    tokio::time::timeout(PATIENCE, capture.wait_written(1))
+        .await
+        .expect("the flow was never written");
+    capture.finish();
+
+    let records = mitm::capture::flows::read_flows(&path).unwrap();
+    let r = &records[0];
+    assert_eq!(r.tls.sni.as_deref(), Some("front.localhost"));
+    assert_eq!(r.tls.cipher, Some(openssl_name(cipher)));
+    assert_eq!(r.tls.alpn_offers, ["http/1.1"]);
+    let client = &r.facts.client;
+    assert_eq!(client.local, Some(proxy.addr));
+    assert!(client.started.is_some() && client.started <= client.tls_setup);
+    assert!(client.tls_setup <= Some(r.started_at));
+    let server = &r.facts.server;
+    assert!(server.socket.started <= server.socket.tcp_setup);
+    assert!(
+        server.socket.tcp_setup.is_some() && server.socket.tcp_setup <= server.socket.tls_setup
+    );
+    assert_eq!(server.tls.certificates[0][..], leaf[..]);
+    assert_eq!(server.tls.sni.as_deref(), Some("localhost"));
 }
