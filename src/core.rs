@@ -8,7 +8,8 @@
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 /// One side of a relayed connection: the client, or the upstream server.
 ///
@@ -113,28 +114,130 @@ pub struct TlsFacts {
     pub alpn: Option<String>,
     /// The TLS version, as mitmproxy writes it: `TLSv1.2`, `TLSv1.3`.
     pub version: Option<String>,
+    /// The cipher suite, named as OpenSSL (and so mitmproxy) names it, e.g.
+    /// `TLS_AES_256_GCM_SHA384` or `ECDHE-RSA-AES128-GCM-SHA256`.
+    pub cipher: Option<String>,
+    /// The application protocols the client side of the handshake offered, in order.
+    pub alpn_offers: Vec<String>,
+    /// The certificate chain the server side presented (DER, its own first); kept for
+    /// the upstream's handshakes, empty for the client's.
+    pub certificates: Vec<bytes::Bytes>,
 }
 
 impl TlsFacts {
-    /// The facts of a finished handshake on the proxy's server side.
-    pub(crate) fn of_server(tls: &rustls::ServerConnection) -> Self {
+    /// The facts of a finished handshake on the proxy's server side (with a client),
+    /// which offered `alpn_offers`.
+    pub(crate) fn of_server(tls: &rustls::ServerConnection, alpn_offers: Vec<String>) -> Self {
         TlsFacts {
             sni: tls.server_name().map(str::to_owned),
             alpn: tls
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
-            version: tls.protocol_version().map(|v| match v {
-                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
-                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
-                other => format!("{other:?}"),
+            version: tls.protocol_version().map(version_name),
+            cipher: tls
+                .negotiated_cipher_suite()
+                .map(|s| cipher_name(s.suite())),
+            alpn_offers,
+            certificates: Vec::new(),
+        }
+    }
+
+    /// The facts of a finished handshake on the proxy's client side (with an upstream),
+    /// naming `sni` and offering `alpn_offers`; the upstream's certificates are kept.
+    pub(crate) fn of_client(
+        tls: &rustls::ClientConnection,
+        sni: &str,
+        alpn_offers: &[Vec<u8>],
+    ) -> Self {
+        TlsFacts {
+            sni: Some(sni.to_owned()),
+            alpn: tls
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            version: tls.protocol_version().map(version_name),
+            cipher: tls
+                .negotiated_cipher_suite()
+                .map(|s| cipher_name(s.suite())),
+            alpn_offers: alpn_offers
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect(),
+            certificates: tls.peer_certificates().map_or_else(Vec::new, |chain| {
+                chain
+                    .iter()
+                    .map(|c| bytes::Bytes::copy_from_slice(c.as_ref()))
+                    .collect()
             }),
         }
     }
 
     /// Whether nothing is known.
     pub fn is_empty(&self) -> bool {
-        self.sni.is_none() && self.alpn.is_none() && self.version.is_none()
+        self.sni.is_none()
+            && self.alpn.is_none()
+            && self.version.is_none()
+            && self.cipher.is_none()
+            && self.alpn_offers.is_empty()
+            && self.certificates.is_empty()
     }
+}
+
+/// A TLS version as mitmproxy (OpenSSL) writes it.
+fn version_name(v: rustls::ProtocolVersion) -> String {
+    match v {
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A cipher suite by OpenSSL's name, as mitmproxy writes it; suites OpenSSL names
+/// otherwise than the IANA registry get its spelling, others their IANA name.
+fn cipher_name(suite: rustls::CipherSuite) -> String {
+    use rustls::CipherSuite as C;
+    let name = match suite {
+        C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        C::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        C::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        other => return format!("{other:?}"),
+    };
+    name.to_owned()
+}
+
+/// When one side's connection was made and at which of the proxy's addresses, as
+/// mitmproxy's flow format keeps them (`sockname`, `timestamp_start`,
+/// `timestamp_tcp_setup`, `timestamp_tls_setup`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketFacts {
+    /// The proxy's own address on this connection: for the client, the listening
+    /// address it reached; for the upstream, the local end of the proxy's socket.
+    pub local: Option<SocketAddr>,
+    /// When the connection began: the client's accepted, or the proxy starting to
+    /// connect to the upstream.
+    pub started: Option<SystemTime>,
+    /// When the upstream's TCP connection was up (the client's is at `started`).
+    pub tcp_setup: Option<SystemTime>,
+    /// When the TLS handshake on this connection finished.
+    pub tls_setup: Option<SystemTime>,
+}
+
+/// What the proxy knows of one upstream connection: its times and local address, and
+/// what its TLS handshake settled (empty without TLS). Shared by every flow that goes
+/// over the connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerFacts {
+    /// Its times and the proxy's address on it.
+    pub socket: SocketFacts,
+    /// Its TLS handshake, with the server's certificate chain.
+    pub tls: TlsFacts,
 }
 
 /// A connection between a client and (once connected) an upstream server, as
@@ -168,6 +271,13 @@ pub struct Connection {
     /// What the client's TLS handshake with the proxy settled (the name it asked for,
     /// the protocol chosen, the TLS version), once it is done; empty without TLS.
     pub tls_facts: TlsFacts,
+    /// When the client connected, the proxy's address it reached, and when its TLS
+    /// handshake with the proxy finished.
+    pub client_socket: SocketFacts,
+    /// What the proxy knows of the upstream connection in use (times, local address,
+    /// TLS); `None` while [`server`](Self::server) is empty, or for an upstream the
+    /// proxy did not dial itself.
+    pub server_facts: Option<Arc<ServerFacts>>,
     state: Mutex<State>,
     /// Whether `server_connected` has fired without a `server_disconnected` yet.
     pub(crate) server_announced: bool,
@@ -192,6 +302,8 @@ impl Connection {
             target: None,
             tls: false,
             tls_facts: TlsFacts::default(),
+            client_socket: SocketFacts::default(),
+            server_facts: None,
             state: Mutex::new(State::default()),
             server_announced: false,
             tunnel_answered: false,
@@ -289,5 +401,34 @@ impl fmt::Debug for State {
         f.debug_struct("State")
             .field("entries", &self.slots.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_suite_the_proxy_speaks_has_openssls_name() {
+        let provider = crate::tls::crypto_provider();
+        assert!(!provider.cipher_suites.is_empty());
+        for suite in &provider.cipher_suites {
+            let name = cipher_name(suite.suite());
+            // IANA's spellings that OpenSSL does not use.
+            assert!(
+                !name.starts_with("TLS13_") && !name.contains("_WITH_"),
+                "{:?} is {name}",
+                suite.suite()
+            );
+        }
+        assert_eq!(
+            cipher_name(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+            "TLS_AES_128_GCM_SHA256"
+        );
+        assert_eq!(
+            cipher_name(rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
+            "ECDHE-RSA-AES256-GCM-SHA384"
+        );
+        assert_eq!(version_name(rustls::ProtocolVersion::TLSv1_2), "TLSv1.2");
     }
 }

@@ -257,6 +257,7 @@ fn filter_fixtures() -> &'static [crate::capture::Record] {
             timings: RecordedTimings::default(),
             error: None,
             websocket: None,
+            facts: Default::default(),
         };
 
         // A GET over HTTPS answered with a gzip-encoded page (`~b` decodes it).

@@ -51,7 +51,7 @@
 //! | [`Mitm`], [`MitmBuilder`], [`MitmHandle`], [`Sender`], [`Listener`], [`Bound`] | the server: bind, accept, shutdown; requests sent with no client (module [`server`], with [`server::mode`] for `--mode` specs) |
 //! | [`Middleware`], [`DataHooks`], [`HttpHandler`], [`Router`], [`TunnelVerdict`], [`Interception`], [`Log`], [`HttpLog`], [`IgnoreHosts`] | hooks, one trait per concern (module [`middleware`]) |
 //! | [`Protocol`], [`Http`], [`Socks5`], [`Reverse`], [`Transparent`], [`Context`], [`Tunnel`], [`Resolution`] | how a client's first bytes pick a protocol (module [`protocol`]) |
-//! | [`Connection`], [`Host`], [`Flow`], [`Target`], [`State`], [`TlsFacts`] | what hooks know of a connection |
+//! | [`Connection`], [`Host`], [`Flow`], [`Target`], [`State`], [`TlsFacts`], [`SocketFacts`], [`ServerFacts`] | what hooks know of a connection |
 //! | [`Request`], [`Response`], [`Headers`], [`Body`], [`HttpFlow`], [`Verdict`] | HTTP messages as hooks see them |
 //! | [`WebSocketMessage`], [`MessageVerdict`] | WebSocket messages (module [`websocket`]) |
 //! | [`CertificateAuthority`] | the CA that signs a leaf per host (module [`tls`]: [`tls::ca`], [`tls::trust`], [`tls::crypto_provider`]) |
@@ -126,7 +126,7 @@ pub mod internals;
 /// WebSocket messages as hooks see them.
 pub use crate::http::websocket;
 
-pub use crate::core::{Connection, Flow, Host, State, Target, TlsFacts};
+pub use crate::core::{Connection, Flow, Host, ServerFacts, SocketFacts, State, Target, TlsFacts};
 pub use crate::engine::context::Context;
 pub use crate::engine::relay::Tunnel;
 pub use crate::error::{Error, Result, Side};

@@ -853,6 +853,7 @@ mod tests {
         Record {
             annotations: Default::default(),
             websocket: None,
+            facts: Default::default(),
             started_at: SystemTime::UNIX_EPOCH,
             client: None,
             server: None,

@@ -227,12 +227,13 @@ impl HttpHandler for Capture {
         MessageVerdict::Forward
     }
 
-    async fn websocket_end(&self, conn: &Connection, _end: &WebSocketEnd) {
+    async fn websocket_end(&self, conn: &Connection, end: &WebSocketEnd) {
         let record = conn
             .state()
             .get_mut::<Sockets>()
             .and_then(|s| s.0.remove(&self.key()));
-        if let Some(record) = record {
+        if let Some(mut record) = record {
+            record.facts.websocket_close = end.close.clone();
             self.keep(record);
         }
     }

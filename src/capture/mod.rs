@@ -63,8 +63,8 @@ pub use handler::{Capture, CaptureBuilder, DEFAULT_BODY_LIMIT};
 #[cfg(feature = "web")]
 pub(crate) use record::{recorded_response, Ending};
 pub use record::{
-    Annotations, Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse,
-    RecordedTimings,
+    Annotations, Record, RecordedBody, RecordedFacts, RecordedMessage, RecordedRequest,
+    RecordedResponse, RecordedTimings,
 };
 pub use records::{open, Records};
 pub use writer::{Sink, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES, FLUSH_AFTER};

@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::core::{Connection, TlsFacts};
+use crate::core::{Connection, ServerFacts, SocketFacts, TlsFacts};
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Version};
+use crate::http::websocket::WebSocketClose;
 
 /// One finished flow, as plain data: what a capture file holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +42,26 @@ pub struct Record {
     /// The messages of a WebSocket flow (a `101` to a WebSocket upgrade), in order;
     /// `None` for other flows.
     pub websocket: Option<Vec<RecordedMessage>>,
+    /// The connection facts mitmproxy keeps beside the peers' addresses: both sides'
+    /// times and local addresses, the upstream's TLS (with its certificates), and how a
+    /// WebSocket flow was closed.
+    pub facts: RecordedFacts,
+}
+
+/// What a record knows of its connections beyond the peers' addresses and the client's
+/// TLS ([`Record::tls`]), and of a WebSocket's end: every field of mitmproxy's flow
+/// format that the proxy can know.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordedFacts {
+    /// The client connection: when it was accepted, the proxy's address it reached,
+    /// when its TLS handshake finished.
+    pub client: SocketFacts,
+    /// The upstream connection the flow went over: its times, the proxy's address on
+    /// it, what its TLS settled and the server's certificate chain.
+    pub server: ServerFacts,
+    /// How the WebSocket was closed (a WebSocket flow whose end the capture saw).
+    pub websocket_close: Option<WebSocketClose>,
 }
 
 /// What mitmproxy keeps of a flow beside its messages, under the same names in its
@@ -213,7 +234,21 @@ impl Record {
             .websocket
             .as_ref()
             .map_or(0, |m| m.iter().map(|m| m.data.len() + 48).sum());
-        256 + self.request.body.data.len() + head(&self.request.headers) + response + messages
+        // The server's certificates: shared with its connection while it lasts, but a
+        // queued record may be what keeps them.
+        let certificates: usize = self
+            .facts
+            .server
+            .tls
+            .certificates
+            .iter()
+            .map(|c| c.len())
+            .sum();
+        256 + self.request.body.data.len()
+            + head(&self.request.headers)
+            + response
+            + messages
+            + certificates
     }
 
     /// The record of `flow`, finished on `conn`, keeping at most `body_limit` bytes of
@@ -231,6 +266,11 @@ impl Record {
             annotations: Annotations::default(),
             error: None,
             websocket: None,
+            facts: RecordedFacts {
+                client: conn.client_socket,
+                server: conn.server_facts.as_deref().cloned().unwrap_or_default(),
+                websocket_close: None,
+            },
         };
         // The bodies, the response, the timings and the error: as for a record made
         // before the flow finished.
@@ -515,5 +555,69 @@ mod tests {
             Record::from_flow(&conn, &f, 0).request.url(),
             "http://h.localhost/x?y"
         );
+    }
+}
+
+/// Connection facts with every field set, for the formats' round-trip tests: times on
+/// whole quarters of a second (exact as float seconds).
+#[cfg(test)]
+pub(crate) mod example {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::RecordedFacts;
+    use crate::core::{ServerFacts, SocketFacts, TlsFacts};
+    use crate::http::websocket::WebSocketClose;
+
+    fn at(quarters: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + quarters * 250)
+    }
+
+    /// The client's TLS: every field but certificates (a client shows none).
+    pub(crate) fn client_tls() -> TlsFacts {
+        TlsFacts {
+            sni: Some("a.localhost".into()),
+            alpn: Some("h2".into()),
+            version: Some("TLSv1.3".into()),
+            cipher: Some("TLS_AES_256_GCM_SHA384".into()),
+            alpn_offers: vec!["h2".into(), "http/1.1".into()],
+            certificates: Vec::new(),
+        }
+    }
+
+    /// A WebSocket's close, by the server.
+    pub(crate) fn close() -> WebSocketClose {
+        WebSocketClose::recorded(1001, "going away".into(), false, at(9))
+    }
+
+    /// Both connections' facts (no WebSocket's close: see [`close`]).
+    pub(crate) fn facts() -> RecordedFacts {
+        RecordedFacts {
+            client: SocketFacts {
+                local: Some("127.0.0.1:8080".parse().unwrap()),
+                started: Some(at(0)),
+                tcp_setup: None,
+                tls_setup: Some(at(1)),
+            },
+            server: ServerFacts {
+                socket: SocketFacts {
+                    local: Some("[::1]:40000".parse().unwrap()),
+                    started: Some(at(1)),
+                    tcp_setup: Some(at(2)),
+                    tls_setup: Some(at(3)),
+                },
+                tls: TlsFacts {
+                    sni: Some("a.localhost".into()),
+                    alpn: Some("http/1.1".into()),
+                    version: Some("TLSv1.2".into()),
+                    cipher: Some("ECDHE-ECDSA-AES128-GCM-SHA256".into()),
+                    alpn_offers: vec!["http/1.1".into()],
+                    certificates: vec![
+                        bytes::Bytes::from_static(b"0\x03\x02\x01\x01leaf"),
+                        bytes::Bytes::from_static(b"0\x03\x02\x01\x02ca"),
+                    ],
+                },
+            },
+            websocket_close: None,
+        }
     }
 }

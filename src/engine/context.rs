@@ -100,6 +100,7 @@ impl Context {
         let route = self.route_for(conn, target).await;
         let tcp = self.upstreams.tcp(&route, target, timeout).await?;
         conn.server = Host::new(tcp.addr);
+        conn.server_facts = Some(crate::upstream::facts_of(tcp.socket, None));
         conn.permits.push(tcp.permit);
         Ok(tcp.stream)
     }
@@ -116,9 +117,16 @@ impl Context {
         timeout: Duration,
     ) -> Result<TlsStream<BoxIo>> {
         let tcp = self.connect(conn, target, timeout).await?;
-        self.upstreams
+        let tls = self
+            .upstreams
             .handshake(tcp, target, server_name, alpn, timeout)
-            .await
+            .await?;
+        let socket = conn.server_facts.as_ref().map(|f| f.socket);
+        conn.server_facts = Some(crate::upstream::facts_of(
+            socket.unwrap_or_default(),
+            Some((tls.get_ref().1, server_name, alpn)),
+        ));
+        Ok(tls)
     }
 
     /// Whether a request with these headers may use the proxy (always, when no
@@ -174,6 +182,7 @@ impl Context {
             self.chain.server_disconnected(conn).await;
         }
         conn.server = Host::default();
+        conn.server_facts = None;
     }
 
     /// A future that completes when the server starts stopping (never, if the server is

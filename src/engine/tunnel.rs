@@ -228,8 +228,11 @@ async fn serve_plain(
     let start = match ahead {
         Ahead::Tcp(tcp) if !route_is_http_proxy(&route) => {
             conn.server = Host::new(tcp.addr);
+            let facts = crate::upstream::facts_of(tcp.socket, None);
+            conn.server_facts = Some(facts.clone());
             cx.announce_server(conn).await;
             Start::H1(Upstream {
+                facts,
                 io: tcp.stream,
                 addr: tcp.addr,
                 target: origin.clone(),
@@ -296,8 +299,10 @@ async fn relay_raw(
         stream,
         addr,
         permit,
+        socket,
     } = tcp;
     conn.server = Host::new(addr);
+    conn.server_facts = Some(crate::upstream::facts_of(socket, None));
     cx.announce_server(conn).await;
     let server = rewound(stream, banner);
     let opts = RelayOptions {
@@ -379,15 +384,21 @@ impl Intercept<'_> {
             }
             Err(_) => return Err(Error::ClientTimeout),
         };
-        conn.tls_facts = crate::core::TlsFacts::of_server(client.get_ref().1);
+        conn.client_socket.tls_setup = Some(std::time::SystemTime::now());
+        let offers = offered
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        conn.tls_facts = crate::core::TlsFacts::of_server(client.get_ref().1, offers);
         let reached = match reached {
             Ok(None) => None,
             Ok(Some(reached)) => {
-                let addr = match &reached {
-                    Reached::Http(link) => link.addr(),
-                    Reached::Raw(up, _) => up.addr,
+                let (addr, facts) = match &reached {
+                    Reached::Http(link) => (link.addr(), link.facts()),
+                    Reached::Raw(up, _) => (up.addr, &up.facts),
                 };
                 conn.server = Host::new(addr);
+                conn.server_facts = Some(facts.clone());
                 cx.announce_server(conn).await;
                 Some(reached)
             }
@@ -503,18 +514,26 @@ impl Intercept<'_> {
         } else {
             self.hello.alpn.clone()
         };
+        let Tcp {
+            stream,
+            addr,
+            permit,
+            socket,
+        } = tcp;
         let tls = cx
             .upstreams
-            .handshake(tcp.stream, &self.target, name, &alpn, timeout)
+            .handshake(stream, &self.target, name, &alpn, timeout)
             .await?;
         let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let facts = crate::upstream::facts_of(socket, Some((tls.get_ref().1, name, &alpn)));
         let up = Upstream {
             io: Box::new(tls),
-            addr: tcp.addr,
+            addr,
             target: origin.clone(),
             route: self.route.clone(),
-            permit: tcp.permit,
+            permit,
             buffers: crate::wire::h1::Buffers::default(),
+            facts,
         };
         if !http {
             return Ok(Reached::Raw(up, chosen));

@@ -178,6 +178,10 @@ impl Reverse {
             .map_or_else(|| self.target.host.clone(), str::to_string);
         let offered: Vec<&[u8]> = hello.alpn().map(Iterator::collect).unwrap_or_default();
         let config = leaf_config(&cx.ca, &name, &offered)?;
+        let offers: Vec<String> = offered
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
         let handshake = start.into_stream(config);
         let client = match tokio::time::timeout(settings.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
@@ -185,7 +189,8 @@ impl Reverse {
             Err(_) => return Err(Error::ClientTimeout),
         };
         conn.tls = true;
-        conn.tls_facts = crate::core::TlsFacts::of_server(client.get_ref().1);
+        conn.client_socket.tls_setup = Some(std::time::SystemTime::now());
+        conn.tls_facts = crate::core::TlsFacts::of_server(client.get_ref().1, offers);
         let h2 = client.get_ref().1.alpn_protocol() == Some(H2);
         let client: BoxIo = Box::new(client);
         if h2 {
@@ -245,6 +250,7 @@ impl Reverse {
         match cx.upstreams.link(&route, &self.target, want, timeout).await {
             Ok(link) => {
                 conn.server = Host::new(link.addr());
+                conn.server_facts = Some(link.facts().clone());
                 cx.announce_server(conn).await;
                 Some(link)
             }

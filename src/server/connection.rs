@@ -28,6 +28,8 @@ pub(super) async fn serve(
     // The proxy writes whole chunks; Nagle's algorithm would only delay them.
     let _ = stream.set_nodelay(true);
     let mut conn = Connection::new(id, Host::new(peer));
+    conn.client_socket.started = Some(std::time::SystemTime::now());
+    conn.client_socket.local = stream.local_addr().ok();
     if protocols.iter().any(|p| p.wants_original_destination()) {
         conn.original_dst = crate::net::original_dst::redirected_from(&stream, &cx.local_addrs);
     }

@@ -21,7 +21,7 @@ mod tls;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -32,7 +32,7 @@ pub use self::tls::UpstreamTls;
 
 use self::pool::{Key, Pool, Shared};
 pub use self::route::{ProxyScheme, Route, UpstreamProxy};
-use crate::core::Target;
+use crate::core::{ServerFacts, SocketFacts, Target, TlsFacts};
 use crate::error::{Error, Result};
 use crate::net::io::BoxIo;
 use crate::wire::h1::Buffers;
@@ -58,6 +58,8 @@ pub(crate) struct Upstream {
     /// HTTP/1.1 buffers kept between the exchanges of one client connection (none in
     /// the pool, where they would only hold memory).
     pub buffers: Buffers,
+    /// Its times, local address and TLS, for the flows that go over it.
+    pub facts: Arc<ServerFacts>,
 }
 
 impl std::fmt::Debug for Tcp {
@@ -83,6 +85,25 @@ pub(crate) struct Tcp {
     pub stream: BoxIo,
     pub addr: SocketAddr,
     pub permit: Permit,
+    /// When it was begun and made, and the proxy's address on it (when direct).
+    pub socket: SocketFacts,
+}
+
+/// The facts of an upstream connection made as `socket` says, after a TLS handshake
+/// `tls` (naming `sni`, offering `alpn`) when there was one: just after the handshake.
+pub(crate) fn facts_of(
+    socket: SocketFacts,
+    tls: Option<(&rustls::ClientConnection, &str, &[Vec<u8>])>,
+) -> Arc<ServerFacts> {
+    let mut facts = ServerFacts {
+        socket,
+        ..ServerFacts::default()
+    };
+    if let Some((tls, sni, alpn)) = tls {
+        facts.socket.tls_setup = Some(SystemTime::now());
+        facts.tls = TlsFacts::of_client(tls, sni, alpn);
+    }
+    Arc::new(facts)
 }
 
 /// A way to send one exchange to an origin.
@@ -126,6 +147,14 @@ impl Link {
         match self {
             Link::H1 { up, .. } => up.addr,
             Link::H2 { shared, .. } => shared.addr,
+        }
+    }
+
+    /// What the proxy knows of the connection this link goes over.
+    pub(crate) fn facts(&self) -> &Arc<ServerFacts> {
+        match self {
+            Link::H1 { up, .. } => &up.facts,
+            Link::H2 { shared, .. } => &shared.facts,
         }
     }
 }
@@ -238,16 +267,20 @@ impl Upstreams {
         timeout: Duration,
     ) -> Result<Tcp> {
         let permit = self.permit()?;
+        let started = SystemTime::now();
         let attempt = async {
             match route {
                 Route::Direct => {
                     let (stream, addr) = self.connect_tcp(target).await?;
-                    Ok((Box::new(stream) as BoxIo, addr))
+                    let local = stream.local_addr().ok();
+                    Ok((Box::new(stream) as BoxIo, addr, local))
                 }
-                Route::Proxy(proxy) => proxy::open(self, proxy, target, tunnel).await,
+                Route::Proxy(proxy) => proxy::open(self, proxy, target, tunnel)
+                    .await
+                    .map(|(stream, addr)| (stream, addr, None)),
             }
         };
-        let (stream, addr) = match tokio::time::timeout(timeout, attempt).await {
+        let (stream, addr, local) = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r?,
             Err(_) => {
                 return Err(Error::ConnectTimeout {
@@ -262,6 +295,12 @@ impl Upstreams {
             stream,
             addr,
             permit,
+            socket: SocketFacts {
+                local,
+                started: Some(started),
+                tcp_setup: Some(SystemTime::now()),
+                tls_setup: None,
+            },
         })
     }
 
@@ -331,6 +370,7 @@ impl Upstreams {
         let tcp = self.open(route, target, tunnel, timeout).await?;
         if !target.tls {
             let up = Upstream {
+                facts: facts_of(tcp.socket, None),
                 io: tcp.stream,
                 addr: tcp.addr,
                 target: target.clone(),
@@ -341,17 +381,25 @@ impl Upstreams {
             return Ok((up, None));
         }
         let left = timeout.saturating_sub(started.elapsed());
+        let Tcp {
+            stream,
+            addr,
+            permit,
+            socket,
+        } = tcp;
         let tls = self
-            .handshake(tcp.stream, target, &target.host, alpn, left)
+            .handshake(stream, target, &target.host, alpn, left)
             .await?;
         let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let facts = facts_of(socket, Some((tls.get_ref().1, &target.host, alpn)));
         let up = Upstream {
             io: Box::new(tls),
-            addr: tcp.addr,
+            addr,
             target: target.clone(),
             route: route.clone(),
-            permit: tcp.permit,
+            permit,
             buffers: Buffers::default(),
+            facts,
         };
         Ok((up, chosen))
     }
@@ -406,10 +454,11 @@ impl Upstreams {
             target,
             route,
             permit,
+            facts,
             ..
         } = up;
         let (send, connection) = crate::wire::h2::client_handshake(io).await?;
-        let shared = Shared::new(send, addr);
+        let shared = Shared::new(send, addr, facts);
         let closed = shared.closed_flag();
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub send: SendRequest<Bytes>,
     /// The address it reached.
     pub addr: SocketAddr,
+    /// Its times, local address and TLS, for the flows that go over it.
+    pub facts: Arc<crate::core::ServerFacts>,
     usage: Arc<Usage>,
 }
 
@@ -66,10 +68,15 @@ struct Usage {
 }
 
 impl Shared {
-    pub(crate) fn new(send: SendRequest<Bytes>, addr: SocketAddr) -> Self {
+    pub(crate) fn new(
+        send: SendRequest<Bytes>,
+        addr: SocketAddr,
+        facts: Arc<crate::core::ServerFacts>,
+    ) -> Self {
         Shared {
             send,
             addr,
+            facts,
             usage: Arc::new(Usage {
                 active: AtomicUsize::new(0),
                 idle_since: Mutex::new(Instant::now()),

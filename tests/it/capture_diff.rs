@@ -71,6 +71,8 @@ with open(sys.argv[1], "rb") as f:
             "error": flow.error.msg if flow.error else None,
             "websocket": None if ws is None else {
                 "messages": [[m.from_client, int(m.type), m.content.hex()] for m in ws.messages],
+                "close_code": ws.close_code, "close_reason": ws.close_reason,
+                "closed_by_client": ws.closed_by_client, "timestamp_end": ws.timestamp_end,
             },
             "client_conn": conn(flow.client_conn),
             "server_conn": conn(flow.server_conn),
@@ -228,7 +230,17 @@ const EQUAL: &[&str] = &[
     "/response/headers",
     "/response/content",
     "/websocket/messages",
+    "/websocket/close_code",
+    "/websocket/close_reason",
+    "/websocket/closed_by_client",
+    "/client_conn/tls_established",
+    "/client_conn/tls_version",
+    "/client_conn/alpn",
     "/client_conn/sni",
+    "/server_conn/tls_established",
+    "/server_conn/tls_version",
+    "/server_conn/alpn",
+    "/server_conn/sni",
 ];
 
 /// Flows only this proxy saves, and why: mitmdump refuses a request whose target holds
@@ -258,6 +270,26 @@ fn differences(ours: &Value, theirs: &Value) -> Vec<String> {
             "/error: ours {}, mitmdump's {}",
             ours["error"], theirs["error"]
         ));
+    }
+    // Both connections' addresses and times, where the flow had them.
+    for side in ["client_conn", "server_conn"] {
+        if failed(ours) && side == "server_conn" {
+            continue;
+        }
+        for field in ["peername", "sockname"] {
+            let port = ours[side][field][1].as_u64().unwrap_or(0);
+            let host = ours[side][field][0].as_str().unwrap_or("");
+            if port == 0
+                || !(host == "127.0.0.1" || host == "::1" || host.starts_with("::ffff:127."))
+            {
+                out.push(format!("/{side}/{field}: {}", ours[side][field]));
+            }
+        }
+        let tls_start = ours[side]["timestamp_start"].as_f64().unwrap_or(0.0);
+        let tls_setup = ours[side]["timestamp_tls_setup"].as_f64();
+        if tls_start <= 0.0 || tls_setup.is_some_and(|t| t < tls_start) {
+            out.push(format!("/{side}/timestamp_*: {tls_start} .. {tls_setup:?}"));
+        }
     }
     let start = ours["request"]["timestamp_start"].as_f64().unwrap_or(0.0);
     // A request never sent on (its origin unreachable) has no end.
@@ -371,10 +403,7 @@ async fn our_flow_files_hold_what_mitmdump_saves_of_the_same_traffic() {
             .filter(|l| {
                 let l = l.to_ascii_lowercase();
                 // ` << ` starts what a flow got: the closed port's error is one.
-                (l.contains("error") || l.contains("warn"))
-                    && !l.starts_with(" << ")
-                    // Until WebSocket endings are kept (issue 20, item 2).
-                    && !l.starts_with("error in websocket connection")
+                (l.contains("error") || l.contains("warn")) && !l.starts_with(" << ")
             })
             .collect();
         assert!(
@@ -432,11 +461,23 @@ const KEPT: &[&str] = &[
     "/response/decoded",
     "/error",
     "/websocket/messages",
+    "/websocket/close_code",
+    "/websocket/close_reason",
+    "/websocket/closed_by_client",
     "/client_conn/peername",
+    "/client_conn/sockname",
+    "/client_conn/tls_established",
     "/client_conn/sni",
     "/client_conn/alpn",
     "/client_conn/tls_version",
+    "/client_conn/cipher",
     "/server_conn/peername",
+    "/server_conn/sockname",
+    "/server_conn/tls_established",
+    "/server_conn/sni",
+    "/server_conn/alpn",
+    "/server_conn/tls_version",
+    "/server_conn/cipher",
 ];
 
 /// The times of a flow, to compare to the millisecond.
@@ -445,6 +486,11 @@ const TIMES: &[&str] = &[
     "/request/timestamp_end",
     "/response/timestamp_start",
     "/response/timestamp_end",
+    "/websocket/timestamp_end",
+    "/client_conn/timestamp_start",
+    "/client_conn/timestamp_tls_setup",
+    "/server_conn/timestamp_start",
+    "/server_conn/timestamp_tls_setup",
 ];
 
 /// `flow` with what an encoding may change left out: the `Content-Length` of a body

@@ -22,6 +22,7 @@ mod curl;
 mod exchange;
 mod fail_open;
 mod filter_compat;
+mod flow_facts;
 mod flows;
 mod har;
 mod hooks;

@@ -77,7 +77,7 @@ async fn captured_flows_are_rows_sqlite3_reads() {
          GET|127.0.0.1|/status/404|404\n"
     );
     assert_eq!(sqlite3(&path, "PRAGMA journal_mode").trim(), "wal");
-    assert_eq!(sqlite3(&path, "PRAGMA user_version").trim(), "2");
+    assert_eq!(sqlite3(&path, "PRAGMA user_version").trim(), "3");
     let posted = sqlite3(
         &path,
         "SELECT f.request_size, CAST(b.data AS TEXT) FROM flows f \

@@ -61,7 +61,6 @@ mod tests {
     use crate::capture::{
         Annotations, Record, RecordedBody, RecordedRequest, RecordedResponse, RecordedTimings,
     };
-    use crate::core::TlsFacts;
     use crate::http::message::Headers;
 
     pub(super) fn record() -> Record {
@@ -76,15 +75,12 @@ mod tests {
                 is_replay: Some("request".into()),
             },
             websocket: None,
+            facts: crate::capture::record::example::facts(),
             started_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
             client: Some("127.0.0.1:5000".parse().unwrap()),
             server: Some("[::1]:8080".parse().unwrap()),
             client_tls: true,
-            tls: TlsFacts {
-                sni: Some("a.localhost".into()),
-                alpn: Some("h2".into()),
-                version: Some("TLSv1.3".into()),
-            },
+            tls: crate::capture::record::example::client_tls(),
             request: RecordedRequest {
                 method: "POST".into(),
                 scheme: "https".into(),

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -13,12 +13,13 @@ use super::READ_VERSIONS;
 use crate::capture::record::spelled_version;
 use crate::capture::tnetstring::{DecodeError, Decoder, Value};
 use crate::capture::{
-    Annotations, Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse,
-    RecordedTimings,
+    Annotations, Record, RecordedBody, RecordedFacts, RecordedMessage, RecordedRequest,
+    RecordedResponse, RecordedTimings,
 };
-use crate::core::TlsFacts;
+use crate::core::{SocketFacts, TlsFacts};
 use crate::error::{Error, Result};
 use crate::http::message::Headers;
+use crate::http::websocket::WebSocketClose;
 
 /// Reads the HTTP flows of a mitmproxy flow file, one [`Record`] at a time.
 ///
@@ -116,19 +117,82 @@ pub fn read_flows(path: impl AsRef<Path>) -> Result<Vec<Record>> {
     Ok(records)
 }
 
-/// The TLS facts of a connection's state (`client_conn`): `sni`, `alpn` (bytes) and
-/// `tls_version`.
+/// The TLS facts of a connection's state: `sni`, `alpn` (bytes), `tls_version`,
+/// `cipher`, `alpn_offers` and `certificate_list` (PEM; certificates that are not
+/// PEM are left out).
 fn tls_of(conn: &Value) -> TlsFacts {
-    let text = |key: &str| match conn.get(key) {
-        Some(Value::Str(s)) => Some(s.clone()),
-        Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+    use rustls::pki_types::pem::PemObject as _;
+    let text = |v: &Value| match v {
+        Value::Str(s) => Some(s.clone()),
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
         _ => None,
     };
+    let field = |key: &str| conn.get(key).and_then(text);
+    let list = |key: &str| match conn.get(key) {
+        Some(Value::List(items)) => items.as_slice(),
+        _ => &[],
+    };
     TlsFacts {
-        sni: text("sni"),
-        alpn: text("alpn"),
-        version: text("tls_version"),
+        sni: field("sni"),
+        alpn: field("alpn"),
+        version: field("tls_version"),
+        cipher: field("cipher"),
+        alpn_offers: list("alpn_offers").iter().filter_map(text).collect(),
+        certificates: list("certificate_list")
+            .iter()
+            .filter_map(|pem| {
+                let der =
+                    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()?).ok()?;
+                Some(Bytes::copy_from_slice(der.as_ref()))
+            })
+            .collect(),
     }
+}
+
+/// A time in seconds since the epoch, as the flow format writes times.
+fn system_time(t: f64) -> SystemTime {
+    Duration::try_from_secs_f64(t.max(0.0))
+        .ok()
+        .and_then(|d| UNIX_EPOCH.checked_add(d))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// The times and local address of a connection's state.
+fn socket_facts_of(conn: &Value) -> std::result::Result<SocketFacts, Reason> {
+    let time = |key: &str| time_of(conn, key).map(|t| t.map(system_time));
+    Ok(SocketFacts {
+        // mitmproxy writes `("", 0)` for an unknown local address.
+        local: socket_of(conn.get("sockname")).filter(|a| a.port() != 0),
+        started: time("timestamp_start")?,
+        tcp_setup: time("timestamp_tcp_setup")?,
+        tls_setup: time("timestamp_tls_setup")?,
+    })
+}
+
+/// The connection facts of a flow: both connections' times and local addresses, the
+/// server's TLS, and how its WebSocket closed.
+fn facts_of(flow: &Value) -> std::result::Result<RecordedFacts, Reason> {
+    let mut facts = RecordedFacts::default();
+    if let Some(client) = optional(flow, "client_conn") {
+        facts.client = in_context("client_conn", socket_facts_of(client))?;
+    }
+    if let Some(server) = optional(flow, "server_conn") {
+        facts.server.socket = in_context("server_conn", socket_facts_of(server))?;
+        facts.server.tls = tls_of(server);
+    }
+    if let Some(ws) = optional(flow, "websocket") {
+        if let Some(Value::Int(code)) = ws.get("close_code") {
+            let reason = ws.get("close_reason").and_then(Value::as_bytes);
+            let at = in_context("websocket", time_of(ws, "timestamp_end"))?;
+            facts.websocket_close = Some(WebSocketClose::recorded(
+                u16::try_from(*code).map_err(|_| format!("close code {code} out of range"))?,
+                reason.map_or_else(String::new, |r| String::from_utf8_lossy(r).into_owned()),
+                matches!(ws.get("closed_by_client"), Some(Value::Bool(true))),
+                at.map_or(UNIX_EPOCH, system_time),
+            ));
+        }
+    }
+    Ok(facts)
 }
 
 /// The messages of a flow's WebSocket state, if it has one.
@@ -347,6 +411,7 @@ fn record_of(flow: &Value) -> std::result::Result<Option<Record>, Reason> {
         timings,
         error,
         websocket: in_context("websocket", messages_of(flow))?,
+        facts: facts_of(flow)?,
     }))
 }
 
@@ -492,6 +557,32 @@ mod tests {
         assert_eq!(with(&[("marked", Value::Bool(false))]).unwrap().marked, "");
         let err = with(&[("comment", Value::Int(3))]).unwrap_err().to_string();
         assert!(err.contains("`comment` is a"), "{err}");
+    }
+
+    #[test]
+    fn connection_facts_and_a_websocket_close_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ws.flows");
+        let mut ws = record();
+        ws.websocket = Some(vec![RecordedMessage {
+            from_client: true,
+            text: true,
+            data: Bytes::from_static(b"hi"),
+            at: UNIX_EPOCH + Duration::from_millis(1_700_000_001_500),
+        }]);
+        ws.facts.websocket_close = Some(crate::capture::record::example::close());
+        let mut w = FlowWriter::create(&path).unwrap();
+        w.write(&ws).unwrap();
+        w.flush().unwrap();
+        let back = read_flows(&path).unwrap();
+        assert_eq!(back[0].facts, ws.facts);
+        assert_eq!(back[0].tls, ws.tls);
+        assert_eq!(back[0].websocket, ws.websocket);
+        // Every fact is there: none was left at its default.
+        let f = &back[0].facts;
+        assert!(f.client.local.is_some() && f.client.tls_setup.is_some());
+        assert!(f.server.socket.local.is_some() && f.server.socket.tcp_setup.is_some());
+        assert_eq!(f.server.tls.certificates.len(), 2);
     }
 
     #[test]

@@ -197,19 +197,23 @@ fn headers(h: &Headers) -> Value {
     )
 }
 
-/// The fields every connection's state has, TLS details unknown.
+/// The fields every connection's state has: its TLS as `facts` says (the
+/// certificates as PEM, as mitmproxy keeps them), its times.
 fn connection_fields(
     tls: bool,
     facts: &TlsFacts,
     start: Option<f64>,
+    tls_setup: Option<SystemTime>,
 ) -> Vec<(&'static str, Value)> {
     let sni = facts.sni.as_deref();
+    let certificates = facts.certificates.iter().map(|der| bytes(pem(der)));
+    let offers = facts.alpn_offers.iter().map(|a| bytes(a.clone()));
     vec![
         ("id", Value::Str(uuid())),
         ("transport_protocol", text("tcp")),
         ("error", Value::Null),
         ("tls", Value::Bool(tls)),
-        ("certificate_list", Value::List(vec![])),
+        ("certificate_list", Value::List(certificates.collect())),
         (
             "alpn",
             facts
@@ -217,8 +221,8 @@ fn connection_fields(
                 .as_ref()
                 .map_or(Value::Null, |a| bytes(a.clone().into_bytes())),
         ),
-        ("alpn_offers", Value::List(vec![])),
-        ("cipher", Value::Null),
+        ("alpn_offers", Value::List(offers.collect())),
+        ("cipher", facts.cipher.as_deref().map_or(Value::Null, text)),
         ("cipher_list", Value::List(vec![])),
         (
             "tls_version",
@@ -227,8 +231,21 @@ fn connection_fields(
         ("sni", sni.map_or(Value::Null, text)),
         ("timestamp_start", float_or_null(start)),
         ("timestamp_end", Value::Null),
-        ("timestamp_tls_setup", Value::Null),
+        ("timestamp_tls_setup", float_or_null(tls_setup.map(seconds))),
     ]
+}
+
+/// A DER certificate as PEM text, as mitmproxy keeps certificates.
+fn pem(der: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+    for line in b64.as_bytes().chunks(64) {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    out
 }
 
 /// What this crate keeps in a flow's `metadata` beside mitmproxy's own fields.
@@ -260,25 +277,43 @@ pub(super) fn flow_state(record: &Record) -> Value {
     if record.client_tls && client_tls.sni.is_none() {
         client_tls.sni = Some(req.host.clone());
     }
-    let mut client = connection_fields(record.client_tls, &client_tls, Some(start));
+    let facts = &record.facts;
+    // A record made before connection facts were kept: the request's start.
+    let client_start = facts.client.started.map_or(start, seconds);
+    let mut client = connection_fields(
+        record.client_tls,
+        &client_tls,
+        Some(client_start),
+        facts.client.tls_setup,
+    );
     client.push((
         "peername",
         socket(record.client).unwrap_or_else(|| address("", 0)),
     ));
-    client.push(("sockname", address("", 0)));
+    client.push((
+        "sockname",
+        socket(facts.client.local).unwrap_or_else(|| address("", 0)),
+    ));
     client.push(("mitmcert", Value::Null));
     client.push(("proxy_mode", text("regular")));
 
-    let server_start = record.server.map(|_| start);
-    let server_tls = TlsFacts {
-        sni: https.then(|| req.host.clone()),
-        ..TlsFacts::default()
+    let up = &facts.server;
+    let server_start = match up.socket.started {
+        Some(t) => Some(seconds(t)),
+        None => record.server.map(|_| start),
     };
-    let mut server = connection_fields(https, &server_tls, server_start);
+    let mut server_tls = up.tls.clone();
+    if https && server_tls.sni.is_none() {
+        server_tls.sni = Some(req.host.clone());
+    }
+    let mut server = connection_fields(https, &server_tls, server_start, up.socket.tls_setup);
     server.push(("peername", socket(record.server).unwrap_or(Value::Null)));
-    server.push(("sockname", Value::Null));
+    server.push(("sockname", socket(up.socket.local).unwrap_or(Value::Null)));
     server.push(("address", address(&req.host, req.port)));
-    server.push(("timestamp_tcp_setup", Value::Null));
+    server.push((
+        "timestamp_tcp_setup",
+        float_or_null(up.socket.tcp_setup.map(seconds)),
+    ));
     server.push(("via", Value::Null));
 
     // CONNECT and HTTP/2 requests carry their authority (`:authority`); other HTTP/1
@@ -388,12 +423,25 @@ fn websocket_state(record: &Record) -> Value {
             ])
         })
         .collect();
+    let close = record.facts.websocket_close.as_ref();
     dict(vec![
         ("messages", Value::List(messages)),
-        ("closed_by_client", Value::Null),
-        ("close_code", Value::Null),
-        ("close_reason", Value::Null),
-        ("timestamp_end", Value::Null),
+        (
+            "closed_by_client",
+            close.map_or(Value::Null, |c| Value::Bool(c.by_client)),
+        ),
+        (
+            "close_code",
+            close.map_or(Value::Null, |c| Value::Int(i64::from(c.code))),
+        ),
+        (
+            "close_reason",
+            close.map_or(Value::Null, |c| text(&c.reason)),
+        ),
+        (
+            "timestamp_end",
+            close.map_or(Value::Null, |c| Value::Float(seconds(c.at))),
+        ),
     ])
 }
 

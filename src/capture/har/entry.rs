@@ -76,10 +76,7 @@ pub(crate) fn entry(record: &Record) -> Value {
     }
     e.insert("_clientTls".into(), record.client_tls.into());
     if !record.tls.is_empty() {
-        e.insert(
-            "_tls".into(),
-            json!({"sni": record.tls.sni, "alpn": record.tls.alpn, "version": record.tls.version}),
-        );
+        e.insert("_tls".into(), super::facts::tls_json(&record.tls));
     }
     if let Some(messages) = &record.websocket {
         e.insert("_resourceType".into(), "websocket".into());

@@ -32,6 +32,8 @@ pub struct HarFile {
     tail_at: u64,
     /// Entries in the file (those of an appended file included).
     entries: u64,
+    /// The server connections that have had their entry with `connect` and `ssl`.
+    seen: super::facts::Seen,
     /// Written since the last `sync_data`.
     dirty: bool,
     /// When the file was last synced to disk.
@@ -68,6 +70,7 @@ impl HarFile {
             path,
             tail_at: head.len() as u64,
             entries: 0,
+            seen: Default::default(),
             dirty: true,
             synced: Instant::now(),
             keep_connects: false,
@@ -112,6 +115,7 @@ impl HarFile {
             path,
             tail_at: body.len() as u64,
             entries,
+            seen: Default::default(),
             dirty: false,
             synced: Instant::now(),
             keep_connects: false,
@@ -141,7 +145,7 @@ impl Sink for HarFile {
         if record.request.is_connect() && !self.keep_connects {
             return Ok(());
         }
-        let mut out = entry_line(record, self.entries == 0)?;
+        let mut out = entry_line(record, self.entries == 0, &mut self.seen)?;
         let line = out.len();
         out.extend_from_slice(TAIL);
         // One write over the old tail: the file only grows, so nothing of the old one

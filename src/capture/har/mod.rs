@@ -26,7 +26,15 @@
 //!   SNI, ALPN and TLS version), so that reading the file back gives the record that
 //!   was written;
 //! - a WebSocket flow: `"_resourceType": "websocket"` and its messages in
-//!   `"_webSocketMessages"`, as Chromium's devtools save them.
+//!   `"_webSocketMessages"`, as Chromium's devtools save them;
+//! - the connection facts: `timings.connect` and `timings.ssl` measured on the first
+//!   entry of each server connection (`-1` on later ones, and when unknown; `connect`
+//!   includes `ssl`, as HAR 1.2 says), `connection` (the proxy's local port on it), and
+//!   `"_facts"`: both connections' times and local addresses, the server's TLS with its
+//!   certificates (base64 DER), and how a WebSocket closed (`websocketClose`); `"_tls"`
+//!   also holds the client's cipher and ALPN offers. A HAR without `_facts` (a
+//!   browser's) gives the server connection's times from its `blocked`, `dns`,
+//!   `connect` and `ssl`, which are so written back as they were.
 //!
 //! Request bodies go in `postData.text`, base64 with `"_encoding": "base64"` when they
 //! are binary (HAR has no encoding for `postData`).
@@ -34,6 +42,7 @@
 //! | file | what it holds |
 //! | --- | --- |
 //! | `entry.rs` | a record as a HAR entry |
+//! | `facts.rs` | a record's connection facts in its entry, and read back |
 //! | `writer.rs` | [`HarWriter`]; the document's start and its entry lines |
 //! | `file.rs` | [`HarFile`] |
 //! | `model.rs` | the parts of HAR this crate reads, as types |
@@ -41,6 +50,7 @@
 //! | `reader.rs` | [`HarReader`], [`read_har`]: an entry as a record |
 
 mod entry;
+mod facts;
 mod file;
 mod model;
 mod reader;
@@ -78,6 +88,7 @@ mod tests {
         Record {
             annotations: Default::default(),
             websocket: None,
+            facts: Default::default(),
             started_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             client: Some("127.0.0.1:5000".parse().unwrap()),
             server: Some("127.0.0.1:8080".parse().unwrap()),

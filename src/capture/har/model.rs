@@ -41,7 +41,10 @@ pub(super) struct Entry {
     pub client_tls: Option<bool>,
     /// This crate's: what the client's TLS with the proxy settled.
     #[serde(rename = "_tls", deserialize_with = "object")]
-    pub tls: Option<Tls>,
+    pub tls: Option<super::facts::Tls>,
+    /// This crate's: the connection facts (`facts.rs`).
+    #[serde(rename = "_facts")]
+    pub facts: Option<Value>,
     /// Why the exchange failed (this crate's; Chromium puts one on the response).
     #[serde(rename = "_error", deserialize_with = "lenient")]
     pub error: Option<String>,
@@ -140,6 +143,15 @@ pub(super) struct Content {
 #[serde(default)]
 pub(super) struct Timings {
     #[serde(deserialize_with = "lenient")]
+    pub blocked: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
+    pub dns: Option<f64>,
+    /// Setting up the connection, TLS included (`ssl`).
+    #[serde(deserialize_with = "lenient")]
+    pub connect: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
+    pub ssl: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
     pub send: Option<f64>,
     #[serde(deserialize_with = "lenient")]
     pub wait: Option<f64>,
@@ -149,18 +161,6 @@ pub(super) struct Timings {
     /// because the flow never reached their end (HAR wants a number there).
     #[serde(rename = "_unknown", deserialize_with = "lenient")]
     pub unknown: Option<Vec<String>>,
-}
-
-/// This crate's `_tls`: what the client's TLS with the proxy settled.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(super) struct Tls {
-    #[serde(deserialize_with = "lenient")]
-    pub sni: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    pub alpn: Option<String>,
-    #[serde(deserialize_with = "lenient")]
-    pub version: Option<String>,
 }
 
 /// A WebSocket message as Chromium saves it.

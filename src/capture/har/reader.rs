@@ -16,7 +16,6 @@ use crate::capture::record::spelled_version;
 use crate::capture::{
     Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings,
 };
-use crate::core::TlsFacts;
 use crate::error::{Error, Result};
 use crate::http::message::Headers;
 
@@ -217,6 +216,11 @@ fn record_of(e: Entry) -> std::result::Result<Record, String> {
     };
     let error = e.error.or(response_error);
     let timings = e.timings.unwrap_or_default();
+    let started_at = e
+        .started
+        .and_then(|s| parse_rfc3339(&s))
+        .ok_or("no valid startedDateTime")?;
+    let facts = super::facts::read(e.facts, started_at, &timings);
     let ms = |v: Option<f64>| v.filter(|v| *v >= 0.0);
     // A time too large for a `Duration` is left out.
     let at = |v: f64| Duration::try_from_secs_f64(v / 1000.0).ok();
@@ -245,18 +249,12 @@ fn record_of(e: Entry) -> std::result::Result<Record, String> {
     let tls = e.tls.unwrap_or_default();
     Ok(Record {
         annotations: Default::default(),
-        started_at: e
-            .started
-            .and_then(|s| parse_rfc3339(&s))
-            .ok_or("no valid startedDateTime")?,
+        started_at,
         client: e.client_address.and_then(|a| a.parse().ok()),
         server,
         client_tls: e.client_tls.unwrap_or(request.scheme == "https"),
-        tls: TlsFacts {
-            sni: tls.sni,
-            alpn: tls.alpn,
-            version: tls.version,
-        },
+        tls: tls.facts(),
+        facts,
         websocket: e.websocket_messages.map(messages_of),
         request,
         response,

@@ -6,8 +6,10 @@ use std::io::{self, Write};
 use serde_json::json;
 
 use super::entry::entry;
+use super::facts::{self, Seen};
 use super::TAIL;
 use crate::capture::{Record, Sink};
+use serde_json::Value;
 
 /// Writes records as a HAR 1.2 document to any stream: the document's start at once,
 /// each record's entry as it is written, and the closing tail by
@@ -38,6 +40,8 @@ pub struct HarWriter<W: Write> {
     entries: u64,
     /// Whether `CONNECT` flows are written ([`keep_connects`](Self::keep_connects)).
     keep_connects: bool,
+    /// The server connections that have had their entry with `connect` and `ssl`.
+    seen: Seen,
 }
 
 impl<W: Write> HarWriter<W> {
@@ -52,6 +56,7 @@ impl<W: Write> HarWriter<W> {
             out: Some(out),
             entries: 0,
             keep_connects: false,
+            seen: Seen::default(),
         })
     }
 
@@ -73,7 +78,7 @@ impl<W: Write> HarWriter<W> {
         if record.request.is_connect() && !self.keep_connects {
             return Ok(());
         }
-        let line = entry_line(record, self.entries == 0)?;
+        let line = entry_line(record, self.entries == 0, &mut self.seen)?;
         let Some(out) = self.out.as_mut() else {
             // `finish` takes the writer, and `drop` is last: never reached.
             return Err(io::Error::other("the HAR document is closed"));
@@ -143,10 +148,24 @@ pub(super) fn head() -> String {
 
 /// The line of `record`'s entry in a document, with the separator before it (none
 /// before the `first`): entries are one per line, a line break inside one escaped.
-pub(super) fn entry_line(record: &Record, first: bool) -> io::Result<Vec<u8>> {
+pub(super) fn entry_line(record: &Record, first: bool, seen: &mut Seen) -> io::Result<Vec<u8>> {
     let separator: &[u8] = if first { b"\n" } else { b",\n" };
     let mut line = separator.to_vec();
-    serde_json::to_writer(&mut line, &entry(record)).map_err(io::Error::other)?;
+    let mut e = entry(record);
+    let (connect, ssl) = facts::connect_ssl(record, seen);
+    if let Value::Object(e) = &mut e {
+        if let Some(Value::Object(timings)) = e.get_mut("timings") {
+            timings.insert("connect".into(), connect.into());
+            timings.insert("ssl".into(), ssl.into());
+        }
+        if let Some(time) = e.get("time").and_then(Value::as_f64) {
+            // `connect` includes `ssl` (HAR 1.2).
+            let total = time + connect.max(0.0);
+            e.insert("time".into(), total.into());
+        }
+        facts::write(record, e);
+    }
+    serde_json::to_writer(&mut line, &e).map_err(io::Error::other)?;
     Ok(line)
 }
 

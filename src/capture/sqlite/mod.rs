@@ -69,6 +69,7 @@ use std::path::Path;
 use crate::error::Error;
 
 mod export;
+mod facts;
 mod reader;
 mod schema;
 mod store;
@@ -112,15 +113,12 @@ mod tests {
         Record {
             annotations: Default::default(),
             websocket: None,
+            facts: crate::capture::record::example::facts(),
             started_at: UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
             client: Some("127.0.0.1:5000".parse().unwrap()),
             server: Some("[::1]:8080".parse().unwrap()),
             client_tls: true,
-            tls: TlsFacts {
-                sni: Some("a.localhost".into()),
-                alpn: Some("h2".into()),
-                version: Some("TLSv1.3".into()),
-            },
+            tls: crate::capture::record::example::client_tls(),
             request: RecordedRequest {
                 method: "POST".into(),
                 scheme: "https".into(),
@@ -177,6 +175,7 @@ mod tests {
                 })
                 .collect(),
         );
+        r.facts.websocket_close = Some(crate::capture::record::example::close());
         r
     }
 

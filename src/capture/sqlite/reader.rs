@@ -47,6 +47,7 @@ fn select(version: u32, bodies: bool) -> String {
     } else {
         ("0", "NULL, NULL, NULL")
     };
+    let tls = format!("{tls}, {}", super::facts::select(version));
     if bodies {
         format!(
             "SELECT {FLOW_COLUMNS}, q.data, r.data, {websocket}, f.id, {tls} FROM flows f NOT INDEXED
@@ -509,7 +510,7 @@ fn record_of(row: &Row<'_>) -> std::result::Result<(i64, bool, Record), String> 
         text.map(|t| t.parse().map_err(|_| format!("not an address: {t}")))
             .transpose()
     };
-    let record = Record {
+    let mut record = Record {
         annotations: Default::default(),
         started_at: time_of(row.get(0).map_err(err)?),
         client: addr(20)?,
@@ -519,9 +520,11 @@ fn record_of(row: &Row<'_>) -> std::result::Result<(i64, bool, Record), String> 
             sni: row.get(27).map_err(err)?,
             alpn: row.get(28).map_err(err)?,
             version: row.get(29).map_err(err)?,
+            ..TlsFacts::default()
         },
         // Read apart, by `messages_of`.
         websocket: None,
+        facts: Default::default(),
         request: RecordedRequest {
             method: row.get(1).map_err(err)?,
             scheme: row.get(2).map_err(err)?,
@@ -544,6 +547,7 @@ fn record_of(row: &Row<'_>) -> std::result::Result<(i64, bool, Record), String> 
         },
         error: row.get(8).map_err(err)?,
     };
+    super::facts::read(row, 30, &mut record)?;
     Ok((id, websocket, record))
 }
 

@@ -15,11 +15,11 @@ use super::store_err;
 use crate::error::{Error, Result};
 
 /// The schema version this crate writes, kept in the database's `PRAGMA user_version`.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The steps of [`migrate`]: `MIGRATIONS[v]` takes a database from version `v` to
 /// `v + 1`. Version 0 is a new, empty database.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, super::facts::V3];
 
 /// Version 1: the first schema, as released (a file of version 1 has exactly this).
 pub(super) const V1: &str = "
@@ -273,14 +273,14 @@ mod tests {
 
         // Appending upgrades it, and keeps the old flow.
         let mut store = SqliteStore::open(&path).unwrap();
-        assert_eq!(version(&conn), 2);
+        assert_eq!(version(&conn), i64::from(SCHEMA_VERSION));
         store.write(&websocket(3)).unwrap();
         drop(store);
         let all = read_sqlite(&path).unwrap();
         assert_eq!(all, vec![old[0].clone(), websocket(3)]);
-        // The reader opened on version 1 reads version 2 as well.
+        // The reader opened on version 1 reads the newest version as well.
         assert_eq!(reader.last(2).unwrap(), all);
-        assert_eq!(migrate(&path).unwrap(), 2);
+        assert_eq!(migrate(&path).unwrap(), SCHEMA_VERSION);
 
         // migrate alone, step by step.
         let other = dir.path().join("v1-again.sqlite");

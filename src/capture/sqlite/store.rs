@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags};
 
+use super::facts;
 use super::reader::{count, get, last, query};
 use super::schema::migrate_conn;
 use super::store_err;
@@ -21,15 +22,28 @@ pub const PAGE_SIZE: u32 = 16_384;
 /// many, so that a crash in it loses no more.
 pub const BATCH: usize = 1000;
 
-const INSERT_FLOW: &str = "INSERT INTO flows (
-    started_at, method, scheme, host, port, path, status, reason, error,
+/// The columns of a flow's row before its connection facts ([`facts::COLUMNS`]).
+const FLOW_COLUMNS: &str = "started_at, method, scheme, host, port, path, status, reason, error,
     request_version, response_version, request_headers, response_headers,
     request_size, response_size, request_truncated, response_truncated,
     request_end_us, response_first_byte_us, response_end_us,
     client_addr, server_addr, client_tls, websocket,
-    client_sni, client_alpn, client_tls_version
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-          ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)";
+    client_sni, client_alpn, client_tls_version";
+
+/// How many columns [`FLOW_COLUMNS`] names.
+const FLOW_COUNT: usize = 27;
+
+/// The insert of a flow's row: [`FLOW_COLUMNS`], then [`facts::COLUMNS`].
+static INSERT_FLOW: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let values: Vec<String> = (1..=FLOW_COUNT + facts::COUNT)
+        .map(|i| format!("?{i}"))
+        .collect();
+    format!(
+        "INSERT INTO flows ({FLOW_COLUMNS}, {}) VALUES ({})",
+        facts::COLUMNS,
+        values.join(", ")
+    )
+});
 
 /// Takes a flow out again (a record whose bodies or messages failed to go in).
 const DELETE_FLOW: [&str; 3] = [
@@ -210,7 +224,7 @@ impl SqliteStore {
     fn insert_flow(&mut self, record: &Record) -> rusqlite::Result<i64> {
         let r = &record.request;
         let response = record.response.as_ref();
-        let id = self.conn.prepare_cached(INSERT_FLOW)?.insert(params![
+        let row = params![
             micros_since_epoch(record.started_at),
             r.method,
             r.scheme,
@@ -238,7 +252,15 @@ impl SqliteStore {
             record.tls.sni,
             record.tls.alpn,
             record.tls.version,
-        ])?;
+        ];
+        let facts = facts::values(record);
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(row.len() + facts.len());
+        values.extend_from_slice(row);
+        values.extend(facts.iter().map(|v| v as &dyn rusqlite::ToSql));
+        let id = self
+            .conn
+            .prepare_cached(&INSERT_FLOW)?
+            .insert(rusqlite::params_from_iter(values))?;
         Ok(id)
     }
 

@@ -73,6 +73,7 @@ pub(crate) struct H1Origin {
     addr: std::net::SocketAddr,
     target: Target,
     route: Route,
+    facts: std::sync::Arc<crate::core::ServerFacts>,
     /// The request went to an HTTP proxy in absolute form: a `407` is the proxy's.
     via_proxy: bool,
     permit: Permit,
@@ -100,6 +101,7 @@ impl H1Origin {
             addr: up.addr,
             target: up.target,
             route: up.route,
+            facts: up.facts,
             via_proxy: false,
             permit: up.permit,
             reused,
@@ -366,6 +368,7 @@ impl H1Origin {
                     read,
                     write: self.out,
                 },
+                facts: self.facts,
             },
             reused,
         }

@@ -216,6 +216,7 @@ impl<C: Client> Exchange<'_, C> {
             .flow_finished(self.client.conn(), &self.flow)
             .await;
         self.reported = true;
+        let closed = std::sync::OnceLock::new();
         let relayed = upgrade::relay(
             self.cx,
             self.settings,
@@ -223,6 +224,7 @@ impl<C: Client> Exchange<'_, C> {
             client_io,
             server_io,
             websocket,
+            &closed,
         )
         .await;
         if !websocket {
@@ -232,6 +234,7 @@ impl<C: Client> Exchange<'_, C> {
         let end = WebSocketEnd {
             at: std::time::SystemTime::now(),
             error: error.clone(),
+            close: closed.into_inner(),
         };
         self.cx.chain.websocket_end(self.client.conn(), &end).await;
         drop(end);

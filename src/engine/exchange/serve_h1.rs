@@ -7,12 +7,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 use super::{Ahead, BodyOut, Client, Connect, Head, Outcome};
-use crate::core::{Connection, Flow, Host, Target};
+use crate::core::{Connection, Flow, Host, ServerFacts, Target};
 use crate::engine::context::Context;
 use crate::error::{Error, Result};
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Version};
@@ -515,7 +516,13 @@ impl Session<'_> {
     /// Makes the hooks' view of the server follow the connection in use: the one
     /// announced before goes (`server_disconnected`), this one comes
     /// (`server_connected`), unless it is the same shared HTTP/2 connection.
-    async fn announce(&mut self, target: &Target, addr: SocketAddr, shared: bool) {
+    async fn announce(
+        &mut self,
+        target: &Target,
+        addr: SocketAddr,
+        facts: Arc<ServerFacts>,
+        shared: bool,
+    ) {
         let next = if shared {
             Current::H2(target.clone())
         } else {
@@ -526,6 +533,7 @@ impl Session<'_> {
         }
         self.cx.retire_server(self.conn).await;
         self.conn.server = Host::new(addr);
+        self.conn.server_facts = Some(facts);
         self.cx.announce_server(self.conn).await;
         self.current = next;
     }
@@ -724,7 +732,8 @@ impl Client for Session<'_> {
         let timeout = self.settings.connect_timeout;
         let link = cx.upstreams.link(route, target, want, timeout).await?;
         let shared = matches!(link, Link::H2 { .. });
-        self.announce(target, link.addr(), shared).await;
+        self.announce(target, link.addr(), link.facts().clone(), shared)
+            .await;
         Ok(link)
     }
 

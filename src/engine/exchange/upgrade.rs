@@ -9,6 +9,8 @@
 //! pong, close) pass untouched; a message over the limit closes the WebSocket with
 //! status 1009 (message too big) both ways.
 
+use std::sync::OnceLock;
+
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
@@ -18,7 +20,7 @@ use crate::engine::context::Context;
 use crate::engine::relay::{RelayOptions, Tunnel};
 use crate::error::{Error, Result, Side};
 use crate::http::settings::Settings;
-use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
+use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketClose, WebSocketMessage};
 use crate::net::io::{eof_ok, read_through, BoxIo};
 use crate::wire::websocket::{
     self as codec, Assembled, Assembler, Frame, FrameError, FrameParser, OpCode, Role,
@@ -30,7 +32,8 @@ const MESSAGE_TOO_BIG: [u8; 2] = 1009u16.to_be_bytes();
 const NORMAL: [u8; 2] = 1000u16.to_be_bytes();
 
 /// Relays `client` and `server` both ways until both have closed. `websocket` says the
-/// switch was to WebSocket (other protocols are always relayed as bytes).
+/// switch was to WebSocket (other protocols are always relayed as bytes). When frames
+/// are read (a middleware wants messages), the first close is set in `closed`.
 pub(crate) async fn relay(
     cx: &Context,
     settings: &Settings,
@@ -38,6 +41,7 @@ pub(crate) async fn relay(
     client: BoxIo,
     server: BoxIo,
     websocket: bool,
+    closed: &OnceLock<WebSocketClose>,
 ) -> Result<()> {
     let limit = cx.chain.websocket_message_limit();
     if !websocket || limit == 0 {
@@ -60,6 +64,7 @@ pub(crate) async fn relay(
         limit,
         close_sender: &close_client,
         close_me: &close_server,
+        closed,
     };
     let down = Pump {
         cx,
@@ -68,6 +73,7 @@ pub(crate) async fn relay(
         limit,
         close_sender: &close_server,
         close_me: &close_client,
+        closed,
     };
     tokio::try_join!(up.run(cr, sw), down.run(sr, cw)).map(|_| ())
 }
@@ -82,6 +88,8 @@ struct Pump<'a> {
     close_sender: &'a Notify,
     /// Told to close the side this one writes to.
     close_me: &'a Notify,
+    /// The first close either side made.
+    closed: &'a OnceLock<WebSocketClose>,
 }
 
 impl Pump<'_> {
@@ -98,6 +106,7 @@ impl Pump<'_> {
         };
         // Frames to the server must be masked; frames to the client must not.
         let mask = self.flow == Flow::ClientToServer;
+        let from_client = mask;
         let hooks = self.cx.chain.wants_data();
         let mut parser = FrameParser::new(self.limit);
         let mut assembler = Assembler::new(self.limit);
@@ -126,6 +135,8 @@ impl Pump<'_> {
                 }
             };
             if n == 0 {
+                // A side gone without a close frame (after one, this sets nothing).
+                let _ = self.closed.set(WebSocketClose::abnormal(from_client));
                 let _ = to.shutdown().await;
                 return Ok(());
             }
@@ -149,7 +160,14 @@ impl Pump<'_> {
                 };
                 match assembled {
                     Assembled::Pending => {}
-                    Assembled::Control(frame) => codec::encode(&frame, mask, &mut out),
+                    Assembled::Control(frame) => {
+                        if frame.opcode == OpCode::Close && self.closed.get().is_none() {
+                            let _ = self
+                                .closed
+                                .set(WebSocketClose::of_frame(&frame.payload, from_client));
+                        }
+                        codec::encode(&frame, mask, &mut out);
+                    }
                     Assembled::Message { text, rsv, payload } => {
                         let kind = if text {
                             MessageKind::Text
