@@ -27,6 +27,7 @@
 //! | file | what it holds |
 //! | --- | --- |
 //! | `mod.rs` | [`Format`]; [`create`] and [`read`] a file ([`SaveOptions`]), [`export`] to any stream |
+//! | `records.rs` | [`Records`]: a file's flows one at a time, in any format ([`open`]) |
 //! | `record.rs` | [`Record`] and its parts, made from a flow |
 //! | `handler.rs` | [`Capture`] (the HTTP handler) and [`CaptureBuilder`] |
 //! | `writer.rs` | [`Sink`], the writer thread and its bounded queue |
@@ -46,6 +47,7 @@ pub mod flows;
 mod handler;
 pub mod har;
 mod record;
+mod records;
 pub mod server_replay;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -64,6 +66,7 @@ pub use record::{
     Annotations, Record, RecordedBody, RecordedFacts, RecordedMessage, RecordedRequest,
     RecordedResponse, RecordedTimings,
 };
+pub use records::{open, Records};
 pub use writer::{Sink, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES, FLUSH_AFTER};
 
 /// The format of a capture: by its name (`"har"`, `"flows"`, `"sqlite"`: [`FromStr`]),
@@ -210,17 +213,14 @@ pub fn create_with(path: impl AsRef<Path>, options: SaveOptions) -> crate::Resul
     }
 }
 
-/// Every HTTP flow of the capture file at `path`, in the format its name says.
+/// Every HTTP flow of the capture file at `path`, in the format its name says, all in
+/// memory: [`open`] reads them one at a time.
+///
+/// # Errors
+///
+/// As [`open`] and its [`Records`]: the first error, the flows before it dropped.
 pub fn read(path: impl AsRef<Path>) -> crate::Result<Vec<Record>> {
-    let path = path.as_ref();
-    match Format::of(path) {
-        Format::Har => har::read_har(path),
-        Format::Flows => flows::read_flows(path),
-        #[cfg(feature = "sqlite")]
-        Format::Sqlite => sqlite::read_sqlite(path),
-        #[cfg(not(feature = "sqlite"))]
-        Format::Sqlite => Err(no_sqlite(path)),
-    }
+    open(path)?.collect()
 }
 
 /// Writes `records` to `out` as one capture in `format` (what a file of that format

@@ -55,7 +55,9 @@ impl Key {
             host: r.host.to_ascii_lowercase(),
             port: r.port,
             path: r.path.clone(),
-            body: r.body.data.clone(),
+            // Its own copy: a record's body may be a slice of a larger buffer (a
+            // flow file's whole flow), which the index must not keep alive.
+            body: Bytes::copy_from_slice(&r.body.data),
         }
     }
 }
@@ -64,7 +66,7 @@ impl Key {
 ///
 /// ```
 /// use mitm::capture::server_replay::{ServerReplay, Unmatched};
-/// // Flows read with mitm::capture::read(path) or made by a program.
+/// // Flows read one at a time with mitm::capture::open(path), or made by a program.
 /// let replay = ServerReplay::new(Vec::new(), Unmatched::NotFound);
 /// assert_eq!(replay.len(), 0);
 /// ```
@@ -77,7 +79,9 @@ pub struct ServerReplay {
 impl ServerReplay {
     /// Replays the responses of `records` (those without one, or whose response body
     /// the capture kept only in part, are left out), answering the rest as
-    /// `unmatched` says.
+    /// `unmatched` says. Records are taken one at a time and only what answers a
+    /// request is kept of each (its key and response), so `records` may be a file
+    /// read as it goes ([`capture::open`](super::open)).
     pub fn new(records: impl IntoIterator<Item = Record>, unmatched: Unmatched) -> Self {
         let mut responses: HashMap<Key, VecDeque<Response>> = HashMap::new();
         for record in records {
@@ -102,10 +106,13 @@ impl ServerReplay {
                     );
                 }
             }
-            response.body = Body::Full(recorded.body.data.clone());
+            // As the key's body: a copy of its own, not a slice of the record's buffer.
+            response.body = Body::Full(Bytes::copy_from_slice(&recorded.body.data));
             responses
                 .entry(Key::of_record(&record.request))
-                .or_default()
+                // Most requests are recorded once: no room for three more (an empty
+                // `VecDeque`'s first push makes room for four).
+                .or_insert_with(|| VecDeque::with_capacity(1))
                 .push_back(response);
         }
         ServerReplay {

@@ -402,7 +402,8 @@ impl FlowSource for MemoryStore {
 }
 
 #[cfg(feature = "sqlite")]
-/// A saved SQLite capture as the UI's flows (`mitm web FILE.sqlite`): each page of the
+/// A saved SQLite capture as the UI's flows (`mitm web FILE.sqlite`; a HAR or flow
+/// file is first copied into a temporary one, [`SqliteSource::copy_of`]): each page of the
 /// list is read from the database and filtered there ([`SqliteReader::query`]), so a
 /// capture of a million flows opens at once and holds no flow in memory. The file is
 /// only read: clearing the list hides the flows it has from the UI, and the file keeps
@@ -413,6 +414,9 @@ pub struct SqliteSource {
     /// Flows up to this id are hidden (cleared from the UI), and how many there were.
     hidden: Mutex<(i64, u64)>,
     changes: ChangeHub,
+    /// The directory of the database [`copy_of`](Self::copy_of) made, removed when
+    /// the source is dropped (after `reader`, declared before it, has closed it).
+    copy: Option<crate::capture::sqlite::TempDir>,
 }
 
 #[cfg(feature = "sqlite")]
@@ -427,7 +431,56 @@ impl SqliteSource {
             reader: Mutex::new(SqliteReader::open(path)?),
             hidden: Mutex::new((0, 0)),
             changes: ChangeHub::new(),
+            copy: None,
         })
+    }
+
+    /// A source of the flows `records` yields (a capture file of another format, read
+    /// one at a time by [`capture::open`](crate::capture::open), say), copied one at a
+    /// time into a database of their own, and read from there page by page: memory
+    /// does not grow with their number. The database is made in a private directory in
+    /// the system's temporary directory, removed with the source.
+    ///
+    /// The copy stops at the first error `records` yields (the damage in a file): the
+    /// source holds the flows before it, and the error is given back beside it.
+    ///
+    /// # Errors
+    ///
+    /// The temporary database could not be made or written ([`Error::CaptureIo`],
+    /// [`Error::CaptureStore`](crate::Error::CaptureStore)).
+    ///
+    /// [`Error::CaptureIo`]: crate::Error::CaptureIo
+    pub fn copy_of(
+        records: impl IntoIterator<Item = crate::Result<Record>>,
+    ) -> crate::Result<(Self, Option<crate::Error>)> {
+        use crate::capture::Sink as _;
+        let dir = crate::capture::sqlite::TempDir::new("web").map_err(|source| {
+            crate::Error::CaptureIo {
+                path: std::env::temp_dir(),
+                source,
+            }
+        })?;
+        let path = dir.path.join("flows.sqlite");
+        let io = |source| crate::Error::CaptureIo {
+            path: path.clone(),
+            source,
+        };
+        let mut store = crate::capture::sqlite::SqliteStore::create(&path)?;
+        let mut damage = None;
+        for record in records {
+            match record {
+                Ok(record) => store.write(&record).map_err(io)?,
+                Err(e) => {
+                    damage = Some(e);
+                    break;
+                }
+            }
+        }
+        store.flush().map_err(io)?;
+        drop(store);
+        let mut source = SqliteSource::open(&path)?;
+        source.copy = Some(dir);
+        Ok((source, damage))
     }
 
     fn reader(&self) -> MutexGuard<'_, SqliteReader> {
@@ -724,5 +777,30 @@ mod tests {
         assert!(source.get(3).is_none());
         assert!(source.records(None).is_empty());
         assert_eq!(read_sqlite(&path).unwrap().len(), 25);
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_copy_holds_the_flows_before_the_damage_and_goes_with_the_source() {
+        let damage = crate::Error::CaptureFormat {
+            path: "x.har".into(),
+            reason: "at byte 9: the file ends".into(),
+        };
+        let records = (1..=3)
+            .map(|i| Ok(record(&format!("/{i}"))))
+            .chain([Err(damage), Ok(record("/never"))]);
+        let (source, error) = SqliteSource::copy_of(records).unwrap();
+        assert!(error.unwrap().to_string().contains("at byte 9"));
+        assert_eq!(source.len(), 3);
+        let all: Vec<_> = source
+            .records(None)
+            .iter()
+            .map(|r| r.request.path.clone())
+            .collect();
+        assert_eq!(all, ["/1", "/2", "/3"]);
+        let dir = source.copy.as_ref().unwrap().path.clone();
+        assert!(dir.join("flows.sqlite").exists());
+        drop(source);
+        assert!(!dir.exists(), "{} is left", dir.display());
     }
 }

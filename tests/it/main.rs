@@ -36,6 +36,7 @@ mod reverse;
 mod sender;
 mod socks5;
 mod sqlite;
+mod streaming;
 mod tls;
 mod transparent;
 mod upstream;

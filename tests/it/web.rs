@@ -1220,3 +1220,30 @@ async fn websocket_messages_show_in_the_flow_as_they_pass() {
     );
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn mitm_web_of_a_damaged_file_shows_the_flows_before_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cut.har");
+    let entry = |i: usize| {
+        format!(
+            r#"{{"startedDateTime":"2026-01-01T00:00:00.{i:03}Z","request":{{"method":"GET","url":"http://a.localhost/flow-{i}"}},"response":{{"status":200,"content":{{"text":"ok"}}}}}}"#
+        )
+    };
+    let entries: Vec<String> = (0..5).map(entry).collect();
+    let har = format!(r#"{{"log":{{"entries":[{}]}}}}"#, entries.join(","));
+    // Cut inside the fourth entry.
+    let cut = har.find("flow-3").unwrap();
+    std::fs::write(&file, &har[..cut]).unwrap();
+    let mitm = start_mitm(&["web", file.to_str().unwrap(), "--web-port", "0"]);
+    let (base, token) = mitm.url.split_once("/?token=").unwrap();
+    let list = get_json(format!("{base}/api/flows?after=0"), token).await;
+    assert_eq!(list["count"], 3, "{list}");
+    let paths: Vec<_> = list["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(paths, ["/flow-0", "/flow-1", "/flow-2"], "{list}");
+}

@@ -1,13 +1,14 @@
 //! HAR 1.2 (the HTTP Archive format browsers' devtools export and import): [`HarFile`]
-//! saves records to a file as they come, [`HarWriter`] to any stream, [`read_har`]
-//! turns a HAR file back into records.
+//! saves records to a file as they come, [`HarWriter`] to any stream, [`HarReader`]
+//! reads a HAR file back into records one entry at a time ([`read_har`]: all of them).
 //!
 //! Both writers write the same document: its start up to the entries array on the
 //! first line, then one entry per line, then the closing `]}}`. [`HarFile`] keeps the
 //! file a complete HAR document after every record: each record is written over that
 //! closing tail, with a new tail after it, in one write; so a crash, even `SIGKILL`,
 //! loses only the flows not yet written. (A kill in the middle of that one write can
-//! leave a torn last line; [`read_har`] drops it and reads the rest. A write that
+//! leave a torn last line; [`HarReader`] reads the entries before it, then says where
+//! it is torn. A write that
 //! fails, on a full disk say, is undone.) A stream cannot be written over:
 //! [`HarWriter`] writes each entry after the last and the tail once, at the end.
 //!
@@ -45,18 +46,20 @@
 //! | `writer.rs` | [`HarWriter`]; the document's start and its entry lines |
 //! | `file.rs` | [`HarFile`] |
 //! | `model.rs` | the parts of HAR this crate reads, as types |
-//! | `reader.rs` | [`read_har`] |
+//! | `scan.rs` | the entries of a document one at a time, as bytes, the rest skipped |
+//! | `reader.rs` | [`HarReader`], [`read_har`]: an entry as a record |
 
 mod entry;
 mod facts;
 mod file;
 mod model;
 mod reader;
+mod scan;
 mod writer;
 
 pub use entry::DECODED_LIMIT;
 pub use file::HarFile;
-pub use reader::read_har;
+pub use reader::{read_har, HarReader};
 pub use writer::HarWriter;
 
 /// The end of every document the writers leave: the entries array, `log`, the root.

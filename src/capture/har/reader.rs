@@ -1,14 +1,17 @@
-//! [`read_har`]: a HAR file (ours, or a browser's) back into records.
+//! [`HarReader`]: a HAR file (ours, or a browser's) back into records, one entry at a
+//! time; [`read_har`]: all of them.
 
+use std::fs::File;
+use std::io::BufReader;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
 
-use super::model::{Content, Entry, Har, Header, Response, WebSocketMessage};
-use super::TAIL;
+use super::model::{Content, Entry, Header, Response, WebSocketMessage};
+use super::scan::{EntryScanner, RawEntry, ScanError};
 use crate::capture::record::spelled_version;
 use crate::capture::{
     Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings,
@@ -16,62 +19,149 @@ use crate::capture::{
 use crate::error::{Error, Result};
 use crate::http::message::Headers;
 
-/// Reads the HAR file at `path` back into records: one this crate wrote, or a
-/// browser's export (Chromium's, Firefox's). Bodies that were saved decoded are
+/// Reads a HAR file back into records, one entry at a time, as an iterator: a file
+/// this crate wrote, or a browser's export (Chromium's, Firefox's).
+///
+/// The file is not read whole: the `entries` array of its `log` is found wherever it
+/// is among the other keys (`pages`, `creator`, …, before or after it, skipped over)
+/// and its entries are parsed one after another, each from its own bytes; memory holds
+/// one entry at a time, however large the file. Bodies that were saved decoded are
 /// encoded again by their `Content-Encoding`, so a record's body is as on the wire (in
-/// content, not byte for byte). A file this crate was writing when it was killed, its
-/// last line torn, is read up to that line.
+/// content, not byte for byte).
+///
+/// A damaged file gives the records of the entries before the damage, then the error
+/// ([`Error::CaptureFormat`], naming the entry and the byte where the damage is), and
+/// then nothing: a file this crate was writing when it was killed, its last line torn,
+/// gives every entry but the torn one, then the error saying where it is torn. Damage
+/// after the entries (in a `pages` array written after them, say) comes after them.
+///
+/// ```no_run
+/// # fn run() -> mitm::Result<()> {
+/// use mitm::capture::har::HarReader;
+///
+/// for record in HarReader::open("session.har")? {
+///     let record = record?;
+///     println!("{} {}", record.request.method, record.request.url());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct HarReader {
+    path: PathBuf,
+    scanner: EntryScanner<BufReader<File>>,
+    done: bool,
+}
+
+impl HarReader {
+    /// Opens `path`; fails with [`Error::CaptureIo`] if it cannot be opened. Nothing
+    /// is read yet: a file that is not HAR fails at the first [`next`](Iterator::next).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|source| Error::CaptureIo {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(HarReader {
+            path,
+            // Entries are cut out of the buffer a chunk at a time: a large one pays.
+            scanner: EntryScanner::new(BufReader::with_capacity(64 * 1024, file)),
+            done: false,
+        })
+    }
+
+    /// The file read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn bad(&self, reason: String) -> Error {
+        Error::CaptureFormat {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    fn next_record(&mut self) -> Result<Option<Record>> {
+        let raw = match self.scanner.next_entry() {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return Ok(None),
+            Err(ScanError::Io(source)) => {
+                return Err(Error::CaptureIo {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+            Err(ScanError::Format { offset, reason }) => {
+                return Err(self.bad(format!("at byte {offset}: {reason}")))
+            }
+        };
+        let RawEntry {
+            index,
+            offset,
+            bytes,
+        } = raw;
+        let entry: Entry = serde_json::from_slice(&bytes).map_err(|e| {
+            let at = offset + position(&bytes, e.line(), e.column()) as u64;
+            let what = if e.is_data() {
+                "not a HAR entry"
+            } else {
+                "not JSON"
+            };
+            // serde's line and column count from the entry's start: the byte is said.
+            let message = e.to_string();
+            let suffix = format!(" at line {} column {}", e.line(), e.column());
+            let message = message.strip_suffix(&suffix).unwrap_or(&message);
+            self.bad(format!("entry {index} at byte {at}: {what}: {message}"))
+        })?;
+        drop(bytes);
+        record_of(entry)
+            .map(Some)
+            .map_err(|reason| self.bad(format!("entry {index} at byte {offset}: {reason}")))
+    }
+}
+
+impl Iterator for HarReader {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let next = self.next_record();
+        if !matches!(next, Ok(Some(_))) {
+            self.done = true;
+        }
+        next.transpose()
+    }
+}
+
+/// The index in `bytes` of serde's `line` and `column` (both from 1; the column
+/// counts bytes); the start for a position of 0.
+fn position(bytes: &[u8], line: usize, column: usize) -> usize {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .nth(line - 2)
+            .map_or(bytes.len(), |(i, _)| i + 1)
+    };
+    (line_start + column.saturating_sub(1)).min(bytes.len())
+}
+
+/// Every record of the HAR file at `path` (see [`HarReader`], which reads them one at
+/// a time).
 ///
 /// # Errors
 ///
 /// [`Error::CaptureIo`] if the file cannot be read, [`Error::CaptureFormat`] if it is
 /// not HAR (not JSON, no `log.entries` list of objects, an entry without a request, a
-/// URL, a method or a valid `startedDateTime`).
+/// URL, a method or a valid `startedDateTime`) or is damaged anywhere, even after its
+/// entries: the first error, the records before it dropped.
 pub fn read_har(path: impl AsRef<Path>) -> Result<Vec<Record>> {
-    let path = path.as_ref();
-    let bad = |reason: String| Error::CaptureFormat {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read(path).map_err(|source| Error::CaptureIo {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let har: Har = match serde_json::from_slice(&text) {
-        Ok(har) => har,
-        Err(e) if e.is_data() => return Err(bad(format!("not a HAR file: {e}"))),
-        Err(e) => repair(&text).ok_or_else(|| bad(format!("not JSON: {e}")))?,
-    };
-    let entries = har
-        .log
-        .and_then(|log| log.entries)
-        .ok_or_else(|| bad("no log.entries array: not a HAR file".into()))?;
-    entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| record_of(e).map_err(|reason| bad(format!("entry {i}: {reason}"))))
-        .collect()
-}
-
-/// A file this crate was writing, cut short: its whole lines, closed again.
-fn repair(text: &[u8]) -> Option<Har> {
-    let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
-    if !lines.first()?.ends_with(b"\"entries\":[") {
-        return None;
-    }
-    // Drop lines from the end until what is left, closed, parses.
-    while lines.len() > 1 {
-        lines.pop();
-        let mut fixed = lines.join(&b'\n');
-        if fixed.ends_with(b",") {
-            fixed.pop();
-        }
-        fixed.extend_from_slice(TAIL);
-        if let Ok(har) = serde_json::from_slice(&fixed) {
-            return Some(har);
-        }
-    }
-    None
+    HarReader::open(path)?.collect()
 }
 
 fn record_of(e: Entry) -> std::result::Result<Record, String> {
@@ -363,10 +453,26 @@ mod tests {
     use crate::capture::har::entry::rfc3339;
     use crate::capture::har::tests::{gzip, record};
     use crate::capture::har::HarFile;
+    use crate::capture::har::TAIL;
     use crate::capture::Sink;
 
+    /// The records of `path` until the first error, and that error's message.
+    fn read_until_error(path: &Path) -> (Vec<Record>, Option<String>) {
+        let mut records = Vec::new();
+        for r in HarReader::open(path).unwrap() {
+            match r {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    assert!(matches!(e, Error::CaptureFormat { .. }), "{e}");
+                    return (records, Some(e.to_string()));
+                }
+            }
+        }
+        (records, None)
+    }
+
     #[test]
-    fn a_torn_last_line_is_dropped_when_reading() {
+    fn a_torn_last_line_gives_the_entries_before_it_then_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("torn.har");
         let mut w = HarFile::create(&path).unwrap();
@@ -378,14 +484,75 @@ mod tests {
         // Cut in the middle of the third entry.
         let cut = text.len() - TAIL.len() - 40;
         std::fs::write(&path, &text[..cut]).unwrap();
-        let paths: Vec<_> = read_har(&path)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.request.path)
-            .collect();
+        let (records, error) = read_until_error(&path);
+        let paths: Vec<_> = records.into_iter().map(|r| r.request.path).collect();
         assert_eq!(paths, ["/0", "/1"]);
+        let error = error.unwrap();
+        assert!(error.contains("torn.har"), "{error}");
+        assert!(
+            error.contains(&format!("at byte {cut}: entry 2: the file ends")),
+            "{error}"
+        );
+        assert!(read_har(&path).is_err());
         std::fs::write(&path, b"{\"log\": 1").unwrap();
         assert!(matches!(read_har(&path), Err(Error::CaptureFormat { .. })));
+    }
+
+    #[test]
+    fn entries_are_read_wherever_they_are_in_the_log_and_damage_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.har");
+        let entry = |path: &str| {
+            json!({"startedDateTime": "2026-12-06T22:28:16.362Z",
+                "request": {"method": "GET", "url": format!("http://a.localhost{path}")}})
+            .to_string()
+        };
+        let (a, b) = (entry("/a"), entry("/b"));
+        let pages = r#""pages": [{"id": "page_1", "title": "]}"}]"#;
+        let docs = [
+            format!(r#"{{"log": {{{pages}, "entries": [{a}, {b}]}}}}"#),
+            format!(r#"{{"log": {{"entries": [{a}, {b}], {pages}}}, "x": 1}}"#),
+            format!(
+                "{{\n  \"log\": {{\n    \"entries\": [\n      {a},\n      {b}\n    ]\n  }}\n}}\n"
+            ),
+        ];
+        for doc in &docs {
+            std::fs::write(&path, doc).unwrap();
+            let (records, error) = read_until_error(&path);
+            assert_eq!(error, None, "{doc}");
+            let paths: Vec<_> = records.iter().map(|r| r.request.path.as_str()).collect();
+            assert_eq!(paths, ["/a", "/b"], "{doc}");
+        }
+        std::fs::write(&path, r#"{"log": {"entries": []}}"#).unwrap();
+        assert_eq!(read_until_error(&path), (vec![], None));
+
+        // Damage nested in the second entry: the first, then the error, at its byte.
+        let bad = b.replace(r#""method":"GET""#, r#""method":"GET" "x": 1"#);
+        assert_ne!(bad, b);
+        let doc = format!(r#"{{"log": {{"entries": [{a}, {bad}]}}}}"#);
+        std::fs::write(&path, &doc).unwrap();
+        let (records, error) = read_until_error(&path);
+        assert_eq!(records.len(), 1);
+        let at = doc.find(r#" "x": 1"#).unwrap() + 1;
+        let error = error.unwrap();
+        assert!(
+            error.contains(&format!("entry 1 at byte {at}: not JSON: expected `,`")),
+            "{error}"
+        );
+        // An entry that is no entry, and one without a URL.
+        for (second, want) in [
+            ("7".to_string(), "entry 1 at byte"),
+            (
+                r#"{"request": {"method": "GET"}}"#.to_string(),
+                "no request URL",
+            ),
+        ] {
+            let doc = format!(r#"{{"log": {{"entries": [{a}, {second}]}}}}"#);
+            std::fs::write(&path, &doc).unwrap();
+            let (records, error) = read_until_error(&path);
+            assert_eq!(records.len(), 1);
+            assert!(error.as_deref().unwrap().contains(want), "{error:?}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub fn export<'a, W: Write>(
     records: impl IntoIterator<Item = &'a Record>,
     mut out: W,
 ) -> io::Result<W> {
-    let dir = TempDir::new()?;
+    let dir = TempDir::new("export")?;
     let path = dir.path.join("export.sqlite");
     let mut store = SqliteStore::create(&path).map_err(io::Error::other)?;
     for record in records {
@@ -45,14 +45,16 @@ pub fn export<'a, W: Write>(
 
 /// A new, private directory in the system's temporary directory, removed with what is
 /// in it when dropped.
-struct TempDir {
-    path: PathBuf,
+#[derive(Debug)]
+pub(crate) struct TempDir {
+    pub(crate) path: PathBuf,
 }
 
 impl TempDir {
-    fn new() -> io::Result<Self> {
+    /// A directory named `mitm-{what}-…`.
+    pub(crate) fn new(what: &str) -> io::Result<Self> {
         let name = format!(
-            "mitm-export-{}-{:016x}",
+            "mitm-{what}-{}-{:016x}",
             std::process::id(),
             rand::random::<u64>()
         );

@@ -1,7 +1,8 @@
 //! The SQLite store: [`SqliteStore`] saves records in an SQLite database (bundled SQLite,
 //! WAL mode), one row per flow, made to answer "the last N flows matching a filter"
 //! quickly at a million flows; [`SqliteReader`] answers it ([`SqliteReader::query`]),
-//! a page at a time, while a capture writes; [`read_sqlite`] reads all flows back.
+//! a page at a time, while a capture writes; [`SqliteRecords`] reads all flows back,
+//! a page at a time ([`read_sqlite`]: at once).
 //!
 //! ```no_run
 //! # fn run() -> mitm::Result<()> {
@@ -24,7 +25,7 @@
 //! | `schema.rs` | the schema: its version, the steps that make it ([`migrate`]) |
 //! | `store.rs` | [`SqliteStore`], the writer |
 //! | `export.rs` | [`export`]: a database to any stream, by way of a temporary file |
-//! | `reader.rs` | [`SqliteReader`], [`read_sqlite`] |
+//! | `reader.rs` | [`SqliteReader`], [`SqliteRecords`], [`read_sqlite`] |
 //!
 //! # Durability
 //!
@@ -74,7 +75,8 @@ mod schema;
 mod store;
 
 pub use export::export;
-pub use reader::{read_sqlite, SqliteReader};
+pub(crate) use export::TempDir;
+pub use reader::{read_sqlite, SqliteReader, SqliteRecords, READ_PAGE};
 pub use schema::{migrate, SCHEMA_VERSION};
 pub use store::{SqliteStore, BATCH, PAGE_SIZE};
 

@@ -1,5 +1,6 @@
 //! Reading a database back: [`SqliteReader`] (a page of the flows matching a filter,
-//! newest first, beside a live writer), [`read_sqlite`] (every flow); the SQL they run.
+//! newest first, beside a live writer), [`SqliteRecords`] (every flow, a page at a time),
+//! [`read_sqlite`] (every flow at once); the SQL they run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -235,11 +236,101 @@ impl SqliteReader {
     }
 }
 
-/// Every flow of the database at `path`, in the order they were saved (by id), with
-/// their WebSocket messages.
+/// How many flows [`SqliteRecords`] reads in one query.
+pub const READ_PAGE: usize = 500;
+
+/// The flows of a database, one at a time, in the order they were saved (by id), with
+/// their WebSocket messages, as an iterator: read a page of [`READ_PAGE`] flows at a
+/// time ([`SqliteReader::query_after`]), so memory holds one page, however many flows
+/// the database has.
 ///
 /// No flow in it is changed (SQLite may still recover or checkpoint its WAL); it may
-/// be one a capture is writing to. A database of schema version 1 is read as it is.
+/// be one a capture is writing to, and flows committed while the iteration goes on are
+/// read too. A database of schema version 1 is read as it is.
+///
+/// A page that fails to read (a damaged database, a row this crate did not write) is
+/// read again a flow at a time: the flows before the damage come out, then the error
+/// ([`Error::CaptureStore`] or [`Error::CaptureFormat`]), then nothing.
+///
+/// ```no_run
+/// # fn run() -> mitm::Result<()> {
+/// use mitm::capture::sqlite::SqliteRecords;
+///
+/// for record in SqliteRecords::open("session.sqlite")? {
+///     let record = record?;
+///     println!("{} {}", record.request.method, record.request.url());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct SqliteRecords {
+    reader: SqliteReader,
+    /// The flows read and not yet handed out, oldest first.
+    page: std::collections::VecDeque<Record>,
+    /// The id of the last flow read.
+    after: i64,
+    /// How many flows the next query asks for: [`READ_PAGE`], or 1 after a failure.
+    limit: usize,
+    done: bool,
+}
+
+impl SqliteRecords {
+    /// The flows of the database at `path`.
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteReader::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(SqliteReader::open(path)?.records())
+    }
+}
+
+impl SqliteReader {
+    /// Every flow, one at a time: see [`SqliteRecords`].
+    pub fn records(self) -> SqliteRecords {
+        SqliteRecords {
+            reader: self,
+            page: std::collections::VecDeque::new(),
+            after: 0,
+            limit: READ_PAGE,
+            done: false,
+        }
+    }
+}
+
+impl Iterator for SqliteRecords {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(record) = self.page.pop_front() {
+                return Some(Ok(record));
+            }
+            if self.done {
+                return None;
+            }
+            match self.reader.query_after(None, self.after, self.limit) {
+                Ok(rows) => {
+                    let Some(&(last, _)) = rows.last() else {
+                        self.done = true;
+                        return None;
+                    };
+                    self.after = last;
+                    self.page.extend(rows.into_iter().map(|(_, record)| record));
+                }
+                // Again a flow at a time, to hand out those before the damage.
+                Err(_) if self.limit > 1 => self.limit = 1,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Every flow of the database at `path`, in the order they were saved (by id), with
+/// their WebSocket messages; [`SqliteRecords`] reads them a page at a time.
 ///
 /// # Errors
 ///
@@ -247,18 +338,7 @@ impl SqliteReader {
 /// database this crate made, or one of a newer schema, [`Error::CaptureStore`] if
 /// SQLite fails.
 pub fn read_sqlite(path: impl AsRef<Path>) -> Result<Vec<Record>> {
-    let reader = SqliteReader::open(path)?;
-    let version = readable_version(&reader.conn, &reader.path)?;
-    let flows = scan(
-        &reader.conn,
-        &reader.path,
-        version,
-        "ORDER BY f.id",
-        [],
-        None,
-        usize::MAX,
-    )?;
-    Ok(flows.into_iter().map(|(_, record)| record).collect())
+    SqliteRecords::open(path)?.collect()
 }
 
 pub(super) fn query(
