@@ -82,6 +82,17 @@ pub(crate) fn entry(record: &Record) -> Value {
         e.insert("_resourceType".into(), "websocket".into());
         e.insert("_webSocketMessages".into(), websocket_messages(messages));
     }
+    // mitmproxy's comment is HAR's own; its mark and replay are ours.
+    let notes = &record.annotations;
+    if !notes.comment.is_empty() {
+        e.insert("comment".into(), notes.comment.clone().into());
+    }
+    if !notes.marked.is_empty() {
+        e.insert("_marked".into(), notes.marked.clone().into());
+    }
+    if let Some(replay) = &notes.is_replay {
+        e.insert("_isReplay".into(), replay.clone().into());
+    }
     Value::Object(e)
 }
 
@@ -487,6 +498,23 @@ mod tests {
         let e = entry(&r);
         assert_eq!(e["request"]["headersSize"], -1);
         assert_eq!(e["response"]["headersSize"], -1);
+    }
+
+    #[test]
+    fn marks_comments_and_replays_are_read_back() {
+        let mut r = record("/noted", None);
+        r.annotations.marked = ":star:".into();
+        r.annotations.comment = "look\nhere".into();
+        r.annotations.is_replay = Some("response".into());
+        let e = entry(&r);
+        assert_eq!(e["comment"], "look\nhere");
+        let back = round_trip(std::slice::from_ref(&r), false);
+        assert_eq!(back[0].annotations, r.annotations);
+        // None of them: nothing written.
+        let plain = entry(&record("/plain", None));
+        for field in ["comment", "_marked", "_isReplay"] {
+            assert!(plain.get(field).is_none(), "{field}");
+        }
     }
 
     #[test]

@@ -51,6 +51,15 @@ pub(super) struct Entry {
     /// Chromium's (and this crate's): a WebSocket's messages.
     #[serde(rename = "_webSocketMessages", deserialize_with = "objects")]
     pub websocket_messages: Option<Vec<WebSocketMessage>>,
+    /// HAR 1.2's comment on the entry: mitmproxy's comment on the flow.
+    #[serde(deserialize_with = "lenient")]
+    pub comment: Option<String>,
+    /// This crate's: mitmproxy's mark of the flow.
+    #[serde(rename = "_marked", deserialize_with = "lenient")]
+    pub marked: Option<String>,
+    /// This crate's: mitmproxy's `is_replay` (`request` or `response`).
+    #[serde(rename = "_isReplay", deserialize_with = "lenient")]
+    pub is_replay: Option<String>,
 }
 
 /// An entry's request.

@@ -14,7 +14,8 @@ use super::model::{Content, Entry, Header, Response, WebSocketMessage};
 use super::scan::{EntryScanner, RawEntry, ScanError};
 use crate::capture::record::spelled_version;
 use crate::capture::{
-    Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse, RecordedTimings,
+    Annotations, Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse,
+    RecordedTimings,
 };
 use crate::error::{Error, Result};
 use crate::http::message::Headers;
@@ -247,8 +248,13 @@ fn record_of(e: Entry) -> std::result::Result<Record, String> {
             SocketAddr::new(ip, port.unwrap_or(request.port))
         });
     let tls = e.tls.unwrap_or_default();
+    let annotations = Annotations {
+        comment: e.comment.unwrap_or_default(),
+        marked: e.marked.unwrap_or_default(),
+        is_replay: e.is_replay.filter(|r| !r.is_empty()),
+    };
     Ok(Record {
-        annotations: Default::default(),
+        annotations,
         started_at,
         client: e.client_address.and_then(|a| a.parse().ok()),
         server,

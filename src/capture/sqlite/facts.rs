@@ -1,5 +1,7 @@
-//! A record's connection facts ([`RecordedFacts`]) in the `flows` table: the columns
-//! schema version 3 adds ([`V3`]), their values for an insert, and reading them back.
+//! A record's connection facts ([`RecordedFacts`]) and mitmproxy's mark, comment and
+//! replay ([`Annotations`](crate::capture::Annotations)) in the `flows` table: the
+//! columns schema version 3 adds ([`V3`]), their values for an insert, and reading them
+//! back.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,8 +13,9 @@ use crate::core::TlsFacts;
 use crate::http::websocket::WebSocketClose;
 
 /// Version 3: the connection facts mitmproxy's flows hold (both connections' local
-/// addresses and times, the TLS of each side, the server's certificates) and how a
-/// WebSocket closed. Columns without a default: no row is rewritten, and the flows of
+/// addresses and times, the TLS of each side, the server's certificates), how a
+/// WebSocket closed, and the mark, comment and replay of mitmproxy's flows (`marked`,
+/// `comment`, `is_replay`). Columns without a default: no row is rewritten, and the flows of
 /// older versions have `NULL`s, as records that know none of these facts.
 pub(super) const V3: &str = "
 ALTER TABLE flows ADD COLUMN client_local TEXT;
@@ -34,6 +37,9 @@ ALTER TABLE flows ADD COLUMN ws_close_code INTEGER;
 ALTER TABLE flows ADD COLUMN ws_close_reason TEXT;
 ALTER TABLE flows ADD COLUMN ws_closed_by_client INTEGER;
 ALTER TABLE flows ADD COLUMN ws_closed_at INTEGER;
+ALTER TABLE flows ADD COLUMN marked TEXT;
+ALTER TABLE flows ADD COLUMN comment TEXT;
+ALTER TABLE flows ADD COLUMN is_replay TEXT;
 ";
 
 /// The columns of [`V3`], in the order of [`values`] and [`read`].
@@ -41,10 +47,10 @@ pub(super) const COLUMNS: &str = "client_local, client_started_at, client_tls_se
     client_cipher, client_alpn_offers, server_local, server_started_at,
     server_tcp_setup_at, server_tls_setup_at, server_sni, server_alpn, server_tls_version,
     server_cipher, server_alpn_offers, server_certificates, ws_close_code,
-    ws_close_reason, ws_closed_by_client, ws_closed_at";
+    ws_close_reason, ws_closed_by_client, ws_closed_at, marked, comment, is_replay";
 
 /// How many columns [`COLUMNS`] names.
-pub(super) const COUNT: usize = 19;
+pub(super) const COUNT: usize = 22;
 
 /// The columns of [`COLUMNS`] for a `SELECT … FROM flows f` of a database of schema
 /// `version` (`NULL`s before version 3).
@@ -126,11 +132,22 @@ pub(super) fn values(record: &Record) -> [Value; COUNT] {
         text(close.map(|c| c.reason.as_str())),
         close.map_or(Value::Null, |c| Value::Integer(c.by_client.into())),
         micros(close.map(|c| c.at)),
+        text(
+            Some(&record.annotations.marked)
+                .filter(|m| !m.is_empty())
+                .map(String::as_str),
+        ),
+        text(
+            Some(&record.annotations.comment)
+                .filter(|c| !c.is_empty())
+                .map(String::as_str),
+        ),
+        text(record.annotations.is_replay.as_deref()),
     ]
 }
 
 /// Reads the columns of [`COLUMNS`], from index `at` of `row`, into `record` (its
-/// facts, and the client's cipher and ALPN offers).
+/// facts, the client's cipher and ALPN offers, its annotations).
 pub(super) fn read(row: &Row<'_>, at: usize, record: &mut Record) -> Result<(), String> {
     let err = |e: rusqlite::Error| e.to_string();
     let text = |i: usize| row.get::<_, Option<String>>(at + i).map_err(err);
@@ -176,6 +193,9 @@ pub(super) fn read(row: &Row<'_>, at: usize, record: &mut Record) -> Result<(), 
         ));
     }
     record.facts = facts;
+    record.annotations.marked = text(19)?.unwrap_or_default();
+    record.annotations.comment = text(20)?.unwrap_or_default();
+    record.annotations.is_replay = text(21)?;
     Ok(())
 }
 

@@ -395,6 +395,10 @@ mod tests {
         let mut failed = record("/failed", None);
         failed.error = Some("connection refused".into());
         failed.request.body = RecordedBody::default();
+        // mitmproxy's mark, comment and replay are kept too.
+        failed.annotations.marked = ":default:".into();
+        failed.annotations.comment = "two\nlines".into();
+        failed.annotations.is_replay = Some("request".into());
         let written = vec![
             record("/a?q=1", Some((200, b"hello"))),
             failed,
