@@ -131,7 +131,7 @@ pub use crate::engine::context::Context;
 pub use crate::engine::relay::Tunnel;
 pub use crate::error::{Error, Result, Side};
 pub use crate::http::message::{
-    Body, Headers, HttpFlow, Request, Response, Timings, Verdict, Version,
+    Body, Headers, HttpFlow, Replay, Request, Response, Timings, Verdict, Version,
 };
 pub use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 pub use crate::middleware::{

@@ -263,7 +263,10 @@ impl Record {
             request: recorded_request(&flow.request, RecordedBody::default()),
             response: None,
             timings: RecordedTimings::default(),
-            annotations: Annotations::default(),
+            annotations: Annotations {
+                is_replay: flow.is_replay.map(|r| r.as_str().to_owned()),
+                ..Annotations::default()
+            },
             error: None,
             websocket: None,
             facts: RecordedFacts {

@@ -162,6 +162,7 @@ impl HttpHandler for ServerReplay {
             return Verdict::Continue;
         }
         if let Some(response) = self.take(flow) {
+            flow.is_replay = Some(crate::http::message::Replay::Response);
             return Verdict::Respond(response);
         }
         match self.unmatched {

@@ -533,6 +533,31 @@ pub struct HttpFlow {
     /// not be delivered (the origin unreachable, silent, or broken): such a flow is
     /// kept as its error with no response, as mitmproxy keeps it.
     pub(crate) undelivered: bool,
+    /// Whether this flow is a replay, as mitmproxy's `is_replay` says: a request sent
+    /// again ([`Sender::replay`](crate::Sender::replay) marks its flows so), or a
+    /// response given from a recording (a server replay marks the flows it answers).
+    /// Captures keep it (`~replay` finds it).
+    pub is_replay: Option<Replay>,
+}
+
+/// What a replayed flow replayed ([`HttpFlow::is_replay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Replay {
+    /// The request was sent again (a client replay).
+    Request,
+    /// The response came from a recording (a server replay).
+    Response,
+}
+
+impl Replay {
+    /// As mitmproxy writes it: `request` or `response`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replay::Request => "request",
+            Replay::Response => "response",
+        }
+    }
 }
 
 impl HttpFlow {
@@ -549,6 +574,7 @@ impl HttpFlow {
             response_body_prefix: Bytes::new(),
             error: None,
             undelivered: false,
+            is_replay: None,
         }
     }
 

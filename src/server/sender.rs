@@ -78,6 +78,23 @@ impl Sender {
     /// `CONNECT` asks for a tunnel, not a response: it fails at once with
     /// [`Error::BadRequest`](crate::Error::BadRequest).
     pub async fn send(&self, request: Request) -> Result<Response> {
+        self.send_marked(request, None).await
+    }
+
+    /// As [`send`](Self::send), for a request sent again: its flow is marked a replayed
+    /// request ([`HttpFlow::is_replay`](crate::HttpFlow::is_replay)), as mitmproxy's
+    /// client replay marks them, so that hooks and captures can tell it (`~replayq`).
+    /// `mitm replay` and the web UI's replay send with it.
+    pub async fn replay(&self, request: Request) -> Result<Response> {
+        self.send_marked(request, Some(crate::http::message::Replay::Request))
+            .await
+    }
+
+    async fn send_marked(
+        &self,
+        request: Request,
+        replay: Option<crate::http::message::Replay>,
+    ) -> Result<Response> {
         if request.is_connect() {
             return Err(crate::Error::BadRequest {
                 reason: format!(
@@ -90,7 +107,7 @@ impl Sender {
         let mut conn = Connection::new(id, Host::default());
         conn.target = Some(request.target.clone());
         let (mut response, body, _length) =
-            direct::send(&self.cx, &self.settings, conn, request, 1).await?;
+            direct::send(&self.cx, &self.settings, conn, request, 1, replay).await?;
         response.body = Body::Full(body);
         Ok(response)
     }

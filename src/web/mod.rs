@@ -80,7 +80,7 @@ pub trait Replayer: Send + Sync + 'static {
 #[async_trait::async_trait]
 impl Replayer for crate::Sender {
     async fn replay(&self, request: HttpRequest) -> Result<HttpResponse> {
-        self.send(request).await
+        crate::Sender::replay(self, request).await
     }
 }
 

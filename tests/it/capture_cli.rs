@@ -206,8 +206,17 @@ async fn server_replay_answers_from_a_capture_without_the_origin() {
     drop(origin);
 
     let replay = saved.to_str().unwrap().to_string();
+    let answered = dir.path().join("answered.flows");
+    let save = answered.to_str().unwrap().to_string();
     let proxy = tokio::task::spawn_blocking(move || {
-        ChildProxy::start_with(&["--server-replay", &replay, "--server-replay-extra", "404"])
+        ChildProxy::start_with(&[
+            "--server-replay",
+            &replay,
+            "--server-replay-extra",
+            "404",
+            "--save",
+            &save,
+        ])
     })
     .await
     .unwrap();
@@ -226,6 +235,22 @@ async fn server_replay_answers_from_a_capture_without_the_origin() {
         wire.send(request(path)).await;
         assert_eq!(wire.response_to("GET").await.status, 404, "{path}");
     }
+    // The flows it answered from the recording are marked replayed responses, as
+    // mitmproxy marks them; the 404s are not.
+    let flows = wait_for_flows(&answered, 4).await;
+    let marks: Vec<(String, Option<&str>)> = flows
+        .iter()
+        .map(|r| (r.request.path.clone(), r.annotations.is_replay.as_deref()))
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            ("/two".to_string(), Some("response")),
+            ("/one".to_string(), Some("response")),
+            ("/one".to_string(), None),
+            ("/three".to_string(), None),
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

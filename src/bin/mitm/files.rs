@@ -191,7 +191,7 @@ pub(crate) async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
             .response
             .as_ref()
             .map_or_else(|| "none".to_string(), |r| r.status.to_string());
-        let answer = sender.send(request).await.map_err(anyhow::Error::from);
+        let answer = sender.replay(request).await.map_err(anyhow::Error::from);
         let line = match answer {
             Ok(response) => format!(
                 "{} {} {url} (was {was})\n",

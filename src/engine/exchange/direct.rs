@@ -17,13 +17,14 @@ const KEEP: usize = 64 * 1024 * 1024;
 
 /// Sends `request` (its body held whole, or empty) to its origin through the hooks, as
 /// connection `conn`, and returns the response the client would have got, its body
-/// (up to 64 MiB) and its full length.
+/// (up to 64 MiB) and its full length. The flow is marked `replay`, if given.
 pub(crate) async fn send(
     cx: &Context,
     settings: &Settings,
     conn: Connection,
     mut request: Request,
     id: u64,
+    replay: Option<crate::http::message::Replay>,
 ) -> Result<(Response, Bytes, u64)> {
     if matches!(request.body, Body::Streaming) {
         request.body = Body::Empty;
@@ -38,7 +39,8 @@ pub(crate) async fn send(
         local_error: false,
         error: None,
     };
-    let flow = HttpFlow::new(id, request);
+    let mut flow = HttpFlow::new(id, request);
+    flow.is_replay = replay;
     super::run(cx, settings, &mut client, flow).await?;
     if client.killed {
         return Err(Error::Killed);

@@ -37,6 +37,7 @@ pub(super) async fn replay(State(app): Shared, Path(id): Path<u64>, body: Bytes)
     }
     let conn = crate::core::Connection::new(0, crate::core::Host::default());
     let mut flow = crate::http::message::HttpFlow::new(0, request.clone());
+    flow.is_replay = Some(crate::http::message::Replay::Request);
     flow.request_body_size = request.body.bytes().map_or(0, |b| b.len() as u64);
     let url = request.url();
     match replayer.replay(request).await {
