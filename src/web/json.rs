@@ -24,7 +24,7 @@
 //! | `POST` | `/api/intercept` | | [`SetFilter`] | [`InterceptState`]; `400` for a bad filter (with its `position`) |
 //! | `POST` | `/api/flows/{id}/resume` | | [`Edit`], or empty for none | `204`; `400` for a bad edit, `404`, `409` when the flow is not waiting |
 //! | `POST` | `/api/flows/{id}/kill` | | | `204`; `409` when the flow is not waiting |
-//! | `POST` | `/api/flows/{id}/replay` | | [`Edit`], or empty for none | [`Replayed`]; `400`, `404`, `501` when the UI has no [`Replayer`](super::Replayer) |
+//! | `POST` | `/api/flows/{id}/replay` | | [`Edit`], or empty for none | [`Replayed`] (the new flow is in the list); `400`, `404`, `501` when the UI has no [`Replayer`](super::Replayer), `500` when its [`FlowSource`](super::FlowSource) could not keep the new flow |
 //! | `GET` | `/api/export` | [`ExportParams`] | | the flows matching as a capture file (`Content-Disposition: attachment`); `400`, `500` |
 //! | `GET`, WebSocket | `/api/live` | | [`SetFilter`] messages | [`LiveMessage`]s |
 //!

@@ -7,7 +7,9 @@
 //! proxy, which puts every flow into the UI's [`MemoryStore`] as it starts and
 //! finishes, and pauses the flows its [`Interceptor`]'s filter matches. A saved capture
 //! can be shown instead, with no proxy at all: [`MemoryStore::extend`] it with
-//! [`capture::read`](crate::capture::read). Replay needs a [`Replayer`] (a
+//! [`capture::read`](crate::capture::read), or give the UI a
+//! [`source`](WebUi::source) that reads it page by page (`SqliteSource`, with the
+//! `sqlite` feature), which keeps the replayed flows too. Replay needs a [`Replayer`] (a
 //! [`Sender`](crate::Sender)). The endpoints, and the JSON types they take and return,
 //! are in [`json`].
 //!
@@ -270,7 +272,7 @@ impl WebUi {
     }
 
     /// Lets the UI replay requests, sending them with `replayer`; the replayed flows
-    /// join the list. Default: none (the replay button answers that replay is off).
+    /// join the list ([`FlowSource::add`] of its [`source`](Self::source)). Default: none (the replay button answers that replay is off).
     pub fn replayer(mut self, replayer: Arc<dyn Replayer>) -> Self {
         self.replayer = Some(replayer);
         self
@@ -283,8 +285,10 @@ impl WebUi {
         self
     }
 
-    /// Serves flows from `source` instead of the UI's own store (e.g. a database
-    /// opened elsewhere). The [`feed`](Self::feed) still fills the own store.
+    /// Serves flows from `source` instead of the UI's own store (a saved capture's
+    /// `SqliteSource`, with the `sqlite` feature, or a database opened elsewhere);
+    /// replayed flows are [`add`](FlowSource::add)ed to it. The [`feed`](Self::feed)
+    /// still fills the own store.
     pub fn source(mut self, source: Arc<dyn FlowSource>) -> Self {
         self.source = source;
         self
@@ -312,7 +316,6 @@ impl WebUi {
         let guard = Arc::new(self.guard);
         let app = api::routes(Arc::new(api::App {
             source: self.source,
-            store: self.store,
             interceptor: self.interceptor,
             replayer: self.replayer,
             ca: self.ca,

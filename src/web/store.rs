@@ -163,8 +163,48 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
-/// A store of flows the UI can show. [`MemoryStore`] is the one this crate has; an
-/// SQLite-backed one can implement the same calls.
+/// A store of flows the UI can show: [`MemoryStore`] (the proxy's flows, held in
+/// memory) and `SqliteSource` (a saved capture, with the `sqlite` feature) are this
+/// crate's; an embedder can
+/// give [`WebUi::source`](super::WebUi::source) one of its own.
+///
+/// The UI lists and shows flows from its source, and adds to it the flows it makes
+/// itself (a replay's, [`add`](Self::add)); a live socket is told of what changed
+/// through [`changes`](Self::changes). Only `add` and the ones with a body here are
+/// optional: a source without `add` shows its flows, and a replay from its UI answers
+/// with an error (the request is sent, its flow not kept).
+///
+/// ```
+/// use std::sync::Arc;
+/// use mitm::capture::{Filter, Record};
+/// use mitm::web::{Changes, FlowPage, FlowSource, FlowState, ListQuery, MemoryStore};
+///
+/// /// The flows of a store, shown as they are: nothing is added or cleared.
+/// struct Frozen(MemoryStore);
+///
+/// impl FlowSource for Frozen {
+///     fn list(&self, query: &ListQuery) -> FlowPage {
+///         self.0.list(query)
+///     }
+///     fn get(&self, id: u64) -> Option<(Arc<Record>, FlowState)> {
+///         self.0.get(id)
+///     }
+///     fn records(&self, filter: Option<&Filter>) -> Vec<Arc<Record>> {
+///         self.0.records(filter)
+///     }
+///     fn len(&self) -> usize {
+///         self.0.len()
+///     }
+///     fn clear(&self) {}
+///     fn changes(&self) -> Changes {
+///         Changes::never()
+///     }
+///     // No `add`: the default keeps nothing.
+/// }
+///
+/// let source: Arc<dyn FlowSource> = Arc::new(Frozen(MemoryStore::default()));
+/// assert!(source.is_empty());
+/// ```
 pub trait FlowSource: Send + Sync + 'static {
     /// The flows `query` asks for.
     fn list(&self, query: &ListQuery) -> FlowPage;
@@ -195,6 +235,17 @@ pub trait FlowSource: Send + Sync + 'static {
     /// Changes from now on, for a live socket (a [`ChangeHub`] makes them). A source
     /// that never changes returns [`Changes::never`].
     fn changes(&self) -> Changes;
+
+    /// Adds `record`, a flow the UI made (a replay's), finished; returns its id, for
+    /// [`get`](Self::get), and tells the live sockets ([`ChangeHub::flow`]). `None`
+    /// when the source keeps no new flows (the default) or could not keep this one
+    /// (logged): the UI then answers the replay with an error.
+    ///
+    /// Called off the async workers (it may write to a disk).
+    fn add(&self, record: Record) -> Option<u64> {
+        let _ = record;
+        None
+    }
 }
 
 /// One stored flow.
@@ -399,29 +450,48 @@ impl FlowSource for MemoryStore {
     fn changes(&self) -> Changes {
         self.changes.subscribe()
     }
+
+    fn add(&self, record: Record) -> Option<u64> {
+        Some(self.insert(record, FlowState::FINISHED))
+    }
 }
 
 #[cfg(feature = "sqlite")]
 /// A saved SQLite capture as the UI's flows (`mitm web FILE.sqlite`; a HAR or flow
 /// file is first copied into a temporary one, [`SqliteSource::copy_of`]): each page of the
 /// list is read from the database and filtered there ([`SqliteReader::query`]), so a
-/// capture of a million flows opens at once and holds no flow in memory. The file is
-/// only read: clearing the list hides the flows it has from the UI, and the file keeps
-/// them.
+/// capture of a million flows opens at once and holds no flow in memory.
+///
+/// The file [`open`](Self::open) is given is never written to: clearing the list hides
+/// the flows it has from the UI, and the file keeps them; the first flow added
+/// ([`insert`](Self::insert), a replay's) copies the file into a temporary database
+/// of the source's own (SQLite's `VACUUM INTO`, which keeps every flow's id), and the
+/// source reads and writes that copy from then on (flows saved into the file later by
+/// someone else are no longer seen).
 #[derive(Debug)]
 pub struct SqliteSource {
     reader: Mutex<SqliteReader>,
+    /// Where added flows are written, once one is: always a database of the source's
+    /// own (`copy`).
+    writer: Mutex<Option<crate::capture::sqlite::SqliteStore>>,
     /// Flows up to this id are hidden (cleared from the UI), and how many there were.
     hidden: Mutex<(i64, u64)>,
     changes: ChangeHub,
-    /// The directory of the database [`copy_of`](Self::copy_of) made, removed when
-    /// the source is dropped (after `reader`, declared before it, has closed it).
-    copy: Option<crate::capture::sqlite::TempDir>,
+    /// The directory of the database of the source's own ([`copy_of`](Self::copy_of)
+    /// made it, or the first [`insert`](Self::insert) into a user's file), removed when
+    /// the source is dropped (after `reader` and `writer`, declared before it, have
+    /// closed it).
+    copy: Mutex<Option<crate::capture::sqlite::TempDir>>,
 }
+
+/// The name of the database in a [`SqliteSource`]'s directory of its own.
+#[cfg(feature = "sqlite")]
+const COPY_NAME: &str = "flows.sqlite";
 
 #[cfg(feature = "sqlite")]
 impl SqliteSource {
-    /// The capture at `path`.
+    /// The capture at `path`. It is only read, never written: see
+    /// [`insert`](Self::insert) for the flows added to it.
     ///
     /// # Errors
     ///
@@ -429,9 +499,10 @@ impl SqliteSource {
     pub fn open(path: impl AsRef<std::path::Path>) -> crate::Result<Self> {
         Ok(SqliteSource {
             reader: Mutex::new(SqliteReader::open(path)?),
+            writer: Mutex::new(None),
             hidden: Mutex::new((0, 0)),
             changes: ChangeHub::new(),
-            copy: None,
+            copy: Mutex::new(None),
         })
     }
 
@@ -454,13 +525,8 @@ impl SqliteSource {
         records: impl IntoIterator<Item = crate::Result<Record>>,
     ) -> crate::Result<(Self, Option<crate::Error>)> {
         use crate::capture::Sink as _;
-        let dir = crate::capture::sqlite::TempDir::new("web").map_err(|source| {
-            crate::Error::CaptureIo {
-                path: std::env::temp_dir(),
-                source,
-            }
-        })?;
-        let path = dir.path.join("flows.sqlite");
+        let dir = temp_dir()?;
+        let path = dir.path.join(COPY_NAME);
         let io = |source| crate::Error::CaptureIo {
             path: path.clone(),
             source,
@@ -478,9 +544,80 @@ impl SqliteSource {
         }
         store.flush().map_err(io)?;
         drop(store);
-        let mut source = SqliteSource::open(&path)?;
-        source.copy = Some(dir);
+        let source = SqliteSource::open(&path)?;
+        *source.copy.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir);
         Ok((source, damage))
+    }
+
+    /// Adds `record` (a flow the UI made: a replay's), finished, and returns its id;
+    /// the live sockets are told ([`FlowSource::changes`]).
+    ///
+    /// It goes into the source's own database: the one [`copy_of`](Self::copy_of)
+    /// made, or, for a file given to [`open`](Self::open), a copy of that file made
+    /// now, on the first flow added (in a private directory in the system's temporary
+    /// directory, removed with the source; the time it takes grows with the file).
+    /// The file itself is never changed. The copy keeps every flow's id, and the flows
+    /// cleared stay hidden.
+    ///
+    /// # Errors
+    ///
+    /// The copy could not be made, or the flow written ([`Error::CaptureIo`],
+    /// [`Error::CaptureStore`](crate::Error::CaptureStore),
+    /// [`Error::CaptureFormat`](crate::Error::CaptureFormat)). The source still shows
+    /// what it did.
+    ///
+    /// [`Error::CaptureIo`]: crate::Error::CaptureIo
+    pub fn insert(&self, record: &Record) -> crate::Result<u64> {
+        use crate::capture::Sink as _;
+        // Held throughout: one flow at a time, and one copy at most.
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let store = match writer.as_mut() {
+            Some(store) => store,
+            None => writer.insert(crate::capture::sqlite::SqliteStore::open(
+                self.own_database()?,
+            )?),
+        };
+        let path = store.path().to_path_buf();
+        let io = |source| crate::Error::CaptureIo {
+            path: path.clone(),
+            source,
+        };
+        store.write(record).map_err(io)?;
+        store.flush().map_err(io)?;
+        // The newest row is the one just written: no one else writes this database.
+        let id = store
+            .query(None, None, 1)?
+            .first()
+            .and_then(|(id, _)| u64::try_from(*id).ok())
+            .ok_or_else(|| crate::Error::CaptureStore {
+                path: path.clone(),
+                reason: "the flow written is not in the database".into(),
+            })?;
+        drop(writer);
+        self.changes.flow(id);
+        Ok(id)
+    }
+
+    /// The path of the source's own database: made now, as a copy of the file it
+    /// reads, when it has none yet (the reader then reads the copy).
+    fn own_database(&self) -> crate::Result<std::path::PathBuf> {
+        let mut copy = self.copy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(dir) = copy.as_ref() {
+            return Ok(dir.path.join(COPY_NAME));
+        }
+        let dir = temp_dir()?;
+        let path = dir.path.join(COPY_NAME);
+        let original = self.reader().path().to_path_buf();
+        crate::capture::sqlite::copy_database(&original, &path)?;
+        let reader = SqliteReader::open(&path)?;
+        *self.reader() = reader;
+        tracing::info!(
+            file = %original.display(),
+            copy = %path.display(),
+            "web UI: a flow was added; the capture is copied, and the file left as it is"
+        );
+        *copy = Some(dir);
+        Ok(path)
     }
 
     fn reader(&self) -> MutexGuard<'_, SqliteReader> {
@@ -490,6 +627,15 @@ impl SqliteSource {
     fn hidden(&self) -> (i64, u64) {
         *self.hidden.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A new private directory for a [`SqliteSource`]'s own database.
+#[cfg(feature = "sqlite")]
+fn temp_dir() -> crate::Result<crate::capture::sqlite::TempDir> {
+    crate::capture::sqlite::TempDir::new("web").map_err(|source| crate::Error::CaptureIo {
+        path: std::env::temp_dir(),
+        source,
+    })
 }
 
 /// A failed read, logged; the UI shows what it got.
@@ -576,6 +722,14 @@ impl FlowSource for SqliteSource {
 
     fn changes(&self) -> Changes {
         self.changes.subscribe()
+    }
+
+    fn add(&self, record: Record) -> Option<u64> {
+        self.insert(&record)
+            .map_err(|e| {
+                tracing::warn!(error = %crate::error::Report(&e), "web UI: the new flow could not be kept");
+            })
+            .ok()
     }
 }
 
@@ -798,9 +952,90 @@ mod tests {
             .map(|r| r.request.path.clone())
             .collect();
         assert_eq!(all, ["/1", "/2", "/3"]);
-        let dir = source.copy.as_ref().unwrap().path.clone();
+        let dir = source.copy.lock().unwrap().as_ref().unwrap().path.clone();
         assert!(dir.join("flows.sqlite").exists());
         drop(source);
         assert!(!dir.exists(), "{} is left", dir.display());
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_flow_added_to_a_copy_is_listed_shown_and_announced() {
+        let records = (1..=3).map(|i| Ok(record(&format!("/{i}"))));
+        let (source, _) = SqliteSource::copy_of(records).unwrap();
+        let changes = source.changes();
+        let id = source.add(record("/replayed")).unwrap();
+        assert_eq!(id, 4);
+        assert_eq!(source.get(id).unwrap().0.request.path, "/replayed");
+        assert_eq!(source.len(), 4);
+        let page = source.list(&ListQuery {
+            after: Some(0),
+            ..ListQuery::default()
+        });
+        assert_eq!(paths(&page), ["/1", "/2", "/3", "/replayed"]);
+        assert_eq!(changes.take().flows, [id]);
+
+        // After a clear, a new flow is the only one shown.
+        source.clear();
+        let again = source.add(record("/again")).unwrap();
+        assert_eq!(source.len(), 1);
+        assert_eq!(paths(&source.list(&ListQuery::default())), ["/again"]);
+        let batch = changes.take();
+        assert!(batch.cleared);
+        assert_eq!(batch.flows, [again]);
+        let own = source.copy.lock().unwrap().as_ref().unwrap().path.clone();
+        assert_eq!(source.reader().path(), own.join(COPY_NAME));
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_flow_added_to_a_saved_file_goes_into_a_copy_and_the_file_is_left_as_it_was() {
+        use crate::capture::sqlite::{read_sqlite, SqliteStore};
+        use crate::capture::Sink;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("saved.sqlite");
+        let mut store = SqliteStore::create(&path).unwrap();
+        for i in 1..=5 {
+            store.write(&record(&format!("/{i}"))).unwrap();
+        }
+        drop(store);
+        // A gap in the ids, which the copy must keep (not number the flows again).
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for table in ["messages", "bodies"] {
+            conn.execute(&format!("DELETE FROM {table} WHERE flow_id = 2"), [])
+                .unwrap();
+        }
+        conn.execute("DELETE FROM flows WHERE id = 2", []).unwrap();
+        drop(conn);
+        let before = std::fs::read(&path).unwrap();
+
+        let source = SqliteSource::open(&path).unwrap();
+        let changes = source.changes();
+        assert!(
+            source.copy.lock().unwrap().is_none(),
+            "no copy before an add"
+        );
+        let id = source.add(record("/replayed")).unwrap();
+        assert_eq!(id, 6);
+        assert_eq!(changes.take().flows, [id]);
+        assert_eq!(source.get(id).unwrap().0.request.path, "/replayed");
+        assert_eq!(source.get(3).unwrap().0.request.path, "/3", "ids are kept");
+        assert!(source.get(2).is_none());
+        assert_eq!(source.len(), 5);
+        let own = source.copy.lock().unwrap().as_ref().unwrap().path.clone();
+        assert_eq!(source.reader().path(), own.join(COPY_NAME));
+        // A second flow goes into the same copy.
+        assert_eq!(source.add(record("/second")).unwrap(), 7);
+        assert_eq!(source.len(), 6);
+
+        drop(source);
+        assert!(!own.exists(), "{} is left", own.display());
+        assert!(std::fs::read(&path).unwrap() == before, "the file changed");
+        let kept: Vec<_> = read_sqlite(&path)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.request.path)
+            .collect();
+        assert_eq!(kept, ["/1", "/3", "/4", "/5"]);
     }
 }

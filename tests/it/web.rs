@@ -287,16 +287,28 @@ async fn live(
     tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     tokio_tungstenite::tungstenite::Error,
 > {
-    let mut request = format!("ws://{}/api/live", ui.addr)
+    live_at(ui.addr, &ui.token, origin).await
+}
+
+/// As [`live`], to the UI at `addr` with `token`.
+async fn live_at(
+    addr: SocketAddr,
+    token: &str,
+    origin: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let mut request = format!("ws://{addr}/api/live")
         .into_client_request()
         .unwrap();
     let h = request.headers_mut();
     h.insert("origin", HeaderValue::from_str(origin).unwrap());
     h.insert(
         "authorization",
-        HeaderValue::from_str(&format!("Bearer {}", ui.token)).unwrap(),
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
-    let tcp = tokio::net::TcpStream::connect(ui.addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio_tungstenite::client_async(request, tcp)
         .await
         .map(|(ws, _)| ws)
@@ -475,6 +487,27 @@ impl Drop for WebChild {
     }
 }
 
+impl WebChild {
+    /// Stops it as Ctrl-C does, and waits until it has exited (with code 0).
+    fn interrupt(&mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mitm did not stop on SIGINT"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(0), "{status}");
+    }
+}
+
 fn start_mitm(args: &[&str]) -> WebChild {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mitm"))
@@ -545,6 +578,237 @@ async fn mitm_web_serves_a_saved_capture() {
     let list = get_json(format!("{base}/api/flows?filter=~c%20404"), token).await;
     assert_eq!(list["count"], 2, "{list}");
     assert_eq!(list["flows"][0]["path"], "/status/404", "{list}");
+}
+
+/// Saves one flow, `GET /page/original` to `origin`, made by the proxy itself, into
+/// the new capture `file` (in the format its name says).
+async fn capture_one(file: &std::path::Path, origin: &Origin) {
+    let capture = Arc::new(
+        mitm::capture::Capture::builder()
+            .sink(mitm::capture::create(file).unwrap())
+            .start(),
+    );
+    let proxy = start_proxy(|b| b.http_handler(capture.clone())).await;
+    client_via(&proxy)
+        .get(format!("http://127.0.0.1:{}/page/original", origin.port()))
+        .send()
+        .await
+        .unwrap();
+    capture.wait_written(1).await;
+    proxy.handle.shutdown().await.unwrap();
+    capture.finish();
+}
+
+/// The next message of a live socket, as JSON.
+async fn next_event(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+) -> serde_json::Value {
+    let message = tokio::time::timeout(PATIENCE, socket.next())
+        .await
+        .expect("a live message in time")
+        .expect("socket open")
+        .unwrap();
+    json(message.to_text().unwrap())
+}
+
+/// `mitm web` of a capture saved as `name`: a flow replayed (edited into a POST to
+/// the origin's `/echo`) gets an id the UI shows it under, joins the list, reaches the
+/// live socket, and the file is left byte for byte as it was.
+async fn a_replay_in_mitm_web_of(name: &str) {
+    use futures_util::SinkExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(name);
+    let origin = start_origin().await;
+    capture_one(&file, &origin).await;
+    let saved = sha256(&std::fs::read(&file).unwrap());
+
+    let mitm = start_mitm(&["web", file.to_str().unwrap(), "--web-port", "0"]);
+    let (base, token) = mitm.url.split_once("/?token=").unwrap();
+    let list = get_json(format!("{base}/api/flows"), token).await;
+    assert_eq!(list["count"], 1, "{list}");
+    let old = list["flows"][0]["id"].as_u64().unwrap();
+
+    // A live socket, subscribed once it answers a message (here: a bad filter).
+    let addr: SocketAddr = base.strip_prefix("http://").unwrap().parse().unwrap();
+    let mut socket = live_at(addr, token, base).await.expect("live socket");
+    socket.send(r#"{"filter":"~x"}"#.into()).await.unwrap();
+    let event = next_event(&mut socket).await;
+    assert_eq!(event["type"], "filtererror", "{event}");
+
+    let body = format!("replayed from {name}");
+    let edit = serde_json::json!({
+        "method": "POST",
+        "url": format!("http://127.0.0.1:{}/echo", origin.port()),
+        "body": body,
+    });
+    let answer = plain_client()
+        .post(format!("{base}/api/flows/{old}/replay"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(edit.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let replayed = json(&answer.text().await.unwrap());
+    assert_eq!(replayed["error"], serde_json::Value::Null, "{replayed}");
+    let new = replayed["id"].as_u64().unwrap();
+    assert_ne!(new, old);
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        (seen[1].method.as_str(), &seen[1].body[..]),
+        ("POST", body.as_bytes())
+    );
+
+    // The new id is the replayed flow.
+    let detail = get_json(format!("{base}/api/flows/{new}"), token).await;
+    assert_eq!(detail["summary"]["method"], "POST", "{detail}");
+    assert_eq!(detail["summary"]["path"], "/echo", "{detail}");
+    assert_eq!(detail["summary"]["status"], 200, "{detail}");
+    let echoed = plain_client()
+        .get(format!("{base}/api/flows/{new}/response/body"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(echoed, body);
+    let original = get_json(format!("{base}/api/flows/{old}"), token).await;
+    assert_eq!(original["summary"]["path"], "/page/original", "{original}");
+
+    // It is in the list, after the saved flow.
+    let list = get_json(format!("{base}/api/flows?after=0"), token).await;
+    assert_eq!(list["count"], 2, "{list}");
+    let rows: Vec<_> = list["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_u64().unwrap(),
+                f["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [(old, "/page/original".into()), (new, "/echo".into())]
+    );
+
+    // The live socket was told.
+    loop {
+        let event = next_event(&mut socket).await;
+        assert_eq!(event["type"], "flows", "{event}");
+        let id_at = event["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|c| c == "id")
+            .unwrap();
+        if event["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row[id_at] == new)
+        {
+            assert_eq!(event["count"], 2, "{event}");
+            break;
+        }
+    }
+
+    // Stopped as a user stops it, so that whatever it wrote is in the file (not in a
+    // write-ahead log beside it): the file holds what it held, byte for byte.
+    drop(socket);
+    let mut mitm = mitm;
+    mitm.interrupt();
+    let now = sha256(&std::fs::read(&file).unwrap());
+    assert!(now == saved, "{name} changed");
+    let wal = dir.path().join(format!("{name}-wal"));
+    let logged = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(logged, 0, "{} holds writes", wal.display());
+}
+
+#[tokio::test]
+async fn a_replay_in_mitm_web_of_an_sqlite_file_is_shown_and_the_file_is_left_alone() {
+    a_replay_in_mitm_web_of("saved.sqlite").await;
+}
+
+#[tokio::test]
+async fn a_replay_in_mitm_web_of_a_har_file_is_shown() {
+    a_replay_in_mitm_web_of("saved.har").await;
+}
+
+#[tokio::test]
+async fn a_replay_in_mitm_web_of_a_flows_file_is_shown() {
+    a_replay_in_mitm_web_of("saved.flows").await;
+}
+
+/// A source of an embedder's own that keeps no new flows (no `add`).
+struct Frozen(MemoryStore);
+
+impl FlowSource for Frozen {
+    fn list(&self, query: &mitm::web::ListQuery) -> mitm::web::FlowPage {
+        self.0.list(query)
+    }
+    fn get(&self, id: u64) -> Option<(Arc<mitm::capture::Record>, mitm::web::FlowState)> {
+        self.0.get(id)
+    }
+    fn records(&self, filter: Option<&mitm::capture::Filter>) -> Vec<Arc<mitm::capture::Record>> {
+        self.0.records(filter)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&self) {}
+    fn changes(&self) -> mitm::web::Changes {
+        mitm::web::Changes::never()
+    }
+}
+
+#[tokio::test]
+async fn a_replay_in_a_ui_whose_source_keeps_no_new_flows_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("one.har");
+    let origin = start_origin().await;
+    capture_one(&file, &origin).await;
+    let store = MemoryStore::default();
+    store.extend(mitm::capture::read(&file).unwrap());
+    let sender = mitm::Mitm::builder()
+        .certificate_authority(Arc::new(mitm::CertificateAuthority::generate().unwrap()))
+        .middlewares(vec![])
+        .sender()
+        .await
+        .unwrap();
+    let ui = WebUi::builder()
+        .port(0)
+        .bind()
+        .await
+        .unwrap()
+        .replayer(Arc::new(sender))
+        .source(Arc::new(Frozen(store)));
+    let (addr, token) = (ui.local_addr(), ui.token().to_string());
+    tokio::spawn(ui.run());
+    let answer = plain_client()
+        .post(format!("http://{addr}/api/flows/1/replay"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 500);
+    let error = json(&answer.text().await.unwrap());
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not keep the new one"),
+        "{error}"
+    );
+    assert_eq!(origin.requests().len(), 2, "the request was sent");
+    let list = get_json(format!("http://{addr}/api/flows"), &token).await;
+    assert_eq!(list["count"], 1, "{list}");
 }
 
 #[tokio::test]

@@ -222,7 +222,8 @@ pub(crate) async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
 /// The UI reads its flows page by page from an SQLite database: the file itself, or,
 /// for a HAR or flow file, a temporary copy made flow by flow (removed on exit), so
 /// that memory does not grow with the file. A damaged file is shown up to the damage,
-/// and the error printed.
+/// and the error printed. Replays join the list: they go into the temporary copy (for
+/// an SQLite file, one made on the first replay), never into the file.
 pub(crate) async fn serve(args: &WebArgs) -> anyhow::Result<()> {
     use mitm::web::FlowSource as _;
     let file = &args.file;

@@ -8,10 +8,13 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::SqliteStore;
+use rusqlite::{Connection, OpenFlags};
+
+use super::{store_err, SqliteStore};
 use crate::capture::{Record, Sink};
+use crate::error::{Error, Result};
 
 /// Writes `records` to `out` as the file of an SQLite database of this crate's schema
 /// (what [`SqliteStore`] would have saved), flushes `out` and gives it back.
@@ -41,6 +44,32 @@ pub fn export<'a, W: Write>(
     io::copy(&mut File::open(&path)?, &mut out)?;
     out.flush()?;
     Ok(out)
+}
+
+/// Copies the database at `from` into `to` (a new file, or an empty one) as one
+/// consistent snapshot, with SQLite's `VACUUM INTO`. `from` is opened read-only: it
+/// is never written to. Each flow keeps its id (`flows.id` is the table's `INTEGER
+/// PRIMARY KEY`, which a vacuum keeps); the copy is in rollback-journal mode, as
+/// `VACUUM INTO` makes it ([`SqliteStore::open`] turns it to WAL).
+///
+/// # Errors
+///
+/// [`Error::CaptureStore`] if SQLite fails (`to` exists and is not empty, say);
+/// [`Error::CaptureIo`] if `to` is not UTF-8, which SQLite takes file names in.
+pub(crate) fn copy_database(from: &Path, to: &Path) -> Result<()> {
+    let Some(name) = to.to_str() else {
+        return Err(Error::CaptureIo {
+            path: to.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "the path is not UTF-8"),
+        });
+    };
+    let conn = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(store_err(from))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(store_err(from))?;
+    conn.execute("VACUUM INTO ?1", [name])
+        .map_err(store_err(from))?;
+    Ok(())
 }
 
 /// A new, private directory in the system's temporary directory, removed with what is
@@ -101,6 +130,32 @@ mod tests {
         let bytes = crate::capture::export(Format::Sqlite, [], Vec::new()).unwrap();
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(read_sqlite(&path).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn a_database_copy_is_the_same_flows_and_never_writes_over_a_file() {
+        let records = vec![record("/a", Some((200, b"hello"))), websocket(2)];
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("from.sqlite");
+        let mut store = SqliteStore::create(&from).unwrap();
+        for r in &records {
+            store.write(r).unwrap();
+        }
+        drop(store);
+        let before = std::fs::read(&from).unwrap();
+        let to = dir.path().join("to.sqlite");
+        copy_database(&from, &to).unwrap();
+        assert_eq!(read_sqlite(&to).unwrap(), records);
+        assert!(
+            std::fs::read(&from).unwrap() == before,
+            "the original changed"
+        );
+        // A file there already (not an empty one) is left alone.
+        let taken = dir.path().join("taken");
+        std::fs::write(&taken, b"someone's file").unwrap();
+        let err = copy_database(&from, &taken).unwrap_err();
+        assert!(matches!(err, Error::CaptureStore { .. }), "{err}");
+        assert_eq!(std::fs::read(&taken).unwrap(), b"someone's file");
     }
 
     /// This process's temporary exports.

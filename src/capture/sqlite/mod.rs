@@ -75,7 +75,7 @@ mod schema;
 mod store;
 
 pub use export::export;
-pub(crate) use export::TempDir;
+pub(crate) use export::{copy_database, TempDir};
 pub use reader::{read_sqlite, SqliteReader, SqliteRecords, READ_PAGE};
 pub use schema::{migrate, SCHEMA_VERSION};
 pub use store::{SqliteStore, BATCH, PAGE_SIZE};

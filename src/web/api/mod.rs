@@ -33,7 +33,7 @@ use serde_json::Value;
 
 use super::feed::Interceptor;
 use super::json::ApiError;
-use super::store::{FlowSource, MemoryStore};
+use super::store::FlowSource;
 use super::Replayer;
 use crate::capture::{Filter, FilterError};
 
@@ -42,10 +42,8 @@ const DECODE_LIMIT: usize = 64 * 1024 * 1024;
 
 /// What every handler shares.
 pub(crate) struct App {
-    /// Where the list and details come from.
+    /// Where the list and details come from, and where replayed flows go.
     pub source: Arc<dyn FlowSource>,
-    /// Where replayed flows go.
-    pub store: Arc<MemoryStore>,
     pub interceptor: Arc<Interceptor>,
     pub replayer: Option<Arc<dyn Replayer>>,
     /// The CA whose certificate `/ca.pem` offers.

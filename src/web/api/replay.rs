@@ -1,6 +1,7 @@
 //! Replay: a flow's request sent again (changed by an [`Edit`](crate::web::json::Edit),
 //! or not) through the UI's [`Replayer`](crate::web::Replayer); the new flow joins the
-//! list.
+//! list: it is added to the UI's [`FlowSource`](crate::web::FlowSource) (the proxy's
+//! store, or a saved capture's own copy).
 
 use std::sync::Arc;
 
@@ -13,7 +14,6 @@ use super::intercept::{bad_edit, edit_of};
 use super::{error, not_found, sorted, Shared};
 use crate::capture::Record;
 use crate::web::json::{ApiError, Replayed};
-use crate::web::store::FlowState;
 
 /// Sends the request of a flow again (changed by the edit in the body, if any); the
 /// new flow joins the list, and its id is the answer.
@@ -56,10 +56,24 @@ pub(super) async fn replay(State(app): Shared, Path(id): Path<u64>, body: Bytes)
     }
     let record = Record::from_flow(&conn, &flow, crate::web::DEFAULT_FEED_BODY_LIMIT);
     let failed = record.error.clone();
-    let new = app.store.insert(record, FlowState::FINISHED);
-    sorted(&Replayed {
-        id: new,
-        error: failed,
-    })
-    .into_response()
+    // Into the flows the UI shows (the proxy's store, or a saved capture's copy),
+    // off the async workers: a source may write to a disk, or first copy a file.
+    let source = app.source.clone();
+    match tokio::task::spawn_blocking(move || source.add(record)).await {
+        Ok(Some(new)) => sorted(&Replayed {
+            id: new,
+            error: failed,
+        })
+        .into_response(),
+        Ok(None) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::new(format!(
+                "the request to {url} was sent again, but this UI's flows could not keep the new one"
+            )),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::new(format!("the new flow could not be kept: {e}")),
+        ),
+    }
 }
