@@ -56,6 +56,8 @@ pub fn export<'a, W: Write>(
 ///
 /// [`Error::CaptureStore`] if SQLite fails (`to` exists and is not empty, say);
 /// [`Error::CaptureIo`] if `to` is not UTF-8, which SQLite takes file names in.
+// Only the web UI copies databases.
+#[cfg_attr(not(feature = "web"), allow(dead_code))]
 pub(crate) fn copy_database(from: &Path, to: &Path) -> Result<()> {
     let Some(name) = to.to_str() else {
         return Err(Error::CaptureIo {

@@ -75,6 +75,8 @@ mod schema;
 mod store;
 
 pub use export::export;
+// The web UI copies captures into databases of its own.
+#[cfg(feature = "web")]
 pub(crate) use export::{copy_database, TempDir};
 pub use reader::{read_sqlite, SqliteReader, SqliteRecords, READ_PAGE};
 pub use schema::{migrate, SCHEMA_VERSION};
