@@ -9,25 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Waits until the capture file at `path` reads back `n` flows, failing the test after
-/// [`PATIENCE`]. (The writer saves each flow as its queue empties.)
-async fn wait_for_flows(path: &Path, n: usize) -> Vec<mitm::capture::Record> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(records) = mitm::capture::read(path) {
-            if records.len() >= n {
-                return records;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never held {n} flows",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Runs `mitm ARGS`, returning its stdout; fails the test when it fails.
 fn mitm(args: &[&std::ffi::OsStr]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_mitm"))

@@ -6,29 +6,9 @@
 use crate::common;
 
 use std::ffi::OsStr;
-use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Waits until the capture at `path` reads back `n` flows.
-async fn wait_for_flows(path: &Path, n: usize) -> Vec<mitm::capture::Record> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(records) = mitm::capture::read(path) {
-            if records.len() >= n {
-                return records;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never held {n} flows",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Runs `program ARGS`, returning its stdout and stderr; fails the test when it fails.
 fn run(program: impl AsRef<OsStr>, args: &[&OsStr]) -> (String, String) {

@@ -5,13 +5,13 @@
 //! but for the few differences README.md names, listed here with their reasons.
 
 use crate::common;
+use crate::flows::Mitmdump;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -391,58 +391,6 @@ fn counts(mitmdump: &Path, addon: &Path, file: &Path, exprs: &[&'static str]) ->
     results.into_iter().map(|(_, outcome)| outcome).collect()
 }
 
-/// A running `mitmdump -w`, killed if the test ends early.
-struct Mitmdump {
-    child: tokio::process::Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Mitmdump {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until it accepts connections (or fails with its log if it exits first).
-    async fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        loop {
-            if TcpStream::connect(addr).await.is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "mitmdump exited ({status}) before listening:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mitmdump did not listen on {addr}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGINT, as Ctrl-C: mitmdump finishes writing its file and exits.
-    async fn stop(mut self) {
-        let pid = self.child.id().expect("still running").to_string();
-        let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-        assert!(killed.success());
-        let status = tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("mitmdump did not stop on SIGINT:\n{}", self.log()))
-            .unwrap();
-        assert!(
-            status.success() || status.code().is_none(),
-            "mitmdump: {status}\n{}",
-            self.log()
-        );
-    }
-}
-
 /// Captures the test traffic with `mitmdump -w` into `dir/raw.flows`: pages, assets,
 /// JSON, a POST, a PUT with a body, a DELETE, 404 and 500, a gzip body, an HTTPS GET,
 /// a request to a closed port, and a WebSocket with messages both ways.
@@ -451,50 +399,8 @@ async fn capture_with_mitmdump(mitmdump: &Path, dir: &Path) -> PathBuf {
     let echo = start_origin().await;
     let tls = start_tls_origin().await;
     let file = dir.join("raw.flows");
-    let confdir = dir.join("mitmproxy");
-    let log = dir.join("mitmdump.log");
-    let port = refused_port();
-    let child = tokio::process::Command::new(mitmdump)
-        .args(["--listen-host", "127.0.0.1", "--listen-port"])
-        .arg(port.to_string())
-        .arg("-w")
-        .arg(&file)
-        .arg("--set")
-        .arg(format!("confdir={}", confdir.display()))
-        .arg("--set")
-        .arg(format!(
-            "ssl_verify_upstream_trusted_ca={}",
-            origin_ca_file().display()
-        ))
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut dump = Mitmdump { child, port, log };
-    dump.wait_listening().await;
-
-    // Trust the CA mitmdump made in its confdir (it exists once it listens).
-    let pem = std::fs::read(confdir.join("mitmproxy-ca-cert.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    {
-        use rustls_pki_types::pem::PemObject;
-        roots
-            .add(rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
-            .unwrap();
-    }
-    let tls_config = rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(format!("http://127.0.0.1:{port}")).unwrap())
-        .use_preconfigured_tls(tls_config)
-        .timeout(PATIENCE)
-        .build()
-        .unwrap();
+    let dump = Mitmdump::start(mitmdump, dir, &file).await;
+    let client = dump.client(dir);
 
     let base = format!("http://127.0.0.1:{typed}");
     let sent = [
@@ -532,7 +438,7 @@ async fn capture_with_mitmdump(mitmdump: &Path, dir: &Path) -> PathBuf {
         [200, 200, 200, 200, 200, 200, 201, 200, 204, 200, 404, 500, 200, 502]
     );
     drop(client);
-    websocket_through(SocketAddr::from(([127, 0, 0, 1], port)), echo.port()).await;
+    websocket_through(SocketAddr::from(([127, 0, 0, 1], dump.port)), echo.port()).await;
     dump.stop().await;
     file
 }

@@ -266,6 +266,30 @@ impl Mitmdump {
         dir.join("mitmproxy").join("mitmproxy-ca-cert.pem")
     }
 
+    /// A reqwest client that uses this mitmdump (started with `dir`) for every scheme
+    /// and trusts only its CA.
+    pub(crate) fn client(&self, dir: &Path) -> reqwest::Client {
+        let pem = std::fs::read(Self::ca_cert(dir)).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        {
+            use rustls_pki_types::pem::PemObject;
+            roots
+                .add(rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
+                .unwrap();
+        }
+        let tls_config = rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(format!("http://127.0.0.1:{}", self.port)).unwrap())
+            .use_preconfigured_tls(tls_config)
+            .timeout(PATIENCE)
+            .build()
+            .unwrap()
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -333,28 +357,8 @@ async fn reads_what_mitmdump_wrote(release: Release) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mitmdump.flows");
     let dump = Mitmdump::start(&mitmdump, dir.path(), &file).await;
-    let port = dump.port;
 
-    // Trust the CA mitmdump made in its confdir (it exists once it listens).
-    let pem = std::fs::read(Mitmdump::ca_cert(dir.path())).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    {
-        use rustls_pki_types::pem::PemObject;
-        roots
-            .add(rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
-            .unwrap();
-    }
-    let tls_config = rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(format!("http://127.0.0.1:{port}")).unwrap())
-        .use_preconfigured_tls(tls_config)
-        .timeout(PATIENCE)
-        .build()
-        .unwrap();
+    let client = dump.client(dir.path());
 
     let sent = send_requests(&client, origin.port(), tls.port()).await;
     drop(client);

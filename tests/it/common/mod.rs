@@ -1230,3 +1230,23 @@ pub fn thread_log(filter: &str) -> (Captured, tracing::subscriber::DefaultGuard)
         .finish();
     (log, tracing::subscriber::set_default(subscriber))
 }
+
+/// Waits until the capture file at `path` reads back `n` flows, failing the test after
+/// [`PATIENCE`]. (The writer saves each flow as its queue empties.)
+#[allow(dead_code)]
+pub async fn wait_for_flows(path: &std::path::Path, n: usize) -> Vec<mitm::capture::Record> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(records) = mitm::capture::read(path) {
+            if records.len() >= n {
+                return records;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never held {n} flows",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
