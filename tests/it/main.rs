@@ -30,6 +30,7 @@ mod http1;
 mod http2;
 mod http_log;
 mod load;
+mod mitmproxy_ca;
 mod modes;
 mod proxy;
 mod reverse;

@@ -124,9 +124,16 @@ group! {
     pub(crate) struct Ca {
         /// Directory of the CA certificate (mitm.pem) and key (mitm.key); both are
         /// created there on first use and reused afterwards, never overwritten.
-        /// Default: the user data directory (~/.local/share/mitm on Linux).
+        /// Default: the user data directory (~/.local/share/mitm on Linux); while that
+        /// holds no CA and ~/.mitmproxy/mitmproxy-ca.pem exists, mitmproxy's CA is used
+        /// instead, read only (the start banner and `mitm ca` say which).
         #[arg(long, value_name = "DIR")]
         pub(crate) ca_dir: Option<PathBuf>,
+        /// mitmproxy's `confdir`: sign with the CA mitmproxy keeps there
+        /// (mitmproxy-ca.pem, key and certificate in one file), so that devices which
+        /// trust mitmproxy trust this proxy too. Nothing is ever written there.
+        #[arg(long, value_name = "DIR", conflicts_with = "ca_dir")]
+        pub(crate) confdir: Option<PathBuf>,
     }
 }
 
@@ -444,7 +451,8 @@ pub(crate) struct ProxyArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Sub {
-    /// Print the CA certificate (creating it in --ca-dir if missing): its path, PEM,
+    /// Print which CA is in use and from where (ours, created in --ca-dir if missing,
+    /// or mitmproxy's from --confdir, read only), its certificate's path, PEM,
     /// SHA-256 fingerprint, SPKI hash, and how to trust it on each platform (for a
     /// proxy at --host and --port).
     Ca(CaArgs),

@@ -1,26 +1,29 @@
 //! The subcommands: `mitm ca`, and those over capture files (`read`, `convert`,
 //! `replay`, `web`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use mitm::{CertificateAuthority, Mitm};
+use mitm::Mitm;
 
-use crate::args::{self, CaArgs, ConvertArgs, ReadArgs, ReplayArgs, WebArgs};
+use crate::args::{CaArgs, ConvertArgs, ReadArgs, ReplayArgs, WebArgs};
 use crate::proxy::{self, print_web};
 use crate::{emit, shutdown_signal};
 
 /// `mitm ca`: everything a user needs to trust the CA.
 pub(crate) fn print_ca(args: &CaArgs) -> anyhow::Result<()> {
-    let dir = ca_dir(&args.ca)?;
-    let ca = CertificateAuthority::init(&dir).context("cannot load or create the CA")?;
-    let path = dir.join(mitm::tls::ca::CA_CERT_FILE);
-    let mut out = format!(
+    let ca = proxy::load_ca(&args.ca)?;
+    let path = ca
+        .cert_path()
+        .context("the CA has no certificate file")?
+        .to_path_buf();
+    let mut out = proxy::describe_ca(&ca);
+    out.push_str(&format!(
         "CA certificate: {}\nSHA-256 fingerprint: {}\n",
         path.display(),
         ca.fingerprint_sha256()
-    );
+    ));
     if let Some(spki) = mitm::tls::trust::spki_sha256(&ca) {
         out.push_str(&format!("SPKI SHA-256 (base64): {spki}\n"));
     }
@@ -33,14 +36,6 @@ pub(crate) fn print_ca(args: &CaArgs) -> anyhow::Result<()> {
         &proxy,
     ));
     emit(&out)
-}
-
-fn ca_dir(ca: &args::Ca) -> anyhow::Result<PathBuf> {
-    match &ca.ca_dir {
-        Some(dir) => Ok(dir.clone()),
-        None => mitm::default_ca_dir()
-            .context("this platform has no user data directory: give one with --ca-dir"),
-    }
 }
 
 /// The flows of the capture `file` that match `filter` (all without one), read one at
@@ -165,7 +160,7 @@ pub(crate) async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     if let Some(capture) = &capture {
         builder = builder.http_handler(capture.clone());
     }
-    let sender = proxy::ca_and_upstream_tls(builder, &args.ca, &args.upstream_tls)
+    let sender = proxy::ca_and_upstream_tls(builder, &args.ca, &args.upstream_tls)?
         .sender()
         .await
         .context("cannot set up the requests' sender")?;

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use mitm::{HttpLog, Log, Mitm, MitmBuilder};
+use mitm::tls::ca::CaSource;
+use mitm::{CertificateAuthority, HttpLog, Log, Mitm, MitmBuilder};
 
 use crate::args::{self, LogChoice, ProxyArgs, ReplayExtra};
 use crate::{emit, shutdown_signal};
@@ -58,7 +59,7 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
             .port(address.port),
         &args.ca,
         &args.upstream_tls,
-    );
+    )?;
     if let Some((user, password)) = args.listen.credentials()? {
         b = b.proxy_auth(user, password);
     }
@@ -203,24 +204,61 @@ pub(crate) fn finish_capture(capture: Option<&mitm::capture::Capture>, files: &[
     }
 }
 
-/// The CA (`--ca-dir`) and the TLS towards origins (`--upstream-ca`,
-/// `--upstream-client-cert`, `--insecure`) of `b`: what the proxy, `mitm replay` and
-/// the web UI's replay share.
+/// The CA (`--ca-dir`, `--confdir`, see [`load_ca`]) and the TLS towards origins
+/// (`--upstream-ca`, `--upstream-client-cert`, `--insecure`) of `b`: what the proxy,
+/// `mitm replay` and the web UI's replay share.
 pub(crate) fn ca_and_upstream_tls(
-    mut b: MitmBuilder,
+    b: MitmBuilder,
     ca: &args::Ca,
     tls: &args::UpstreamTls,
-) -> MitmBuilder {
-    if let Some(dir) = &ca.ca_dir {
-        b = b.ca_dir(dir);
-    }
+) -> anyhow::Result<MitmBuilder> {
+    let mut b = b.certificate_authority(load_ca(ca)?);
     for file in &tls.upstream_ca {
         b = b.upstream_ca_file(file);
     }
     if let Some(pem) = &tls.upstream_client_cert {
         b = b.upstream_client_cert(pem);
     }
-    b.dangerous_accept_invalid_upstream_certs(tls.insecure)
+    Ok(b.dangerous_accept_invalid_upstream_certs(tls.insecure))
+}
+
+/// The CA the options name: mitmproxy's in `--confdir` (read only); ours in
+/// `--ca-dir` (created there on first use); or by default ours in the user data
+/// directory, unless that holds no CA yet and `~/.mitmproxy` holds mitmproxy's, which
+/// is then used read only.
+pub(crate) fn load_ca(ca: &args::Ca) -> anyhow::Result<Arc<CertificateAuthority>> {
+    let loaded = match (&ca.confdir, &ca.ca_dir) {
+        // Given on both sides of a subcommand, which clap does not see as a conflict.
+        (Some(_), Some(_)) => anyhow::bail!("--confdir and --ca-dir name two CAs: give one"),
+        (Some(confdir), None) => {
+            CertificateAuthority::load_mitmproxy(confdir).context("cannot load mitmproxy's CA")
+        }
+        (None, Some(dir)) => {
+            CertificateAuthority::init(dir).context("cannot load or create the CA")
+        }
+        (None, None) => {
+            let dir = mitm::default_ca_dir().context(
+                "this platform has no user data directory: give a CA directory with --ca-dir",
+            )?;
+            let confdir = mitm::tls::ca::default_mitmproxy_confdir();
+            CertificateAuthority::init_or_mitmproxy(dir, confdir.as_deref())
+                .context("cannot load or create the CA")
+        }
+    };
+    Ok(Arc::new(loaded?))
+}
+
+/// Which CA is in use and where it comes from, as the banner and `mitm ca` say it.
+pub(crate) fn describe_ca(ca: &CertificateAuthority) -> String {
+    let whose = match ca.source() {
+        CaSource::Mitmproxy(_) => "mitmproxy's CA",
+        _ => "mitm's own CA",
+    };
+    format!(
+        "CA in use: {whose}, from {}\nCA subject: {}\n",
+        ca.source(),
+        ca.subject()
+    )
 }
 
 /// The web UI, bound where --web-host and --web-port say (its replayer comes with the
@@ -242,7 +280,7 @@ pub(crate) async fn replayer(
     tls: &args::UpstreamTls,
 ) -> anyhow::Result<mitm::Sender> {
     let b = Mitm::builder().middlewares(vec![]);
-    ca_and_upstream_tls(b, ca, tls)
+    ca_and_upstream_tls(b, ca, tls)?
         .sender()
         .await
         .context("cannot set up the web UI's replay")
@@ -284,6 +322,7 @@ fn print_banner(proxy: &Mitm) -> anyhow::Result<()> {
             bound.name
         ));
     }
+    out.push_str(&describe_ca(proxy.ca()));
     if let Some(path) = proxy.ca_cert_path() {
         let path = path.display();
         out.push_str(&format!("CA certificate: {path}\n"));

@@ -388,7 +388,10 @@ fn each_subcommand_takes_exactly_the_options_that_apply_to_it() {
     let logging = ["verbose", "quiet"];
     let upstream_tls = ["upstream-ca", "upstream-client-cert", "insecure"];
     let expected: [(&str, Vec<&str>); 5] = [
-        ("ca", [&["ca-dir", "host", "port"][..], &logging].concat()),
+        (
+            "ca",
+            [&["ca-dir", "confdir", "host", "port"][..], &logging].concat(),
+        ),
         ("read", [&["filter", "curl"][..], &logging].concat()),
         (
             "convert",
@@ -397,7 +400,13 @@ fn each_subcommand_takes_exactly_the_options_that_apply_to_it() {
         (
             "replay",
             [
-                &["filter", "ca-dir", "connect-timeout", "response-timeout"][..],
+                &[
+                    "filter",
+                    "ca-dir",
+                    "confdir",
+                    "connect-timeout",
+                    "response-timeout",
+                ][..],
                 &upstream_tls,
                 &[
                     "save",
@@ -414,7 +423,7 @@ fn each_subcommand_takes_exactly_the_options_that_apply_to_it() {
         (
             "web",
             [
-                &["web-host", "web-port", "ca-dir", "threads"][..],
+                &["web-host", "web-port", "ca-dir", "confdir", "threads"][..],
                 &upstream_tls,
                 &logging,
             ]

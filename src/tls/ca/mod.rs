@@ -36,6 +36,8 @@
 mod host;
 // Issuing leaves, and caching them with their TLS configs.
 mod leaves;
+// mitmproxy's CA, read from its confdir and never written there.
+mod mitmproxy;
 // The root, made here or read from PEM, and its key.
 mod root;
 // The pair on disk: loading, the atomic publish, saving.
@@ -44,7 +46,7 @@ mod store;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{CertificateParams, SerialNumber};
@@ -55,6 +57,7 @@ use time::{Duration, OffsetDateTime};
 
 use self::host::Host;
 use self::leaves::Leaves;
+pub use self::mitmproxy::{default_mitmproxy_confdir, MITMPROXY_CA_CERT_FILE, MITMPROXY_CA_FILE};
 use self::root::{in_memory, Paths, Root};
 use crate::error::{Error, Result};
 
@@ -68,6 +71,47 @@ pub const DEFAULT_CACHE_SIZE: usize = 1024;
 
 /// Certificates are backdated so that clients with a slow clock accept them.
 const BACKDATE: Duration = Duration::days(2);
+
+/// Where a [`CertificateAuthority`] came from (see [`CertificateAuthority::source`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CaSource {
+    /// Made or given in memory ([`generate`](CertificateAuthority::generate),
+    /// [`from_pem`](CertificateAuthority::from_pem)).
+    Memory,
+    /// Read from a certificate file and a key file
+    /// ([`load`](CertificateAuthority::load)).
+    Files {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The private key file.
+        key: PathBuf,
+    },
+    /// A CA directory of ours, loaded or created there
+    /// ([`init`](CertificateAuthority::init)).
+    Dir(PathBuf),
+    /// mitmproxy's confdir, read only
+    /// ([`load_mitmproxy`](CertificateAuthority::load_mitmproxy)).
+    Mitmproxy(PathBuf),
+}
+
+impl fmt::Display for CaSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("made in memory"),
+            Self::Files { cert, key } => {
+                write!(f, "the files {} and {}", cert.display(), key.display())
+            }
+            Self::Dir(dir) => write!(f, "mitm's CA directory {}", dir.display()),
+            Self::Mitmproxy(dir) => write!(
+                f,
+                "mitmproxy's confdir {} ({}, read only)",
+                dir.display(),
+                MITMPROXY_CA_FILE
+            ),
+        }
+    }
+}
 
 /// Issues and caches TLS certificates for intercepted hosts, signed by one root.
 ///
@@ -89,6 +133,8 @@ pub struct CertificateAuthority {
     /// The certificate file it was loaded from (by [`load`](Self::load) or
     /// [`init`](Self::init)).
     cert_path: Option<std::path::PathBuf>,
+    /// Where it came from.
+    source: CaSource,
 }
 
 impl fmt::Debug for CertificateAuthority {
@@ -150,6 +196,11 @@ impl CertificateAuthority {
         let mut ca = Self::new(root, paths)?;
         let cert = paths.0;
         ca.cert_path = Some(std::path::absolute(cert).unwrap_or_else(|_| cert.to_path_buf()));
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        ca.source = CaSource::Files {
+            cert: absolute(paths.0),
+            key: absolute(paths.1),
+        };
         Ok(ca)
     }
 
@@ -177,7 +228,10 @@ impl CertificateAuthority {
     pub fn init(dir: impl AsRef<Path>) -> Result<Self> {
         let load = |cert: &Path, key: &Path| Self::load(cert, key);
         let create = || Root::generate().map(|root| root.pem_pair());
-        store::load_or_publish(dir.as_ref(), load, create)
+        let dir = dir.as_ref();
+        let mut ca = store::load_or_publish(dir, load, create)?;
+        ca.source = CaSource::Dir(std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
+        Ok(ca)
     }
 
     /// Writes the root certificate and its private key (PKCS#8) as PEM files.
@@ -208,6 +262,25 @@ impl CertificateAuthority {
     /// ```
     pub fn cert_path(&self) -> Option<&Path> {
         self.cert_path.as_deref()
+    }
+
+    /// Where it came from: memory, two files, a CA directory of ours, or mitmproxy's
+    /// confdir.
+    ///
+    /// ```
+    /// use mitm::tls::ca::CaSource;
+    ///
+    /// let ca = mitm::CertificateAuthority::generate()?;
+    /// assert_eq!(ca.source(), &CaSource::Memory);
+    /// # Ok::<(), mitm::Error>(())
+    /// ```
+    pub fn source(&self) -> &CaSource {
+        &self.source
+    }
+
+    /// The root certificate's subject, as text (`CN=mitmproxy, O=mitmproxy`).
+    pub fn subject(&self) -> &str {
+        &self.root.subject
     }
 
     /// Sets how many hosts' certificates are cached (least recently used go first);
@@ -295,6 +368,7 @@ impl CertificateAuthority {
             root,
             leaves: Leaves::new(DEFAULT_CACHE_SIZE)?,
             cert_path: None,
+            source: CaSource::Memory,
         };
         ca.check_issuer_name(paths.0)?;
         Ok(ca)

@@ -1,6 +1,7 @@
 //! The `mitm` binary as a child process, for tests that judge the proxy's own
 //! descriptors and memory.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,8 +20,10 @@ pub struct ChildProxy {
     /// Every listener from the banner: its mode and address.
     pub listeners: Vec<(String, SocketAddr)>,
     pub ca_pem: PathBuf,
+    /// The banner's lines up to the CA certificate's.
+    pub banner: Vec<String>,
     pub stderr: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for ChildProxy {
@@ -41,12 +44,30 @@ impl ChildProxy {
     /// [`start`](Self::start) with more command-line arguments.
     pub fn start_with(args: &[&str]) -> ChildProxy {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mitm"))
-            .args(["--port", "0", "--log", "none", "-q", "--ca-dir"])
-            .arg(dir.path())
+        let ca_dir = [OsStr::new("--ca-dir"), dir.path().as_os_str()];
+        let args = args.iter().map(OsStr::new);
+        let mut proxy = Self::start_env(ca_dir.into_iter().chain(args), &[]);
+        proxy._dir = Some(dir);
+        proxy
+    }
+
+    /// Starts `mitm` on a free port with `args` and no CA directory of its own (the
+    /// command's defaults, from the environment), with `env` set in its environment,
+    /// trusting the test origins' CA upstream, logging nothing; waits for its banner.
+    pub fn start_env<'a>(
+        args: impl IntoIterator<Item = &'a OsStr>,
+        env: &[(&str, &OsStr)],
+    ) -> ChildProxy {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mitm"));
+        child
+            .args(["--port", "0", "--log", "none", "-q"])
             .arg("--upstream-ca")
             .arg(origin_ca_file())
-            .args(args)
+            .args(args);
+        for (name, value) in env {
+            child.env(name, value);
+        }
+        let mut child = child
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -79,8 +100,9 @@ impl ChildProxy {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             listeners: Vec::new(),
             ca_pem: PathBuf::new(),
+            banner: Vec::new(),
             stderr,
-            _dir: dir,
+            _dir: None,
         };
         let deadline = Instant::now() + PATIENCE;
         let (mut addr, mut ca) = (None, None);
@@ -92,6 +114,7 @@ impl ChildProxy {
                     proxy.stderr.lock().unwrap()
                 )
             });
+            proxy.banner.push(line.clone());
             if let Some((mode, a)) = banner_listener(&line) {
                 addr.get_or_insert(a);
                 proxy.listeners.push((mode, a));
