@@ -37,7 +37,7 @@ GROUPS = {"net", "tls", "wire", "engine"}
 LAYERS = [
     ("foundations", ["core", "error", "decode"]),
     ("net", ["net::io", "net::splice", "net::original_dst", "net"]),
-    ("tls", ["tls::ca", "tls::trust", "tls::fail_open", "tls"]),
+    ("tls", ["tls::ca", "tls::trust", "tls::fail_open", "tls::keylog", "tls"]),
     ("http core", ["http"]),
     ("wire", ["wire::client_hello", "wire::socks5", "wire::websocket", "wire::h1", "wire::h2", "wire"]),
     ("upstream", ["upstream"]),

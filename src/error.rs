@@ -181,6 +181,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// The TLS key log file could not be opened for appending.
+    #[error("failed to open TLS key log file {}", path.display())]
+    KeyLog {
+        /// The file.
+        path: PathBuf,
+        /// Why opening it failed.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A capture file could not be created, read or written.
     #[error("capture file {}", path.display())]
     CaptureIo {

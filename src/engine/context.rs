@@ -45,6 +45,9 @@ pub struct Context {
     /// The last connection id given out: one counter for every listener and sender of
     /// a server, so that ids are unique among its connections.
     pub(crate) ids: Arc<std::sync::atomic::AtomicU64>,
+    /// Where the client-side TLS secrets go (the upstream side's are in its client
+    /// config); `None` when key logging is off.
+    pub(crate) key_log: Option<Arc<dyn rustls::KeyLog>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -60,6 +63,22 @@ impl Context {
     /// A new connection id, unique among the server's connections (from 1).
     pub(crate) fn next_id(&self) -> u64 {
         self.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// `config` (a leaf's server config) logging its secrets to the key log when one is
+    /// set: a shallow copy then, the CA's cached config itself when not.
+    pub(crate) fn with_key_log(
+        &self,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Arc<rustls::ServerConfig> {
+        match &self.key_log {
+            None => config,
+            Some(log) => {
+                let mut config = (*config).clone();
+                config.key_log = log.clone();
+                Arc::new(config)
+            }
+        }
     }
 
     /// The certificate authority that signs leaves for intercepted hosts.

@@ -374,7 +374,7 @@ impl Intercept<'_> {
                 _ => None,
             }
         };
-        let config = leaf_config(cx, &name, for_client.as_deref())?;
+        let config = cx.with_key_log(leaf_config(cx, &name, for_client.as_deref())?);
         let handshake = start.into_stream(config);
         let mut client = match tokio::time::timeout(settings.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,

@@ -177,7 +177,7 @@ impl Reverse {
             .server_name()
             .map_or_else(|| self.target.host.clone(), str::to_string);
         let offered: Vec<&[u8]> = hello.alpn().map(Iterator::collect).unwrap_or_default();
-        let config = leaf_config(&cx.ca, &name, &offered)?;
+        let config = cx.with_key_log(leaf_config(&cx.ca, &name, &offered)?);
         let offers: Vec<String> = offered
             .iter()
             .map(|p| String::from_utf8_lossy(p).into_owned())

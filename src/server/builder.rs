@@ -60,6 +60,15 @@ pub struct MitmBuilder {
     proxy_auth: Option<(String, String)>,
     max_connections: usize,
     tls_fail_open: Option<Duration>,
+    key_log: Option<KeyLogTo>,
+}
+
+/// Where [`MitmBuilder::key_log`] or [`MitmBuilder::key_logger`] sends TLS secrets.
+enum KeyLogTo {
+    /// A file, opened (for appending) when the server is bound.
+    File(PathBuf),
+    /// The embedder's own logger.
+    Logger(Arc<dyn rustls::KeyLog>),
 }
 
 impl std::fmt::Debug for MitmBuilder {
@@ -95,6 +104,7 @@ impl Default for MitmBuilder {
             proxy_auth: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls_fail_open: None,
+            key_log: None,
         }
     }
 }
@@ -313,6 +323,24 @@ impl MitmBuilder {
         self
     }
 
+    /// Appends the TLS secrets of both hops (client to proxy and proxy to origin) to
+    /// the file at `path`, in the NSS key log format that `SSLKEYLOGFILE` names and
+    /// Wireshark reads: a capture of either side can then be decrypted. The file is
+    /// created if missing and never truncated; one that cannot be opened fails
+    /// [`bind`](Self::bind) with [`Error::KeyLog`]. Anyone who can read the file can
+    /// read the intercepted traffic. Default: no key log (nothing is logged, no cost).
+    pub fn key_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key_log = Some(KeyLogTo::File(path.into()));
+        self
+    }
+
+    /// Like [`key_log`](Self::key_log), but hands the secrets to `logger` instead of a
+    /// file. Default: none.
+    pub fn key_logger(mut self, logger: Arc<dyn rustls::KeyLog>) -> Self {
+        self.key_log = Some(KeyLogTo::Logger(logger));
+        self
+    }
+
     /// Binds every listener (the default one when none was added) and readies the
     /// server: loads or creates the CA, sets up upstream TLS. Nothing is accepted until
     /// [`Mitm::run`] (or [`run_until`](Mitm::run_until), [`spawn`](Mitm::spawn)).
@@ -433,6 +461,15 @@ impl MitmBuilder {
             Some(pem) => upstream_tls.with_client_cert(pem)?,
             None => upstream_tls,
         };
+        let key_log: Option<Arc<dyn rustls::KeyLog>> = match self.key_log {
+            None => None,
+            Some(KeyLogTo::File(path)) => Some(crate::tls::keylog::KeyLogWriter::open(&path)?),
+            Some(KeyLogTo::Logger(logger)) => Some(logger),
+        };
+        let upstream_tls = match &key_log {
+            Some(log) => upstream_tls.with_key_log(log.clone()),
+            None => upstream_tls,
+        };
         let hooks = if self.hooks_given {
             self.hooks
         } else {
@@ -464,6 +501,7 @@ impl MitmBuilder {
                 .tls_fail_open
                 .map(|ttl| Arc::new(crate::tls::fail_open::FailOpen::new(ttl))),
             ids: Arc::new(AtomicU64::new(0)),
+            key_log,
         };
         Ok(Parts {
             cx,

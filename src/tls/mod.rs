@@ -1,10 +1,12 @@
 //! TLS: the proxy's certificate authority ([`ca`]), helping users trust it
-//! ([`trust`]), and TLS fail-open for clients that pin their servers (`fail_open`).
+//! ([`trust`]), TLS fail-open for clients that pin their servers (`fail_open`), and the
+//! key log that lets Wireshark decrypt both hops ([`keylog`]).
 //!
 //! Every TLS config the crate builds takes its crypto provider from here.
 
 pub mod ca;
 pub(crate) mod fail_open;
+pub mod keylog;
 pub mod trust;
 
 use std::sync::{Arc, OnceLock};

@@ -109,6 +109,17 @@ impl UpstreamTls {
         Ok(self)
     }
 
+    /// Writes the secrets of every upstream TLS session to `log` (for instance a
+    /// [`KeyLogWriter`](crate::tls::keylog::KeyLogWriter)), so that a capture of the
+    /// proxy's upstream traffic can be decrypted. Default: not logged.
+    pub fn with_key_log(mut self, log: Arc<dyn rustls::KeyLog>) -> Self {
+        let mut config = (*self.base).clone();
+        config.key_log = log;
+        self.base = Arc::new(config);
+        self.by_alpn = Mutex::new(HashMap::new());
+        self
+    }
+
     fn config_for(&self, alpn: &[Vec<u8>]) -> Arc<ClientConfig> {
         let mut map = self.by_alpn.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(alpn) {

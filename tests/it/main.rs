@@ -29,6 +29,7 @@ mod hooks;
 mod http1;
 mod http2;
 mod http_log;
+mod keylog;
 mod load;
 mod mitmproxy_ca;
 mod modes;

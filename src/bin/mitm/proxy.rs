@@ -11,6 +11,23 @@ use mitm::{CertificateAuthority, HttpLog, Log, Mitm, MitmBuilder};
 use crate::args::{self, LogChoice, ProxyArgs, ReplayExtra};
 use crate::{emit, shutdown_signal};
 
+/// The TLS key log file the environment names, and the variable that named it:
+/// `MITMPROXY_SSLKEYLOGFILE`, else `SSLKEYLOGFILE` (as mitmproxy reads them; an empty
+/// value counts as unset). A leading `~/` is the home directory.
+pub(crate) fn key_log_path(
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<(&'static str, PathBuf)> {
+    let (name, value) = ["MITMPROXY_SSLKEYLOGFILE", "SSLKEYLOGFILE"]
+        .into_iter()
+        .find_map(|name| var(name).filter(|v| !v.is_empty()).map(|v| (name, v)))?;
+    let path = PathBuf::from(value);
+    let path = match (path.strip_prefix("~"), var("HOME")) {
+        (Ok(rest), Some(home)) if !home.is_empty() => PathBuf::from(home).join(rest),
+        _ => path,
+    };
+    Some((name, path))
+}
+
 /// Runs the proxy until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     let web = if args.web.web {
@@ -83,6 +100,13 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
     }
     if let Some(secs) = args.intercept.tls_fail_open {
         b = b.tls_fail_open(Some(secs.0));
+    }
+    if let Some((var, path)) = key_log_path(|name| std::env::var_os(name)) {
+        tracing::info!(
+            "{var}: appending the TLS secrets of both hops to {}",
+            path.display()
+        );
+        b = b.key_log(path);
     }
     b = b
         .max_connections(limits.max_connections)

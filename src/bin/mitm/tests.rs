@@ -561,3 +561,42 @@ fn a_bad_value_says_what_was_wrong_and_what_to_give() {
 fn the_command_is_well_formed() {
     command().debug_assert();
 }
+
+#[test]
+fn the_key_log_file_comes_from_mitmproxys_variables() {
+    use crate::proxy::key_log_path;
+    use std::ffi::OsString;
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    };
+    assert_eq!(key_log_path(env(&[])), None);
+    assert_eq!(
+        key_log_path(env(&[("SSLKEYLOGFILE", "/k/a.log")])),
+        Some(("SSLKEYLOGFILE", PathBuf::from("/k/a.log")))
+    );
+    // Both set: mitmproxy's own wins.
+    assert_eq!(
+        key_log_path(env(&[
+            ("SSLKEYLOGFILE", "/k/a.log"),
+            ("MITMPROXY_SSLKEYLOGFILE", "/k/b.log")
+        ])),
+        Some(("MITMPROXY_SSLKEYLOGFILE", PathBuf::from("/k/b.log")))
+    );
+    // Empty counts as unset.
+    assert_eq!(
+        key_log_path(env(&[
+            ("SSLKEYLOGFILE", "/k/a.log"),
+            ("MITMPROXY_SSLKEYLOGFILE", "")
+        ])),
+        Some(("SSLKEYLOGFILE", PathBuf::from("/k/a.log")))
+    );
+    assert_eq!(
+        key_log_path(env(&[("SSLKEYLOGFILE", "~/keys.log"), ("HOME", "/home/u")])),
+        Some(("SSLKEYLOGFILE", PathBuf::from("/home/u/keys.log")))
+    );
+}

@@ -40,6 +40,7 @@ fn context() -> (Context, watch::Sender<bool>) {
         stopping,
         fail_open: None,
         ids: Default::default(),
+        key_log: None,
     };
     (cx, stop)
 }
