@@ -79,22 +79,32 @@ with open(sys.argv[1], "rb") as f:
         }))
 "#;
 
-/// One case of traffic: what it is called in failures, and how to send it through the
-/// proxy at `proxy` whose CA certificate is `ca`.
+/// The traffic of these tests, and the origins it goes to (a port nothing listens on
+/// for the request that cannot be delivered).
 struct Traffic {
-    origin: u16,
-    tls_origin: u16,
+    origin: Origin,
+    tls_origin: Origin,
     /// An HTTPS origin that speaks HTTP/2 only: mitmproxy offers its clients HTTP/2
     /// only when the origin takes it.
-    h2_origin: u16,
+    h2_origin: crate::http2::H2Origin,
     refused: u16,
 }
 
 impl Traffic {
+    /// Starts the origins the traffic goes to.
+    async fn start() -> Traffic {
+        Traffic {
+            origin: start_origin().await,
+            tls_origin: start_tls_origin().await,
+            h2_origin: crate::http2::start_h2_origin().await,
+            refused: refused_port(),
+        }
+    }
+
     /// Sends every case through the proxy at `proxy`, one after another, each on a
     /// connection of its own, so that the flows finish in this order.
     async fn send(&self, proxy: SocketAddr, ca: &Path) {
-        let (o, t) = (self.origin, self.tls_origin);
+        let (o, t) = (self.origin.port(), self.tls_origin.port());
         let plain = [
             format!(
                 "GET http://127.0.0.1:{o}/page?q=a%20b HTTP/1.1\r\nHost: 127.0.0.1:{o}\r\nX-Note: caf\u{e9}\r\n\r\n"
@@ -137,7 +147,7 @@ impl Traffic {
             &format!("https://localhost:{t}/secure"),
         )
         .await;
-        let h2 = self.h2_origin;
+        let h2 = self.h2_origin.port;
         curl(proxy, ca, "--http2", &format!("https://localhost:{h2}/h2")).await;
         // A WebSocket in a CONNECT tunnel: two messages each way, closed by the client.
         let mut wire = Wire::connect(proxy).await;
@@ -333,15 +343,7 @@ async fn our_flow_files_hold_what_mitmdump_saves_of_the_same_traffic() {
         return;
     }
     let (dump, python) = (dump.unwrap(), python.unwrap());
-    let origin = start_origin().await;
-    let tls = start_tls_origin().await;
-    let h2 = crate::http2::start_h2_origin().await;
-    let traffic = Traffic {
-        origin: origin.port(),
-        tls_origin: tls.port(),
-        h2_origin: h2.port,
-        refused: refused_port(),
-    };
+    let traffic = Traffic::start().await;
     let dir = tempfile::tempdir().unwrap();
 
     // mitmdump's capture.
@@ -354,20 +356,11 @@ async fn our_flow_files_hold_what_mitmdump_saves_of_the_same_traffic() {
     // Ours, of the same traffic.
     let ours_file: PathBuf = dir.path().join("ours.flows");
     let save = ours_file.to_str().unwrap().to_string();
-    let ours = tokio::task::spawn_blocking(move || ChildProxy::start_with(&["--save", &save]))
+    let mut ours = tokio::task::spawn_blocking(move || ChildProxy::start_with(&["--save", &save]))
         .await
         .unwrap();
     traffic.send(ours.addr, &ours.ca_pem).await;
-    // SIGINT, as Ctrl-C: the proxy writes what it has queued and exits.
-    let pid = ours.pid.to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let mut ours = ours;
-    let status = ours.child.wait().unwrap();
-    assert!(status.success(), "mitm: {status}");
+    ours.interrupt();
 
     // mitmdump reads our file, and our HAR of it, with no complaint.
     let har = dir.path().join("ours.har");
@@ -524,15 +517,7 @@ async fn a_capture_converted_from_flows_to_har_to_sqlite_to_flows_keeps_every_fi
         return;
     }
     let python = python.unwrap();
-    let origin = start_origin().await;
-    let tls = start_tls_origin().await;
-    let h2 = crate::http2::start_h2_origin().await;
-    let traffic = Traffic {
-        origin: origin.port(),
-        tls_origin: tls.port(),
-        h2_origin: h2.port,
-        refused: refused_port(),
-    };
+    let traffic = Traffic::start().await;
     let dir = tempfile::tempdir().unwrap();
     let first = dir.path().join("first.flows");
     let save = first.to_str().unwrap().to_string();
@@ -540,12 +525,7 @@ async fn a_capture_converted_from_flows_to_har_to_sqlite_to_flows_keeps_every_fi
         .await
         .unwrap();
     traffic.send(proxy.addr, &proxy.ca_pem).await;
-    assert!(Command::new("kill")
-        .args(["-INT", &proxy.pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-    assert!(proxy.child.wait().unwrap().success());
+    proxy.interrupt();
 
     let [har, db, last] = ["x.har", "x.sqlite", "last.flows"].map(|f| dir.path().join(f));
     for (from, to) in [(&first, &har), (&har, &db), (&db, &last)] {

@@ -6,6 +6,7 @@
 //! a reverse proxy's flow, with both handshakes.
 
 use crate::common;
+use crate::flows::Mitmdump;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -344,79 +345,6 @@ async fn mitmproxy_reads_every_connection_fact_we_capture() {
     );
 }
 
-/// `mitmdump -w FILE` as the proxy, on a free port; killed if the test ends early.
-struct Mitmdump {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-    confdir: std::path::PathBuf,
-}
-
-impl Mitmdump {
-    /// Starts it, saving to `file`, trusting the origins' CA upstream, and waits until
-    /// it accepts connections (failing if it exits first).
-    async fn start(mitmdump: &Path, dir: &Path, file: &Path) -> Mitmdump {
-        let port = refused_port();
-        let confdir = dir.join("mitmproxy-proxy");
-        let child = tokio::process::Command::new(mitmdump)
-            .args(["--listen-host", "127.0.0.1", "--listen-port"])
-            .arg(port.to_string())
-            .arg("-w")
-            .arg(file)
-            .arg("--set")
-            .arg(format!("confdir={}", confdir.display()))
-            .arg("--set")
-            .arg(format!(
-                "ssl_verify_upstream_trusted_ca={}",
-                origin_ca_file().display()
-            ))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut dump = Mitmdump {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            confdir,
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(dump.addr).await.is_err() {
-            if let Some(status) = dump.child.try_wait().unwrap() {
-                panic!("mitmdump exited ({status}) before listening");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "mitmdump did not listen"
-            );
-            // Polling the port: mitmdump says nothing else when it is ready.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        dump
-    }
-
-    /// The CA it made in its confdir (there once it listens).
-    fn roots(&self) -> rustls::RootCertStore {
-        use rustls::pki_types::pem::PemObject as _;
-        let pem = std::fs::read(self.confdir.join("mitmproxy-ca-cert.pem")).unwrap();
-        roots_of(&rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
-    }
-
-    /// SIGINT, as Ctrl-C: it finishes writing its file and exits.
-    async fn stop(mut self) {
-        let pid = self.child.id().expect("still running").to_string();
-        let killed = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .expect("mitmdump did not stop on SIGINT")
-            .unwrap();
-    }
-}
-
 /// Whether a field is there (not null, not an empty list).
 fn present(v: &serde_json::Value) -> bool {
     !(v.is_null() || v.as_array().is_some_and(Vec::is_empty))
@@ -439,8 +367,9 @@ async fn our_connection_facts_match_mitmdumps_field_by_field() {
     capture_ours(&ours_file, tls_origin.port(), origin.port()).await;
     let theirs_file = dir.path().join("theirs.flows");
     let dump = Mitmdump::start(&mitmdump, dir.path(), &theirs_file).await;
-    let dump_port = dump.addr.port();
-    send_traffic(dump.addr, dump.roots(), tls_origin.port(), origin.port()).await;
+    let dump_port = dump.port;
+    let roots = Mitmdump::roots(dir.path());
+    send_traffic(dump.addr(), roots, tls_origin.port(), origin.port()).await;
     dump.stop().await;
 
     let ours = load(&python, dir.path(), &ours_file);

@@ -266,17 +266,26 @@ impl Mitmdump {
         dir.join("mitmproxy").join("mitmproxy-ca-cert.pem")
     }
 
+    /// Roots that trust only the CA of [`start`](Self::start)'s mitmdump.
+    pub(crate) fn roots(dir: &Path) -> rustls::RootCertStore {
+        use rustls_pki_types::pem::PemObject;
+        let pem = std::fs::read(Self::ca_cert(dir)).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
+            .unwrap();
+        roots
+    }
+
+    /// The address it listens on.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// A reqwest client that uses this mitmdump (started with `dir`) for every scheme
     /// and trusts only its CA.
     pub(crate) fn client(&self, dir: &Path) -> reqwest::Client {
-        let pem = std::fs::read(Self::ca_cert(dir)).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        {
-            use rustls_pki_types::pem::PemObject;
-            roots
-                .add(rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
-                .unwrap();
-        }
+        let roots = Self::roots(dir);
         let tls_config = rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -128,6 +128,18 @@ impl ChildProxy {
         proxy
     }
 
+    /// SIGINT, as Ctrl-C: the proxy writes what it has queued and exits; waits until
+    /// it has, and fails the test unless it exited with code 0.
+    pub fn interrupt(&mut self) {
+        let sent = Command::new("kill")
+            .args(["-INT", &self.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "mitm: {status}");
+    }
+
     /// The child's open file descriptors.
     pub fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid))
