@@ -201,24 +201,7 @@ async fn curl(proxy: SocketAddr, ca: &Path, version: &str, url: &str) {
 /// The flows of `file` as mitmproxy's `FlowReader` (in the venv's `python`) reads
 /// them.
 fn load(python: &Path, dir: &Path, file: &Path) -> Vec<Value> {
-    let script = dir.join("dump_flows.py");
-    std::fs::write(&script, DUMP_FLOWS).unwrap();
-    let out = Command::new(python)
-        .arg(&script)
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "FlowReader failed on {}:\n{}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    python_json_lines(python, dir, "dump_flows.py", DUMP_FLOWS, file)
 }
 
 /// The fields mitmproxy and this proxy must save alike for the same traffic, as

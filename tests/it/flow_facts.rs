@@ -159,23 +159,7 @@ async fn send_traffic(
 
 /// The flows of `path` as mitmproxy's `FlowReader` loads them ([`LOAD_FACTS`]).
 fn load(python: &Path, dir: &Path, path: &Path) -> Vec<serde_json::Value> {
-    let script = dir.join("facts.py");
-    std::fs::write(&script, LOAD_FACTS).unwrap();
-    let out = std::process::Command::new(python)
-        .arg(&script)
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "FlowReader failed on {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    python_json_lines(python, dir, "facts.py", LOAD_FACTS, path)
 }
 
 /// The flow of `flows` whose path is `path`.

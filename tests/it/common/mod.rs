@@ -1250,3 +1250,33 @@ pub async fn wait_for_flows(path: &std::path::Path, n: usize) -> Vec<mitm::captu
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs the Python `script` (saved as `dir/name`) with the venv's `python` on `file`,
+/// and parses each line it prints as JSON: how tests read files through mitmproxy's
+/// own `FlowReader`. Fails the test, with Python's stderr, if the script fails.
+#[allow(dead_code)]
+pub fn python_json_lines(
+    python: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    script: &str,
+    file: &std::path::Path,
+) -> Vec<serde_json::Value> {
+    let path = dir.join(name);
+    std::fs::write(&path, script).unwrap();
+    let out = std::process::Command::new(python)
+        .arg(&path)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} failed on {}:\n{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
