@@ -42,6 +42,8 @@ LAYERS = [
     ("wire", ["wire::client_hello", "wire::socks5", "wire::websocket", "wire::h1", "wire::h2", "wire"]),
     ("upstream", ["upstream"]),
     ("hooks", ["middleware"]),
+    ("filters", ["filter"]),
+    ("addons", ["addons"]),
     ("engine", ["engine::context", "engine::relay", "engine::exchange", "engine::tunnel", "engine"]),
     ("protocols", ["protocol"]),
     ("server", ["server"]),

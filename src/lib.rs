@@ -58,14 +58,16 @@
 //! | [`Resolve`], [`SystemResolver`], [`UpstreamTls`], [`Route`], [`UpstreamProxy`] | reaching upstream servers, directly or through another proxy (module [`upstream`]) |
 //! | [`Error`], [`Side`] | failures, and whose fault they were |
 //! | [`decode`] | undoing gzip, deflate, br and zstd for inspection |
-//! | [`capture`] | saving and reading flows: HAR, mitmproxy's flow files, SQLite, filters, server replay (feature `capture`) |
+//! | [`filter`] | mitmproxy's filter language, matched against flows in hooks and saved ones |
+//! | [`addons`] | mitmproxy's traffic-changing options (`map_remote`, `modify_headers`, …) as middlewares |
+//! | [`capture`] | saving and reading flows: HAR, mitmproxy's flow files, SQLite, server replay (feature `capture`) |
 //! | [`web::WebUi`] | a web UI beside the proxy: live flow list, filter, detail, its JSON API in [`web::json`] (feature `web`) |
 //!
 //! Inside, the modules are layers, each using only those below it: `core`, `error`,
 //! `decode` (foundations); `net` (streams, `splice(2)`, the original destination);
 //! `tls`; `http` (messages, routing of a target, error pages, settings); `wire` (the
 //! HTTP/1, HTTP/2, WebSocket, SOCKS5 and ClientHello formats, nothing else);
-//! `upstream`; `middleware`; `engine` (the context, the relay, the one HTTP exchange,
+//! `upstream`; `middleware`; `filter`; `addons`; `engine` (the context, the relay, the one HTTP exchange,
 //! tunnels); `protocol`; `server`; `capture`; `web`.
 //! `ARCHITECTURE.md` in the repository follows one connection through the modules.
 //!
@@ -73,7 +75,7 @@
 //!
 //! | feature | what it adds | crates it builds |
 //! | --- | --- | --- |
-//! | `capture` | [`capture`]: records of finished flows, HAR, mitmproxy's flow files, filters, server replay | serde, serde_json |
+//! | `capture` | [`capture`]: records of finished flows, HAR, mitmproxy's flow files, server replay | serde, serde_json |
 //! | `sqlite` | the SQLite store for captures (needs `capture`) | rusqlite, with SQLite compiled in |
 //! | `web` | [`web`]: the web UI beside the proxy (needs `capture`) | axum |
 //! | `cli` (default) | the `mitm` command, with all of the above | clap, anyhow, tracing-subscriber |
@@ -107,6 +109,10 @@ mod wire;
 pub mod upstream;
 
 pub mod middleware;
+
+pub mod filter;
+
+pub mod addons;
 
 mod engine;
 

@@ -42,7 +42,6 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::str::FromStr;
 
-mod filter;
 pub mod flows;
 mod handler;
 pub mod har;
@@ -55,7 +54,9 @@ mod text;
 pub mod tnetstring;
 mod writer;
 
-pub use filter::{
+// The filter language has its own module (flows in hooks match it too); here for
+// those who found it with captures.
+pub use crate::filter::{
     Filter, FilterError, FilterErrorKind, Prefilter, MAX_FILTER_DEPTH, MAX_FILTER_LEN,
 };
 pub use handler::{Capture, CaptureBuilder, DEFAULT_BODY_LIMIT};

@@ -624,3 +624,70 @@ pub(crate) mod example {
         }
     }
 }
+
+/// A record as a filter sees it.
+impl crate::filter::Subject for Record {
+    fn request(&self) -> crate::filter::RequestView<'_> {
+        let r = &self.request;
+        crate::filter::RequestView {
+            method: &r.method,
+            scheme: &r.scheme,
+            host: &r.host,
+            port: r.port,
+            path: &r.path,
+            headers: &r.headers,
+            body: &r.body.data,
+        }
+    }
+
+    fn response(&self) -> Option<crate::filter::ResponseView<'_>> {
+        self.response.as_ref().map(|s| crate::filter::ResponseView {
+            status: s.status,
+            headers: &s.headers,
+            body: &s.body.data,
+        })
+    }
+
+    fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    fn client(&self) -> Option<SocketAddr> {
+        self.client
+    }
+
+    fn server(&self) -> Option<SocketAddr> {
+        self.server
+    }
+
+    fn marked(&self) -> &str {
+        &self.annotations.marked
+    }
+
+    fn comment(&self) -> &str {
+        &self.annotations.comment
+    }
+
+    fn replay(&self) -> Option<crate::http::message::Replay> {
+        match self.annotations.is_replay.as_deref()? {
+            "request" => Some(crate::http::message::Replay::Request),
+            "response" => Some(crate::http::message::Replay::Response),
+            _ => None,
+        }
+    }
+
+    fn is_websocket(&self) -> bool {
+        self.websocket.is_some()
+            // A record whose messages are not loaded (or not yet kept).
+            || self.response.as_ref().is_some_and(|s| {
+                s.status == 101 && s.headers.has_token("upgrade", "websocket")
+            })
+    }
+
+    fn any_message(&self, each: &mut dyn FnMut(bool, &[u8]) -> bool) -> bool {
+        self.websocket
+            .iter()
+            .flatten()
+            .any(|m| each(m.from_client, &m.data))
+    }
+}

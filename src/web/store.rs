@@ -401,7 +401,10 @@ impl FlowSource for MemoryStore {
         let keep = |e: &&Entry| {
             query.after.is_none_or(|a| e.id > a)
                 && query.before.is_none_or(|b| e.id < b)
-                && query.filter.as_ref().is_none_or(|f| f.matches(&e.record))
+                && query
+                    .filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches(e.record.as_ref()))
         };
         let row = |e: &Entry| FlowSummary::of(e.id, &e.record, e.state);
         let forwards = query.after.is_some() && query.before.is_none();
@@ -432,7 +435,7 @@ impl FlowSource for MemoryStore {
         self.snapshot()
             .into_iter()
             .map(|e| e.record)
-            .filter(|r| filter.is_none_or(|f| f.matches(r)))
+            .filter(|r| filter.is_none_or(|f| f.matches(r.as_ref())))
             .collect()
     }
 

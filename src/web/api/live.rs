@@ -91,7 +91,7 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
                 .filter_map(|&id| {
                     let (record, state) = app.source.get(id)?;
                     Some(Row {
-                        matches: filter.as_ref().is_none_or(|f| f.matches(&record)),
+                        matches: filter.as_ref().is_none_or(|f| f.matches(record.as_ref())),
                         id,
                         record,
                         state,
