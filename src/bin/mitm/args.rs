@@ -51,6 +51,8 @@ macro_rules! group {
         }
 
         impl $crate::config::Merge for $name {
+            // A group with no options yet uses neither.
+            #[allow(unused_variables)]
             fn merge(
                 self,
                 before: Self,
@@ -328,6 +330,17 @@ group! {
 }
 
 group! {
+    /// mitmproxy's traffic-changing options (`mitm::addons`), in its syntax: a rule's
+    /// first character separates its parts, `[/FILTER]/SUBJECT/REPLACEMENT`.
+    #[command(next_help_heading = "Changing traffic")]
+    pub(crate) struct Modify {
+        // map_remote, map_local, modify_headers, modify_body (helper "addons-a").
+
+        // block_list, anticache, anticomp, stickycookie, stickyauth (helper "addons-b").
+    }
+}
+
+group! {
     /// Where the web UI listens.
     #[command(next_help_heading = "Web UI")]
     pub(crate) struct WebAddress {
@@ -437,6 +450,8 @@ pub(crate) struct ProxyArgs {
     pub(crate) limits: Limits,
     #[command(flatten)]
     pub(crate) save: Save,
+    #[command(flatten)]
+    pub(crate) modify: Modify,
     #[command(flatten)]
     pub(crate) server_replay: ServerReplay,
     #[command(flatten)]

@@ -112,6 +112,7 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
         .max_connections(limits.max_connections)
         .grace_period(args.runtime.grace.0);
     b = with_log(b, args.log.log);
+    b = addons(b, &args.modify)?;
     let replay = &args.server_replay;
     if !replay.server_replay.is_empty() {
         // The files are read a flow at a time into the replay's index, which keeps of
@@ -157,6 +158,16 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
 }
 
 /// `http` with the upstream timeouts of the options: the proxy's and `mitm replay`'s.
+/// mitmproxy's traffic-changing options, in mitmproxy's order: before the capture
+/// and the web UI's feed, so that what is saved and shown is the flow as changed.
+fn addons(b: MitmBuilder, modify: &args::Modify) -> anyhow::Result<MitmBuilder> {
+    let args::Modify {} = modify;
+    // map_remote, map_local, modify_headers, modify_body (helper "addons-a").
+
+    // block_list, anticache, anticomp, stickycookie, stickyauth (helper "addons-b").
+    Ok(b)
+}
+
 pub(crate) fn upstream_timeouts(
     mut http: mitm::Http,
     timeouts: &args::UpstreamTimeouts,
