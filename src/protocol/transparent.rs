@@ -24,7 +24,7 @@ use crate::engine::exchange::serve_h1::{self, Opened, Served, Start};
 use crate::engine::exchange::Ahead;
 use crate::error::{Error, Result};
 use crate::http::target::Scope;
-use crate::middleware::TunnelVerdict;
+use crate::middleware::{Payload, TunnelVerdict};
 use crate::net::io::{rewound, BoxIo};
 
 /// The first byte of a TLS handshake record.
@@ -155,7 +155,10 @@ impl Protocol for Transparent {
                 reason,
             });
         }
-        if self.speaks(conn, &data).await == Speaks::Http {
+        // A router may ask for HTTP to be relayed raw: the tunnel does that.
+        if self.speaks(conn, &data).await == Speaks::Http
+            && cx.chain.payload(conn, None).await != Payload::Raw
+        {
             let scope = Scope::Destination(target);
             let served =
                 serve_h1::serve(cx, settings, conn, client, data, scope, Start::Nothing).await?;
