@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 /// A root of its own, to sign the given certificates; as a `CertificateAuthority` too,
 /// so that a test client can trust it.
-struct OwnRoot {
+pub(crate) struct OwnRoot {
     params: CertificateParams,
     key: KeyPair,
     ca: CertificateAuthority,
@@ -24,7 +24,7 @@ struct OwnRoot {
 }
 
 impl OwnRoot {
-    fn new() -> OwnRoot {
+    pub(crate) fn new() -> OwnRoot {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -45,7 +45,12 @@ impl OwnRoot {
 
     /// A leaf for `names`, written to `dir/file` as mitmproxy takes it (leaf, chain,
     /// key in one PEM); returns the file and the leaf's DER.
-    fn leaf(&self, dir: &Path, file: &str, names: &[&str]) -> (PathBuf, CertificateDer<'static>) {
+    pub(crate) fn leaf(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+    ) -> (PathBuf, CertificateDer<'static>) {
         let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap();

@@ -29,6 +29,7 @@ mod flows;
 mod har;
 mod hooks;
 mod hosts;
+mod hosts_diff;
 mod http1;
 mod http2;
 mod http_log;
