@@ -222,3 +222,126 @@ fn block_private_refuses_a_private_client_and_https_clients_are_closed() {
         status(&out).1
     );
 }
+
+/// `mitm` (the command) listening on all addresses of the proxy's namespace, with its
+/// log lines; killed when dropped.
+struct Command {
+    child: std::process::Child,
+    port: u16,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _ca: tempfile::TempDir,
+}
+
+impl Drop for Command {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Command {
+    fn start(pair: &Pair, args: &[&str]) -> Command {
+        use std::io::BufRead;
+        let ca = tempfile::tempdir().unwrap();
+        let ca_dir = ca.path().to_string_lossy().into_owned();
+        let mut all = vec!["--host", "0.0.0.0", "--port", "0", "--ca-dir", &ca_dir];
+        all.extend_from_slice(args);
+        let mut child = in_ns(&pair.proxy, env!("CARGO_BIN_EXE_mitm"), &all)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        // The banner names the port; the rest of stdout is drained so it never blocks.
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let port = line
+                    .strip_prefix("mitm listening on http://0.0.0.0:")
+                    .and_then(|rest| rest.split(' ').next()?.parse::<u16>().ok());
+                if let Some(port) = port {
+                    let _ = port_tx.send(port);
+                }
+            }
+        });
+        let port = port_rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+            panic!(
+                "mitm printed no banner; stderr: {:?}",
+                stderr.lock().unwrap()
+            )
+        });
+        Command {
+            child,
+            port,
+            stderr,
+            _ca: ca,
+        }
+    }
+
+    /// The log lines that contain `text`, once at least one does.
+    fn lines_with(&self, text: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let lines: Vec<String> = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(text))
+                .cloned()
+                .collect();
+            if !lines.is_empty() {
+                return lines;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {text:?}: {:?}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// Only an origin, in the proxy's namespace.
+fn start_origin_only(pair: &Pair) -> (InNamespace, u16) {
+    InNamespace::start(&pair.proxy, || async {
+        let origin = common::start_origin_at(SocketAddr::from(([127, 0, 0, 1], 0)), None).await;
+        let port = origin.port();
+        (origin, port)
+    })
+}
+
+#[test]
+fn the_command_refuses_a_public_client_with_one_log_line_and_block_global_false_serves_it() {
+    let Some(pair) = Pair::build() else { return };
+    let (_origin, origin) = start_origin_only(&pair);
+    let url = format!("http://127.0.0.1:{origin}/hello");
+
+    let mitm = Command::start(&pair, &[]);
+    let (code, text) = status(&pair.curl(CLIENT_PUBLIC, mitm.port, &url, &[]));
+    assert_eq!(code, 403, "{text}");
+    let lines = mitm.lines_with("block_global");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(CLIENT_PUBLIC) && lines[0].contains("--block-global false"),
+        "the line names the client and how to allow it: {lines:?}"
+    );
+    drop(mitm);
+
+    let mitm = Command::start(&pair, &["--block-global", "false"]);
+    let (code, text) = status(&pair.curl(CLIENT_PUBLIC, mitm.port, &url, &[]));
+    assert_eq!(code, 200, "{text}");
+}
