@@ -223,6 +223,40 @@ fn block_private_refuses_a_private_client_and_https_clients_are_closed() {
     );
 }
 
+#[test]
+fn a_refused_socks5_client_is_told_no_method_is_acceptable() {
+    let Some(pair) = Pair::build() else { return };
+    let (_running, (origin, proxy)) = start(&pair, |b| {
+        b.protocols(vec![std::sync::Arc::new(mitm::Socks5::new())])
+    });
+    let url = format!("http://127.0.0.1:{origin}/hello");
+    let max_time = PATIENCE.as_secs().to_string();
+    let through = |source: &str, proxy_ip: &str| {
+        let socks = format!("socks5://{proxy_ip}:{proxy}");
+        let args = [
+            "-sS",
+            "--max-time",
+            &max_time,
+            "--interface",
+            source,
+            "-x",
+            &socks,
+            &url,
+        ];
+        run(&mut in_ns(&pair.client, "curl", &args))
+    };
+    let refused = through(CLIENT_PUBLIC, PROXY_PUBLIC);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("authentication method"), "curl said: {said}");
+    let served = through(CLIENT_PRIVATE, PROXY_PRIVATE);
+    assert!(
+        served.status.success(),
+        "{}",
+        String::from_utf8_lossy(&served.stderr)
+    );
+}
+
 /// `mitm` (the command) listening on all addresses of the proxy's namespace, with its
 /// log lines; killed when dropped.
 struct Command {

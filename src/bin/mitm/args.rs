@@ -120,7 +120,7 @@ group! {
               num_args = 0..=1, default_missing_value = "true")]
         pub(crate) block_global: bool,
 
-        /// Refuse clients from private addresses (10/8, 192.168/16, fd00::/8, link-local
+        /// Refuse clients from private addresses (10/8, 192.168/16, fc00::/7, link-local
         /// …): true or false (mitmproxy's block_private). Loopback is always served.
         #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
               num_args = 0..=1, default_missing_value = "true")]

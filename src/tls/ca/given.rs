@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::pki_types::pem::PemObject;
@@ -32,7 +33,8 @@ pub(super) struct Given {
 /// The given certificates by the names they are registered under.
 #[derive(Default)]
 pub(super) struct GivenCerts {
-    /// Empty unless certificates were given: then a lookup costs one read lock.
+    /// Whether any certificate was given: until one is, a lookup costs one load.
+    any: AtomicBool,
     by_name: RwLock<HashMap<String, Arc<Given>>>,
 }
 
@@ -47,16 +49,17 @@ impl GivenCerts {
         for name in names {
             by_name.insert(name, given.clone());
         }
+        self.any.store(true, Ordering::Release);
         Ok(())
     }
 
     /// The given certificate for `host`, if one is registered under its name, one of
     /// its `*.` forms, or `*`.
     pub(super) fn find(&self, host: &Host) -> Option<Arc<Given>> {
-        let by_name = self.by_name.read().unwrap_or_else(PoisonError::into_inner);
-        if by_name.is_empty() {
+        if !self.any.load(Ordering::Acquire) {
             return None;
         }
+        let by_name = self.by_name.read().unwrap_or_else(PoisonError::into_inner);
         let exact = std::iter::once(host.name.clone());
         let parents = host
             .ip
