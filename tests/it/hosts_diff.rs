@@ -225,3 +225,66 @@ async fn certs_serve_the_same_certificates_as_mitmdump() {
         assert_eq!(ours, theirs, "mitm, {sni}");
     }
 }
+
+/// An origin that is not HTTP: it sends every byte back.
+async fn start_echo() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut from, mut to) = stream.split();
+                let _ = tokio::io::copy(&mut from, &mut to).await;
+            });
+        }
+    });
+    (port, task)
+}
+
+/// Sends an HTTP request inside a `CONNECT` to the echo origin on `port`: whether it
+/// came back as it was sent (relayed raw), else what the proxy answered (the echoed
+/// request line is no response, so an HTTP proxy answers with an error).
+async fn echoed(proxy: SocketAddr, port: u16) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut wire = Wire::connect(proxy).await;
+    let target = format!("127.0.0.1:{port}");
+    wire.send(format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    ))
+    .await;
+    assert_eq!(wire.response_to("CONNECT").await.status, 200);
+    let (mut tcp, _) = wire.into_parts();
+    let request = b"GET /echo HTTP/1.1\r\nHost: echo.test\r\n\r\n";
+    tcp.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while got.len() < request.len() {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(PATIENCE, read).await;
+    if got == request {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&got);
+    Err(text.lines().next().unwrap_or_default().to_string())
+}
+
+#[tokio::test]
+async fn tcp_hosts_relays_raw_where_mitmdump_does() {
+    let (port, _echo) = start_echo().await;
+    for (args, raw) in [
+        (&[][..], false),
+        (&["--tcp-hosts", r"^127\.0\.0\.1$"][..], true),
+    ] {
+        let Some(both) = both(args).await else { return };
+        let theirs = echoed(both.theirs.addr(), port).await;
+        let ours = echoed(both.ours.addr, port).await;
+        assert_eq!(theirs.is_ok(), raw, "mitmdump {args:?}: {theirs:?}");
+        assert_eq!(ours.is_ok(), raw, "mitm {args:?}: {ours:?}");
+    }
+}
