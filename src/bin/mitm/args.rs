@@ -74,8 +74,9 @@ group! {
     #[command(next_help_heading = "Proxy address")]
     pub(crate) struct Address {
         /// Address the proxy listens on (for `mitm ca`, the one its examples name). Use
-        /// 0.0.0.0 only if other machines should reach the proxy: anyone who can connect
-        /// can use it.
+        /// 0.0.0.0 only if other machines should reach the proxy: anyone on your
+        /// networks who can connect can use it (clients from public addresses are
+        /// refused, see --block-global).
         #[arg(long, value_name = "HOST", default_value = mitm::DEFAULT_HOST)]
         pub(crate) host: String,
 
