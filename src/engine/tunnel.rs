@@ -16,7 +16,8 @@
 //!
 //! A router's [`payload`](crate::middleware::Router::payload) may ask for the bytes to be
 //! relayed raw (`--tcp-hosts`): plain HTTP then goes through as it is, and intercepted
-//! TLS carries the decrypted bytes as they are, with the ALPN the origin chose.
+//! TLS carries the decrypted bytes as they are, with the ALPN the origin chose. Plain
+//! HTTP goes through as it is too when `should_intercept` passes its host through.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,7 +100,10 @@ pub(crate) async fn run(
         );
     let client = rewound(client, first);
     if speaks_http {
-        if !conn.tunnel_answered && cx.chain.payload(conn, None).await == Payload::Raw {
+        if !conn.tunnel_answered
+            && !settings.is_magic(&target.host)
+            && relay_http_raw(cx, conn).await
+        {
             tracing::debug!(%target, "relaying HTTP as raw bytes, as a router asked");
             return pass_through(cx, settings, conn, client, &target, &route, ahead).await;
         }
@@ -140,6 +144,14 @@ pub(crate) async fn run(
         raw,
     };
     tls.run(conn, client, ahead).await
+}
+
+/// Whether plain HTTP in a tunnel to `conn.target` goes through unparsed: a router
+/// passes the host through (`--ignore-hosts`, `--allow-hosts`, as mitmproxy ignores a
+/// host's connections whatever they carry) or asks for raw bytes (`--tcp-hosts`).
+pub(crate) async fn relay_http_raw(cx: &Context, conn: &Connection) -> bool {
+    cx.chain.should_intercept(conn, None).await == Interception::PassThrough
+        || cx.chain.payload(conn, None).await == Payload::Raw
 }
 
 /// Gives back what a `CONNECT` reached and the tunnel does not use.

@@ -51,7 +51,9 @@ where
 /// matches an allow pattern and no ignore pattern. Each pattern is a regular expression
 /// searched (unanchored, case-insensitive) in `host:port` of the tunnel's target and in
 /// `sni:port` (the ClientHello's server name with the target's port); a match of
-/// either counts. Plain HTTP is not affected, nor is the proxy's own magic host.
+/// either counts. Plain HTTP inside a tunnel (a `CONNECT`, a transparent connection)
+/// to a host passed through is relayed unparsed too; plain proxy requests are always
+/// parsed, and the proxy's own magic host is always intercepted.
 ///
 /// ```
 /// use mitm::middleware::IgnoreHosts;

@@ -105,8 +105,10 @@ pub trait Router: Send + Sync + 'static {
     }
 
     /// A client started TLS inside a tunnel to `conn.target`, naming `server_name` by
-    /// SNI (if it did). Return [`Interception::PassThrough`] to relay it without
-    /// decrypting. Default: intercepts.
+    /// SNI (if it did), or sent plain HTTP in one (`server_name` is `None`). Return
+    /// [`Interception::PassThrough`] to relay it without decrypting (or parsing, for
+    /// plain HTTP). A plain proxy request (not in a tunnel) is not asked about.
+    /// Default: intercepts.
     async fn should_intercept(
         &self,
         _conn: &Connection,

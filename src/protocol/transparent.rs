@@ -24,7 +24,7 @@ use crate::engine::exchange::serve_h1::{self, Opened, Served, Start};
 use crate::engine::exchange::Ahead;
 use crate::error::{Error, Result};
 use crate::http::target::Scope;
-use crate::middleware::{Payload, TunnelVerdict};
+use crate::middleware::TunnelVerdict;
 use crate::net::io::{rewound, BoxIo};
 
 /// The first byte of a TLS handshake record.
@@ -157,7 +157,7 @@ impl Protocol for Transparent {
         }
         // A router may ask for HTTP to be relayed raw: the tunnel does that.
         if self.speaks(conn, &data).await == Speaks::Http
-            && cx.chain.payload(conn, None).await != Payload::Raw
+            && !crate::engine::tunnel::relay_http_raw(cx, conn).await
         {
             let scope = Scope::Destination(target);
             let served =

@@ -1,7 +1,9 @@
-//! `--allow-hosts`, `--ignore-hosts` and `--certs` against real mitmdump 11: the same
-//! option strings to `mitm` and to `mitmdump`, the same TLS clients through each, and
-//! each proxy judged by the certificate the client was shown: the origin's own (passed
-//! through), the file's (given), or one its CA minted (intercepted).
+//! `--allow-hosts`, `--ignore-hosts`, `--tcp-hosts` and `--certs` against real
+//! mitmdump 11: the same option strings to `mitm` and to `mitmdump`, the same clients
+//! through each. TLS clients judge each proxy by the certificate they were shown: the
+//! origin's own (passed through), the file's (given), or one its CA minted
+//! (intercepted); plain HTTP to an echo origin comes back as sent only when relayed
+//! unparsed.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -275,12 +277,18 @@ async fn echoed(proxy: SocketAddr, port: u16) -> Result<(), String> {
 }
 
 #[tokio::test]
-async fn tcp_hosts_relays_raw_where_mitmdump_does() {
+async fn tcp_allow_and_ignore_hosts_relay_plain_http_raw_where_mitmdump_does() {
     let (port, _echo) = start_echo().await;
-    for (args, raw) in [
-        (&[][..], false),
-        (&["--tcp-hosts", r"^127\.0\.0\.1$"][..], true),
-    ] {
+    let this = format!(r"^127\.0\.0\.1:{port}$");
+    let cases: [(&[&str], bool); 6] = [
+        (&[], false),
+        (&["--tcp-hosts", r"^127\.0\.0\.1$"], true),
+        (&["--ignore-hosts", &this], true),
+        (&["--ignore-hosts", r"^example\.com:"], false),
+        (&["--allow-hosts", &this], false),
+        (&["--allow-hosts", r"^example\.com:"], true),
+    ];
+    for (args, raw) in cases {
         let Some(both) = both(args).await else { return };
         let theirs = echoed(both.theirs.addr(), port).await;
         let ours = echoed(both.ours.addr, port).await;
