@@ -115,6 +115,15 @@ pub enum Error {
         host: String,
     },
 
+    /// A certificate file given to serve for some hosts (`--certs`) cannot be used.
+    #[error("cannot serve the certificate in {}: {reason}", path.display())]
+    CertFile {
+        /// The PEM file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An upstream proxy URL could not be understood.
     #[error("invalid upstream proxy {url:?}: {reason}")]
     InvalidProxy {

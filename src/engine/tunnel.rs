@@ -13,6 +13,11 @@
 //!   exchange serves HTTP/2 or HTTP/1 inside. A client that refuses the leaf of an
 //!   origin that was reached and verified teaches fail-open its host.
 //! - The client speaks anything else: a raw relay to the target.
+//!
+//! A router's [`payload`](crate::middleware::Router::payload) may ask for the bytes to be
+//! relayed raw (`--tcp-hosts`): plain HTTP then goes through as it is, and intercepted
+//! TLS carries the decrypted bytes as they are, with the ALPN the origin chose. Plain
+//! HTTP goes through as it is too when `should_intercept` passes its host through.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +37,7 @@ use crate::error::{Error, Report, Result};
 use crate::http::page;
 use crate::http::settings::Settings;
 use crate::http::target::Scope;
-use crate::middleware::Interception;
+use crate::middleware::{Interception, Payload};
 use crate::net::io::{rewound, BoxIo};
 use crate::tls::fail_open::{self, Abort};
 use crate::upstream::{Link, Route, Tcp, Upstream, H2, HTTP11};
@@ -95,6 +100,13 @@ pub(crate) async fn run(
         );
     let client = rewound(client, first);
     if speaks_http {
+        if !conn.tunnel_answered
+            && !settings.is_magic(&target.host)
+            && relay_http_raw(cx, conn).await
+        {
+            tracing::debug!(%target, "relaying HTTP as raw bytes, as a router asked");
+            return pass_through(cx, settings, conn, client, &target, &route, ahead).await;
+        }
         return serve_plain(cx, settings, conn, client, &target, route, ahead).await;
     }
     let Some(hello) = hello else {
@@ -121,6 +133,7 @@ pub(crate) async fn run(
         tracing::debug!(target = %target, sni = ?server_name, "passing TLS through untouched");
         return pass_through(cx, settings, conn, client, &target, &route, ahead).await;
     }
+    let raw = !local && cx.chain.payload(conn, server_name).await == Payload::Raw;
     let tls = Intercept {
         cx,
         settings,
@@ -128,8 +141,17 @@ pub(crate) async fn run(
         route,
         hello,
         local,
+        raw,
     };
     tls.run(conn, client, ahead).await
+}
+
+/// Whether plain HTTP in a tunnel to `conn.target` goes through unparsed: a router
+/// passes the host through (`--ignore-hosts`, `--allow-hosts`, as mitmproxy ignores a
+/// host's connections whatever they carry) or asks for raw bytes (`--tcp-hosts`).
+pub(crate) async fn relay_http_raw(cx: &Context, conn: &Connection) -> bool {
+    cx.chain.should_intercept(conn, None).await == Interception::PassThrough
+        || cx.chain.payload(conn, None).await == Payload::Raw
 }
 
 /// Gives back what a `CONNECT` reached and the tunnel does not use.
@@ -336,6 +358,8 @@ struct Intercept<'a> {
     /// No origin: the proxy answers every request (the magic host, or a `CONNECT` a
     /// hook answered).
     local: bool,
+    /// A router asked for the decrypted bytes to be relayed as they are (no HTTP).
+    raw: bool,
 }
 
 impl Intercept<'_> {
@@ -353,8 +377,9 @@ impl Intercept<'_> {
         // can. A client offering neither gets its bytes relayed with the protocol the
         // origin picks from the client's own list.
         let offered = &self.hello.alpn;
-        let client_h2 = offered.iter().any(|p| p == H2);
-        let speaks_h1 = offered.is_empty() || offered.iter().any(|p| p == HTTP11);
+        // Relayed raw, the client is handled as one offering neither.
+        let client_h2 = !self.raw && offered.iter().any(|p| p == H2);
+        let speaks_h1 = !self.raw && (offered.is_empty() || offered.iter().any(|p| p == HTTP11));
         let http = client_h2 || speaks_h1;
         let origin = Target::new(name.clone(), self.target.port, true);
         conn.target = Some(origin.clone());

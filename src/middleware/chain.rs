@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{DataHooks, HttpHandler, Interception, Middleware, Router, TunnelVerdict};
+use super::{DataHooks, HttpHandler, Interception, Middleware, Payload, Router, TunnelVerdict};
 use crate::core::{Connection, Flow, Target};
 use crate::http::message::{HttpFlow, Verdict};
 use crate::http::websocket::{MessageVerdict, WebSocketEnd, WebSocketMessage};
@@ -153,6 +153,16 @@ impl Chain {
             }
         }
         Interception::Intercept
+    }
+
+    /// Raw when some router says so.
+    pub(crate) async fn payload(&self, conn: &Connection, server_name: Option<&str>) -> Payload {
+        for r in &self.0.routers {
+            if r.payload(conn, server_name).await == Payload::Raw {
+                return Payload::Raw;
+            }
+        }
+        Payload::Detect
     }
 
     /// The first route a router chooses for `target`, if any.

@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | [`Middleware`] | the original's seven: `mitm_started`, `client_connected`, `server_connected`, `client_data`, `server_data`, `client_disconnected`, `server_disconnected` | [`MitmBuilder::middleware`](crate::MitmBuilder::middleware) |
 //! | [`HttpHandler`] | HTTP messages of every version: `request`, `response`, `flow_finished`; WebSocket messages: `websocket_message` | [`MitmBuilder::http_handler`](crate::MitmBuilder::http_handler) |
-//! | [`Router`] | where a connection goes: `route`, `tunnel`, `should_intercept` | [`MitmBuilder::router`](crate::MitmBuilder::router) |
+//! | [`Router`] | where a connection goes: `route`, `tunnel`, `should_intercept`, `payload` | [`MitmBuilder::router`](crate::MitmBuilder::router) |
 //!
 //! A type implements the traits it needs and is added once for each. Only a
 //! [`Middleware`] whose [`data_hooks`](Middleware::data_hooks) are
@@ -58,11 +58,13 @@ mod http_log;
 mod ignore;
 mod log;
 mod router;
+mod tcp_hosts;
 
 pub(crate) use self::chain::{Chain, Hooks};
 pub use self::connection::{DataHooks, Middleware};
 pub use self::handler::HttpHandler;
 pub use self::http_log::HttpLog;
-pub use self::ignore::IgnoreHosts;
+pub use self::ignore::{IgnoreHosts, PatternError};
 pub use self::log::Log;
-pub use self::router::{Interception, Router, TunnelVerdict};
+pub use self::router::{Interception, Payload, Router, TunnelVerdict};
+pub use self::tcp_hosts::TcpHosts;

@@ -17,6 +17,20 @@ pub enum Interception {
     PassThrough,
 }
 
+/// What the proxy makes of the bytes inside a tunnel (inside TLS, when it is
+/// intercepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Payload {
+    /// Serve HTTP when the client speaks it (requests through the hooks, flows), and
+    /// relay anything else as it is.
+    Detect,
+    /// Relay the bytes as they are, without parsing HTTP (mitmproxy's `tcp_hosts`):
+    /// no flows, only the data hooks. TLS is still intercepted, the origin being
+    /// offered the client's own ALPN list and the client given the origin's pick.
+    Raw,
+}
+
 /// Whether a tunnel may be opened to its target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -91,13 +105,24 @@ pub trait Router: Send + Sync + 'static {
     }
 
     /// A client started TLS inside a tunnel to `conn.target`, naming `server_name` by
-    /// SNI (if it did). Return [`Interception::PassThrough`] to relay it without
-    /// decrypting. Default: intercepts.
+    /// SNI (if it did), or sent plain HTTP in one (`server_name` is `None`). Return
+    /// [`Interception::PassThrough`] to relay it without decrypting (or parsing, for
+    /// plain HTTP). A plain proxy request (not in a tunnel) is not asked about.
+    /// Default: intercepts.
     async fn should_intercept(
         &self,
         _conn: &Connection,
         _server_name: Option<&str>,
     ) -> Interception {
         Interception::Intercept
+    }
+
+    /// A tunnel to `conn.target` is about to be served: a plain one whose client sent
+    /// an HTTP request line (`server_name` is `None`), or a TLS one the proxy
+    /// intercepts (`server_name` is the SNI name, if any), before the handshakes.
+    /// Return [`Payload::Raw`] to relay its bytes without parsing HTTP. Default:
+    /// [`Payload::Detect`].
+    async fn payload(&self, _conn: &Connection, _server_name: Option<&str>) -> Payload {
+        Payload::Detect
     }
 }

@@ -155,7 +155,10 @@ impl Protocol for Transparent {
                 reason,
             });
         }
-        if self.speaks(conn, &data).await == Speaks::Http {
+        // A router may ask for HTTP to be relayed raw: the tunnel does that.
+        if self.speaks(conn, &data).await == Speaks::Http
+            && !crate::engine::tunnel::relay_http_raw(cx, conn).await
+        {
             let scope = Scope::Destination(target);
             let served =
                 serve_h1::serve(cx, settings, conn, client, data, scope, Start::Nothing).await?;

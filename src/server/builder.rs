@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use super::block::Block;
 use super::run::{Mitm, Serving};
 use super::sender::Sender;
 use super::{default_ca_dir, DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT};
@@ -61,6 +62,10 @@ pub struct MitmBuilder {
     max_connections: usize,
     tls_fail_open: Option<Duration>,
     key_log: Option<KeyLogTo>,
+    /// `block_global` and `block_private`.
+    block: (bool, bool),
+    /// Certificates to serve instead of leaves: (domain, PEM file).
+    certs: Vec<(String, PathBuf)>,
 }
 
 /// Where [`MitmBuilder::key_log`] or [`MitmBuilder::key_logger`] sends TLS secrets.
@@ -105,6 +110,8 @@ impl Default for MitmBuilder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls_fail_open: None,
             key_log: None,
+            block: (true, false),
+            certs: Vec::new(),
         }
     }
 }
@@ -341,6 +348,40 @@ impl MitmBuilder {
         self
     }
 
+    /// Refuses clients from public (globally reachable) addresses, as mitmproxy's
+    /// `block_global`, unless [`proxy_auth`](Self::proxy_auth) asks every client for
+    /// credentials. A refused client is answered `403 Forbidden` when it speaks HTTP,
+    /// "no acceptable methods" when it speaks SOCKS5, and closed otherwise, before any
+    /// hook sees it; the log says so in one line naming the option. Loopback clients
+    /// are always served; what counts as public is [`is_global`](super::block::is_global).
+    /// Default: true (a proxy listening on a public interface serves only its own
+    /// networks until told otherwise).
+    pub fn block_global(mut self, block: bool) -> Self {
+        self.block.0 = block;
+        self
+    }
+
+    /// Refuses clients from private addresses ([`is_private`](super::block::is_private):
+    /// private networks, link-local, unique local IPv6 …), as mitmproxy's
+    /// `block_private`, the same way as [`block_global`](Self::block_global), whether or
+    /// not proxy authentication is on. Loopback clients are always served. Default:
+    /// false.
+    pub fn block_private(mut self, block: bool) -> Self {
+        self.block.1 = block;
+        self
+    }
+
+    /// Serves the certificate in the PEM file at `path` (leaf, chain and key in one
+    /// file) for `domain` (a host name, `*.parent`, or `*` for every host) instead of a
+    /// leaf of the CA, as mitmproxy's `--certs domain=path`; see
+    /// [`CertificateAuthority::add_cert_file`] for how hosts are matched. May be called
+    /// several times. A file that cannot be used fails [`bind`](Self::bind) with
+    /// [`Error::CertFile`]. Default: none (every host gets a leaf).
+    pub fn cert(mut self, domain: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        self.certs.push((domain.into(), path.into()));
+        self
+    }
+
     /// Binds every listener (the default one when none was added) and readies the
     /// server: loads or creates the CA, sets up upstream TLS. Nothing is accepted until
     /// [`Mitm::run`] (or [`run_until`](Mitm::run_until), [`spawn`](Mitm::spawn)).
@@ -349,6 +390,7 @@ impl MitmBuilder {
         let port = self.port;
         let grace = self.grace;
         let max_connections = self.max_connections;
+        let block = Block::effective(self.block.0, self.block.1, self.proxy_auth.is_some());
         let mut listeners = self.listeners_or_default();
         let mut bound = Vec::with_capacity(listeners.len());
         for listener in listeners.drain(..) {
@@ -392,6 +434,7 @@ impl MitmBuilder {
             limit: parts.limit,
             max_connections,
             stop: parts.stop,
+            block,
         })
     }
 
@@ -452,6 +495,9 @@ impl MitmBuilder {
                 Arc::new(CertificateAuthority::init(&dir)?)
             }
         };
+        for (domain, path) in &self.certs {
+            ca.add_cert_file(domain, path)?;
+        }
         let upstream_tls = match self.upstream_tls {
             Some(tls) => tls,
             None if self.dangerous_insecure => UpstreamTls::dangerous_unverified()?,

@@ -10,13 +10,15 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::block::Block;
 use crate::core::{Connection, Flow, Host, Target};
 use crate::engine::context::Context;
 use crate::error::{Error, Result, Side};
 use crate::protocol::{Connected, Protocol, Resolution};
 
 /// The life of one client connection, hooks included. `permit` is its place under the
-/// connection limit, given back at the end.
+/// connection limit, given back at the end. A client `block` refuses is answered and
+/// closed before any hook or protocol sees it.
 pub(super) async fn serve(
     cx: Context,
     protocols: Arc<[Arc<dyn Protocol>]>,
@@ -24,7 +26,13 @@ pub(super) async fn serve(
     peer: SocketAddr,
     id: u64,
     permit: OwnedSemaphorePermit,
+    block: Block,
 ) {
+    if let Some(blocked) = block.refuses(peer.ip()) {
+        super::block::refuse(stream, peer, blocked).await;
+        drop(permit);
+        return;
+    }
     // The proxy writes whole chunks; Nagle's algorithm would only delay them.
     let _ = stream.set_nodelay(true);
     let mut conn = Connection::new(id, Host::new(peer));

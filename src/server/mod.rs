@@ -5,6 +5,7 @@
 //! ([`Mitm::spawn`]): the listener closes at once, connections in flight get a grace
 //! period to finish, and whatever is left is then dropped.
 
+pub mod block;
 mod builder;
 mod connection;
 pub mod listener;

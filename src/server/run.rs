@@ -12,6 +12,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
+use super::block::Block;
 use super::builder::MitmBuilder;
 use super::connection::serve;
 use super::sender::Sender;
@@ -45,6 +46,8 @@ pub struct Mitm {
     pub(super) max_connections: usize,
     /// Tells connections the server is stopping.
     pub(super) stop: watch::Sender<bool>,
+    /// Which clients are refused by their address.
+    pub(super) block: Block,
 }
 
 impl std::fmt::Debug for Mitm {
@@ -129,6 +132,7 @@ impl Mitm {
             limit,
             max_connections,
             stop,
+            block,
             ..
         } = self;
         for l in &listeners {
@@ -184,6 +188,7 @@ impl Mitm {
                         peer,
                         id,
                         permit,
+                        block,
                     );
                     tasks.spawn(job.instrument(span));
                 }

@@ -9,6 +9,7 @@
 mod common;
 
 mod access;
+mod block;
 mod browser;
 mod ca;
 mod capture_bodies;
@@ -16,6 +17,7 @@ mod capture_cli;
 mod capture_connect;
 mod capture_diff;
 mod capture_ws;
+mod certs;
 mod cli;
 mod connect;
 mod curl;
@@ -26,6 +28,8 @@ mod flow_facts;
 mod flows;
 mod har;
 mod hooks;
+mod hosts;
+mod hosts_diff;
 mod http1;
 mod http2;
 mod http_log;

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 /// CONNECTs to `connect` through the proxy, then runs TLS naming `sni` (trusting
 /// `roots`); returns the stream and the certificate the server presented.
-async fn connect_with_sni(
+pub(crate) async fn connect_with_sni(
     proxy: &TestProxy,
     connect: &str,
     sni: &str,

@@ -60,14 +60,14 @@ async fn start_echo(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
 }
 
 /// Runs `cmd`, returning its output whatever its exit status.
-fn run(cmd: &mut Command) -> Output {
+pub(crate) fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Runs `cmd` and fails the test unless it succeeds.
 #[track_caller]
-fn must(cmd: &mut Command) {
+pub(crate) fn must(cmd: &mut Command) {
     let out = run(cmd);
     assert!(
         out.status.success(),
@@ -77,21 +77,21 @@ fn must(cmd: &mut Command) {
 }
 
 /// `ip ARGS…`.
-fn ip(args: &[&str]) -> Command {
+pub(crate) fn ip(args: &[&str]) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(args);
     cmd
 }
 
 /// `ip netns exec NS PROGRAM ARGS…`.
-fn in_ns(ns: &str, program: &str, args: &[&str]) -> Command {
+pub(crate) fn in_ns(ns: &str, program: &str, args: &[&str]) -> Command {
     let mut cmd = ip(&["netns", "exec", ns, program]);
     cmd.args(args);
     cmd
 }
 
 /// Whether `program ARG` runs and succeeds (`ip` has no `--version`).
-fn answers(program: &str, arg: &str) -> bool {
+pub(crate) fn answers(program: &str, arg: &str) -> bool {
     Command::new(program)
         .arg(arg)
         .output()
@@ -100,7 +100,7 @@ fn answers(program: &str, arg: &str) -> bool {
 
 /// Whether a failed command's message says the kernel (or the lack of privilege) refused
 /// it, rather than the command being wrong.
-fn kernel_refused(stderr: &str) -> bool {
+pub(crate) fn kernel_refused(stderr: &str) -> bool {
     [
         "Operation not permitted",
         "Function not implemented",
@@ -297,7 +297,7 @@ fn enter(ns: &str) {
 
 /// A thread running a tokio runtime inside a namespace; dropping it stops the work and
 /// waits for the thread.
-struct InNamespace {
+pub(crate) struct InNamespace {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -317,7 +317,10 @@ impl InNamespace {
     /// Runs `start` inside `ns` on a thread of its own (with a current-thread runtime,
     /// so every socket is made on that thread), hands back what it returns once it is
     /// ready, and keeps what it started running until dropped.
-    fn start<T, R, F>(ns: &str, start: impl FnOnce() -> F + Send + 'static) -> (InNamespace, R)
+    pub(crate) fn start<T, R, F>(
+        ns: &str,
+        start: impl FnOnce() -> F + Send + 'static,
+    ) -> (InNamespace, R)
     where
         F: std::future::Future<Output = (T, R)>,
         R: Send + 'static,

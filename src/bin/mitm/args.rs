@@ -76,8 +76,9 @@ group! {
     #[command(next_help_heading = "Proxy address")]
     pub(crate) struct Address {
         /// Address the proxy listens on (for `mitm ca`, the one its examples name). Use
-        /// 0.0.0.0 only if other machines should reach the proxy: anyone who can connect
-        /// can use it.
+        /// 0.0.0.0 only if other machines should reach the proxy: anyone on your
+        /// networks who can connect can use it (clients from public addresses are
+        /// refused, see --block-global).
         #[arg(long, value_name = "HOST", default_value = mitm::DEFAULT_HOST)]
         pub(crate) host: String,
 
@@ -114,6 +115,20 @@ group! {
         #[arg(long)]
         pub(crate) keep_host_header: bool,
 
+        /// Refuse clients from public (globally reachable) addresses: true or false
+        /// (mitmproxy's block_global). A refused client gets 403 and the log says so.
+        /// Not applied while --proxy-auth asks for credentials. Loopback is always
+        /// served.
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set,
+              num_args = 0..=1, default_missing_value = "true")]
+        pub(crate) block_global: bool,
+
+        /// Refuse clients from private addresses (10/8, 192.168/16, fc00::/7, link-local
+        /// …): true or false (mitmproxy's block_private). Loopback is always served.
+        #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
+              num_args = 0..=1, default_missing_value = "true")]
+        pub(crate) block_private: bool,
+
         // Last: its heading would otherwise stay on the options after it.
         #[command(flatten)]
         pub(crate) address: Address,
@@ -143,11 +158,29 @@ group! {
     /// Which TLS the proxy intercepts.
     #[command(next_help_heading = "Interception")]
     pub(crate) struct Intercept {
-        /// Let TLS to hosts matching this regular expression through untouched (matched
-        /// against host:port of the CONNECT and against the SNI name); the client then
+        /// Let TLS to hosts matching this regular expression through untouched (searched
+        /// in host:port of the CONNECT and in SNI:port, ignoring case); the client then
         /// sees the server's own certificate. Repeatable. Example: '(^|\.)bank\.example'.
         #[arg(long = "ignore-hosts", value_name = "REGEX")]
         pub(crate) ignore_hosts: Vec<String>,
+
+        /// Intercept TLS only to hosts matching this regular expression (host:port of
+        /// the CONNECT, or SNI:port); every other host's TLS goes through untouched.
+        /// Repeatable; with --ignore-hosts too, a host must match this and not that.
+        #[arg(long = "allow-hosts", value_name = "REGEX")]
+        pub(crate) allow_hosts: Vec<String>,
+
+        /// Relay the tunnels to hosts matching this regular expression (the host, or
+        /// the SNI name) as raw bytes, without parsing HTTP; their TLS is still
+        /// intercepted. Repeatable.
+        #[arg(long = "tcp-hosts", value_name = "REGEX")]
+        pub(crate) tcp_hosts: Vec<String>,
+
+        /// Serve this certificate (a PEM file with the certificate, its chain and its
+        /// key) instead of a minted one, for DOMAIN (a host, *.parent, or * for all
+        /// hosts; * when left out) and the names the certificate carries. Repeatable.
+        #[arg(long, value_name = "[DOMAIN=]PATH")]
+        pub(crate) certs: Vec<String>,
 
         /// Pass TLS through untouched, for a while, to hosts whose clients refused the
         /// proxy's certificate (pinned apps): the client then sees the origin's own

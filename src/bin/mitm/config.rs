@@ -172,6 +172,7 @@ impl Command {
                 a.listen.modes()?;
                 a.listen.credentials()?;
                 a.intercept.ignore_hosts()?;
+                a.intercept.tcp_hosts()?;
                 filter(&a.save.save_filter, "--save-filter")
             }
             Command::Replay(a) => {
@@ -222,14 +223,39 @@ impl Listen {
 }
 
 impl Intercept {
-    /// The `--ignore-hosts` middleware, if any pattern is given.
+    /// The `--ignore-hosts` and `--allow-hosts` router, if any pattern is given.
     pub(crate) fn ignore_hosts(&self) -> anyhow::Result<Option<mitm::IgnoreHosts>> {
-        if self.ignore_hosts.is_empty() {
+        if self.ignore_hosts.is_empty() && self.allow_hosts.is_empty() {
             return Ok(None);
         }
-        mitm::IgnoreHosts::new(&self.ignore_hosts)
+        let hosts = mitm::IgnoreHosts::new(&self.ignore_hosts)
+            .map_err(|e| anyhow::anyhow!("--ignore-hosts: {e}"))?;
+        if self.allow_hosts.is_empty() {
+            return Ok(Some(hosts));
+        }
+        hosts
+            .and_allow_only(&self.allow_hosts)
             .map(Some)
-            .map_err(|e| anyhow::anyhow!("--ignore-hosts: {e}"))
+            .map_err(|e| anyhow::anyhow!("--allow-hosts: {e}"))
+    }
+
+    /// The `--tcp-hosts` router, if any pattern is given.
+    pub(crate) fn tcp_hosts(&self) -> anyhow::Result<Option<mitm::middleware::TcpHosts>> {
+        if self.tcp_hosts.is_empty() {
+            return Ok(None);
+        }
+        mitm::middleware::TcpHosts::new(&self.tcp_hosts)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--tcp-hosts: {e}"))
+    }
+
+    /// `--certs` as (domain, file): `*` when no domain is given, as mitmproxy splits
+    /// at the first `=`.
+    pub(crate) fn certs(&self) -> Vec<(&str, &str)> {
+        self.certs
+            .iter()
+            .map(|spec| spec.split_once('=').unwrap_or(("*", spec)))
+            .collect()
     }
 }
 

@@ -154,6 +154,15 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
     if let Some(ignore) = args.intercept.ignore_hosts()? {
         b = b.router(Arc::new(ignore));
     }
+    if let Some(raw) = args.intercept.tcp_hosts()? {
+        b = b.router(Arc::new(raw));
+    }
+    for (domain, path) in args.intercept.certs() {
+        b = b.cert(domain, path);
+    }
+    b = b
+        .block_global(args.listen.block_global)
+        .block_private(args.listen.block_private);
     Ok((b, capture))
 }
 

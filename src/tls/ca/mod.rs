@@ -36,6 +36,8 @@
 mod host;
 // Issuing leaves, and caching them with their TLS configs.
 mod leaves;
+// Certificates given by the user, served instead of leaves.
+mod given;
 // mitmproxy's CA, read from its confdir and never written there.
 mod mitmproxy;
 // The root, made here or read from PEM, and its key.
@@ -55,6 +57,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
+use self::given::GivenCerts;
 use self::host::Host;
 use self::leaves::Leaves;
 pub use self::mitmproxy::{default_mitmproxy_confdir, MITMPROXY_CA_CERT_FILE, MITMPROXY_CA_FILE};
@@ -135,6 +138,8 @@ pub struct CertificateAuthority {
     cert_path: Option<std::path::PathBuf>,
     /// Where it came from.
     source: CaSource,
+    /// Certificates served instead of leaves ([`add_cert_file`](Self::add_cert_file)).
+    given: GivenCerts,
 }
 
 impl fmt::Debug for CertificateAuthority {
@@ -344,16 +349,43 @@ impl CertificateAuthority {
         self.leaves.issue(&self.root, &Host::parse(host)?)
     }
 
-    /// The certificate chain (leaf, root) and key to present for `host`, cached.
+    /// The certificate chain (leaf, root) and key to present for `host`, cached; a
+    /// certificate given with [`add_cert_file`](Self::add_cert_file) for it instead.
     pub fn certified_key(&self, host: &str) -> Result<Arc<CertifiedKey>> {
-        self.leaves.certified_key(&self.root, &Host::parse(host)?)
+        let host = Host::parse(host)?;
+        if let Some(given) = self.given.find(&host) {
+            return Ok(given.key.clone());
+        }
+        self.leaves.certified_key(&self.root, &host)
     }
 
-    /// A rustls server configuration presenting the certificate for `host`, cached.
+    /// A rustls server configuration presenting the certificate for `host`, cached (a
+    /// certificate given with [`add_cert_file`](Self::add_cert_file) for it instead).
     /// It offers ALPN `http/1.1` only.
     #[doc(alias = "new_context")]
     pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>> {
-        self.leaves.server_config(&self.root, &Host::parse(host)?)
+        let host = Host::parse(host)?;
+        if let Some(given) = self.given.find(&host) {
+            return Ok(given.config.clone());
+        }
+        self.leaves.server_config(&self.root, &host)
+    }
+
+    /// Serves the certificate in the PEM file at `path` (the leaf first, then its
+    /// chain, and its private key, in one file, as mitmproxy's `--certs` takes it)
+    /// instead of a leaf of this CA, for `domain` and for the names the certificate
+    /// itself carries (its common name and alternative names). `domain` is a host name,
+    /// a `*.parent` pattern, or `*` for every host. A host is matched by its own name
+    /// first, then by its `*.` forms from the closest parent up (so `*.example.com`
+    /// also covers `a.b.example.com`, as in mitmproxy), then by `*`. A later file
+    /// registered under the same name replaces the earlier one.
+    ///
+    /// A file that cannot be read, holds no certificate or no key, or whose key does
+    /// not belong to its first certificate is [`Error::CertFile`]. The certificate is
+    /// served as it is: the client must trust it (this CA does not sign it).
+    #[doc(alias = "certs")]
+    pub fn add_cert_file(&self, domain: &str, path: impl AsRef<Path>) -> Result<()> {
+        self.given.add_file(domain, path.as_ref())
     }
 
     /// How many hosts currently have a cached certificate.
@@ -369,6 +401,7 @@ impl CertificateAuthority {
             leaves: Leaves::new(DEFAULT_CACHE_SIZE)?,
             cert_path: None,
             source: CaSource::Memory,
+            given: GivenCerts::default(),
         };
         ca.check_issuer_name(paths.0)?;
         Ok(ca)
