@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -234,14 +235,23 @@ impl Mitmdump {
     /// its confdir (and CA) in `dir/mitmproxy`, trusting the test origins' CA
     /// upstream, and waits until it listens.
     pub(crate) async fn start(mitmdump: &Path, dir: &Path, file: &Path) -> Mitmdump {
+        Self::start_args(mitmdump, dir, [OsStr::new("-w"), file.as_os_str()]).await
+    }
+
+    /// [`start`](Self::start) with `args` instead of `-w FILE` (e.g. `-S FILE` and
+    /// `--set` options).
+    pub(crate) async fn start_args<'a>(
+        mitmdump: &Path,
+        dir: &Path,
+        args: impl IntoIterator<Item = &'a OsStr>,
+    ) -> Mitmdump {
         let confdir = dir.join("mitmproxy");
         let log = dir.join("mitmdump.log");
         let port = refused_port();
         let child = tokio::process::Command::new(mitmdump)
             .args(["--listen-host", "127.0.0.1", "--listen-port"])
             .arg(port.to_string())
-            .arg("-w")
-            .arg(file)
+            .args(args)
             .arg("--set")
             .arg(format!("confdir={}", confdir.display()))
             .arg("--set")

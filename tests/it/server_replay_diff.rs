@@ -1,0 +1,410 @@
+//! Server replay against real mitmdump 11: one flow file (recorded by mitmdump), the
+//! same `server_replay_*` options given to both (`--set NAME=VALUE` to mitmdump, the
+//! flags of the same names to ours), the same requests sent by one client, and what
+//! the client sees compared: the status, and the body (the recorded one, or none).
+//!
+//! The origin is stopped once the flows are recorded, so a request forwarded to it
+//! gets the proxy's `502` (whose page differs from proxy to proxy: only its status is
+//! compared), and one answered from the recording gets the recorded body.
+//!
+//! mitmdump's ways not copied (the test sends nothing that shows them):
+//! - it marks its `server_replay_extra` status answers as replayed responses
+//!   (`is_replay: response`); ours are the proxy's own, unmarked;
+//! - it matches the path as Python's `urlparse` cuts it (a `;params` suffix of the last
+//!   segment left out) and the host by the `Host` header when there is one;
+//! - its multipart reader drops the line breaks inside a form field's value.
+
+use crate::common;
+use crate::flows::Mitmdump;
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use common::{
+    refused_port, require_tool, start_origin, venv_tool, ChildProxy, PATIENCE, VENV_INSTALL,
+};
+
+/// One request the client sends: method, URL, headers, body.
+#[derive(Clone)]
+struct Ask {
+    method: &'static str,
+    url: String,
+    headers: Vec<(&'static str, &'static str)>,
+    body: &'static [u8],
+}
+
+impl Ask {
+    fn get(url: String) -> Ask {
+        Ask {
+            method: "GET",
+            url,
+            headers: Vec::new(),
+            body: b"",
+        }
+    }
+
+    fn post(url: String, body: &'static [u8]) -> Ask {
+        Ask {
+            method: "POST",
+            url,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    fn header(mut self, name: &'static str, value: &'static str) -> Ask {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+/// What the client saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Got {
+    /// A response: its status and body (none for a `502`, whose page is each
+    /// proxy's own).
+    Answer(u16, String),
+    /// The connection closed without an answer.
+    Closed,
+}
+
+use Got::{Answer, Closed};
+
+fn body(text: &str) -> String {
+    text.to_string()
+}
+
+/// Sends each of `asks` on a connection of its own (a closed one must not be reused
+/// or retried) through the proxy at `proxy`.
+async fn send(proxy: &str, asks: &[Ask]) -> Vec<Got> {
+    // Plain HTTP only: TLS trusts nothing (the provider is the crate's, as reqwest
+    // finds none of its own here).
+    let tls = rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .proxy(reqwest::Proxy::all(proxy).unwrap())
+        .pool_max_idle_per_host(0)
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let mut seen = Vec::new();
+    for ask in asks {
+        let mut request = client.request(ask.method.parse().unwrap(), &ask.url);
+        for (name, value) in &ask.headers {
+            request = request.header(*name, *value);
+        }
+        if !ask.body.is_empty() {
+            request = request.body(ask.body);
+        }
+        let got = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.bytes().await.unwrap();
+                let body = if status == 502 {
+                    String::new()
+                } else {
+                    String::from_utf8_lossy(&body).into_owned()
+                };
+                Answer(status, body)
+            }
+            Err(e) => {
+                assert!(!e.is_timeout(), "{}: {e}", ask.url);
+                Closed
+            }
+        };
+        seen.push(got);
+    }
+    seen
+}
+
+/// The requests recorded: a GET with a query and a language, a POST with a body, a
+/// POST of an urlencoded form.
+fn recorded(port: u16) -> Vec<Ask> {
+    vec![
+        Ask::get(format!("http://127.0.0.1:{port}/page?x=1&t=1")).header("accept-language", "en"),
+        Ask::post(format!("http://127.0.0.1:{port}/echo"), b"one"),
+        Ask::post(format!("http://127.0.0.1:{port}/echo"), b"user=ann&csrf=1")
+            .header("content-type", "application/x-www-form-urlencoded"),
+    ]
+}
+
+/// One case: the options (mitmproxy's names and values), what to send, and what the
+/// client must see (with both proxies).
+struct Case {
+    options: &'static [(&'static str, &'static str)],
+    asks: Vec<Ask>,
+    want: Vec<Got>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_replay_options_answer_as_mitmdump_11_does() {
+    let Some(mitmdump) = venv_tool("mitmdump") else {
+        require_tool(false, "mitmdump", VENV_INSTALL);
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recorded.flows");
+
+    // Record through mitmdump, then stop the origin.
+    let origin = start_origin().await;
+    let port = origin.port();
+    let recording = dir.path().join("recording");
+    std::fs::create_dir(&recording).unwrap();
+    let dump = Mitmdump::start(&mitmdump, &recording, &file).await;
+    let seen = send(&format!("http://{}", dump.addr()), &recorded(port)).await;
+    let page = body("hello from origin: GET /page?x=1&t=1");
+    assert_eq!(
+        seen,
+        [
+            Answer(200, page.clone()),
+            Answer(200, body("one")),
+            Answer(200, body("user=ann&csrf=1"))
+        ]
+    );
+    dump.stop().await;
+    drop(origin);
+
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let page_ask = || Ask::get(url("/page?x=1&t=1")).header("accept-language", "en");
+    let form = |body: &'static [u8]| {
+        Ask::post(url("/echo"), body).header("content-type", "application/x-www-form-urlencoded")
+    };
+    let elsewhere = refused_port();
+    let cases = vec![
+        // The defaults: each recording served once; the rest forwarded (to no origin).
+        Case {
+            options: &[],
+            asks: vec![page_ask(), page_ask(), Ask::get(url("/never"))],
+            want: vec![
+                Answer(200, page.clone()),
+                Answer(502, body("")),
+                Answer(502, body("")),
+            ],
+        },
+        Case {
+            options: &[("server_replay_reuse", "true")],
+            asks: vec![page_ask(), page_ask()],
+            want: vec![Answer(200, page.clone()), Answer(200, page.clone())],
+        },
+        Case {
+            options: &[("server_replay_extra", "kill")],
+            asks: vec![page_ask(), page_ask()],
+            want: vec![Answer(200, page.clone()), Closed],
+        },
+        // mitmproxy's former way to say it.
+        Case {
+            options: &[("server_replay_kill_extra", "true")],
+            asks: vec![Ask::get(url("/never"))],
+            want: vec![Closed],
+        },
+        Case {
+            options: &[("server_replay_extra", "404")],
+            asks: vec![page_ask(), page_ask()],
+            want: vec![Answer(200, page.clone()), Answer(404, body(""))],
+        },
+        Case {
+            options: &[("server_replay_extra", "204")],
+            asks: vec![Ask::get(url("/never"))],
+            want: vec![Answer(204, body(""))],
+        },
+        Case {
+            options: &[("server_replay_extra", "400")],
+            asks: vec![Ask::get(url("/never"))],
+            want: vec![Answer(400, body(""))],
+        },
+        Case {
+            options: &[("server_replay_extra", "500")],
+            asks: vec![Ask::get(url("/never"))],
+            want: vec![Answer(500, body(""))],
+        },
+        // Matching: with extra=404 and reuse, a 404 says "no match".
+        Case {
+            options: &[
+                ("server_replay_extra", "404"),
+                ("server_replay_reuse", "true"),
+            ],
+            asks: vec![
+                Ask::get(url("/page?x=1&t=2")).header("accept-language", "en"),
+                Ask::get(url("/page?t=1&x=1")).header("accept-language", "en"),
+                Ask::get(url("/page?x=%31&t=1")).header("accept-language", "en"),
+                // Headers do not count unless named.
+                Ask::get(url("/page?x=1&t=1")).header("accept-language", "de"),
+                Ask::post(url("/echo"), b"two"),
+                Ask::get(format!("http://localhost:{port}/page?x=1&t=1")),
+                Ask::get(format!("http://127.0.0.1:{elsewhere}/page?x=1&t=1")),
+                form(b"user=ann&csrf=2"),
+            ],
+            want: vec![
+                Answer(404, body("")),
+                Answer(404, body("")),
+                Answer(200, page.clone()),
+                Answer(200, page.clone()),
+                Answer(404, body("")),
+                Answer(404, body("")),
+                Answer(404, body("")),
+                Answer(404, body("")),
+            ],
+        },
+        Case {
+            options: &[
+                ("server_replay_extra", "404"),
+                ("server_replay_ignore_params", "t"),
+                ("server_replay_reuse", "true"),
+            ],
+            // An ignored parameter may be missing, or come twice.
+            asks: vec![
+                Ask::get(url("/page?x=1&t=2")),
+                Ask::get(url("/page?x=1")),
+                Ask::get(url("/page?t=3&x=1&t=4")),
+                Ask::get(url("/page?x=2&t=1")),
+            ],
+            want: vec![
+                Answer(200, page.clone()),
+                Answer(200, page.clone()),
+                Answer(200, page.clone()),
+                Answer(404, body("")),
+            ],
+        },
+        Case {
+            options: &[
+                ("server_replay_extra", "404"),
+                ("server_replay_ignore_content", "true"),
+            ],
+            asks: vec![Ask::post(url("/echo"), b"two")],
+            want: vec![Answer(200, body("one"))],
+        },
+        Case {
+            options: &[
+                ("server_replay_extra", "404"),
+                ("server_replay_ignore_host", "true"),
+                ("server_replay_reuse", "true"),
+            ],
+            asks: vec![
+                Ask::get(format!("http://localhost:{port}/page?x=1&t=1")),
+                Ask::get(format!("http://localhost:{elsewhere}/page?x=1&t=1")),
+            ],
+            want: vec![Answer(200, page.clone()), Answer(404, body(""))],
+        },
+        Case {
+            options: &[
+                ("server_replay_extra", "404"),
+                ("server_replay_ignore_port", "true"),
+                ("server_replay_reuse", "true"),
+            ],
+            asks: vec![
+                Ask::get(format!("http://127.0.0.1:{elsewhere}/page?x=1&t=1")),
+                Ask::get(format!("http://localhost:{elsewhere}/page?x=1&t=1")),
+            ],
+            want: vec![Answer(200, page.clone()), Answer(404, body(""))],
+        },
+        Case {
+            options: &[
+                ("server_replay_extra", "404"),
+                ("server_replay_use_headers", "Accept-Language"),
+                ("server_replay_reuse", "true"),
+            ],
+            asks: vec![
+                page_ask().header("x-other", "1"),
+                Ask::get(url("/page?x=1&t=1")).header("accept-language", "de"),
+                Ask::get(url("/page?x=1&t=1")),
+            ],
+            want: vec![
+                Answer(200, page.clone()),
+                Answer(404, body("")),
+                Answer(404, body("")),
+            ],
+        },
+        Case {
+            options: &[
+                ("server_replay_extra", "404"),
+                ("server_replay_ignore_payload_params", "csrf"),
+                ("server_replay_reuse", "true"),
+            ],
+            // An ignored field may be missing too.
+            asks: vec![
+                form(b"user=ann&csrf=2"),
+                form(b"user=ann"),
+                form(b"user=bob&csrf=1"),
+            ],
+            want: vec![
+                Answer(200, body("user=ann&csrf=1")),
+                Answer(200, body("user=ann&csrf=1")),
+                Answer(404, body("")),
+            ],
+        },
+    ];
+
+    // mitmproxy's former name of reuse: mitmdump 11 logs an error for it at start, and
+    // so exits (its start refuses any error logged); ours takes it, with a warning.
+    let nopop = Case {
+        options: &[("server_replay_nopop", "true")],
+        asks: vec![page_ask(), page_ask()],
+        want: vec![Answer(200, page.clone()), Answer(200, page.clone())],
+    };
+    let refused = tokio::process::Command::new(&mitmdump)
+        .args(["--listen-host", "127.0.0.1", "--listen-port", "0", "-S"])
+        .arg(&file)
+        .args(["--set", "server_replay_nopop=true", "--set"])
+        .arg(format!(
+            "confdir={}",
+            dir.path().join("mitmproxy").display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let refused = tokio::time::timeout(PATIENCE, refused)
+        .await
+        .unwrap()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("server_replay_nopop has been renamed"),
+        "{said}"
+    );
+    assert_eq!(with_ours(&file, &nopop).await, nopop.want);
+
+    for case in cases {
+        let what = format!("{:?}", case.options);
+        let theirs = with_mitmdump(&mitmdump, dir.path(), &file, &case).await;
+        let ours = with_ours(&file, &case).await;
+        assert_eq!(theirs, case.want, "mitmdump, {what}");
+        assert_eq!(ours, case.want, "ours, {what}");
+    }
+}
+
+/// What the client sees through mitmdump `-S file` with the case's options.
+async fn with_mitmdump(mitmdump: &Path, dir: &Path, file: &Path, case: &Case) -> Vec<Got> {
+    let mut args = vec!["-S".to_string(), file.display().to_string()];
+    for (name, value) in case.options {
+        args.push("--set".into());
+        args.push(format!("{name}={value}"));
+    }
+    let dump = Mitmdump::start_args(mitmdump, dir, args.iter().map(OsStr::new)).await;
+    let seen = send(&format!("http://{}", dump.addr()), &case.asks).await;
+    dump.stop().await;
+    seen
+}
+
+/// What the client sees through ours with `--server-replay file` and the flags named
+/// as the case's options (`server_replay_x=true` → `--server-replay-x`).
+async fn with_ours(file: &Path, case: &Case) -> Vec<Got> {
+    let mut args = vec!["--server-replay".to_string(), file.display().to_string()];
+    for (name, value) in case.options {
+        args.push(format!("--{}", name.replace('_', "-")));
+        if *value != "true" {
+            args.push(value.to_string());
+        }
+    }
+    let proxy = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ChildProxy::start_with(&args)
+    })
+    .await
+    .unwrap();
+    send(&format!("http://{}", proxy.addr), &case.asks).await
+}
