@@ -19,6 +19,7 @@ use crate::flows::Mitmdump;
 
 use std::ffi::OsStr;
 use std::path::Path;
+use std::time::SystemTime;
 
 use common::{
     refused_port, require_tool, start_origin, venv_tool, ChildProxy, PATIENCE, VENV_INSTALL,
@@ -77,20 +78,7 @@ fn body(text: &str) -> String {
 /// Sends each of `asks` on a connection of its own (a closed one must not be reused
 /// or retried) through the proxy at `proxy`.
 async fn send(proxy: &str, asks: &[Ask]) -> Vec<Got> {
-    // Plain HTTP only: TLS trusts nothing (the provider is the crate's, as reqwest
-    // finds none of its own here).
-    let tls = rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .proxy(reqwest::Proxy::all(proxy).unwrap())
-        .pool_max_idle_per_host(0)
-        .timeout(PATIENCE)
-        .build()
-        .unwrap();
+    let client = client(proxy);
     let mut seen = Vec::new();
     for ask in asks {
         let mut request = client.request(ask.method.parse().unwrap(), &ask.url);
@@ -119,6 +107,25 @@ async fn send(proxy: &str, asks: &[Ask]) -> Vec<Got> {
         seen.push(got);
     }
     seen
+}
+
+/// A client of `proxy` for every scheme, with a connection per request (a closed one
+/// must not be reused or retried).
+fn client(proxy: &str) -> reqwest::Client {
+    // Plain HTTP only: TLS trusts nothing (the crypto provider is the crate's, as
+    // reqwest finds none of its own here).
+    let tls = rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .proxy(reqwest::Proxy::all(proxy).unwrap())
+        .pool_max_idle_per_host(0)
+        .timeout(PATIENCE)
+        .build()
+        .unwrap()
 }
 
 /// The requests recorded: a GET with a query and a language, a POST with a body, a
@@ -165,6 +172,12 @@ async fn server_replay_options_answer_as_mitmdump_11_does() {
             Answer(200, body("user=ann&csrf=1"))
         ]
     );
+    // A response with dates long past, for server_replay_refresh.
+    let dated_url = format!("http://127.0.0.1:{port}/dated");
+    let recorded_from = SystemTime::now();
+    let original = dated(&format!("http://{}", dump.addr()), &dated_url).await;
+    let recorded_until = SystemTime::now();
+    assert_eq!(original, [OLD_DATE; 4]);
     dump.stop().await;
     drop(origin);
 
@@ -366,35 +379,130 @@ async fn server_replay_options_answer_as_mitmdump_11_does() {
         said.contains("server_replay_nopop has been renamed"),
         "{said}"
     );
-    assert_eq!(with_ours(&file, &nopop).await, nopop.want);
+    let ours = with_ours(&file, nopop.options, async |proxy| {
+        send(&proxy, &nopop.asks).await
+    })
+    .await;
+    assert_eq!(ours, nopop.want);
 
     for case in cases {
         let what = format!("{:?}", case.options);
-        let theirs = with_mitmdump(&mitmdump, dir.path(), &file, &case).await;
-        let ours = with_ours(&file, &case).await;
+        let run = async |proxy: String| send(&proxy, &case.asks).await;
+        let theirs = with_mitmdump(&mitmdump, dir.path(), &file, case.options, run).await;
+        let run = async |proxy: String| send(&proxy, &case.asks).await;
+        let ours = with_ours(&file, case.options, run).await;
         assert_eq!(theirs, case.want, "mitmdump, {what}");
         assert_eq!(ours, case.want, "ours, {what}");
     }
+
+    // server_replay_refresh: on by default, each date moved forward by the time since
+    // the response was recorded; off, the dates served as recorded.
+    let refreshed = |options: &'static [(&'static str, &'static str)]| {
+        let (mitmdump, file, dated_url) = (&mitmdump, &file, &dated_url);
+        let dir = dir.path();
+        async move {
+            let sent_from = SystemTime::now();
+            let theirs = with_mitmdump(mitmdump, dir, file, options, async |p| {
+                dated(&p, dated_url).await
+            })
+            .await;
+            let ours = with_ours(file, options, async |p| dated(&p, dated_url).await).await;
+            let sent_until = SystemTime::now();
+            (theirs, ours, sent_from, sent_until)
+        }
+    };
+    let (theirs, ours, sent_from, sent_until) = refreshed(&[]).await;
+    let least = secs(sent_from.duration_since(recorded_until).unwrap()) - 1;
+    let most = secs(sent_until.duration_since(recorded_from).unwrap()) + 1;
+    // What the cases above took makes a refresh show.
+    assert!(least >= 2, "too little time passed to see a refresh");
+    for (who, dates) in [("mitmdump", &theirs), ("ours", &ours)] {
+        for date in dates {
+            let moved = seconds_after_old_date(date);
+            assert!(
+                (least..=most).contains(&moved),
+                "{who}: {date}, {moved} s not in {least}..={most} s"
+            );
+        }
+    }
+    let (theirs, ours, _, _) = refreshed(&[("server_replay_refresh", "false")]).await;
+    assert_eq!(theirs, [OLD_DATE; 4], "mitmdump");
+    assert_eq!(ours, [OLD_DATE; 4], "ours");
 }
 
-/// What the client sees through mitmdump `-S file` with the case's options.
-async fn with_mitmdump(mitmdump: &Path, dir: &Path, file: &Path, case: &Case) -> Vec<Got> {
+/// The date of the origin's `/dated`.
+const OLD_DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+
+fn secs(d: std::time::Duration) -> i64 {
+    d.as_secs() as i64
+}
+
+/// How many seconds `date` (IMF-fixdate, within the month of [`OLD_DATE`]) is after
+/// it.
+fn seconds_after_old_date(date: &str) -> i64 {
+    let words: Vec<&str> = date.split_whitespace().collect();
+    assert_eq!(words.len(), 6, "{date}");
+    assert_eq!(&words[2..4], ["Nov", "1994"], "{date}");
+    assert_eq!(words[5], "GMT", "{date}");
+    let day: i64 = words[1].parse().unwrap();
+    let hms: Vec<i64> = words[4].split(':').map(|n| n.parse().unwrap()).collect();
+    let at = |day: i64, h: i64, m: i64, s: i64| ((day * 24 + h) * 60 + m) * 60 + s;
+    at(day, hms[0], hms[1], hms[2]) - at(6, 8, 49, 37)
+}
+
+/// The dates `url`'s response has through `proxy`: `Date`, `Expires`,
+/// `Last-Modified`, and the `Expires` of its cookie.
+async fn dated(proxy: &str, url: &str) -> Vec<String> {
+    let response = client(proxy).get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers();
+    let mut dates: Vec<String> = ["date", "expires", "last-modified"]
+        .iter()
+        .map(|name| headers.get(*name).unwrap().to_str().unwrap().to_string())
+        .collect();
+    let cookie = headers.get("set-cookie").unwrap().to_str().unwrap();
+    let expires = cookie
+        .split(';')
+        .find_map(|a| {
+            let (name, value) = a.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("expires")
+                .then(|| value.trim())
+        })
+        .unwrap_or_else(|| panic!("no Expires in {cookie}"));
+    dates.push(expires.to_string());
+    dates
+}
+
+/// `run` with the URL of mitmdump `-S file` with `options` (`--set NAME=VALUE`).
+async fn with_mitmdump<T>(
+    mitmdump: &Path,
+    dir: &Path,
+    file: &Path,
+    options: &[(&str, &str)],
+    run: impl AsyncFnOnce(String) -> T,
+) -> T {
     let mut args = vec!["-S".to_string(), file.display().to_string()];
-    for (name, value) in case.options {
+    for (name, value) in options {
         args.push("--set".into());
         args.push(format!("{name}={value}"));
     }
     let dump = Mitmdump::start_args(mitmdump, dir, args.iter().map(OsStr::new)).await;
-    let seen = send(&format!("http://{}", dump.addr()), &case.asks).await;
+    let got = run(format!("http://{}", dump.addr())).await;
     dump.stop().await;
-    seen
+    got
 }
 
-/// What the client sees through ours with `--server-replay file` and the flags named
-/// as the case's options (`server_replay_x=true` → `--server-replay-x`).
-async fn with_ours(file: &Path, case: &Case) -> Vec<Got> {
+/// `run` with the URL of ours with `--server-replay file` and the flags named as
+/// `options` (`server_replay_x=true` → `--server-replay-x`, else
+/// `--server-replay-x VALUE`).
+async fn with_ours<T>(
+    file: &Path,
+    options: &[(&str, &str)],
+    run: impl AsyncFnOnce(String) -> T,
+) -> T {
     let mut args = vec!["--server-replay".to_string(), file.display().to_string()];
-    for (name, value) in case.options {
+    for (name, value) in options {
         args.push(format!("--{}", name.replace('_', "-")));
         if *value != "true" {
             args.push(value.to_string());
@@ -406,5 +514,5 @@ async fn with_ours(file: &Path, case: &Case) -> Vec<Got> {
     })
     .await
     .unwrap();
-    send(&format!("http://{}", proxy.addr), &case.asks).await
+    run(format!("http://{}", proxy.addr)).await
 }

@@ -331,6 +331,12 @@ group! {
         #[arg(long)]
         pub(crate) server_replay_reuse: bool,
 
+        /// Move the dates of replayed responses (Date, Expires, Last-Modified, cookie
+        /// expiries) forward by the time since they were recorded; `false` serves them
+        /// as recorded.
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
+        pub(crate) server_replay_refresh: bool,
+
         /// mitmproxy's former name of --server-replay-reuse.
         #[arg(long, hide = true)]
         pub(crate) server_replay_nopop: bool,

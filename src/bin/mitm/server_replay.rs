@@ -61,6 +61,7 @@ fn options(args: &args::ServerReplay) -> ServerReplayOptions {
     ServerReplayOptions::new()
         .extra(extra)
         .reuse(args.server_replay_reuse || args.server_replay_nopop)
+        .refresh(args.server_replay_refresh)
         .ignore_content(args.server_replay_ignore_content)
         .ignore_host(args.server_replay_ignore_host)
         .ignore_port(args.server_replay_ignore_port)

@@ -27,11 +27,13 @@
 //! ```
 
 mod key;
+mod refresh;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -133,8 +135,8 @@ pub enum ServerReplayError {
 
 /// How a [`ServerReplay`] matches requests and what it does with those it cannot
 /// answer: mitmproxy's `server_replay_*` options. The default matches every part of a
-/// request, serves each recording once, and forwards the rest, as mitmproxy's
-/// defaults do.
+/// request, serves each recording once with its dates refreshed, and forwards the
+/// rest, as mitmproxy's defaults do.
 ///
 /// ```
 /// use mitm::capture::server_replay::{ServerReplayOptions, Unmatched};
@@ -146,10 +148,11 @@ pub enum ServerReplayError {
 ///     .ignore_params(["t"]);
 /// assert_eq!(options.unmatched(), Unmatched::Kill);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerReplayOptions {
     extra: Unmatched,
     reuse: bool,
+    refresh: bool,
     ignore_content: bool,
     ignore_host: bool,
     ignore_port: bool,
@@ -158,11 +161,36 @@ pub struct ServerReplayOptions {
     use_headers: Vec<String>,
 }
 
+impl Default for ServerReplayOptions {
+    fn default() -> Self {
+        ServerReplayOptions {
+            extra: Unmatched::Forward,
+            reuse: false,
+            refresh: true,
+            ignore_content: false,
+            ignore_host: false,
+            ignore_port: false,
+            ignore_params: Vec::new(),
+            ignore_payload_params: Vec::new(),
+            use_headers: Vec::new(),
+        }
+    }
+}
+
 impl ServerReplayOptions {
-    /// mitmproxy's defaults: every part matched, each recording served once, the
-    /// rest forwarded.
+    /// mitmproxy's defaults: every part matched, each recording served once and
+    /// refreshed, the rest forwarded.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Refresh replayed responses (`server_replay_refresh`): their `Date`, `Expires`
+    /// and `Last-Modified` fields and their cookies' `Expires` moved forward by the
+    /// time since the response was recorded (dates that cannot be read are left as
+    /// they are). Default: on, as in mitmproxy.
+    pub fn refresh(mut self, refresh: bool) -> Self {
+        self.refresh = refresh;
+        self
     }
 
     /// What requests with no recording (left) get (`server_replay_extra`). Default:
@@ -237,8 +265,15 @@ impl ServerReplayOptions {
 /// [module](self) for an example).
 #[derive(Debug)]
 pub struct ServerReplay {
-    responses: Mutex<HashMap<Key, VecDeque<Response>>>,
+    responses: Mutex<HashMap<Key, VecDeque<Recorded>>>,
     options: ServerReplayOptions,
+}
+
+/// A response to serve, and when it was recorded (for its refresh).
+#[derive(Debug, Clone)]
+struct Recorded {
+    response: Response,
+    at: SystemTime,
 }
 
 impl ServerReplay {
@@ -253,7 +288,7 @@ impl ServerReplay {
         options: ServerReplayOptions,
     ) -> Result<Self, ServerReplayError> {
         options.extra.check()?;
-        let mut responses: HashMap<Key, VecDeque<Response>> = HashMap::new();
+        let mut responses: HashMap<Key, VecDeque<Recorded>> = HashMap::new();
         for record in records {
             let Some(recorded) = &record.response else {
                 continue;
@@ -279,12 +314,14 @@ impl ServerReplay {
             }
             // As the key's body: a copy of its own, not a slice of the record's buffer.
             response.body = Body::Full(Bytes::copy_from_slice(&recorded.body.data));
+            // mitmproxy's `timestamp_start` of the response: its first byte.
+            let at = record.started_at + record.timings.response_first_byte.unwrap_or_default();
             responses
                 .entry(key_of_record(&record.request, &options))
                 // Most requests are recorded once: no room for three more (an empty
                 // `VecDeque`'s first push makes room for four).
                 .or_insert_with(|| VecDeque::with_capacity(1))
-                .push_back(response);
+                .push_back(Recorded { response, at });
         }
         Ok(ServerReplay {
             responses: Mutex::new(responses),
@@ -307,13 +344,27 @@ impl ServerReplay {
         &self.options
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, VecDeque<Response>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, VecDeque<Recorded>>> {
         self.responses.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The response for `flow`'s request, refreshed unless the options say not to.
+    fn answer(&self, flow: &HttpFlow) -> Option<Response> {
+        let Recorded { mut response, at } = self.next(flow)?;
+        if self.options.refresh {
+            // Whole seconds, as dates have; a recording from the future moves back.
+            let delta = match SystemTime::now().duration_since(at) {
+                Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+                Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+            };
+            refresh::refresh(&mut response.headers, delta);
+        }
+        Some(response)
     }
 
     /// The next recorded response for `flow`'s request: taken, or with
     /// [`reuse`](ServerReplayOptions::reuse) the first, copied.
-    fn next(&self, flow: &HttpFlow) -> Option<Response> {
+    fn next(&self, flow: &HttpFlow) -> Option<Recorded> {
         let request = &flow.request;
         let body = match &request.body {
             Body::Empty => Bytes::new(),
@@ -368,7 +419,7 @@ impl HttpHandler for ServerReplay {
         if flow.request.is_connect() {
             return Verdict::Continue;
         }
-        if let Some(response) = self.next(flow) {
+        if let Some(response) = self.answer(flow) {
             flow.is_replay = Some(Replay::Response);
             return Verdict::Respond(response);
         }
