@@ -18,11 +18,13 @@ use crate::common;
 use crate::flows::Mitmdump;
 
 use std::ffi::OsStr;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::SystemTime;
 
 use common::{
-    refused_port, require_tool, start_origin, venv_tool, ChildProxy, PATIENCE, VENV_INSTALL,
+    refused_port, require_tool, start_origin, start_tls_origin, venv_tool, ChildProxy, PATIENCE,
+    VENV_INSTALL,
 };
 
 /// One request the client sends: method, URL, headers, body.
@@ -77,8 +79,7 @@ fn body(text: &str) -> String {
 
 /// Sends each of `asks` on a connection of its own (a closed one must not be reused
 /// or retried) through the proxy at `proxy`.
-async fn send(proxy: &str, asks: &[Ask]) -> Vec<Got> {
-    let client = client(proxy);
+async fn send(client: &reqwest::Client, asks: &[Ask]) -> Vec<Got> {
     let mut seen = Vec::new();
     for ask in asks {
         let mut request = client.request(ask.method.parse().unwrap(), &ask.url);
@@ -109,19 +110,18 @@ async fn send(proxy: &str, asks: &[Ask]) -> Vec<Got> {
     seen
 }
 
-/// A client of `proxy` for every scheme, with a connection per request (a closed one
-/// must not be reused or retried).
-fn client(proxy: &str) -> reqwest::Client {
-    // Plain HTTP only: TLS trusts nothing (the crypto provider is the crate's, as
-    // reqwest finds none of its own here).
+/// A client of the proxy at `addr` for every scheme, trusting `roots` (the proxy's
+/// CA), with a connection per request (a closed one must not be reused or retried).
+fn client(addr: SocketAddr, roots: rustls::RootCertStore) -> reqwest::Client {
     let tls = rustls::ClientConfig::builder_with_provider(mitm::tls::crypto_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_root_certificates(roots)
         .with_no_client_auth();
+    let proxy = format!("http://{addr}");
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
-        .proxy(reqwest::Proxy::all(proxy).unwrap())
+        .proxy(reqwest::Proxy::all(&proxy).unwrap())
         .pool_max_idle_per_host(0)
         .timeout(PATIENCE)
         .build()
@@ -129,14 +129,28 @@ fn client(proxy: &str) -> reqwest::Client {
 }
 
 /// The requests recorded: a GET with a query and a language, a POST with a body, a
-/// POST of an urlencoded form.
-fn recorded(port: u16) -> Vec<Ask> {
+/// POST of an urlencoded form and one of a multipart form, and a POST inside HTTPS
+/// (to `tls_port`).
+fn recorded(port: u16, tls_port: u16) -> Vec<Ask> {
     vec![
         Ask::get(format!("http://127.0.0.1:{port}/page?x=1&t=1")).header("accept-language", "en"),
         Ask::post(format!("http://127.0.0.1:{port}/echo"), b"one"),
         Ask::post(format!("http://127.0.0.1:{port}/echo"), b"user=ann&csrf=1")
             .header("content-type", "application/x-www-form-urlencoded"),
+        multipart(format!("http://127.0.0.1:{port}/echo"), MULTIPART_ANN_1),
+        Ask::post(format!("https://localhost:{tls_port}/echo"), b"secret"),
     ]
+}
+
+/// A multipart form: user=ann, csrf=1.
+const MULTIPART_ANN_1: &[u8] = b"--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nann\r\n--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n1\r\n--XyZ--\r\n";
+/// The same form with csrf=2.
+const MULTIPART_ANN_2: &[u8] = b"--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nann\r\n--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n2\r\n--XyZ--\r\n";
+/// The same form with user=bob.
+const MULTIPART_BOB_1: &[u8] = b"--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nbob\r\n--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n1\r\n--XyZ--\r\n";
+
+fn multipart(url: String, body: &'static [u8]) -> Ask {
+    Ask::post(url, body).header("content-type", "multipart/form-data; boundary=XyZ")
 }
 
 /// One case: the options (mitmproxy's names and values), what to send, and what the
@@ -159,23 +173,30 @@ async fn server_replay_options_answer_as_mitmdump_11_does() {
     // Record through mitmdump, then stop the origin.
     let origin = start_origin().await;
     let port = origin.port();
+    // The HTTPS origin stays: what it echoes tells a forwarded request from a replayed
+    // one.
+    let tls_origin = start_tls_origin().await;
+    let tls_port = tls_origin.port();
     let recording = dir.path().join("recording");
     std::fs::create_dir(&recording).unwrap();
     let dump = Mitmdump::start(&mitmdump, &recording, &file).await;
-    let seen = send(&format!("http://{}", dump.addr()), &recorded(port)).await;
+    let through = client(dump.addr(), Mitmdump::roots(&recording));
+    let seen = send(&through, &recorded(port, tls_port)).await;
     let page = body("hello from origin: GET /page?x=1&t=1");
     assert_eq!(
         seen,
         [
             Answer(200, page.clone()),
             Answer(200, body("one")),
-            Answer(200, body("user=ann&csrf=1"))
+            Answer(200, body("user=ann&csrf=1")),
+            Answer(200, String::from_utf8(MULTIPART_ANN_1.to_vec()).unwrap()),
+            Answer(200, body("secret")),
         ]
     );
     // A response with dates long past, for server_replay_refresh.
     let dated_url = format!("http://127.0.0.1:{port}/dated");
     let recorded_from = SystemTime::now();
-    let original = dated(&format!("http://{}", dump.addr()), &dated_url).await;
+    let original = dated(&through, &dated_url).await;
     let recorded_until = SystemTime::now();
     assert_eq!(original, [OLD_DATE; 4]);
     dump.stop().await;
@@ -187,6 +208,7 @@ async fn server_replay_options_answer_as_mitmdump_11_does() {
         Ask::post(url("/echo"), body).header("content-type", "application/x-www-form-urlencoded")
     };
     let elsewhere = refused_port();
+    let tls_url = format!("https://localhost:{tls_port}/echo");
     let cases = vec![
         // The defaults: each recording served once; the rest forwarded (to no origin).
         Case {
@@ -349,6 +371,39 @@ async fn server_replay_options_answer_as_mitmdump_11_does() {
                 Answer(404, body("")),
             ],
         },
+        Case {
+            options: &[
+                ("server_replay_extra", "404"),
+                ("server_replay_ignore_payload_params", "csrf"),
+                ("server_replay_reuse", "true"),
+            ],
+            asks: vec![
+                multipart(url("/echo"), MULTIPART_ANN_2),
+                multipart(url("/echo"), MULTIPART_BOB_1),
+            ],
+            want: vec![
+                Answer(200, String::from_utf8(MULTIPART_ANN_1.to_vec()).unwrap()),
+                Answer(404, body("")),
+            ],
+        },
+        // Inside intercepted HTTPS: forwarded (to the origin, which echoes) unless
+        // it matches; with the content ignored, it matches.
+        Case {
+            options: &[],
+            asks: vec![
+                Ask::post(tls_url.clone(), b"other"),
+                Ask::post(tls_url.clone(), b"secret"),
+            ],
+            want: vec![Answer(200, body("other")), Answer(200, body("secret"))],
+        },
+        Case {
+            options: &[("server_replay_ignore_content", "true")],
+            asks: vec![
+                Ask::post(tls_url.clone(), b"other"),
+                Ask::post(tls_url.clone(), b"more"),
+            ],
+            want: vec![Answer(200, body("secret")), Answer(200, body("more"))],
+        },
     ];
 
     // mitmproxy's former name of reuse: mitmdump 11 logs an error for it at start, and
@@ -379,17 +434,17 @@ async fn server_replay_options_answer_as_mitmdump_11_does() {
         said.contains("server_replay_nopop has been renamed"),
         "{said}"
     );
-    let ours = with_ours(&file, nopop.options, async |proxy| {
-        send(&proxy, &nopop.asks).await
+    let ours = with_ours(&file, nopop.options, async |client| {
+        send(&client, &nopop.asks).await
     })
     .await;
     assert_eq!(ours, nopop.want);
 
     for case in cases {
         let what = format!("{:?}", case.options);
-        let run = async |proxy: String| send(&proxy, &case.asks).await;
+        let run = async |client: reqwest::Client| send(&client, &case.asks).await;
         let theirs = with_mitmdump(&mitmdump, dir.path(), &file, case.options, run).await;
-        let run = async |proxy: String| send(&proxy, &case.asks).await;
+        let run = async |client: reqwest::Client| send(&client, &case.asks).await;
         let ours = with_ours(&file, case.options, run).await;
         assert_eq!(theirs, case.want, "mitmdump, {what}");
         assert_eq!(ours, case.want, "ours, {what}");
@@ -402,11 +457,14 @@ async fn server_replay_options_answer_as_mitmdump_11_does() {
         let dir = dir.path();
         async move {
             let sent_from = SystemTime::now();
-            let theirs = with_mitmdump(mitmdump, dir, file, options, async |p| {
-                dated(&p, dated_url).await
+            let theirs = with_mitmdump(mitmdump, dir, file, options, async |client| {
+                dated(&client, dated_url).await
             })
             .await;
-            let ours = with_ours(file, options, async |p| dated(&p, dated_url).await).await;
+            let ours = with_ours(file, options, async |client| {
+                dated(&client, dated_url).await
+            })
+            .await;
             let sent_until = SystemTime::now();
             (theirs, ours, sent_from, sent_until)
         }
@@ -452,8 +510,8 @@ fn seconds_after_old_date(date: &str) -> i64 {
 
 /// The dates `url`'s response has through `proxy`: `Date`, `Expires`,
 /// `Last-Modified`, and the `Expires` of its cookie.
-async fn dated(proxy: &str, url: &str) -> Vec<String> {
-    let response = client(proxy).get(url).send().await.unwrap();
+async fn dated(client: &reqwest::Client, url: &str) -> Vec<String> {
+    let response = client.get(url).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let headers = response.headers();
     let mut dates: Vec<String> = ["date", "expires", "last-modified"]
@@ -480,7 +538,7 @@ async fn with_mitmdump<T>(
     dir: &Path,
     file: &Path,
     options: &[(&str, &str)],
-    run: impl AsyncFnOnce(String) -> T,
+    run: impl AsyncFnOnce(reqwest::Client) -> T,
 ) -> T {
     let mut args = vec!["-S".to_string(), file.display().to_string()];
     for (name, value) in options {
@@ -488,7 +546,7 @@ async fn with_mitmdump<T>(
         args.push(format!("{name}={value}"));
     }
     let dump = Mitmdump::start_args(mitmdump, dir, args.iter().map(OsStr::new)).await;
-    let got = run(format!("http://{}", dump.addr())).await;
+    let got = run(client(dump.addr(), Mitmdump::roots(dir))).await;
     dump.stop().await;
     got
 }
@@ -499,7 +557,7 @@ async fn with_mitmdump<T>(
 async fn with_ours<T>(
     file: &Path,
     options: &[(&str, &str)],
-    run: impl AsyncFnOnce(String) -> T,
+    run: impl AsyncFnOnce(reqwest::Client) -> T,
 ) -> T {
     let mut args = vec!["--server-replay".to_string(), file.display().to_string()];
     for (name, value) in options {
@@ -514,5 +572,16 @@ async fn with_ours<T>(
     })
     .await
     .unwrap();
-    run(format!("http://{}", proxy.addr)).await
+    let roots = roots_of(&proxy.ca_pem);
+    run(client(proxy.addr, roots)).await
+}
+
+/// Roots that trust only the CA certificate in `pem`.
+fn roots_of(pem: &Path) -> rustls::RootCertStore {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(pem).unwrap())
+        .unwrap();
+    roots
 }

@@ -55,8 +55,19 @@ enum Content {
     Ignored,
     /// Every byte, as sent (still content-encoded).
     Raw(Bytes),
-    /// A form's fields, in order, less `ignore_payload_params`.
-    Form(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A form's fields, in order, less `ignore_payload_params`, and its kind (a
+    /// multipart form never matches an urlencoded one with the same fields).
+    Form(FormKind, Fields),
+}
+
+/// A form's fields: name and value, in order.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The kinds of form bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FormKind {
+    Urlencoded,
+    Multipart,
 }
 
 impl Key {
@@ -72,7 +83,8 @@ impl Key {
             Content::Raw(parts.body)
         } else {
             match form_fields(parts.headers, &parts.body) {
-                Some(fields) => Content::Form(
+                Some((kind, fields)) => Content::Form(
+                    kind,
                     fields
                         .into_iter()
                         .filter(|(name, _)| {
@@ -157,19 +169,23 @@ fn url_decode(text: &[u8]) -> String {
 /// The fields of a form body, by its `Content-Type`: `multipart/form-data` (with its
 /// boundary) or `application/x-www-form-urlencoded`. `None` for any other body, or a
 /// form with no field (matched by its bytes then, as mitmproxy does).
-fn form_fields(headers: &Headers, body: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+fn form_fields(headers: &Headers, body: &[u8]) -> Option<(FormKind, Fields)> {
     let content_type = headers.get("content-type")?;
     let lower = content_type.to_ascii_lowercase();
-    let fields: Vec<(Vec<u8>, Vec<u8>)> = if lower.contains("multipart/form-data") {
-        multipart_fields(&boundary(content_type)?, body)
+    let (kind, fields) = if lower.contains("multipart/form-data") {
+        (
+            FormKind::Multipart,
+            multipart_fields(&boundary(content_type)?, body),
+        )
     } else if lower.contains("application/x-www-form-urlencoded") {
-        url_pairs(body)
+        let fields = url_pairs(body)
             .map(|(n, v)| (n.into_bytes(), v.into_bytes()))
-            .collect()
+            .collect();
+        (FormKind::Urlencoded, fields)
     } else {
         return None;
     };
-    (!fields.is_empty()).then_some(fields)
+    (!fields.is_empty()).then_some((kind, fields))
 }
 
 /// The `boundary` parameter of a `multipart/…` content type, unquoted.
@@ -191,7 +207,7 @@ fn boundary(content_type: &str) -> Option<String> {
 /// The named parts of a `multipart/form-data` body: each part's `name` (from its
 /// `Content-Disposition`) and its bytes. Parts without a name, and a body that is not
 /// multipart, give nothing.
-fn multipart_fields(boundary: &str, body: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn multipart_fields(boundary: &str, body: &[u8]) -> Fields {
     let delimiter = format!("--{boundary}");
     let delimiter = delimiter.as_bytes();
     let mut fields = Vec::new();
@@ -308,7 +324,9 @@ mod tests {
     #[test]
     fn multipart_fields_are_read_by_name_with_their_bytes() {
         let body = b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\none\r\ntwo\r\n--XyZ\r\nContent-Disposition: form-data; filename=\"f.txt\"; name=\"file\"\r\nContent-Type: text/plain\r\n\r\nbytes\r\n--XyZ\r\nContent-Type: text/plain\r\n\r\nnameless\r\n--XyZ--\r\n";
-        let fields = form_fields(&headers("multipart/form-data; boundary=\"XyZ\""), body).unwrap();
+        let (kind, fields) =
+            form_fields(&headers("multipart/form-data; boundary=\"XyZ\""), body).unwrap();
+        assert_eq!(kind, FormKind::Multipart);
         assert_eq!(
             fields,
             [
@@ -328,10 +346,13 @@ mod tests {
                 &headers("application/x-www-form-urlencoded; charset=utf-8"),
                 b"a=1&b=%32"
             ),
-            Some(vec![
-                (b"a".to_vec(), b"1".to_vec()),
-                (b"b".to_vec(), b"2".to_vec())
-            ])
+            Some((
+                FormKind::Urlencoded,
+                vec![
+                    (b"a".to_vec(), b"1".to_vec()),
+                    (b"b".to_vec(), b"2".to_vec())
+                ]
+            ))
         );
         assert_eq!(
             form_fields(&headers("application/x-www-form-urlencoded"), b""),

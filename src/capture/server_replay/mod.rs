@@ -692,6 +692,18 @@ mod tests {
             Some(200)
         );
         assert_eq!(verdict(&replay, form(b"user=bob&csrf=111")).await, None);
+        // The same fields in a multipart form are another body.
+        let mut multipart = flow(
+            "POST",
+            "/f",
+            b"--B\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nann\r\n--B--\r\n",
+            0,
+        );
+        multipart
+            .request
+            .headers
+            .append("Content-Type", "multipart/form-data; boundary=B");
+        assert_eq!(verdict(&replay, multipart).await, None);
         // Not a form: the bytes count.
         assert_eq!(
             verdict(&replay, flow("POST", "/f", b"user=ann&csrf=222", 0)).await,
