@@ -314,9 +314,10 @@ group! {
     #[command(next_help_heading = "Server replay")]
     pub(crate) struct ServerReplay {
         /// Answer requests that match a flow recorded in FILE (same method, scheme,
-        /// host, port, path, query and body) with its recorded response, without
-        /// contacting the origin; several recordings of one request are served in order.
-        /// Repeatable; any format `mitm read` reads.
+        /// host, port, path, query and body, as the --server-replay-* options below
+        /// change) with its recorded response, without contacting the origin; several
+        /// recordings of one request are served in order. Repeatable; any format `mitm
+        /// read` reads.
         #[arg(long = "server-replay", value_name = "FILE")]
         pub(crate) server_replay: Vec<PathBuf>,
 

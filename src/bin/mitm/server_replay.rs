@@ -69,3 +69,49 @@ fn options(args: &args::ServerReplay) -> ServerReplayOptions {
         .ignore_payload_params(args.server_replay_ignore_payload_params.iter().cloned())
         .use_headers(args.server_replay_use_headers.iter().cloned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{try_parse_from, Command};
+
+    fn options_of(line: &str) -> ServerReplayOptions {
+        let config = try_parse_from(line.split_whitespace()).unwrap();
+        let Command::Proxy(args) = config.command else {
+            panic!("{line}: not the proxy");
+        };
+        options(&args.server_replay)
+    }
+
+    #[test]
+    fn each_flag_sets_the_option_of_its_name() {
+        assert_eq!(options_of("mitm"), ServerReplayOptions::new());
+        assert_eq!(
+            options_of(
+                "mitm --server-replay-extra 500 --server-replay-reuse \
+                 --server-replay-refresh false --server-replay-ignore-params t \
+                 --server-replay-ignore-params nonce --server-replay-ignore-payload-params csrf \
+                 --server-replay-ignore-content --server-replay-ignore-host \
+                 --server-replay-ignore-port --server-replay-use-headers accept"
+            ),
+            ServerReplayOptions::new()
+                .extra(Unmatched::Status(500))
+                .reuse(true)
+                .refresh(false)
+                .ignore_params(["t", "nonce"])
+                .ignore_payload_params(["csrf"])
+                .ignore_content(true)
+                .ignore_host(true)
+                .ignore_port(true)
+                .use_headers(["accept"])
+        );
+        // mitmproxy's former names.
+        assert_eq!(
+            options_of("mitm --server-replay-nopop --server-replay-kill-extra"),
+            ServerReplayOptions::new()
+                .reuse(true)
+                .extra(Unmatched::Kill)
+        );
+        assert!(try_parse_from(["mitm", "--server-replay-extra", "418"]).is_err());
+    }
+}
