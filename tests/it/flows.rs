@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -244,14 +245,26 @@ impl Mitmdump {
         file: &Path,
         extra: &[&str],
     ) -> Mitmdump {
+        let args = [OsStr::new("-w"), file.as_os_str()]
+            .into_iter()
+            .chain(extra.iter().map(OsStr::new));
+        Self::start_args(mitmdump, dir, args).await
+    }
+
+    /// [`start`](Self::start) with `args` instead of `-w FILE` (e.g. `-S FILE` and
+    /// `--set` options).
+    pub(crate) async fn start_args<'a>(
+        mitmdump: &Path,
+        dir: &Path,
+        args: impl IntoIterator<Item = &'a OsStr>,
+    ) -> Mitmdump {
         let confdir = dir.join("mitmproxy");
         let log = dir.join("mitmdump.log");
         let port = refused_port();
         let child = tokio::process::Command::new(mitmdump)
             .args(["--listen-host", "127.0.0.1", "--listen-port"])
             .arg(port.to_string())
-            .arg("-w")
-            .arg(file)
+            .args(args)
             .arg("--set")
             .arg(format!("confdir={}", confdir.display()))
             .arg("--set")
@@ -259,7 +272,6 @@ impl Mitmdump {
                 "ssl_verify_upstream_trusted_ca={}",
                 origin_ca_file().display()
             ))
-            .args(extra)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::null())
             .stdin(Stdio::null())

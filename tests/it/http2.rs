@@ -416,6 +416,90 @@ async fn a_request_hook_answers_an_h2_stream_itself_and_the_connection_goes_on()
     assert_eq!(origin.seen.lock().unwrap().len(), 1);
 }
 
+/// Keeps a record of every finished flow (for a server replay), and says when one
+/// came.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<mitm::capture::Record>>, tokio::sync::Notify);
+
+#[async_trait]
+impl HttpHandler for Recorder {
+    async fn flow_finished(&self, conn: &Connection, flow: &HttpFlow) {
+        let record = mitm::capture::Record::from_flow(conn, flow, 1 << 20);
+        self.0.lock().unwrap().push(record);
+        self.1.notify_one();
+    }
+
+    fn body_limit(&self) -> usize {
+        1 << 20
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_replay_answers_h2_streams_and_kills_only_the_unmatched_one() {
+    use mitm::capture::server_replay::{ServerReplay, ServerReplayOptions, Unmatched};
+    let origin = start_h2_origin().await;
+    let port = origin.port;
+    let recorder = Arc::new(Recorder::default());
+    let recording = start_proxy(|b| b.http_handler(recorder.clone())).await;
+    let send = h2_client(&recording, port).await;
+    assert_eq!(h2_get(&send, port, "/one?a=1").await.status(), 200);
+    // The flow finishes once its response is sent, maybe after the client read it.
+    let get = |r: &mitm::capture::Record| !r.request.is_connect();
+    while !recorder.0.lock().unwrap().iter().any(get) {
+        tokio::time::timeout(PATIENCE, recorder.1.notified())
+            .await
+            .expect("the flow never finished");
+    }
+    drop(send);
+    drop(recording);
+    // The origin stays: a `CONNECT` reaches it before any request is seen (as in
+    // mitmproxy, whose default connection strategy is eager); it must see no request.
+    let mut records = std::mem::take(&mut *recorder.0.lock().unwrap());
+    records.retain(get);
+    assert_eq!(records.len(), 1);
+
+    let replayed = |send: h2::client::SendRequest<Bytes>| async move {
+        let replayed = h2_get(&send, port, "/one?a=2").await;
+        assert_eq!(replayed.status(), 200);
+        assert_eq!(replayed.body(), b"h2 origin: GET /one x-hook=- body=0");
+        send
+    };
+    let proxy_with = |options: ServerReplayOptions| {
+        let replay = Arc::new(ServerReplay::new(records.clone(), options).unwrap());
+        start_proxy(|b| b.http_handler(replay))
+    };
+
+    // Reused, and a 404 for what matches nothing.
+    let options = ServerReplayOptions::new()
+        .extra(Unmatched::Status(404))
+        .reuse(true)
+        .ignore_params(["a"]);
+    let proxy = proxy_with(options).await;
+    let send = replayed(replayed(h2_client(&proxy, port).await).await).await;
+    assert_eq!(h2_get(&send, port, "/two").await.status(), 404);
+
+    // Killed: the stream is reset, and the connection goes on (as mitmproxy resets
+    // the stream of a killed HTTP/2 flow).
+    let options = ServerReplayOptions::new()
+        .extra(Unmatched::Kill)
+        .ignore_params(["a"]);
+    let proxy = proxy_with(options).await;
+    let send = h2_client(&proxy, port).await;
+    let request = http::Request::get(format!("https://localhost:{port}/two"))
+        .body(())
+        .unwrap();
+    let killed = h2_send(&send, request, &[]).await;
+    let killed = tokio::time::timeout(PATIENCE, killed).await.unwrap();
+    let reason = killed.map(|r| r.status()).unwrap_err().reason();
+    assert_eq!(reason, Some(h2::Reason::CANCEL));
+    replayed(send).await;
+    assert_eq!(
+        origin.seen.lock().unwrap().len(),
+        1,
+        "only the recording's request"
+    );
+}
+
 // ---- Limits and connection changes ----
 
 /// An h2 origin whose handler is `serve`, given each request, its responder, and the

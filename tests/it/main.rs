@@ -40,6 +40,7 @@ mod modes;
 mod proxy;
 mod reverse;
 mod sender;
+mod server_replay_diff;
 mod socks5;
 mod sqlite;
 mod streaming;

@@ -349,16 +349,63 @@ group! {
     #[command(next_help_heading = "Server replay")]
     pub(crate) struct ServerReplay {
         /// Answer requests that match a flow recorded in FILE (same method, scheme,
-        /// host, port, path, query and body) with its recorded response, without
-        /// contacting the origin; several recordings of one request are served in order.
-        /// Repeatable; any format `mitm read` reads.
+        /// host, port, path, query and body, as the --server-replay-* options below
+        /// change) with its recorded response, without contacting the origin; several
+        /// recordings of one request are served in order. Repeatable; any format `mitm
+        /// read` reads.
         #[arg(long = "server-replay", value_name = "FILE")]
         pub(crate) server_replay: Vec<PathBuf>,
 
-        /// What requests that match no recording get during --server-replay: `forward`
-        /// (to their origins) or `404`.
-        #[arg(long, value_enum, default_value_t = ReplayExtra::Forward)]
+        /// What requests that match no recording (left) get during --server-replay:
+        /// `forward` (to their origins), `kill` (the connection closed), or a status
+        /// with an empty body.
+        #[arg(long, value_enum, value_name = "WHAT", default_value_t = ReplayExtra::Forward)]
         pub(crate) server_replay_extra: ReplayExtra,
+
+        /// Serve recordings again: a request gets the first one that matches it, every
+        /// time (else each is served once, in order).
+        #[arg(long)]
+        pub(crate) server_replay_reuse: bool,
+
+        /// Move the dates of replayed responses (Date, Expires, Last-Modified, cookie
+        /// expiries) forward by the time since they were recorded; `false` serves them
+        /// as recorded.
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
+        pub(crate) server_replay_refresh: bool,
+
+        /// mitmproxy's former name of --server-replay-reuse.
+        #[arg(long, hide = true)]
+        pub(crate) server_replay_nopop: bool,
+
+        /// mitmproxy's former way to say --server-replay-extra kill.
+        #[arg(long, hide = true)]
+        pub(crate) server_replay_kill_extra: bool,
+
+        /// A query parameter left out when matching (by name, decoded). Repeatable.
+        #[arg(long, value_name = "NAME")]
+        pub(crate) server_replay_ignore_params: Vec<String>,
+
+        /// A form field left out when matching urlencoded and multipart bodies (their
+        /// other fields are compared, not their bytes). Repeatable.
+        #[arg(long, value_name = "NAME")]
+        pub(crate) server_replay_ignore_payload_params: Vec<String>,
+
+        /// Leave the request body out when matching.
+        #[arg(long)]
+        pub(crate) server_replay_ignore_content: bool,
+
+        /// Leave the host out when matching.
+        #[arg(long)]
+        pub(crate) server_replay_ignore_host: bool,
+
+        /// Leave the port out when matching.
+        #[arg(long)]
+        pub(crate) server_replay_ignore_port: bool,
+
+        /// A request header that must match too (by name; absent on both sides
+        /// matches). Repeatable.
+        #[arg(long, value_name = "NAME")]
+        pub(crate) server_replay_use_headers: Vec<String>,
     }
 }
 
@@ -611,12 +658,19 @@ pub(crate) struct WebArgs {
     pub(crate) threads: Threads,
 }
 
-/// What `--server-replay-extra` takes.
+/// What `--server-replay-extra` takes: mitmproxy's choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ReplayExtra {
     Forward,
+    Kill,
+    #[value(name = "204")]
+    NoContent,
+    #[value(name = "400")]
+    BadRequest,
     #[value(name = "404")]
     NotFound,
+    #[value(name = "500")]
+    ServerError,
 }
 
 /// What `--log` takes.

@@ -11,6 +11,7 @@ mod args;
 mod config;
 mod files;
 mod proxy;
+mod server_replay;
 #[cfg(test)]
 mod tests;
 

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use mitm::tls::ca::CaSource;
 use mitm::{CertificateAuthority, HttpLog, Log, Mitm, MitmBuilder};
 
-use crate::args::{self, LogChoice, ProxyArgs, ReplayExtra};
+use crate::args::{self, LogChoice, ProxyArgs};
 use crate::{emit, shutdown_signal};
 
 /// The TLS key log file the environment names, and the variable that named it:
@@ -113,38 +113,7 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
         .grace_period(args.runtime.grace.0);
     b = with_log(b, args.log.log);
     b = addons(b, &args.modify)?;
-    let replay = &args.server_replay;
-    if !replay.server_replay.is_empty() {
-        // The files are read a flow at a time into the replay's index, which keeps of
-        // each flow what it answers with; the first damage stops the proxy's start.
-        let mut files = Vec::new();
-        for path in &replay.server_replay {
-            let records = mitm::capture::open(path)
-                .with_context(|| format!("--server-replay {}", path.display()))?;
-            files.push((path, records));
-        }
-        let mut damage = None;
-        let recorded = files
-            .into_iter()
-            .flat_map(|(path, records)| records.map(move |r| (path, r)));
-        let recorded = recorded.map_while(|(path, r)| match r {
-            Ok(record) => Some(record),
-            Err(e) => {
-                damage = Some(
-                    anyhow::Error::from(e).context(format!("--server-replay {}", path.display())),
-                );
-                None
-            }
-        });
-        let unmatched = match replay.server_replay_extra {
-            ReplayExtra::Forward => mitm::capture::server_replay::Unmatched::Forward,
-            ReplayExtra::NotFound => mitm::capture::server_replay::Unmatched::NotFound,
-        };
-        let replay = mitm::capture::server_replay::ServerReplay::new(recorded, unmatched);
-        if let Some(e) = damage {
-            return Err(e);
-        }
-        tracing::info!(responses = replay.len(), "server replay");
+    if let Some(replay) = crate::server_replay::handler(&args.server_replay)? {
         b = b.http_handler(Arc::new(replay));
     }
     let capture = capture(&args.save)?;

@@ -316,6 +316,13 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
                 text.into_bytes(),
                 "content-type: text/plain; charset=utf-8\r\n",
             )
+        } else if path == "/dated" {
+            // Dates long past, for refreshing (server replay).
+            let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+            let head = format!(
+                "date: {date}\r\nexpires: {date}\r\nlast-modified: {date}\r\nset-cookie: a=1; Expires={date}; Path=/\r\n"
+            );
+            Answer::Body(b"dated".to_vec(), head.leak())
         } else if path == "/hangup" {
             Answer::Body(b"hanging up".to_vec(), "")
         } else {
