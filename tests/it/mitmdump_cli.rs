@@ -311,3 +311,106 @@ async fn config_yaml_sets_options_and_the_command_line_wins() {
         "{stderr}"
     );
 }
+
+/// `-C FILE` beside a proxy sends the recorded requests again through it (its hooks see
+/// them: --flow-detail writes them as replays, -w saves them); `-r FILE` beside a proxy
+/// prints the flows, saves them with -w and puts them in the web UI's list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_replay_and_rfile_go_through_the_running_proxy() {
+    let home = tempfile::tempdir().unwrap();
+    let path = |name: &str| home.path().join(name).to_str().unwrap().to_string();
+    let origin = start_origin().await;
+    let url = format!("http://127.0.0.1:{}/again", origin.port());
+    // A recording.
+    let recorded = path("rec.flows");
+    let proxy = Mitm::start(home.path(), &["-p", "0", "-w", &recorded]).await;
+    let got = proxy.client().get(&url).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    proxy.stop().await;
+    assert_eq!(origin.requests().len(), 1);
+
+    // -C: sent again once the proxy is up, through its hooks.
+    let replayed = path("replayed.flows");
+    let mut proxy = Mitm::start(
+        home.path(),
+        &[
+            "-p",
+            "0",
+            "-C",
+            &recorded,
+            "--flow-detail",
+            "1",
+            "-w",
+            &replayed,
+        ],
+    )
+    .await;
+    // Both the replay's status line and its flow line, in either order.
+    let (status, flow) = (
+        format!("200 GET {url} (was 200)"),
+        format!("[replay]: GET {url}"),
+    );
+    let mut lines = Vec::new();
+    while !(lines.contains(&status) && lines.contains(&flow)) {
+        lines.extend(proxy.lines_until(|l| l == status || l == flow).await);
+    }
+    proxy.stop().await;
+    assert_eq!(
+        origin.requests().len(),
+        2,
+        "the origin did not see the replay"
+    );
+    let (code, stdout, stderr) =
+        run(home.path(), &["read", &replayed, "--filter", "~replayq"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+
+    // -r beside a proxy with the web UI and -w.
+    let copy = path("copy.flows");
+    let mut proxy = Mitm::start(
+        home.path(),
+        &[
+            "-p",
+            "0",
+            "-r",
+            &recorded,
+            "-w",
+            &copy,
+            "--web",
+            "--web-port",
+            "0",
+        ],
+    )
+    .await;
+    let lines = proxy.lines_until(|l| l.starts_with("web UI: ")).await;
+    assert!(
+        lines.iter().any(|l| l.contains("/again")),
+        "-r's flows not printed: {lines:?}"
+    );
+    let ui = lines.last().unwrap().strip_prefix("web UI: ").unwrap();
+    let (base, token) = ui.split_once("/?token=").unwrap();
+    let listed = reqwest::Client::builder()
+        .use_preconfigured_tls(tls_client_config(origin_ca()))
+        .no_proxy()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap()
+        .get(format!("{base}/api/flows"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains("/again"), "not in the web UI: {listed}");
+    proxy.stop().await;
+    let (code, stdout, stderr) = run(home.path(), &["-nr", &copy]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("/again"),
+        "-r's flows not saved by -w: {stdout}"
+    );
+    // No request reached the origin for -r.
+    assert_eq!(origin.requests().len(), 2);
+}
