@@ -147,7 +147,15 @@ impl FlowDetail {
         }
         if self.detail >= Detail::Bodies {
             let body = body_bytes(&req.body, &flow.request_body_prefix);
-            self.body(&mut out, &req.headers, body, flow.request_body_size);
+            match req.path.split_once('?') {
+                // As mitmproxy's view shows a request with no body: its query.
+                Some((_, query)) if flow.request_body_size == 0 && !query.is_empty() => {
+                    out.push('\n');
+                    pairs(&mut out, query);
+                    out.push('\n');
+                }
+                _ => self.body(&mut out, &req.headers, body, flow.request_body_size),
+            }
         }
         if let Some(res) = response {
             let replay = if flow.is_replay == Some(Replay::Response) {
@@ -223,7 +231,11 @@ impl FlowDetail {
                 None
             };
             cut = !whole;
+            let form = headers
+                .get("content-type")
+                .is_some_and(|t| t.trim().starts_with("application/x-www-form-urlencoded"));
             match decoded.as_deref().map(std::str::from_utf8) {
+                Some(Ok(body)) if form && !cut => pairs(&mut text, body),
                 Some(Ok(body)) => {
                     let lines = body.lines();
                     let shown: Vec<&str> = if self.detail == Detail::Full {
@@ -264,6 +276,43 @@ fn body_bytes<'a>(body: &'a Body, prefix: &'a Bytes) -> Option<&'a Bytes> {
         Body::Empty => None,
         _ => Some(prefix),
     }
+}
+
+/// A query or a form's `name=value&…`, indented, one `name: value` a line,
+/// percent-decoded (`+` a space), as mitmproxy's views show them.
+fn pairs(out: &mut String, text: &str) {
+    let text = text.split('#').next().unwrap_or_default();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let _ = writeln!(
+            out,
+            "    {}: {}",
+            escape(&percent_decode(name)),
+            escape(&percent_decode(value))
+        );
+    }
+}
+
+/// `text` percent-decoded, `+` as a space; a `%` not followed by two hex digits
+/// stays as it is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'+', _, _) => out.push(b' '),
+            (b'%', Some(high), Some(low)) => {
+                // Two hex digits: at most 0xff.
+                out.push((high * 16 + low) as u8);
+                i += 2;
+            }
+            (b, _, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Header fields, indented, one a line.
@@ -356,6 +405,20 @@ mod tests {
         assert_eq!(pretty_size(1300), "1.3k");
         assert_eq!(pretty_size(310 * 1024), "310k");
         assert_eq!(pretty_size(4 * 1024 * 1024), "4.0m");
+    }
+
+    #[test]
+    fn queries_and_forms_are_shown_as_pairs() {
+        let mut out = String::new();
+        pairs(&mut out, "a=1&b=x+y%21&c&=e&&d=%zz#frag");
+        assert_eq!(out, "    a: 1\n    b: x y!\n    c: \n    : e\n    d: %zz\n");
+        let mut f = flow("http://example.com/s?q=a%20b");
+        f.response = None;
+        let text = FlowDetail::new(Detail::Bodies).render(&conn(), &f);
+        assert!(
+            text.ends_with("    Host: example.com\n\n    q: a b\n\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -119,8 +119,18 @@ impl Mitm {
         seen
     }
 
-    /// SIGINT; waits for the exit, which must be a clean one.
-    async fn stop(mut self) {
+    /// Stops it ([`stop`](Self::stop)); what it wrote to stdout that was not read yet.
+    async fn output(self) -> String {
+        let mut rest = Vec::new();
+        let mut stdout = self.stop().await;
+        while let Some(line) = stdout.recv().await {
+            rest.push(line);
+        }
+        rest.join("\n") + "\n"
+    }
+
+    /// SIGINT; waits for the exit, which must be a clean one. The rest of stdout.
+    async fn stop(mut self) -> mpsc::UnboundedReceiver<String> {
         let pid = self.child.id().unwrap().to_string();
         let sent = std::process::Command::new("kill")
             .args(["-INT", &pid])
@@ -132,6 +142,7 @@ impl Mitm {
             .expect("mitm did not stop on SIGINT")
             .unwrap();
         assert_eq!(status.code(), Some(0), "{}", self.stderr.lock().unwrap());
+        self.stdout
     }
 }
 
@@ -413,4 +424,98 @@ async fn client_replay_and_rfile_go_through_the_running_proxy() {
     );
     // No request reached the origin for -r.
     assert_eq!(origin.requests().len(), 2);
+}
+
+/// `--flow-detail` 1, 2 and 3 write what mitmdump 11 writes for the same requests (a
+/// GET with a query, a POST with a text body, one with a form, a brotli text response
+/// and an HTTPS GET), once the client's port and the `date` fields are set aside.
+/// (mitmdump joins a body's lines with `\r\n`; compared by lines, that is not seen.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_detail_writes_what_mitmdump_writes() {
+    use crate::flows::{mitmproxy, Mitmdump, Release};
+    let Some((mitmdump, _)) = mitmproxy(Release::Eleven) else {
+        return;
+    };
+    let plain = start_origin().await;
+    let tls = start_tls_origin().await;
+    let send = |client: reqwest::Client| {
+        let (plain, tls) = (plain.port(), tls.port());
+        async move {
+            let requests = [
+                client.get(format!("http://127.0.0.1:{plain}/page?x=1")),
+                client
+                    .post(format!("http://127.0.0.1:{plain}/echo"))
+                    .header("content-type", "text/plain")
+                    .body("a posted\nbody"),
+                client
+                    .post(format!("http://127.0.0.1:{plain}/echo"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body("a=b&c=d+e%21"),
+                client.get(format!("http://127.0.0.1:{plain}/br")),
+                client.get(format!("https://localhost:{tls}/page")),
+            ];
+            for request in requests {
+                let response = request.send().await.unwrap();
+                assert!(response.status().is_success());
+                response.bytes().await.unwrap();
+            }
+        }
+    };
+    for level in ["1", "2", "3"] {
+        let dir = tempfile::tempdir().unwrap();
+        let dump = Mitmdump::start_with(
+            &mitmdump,
+            dir.path(),
+            &dir.path().join("dump.flows"),
+            &["--flow-detail", level, "--set", "termlog_verbosity=error"],
+        )
+        .await;
+        send(dump.client(dir.path())).await;
+        dump.stop().await;
+        let theirs = Mitmdump::output_in(dir.path());
+
+        let home = tempfile::tempdir().unwrap();
+        let origin_ca = origin_ca_file();
+        let args = [
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "--flow-detail",
+            level,
+            "--set",
+            &format!("ssl_verify_upstream_trusted_ca={}", origin_ca.display()),
+            "-q",
+        ];
+        let proxy = Mitm::start(home.path(), &args).await;
+        send(proxy.client()).await;
+        let ours = proxy.output().await;
+        assert_eq!(
+            normalize(&ours),
+            normalize(&theirs),
+            "--flow-detail {level}\nours:\n{ours}\nmitmdump's:\n{theirs}"
+        );
+    }
+}
+
+/// Flow lines as compared: from the first flow line on, client ports as `PPPPP` (the
+/// same width), `date` fields' values left out.
+fn normalize(output: &str) -> Vec<String> {
+    let port = regex_lite::Regex::new(r"^(127\.0\.0\.1:)\d+").unwrap();
+    output
+        .lines()
+        .skip_while(|l| !l.starts_with("127.0.0.1:"))
+        // mitmdump's own log lines, should any come through.
+        .filter(|l| !l.starts_with('['))
+        .map(|l| {
+            let l = port.replace(l, |c: &regex_lite::Captures| {
+                format!("{}{}", &c[1], "P".repeat(c[0].len() - c[1].len()))
+            });
+            if l.to_ascii_lowercase().starts_with("    date: ") {
+                "    date: …".to_string()
+            } else {
+                l.into_owned()
+            }
+        })
+        .collect()
 }
