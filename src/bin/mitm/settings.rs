@@ -434,17 +434,22 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Sources {
     pub(crate) default_dirs: Vec<PathBuf>,
+    /// The home directory: a setting's value starting with `~/` is taken from there,
+    /// as mitmproxy expands its paths (a shell does it for `--set`, not in a file).
+    pub(crate) home: Option<PathBuf>,
 }
 
 impl Sources {
     /// The user's: mitm's data directory (where its CA lives), then mitmproxy's
     /// `~/.mitmproxy`.
     pub(crate) fn from_env() -> Sources {
+        let confdir = mitm::tls::ca::default_mitmproxy_confdir();
         Sources {
-            default_dirs: mitm::default_ca_dir()
-                .into_iter()
-                .chain(mitm::tls::ca::default_mitmproxy_confdir())
-                .collect(),
+            home: confdir
+                .as_deref()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf),
+            default_dirs: mitm::default_ca_dir().into_iter().chain(confdir).collect(),
         }
     }
 }
@@ -478,10 +483,14 @@ fn config_path(matches: &ArgMatches, sets: &[Given], sources: &Sources) -> Optio
         .last()
         .map(PathBuf::from)
         .or_else(|| {
-            sets.iter()
+            let dir = sets
+                .iter()
                 .find(|g| g.name == "confdir")
-                .and_then(|g| g.values.last())
-                .map(PathBuf::from)
+                .and_then(|g| g.values.last())?;
+            match (dir.strip_prefix("~/"), &sources.home) {
+                (Some(rest), Some(home)) => Some(home.join(rest)),
+                _ => Some(PathBuf::from(dir)),
+            }
         })
         .or_else(|| given_values(matches, "ca_dir").last().map(PathBuf::from));
     match named {
@@ -520,6 +529,15 @@ pub(crate) fn apply(
         all.extend(from_file);
     }
     all.extend(sets);
+    if let Some(home) = &sources.home {
+        for given in &mut all {
+            for value in &mut given.values {
+                if let Some(rest) = value.strip_prefix("~/") {
+                    *value = home.join(rest).to_string_lossy().into_owned();
+                }
+            }
+        }
+    }
     let names = Names::of(&cmd);
     // By option: the later (the command line's) replaces the earlier (the file's).
     let mut defaults: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();

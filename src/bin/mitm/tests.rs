@@ -931,9 +931,11 @@ fn the_config_file_is_read_from_the_config_directory_and_loses_to_the_command_li
     };
     let both = Sources {
         default_dirs: vec![ours.clone(), theirs.clone()],
+        home: None,
     };
     let theirs_only = Sources {
         default_dirs: vec![empty.clone(), theirs.clone()],
+        home: None,
     };
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
     assert_eq!(port(&[], &both), 1001);
@@ -961,6 +963,24 @@ fn the_config_file_is_read_from_the_config_directory_and_loses_to_the_command_li
     assert_eq!(p.intercept.ignore_hosts, ["a", "b"]);
     // ssl_insecure came from ours only.
     assert!(!p.upstream_tls.insecure);
+    // `~/` in a value is the home directory (mitmproxy's paths are expanded so).
+    let with_home = Sources {
+        default_dirs: vec![],
+        home: Some(home.path().to_path_buf()),
+    };
+    assert_eq!(port(&["--set", "confdir=~/conf"], &with_home), 1003);
+    std::fs::write(
+        confdir.join("config.yaml"),
+        "save_stream_file: ~/out.flows\n",
+    )
+    .unwrap();
+    let Command::Proxy(p) = parse_with(["mitm", "--confdir", &s(&confdir)], &with_home)
+        .unwrap()
+        .command
+    else {
+        panic!()
+    };
+    assert_eq!(p.save.save, [home.path().join("out.flows")]);
     // A bad file says which file and what.
     let bad = dir("bad", "listen_port: [1, 2]\n");
     let e = parse_with(["mitm", "--ca-dir", &s(&bad)], &both).unwrap_err();
