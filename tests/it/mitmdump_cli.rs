@@ -519,3 +519,30 @@ fn normalize(output: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// `--upstream-auth USER:PASS` logs in to the upstream proxy of `--mode upstream:URL`
+/// (here one that asks for credentials); without it that proxy answers 407, which the
+/// client gets as a 502 naming the hop and the 407.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_auth_logs_in_to_the_upstream_proxy() {
+    let home = tempfile::tempdir().unwrap();
+    let origin = start_origin().await;
+    let upstream = start_proxy(|b| b.proxy_auth("alice", "s3cret")).await;
+    let mode = format!("upstream:http://{}", upstream.addr);
+    let url = format!("http://127.0.0.1:{}/through", origin.port());
+    for (auth, status) in [(Some("alice:s3cret"), 200), (None, 502)] {
+        let mut args = vec!["-p", "0", "-m", &mode];
+        if let Some(auth) = auth {
+            args.extend(["--upstream-auth", auth]);
+        }
+        let proxy = Mitm::start(home.path(), &args).await;
+        let got = proxy.client().get(&url).send().await.unwrap();
+        assert_eq!(got.status(), status, "--upstream-auth {auth:?}");
+        let page = got.text().await.unwrap();
+        if auth.is_none() {
+            assert!(page.contains("407"), "{page}");
+        }
+        proxy.stop().await;
+    }
+    assert_eq!(origin.requests().len(), 1);
+}

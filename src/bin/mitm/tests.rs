@@ -990,3 +990,54 @@ fn the_config_file_is_read_from_the_config_directory_and_loses_to_the_command_li
         "{text}"
     );
 }
+
+/// An option added to the command later (as other groups add theirs) is settable by
+/// its name with no change to the settings: a list from repeated `--set`, a boolean.
+#[test]
+fn an_option_added_to_the_command_is_settable_by_its_name() {
+    use clap::{Arg, ArgAction};
+    let cmd = command()
+        .arg(
+            Arg::new("map_remote")
+                .long("map-remote")
+                .action(ArgAction::Append),
+        )
+        .arg(
+            Arg::new("anticache")
+                .long("anticache")
+                .action(ArgAction::SetTrue),
+        );
+    let argv: Vec<std::ffi::OsString> = [
+        "mitm",
+        "--set",
+        "map_remote=|a|b",
+        "--set",
+        "map_remote=|c|d",
+        "--set",
+        "anticache",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    let (cmd, warnings) = settings::apply(cmd, &argv, &Sources::default()).unwrap();
+    assert!(warnings.is_empty());
+    let matches = cmd.try_get_matches_from(&argv).unwrap();
+    let rules: Vec<&String> = matches.get_many("map_remote").unwrap().collect();
+    assert_eq!(rules, ["|a|b", "|c|d"]);
+    assert!(matches.get_flag("anticache"));
+    // Given as a flag, the flag's values replace the settings'.
+    let argv: Vec<std::ffi::OsString> =
+        ["mitm", "--map-remote", "|x|y", "--set", "map_remote=|a|b"]
+            .iter()
+            .map(Into::into)
+            .collect();
+    let cmd = command().arg(
+        Arg::new("map_remote")
+            .long("map-remote")
+            .action(ArgAction::Append),
+    );
+    let (cmd, _) = settings::apply(cmd, &argv, &Sources::default()).unwrap();
+    let matches = cmd.try_get_matches_from(&argv).unwrap();
+    let rules: Vec<&String> = matches.get_many("map_remote").unwrap().collect();
+    assert_eq!(rules, ["|x|y"]);
+}
