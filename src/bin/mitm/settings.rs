@@ -232,6 +232,31 @@ const MITMDUMP_OPTIONS: &[&str] = &[
     "websocket",
 ];
 
+/// The options mitmweb and mitmproxy's console add to mitmdump's (11), none of which
+/// is ours: they share one `config.yaml` with mitmdump, so a file written for them is
+/// read with these ignored (with a warning), as mitmdump ignores them.
+const OTHER_TOOLS: &[&str] = &[
+    "console_default_contentview",
+    "console_eventlog_verbosity",
+    "console_flowlist_layout",
+    "console_focus_follow",
+    "console_layout",
+    "console_layout_headers",
+    "console_mouse",
+    "console_palette",
+    "console_palette_transparent",
+    "console_strip_trailing_newlines",
+    "intercept",
+    "intercept_active",
+    "view_filter",
+    "view_order",
+    "view_order_reversed",
+    "web_columns",
+    "web_debug",
+    "web_open_browser",
+    "web_static_viewer",
+];
+
 /// Where a setting was given, for its errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Origin {
@@ -392,6 +417,12 @@ impl Names {
         }
         if let Some((name, m)) = MITMPROXY.iter().find(|(n, _)| *n == name) {
             return Ok(Meaning::Mitmproxy(name, *m));
+        }
+        if let Some(name) = OTHER_TOOLS.iter().find(|n| **n == name) {
+            return Ok(Meaning::Mitmproxy(
+                name,
+                Mitmproxy::Ignored("an option of mitmweb or mitmproxy's console"),
+            ));
         }
         if MITMDUMP_OPTIONS.contains(&name) {
             return Err(format!("mitmproxy's option {name} has no equivalent here"));
@@ -557,6 +588,8 @@ pub(crate) fn apply(
         })?;
         let (id, inverse) = match meaning {
             Meaning::Option(id) => (id, false),
+            // Each row's option exists: `the_names_come_from_the_command_and_mitmproxys_table`
+            // checks the table against the command.
             Meaning::Mitmproxy(_, Mitmproxy::Rename(ours)) => (names.ours[ours].clone(), false),
             Meaning::Mitmproxy(_, Mitmproxy::Inverse(ours)) => (names.ours[ours].clone(), true),
             Meaning::Mitmproxy(name, Mitmproxy::Fixed(value, why)) => {
@@ -590,6 +623,7 @@ pub(crate) fn apply(
                 ));
             }
         };
+        // `names` was made from this command's options.
         let arg = find_arg(&cmd, &id).expect("a name of the command's options");
         let values = values_for(arg, given, inverse)?;
         defaults.insert(id, values);

@@ -784,10 +784,14 @@ fn set_refuses_bad_values_and_unknown_names_saying_what_to_give() {
     assert!(e.contains("-q") && e.contains("-v"), "{e}");
     let e = error("mitm --set timeout=-1");
     assert!(e.contains("give a number of seconds"), "{e}");
-    // Harmless ones are taken, with a warning when ignored.
-    let config = parse("mitm --set stream_large_bodies=1m --set http2=true").unwrap();
-    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    // Harmless ones are taken, with a warning when ignored; so are mitmweb's and the
+    // console's, which share config.yaml with mitmdump.
+    let config =
+        parse("mitm --set stream_large_bodies=1m --set http2=true --set web_open_browser=false")
+            .unwrap();
+    assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
     assert!(config.warnings[0].contains("stream_large_bodies"));
+    assert!(config.warnings[1].contains("web_open_browser=false: ignored"));
 }
 
 #[test]
