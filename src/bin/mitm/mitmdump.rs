@@ -12,14 +12,28 @@ use mitm::server::mode::{Mode, ModeSpec};
 use crate::args::{self, ProxyArgs};
 use crate::emit;
 
-/// Refuses what cannot run: `-s` (no Python here yet), `-n` with nothing to do,
-/// `--upstream-auth` with no upstream mode or not as USER:PASSWORD.
+/// Refuses what cannot run: `-s` (no Python here yet), `-w +FILE` (mitmdump's append),
+/// `-n` with nothing to do, `--upstream-auth` with no upstream mode or not as
+/// USER:PASSWORD.
 pub(crate) fn check(args: &ProxyArgs) -> anyhow::Result<()> {
     if let Some(script) = args.files.scripts.first() {
         anyhow::bail!(
             "-s {}: mitmproxy's Python addon scripts need mitm's Python build, which is \
              coming (issue 23); this build runs none",
             script.display()
+        );
+    }
+    if let Some(plus) = args
+        .save
+        .save
+        .iter()
+        .find(|f| f.to_string_lossy().starts_with('+'))
+    {
+        anyhow::bail!(
+            "--save {}: mitmdump's -w +FILE appends to FILE; mitm never writes into an \
+             existing file (for a file whose name starts with +, write ./{})",
+            plus.display(),
+            plus.display()
         );
     }
     if args.files.no_server && args.files.rfile.is_none() && args.files.client_replay.is_empty() {

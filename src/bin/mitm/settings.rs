@@ -80,6 +80,7 @@ pub(crate) const MITMPROXY: &[(&str, Mitmproxy)] = &[
         Mitmproxy::Rename("upstream_ca"),
     ),
     ("client_certs", Mitmproxy::Rename("upstream_client_cert")),
+    ("save_stream_filter", Mitmproxy::Rename("save_filter")),
     (
         "connection_strategy",
         Mitmproxy::Fixed(

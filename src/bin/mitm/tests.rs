@@ -657,6 +657,8 @@ fn a_mitmdump_command_line_parses_as_ours() {
     );
     assert!(check("mitm --scripts a.py").contains("issue 23"));
     assert!(check("mitm -n").contains("-r FILE"));
+    assert!(check("mitm -w +out.flows").contains("appends"));
+    assert!(parsed("mitm -w ./+out.flows").check().is_ok());
     assert!(check("mitm --upstream-auth ab -m upstream:http://u:1").contains("USER:PASSWORD"));
     assert!(check("mitm --upstream-auth a:b").contains("--mode upstream:URL"));
     assert!(parse("mitm --flow-detail 5").is_err());
@@ -700,7 +702,7 @@ fn set_takes_mitmproxys_names_and_ours() {
         "mitm --set listen_port=0 --set ssl_insecure --set ignore_hosts=a \
          --set ignore_hosts=b --set max_connections=10 --set proxyauth=u:p \
          --set save_stream_file=x.har --set mode=socks5 --set confdir=/m \
-         --set connection_strategy=eager --set flow_detail=2",
+         --set connection_strategy=eager --set flow_detail=2 --set save_stream_filter=~q",
     ) else {
         panic!()
     };
@@ -713,6 +715,7 @@ fn set_takes_mitmproxys_names_and_ours() {
     assert_eq!(p.listen.modes, ["socks5"]);
     assert_eq!(p.ca.confdir, Some(PathBuf::from("/m")));
     assert_eq!(p.log.flow_detail, Some(2));
+    assert_eq!(p.save.save_filter.as_deref(), Some("~q"));
     // A flag wins over --set, whichever comes first.
     let Command::Proxy(p) = parsed("mitm -p 9 --set listen_port=0 --set ssl_insecure=false -k")
     else {
