@@ -430,6 +430,7 @@ async fn client_replay_and_rfile_go_through_the_running_proxy() {
 /// GET with a query, a POST with a text body, one with a form, a brotli text response
 /// and an HTTPS GET), once the client's port and the `date` fields are set aside.
 /// (mitmdump joins a body's lines with `\r\n`; compared by lines, that is not seen.)
+/// Then both read the flows mitmdump saved (`-nr FILE --flow-detail N`): the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow_detail_writes_what_mitmdump_writes() {
     use crate::flows::{mitmproxy, Mitmdump, Release};
@@ -473,6 +474,31 @@ async fn flow_detail_writes_what_mitmdump_writes() {
         send(dump.client(dir.path())).await;
         dump.stop().await;
         let theirs = Mitmdump::output_in(dir.path());
+
+        // The flows mitmdump saved, read back by both: `-nr FILE --flow-detail N`.
+        let saved = dir.path().join("dump.flows");
+        let confdir = format!("confdir={}", dir.path().join("mitmproxy").display());
+        let read_back = std::process::Command::new(&mitmdump)
+            .arg("-nr")
+            .arg(&saved)
+            .args(["--flow-detail", level, "--set", "termlog_verbosity=error"])
+            .args(["--set", &confdir])
+            .output()
+            .unwrap();
+        let theirs_read = String::from_utf8(read_back.stdout).unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let (code, ours_read, stderr) = run(
+            home.path(),
+            &["-nr", saved.to_str().unwrap(), "--flow-detail", level],
+        )
+        .await;
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(!normalize(&theirs_read).is_empty(), "{theirs_read}");
+        assert_eq!(
+            normalize(&ours_read),
+            normalize(&theirs_read),
+            "-nr --flow-detail {level}\nours:\n{ours_read}\nmitmdump's:\n{theirs_read}"
+        );
 
         let home = tempfile::tempdir().unwrap();
         let origin_ca = origin_ca_file();

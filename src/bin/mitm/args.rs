@@ -445,9 +445,10 @@ group! {
     /// Flows read from files at start, as mitmdump's -r, -C and -n take them.
     #[command(next_help_heading = "Flows from files")]
     pub(crate) struct Files {
-        /// Read the flows of FILE (any format `mitm read` reads) at start: printed one
-        /// a line (as `mitm read`), written to the --save files, shown in the web UI
-        /// with --web. With -n mitm then exits, as `mitmdump -nr FILE` does.
+        /// Read the flows of FILE (any format `mitm read` reads) at start: printed (a
+        /// line each as `mitm read` prints them, or as --flow-detail says), written to
+        /// the --save files, shown in the web UI with --web. With -n mitm then exits,
+        /// as `mitmdump -nr FILE` does.
         #[arg(long, short = 'r', value_name = "FILE")]
         pub(crate) rfile: Option<PathBuf>,
 

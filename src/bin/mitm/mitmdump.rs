@@ -92,8 +92,9 @@ pub(crate) fn flow_detail(log: &args::Log) -> Option<Arc<mitm::FlowDetail>> {
 /// `mitm -n`: `-r`'s flows printed (and written to the --save files), `-C`'s requests
 /// sent, then done.
 pub(crate) async fn run_without_server(args: &ProxyArgs) -> anyhow::Result<()> {
+    let detail = flow_detail(&args.log);
     if let Some(file) = &args.files.rfile {
-        if args.save.save.is_empty() {
+        if args.save.save.is_empty() && detail.is_none() {
             crate::files::read(&args::ReadArgs {
                 file: file.clone(),
                 filter: None,
@@ -102,7 +103,7 @@ pub(crate) async fn run_without_server(args: &ProxyArgs) -> anyhow::Result<()> {
             })?;
         } else {
             let capture = crate::proxy::capture(&args.save)?;
-            let result = load(file, None, capture.as_deref()).await;
+            let result = load(file, None, capture.as_deref(), detail.as_deref()).await;
             crate::proxy::finish_capture(capture.as_deref(), &args.save.save);
             result?;
         }
@@ -124,21 +125,28 @@ pub(crate) async fn run_without_server(args: &ProxyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `-r FILE` beside a proxy: each flow printed (a line, as `mitm read`), handed to the
-/// capture (the --save files) and put in the web UI's list. A damaged file loads the
-/// flows before the damage, then fails.
+/// `-r FILE` beside a proxy: each flow printed (as `--flow-detail` writes flows, else a
+/// line as `mitm read` prints it), handed to the capture (the --save files) and put in
+/// the web UI's list. A damaged file loads the flows before the damage, then fails.
 pub(crate) async fn load(
     file: &Path,
     web: Option<&mitm::web::WebUi>,
     capture: Option<&mitm::capture::Capture>,
+    detail: Option<&mitm::FlowDetail>,
 ) -> anyhow::Result<()> {
     let records = mitm::capture::open(file).with_context(|| format!("-r {}", file.display()))?;
     let mut pushed = 0u64;
     let mut out = String::new();
     for record in records {
-        let record = record.with_context(|| format!("-r {}", file.display()))?;
-        out.push_str(&record.summary());
-        out.push('\n');
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                // The flows before the damage are out before the error is.
+                emit(&out)?;
+                return Err(anyhow::Error::from(e).context(format!("-r {}", file.display())));
+            }
+        };
+        shown(&mut out, &record, detail);
         if let Some(capture) = capture {
             capture.push(record.clone());
             pushed += 1;
@@ -158,6 +166,25 @@ pub(crate) async fn load(
         drain(capture, pushed).await;
     }
     Ok(())
+}
+
+/// `record` as `detail` writes a flow (with its error, which a record keeps as text),
+/// or as `mitm read`'s line without one.
+fn shown(out: &mut String, record: &mitm::capture::Record, detail: Option<&mitm::FlowDetail>) {
+    let Some(detail) = detail else {
+        out.push_str(&record.summary());
+        out.push('\n');
+        return;
+    };
+    let (conn, flow) = record.to_flow();
+    let text = detail.render(&conn, &flow);
+    if text.is_empty() {
+        return;
+    }
+    out.push_str(&text);
+    if let Some(error) = &record.error {
+        out.push_str(&format!(" << {error}\n"));
+    }
 }
 
 /// Waits until the capture's writer has dealt with (written, failed or dropped) the

@@ -49,7 +49,8 @@ pub(crate) async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
     print_banner(&proxy)?;
     if let Some(file) = &args.files.rfile {
-        crate::mitmdump::load(file, web.as_ref(), capture.as_deref()).await?;
+        let detail = crate::mitmdump::flow_detail(&args.log);
+        crate::mitmdump::load(file, web.as_ref(), capture.as_deref(), detail.as_deref()).await?;
     }
     if !args.files.client_replay.is_empty() {
         let (files, sender) = (args.files.client_replay.clone(), proxy.sender());
