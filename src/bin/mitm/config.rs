@@ -1,6 +1,7 @@
-//! The command line made into what to run ([`Config`]): the options given before a
-//! subcommand joined with those given after it ([`Merge`]), and the values clap cannot
-//! check checked ([`Command::check`]).
+//! The command line made into what to run ([`Config`]): the settings of `--set` and
+//! `config.yaml` made the options' defaults first (`settings`), the options given
+//! before a subcommand joined with those given after it ([`Merge`]), and the values
+//! clap cannot check checked ([`Command::check`]).
 //!
 //! An option of a subcommand may be given before the subcommand or after it
 //! (`mitm --save out.har replay FILE` or `mitm replay FILE --save out.har`). Given on
