@@ -335,14 +335,16 @@ fn version_name(version: crate::http::message::Version) -> &'static str {
     }
 }
 
-/// `text` with control characters escaped, so that a flow cannot write to the terminal.
+/// `text` with control characters but tabs escaped, so that a flow cannot write to the
+/// terminal.
 fn escape(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
+    let control = |c: char| c.is_control() && c != '\t';
+    if !text.chars().any(control) {
         return text.to_string();
     }
     text.chars()
         .map(|c| {
-            if c.is_control() {
+            if control(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
@@ -419,6 +421,12 @@ mod tests {
             text.ends_with("    Host: example.com\n\n    q: a b\n\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn control_characters_but_tabs_are_escaped() {
+        assert_eq!(escape("a\tb"), "a\tb");
+        assert_eq!(escape("x\u{1b}[2Jy\r"), "x\\u{1b}[2Jy\\r");
     }
 
     #[test]
