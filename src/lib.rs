@@ -49,7 +49,7 @@
 //! | items | what they are |
 //! | --- | --- |
 //! | [`Mitm`], [`MitmBuilder`], [`MitmHandle`], [`Sender`], [`Listener`], [`Bound`] | the server: bind, accept, shutdown; requests sent with no client (module [`server`], with [`server::mode`] for `--mode` specs) |
-//! | [`Middleware`], [`DataHooks`], [`HttpHandler`], [`Router`], [`TunnelVerdict`], [`Interception`], [`Log`], [`HttpLog`], [`IgnoreHosts`] | hooks, one trait per concern (module [`middleware`]) |
+//! | [`Middleware`], [`DataHooks`], [`HttpHandler`], [`Router`], [`TunnelVerdict`], [`Interception`], [`Log`], [`HttpLog`], [`FlowDetail`], [`IgnoreHosts`] | hooks, one trait per concern (module [`middleware`]) |
 //! | [`Protocol`], [`Http`], [`Socks5`], [`Reverse`], [`Transparent`], [`Context`], [`Tunnel`], [`Resolution`] | how a client's first bytes pick a protocol (module [`protocol`]) |
 //! | [`Connection`], [`Host`], [`Flow`], [`Target`], [`State`], [`TlsFacts`], [`SocketFacts`], [`ServerFacts`] | what hooks know of a connection |
 //! | [`Request`], [`Response`], [`Headers`], [`Body`], [`HttpFlow`], [`Verdict`] | HTTP messages as hooks see them |
@@ -141,8 +141,8 @@ pub use crate::http::message::{
 };
 pub use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 pub use crate::middleware::{
-    DataHooks, HttpHandler, HttpLog, IgnoreHosts, Interception, Log, Middleware, Router,
-    TunnelVerdict,
+    DataHooks, FlowDetail, HttpHandler, HttpLog, IgnoreHosts, Interception, Log, Middleware,
+    Router, TunnelVerdict,
 };
 pub use crate::net::io::{BoxIo, Io, Rewind};
 pub use crate::protocol::{Connected, Http, Protocol, Resolution, Reverse, Socks5, Transparent};

@@ -450,6 +450,46 @@ fn recorded_body(body: &Body, prefix: &Bytes, size: u64, limit: usize) -> Record
     }
 }
 
+impl Record {
+    /// The flow this record keeps, as hooks saw it finished, on a connection from its
+    /// client: the heads, the bodies as kept (held whole; a cut one shorter than its
+    /// size), the sizes and the replay mark, for what shows flows (`FlowDetail`). The
+    /// error is not made again: [`error`](Self::error) has it as text.
+    pub fn to_flow(&self) -> (Connection, HttpFlow) {
+        let version = |v: &str| match v {
+            "HTTP/1.0" => Version::Http10,
+            "HTTP/2.0" | "HTTP/2" => Version::Http2,
+            _ => Version::Http11,
+        };
+        let body = |b: &RecordedBody| match b.data.is_empty() {
+            true => Body::Empty,
+            false => Body::Full(b.data.clone()),
+        };
+        let mut client = crate::core::Host::default();
+        client.addr = self.client;
+        let conn = Connection::new(0, client);
+        let mut request = self.request.to_request();
+        request.version = version(&self.request.version);
+        let mut flow = HttpFlow::new(1, request);
+        flow.request_body_size = self.request.body.size;
+        if let Some(r) = &self.response {
+            let mut response = Response::new(r.status);
+            response.reason = r.reason.clone();
+            response.version = version(&r.version);
+            response.headers = r.headers.clone();
+            response.body = body(&r.body);
+            flow.response_body_size = r.body.size;
+            flow.response = Some(response);
+        }
+        flow.is_replay = match self.annotations.is_replay.as_deref() {
+            Some("request") => Some(crate::http::message::Replay::Request),
+            Some("response") => Some(crate::http::message::Replay::Response),
+            _ => None,
+        };
+        (conn, flow)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,6 +598,35 @@ mod tests {
             Record::from_flow(&conn, &f, 0).request.url(),
             "http://h.localhost/x?y"
         );
+    }
+
+    #[test]
+    fn a_record_made_back_into_a_flow_shows_as_the_flow_did() {
+        use crate::middleware::{Detail, FlowDetail};
+        let request = Request::new_to(
+            "GET".into(),
+            Target::new("a.localhost", 8080, false),
+            "/a?q=1".into(),
+        );
+        let mut f = HttpFlow::new(1, request);
+        f.request.headers.append("Host", "a.localhost:8080");
+        f.request.version = Version::Http10;
+        let mut response = Response::new(201);
+        response.reason = "Created".into();
+        response.headers.append("Content-Type", "text/plain");
+        response.body = Body::Full(Bytes::from_static(b"made\n"));
+        f.response = Some(response);
+        f.response_body_size = 5;
+        f.is_replay = Some(crate::http::message::Replay::Response);
+        let conn = Connection::new(3, Host::new("127.0.0.1:40000".parse().unwrap()));
+        let (back_conn, back) = Record::from_flow(&conn, &f, 1024).to_flow();
+        for level in [Detail::Line, Detail::Headers, Detail::Full] {
+            let detail = FlowDetail::new(level);
+            assert_eq!(detail.render(&back_conn, &back), detail.render(&conn, &f));
+        }
+        assert!(FlowDetail::new(Detail::Line)
+            .render(&back_conn, &back)
+            .contains("[replay] << HTTP/1.1 201 Created 5b"));
     }
 }
 

@@ -53,6 +53,7 @@
 
 mod chain;
 mod connection;
+mod flow_detail;
 mod handler;
 mod http_log;
 mod ignore;
@@ -62,6 +63,7 @@ mod tcp_hosts;
 
 pub(crate) use self::chain::{Chain, Hooks};
 pub use self::connection::{DataHooks, Middleware};
+pub use self::flow_detail::{Detail, FlowDetail};
 pub use self::handler::HttpHandler;
 pub use self::http_log::HttpLog;
 pub use self::ignore::{IgnoreHosts, PatternError};

@@ -18,14 +18,14 @@ use mitm::capture::Capture;
 /// The mitmproxy releases the tests run: the pinned 11 of the test venv, and 10 in the
 /// venv inside it.
 #[derive(Clone, Copy, Debug)]
-enum Release {
+pub(crate) enum Release {
     Ten,
     Eleven,
 }
 
 /// mitmdump and the venv's python of `release`, or `None` (the test skips) when the
 /// venv is missing and `MITM_REQUIRE_TOOLS` is unset.
-fn mitmproxy(release: Release) -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn mitmproxy(release: Release) -> Option<(PathBuf, PathBuf)> {
     let tool = match release {
         Release::Ten => venv10_tool,
         Release::Eleven => venv_tool,
@@ -260,6 +260,7 @@ impl Mitmdump {
     ) -> Mitmdump {
         let confdir = dir.join("mitmproxy");
         let log = dir.join("mitmdump.log");
+        // (`output_in` reads it.)
         let port = refused_port();
         let child = tokio::process::Command::new(mitmdump)
             .args(["--listen-host", "127.0.0.1", "--listen-port"])
@@ -323,7 +324,16 @@ impl Mitmdump {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        Self::output(&self.log)
+    }
+
+    /// What mitmdump started with `dir` wrote to stdout (and its log lines).
+    pub(crate) fn output_in(dir: &Path) -> String {
+        Self::output(&dir.join("mitmdump.log"))
+    }
+
+    fn output(log: &Path) -> String {
+        std::fs::read_to_string(log).unwrap_or_default()
     }
 
     /// Waits until it accepts connections (or fails with its log if it exits first).

@@ -35,6 +35,7 @@ mod http2;
 mod http_log;
 mod keylog;
 mod load;
+mod mitmdump_cli;
 mod mitmproxy_ca;
 mod modes;
 mod proxy;

@@ -79,11 +79,17 @@ group! {
         /// 0.0.0.0 only if other machines should reach the proxy: anyone on your
         /// networks who can connect can use it (clients from public addresses are
         /// refused, see --block-global).
-        #[arg(long, value_name = "HOST", default_value = mitm::DEFAULT_HOST)]
+        #[arg(long, alias = "listen-host", value_name = "HOST", default_value = mitm::DEFAULT_HOST)]
         pub(crate) host: String,
 
         /// Port the proxy listens on; 0 picks a free port (printed on start).
-        #[arg(long, short, value_name = "PORT", default_value_t = mitm::DEFAULT_PORT)]
+        #[arg(
+            long,
+            short,
+            alias = "listen-port",
+            value_name = "PORT",
+            default_value_t = mitm::DEFAULT_PORT,
+        )]
         pub(crate) port: u16,
     }
 }
@@ -101,14 +107,20 @@ group! {
         /// by the firewall; Linux). `@PORT` or `@HOST:PORT` gives a mode its own
         /// address; at most one mode goes without, on --host and --port. Example:
         /// `--mode regular --mode socks5@1080`.
-        #[arg(long = "mode", value_name = "SPEC", default_value = "regular")]
+        #[arg(long = "mode", short_alias = 'm', value_name = "SPEC", default_value = "regular")]
         // Parsed after clap (`Listen::modes`), whose errors would echo a URL's password.
         pub(crate) modes: Vec<String>,
 
         /// Ask clients for these proxy credentials (HTTP Basic; SOCKS5 username and
         /// password), as USER:PASSWORD; others get 407. Also on CONNECT.
-        #[arg(long, value_name = "USER:PASSWORD")]
+        #[arg(long, alias = "proxyauth", value_name = "USER:PASSWORD")]
         pub(crate) proxy_auth: Option<String>,
+
+        /// Log in to the upstream proxy of `--mode upstream:URL` with these
+        /// credentials (HTTP Basic, or SOCKS5's), as USER:PASSWORD, when its URL has
+        /// none (mitmproxy's `upstream_auth`).
+        #[arg(long, value_name = "USER:PASSWORD")]
+        pub(crate) upstream_auth: Option<String>,
 
         /// In reverse mode, send the client's Host header to the origin as it is,
         /// instead of the target's host and port.
@@ -213,7 +225,7 @@ group! {
 
         /// Do not verify upstream servers' certificates at all. Unsafe: anyone between
         /// the proxy and the server can read and change the traffic.
-        #[arg(long)]
+        #[arg(long, alias = "ssl-insecure", short_alias = 'k')]
         pub(crate) insecure: bool,
     }
 }
@@ -318,7 +330,12 @@ group! {
         /// mitmproxy's flow format (`mitmdump -nr FILE` reads it). Repeatable. FILE must
         /// not exist yet. Bodies are not held back: they stream on as they would
         /// without saving, their first bytes copied as they pass.
-        #[arg(long = "save", value_name = "FILE")]
+        #[arg(
+            long = "save",
+            alias = "save-stream-file",
+            short_alias = 'w',
+            value_name = "FILE"
+        )]
         pub(crate) save: Vec<PathBuf>,
 
         /// Save only the flows that match EXPR, in mitmproxy's filter language (e.g.
@@ -353,7 +370,7 @@ group! {
         /// change) with its recorded response, without contacting the origin; several
         /// recordings of one request are served in order. Repeatable; any format `mitm
         /// read` reads.
-        #[arg(long = "server-replay", value_name = "FILE")]
+        #[arg(long = "server-replay", short_alias = 'S', value_name = "FILE")]
         pub(crate) server_replay: Vec<PathBuf>,
 
         /// What requests that match no recording (left) get during --server-replay:
@@ -458,6 +475,12 @@ group! {
         /// request and response pretty-printed.
         #[arg(long, value_enum, default_value_t = LogChoice::Log)]
         pub(crate) log: LogChoice,
+
+        /// Write each flow to stdout as mitmdump does, at its level: 0 nothing, 1 the
+        /// request line and the status, 2 with the headers, 3 with the bodies (cut after
+        /// 512 lines), 4 with the bodies whole. Besides --log.
+        #[arg(long, value_name = "0..4", value_parser = clap::value_parser!(u8).range(0..=4))]
+        pub(crate) flow_detail: Option<u8>,
     }
 }
 
@@ -511,6 +534,34 @@ group! {
     }
 }
 
+group! {
+    /// Flows read from files at start, as mitmdump's -r, -C and -n take them.
+    #[command(next_help_heading = "Flows from files")]
+    pub(crate) struct Files {
+        /// Read the flows of FILE (any format `mitm read` reads) at start: printed (a
+        /// line each as `mitm read` prints them, or as --flow-detail says), written to
+        /// the --save files, shown in the web UI with --web. With -n mitm then exits,
+        /// as `mitmdump -nr FILE` does.
+        #[arg(long, short = 'r', value_name = "FILE")]
+        pub(crate) rfile: Option<PathBuf>,
+
+        /// Send the requests of FILE again once the proxy is up, through its hooks
+        /// (--log, --save, the web UI see them; marked replayed), each to its origin,
+        /// printing each new status (as `mitm replay`). Repeatable.
+        #[arg(long, short = 'C', value_name = "FILE")]
+        pub(crate) client_replay: Vec<PathBuf>,
+
+        /// Run no proxy: read -r's file and send -C's requests, then exit.
+        #[arg(long = "no-server", short = 'n')]
+        pub(crate) no_server: bool,
+
+        /// mitmproxy's Python addon scripts: accepted, and refused at start until the
+        /// Python build (issue 23).
+        #[arg(long, short = 's', value_name = "FILE", hide = true)]
+        pub(crate) scripts: Vec<PathBuf>,
+    }
+}
+
 // --- The commands --------------------------------------------------------------------
 
 /// Everything the proxy takes: every group.
@@ -534,6 +585,8 @@ pub(crate) struct ProxyArgs {
     pub(crate) modify: Modify,
     #[command(flatten)]
     pub(crate) server_replay: ServerReplay,
+    #[command(flatten)]
+    pub(crate) files: Files,
     #[command(flatten)]
     pub(crate) web: Web,
     #[command(flatten)]
@@ -714,8 +767,9 @@ impl fmt::Display for Secs {
 /// The `mitm` command as clap sees it, with the help texts computed from the library's
 /// constants that clap cannot show itself.
 pub(crate) fn command() -> clap::Command {
-    Cli::command().mut_arg("tls_fail_open", |arg| {
+    let cmd = Cli::command().mut_arg("tls_fail_open", |arg| {
         let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
         arg.help(format!("{help} [without a value: {}]", bare_fail_open()))
-    })
+    });
+    crate::settings::with_set(cmd)
 }

@@ -1,6 +1,7 @@
-//! The command line made into what to run ([`Config`]): the options given before a
-//! subcommand joined with those given after it ([`Merge`]), and the values clap cannot
-//! check checked ([`Command::check`]).
+//! The command line made into what to run ([`Config`]): the settings of `--set` and
+//! `config.yaml` made the options' defaults first (`settings`), the options given
+//! before a subcommand joined with those given after it ([`Merge`]), and the values
+//! clap cannot check checked ([`Command::check`]).
 //!
 //! An option of a subcommand may be given before the subcommand or after it
 //! (`mitm --save out.har replay FILE` or `mitm replay FILE --save out.har`). Given on
@@ -20,6 +21,7 @@ use crate::args::{
     command, CaArgs, Cli, ConvertArgs, Intercept, Listen, LogChoice, ProxyArgs, ReadArgs,
     ReplayArgs, ReplayExtra, Secs, Sub, Verbosity, WebArgs,
 };
+use crate::settings::Sources;
 
 /// The matches of the proxy's options (before the subcommand) and of the
 /// subcommand's (after it), to tell which were given where.
@@ -169,7 +171,7 @@ impl Command {
         };
         match self {
             Command::Proxy(a) => {
-                a.listen.modes()?;
+                crate::mitmdump::check(a)?;
                 a.listen.credentials()?;
                 a.intercept.ignore_hosts()?;
                 a.intercept.tcp_hosts()?;
@@ -266,20 +268,34 @@ pub(crate) fn parse_filter(text: &str) -> anyhow::Result<mitm::capture::Filter> 
 }
 
 /// Parses `argv` (the program's name first) into what to run, joining the options
-/// given before a subcommand with those given after it.
+/// given before a subcommand with those given after it; `--set` applies, and no
+/// config file is read.
+#[cfg(test)]
 pub(crate) fn try_parse_from<I, T>(argv: I) -> Result<Config, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let mut cmd = command();
-    let matches = cmd.try_get_matches_from_mut(argv)?;
+    parse_with(argv, &Sources::default())
+}
+
+/// As [`try_parse_from`], with the settings of `--set` and of the config file
+/// (`sources` says where to look for it when the command line names no directory)
+/// as the options' defaults (`settings`).
+pub(crate) fn parse_with<I, T>(argv: I, sources: &Sources) -> Result<Config, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    let (mut cmd, settings_warnings) = crate::settings::apply(command(), &argv, sources)?;
+    let matches = cmd.try_get_matches_from_mut(&argv)?;
     let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
     let proxy = cli.proxy;
     let Some(sub) = cli.command else {
         return Ok(Config {
             command: Command::Proxy(Box::new(proxy)),
-            warnings: Vec::new(),
+            warnings: settings_warnings,
         });
     };
     let Some((name, after)) = matches.subcommand() else {
@@ -337,16 +353,19 @@ where
         )
         .format(&mut sub_cmd.clone()));
     }
-    let warnings = cmd
-        .get_arguments()
-        .filter(|arg| Sides::given(&matches, arg.get_id().as_str()))
-        .filter(|arg| sub_cmd.get_arguments().all(|a| a.get_id() != arg.get_id()))
-        .map(|arg| {
-            format!(
-                "{} does not apply to `mitm {name}`: ignored",
-                option_name(arg)
-            )
-        })
+    let warnings = settings_warnings
+        .into_iter()
+        .chain(
+            cmd.get_arguments()
+                .filter(|arg| Sides::given(&matches, arg.get_id().as_str()))
+                .filter(|arg| sub_cmd.get_arguments().all(|a| a.get_id() != arg.get_id()))
+                .map(|arg| {
+                    format!(
+                        "{} does not apply to `mitm {name}`: ignored",
+                        option_name(arg)
+                    )
+                }),
+        )
         .collect();
     Ok(Config { command, warnings })
 }

@@ -157,6 +157,9 @@ pub(crate) async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     replayed.is_replay = Some("request".into());
     let capture = proxy::capture_annotated(&args.save, Some(replayed))?;
     let mut builder = proxy::with_log(Mitm::builder().http(http), args.log.log);
+    if let Some(flow_detail) = crate::mitmdump::flow_detail(&args.log) {
+        builder = builder.http_handler(flow_detail);
+    }
     if let Some(capture) = &capture {
         builder = builder.http_handler(capture.clone());
     }

@@ -10,15 +10,18 @@ use anyhow::Context as _;
 mod args;
 mod config;
 mod files;
+mod mitmdump;
 mod proxy;
 mod server_replay;
+mod settings;
 #[cfg(test)]
 mod tests;
 
 use config::Command;
 
 fn main() -> ExitCode {
-    let args = match config::try_parse_from(std::env::args_os()) {
+    let sources = settings::Sources::from_env();
+    let args = match config::parse_with(std::env::args_os(), &sources) {
         Ok(args) => args,
         // Help, version and usage errors, as clap prints them (exit code 2 for errors).
         Err(e) => e.exit(),

@@ -30,6 +30,9 @@ pub(crate) fn key_log_path(
 
 /// Runs the proxy until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
+    if args.files.no_server {
+        return crate::mitmdump::run_without_server(args).await;
+    }
     let web = if args.web.web {
         Some(bind_web(args).await?)
     } else {
@@ -45,6 +48,14 @@ pub(crate) async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     // banner appears is never missed.
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
     print_banner(&proxy)?;
+    if let Some(file) = &args.files.rfile {
+        let detail = crate::mitmdump::flow_detail(&args.log);
+        crate::mitmdump::load(file, web.as_ref(), capture.as_deref(), detail.as_deref()).await?;
+    }
+    if !args.files.client_replay.is_empty() {
+        let (files, sender) = (args.files.client_replay.clone(), proxy.sender());
+        tokio::spawn(async move { crate::mitmdump::client_replay(&files, &sender).await });
+    }
     if let Some(web) = web {
         // Replays go through the proxy itself: its hooks (the capture, the UI's own
         // feed, so a replayed flow shows), its routes and its pool.
@@ -92,7 +103,7 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_upstream_connections(limits.max_upstream_connections)
         .zero_copy(!args.runtime.no_zero_copy);
-    for spec in &args.listen.modes()? {
+    for spec in &crate::mitmdump::modes(&args.listen)? {
         let listener = spec
             .listener(&http, args.listen.keep_host_header)
             .with_context(|| format!("--mode {spec}"))?;
@@ -113,6 +124,9 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
         .grace_period(args.runtime.grace.0);
     b = with_log(b, args.log.log);
     b = addons(b, &args.modify)?;
+    if let Some(flow_detail) = crate::mitmdump::flow_detail(&args.log) {
+        b = b.http_handler(flow_detail);
+    }
     if let Some(replay) = crate::server_replay::handler(&args.server_replay)? {
         b = b.http_handler(Arc::new(replay));
     }

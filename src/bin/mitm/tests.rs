@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::args::{command, LogChoice, Secs};
-use crate::config::{try_parse_from, Command, Config};
+use crate::config::{parse_with, try_parse_from, Command, Config};
+use crate::settings::{self, edit_distance, Names, Sources};
 
 const README: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
 
@@ -385,7 +386,7 @@ fn each_subcommand_takes_exactly_the_options_that_apply_to_it() {
     };
     let set =
         |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
-    let logging = ["verbose", "quiet"];
+    let logging = ["verbose", "quiet", "set"];
     let upstream_tls = ["upstream-ca", "upstream-client-cert", "insecure"];
     let expected: [(&str, Vec<&str>); 5] = [
         (
@@ -414,6 +415,7 @@ fn each_subcommand_takes_exactly_the_options_that_apply_to_it() {
                     "save-body-limit",
                     "save-connects",
                     "log",
+                    "flow-detail",
                     "threads",
                 ],
                 &logging,
@@ -599,4 +601,450 @@ fn the_key_log_file_comes_from_mitmproxys_variables() {
         key_log_path(env(&[("SSLKEYLOGFILE", "~/keys.log"), ("HOME", "/home/u")])),
         Some(("SSLKEYLOGFILE", PathBuf::from("/home/u/keys.log")))
     );
+}
+
+/// mitmdump's words for our options, as a mitmdump user types them.
+#[test]
+fn a_mitmdump_command_line_parses_as_ours() {
+    let Command::Proxy(dump) = parsed(
+        "mitm --listen-host 127.0.0.1 --listen-port 0 -w out.flows -k --proxyauth u:p \
+         --upstream-auth a:b -m upstream:http://up.example:3128 --ignore-hosts '^x' \
+         -S rec.flows -C again.flows --flow-detail 3 -q",
+    ) else {
+        panic!()
+    };
+    let Command::Proxy(ours) = parsed(
+        "mitm --host 127.0.0.1 --port 0 --save out.flows --insecure --proxy-auth u:p \
+         --upstream-auth a:b --mode upstream:http://up.example:3128 --ignore-hosts '^x' \
+         --server-replay rec.flows --client-replay again.flows --flow-detail 3 --quiet",
+    ) else {
+        panic!()
+    };
+    assert_eq!(format!("{dump:?}"), format!("{ours:?}"));
+    assert_eq!(dump.listen.address.host, "127.0.0.1");
+    assert_eq!(dump.listen.address.port, 0);
+    assert_eq!(dump.save.save, [PathBuf::from("out.flows")]);
+    assert!(dump.upstream_tls.insecure);
+    assert_eq!(dump.listen.proxy_auth.as_deref(), Some("u:p"));
+    assert_eq!(dump.log.flow_detail, Some(3));
+    assert_eq!(dump.verbosity.quiet, 1);
+    assert_eq!(dump.files.client_replay, [PathBuf::from("again.flows")]);
+    // --upstream-auth goes to the upstream proxy that has no credentials of its own.
+    let modes = crate::mitmdump::modes(&dump.listen).unwrap();
+    let mitm::server::mode::Mode::Upstream(up) = &modes[0].mode else {
+        panic!("{modes:?}")
+    };
+    assert_eq!(up.credentials(), Some(("a", "b")));
+    assert!(parsed("mitm -p 0").check().is_ok());
+    // -nr FILE, -r FILE -n, --rfile.
+    for line in [
+        "mitm -nr f.flows",
+        "mitm -r f.flows -n",
+        "mitm --rfile f.flows --no-server",
+    ] {
+        let Command::Proxy(p) = parsed(line) else {
+            panic!()
+        };
+        assert!(p.files.no_server, "{line}");
+        assert_eq!(p.files.rfile, Some(PathBuf::from("f.flows")), "{line}");
+    }
+    // Accepted by the parser, refused at start saying why.
+    let check = |line: &str| format!("{:#}", parsed(line).check().unwrap_err());
+    let scripts = check("mitm -s addon.py");
+    assert!(
+        scripts.contains("Python build") && scripts.contains("issue 23"),
+        "{scripts}"
+    );
+    assert!(check("mitm --scripts a.py").contains("issue 23"));
+    assert!(check("mitm -n").contains("-r FILE"));
+    assert!(check("mitm -w +out.flows").contains("appends"));
+    assert!(parsed("mitm -w ./+out.flows").check().is_ok());
+    assert!(check("mitm --upstream-auth ab -m upstream:http://u:1").contains("USER:PASSWORD"));
+    assert!(check("mitm --upstream-auth a:b").contains("--mode upstream:URL"));
+    assert!(parse("mitm --flow-detail 5").is_err());
+}
+
+/// The aliases stay out of `--help`; the options they stand for are in it.
+#[test]
+fn mitmdumps_aliases_stay_out_of_the_help() {
+    let help = command().render_long_help().to_string();
+    for hidden in [
+        "--listen-host",
+        "--listen-port",
+        "--save-stream-file",
+        "--ssl-insecure",
+        "--proxyauth",
+        "-w,",
+        "-k,",
+        "-S,",
+        "--scripts",
+    ] {
+        assert!(!help.contains(hidden), "{hidden} in --help");
+    }
+    for shown in [
+        "--host",
+        "--port",
+        "--save",
+        "--insecure",
+        "--proxy-auth",
+        "--rfile",
+        "--set",
+    ] {
+        assert!(help.contains(shown), "{shown} not in --help");
+    }
+}
+
+/// `--set` by mitmproxy's names and by ours, lists, booleans, and the command line
+/// winning over it.
+#[test]
+fn set_takes_mitmproxys_names_and_ours() {
+    let Command::Proxy(p) = parsed(
+        "mitm --set listen_port=0 --set ssl_insecure --set ignore_hosts=a \
+         --set ignore_hosts=b --set max_connections=10 --set proxyauth=u:p \
+         --set save_stream_file=x.har --set mode=socks5 --set confdir=/m \
+         --set connection_strategy=eager --set flow_detail=2 --set save_stream_filter=~q",
+    ) else {
+        panic!()
+    };
+    assert_eq!(p.listen.address.port, 0);
+    assert!(p.upstream_tls.insecure);
+    assert_eq!(p.intercept.ignore_hosts, ["a", "b"]);
+    assert_eq!(p.limits.max_connections, 10);
+    assert_eq!(p.listen.proxy_auth.as_deref(), Some("u:p"));
+    assert_eq!(p.save.save, [PathBuf::from("x.har")]);
+    assert_eq!(p.listen.modes, ["socks5"]);
+    assert_eq!(p.ca.confdir, Some(PathBuf::from("/m")));
+    assert_eq!(p.log.flow_detail, Some(2));
+    assert_eq!(p.save.save_filter.as_deref(), Some("~q"));
+    // A flag wins over --set, whichever comes first.
+    let Command::Proxy(p) = parsed("mitm -p 9 --set listen_port=0 --set ssl_insecure=false -k")
+    else {
+        panic!()
+    };
+    assert_eq!(p.listen.address.port, 9);
+    assert!(p.upstream_tls.insecure);
+    // mitmproxy's `server` is our -n, inverted; bare means true.
+    let Command::Proxy(p) = parsed("mitm --set server=false") else {
+        panic!()
+    };
+    assert!(p.files.no_server);
+    let Command::Proxy(p) = parsed("mitm --set server") else {
+        panic!()
+    };
+    assert!(!p.files.no_server);
+    // Given bare, an option that is not a boolean keeps its default.
+    let Command::Proxy(p) = parsed("mitm --set max_connections") else {
+        panic!()
+    };
+    assert_eq!(p.limits.max_connections, mitm::DEFAULT_MAX_CONNECTIONS);
+    // A subcommand's options too, on either side of it.
+    let Command::Replay(r) = parsed("mitm --set ssl_insecure=true replay f --set filter=~m\\ GET")
+    else {
+        panic!()
+    };
+    assert!(r.upstream_tls.insecure);
+    assert_eq!(r.filter.as_deref(), Some("~m GET"));
+    let config = parse("mitm --set listen_port=1 read f").unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn set_refuses_bad_values_and_unknown_names_saying_what_to_give() {
+    let error = |line: &str| match parse(line) {
+        Ok(config) => panic!("{line} was taken: {config:?}"),
+        Err(e) => {
+            assert_eq!(e.exit_code(), 2, "{line}");
+            e.render().to_string()
+        }
+    };
+    let e = error("mitm --set listen_prot=0");
+    assert!(
+        e.contains("no option is named listen_prot: did you mean listen_port?"),
+        "{e}"
+    );
+    let e = error("mitm --set max_conections=1");
+    assert!(e.contains("did you mean max_connections?"), "{e}");
+    let e = error("mitm --set ssl_insecure=yes");
+    assert!(
+        e.contains("\"yes\" is not a boolean: give true or false"),
+        "{e}"
+    );
+    let e = error("mitm --set listen_port=eighty");
+    assert!(
+        e.contains("--set listen_port=eighty: invalid value 'eighty'"),
+        "{e}"
+    );
+    let e = error("mitm --set listen_port=1 --set listen_port=2");
+    assert!(e.contains("takes one value, and was given 2"), "{e}");
+    let e = error("mitm --set http3=false");
+    assert!(
+        e.contains("mitmproxy's option http3 has no equivalent here"),
+        "{e}"
+    );
+    let e = error("mitm --set connection_strategy=lazy");
+    assert!(e.contains("can only be eager here"), "{e}");
+    let e = error("mitm --set termlog_verbosity=debug");
+    assert!(e.contains("-q") && e.contains("-v"), "{e}");
+    let e = error("mitm --set timeout=-1");
+    assert!(e.contains("give a number of seconds"), "{e}");
+    // Harmless ones are taken, with a warning when ignored; so are mitmweb's and the
+    // console's, which share config.yaml with mitmdump.
+    let config =
+        parse("mitm --set stream_large_bodies=1m --set http2=true --set web_open_browser=false")
+            .unwrap();
+    assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
+    assert!(config.warnings[0].contains("stream_large_bodies"));
+    assert!(config.warnings[1].contains("web_open_browser=false: ignored"));
+}
+
+#[test]
+fn the_names_come_from_the_command_and_mitmproxys_table() {
+    let names = Names::of(&command());
+    // Ours (with `_`), mitmproxy's that are our aliases, a subcommand's.
+    for (name, id) in [
+        ("max_connections", "max_connections"),
+        ("listen_port", "port"),
+        ("listen_host", "host"),
+        ("ssl_insecure", "insecure"),
+        ("save_stream_file", "save"),
+        ("proxyauth", "proxy_auth"),
+        ("confdir", "confdir"),
+        ("mode", "modes"),
+        ("ignore_hosts", "ignore_hosts"),
+        ("keep_host_header", "keep_host_header"),
+        ("upstream_auth", "upstream_auth"),
+        ("rfile", "rfile"),
+        ("client_replay", "client_replay"),
+        ("server_replay", "server_replay"),
+        ("flow_detail", "flow_detail"),
+        ("filter", "filter"),
+    ] {
+        match names.meaning(name) {
+            Ok(settings::Meaning::Option(got)) => assert_eq!(got, id, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // Every row of the table names one of mitmdump's options that is none of ours, and
+    // points to an option that exists.
+    for (name, meaning) in settings::MITMPROXY {
+        assert!(
+            !matches!(names.meaning(name), Ok(settings::Meaning::Option(_))),
+            "{name} is one of ours now: take its row out of MITMPROXY"
+        );
+        if let settings::Mitmproxy::Rename(ours) | settings::Mitmproxy::Inverse(ours) = meaning {
+            assert!(
+                matches!(names.meaning(ours), Ok(settings::Meaning::Option(_))),
+                "{name} -> {ours}"
+            );
+        }
+    }
+    assert_eq!(names.closest("listen_prot"), Some("listen_port"));
+    assert_eq!(names.closest("sslinsecure"), Some("ssl_insecure"));
+    assert_eq!(edit_distance("", "abc"), 3);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(edit_distance("same", "same"), 0);
+    assert_eq!(edit_distance("ab", "ba"), 2);
+}
+
+#[test]
+fn config_files_are_mitmproxys_yaml_maps() {
+    let path = std::path::Path::new("/c/config.yaml");
+    let got = settings::parse_config(
+        "# a comment\nlisten_port: 8081\nssl_insecure: true\nignore_hosts:\n  - a\n  - 'b c'\n\
+         mode: [regular, socks5@1080]\nbody: 1.5\nproxyauth:\nname: yes\n",
+        path,
+    )
+    .unwrap();
+    let pairs: Vec<(&str, Vec<&str>)> = got
+        .iter()
+        .map(|g| {
+            (
+                g.name.as_str(),
+                g.values.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("listen_port", vec!["8081"]),
+            ("ssl_insecure", vec!["true"]),
+            ("ignore_hosts", vec!["a", "b c"]),
+            ("mode", vec!["regular", "socks5@1080"]),
+            ("body", vec!["1.5"]),
+            // YAML 1.2, as mitmproxy reads it: `yes` is a string.
+            ("name", vec!["yes"]),
+        ]
+    );
+    assert!(got
+        .iter()
+        .all(|g| g.origin == settings::Origin::File(path.to_path_buf())));
+    assert!(settings::parse_config("", path).unwrap().is_empty());
+    assert!(settings::parse_config("# nothing\n", path)
+        .unwrap()
+        .is_empty());
+    for (bad, says) in [
+        ("just a string", "not a map"),
+        ("a: {b: 1}", "a: give a value or a list"),
+        ("a: [1, [2]]", "a: give a value or a list"),
+        ("a: [unclosed", "not YAML"),
+    ] {
+        let e = settings::parse_config(bad, path).unwrap_err();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+    // Repeated --set gathers the values of one name, in order.
+    let sets = settings::parse_sets(["a=1", "b", "a=2", "c=x=y"]);
+    let pairs: Vec<(&str, Vec<&str>)> = sets
+        .iter()
+        .map(|g| {
+            (
+                g.name.as_str(),
+                g.values.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [("a", vec!["1", "2"]), ("b", vec![]), ("c", vec!["x=y"])]
+    );
+}
+
+/// The config file: in --confdir (or `--set confdir`), else in --ca-dir, else in the
+/// first default directory that has one; the command line wins over it.
+#[test]
+fn the_config_file_is_read_from_the_config_directory_and_loses_to_the_command_line() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = |name: &str, text: &str| {
+        let d = home.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        if !text.is_empty() {
+            std::fs::write(d.join("config.yaml"), text).unwrap();
+        }
+        d
+    };
+    let ours = dir("mitm", "listen_port: 1001\nssl_insecure: true\n");
+    let theirs = dir("mitmproxy", "listen_port: 1002\n");
+    let confdir = dir("conf", "listen_port: 1003\nignore_hosts: [a, b]\n");
+    let yml = dir("yml", "");
+    std::fs::write(yml.join("config.yml"), "listen_port: 1004\n").unwrap();
+    let empty = dir("empty", "");
+    let port = |args: &[&str], sources: &Sources| -> u16 {
+        let argv = std::iter::once("mitm").chain(args.iter().copied());
+        match parse_with(argv, sources).unwrap().command {
+            Command::Proxy(p) => p.listen.address.port,
+            Command::Ca(c) => c.address.port,
+            other => panic!("{other:?}"),
+        }
+    };
+    let both = Sources {
+        default_dirs: vec![ours.clone(), theirs.clone()],
+        home: None,
+    };
+    let theirs_only = Sources {
+        default_dirs: vec![empty.clone(), theirs.clone()],
+        home: None,
+    };
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    assert_eq!(port(&[], &both), 1001);
+    assert_eq!(port(&[], &theirs_only), 1002);
+    assert_eq!(port(&[], &Sources::default()), mitm::DEFAULT_PORT);
+    assert_eq!(port(&["--confdir", &s(&confdir)], &both), 1003);
+    assert_eq!(
+        port(&["--set", &format!("confdir={}", s(&confdir))], &both),
+        1003
+    );
+    assert_eq!(port(&["--ca-dir", &s(&yml)], &both), 1004);
+    // A directory named on the command line with no config file: none is read.
+    assert_eq!(port(&["--ca-dir", &s(&empty)], &both), mitm::DEFAULT_PORT);
+    // The command line wins: a flag, and --set.
+    assert_eq!(port(&["-p", "7"], &both), 7);
+    assert_eq!(port(&["--set", "listen_port=8"], &both), 8);
+    // For a subcommand as for the proxy.
+    assert_eq!(port(&["ca", "--confdir", &s(&confdir)], &both), 1003);
+    let Command::Proxy(p) = parse_with(["mitm", "--confdir", &s(&confdir)], &both)
+        .unwrap()
+        .command
+    else {
+        panic!()
+    };
+    assert_eq!(p.intercept.ignore_hosts, ["a", "b"]);
+    // ssl_insecure came from ours only.
+    assert!(!p.upstream_tls.insecure);
+    // `~/` in a value is the home directory (mitmproxy's paths are expanded so).
+    let with_home = Sources {
+        default_dirs: vec![],
+        home: Some(home.path().to_path_buf()),
+    };
+    assert_eq!(port(&["--set", "confdir=~/conf"], &with_home), 1003);
+    std::fs::write(
+        confdir.join("config.yaml"),
+        "save_stream_file: ~/out.flows\n",
+    )
+    .unwrap();
+    let Command::Proxy(p) = parse_with(["mitm", "--confdir", &s(&confdir)], &with_home)
+        .unwrap()
+        .command
+    else {
+        panic!()
+    };
+    assert_eq!(p.save.save, [home.path().join("out.flows")]);
+    // A bad file says which file and what.
+    let bad = dir("bad", "listen_port: [1, 2]\n");
+    let e = parse_with(["mitm", "--ca-dir", &s(&bad)], &both).unwrap_err();
+    let text = e.render().to_string();
+    assert!(
+        text.contains("config.yaml: listen_port: takes one value"),
+        "{text}"
+    );
+}
+
+/// An option added to the command later (as other groups add theirs) is settable by
+/// its name with no change to the settings: a list from repeated `--set`, a boolean.
+#[test]
+fn an_option_added_to_the_command_is_settable_by_its_name() {
+    use clap::{Arg, ArgAction};
+    let cmd = command()
+        .arg(
+            Arg::new("map_remote")
+                .long("map-remote")
+                .action(ArgAction::Append),
+        )
+        .arg(
+            Arg::new("anticache")
+                .long("anticache")
+                .action(ArgAction::SetTrue),
+        );
+    let argv: Vec<std::ffi::OsString> = [
+        "mitm",
+        "--set",
+        "map_remote=|a|b",
+        "--set",
+        "map_remote=|c|d",
+        "--set",
+        "anticache",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    let (cmd, warnings) = settings::apply(cmd, &argv, &Sources::default()).unwrap();
+    assert!(warnings.is_empty());
+    let matches = cmd.try_get_matches_from(&argv).unwrap();
+    let rules: Vec<&String> = matches.get_many("map_remote").unwrap().collect();
+    assert_eq!(rules, ["|a|b", "|c|d"]);
+    assert!(matches.get_flag("anticache"));
+    // Given as a flag, the flag's values replace the settings'.
+    let argv: Vec<std::ffi::OsString> =
+        ["mitm", "--map-remote", "|x|y", "--set", "map_remote=|a|b"]
+            .iter()
+            .map(Into::into)
+            .collect();
+    let cmd = command().arg(
+        Arg::new("map_remote")
+            .long("map-remote")
+            .action(ArgAction::Append),
+    );
+    let (cmd, _) = settings::apply(cmd, &argv, &Sources::default()).unwrap();
+    let matches = cmd.try_get_matches_from(&argv).unwrap();
+    let rules: Vec<&String> = matches.get_many("map_remote").unwrap().collect();
+    assert_eq!(rules, ["|x|y"]);
 }

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 mod child;
 #[allow(unused_imports)] // used by the tests that run the binary
-pub use child::ChildProxy;
+pub use child::{banner_listener, ChildProxy};
 
 /// How long any wait in a test may take before the test fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(20);
