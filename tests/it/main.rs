@@ -9,6 +9,7 @@
 mod common;
 
 mod access;
+mod block_sticky_diff;
 mod browser;
 mod ca;
 mod capture_bodies;
