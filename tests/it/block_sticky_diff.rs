@@ -576,3 +576,82 @@ fn bad_rules_are_refused_at_start_with_the_reason() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// A 444 inside intercepted HTTPS closes the client's connection, as in mitmdump.
+#[tokio::test(flavor = "multi_thread")]
+async fn block_list_444_closes_an_intercepted_https_connection_as_mitmdump_does() {
+    if !curl_present() {
+        return;
+    }
+    let tls = start_tls_origin().await;
+    let Some(pair) = Pair::start(&["--set", "block_list=/~u drop/444"]).await else {
+        return;
+    };
+    let url = format!("https://localhost:{}/drop", tls.port());
+    let steps = pair.compare(&tls, &[&[&url]]).await;
+    assert_eq!(steps[0].status, "000 0");
+    assert_ne!(steps[0].exit, Some(0));
+    assert!(steps[0].origin.is_none());
+    pair.stop().await;
+}
+
+/// The one difference kept on purpose: mitmdump keys its cookie jar by port, so a
+/// cookie set by `127.0.0.1:A` does not go to `127.0.0.1:B`; by RFC 6265 cookies do not
+/// depend on the port, and mitm sends it.
+#[tokio::test(flavor = "multi_thread")]
+async fn stickycookie_sends_cookies_to_every_port_of_a_host_where_mitmdump_keys_by_port() {
+    if !curl_present() {
+        return;
+    }
+    let (a, b) = (start_origin().await, start_origin().await);
+    let Some(pair) = Pair::start(&["--stickycookie", "~q"]).await else {
+        return;
+    };
+    let set = set_cookies(&format!("http://127.0.0.1:{}", a.port()), &["p=1"]);
+    let other = format!("http://127.0.0.1:{}/next", b.port());
+    let [ours, theirs] = pair.sides();
+    let mut cookies = Vec::new();
+    for side in [&ours, &theirs] {
+        step(side, &a, &[&set]).await;
+        let got = step(side, &b, &[&other]).await.origin.unwrap();
+        cookies.push(got.into_iter().find(|(n, _)| n == "cookie").map(|(_, v)| v));
+    }
+    assert_eq!(cookies, [Some("p=1".to_string()), None], "mitm, mitmdump");
+    pair.stop().await;
+}
+
+/// What `--save` keeps is the flow as the options changed it: the request as sent on,
+/// the answer the proxy gave.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_flow_is_the_flow_as_changed() {
+    if !curl_present() {
+        return;
+    }
+    let origin = start_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("changed.flows");
+    let mut ours = ChildProxy::start_with(&[
+        "--save",
+        file.to_str().unwrap(),
+        "--anticache",
+        "--anticomp",
+        "--block-list",
+        "/~u blocked/403",
+    ]);
+    let side = Side {
+        addr: ours.addr,
+        ca: ours.ca_pem.clone(),
+    };
+    let base = format!("http://127.0.0.1:{}", origin.port());
+    let page = format!("{base}/page");
+    step(&side, &origin, &["-H", "If-None-Match: \"1\"", &page]).await;
+    step(&side, &origin, &[&format!("{base}/blocked")]).await;
+    ours.interrupt();
+    let records = mitm::capture::flows::read_flows(&file).unwrap();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let sent = &records[0].request.headers;
+    assert_eq!(sent.get("if-none-match"), None);
+    assert_eq!(sent.get("accept-encoding"), Some("identity"));
+    let blocked = records[1].response.as_ref().expect("the proxy's answer");
+    assert_eq!(blocked.status, 403);
+}
