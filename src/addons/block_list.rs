@@ -11,6 +11,21 @@ use crate::filter::{Filter, FilterError, Live};
 use crate::http::message::{HttpFlow, Response, Verdict};
 use crate::middleware::HttpHandler;
 
+/// The most body bytes held for the hooks of an option whose filter reads bodies
+/// (`~b`, `~bq`, `~bs`), so that it sees them whole; larger bodies stream past and are
+/// matched as empty. Options whose filters do not read bodies hold none.
+pub const FILTER_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The body limit a handler matching `filters` asks for: [`FILTER_BODY_LIMIT`] when one
+/// of them reads bodies, else 0.
+pub(super) fn body_limit_for<'a>(filters: impl IntoIterator<Item = &'a Filter>) -> usize {
+    if filters.into_iter().any(Filter::needs_bodies) {
+        FILTER_BODY_LIMIT
+    } else {
+        0
+    }
+}
+
 /// The status that closes the client's connection without any answer (nginx's "no
 /// response", as mitmproxy uses it).
 pub const NO_RESPONSE: u16 = 444;
@@ -147,14 +162,15 @@ pub enum BlockRuleError {
 #[derive(Debug, Clone)]
 pub struct BlockList {
     rules: Vec<BlockRule>,
+    body_limit: usize,
 }
 
 impl BlockList {
     /// The handler for `rules`, tried in order.
     pub fn new(rules: impl IntoIterator<Item = BlockRule>) -> Self {
-        BlockList {
-            rules: rules.into_iter().collect(),
-        }
+        let rules: Vec<BlockRule> = rules.into_iter().collect();
+        let body_limit = body_limit_for(rules.iter().map(|r| &r.filter));
+        BlockList { rules, body_limit }
     }
 
     /// The rules, in order.
@@ -183,6 +199,11 @@ impl HttpHandler for BlockList {
             return Verdict::Continue;
         }
         self.verdict(conn, flow).unwrap_or(Verdict::Continue)
+    }
+
+    /// 0 unless a rule's filter reads bodies ([`FILTER_BODY_LIMIT`]).
+    fn body_limit(&self) -> usize {
+        self.body_limit
     }
 }
 

@@ -17,7 +17,7 @@ mod stickycookie;
 
 pub use anticache::{AntiCache, CONDITIONAL_HEADERS};
 pub use anticomp::AntiComp;
-pub use block_list::{BlockList, BlockRule, BlockRuleError, NO_RESPONSE};
+pub use block_list::{BlockList, BlockRule, BlockRuleError, FILTER_BODY_LIMIT, NO_RESPONSE};
 pub use spec::{Spec, SpecError};
 pub use stickyauth::{StickyAuth, STICKYAUTH_MAX_ORIGINS, STICKYAUTH_MAX_VALUE};
 pub use stickycookie::{

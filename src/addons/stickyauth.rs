@@ -13,6 +13,8 @@ use crate::filter::{Filter, Live};
 use crate::http::message::{HttpFlow, Verdict};
 use crate::middleware::HttpHandler;
 
+use super::block_list::body_limit_for;
+
 /// How many origins [`StickyAuth`] remembers an `Authorization` for; past that, the
 /// least recently used is forgotten.
 pub const STICKYAUTH_MAX_ORIGINS: usize = 1024;
@@ -46,6 +48,7 @@ pub const STICKYAUTH_MAX_VALUE: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct StickyAuth {
     filter: Filter,
+    body_limit: usize,
     origins: Mutex<LruCache<(String, u16), Bytes>>,
 }
 
@@ -54,6 +57,7 @@ impl StickyAuth {
     pub fn new(filter: Filter) -> Self {
         let cap = NonZeroUsize::new(STICKYAUTH_MAX_ORIGINS).unwrap_or(NonZeroUsize::MIN);
         StickyAuth {
+            body_limit: body_limit_for([&filter]),
             filter,
             origins: Mutex::new(LruCache::new(cap)),
         }
@@ -72,6 +76,12 @@ impl StickyAuth {
 
 #[async_trait]
 impl HttpHandler for StickyAuth {
+    /// 0 unless the filter reads bodies
+    /// ([`FILTER_BODY_LIMIT`](super::FILTER_BODY_LIMIT)).
+    fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
     async fn request(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         let request = &flow.request;
         if request.is_connect() {

@@ -13,6 +13,8 @@ use crate::filter::{Filter, Live};
 use crate::http::message::{HttpFlow, Verdict};
 use crate::middleware::HttpHandler;
 
+use super::block_list::body_limit_for;
+
 /// How many domains [`StickyCookie`] keeps cookies for; past that, the least recently
 /// used domain's cookies are forgotten.
 pub const STICKYCOOKIE_MAX_DOMAINS: usize = 256;
@@ -62,6 +64,7 @@ pub const STICKYCOOKIE_MAX_COOKIE: usize = 4096;
 #[derive(Debug)]
 pub struct StickyCookie {
     filter: Filter,
+    body_limit: usize,
     jar: Mutex<LruCache<String, Vec<Stored>>>,
 }
 
@@ -83,6 +86,7 @@ impl StickyCookie {
     pub fn new(filter: Filter) -> Self {
         let cap = NonZeroUsize::new(STICKYCOOKIE_MAX_DOMAINS).unwrap_or(NonZeroUsize::MIN);
         StickyCookie {
+            body_limit: body_limit_for([&filter]),
             filter,
             jar: Mutex::new(LruCache::new(cap)),
         }
@@ -202,6 +206,12 @@ impl StickyCookie {
 
 #[async_trait]
 impl HttpHandler for StickyCookie {
+    /// 0 unless the filter reads bodies
+    /// ([`FILTER_BODY_LIMIT`](super::FILTER_BODY_LIMIT)).
+    fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
     async fn request(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         if flow.request.is_connect() || !self.filter.matches(&Live::new(conn, flow)) {
             return Verdict::Continue;

@@ -655,3 +655,26 @@ async fn a_saved_flow_is_the_flow_as_changed() {
     let blocked = records[1].response.as_ref().expect("the proxy's answer");
     assert_eq!(blocked.status, 403);
 }
+
+/// A rule whose filter reads the request body sees it whole (the body is held for it),
+/// as in mitmdump.
+#[tokio::test(flavor = "multi_thread")]
+async fn block_list_matches_request_bodies_as_mitmdump_does() {
+    if !curl_present() {
+        return;
+    }
+    let origin = start_origin().await;
+    let Some(pair) = Pair::start(&["--set", "block_list=/~bq secret/403"]).await else {
+        return;
+    };
+    let url = format!("http://127.0.0.1:{}/echo", origin.port());
+    let requests: [&[&str]; 2] = [
+        &["--data-binary", "a secret here", &url],
+        &["--data-binary", "nothing to see", &url],
+    ];
+    let steps = pair.compare(&origin, &requests).await;
+    assert_eq!(steps[0].status, "403 1.1");
+    assert!(steps[0].origin.is_none());
+    assert_eq!(steps[1].body, "nothing to see");
+    pair.stop().await;
+}
