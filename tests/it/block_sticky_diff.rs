@@ -678,3 +678,47 @@ async fn block_list_matches_request_bodies_as_mitmdump_does() {
     assert_eq!(steps[1].body, "nothing to see");
     pair.stop().await;
 }
+
+/// The options apply in every mode: here a reverse proxy, which curl asks directly.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_options_apply_in_reverse_mode() {
+    if !curl_present() {
+        return;
+    }
+    let origin = start_origin().await;
+    let mode = format!("reverse:http://127.0.0.1:{}", origin.port());
+    let ours = ChildProxy::start_with(&[
+        "--mode",
+        &mode,
+        "--anticache",
+        "--stickyauth",
+        "~q",
+        "--block-list",
+        "/~u blocked/403",
+    ]);
+    let base = format!("http://{}", ours.addr);
+    let curl = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new("curl")
+            .args(["--silent", "--write-out", "%{http_code}"])
+            .args(args)
+            .output();
+        let out = tokio::time::timeout(PATIENCE, out).await.unwrap().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let auth = "Authorization: Bearer r".to_string();
+    curl(vec!["-H".into(), auth, format!("{base}/login")]).await;
+    let none_match = "If-None-Match: \"1\"".to_string();
+    let got = curl(vec!["-H".into(), none_match, format!("{base}/next")]).await;
+    assert!(got.ends_with("200"), "{got}");
+    let seen = origin.requests();
+    assert_eq!(
+        watched(seen[1].headers.clone()),
+        [("authorization".to_string(), "Bearer r".to_string())]
+    );
+    assert_eq!(curl(vec![format!("{base}/blocked")]).await, "403");
+    assert_eq!(
+        origin.requests().len(),
+        2,
+        "the blocked request went nowhere"
+    );
+}
