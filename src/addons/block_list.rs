@@ -146,7 +146,8 @@ pub enum BlockRuleError {
 /// mitmproxy's `block_list`: requests matching a rule's filter are answered with the
 /// rule's status and an empty body, without contacting their origin; a rule with status
 /// 444 ([`NO_RESPONSE`]) closes the client's connection without answering
-/// ([`Verdict::Kill`]). As in mitmproxy, every rule is tried: when several match, a
+/// ([`Verdict::Kill`]; over HTTP/2, the request's stream is reset and the connection's
+/// other streams go on). As in mitmproxy, every rule is tried: when several match, a
 /// 444 among them wins, else the last one's status. `CONNECT` requests are not
 /// blocked (mitmproxy's `request` hook does not see them): the requests inside an
 /// intercepted tunnel are.

@@ -472,18 +472,23 @@ async fn the_options_apply_to_http2_as_in_mitmdump() {
         "~q",
         "--set",
         "block_list=/~u blocked/403",
+        "--set",
+        "block_list=/~u drop/444",
     ];
     let Some(pair) = Pair::start(&args).await else {
         return;
     };
     let base = format!("https://localhost:{}", origin.port);
+    let drop = format!("{base}/drop");
     let set = set_cookies(&base, &["s=h2"]);
     let next = format!("{base}/next");
     let blocked = format!("{base}/blocked");
-    let requests: [&[&str]; 3] = [
+    let requests: [&[&str]; 4] = [
         &["--http2", "-H", "Authorization: Basic aDI=", &set],
         &["--http2", "-H", "If-None-Match: \"x\"", &next],
         &["--http2", &blocked],
+        // 444 over HTTP/2: no answer.
+        &["--http2", &drop],
     ];
     let steps = pair.compare(&origin, &requests).await;
     assert_eq!(steps[0].status, "200 2", "HTTP/2 to the proxy");
@@ -498,6 +503,7 @@ async fn the_options_apply_to_http2_as_in_mitmdump() {
     );
     assert_eq!(steps[2].status, "403 2");
     assert!(steps[2].origin.is_none());
+    assert_ne!(steps[3].exit, Some(0), "{:?}", steps[3]);
     pair.stop().await;
 }
 
