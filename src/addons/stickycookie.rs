@@ -303,11 +303,13 @@ impl SetCookie {
                     // Digits with an optional leading `-`; anything else is ignored.
                     let digits = value.strip_prefix('-').unwrap_or(value);
                     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-                        cookie.max_age = Some(value.parse().unwrap_or(if value.starts_with('-') {
+                        // Only too many digits fail to parse: the far past or future.
+                        let beyond = if digits.len() < value.len() {
                             i64::MIN
                         } else {
                             i64::MAX
-                        }));
+                        };
+                        cookie.max_age = Some(value.parse().unwrap_or(beyond));
                     }
                 }
                 "expires" => {
