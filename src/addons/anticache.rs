@@ -33,3 +33,24 @@ impl HttpHandler for AntiCache {
         Verdict::Continue
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Host;
+    use crate::http::message::Request;
+
+    #[tokio::test]
+    async fn conditional_headers_go_and_the_others_stay() {
+        let conn = Connection::new(1, Host::default());
+        let mut flow = HttpFlow::new(1, Request::new("GET", "http://h/").unwrap());
+        let headers = &mut flow.request.headers;
+        headers.append("If-None-Match", "\"a\"");
+        headers.append("If-Modified-Since", "Wed, 21 Oct 2015 07:28:00 GMT");
+        headers.append("if-none-match", "\"b\"");
+        headers.append("If-Match", "\"c\"");
+        AntiCache.request(&conn, &mut flow).await;
+        let names: Vec<&str> = flow.request.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["If-Match"]);
+    }
+}

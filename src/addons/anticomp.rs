@@ -27,3 +27,26 @@ impl HttpHandler for AntiComp {
         Verdict::Continue
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Host;
+    use crate::http::message::Request;
+
+    #[tokio::test]
+    async fn accept_encoding_becomes_identity_or_is_added() {
+        let conn = Connection::new(1, Host::default());
+        let mut flow = HttpFlow::new(1, Request::new("GET", "http://h/").unwrap());
+        AntiComp.request(&conn, &mut flow).await;
+        assert_eq!(
+            flow.request.headers.get("accept-encoding"),
+            Some("identity")
+        );
+        flow.request.headers.insert("Accept-Encoding", "gzip, br");
+        flow.request.headers.append("accept-encoding", "zstd");
+        AntiComp.request(&conn, &mut flow).await;
+        let values: Vec<&[u8]> = flow.request.headers.get_all("accept-encoding").collect();
+        assert_eq!(values, [b"identity"]);
+    }
+}

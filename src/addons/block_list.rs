@@ -211,6 +211,44 @@ impl HttpHandler for BlockList {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Host;
+    use crate::http::message::Request;
+
+    /// What `rules` do to a GET of `url`: the status answered, 444 for a kill, 0 for
+    /// none.
+    async fn outcome(rules: &[&str], method: &str, url: &str) -> u16 {
+        let block = BlockList::new(rules.iter().map(|r| r.parse().unwrap()));
+        let conn = Connection::new(1, Host::default());
+        let mut flow = HttpFlow::new(1, Request::new(method, url).unwrap());
+        match block.request(&conn, &mut flow).await {
+            Verdict::Respond(r) => {
+                assert!(r.body.bytes().is_none_or(|b| b.is_empty()));
+                r.status
+            }
+            Verdict::Kill => NO_RESPONSE,
+            Verdict::Continue => 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn of_several_matching_rules_a_444_wins_else_the_last() {
+        let rules = ["/~u a/403", "/~u ab/404", "/~u kill/444", "/~u kill2/410"];
+        assert_eq!(outcome(&rules, "GET", "http://h/a").await, 403);
+        assert_eq!(outcome(&rules, "GET", "http://h/ab").await, 404);
+        assert_eq!(outcome(&rules, "GET", "http://h/kill2").await, 444);
+        assert_eq!(outcome(&rules, "GET", "http://h/other").await, 0);
+        // A CONNECT is not blocked: the requests inside its tunnel are.
+        assert_eq!(outcome(&["/~q/403"], "CONNECT", "http://h:443/").await, 0);
+        assert_eq!(outcome(&["/~q/403"], "GET", "http://h:443/").await, 403);
+    }
+
+    #[test]
+    fn bodies_are_held_only_for_filters_that_read_them() {
+        let plain = BlockList::new(["/~u a/403".parse().unwrap()]);
+        assert_eq!(plain.body_limit(), 0);
+        let bodies = BlockList::new(["/~u a/403".parse().unwrap(), "/~bq x/403".parse().unwrap()]);
+        assert_eq!(bodies.body_limit(), FILTER_BODY_LIMIT);
+    }
 
     #[test]
     fn two_parts_split_on_the_first_character() {

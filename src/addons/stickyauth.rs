@@ -105,3 +105,59 @@ impl HttpHandler for StickyAuth {
         Verdict::Continue
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Host;
+    use crate::http::message::Request;
+
+    /// Sends a request for `url` (with `auth`, if any) through `sticky`: the
+    /// `Authorization` it leaves.
+    async fn send(sticky: &StickyAuth, url: &str, auth: Option<&str>) -> Option<String> {
+        let conn = Connection::new(1, Host::default());
+        let mut flow = HttpFlow::new(1, Request::new("GET", url).unwrap());
+        if let Some(auth) = auth {
+            flow.request
+                .headers
+                .insert("Authorization", auth.to_owned());
+        }
+        sticky.request(&conn, &mut flow).await;
+        flow.request.headers.get("authorization").map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn credentials_stick_to_their_host_and_port() {
+        let sticky = StickyAuth::new("~u /api".parse().unwrap());
+        assert_eq!(send(&sticky, "http://h/api", None).await, None);
+        send(&sticky, "http://h/login", Some("Basic a")).await;
+        let got = send(&sticky, "http://H/api/1", None).await;
+        assert_eq!(got.as_deref(), Some("Basic a"), "host names ignore case");
+        assert_eq!(send(&sticky, "http://h:8080/api", None).await, None);
+        assert_eq!(send(&sticky, "https://h/api", None).await, None);
+        assert_eq!(send(&sticky, "http://h/other", None).await, None);
+        // The last one sent wins; a request's own is left alone.
+        send(&sticky, "http://h/login", Some("Basic b")).await;
+        let own = send(&sticky, "http://h/api", Some("Basic c")).await;
+        assert_eq!(own.as_deref(), Some("Basic c"));
+        let got = send(&sticky, "http://h/api", None).await;
+        assert_eq!(got.as_deref(), Some("Basic c"));
+    }
+
+    #[tokio::test]
+    async fn the_origins_remembered_are_bounded() {
+        let sticky = StickyAuth::new("~q".parse().unwrap());
+        for i in 0..STICKYAUTH_MAX_ORIGINS + 10 {
+            send(&sticky, &format!("http://h{i}/"), Some("Basic a")).await;
+        }
+        assert_eq!(sticky.origins().len(), STICKYAUTH_MAX_ORIGINS);
+        assert_eq!(
+            send(&sticky, "http://h0/", None).await,
+            None,
+            "the oldest went"
+        );
+        let big = "x".repeat(STICKYAUTH_MAX_VALUE + 1);
+        send(&sticky, "http://big/", Some(&big)).await;
+        assert_eq!(send(&sticky, "http://big/", None).await, None);
+    }
+}
