@@ -10,6 +10,7 @@ mod common;
 
 mod access;
 mod block;
+mod block_sticky_diff;
 mod browser;
 mod ca;
 mod capture_bodies;

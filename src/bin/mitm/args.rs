@@ -434,7 +434,44 @@ group! {
         // map_remote, map_local, modify_headers, modify_body (helper "addons-a").
 
         // block_list, anticache, anticomp, stickycookie, stickyauth (helper "addons-b").
+        /// Answer requests matching FILTER with STATUS and an empty body, without
+        /// contacting the origin; 444 closes the connection without an answer.
+        /// `/FILTER/STATUS` (mitmproxy's `block_list`). Repeatable; of several rules
+        /// that match, a 444 wins, else the last. Example: `--block-list '/~d ads/404'`.
+        #[arg(long = "block-list", value_name = "SPEC", value_parser = block_rule)]
+        pub(crate) block_list: Vec<String>,
+
+        /// Remove If-None-Match and If-Modified-Since from requests, so that origins
+        /// send whole resources instead of 304 Not Modified.
+        #[arg(long)]
+        pub(crate) anticache: bool,
+
+        /// Ask origins for uncompressed bodies (Accept-Encoding: identity).
+        #[arg(long)]
+        pub(crate) anticomp: bool,
+
+        /// Remember the cookies origins set, and send them with later requests that
+        /// match FILTER, whichever client makes them (by domain and path, as
+        /// browsers do). Example: `--stickycookie '~d example.com'`.
+        #[arg(long, value_name = "FILTER", value_parser = filter_arg)]
+        pub(crate) stickycookie: Option<String>,
+
+        /// Remember the Authorization header requests send to each host:port, and add it
+        /// to later requests there that match FILTER and have none.
+        #[arg(long, value_name = "FILTER", value_parser = filter_arg)]
+        pub(crate) stickyauth: Option<String>,
     }
+}
+
+/// `--block-list`: checked as clap reads it, kept as written.
+fn block_rule(text: &str) -> Result<String, mitm::addons::BlockRuleError> {
+    text.parse::<mitm::addons::BlockRule>()
+        .map(|_| text.to_owned())
+}
+
+/// A filter option: checked as clap reads it, kept as written.
+fn filter_arg(text: &str) -> Result<String, mitm::filter::FilterError> {
+    mitm::filter::Filter::parse(text).map(|_| text.to_owned())
 }
 
 group! {

@@ -153,10 +153,46 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
 /// mitmproxy's traffic-changing options, in mitmproxy's order: before the capture
 /// and the web UI's feed, so that what is saved and shown is the flow as changed.
 fn addons(b: MitmBuilder, modify: &args::Modify) -> anyhow::Result<MitmBuilder> {
-    let args::Modify {} = modify;
+    // block_list, anticache, anticomp first, as mitmproxy runs them (helper "addons-b").
+    let b = requests_first(b, modify)?;
     // map_remote, map_local, modify_headers, modify_body (helper "addons-a").
 
-    // block_list, anticache, anticomp, stickycookie, stickyauth (helper "addons-b").
+    // stickyauth, stickycookie last, as mitmproxy runs them (helper "addons-b").
+    sticky(b, modify)
+}
+
+/// `--block-list`, `--anticache`, `--anticomp`: before the other traffic-changing
+/// options, where mitmproxy runs them (a blocked request is judged as the client sent
+/// it).
+fn requests_first(mut b: MitmBuilder, modify: &args::Modify) -> anyhow::Result<MitmBuilder> {
+    if !modify.block_list.is_empty() {
+        let rules = modify
+            .block_list
+            .iter()
+            .map(|text| text.parse().with_context(|| format!("--block-list {text}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        b = b.http_handler(Arc::new(mitm::addons::BlockList::new(rules)));
+    }
+    if modify.anticache {
+        b = b.http_handler(Arc::new(mitm::addons::AntiCache));
+    }
+    if modify.anticomp {
+        b = b.http_handler(Arc::new(mitm::addons::AntiComp));
+    }
+    Ok(b)
+}
+
+/// `--stickyauth`, `--stickycookie`: after the other traffic-changing options, where
+/// mitmproxy runs them.
+fn sticky(mut b: MitmBuilder, modify: &args::Modify) -> anyhow::Result<MitmBuilder> {
+    if let Some(text) = &modify.stickyauth {
+        let filter = crate::config::parse_filter(text).context("--stickyauth")?;
+        b = b.http_handler(Arc::new(mitm::addons::StickyAuth::new(filter)));
+    }
+    if let Some(text) = &modify.stickycookie {
+        let filter = crate::config::parse_filter(text).context("--stickycookie")?;
+        b = b.http_handler(Arc::new(mitm::addons::StickyCookie::new(filter)));
+    }
     Ok(b)
 }
 

@@ -52,6 +52,8 @@ impl Seen {
 /// - `/utf8-header`: a response with a header field holding UTF-8 (`X-Note: café ✓`);
 /// - `/early-hints`: a `103 Early Hints` interim response, then the greeting;
 /// - `/close`: `closing`, with `Connection: close`, then closes the connection;
+/// - `/set-cookie?A&B…`: `ok`, with a `Set-Cookie` field for each `&`-separated part
+///   of the query, percent-decoded ([`percent_encode`] makes one);
 /// - `/hangup`: `hanging up`, then closes the connection without saying so first (as a
 ///   server closing an idle keep-alive connection does);
 /// - a WebSocket upgrade (any path): `101`, then echoes text and binary messages
@@ -265,6 +267,8 @@ enum Answer {
     Pattern(u64),
     Status(u16),
     Chunked,
+    /// `200` with these `Set-Cookie` fields and the body `ok`.
+    SetCookie(Vec<String>),
 }
 
 /// Serves keep-alive HTTP/1.1 requests on one connection until it closes.
@@ -296,6 +300,9 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
             Answer::Pattern(n.parse().unwrap_or(0))
         } else if let Some(n) = path.strip_prefix("/status/") {
             Answer::Status(n.parse().unwrap_or(500))
+        } else if let Some(query) = path.strip_prefix("/set-cookie?") {
+            // Each `&`-separated part of the query, percent-decoded, is a field.
+            Answer::SetCookie(query.split('&').map(percent_decode).collect())
         } else if path == "/echo" {
             Answer::Body(req.body.clone(), "")
         } else if path == "/chunked" {
@@ -401,6 +408,17 @@ async fn answer_with<S: AsyncWrite + Unpin>(
             let head = format!("HTTP/1.1 {status} Status {status}\r\n{length}\r\n");
             s.write_all(head.as_bytes()).await?;
         }
+        Answer::SetCookie(cookies) => {
+            let mut head = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n".to_string();
+            for cookie in cookies {
+                head.push_str(&format!("set-cookie: {cookie}\r\n"));
+            }
+            head.push_str("\r\n");
+            s.write_all(head.as_bytes()).await?;
+            if !head_only {
+                s.write_all(b"ok").await?;
+            }
+        }
         Answer::Chunked => {
             let mut out = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\ntrailer: {}\r\n\r\n",
@@ -417,6 +435,42 @@ async fn answer_with<S: AsyncWrite + Unpin>(
         }
     }
     s.flush().await
+}
+
+/// `text` with its `%XX` escapes decoded (the origin's `/set-cookie?` route).
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `text` with every byte but letters, digits and `-._~` `%XX`-escaped.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `data`, gzip-compressed.
