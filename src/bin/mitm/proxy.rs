@@ -160,9 +160,15 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
 /// `http` with the upstream timeouts of the options: the proxy's and `mitm replay`'s.
 /// mitmproxy's traffic-changing options, in mitmproxy's order: before the capture
 /// and the web UI's feed, so that what is saved and shown is the flow as changed.
-fn addons(b: MitmBuilder, modify: &args::Modify) -> anyhow::Result<MitmBuilder> {
-    let args::Modify {} = modify;
+fn addons(mut b: MitmBuilder, modify: &args::Modify) -> anyhow::Result<MitmBuilder> {
+    let args::Modify {
+        map_remote,
+        map_local,
+        modify_headers,
+        modify_body,
+    } = modify;
     // map_remote, map_local, modify_headers, modify_body (helper "addons-a").
+    b = changing_traffic(b, map_remote, map_local, modify_headers, modify_body)?;
 
     // block_list, anticache, anticomp, stickycookie, stickyauth (helper "addons-b").
     Ok(b)
@@ -389,4 +395,30 @@ fn example(bound: &mitm::Bound, ca: &str) -> String {
              python: requests.get(url, proxies={{\"http\": \"http://{addr}\", \"https\": \"http://{addr}\"}}, verify=\"{ca}\")\n"
         )
     }
+}
+
+/// `--modify-headers`, `--map-remote`, `--map-local`, `--modify-body`: each added only
+/// when given, in the order mitmproxy runs them on a request (its header rules run
+/// when the head arrives, before the others).
+fn changing_traffic(
+    mut b: MitmBuilder,
+    map_remote: &[String],
+    map_local: &[String],
+    modify_headers: &[String],
+    modify_body: &[String],
+) -> anyhow::Result<MitmBuilder> {
+    use mitm::addons::{MapLocal, MapRemote, ModifyBody, ModifyHeaders};
+    if !modify_headers.is_empty() {
+        b = b.http_handler(Arc::new(ModifyHeaders::new(modify_headers)?));
+    }
+    if !map_remote.is_empty() {
+        b = b.http_handler(Arc::new(MapRemote::new(map_remote)?));
+    }
+    if !map_local.is_empty() {
+        b = b.http_handler(Arc::new(MapLocal::new(map_local)?));
+    }
+    if !modify_body.is_empty() {
+        b = b.http_handler(Arc::new(ModifyBody::new(modify_body)?));
+    }
+    Ok(b)
 }
