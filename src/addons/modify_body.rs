@@ -92,16 +92,18 @@ impl ModifyBody {
 
     /// Runs the rules over the request's body, or the response's.
     fn run(&self, conn: &Connection, flow: &mut HttpFlow, response: bool) {
-        let mut text: Option<String> = None;
+        // The decoded body, and whether a rule changed it (else it is not put back,
+        // and an encoded body is not encoded again).
+        let mut text: Option<(String, bool)> = None;
         for r in &self.rules {
-            if r.filter.is_some() {
+            if let Some(filter) = &r.filter {
                 // A filter that reads the body sees it as the rules before left it.
-                if text.is_some() && r.filter.as_ref().is_some_and(Filter::needs_bodies) {
-                    if let Some(t) = text.take() {
+                if filter.needs_bodies() {
+                    if let Some((t, true)) = text.take() {
                         store(message(flow, response), t);
                     }
                 }
-                if !rule::applies(r.filter.as_ref(), conn, flow) {
+                if !rule::applies(Some(filter), conn, flow) {
                     continue;
                 }
             }
@@ -109,19 +111,20 @@ impl ModifyBody {
                 let Some((headers, body)) = message(flow, response) else {
                     return;
                 };
-                match decoded_text(headers, body, self.limit) {
-                    Some(t) => text = Some(t),
-                    None => return,
-                }
+                let Some(t) = decoded_text(headers, body, self.limit) else {
+                    return;
+                };
+                text = Some((t, false));
             }
-            if let Some(t) = text.as_mut() {
+            if let Some((t, changed)) = text.as_mut() {
                 if let std::borrow::Cow::Owned(new) = r.regex.replace_all(t, r.replacement.as_str())
                 {
                     *t = new;
+                    *changed = true;
                 }
             }
         }
-        if let Some(t) = text {
+        if let Some((t, true)) = text {
             store(message(flow, response), t);
         }
     }

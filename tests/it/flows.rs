@@ -234,6 +234,16 @@ impl Mitmdump {
     /// its confdir (and CA) in `dir/mitmproxy`, trusting the test origins' CA
     /// upstream, and waits until it listens.
     pub(crate) async fn start(mitmdump: &Path, dir: &Path, file: &Path) -> Mitmdump {
+        Self::start_with(mitmdump, dir, file, &[]).await
+    }
+
+    /// [`start`](Self::start) with more command-line arguments.
+    pub(crate) async fn start_with(
+        mitmdump: &Path,
+        dir: &Path,
+        file: &Path,
+        args: &[String],
+    ) -> Mitmdump {
         let confdir = dir.join("mitmproxy");
         let log = dir.join("mitmdump.log");
         let port = refused_port();
@@ -249,6 +259,7 @@ impl Mitmdump {
                 "ssl_verify_upstream_trusted_ca={}",
                 origin_ca_file().display()
             ))
+            .args(args)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::null())
             .stdin(Stdio::null())

@@ -9,6 +9,7 @@
 mod common;
 
 mod access;
+mod addons_diff;
 mod browser;
 mod ca;
 mod capture_bodies;
