@@ -46,7 +46,7 @@ pub const DEFAULT_MAX_FILE: u64 = 64 << 20;
 ///
 /// // https://example.com/static/app.js is answered with ./build/app.js.
 /// let local = MapLocal::new([r"|example\.com/static/|./build"])?;
-/// let builder = mitm::MitmBuilder::new().http_handler(Arc::new(local));
+/// let builder = mitm::Mitm::builder().http_handler(Arc::new(local));
 /// # let _ = builder;
 /// # Ok::<(), mitm::addons::RuleError>(())
 /// ```

@@ -30,7 +30,7 @@ const OPTION: &str = "map_remote";
 ///
 /// // Every request to example.com's /api goes to a local server instead.
 /// let map = MapRemote::new([r"|^https://example\.com/api/|http://127.0.0.1:8080/"])?;
-/// let builder = mitm::MitmBuilder::new().http_handler(Arc::new(map));
+/// let builder = mitm::Mitm::builder().http_handler(Arc::new(map));
 /// # let _ = builder;
 /// # Ok::<(), mitm::addons::RuleError>(())
 /// ```

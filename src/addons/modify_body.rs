@@ -42,7 +42,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 16 << 20;
 /// use mitm::addons::ModifyBody;
 ///
 /// let body = ModifyBody::new([r"/~s & ~t html/<title>(.*?)</title>/<title>[proxied] \1</title>"])?;
-/// let builder = mitm::MitmBuilder::new().http_handler(Arc::new(body));
+/// let builder = mitm::Mitm::builder().http_handler(Arc::new(body));
 /// # let _ = builder;
 /// # Ok::<(), mitm::addons::RuleError>(())
 /// ```

@@ -32,7 +32,7 @@ const OPTION: &str = "modify_headers";
 /// use mitm::addons::ModifyHeaders;
 ///
 /// let headers = ModifyHeaders::new(["/~q/User-Agent/curl/8", "/X-Frame-Options/"])?;
-/// let builder = mitm::MitmBuilder::new().http_handler(Arc::new(headers));
+/// let builder = mitm::Mitm::builder().http_handler(Arc::new(headers));
 /// # let _ = builder;
 /// # Ok::<(), mitm::addons::RuleError>(())
 /// ```

@@ -525,3 +525,47 @@ async fn map_local_never_serves_outside_its_directory() {
     assert_eq!(seen.body, b"outside the directory");
     both.stop().await;
 }
+
+/// `mitm` with `args` and a CA directory of its own: it must exit at start; its
+/// stderr.
+async fn refused_at_start(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_mitm"))
+            .args(["--port", "0", "--log", "none", "--ca-dir"])
+            .arg(dir.path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("mitm {args:?} did not stop at start"))
+    .unwrap();
+    assert!(!out.status.success(), "mitm {args:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rules_stop_the_start_saying_what_is_wrong() {
+    let e = refused_at_start(&["--map-remote", "/(unclosed/x"]).await;
+    assert!(
+        e.contains(r#"map_remote rule "/(unclosed/x": invalid regular expression "(unclosed""#),
+        "{e}"
+    );
+    let e = refused_at_start(&["--modify-headers", "|x-a|@/nonexistent/value"]).await;
+    assert!(
+        e.contains("modify_headers rule") && e.contains("cannot read /nonexistent/value"),
+        "{e}"
+    );
+    let e = refused_at_start(&["--modify-body", "|a|@/nonexistent/body"]).await;
+    assert!(e.contains("cannot read /nonexistent/body"), "{e}");
+    let e = refused_at_start(&["--map-local", "|x|/nonexistent/dir"]).await;
+    assert!(
+        e.contains("map_local rule") && e.contains("/nonexistent/dir"),
+        "{e}"
+    );
+    let e = refused_at_start(&["--modify-headers", "/~nope/a/b"]).await;
+    assert!(e.contains("invalid filter"), "{e}");
+}
