@@ -569,3 +569,47 @@ async fn bad_rules_stop_the_start_saying_what_is_wrong() {
     let e = refused_at_start(&["--modify-headers", "/~nope/a/b"]).await;
     assert!(e.contains("invalid filter"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_saved_is_the_flow_as_changed() {
+    if !require_tool(have("curl"), "curl", "apt-get install curl") {
+        return;
+    }
+    let from = start_origin().await;
+    let to = start_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("saved.flows");
+    let save = file.to_str().unwrap().to_string();
+    let remap = format!("|127.0.0.1:{}/a|127.0.0.1:{}/b", from.port(), to.port());
+    let mut ours = tokio::task::spawn_blocking(move || {
+        ChildProxy::start_with(&[
+            "--save",
+            &save,
+            "--modify-headers",
+            "/~s/X-Saved/changed",
+            "--modify-headers",
+            "/~q/X-Asked/changed",
+            "--map-remote",
+            &remap,
+        ])
+    })
+    .await
+    .unwrap();
+    let proxy = Through {
+        addr: ours.addr,
+        ca: ours.ca_pem.clone(),
+    };
+    let url = format!("http://127.0.0.1:{}/a", from.port());
+    let seen = exchange(&proxy, &[&from, &to], &[], &url, &["x-saved"], &["x-asked"]).await;
+    assert_eq!(seen.origins[0].0, 1, "{seen:?}");
+    tokio::task::spawn_blocking(move || ours.interrupt())
+        .await
+        .unwrap();
+    let records = mitm::capture::read(&file).unwrap();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!((r.request.port, r.request.path.as_str()), (to.port(), "/b"));
+    assert_eq!(r.request.headers.get("x-asked"), Some("changed"));
+    let response = r.response.as_ref().unwrap();
+    assert_eq!(response.headers.get("x-saved"), Some("changed"));
+}
