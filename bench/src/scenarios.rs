@@ -318,9 +318,27 @@ impl Bench {
             rates[rates.len() / 2]
         };
         let (p, m) = (median(&plain), median(&mitm));
+        let cpu = |samples: &[Sample]| {
+            let mut ms: Vec<f64> = samples
+                .iter()
+                .filter_map(|s| s.proxy_cpu)
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            ms.get(ms.len() / 2).copied()
+        };
+        let cpu = match (cpu(&plain), cpu(&mitm)) {
+            (Some(p), Some(m)) => {
+                format!(
+                    "; proxy CPU {p:.2} → {m:.2} ms /1k ({:+.1} %)",
+                    (m / p - 1.0) * 100.0
+                )
+            }
+            _ => String::new(),
+        };
         self.notes.push(format!(
             "{}: plain mitm {p:.0} req/s, with 3 modify_headers rules {m:.0} req/s \
-             ({:+.1} %), medians of {} paired runs",
+             ({:+.1} %){cpu}, medians of {} paired runs",
             scenario.name(),
             (m / p - 1.0) * 100.0,
             plain.len()
