@@ -234,7 +234,12 @@ impl HttpHandler for ModifyBody {
     }
 
     fn body_limit(&self) -> usize {
-        self.limit
+        // No rules, nothing to hold bodies for.
+        if self.rules.is_empty() {
+            0
+        } else {
+            self.limit
+        }
     }
 }
 
@@ -328,6 +333,7 @@ mod tests {
             ModifyBody::new(["/a/b"]).unwrap().body_limit(),
             DEFAULT_BODY_LIMIT
         );
+        assert_eq!(ModifyBody::new([""; 0]).unwrap().body_limit(), 0);
         // Not UTF-8: left alone.
         assert!(decoded_text(
             &Headers::new(),
