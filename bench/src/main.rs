@@ -41,7 +41,9 @@
 //!   names `h{i}.localhost`, each needing a new leaf, against 1000 to one cached name:
 //!   the extra cost per new host;
 //! - `idle`: 10 000 connections held open to the proxy without a byte sent: its RSS
-//!   per connection.
+//!   per connection;
+//! - `http-ka-modify`: as `http-ka`, the proxy given three `--modify-headers` rules
+//!   (child process only), each run paired with a plain proxy's; a note gives both.
 //!
 //! Each measurement runs for `--duration` seconds (10) after a short warm-up, and
 //! `--repeat` times (3); the table shows medians: throughput, p50 and p99 latency, the
@@ -154,6 +156,10 @@ async fn run(cli: Cli) -> Result<bool> {
             cli.capture.is_none()
                 && cli.web.is_none()
                 && (cli.only.is_empty() || cli.only.contains(s))
+                // Rules are command-line options: not run in-process unless asked for.
+                && (*s != Scenario::HttpKaModify
+                    || !cli.only.is_empty()
+                    || !(cli.in_process || proxy_bin(&cli).is_none()))
         })
         .collect();
     let machine = machine();

@@ -10,7 +10,7 @@ use crate::scenarios::{extra_per_host, mib, Outcome, Scenario};
 /// Throughput ratio (mitm / direct) each comparison should reach.
 fn ratio_target(scenario: Scenario) -> Option<f64> {
     match scenario {
-        Scenario::HttpKa => Some(0.60),
+        Scenario::HttpKa | Scenario::HttpKaModify => Some(0.60),
         Scenario::HttpsKa => Some(0.55),
         // Two proxies on the path. On the bench's 2 cores keep-alive requests are
         // CPU-bound, and one proxy hop costs about as much CPU per request as client and

@@ -42,10 +42,17 @@ pub enum Scenario {
     HostsCold,
     /// Idle connections held open to the proxy: its memory per connection.
     Idle,
+    /// As `http-ka`, through a proxy given three `--modify-headers` rules, each run
+    /// paired with a plain proxy's (a note gives the two).
+    HttpKaModify,
 }
 
+/// The rules of `http-ka-modify`: three, as a user might set them (a request header
+/// set, one removed, a response header set), without filters.
+pub const MODIFY_RULES: [&str; 3] = ["/X-Bench/1", "/Accept-Encoding/", "/X-Served-By/mitm"];
+
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::HttpKa,
         Scenario::HttpsKa,
         Scenario::UpstreamKa,
@@ -55,6 +62,7 @@ impl Scenario {
         Scenario::HttpsBulk,
         Scenario::HostsCold,
         Scenario::Idle,
+        Scenario::HttpKaModify,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +76,7 @@ impl Scenario {
             Scenario::HttpsBulk => "https-bulk",
             Scenario::HostsCold => "hosts-cold",
             Scenario::Idle => "idle",
+            Scenario::HttpKaModify => "http-ka-modify",
         }
     }
 }
@@ -166,6 +175,7 @@ impl Bench {
             Scenario::HostsCold => self.hosts_cold().await,
             Scenario::Idle => self.idle().await,
             Scenario::UpstreamKa => self.upstream_ka().await,
+            Scenario::HttpKaModify => self.http_ka_modify().await,
             _ => self.compare(scenario).await,
         }
     }
@@ -262,6 +272,85 @@ impl Bench {
         })
     }
 
+    /// As [`compare`](Self::compare) for `http-ka`, the proxy under test given
+    /// [`MODIFY_RULES`] as `--modify-headers`; each run also measures a plain proxy
+    /// right before it, and a note sets the two medians side by side (what the rules
+    /// cost, paired in time). The table's row is the proxy with the rules.
+    async fn http_ka_modify(&mut self) -> Result<Outcome> {
+        let scenario = Scenario::HttpKaModify;
+        let unit = Unit::Requests;
+        let args: Vec<String> = MODIFY_RULES
+            .iter()
+            .flat_map(|r| ["--modify-headers".to_owned(), (*r).to_owned()])
+            .collect();
+        let (mut direct, mut plain, mut mitm) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 1..=self.plan.repeat {
+            let d = self.load(scenario, Path::Direct).await?;
+            let proxy = self.launcher.start(Mode::Regular).await?;
+            let p = self.load(scenario, Path::Mitm(&proxy)).await;
+            self.stopped(scenario, run, "the plain proxy", proxy).await;
+            let p = p?;
+            let proxy = self.launcher.start_child_with(args.clone()).await?;
+            let m = self.load(scenario, Path::Mitm(&proxy)).await;
+            self.stopped(scenario, run, "the proxy with the rules", proxy)
+                .await;
+            let m = m?;
+            self.progress(
+                scenario,
+                run,
+                &format!(
+                    "direct {} | mitm {} | mitm with 3 modify_headers rules {}",
+                    brief(&d, unit),
+                    brief(&p, unit),
+                    brief(&m, unit)
+                ),
+            );
+            self.note_errors(scenario, run, "direct", &d);
+            self.note_errors(scenario, run, "plain mitm", &p);
+            self.note_errors(scenario, run, "mitm with rules", &m);
+            direct.push(d);
+            plain.push(p);
+            mitm.push(m);
+        }
+        let median = |samples: &[Sample]| {
+            let mut rates: Vec<f64> = samples.iter().map(|s| s.rate).collect();
+            rates.sort_by(f64::total_cmp);
+            rates[rates.len() / 2]
+        };
+        let (p, m) = (median(&plain), median(&mitm));
+        let cpu = |samples: &[Sample]| {
+            let mut ms: Vec<f64> = samples
+                .iter()
+                .filter_map(|s| s.proxy_cpu)
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            ms.get(ms.len() / 2).copied()
+        };
+        let cpu = match (cpu(&plain), cpu(&mitm)) {
+            (Some(p), Some(m)) => {
+                format!(
+                    "; proxy CPU {p:.2} → {m:.2} ms /1k ({:+.1} %)",
+                    (m / p - 1.0) * 100.0
+                )
+            }
+            _ => String::new(),
+        };
+        self.notes.push(format!(
+            "{}: plain mitm {p:.0} req/s, with 3 modify_headers rules {m:.0} req/s \
+             ({:+.1} %){cpu}, medians of {} paired runs",
+            scenario.name(),
+            (m / p - 1.0) * 100.0,
+            plain.len()
+        ));
+        Ok(Outcome::Compare {
+            unit,
+            direct,
+            mitm,
+            alone: Vec::new(),
+        })
+    }
+
     /// One measurement of `scenario` along `path`.
     async fn load(&self, scenario: Scenario, path: Path<'_>) -> Result<Sample> {
         let tls = matches!(
@@ -280,7 +369,11 @@ impl Bench {
         };
         let window = self.plan.window();
         match scenario {
-            Scenario::HttpKa | Scenario::HttpsKa | Scenario::UpstreamKa | Scenario::Socks5Ka => {
+            Scenario::HttpKa
+            | Scenario::HttpsKa
+            | Scenario::UpstreamKa
+            | Scenario::Socks5Ka
+            | Scenario::HttpKaModify => {
                 load::keep_alive(&endpoint, KA_CONNECTIONS, window, proxy).await
             }
             Scenario::HttpsNewconn => {

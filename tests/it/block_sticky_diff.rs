@@ -76,8 +76,8 @@ struct Pair {
 }
 
 impl Pair {
-    /// Starts mitmdump with `args` and mitm with the same (`--set block_list=SPEC`
-    /// given to mitm as `--block-list SPEC`); `None` (the test skips) without mitmdump.
+    /// Starts mitmdump and mitm with the same `args` (mitmdump's command line, `--set`
+    /// included); `None` (the test skips) without mitmdump.
     async fn start(args: &[&str]) -> Option<Pair> {
         let dump = venv_tool("mitmdump");
         if !require_tool(
@@ -90,7 +90,7 @@ impl Pair {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("mitmdump.flows");
         let theirs = Mitmdump::start_with(&dump?, dir.path(), &file, args).await;
-        let ours = ChildProxy::start_with(&ours_args(args));
+        let ours = ChildProxy::start_with(args);
         Some(Pair { theirs, ours, dir })
     }
 
@@ -124,27 +124,6 @@ impl Pair {
     async fn stop(self) {
         self.theirs.stop().await;
     }
-}
-
-/// mitmdump's options as mitm takes them: the same, but `--set block_list=SPEC` as
-/// `--block-list SPEC` (mitm's `--set` is another change's).
-fn ours_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    let mut out = Vec::new();
-    let mut args = args.iter();
-    while let Some(&arg) = args.next() {
-        if arg == "--set" {
-            let value = args.next().expect("--set takes a value");
-            if let Some(spec) = value.strip_prefix("block_list=") {
-                out.extend(["--block-list", spec]);
-                continue;
-            }
-            out.push(arg);
-            out.push(value);
-            continue;
-        }
-        out.push(arg);
-    }
-    out
 }
 
 /// One request by curl through `side`, and what the origin saw of it.

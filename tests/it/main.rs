@@ -9,6 +9,7 @@
 mod common;
 
 mod access;
+mod addons_diff;
 mod block;
 mod block_sticky_diff;
 mod browser;

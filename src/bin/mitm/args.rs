@@ -431,9 +431,29 @@ group! {
     /// first character separates its parts, `[/FILTER]/SUBJECT/REPLACEMENT`.
     #[command(next_help_heading = "Changing traffic")]
     pub(crate) struct Modify {
-        // map_remote, map_local, modify_headers, modify_body (helper "addons-a").
+        // map_remote, map_local, modify_headers, modify_body (mitm::addons).
+        /// Send matching requests elsewhere: `[/FILTER]/URL-REGEX/REPLACEMENT` (the
+        /// URL rewritten by the regex; groups as `\1`). Repeatable.
+        #[arg(long, value_name = "SPEC")]
+        pub(crate) map_remote: Vec<String>,
 
-        // block_list, anticache, anticomp, stickycookie, stickyauth (helper "addons-b").
+        /// Answer matching requests from a local file or directory:
+        /// `[/FILTER]/URL-REGEX/PATH` (a directory serves the file the rest of the URL
+        /// names, never one outside it). Repeatable.
+        #[arg(long, value_name = "SPEC")]
+        pub(crate) map_local: Vec<String>,
+
+        /// Set a header on matching requests and responses: `[/FILTER]/NAME/[@]VALUE`
+        /// (empty removes it; `@FILE` reads the value). Repeatable.
+        #[arg(long, value_name = "SPEC")]
+        pub(crate) modify_headers: Vec<String>,
+
+        /// Replace text in matching bodies, decoded: `[/FILTER]/REGEX/[@]REPLACEMENT`
+        /// (`@FILE` reads the replacement). Repeatable.
+        #[arg(long, value_name = "SPEC")]
+        pub(crate) modify_body: Vec<String>,
+
+        // block_list, anticache, anticomp, stickycookie, stickyauth.
         /// Answer requests matching FILTER with STATUS and an empty body, without
         /// contacting the origin; 444 closes the connection without an answer.
         /// `/FILTER/STATUS` (mitmproxy's `block_list`). Repeatable; of several rules

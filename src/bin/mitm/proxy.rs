@@ -149,15 +149,20 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
     Ok((b, capture))
 }
 
-/// `http` with the upstream timeouts of the options: the proxy's and `mitm replay`'s.
 /// mitmproxy's traffic-changing options, in mitmproxy's order: before the capture
 /// and the web UI's feed, so that what is saved and shown is the flow as changed.
 fn addons(b: MitmBuilder, modify: &args::Modify) -> anyhow::Result<MitmBuilder> {
-    // block_list, anticache, anticomp first, as mitmproxy runs them (helper "addons-b").
-    let b = requests_first(b, modify)?;
-    // map_remote, map_local, modify_headers, modify_body (helper "addons-a").
-
-    // stickyauth, stickycookie last, as mitmproxy runs them (helper "addons-b").
+    // block_list, anticache, anticomp first, as mitmproxy runs them.
+    let mut b = requests_first(b, modify)?;
+    // modify_headers, map_remote, map_local, modify_body.
+    b = changing_traffic(
+        b,
+        &modify.map_remote,
+        &modify.map_local,
+        &modify.modify_headers,
+        &modify.modify_body,
+    )?;
+    // stickyauth, stickycookie last, as mitmproxy runs them.
     sticky(b, modify)
 }
 
@@ -196,6 +201,7 @@ fn sticky(mut b: MitmBuilder, modify: &args::Modify) -> anyhow::Result<MitmBuild
     Ok(b)
 }
 
+/// `http` with the upstream timeouts of the options: the proxy's and `mitm replay`'s.
 pub(crate) fn upstream_timeouts(
     mut http: mitm::Http,
     timeouts: &args::UpstreamTimeouts,
@@ -417,4 +423,30 @@ fn example(bound: &mitm::Bound, ca: &str) -> String {
              python: requests.get(url, proxies={{\"http\": \"http://{addr}\", \"https\": \"http://{addr}\"}}, verify=\"{ca}\")\n"
         )
     }
+}
+
+/// `--modify-headers`, `--map-remote`, `--map-local`, `--modify-body`: each added only
+/// when given, in the order mitmproxy runs them on a request (its header rules run
+/// when the head arrives, before the others).
+fn changing_traffic(
+    mut b: MitmBuilder,
+    map_remote: &[String],
+    map_local: &[String],
+    modify_headers: &[String],
+    modify_body: &[String],
+) -> anyhow::Result<MitmBuilder> {
+    use mitm::addons::{MapLocal, MapRemote, ModifyBody, ModifyHeaders};
+    if !modify_headers.is_empty() {
+        b = b.http_handler(Arc::new(ModifyHeaders::new(modify_headers)?));
+    }
+    if !map_remote.is_empty() {
+        b = b.http_handler(Arc::new(MapRemote::new(map_remote)?));
+    }
+    if !map_local.is_empty() {
+        b = b.http_handler(Arc::new(MapLocal::new(map_local)?));
+    }
+    if !modify_body.is_empty() {
+        b = b.http_handler(Arc::new(ModifyBody::new(modify_body)?));
+    }
+    Ok(b)
 }

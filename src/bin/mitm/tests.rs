@@ -1005,23 +1005,23 @@ fn an_option_added_to_the_command_is_settable_by_its_name() {
     use clap::{Arg, ArgAction};
     let cmd = command()
         .arg(
-            Arg::new("map_remote")
-                .long("map-remote")
+            Arg::new("rewrite_rule")
+                .long("rewrite-rule")
                 .action(ArgAction::Append),
         )
         .arg(
-            Arg::new("anticache")
-                .long("anticache")
+            Arg::new("no_store")
+                .long("no-store")
                 .action(ArgAction::SetTrue),
         );
     let argv: Vec<std::ffi::OsString> = [
         "mitm",
         "--set",
-        "map_remote=|a|b",
+        "rewrite_rule=|a|b",
         "--set",
-        "map_remote=|c|d",
+        "rewrite_rule=|c|d",
         "--set",
-        "anticache",
+        "no_store",
     ]
     .iter()
     .map(Into::into)
@@ -1029,22 +1029,27 @@ fn an_option_added_to_the_command_is_settable_by_its_name() {
     let (cmd, warnings) = settings::apply(cmd, &argv, &Sources::default()).unwrap();
     assert!(warnings.is_empty());
     let matches = cmd.try_get_matches_from(&argv).unwrap();
-    let rules: Vec<&String> = matches.get_many("map_remote").unwrap().collect();
+    let rules: Vec<&String> = matches.get_many("rewrite_rule").unwrap().collect();
     assert_eq!(rules, ["|a|b", "|c|d"]);
-    assert!(matches.get_flag("anticache"));
+    assert!(matches.get_flag("no_store"));
     // Given as a flag, the flag's values replace the settings'.
-    let argv: Vec<std::ffi::OsString> =
-        ["mitm", "--map-remote", "|x|y", "--set", "map_remote=|a|b"]
-            .iter()
-            .map(Into::into)
-            .collect();
+    let argv: Vec<std::ffi::OsString> = [
+        "mitm",
+        "--rewrite-rule",
+        "|x|y",
+        "--set",
+        "rewrite_rule=|a|b",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
     let cmd = command().arg(
-        Arg::new("map_remote")
-            .long("map-remote")
+        Arg::new("rewrite_rule")
+            .long("rewrite-rule")
             .action(ArgAction::Append),
     );
     let (cmd, _) = settings::apply(cmd, &argv, &Sources::default()).unwrap();
     let matches = cmd.try_get_matches_from(&argv).unwrap();
-    let rules: Vec<&String> = matches.get_many("map_remote").unwrap().collect();
+    let rules: Vec<&String> = matches.get_many("rewrite_rule").unwrap().collect();
     assert_eq!(rules, ["|x|y"]);
 }
