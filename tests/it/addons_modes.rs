@@ -1,11 +1,11 @@
 //! mitmproxy's traffic-changing options in every mode of the `mitm` command: the same
-//! rules (`--modify-headers` on requests and on responses, `--map-remote`,
-//! `--block-list`) given to a regular proxy, a SOCKS5 one, a reverse proxy in front of
-//! an HTTP and an HTTPS origin, and one sending everything through an upstream proxy
-//! (tinyproxy); curl as the client, over plain HTTP, intercepted HTTPS with HTTP/1.1
-//! and with HTTP/2. Each mode asks the same three requests and checks what the client
-//! and the origin saw. (Transparent mode runs the same middlewares: see
-//! `tests/it/transparent.rs` for the mode itself.)
+//! rules (`--modify-headers` on requests and on responses, `--modify-body`,
+//! `--map-remote`, `--block-list`) given to a regular proxy, a SOCKS5 one, a reverse
+//! proxy in front of an HTTP and an HTTPS origin, one sending everything through an
+//! upstream proxy (tinyproxy), and a transparent one on a gateway (the network
+//! namespaces of `tests/it/transparent.rs`); curl as the client, over plain HTTP and
+//! intercepted HTTPS with HTTP/1.1 and with HTTP/2. Each mode asks the same three
+//! requests ([`check`]) and checks what the client and the origin saw.
 
 use crate::common;
 use crate::upstream::Tinyproxy;
@@ -15,12 +15,14 @@ use std::sync::Mutex;
 use common::*;
 
 /// The rules every mode is given: a request field added, a response field added, a
-/// path rewritten, a path answered by the proxy itself.
-const RULES: [&str; 8] = [
+/// response body changed, a path rewritten, a path answered by the proxy itself.
+const RULES: [&str; 10] = [
     "--modify-headers",
     "/~q/x-added/yes",
     "--modify-headers",
     "/~s/x-resp/yes",
+    "--modify-body",
+    "/~s/from origin/from the rule",
     "--map-remote",
     "|from-here|to-there",
     "--block-list",
@@ -121,7 +123,8 @@ fn path_of(target: &str) -> &str {
 
 /// The one check every mode passes, for each of its clients: through the proxy,
 /// - `/plain` reaches `origin` with the request field added, and comes back with the
-///   response field added, in the HTTP version the client asked for;
+///   response field added and the body changed, in the HTTP version the client asked
+///   for;
 /// - `/from-here` reaches the origin as `/to-there`;
 /// - `/blocked` is answered `418` by the proxy, and the origin never sees it.
 ///
@@ -134,7 +137,7 @@ async fn check(clients: &[Client], origin: &Mutex<Vec<Seen>>) {
         let a = ask(c, "/plain").await;
         assert_eq!(
             (a.status, a.body.as_str()),
-            (200, "hello from origin: GET /plain"),
+            (200, "hello from the rule: GET /plain"),
             "{what}: {a:?}"
         );
         assert_eq!(a.version, c.version, "{what}: {a:?}");
@@ -148,7 +151,7 @@ async fn check(clients: &[Client], origin: &Mutex<Vec<Seen>>) {
         let a = ask(c, "/from-here").await;
         assert_eq!(
             (a.status, a.body.as_str()),
-            (200, "hello from origin: GET /to-there"),
+            (200, "hello from the rule: GET /to-there"),
             "{what}: {a:?}"
         );
         let seen = requests();
