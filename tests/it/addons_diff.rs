@@ -592,6 +592,8 @@ async fn what_is_saved_is_the_flow_as_changed() {
             "/~q/X-Asked/changed",
             "--map-remote",
             &remap,
+            "--modify-body",
+            "/~s/from origin/from the rule",
         ])
     })
     .await
@@ -603,6 +605,7 @@ async fn what_is_saved_is_the_flow_as_changed() {
     let url = format!("http://127.0.0.1:{}/a", from.port());
     let seen = exchange(&proxy, &[&from, &to], &[], &url, &["x-saved"], &["x-asked"]).await;
     assert_eq!(seen.origins[0].0, 1, "{seen:?}");
+    assert_eq!(seen.body, b"hello from the rule: GET /b");
     tokio::task::spawn_blocking(move || ours.interrupt())
         .await
         .unwrap();
@@ -613,4 +616,5 @@ async fn what_is_saved_is_the_flow_as_changed() {
     assert_eq!(r.request.headers.get("x-asked"), Some("changed"));
     let response = r.response.as_ref().unwrap();
     assert_eq!(response.headers.get("x-saved"), Some("changed"));
+    assert_eq!(&response.body.data[..], b"hello from the rule: GET /b");
 }

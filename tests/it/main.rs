@@ -10,6 +10,7 @@ mod common;
 
 mod access;
 mod addons_diff;
+mod addons_modes;
 mod block;
 mod block_sticky_diff;
 mod browser;

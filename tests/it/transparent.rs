@@ -32,14 +32,14 @@ use mitm::{DataHooks, HttpHandler};
 const CLIENT_V4: &str = "10.200.1.2";
 const ROUTER_CLIENT_SIDE_V4: &str = "10.200.1.1";
 const ROUTER_ORIGIN_SIDE_V4: &str = "10.200.2.1";
-const ORIGIN_V4: &str = "10.200.2.2";
+pub(crate) const ORIGIN_V4: &str = "10.200.2.2";
 const CLIENT_V6: &str = "fd00:1::2";
 const ROUTER_CLIENT_SIDE_V6: &str = "fd00:1::1";
 const ROUTER_ORIGIN_SIDE_V6: &str = "fd00:2::1";
 const ORIGIN_V6: &str = "fd00:2::2";
 /// The name the HTTPS origin's certificate is for; the client reaches it with
 /// `curl --resolve`, so nothing resolves it but the client.
-const ORIGIN_NAME: &str = "origin.test";
+pub(crate) const ORIGIN_NAME: &str = "origin.test";
 
 /// The origin's port for a protocol that is neither HTTP nor TLS: it echoes.
 const ECHO_PORT: u16 = 7;
@@ -113,10 +113,10 @@ pub(crate) fn kernel_refused(stderr: &str) -> bool {
 
 /// The three namespaces of one test; dropping it deletes them, and with them their
 /// veth pairs and firewall rules (also when the test panics).
-struct Net {
-    client: String,
-    router: String,
-    origin: String,
+pub(crate) struct Net {
+    pub(crate) client: String,
+    pub(crate) router: String,
+    pub(crate) origin: String,
     /// The router's interface towards the client: the one the redirect rules match.
     router_client_side: String,
 }
@@ -133,7 +133,7 @@ impl Drop for Net {
 impl Net {
     /// Builds the namespaces and links between them. `None` (after saying why) when the
     /// tools are missing or the kernel refuses network namespaces.
-    fn build() -> Option<Net> {
+    pub(crate) fn build() -> Option<Net> {
         let tools = [
             (
                 answers("ip", "-V"),
@@ -245,7 +245,7 @@ impl Net {
 
     /// Redirects every TCP connection arriving from the client's side, IPv4 and IPv6,
     /// to `port` in the router: the gateway rules of `docs/transparent.md`.
-    fn redirect_to(&self, port: u16) -> Result<(), String> {
+    pub(crate) fn redirect_to(&self, port: u16) -> Result<(), String> {
         let port = port.to_string();
         for table in ["iptables", "ip6tables"] {
             let args = [
@@ -285,7 +285,7 @@ impl Net {
 
 /// Moves the calling thread into the network namespace `ns`: sockets it makes from then
 /// on (and those of threads it starts) belong to that namespace.
-fn enter(ns: &str) {
+pub(crate) fn enter(ns: &str) {
     let path = format!("/var/run/netns/{ns}");
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
     rustix::thread::move_into_link_name_space(

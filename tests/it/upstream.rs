@@ -20,8 +20,8 @@ use tokio_tungstenite::tungstenite::Message;
 use common::*;
 
 /// A tinyproxy process on a loopback port, killed when dropped.
-struct Tinyproxy {
-    port: u16,
+pub(crate) struct Tinyproxy {
+    pub(crate) port: u16,
     log: PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
@@ -38,7 +38,7 @@ impl Tinyproxy {
     /// Starts tinyproxy, asking clients for `credentials` if given, and waits until it
     /// accepts connections. `None` when tinyproxy is not installed (and the test may
     /// skip).
-    async fn start(credentials: Option<(&str, &str)>) -> Option<Tinyproxy> {
+    pub(crate) async fn start(credentials: Option<(&str, &str)>) -> Option<Tinyproxy> {
         // tinyproxy takes `-v`, not `--version`.
         let present = Command::new("tinyproxy")
             .arg("-v")
@@ -95,7 +95,7 @@ impl Tinyproxy {
     }
 
     /// What it logged so far.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

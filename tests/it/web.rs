@@ -841,6 +841,83 @@ async fn mitm_with_web_shows_the_proxy_flows() {
     assert_eq!(pem, want);
 }
 
+/// The UI shows the flow as mitmproxy's traffic-changing options left it (the request
+/// field added, the response body replaced), and `--save` saves it so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mitm_with_web_shows_and_saves_the_flow_as_the_options_changed_it() {
+    let origin = start_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let har = dir.path().join("changed.har");
+    let mut mitm = start_mitm(&[
+        "--port",
+        "0",
+        "--web",
+        "--web-port",
+        "0",
+        "--save",
+        har.to_str().unwrap(),
+        "--modify-headers",
+        "/~q/x-added/yes",
+        "--modify-body",
+        "/~s/from origin/from the rule",
+    ]);
+    let (base, token) = mitm.url.split_once("/?token=").unwrap();
+    let (base, token) = (base.to_string(), token.to_string());
+    let proxy = mitm.proxy.expect("the proxy's banner before the web UI's");
+    let answer = client_for(&format!("http://{proxy}"), origin_ca())
+        .get(format!("http://127.0.0.1:{}/changed", origin.port()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let want = "hello from the rule: GET /changed";
+    assert_eq!(answer, want);
+    assert_eq!(origin.requests()[0].header("x-added"), Some("yes"));
+    // The flow, once its response is in.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let detail = loop {
+        let list = get_json(format!("{base}/api/flows"), &token).await;
+        if let Some(id) = list["flows"][0]["id"].as_u64() {
+            let detail = get_json(format!("{base}/api/flows/{id}"), &token).await;
+            if detail["response"]["body"]["size"].as_u64() > Some(0) {
+                break detail;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the UI never showed the finished flow: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let id = detail["summary"]["id"].as_u64().unwrap();
+    let headers = detail["request"]["headers"].as_array().unwrap();
+    assert!(
+        headers.contains(&serde_json::json!(["x-added", "yes"])),
+        "{detail}"
+    );
+    assert_eq!(detail["response"]["body"]["size"], want.len(), "{detail}");
+    let body = plain_client()
+        .get(format!("{base}/api/flows/{id}/response/body"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, want);
+    tokio::task::spawn_blocking(move || mitm.interrupt())
+        .await
+        .unwrap();
+    let saved = mitm::capture::read(&har).unwrap();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].request.headers.get("x-added"), Some("yes"));
+    let response = saved[0].response.as_ref().unwrap();
+    assert_eq!(&response.body.data[..], want.as_bytes());
+}
+
 /// Chromium, or `None` (with the reason printed) where it is missing.
 fn chromium() -> Option<&'static str> {
     let found = find_chromium();
