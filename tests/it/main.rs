@@ -11,6 +11,7 @@ mod common;
 mod access;
 mod block;
 mod block_sticky_diff;
+mod body_limit_diff;
 mod browser;
 mod ca;
 mod capture_bodies;
