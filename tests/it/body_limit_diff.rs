@@ -2,7 +2,7 @@
 //! to both, request bodies under and over it (with a `Content-Length` and chunked) and
 //! responses under and over it, sent by curl through each; the status the client sees
 //! and whether the origin got the request compared. Plain HTTP/1.1, and intercepted
-//! HTTPS with HTTP/2 from the client.
+//! HTTPS with HTTP/2 from the client. Then `Http::max_body` from Rust on chunked bodies.
 
 use crate::common;
 
@@ -146,4 +146,50 @@ async fn body_size_limit_refuses_as_mitmdump_does() {
         [("200", true), ("413", false), ("413", false), ("502", true)]
     );
     theirs.stop().await;
+}
+
+/// `Http::max_body` from Rust, on the wire: a chunked request over it gets `413` and
+/// its origin is never dialled; a chunked response over it becomes a `502` with none
+/// of its body, and the client connection goes on; one under it passes whole.
+#[tokio::test]
+async fn max_body_refuses_chunked_bodies_over_it() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    let origin = start_origin().await;
+    let host = format!("127.0.0.1:{}", origin.port());
+    // `/chunked` is 19 bytes.
+    let http = mitm::Http::new().max_body(Some(18));
+    let proxy = start_proxy(|b| b.protocols(vec![Arc::new(http)])).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(format!(
+        "POST /echo HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         a\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n"
+    ))
+    .await;
+    let reply = wire.response().await;
+    assert_eq!(reply.status, 413, "{reply:?}");
+    assert!(reply.text().contains("18 bytes"), "{}", reply.text());
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 0);
+
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(format!("GET /chunked HTTP/1.1\r\nHost: {host}\r\n\r\n"))
+        .await;
+    let reply = wire.response().await;
+    assert_eq!(reply.status, 502, "{reply:?}");
+    assert!(!reply.text().contains("hello"), "{}", reply.text());
+    // The client connection goes on.
+    wire.send(format!("GET /bytes/18 HTTP/1.1\r\nHost: {host}\r\n\r\n"))
+        .await;
+    let reply = wire.response().await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, pattern(18));
+
+    let http = mitm::Http::new().max_body(Some(19));
+    let proxy = start_proxy(|b| b.protocols(vec![Arc::new(http)])).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.send(format!("GET /chunked HTTP/1.1\r\nHost: {host}\r\n\r\n"))
+        .await;
+    let reply = wire.response().await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.text(), CHUNKED_PARTS.concat());
 }

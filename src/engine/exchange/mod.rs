@@ -7,6 +7,8 @@
 //! What lives here, once:
 //! - bodies held whole for the hooks up to the middlewares' `body_limit`, streamed past
 //!   otherwise (`splice(2)` when nothing reads them);
+//! - the body size limit (`Settings::max_body`): a request body over it answered `413`
+//!   before the origin sees it, a response body over it a `502`;
 //! - the framing fields of a body held whole (`Content-Length`, set after the hooks);
 //! - which origin link to use, and sending a request once more on a fresh connection
 //!   when a pooled one turns out stale: only when the origin cannot have acted on it
