@@ -268,6 +268,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A body was larger than [`crate::Http::max_body`] allows: a request's is answered
+    /// `413`, a response's `502`.
+    #[error("the {} body is larger than the body size limit of {limit} bytes", if *.response { "response" } else { "request" })]
+    BodyTooLarge {
+        /// Whether it was the response's body (else the request's).
+        response: bool,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+
     /// A client of a proxy that asks for credentials sent none, or wrong ones
     /// (answered `407`).
     #[error("proxy authentication required: the client sent no valid Proxy-Authorization")]
@@ -438,6 +448,10 @@ impl Error {
             | Error::BadResponse { .. }
             | Error::UpstreamProxy { .. } => Side::Server,
             Error::Io { side, .. } => *side,
+            Error::BodyTooLarge {
+                response: false, ..
+            } => Side::Client,
+            Error::BodyTooLarge { response: true, .. } => Side::Server,
             _ => Side::Internal,
         }
     }

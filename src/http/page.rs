@@ -78,6 +78,19 @@ pub(crate) fn error(e: &Error) -> Response {
                  that it lets this destination through.\n"
             ),
         ),
+        Error::BodyTooLarge { response, limit } => {
+            let (status, what) = if *response {
+                (502, "the upstream server's response")
+            } else {
+                (413, "the request")
+            };
+            (
+                status,
+                format!(
+                    "mitm refused {what}: its body is larger than the body size limit of                      {limit} bytes.\nRaise the limit with --body-size-limit SIZE (say 10m),                      or lift it by leaving the option out.\n"
+                ),
+            )
+        }
         Error::BadRequest { reason } => (
             400,
             format!("mitm could not understand the request: {reason}.\n"),

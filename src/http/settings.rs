@@ -44,6 +44,9 @@ pub(crate) struct Settings {
     /// Most header fields in a request head (431 beyond); response heads may have at
     /// least [`DEFAULT_MAX_HEADERS`].
     pub max_headers: usize,
+    /// Largest request or response body let through (`413` for a request, `502` for a
+    /// response beyond); `None`: no limit.
+    pub max_body: Option<u64>,
     /// Most streams an HTTP/2 client may have open at once.
     pub max_streams: u32,
     /// Most upstream connections one client connection holds at once.
@@ -68,6 +71,7 @@ impl Default for Settings {
             keep_alive: true,
             max_head: DEFAULT_MAX_HEAD,
             max_headers: DEFAULT_MAX_HEADERS,
+            max_body: None,
             max_streams: DEFAULT_MAX_STREAMS,
             max_upstreams: DEFAULT_MAX_UPSTREAMS,
             buffer_size: 8192,

@@ -161,6 +161,22 @@ impl Http {
         self
     }
 
+    /// The largest request or response body let through, as mitmproxy's
+    /// `body_size_limit`: a request whose body is larger is answered `413 Payload Too
+    /// Large` and never reaches its origin; a response whose body is larger becomes a
+    /// `502` and the origin connection is dropped. A body that says its length
+    /// (`Content-Length`) is judged on its head; one that does not (chunked, HTTP/2
+    /// without the field) is held until it ends or passes the limit, so keep the limit
+    /// to what may sit in memory. Default: `None`, bodies of any size stream through.
+    ///
+    /// ```
+    /// let http = mitm::Http::new().max_body(Some(10 * 1024 * 1024));
+    /// ```
+    pub fn max_body(mut self, bytes: Option<u64>) -> Self {
+        self.settings.max_body = bytes;
+        self
+    }
+
     /// The most streams an HTTP/2 client may have open at once (announced in the
     /// connection's settings; streams past it are refused). Default:
     /// [`DEFAULT_MAX_STREAMS`] (100).

@@ -13,6 +13,7 @@ mod addons_diff;
 mod addons_modes;
 mod block;
 mod block_sticky_diff;
+mod body_limit_diff;
 mod browser;
 mod ca;
 mod capture_bodies;

@@ -318,6 +318,14 @@ group! {
             default_value_t = mitm::protocol::regular::DEFAULT_MAX_HEADERS,
         )]
         pub(crate) max_headers: usize,
+
+        /// Largest request or response body let through (mitmproxy's
+        /// `body_size_limit`): a larger request gets 413 and never reaches its origin, a
+        /// larger response becomes a 502. SIZE in bytes, or with a suffix b, k, m, g, t
+        /// (powers of 1024): `10m`. A body without a Content-Length is held until it
+        /// ends or passes SIZE. Default: no limit, bodies stream.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        pub(crate) body_size_limit: Option<u64>,
     }
 }
 
@@ -487,6 +495,32 @@ group! {
 fn block_rule(text: &str) -> Result<String, mitm::addons::BlockRuleError> {
     text.parse::<mitm::addons::BlockRule>()
         .map(|_| text.to_owned())
+}
+
+/// A size as mitmproxy writes one: bytes, or a number with a suffix `b`, `k`, `m`, `g`
+/// or `t` (powers of 1024; capitals taken too).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("invalid size {text:?}: give bytes, or a number with k, m, g or t (powers of 1024), as in 10m")
+    };
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => (&text[..at], c.to_ascii_lowercase()),
+        _ => (text, 'b'),
+    };
+    let shift = match unit {
+        'b' => 0,
+        'k' => 10,
+        'm' => 20,
+        'g' => 30,
+        't' => 40,
+        _ => return Err(bad()),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
 /// A filter option: checked as clap reads it, kept as written.

@@ -100,6 +100,7 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
         .idle_timeout(limits.idle_timeout.0)
         .max_head(limits.max_head)
         .max_headers(limits.max_headers)
+        .max_body(limits.body_size_limit)
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_upstream_connections(limits.max_upstream_connections)
         .zero_copy(!args.runtime.no_zero_copy);

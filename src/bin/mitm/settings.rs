@@ -127,12 +127,6 @@ pub(crate) const MITMPROXY: &[(&str, Mitmproxy)] = &[
         Mitmproxy::Ignored("mitm keeps serving after -r and -C unless -n is given"),
     ),
     (
-        "body_size_limit",
-        Mitmproxy::Refused(
-            "mitm streams bodies of any size (--max-head and --max-headers limit heads)",
-        ),
-    ),
-    (
         "termlog_verbosity",
         Mitmproxy::Refused("give -q (warnings), -qq (errors) or -v (debug) instead"),
     ),

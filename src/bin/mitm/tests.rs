@@ -1053,3 +1053,55 @@ fn an_option_added_to_the_command_is_settable_by_its_name() {
     let rules: Vec<&String> = matches.get_many("rewrite_rule").unwrap().collect();
     assert_eq!(rules, ["|x|y"]);
 }
+
+/// `--body-size-limit` reads sizes as mitmproxy's `human.parse_size` does, refuses bad
+/// ones with what is wrong, and is `body_size_limit` for `--set`.
+#[test]
+fn body_size_limit_takes_mitmproxys_sizes() {
+    use crate::args::parse_size;
+    for (text, bytes) in [
+        ("0", 0),
+        ("1500", 1500),
+        ("12b", 12),
+        ("1k", 1024),
+        ("10m", 10 << 20),
+        ("2g", 2 << 30),
+        ("1t", 1 << 40),
+        ("3K", 3072),
+    ] {
+        assert_eq!(parse_size(text), Ok(bytes), "{text}");
+    }
+    for bad in [
+        "",
+        "k",
+        "-1",
+        "1.5m",
+        "10x",
+        "m10",
+        "1 k",
+        "99999999999999999999",
+        "20000000t",
+    ] {
+        let e = parse_size(bad).expect_err(bad);
+        assert!(
+            e.contains("invalid size") && e.contains("10m"),
+            "{bad}: {e}"
+        );
+    }
+    let Command::Proxy(p) = parsed("mitm --set body_size_limit=1k") else {
+        panic!()
+    };
+    assert_eq!(p.limits.body_size_limit, Some(1024));
+    let Command::Proxy(p) = parsed("mitm --body-size-limit 2m") else {
+        panic!()
+    };
+    assert_eq!(p.limits.body_size_limit, Some(2 << 20));
+    let Command::Proxy(p) = parsed("mitm") else {
+        panic!()
+    };
+    assert_eq!(p.limits.body_size_limit, None);
+    let e = parse("mitm --set body_size_limit=ten")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid size"), "{e}");
+}

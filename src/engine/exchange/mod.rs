@@ -7,6 +7,8 @@
 //! What lives here, once:
 //! - bodies held whole for the hooks up to the middlewares' `body_limit`, streamed past
 //!   otherwise (`splice(2)` when nothing reads them);
+//! - the body size limit (`Settings::max_body`): a request body over it answered `413`
+//!   before the origin sees it, a response body over it a `502`;
 //! - the framing fields of a body held whole (`Content-Length`, set after the hooks);
 //! - which origin link to use, and sending a request once more on a fresh connection
 //!   when a pooled one turns out stale: only when the origin cannot have acted on it
@@ -197,6 +199,7 @@ impl<'a, C: Client> Exchange<'a, C> {
         let ahead = match self.read_request_ahead().await {
             Ok(ahead) => ahead,
             Err(e @ Error::BadRequest { .. }) => return self.fail(e).await,
+            Err(e @ Error::BodyTooLarge { .. }) => return self.too_large(e).await,
             Err(e) => return Err(e),
         };
         let original = self.flow.request.body.clone();
@@ -236,20 +239,24 @@ impl<'a, C: Client> Exchange<'a, C> {
 
     /// Reads the request body ahead for the hooks, up to the body limit: `Body::Full`
     /// when it all fits, else the pieces read (it streams on from there).
+    /// [`Error::BodyTooLarge`] when it is larger than `max_body`.
     async fn read_request_ahead(&mut self) -> Result<Vec<Bytes>> {
-        if !matches!(self.flow.request.body, Body::Streaming)
-            || self.limit == 0
-            || declared_length(&self.flow.request.headers) > Some(self.limit as u64)
-        {
+        if !matches!(self.flow.request.body, Body::Streaming) {
             return Ok(Vec::new());
         }
+        let length = declared_length(&self.flow.request.headers);
+        let max_body = self.settings.max_body;
+        let Some(hold) = hold(self.limit, max_body, length, false)? else {
+            return Ok(Vec::new());
+        };
         let mut pieces = Vec::new();
-        let mut total = 0;
-        while total <= self.limit {
+        let mut total = 0u64;
+        while total <= hold {
             match self.client.body().await? {
                 Some(piece) => {
-                    total += piece.len();
+                    total += piece.len() as u64;
                     pieces.push(piece);
+                    check_size(max_body, total, false)?;
                 }
                 None => {
                     self.flow.request.body = Body::Full(join(&pieces));
@@ -511,6 +518,44 @@ fn is_stale(e: &Error) -> bool {
             UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
         ),
         _ => false,
+    }
+}
+
+/// How much of a body of `length` (when known) to read ahead: up to the hooks'
+/// `limit`, or, under a body size limit and of unknown length, up to that limit, so that
+/// it is judged before any of it goes on. `None`: nothing. [`Error::BodyTooLarge`] when
+/// its length is over the body size limit already. Without a body size limit this is
+/// the hooks' limit alone (one `Option` checked).
+fn hold(
+    limit: usize,
+    max_body: Option<u64>,
+    length: Option<u64>,
+    response: bool,
+) -> Result<Option<u64>> {
+    let limit = limit as u64;
+    if let Some(max) = max_body {
+        match length {
+            Some(n) if n > max => {
+                return Err(Error::BodyTooLarge {
+                    response,
+                    limit: max,
+                })
+            }
+            None => return Ok(Some(max.max(limit))),
+            Some(_) => {}
+        }
+    }
+    Ok((limit > 0 && length.is_none_or(|n| n <= limit)).then_some(limit))
+}
+
+/// [`Error::BodyTooLarge`] once `total` bytes of a body are over the body size limit.
+fn check_size(max_body: Option<u64>, total: u64, response: bool) -> Result<()> {
+    match max_body {
+        Some(max) if total > max => Err(Error::BodyTooLarge {
+            response,
+            limit: max,
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::origin::Origin;
 use super::upgrade;
-use super::{set_response_length, BodyOut, Client, Exchange, Head, Outcome};
+use super::{check_size, hold, set_response_length, BodyOut, Client, Exchange, Head, Outcome};
 use crate::error::{Error, Report, Result, Side};
 use crate::http::message::{join, Body, Response, Verdict};
 use crate::http::page;
@@ -27,7 +27,11 @@ impl<C: Client> Exchange<'_, C> {
         length: Option<u64>,
     ) -> Result<Outcome> {
         self.flow.response = Some(head);
-        let ahead = self.read_response_ahead(origin, length).await?;
+        let ahead = match self.read_response_ahead(origin, length).await {
+            Ok(ahead) => ahead,
+            Err(e @ Error::BodyTooLarge { .. }) => return self.too_large(e).await,
+            Err(e) => return Err(e),
+        };
         let original = self.flow.response.as_ref().map(|r| r.body.clone());
         let mut response = self.response_hooks().await?;
         let streaming =
@@ -78,19 +82,21 @@ impl<C: Client> Exchange<'_, C> {
         let Some(response) = self.flow.response.as_ref() else {
             return Ok(Vec::new());
         };
-        if !matches!(response.body, Body::Streaming)
-            || self.limit == 0
-            || length > Some(self.limit as u64)
-        {
+        if !matches!(response.body, Body::Streaming) {
             return Ok(Vec::new());
         }
+        let max_body = self.settings.max_body;
+        let Some(hold) = hold(self.limit, max_body, length, true)? else {
+            return Ok(Vec::new());
+        };
         let mut pieces = Vec::new();
-        let mut total = 0;
-        while total <= self.limit {
+        let mut total = 0u64;
+        while total <= hold {
             match self.origin_body(origin).await? {
                 Some(piece) => {
-                    total += piece.len();
+                    total += piece.len() as u64;
                     pieces.push(piece);
+                    check_size(max_body, total, true)?;
                 }
                 None => {
                     if let Some(r) = self.flow.response.as_mut() {
@@ -307,6 +313,19 @@ impl<C: Client> Exchange<'_, C> {
         self.flow.undelivered = !malformed;
         // After a malformed body, where the next request would start is unknown.
         self.answer(page, Some(e), malformed).await
+    }
+
+    /// A body over the body size limit (`max_body`): the request's is answered `413`
+    /// (and the client connection ends: the rest of its body is unread), the
+    /// response's `502` (the origin connection is not used again: the rest of its body
+    /// is unread too). The origin never sees a refused request.
+    pub(super) async fn too_large(&mut self, e: Error) -> Result<Outcome> {
+        let request = e.side() == Side::Client;
+        tracing::warn!(error = %Report(&e), url = self.flow.request.url(), "body size limit reached");
+        let page = page::error(&e);
+        self.flow.undelivered = request;
+        self.flow.response = None;
+        self.answer(page, Some(e), request).await
     }
 
     /// Writes a response that is a head alone, after which the connection is another
