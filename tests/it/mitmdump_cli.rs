@@ -400,20 +400,7 @@ async fn client_replay_and_rfile_go_through_the_running_proxy() {
     );
     let ui = lines.last().unwrap().strip_prefix("web UI: ").unwrap();
     let (base, token) = ui.split_once("/?token=").unwrap();
-    let listed = reqwest::Client::builder()
-        .use_preconfigured_tls(tls_client_config(origin_ca()))
-        .no_proxy()
-        .timeout(PATIENCE)
-        .build()
-        .unwrap()
-        .get(format!("{base}/api/flows"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let listed = crate::web::get_text(format!("{base}/api/flows"), token).await;
     assert!(listed.contains("/again"), "not in the web UI: {listed}");
     proxy.stop().await;
     let (code, stdout, stderr) = run(home.path(), &["-nr", &copy]).await;
