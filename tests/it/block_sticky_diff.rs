@@ -390,9 +390,7 @@ impl Recorded for H2Recorder {
 }
 
 async fn start_h2_recorder() -> H2Recorder {
-    let mut config = (*origin_ca().server_config("localhost").unwrap()).clone();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = crate::http2::h2_acceptor();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
