@@ -131,16 +131,9 @@ impl Mitm {
 
     /// SIGINT; waits for the exit, which must be a clean one. The rest of stdout.
     async fn stop(mut self) -> mpsc::UnboundedReceiver<String> {
-        let pid = self.child.id().unwrap().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+        let status = interrupt(&mut self.child)
             .await
-            .expect("mitm did not stop on SIGINT")
-            .unwrap();
+            .expect("mitm did not stop on SIGINT");
         assert_eq!(status.code(), Some(0), "{}", self.stderr.lock().unwrap());
         self.stdout
     }

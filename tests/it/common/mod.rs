@@ -1341,3 +1341,17 @@ pub fn python_json_lines(
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Sends `child` SIGINT (as Ctrl-C) and waits for it to exit: its status, or `None`
+/// when it has not exited within [`PATIENCE`].
+pub async fn interrupt(child: &mut tokio::process::Child) -> Option<std::process::ExitStatus> {
+    let pid = child.id().expect("still running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(PATIENCE, child.wait()).await.ok()?;
+    Some(status.unwrap())
+}
+
