@@ -133,18 +133,12 @@ impl Pair {
 /// compared here).
 async fn step(side: &Side, origin: &dyn Recorded, args: &[&str]) -> Step {
     let before = origin.heads().len();
-    let mut curl = tokio::process::Command::new("curl");
-    curl.args(["--silent", "--proxy", &format!("http://{}", side.addr)])
-        .arg("--cacert")
-        .arg(&side.ca)
-        .args(["--write-out", "\n%{http_code} %{http_version}"]);
-    if !args.contains(&"--http2") {
-        curl.arg("--http1.1");
-    }
-    let out = tokio::time::timeout(PATIENCE, curl.args(args).output())
-        .await
-        .expect("curl timed out")
-        .expect("cannot run curl");
+    let out = curl_output(
+        curl_via(side.addr, &side.ca, args)
+            .args(["--write-out", "\n%{http_code} %{http_version}"])
+            .args(args),
+    )
+    .await;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
     let heads = origin.heads();

@@ -1355,3 +1355,39 @@ pub async fn interrupt(child: &mut tokio::process::Child) -> Option<std::process
     Some(status.unwrap())
 }
 
+/// Runs `curl` (a `curl` command with its arguments) within [`PATIENCE`]: its output,
+/// whatever its exit.
+pub async fn curl_output(curl: &mut tokio::process::Command) -> std::process::Output {
+    tokio::time::timeout(PATIENCE, curl.output())
+        .await
+        .expect("curl took too long")
+        .expect("curl runs")
+}
+
+/// [`curl_output`], failing the test with curl's message unless it exits 0 (`call`
+/// names the call in that message).
+pub async fn curl_success(
+    curl: &mut tokio::process::Command,
+    call: impl std::fmt::Debug,
+) -> std::process::Output {
+    let out = curl_output(curl).await;
+    assert!(
+        out.status.success(),
+        "curl {call:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A quiet `curl` through the HTTP proxy at `proxy` trusting the CA file `ca`,
+/// speaking HTTP/1.1 unless `args` has `--http2` (the caller adds `args`).
+pub fn curl_via(proxy: SocketAddr, ca: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut curl = tokio::process::Command::new("curl");
+    curl.args(["--silent", "--proxy", &format!("http://{proxy}")])
+        .arg("--cacert")
+        .arg(ca);
+    if !args.contains(&"--http2") {
+        curl.arg("--http1.1");
+    }
+    curl
+}
