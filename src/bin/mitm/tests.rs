@@ -143,6 +143,19 @@ fn shell_words(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
+/// Each name given, with its values.
+fn names_and_values(given: &[settings::Given]) -> Vec<(&str, Vec<&str>)> {
+    given
+        .iter()
+        .map(|g| {
+            (
+                g.name.as_str(),
+                g.values.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect()
+}
+
 fn parse(line: &str) -> Result<Config, clap::Error> {
     try_parse_from(shell_words(line).expect("shell words"))
 }
@@ -862,17 +875,8 @@ fn config_files_are_mitmproxys_yaml_maps() {
         path,
     )
     .unwrap();
-    let pairs: Vec<(&str, Vec<&str>)> = got
-        .iter()
-        .map(|g| {
-            (
-                g.name.as_str(),
-                g.values.iter().map(String::as_str).collect(),
-            )
-        })
-        .collect();
     assert_eq!(
-        pairs,
+        names_and_values(&got),
         [
             ("listen_port", vec!["8081"]),
             ("ssl_insecure", vec!["true"]),
@@ -901,17 +905,8 @@ fn config_files_are_mitmproxys_yaml_maps() {
     }
     // Repeated --set gathers the values of one name, in order.
     let sets = settings::parse_sets(["a=1", "b", "a=2", "c=x=y"]);
-    let pairs: Vec<(&str, Vec<&str>)> = sets
-        .iter()
-        .map(|g| {
-            (
-                g.name.as_str(),
-                g.values.iter().map(String::as_str).collect(),
-            )
-        })
-        .collect();
     assert_eq!(
-        pairs,
+        names_and_values(&sets),
         [("a", vec!["1", "2"]), ("b", vec![]), ("c", vec!["x=y"])]
     );
 }
