@@ -509,7 +509,7 @@ async fn a_server_replay_answers_h2_streams_and_kills_only_the_unmatched_one() {
 
 /// An h2 origin whose handler is `serve`, given each request, its responder, and the
 /// number of the connection it came on (from 1).
-fn start_h2_origin_with<F, Fut>(serve: F) -> (u16, tokio::task::JoinHandle<()>)
+pub(crate) fn start_h2_origin_with<F, Fut>(serve: F) -> (u16, tokio::task::JoinHandle<()>)
 where
     F: Fn(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>, usize) -> Fut
         + Send
