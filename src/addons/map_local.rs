@@ -87,10 +87,7 @@ impl MapLocal {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let rules = rules
-            .into_iter()
-            .map(|text| Rule::parse(text.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let rules = rule::parse_all(rules, Rule::parse)?;
         Ok(MapLocal {
             rules,
             max_file: DEFAULT_MAX_FILE,
@@ -131,12 +128,7 @@ impl Rule {
         let spec = rule::parse(OPTION, text)?;
         let regex = rule::regex(OPTION, &spec, "", &spec.subject)?;
         let named = expand_home(&spec.replacement);
-        let path = std::fs::canonicalize(&named).map_err(|source| RuleError::File {
-            option: OPTION,
-            rule: text.to_owned(),
-            path: named.clone(),
-            source,
-        })?;
+        let path = std::fs::canonicalize(&named).map_err(rule::file_error(OPTION, text, &named))?;
         let is_dir = path.is_dir();
         Ok(Rule {
             filter: spec.filter,

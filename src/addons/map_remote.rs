@@ -59,22 +59,21 @@ impl MapRemote {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let rules = rules
-            .into_iter()
-            .map(|text| {
-                let spec = rule::parse(OPTION, text.as_ref())?;
-                Ok(Rule {
-                    regex: rule::regex(OPTION, &spec, "", &spec.subject)?,
-                    replacement: rule::template(&spec.replacement),
-                    filter: spec.filter,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let rules = rule::parse_all(rules, Rule::parse)?;
         Ok(MapRemote { rules })
     }
 }
 
 impl Rule {
+    fn parse(text: &str) -> Result<Rule, RuleError> {
+        let spec = rule::parse(OPTION, text)?;
+        Ok(Rule {
+            regex: rule::regex(OPTION, &spec, "", &spec.subject)?,
+            replacement: rule::template(&spec.replacement),
+            filter: spec.filter,
+        })
+    }
+
     /// Rewrites the URL of `request`, if the regex matches and changes it.
     fn rewrite(&self, request: &mut Request) {
         let url = request.url();

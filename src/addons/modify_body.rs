@@ -73,10 +73,7 @@ impl ModifyBody {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let rules = rules
-            .into_iter()
-            .map(|text| Rule::parse(text.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let rules = rule::parse_all(rules, Rule::parse)?;
         Ok(ModifyBody {
             rules,
             limit: DEFAULT_BODY_LIMIT,
@@ -195,12 +192,8 @@ impl Rule {
         let replacement = match spec.replacement.strip_prefix('@') {
             // A file's text is the replacement as it is, not a template.
             Some(path) => {
-                let file = std::fs::read_to_string(path).map_err(|source| RuleError::File {
-                    option: OPTION,
-                    rule: text.to_owned(),
-                    path: path.into(),
-                    source,
-                })?;
+                let file =
+                    std::fs::read_to_string(path).map_err(rule::file_error(OPTION, text, path))?;
                 // As mitmproxy, a file's text is a template too (`\1`).
                 rule::template(&file)
             }

@@ -67,10 +67,7 @@ impl ModifyHeaders {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let rules = rules
-            .into_iter()
-            .map(|text| Rule::parse(text.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let rules = rule::parse_all(rules, Rule::parse)?;
         let filtered = rules.iter().any(|r| r.filter.is_some());
         Ok(ModifyHeaders { rules, filtered })
     }
@@ -123,12 +120,7 @@ impl Rule {
             .filter(|n| http::HeaderName::from_bytes(n.as_bytes()).is_ok())
             .ok_or_else(|| bad(format!("{:?} is not a header name", spec.subject)))?;
         let value = match spec.replacement.strip_prefix('@') {
-            Some(path) => std::fs::read(path).map_err(|source| RuleError::File {
-                option: OPTION,
-                rule: text.to_owned(),
-                path: path.into(),
-                source,
-            })?,
+            Some(path) => std::fs::read(path).map_err(rule::file_error(OPTION, text, path))?,
             None => rule::unescape(&spec.replacement),
         };
         if value.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) {

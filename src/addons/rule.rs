@@ -64,6 +64,18 @@ pub enum RuleError {
     },
 }
 
+/// Each of `rules` parsed with `parse`, in order; the first error stops it.
+pub(crate) fn parse_all<I, S, R>(
+    rules: I,
+    parse: impl Fn(&str) -> Result<R, RuleError>,
+) -> Result<Vec<R>, RuleError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    rules.into_iter().map(|text| parse(text.as_ref())).collect()
+}
+
 /// Parses `rule` as a [`Spec`] for `option`.
 pub(crate) fn parse(option: &'static str, rule: &str) -> Result<Spec, RuleError> {
     rule.parse().map_err(|error| RuleError::Spec {
@@ -71,6 +83,22 @@ pub(crate) fn parse(option: &'static str, rule: &str) -> Result<Spec, RuleError>
         rule: rule.to_owned(),
         error,
     })
+}
+
+/// The error for a file `rule` of `option` names that cannot be read: for
+/// `map_err` on the read.
+pub(crate) fn file_error(
+    option: &'static str,
+    rule: &str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> RuleError {
+    let (rule, path) = (rule.to_owned(), path.into());
+    move |source| RuleError::File {
+        option,
+        rule,
+        path,
+        source,
+    }
 }
 
 /// Compiles `regex` (with `flags`, such as `(?s)`, in front) for `rule`.

@@ -132,8 +132,7 @@ async fn exchange(
     let before: Vec<usize> = origins.iter().map(|o| o.requests().len()).collect();
     let dir = tempfile::tempdir().unwrap();
     let body_file = dir.path().join("body");
-    let out = tokio::time::timeout(
-        PATIENCE,
+    let out = curl_success(
         tokio::process::Command::new("curl")
             .args(["--silent", "--show-error", "--suppress-connect-headers"])
             .arg("--proxy")
@@ -143,17 +142,10 @@ async fn exchange(
             .args(["--dump-header", "-", "--output"])
             .arg(&body_file)
             .args(args)
-            .arg(url)
-            .output(),
+            .arg(url),
+        (args, url),
     )
-    .await
-    .expect("curl took too long")
-    .expect("curl runs");
-    assert!(
-        out.status.success(),
-        "curl {args:?} {url} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    .await;
     let head = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut lines = head.lines();
     let status_line = lines.next().unwrap_or_default();

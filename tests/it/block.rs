@@ -15,10 +15,9 @@
 
 use std::net::SocketAddr;
 use std::process::Output;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::common::{self, require_tool, PATIENCE};
-use crate::transparent::{answers, in_ns, ip, kernel_refused, must, run, InNamespace};
+use crate::transparent::{answers, client_namespace, in_ns, ip, must, run, InNamespace};
 use mitm::{CertificateAuthority, Mitm, MitmBuilder};
 
 const PROXY_PUBLIC: &str = "1.2.3.1";
@@ -55,26 +54,7 @@ impl Pair {
                 return None;
             }
         }
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let tag = format!(
-            "{}{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let client = format!("mitm-b{tag}-client");
-        let created = run(&mut ip(&["netns", "add", &client]));
-        if !created.status.success() {
-            let why = String::from_utf8_lossy(&created.stderr);
-            if kernel_refused(&why) {
-                eprintln!(
-                    "skipped: this kernel (or this user) refuses network namespaces \
-                     (`ip netns add` said: {}); the block test needs root on Linux",
-                    why.trim()
-                );
-                return None;
-            }
-            panic!("ip netns add {client} failed: {why}");
-        }
+        let (tag, client) = client_namespace('b', "the block test")?;
         let pair = Pair {
             client,
             proxy: format!("mitm-b{tag}-proxy"),

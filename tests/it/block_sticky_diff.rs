@@ -133,18 +133,12 @@ impl Pair {
 /// compared here).
 async fn step(side: &Side, origin: &dyn Recorded, args: &[&str]) -> Step {
     let before = origin.heads().len();
-    let mut curl = tokio::process::Command::new("curl");
-    curl.args(["--silent", "--proxy", &format!("http://{}", side.addr)])
-        .arg("--cacert")
-        .arg(&side.ca)
-        .args(["--write-out", "\n%{http_code} %{http_version}"]);
-    if !args.contains(&"--http2") {
-        curl.arg("--http1.1");
-    }
-    let out = tokio::time::timeout(PATIENCE, curl.args(args).output())
-        .await
-        .expect("curl timed out")
-        .expect("cannot run curl");
+    let out = curl_output(
+        curl_via(side.addr, &side.ca, args)
+            .args(["--write-out", "\n%{http_code} %{http_version}"])
+            .args(args),
+    )
+    .await;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
     let heads = origin.heads();
@@ -390,40 +384,26 @@ impl Recorded for H2Recorder {
 }
 
 async fn start_h2_recorder() -> H2Recorder {
-    let mut config = (*origin_ca().server_config("localhost").unwrap()).clone();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
-    let task = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, record) = (acceptor.clone(), record.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut h2) = h2::server::handshake(tls).await else {
-                    return;
-                };
-                while let Some(Ok((request, mut respond))) = h2.accept().await {
-                    let headers = request.headers().iter().map(|(n, v)| {
-                        (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into())
-                    });
-                    record.lock().unwrap().push(watched(headers));
-                    let mut response = http::Response::builder().status(200);
-                    if request.uri().path() == "/set-cookie" {
-                        for part in request.uri().query().unwrap_or("").split('&') {
-                            response = response.header("set-cookie", percent_decode(part));
-                        }
-                    }
-                    let response = response.body(()).unwrap();
-                    if let Ok(mut out) = respond.send_response(response, false) {
-                        let _ = out.send_data(Bytes::from_static(b"h2 origin"), true);
-                    }
+    let (port, task) = crate::http2::start_h2_origin_with(move |request, mut respond, _| {
+        let record = record.clone();
+        async move {
+            let headers = request
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()));
+            record.lock().unwrap().push(watched(headers));
+            let mut response = http::Response::builder().status(200);
+            if request.uri().path() == "/set-cookie" {
+                for part in request.uri().query().unwrap_or("").split('&') {
+                    response = response.header("set-cookie", percent_decode(part));
                 }
-            });
+            }
+            let response = response.body(()).unwrap();
+            if let Ok(mut out) = respond.send_response(response, false) {
+                let _ = out.send_data(Bytes::from_static(b"h2 origin"), true);
+            }
         }
     });
     H2Recorder { port, seen, task }

@@ -24,19 +24,12 @@ struct Step {
 /// One request by curl through the proxy at `proxy` trusting `ca`.
 async fn step(proxy: std::net::SocketAddr, ca: &Path, origin: &Origin, args: &[&str]) -> Step {
     let before = origin.requests().len();
-    let mut curl = tokio::process::Command::new("curl");
-    curl.args(["--silent", "--output", "/dev/null"])
-        .args(["--proxy", &format!("http://{proxy}")])
-        .arg("--cacert")
-        .arg(ca)
-        .args(["--write-out", "%{http_code}"]);
-    if !args.contains(&"--http2") {
-        curl.arg("--http1.1");
-    }
-    let out = tokio::time::timeout(PATIENCE, curl.args(args).output())
-        .await
-        .expect("curl timed out")
-        .expect("cannot run curl");
+    let out = curl_output(
+        curl_via(proxy, ca, args)
+            .args(["--output", "/dev/null", "--write-out", "%{http_code}"])
+            .args(args),
+    )
+    .await;
     Step {
         status: String::from_utf8_lossy(&out.stdout).into_owned(),
         reached: origin.requests().len() > before,

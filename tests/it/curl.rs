@@ -10,8 +10,7 @@ use tokio::process::Command;
 /// Runs curl through `proxy` with `args`; returns stdout, failing the test on a non-zero
 /// exit.
 async fn curl(proxy: &TestProxy, args: &[&str]) -> Vec<u8> {
-    let out = tokio::time::timeout(
-        PATIENCE,
+    curl_success(
         Command::new("curl")
             .args([
                 "--silent",
@@ -20,18 +19,11 @@ async fn curl(proxy: &TestProxy, args: &[&str]) -> Vec<u8> {
                 "--proxy",
                 &proxy.url(),
             ])
-            .args(args)
-            .output(),
+            .args(args),
+        args,
     )
     .await
-    .expect("curl took too long")
-    .expect("curl runs");
-    assert!(
-        out.status.success(),
-        "curl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    .stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

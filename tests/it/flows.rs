@@ -361,16 +361,9 @@ impl Mitmdump {
 
     /// SIGINT, as Ctrl-C: mitmdump finishes writing its file and exits.
     pub(crate) async fn stop(mut self) {
-        let pid = self.child.id().expect("still running").to_string();
-        let killed = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+        let status = interrupt(&mut self.child)
             .await
-            .unwrap_or_else(|_| panic!("mitmdump did not stop on SIGINT:\n{}", self.log()))
-            .unwrap();
+            .unwrap_or_else(|| panic!("mitmdump did not stop on SIGINT:\n{}", self.log()));
         // A clean shutdown exits 0; some versions report the signal instead.
         assert!(
             status.success() || status.code().is_none(),

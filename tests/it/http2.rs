@@ -25,10 +25,15 @@ impl Drop for H2Origin {
     }
 }
 
-pub(crate) async fn start_h2_origin() -> H2Origin {
+/// A TLS acceptor as `localhost` (with the origin CA's certificate) offering only h2.
+pub(crate) fn h2_acceptor() -> tokio_rustls::TlsAcceptor {
     let mut config = (*origin_ca().server_config("localhost").unwrap()).clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+pub(crate) async fn start_h2_origin() -> H2Origin {
+    let acceptor = h2_acceptor();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -504,7 +509,7 @@ async fn a_server_replay_answers_h2_streams_and_kills_only_the_unmatched_one() {
 
 /// An h2 origin whose handler is `serve`, given each request, its responder, and the
 /// number of the connection it came on (from 1).
-fn start_h2_origin_with<F, Fut>(serve: F) -> (u16, tokio::task::JoinHandle<()>)
+pub(crate) fn start_h2_origin_with<F, Fut>(serve: F) -> (u16, tokio::task::JoinHandle<()>)
 where
     F: Fn(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>, usize) -> Fut
         + Send
@@ -512,9 +517,7 @@ where
         + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let mut config = (*origin_ca().server_config("localhost").unwrap()).clone();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = h2_acceptor();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -555,9 +558,7 @@ async fn an_h2_origin_going_away_between_two_requests_answers_both() {
     // closes it, as a server being restarted or rebalanced does.
     let (going, going_away) = tokio::sync::oneshot::channel::<()>();
     let going = Arc::new(Mutex::new(Some(going)));
-    let mut config = (*origin_ca().server_config("localhost").unwrap()).clone();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = h2_acceptor();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));

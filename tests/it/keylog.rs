@@ -148,16 +148,9 @@ impl Capture {
         self.send(MARKER).await;
         let seen = tokio::time::timeout(PATIENCE, self.saw(MARKER)).await;
         assert!(matches!(seen, Ok(true)), "tshark never showed the marker");
-        let pid = self.child.id().unwrap().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+        let status = interrupt(&mut self.child)
             .await
-            .expect("tshark did not stop on SIGINT")
-            .unwrap();
+            .expect("tshark did not stop on SIGINT");
         assert!(status.success(), "tshark: {status}");
     }
 }

@@ -131,16 +131,9 @@ impl Mitm {
 
     /// SIGINT; waits for the exit, which must be a clean one. The rest of stdout.
     async fn stop(mut self) -> mpsc::UnboundedReceiver<String> {
-        let pid = self.child.id().unwrap().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+        let status = interrupt(&mut self.child)
             .await
-            .expect("mitm did not stop on SIGINT")
-            .unwrap();
+            .expect("mitm did not stop on SIGINT");
         assert_eq!(status.code(), Some(0), "{}", self.stderr.lock().unwrap());
         self.stdout
     }
@@ -400,20 +393,7 @@ async fn client_replay_and_rfile_go_through_the_running_proxy() {
     );
     let ui = lines.last().unwrap().strip_prefix("web UI: ").unwrap();
     let (base, token) = ui.split_once("/?token=").unwrap();
-    let listed = reqwest::Client::builder()
-        .use_preconfigured_tls(tls_client_config(origin_ca()))
-        .no_proxy()
-        .timeout(PATIENCE)
-        .build()
-        .unwrap()
-        .get(format!("{base}/api/flows"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let listed = crate::web::get_text(format!("{base}/api/flows"), token).await;
     assert!(listed.contains("/again"), "not in the web UI: {listed}");
     proxy.stop().await;
     let (code, stdout, stderr) = run(home.path(), &["-nr", &copy]).await;

@@ -40,21 +40,13 @@ async fn start_reverse(reverse: Reverse, tag: Arc<Tag>) -> TestProxy {
 /// Runs curl with `args`: its status (`-w`'s output) and body, failing the test on a
 /// non-zero exit.
 async fn curl(args: &[&str]) -> (String, Vec<u8>) {
-    let out = tokio::time::timeout(
-        PATIENCE,
+    let out = curl_success(
         Command::new("curl")
             .args(["--silent", "--show-error", "--noproxy", "*"])
-            .args(args)
-            .output(),
+            .args(args),
+        args,
     )
-    .await
-    .expect("curl took too long")
-    .expect("curl runs");
-    assert!(
-        out.status.success(),
-        "curl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    .await;
     // `-w` output comes last, after a marker line.
     let text = out.stdout;
     let marker = b"\n--mitm-test--\n";

@@ -98,6 +98,34 @@ pub(crate) fn answers(program: &str, arg: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A tag unique to this process and this call (so parallel runs never share a
+/// name), and the namespace `mitm-{prefix}{tag}-client`, made. `None` (after saying
+/// why) when the kernel or the user refuses network namespaces to `who` (what needs
+/// them, for the message).
+pub(crate) fn client_namespace(prefix: char, who: &str) -> Option<(String, String)> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let tag = format!(
+        "{}{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let client = format!("mitm-{prefix}{tag}-client");
+    let created = run(&mut ip(&["netns", "add", &client]));
+    if !created.status.success() {
+        let why = String::from_utf8_lossy(&created.stderr);
+        if kernel_refused(&why) {
+            eprintln!(
+                "skipped: this kernel (or this user) refuses network namespaces \
+                 (`ip netns add` said: {}); {who} needs root on Linux",
+                why.trim()
+            );
+            return None;
+        }
+        panic!("ip netns add {client} failed: {why}");
+    }
+    Some((tag, client))
+}
+
 /// Whether a failed command's message says the kernel (or the lack of privilege) refused
 /// it, rather than the command being wrong.
 pub(crate) fn kernel_refused(stderr: &str) -> bool {
@@ -152,27 +180,7 @@ impl Net {
                 return None;
             }
         }
-        // Unique per process and per test, so parallel runs never share a name.
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let tag = format!(
-            "{}{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let client = format!("mitm-t{tag}-client");
-        let created = run(&mut ip(&["netns", "add", &client]));
-        if !created.status.success() {
-            let why = String::from_utf8_lossy(&created.stderr);
-            if kernel_refused(&why) {
-                eprintln!(
-                    "skipped: this kernel (or this user) refuses network namespaces \
-                     (`ip netns add` said: {}); transparent mode needs root on Linux",
-                    why.trim()
-                );
-                return None;
-            }
-            panic!("ip netns add {client} failed: {why}");
-        }
+        let (tag, client) = client_namespace('t', "transparent mode")?;
         // From here on the guard deletes whatever was made.
         let net = Net {
             router: format!("mitm-t{tag}-router"),

@@ -81,9 +81,9 @@ fn plain_client() -> reqwest::Client {
         .unwrap()
 }
 
-/// The JSON the UI at `url` answers, asked with `token` as a bearer token.
-async fn get_json(url: String, token: &str) -> serde_json::Value {
-    let text = plain_client()
+/// The body the UI at `url` answers, as text, asked with `token` as a bearer token.
+pub(crate) async fn get_text(url: String, token: &str) -> String {
+    plain_client()
         .get(url)
         .bearer_auth(token)
         .send()
@@ -91,8 +91,12 @@ async fn get_json(url: String, token: &str) -> serde_json::Value {
         .unwrap()
         .text()
         .await
-        .unwrap();
-    json(&text)
+        .unwrap()
+}
+
+/// The JSON the UI at `url` answers, asked with `token` as a bearer token.
+async fn get_json(url: String, token: &str) -> serde_json::Value {
+    json(&get_text(url, token).await)
 }
 
 /// `text` as JSON, or a failure showing it.
@@ -666,15 +670,7 @@ async fn a_replay_in_mitm_web_of(name: &str) {
     assert_eq!(detail["summary"]["method"], "POST", "{detail}");
     assert_eq!(detail["summary"]["path"], "/echo", "{detail}");
     assert_eq!(detail["summary"]["status"], 200, "{detail}");
-    let echoed = plain_client()
-        .get(format!("{base}/api/flows/{new}/response/body"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let echoed = get_text(format!("{base}/api/flows/{new}/response/body"), token).await;
     assert_eq!(echoed, body);
     let original = get_json(format!("{base}/api/flows/{old}"), token).await;
     assert_eq!(original["summary"]["path"], "/page/original", "{original}");
@@ -828,15 +824,7 @@ async fn mitm_with_web_shows_the_proxy_flows() {
     assert_eq!(list["flows"][0]["path"], "/page/via-cli");
     assert_eq!(list["flows"][0]["status"], 200);
     // The page links the proxy's CA certificate, served by the UI itself.
-    let pem = plain_client()
-        .get(format!("{base}/ca.pem"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let pem = get_text(format!("{base}/ca.pem"), token).await;
     let want = std::fs::read_to_string(mitm._dir.path().join("mitm.pem")).unwrap();
     assert_eq!(pem, want);
 }
@@ -898,15 +886,7 @@ async fn mitm_with_web_shows_and_saves_the_flow_as_the_options_changed_it() {
         "{detail}"
     );
     assert_eq!(detail["response"]["body"]["size"], want.len(), "{detail}");
-    let body = plain_client()
-        .get(format!("{base}/api/flows/{id}/response/body"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(format!("{base}/api/flows/{id}/response/body"), &token).await;
     assert_eq!(body, want);
     tokio::task::spawn_blocking(move || mitm.interrupt())
         .await
@@ -1512,15 +1492,7 @@ async fn websocket_messages_show_in_the_flow_as_they_pass() {
         let addr = ui.addr;
         let token = ui.token.clone();
         async move {
-            let text = plain_client()
-                .get(format!("http://{addr}/api/flows/{id}"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = get_text(format!("http://{addr}/api/flows/{id}"), &token).await;
             json(&text)
         }
     };

@@ -143,6 +143,19 @@ fn shell_words(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
+/// Each name given, with its values.
+fn names_and_values(given: &[settings::Given]) -> Vec<(&str, Vec<&str>)> {
+    given
+        .iter()
+        .map(|g| {
+            (
+                g.name.as_str(),
+                g.values.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect()
+}
+
 fn parse(line: &str) -> Result<Config, clap::Error> {
     try_parse_from(shell_words(line).expect("shell words"))
 }
@@ -757,36 +770,43 @@ fn set_refuses_bad_values_and_unknown_names_saying_what_to_give() {
             e.render().to_string()
         }
     };
-    let e = error("mitm --set listen_prot=0");
-    assert!(
-        e.contains("no option is named listen_prot: did you mean listen_port?"),
-        "{e}"
-    );
-    let e = error("mitm --set max_conections=1");
-    assert!(e.contains("did you mean max_connections?"), "{e}");
-    let e = error("mitm --set ssl_insecure=yes");
-    assert!(
-        e.contains("\"yes\" is not a boolean: give true or false"),
-        "{e}"
-    );
-    let e = error("mitm --set listen_port=eighty");
-    assert!(
-        e.contains("--set listen_port=eighty: invalid value 'eighty'"),
-        "{e}"
-    );
-    let e = error("mitm --set listen_port=1 --set listen_port=2");
-    assert!(e.contains("takes one value, and was given 2"), "{e}");
-    let e = error("mitm --set http3=false");
-    assert!(
-        e.contains("mitmproxy's option http3 has no equivalent here"),
-        "{e}"
-    );
-    let e = error("mitm --set connection_strategy=lazy");
-    assert!(e.contains("can only be eager here"), "{e}");
-    let e = error("mitm --set termlog_verbosity=debug");
-    assert!(e.contains("-q") && e.contains("-v"), "{e}");
-    let e = error("mitm --set timeout=-1");
-    assert!(e.contains("give a number of seconds"), "{e}");
+    for (line, wants) in [
+        (
+            "mitm --set listen_prot=0",
+            &["no option is named listen_prot: did you mean listen_port?"][..],
+        ),
+        (
+            "mitm --set max_conections=1",
+            &["did you mean max_connections?"],
+        ),
+        (
+            "mitm --set ssl_insecure=yes",
+            &["\"yes\" is not a boolean: give true or false"],
+        ),
+        (
+            "mitm --set listen_port=eighty",
+            &["--set listen_port=eighty: invalid value 'eighty'"],
+        ),
+        (
+            "mitm --set listen_port=1 --set listen_port=2",
+            &["takes one value, and was given 2"],
+        ),
+        (
+            "mitm --set http3=false",
+            &["mitmproxy's option http3 has no equivalent here"],
+        ),
+        (
+            "mitm --set connection_strategy=lazy",
+            &["can only be eager here"],
+        ),
+        ("mitm --set termlog_verbosity=debug", &["-q", "-v"]),
+        ("mitm --set timeout=-1", &["give a number of seconds"]),
+    ] {
+        let e = error(line);
+        for want in wants {
+            assert!(e.contains(want), "{line}: {e}");
+        }
+    }
     // Harmless ones are taken, with a warning when ignored; so are mitmweb's and the
     // console's, which share config.yaml with mitmdump.
     let config =
@@ -855,17 +875,8 @@ fn config_files_are_mitmproxys_yaml_maps() {
         path,
     )
     .unwrap();
-    let pairs: Vec<(&str, Vec<&str>)> = got
-        .iter()
-        .map(|g| {
-            (
-                g.name.as_str(),
-                g.values.iter().map(String::as_str).collect(),
-            )
-        })
-        .collect();
     assert_eq!(
-        pairs,
+        names_and_values(&got),
         [
             ("listen_port", vec!["8081"]),
             ("ssl_insecure", vec!["true"]),
@@ -894,17 +905,8 @@ fn config_files_are_mitmproxys_yaml_maps() {
     }
     // Repeated --set gathers the values of one name, in order.
     let sets = settings::parse_sets(["a=1", "b", "a=2", "c=x=y"]);
-    let pairs: Vec<(&str, Vec<&str>)> = sets
-        .iter()
-        .map(|g| {
-            (
-                g.name.as_str(),
-                g.values.iter().map(String::as_str).collect(),
-            )
-        })
-        .collect();
     assert_eq!(
-        pairs,
+        names_and_values(&sets),
         [("a", vec!["1", "2"]), ("b", vec![]), ("c", vec!["x=y"])]
     );
 }

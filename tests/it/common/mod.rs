@@ -1341,3 +1341,53 @@ pub fn python_json_lines(
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Sends `child` SIGINT (as Ctrl-C) and waits for it to exit: its status, or `None`
+/// when it has not exited within [`PATIENCE`].
+pub async fn interrupt(child: &mut tokio::process::Child) -> Option<std::process::ExitStatus> {
+    let pid = child.id().expect("still running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(PATIENCE, child.wait()).await.ok()?;
+    Some(status.unwrap())
+}
+
+/// Runs `curl` (a `curl` command with its arguments) within [`PATIENCE`]: its output,
+/// whatever its exit.
+pub async fn curl_output(curl: &mut tokio::process::Command) -> std::process::Output {
+    tokio::time::timeout(PATIENCE, curl.output())
+        .await
+        .expect("curl took too long")
+        .expect("curl runs")
+}
+
+/// [`curl_output`], failing the test with curl's message unless it exits 0 (`call`
+/// names the call in that message).
+pub async fn curl_success(
+    curl: &mut tokio::process::Command,
+    call: impl std::fmt::Debug,
+) -> std::process::Output {
+    let out = curl_output(curl).await;
+    assert!(
+        out.status.success(),
+        "curl {call:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A quiet `curl` through the HTTP proxy at `proxy` trusting the CA file `ca`,
+/// speaking HTTP/1.1 unless `args` has `--http2` (the caller adds `args`).
+pub fn curl_via(proxy: SocketAddr, ca: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut curl = tokio::process::Command::new("curl");
+    curl.args(["--silent", "--proxy", &format!("http://{proxy}")])
+        .arg("--cacert")
+        .arg(ca);
+    if !args.contains(&"--http2") {
+        curl.arg("--http1.1");
+    }
+    curl
+}
