@@ -209,6 +209,40 @@ impl Stream<'_, '_> {
     }
 }
 
+/// How long, and for how many bytes, the rest of a request body nobody reads is taken
+/// in and dropped after its response is complete ([`Stream`]'s `Drop`).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+impl Drop for Stream<'_, '_> {
+    /// A stream whose response is complete while the client is still sending its
+    /// request body (a request refused before it was read: `413`). Dropped here, `h2`
+    /// would reset it at once, which can discard response frames not yet written and
+    /// so the response itself. The rest of the body is read and dropped instead, on a
+    /// task of its own, for up to [`LINGER`] and [`LINGER_BYTES`]; only then is the
+    /// stream let go (reset, if the client still sends).
+    fn drop(&mut self) {
+        if !self.ended || self.body_done() {
+            return;
+        }
+        let Some(mut recv) = self.recv.take() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let drain = async {
+                let mut taken = 0;
+                while let Ok(Some(piece)) = http2::next_data(&mut recv, Side::Client).await {
+                    taken += piece.len();
+                    if taken > LINGER_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER, drain).await;
+        });
+    }
+}
+
 impl Client for Stream<'_, '_> {
     fn conn(&self) -> &Connection {
         self.streams.conn
