@@ -260,11 +260,11 @@ impl Mitmdump {
     ) -> Mitmdump {
         let confdir = dir.join("mitmproxy");
         let log = dir.join("mitmdump.log");
-        // (`output_in` reads it.)
-        let port = refused_port();
+        // (`output_in` reads it.) Port 0: mitmdump binds a free port itself and says
+        // which in its log, so no other test can take it between our choice and its
+        // bind (as one did, answering our requests with its own 502s).
         let child = tokio::process::Command::new(mitmdump)
-            .args(["--listen-host", "127.0.0.1", "--listen-port"])
-            .arg(port.to_string())
+            .args(["--listen-host", "127.0.0.1", "--listen-port", "0"])
             .args(args)
             .arg("--set")
             .arg(format!("confdir={}", confdir.display()))
@@ -279,8 +279,12 @@ impl Mitmdump {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let mut dump = Mitmdump { child, port, log };
-        dump.wait_listening().await;
+        let mut dump = Mitmdump {
+            child,
+            port: 0,
+            log,
+        };
+        dump.port = dump.wait_listening().await;
         dump
     }
 
@@ -337,24 +341,26 @@ impl Mitmdump {
     }
 
     /// Waits until it accepts connections (or fails with its log if it exits first).
-    async fn wait_listening(&mut self) {
+    /// The port mitmdump listens on, once its log says so ("… listening at
+    /// 127.0.0.1:PORT."); fails the test if it exits first or takes over a minute.
+    async fn wait_listening(&mut self) -> u16 {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return;
+            let log = self.log();
+            if let Some(port) = log.lines().find_map(|line| {
+                let rest = line.split_once("listening at 127.0.0.1:")?.1;
+                rest.trim_end().trim_end_matches('.').parse().ok()
+            }) {
+                return port;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "mitmdump exited ({status}) before listening:\n{}",
-                    self.log()
-                );
+                panic!("mitmdump exited ({status}) before listening:\n{log}");
             }
             assert!(
                 Instant::now() < deadline,
-                "mitmdump did not listen on {addr}:\n{}",
-                self.log()
+                "mitmdump did not listen within a minute:\n{log}"
             );
+            // Its log is a file: polled, not waited on.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
