@@ -91,15 +91,16 @@ pub trait Middleware: Send + Sync + 'static {
         data
     }
 
-    /// The client side is closed (or the connection ended for any other reason).
-    /// Default: does nothing.
+    /// The client side is closed (or the connection ended for any other reason): the
+    /// last hook of a connection, after its `server_disconnected`. Default: does
+    /// nothing.
     async fn client_disconnected(&self, _conn: &Connection) {}
 
     /// The connection to the server announced by
     /// [`server_connected`](Self::server_connected) is over for this client: when the
     /// client's next request goes to another origin (before that origin's
-    /// `server_connected`), or at the end, after
-    /// [`client_disconnected`](Self::client_disconnected). Fires only for a server that
-    /// was announced. Default: does nothing.
+    /// `server_connected`), or at the end, before
+    /// [`client_disconnected`](Self::client_disconnected) (the original's order). Fires
+    /// only for a server that was announced. Default: does nothing.
     async fn server_disconnected(&self, _conn: &Connection) {}
 }

@@ -30,9 +30,9 @@
 //!    [`request`](HttpHandler::request), [`response`](HttpHandler::response),
 //!    [`flow_finished`](HttpHandler::flow_finished), and
 //!    [`websocket_message`](HttpHandler::websocket_message) after an upgrade.
-//! 6. [`client_disconnected`](Middleware::client_disconnected), then
-//!    [`server_disconnected`](Middleware::server_disconnected) if a server was
-//!    connected. They run however the connection ended, errors included.
+//! 6. [`server_disconnected`](Middleware::server_disconnected) if a server was
+//!    connected, then [`client_disconnected`](Middleware::client_disconnected), the
+//!    original's order. They run however the connection ended, errors included.
 //!
 //! One client connection may reach several servers over its life: a keep-alive HTTP/1
 //! client may send each request to another origin. Each time the origin changes,

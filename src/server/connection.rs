@@ -45,11 +45,12 @@ pub(super) async fn serve(
     if let Err(e) = drive(&cx, &protocols, &mut conn, stream).await {
         report(&cx, &conn, &e);
     }
-    cx.chain.client_disconnected(&conn).await;
+    // The original's order at the end: the server's side first, then the client's.
     // Only a server whose `server_connected` fired gets its `server_disconnected`.
     if conn.server_announced {
         cx.chain.server_disconnected(&conn).await;
     }
+    cx.chain.client_disconnected(&conn).await;
     drop(permit);
 }
 

@@ -263,15 +263,15 @@ async fn hooks_fire_in_the_documented_order() {
         origin.port()
     );
     raw_exchange(proxy.addr, req.as_bytes()).await;
-    recorder.wait_for(1, "server_disconnected").await;
+    recorder.wait_for(1, "client_disconnected").await;
     let expected = [
         "client_connected",
         "client_data",
         "server_connected",
         "client_data",
         "server_data",
-        "client_disconnected",
         "server_disconnected",
+        "client_disconnected",
     ];
     let got = recorder.of(1);
     // The relay may see the client's end before the server's data or after it; the
@@ -285,7 +285,7 @@ async fn hooks_fire_in_the_documented_order() {
     let url = format!("https://localhost:{}/y", tls.port());
     client.get(&url).send().await.unwrap().text().await.unwrap();
     drop(client);
-    recorder.wait_for(2, "server_disconnected").await;
+    recorder.wait_for(2, "client_disconnected").await;
     let got = recorder.of(2);
     assert_eq!(&got[..5], &expected[..5], "{got:?}");
     assert_eq!(&got[got.len() - 2..], &expected[5..], "{got:?}");

@@ -111,7 +111,7 @@ pub(crate) async fn serve(
     };
     let served = session.run().await;
     // A clean upstream goes back to the pool. `server_disconnected` is left to the
-    // server, which fires it after `client_disconnected`, in the original's order.
+    // server, which fires it before `client_disconnected`, in the original's order.
     if let Some(up) = session.held.take() {
         cx.upstreams.give_back(up);
     }
