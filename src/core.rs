@@ -288,6 +288,8 @@ pub struct Connection {
     /// The places under the connection limit of upstream connections a protocol made
     /// through [`Context::connect`](crate::Context::connect), given back at the end.
     pub(crate) permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    /// Set by [`abort`](Connection::abort).
+    aborted: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
@@ -308,7 +310,32 @@ impl Connection {
             server_announced: false,
             tunnel_answered: false,
             permits: Vec::new(),
+            aborted: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Ends this connection from a hook: the next read through the data hooks (the
+    /// chunk after the one being handled, in either direction) fails instead, and a
+    /// connection that has not picked a protocol yet stops there. Both sides are then
+    /// closed and the end hooks run as for any other failure. For a middleware whose
+    /// hook cannot go on with a connection (the Python bridge calls it when a hook
+    /// raises); a message hook ends one flow with [`Verdict::Kill`](crate::Verdict::Kill)
+    /// instead.
+    ///
+    /// ```
+    /// let conn = mitm::Connection::new(1, mitm::Host::default());
+    /// assert!(!conn.is_aborted());
+    /// conn.abort();
+    /// assert!(conn.is_aborted());
+    /// ```
+    pub fn abort(&self) {
+        self.aborted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether [`abort`](Self::abort) was called.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The per-connection state where middlewares keep their data, keyed by type.

@@ -243,6 +243,10 @@ pub enum Error {
     #[error("no protocol recognised the client's first bytes")]
     NoProtocol,
 
+    /// A hook ended the connection ([`Connection::abort`](crate::Connection::abort)).
+    #[error("a hook ended the connection")]
+    Aborted,
+
     /// A client reached a listener whose protocols serve only connections a firewall
     /// redirected to the proxy (transparent mode), but its connection came straight to
     /// the proxy: no redirect rule rewrote it, or it was addressed to the proxy's own
@@ -434,6 +438,7 @@ impl Error {
     pub fn side(&self) -> Side {
         match self {
             Error::NoProtocol
+            | Error::Aborted
             | Error::ClientTimeout
             | Error::BadRequest { .. }
             | Error::ClientTls { .. }

@@ -280,4 +280,8 @@ impl Transform for DataTransform<'_> {
     async fn apply(&self, data: Bytes) -> Bytes {
         self.chain.data(self.conn, self.flow, data).await
     }
+
+    fn aborted(&self) -> bool {
+        self.conn.is_aborted()
+    }
 }

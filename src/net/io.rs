@@ -172,6 +172,11 @@ pub(crate) fn eof_ok(read: io::Result<usize>) -> io::Result<usize> {
 pub(crate) trait Transform: Sync {
     /// What to use instead of `data` (changed, or empty to drop it).
     fn apply(&self, data: Bytes) -> impl std::future::Future<Output = Bytes> + Send;
+
+    /// Whether a hook ended the connection: the read that ran the hooks fails.
+    fn aborted(&self) -> bool {
+        false
+    }
 }
 
 /// One read through the data hooks: reads what `io` has into `raw` (reserving `room`
@@ -194,7 +199,14 @@ where
     if n == 0 {
         return Ok((0, Bytes::new()));
     }
-    Ok((n, hooks.apply(raw.split().freeze()).await))
+    let data = hooks.apply(raw.split().freeze()).await;
+    if hooks.aborted() {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "a hook ended the connection",
+        ));
+    }
+    Ok((n, data))
 }
 
 /// Boxes `io`, first putting `prefix` back in front of it when there is one.

@@ -42,7 +42,12 @@ pub(super) async fn serve(
         conn.original_dst = crate::net::original_dst::redirected_from(&stream, &cx.local_addrs);
     }
     cx.chain.client_connected(&conn).await;
-    if let Err(e) = drive(&cx, &protocols, &mut conn, stream).await {
+    let driven = if conn.is_aborted() {
+        Err(Error::Aborted)
+    } else {
+        drive(&cx, &protocols, &mut conn, stream).await
+    };
+    if let Err(e) = driven {
         report(&cx, &conn, &e);
     }
     // The original's order at the end: the server's side first, then the client's.
@@ -81,6 +86,9 @@ async fn drive(
     conn.protocol = Some(protocol.name());
     conn.target = Some(target.clone());
     let data = cx.chain.data(conn, Flow::ClientToServer, first).await;
+    if conn.is_aborted() {
+        return Err(Error::Aborted);
+    }
     match protocol
         .connect(cx, conn, Box::new(stream), target, data)
         .await?

@@ -70,6 +70,11 @@ impl Leaves {
     }
 
     /// Keeps at most `entries` hosts (at least 1), least recently used going first.
+    /// The leaf key, as PKCS#8 PEM.
+    pub(super) fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
     pub(super) fn resize(&mut self, entries: usize) {
         let cache = self.cache.get_mut();
         cache

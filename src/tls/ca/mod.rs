@@ -388,6 +388,27 @@ impl CertificateAuthority {
         self.given.add_file(domain, path.as_ref())
     }
 
+    /// The root's private key as PKCS#8 PEM: what [`save`](Self::save) writes to the
+    /// key file. For handing the CA to another program (the Python package's
+    /// `CertificateAuthority.key`); keep it as secret as the key file.
+    pub fn key_pem(&self) -> String {
+        self.root.pem_pair().key
+    }
+
+    /// The private key of every leaf this CA issues ([`issue_leaf`](Self::issue_leaf)),
+    /// as PKCS#8 PEM: one key per CA, made when it was, so that a new host costs a
+    /// signature and not a key generation. With a leaf, it is what a TLS server for
+    /// that host needs (the original's `new_X509(host)` returns the pair).
+    ///
+    /// ```
+    /// let ca = mitm::CertificateAuthority::generate()?;
+    /// assert!(ca.leaf_key_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
+    /// # Ok::<(), mitm::Error>(())
+    /// ```
+    pub fn leaf_key_pem(&self) -> String {
+        self.leaves.key_pem()
+    }
+
     /// How many hosts currently have a cached certificate.
     pub fn cached_hosts(&self) -> usize {
         self.leaves.cached()

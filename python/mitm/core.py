@@ -1,0 +1,228 @@
+"""The core of the `mitm` package: hosts, connections, flows, middlewares and
+protocols, with the original package's names and signatures.
+
+The engine underneath is Rust: it accepts connections, picks a protocol, connects
+upstream and relays bytes, calling the hooks of the middlewares given to
+:class:`mitm.MITM` at each event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import Enum
+from typing import Any, List, Optional, Tuple
+
+__all__ = ["Host", "Connection", "Flow", "Middleware", "InvalidProtocol", "Protocol"]
+
+
+class _EngineStream:
+    """The stream of a side the engine relays itself (the built-in HTTP protocol's
+    client and server). It has no Python reader or writer: use a middleware's data
+    hooks to see and change its bytes, or a :class:`Protocol` written in Python to own
+    the streams."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"this side's stream is relayed by the engine and has no {name!r}: a "
+            "middleware's client_data/server_data hooks see and change its bytes, and a "
+            "Protocol written in Python gets asyncio streams of its own"
+        )
+
+    def __repr__(self) -> str:
+        return "<stream relayed by the engine>"
+
+
+_ENGINE_STREAM = _EngineStream()
+
+
+class Host:
+    """One side of a relayed connection: a client connected to the proxy, or a server
+    the proxy connected to on its behalf.
+
+    A host has a ``reader`` and a ``writer`` (asyncio streams for hosts a Python
+    :class:`Protocol` connects; the engine's own for the built-in HTTP protocol), the
+    peer's ``host`` (IP address) and ``port`` once connected, and ``mitm_managed``
+    (when False, the proxy leaves closing that side to you). It is falsy while
+    unconnected and prints as ``ip:port`` (``[ip]:port`` for IPv6) or
+    ``<empty host>``.
+
+    Example::
+
+        reader, writer = await asyncio.open_connection(host, port)
+        connection.server = Host(reader, writer)
+    """
+
+    def __init__(
+        self,
+        reader: Optional[asyncio.StreamReader] = None,
+        writer: Optional[asyncio.StreamWriter] = None,
+        mitm_managed: Optional[bool] = True,
+    ) -> None:
+        self.host: Optional[str] = None
+        self.port: Optional[int] = None
+        self.reader = reader
+        self.mitm_managed = mitm_managed
+        self.writer = writer
+
+    @classmethod
+    def _engine(cls, ip: str, port: int) -> "Host":
+        """A side whose stream the engine holds, at ``ip:port``."""
+        host = cls(_ENGINE_STREAM, _ENGINE_STREAM)
+        host.host, host.port = ip, port
+        return host
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "writer" and value is not None and not isinstance(value, _EngineStream):
+            if getattr(self, "host", None) is None:
+                get = getattr(value, "get_extra_info", None)
+                peer = get("peername") if get else None
+                if peer:
+                    object.__setattr__(self, "host", peer[0])
+                    object.__setattr__(self, "port", peer[1])
+
+    def __bool__(self) -> bool:
+        return self.reader is not None and self.writer is not None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Host):
+            return NotImplemented
+        return (self.reader, self.writer, self.mitm_managed) == (
+            other.reader,
+            other.writer,
+            other.mitm_managed,
+        ) and (self.host, self.port) == (other.host, other.port)
+
+    __hash__ = object.__hash__
+
+    def _address(self) -> str:
+        host = self.host or ""
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def __repr__(self) -> str:
+        if self:
+            return f"Host({self._address()}, mitm_managed={self.mitm_managed})"
+        return f"Host(mitm_managed={self.mitm_managed})"
+
+    def __str__(self) -> str:
+        return self._address() if self and self.host is not None else "<empty host>"
+
+
+class Connection:
+    """A client and the server the proxy relays it to, and the protocol that took it.
+
+    Made when a client connects, with only ``client`` set; ``server`` is an empty
+    :class:`Host` until a protocol connects upstream. The same object is passed to
+    every hook of one connection, so a middleware may keep its own attributes on it.
+    """
+
+    def __init__(self, client: Host, server: Host, protocol: Optional["Protocol"] = None) -> None:
+        self.client = client
+        self.server = server
+        self.protocol = protocol
+
+    def __repr__(self) -> str:
+        return f"Connection(client={self.client}, server={self.server}, protocol={self.protocol})"
+
+
+class Flow(Enum):
+    """The direction data moves in."""
+
+    CLIENT_TO_SERVER = 0
+    SERVER_TO_CLIENT = 1
+
+
+class Middleware:
+    """Event hooks of the proxy: subclass and override the hooks you need.
+
+    The seven hooks below are the original's, called in this order over a connection's
+    life: ``mitm_started`` (once per listener), ``client_connected``, ``client_data``
+    with the client's first bytes (before any server is connected), ``server_connected``,
+    then ``client_data``/``server_data`` for every chunk each way (decrypted: a TLS
+    handshake never reaches them), and at the end ``server_disconnected`` then
+    ``client_disconnected``. What a data hook returns is what is sent on.
+
+    Hooks are usually ``async def``. Those that never ``await`` run on the engine's
+    thread at once; those that do run on the asyncio loop the server was started from.
+    Either way only the connection that called waits. A hook a subclass does not
+    override is never called and costs nothing; without ``client_data`` and
+    ``server_data`` the engine relays bytes without copying them through Python.
+
+    An exception in a hook is logged with its traceback and ends that connection only.
+    """
+
+    async def mitm_started(self, host: str, port: int) -> None:
+        """The server listens on ``host:port``."""
+
+    async def client_connected(self, connection: Connection) -> None:
+        """A client connected; only ``connection.client`` is set."""
+
+    async def server_connected(self, connection: Connection) -> None:
+        """The server is connected (and TLS is set up on both sides for HTTPS)."""
+
+    async def client_data(self, connection: Connection, data: bytes) -> bytes:
+        """Bytes from the client; return the bytes to send to the server."""
+        return data
+
+    async def server_data(self, connection: Connection, data: bytes) -> bytes:
+        """Bytes from the server; return the bytes to send to the client."""
+        return data
+
+    async def client_disconnected(self, connection: Connection) -> None:
+        """The client's side is closed: the connection's last hook."""
+
+    async def server_disconnected(self, connection: Connection) -> None:
+        """The server's side is closed (before ``client_disconnected``)."""
+
+    def __repr__(self) -> str:
+        return f"Middleware({self.__class__.__name__})"
+
+
+class InvalidProtocol(Exception):
+    """Raised by a protocol's ``resolve`` or ``connect``: not this protocol, try the
+    next one."""
+
+
+class Protocol:
+    """A way of speaking to clients, recognised from their first bytes.
+
+    Class attributes: ``bytes_needed`` (first bytes read to decide), ``buffer_size``
+    (bytes per relayed read), ``timeout`` (seconds), ``keep_alive``. Subclasses
+    implement ``resolve`` (``(host, port, tls)`` or raise :class:`InvalidProtocol`),
+    ``connect`` (set ``connection.server``) and may override ``handle`` (relay).
+    """
+
+    bytes_needed: int = 8192
+    buffer_size: int = 8192
+    timeout: int = 15
+    keep_alive: bool = True
+
+    def __init__(self, certificate_authority: Any = None, middlewares: Optional[List[Middleware]] = None) -> None:
+        if certificate_authority is None:
+            from mitm.crypto import CertificateAuthority
+
+            certificate_authority = CertificateAuthority()
+        self.certificate_authority = certificate_authority
+        self.middlewares = middlewares if middlewares else []
+
+    async def resolve(self, connection: Connection, data: bytes) -> Tuple[str, int, bool]:
+        """Where the connection goes: ``(host, port, tls)``; raise
+        :class:`InvalidProtocol` if ``data`` is not this protocol."""
+        raise NotImplementedError
+
+    async def connect(self, connection: Connection, host: str, port: int, tls: bool, data: bytes) -> None:
+        """Connects to the destination and sets ``connection.server``; raise
+        :class:`InvalidProtocol` to let the next protocol try."""
+        raise NotImplementedError
+
+    async def handle(self, connection: Connection) -> None:
+        """Relays the connection until it ends."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"Protocol({self.__class__.__name__})"

@@ -1,0 +1,5 @@
+"""The original's ``mitm.extension`` package: the built-in middlewares and protocols."""
+
+from mitm import middleware, protocol
+from mitm.middleware import *  # noqa: F401,F403
+from mitm.protocol import *  # noqa: F401,F403

@@ -1,0 +1,193 @@
+//! Calling Python hooks from the engine's threads.
+//!
+//! A hook is a Python callable, usually an `async def`. Two ways to run one:
+//!
+//! - **inline**, on the engine thread that needs its answer, holding the GIL only for
+//!   the call: for plain functions, and for coroutine functions whose code has no
+//!   `await` (the package's `_bridge.plan` reads their bytecode). Such a coroutine
+//!   cannot suspend, so it is driven to its end by one `send(None)`: the same result a
+//!   task on the event loop would get, without a hop to the loop's thread. Should one
+//!   yield after all, what is left of it is handed to the loop.
+//! - **on the event loop** the server was started from (`asyncio.run_coroutine_threadsafe`),
+//!   for coroutines that may await: the engine's task waits, without the GIL, for a
+//!   callback that the loop's thread fires when the coroutine is done.
+//!
+//! Either way only the connection that called waits: other connections' hooks run.
+
+use pyo3::exceptions::PyStopIteration;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyCFunction, PyTuple};
+
+/// One hook of one Python object, with how to run it.
+#[derive(Debug)]
+pub(crate) struct Hook {
+    /// The bound method (or function).
+    func: Py<PyAny>,
+    /// Whether calling it returns a coroutine.
+    coroutine: bool,
+    /// Whether it may run inline (see the module docs).
+    inline: bool,
+}
+
+/// What the first step of a call gave.
+enum Step {
+    /// The hook's result.
+    Done(Py<PyAny>),
+    /// An awaitable to finish on the event loop.
+    Pending(Py<PyAny>),
+}
+
+/// The Python side a server's hooks run with: its event loop and the package's helpers.
+#[derive(Debug)]
+pub(crate) struct Bridge {
+    /// The asyncio loop the server was started from.
+    event_loop: Py<PyAny>,
+    /// `mitm._bridge` (submit, resume, report).
+    module: Py<PyModule>,
+}
+
+impl Hook {
+    /// A hook from the package's plan: `(callable, is_coroutine_function, inline)`, or
+    /// `None` for a hook the object does not define.
+    pub(crate) fn from_plan(plan: &Bound<'_, PyAny>) -> PyResult<Option<Hook>> {
+        if plan.is_none() {
+            return Ok(None);
+        }
+        let (func, coroutine, inline): (Py<PyAny>, bool, bool) = plan.extract()?;
+        Ok(Some(Hook {
+            func,
+            coroutine,
+            inline,
+        }))
+    }
+
+    /// Starts a call with `args` (GIL held): its result, or what is left to await.
+    fn start(&self, py: Python<'_>, bridge: &Bridge, args: Bound<'_, PyTuple>) -> PyResult<Step> {
+        let out = self.func.bind(py).call1(args)?;
+        if !self.coroutine {
+            // A plain function; it may still have returned an awaitable.
+            if out.hasattr(intern!(py, "__await__"))? {
+                return Ok(Step::Pending(out.unbind()));
+            }
+            return Ok(Step::Done(out.unbind()));
+        }
+        if !self.inline {
+            return Ok(Step::Pending(out.unbind()));
+        }
+        match out.call_method1(intern!(py, "send"), (py.None(),)) {
+            Ok(yielded) => {
+                // It suspended after all: the loop finishes it from where it stopped.
+                let resume = bridge.module.bind(py).getattr(intern!(py, "resume"))?;
+                Ok(Step::Pending(resume.call1((out, yielded))?.unbind()))
+            }
+            Err(e) if e.is_instance_of::<PyStopIteration>(py) => Ok(Step::Done(
+                e.value(py).getattr(intern!(py, "value"))?.unbind(),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Calls the hook with the arguments `args` builds (under the GIL) and waits for
+    /// its result without holding the GIL.
+    pub(crate) async fn call<F>(&self, bridge: &Bridge, args: F) -> PyResult<Py<PyAny>>
+    where
+        F: for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
+    {
+        let step = Python::attach(|py| {
+            let args = args(py)?;
+            self.start(py, bridge, args)
+        })?;
+        match step {
+            Step::Done(value) => Ok(value),
+            Step::Pending(awaitable) => bridge.finish(awaitable).await,
+        }
+    }
+}
+
+impl Bridge {
+    /// The bridge to `event_loop`.
+    pub(crate) fn new(py: Python<'_>, event_loop: Py<PyAny>) -> PyResult<Bridge> {
+        Ok(Bridge {
+            event_loop,
+            module: py.import(intern!(py, "mitm._bridge"))?.unbind(),
+        })
+    }
+
+    /// Runs `awaitable` on the event loop and waits for its result.
+    pub(crate) async fn finish(&self, awaitable: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Py<PyAny>>();
+        let tx = std::sync::Mutex::new(Some(tx));
+        Python::attach(|py| -> PyResult<()> {
+            // Called on the loop's thread with the finished concurrent future.
+            let done = PyCFunction::new_closure(py, None, None, move |args, _kwargs| {
+                if let Ok(future) = args.get_item(0) {
+                    if let Some(tx) = tx.lock().ok().and_then(|mut slot| slot.take()) {
+                        let _ = tx.send(future.unbind());
+                    }
+                }
+            })?;
+            let submit = self.module.bind(py).getattr(intern!(py, "submit"))?;
+            submit.call1((awaitable, self.event_loop.bind(py), done))?;
+            Ok(())
+        })?;
+        let future = rx.await.map_err(|_| {
+            pyo3::exceptions::PyRuntimeError::new_err(
+                "the event loop closed before the hook finished",
+            )
+        })?;
+        Python::attach(|py| {
+            future
+                .bind(py)
+                .call_method0(intern!(py, "result"))
+                .map(Bound::unbind)
+        })
+    }
+
+    /// An asyncio future on the event loop, settled from the engine's threads with
+    /// what `work` gives.
+    pub(crate) fn future<'py, F>(&self, py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
+    where
+        F: std::future::Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
+    {
+        let future = self
+            .event_loop
+            .bind(py)
+            .call_method0(intern!(py, "create_future"))?;
+        let settle = self
+            .module
+            .bind(py)
+            .getattr(intern!(py, "settle"))?
+            .unbind();
+        let event_loop = self.event_loop.clone_ref(py);
+        let target = future.clone().unbind();
+        crate::rt::runtime()?.spawn(async move {
+            let out = work.await;
+            Python::attach(|py| {
+                let (ok, value) = match out {
+                    Ok(v) => (true, v),
+                    Err(e) => (false, e.into_value(py).into_any()),
+                };
+                // A closed loop has no one waiting any more.
+                let _ = event_loop.bind(py).call_method1(
+                    intern!(py, "call_soon_threadsafe"),
+                    (settle, target, ok, value),
+                );
+            });
+        });
+        Ok(future)
+    }
+
+    /// Logs `err`, with its traceback, as raised by `what` (e.g. `Count.client_data`).
+    pub(crate) fn report(&self, what: &str, err: PyErr) {
+        Python::attach(|py| {
+            let report = self.module.bind(py).getattr(intern!(py, "report"));
+            let logged = report.and_then(|f| f.call1((what, err.value(py))));
+            if let Err(e) = logged {
+                // Logging itself failed (a broken handler): stderr is what is left.
+                e.print(py);
+                err.print(py);
+            }
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! A Python `Middleware` as an engine [`Middleware`]: its seven hooks, each called only
+//! if its class defines it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mitm::middleware::{DataHooks, Middleware};
+use mitm::{async_trait, Connection};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::{intern, IntoPyObjectExt};
+
+use crate::conn::{connection, ProtocolObjects};
+use crate::hook::{Bridge, Hook};
+
+/// What every Python hook of one server shares: the event loop and the protocols'
+/// Python objects.
+pub(crate) struct Shared {
+    pub(crate) bridge: Bridge,
+    pub(crate) protocols: Box<dyn ProtocolObjects>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// One Python middleware object.
+#[derive(Debug)]
+pub(crate) struct PyMiddleware {
+    /// Its class name, for reports.
+    name: String,
+    mitm_started: Option<Hook>,
+    client_connected: Option<Hook>,
+    server_connected: Option<Hook>,
+    client_data: Option<Hook>,
+    server_data: Option<Hook>,
+    client_disconnected: Option<Hook>,
+    server_disconnected: Option<Hook>,
+    shared: Arc<Shared>,
+}
+
+impl PyMiddleware {
+    /// From the package's plan of a middleware: `{"name": class name, hook name:
+    /// (callable, is_coroutine, inline) or None, ...}`.
+    pub(crate) fn new(plan: &Bound<'_, PyDict>, shared: Arc<Shared>) -> PyResult<Self> {
+        let py = plan.py();
+        let hook = |name: &str| -> PyResult<Option<Hook>> {
+            match plan.get_item(name)? {
+                Some(item) => Hook::from_plan(&item),
+                None => Ok(None),
+            }
+        };
+        let name: String = match plan.get_item(intern!(py, "name"))? {
+            Some(n) => n.extract()?,
+            None => "Middleware".to_string(),
+        };
+        Ok(PyMiddleware {
+            name,
+            mitm_started: hook("mitm_started")?,
+            client_connected: hook("client_connected")?,
+            server_connected: hook("server_connected")?,
+            client_data: hook("client_data")?,
+            server_data: hook("server_data")?,
+            client_disconnected: hook("client_disconnected")?,
+            server_disconnected: hook("server_disconnected")?,
+            shared,
+        })
+    }
+
+    /// Runs an event hook with the connection; an exception is logged and ends the
+    /// connection.
+    async fn event(&self, hook: &Option<Hook>, what: &str, conn: &Connection) {
+        let Some(hook) = hook else { return };
+        let shared = &self.shared;
+        let called = hook
+            .call(&shared.bridge, |py| {
+                let c = connection(py, conn, shared.protocols.as_ref())?;
+                PyTuple::new(py, [c])
+            })
+            .await;
+        if let Err(e) = called {
+            shared.bridge.report(&format!("{}.{what}", self.name), e);
+            conn.abort();
+        }
+    }
+
+    /// Runs a data hook: what it returns is sent on. An exception, or a result that is
+    /// not bytes, is logged and ends the connection.
+    async fn data(&self, hook: &Option<Hook>, what: &str, conn: &Connection, data: Bytes) -> Bytes {
+        let Some(hook) = hook else { return data };
+        if conn.is_aborted() {
+            return Bytes::new();
+        }
+        let shared = &self.shared;
+        let called = hook
+            .call(&shared.bridge, |py| {
+                let c = connection(py, conn, shared.protocols.as_ref())?;
+                let b = PyBytes::new(py, &data);
+                PyTuple::new(py, [c, b.into_any()])
+            })
+            .await;
+        let out = called.and_then(|value| Python::attach(|py| to_bytes(py, value.bind(py), what)));
+        match out {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                shared.bridge.report(&format!("{}.{what}", self.name), e);
+                conn.abort();
+                Bytes::new()
+            }
+        }
+    }
+}
+
+/// The bytes a data hook returned (`bytes`, `bytearray` or `memoryview`).
+fn to_bytes(py: Python<'_>, value: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
+    if let Ok(b) = value.cast::<PyBytes>() {
+        return Ok(Bytes::copy_from_slice(b.as_bytes()));
+    }
+    if value.is_none() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "{what} returned None: a data hook returns the bytes to send on (return data to pass them unchanged)"
+        )));
+    }
+    match value.call_method0(intern!(py, "__bytes__")) {
+        Ok(b) => Ok(Bytes::copy_from_slice(b.cast::<PyBytes>()?.as_bytes())),
+        Err(_) => {
+            let bytes = py
+                .import(intern!(py, "builtins"))?
+                .getattr(intern!(py, "bytes"))?
+                .call1((value,))
+                .map_err(|_| {
+                    pyo3::exceptions::PyTypeError::new_err(format!(
+                        "{what} returned {}, not bytes",
+                        value
+                            .get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
+                    ))
+                })?;
+            Ok(Bytes::copy_from_slice(bytes.cast::<PyBytes>()?.as_bytes()))
+        }
+    }
+}
+
+#[async_trait]
+impl Middleware for PyMiddleware {
+    fn data_hooks(&self) -> DataHooks {
+        if self.client_data.is_some() || self.server_data.is_some() {
+            DataHooks::On
+        } else {
+            DataHooks::Off
+        }
+    }
+
+    async fn mitm_started(&self, addr: SocketAddr) {
+        let Some(hook) = &self.mitm_started else {
+            return;
+        };
+        let called = hook
+            .call(&self.shared.bridge, |py| {
+                PyTuple::new(
+                    py,
+                    [
+                        addr.ip().to_string().into_bound_py_any(py)?,
+                        addr.port().into_bound_py_any(py)?,
+                    ],
+                )
+            })
+            .await;
+        if let Err(e) = called {
+            self.shared
+                .bridge
+                .report(&format!("{}.mitm_started", self.name), e);
+        }
+    }
+
+    async fn client_connected(&self, conn: &Connection) {
+        self.event(&self.client_connected, "client_connected", conn)
+            .await;
+    }
+
+    async fn server_connected(&self, conn: &Connection) {
+        self.event(&self.server_connected, "server_connected", conn)
+            .await;
+    }
+
+    async fn client_data(&self, conn: &Connection, data: Bytes) -> Bytes {
+        self.data(&self.client_data, "client_data", conn, data)
+            .await
+    }
+
+    async fn server_data(&self, conn: &Connection, data: Bytes) -> Bytes {
+        self.data(&self.server_data, "server_data", conn, data)
+            .await
+    }
+
+    async fn client_disconnected(&self, conn: &Connection) {
+        self.event(&self.client_disconnected, "client_disconnected", conn)
+            .await;
+    }
+
+    async fn server_disconnected(&self, conn: &Connection) {
+        self.event(&self.server_disconnected, "server_disconnected", conn)
+            .await;
+    }
+}
