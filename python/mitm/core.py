@@ -221,8 +221,12 @@ class Protocol:
         raise NotImplementedError
 
     async def handle(self, connection: Connection) -> None:
-        """Relays the connection until it ends."""
-        raise NotImplementedError
+        """Relays the connection until it ends. By default: both ways,
+        ``buffer_size`` bytes at a time, through each of ``self.middlewares``'
+        ``client_data``/``server_data`` (as the original's HTTP protocol relays)."""
+        from mitm._protocol import relay
+
+        await relay(self, connection)
 
     def __repr__(self) -> str:
         return f"Protocol({self.__class__.__name__})"
