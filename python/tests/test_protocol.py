@@ -455,3 +455,40 @@ def test_a_protocol_without_resolve_is_refused() -> None:
             await proxy([Half])
 
     run(main())
+
+
+def test_stopping_closes_a_connection_python_still_holds() -> None:
+    """A handle that never returns: when the server stops (after its grace period),
+    the client's socket and the server's are closed all the same."""
+
+    class Hang(Protocol):
+        async def resolve(self, connection, data):
+            return "127.0.0.1", self.origin_port, False
+
+        async def connect(self, connection, host, port, tls, data):
+            reader, writer = await asyncio.open_connection(host, port)
+            connection.server = Host(reader, writer)
+            connection.client.writer.write(b"ready\n")
+
+        async def handle(self, connection):
+            # The origin says nothing until asked: this waits until the server's
+            # writer is closed under it.
+            while await connection.server.reader.read(100):
+                pass
+
+    async def main() -> None:
+        async with LineOrigin() as origin:
+            Hang.origin_port = origin.port
+            mitm, port = await proxy([Hang])
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"HANG\n")
+                assert await asyncio.wait_for(reader.readline(), WAIT) == b"ready\n"
+                assert origin.open == 1
+            finally:
+                await asyncio.wait_for(mitm.stop(), WAIT)
+            assert await asyncio.wait_for(reader.read(), WAIT) == b""
+            writer.close()
+            await origin.all_closed()
+
+    run(main())
