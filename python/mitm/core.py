@@ -195,6 +195,19 @@ class Protocol:
     (bytes per relayed read), ``timeout`` (seconds), ``keep_alive``. Subclasses
     implement ``resolve`` (``(host, port, tls)`` or raise :class:`InvalidProtocol`),
     ``connect`` (set ``connection.server``) and may override ``handle`` (relay).
+
+    Protocols are tried in the order given to :class:`mitm.MITM`, before or after
+    the built-in ``protocol.HTTP``. Once one's ``resolve`` accepts, ``connect`` and
+    ``handle`` run on the event loop the server was started from, with
+    ``connection.client.reader`` an :class:`asyncio.StreamReader` and
+    ``connection.client.writer`` an object with :class:`asyncio.StreamWriter`'s
+    methods (``write``, ``writelines``, ``drain``, ``close``, ``wait_closed``,
+    ``is_closing``, ``get_extra_info``). Unlike the original, ``InvalidProtocol``
+    from ``connect`` ends the connection (the client's stream is this protocol's by
+    then), and ``resolve`` sees the first bytes before the middlewares'
+    ``client_data`` does. An exception in any of the three is logged with its
+    traceback and ends that connection only; the client's socket is closed when the
+    connection ends, whatever ``handle`` left open.
     """
 
     bytes_needed: int = 8192

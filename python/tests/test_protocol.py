@@ -31,6 +31,15 @@ def ca() -> CertificateAuthority:
     return _CA
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Waits (WAIT seconds at most) until ``condition()`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 # -- local servers -------------------------------------------------------------------
 
 
@@ -266,11 +275,7 @@ def test_middleware_hooks_around_a_python_protocol() -> None:
                 answers = await exchange(port, [b"ECHO hello\n", b"hello again\n"])
                 assert answers == [b"echo: ECHO HELLO\n", b"echo: HELLO again\n"]
                 await origin.all_closed()
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + WAIT
-                while recorder.calls[-1:] != [("client_disconnected", "Echo")]:
-                    assert loop.time() < deadline, recorder.calls
-                    await asyncio.sleep(0.01)
+                await until(lambda: recorder.calls[-1:] == [("client_disconnected", "Echo")])
             finally:
                 await mitm.stop()
         names = [name for name, _ in recorder.calls]
@@ -292,6 +297,9 @@ def test_middleware_hooks_around_a_python_protocol() -> None:
 
 class Streams(Protocol):
     """Exercises the client reader's asyncio behaviours, and reports them."""
+
+    close = False
+    after_close: List[bytes] = []
 
     async def resolve(self, connection, data):
         if not data.startswith(b"STREAMS\n"):
@@ -320,13 +328,25 @@ class Streams(Protocol):
         out.append(b"peer:%s" % str(connection.client).encode() if peer == (connection.client.host, connection.client.port) else b"peer?")
         writer.writelines([b"|".join(out), b"\n"])
         await writer.drain()
-        # Returns without closing: the engine closes the client.
+        if self.close:
+            out = [b"closing" if writer.is_closing() else b"open"]
+            writer.write(b"last words\n")
+            writer.close()
+            writer.write(b"ignored once closing\n")
+            out.append(b"closing" if writer.is_closing() else b"open")
+            await asyncio.wait_for(writer.wait_closed(), 5)
+            out.append(b"closed")
+            type(self).after_close = out
+        # Else returns without closing: the engine closes the client.
 
 
-def test_client_streams_behave_as_asyncio_streams() -> None:
+@pytest.mark.parametrize("close", [False, True], ids=["left-open", "closed"])
+def test_client_streams_behave_as_asyncio_streams(close: bool) -> None:
     async def main() -> None:
         async with LineOrigin() as origin:
             Streams.origin_port = origin.port
+            Streams.close = close
+            Streams.after_close = []
             mitm, port = await proxy([Streams])
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -337,6 +357,12 @@ def test_client_streams_behave_as_asyncio_streams() -> None:
                 writer.write_eof()
                 report = await asyncio.wait_for(reader.read(), WAIT)
                 writer.close()
+                if close:
+                    assert report.endswith(b"\nlast words\n")
+                    report = report[: -len(b"last words\n")]
+                    # wait_closed's future is settled a moment after the EOF went out.
+                    await until(lambda: len(Streams.after_close) == 3)
+                    assert Streams.after_close == [b"open", b"closing", b"closed"]
                 local = writer.get_extra_info("sockname")
                 assert report == b"|".join(
                     [
@@ -434,11 +460,7 @@ def test_no_socket_left_open() -> None:
                     assert await talk(port, b"hi\n") == b"bye\n"
                 await origin.all_closed()
                 assert origin.seen == 21
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + WAIT
-                while _open_fds() > before:
-                    assert loop.time() < deadline, f"{_open_fds()} fds open, {before} before"
-                    await asyncio.sleep(0.02)
+                await until(lambda: _open_fds() <= before)
             finally:
                 await mitm.stop()
 
