@@ -184,23 +184,21 @@ def attach(connection: Connection, stream: Any, buffer_size: int) -> None:
 
 async def connect(
     proto: Protocol, connection: Connection, stream: Any, host: str, port: int, tls: bool, data: bytes
-) -> Optional[Tuple[str, int]]:
-    """Runs ``proto.connect`` with the client's streams attached; the server's
-    ``(ip, port)`` when it set ``connection.server``, else None."""
+) -> Tuple[bool, Optional[Tuple[str, int]]]:
+    """Runs ``proto.connect`` with the client's streams attached: whether it set
+    ``connection.server``, and the server's ``(ip, port)`` if known."""
     attach(connection, stream, proto.buffer_size)
     await proto.connect(connection=connection, host=host, port=port, tls=tls, data=data)
     server = connection.server
     if not server:
-        return None
-    peer = None
+        return (False, None)
     get = getattr(server.writer, "get_extra_info", None)
-    if get is not None:
-        peer = get("peername")
+    peer = get("peername") if get is not None else None
     if peer:
-        return (str(peer[0]), int(peer[1]))
+        return (True, (str(peer[0]), int(peer[1])))
     if server.host is not None and server.port is not None:
-        return (str(server.host), int(server.port))
-    return None
+        return (True, (str(server.host), int(server.port)))
+    return (True, None)
 
 
 async def handle(proto: Protocol, connection: Connection, custom: Any) -> None:

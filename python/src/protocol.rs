@@ -160,6 +160,82 @@ impl PyProtocol {
         Ok(Target::new(host, port, tls))
     }
 
+    /// The Python `connect`, `server_connected`, the Python `handle` (or the default
+    /// relay); an error comes with the step that raised it.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve(
+        &self,
+        cx: &Context,
+        conn: &mut Connection,
+        shared: &Shared,
+        py_conn: &Py<PyAny>,
+        py_stream: Py<Stream>,
+        target: &Target,
+        data: &Bytes,
+    ) -> Result<(), (&'static str, PyErr)> {
+        let connected = self
+            .run(shared, "connect", |py| {
+                PyTuple::new(
+                    py,
+                    [
+                        self.object.bind(py).clone(),
+                        py_conn.bind(py).clone(),
+                        py_stream.into_bound(py).into_any(),
+                        target.host.as_str().into_bound_py_any(py)?,
+                        target.port.into_bound_py_any(py)?,
+                        target.tls.into_bound_py_any(py)?,
+                        PyBytes::new(py, data).into_any(),
+                    ],
+                )
+            })
+            .await
+            .map_err(|e| ("connect", e))?;
+        // `(connected, (ip, port) or None)`.
+        let (connected, server) = Python::attach(|py| {
+            connected
+                .bind(py)
+                .extract::<(bool, Option<(String, u16)>)>()
+        })
+        .map_err(|e| ("connect", e))?;
+        if !connected {
+            return Err((
+                "connect",
+                PyValueError::new_err(format!(
+                    "{} took the connection but connected no server: its connect() sets \
+                     connection.server = Host(reader, writer)",
+                    self.name
+                )),
+            ));
+        }
+        let addr = server.and_then(|(ip, port)| Some(SocketAddr::new(ip.parse().ok()?, port)));
+        if let Some(addr) = addr {
+            conn.server = mitm::Host::new(addr);
+            server_set_by_python(conn);
+        }
+        cx.announce_server(conn).await;
+        if conn.is_aborted() {
+            return Ok(());
+        }
+        let handle = Python::attach(|py| self.handle.as_ref().map(|h| h.clone_ref(py)));
+        self.run(shared, "handle", |py| {
+            let handle = match handle {
+                Some(h) => h.into_bound(py),
+                None => py.None().into_bound(py),
+            };
+            PyTuple::new(
+                py,
+                [
+                    self.object.bind(py).clone(),
+                    py_conn.bind(py).clone(),
+                    handle,
+                ],
+            )
+        })
+        .await
+        .map(drop)
+        .map_err(|e| ("handle", e))
+    }
+
     /// Runs `mitm._protocol.<function>(args)` on the event loop and waits for it.
     async fn run<F>(&self, shared: &Shared, function: &str, args: F) -> PyResult<Py<PyAny>>
     where
@@ -305,61 +381,9 @@ impl Protocol for PyProtocol {
             }
         };
         ending.abandoned = Some((Python::attach(|py| py_conn.clone_ref(py)), shared.clone()));
-        let connected = self
-            .run(&shared, "connect", |py| {
-                PyTuple::new(
-                    py,
-                    [
-                        self.object.bind(py).clone(),
-                        py_conn.bind(py).clone(),
-                        py_stream.bind(py).clone().into_any(),
-                        target.host.as_str().into_bound_py_any(py)?,
-                        target.port.into_bound_py_any(py)?,
-                        target.tls.into_bound_py_any(py)?,
-                        PyBytes::new(py, &data).into_any(),
-                    ],
-                )
-            })
+        let served = self
+            .serve(cx, conn, &shared, &py_conn, py_stream, &target, &data)
             .await;
-        let server = Python::attach(|py| -> PyResult<Option<(String, u16)>> {
-            let value = connected?;
-            let value = value.bind(py);
-            if value.is_none() {
-                return Ok(None);
-            }
-            value.extract().map(Some)
-        });
-        let served = match server {
-            Ok(Some((ip, port))) => {
-                if let Ok(ip) = ip.parse::<std::net::IpAddr>() {
-                    conn.server = mitm::Host::new(SocketAddr::new(ip, port));
-                    server_set_by_python(conn);
-                }
-                cx.announce_server(conn).await;
-                if conn.is_aborted() {
-                    Ok(py_conn_none())
-                } else {
-                    let handle = Python::attach(|py| self.handle.as_ref().map(|h| h.clone_ref(py)));
-                    self.run(&shared, "handle", |py| {
-                        let handle = match &handle {
-                            Some(h) => h.bind(py).clone(),
-                            None => py.None().into_bound(py),
-                        };
-                        PyTuple::new(py, [self.object.bind(py).clone(), py_conn.bind(py).clone(), handle])
-                    })
-                    .await
-                    .map_err(|e| ("handle", e))
-                }
-            }
-            Ok(None) => Err((
-                "connect",
-                PyValueError::new_err(format!(
-                    "{} found the protocol but did not connect to a server: its connect() sets connection.server = Host(reader, writer)",
-                    self.name
-                )),
-            )),
-            Err(e) => Err(("connect", e)),
-        };
         if let Err((what, e)) = served {
             self.report(&shared, what, e);
             conn.abort();
@@ -386,9 +410,4 @@ impl Protocol for PyProtocol {
         drop(ending);
         Ok(Connected::Handled)
     }
-}
-
-/// `None`, as a Python object (what a skipped step gives).
-fn py_conn_none() -> Py<PyAny> {
-    Python::attach(|py| py.None())
 }

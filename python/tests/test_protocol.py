@@ -393,6 +393,8 @@ class Boom(Protocol):
         return "127.0.0.1", self.origin_port, False
 
     async def connect(self, connection, host, port, tls, data):
+        if data.startswith(b"BOOM noserver"):
+            return
         reader, writer = await asyncio.open_connection(host, port)
         connection.server = Host(reader, writer)
         if data.startswith(b"BOOM connect"):
@@ -414,7 +416,7 @@ def test_exceptions_end_their_connection_only(caplog: pytest.LogCaptureFixture) 
             Echo = echo_protocol(lambda: origin.port)
             mitm, port = await proxy([Boom, Echo])
             try:
-                for step in ("resolve", "connect", "invalid", "handle"):
+                for step in ("resolve", "connect", "invalid", "noserver", "handle"):
                     assert await talk(port, b"BOOM %s\nmore\n" % step.encode()) == b""
                     assert await exchange(port, [b"ECHO still here\n"]) == [b"echo: ECHO still here\n"]
                 await origin.all_closed()
@@ -427,6 +429,7 @@ def test_exceptions_end_their_connection_only(caplog: pytest.LogCaptureFixture) 
         assert f"Boom.{step} raised RuntimeError: {step} went boom" in text, text
         assert f'in {step}\n    raise RuntimeError("{step} went boom")' in text
     assert "Boom.connect raised InvalidProtocol: too late to decline" in text
+    assert "Boom.connect raised ValueError: Boom took the connection but connected no server" in text
 
 
 def _open_fds() -> int:
