@@ -3,8 +3,9 @@
 The engine reads a client's first bytes and offers them to the protocols in order.
 For a :class:`mitm.Protocol` written in Python it calls ``resolve`` (raising
 :class:`mitm.InvalidProtocol` passes to the next protocol); the one that accepts gets
-the client's stream as asyncio-like ``reader``/``writer`` objects on
-``connection.client`` and runs, on the event loop the server was started from:
+the client's stream as ``connection.client.reader`` (an
+:class:`asyncio.StreamReader` the engine feeds) and ``.writer`` (a
+:class:`StreamWriter`) and runs, on the event loop the server was started from:
 
 1. :func:`connect` — the protocol's ``connect``, which sets ``connection.server``;
 2. (the engine fires ``server_connected``)
@@ -19,7 +20,7 @@ the client's stream as asyncio-like ``reader``/``writer`` objects on
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from mitm import _bridge
 from mitm.core import Connection, Flow, Protocol
@@ -67,49 +68,50 @@ def plan(proto: Protocol) -> Dict[str, Any]:
     return out
 
 
-class _Pause:
-    """The transport a client reader pauses and resumes: the pump reads from the
-    engine only while the reader's buffer is under its limit."""
+class _Transport:
+    """What a client reader pauses and resumes when its buffer fills and empties (the
+    role of asyncio's transport): the engine stops reading the socket meanwhile."""
 
-    def __init__(self) -> None:
-        self.running = asyncio.Event()
-        self.running.set()
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
 
     def pause_reading(self) -> None:
-        self.running.clear()
+        self._stream.pause_reading()
 
     def resume_reading(self) -> None:
-        self.running.set()
+        self._stream.resume_reading()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:  # pragma: no cover
         return default
 
 
-async def _pump(stream: Any, reader: asyncio.StreamReader, pause: _Pause, size: int) -> None:
-    """Feeds ``reader`` from the engine's stream until its end."""
-    try:
-        while True:
-            await pause.running.wait()
-            data = await stream.read(size)
-            if not data:
-                reader.feed_eof()
-                return
-            reader.feed_data(data)
-    except Exception as exc:  # the socket failed: readers get the error, as asyncio's
-        reader.set_exception(exc)
+def _deliverer(reader: asyncio.StreamReader) -> Callable[[int, Any], None]:
+    """What the engine's reading task calls (on the loop) with each chunk, the EOF,
+    an error, or a settled ``hold``."""
+
+    def deliver(kind: int, value: Any) -> None:
+        if kind == 0:
+            reader.feed_data(value)
+        elif kind == 1:
+            reader.feed_eof()
+        elif kind == 2:
+            reader.set_exception(ConnectionResetError(value))
+        elif not value.done():
+            value.set_result(None)
+
+    return deliver
 
 
 class StreamWriter:
     """The writing half of a client connected to a Python protocol, with the methods
     of :class:`asyncio.StreamWriter`: ``write`` queues bytes (the engine sends them in
     order), ``drain`` waits until they are sent, ``close``/``wait_closed`` end the
-    connection."""
+    connection, ``start_tls`` intercepts TLS."""
 
     def __init__(self, stream: Any, reader: asyncio.StreamReader) -> None:
         self._stream = stream
         self._reader = reader
         self._closing = False
-        self._pump: Optional[asyncio.Future] = None
 
     def write(self, data: bytes) -> None:
         """Queues ``data`` to be sent (ignored once closing, as asyncio does)."""
@@ -136,6 +138,41 @@ class StreamWriter:
     def write_eof(self) -> None:
         """Sends what is queued, then ends the sending direction."""
         self._stream.write_eof()
+
+    async def start_tls(
+        self,
+        sslcontext: Any = None,
+        *,
+        server_hostname: Optional[str] = None,
+        ssl_handshake_timeout: Optional[float] = None,
+    ) -> None:
+        """Upgrades the client's connection to TLS in place, the proxy being the TLS
+        server: it presents a certificate for ``server_hostname`` signed by the
+        server's certificate authority (the one given to :class:`mitm.MITM`). Bytes
+        the client sent already (its ClientHello) are not lost; the reader then gives
+        the decrypted bytes. ``sslcontext`` must be None: the engine does the TLS.
+        Raises ConnectionResetError if the handshake fails (the connection is closed
+        then)."""
+        if sslcontext is not None:
+            raise TypeError(
+                "start_tls: the engine does the TLS with its own certificate for server_hostname; "
+                "call start_tls(server_hostname=host) without an SSLContext"
+            )
+        if not server_hostname:
+            raise ValueError("start_tls needs server_hostname=: the host to present a certificate for")
+        await self.drain()
+        held = asyncio.get_running_loop().create_future()
+        self._stream.hold(held)
+        await held
+        # What the client sent already (its ClientHello, usually) is read again, by TLS.
+        buffered = self._reader._buffer
+        prefix = bytes(buffered)
+        del buffered[:]
+        try:
+            await self._stream.start_tls(server_hostname, prefix, float(ssl_handshake_timeout or 60.0))
+        except BaseException:
+            self._reader.feed_eof()
+            raise
 
     def close(self) -> None:
         """Sends what is queued, then closes the connection."""
@@ -169,17 +206,14 @@ class StreamWriter:
         return f"<mitm StreamWriter {self._stream.peername!r}{' closing' if self.is_closing() else ''}>"
 
 
-def attach(connection: Connection, stream: Any, buffer_size: int) -> None:
+def attach(connection: Connection, stream: Any) -> None:
     """Gives ``connection.client`` a reader and a writer over the engine's ``stream``
     (on the event loop)."""
     reader = asyncio.StreamReader(limit=LIMIT)
-    pause = _Pause()
-    reader.set_transport(pause)  # type: ignore[arg-type]
-    writer = StreamWriter(stream, reader)
-    task = asyncio.ensure_future(_pump(stream, reader, pause, max(buffer_size, 4096)))
-    writer._pump = task  # a running task is kept referenced
+    reader.set_transport(_Transport(stream))  # type: ignore[arg-type]
+    stream.start_reading(asyncio.get_running_loop().call_soon_threadsafe, _deliverer(reader))
     connection.client.reader = reader
-    connection.client.writer = writer
+    connection.client.writer = StreamWriter(stream, reader)
 
 
 async def connect(
@@ -187,7 +221,7 @@ async def connect(
 ) -> Tuple[bool, Optional[Tuple[str, int]]]:
     """Runs ``proto.connect`` with the client's streams attached: whether it set
     ``connection.server``, and the server's ``(ip, port)`` if known."""
-    attach(connection, stream, proto.buffer_size)
+    attach(connection, stream)
     await proto.connect(connection=connection, host=host, port=port, tls=tls, data=data)
     server = connection.server
     if not server:
@@ -269,7 +303,7 @@ async def finish(connection: Connection) -> None:
         client.writer.close()
 
 
-def abandon(connection: Connection) -> None:
+async def abandon(connection: Connection) -> None:
     """The engine dropped the connection (the server stopped): closes the server's
     writer, so that a ``handle`` still reading it sees its end."""
     server = connection.server

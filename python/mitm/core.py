@@ -202,7 +202,8 @@ class Protocol:
     ``connection.client.reader`` an :class:`asyncio.StreamReader` and
     ``connection.client.writer`` an object with :class:`asyncio.StreamWriter`'s
     methods (``write``, ``writelines``, ``drain``, ``close``, ``wait_closed``,
-    ``is_closing``, ``get_extra_info``). Unlike the original, ``InvalidProtocol``
+    ``is_closing``, ``get_extra_info``, and ``start_tls(server_hostname=host)``,
+    which intercepts TLS with a certificate of the server's CA). Unlike the original, ``InvalidProtocol``
     from ``connect`` ends the connection (the client's stream is this protocol's by
     then), and ``resolve`` sees the first bytes before the middlewares'
     ``client_data`` does. An exception in any of the three is logged with its

@@ -40,6 +40,10 @@ use crate::hook::Hook;
 use crate::middleware::Shared;
 use crate::stream::{Inner, Stream};
 
+/// Bytes read from a client per chunk handed to Python (asyncio's transports read
+/// up to 256 KiB at once; this keeps a chunk's copy small).
+const CHUNK: usize = 64 * 1024;
+
 /// Where a server's [`Shared`] lands once made (it is made after the protocols).
 pub(crate) type SharedSlot = Arc<OnceLock<Arc<Shared>>>;
 
@@ -356,6 +360,8 @@ impl Protocol for PyProtocol {
             client,
             conn.client.addr,
             conn.client_socket.local,
+            cx.ca().clone(),
+            CHUNK,
             shared.clone(),
         ) {
             Ok(s) => s,

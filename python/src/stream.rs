@@ -1,21 +1,27 @@
 //! A client's stream, held by the engine, given to a `Protocol` written in Python
-//! (`mitm._native.Stream`): reads and writes run on the engine's threads, and Python
-//! awaits asyncio futures they settle. `mitm._protocol` builds the asyncio-like reader
-//! and writer on top of it.
+//! (`mitm._native.Stream`). `mitm._protocol` builds the asyncio reader and writer on
+//! top of it.
 //!
-//! Reads go one at a time through the read half (a lock; Python's reader has one pump
-//! reading). Writes are queued, in order, to one task that owns the write half:
-//! `write` never waits, `drain` waits for what was queued before it. Closing ends
-//! pending reads at once (they read as EOF) and gives queued writes [`GRACE`] to go
-//! out; the socket is closed once both halves are dropped.
+//! - Reading: one task owns the read half and hands each chunk to the Python reader
+//!   (`loop.call_soon_threadsafe`, so chunks arrive in order, then the EOF or the
+//!   error). The reader pauses it when its buffer is full, as asyncio's transports are
+//!   paused.
+//! - Writing: one task owns the write half and sends what is queued, in order: `write`
+//!   never waits, `drain` waits for what was queued before it.
+//! - Closing ends reading at once (the reader sees EOF) and gives queued writes
+//!   [`GRACE`] to go out; the socket is closed once both halves are dropped.
+//! - `start_tls`: the reading task stops (`hold`, acknowledged after its last chunk),
+//!   the writing task gives its half back, and the stream, with the bytes the reader
+//!   had not consumed put back in front, becomes a TLS server stream presenting a leaf
+//!   of the server's CA; both tasks then start again on it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mitm::BoxIo;
-use pyo3::exceptions::{PyConnectionResetError, PyValueError};
+use mitm::{BoxIo, CertificateAuthority, Rewind};
+use pyo3::exceptions::{PyConnectionResetError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use pyo3::IntoPyObjectExt;
@@ -27,7 +33,7 @@ use crate::middleware::Shared;
 /// How long queued writes may still take once the stream is closed.
 pub(crate) const GRACE: Duration = Duration::from_secs(5);
 
-/// What the writer task is asked to do.
+/// What the writing task is asked to do.
 enum Msg {
     /// Send these bytes.
     Data(Bytes),
@@ -35,18 +41,63 @@ enum Msg {
     Flush(oneshot::Sender<Result<(), String>>),
     /// Shut the sending direction down.
     Eof,
+    /// Give the write half back (for `start_tls`) and stop.
+    GiveBack(oneshot::Sender<WriteHalf<BoxIo>>),
+}
+
+/// Where the reading task delivers: `call_soon_threadsafe(callback, kind, value)` on
+/// the event loop, `kind` being [`DATA`], [`EOF`], [`ERROR`] or [`HELD`].
+#[derive(Debug)]
+struct Deliver {
+    call_soon_threadsafe: Py<PyAny>,
+    callback: Py<PyAny>,
+}
+
+/// A chunk read (`value`: bytes).
+const DATA: u8 = 0;
+/// The end of the stream.
+const EOF: u8 = 1;
+/// The socket failed (`value`: the message).
+const ERROR: u8 = 2;
+/// Reading stopped for `hold` (`value`: the future to settle).
+const HELD: u8 = 3;
+
+impl Deliver {
+    /// Schedules `callback(kind, value)` on the loop (GIL taken here).
+    fn send<F>(&self, kind: u8, value: F)
+    where
+        F: for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyAny>>,
+    {
+        Python::attach(|py| {
+            let scheduled = value(py).and_then(|v| {
+                self.call_soon_threadsafe
+                    .bind(py)
+                    .call1((self.callback.bind(py), kind, v))
+            });
+            // A closed loop has no one waiting any more.
+            drop(scheduled);
+        })
+    }
 }
 
 /// The state a stream shares with its tasks.
 pub(crate) struct Inner {
-    /// The read half, until closed.
-    read: tokio::sync::Mutex<Option<ReadHalf<BoxIo>>>,
-    /// The writer task's queue, until closed.
+    /// The read half while no task reads it (before `start_reading`, while held).
+    read: Mutex<Option<ReadHalf<BoxIo>>>,
+    /// Asks the reading task to stop and give its half back.
+    hold: Mutex<Option<mpsc::UnboundedSender<Py<PyAny>>>>,
+    /// Where chunks go, once reading started.
+    deliver: Mutex<Option<Arc<Deliver>>>,
+    /// The writing task's queue, until closed.
     tx: Mutex<Option<mpsc::UnboundedSender<Msg>>>,
     /// Turns true when the stream is closed.
     closed: watch::Sender<bool>,
-    /// Turns true when the writer task is over (the write half dropped).
+    /// True while the Python reader's buffer is full.
+    paused: watch::Sender<bool>,
+    /// Turns true when the writing task is over (the write half dropped).
     written: watch::Sender<bool>,
+    /// Chunk size of reads.
+    chunk: usize,
 }
 
 impl std::fmt::Debug for Inner {
@@ -57,18 +108,20 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// Locks `m`, a poisoned lock included (its data is a plain slot).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Inner {
-    /// Closes the stream: pending reads end as EOF, queued writes get [`GRACE`].
+    /// Closes the stream: the reader sees EOF, queued writes get [`GRACE`].
     /// Idempotent.
     pub(crate) fn close(&self) {
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
+        lock(&self.tx).take();
         self.closed.send_replace(true);
-        if let Ok(mut read) = self.read.try_lock() {
-            read.take();
-        }
-        // A read in flight holds the lock: it sees `closed` and drops the half itself.
+        lock(&self.read).take();
+        // The Python reader's callback refers back to this stream: let it go.
+        lock(&self.deliver).take();
     }
 
     /// Whether the stream was closed.
@@ -76,16 +129,79 @@ impl Inner {
         *self.closed.borrow()
     }
 
-    /// Queues `msg` for the writer task; false once closed.
+    /// Queues `msg` for the writing task; false once closed.
     fn send(&self, msg: Msg) -> bool {
-        match self.tx.lock() {
-            Ok(tx) => tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok()),
-            Err(_) => false,
+        lock(&self.tx)
+            .as_ref()
+            .is_some_and(|tx| tx.send(msg).is_ok())
+    }
+
+    /// Starts the writing task on `half`.
+    fn start_writing(self: &Arc<Self>, half: WriteHalf<BoxIo>) -> PyResult<()> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *lock(&self.tx) = Some(tx);
+        crate::rt::runtime()?.spawn(write_loop(half, rx, self.clone()));
+        Ok(())
+    }
+
+    /// Starts the reading task on the parked read half, delivering to `deliver`.
+    fn start_reading(self: &Arc<Self>, deliver: Arc<Deliver>) -> PyResult<()> {
+        let rt = crate::rt::runtime()?;
+        let Some(half) = lock(&self.read).take() else {
+            // Closed already: the reader still learns that.
+            rt.spawn(async move { deliver.send(EOF, |py| Ok(py.None().into_bound(py))) });
+            return Ok(());
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        *lock(&self.hold) = Some(tx);
+        rt.spawn(read_loop(half, rx, deliver, self.clone()));
+        Ok(())
+    }
+}
+
+/// The reading task: delivers chunks until the end, an error, `close` or `hold`.
+async fn read_loop(
+    mut half: ReadHalf<BoxIo>,
+    mut hold: mpsc::UnboundedReceiver<Py<PyAny>>,
+    deliver: Arc<Deliver>,
+    inner: Arc<Inner>,
+) {
+    let mut closed = inner.closed.subscribe();
+    let mut paused = inner.paused.subscribe();
+    let mut buf = vec![0u8; inner.chunk];
+    loop {
+        let is_paused = *paused.borrow_and_update();
+        tokio::select! {
+            biased;
+            _ = closed.wait_for(|c| *c) => {
+                deliver.send(EOF, |py| Ok(py.None().into_bound(py)));
+                return;
+            }
+            ack = hold.recv() => {
+                if let Some(ack) = ack {
+                    *lock(&inner.read) = Some(half);
+                    deliver.send(HELD, |py| Ok(ack.into_bound(py)));
+                }
+                return;
+            }
+            _ = paused.changed(), if is_paused => {}
+            read = half.read(&mut buf), if !is_paused => match read {
+                Ok(0) => {
+                    deliver.send(EOF, |py| Ok(py.None().into_bound(py)));
+                    return;
+                }
+                Ok(n) => deliver.send(DATA, |py| Ok(PyBytes::new(py, &buf[..n]).into_any())),
+                Err(e) => {
+                    let message = e.to_string();
+                    deliver.send(ERROR, |py| message.into_bound_py_any(py));
+                    return;
+                }
+            },
         }
     }
 }
 
-/// The writer task: sends what is queued, in order, until the queue is closed, then
+/// The writing task: sends what is queued, in order, until the queue is closed, then
 /// shuts the write half down; stops early [`GRACE`] after the stream was closed.
 async fn write_loop(
     mut half: WriteHalf<BoxIo>,
@@ -116,55 +232,71 @@ async fn write_loop(
                         let _ = half.shutdown().await;
                     }
                 }
+                Msg::GiveBack(back) => return Some(back),
             }
         }
         let _ = half.shutdown().await;
+        None
     };
     let late = async {
         let _ = closed.wait_for(|c| *c).await;
         tokio::time::sleep(GRACE).await;
     };
-    tokio::select! {
-        _ = work => {}
-        _ = late => {}
+    let give_back = tokio::select! {
+        back = work => back,
+        _ = late => None,
+    };
+    if let Some(back) = give_back {
+        if back.send(half).is_ok() {
+            return;
+        }
+    } else {
+        drop(half);
     }
-    drop(half);
     inner.written.send_replace(true);
 }
 
-/// A client's stream, for `mitm._protocol` (not used directly by protocols: they get
-/// its reader and writer on `connection.client`).
+/// A client's stream, for `mitm._protocol` (protocols get its reader and writer on
+/// `connection.client`).
 #[pyclass(module = "mitm._native", name = "Stream", frozen)]
 #[derive(Debug)]
 pub(crate) struct Stream {
     inner: Arc<Inner>,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
+    ca: Arc<CertificateAuthority>,
     shared: Arc<Shared>,
 }
 
 impl Stream {
-    /// Takes `io` over (starting its writer task); `peer` and `local` are what
-    /// `get_extra_info` tells.
+    /// Takes `io` over (starting its writing task); `peer` and `local` are what
+    /// `get_extra_info` tells, `ca` signs the leaf of `start_tls`, `chunk` is the
+    /// size of reads.
     pub(crate) fn new(
         io: BoxIo,
         peer: Option<SocketAddr>,
         local: Option<SocketAddr>,
+        ca: Arc<CertificateAuthority>,
+        chunk: usize,
         shared: Arc<Shared>,
     ) -> PyResult<Stream> {
         let (read, write) = tokio::io::split(io);
-        let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
-            read: tokio::sync::Mutex::new(Some(read)),
-            tx: Mutex::new(Some(tx)),
+            read: Mutex::new(Some(read)),
+            hold: Mutex::new(None),
+            deliver: Mutex::new(None),
+            tx: Mutex::new(None),
             closed: watch::channel(false).0,
+            paused: watch::channel(false).0,
             written: watch::channel(false).0,
+            chunk: chunk.clamp(512, 1 << 20),
         });
-        crate::rt::runtime()?.spawn(write_loop(write, rx, inner.clone()));
+        inner.start_writing(write)?;
         Ok(Stream {
             inner,
             peer,
             local,
+            ca,
             shared,
         })
     }
@@ -185,32 +317,68 @@ fn address(py: Python<'_>, addr: Option<SocketAddr>) -> PyResult<Py<PyAny>> {
 
 #[pymethods]
 impl Stream {
-    /// A future of at most `n` bytes read, `b""` at EOF or once closed;
-    /// ConnectionResetError if the socket failed.
-    fn read<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyAny>> {
-        if n == 0 {
-            return Err(PyValueError::new_err("read(n) needs n > 0"));
+    /// Starts reading: each chunk, then the EOF or the error, goes to
+    /// `call_soon_threadsafe(callback, kind, value)` (kinds: 0 bytes, 1 EOF, 2 error
+    /// message, 3 `hold`'s future).
+    fn start_reading(&self, call_soon_threadsafe: Py<PyAny>, callback: Py<PyAny>) -> PyResult<()> {
+        let deliver = Arc::new(Deliver {
+            call_soon_threadsafe,
+            callback,
+        });
+        *lock(&self.inner.deliver) = Some(deliver.clone());
+        self.inner.start_reading(deliver)
+    }
+
+    /// Stops reading for a while (the reader's buffer is full).
+    fn pause_reading(&self) {
+        self.inner.paused.send_replace(true);
+    }
+
+    /// Reads again.
+    fn resume_reading(&self) {
+        self.inner.paused.send_replace(false);
+    }
+
+    /// Stops the reading task; `future` is delivered (kind 3) after its last chunk.
+    fn hold(&self, future: Py<PyAny>) -> PyResult<()> {
+        let sent = lock(&self.inner.hold)
+            .take()
+            .map(|tx| tx.send(future))
+            .is_some_and(|r| r.is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(PyConnectionResetError::new_err(
+                "the client's stream is closed or not reading",
+            ))
         }
+    }
+
+    /// A future: once held, the stream becomes a TLS server stream presenting the
+    /// CA's leaf for `host`, `prefix` (bytes read but not consumed) read first; then
+    /// reading starts again. Fails (and closes the stream) if the handshake does not
+    /// finish within `timeout` seconds.
+    fn start_tls<'py>(
+        &self,
+        py: Python<'py>,
+        host: String,
+        prefix: Vec<u8>,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .map_err(|e| PyValueError::new_err(format!("ssl_handshake_timeout {timeout}: {e}")))?;
+        let config = self
+            .ca
+            .server_config(&host)
+            .map_err(|e| PyValueError::new_err(format!("no certificate for {host:?}: {e}")))?;
         let inner = self.inner.clone();
         self.shared.bridge.future(py, async move {
-            let mut closed = inner.closed.subscribe();
-            let mut half = inner.read.lock().await;
-            let mut buf = vec![0u8; n.min(1 << 20)];
-            let got = match half.as_mut() {
-                None => None,
-                Some(reader) => tokio::select! {
-                    r = reader.read(&mut buf) => Some(r),
-                    _ = closed.wait_for(|c| *c) => None,
-                },
-            };
-            let got = got.unwrap_or_else(|| {
-                half.take();
-                Ok(0)
-            });
-            match got {
-                Ok(k) => Python::attach(|py| Ok(PyBytes::new(py, &buf[..k]).into_any().unbind())),
-                Err(e) => Err(PyConnectionResetError::new_err(e.to_string())),
+            let upgraded = upgrade(&inner, config, Bytes::from(prefix), timeout).await;
+            if upgraded.is_err() {
+                inner.close();
             }
+            upgraded?;
+            Python::attach(|py| Ok(py.None()))
         })
     }
 
@@ -273,6 +441,52 @@ impl Stream {
     #[getter]
     fn sockname(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         address(py, self.local)
+    }
+}
+
+/// The TLS upgrade of a held stream (see [`Stream::start_tls`]).
+async fn upgrade(
+    inner: &Arc<Inner>,
+    config: Arc<mitm::rustls::ServerConfig>,
+    prefix: Bytes,
+    timeout: Duration,
+) -> PyResult<()> {
+    let closed_err = || PyConnectionResetError::new_err("the client's stream is closed");
+    let read = lock(&inner.read)
+        .take()
+        .ok_or_else(|| PyRuntimeError::new_err("start_tls on a stream that is not held"))?;
+    let (back_tx, back_rx) = oneshot::channel();
+    if !inner.send(Msg::GiveBack(back_tx)) {
+        return Err(closed_err());
+    }
+    let write = back_rx.await.map_err(|_| closed_err())?;
+    let io: BoxIo = read.unsplit(write);
+    let io: BoxIo = if prefix.is_empty() {
+        io
+    } else {
+        Box::new(Rewind::new(io, prefix))
+    };
+    let mut closed = inner.closed.subscribe();
+    let accept = mitm::tokio_rustls::TlsAcceptor::from(config).accept(io);
+    let tls = tokio::select! {
+        tls = tokio::time::timeout(timeout, accept) => match tls {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(PyConnectionResetError::new_err(format!("TLS handshake with the client failed: {e}"))),
+            Err(_) => return Err(PyConnectionResetError::new_err("TLS handshake with the client timed out")),
+        },
+        _ = closed.wait_for(|c| *c) => return Err(closed_err()),
+    };
+    let (read, write) = tokio::io::split(Box::new(tls) as BoxIo);
+    *lock(&inner.read) = Some(read);
+    inner.start_writing(write)?;
+    if inner.is_closed() {
+        inner.close();
+        return Err(closed_err());
+    }
+    let deliver = lock(&inner.deliver).clone();
+    match deliver {
+        Some(deliver) => inner.start_reading(deliver),
+        None => Ok(()),
     }
 }
 

@@ -487,6 +487,9 @@ def test_stopping_closes_a_connection_python_still_holds() -> None:
     the client's socket and the server's are closed all the same."""
 
     class Hang(Protocol):
+        # Held here, so that only the proxy can close the streams (not the GC).
+        connections: List[Any] = []
+
         async def resolve(self, connection, data):
             return "127.0.0.1", self.origin_port, False
 
@@ -496,6 +499,7 @@ def test_stopping_closes_a_connection_python_still_holds() -> None:
             connection.client.writer.write(b"ready\n")
 
         async def handle(self, connection):
+            type(self).connections.append(connection)
             # The origin says nothing until asked: this waits until the server's
             # writer is closed under it.
             while await connection.server.reader.read(100):
@@ -515,5 +519,67 @@ def test_stopping_closes_a_connection_python_still_holds() -> None:
             assert await asyncio.wait_for(reader.read(), WAIT) == b""
             writer.close()
             await origin.all_closed()
+
+    run(main())
+
+
+class StartTLS(Protocol):
+    """``STARTTLS``: answers ``GO``, then TLS with the client (the proxy's
+    certificate), relaying the decrypted lines to the line origin."""
+
+    wait_for_hello = False
+
+    async def resolve(self, connection, data):
+        if data != b"STARTTLS\n":
+            raise InvalidProtocol
+        return "127.0.0.1", self.origin_port, False
+
+    async def connect(self, connection, host, port, tls, data):
+        writer = connection.client.writer
+        writer.write(b"GO\n")
+        await writer.drain()
+        if self.wait_for_hello:
+            # The ClientHello is in the reader's buffer before the upgrade starts:
+            # it must be read again by TLS.
+            await until(lambda: len(connection.client.reader._buffer) > 0)
+        await writer.start_tls(server_hostname="localhost")
+        reader, server = await asyncio.open_connection(host, port)
+        connection.server = Host(reader, server)
+
+
+def _tls_client(port: int, cadata: str, lines: List[bytes]) -> List[bytes]:
+    """A blocking client: STARTTLS, then each line over TLS, one answer each."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cadata=cadata)
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as raw:
+        raw.sendall(b"STARTTLS\n")
+        assert raw.recv(3) == b"GO\n"
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            answers = []
+            files = tls.makefile("rb")
+            for line in lines:
+                tls.sendall(line)
+                answers.append(files.readline())
+            return answers
+
+
+@pytest.mark.parametrize("wait_for_hello", [False, True], ids=["at-once", "hello-buffered"])
+def test_start_tls_on_the_client_stream(wait_for_hello: bool) -> None:
+    async def main() -> None:
+        async with LineOrigin() as origin:
+            StartTLS.origin_port = origin.port
+            StartTLS.wait_for_hello = wait_for_hello
+            mitm, port = await proxy([StartTLS])
+            try:
+                lines = [b"secret one\n", b"secret two\n"]
+                answers = await asyncio.get_running_loop().run_in_executor(
+                    None, _tls_client, port, ca().pem, lines
+                )
+                assert answers == [b"echo: " + line for line in lines]
+                await origin.all_closed()
+            finally:
+                await mitm.stop()
 
     run(main())
