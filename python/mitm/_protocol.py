@@ -56,7 +56,13 @@ def plan(proto: Protocol) -> Dict[str, Any]:
         out[attr] = value
     for hook in ("resolve", "connect"):
         found = _bridge.hook_plan(proto, hook, Protocol)
-        if found is None or _engine_stub(cls, hook):
+        if found is not None and _engine_stub(cls, hook):
+            raise TypeError(
+                f"{name} inherits {hook}() from a protocol the engine runs (protocol.HTTP), "
+                "which Python cannot call: a subclass that changes any of resolve, connect "
+                "or handle defines resolve and connect itself"
+            )
+        if found is None:
             raise TypeError(
                 f"{name} does not define {hook}(): a Protocol written in Python defines "
                 "async resolve(connection, data) -> (host, port, tls) and "

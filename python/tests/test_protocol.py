@@ -477,9 +477,15 @@ def test_a_protocol_without_resolve_is_refused() -> None:
         async def connect(self, connection, host, port, tls, data):
             pass
 
+    class MyHTTP(protocol.HTTP):
+        async def handle(self, connection):
+            pass
+
     async def main() -> None:
         with pytest.raises(TypeError, match="Half does not define resolve"):
             await proxy([Half])
+        with pytest.raises(TypeError, match=r"MyHTTP inherits resolve\(\) from a protocol the engine runs"):
+            await proxy([MyHTTP])
 
     run(main())
 
