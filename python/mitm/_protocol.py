@@ -134,7 +134,7 @@ class StreamWriter:
 
     async def drain(self) -> None:
         """Waits until everything written is sent; ConnectionResetError if the
-        connection failed."""
+        connection failed or is closed."""
         await self._stream.drain()
 
     def can_write_eof(self) -> bool:
@@ -289,6 +289,11 @@ async def _relay_one(proto: Protocol, connection: Connection, done: asyncio.Even
                 return
             for middleware in middlewares:
                 data = await getattr(middleware, hook)(connection, data)
+                if not isinstance(data, (bytes, bytearray, memoryview)):
+                    raise TypeError(
+                        f"{type(middleware).__name__}.{hook} returned {type(data).__name__}: a data hook "
+                        "returns the bytes to send on (return data to pass them unchanged)"
+                    )
             writer.write(data)
             await writer.drain()
     finally:

@@ -390,17 +390,23 @@ impl Stream {
     }
 
     /// A future done when everything queued so far is sent; ConnectionResetError if
-    /// sending failed. Done at once after `close`.
+    /// sending failed or the stream is closed (as asyncio's once the connection is
+    /// lost: a loop that writes and drains ends).
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (tx, rx) = oneshot::channel();
-        let queued = self.inner.send(Msg::Flush(tx));
+        if !self.inner.send(Msg::Flush(tx)) {
+            return Err(PyConnectionResetError::new_err(
+                "the client's connection is closed",
+            ));
+        }
         self.shared.bridge.future(py, async move {
-            if queued {
-                if let Ok(Err(e)) = rx.await {
-                    return Err(PyConnectionResetError::new_err(e));
-                }
+            match rx.await {
+                Ok(Ok(())) => Python::attach(|py| Ok(py.None())),
+                Ok(Err(e)) => Err(PyConnectionResetError::new_err(e)),
+                Err(_) => Err(PyConnectionResetError::new_err(
+                    "the client's connection is closed",
+                )),
             }
-            Python::attach(|py| Ok(py.None()))
         })
     }
 

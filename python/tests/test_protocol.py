@@ -338,6 +338,10 @@ class Streams(Protocol):
             out.append(b"closing" if writer.is_closing() else b"open")
             await asyncio.wait_for(writer.wait_closed(), 5)
             out.append(b"closed")
+            try:
+                await writer.drain()
+            except ConnectionResetError:
+                out.append(b"drain refused")
             type(self).after_close = out
         # Else returns without closing: the engine closes the client.
 
@@ -363,8 +367,8 @@ def test_client_streams_behave_as_asyncio_streams(close: bool) -> None:
                     assert report.endswith(b"\nlast words\n")
                     report = report[: -len(b"last words\n")]
                     # wait_closed's future is settled a moment after the EOF went out.
-                    await until(lambda: len(Streams.after_close) == 3)
-                    assert Streams.after_close == [b"open", b"closing", b"closed"]
+                    await until(lambda: len(Streams.after_close) == 4)
+                    assert Streams.after_close == [b"open", b"closing", b"closed", b"drain refused"]
                 local = writer.get_extra_info("sockname")
                 assert report == b"|".join(
                     [
@@ -591,3 +595,27 @@ def test_start_tls_on_the_client_stream(wait_for_hello: bool) -> None:
                 await mitm.stop()
 
     run(main())
+
+
+def test_a_data_hook_returning_none_ends_the_relay_with_its_name(caplog: pytest.LogCaptureFixture) -> None:
+    class Forgetful(Middleware):
+        async def server_data(self, connection, data):
+            pass  # forgot to return data
+
+    async def main() -> None:
+        async with LineOrigin() as origin:
+            Echo = echo_protocol(lambda: origin.port)
+            mitm, port = await proxy([Echo], [Forgetful()])
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"ECHO hello\n")
+                # The origin's answer goes through the hook, which fails: the proxy
+                # closes the connection without sending anything.
+                assert await asyncio.wait_for(reader.read(), WAIT) == b""
+                writer.close()
+                await origin.all_closed()
+            finally:
+                await mitm.stop()
+
+    run(main())
+    assert "Forgetful.server_data returned NoneType: a data hook returns the bytes" in caplog.text
