@@ -367,13 +367,17 @@ impl Stream {
     ) -> PyResult<Bound<'py, PyAny>> {
         let timeout = Duration::try_from_secs_f64(timeout)
             .map_err(|e| PyValueError::new_err(format!("ssl_handshake_timeout {timeout}: {e}")))?;
-        let config = self
-            .ca
-            .server_config(&host)
-            .map_err(|e| PyValueError::new_err(format!("no certificate for {host:?}: {e}")))?;
         let inner = self.inner.clone();
+        let ca = self.ca.clone();
         self.shared.bridge.future(py, async move {
-            let upgraded = upgrade(&inner, config, Bytes::from(prefix), timeout).await;
+            // Made here, off the event loop's thread: a new leaf takes a key signing.
+            let config = ca
+                .server_config(&host)
+                .map_err(|e| PyValueError::new_err(format!("no certificate for {host:?}: {e}")));
+            let upgraded = match config {
+                Ok(config) => upgrade(&inner, config, Bytes::from(prefix), timeout).await,
+                Err(e) => Err(e),
+            };
             if upgraded.is_err() {
                 inner.close();
             }
