@@ -45,7 +45,8 @@ def plan(proto: Protocol) -> Dict[str, Any]:
     cls = type(proto)
     name = cls.__name__
     out: Dict[str, Any] = {"name": name}
-    for attr, kind in (("bytes_needed", int), ("buffer_size", int), ("timeout", (int, float)), ("keep_alive", bool)):
+    settings = (("bytes_needed", int), ("buffer_size", int), ("timeout", (int, float)), ("keep_alive", bool))
+    for attr, kind in settings:
         value = getattr(proto, attr, None)
         if not isinstance(value, kind) or (attr != "keep_alive" and value <= 0):
             raise TypeError(
@@ -278,7 +279,9 @@ async def _relay_one(proto: Protocol, connection: Connection, done: asyncio.Even
     try:
         while not done.is_set() and not reader.at_eof():
             read = asyncio.ensure_future(reader.read(proto.buffer_size))
-            finished, _ = await asyncio.wait({read, stop}, timeout=proto.timeout, return_when=asyncio.FIRST_COMPLETED)
+            finished, _ = await asyncio.wait(
+                {read, stop}, timeout=proto.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             if read not in finished:
                 read.cancel()
                 done.set()

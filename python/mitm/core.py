@@ -203,10 +203,10 @@ class Protocol:
     ``connection.client.writer`` an object with :class:`asyncio.StreamWriter`'s
     methods (``write``, ``writelines``, ``drain``, ``close``, ``wait_closed``,
     ``is_closing``, ``get_extra_info``, and ``start_tls(server_hostname=host)``,
-    which intercepts TLS with a certificate of the server's CA). Unlike the original, ``InvalidProtocol``
-    from ``connect`` ends the connection (the client's stream is this protocol's by
-    then), and ``resolve`` sees the first bytes before the middlewares'
-    ``client_data`` does. An exception in any of the three is logged with its
+    which intercepts TLS with a certificate of the server's CA). Unlike the
+    original, ``InvalidProtocol`` from ``connect`` ends the connection (the client's
+    stream is this protocol's by then), and ``resolve`` sees the first bytes before
+    the middlewares' ``client_data`` does. An exception in any of the three is logged with its
     traceback and ends that connection only; the client's socket is closed when the
     connection ends, whatever ``handle`` left open.
     """

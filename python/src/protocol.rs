@@ -150,7 +150,8 @@ impl PyProtocol {
     fn target(&self, value: &Bound<'_, PyAny>) -> PyResult<Target> {
         let (host, port, tls): (String, i64, bool) = value.extract().map_err(|_| {
             PyTypeError::new_err(format!(
-                "{}.resolve returned {}: it returns (host: str, port: int, tls: bool), or raises InvalidProtocol",
+                "{}.resolve returned {}: it returns (host: str, port: int, tls: bool), \
+                 or raises InvalidProtocol",
                 self.name,
                 value.repr().map(|r| r.to_string()).unwrap_or_default()
             ))

@@ -47,7 +47,8 @@ pub(crate) struct Server {
 /// Binds a server with the package's plan and starts serving on the engine's threads.
 ///
 /// `protocols` lists `(kind, name, object)`: `("builtin", "http", HTTP())` for the
-/// engine's own, `("python", class name, object)` for one written in Python. `middlewares` lists each middleware's plan (see `mitm._bridge.plan`).
+/// engine's own, `("python", class name, object)` for one written in Python.
+/// `middlewares` lists each middleware's plan (see `mitm._bridge.plan`).
 #[pyfunction]
 #[pyo3(signature = (event_loop, host, port, protocols, middlewares, ca))]
 pub(crate) fn start(

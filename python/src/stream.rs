@@ -478,13 +478,20 @@ async fn upgrade(
     };
     let mut closed = inner.closed.subscribe();
     let accept = mitm::tokio_rustls::TlsAcceptor::from(config).accept(io);
-    let tls = tokio::select! {
-        tls = tokio::time::timeout(timeout, accept) => match tls {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return Err(PyConnectionResetError::new_err(format!("TLS handshake with the client failed: {e}"))),
-            Err(_) => return Err(PyConnectionResetError::new_err("TLS handshake with the client timed out")),
-        },
+    let handshake = tokio::select! {
+        tls = tokio::time::timeout(timeout, accept) => tls,
         _ = closed.wait_for(|c| *c) => return Err(closed_err()),
+    };
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let message = format!("TLS handshake with the client failed: {e}");
+            return Err(PyConnectionResetError::new_err(message));
+        }
+        Err(_) => {
+            let message = "TLS handshake with the client timed out";
+            return Err(PyConnectionResetError::new_err(message));
+        }
     };
     let (read, write) = tokio::io::split(Box::new(tls) as BoxIo);
     *lock(&inner.read) = Some(read);

@@ -327,7 +327,8 @@ class Streams(Protocol):
         out.append(b"eof" if reader.at_eof() else b"not eof")
         out.append(b"read:" + await reader.read())
         peer = writer.get_extra_info("peername")
-        out.append(b"peer:%s" % str(connection.client).encode() if peer == (connection.client.host, connection.client.port) else b"peer?")
+        client = connection.client
+        out.append(b"peer:%s" % str(client).encode() if peer == (client.host, client.port) else b"peer?")
         writer.writelines([b"|".join(out), b"\n"])
         await writer.drain()
         if self.close:
