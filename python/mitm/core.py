@@ -195,6 +195,20 @@ class Protocol:
     (bytes per relayed read), ``timeout`` (seconds), ``keep_alive``. Subclasses
     implement ``resolve`` (``(host, port, tls)`` or raise :class:`InvalidProtocol`),
     ``connect`` (set ``connection.server``) and may override ``handle`` (relay).
+
+    Protocols are tried in the order given to :class:`mitm.MITM`, before or after
+    the built-in ``protocol.HTTP``. Once one's ``resolve`` accepts, ``connect`` and
+    ``handle`` run on the event loop the server was started from, with
+    ``connection.client.reader`` an :class:`asyncio.StreamReader` and
+    ``connection.client.writer`` an object with :class:`asyncio.StreamWriter`'s
+    methods (``write``, ``writelines``, ``drain``, ``close``, ``wait_closed``,
+    ``is_closing``, ``get_extra_info``, and ``start_tls(server_hostname=host)``,
+    which intercepts TLS with a certificate of the server's CA). Unlike the
+    original, ``InvalidProtocol`` from ``connect`` ends the connection (the client's
+    stream is this protocol's by then), and ``resolve`` sees the first bytes before
+    the middlewares' ``client_data`` does. An exception in any of the three is logged with its
+    traceback and ends that connection only; the client's socket is closed when the
+    connection ends, whatever ``handle`` left open.
     """
 
     bytes_needed: int = 8192
@@ -221,8 +235,12 @@ class Protocol:
         raise NotImplementedError
 
     async def handle(self, connection: Connection) -> None:
-        """Relays the connection until it ends."""
-        raise NotImplementedError
+        """Relays the connection until it ends. By default: both ways,
+        ``buffer_size`` bytes at a time, through each of ``self.middlewares``'
+        ``client_data``/``server_data`` (as the original's HTTP protocol relays)."""
+        from mitm._protocol import relay
+
+        await relay(self, connection)
 
     def __repr__(self) -> str:
         return f"Protocol({self.__class__.__name__})"

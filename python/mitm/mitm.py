@@ -85,9 +85,7 @@ class MITM:
             if engine is not None and _builtin(proto):
                 plans.append(("builtin", engine, proto))
             else:
-                raise TypeError(
-                    f"{type(proto).__name__}: protocols written in Python are not supported by this build yet"
-                )
+                plans.append(("python", type(proto).__name__, proto))
         return plans
 
     async def start(self) -> None:

@@ -96,3 +96,12 @@ pub(crate) fn connection<'py>(
     }
     Ok(object)
 }
+
+/// Records that the Python `Connection` of `conn` already shows `conn.server` (a
+/// `Protocol` written in Python set `connection.server` to a `Host` with its own
+/// streams): later hooks keep that `Host` rather than replacing it with the engine's.
+pub(crate) fn server_set_by_python(conn: &Connection) {
+    if let Some(known) = conn.state().get_mut::<PyConnection>() {
+        known.server = conn.server.addr;
+    }
+}

@@ -181,8 +181,14 @@ impl Bridge {
     /// Logs `err`, with its traceback, as raised by `what` (e.g. `Count.client_data`).
     pub(crate) fn report(&self, what: &str, err: PyErr) {
         Python::attach(|py| {
+            // An error raised on this thread (an inline hook) keeps its traceback
+            // beside the exception until it is put back on it.
+            let value = err.value(py);
+            if let Some(tb) = err.traceback(py) {
+                let _ = value.setattr(intern!(py, "__traceback__"), tb);
+            }
             let report = self.module.bind(py).getattr(intern!(py, "report"));
-            let logged = report.and_then(|f| f.call1((what, err.value(py))));
+            let logged = report.and_then(|f| f.call1((what, value)));
             if let Err(e) = logged {
                 // Logging itself failed (a broken handler): stderr is what is left.
                 e.print(py);

@@ -7,8 +7,10 @@ mod ca;
 mod conn;
 mod hook;
 mod middleware;
+mod protocol;
 mod rt;
 mod server;
+mod stream;
 
 use pyo3::prelude::*;
 
@@ -17,6 +19,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ca::Authority>()?;
     m.add_class::<server::Server>()?;
+    m.add_class::<stream::Stream>()?;
     m.add_function(wrap_pyfunction!(server::start, m)?)?;
     m.add_function(wrap_pyfunction!(default_ca_dir, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -14,6 +14,7 @@ use crate::ca::{chain, to_py, Authority};
 use crate::conn::ProtocolObjects;
 use crate::hook::Bridge;
 use crate::middleware::{PyMiddleware, Shared};
+use crate::protocol::{PyProtocol, SharedSlot};
 use crate::rt::runtime;
 
 /// The Python objects of the engine's built-in protocols, by engine name.
@@ -46,7 +47,8 @@ pub(crate) struct Server {
 /// Binds a server with the package's plan and starts serving on the engine's threads.
 ///
 /// `protocols` lists `(kind, name, object)`: `("builtin", "http", HTTP())` for the
-/// engine's own. `middlewares` lists each middleware's plan (see `mitm._bridge.plan`).
+/// engine's own, `("python", class name, object)` for one written in Python.
+/// `middlewares` lists each middleware's plan (see `mitm._bridge.plan`).
 #[pyfunction]
 #[pyo3(signature = (event_loop, host, port, protocols, middlewares, ca))]
 pub(crate) fn start(
@@ -62,12 +64,19 @@ pub(crate) fn start(
     let rt = runtime()?;
     let mut builtins = HashMap::new();
     let mut engine_protocols: Vec<Arc<dyn Protocol>> = Vec::new();
+    let python_slot = SharedSlot::default();
     for item in protocols.iter() {
         let (kind, name, object): (String, String, Py<PyAny>) = item.extract()?;
         match (kind.as_str(), name.as_str()) {
             ("builtin", "http") => {
                 engine_protocols.push(Arc::new(Http::new()));
                 builtins.insert("http", object);
+            }
+            ("python", _) => {
+                let taken = |n: &str| builtins.contains_key(n);
+                let proto = PyProtocol::new(object.bind(py), &taken, python_slot.clone())?;
+                builtins.insert(proto.name(), object);
+                engine_protocols.push(Arc::new(proto));
             }
             _ => {
                 return Err(PyValueError::new_err(format!(
@@ -80,6 +89,7 @@ pub(crate) fn start(
         bridge: Bridge::new(py, event_loop)?,
         protocols: Box::new(Builtins(builtins)),
     });
+    let _ = python_slot.set(shared.clone());
     let mut builder = Mitm::builder()
         .host(host)
         .port(port)
