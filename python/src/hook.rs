@@ -182,7 +182,10 @@ impl Bridge {
     pub(crate) fn report(&self, what: &str, err: PyErr) {
         Python::attach(|py| {
             let report = self.module.bind(py).getattr(intern!(py, "report"));
-            let logged = report.and_then(|f| f.call1((what, err.value(py))));
+            // `into_value` puts the traceback on the exception (`__traceback__`): before
+            // Python 3.12 a fetched error keeps it beside, and `value` alone loses it.
+            let value = err.clone_ref(py).into_value(py);
+            let logged = report.and_then(|f| f.call1((what, value)));
             if let Err(e) = logged {
                 // Logging itself failed (a broken handler): stderr is what is left.
                 e.print(py);
