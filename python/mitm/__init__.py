@@ -28,6 +28,11 @@ from mitm.core import Connection, Flow, Host, InvalidProtocol, Middleware, Proto
 from mitm.crypto import CertificateAuthority  # noqa: E402
 from mitm.mitm import MITM, default_data_dir  # noqa: E402
 
+# The original's top level also had what its modules star-imported.
+from mitm.crypto import LRU_MAX_SIZE, new_RSA, new_X509  # noqa: E402,F401
+from mitm.middleware import HTTPLog, Log  # noqa: E402,F401
+from mitm.protocol import HTTP  # noqa: E402,F401
+
 __data__ = default_data_dir()
 
 __all__ = [

@@ -12,6 +12,8 @@ import asyncio
 from enum import Enum
 from typing import Any, List, Optional, Tuple
 
+from mitm.crypto import CertificateAuthority  # noqa: F401 - the original's core has it too
+
 __all__ = ["Host", "Connection", "Flow", "Middleware", "InvalidProtocol", "Protocol"]
 
 

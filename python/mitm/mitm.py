@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
 
 from mitm import _bridge, _native
-from mitm.core import Middleware, Protocol
+from mitm.core import Connection, Host, InvalidProtocol, Middleware, Protocol  # noqa: F401 - the original's names here
 from mitm.crypto import CertificateAuthority
 from mitm.middleware import Log
 from mitm.protocol import HTTP

@@ -181,13 +181,10 @@ impl Bridge {
     /// Logs `err`, with its traceback, as raised by `what` (e.g. `Count.client_data`).
     pub(crate) fn report(&self, what: &str, err: PyErr) {
         Python::attach(|py| {
-            // An error raised on this thread (an inline hook) keeps its traceback
-            // beside the exception until it is put back on it.
-            let value = err.value(py);
-            if let Some(tb) = err.traceback(py) {
-                let _ = value.setattr(intern!(py, "__traceback__"), tb);
-            }
             let report = self.module.bind(py).getattr(intern!(py, "report"));
+            // `into_value` puts the traceback on the exception (`__traceback__`): before
+            // Python 3.12 a fetched error keeps it beside, and `value` alone loses it.
+            let value = err.clone_ref(py).into_value(py);
             let logged = report.and_then(|f| f.call1((what, value)));
             if let Err(e) = logged {
                 // Logging itself failed (a broken handler): stderr is what is left.
