@@ -182,7 +182,7 @@ impl Bridge {
     pub(crate) fn report(&self, what: &str, err: PyErr) {
         Python::attach(|py| {
             let report = self.module.bind(py).getattr(intern!(py, "report"));
-            let logged = report.and_then(|f| f.call1((what, err.value(py))));
+            let logged = report.and_then(|f| f.call1((what, err.clone_ref(py).into_value(py))));
             if let Err(e) = logged {
                 // Logging itself failed (a broken handler): stderr is what is left.
                 e.print(py);
