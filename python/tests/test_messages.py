@@ -87,7 +87,7 @@ def origin() -> Any:
     o.close()
 
 
-def curl(proxy_port: int, url: str, *args: str) -> subprocess.CompletedProcess:
+def curl(proxy_port: int, url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     """curl through the proxy: ``-i`` (head and body on stdout), 10 s at most."""
     return subprocess.run(
         ["curl", "-s", "-i", "--max-time", "10", "-x", f"http://127.0.0.1:{proxy_port}", *args, url],
@@ -95,7 +95,7 @@ def curl(proxy_port: int, url: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-async def acurl(proxy_port: int, url: str, *args: str) -> subprocess.CompletedProcess:
+async def acurl(proxy_port: int, url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     """:func:`curl` without blocking the event loop (hooks that await run on it)."""
     return await asyncio.to_thread(curl, proxy_port, url, *args)
 
@@ -133,13 +133,13 @@ class Rewrite(Middleware):
 
     async def response(self, flow: HttpFlow) -> None:
         await asyncio.sleep(0)
-        assert flow.response is not None
+        assert flow.response is not None and flow.response.content is not None
         flow.response.content = flow.response.content.replace(b"hello", b"HOWDY")
         flow.response.headers.add("X-Seen", "yes")
 
 
 def test_request_and_response_rewritten_as_origin_and_client_see_them(origin: Origin) -> None:
-    async def main() -> subprocess.CompletedProcess:
+    async def main() -> subprocess.CompletedProcess[bytes]:
         async with proxy(Rewrite()) as port:
             return await acurl(port, origin.url("/old/page"))
 
@@ -158,7 +158,7 @@ def test_https_messages_are_rewritten_inside_the_intercepted_tunnel(tmp_path: An
     tls_origin = Origin(tls=CA.new_context("127.0.0.1"))
     try:
 
-        async def main() -> subprocess.CompletedProcess:
+        async def main() -> subprocess.CompletedProcess[bytes]:
             async with proxy(Rewrite(), ssl_insecure=True) as port:
                 return await acurl(port, tls_origin.url("/old/tls"), "--cacert", str(ca_file))
 
@@ -182,7 +182,7 @@ class Answer(Middleware):
 
 
 def test_an_answer_from_the_request_hook_never_reaches_the_origin(origin: Origin) -> None:
-    async def main() -> List[subprocess.CompletedProcess]:
+    async def main() -> List[subprocess.CompletedProcess[bytes]]:
         async with proxy(Answer()) as port:
             return [await acurl(port, origin.url(p)) for p in ("/local", "/respond", "/through")]
 
@@ -203,7 +203,7 @@ class Kill(Middleware):
 
 
 def test_kill_drops_the_client_without_an_answer(origin: Origin) -> None:
-    async def main() -> List[subprocess.CompletedProcess]:
+    async def main() -> List[subprocess.CompletedProcess[bytes]]:
         async with proxy(Kill()) as port:
             return [await acurl(port, origin.url("/kill")), await acurl(port, origin.url("/after"))]
 
@@ -227,7 +227,7 @@ class Raises(Middleware):
 def test_an_exception_in_a_message_hook_fails_that_flow_only(
     origin: Origin, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def main() -> List[subprocess.CompletedProcess]:
+    async def main() -> List[subprocess.CompletedProcess[bytes]]:
         async with proxy(Raises()) as port:
             return [await acurl(port, origin.url(p)) for p in ("/boom", "/late", "/fine")]
 
@@ -253,9 +253,9 @@ class Record(Middleware):
     """Keeps every hook call; checks that one flow object goes through all three."""
 
     def __init__(self) -> None:
-        self.calls: List[Tuple[str, Any]] = []
+        self.calls: List[Tuple[Any, ...]] = []
 
-    def request(self, flow: HttpFlow) -> None:  # a plain function works too
+    def request(self, flow: HttpFlow) -> None:  # type: ignore[override]  # a plain function works too
         flow.metadata["seen"] = ["request"]
         self.calls.append(("request", flow.request.method, flow.request.url, flow.response))
 
@@ -299,7 +299,7 @@ class Sizes(Middleware):
 def test_bodies_over_body_limit_stream_past_and_read_as_none(origin: Origin) -> None:
     sizes = Sizes()
 
-    async def main() -> List[subprocess.CompletedProcess]:
+    async def main() -> List[subprocess.CompletedProcess[bytes]]:
         async with proxy(sizes) as port:
             return [await acurl(port, origin.url(p)) for p in ("/big?50", "/big?5000")]
 
@@ -319,7 +319,7 @@ def test_an_error_page_of_the_proxy_tells_its_error() -> None:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]  # nothing listens there once closed
 
-    async def main() -> subprocess.CompletedProcess:
+    async def main() -> subprocess.CompletedProcess[bytes]:
         async with proxy(Errors()) as port:
             return await acurl(port, f"http://127.0.0.1:{closed}/")
 
@@ -503,7 +503,7 @@ def test_content_is_decoded_and_encoded_by_content_encoding() -> None:
     r = Response(200, gzip.compress(b"plain words"), {"Content-Encoding": "gzip"})
     assert r.content == b"plain words"
     r.content = b"other words"
-    assert gzip.decompress(r.raw_content) == b"other words"
+    assert gzip.decompress(r.raw_content or b"") == b"other words"
     assert r.headers["content-encoding"] == "gzip"
 
 

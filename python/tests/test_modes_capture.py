@@ -64,12 +64,12 @@ def origin() -> Any:
     o.server.server_close()
 
 
-def curl(*args: str) -> subprocess.CompletedProcess:
+def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
     """curl, 10 s at most, the body on stdout."""
     return subprocess.run(["curl", "-s", "--max-time", "10", *args], capture_output=True)
 
 
-async def acurl(*args: str) -> subprocess.CompletedProcess:
+async def acurl(*args: str) -> subprocess.CompletedProcess[bytes]:
     return await asyncio.to_thread(curl, *args)
 
 
@@ -105,7 +105,7 @@ def test_save_never_overwrites_a_file(tmp_path: Path) -> None:
 
 
 def test_a_socks5_mode_serves_curl(origin: Origin) -> None:
-    async def main() -> subprocess.CompletedProcess:
+    async def main() -> subprocess.CompletedProcess[bytes]:
         mitm = MITM(host="127.0.0.1", port=0, middlewares=[], certificate_authority=CA, modes=["socks5"])
         async with mitm:
             port = mitm.addresses[0][1]
