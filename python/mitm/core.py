@@ -157,6 +157,10 @@ class Middleware:
     ``server_data`` the engine relays bytes without copying them through Python.
 
     An exception in a hook is logged with its traceback and ends that connection only.
+
+    Beyond the original, the message hooks ``request``, ``response``,
+    ``flow_finished`` and ``websocket_message`` see whole HTTP messages as a
+    :class:`mitm.http.HttpFlow` (an exception in one answers that exchange ``502``).
     """
 
     async def mitm_started(self, host: str, port: int) -> None:
@@ -190,7 +194,8 @@ class Middleware:
     body_limit: int = 1 << 20
 
     #: The largest WebSocket message, in bytes, ``websocket_message`` sees; a larger
-    #: one closes the WebSocket (status 1009).
+    #: one closes the WebSocket (status 1009). 0: the hook is never called, frames
+    #: stream through.
     websocket_message_limit: int = 1 << 20
 
     async def request(self, flow: "HttpFlow") -> None:

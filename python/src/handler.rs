@@ -113,7 +113,7 @@ impl PyHandlers {
             }
             if hooks.websocket_message.is_some() {
                 websocket_message_limit =
-                    websocket_message_limit.max(limit("websocket_message_limit")?.max(1));
+                    websocket_message_limit.max(limit("websocket_message_limit")?);
             }
             middlewares.push(hooks);
         }

@@ -348,8 +348,12 @@ def ws_frame(payload: bytes, opcode: int = 1, mask: bool = True) -> bytes:
 
 
 def ws_read(f: Any) -> Tuple[int, bytes]:
-    """One frame from the buffered reader ``f``: (opcode, payload)."""
-    b0, b1 = f.read(2)
+    """One frame from the buffered reader ``f``: (opcode, payload); EOFError at the
+    end of the stream."""
+    first = f.read(2)
+    if len(first) < 2:
+        raise EOFError("the WebSocket's stream ended")
+    b0, b1 = first
     n = b1 & 0x7F
     if n == 126:
         n = int.from_bytes(f.read(2), "big")
@@ -388,7 +392,10 @@ class EchoSocketOrigin:
                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
             )
             while True:
-                opcode, data = ws_read(f)
+                try:
+                    opcode, data = ws_read(f)
+                except (EOFError, OSError):
+                    return  # the proxy closed it
                 if opcode == 8:
                     conn.sendall(ws_frame(data, opcode=8, mask=False))
                     return
@@ -586,3 +593,39 @@ def test_engine_debug_lines_follow_the_logger_level() -> None:
         engine.removeHandler(collect)
     listening = [r for r in collect.records if "mitm listening" in r.getMessage()]
     assert len(listening) == 1 and listening[0].levelno == logging.INFO
+
+
+class BrokenSocketHook(Middleware):
+    async def websocket_message(self, flow: HttpFlow, message: WebSocketMessage) -> None:
+        raise ValueError("cannot read this")
+
+
+def test_an_exception_in_websocket_message_closes_that_websocket(
+    origin: Origin, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws_origin = EchoSocketOrigin()
+
+    def client(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s, s.makefile("rb") as f:
+            s.sendall(
+                f"GET http://127.0.0.1:{ws_origin.port}/chat HTTP/1.1\r\nHost: 127.0.0.1:{ws_origin.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+            )
+            assert f.readline().startswith(b"HTTP/1.1 101")
+            while f.readline() != b"\r\n":
+                pass
+            s.sendall(ws_frame(b"hello"))
+            return f.read()  # the proxy closes: whatever came, then EOF
+
+    async def main() -> Tuple[bytes, subprocess.CompletedProcess[bytes]]:
+        async with proxy(BrokenSocketHook()) as port:
+            rest = await asyncio.to_thread(client, port)
+            return rest, await acurl(port, origin.url("/still-fine"))
+
+    with caplog.at_level(logging.ERROR, logger="mitm"):
+        rest, after = asyncio.run(main())
+    assert ws_origin.got == []  # the message never reached the origin
+    assert b"hello" not in rest
+    assert head_and_body(after.stdout)[1] == b"hello from /still-fine"
+    assert any("BrokenSocketHook.websocket_message raised ValueError" in r.getMessage() for r in caplog.records)
