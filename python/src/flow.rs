@@ -46,6 +46,11 @@ pub(crate) struct PyFlow {
     metadata: Py<PyDict>,
 }
 
+/// The flow's error as text, causes included.
+fn error_text(flow: &HttpFlow) -> Option<String> {
+    flow.error.as_ref().map(|e| crate::ca::chain(e.as_ref()))
+}
+
 impl PyFlow {
     /// A view of `flow`, on the connection whose Python `Connection` is `connection`.
     pub(crate) fn new(py: Python<'_>, connection: Py<PyAny>, flow: &HttpFlow) -> Self {
@@ -53,19 +58,13 @@ impl PyFlow {
             id: flow.id,
             core: Mutex::new(FlowCore {
                 request: Arc::new(Mutex::new(flow.request.clone())),
-                response: None,
+                response: flow.response.clone().map(|r| Arc::new(Mutex::new(r))),
                 killed: false,
-                error: None,
+                error: error_text(flow),
             }),
             connection,
             metadata: PyDict::new(py).unbind(),
         }
-        .synced(flow)
-    }
-
-    fn synced(self, flow: &HttpFlow) -> Self {
-        self.sync(flow);
-        self
     }
 
     /// Brings the view up to date with the engine's `flow` (before a hook): the
@@ -74,7 +73,7 @@ impl PyFlow {
         let mut core = lock(&self.core);
         *lock(&core.request) = flow.request.clone();
         core.response = flow.response.clone().map(|r| Arc::new(Mutex::new(r)));
-        core.error = flow.error.as_ref().map(|e| crate::ca::chain(e.as_ref()));
+        core.error = error_text(flow);
     }
 
     /// The request as the hooks left it.
