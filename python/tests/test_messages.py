@@ -629,3 +629,28 @@ def test_an_exception_in_websocket_message_closes_that_websocket(
     assert b"hello" not in rest
     assert head_and_body(after.stdout)[1] == b"hello from /still-fine"
     assert any("BrokenSocketHook.websocket_message raised ValueError" in r.getMessage() for r in caplog.records)
+
+
+def test_middlewares_run_in_order_and_an_answer_stops_the_rest(origin: Origin) -> None:
+    calls: List[str] = []
+
+    class First(Middleware):
+        async def request(self, flow: HttpFlow) -> None:
+            calls.append("first")
+            flow.request.headers["X-Order"] = "first"
+            if flow.request.path == "/answered":
+                flow.respond(200, b"by first")
+
+    class Second(Middleware):
+        async def request(self, flow: HttpFlow) -> None:
+            calls.append("second:" + flow.request.headers["X-Order"])
+            flow.request.headers["X-Order"] += ",second"
+
+    async def main() -> List[bytes]:
+        async with proxy(First(), Second()) as port:
+            outs = [await acurl(port, origin.url(p)) for p in ("/both", "/answered")]
+            return [head_and_body(o.stdout)[1] for o in outs]
+
+    assert asyncio.run(main()) == [b"hello from /both", b"by first"]
+    assert calls == ["first", "second:first", "first"]
+    assert origin.seen[0]["headers"]["X-Order"] == "first,second"
