@@ -186,3 +186,23 @@ def test_proxy_auth_asks_clients_for_credentials(origin: Origin) -> None:
             return [o.stdout.decode() for o in outs]
 
     assert asyncio.run(main()) == ["407", "200"]
+
+
+def test_save_writes_every_format_given(origin: Origin, tmp_path: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    files = [tmp_path / "all.har", tmp_path / "all.flows", tmp_path / "all.sqlite"]
+
+    async def main() -> None:
+        mitm = MITM(host="127.0.0.1", port=0, middlewares=[], certificate_authority=CA, save=files)
+        async with mitm:
+            out = await acurl("-x", f"http://127.0.0.1:{mitm.addresses[0][1]}", origin.url("/saved"))
+            assert out.stdout == b"hello from /saved"
+
+    asyncio.run(main())
+    har, flows, db = files
+    assert [e["request"]["url"] for e in json.loads(har.read_text())["log"]["entries"]] == [origin.url("/saved")]
+    assert b"/saved" in flows.read_bytes()  # mitmproxy's tnetstrings
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT method, path, status FROM flows").fetchall() == [("GET", "/saved", 200)]
