@@ -206,3 +206,28 @@ def test_save_writes_every_format_given(origin: Origin, tmp_path: Path) -> None:
     assert b"/saved" in flows.read_bytes()  # mitmproxy's tnetstrings
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT method, path, status FROM flows").fetchall() == [("GET", "/saved", 200)]
+
+
+def test_an_upstream_mode_sends_traffic_through_the_next_proxy(origin: Origin) -> None:
+    from mitm import Middleware
+    from mitm.http import HttpFlow
+
+    through: List[str] = []
+
+    class Seen(Middleware):
+        async def request(self, flow: HttpFlow) -> None:
+            through.append(flow.request.url)
+
+    async def main() -> bytes:
+        upstream = MITM(host="127.0.0.1", port=0, middlewares=[Seen()], certificate_authority=CA)
+        async with upstream:
+            next_proxy = f"http://127.0.0.1:{upstream.addresses[0][1]}"
+            front = MITM(
+                host="127.0.0.1", port=0, middlewares=[], certificate_authority=CA, modes=[f"upstream:{next_proxy}"]
+            )
+            async with front:
+                out = await acurl("-x", f"http://127.0.0.1:{front.addresses[0][1]}", origin.url("/chained"))
+                return out.stdout
+
+    assert asyncio.run(main()) == b"hello from /chained"
+    assert through == [origin.url("/chained")]
