@@ -138,13 +138,18 @@ impl Options {
                 builder = builder.http_handler(Arc::new(handlers));
             }
         }
-        let mut finish = Finish { capture: None };
+        let mut finish = Finish {
+            capture: None,
+            files: Vec::new(),
+            ran: false,
+        };
         if !self.save.is_empty() {
             let mut capture = mitm::capture::Capture::builder();
             for path in &self.save {
                 let sink = mitm::capture::create_with(path, mitm::capture::SaveOptions::default())
                     .map_err(|e| capture_error(path, e))?;
                 capture = capture.sink(sink);
+                finish.files.push(path.clone());
             }
             let capture = Arc::new(capture.start());
             builder = builder.http_handler(capture.clone());
@@ -170,21 +175,45 @@ impl Options {
     }
 }
 
-/// What is left to do when a server has stopped: write out its capture.
+/// What is left to do when a server has stopped: write out its capture. Dropped
+/// without [`run`](Self::run) (the server could not bind), it removes the capture files
+/// it made, empty: trying again with the same `save=` then works.
 #[derive(Debug)]
 pub(crate) struct Finish {
     capture: Option<Arc<mitm::capture::Capture>>,
+    /// The files the capture made.
+    files: Vec<PathBuf>,
+    /// Whether the server ran (and the files hold what it saw).
+    ran: bool,
 }
 
 impl Finish {
     /// Waits (off the engine's threads) until the capture has written every flow it
     /// took, and says how many in the engine's log.
-    pub(crate) async fn run(self) {
-        let Some(capture) = self.capture else { return };
+    pub(crate) async fn run(mut self) {
+        self.ran = true;
+        let Some(capture) = self.capture.take() else {
+            return;
+        };
         let _ = tokio::task::spawn_blocking(move || {
             let (written, dropped) = capture.finish();
             tracing::info!(written, dropped, "capture written");
         })
         .await;
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if self.ran {
+            return;
+        }
+        if let Some(capture) = self.capture.take() {
+            // Its writer thread lets go of the files.
+            capture.finish();
+        }
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }

@@ -231,3 +231,20 @@ def test_an_upstream_mode_sends_traffic_through_the_next_proxy(origin: Origin) -
 
     assert asyncio.run(main()) == b"hello from /chained"
     assert through == [origin.url("/chained")]
+
+
+def test_a_server_that_cannot_bind_leaves_no_capture_file(tmp_path: Path) -> None:
+    import socket
+
+    har = tmp_path / "flows.har"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        async def main() -> None:
+            await MITM(host="127.0.0.1", port=port, middlewares=[], certificate_authority=CA, save=har).start()
+
+        with pytest.raises(OSError):
+            asyncio.run(main())
+    assert not har.exists()  # so that the same save= works next time
