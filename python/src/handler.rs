@@ -190,12 +190,10 @@ async fn call(shared: &Shared, hook: &Hook, object: &Py<PyFlow>) -> PyResult<Py<
 
 /// The answer a client gets when a hook of its exchange raised.
 fn failed(what: &str) -> mitm::Response {
-    let mut r = mitm::Response::new(502).with_body(
+    mitm::Response::new(502).with_body(
         "text/plain; charset=utf-8",
         format!("mitm: {what} raised an exception (the proxy's log has its traceback)\n"),
-    );
-    r.headers.insert("Connection", "close");
-    r
+    )
 }
 
 /// Logs `err`, raised by the hook `what`, with its traceback and what it led to

@@ -654,3 +654,17 @@ def test_middlewares_run_in_order_and_an_answer_stops_the_rest(origin: Origin) -
     assert asyncio.run(main()) == [b"hello from /both", b"by first"]
     assert calls == ["first", "second:first", "first"]
     assert origin.seen[0]["headers"]["X-Order"] == "first,second"
+
+
+def test_the_connection_goes_on_after_a_hook_raised(origin: Origin) -> None:
+    async def main() -> subprocess.CompletedProcess[bytes]:
+        async with proxy(Raises()) as port:
+            # One curl, two URLs: the second reuses the connection if it is still open.
+            return await acurl(
+                port, origin.url("/fine"), "-o", "/dev/null", "-w", "\\n%{http_code} %{num_connects}\\n", origin.url("/boom")
+            )
+
+    out = asyncio.run(main())
+    lines = out.stdout.decode().split("\n")
+    codes = [line.split()[-2:] for line in lines if line.strip() and line[0].isdigit()]
+    assert codes == [["502", "1"], ["200", "0"]], out.stdout
