@@ -233,6 +233,18 @@ class HttpFlow:
     @property
     def error(self) -> Optional[str]:
         """What went wrong, when the exchange failed."""
+    @property
+    def timestamp_start(self) -> float:
+        """When the request head was complete (seconds since the epoch)."""
+    @property
+    def duration(self) -> Optional[float]:
+        """Seconds from the request to the end of the response (in ``flow_finished``)."""
+    @property
+    def request_body_size(self) -> int:
+        """Request body bytes sent on so far (all of them in ``flow_finished``)."""
+    @property
+    def response_body_size(self) -> int:
+        """Response body bytes passed on so far (all of them in ``flow_finished``)."""
 
 @final
 class WebSocketMessage:

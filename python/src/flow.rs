@@ -28,6 +28,9 @@ struct FlowCore {
     killed: bool,
     /// The engine's error, as text.
     error: Option<String>,
+    /// `timings` and body sizes, as of the last sync.
+    timings: mitm::Timings,
+    sizes: (u64, u64),
 }
 
 /// One HTTP exchange: its `request`, its `response` once there is one, and what
@@ -61,6 +64,8 @@ impl PyFlow {
                 response: flow.response.clone().map(|r| Arc::new(Mutex::new(r))),
                 killed: false,
                 error: error_text(flow),
+                timings: flow.timings,
+                sizes: (flow.request_body_size, flow.response_body_size),
             }),
             connection,
             metadata: PyDict::new(py).unbind(),
@@ -74,6 +79,8 @@ impl PyFlow {
         *lock(&core.request) = flow.request.clone();
         core.response = flow.response.clone().map(|r| Arc::new(Mutex::new(r)));
         core.error = error_text(flow);
+        core.timings = flow.timings;
+        core.sizes = (flow.request_body_size, flow.response_body_size);
     }
 
     /// The request as the hooks left it.
@@ -176,6 +183,35 @@ impl PyFlow {
     #[getter]
     fn error(&self) -> Option<String> {
         lock(&self.core).error.clone()
+    }
+
+    /// When the request head was complete: seconds since the epoch.
+    #[getter]
+    fn timestamp_start(&self) -> f64 {
+        let started = lock(&self.core).timings.started_at;
+        started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    /// Seconds from the request to the end of the response, once the response has been
+    /// passed on (in `flow_finished`); None before.
+    #[getter]
+    fn duration(&self) -> Option<f64> {
+        lock(&self.core).timings.total().map(|d| d.as_secs_f64())
+    }
+
+    /// Body bytes of the request sent on so far (all of them in `flow_finished`), held
+    /// whole or streamed.
+    #[getter]
+    fn request_body_size(&self) -> u64 {
+        lock(&self.core).sizes.0
+    }
+
+    /// Body bytes of the response passed on so far (all of them in `flow_finished`).
+    #[getter]
+    fn response_body_size(&self) -> u64 {
+        lock(&self.core).sizes.1
     }
 
     fn __repr__(&self) -> String {

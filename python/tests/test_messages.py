@@ -290,10 +290,14 @@ class Sizes(Middleware):
 
     def __init__(self) -> None:
         self.contents: List[Optional[bytes]] = []
+        self.sizes: List[Tuple[int, bool, bool]] = []
 
     async def response(self, flow: HttpFlow) -> None:
         assert flow.response is not None
         self.contents.append(flow.response.content)
+
+    async def flow_finished(self, flow: HttpFlow) -> None:
+        self.sizes.append((flow.response_body_size, flow.duration is not None, flow.timestamp_start > 0))
 
 
 def test_bodies_over_body_limit_stream_past_and_read_as_none(origin: Origin) -> None:
@@ -305,6 +309,8 @@ def test_bodies_over_body_limit_stream_past_and_read_as_none(origin: Origin) -> 
 
     small, large = asyncio.run(main())
     assert sizes.contents == [b"x" * 50, None]
+    # Streamed or not, flow_finished knows how much went through, and when.
+    assert sizes.sizes == [(50, True, True), (5000, True, True)]
     assert head_and_body(large.stdout)[1] == b"x" * 5000
 
 
