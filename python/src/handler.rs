@@ -67,6 +67,14 @@ struct PyFlows(HashMap<u64, Py<PyFlow>>);
 /// The flow whose `101` opened this connection's WebSocket, for its messages' hooks.
 struct PyWebSocket(Py<PyFlow>);
 
+/// Why a message hook's call failed.
+enum Failure {
+    /// The flow's view could not be made (the hook did not run).
+    View(PyErr),
+    /// The hook raised.
+    Hook(PyErr),
+}
+
 impl PyHandlers {
     /// From the package's plans (`mitm.http.message_plan`: a dict per middleware with
     /// message hooks), or `None` when the list is empty.
@@ -155,20 +163,38 @@ impl PyHandlers {
         Ok(object)
     }
 
-    /// The view of `flow`, for a hook: `None` (reported: the caller decides what the
-    /// exchange gets) if it cannot be made.
-    fn view(&self, conn: &Connection, flow: &HttpFlow, what: &str) -> Option<Py<PyFlow>> {
-        match Python::attach(|py| self.flow_object(py, conn, flow)) {
-            Ok(o) => Some(o),
-            Err(e) => {
-                report(
-                    &self.shared,
-                    what,
-                    e,
-                    "the exchange is answered 502 Bad Gateway",
-                );
-                None
-            }
+    /// Calls `hook` with the view of `flow`: `view` if made already, else made (and,
+    /// if `forget`, taken out of the connection's state) under the GIL the call takes
+    /// anyway, and left in `view`.
+    async fn call_view(
+        &self,
+        hook: &Hook,
+        conn: &Connection,
+        flow: &HttpFlow,
+        view: &mut Option<Py<PyFlow>>,
+        forget: bool,
+    ) -> Result<(), Failure> {
+        let called = hook
+            .call(&self.shared.bridge, |py| {
+                let object = match view.as_ref() {
+                    Some(o) => o.clone_ref(py),
+                    None => {
+                        let o = self.flow_object(py, conn, flow)?;
+                        if forget {
+                            drop(Self::forget(conn, flow.id));
+                        }
+                        *view = Some(o.clone_ref(py));
+                        o
+                    }
+                };
+                PyTuple::new(py, [object])
+            })
+            .await;
+        match called {
+            Ok(_) => Ok(()),
+            // The view is made before the hook runs: without one, making it failed.
+            Err(e) if view.is_none() => Err(Failure::View(e)),
+            Err(e) => Err(Failure::Hook(e)),
         }
     }
 
@@ -178,14 +204,6 @@ impl PyHandlers {
             .get_mut::<PyFlows>()
             .and_then(|f| f.0.remove(&id))
     }
-}
-
-/// Calls `hook` with `args` made under the GIL.
-async fn call(shared: &Shared, hook: &Hook, object: &Py<PyFlow>) -> PyResult<Py<PyAny>> {
-    hook.call(&shared.bridge, |py| {
-        PyTuple::new(py, [object.clone_ref(py)])
-    })
-    .await
 }
 
 /// The answer a client gets when a hook of its exchange raised.
@@ -224,28 +242,44 @@ impl HttpHandler for PyHandlers {
         if !self.any.request {
             return Verdict::Continue;
         }
-        let Some(object) = self.view(conn, flow, "HttpFlow") else {
-            return Verdict::Respond(failed("making the HttpFlow"));
-        };
-        let view = object.get();
+        let mut view = None;
         for m in &self.middlewares {
             let Some(hook) = &m.request else { continue };
-            if let Err(e) = call(&self.shared, hook, &object).await {
-                let what = format!("{}.request", m.name);
-                report(&self.shared, &what, e, "the client got 502 Bad Gateway");
-                flow.request = view.request_now();
-                return Verdict::Respond(failed(&what));
+            match self.call_view(hook, conn, flow, &mut view, false).await {
+                Ok(()) => {}
+                Err(Failure::View(e)) => {
+                    report(
+                        &self.shared,
+                        "HttpFlow",
+                        e,
+                        "the client got 502 Bad Gateway",
+                    );
+                    return Verdict::Respond(failed("making the HttpFlow"));
+                }
+                Err(Failure::Hook(e)) => {
+                    let what = format!("{}.request", m.name);
+                    report(&self.shared, &what, e, "the client got 502 Bad Gateway");
+                    if let Some(v) = &view {
+                        flow.request = v.get().request_now();
+                    }
+                    return Verdict::Respond(failed(&what));
+                }
             }
-            if view.killed() {
-                flow.request = view.request_now();
+            let Some(v) = view.as_ref().map(Py::get) else {
+                continue;
+            };
+            if v.killed() {
+                flow.request = v.request_now();
                 return Verdict::Kill;
             }
-            if let Some(response) = view.response_now() {
-                flow.request = view.request_now();
+            if let Some(response) = v.response_now() {
+                flow.request = v.request_now();
                 return Verdict::Respond(response);
             }
         }
-        flow.request = view.request_now();
+        if let Some(v) = &view {
+            flow.request = v.get().request_now();
+        }
         Verdict::Continue
     }
 
@@ -253,25 +287,36 @@ impl HttpHandler for PyHandlers {
         if !self.any.response {
             return Verdict::Continue;
         }
-        let Some(object) = self.view(conn, flow, "HttpFlow") else {
-            return Verdict::Respond(failed("making the HttpFlow"));
-        };
-        let view = object.get();
+        let mut view = None;
         for m in &self.middlewares {
             let Some(hook) = &m.response else { continue };
-            if let Err(e) = call(&self.shared, hook, &object).await {
-                let what = format!("{}.response", m.name);
-                report(&self.shared, &what, e, "the client got 502 Bad Gateway");
-                let answer = failed(&what);
-                view.answer(answer.clone());
-                return Verdict::Respond(answer);
+            match self.call_view(hook, conn, flow, &mut view, false).await {
+                Ok(()) => {}
+                Err(Failure::View(e)) => {
+                    report(
+                        &self.shared,
+                        "HttpFlow",
+                        e,
+                        "the client got 502 Bad Gateway",
+                    );
+                    return Verdict::Respond(failed("making the HttpFlow"));
+                }
+                Err(Failure::Hook(e)) => {
+                    let what = format!("{}.response", m.name);
+                    report(&self.shared, &what, e, "the client got 502 Bad Gateway");
+                    let answer = failed(&what);
+                    if let Some(v) = &view {
+                        v.get().answer(answer.clone());
+                    }
+                    return Verdict::Respond(answer);
+                }
             }
-            if view.killed() {
+            if view.as_ref().is_some_and(|v| v.get().killed()) {
                 return Verdict::Kill;
             }
         }
         // A response set to None keeps the one there was.
-        if let Some(response) = view.response_now() {
+        if let Some(response) = view.as_ref().and_then(|v| v.get().response_now()) {
             flow.response = Some(response);
         }
         Verdict::Continue
@@ -282,43 +327,48 @@ impl HttpHandler for PyHandlers {
             self.any.websocket_message && flow.response.as_ref().is_some_and(|r| r.status == 101);
         if !self.any.flow_finished && !upgrade {
             if self.any.request || self.any.response {
-                let gone = Self::forget(conn, flow.id);
-                if gone.is_some() {
-                    Python::attach(|_| drop(gone));
-                }
+                // Without the GIL, the view's reference is let go of at the next hook.
+                drop(Self::forget(conn, flow.id));
             }
             return;
         }
-        let made = Python::attach(|py| -> PyResult<Py<PyFlow>> {
-            let object = self.flow_object(py, conn, flow)?;
-            Self::forget(conn, flow.id);
-            Ok(object)
-        });
-        let object = match made {
-            Ok(o) => o,
-            Err(e) => {
-                report(
-                    &self.shared,
-                    "HttpFlow",
-                    e,
-                    "its flow_finished hooks were not called",
-                );
-                return;
-            }
-        };
+        let mut view = None;
         for m in &self.middlewares {
             let Some(hook) = &m.flow_finished else {
                 continue;
             };
-            if let Err(e) = call(&self.shared, hook, &object).await {
-                let what = format!("{}.flow_finished", m.name);
-                report(&self.shared, &what, e, "the exchange was over already");
+            match self.call_view(hook, conn, flow, &mut view, true).await {
+                Ok(()) => {}
+                Err(Failure::View(e)) => {
+                    let outcome = "its flow_finished hooks were not called";
+                    report(&self.shared, "HttpFlow", e, outcome);
+                    return;
+                }
+                Err(Failure::Hook(e)) => {
+                    let what = format!("{}.flow_finished", m.name);
+                    report(&self.shared, &what, e, "the exchange was over already");
+                }
             }
         }
-        if upgrade {
-            conn.state().insert(PyWebSocket(object));
-        } else {
-            Python::attach(|_| drop(object));
+        if !upgrade {
+            return;
+        }
+        let object = match view {
+            Some(o) => Ok(o),
+            None => Python::attach(|py| {
+                let o = self.flow_object(py, conn, flow)?;
+                drop(Self::forget(conn, flow.id));
+                Ok(o)
+            }),
+        };
+        match object {
+            Ok(o) => drop(conn.state().insert(PyWebSocket(o))),
+            Err(e) => report(
+                &self.shared,
+                "HttpFlow",
+                e,
+                "its WebSocket's messages get no flow",
+            ),
         }
     }
 
@@ -378,10 +428,7 @@ impl HttpHandler for PyHandlers {
         if !self.any.websocket_message {
             return;
         }
-        let gone = conn.state().remove::<PyWebSocket>();
-        if gone.is_some() {
-            Python::attach(|_| drop(gone));
-        }
+        drop(conn.state().remove::<PyWebSocket>());
     }
 
     fn body_limit(&self) -> usize {
