@@ -674,3 +674,24 @@ def test_the_connection_goes_on_after_a_hook_raised(origin: Origin) -> None:
     lines = out.stdout.decode().split("\n")
     codes = [line.split()[-2:] for line in lines if line.strip() and line[0].isdigit()]
     assert codes == [["502", "1"], ["200", "0"]], out.stdout
+
+
+def test_flow_connection_is_the_connection_the_connection_hooks_get(origin: Origin) -> None:
+    from mitm import Connection
+
+    seen: List[bool] = []
+
+    class Both(Middleware):
+        async def client_connected(self, connection: Connection) -> None:
+            connection.tag = "mine"  # type: ignore[attr-defined]
+
+        async def request(self, flow: HttpFlow) -> None:
+            seen.append(getattr(flow.connection, "tag", None) == "mine")
+            seen.append(str(flow.connection.client).startswith("127.0.0.1:"))
+
+    async def main() -> None:
+        async with proxy(Both()) as port:
+            await acurl(port, origin.url("/c"))
+
+    asyncio.run(main())
+    assert seen == [True, True]
