@@ -248,3 +248,28 @@ def test_a_server_that_cannot_bind_leaves_no_capture_file(tmp_path: Path) -> Non
         with pytest.raises(OSError):
             asyncio.run(main())
     assert not har.exists()  # so that the same save= works next time
+
+
+def test_max_connections_refuses_clients_past_the_limit(origin: Origin) -> None:
+    import socket
+    import time
+
+    async def main() -> List[int]:
+        # 2: room for one client and its upstream connection.
+        mitm = MITM(host="127.0.0.1", port=0, middlewares=[], certificate_authority=CA, max_connections=2)
+        async with mitm:
+            port = mitm.addresses[0][1]
+            proxy = f"http://127.0.0.1:{port}"
+            with socket.create_connection(("127.0.0.1", port)) as held:
+                held.sendall(b"GET ")  # a client that takes its time: it holds the room
+                crowded = await acurl("-x", proxy, origin.url("/crowded"))
+            # Once it is gone there is room again (as soon as the proxy sees it close).
+            deadline = time.monotonic() + 10
+            while (after := await acurl("-x", proxy, origin.url("/after"))).returncode != 0:
+                assert time.monotonic() < deadline, after
+            return [crowded.returncode, after.returncode]
+
+    crowded, after = asyncio.run(main())
+    assert crowded != 0  # closed at once: curl gets no answer
+    assert after == 0
+    assert "/crowded" not in origin.paths and "/after" in origin.paths
