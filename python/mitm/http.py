@@ -131,6 +131,8 @@ def server_options(
             raise ValueError("proxy_auth takes 'user:password' or (user, password)")
         proxy_auth = (user, password)
     elif proxy_auth is not None:
+        if isinstance(proxy_auth, (bytes, bytearray)) or len(proxy_auth) != 2:
+            raise ValueError("proxy_auth takes 'user:password' or (user, password)")
         user, password = proxy_auth
         proxy_auth = (str(user), str(password))
     return {

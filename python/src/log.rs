@@ -130,7 +130,11 @@ impl<S: Subscriber> Layer<S> for Forward {
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
-            let _ = write!(message, " ({})", list.join(", "));
+            if message.is_empty() {
+                message = list.join(", ");
+            } else {
+                let _ = write!(message, " ({})", list.join(", "));
+            }
         }
         let record = Record {
             rank: rank(metadata.level()),

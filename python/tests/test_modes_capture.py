@@ -170,6 +170,8 @@ def test_options_are_checked_when_given() -> None:
         MITM(timeout=-1, middlewares=[], certificate_authority=CA)
     with pytest.raises(ValueError, match="user:password"):
         MITM(proxy_auth="nocolon", middlewares=[], certificate_authority=CA)
+    with pytest.raises(ValueError, match="user:password"):
+        MITM(proxy_auth=("a", "b", "c"), middlewares=[], certificate_authority=CA)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="save"):
         MITM(save=3, middlewares=[], certificate_authority=CA)  # type: ignore[arg-type]
 
