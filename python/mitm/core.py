@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from enum import Enum
-from typing import Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mitm.http import HttpFlow, WebSocketMessage
 
 from mitm.crypto import CertificateAuthority  # noqa: F401 - the original's core has it too
 
@@ -156,6 +159,10 @@ class Middleware:
     ``server_data`` the engine relays bytes without copying them through Python.
 
     An exception in a hook is logged with its traceback and ends that connection only.
+
+    Beyond the original, the message hooks ``request``, ``response``,
+    ``flow_finished`` and ``websocket_message`` see whole HTTP messages as a
+    :class:`mitm.http.HttpFlow` (an exception in one answers that exchange ``502``).
     """
 
     async def mitm_started(self, host: str, port: int) -> None:
@@ -180,6 +187,38 @@ class Middleware:
 
     async def server_disconnected(self, connection: Connection) -> None:
         """The server's side is closed (before ``client_disconnected``)."""
+
+    # -- message hooks (beyond the original; see mitm.http) -------------------------
+
+    #: The largest request or response body, in bytes, this middleware's message hooks
+    #: see whole (``flow.request.content``); larger ones stream past and read as None.
+    #: 0 lets every body stream.
+    body_limit: int = 1 << 20
+
+    #: The largest WebSocket message, in bytes, ``websocket_message`` sees; a larger
+    #: one closes the WebSocket (status 1009). 0: the hook is never called, frames
+    #: stream through.
+    websocket_message_limit: int = 1 << 20
+
+    async def request(self, flow: "HttpFlow") -> None:
+        """An HTTP request (any version, plain or intercepted HTTPS; a ``CONNECT`` too)
+        is about to go to its origin. Change ``flow.request`` and the origin gets it
+        changed; set ``flow.response`` (or call ``flow.respond(...)``) to answer here
+        without contacting the origin; ``flow.kill()`` drops the client."""
+
+    async def response(self, flow: "HttpFlow") -> None:
+        """The response (head and, within ``body_limit``, body) is about to go to the
+        client: change ``flow.response``, replace it, or ``flow.kill()``. Also called
+        for the proxy's own error pages (``flow.error`` says why) and local answers."""
+
+    async def flow_finished(self, flow: "HttpFlow") -> None:
+        """The exchange is over (answered, or broken off: ``flow.error``); called once
+        for every request ``request`` saw."""
+
+    async def websocket_message(self, flow: "HttpFlow", message: "WebSocketMessage") -> None:
+        """A WebSocket message (text or binary, whole) of the WebSocket ``flow``
+        opened is on its way: change ``message.content``, ``message.drop()`` it, or
+        ``flow.kill()`` to close the WebSocket."""
 
     def __repr__(self) -> str:
         return f"Middleware({self.__class__.__name__})"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+import os
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
-from mitm import _bridge, _native
+from mitm import _bridge, _native, http
 from mitm.core import Connection, Host, InvalidProtocol, Middleware, Protocol  # noqa: F401 - the original's names here
 from mitm.crypto import CertificateAuthority
 from mitm.middleware import Log
@@ -49,6 +50,28 @@ class MITM:
 
     Inside a running asyncio program, use ``await mitm.start()`` and
     ``await mitm.stop()``, or ``async with MITM(...) as mitm:``.
+
+    Beyond the original's arguments, keyword only (None: the engine's default):
+
+    - ``modes``: listeners in mitmproxy's syntax, replacing the one of ``host`` and
+      ``port``: ``"regular@8080"``, ``"socks5@1080"``,
+      ``"reverse:https://example.com@8443"``, ``"upstream:http://proxy:3128"``,
+      ``"transparent"``; a spec without ``@port`` listens on ``host:port``.
+    - ``save``: capture files the finished flows are written to, by extension:
+      ``.har`` (HAR 1.2), ``.sqlite``/``.db``, else mitmproxy's flow format. A file that
+      exists is never overwritten (``FileExistsError`` at start); the files are
+      complete once ``stop()`` returns.
+    - ``max_connections`` (client and upstream sockets together; more clients are
+      refused), ``body_size_limit`` (bytes; larger bodies get ``413``/``502``),
+      ``timeout``, ``connect_timeout``, ``response_timeout``, ``idle_timeout``
+      (seconds).
+    - ``ssl_insecure`` (do not verify upstream certificates: for tests and servers you
+      control), ``upstream_ca`` (PEM files of CAs to trust upstream, besides the
+      system's), ``proxy_auth`` (``"user:password"`` asked of every client),
+      ``keep_host_header`` (a reverse proxy keeps the client's ``Host``).
+
+    The engine's own log lines (upstream failures, refused clients, ...) go to the
+    ``mitm.engine`` logger, at ``WARNING`` and above unless its level is set lower.
     """
 
     def __init__(
@@ -59,7 +82,35 @@ class MITM:
         middlewares: Optional[List[Union[Middleware, type]]] = None,
         certificate_authority: Optional[CertificateAuthority] = None,
         run: bool = False,
+        *,
+        modes: Union[None, str, Sequence[str]] = None,
+        save: Union[None, str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]] = None,
+        max_connections: Optional[int] = None,
+        body_size_limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+        connect_timeout: Optional[float] = None,
+        response_timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        ssl_insecure: bool = False,
+        upstream_ca: Union[None, str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]] = None,
+        proxy_auth: Union[None, str, Tuple[str, str]] = None,
+        keep_host_header: bool = False,
     ) -> None:
+        # Beyond the original's arguments (keyword only): see the class's docs.
+        self.options = http.server_options(
+            modes=modes,
+            save=save,
+            max_connections=max_connections,
+            body_size_limit=body_size_limit,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            response_timeout=response_timeout,
+            idle_timeout=idle_timeout,
+            ssl_insecure=ssl_insecure,
+            upstream_ca=upstream_ca,
+            proxy_auth=proxy_auth,
+            keep_host_header=keep_host_header,
+        )
         self.host = host
         self.port = port
         if certificate_authority is None:
@@ -101,6 +152,7 @@ class MITM:
             self._protocol_plans(),
             [_bridge.plan(m, Middleware) for m in self.middlewares],
             self.certificate_authority._native,
+            http.engine_options(self.options, self.middlewares, self.protocols),
         )
 
     @property

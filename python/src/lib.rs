@@ -5,8 +5,14 @@
 
 mod ca;
 mod conn;
+mod flow;
+mod handler;
+mod headers;
 mod hook;
+mod log;
+mod message;
 mod middleware;
+mod options;
 mod protocol;
 mod rt;
 mod server;
@@ -23,6 +29,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(server::start, m)?)?;
     m.add_function(wrap_pyfunction!(default_ca_dir, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    flow::register(m)?;
+    log::install(m.py())?;
     Ok(())
 }
 

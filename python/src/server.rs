@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use mitm::{Http, Mitm, Protocol};
+use mitm::{Mitm, Protocol};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -14,6 +14,7 @@ use crate::ca::{chain, to_py, Authority};
 use crate::conn::ProtocolObjects;
 use crate::hook::Bridge;
 use crate::middleware::{PyMiddleware, Shared};
+use crate::options::Options;
 use crate::protocol::{PyProtocol, SharedSlot};
 use crate::rt::runtime;
 
@@ -49,8 +50,11 @@ pub(crate) struct Server {
 /// `protocols` lists `(kind, name, object)`: `("builtin", "http", HTTP())` for the
 /// engine's own, `("python", class name, object)` for one written in Python.
 /// `middlewares` lists each middleware's plan (see `mitm._bridge.plan`).
+/// `options` holds what `MITM` takes beyond the original's arguments (see
+/// `options.rs`).
 #[pyfunction]
-#[pyo3(signature = (event_loop, host, port, protocols, middlewares, ca))]
+#[pyo3(signature = (event_loop, host, port, protocols, middlewares, ca, options = None))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn start(
     py: Python<'_>,
     event_loop: Py<PyAny>,
@@ -59,7 +63,9 @@ pub(crate) fn start(
     protocols: &Bound<'_, PyList>,
     middlewares: &Bound<'_, PyList>,
     ca: PyRef<'_, Authority>,
+    options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Server> {
+    let options = Options::from_py(options)?;
     let ca = Authority(ca.0.clone());
     let rt = runtime()?;
     let mut builtins = HashMap::new();
@@ -69,7 +75,7 @@ pub(crate) fn start(
         let (kind, name, object): (String, String, Py<PyAny>) = item.extract()?;
         match (kind.as_str(), name.as_str()) {
             ("builtin", "http") => {
-                engine_protocols.push(Arc::new(Http::new()));
+                engine_protocols.push(Arc::new(options.http()));
                 builtins.insert("http", object);
             }
             ("python", _) => {
@@ -99,6 +105,7 @@ pub(crate) fn start(
         let plan = plan.cast::<PyDict>()?;
         builder = builder.middleware(Arc::new(PyMiddleware::new(plan, shared.clone())?));
     }
+    let (builder, finish) = options.apply(py, builder, &shared)?;
     let mitm: Mitm = py
         .detach(|| rt.block_on(builder.bind()))
         .map_err(|e| match &e {
@@ -118,6 +125,7 @@ pub(crate) fn start(
                 let _ = stop_rx.await;
             })
             .await;
+        finish.run().await;
         let _ = ended_tx.send(Some(outcome.map_err(|e| chain(&e))));
     });
     Ok(Server {
