@@ -51,6 +51,11 @@
 //! peak RSS (`VmHWM`), and the throughput ratio mitm/direct against its target.
 //! `--quick` shortens everything (0.5 s windows, 1 repeat, 100 hosts, 1000 idle
 //! connections, 16 MiB bulk) to check that the bench works, not to judge figures.
+//!
+//! `--proxy-cmd LABEL=COMMAND` (repeatable) measures other proxies beside ours instead
+//! of the scenarios: `http-ka`'s load direct, through the `mitm` binary and through a
+//! fresh process of each command, paired in every round (`external.rs`);
+//! `scripts/py-bench.sh` runs it for the Python package and the original Python mitm.
 
 mod capture;
 mod client;
