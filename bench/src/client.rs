@@ -82,7 +82,7 @@ impl Endpoint {
             tunnel: None,
             tls: None,
             prefix: String::new(),
-            host: origin.to_string(),
+            host: authority(origin),
         }
     }
 
@@ -92,8 +92,8 @@ impl Endpoint {
             addr: proxy,
             tunnel: None,
             tls: None,
-            prefix: format!("http://{origin}"),
-            host: origin.to_string(),
+            prefix: format!("http://{}", authority(origin)),
+            host: authority(origin),
         }
     }
 
@@ -134,7 +134,7 @@ impl Endpoint {
             tunnel: Some(Tunnel::Socks5(origin)),
             tls: None,
             prefix: String::new(),
-            host: origin.to_string(),
+            host: authority(origin),
         }
     }
 
@@ -172,6 +172,17 @@ impl Endpoint {
             conn = Conn::new(Box::new(tls));
         }
         Ok(conn)
+    }
+}
+
+/// `addr` as a plain HTTP URL's authority: without the port when it is 80, as clients
+/// write it (a proxy that ignores the `Host` field's port, as the original Python mitm
+/// does, then still finds an origin on port 80).
+fn authority(addr: SocketAddr) -> String {
+    match (addr.port(), addr) {
+        (80, SocketAddr::V4(v4)) => v4.ip().to_string(),
+        (80, SocketAddr::V6(v6)) => format!("[{}]", v6.ip()),
+        _ => addr.to_string(),
     }
 }
 

@@ -51,9 +51,15 @@
 //! peak RSS (`VmHWM`), and the throughput ratio mitm/direct against its target.
 //! `--quick` shortens everything (0.5 s windows, 1 repeat, 100 hosts, 1000 idle
 //! connections, 16 MiB bulk) to check that the bench works, not to judge figures.
+//!
+//! `--proxy-cmd LABEL=COMMAND` (repeatable) measures other proxies beside ours instead
+//! of the scenarios: `http-ka`'s load direct, through the `mitm` binary and through a
+//! fresh process of each command, paired in every round (`external.rs`);
+//! `scripts/py-bench.sh` runs it for the Python package and the original Python mitm.
 
 mod capture;
 mod client;
+mod external;
 mod load;
 mod origin;
 mod proxy;
@@ -120,6 +126,30 @@ struct Cli {
     /// socket; `--repeat` runs each.
     #[arg(long, value_name = "FLOWS", conflicts_with_all = ["only", "in_process", "json"])]
     web: Option<u64>,
+
+    /// Instead of the scenarios, measure the `http-ka` load directly, through the `mitm`
+    /// binary and through the proxy COMMAND starts (repeat for several), paired in each
+    /// round. COMMAND runs with `sh -c`, `MITM_BENCH_DIR` set to a directory of its own,
+    /// and must print `mitm listening on http://ADDR` on stdout once it accepts
+    /// connections. scripts/py-bench.sh uses this for the Python package.
+    #[arg(
+        long,
+        value_name = "LABEL=COMMAND",
+        conflicts_with_all = ["only", "json", "capture", "web"]
+    )]
+    proxy_cmd: Vec<external::External>,
+
+    /// With --proxy-cmd: path A must reach X times path B's requests/s (`direct`,
+    /// `mitm` or a LABEL), e.g. `python/original>=20`; the run fails if it does not.
+    #[arg(long, value_name = "A/B>=X", requires = "proxy_cmd")]
+    goal: Vec<external::Goal>,
+
+    /// Where the origin's plain HTTP side listens. Default: 127.0.0.1, any free port.
+    /// Port 80 lets a proxy that ignores the `Host` field's port (the original Python
+    /// mitm sends every plain request to port 80) reach it; requests then name the
+    /// origin without a port, as clients do.
+    #[arg(long, value_name = "IP:PORT")]
+    origin_addr: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -155,6 +185,7 @@ async fn run(cli: Cli) -> Result<bool> {
         .filter(|s| {
             cli.capture.is_none()
                 && cli.web.is_none()
+                && cli.proxy_cmd.is_empty()
                 && (cli.only.is_empty() || cli.only.contains(s))
                 // Rules are command-line options: not run in-process unless asked for.
                 && (*s != Scenario::HttpKaModify
@@ -183,6 +214,18 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         let (launcher, origin, repeat) = (&bench.launcher, &bench.origin, bench.plan.repeat);
         return capture::run(measure, launcher, origin, flows, repeat, &work.path).await;
+    }
+    if !cli.proxy_cmd.is_empty() {
+        let (launcher, origin) = (&bench.launcher, &bench.origin);
+        return external::run(
+            launcher,
+            origin,
+            &bench.plan,
+            &cli.proxy_cmd,
+            &cli.goal,
+            &work.path,
+        )
+        .await;
     }
     let mode = match &bench.launcher {
         Launcher::Child { bin, .. } => format!("child process {}", bin.display()),
@@ -323,7 +366,10 @@ async fn setup(cli: &Cli, plan: Plan, selected: &[Scenario], work: &WorkDir) -> 
             Launcher::in_process(proxy_ca.clone(), upstream)?
         }
     };
-    let origin = origin::start(origin_ca.clone(), plan.bulk_bytes).await?;
+    let plain = cli
+        .origin_addr
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let origin = origin::start(origin_ca.clone(), plan.bulk_bytes, plain).await?;
     let to_origin = client::tls_config(origin_ca.cert_der())?;
     let to_proxy = client::tls_config(proxy_ca.cert_der())?;
     Ok(Bench::new(plan, origin, launcher, to_origin, to_proxy))

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use bytes::{Buf, BytesMut};
 use mitm::CertificateAuthority;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -43,9 +43,11 @@ impl Drop for Origin {
 /// Starts the origin on loopback. Its TLS side presents, for whatever name the client
 /// asks for, a leaf that `ca` signs (cached by `ca`; issue ahead with
 /// [`CertificateAuthority::certified_key`] to keep signing out of a measurement).
-/// `/big` is `big` bytes long.
-pub async fn start(ca: Arc<CertificateAuthority>, big: u64) -> Result<Origin> {
-    let plain = TcpListener::bind("127.0.0.1:0").await?;
+/// `/big` is `big` bytes long. The plain side listens on `plain` (port 0: any free port).
+pub async fn start(ca: Arc<CertificateAuthority>, big: u64, plain: SocketAddr) -> Result<Origin> {
+    let plain = TcpListener::bind(plain)
+        .await
+        .with_context(|| format!("the origin cannot listen on {plain}"))?;
     let tls = TcpListener::bind("127.0.0.1:0").await?;
     let provider = mitm::tls::crypto_provider();
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -148,11 +150,18 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
+/// The request's path; an absolute-form target (`http://host/1k`, as a proxy that
+/// forwards requests verbatim sends it) gives its path too.
 fn request_path(head: &[u8]) -> Option<String> {
     let mut fields = [httparse::EMPTY_HEADER; 32];
     let mut request = httparse::Request::new(&mut fields);
     request.parse(head).ok()?;
-    request.path.map(str::to_owned)
+    let target = request.path?;
+    let path = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
+    };
+    Some(path.to_owned())
 }
 
 /// A path answered like `/1k`, then the connection is closed (`hosts-cold`: the proxy

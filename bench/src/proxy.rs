@@ -370,7 +370,7 @@ impl ChildProxy {
             command.arg("--mode").arg(mode);
         }
         command.args(args);
-        let mut child = command
+        command
             .args(["--host", "127.0.0.1", "--port", "0", "--log", "none", "-q"])
             .arg("--ca-dir")
             .arg(ca_dir)
@@ -378,12 +378,33 @@ impl ChildProxy {
             .arg(upstream_ca)
             // -q decides what it logs, in plain text.
             .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
+            .env("NO_COLOR", "1");
+        // With the web UI, its line comes after the proxy's.
+        let wants_web = args.iter().any(|a| a == "--web");
+        Self::spawn(command, &bin.display().to_string(), wants_web)
+    }
+
+    /// Runs `shell` with `sh -c` (replaced by the command it names, through `exec`, so
+    /// that the process measured is the proxy's own), in `dir` as `MITM_BENCH_DIR`, and
+    /// waits for its `mitm listening on http://ADDR` line on stdout.
+    pub fn start_command(shell: &str, dir: &Path) -> Result<Self> {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("exec {shell}"))
+            .env("MITM_BENCH_DIR", dir);
+        Self::spawn(command, shell, false)
+    }
+
+    /// Starts `command` (named `what` in errors) and waits for the address it listens
+    /// on (and its web UI's line too, when `wants_web`).
+    fn spawn(mut command: Command, what: &str, wants_web: bool) -> Result<Self> {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("cannot run {}", bin.display()))?;
+            .with_context(|| format!("cannot run {what}"))?;
         let pid = child.id();
         let stdout = child.stdout.take();
         let stderr_pipe = child.stderr.take();
@@ -395,8 +416,6 @@ impl ChildProxy {
             stderr: Arc::default(),
             web: None,
         };
-        // With the web UI, its line comes after the proxy's.
-        let wants_web = args.iter().any(|a| a == "--web");
         if let Some(pipe) = stderr_pipe {
             let log = guard.stderr.clone();
             std::thread::spawn(move || collect_stderr(pipe, &log));
@@ -427,7 +446,7 @@ impl ChildProxy {
                     } else {
                         said
                     };
-                    bail!("{} {how}; its stderr: {said}", bin.display());
+                    bail!("{what} {how}; its stderr: {said}");
                 }
             };
             if let Some(addr) = listening_addr(&line) {

@@ -39,20 +39,20 @@ pub type Result = std::result::Result<Outcome, String>;
 
 /// Medians of one path's samples.
 #[derive(Debug, Default)]
-struct Summary {
-    rate: Option<f64>,
-    p50: Option<Duration>,
-    p99: Option<Duration>,
-    mean: Option<Duration>,
-    cpu: Option<Duration>,
+pub struct Summary {
+    pub rate: Option<f64>,
+    pub p50: Option<Duration>,
+    pub p99: Option<Duration>,
+    pub mean: Option<Duration>,
+    pub cpu: Option<Duration>,
     /// The largest peak over the repeats (a limit must hold for every run).
-    peak_rss: Option<u64>,
+    pub peak_rss: Option<u64>,
     /// Requests completed in all the windows.
-    count: u64,
-    errors: u64,
+    pub count: u64,
+    pub errors: u64,
 }
 
-fn summarize(samples: &[Sample]) -> Summary {
+pub fn summarize(samples: &[Sample]) -> Summary {
     Summary {
         rate: median(samples.iter().map(|s| s.rate)),
         p50: median_duration(samples.iter().map(|s| s.p50)),
@@ -377,7 +377,7 @@ fn ratio_text(r: f64) -> String {
     format!("{r:.3}")
 }
 
-fn ms(d: Duration) -> String {
+pub fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms < 1.0 {
         format!("{ms:.3} ms")
@@ -389,7 +389,7 @@ fn ms(d: Duration) -> String {
 }
 
 /// `12345.6` as `12,346`.
-fn thousands(x: f64) -> String {
+pub fn thousands(x: f64) -> String {
     let digits = format!("{:.0}", x.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

@@ -1,8 +1,18 @@
 //! The tokio runtime every server of the process runs on, made on first use.
+//!
+//! Each of its threads keeps one Python thread state for its whole life, detached
+//! (the GIL released) whenever the thread is not running Python. Without it, every
+//! `Python::attach` on an engine thread would make a thread state and delete it again,
+//! and CPython gives each new thread state a fresh frame stack: an `mmap` at the first
+//! call and an `munmap` (with the TLB shootdown it brings) at the end. Measured with
+//! `perf` on scripts/py-bench.sh's load, that churn was a fifth of the Python proxy's
+//! CPU time; kept, an attach only takes and gives back the GIL.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::ffi;
 use pyo3::PyResult;
 use tokio::runtime::Runtime;
 
@@ -18,6 +28,7 @@ pub(crate) fn runtime() -> PyResult<&'static Runtime> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("mitm-engine")
+            .on_thread_start(keep_thread_state)
             .enable_all()
             .build()
             .map_err(|e| e.to_string())
@@ -25,4 +36,64 @@ pub(crate) fn runtime() -> PyResult<&'static Runtime> {
     built
         .as_ref()
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the engine's threads: {e}")))
+}
+
+thread_local! {
+    /// This thread's Python thread state, kept detached between attaches.
+    static KEPT: RefCell<Option<Kept>> = const { RefCell::new(None) };
+}
+
+/// A thread state made for this thread by `PyGILState_Ensure`, with the GIL released:
+/// later `PyGILState_Ensure`s (PyO3's `Python::attach`) find it and only take the GIL.
+struct Kept {
+    gil: ffi::PyGILState_STATE,
+    state: *mut ffi::PyThreadState,
+}
+
+/// Makes this thread's Python thread state and keeps it, detached. Runs first thing on
+/// every thread of the runtime, before it runs any task: the thread is not attached,
+/// and holds nothing that a thread waiting on it while holding the GIL could need
+/// (the runtime is made by code that releases the GIL before it waits on the engine).
+#[allow(unsafe_code)]
+fn keep_thread_state() {
+    // SAFETY: `Py_IsInitialized` may be called at any time. The runtime is only made
+    // from Python (the interpreter runs), on a thread of its own that has no thread
+    // state yet, so `PyGILState_Ensure` makes one and takes the GIL (`UNLOCKED`: it was
+    // not held); `PyEval_SaveThread` then releases the GIL while the thread state stays
+    // this thread's (its gilstate counter at 1), which is what PyO3's later
+    // `PyGILState_Ensure`/`PyGILState_Release` pairs rely on. Should the thread hold the
+    // GIL already (`LOCKED`, never expected here), the call is undone at once and
+    // nothing is kept. Both pyo3-ffi wrappers hang the thread instead of unwinding
+    // should the interpreter be finalizing.
+    unsafe {
+        if ffi::Py_IsInitialized() == 0 {
+            return;
+        }
+        let gil = ffi::PyGILState_Ensure();
+        if matches!(gil, ffi::PyGILState_STATE::PyGILState_LOCKED) {
+            ffi::PyGILState_Release(gil);
+            return;
+        }
+        let state = ffi::PyEval_SaveThread();
+        KEPT.with(|kept| *kept.borrow_mut() = Some(Kept { gil, state }));
+    }
+}
+
+impl Drop for Kept {
+    /// When the thread ends (a blocking-pool thread let go after idling), its thread
+    /// state is given back.
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: `state` is this thread's thread state, detached by `keep_thread_state`
+        // and never attached since except inside balanced Ensure/Release pairs; restoring
+        // it takes the GIL, and the matching `PyGILState_Release` (counter back to 0)
+        // deletes it and releases the GIL. Skipped once the interpreter is gone.
+        unsafe {
+            if ffi::Py_IsInitialized() == 0 {
+                return;
+            }
+            ffi::PyEval_RestoreThread(self.state);
+            ffi::PyGILState_Release(self.gil);
+        }
+    }
 }
