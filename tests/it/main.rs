@@ -43,6 +43,7 @@ mod mitmdump_cli;
 mod mitmproxy_ca;
 mod modes;
 mod proxy;
+mod resumption;
 mod reverse;
 mod sender;
 mod server_replay_diff;
