@@ -36,6 +36,8 @@
 //! - `socks5-ka`: as `http-ka`, the proxy in SOCKS5 mode (`--mode socks5`), which
 //!   serves the plain HTTP inside its tunnels through the exchange, as `http-ka`'s;
 //! - `https-newconn`: a new connection, `CONNECT` and TLS handshake per request, 2 at a time;
+//! - `https-resume`: as `https-newconn`, the client resuming its session (as browsers do)
+//!   with an origin that resumes too;
 //! - `http-bulk` / `https-bulk`: `/big` downloads on one connection, MiB/s;
 //! - `hosts-cold`: 1000 connections (`CONNECT` + handshake + one request) to distinct
 //!   names `h{i}.localhost`, each needing a new leaf, against 1000 to one cached name:

@@ -29,6 +29,9 @@ const MAX_HEAD: usize = 16 * 1024;
 pub struct Origin {
     pub plain: SocketAddr,
     pub tls: SocketAddr,
+    /// TLS as `tls`, resuming sessions (TLS 1.3 tickets, TLS 1.2 session IDs) as most
+    /// servers do: `https-resume`'s origin.
+    pub tls_resuming: SocketAddr,
     accept_loops: Vec<JoinHandle<()>>,
 }
 
@@ -55,6 +58,8 @@ pub async fn start(ca: Arc<CertificateAuthority>, big: u64, plain: SocketAddr) -
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(LeafPerName(ca)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let resuming = TlsAcceptor::from(Arc::new(config.clone()));
+    let tls_resuming = TcpListener::bind("127.0.0.1:0").await?;
     // No session resumption: every handshake with the origin is a full one, direct or
     // from the proxy, as the bench client's are. Otherwise the proxy would resume its
     // upstream sessions to a name it has seen, and `hosts-cold` would measure that
@@ -65,9 +70,11 @@ pub async fn start(ca: Arc<CertificateAuthority>, big: u64, plain: SocketAddr) -
     let origin = Origin {
         plain: plain.local_addr()?,
         tls: tls.local_addr()?,
+        tls_resuming: tls_resuming.local_addr()?,
         accept_loops: vec![
             tokio::spawn(accept_loop(plain, None, big)),
             tokio::spawn(accept_loop(tls, Some(acceptor), big)),
+            tokio::spawn(accept_loop(tls_resuming, Some(resuming), big)),
         ],
     };
     Ok(origin)

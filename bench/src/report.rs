@@ -22,6 +22,8 @@ fn ratio_target(scenario: Scenario) -> Option<f64> {
         // plain HTTP in the tunnel goes through the same exchange as http-ka's requests.
         Scenario::Socks5Ka => Some(0.60),
         Scenario::HttpsNewconn => Some(1.0),
+        // No target yet: the figures will say what resuming on both hops is worth.
+        Scenario::HttpsResume => None,
         Scenario::HttpBulk => Some(0.85),
         Scenario::HttpsBulk => Some(0.95),
         Scenario::HostsCold | Scenario::Idle => None,

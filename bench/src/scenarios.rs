@@ -34,6 +34,9 @@ pub enum Scenario {
     Socks5Ka,
     /// HTTPS, a new connection (CONNECT + TLS handshake) per request, 2 at a time.
     HttpsNewconn,
+    /// As `https-newconn`, the client resuming its TLS session on every connection after
+    /// its first (as browsers do), with an origin that resumes too.
+    HttpsResume,
     /// HTTP, large downloads on one connection.
     HttpBulk,
     /// HTTPS, large downloads on one connection.
@@ -52,12 +55,13 @@ pub enum Scenario {
 pub const MODIFY_RULES: [&str; 3] = ["/X-Bench/1", "/Accept-Encoding/", "/X-Served-By/mitm"];
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::HttpKa,
         Scenario::HttpsKa,
         Scenario::UpstreamKa,
         Scenario::Socks5Ka,
         Scenario::HttpsNewconn,
+        Scenario::HttpsResume,
         Scenario::HttpBulk,
         Scenario::HttpsBulk,
         Scenario::HostsCold,
@@ -72,6 +76,7 @@ impl Scenario {
             Scenario::UpstreamKa => "upstream-ka",
             Scenario::Socks5Ka => "socks5-ka",
             Scenario::HttpsNewconn => "https-newconn",
+            Scenario::HttpsResume => "https-resume",
             Scenario::HttpBulk => "http-bulk",
             Scenario::HttpsBulk => "https-bulk",
             Scenario::HostsCold => "hosts-cold",
@@ -355,12 +360,16 @@ impl Bench {
     async fn load(&self, scenario: Scenario, path: Path<'_>) -> Result<Sample> {
         let tls = matches!(
             scenario,
-            Scenario::HttpsKa | Scenario::HttpsNewconn | Scenario::HttpsBulk
+            Scenario::HttpsKa
+                | Scenario::HttpsNewconn
+                | Scenario::HttpsResume
+                | Scenario::HttpsBulk
         );
         let endpoint = match (scenario, path) {
             (Scenario::Socks5Ka, Path::Mitm(p)) => {
                 Endpoint::socks5_proxy(p.addr(), self.origin.plain)
             }
+            (Scenario::HttpsResume, path) => self.resuming_endpoint(path)?,
             _ => self.endpoint(tls, path, NAME)?,
         };
         let proxy = match path {
@@ -376,11 +385,29 @@ impl Bench {
             | Scenario::HttpKaModify => {
                 load::keep_alive(&endpoint, KA_CONNECTIONS, window, proxy).await
             }
-            Scenario::HttpsNewconn => {
+            Scenario::HttpsNewconn | Scenario::HttpsResume => {
                 load::new_connections(&endpoint, NEWCONN_PARALLEL, window, proxy).await
             }
             _ => load::bulk(&endpoint, window, proxy).await,
         }
+    }
+
+    /// `https-resume`'s endpoint: the resuming origin, with a client session store made
+    /// for this load alone (the proxy of each run is new: no session of an earlier
+    /// one would resume).
+    fn resuming_endpoint(&self, path: Path<'_>) -> Result<Endpoint> {
+        let origin = self.origin.tls_resuming;
+        Ok(match path {
+            Path::Direct => {
+                Endpoint::tls_direct(origin, NAME, crate::client::resuming(&self.to_origin))?
+            }
+            Path::Mitm(p) => Endpoint::tls_proxy(
+                p.addr(),
+                NAME,
+                origin.port(),
+                crate::client::resuming(&self.to_proxy),
+            )?,
+        })
     }
 
     fn endpoint(&self, tls: bool, path: Path<'_>, name: &str) -> Result<Endpoint> {
