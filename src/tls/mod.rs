@@ -24,28 +24,36 @@ use rustls::crypto::CryptoProvider;
 /// ```
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| {
-            // rustls 0.23.48 deprecates ring's provider for its lack of post-quantum key
-            // exchange. It stays the choice for now (it builds in seconds where
-            // aws-lc-rs's C build takes minutes); this is the one place that names it,
-            // so a change of provider is a change here.
-            #[allow(deprecated)]
-            let mut provider = rustls::crypto::ring::default_provider();
-            // rustls 0.23.48 also moved P-384 to the front of ring's key exchange
-            // groups, so every handshake paid for a P-384 key share: about 1 ms of CPU
-            // more per handshake on each side, which cut new TLS connections through
-            // the proxy by a third (mitm-bench hosts-cold: 290 -> 186 conn/s). X25519
-            // first is what browsers, curl and OpenSSL offer; the others stay for
-            // peers that need them.
-            provider.kx_groups = vec![
-                rustls::crypto::ring::kx_group::X25519,
-                rustls::crypto::ring::kx_group::SECP256R1,
-                rustls::crypto::ring::kx_group::SECP384R1,
-            ];
-            Arc::new(provider)
-        })
-        .clone()
+    PROVIDER.get_or_init(|| Arc::new(provider())).clone()
+}
+
+/// ring's provider (the default build), its key exchange groups X25519 first.
+#[cfg(not(feature = "aws-lc-rs"))]
+fn provider() -> CryptoProvider {
+    // rustls 0.23.48 deprecates ring's provider for its lack of post-quantum key
+    // exchange. It stays the default for now (it builds in seconds where aws-lc-rs's C
+    // build takes minutes; the `aws-lc-rs` feature switches); this is the one place
+    // that names it, so a change of provider is a change here.
+    use rustls::crypto::ring::kx_group;
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    // rustls 0.23.48 also moved P-384 to the front of ring's key exchange groups, so
+    // every handshake paid for a P-384 key share: about 1 ms of CPU more per handshake
+    // on each side, which cut new TLS connections through the proxy by a third
+    // (mitm-bench hosts-cold: 290 -> 186 conn/s). X25519 first is what browsers, curl
+    // and OpenSSL offer; the others stay for peers that need them.
+    provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    provider
+}
+
+/// aws-lc-rs's provider (feature `aws-lc-rs`), with the same key exchange groups as
+/// ring's, X25519 first, so that the two compare like for like.
+#[cfg(feature = "aws-lc-rs")]
+fn provider() -> CryptoProvider {
+    use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
+    let mut provider = default_provider();
+    provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    provider
 }
 
 #[cfg(test)]
