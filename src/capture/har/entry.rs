@@ -5,17 +5,21 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use serde_json::{json, Map, Value};
 
 use crate::capture::{Record, RecordedBody, RecordedMessage, RecordedRequest, RecordedResponse};
 use crate::http::message::Headers;
+
+use super::json::Json;
 
 /// The most bytes a body is decoded to for a HAR entry; one that decodes to more is
 /// kept as sent (`"_contentEncoded": true`).
 pub const DECODED_LIMIT: usize = 64 * 1024 * 1024;
 
-/// The HAR entry of `record`.
-pub(crate) fn entry(record: &Record) -> Value {
+/// Writes the HAR entry of `record` into `out`, with `timings.connect` and
+/// `timings.ssl` as given (see [`facts::connect_ssl`](super::facts::connect_ssl)) and
+/// the connection facts (`connection`, `_facts`). Keys come in byte order, as a
+/// `serde_json::Map` writes them.
+pub(super) fn write_entry(out: &mut Vec<u8>, record: &Record, connect: f64, ssl: f64) {
     let t = &record.timings;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     // HAR wants send, wait and receive; a point never reached makes its phase 0, and
@@ -40,91 +44,103 @@ pub(crate) fn entry(record: &Record) -> Value {
         (Some(a), Some(b)) => ms(b.saturating_sub(a)),
         _ => 0.0,
     };
-    let mut e = Map::new();
-    e.insert("startedDateTime".into(), rfc3339(record.started_at).into());
-    e.insert("time".into(), (send + wait + receive).into());
-    e.insert(
-        "request".into(),
-        request(&record.request, record.websocket.is_some()),
-    );
-    let mut response = match &record.response {
-        Some(r) => response(r),
-        None => no_response(),
-    };
-    if let Some(error) = &record.error {
-        e.insert("_error".into(), error.clone().into());
-        if record.response.is_none() {
-            response["_error"] = error.clone().into();
-        }
-    }
-    e.insert("response".into(), response);
-    e.insert("cache".into(), json!({}));
-    let mut timings = json!({
-        "blocked": -1, "dns": -1, "connect": -1, "ssl": -1,
-        "send": send, "wait": wait, "receive": receive,
-    });
-    if !unknown.is_empty() {
-        timings["_unknown"] = unknown.into();
-    }
-    e.insert("timings".into(), timings);
-    if let Some(server) = record.server {
-        e.insert("serverIPAddress".into(), server.ip().to_string().into());
-        e.insert("_serverPort".into(), server.port().into());
-    }
-    if let Some(client) = record.client {
-        e.insert("_clientAddress".into(), client.to_string().into());
-    }
-    e.insert("_clientTls".into(), record.client_tls.into());
-    if !record.tls.is_empty() {
-        e.insert("_tls".into(), super::facts::tls_json(&record.tls));
-    }
-    if let Some(messages) = &record.websocket {
-        e.insert("_resourceType".into(), "websocket".into());
-        e.insert("_webSocketMessages".into(), websocket_messages(messages));
-    }
-    // mitmproxy's comment is HAR's own; its mark and replay are ours.
     let notes = &record.annotations;
-    if !notes.comment.is_empty() {
-        e.insert("comment".into(), notes.comment.clone().into());
-    }
-    if !notes.marked.is_empty() {
-        e.insert("_marked".into(), notes.marked.clone().into());
-    }
-    if let Some(replay) = &notes.is_replay {
-        e.insert("_isReplay".into(), replay.clone().into());
-    }
-    Value::Object(e)
+    let facts = &record.facts;
+    Json::new(out).object(|e| {
+        if let Some(client) = record.client {
+            e.str("_clientAddress", &client.to_string());
+        }
+        e.bool("_clientTls", record.client_tls);
+        if let Some(error) = &record.error {
+            e.str("_error", error);
+        }
+        super::facts::write_facts(e, facts);
+        // mitmproxy's comment is HAR's own; its mark and replay are ours.
+        if let Some(replay) = &notes.is_replay {
+            e.str("_isReplay", replay);
+        }
+        if !notes.marked.is_empty() {
+            e.str("_marked", &notes.marked);
+        }
+        if record.websocket.is_some() {
+            e.str("_resourceType", "websocket");
+        }
+        if let Some(server) = record.server {
+            e.u64("_serverPort", server.port().into());
+        }
+        if !record.tls.is_empty() {
+            super::facts::write_tls(e.key("_tls"), &record.tls);
+        }
+        if let Some(messages) = &record.websocket {
+            write_websocket_messages(e.key("_webSocketMessages"), messages);
+        }
+        e.key("cache").object(|_| {});
+        if !notes.comment.is_empty() {
+            e.str("comment", &notes.comment);
+        }
+        if let Some(local) = facts.server.socket.local {
+            e.str("connection", &local.port().to_string());
+        }
+        write_request(
+            e.key("request"),
+            &record.request,
+            record.websocket.is_some(),
+        );
+        let error = record.error.as_deref();
+        match &record.response {
+            Some(r) => write_response(e.key("response"), r),
+            None => write_no_response(e.key("response"), error),
+        }
+        if let Some(server) = record.server {
+            e.str("serverIPAddress", &server.ip().to_string());
+        }
+        e.str("startedDateTime", &rfc3339(record.started_at));
+        // `connect` includes `ssl` (HAR 1.2).
+        e.f64("time", send + wait + receive + connect.max(0.0));
+        e.key("timings").object(|t| {
+            if !unknown.is_empty() {
+                t.key("_unknown").strs(unknown.iter().copied());
+            }
+            t.i64("blocked", -1);
+            t.f64("connect", connect);
+            t.i64("dns", -1);
+            t.f64("receive", receive);
+            t.f64("send", send);
+            t.f64("ssl", ssl);
+            t.f64("wait", wait);
+        });
+    });
 }
 
 /// WebSocket messages as Chrome's devtools save them: `type` (`send` from the client,
 /// `receive` from the server), `time` (seconds since the epoch), `opcode` (1 text, 2
 /// binary) and `data` (text, or base64 for binary).
-fn websocket_messages(messages: &[RecordedMessage]) -> Value {
-    let list = messages
-        .iter()
-        .map(|m| {
+fn write_websocket_messages(json: &mut Json<'_>, messages: &[RecordedMessage]) {
+    json.array(|a| {
+        for m in messages {
             let time =
                 m.at.duration_since(std::time::UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64());
-            let data = if m.text {
-                String::from_utf8_lossy(&m.data).into_owned()
-            } else {
-                base64::engine::general_purpose::STANDARD.encode(&m.data)
-            };
-            json!({
-                "type": if m.from_client { "send" } else { "receive" },
-                "time": time,
-                "opcode": if m.text { 1 } else { 2 },
-                "data": data,
-            })
-        })
-        .collect();
-    Value::Array(list)
+            a.item().object(|o| {
+                if m.text {
+                    o.str("data", &String::from_utf8_lossy(&m.data));
+                } else {
+                    o.str(
+                        "data",
+                        &base64::engine::general_purpose::STANDARD.encode(&m.data),
+                    );
+                }
+                o.u64("opcode", if m.text { 1 } else { 2 });
+                o.f64("time", time);
+                o.str("type", if m.from_client { "send" } else { "receive" });
+            });
+        }
+    });
 }
 
 /// The request of an entry; a WebSocket's URL is `ws://` or `wss://`, as browsers
 /// write it.
-fn request(r: &RecordedRequest, websocket: bool) -> Value {
+fn write_request(json: &mut Json<'_>, r: &RecordedRequest, websocket: bool) {
     let mut url = r.url();
     if websocket {
         url.replace_range(..4, "ws");
@@ -133,57 +149,261 @@ fn request(r: &RecordedRequest, websocket: bool) -> Value {
     // (non-ASCII, spaces, controls) percent-encoded; the path as sent kept beside it
     // when that changed it.
     let encoded = percent_encode_path(&r.path);
-    let raw_path = (encoded != r.path).then(|| r.path.clone());
-    if raw_path.is_some() {
+    let raw_path = encoded != r.path;
+    if raw_path {
         url.truncate(url.len() - r.path.len());
         url.push_str(&encoded);
     }
-    let mut v = json!({
-        "method": r.method,
-        "url": url,
-        "httpVersion": r.version,
-        "cookies": request_cookies(&r.headers),
-        "headers": headers(&r.headers),
-        "queryString": query_string(&encoded),
-        "headersSize": request_head_size(r),
-        "bodySize": r.body.size,
-    });
-    if let Some(raw) = raw_path {
-        v["_path"] = raw.into();
-    }
-    if r.body.size > 0 || !r.body.data.is_empty() {
-        let c = content(&r.headers, &r.body);
-        let mut post = Map::new();
-        post.insert("mimeType".into(), c["mimeType"].clone());
-        post.insert("text".into(), c["text"].clone());
-        for (from, to) in [
-            ("encoding", "_encoding"),
-            ("_contentEncoded", "_contentEncoded"),
-            ("_truncated", "_truncated"),
-            ("_size", "_size"),
-            ("comment", "comment"),
-        ] {
-            if let Some(x) = c.get(from) {
-                post.insert(to.into(), x.clone());
-            }
+    json.object(|o| {
+        if raw_path {
+            o.str("_path", &r.path);
         }
-        v["postData"] = Value::Object(post);
-    }
-    v
+        o.u64("bodySize", r.body.size);
+        write_request_cookies(o.key("cookies"), &r.headers);
+        write_headers(o.key("headers"), &r.headers);
+        o.i64("headersSize", request_head_size(r));
+        o.str("httpVersion", &r.version);
+        o.str("method", &r.method);
+        if r.body.size > 0 || !r.body.data.is_empty() {
+            body_content(&r.headers, &r.body).write(o.key("postData"), true);
+        }
+        write_query_string(o.key("queryString"), &encoded);
+        o.str("url", &url);
+    });
 }
 
-fn response(r: &RecordedResponse) -> Value {
-    json!({
-        "status": r.status,
-        "statusText": r.reason,
-        "httpVersion": r.version,
-        "cookies": response_cookies(&r.headers),
-        "headers": headers(&r.headers),
-        "content": content(&r.headers, &r.body),
-        "redirectURL": r.headers.get("location").unwrap_or(""),
-        "headersSize": response_head_size(r),
-        "bodySize": r.body.size,
-    })
+fn write_response(json: &mut Json<'_>, r: &RecordedResponse) {
+    json.object(|o| {
+        o.u64("bodySize", r.body.size);
+        body_content(&r.headers, &r.body).write(o.key("content"), false);
+        write_response_cookies(o.key("cookies"), &r.headers);
+        write_headers(o.key("headers"), &r.headers);
+        o.i64("headersSize", response_head_size(r));
+        o.str("httpVersion", &r.version);
+        o.str("redirectURL", r.headers.get("location").unwrap_or(""));
+        o.u64("status", r.status.into());
+        o.str("statusText", &r.reason);
+    });
+}
+
+/// The response browsers write for a request that got none (with the flow's error).
+fn write_no_response(json: &mut Json<'_>, error: Option<&str>) {
+    json.object(|o| {
+        if let Some(error) = error {
+            o.str("_error", error);
+        }
+        o.i64("bodySize", -1);
+        o.key("content").object(|c| {
+            c.str("mimeType", "x-unknown");
+            c.u64("size", 0);
+        });
+        o.key("cookies").array(|_| {});
+        o.key("headers").array(|_| {});
+        o.i64("headersSize", -1);
+        o.str("httpVersion", "");
+        o.str("redirectURL", "");
+        o.u64("status", 0);
+        o.str("statusText", "");
+    });
+}
+
+fn write_headers(json: &mut Json<'_>, h: &Headers) {
+    json.array(|a| {
+        for (name, value) in h.iter() {
+            a.item().object(|o| {
+                o.str("name", name);
+                o.str("value", &String::from_utf8_lossy(value));
+            });
+        }
+    });
+}
+
+/// `Cookie: a=1; b=2` as HAR cookies.
+fn write_request_cookies(json: &mut Json<'_>, h: &Headers) {
+    json.array(|a| {
+        for v in h.get_all("cookie") {
+            for pair in String::from_utf8_lossy(v).split(';') {
+                if let Some((name, value)) = pair.trim().split_once('=') {
+                    a.item().object(|o| {
+                        o.str("name", name.trim());
+                        o.str("value", value.trim());
+                    });
+                }
+            }
+        }
+    });
+}
+
+/// Each `Set-Cookie` as a HAR cookie: its name and value, and the attributes HAR
+/// names (the last of each, when one is repeated).
+fn write_response_cookies(json: &mut Json<'_>, h: &Headers) {
+    json.array(|a| {
+        for v in h.get_all("set-cookie") {
+            let v = String::from_utf8_lossy(v);
+            let mut parts = v.split(';');
+            let Some((name, value)) = parts.next().and_then(|p| p.trim().split_once('=')) else {
+                continue;
+            };
+            let (mut path, mut domain, mut expires) = (None, None, None);
+            let (mut http_only, mut secure) = (false, false);
+            for attr in parts {
+                let (key, val) = attr.split_once('=').unwrap_or((attr, ""));
+                let (key, val) = (key.trim(), val.trim());
+                if key.eq_ignore_ascii_case("path") {
+                    path = Some(val);
+                } else if key.eq_ignore_ascii_case("domain") {
+                    domain = Some(val);
+                } else if key.eq_ignore_ascii_case("expires") {
+                    expires = Some(val);
+                } else if key.eq_ignore_ascii_case("httponly") {
+                    http_only = true;
+                } else if key.eq_ignore_ascii_case("secure") {
+                    secure = true;
+                }
+            }
+            a.item().object(|o| {
+                if let Some(d) = domain {
+                    o.str("domain", d);
+                }
+                if let Some(x) = expires {
+                    o.str("expires", x);
+                }
+                if http_only {
+                    o.bool("httpOnly", true);
+                }
+                o.str("name", name.trim());
+                if let Some(p) = path {
+                    o.str("path", p);
+                }
+                if secure {
+                    o.bool("secure", true);
+                }
+                o.str("value", value.trim());
+            });
+        }
+    });
+}
+
+/// The query of `path` as HAR name/value pairs, percent-decoded (`+` as a space).
+fn write_query_string(json: &mut Json<'_>, path: &str) {
+    json.array(|a| {
+        let Some((_, query)) = path.split_once('?') else {
+            return;
+        };
+        let query = query.split('#').next().unwrap_or_default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            a.item().object(|o| {
+                o.str("name", &percent_decode(name));
+                o.str("value", &percent_decode(value));
+            });
+        }
+    });
+}
+
+/// A body as HAR has it: `content` of a response, `postData` of a request.
+struct Content<'a> {
+    mime: &'a str,
+    /// Set when the body is kept as sent though encoded (cut, or not decodable).
+    content_encoded: bool,
+    /// Decoded size minus sent size, when decoded.
+    compression: Option<i64>,
+    size: u64,
+    data: std::borrow::Cow<'a, [u8]>,
+    /// The whole body's size, when only its first bytes are kept.
+    truncated: Option<u64>,
+    comment: Option<String>,
+}
+
+/// A body as a HAR `content` object.
+fn body_content<'a>(h: &'a Headers, body: &'a RecordedBody) -> Content<'a> {
+    let mime = h.get("content-type").unwrap_or("").trim();
+    let mut comments = Vec::new();
+    let coding = h
+        .get("content-encoding")
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"));
+    let mut c = Content {
+        mime,
+        content_encoded: false,
+        compression: None,
+        size: body.size,
+        data: (&body.data[..]).into(),
+        truncated: body.truncated.then_some(body.size),
+        comment: None,
+    };
+    match coding {
+        Some(_) if body.truncated => {
+            c.content_encoded = true;
+            comments.push("kept as sent: cut, so it cannot be decoded".to_string());
+        }
+        Some(coding) => match crate::decode::decode(coding, &body.data, DECODED_LIMIT) {
+            Ok(plain) => {
+                c.size = plain.len() as u64;
+                c.compression = Some(plain.len() as i64 - body.data.len() as i64);
+                c.data = plain.into();
+            }
+            Err(e) => {
+                c.content_encoded = true;
+                comments.push(format!("kept as sent: {e}"));
+            }
+        },
+        None => {}
+    }
+    if body.truncated {
+        comments.insert(
+            0,
+            format!("truncated: {} of {} bytes kept", body.data.len(), body.size),
+        );
+    }
+    if !comments.is_empty() {
+        c.comment = Some(comments.join("; "));
+    }
+    c
+}
+
+impl Content<'_> {
+    /// Writes it as a response's `content`, or as a request's `postData` (no sizes,
+    /// the encoding as `_encoding`).
+    fn write(&self, json: &mut Json<'_>, post: bool) {
+        let text = text_of(self.mime, &self.data);
+        let b64;
+        let (text, base64) = match text {
+            Some(text) => (text, false),
+            None => {
+                b64 = base64::engine::general_purpose::STANDARD.encode(&self.data);
+                (b64.as_str(), true)
+            }
+        };
+        json.object(|o| {
+            if self.content_encoded {
+                o.bool("_contentEncoded", true);
+            }
+            if post && base64 {
+                o.str("_encoding", "base64");
+            }
+            if let Some(size) = self.truncated {
+                o.u64("_size", size);
+                o.bool("_truncated", true);
+            }
+            if let Some(comment) = &self.comment {
+                o.str("comment", comment);
+            }
+            if !post {
+                if let Some(compression) = self.compression {
+                    o.i64("compression", compression);
+                }
+                if base64 {
+                    o.str("encoding", "base64");
+                }
+            }
+            o.str("mimeType", self.mime);
+            if !post {
+                o.u64("size", self.size);
+            }
+            o.str("text", text);
+        });
+    }
 }
 
 /// The path (and query) with the bytes a URL cannot hold as they are percent-encoded,
@@ -237,83 +457,6 @@ fn fields_size(h: &Headers) -> usize {
     h.iter().map(|(n, v)| n.len() + 2 + v.len() + 2).sum()
 }
 
-/// The response browsers write for a request that got none.
-fn no_response() -> Value {
-    json!({
-        "status": 0,
-        "statusText": "",
-        "httpVersion": "",
-        "cookies": [],
-        "headers": [],
-        "content": {"size": 0, "mimeType": "x-unknown"},
-        "redirectURL": "",
-        "headersSize": -1,
-        "bodySize": -1,
-    })
-}
-
-fn headers(h: &Headers) -> Value {
-    h.iter()
-        .map(|(name, value)| json!({"name": name, "value": String::from_utf8_lossy(value)}))
-        .collect()
-}
-
-/// `Cookie: a=1; b=2` as HAR cookies.
-fn request_cookies(h: &Headers) -> Value {
-    h.get_all("cookie")
-        .flat_map(|v| {
-            String::from_utf8_lossy(v)
-                .split(';')
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            Some(json!({"name": name.trim(), "value": value.trim()}))
-        })
-        .collect()
-}
-
-/// Each `Set-Cookie` as a HAR cookie: its name and value, and the attributes HAR
-/// names.
-fn response_cookies(h: &Headers) -> Value {
-    h.get_all("set-cookie")
-        .filter_map(|v| {
-            let v = String::from_utf8_lossy(v);
-            let mut parts = v.split(';');
-            let (name, value) = parts.next()?.trim().split_once('=')?;
-            let mut c = json!({"name": name.trim(), "value": value.trim()});
-            for attr in parts {
-                let (key, val) = attr.split_once('=').unwrap_or((attr, ""));
-                let (key, val) = (key.trim().to_ascii_lowercase(), val.trim());
-                match key.as_str() {
-                    "path" | "domain" | "expires" => c[key] = val.into(),
-                    "httponly" => c["httpOnly"] = true.into(),
-                    "secure" => c["secure"] = true.into(),
-                    _ => {}
-                }
-            }
-            Some(c)
-        })
-        .collect()
-}
-
-/// The query of `path` as HAR name/value pairs, percent-decoded (`+` as a space).
-fn query_string(path: &str) -> Value {
-    let Some((_, query)) = path.split_once('?') else {
-        return json!([]);
-    };
-    let query = query.split('#').next().unwrap_or_default();
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            json!({"name": percent_decode(name), "value": percent_decode(value)})
-        })
-        .collect()
-}
-
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -334,64 +477,6 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A body as a HAR `content` object.
-fn content(h: &Headers, body: &RecordedBody) -> Value {
-    let mime = h.get("content-type").unwrap_or("").trim();
-    let mut c = Map::new();
-    c.insert("mimeType".into(), mime.into());
-    let mut comments = Vec::new();
-    let coding = h
-        .get("content-encoding")
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"));
-    let mut data: std::borrow::Cow<'_, [u8]> = (&body.data[..]).into();
-    let mut size = body.size;
-    match coding {
-        Some(_) if body.truncated => {
-            c.insert("_contentEncoded".into(), true.into());
-            comments.push("kept as sent: cut, so it cannot be decoded".to_string());
-        }
-        Some(coding) => match crate::decode::decode(coding, &body.data, DECODED_LIMIT) {
-            Ok(plain) => {
-                size = plain.len() as u64;
-                c.insert(
-                    "compression".into(),
-                    (plain.len() as i64 - body.data.len() as i64).into(),
-                );
-                data = plain.into();
-            }
-            Err(e) => {
-                c.insert("_contentEncoded".into(), true.into());
-                comments.push(format!("kept as sent: {e}"));
-            }
-        },
-        None => {}
-    }
-    c.insert("size".into(), size.into());
-    match text_of(mime, &data) {
-        Some(text) => {
-            c.insert("text".into(), text.into());
-        }
-        None => {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
-            c.insert("text".into(), b64.into());
-            c.insert("encoding".into(), "base64".into());
-        }
-    }
-    if body.truncated {
-        c.insert("_truncated".into(), true.into());
-        c.insert("_size".into(), body.size.into());
-        comments.insert(
-            0,
-            format!("truncated: {} of {} bytes kept", body.data.len(), body.size),
-        );
-    }
-    if !comments.is_empty() {
-        c.insert("comment".into(), comments.join("; ").into());
-    }
-    Value::Object(c)
 }
 
 /// `data` as text, if it is: valid UTF-8, and either of a textual media type or free
@@ -444,6 +529,13 @@ mod tests {
     use super::*;
     use crate::capture::har::tests::{gzip, record};
     use crate::capture::RecordedTimings;
+
+    /// `r`'s entry as a JSON value, as a reader sees it.
+    fn entry(r: &Record) -> serde_json::Value {
+        let mut out = Vec::new();
+        write_entry(&mut out, r, -1.0, -1.0);
+        serde_json::from_slice(&out).expect("an entry is JSON")
+    }
 
     /// `records` written by a [`HarWriter`](crate::capture::har::HarWriter) (which
     /// leaves CONNECTs out unless `keep_connects`) and read back.

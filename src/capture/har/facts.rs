@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
+use super::json::{Json, Object};
 use super::model::Timings;
 use crate::capture::{Record, RecordedFacts};
 use crate::core::{ServerFacts, SocketFacts, TlsFacts};
@@ -93,62 +94,67 @@ pub(super) fn connect_ssl(record: &Record, seen: &mut Seen) -> (f64, f64) {
     (ms_between(start, socket.tls_setup.unwrap_or(tcp)), ssl)
 }
 
-/// Adds `record`'s facts to its entry `e`: `connection` (the proxy's local port on the
-/// server connection, unique among the connections open at once, as browsers number
-/// theirs) and `_facts`.
-pub(super) fn write(record: &Record, e: &mut Map<String, Value>) {
-    let facts = &record.facts;
-    if let Some(local) = facts.server.socket.local {
-        e.insert("connection".into(), local.port().to_string().into());
+/// Writes `_facts` into the entry `e` being written, when there are any (the entry's
+/// `connection` is written by the caller, in its place among the keys).
+pub(super) fn write_facts(e: &mut Object<'_>, facts: &RecordedFacts) {
+    let client = facts.client != SocketFacts::default();
+    let server = facts.server != Default::default();
+    if !client && !server && facts.websocket_close.is_none() {
+        return;
     }
-    let mut out = Map::new();
-    if facts.client != SocketFacts::default() {
-        out.insert("client".into(), socket_json(&facts.client));
-    }
-    if facts.server != Default::default() {
-        let mut server = socket_json(&facts.server.socket);
-        if !facts.server.tls.is_empty() {
-            server["tls"] = tls_json(&facts.server.tls);
+    e.key("_facts").object(|out| {
+        if client {
+            write_socket(out.key("client"), &facts.client, None);
         }
-        out.insert("server".into(), server);
-    }
-    if let Some(close) = &facts.websocket_close {
-        out.insert(
-            "websocketClose".into(),
-            json!({
-                "code": close.code, "reason": close.reason,
-                "byClient": close.by_client, "time": seconds(close.at),
-            }),
-        );
-    }
-    if !out.is_empty() {
-        e.insert("_facts".into(), Value::Object(out));
-    }
+        if server {
+            let tls = (!facts.server.tls.is_empty()).then_some(&facts.server.tls);
+            write_socket(out.key("server"), &facts.server.socket, tls);
+        }
+        if let Some(close) = &facts.websocket_close {
+            out.key("websocketClose").object(|c| {
+                c.bool("byClient", close.by_client);
+                c.u64("code", close.code.into());
+                c.str("reason", &close.reason);
+                c.f64("time", seconds(close.at));
+            });
+        }
+    });
 }
 
-fn socket_json(s: &SocketFacts) -> Value {
+fn write_socket(json: &mut Json<'_>, s: &SocketFacts, tls: Option<&TlsFacts>) {
     let t = |t: Option<SystemTime>| t.map(seconds);
-    json!({
-        "local": s.local.map(|a| a.to_string()),
-        "started": t(s.started), "tcpSetup": t(s.tcp_setup), "tlsSetup": t(s.tls_setup),
-    })
+    json.object(|o| {
+        o.opt_str("local", s.local.map(|a| a.to_string()).as_deref());
+        o.opt_f64("started", t(s.started));
+        o.opt_f64("tcpSetup", t(s.tcp_setup));
+        if let Some(tls) = tls {
+            write_tls(o.key("tls"), tls);
+        }
+        o.opt_f64("tlsSetup", t(s.tls_setup));
+    });
 }
 
-/// A TLS handshake's facts as JSON; the certificates as base64 DER.
-pub(super) fn tls_json(tls: &TlsFacts) -> Value {
+/// Writes a TLS handshake's facts; the certificates as base64 DER.
+pub(super) fn write_tls(json: &mut Json<'_>, tls: &TlsFacts) {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut v = json!({
-        "sni": tls.sni, "alpn": tls.alpn, "version": tls.version, "cipher": tls.cipher,
+    json.object(|o| {
+        o.opt_str("alpn", tls.alpn.as_deref());
+        if !tls.alpn_offers.is_empty() {
+            o.key("alpnOffers")
+                .strs(tls.alpn_offers.iter().map(String::as_str));
+        }
+        if !tls.certificates.is_empty() {
+            o.key("certificates").array(|a| {
+                for c in &tls.certificates {
+                    a.item().str(&b64.encode(c));
+                }
+            });
+        }
+        o.opt_str("cipher", tls.cipher.as_deref());
+        o.opt_str("sni", tls.sni.as_deref());
+        o.opt_str("version", tls.version.as_deref());
     });
-    if !tls.alpn_offers.is_empty() {
-        v["alpnOffers"] = json!(tls.alpn_offers);
-    }
-    if !tls.certificates.is_empty() {
-        let certs: Vec<String> = tls.certificates.iter().map(|c| b64.encode(c)).collect();
-        v["certificates"] = json!(certs);
-    }
-    v
 }
 
 /// This crate's `_facts`, as read (every field optional).
@@ -270,6 +276,7 @@ mod tests {
     use crate::capture::har::tests::record;
     use crate::capture::har::{read_har, HarWriter};
     use crate::capture::record::example;
+    use serde_json::json;
 
     #[test]
     fn facts_read_back_and_connect_and_ssl_come_once_per_connection() {

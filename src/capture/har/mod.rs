@@ -52,6 +52,7 @@
 mod entry;
 mod facts;
 mod file;
+mod json;
 mod model;
 mod reader;
 mod scan;

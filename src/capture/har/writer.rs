@@ -5,11 +5,10 @@ use std::io::{self, Write};
 
 use serde_json::json;
 
-use super::entry::entry;
+use super::entry::write_entry;
 use super::facts::{self, Seen};
 use super::TAIL;
 use crate::capture::{Record, Sink};
-use serde_json::Value;
 
 /// Writes records as a HAR 1.2 document to any stream: the document's start at once,
 /// each record's entry as it is written, and the closing tail by
@@ -150,23 +149,16 @@ pub(super) fn head() -> String {
 /// before the `first`): entries are one per line, a line break inside one escaped.
 pub(super) fn entry_line(record: &Record, first: bool, seen: &mut Seen) -> io::Result<Vec<u8>> {
     let separator: &[u8] = if first { b"\n" } else { b",\n" };
-    let mut line = separator.to_vec();
-    let mut e = entry(record);
+    let mut line = Vec::with_capacity(2048 + record_body_bytes(record) * 4 / 3);
+    line.extend_from_slice(separator);
     let (connect, ssl) = facts::connect_ssl(record, seen);
-    if let Value::Object(e) = &mut e {
-        if let Some(Value::Object(timings)) = e.get_mut("timings") {
-            timings.insert("connect".into(), connect.into());
-            timings.insert("ssl".into(), ssl.into());
-        }
-        if let Some(time) = e.get("time").and_then(Value::as_f64) {
-            // `connect` includes `ssl` (HAR 1.2).
-            let total = time + connect.max(0.0);
-            e.insert("time".into(), total.into());
-        }
-        facts::write(record, e);
-    }
-    serde_json::to_writer(&mut line, &e).map_err(io::Error::other)?;
+    write_entry(&mut line, record, connect, ssl);
     Ok(line)
+}
+
+/// The bytes of `record`'s bodies: what its line holds most of.
+fn record_body_bytes(record: &Record) -> usize {
+    record.request.body.data.len() + record.response.as_ref().map_or(0, |r| r.body.data.len())
 }
 
 #[cfg(test)]
