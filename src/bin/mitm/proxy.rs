@@ -34,12 +34,13 @@ pub(crate) async fn run(args: &ProxyArgs, scripts: &Scripted<'_>) -> anyhow::Res
     if args.files.no_server {
         return super::mitmdump::run_without_server(args).await;
     }
+    // Scripts first: one that fails to load stops the start before any port is open.
+    let mut scripts = scripts.load(&args.files.scripts)?;
     let web = if args.web.web {
         Some(bind_web(args).await?)
     } else {
         None
     };
-    let mut scripts = scripts.load(&args.files.scripts)?;
     let (mut builder, capture) = builder(args, scripts.as_mut())?;
     if let Some(web) = &web {
         // Last, so the UI shows requests as they go upstream, after every other hook.
