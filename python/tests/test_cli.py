@@ -144,6 +144,17 @@ def test_scripts_run_through_the_factory_with_their_options(
     assert port_is_free(proxy.port)
 
 
+def test_scripts_are_told_when_the_proxy_cannot_start(
+    start: Callable[..., ProxyProcess], command: Path, cli_env: Dict[str, str], tmp_path: Path
+) -> None:
+    taken = start()
+    (tmp_path / "addon.py").write_text("def request(flow):\n    pass\n")
+    done = run(command, cli_env, "--ca-dir", str(tmp_path / "ca"), "-p", str(taken.port), "-s", "addon.py", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "mitm: error: cannot start the proxy" in done.stderr, done.stderr
+    assert "stand-in started" not in done.stdout and "stand-in stopped" in done.stdout, done.stdout
+
+
 def test_python_dash_m_mitm_is_the_same_command(ours: Package, command: Path, cli_env: Dict[str, str]) -> None:
     by_module = subprocess.run(
         [ours.python, "-m", "mitm", "--version"], capture_output=True, text=True, env=cli_env, timeout=PATIENCE, cwd="/"

@@ -46,7 +46,16 @@ pub(crate) async fn run(args: &ProxyArgs, scripts: &Scripted<'_>) -> anyhow::Res
         // Last, so the UI shows requests as they go upstream, after every other hook.
         builder = builder.http_handler(web.feed());
     }
-    let proxy = builder.bind().await.context("cannot start the proxy")?;
+    let proxy = match builder.bind().await {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            // Loaded scripts are told the proxy is done, as they are when it stops.
+            if let Some(scripts) = scripts {
+                scripts.stopped.await;
+            }
+            return Err(e).context("cannot start the proxy");
+        }
+    };
     // Listen for signals before saying we are up, so a signal sent as soon as the
     // banner appears is never missed.
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
