@@ -4,7 +4,7 @@
 import asyncio
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, final
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, final
 
 from mitm.core import Flow
 
@@ -13,6 +13,7 @@ __all__ = [
     "Authority",
     "Server",
     "start",
+    "cli",
     "default_ca_dir",
     "__version__",
     "HttpFlow",
@@ -42,6 +43,16 @@ def start(
     """Binds a server with the package's plan and starts serving on the engine's
     threads. ``options`` holds what ``MITM`` takes beyond the original's arguments
     (``mitm.http.engine_options``)."""
+
+def cli(
+    argv: Sequence[str],
+    event_loop: asyncio.AbstractEventLoop,
+    factory: Callable[[List[str], Dict[str, Any]], Any],
+) -> int:
+    """Runs the ``mitm`` command (the Rust binary's command line, ``argv`` with the
+    program's name first) with the GIL released; returns its exit code. Hooks that
+    await run on ``event_loop``; ``factory(scripts, options)`` makes the middleware of
+    ``-s``'s addon scripts (see ``mitm._cli``)."""
 
 @final
 class Authority:

@@ -4,6 +4,7 @@
 //! package's API; this crate uses only the `mitm` library's public API.
 
 mod ca;
+mod command;
 mod conn;
 mod flow;
 mod handler;
@@ -27,6 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<server::Server>()?;
     m.add_class::<stream::Stream>()?;
     m.add_function(wrap_pyfunction!(server::start, m)?)?;
+    m.add_function(wrap_pyfunction!(command::cli, m)?)?;
     m.add_function(wrap_pyfunction!(default_ca_dir, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     flow::register(m)?;

@@ -55,7 +55,7 @@ struct Kept {
 /// and holds nothing that a thread waiting on it while holding the GIL could need
 /// (the runtime is made by code that releases the GIL before it waits on the engine).
 #[allow(unsafe_code)]
-fn keep_thread_state() {
+pub(crate) fn keep_thread_state() {
     // SAFETY: `Py_IsInitialized` may be called at any time. The runtime is only made
     // from Python (the interpreter runs), on a thread of its own that has no thread
     // state yet, so `PyGILState_Ensure` makes one and takes the GIL (`UNLOCKED`: it was
