@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from pathlib import Path
 import os
@@ -168,6 +169,14 @@ class MITM:
             return
         server.stop()
         await server.wait()
+        for m in self.middlewares:
+            # Beyond the original: a middleware may have `mitm_stopped` (mitm.addons's
+            # Addons calls its scripts' `done` there).
+            stopped = getattr(m, "mitm_stopped", None)
+            if callable(stopped):
+                out = stopped()
+                if inspect.isawaitable(out):
+                    await out
 
     async def wait(self) -> None:
         """Waits until the server stops."""

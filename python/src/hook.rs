@@ -28,6 +28,10 @@ pub(crate) struct Hook {
     coroutine: bool,
     /// Whether it may run inline (see the module docs).
     inline: bool,
+    /// Whether a plain function may block (an addon script's hook): it runs inline in
+    /// `tokio::task::block_in_place`, so the worker's other tasks move to another
+    /// thread while it runs (see [`Hook::from_plan`]).
+    blocking: bool,
 }
 
 /// What the first step of a call gave.
@@ -56,17 +60,26 @@ pub(crate) struct Bridge {
 }
 
 impl Hook {
-    /// A hook from the package's plan: `(callable, is_coroutine_function, inline)`, or
-    /// `None` for a hook the object does not define.
+    /// A hook from the package's plan: `(callable, is_coroutine_function, inline)`,
+    /// optionally with a fourth item `blocking` (a plain function that may block, run
+    /// in `block_in_place`), or `None` for a hook the object does not define.
     pub(crate) fn from_plan(plan: &Bound<'_, PyAny>) -> PyResult<Option<Hook>> {
         if plan.is_none() {
             return Ok(None);
         }
-        let (func, coroutine, inline): (Py<PyAny>, bool, bool) = plan.extract()?;
+        let (func, coroutine, inline, blocking): (Py<PyAny>, bool, bool, bool) =
+            match plan.extract() {
+                Ok(four) => four,
+                Err(_) => {
+                    let (func, coroutine, inline) = plan.extract()?;
+                    (func, coroutine, inline, false)
+                }
+            };
         Ok(Some(Hook {
             func,
             coroutine,
             inline,
+            blocking: blocking && !coroutine,
         }))
     }
 
@@ -131,13 +144,21 @@ impl Hook {
         A: for<'py> FnOnce(Python<'py>) -> PyResult<(Bound<'py, PyTuple>, C)>,
         D: for<'py> FnOnce(Python<'py>, Bound<'py, PyAny>, C) -> PyResult<T>,
     {
-        let first = Python::attach(|py| -> PyResult<First<T, C, D>> {
-            let (args, context) = args(py)?;
-            Ok(match self.start(py, bridge, args)? {
-                Step::Done(value) => First::Ready(done(py, value, context)?),
-                Step::Pending(awaitable) => First::Pending(awaitable, context, done),
+        let run = || {
+            Python::attach(|py| -> PyResult<First<T, C, D>> {
+                let (args, context) = args(py)?;
+                Ok(match self.start(py, bridge, args)? {
+                    Step::Done(value) => First::Ready(done(py, value, context)?),
+                    Step::Pending(awaitable) => First::Pending(awaitable, context, done),
+                })
             })
-        })?;
+        };
+        let first = if self.blocking && on_worker() {
+            // The hook may block: this worker's other tasks go to another thread.
+            tokio::task::block_in_place(run)?
+        } else {
+            run()?
+        };
         match first {
             First::Ready(value) => Ok(value),
             First::Pending(awaitable, context, done) => {
@@ -147,6 +168,13 @@ impl Hook {
             }
         }
     }
+}
+
+/// Whether this thread is a worker of a multi-threaded tokio runtime (where
+/// `block_in_place` may be called).
+fn on_worker() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 impl Bridge {

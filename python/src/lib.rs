@@ -5,6 +5,7 @@
 
 mod ca;
 mod conn;
+mod filter;
 mod flow;
 mod handler;
 mod headers;
@@ -26,6 +27,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ca::Authority>()?;
     m.add_class::<server::Server>()?;
     m.add_class::<stream::Stream>()?;
+    m.add_class::<filter::PyFilter>()?;
     m.add_function(wrap_pyfunction!(server::start, m)?)?;
     m.add_function(wrap_pyfunction!(default_ca_dir, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
