@@ -221,12 +221,17 @@ class Addons(Middleware):
             return
         for func in table.get("requestheaders", ()):
             host.call(func, flow)
-            if self._done(flow) or native.response is not None:
+            if self._done(flow):
+                return
+            if native.response is not None:
+                flow.__dict__["_answered"] = True
                 return
         for func in table.get("request", ()):
             host.call(func, flow)
             if self._done(flow):
                 return
+        if native.response is not None:
+            flow.__dict__["_answered"] = True  # no server is contacted
 
     @_blocking
     def response(self, native: Any) -> None:
@@ -240,6 +245,9 @@ class Addons(Middleware):
             return
         flow = self._flow(native)
         host = self._host
+        if flow.server_conn._target is None and not flow.__dict__.get("_answered"):
+            request = native.request
+            flow.server_conn._target = (request.host, request.port)
         for name in names:
             for func in table.get(name, ()):
                 host.call(func, flow)

@@ -462,7 +462,9 @@ class HTTPFlow(Refusing):
             client.tls_established = True
             if client.sni is None:
                 client.sni = request.host
-        self.server_conn = Server(native.connection, (request.host, request.port))
+        # As in mitmproxy, the server's address is known once it is connected to (from
+        # the response on; the host sets it).
+        self.server_conn = Server(native.connection, None)
         if request.scheme == "https":
             self.server_conn.sni = request.host
         self.websocket: Optional[WebSocketData] = None
