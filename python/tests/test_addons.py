@@ -463,3 +463,40 @@ def test_unsupported_api_raises_attribute_error_naming_it(proxy: Start, origin: 
     origin.requests.clear()
     fetch(p, origin.url("/"))
     assert seen(origin, "x-unsupported")[0][2]["x-unsupported"] == "AttributeError: backup"
+
+
+# -- WebSocket ----------------------------------------------------------------------------
+
+
+def test_websocket_hooks(proxy: Start) -> None:
+    import socket
+
+    from test_messages import EchoSocketOrigin, ws_frame, ws_read
+
+    def scenario(p: ProxyProcess) -> Any:
+        ws_origin = EchoSocketOrigin()
+        with socket.create_connection(("127.0.0.1", p.port), timeout=PATIENCE) as s, s.makefile("rb") as f:
+            s.sendall(
+                f"GET http://127.0.0.1:{ws_origin.port}/chat HTTP/1.1\r\nHost: 127.0.0.1:{ws_origin.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+            )
+            status = f.readline()
+            assert status.startswith(b"HTTP/1.1 101"), status
+            while f.readline() != b"\r\n":
+                pass
+            got = []
+            for text in (b"hello", b"drop me", b"again"):
+                s.sendall(ws_frame(text))
+                if text != b"drop me":
+                    got.append(ws_read(f)[1])
+            s.sendall(ws_frame(b"\x03\xe8", opcode=8))
+            assert ws_read(f)[0] == 8
+        p.wait_output("ADDON websocket_end")
+        return got, ws_origin.got, addon_lines(p.output())
+
+    out = both(proxy, "websocket_hooks.py", scenario)
+    assert out["ours"] == out["mitmdump"]
+    got, at_origin, lines = out["ours"]
+    assert got == [b"echo:HELLO!", b"echo:AGAIN!"] and at_origin == [b"HELLO", b"AGAIN"]
+    assert lines[0] == "ADDON websocket_start /chat" and lines[-1] == "ADDON websocket_end 5"

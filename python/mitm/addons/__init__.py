@@ -126,8 +126,13 @@ class Addons(Middleware):
         self._host.on_table = self._table_changed
         self._planned: Set[str] = set()
         self._host.load_all()
+        bad = self.options._bad()
+        if bad:
+            self._host.stop()
+            raise OptionsError("; ".join(bad))
         unknown = self.options._unknown()
         if unknown:
+            self._host.stop()
             raise OptionsError(
                 "No such option: "
                 + ", ".join(sorted(unknown))

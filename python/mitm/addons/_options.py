@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import collections.abc
 import threading
 import typing
-from typing import Any, Dict, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 
 class OptionsError(ValueError):
@@ -38,7 +39,7 @@ def _convert(name: str, typespec: Any, text: str) -> Any:
             return float(text)
         except ValueError:
             raise OptionsError(f"option {name} takes a number, not {text!r}") from None
-    if origin in (list, tuple, Sequence, typing.Sequence) or typespec in (list, Sequence):
+    if origin in (list, tuple, collections.abc.Sequence) or typespec in (list, tuple, Sequence):
         return [part for part in text.split(",") if part] if text else []
     return text
 
@@ -64,6 +65,7 @@ class Options:
         object.__setattr__(self, "_specs", {})  # name -> (typespec, default, help, choices, script)
         object.__setattr__(self, "_values", {})
         object.__setattr__(self, "_pending", dict(pending or {}))
+        object.__setattr__(self, "_errors", [])
 
     def _declare(self, name: str, typespec: Any, default: Any, help: str, choices: Any, script: str) -> None:
         with self._lock:
@@ -71,13 +73,19 @@ class Options:
             if known is not None and known[4] != script:
                 raise OptionsError(f"option {name} is declared by {known[4]} already")
             self._specs[name] = (typespec, default, help, choices, script)
-            if name in self._pending:
-                value = _convert(name, typespec, self._pending.pop(name))
-                if choices and value not in choices:
-                    raise OptionsError(f"option {name} takes one of {list(choices)}, not {value!r}")
-                self._values[name] = value
-            elif name not in self._values:
+            if name not in self._values:
                 self._values[name] = default
+            if name in self._pending:
+                # A value the user gave that does not fit is reported by the host, not
+                # as an error of the script's `load`.
+                try:
+                    value = _convert(name, typespec, self._pending.pop(name))
+                    if choices and value not in choices:
+                        raise OptionsError(f"option {name} takes one of {list(choices)}, not {value!r}")
+                except OptionsError as e:
+                    self._errors.append(str(e))
+                else:
+                    self._values[name] = value
 
     def _forget(self, script: str) -> None:
         """Drops the declarations of ``script`` (being reloaded), keeping set values."""
@@ -85,6 +93,10 @@ class Options:
             for name, spec in list(self._specs.items()):
                 if spec[4] == script:
                     del self._specs[name]
+
+    def _bad(self) -> List[str]:
+        """What was wrong with the values given for declared options."""
+        return list(self._errors)
 
     def _unknown(self) -> Set[str]:
         """Values given for options no script declared."""

@@ -1,0 +1,94 @@
+"""Requests/s through ``MITM`` with mitmproxy addon scripts (``mitm.addons.Addons``),
+beside a plain ``Middleware`` doing the same, paired in one run: plain HTTP keep-alive,
+8 connections, 100-byte responses (message_hooks.py's client and origin). The script
+adds a header in ``request`` and reads the status in ``response``; "empty script" is
+one with no hooks (with reload on, ``request``/``response`` are still planned, and the
+figure shows what that costs). Build the package with ``--release`` first.
+
+    python python/benchmarks/addons.py [seconds per run]
+"""
+import asyncio
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from message_hooks import client_main, origin_main  # noqa: E402
+
+from mitm import MITM, CertificateAuthority, Middleware  # noqa: E402
+from mitm.addons import Addons  # noqa: E402
+
+SCRIPT = """
+from mitmproxy import http
+
+def request(flow: http.HTTPFlow) -> None:
+    flow.request.headers["x-seen"] = "1"
+
+def response(flow: http.HTTPFlow) -> None:
+    if flow.response.status_code != 200:
+        raise RuntimeError("unexpected status")
+"""
+
+
+class NoHooks(Middleware):
+    pass
+
+
+class SameInPython(Middleware):
+    def request(self, flow):
+        flow.request.headers["x-seen"] = "1"
+
+    def response(self, flow):
+        if flow.response.status_code != 200:
+            raise RuntimeError("unexpected status")
+
+
+async def run(mw, oport, secs):
+    m = MITM(host="127.0.0.1", port=0, middlewares=[mw], certificate_authority=CertificateAuthority())
+    await m.start()
+    q = mp.Queue()
+    p = mp.Process(target=client_main, args=(m.addresses[0][1], oport, secs, 8, q))
+    p.start()
+    rate = await asyncio.to_thread(q.get)
+    p.join()
+    await m.stop()
+    return rate
+
+
+async def main():
+    secs = float(sys.argv[1]) if len(sys.argv) > 1 else 3
+    directory = tempfile.mkdtemp()
+    script = os.path.join(directory, "header_status.py")
+    empty = os.path.join(directory, "empty.py")
+    with open(script, "w") as f:
+        f.write(SCRIPT)
+    with open(empty, "w") as f:
+        f.write("# no hooks\n")
+    q = mp.Queue()
+    o = mp.Process(target=origin_main, args=(q,), daemon=True)
+    o.start()
+    oport = q.get()
+    cases = [
+        ("no hooks", lambda: NoHooks()),
+        ("Middleware, same hooks", lambda: SameInPython()),
+        ("Addons, empty script", lambda: Addons([empty])),
+        ("Addons, script", lambda: Addons([script])),
+        ("Addons, script, no reload", lambda: Addons([script], reload=False)),
+    ]
+    results = {}
+    for name, make in cases:
+        rates = sorted([await run(make(), oport, secs) for _ in range(3)])
+        results[name] = rates[1]
+        print(f"{name:26} median {rates[1]:8.0f} req/s  (runs: {', '.join(f'{r:.0f}' for r in rates)})")
+    base = results["no hooks"]
+    for name in ("Addons, empty script", "Addons, script"):
+        extra = 1 / results[name] - 1 / base
+        # Two engine hooks per request (request, response).
+        print(f"{name}: {extra * 1e6:.1f} us more per request than no hooks ({extra * 1e6 / 2:.1f} us per hook call)")
+    o.terminate()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
