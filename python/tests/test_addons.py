@@ -116,7 +116,7 @@ def both(proxy: Start, script: str, scenario: Callable[[ProxyProcess], Any], *se
         p = proxy(kind, script, *sets)
         try:
             out[kind] = scenario(p)
-        except Exception as e:
+        except (Exception, pytest.fail.Exception) as e:
             raise AssertionError(f"{kind} failed ({e!r}); its output:\n{p.output()}") from e
         finally:
             p.stop()

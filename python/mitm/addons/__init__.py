@@ -39,10 +39,10 @@ _ENGINE_HOOKS: Dict[str, Sequence[str]] = {
     "http_connect": ("request",),
     "responseheaders": ("response",),
     "response": ("response",),
-    "websocket_start": ("response",),
+    "websocket_start": ("flow_finished",),
     "error": ("flow_finished",),
-    "websocket_message": ("response", "websocket_message"),
-    "websocket_end": ("response", "client_disconnected"),
+    "websocket_message": ("flow_finished", "websocket_message"),
+    "websocket_end": ("flow_finished", "client_disconnected"),
     "client_connected": ("client_connected",),
     "client_disconnected": ("client_disconnected",),
     "server_connect": ("server_connected",),
@@ -241,35 +241,22 @@ class Addons(Middleware):
     @_blocking
     def response(self, native: Any) -> None:
         """``responseheaders`` then ``response`` (not for the proxy's error pages:
-        those get ``error``), and ``websocket_start`` for a ``101``."""
+        those get ``error``)."""
         table = self._host.table
         if native.error is not None:
             return  # the proxy's own error page: mitmproxy calls `error` instead
         names = ("responseheaders", "response")
-        if not any(table.get(n) for n in names) and not self._websockets(table):
+        if not any(table.get(n) for n in names):
             return
         flow = self._flow(native)
         host = self._host
-        if flow.server_conn._target is None and not flow.__dict__.get("_answered"):
-            request = native.request
-            flow.server_conn._target = (request.host, request.port)
+        if not flow.__dict__.get("_answered"):
+            flow.__dict__["_connected"] = True  # server_conn.address is known
         for name in names:
             for func in table.get(name, ()):
                 host.call(func, flow)
                 if self._done(flow):
                     return
-        response = native.response
-        if response is not None and response.status_code == 101 and self._websockets(table):
-            from mitm.addons.compat.websocket import WebSocketData
-
-            flow.websocket = WebSocketData()
-            conn = native.connection
-            opened = getattr(conn, _WEBSOCKETS, None)
-            if opened is None:
-                opened = []
-                setattr(conn, _WEBSOCKETS, opened)
-            opened.append(flow)
-            host.invoke("websocket_start", flow)
 
     @staticmethod
     def _websockets(table: Mapping[str, Any]) -> bool:
@@ -277,10 +264,27 @@ class Addons(Middleware):
 
     @_blocking
     def flow_finished(self, native: Any) -> None:
-        """``error`` for a flow that failed."""
-        if native.error is None or not self._host.table.get("error"):
+        """``error`` for a flow that failed; ``websocket_start`` for one that became a
+        WebSocket (its ``101`` is through)."""
+        table = self._host.table
+        if native.error is not None:
+            if table.get("error"):
+                self._host.invoke("error", self._flow(native))
             return
-        self._host.invoke("error", self._flow(native))
+        response = native.response
+        if response is None or response.status_code != 101 or not self._websockets(table):
+            return
+        from mitm.addons.compat.websocket import WebSocketData
+
+        flow = self._flow(native)
+        flow.websocket = WebSocketData()
+        conn = native.connection
+        opened = getattr(conn, _WEBSOCKETS, None)
+        if opened is None:
+            opened = []
+            setattr(conn, _WEBSOCKETS, opened)
+        opened.append(flow)
+        self._host.invoke("websocket_start", flow)
 
     @_blocking
     def websocket_message(self, native: Any, message: Any) -> None:

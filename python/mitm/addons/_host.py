@@ -214,7 +214,7 @@ class Host:
         traceback and gives None."""
         try:
             out = func(*args)
-            if inspect.isawaitable(out):
+            if out is not None and inspect.isawaitable(out):
                 out = self.runner.run(out)
             return out
         except Exception:  # noqa: BLE001 - mitmproxy logs a hook's errors and goes on

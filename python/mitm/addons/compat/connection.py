@@ -36,16 +36,23 @@ def _address(host: Any) -> Optional[Tuple[str, int]]:
 class Connection(Refusing):
     """What clients and servers have in common."""
 
-    __slots__ = ("_conn", "id", "timestamp_start", "sni", "tls_established", "state", "error")
+    __slots__ = ("_conn", "_id", "timestamp_start", "sni", "tls_established", "state", "error")
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
-        self.id = str(uuid.uuid4())
+        self._id: Optional[str] = None
         self.timestamp_start: Optional[float] = time.time()
         self.sni: Optional[str] = None
         self.tls_established = False
         self.state = ConnectionState.OPEN
         self.error: Optional[str] = None
+
+    @property
+    def id(self) -> str:
+        """A UUID, made when first read."""
+        if self._id is None:
+            self._id = str(uuid.uuid4())
+        return self._id
 
     @property
     def connected(self) -> bool:
@@ -81,11 +88,12 @@ class Client(Connection):
 class Server(Connection):
     """The server a connection goes to."""
 
-    __slots__ = ("_target",)
+    __slots__ = ("_target", "_flow")
 
-    def __init__(self, conn: Any, target: Optional[Tuple[str, int]] = None) -> None:
+    def __init__(self, conn: Any, target: Optional[Tuple[str, int]] = None, flow: Any = None) -> None:
         super().__init__(conn)
         self._target = target
+        self._flow = flow
 
     @property
     def peername(self) -> Optional[Tuple[str, int]]:
@@ -93,7 +101,13 @@ class Server(Connection):
 
     @property
     def address(self) -> Optional[Tuple[str, int]]:
-        return self._target if self._target is not None else self.peername
+        if self._target is not None:
+            return self._target
+        flow = self._flow
+        if flow is not None and flow.__dict__.get("_connected"):
+            request = flow.request
+            return (request.host, request.port)
+        return self.peername
 
     @address.setter
     def address(self, value: Tuple[str, int]) -> None:

@@ -433,12 +433,12 @@ class HTTPFlow(Refusing):
     __slots__ = (
         "_n",
         "_request",
-        "id",
+        "_id",
+        "_server",
         "metadata",
         "marked",
         "comment",
         "client_conn",
-        "server_conn",
         "websocket",
         "timestamp_created",
         "_error",
@@ -453,7 +453,7 @@ class HTTPFlow(Refusing):
         self._n = native
         request = native.request
         self._request = Request(request, self)
-        self.id = str(uuid.uuid4())
+        self._id: Optional[str] = None
         self.metadata: Dict[Any, Any] = {}
         self.marked = ""
         self.comment = ""
@@ -462,15 +462,29 @@ class HTTPFlow(Refusing):
             client.tls_established = True
             if client.sni is None:
                 client.sni = request.host
-        # As in mitmproxy, the server's address is known once it is connected to (from
-        # the response on; the host sets it).
-        self.server_conn = Server(native.connection, None)
-        if request.scheme == "https":
-            self.server_conn.sni = request.host
+        self._server: Optional[Server] = None
         self.websocket: Optional[WebSocketData] = None
         self.timestamp_created = time.time()
         self._error: Optional[Error] = None
         self.is_replay: Optional[str] = None
+
+    @property
+    def id(self) -> str:
+        """A UUID, made when first read."""
+        if self._id is None:
+            self._id = str(uuid.uuid4())
+        return self._id
+
+    @property
+    def server_conn(self) -> Server:
+        """The server; as in mitmproxy, its ``address`` is known once it is connected
+        to (from ``responseheaders`` on), None before and for a local answer."""
+        if self._server is None:
+            request = self._request._n
+            self._server = Server(self._n.connection, None, self)
+            if request.scheme == "https":
+                self._server.sni = request.host
+        return self._server
 
     @property
     def request(self) -> Request:
