@@ -28,6 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<server::Server>()?;
     m.add_class::<stream::Stream>()?;
     m.add_class::<filter::PyFilter>()?;
+    m.add_class::<hook::HookGate>()?;
     m.add_function(wrap_pyfunction!(server::start, m)?)?;
     m.add_function(wrap_pyfunction!(default_ca_dir, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

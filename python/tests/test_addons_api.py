@@ -67,8 +67,13 @@ def test_only_the_engine_hooks_the_scripts_need_are_planned(tmp_path: Path) -> N
     messages = message_plan(addons, Middleware)
     assert messages is not None and messages["request"] is None and messages["response"] is not None
     assert messages["flow_finished"] is None and messages["websocket_message"] is None
-    # With reload, request and response are planned (a reloaded script may gain them).
-    assert message_plan(Addons([only_response]), Middleware)["request"] is not None
+    # With reload, every hook is planned (a reloaded script may gain any), behind a gate
+    # that is off while no script needs it: the engine skips the call.
+    reloading = Addons([only_response])
+    gated = _bridge.plan(reloading, Middleware)["client_connected"][3]
+    assert (gated.active, gated.blocking) == (False, False)
+    on = message_plan(reloading, Middleware)["response"][3]
+    assert (on.active, on.blocking) == (True, True)
 
 
 def test_a_script_that_fails_to_import_is_left_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

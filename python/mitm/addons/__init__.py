@@ -21,10 +21,11 @@ and the flow goes on unchanged by it.
 
 from __future__ import annotations
 
+import functools
 import os
-import threading
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Union
 
+from mitm import _native
 from mitm.addons import _importer
 from mitm.addons._host import Host, Script
 from mitm.addons._options import Options, OptionsError
@@ -100,9 +101,10 @@ class Addons(Middleware):
     about half a second of its file changing (``done`` on the old, then ``load``,
     ``configure`` and ``running`` on the new).
 
-    Only the engine hooks the loaded scripts need are planned (with ``reload`` also
-    ``request`` and ``response``, so a script may gain those on a reload); a hook a
-    reloaded script newly defines outside them is logged as needing a restart.
+    Without ``reload`` only the engine hooks the loaded scripts need are planned; with
+    it every one is, each behind a ``_native.HookGate`` that is off (the engine skips
+    the call) while no loaded script needs it. Either way a script's hook runs in
+    ``block_in_place`` on the engine's thread (a blocking hook holds up only its flow).
     ``running`` is called when the server listens (``mitm_started``) and ``done``
     when it stops (``mitm_stopped``, or :meth:`close`).
     """
@@ -138,14 +140,22 @@ class Addons(Middleware):
                 + ", ".join(sorted(unknown))
                 + " (no loaded script declares it with loader.add_option)"
             )
-        self._planned = self._needed(self._host.table)
-        if reload:
-            self._planned |= {"request", "response"}
+        # With reload, every hook is planned (a reloaded script may gain any); each
+        # carries a gate the engine reads before calling it, switched off while no
+        # script needs it, so it costs an atomic load.
+        self._planned = set(_PLANNABLE) if reload else self._needed(self._host.table)
+        self._gates: Dict[str, Any] = {}
         for name in _PLANNABLE:
             if name not in self._planned:
                 # `_bridge.plan` skips a hook that is not callable: the engine never calls it.
                 setattr(self, name, None)
-        self._started = threading.Lock()
+                continue
+            gate = _native.HookGate()
+            hook = functools.partial(getattr(type(self), name), self)
+            hook._mitm_blocking = gate  # type: ignore[attr-defined]
+            setattr(self, name, hook)
+            self._gates[name] = gate
+        self._set_gates(self._host.table)
 
     @property
     def scripts(self) -> List[Script]:
@@ -156,9 +166,16 @@ class Addons(Middleware):
     def _needed(table: Mapping[str, Any]) -> Set[str]:
         return {engine for name in table for engine in _ENGINE_HOOKS.get(name, ())}
 
+    def _set_gates(self, table: Mapping[str, Any]) -> None:
+        needed = self._needed(table)
+        for name, gate in self._gates.items():
+            active = name in needed
+            gate.set(active, active)
+
     def _table_changed(self, table: Mapping[str, Any]) -> None:
         if not self._planned:
             return  # the first load: the plan is made from it
+        self._set_gates(table)
         missing = self._needed(table) - self._planned
         for name in sorted(missing):
             from mitm.addons._host import logger
