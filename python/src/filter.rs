@@ -98,15 +98,15 @@ impl PyFilter {
     /// Whether `flow` (a `mitm.http.HttpFlow`) matches. The view has no client or
     /// server address, mark, comment or error of its own: the caller gives them
     /// (addresses as `"ip:port"`, `[ip]:port` for IPv6).
-    #[pyo3(signature = (flow, *, failed = false, client = None, server = None, marked = String::new(), comment = String::new()))]
+    #[pyo3(signature = (flow, *, failed = false, client = None, server = None, marked = None, comment = None))]
     fn matches(
         &self,
         flow: &Bound<'_, PyFlow>,
         failed: bool,
         client: Option<String>,
         server: Option<String>,
-        marked: String,
-        comment: String,
+        marked: Option<String>,
+        comment: Option<String>,
     ) -> bool {
         let view = flow.get();
         let response = view.response_now();
@@ -119,8 +119,8 @@ impl PyFilter {
             failed,
             client: address(client),
             server: address(server),
-            marked,
-            comment,
+            marked: marked.unwrap_or_default(),
+            comment: comment.unwrap_or_default(),
             websocket,
         };
         self.0.matches(&snapshot)
