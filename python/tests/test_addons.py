@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from conftest import PATIENCE, Origin, Package, ProxyProcess, require_tool, wait_for
+from conftest import PATIENCE, Origin, Package, ProxyProcess, TestCA, require_tool, wait_for
 
 ADDONS = Path(__file__).parent / "addons"
 KINDS = ("mitmdump", "ours")
@@ -51,7 +51,7 @@ def proxy(spawn: Callable[..., ProxyProcess], ours: Package, mitmdump: Tuple[Pac
     """``proxy(kind, script, *sets)``: mitmdump or ours running ``script`` (a name in
     addons/ or a path) with ``--set`` ``sets`` ("name=value"), listening."""
 
-    def start(kind: str, script: "str | Path", *sets: str, listen: bool = True) -> ProxyProcess:
+    def start(kind: str, script: "str | Path", *sets: str, listen: bool = True, ca: Optional[Path] = None) -> ProxyProcess:
         path = Path(script) if os.sep in str(script) else ADDONS / script
         options = [x for s in sets for x in ("--set", s)]
         if kind == "mitmdump":
@@ -68,10 +68,11 @@ def proxy(spawn: Callable[..., ProxyProcess], ours: Package, mitmdump: Tuple[Pac
                 "0",
                 "-s",
                 str(path),
+                *(["--set", f"ssl_verify_upstream_trusted_ca={ca}"] if ca else []),
                 *options,
                 listen=listen,
             )
-        return spawn(ours, "addons_runner.py", *options, str(path), listen=listen)
+        return spawn(ours, "addons_runner.py", "--ca-dir", str(tmp_path / "ours-ca"), *options, str(path), listen=listen)
 
     return start
 
@@ -500,3 +501,30 @@ def test_websocket_hooks(proxy: Start) -> None:
     got, at_origin, lines = out["ours"]
     assert got == [b"echo:HELLO!", b"echo:AGAIN!"] and at_origin == [b"HELLO", b"AGAIN"]
     assert lines[0] == "ADDON websocket_start /chat" and lines[-1] == "ADDON websocket_end 5"
+
+
+# -- HTTPS --------------------------------------------------------------------------------
+
+
+def test_https_flows(proxy: Start, tls_origin: Origin, test_ca: TestCA, tmp_path: Path) -> None:
+    def scenario(kind: str) -> Any:
+        p = proxy(kind, "https_hooks.py", ca=test_ca.cert_path)
+        try:
+            ca = tmp_path / ("mitmdump-conf/mitmproxy-ca-cert.pem" if kind == "mitmdump" else "ours-ca/mitm.pem")
+            wait_for(f"{kind}'s CA", ca.exists)
+            tls_origin.requests.clear()
+            url = f"https://localhost:{tls_origin.port}/secure?a=1"
+            got = fetch(p, url, "--cacert", str(ca)).view("x-tls", "x-sni", "x-server-sni", "x-server")
+            p.wait_output("ADDON http_connect")
+            return got, seen(tls_origin, "x-scheme", "x-url"), addon_lines(p.output())
+        except (Exception, pytest.fail.Exception) as e:
+            raise AssertionError(f"{kind} failed ({e!r}); its output:\n{p.output()}") from e
+        finally:
+            p.stop()
+
+    out = {kind: scenario(kind) for kind in KINDS}
+    assert out["ours"] == out["mitmdump"]
+    got, at_origin, lines = out["ours"]
+    assert got[1] == 200 and got[2]["x-tls"] == "True" and got[2]["x-sni"] == "localhost"
+    assert at_origin[0][2] == {"x-scheme": "https", "x-url": f"https://localhost:{tls_origin.port}/secure?a=1"}
+    assert lines == [f"ADDON http_connect CONNECT localhost {tls_origin.port}"]

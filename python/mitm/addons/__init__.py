@@ -258,10 +258,12 @@ class Addons(Middleware):
     @_blocking
     def response(self, native: Any) -> None:
         """``responseheaders`` then ``response`` (not for the proxy's error pages:
-        those get ``error``)."""
+        those get ``error``; not for a CONNECT's answer)."""
         table = self._host.table
         if native.error is not None:
             return  # the proxy's own error page: mitmproxy calls `error` instead
+        if native.request.method == "CONNECT":
+            return  # mitmproxy calls no response hooks for a CONNECT's answer
         names = ("responseheaders", "response")
         if not any(table.get(n) for n in names):
             return
