@@ -6,10 +6,15 @@ one with no hooks (with reload on, ``request``/``response`` are still planned, a
 figure shows what that costs). Build the package with ``--release`` first.
 
     python python/benchmarks/addons.py [seconds per run]
+
+With ``MITM_TEST_VENV`` set to a venv with mitmproxy 11, mitmdump runs the same
+script on the same load, in the same rounds.
 """
 import asyncio
 import multiprocessing as mp
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +73,41 @@ async def run(mw, oport, secs):
     return rate
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def run_mitmdump(script, oport, secs, confdir):
+    port = free_port()
+    binary = os.path.join(os.environ["MITM_TEST_VENV"], "bin", "mitmdump")
+    proc = subprocess.Popen(
+        [binary, "-q", "--set", f"confdir={confdir}", "--listen-host", "127.0.0.1", "--listen-port", str(port), "-s", script],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("mitmdump did not start")
+                await asyncio.sleep(0.05)
+        q = mp.Queue()
+        p = mp.Process(target=client_main, args=(port, oport, secs, 8, q))
+        p.start()
+        rate = await asyncio.to_thread(q.get)
+        p.join()
+        return rate
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 async def main():
     secs = float(sys.argv[1]) if len(sys.argv) > 1 else 3
     directory = tempfile.mkdtemp()
@@ -89,9 +129,15 @@ async def main():
         ("Addons, script, inline", lambda: inline(Addons([script]))),
     ]
     runs = {name: [] for name, _ in cases}
+    with_mitmdump = bool(os.environ.get("MITM_TEST_VENV"))
+    if with_mitmdump:
+        runs["mitmdump, script"] = []
     for _ in range(5):  # paired: each round runs every case once
         for name, make in cases:
             runs[name].append(await run(make(), oport, secs))
+        if with_mitmdump:
+            runs["mitmdump, script"].append(await run_mitmdump(script, oport, secs, os.path.join(directory, "conf")))
+    cases = list(cases) + ([("mitmdump, script", None)] if with_mitmdump else [])
     results = {}
     for name, _ in cases:
         rates = sorted(runs[name])
@@ -102,6 +148,9 @@ async def main():
         extra = 1 / results[name] - 1 / base
         # Two engine hooks per request (request, response).
         print(f"{name}: {extra * 1e6:.1f} us more per request than no hooks ({extra * 1e6 / 2:.1f} us per hook call)")
+    print(f"Addons, script: {results['Addons, script'] / base:.0%} of no hooks")
+    if with_mitmdump:
+        print(f"Addons, script: {results['Addons, script'] / results['mitmdump, script']:.1f}x mitmdump with the same script")
     o.terminate()
 
 

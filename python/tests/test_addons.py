@@ -528,3 +528,13 @@ def test_https_flows(proxy: Start, tls_origin: Origin, test_ca: TestCA, tmp_path
     assert got[1] == 200 and got[2]["x-tls"] == "True" and got[2]["x-sni"] == "localhost"
     assert at_origin[0][2] == {"x-scheme": "https", "x-url": f"https://localhost:{tls_origin.port}/secure?a=1"}
     assert lines == [f"ADDON http_connect CONNECT localhost {tls_origin.port}"]
+
+
+def test_done_is_called_at_stop(proxy: Start, origin: Origin) -> None:
+    def scenario(p: ProxyProcess) -> Any:
+        fetch(p, origin.url("/"))
+        p.interrupt()
+        return addon_lines(p.output())
+
+    out = both(proxy, "options_lifecycle.py", scenario)
+    assert out["ours"] == out["mitmdump"] == ["ADDON running", "ADDON done"]

@@ -31,3 +31,7 @@ def request(flow: http.HTTPFlow) -> None:
     flow.response = http.Response.make(
         200, text, {"x-events": " ".join(events), "x-maybe": repr(ctx.options.maybe)}
     )
+
+
+def done():
+    logging.warning("ADDON done")
