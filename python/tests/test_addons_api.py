@@ -145,3 +145,20 @@ def test_without_a_real_mitmproxy_helpers_get_the_layer(ours: Package, tmp_path:
         """
     )
     assert ours.run(code).splitlines()[-1] in ("True", "skip")
+
+
+def test_a_reloaded_script_gains_hooks_through_the_gates(tmp_path: Path) -> None:
+    from mitm import _bridge
+    from mitm.core import Middleware
+
+    path = script(tmp_path, "def request(flow):\n    pass\n")
+    addons = Addons([path])
+    gate = _bridge.plan(addons, Middleware)["client_connected"][3]
+    assert not gate.active
+    Path(path).write_text("def request(flow):\n    pass\n\ndef client_connected(client):\n    pass\n")
+    addons._host.reload(addons.scripts[0])
+    assert (gate.active, gate.blocking) == (True, True)
+    Path(path).write_text("def request(flow):\n    return (\n")  # broken: left out, gates off
+    addons._host.reload(addons.scripts[0])
+    assert not gate.active
+    addons.close()
