@@ -1,5 +1,6 @@
 """async def hooks and @concurrent."""
 import asyncio
+import logging
 import time
 
 from mitmproxy import http
@@ -14,5 +15,6 @@ async def request(flow: http.HTTPFlow) -> None:
 @concurrent
 def response(flow: http.HTTPFlow) -> None:
     if flow.request.path == "/slow":
+        logging.warning("ADDON slow hook sleeps")
         time.sleep(1)
     flow.response.headers["x-concurrent"] = "1"
