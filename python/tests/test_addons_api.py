@@ -162,3 +162,9 @@ def test_a_reloaded_script_gains_hooks_through_the_gates(tmp_path: Path) -> None
     addons._host.reload(addons.scripts[0])
     assert not gate.active
     addons.close()
+
+
+def test_an_unsupported_mitmproxy_module_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    addons = Addons([script(tmp_path, "from mitmproxy.net.http import status_codes\n")], reload=False)
+    assert addons.scripts[0].addons == []
+    assert "mitmproxy.net is part of mitmproxy's API that mitm's addon host does not support" in caplog.text

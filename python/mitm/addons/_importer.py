@@ -49,7 +49,17 @@ def _script_import(
     target = _mapped(name) if level == 0 else None
     if target is None:
         return builtins.__import__(name, globals, locals, fromlist, level)
-    module = importlib.import_module(target)
+    try:
+        module = importlib.import_module(target)
+    except ModuleNotFoundError as e:
+        if e.name is None or not e.name.startswith(_TARGET):
+            raise
+        missing = _PREFIX + e.name[len(_TARGET) :]
+        raise ModuleNotFoundError(
+            f"{missing} is part of mitmproxy's API that mitm's addon host does not support "
+            "(see README 'Addons (Python)' for what is)",
+            name=missing,
+        ) from None
     if fromlist:
         for item in fromlist:
             if item != "*" and not hasattr(module, item):
