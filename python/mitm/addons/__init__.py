@@ -347,7 +347,7 @@ class Addons(Middleware):
             from mitm.addons.compat.connection import Server
 
             server = connection.server
-            target = (server.host, server.port) if server.host is not None else None
+            target = (server.host, server.port) if server.host is not None and server.port is not None else None
             data = _HookData(Server(connection, target), self._client(connection))
             setattr(connection, _SERVER, data)
         return data
