@@ -219,7 +219,7 @@ class Addons(Middleware):
         if flow is None:
             from mitm.addons.compat.http import HTTPFlow
 
-            flow = HTTPFlow(native, self._client(native.connection))
+            flow = HTTPFlow(native, lambda: self._client(native.connection))
             meta[_FLOW_KEY] = flow
         return flow
 
@@ -235,7 +235,7 @@ class Addons(Middleware):
             return
         flow = self._flow(native)
         host = self._host
-        if native.request.method == "CONNECT":
+        if flow._request._n.method == "CONNECT":
             for func in table.get("http_connect", ()):
                 host.call(func, flow)
                 if self._done(flow) or native.response is not None:
@@ -260,14 +260,14 @@ class Addons(Middleware):
         """``responseheaders`` then ``response`` (not for the proxy's error pages:
         those get ``error``; not for a CONNECT's answer)."""
         table = self._host.table
+        names = ("responseheaders", "response")
+        if not (table.get("responseheaders") or table.get("response")):
+            return
         if native.error is not None:
             return  # the proxy's own error page: mitmproxy calls `error` instead
-        if native.request.method == "CONNECT":
-            return  # mitmproxy calls no response hooks for a CONNECT's answer
-        names = ("responseheaders", "response")
-        if not any(table.get(n) for n in names):
-            return
         flow = self._flow(native)
+        if flow._request._n.method == "CONNECT":
+            return  # mitmproxy calls no response hooks for a CONNECT's answer
         host = self._host
         if not flow.__dict__.get("_answered"):
             flow.__dict__["_connected"] = True  # server_conn.address is known

@@ -438,7 +438,7 @@ class HTTPFlow(Refusing):
         "metadata",
         "marked",
         "comment",
-        "client_conn",
+        "_client",
         "websocket",
         "timestamp_created",
         "_error",
@@ -449,24 +449,32 @@ class HTTPFlow(Refusing):
     type = "http"
     live = True
 
-    def __init__(self, native: Any, client: Client) -> None:
+    def __init__(self, native: Any, client: Callable[[], Client]) -> None:
         self._n = native
-        request = native.request
-        self._request = Request(request, self)
+        self._request = Request(native.request, self)
         self._id: Optional[str] = None
         self.metadata: Dict[Any, Any] = {}
         self.marked = ""
         self.comment = ""
-        self.client_conn = client
-        if request.scheme == "https":
-            client.tls_established = True
-            if client.sni is None:
-                client.sni = request.host
+        self._client: Any = client  # a function giving the Client, until first read
         self._server: Optional[Server] = None
         self.websocket: Optional[WebSocketData] = None
         self.timestamp_created = time.time()
         self._error: Optional[Error] = None
         self.is_replay: Optional[str] = None
+
+    @property
+    def client_conn(self) -> Client:
+        """The client (one object per connection, the one ``client_connected`` got)."""
+        client = self._client
+        if not isinstance(client, Client):
+            client = self._client = client()
+            request = self._request._n
+            if request.scheme == "https":
+                client.tls_established = True
+                if client.sni is None:
+                    client.sni = request.host
+        return client
 
     @property
     def id(self) -> str:
