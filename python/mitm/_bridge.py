@@ -56,8 +56,7 @@ def may_suspend(func: Callable[..., Any]) -> bool:
 def hook_plan(obj: Any, name: str, base: type) -> Optional[Tuple[Any, ...]]:
     """``(bound method, is coroutine function, inline)`` for hook ``name`` of ``obj``
     (with a fourth item, True or a ``HookGate``, for a plain function marked
-    ``_mitm_blocking``), or None
-    when its class does not override ``base``'s."""
+    ``_mitm_blocking``), or None when its class does not override ``base``'s."""
     method = getattr(obj, name, None)
     if method is None or not callable(method):
         return None

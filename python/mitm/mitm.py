@@ -174,9 +174,12 @@ class MITM:
             # Addons calls its scripts' `done` there).
             stopped = getattr(m, "mitm_stopped", None)
             if callable(stopped):
-                out = stopped()
-                if inspect.isawaitable(out):
-                    await out
+                try:
+                    out = stopped()
+                    if inspect.isawaitable(out):
+                        await out
+                except Exception as exc:  # noqa: BLE001 - one middleware must not stop the others'
+                    _bridge.report(f"{type(m).__name__}.mitm_stopped", exc)
 
     async def wait(self) -> None:
         """Waits until the server stops."""
