@@ -179,7 +179,7 @@ class MITM:
                     if inspect.isawaitable(out):
                         await out
                 except Exception as exc:  # noqa: BLE001 - one middleware must not stop the others'
-                    _bridge.report(f"{type(m).__name__}.mitm_stopped", exc)
+                    logger.error("%s.mitm_stopped raised %s: %s", type(m).__name__, type(exc).__name__, exc, exc_info=exc)
 
     async def wait(self) -> None:
         """Waits until the server stops."""
