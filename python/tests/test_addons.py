@@ -384,7 +384,7 @@ def _slow_then_fast(p: ProxyProcess, origin: Origin) -> Tuple[float, float, List
     return times["/slow"], times["/fast"], statuses
 
 
-@pytest.mark.parametrize("script", ["slow_sync.py", "async_concurrent.py"])
+@pytest.mark.parametrize("script", ["slow_sync.py", "async_concurrent.py", "async_slow.py"])
 def test_a_blocking_hook_holds_up_only_its_flow(proxy: Start, origin: Origin, script: str) -> None:
     # mitmdump's figures are recorded, not asserted (a plain sync hook stalls its loop).
     recorded = proxy("mitmdump", script)
