@@ -168,3 +168,14 @@ def test_an_unsupported_mitmproxy_module_is_named(tmp_path: Path, caplog: pytest
     addons = Addons([script(tmp_path, "from mitmproxy.net.http import status_codes\n")], reload=False)
     assert addons.scripts[0].addons == []
     assert "mitmproxy.net is part of mitmproxy's API that mitm's addon host does not support" in caplog.text
+
+
+def test_options_survive_a_reload_and_dropped_ones_go(tmp_path: Path) -> None:
+    path = script(tmp_path, OPTIONS)
+    addons = Addons([path], {"n": "7"})
+    Path(path).write_text(textwrap.dedent(OPTIONS).replace('loader.add_option("on", bool, False, "a switch")', "pass"))
+    addons._host.reload(addons.scripts[0])
+    assert addons.options.n == 7  # the value given is kept
+    with pytest.raises(AttributeError, match="No such option: on"):
+        addons.options.on
+    addons.close()

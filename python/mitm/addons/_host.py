@@ -250,8 +250,15 @@ class Host:
 
     def load(self, script: Script) -> None:
         """(Re)loads ``script``: import, ``load(loader)``, ``configure``, and
-        ``running`` if the proxy runs. Failures are logged; the script is left out."""
-        self.options._forget(script.path)
+        ``running`` if the proxy runs. Failures are logged; the script is left out.
+        Its options stay declared until the new load has declared its own."""
+        old_options = self.options._declared_by(script.path)
+        try:
+            self._load(script)
+        finally:
+            self.options._forget(script.path, old_options)
+
+    def _load(self, script: Script) -> None:
         try:
             script.import_()
         except Exception:  # noqa: BLE001 - mitmproxy reports and serves on

@@ -66,6 +66,7 @@ class Options:
         object.__setattr__(self, "_values", {})
         object.__setattr__(self, "_pending", dict(pending or {}))
         object.__setattr__(self, "_errors", [])
+        object.__setattr__(self, "_fresh", set())  # declared during the load in progress
 
     def _declare(self, name: str, typespec: Any, default: Any, help: str, choices: Any, script: str) -> None:
         with self._lock:
@@ -73,6 +74,7 @@ class Options:
             if known is not None and known[4] != script:
                 raise OptionsError(f"option {name} is declared by {known[4]} already")
             self._specs[name] = (typespec, default, help, choices, script)
+            self._fresh.add(name)
             if name not in self._values:
                 self._values[name] = default
             if name in self._pending:
@@ -87,12 +89,20 @@ class Options:
                 else:
                     self._values[name] = value
 
-    def _forget(self, script: str) -> None:
-        """Drops the declarations of ``script`` (being reloaded), keeping set values."""
+    def _declared_by(self, script: str) -> Set[str]:
+        """The options ``script`` declared (before it is loaded again)."""
         with self._lock:
-            for name, spec in list(self._specs.items()):
-                if spec[4] == script:
+            return {name for name, spec in self._specs.items() if spec[4] == script}
+
+    def _forget(self, script: str, names: Set[str]) -> None:
+        """Drops the declarations ``names`` of ``script`` that its new load did not
+        make again (kept meanwhile, so hooks in flight can still read them)."""
+        with self._lock:
+            for name in names:
+                spec = self._specs.get(name)
+                if spec is not None and spec[4] == script and name not in self._fresh:
                     del self._specs[name]
+            self._fresh.clear()
 
     def _bad(self) -> List[str]:
         """What was wrong with the values given for declared options."""
