@@ -21,6 +21,8 @@ __all__ = [
     "Response",
     "Headers",
     "WebSocketMessage",
+    "Filter",
+    "HookGate",
 ]
 
 _HeaderText = Union[str, bytes]
@@ -278,3 +280,36 @@ class WebSocketMessage:
         """Does not send the message on."""
     @property
     def dropped(self) -> bool: ...
+
+@final
+class Filter:
+    """A parsed filter expression (mitmproxy's filter language, as the engine
+    implements it); ``ValueError`` says where the text is wrong."""
+
+    def __new__(cls, text: str) -> Filter: ...
+    def matches(
+        self,
+        flow: HttpFlow,
+        *,
+        failed: bool = False,
+        client: Optional[str] = None,
+        server: Optional[str] = None,
+        marked: Optional[str] = None,
+        comment: Optional[str] = None,
+    ) -> bool:
+        """Whether ``flow`` matches; the view has no addresses, mark, comment or error
+        of its own: the caller gives them (addresses as ``"ip:port"``)."""
+    def needs_bodies(self) -> bool: ...
+
+@final
+class HookGate:
+    """Two switches a hook's plan may carry, read by the engine before each call:
+    ``active`` (False: not called) and ``blocking`` (True: run where blocking holds up
+    only its own flow)."""
+
+    def __new__(cls, active: bool = True, blocking: bool = True) -> HookGate: ...
+    def set(self, active: bool, blocking: bool) -> None: ...
+    @property
+    def active(self) -> bool: ...
+    @property
+    def blocking(self) -> bool: ...

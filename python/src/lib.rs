@@ -6,6 +6,7 @@
 mod ca;
 mod command;
 mod conn;
+mod filter;
 mod flow;
 mod handler;
 mod headers;
@@ -27,6 +28,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ca::Authority>()?;
     m.add_class::<server::Server>()?;
     m.add_class::<stream::Stream>()?;
+    m.add_class::<filter::PyFilter>()?;
+    m.add_class::<hook::HookGate>()?;
     m.add_function(wrap_pyfunction!(server::start, m)?)?;
     m.add_function(wrap_pyfunction!(command::cli, m)?)?;
     m.add_function(wrap_pyfunction!(default_ca_dir, m)?)?;

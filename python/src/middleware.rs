@@ -121,7 +121,9 @@ impl PyMiddleware {
     /// Runs an event hook with the connection; an exception is logged and ends the
     /// connection.
     async fn event(&self, hook: &Option<Hook>, what: &str, conn: &Connection) {
-        let Some(hook) = hook else { return };
+        let Some(hook) = hook.as_ref().filter(|h| h.active()) else {
+            return;
+        };
         let shared = &self.shared;
         let called = hook
             .call_with(
@@ -225,7 +227,7 @@ impl Middleware for PyMiddleware {
     }
 
     async fn mitm_started(&self, addr: SocketAddr) {
-        let Some(hook) = &self.mitm_started else {
+        let Some(hook) = self.mitm_started.as_ref().filter(|h| h.active()) else {
             return;
         };
         let called = hook
