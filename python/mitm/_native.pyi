@@ -15,6 +15,7 @@ __all__ = [
     "start",
     "cli",
     "default_ca_dir",
+    "at_exit",
     "__version__",
     "HttpFlow",
     "Request",
@@ -28,6 +29,10 @@ __all__ = [
 _HeaderText = Union[str, bytes]
 _HeadersArg = Union["Headers", Mapping[_HeaderText, _HeaderText], Sequence[Tuple[_HeaderText, _HeaderText]], None]
 _Body = Union[bytes, bytearray, memoryview, str, None]
+
+def at_exit() -> None:
+    """Registered with ``atexit`` by ``mitm``: the engine's threads leave Python
+    before the interpreter finalizes (they wait at most two seconds)."""
 
 def default_ca_dir() -> Optional[Path]:
     """The directory ``MITM()`` keeps its CA in unless given one, or None on a

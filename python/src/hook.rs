@@ -220,7 +220,7 @@ impl Hook {
         D: for<'py> FnOnce(Python<'py>, Bound<'py, PyAny>, C) -> PyResult<T>,
     {
         let run = || {
-            Python::attach(|py| -> PyResult<First<T, C, D>> {
+            crate::rt::attach_result(|py| -> PyResult<First<T, C, D>> {
                 let (args, context) = args(py)?;
                 Ok(match self.start(py, bridge, args)? {
                     Step::Done(value) => First::Ready(done(py, value, context)?),
@@ -279,7 +279,7 @@ impl Bridge {
     {
         let (tx, rx) = tokio::sync::oneshot::channel::<Py<PyAny>>();
         let tx = std::sync::Mutex::new(Some(tx));
-        Python::attach(|py| -> PyResult<()> {
+        crate::rt::attach_result(|py| -> PyResult<()> {
             // Called on the loop's thread with the finished concurrent future.
             let done = PyCFunction::new_closure(py, None, None, move |args, _kwargs| {
                 if let Ok(future) = args.get_item(0) {
@@ -297,7 +297,7 @@ impl Bridge {
                 "the event loop closed before the hook finished",
             )
         })?;
-        Python::attach(|py| {
+        crate::rt::attach_result(|py| {
             let future = future.into_bound(py);
             done(py, future.call_method0(intern!(py, "result"))?)
         })
@@ -322,7 +322,7 @@ impl Bridge {
         let target = future.clone().unbind();
         crate::rt::runtime()?.spawn(async move {
             let out = work.await;
-            Python::attach(|py| {
+            crate::rt::attach(|py| {
                 let (ok, value) = match out {
                     Ok(v) => (true, v),
                     Err(e) => (false, e.into_value(py).into_any()),
@@ -339,7 +339,7 @@ impl Bridge {
 
     /// Logs `err`, with its traceback, as raised by `what` (e.g. `Count.client_data`).
     pub(crate) fn report(&self, what: &str, err: PyErr) {
-        Python::attach(|py| {
+        crate::rt::attach(|py| {
             let report = self.module.bind(py).getattr(intern!(py, "report"));
             // `into_value` puts the traceback on the exception (`__traceback__`): before
             // Python 3.12 a fetched error keeps it beside, and `value` alone loses it.
@@ -350,6 +350,6 @@ impl Bridge {
                 e.print(py);
                 err.print(py);
             }
-        })
+        });
     }
 }

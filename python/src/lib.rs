@@ -33,6 +33,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(server::start, m)?)?;
     m.add_function(wrap_pyfunction!(command::cli, m)?)?;
     m.add_function(wrap_pyfunction!(default_ca_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(rt::at_exit, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     flow::register(m)?;
     log::install(m.py())?;
