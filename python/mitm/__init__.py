@@ -8,12 +8,16 @@ The original ``mitm`` package's API (:class:`MITM`, :class:`Middleware`,
     MITM(protocols=[protocol.HTTP], middlewares=[middleware.Log]).run()
 """
 
+import atexit
 import logging
 import sys
 
 from mitm import _native
 
 __version__ = _native.__version__
+
+# Before the interpreter finalizes, the engine's threads leave Python (rt.rs, at_exit).
+atexit.register(_native.at_exit)
 
 # As the original: log lines on stdout at INFO, unless the program set up logging.
 logging.basicConfig(

@@ -53,9 +53,10 @@ def may_suspend(func: Callable[..., Any]) -> bool:
     return any(ins.opname in _SUSPENDING for ins in dis.get_instructions(code))
 
 
-def hook_plan(obj: Any, name: str, base: type) -> Optional[Tuple[Callable[..., Any], bool, bool]]:
-    """``(bound method, is coroutine function, inline)`` for hook ``name`` of ``obj``,
-    or None when its class does not override ``base``'s."""
+def hook_plan(obj: Any, name: str, base: type) -> Optional[Tuple[Any, ...]]:
+    """``(bound method, is coroutine function, inline)`` for hook ``name`` of ``obj``
+    (with a fourth item, True or a ``HookGate``, for a plain function marked
+    ``_mitm_blocking``), or None when its class does not override ``base``'s."""
     method = getattr(obj, name, None)
     if method is None or not callable(method):
         return None
@@ -64,6 +65,12 @@ def hook_plan(obj: Any, name: str, base: type) -> Optional[Tuple[Callable[..., A
         return None
     coroutine = inspect.iscoroutinefunction(func)
     inline = not coroutine or not may_suspend(func)
+    blocking = getattr(func, "_mitm_blocking", False)
+    if blocking is not False and not coroutine:
+        # A plain function that may block (the addon host's hooks): the engine runs it
+        # where its other connections do not wait (`block_in_place`). A
+        # `_native.HookGate` instead of True switches that, and the call, at run time.
+        return (method, coroutine, inline, True if blocking is True else blocking)
     return (method, coroutine, inline)
 
 

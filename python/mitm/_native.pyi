@@ -4,7 +4,7 @@
 import asyncio
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, final
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, final
 
 from mitm.core import Flow
 
@@ -13,18 +13,26 @@ __all__ = [
     "Authority",
     "Server",
     "start",
+    "cli",
     "default_ca_dir",
+    "at_exit",
     "__version__",
     "HttpFlow",
     "Request",
     "Response",
     "Headers",
     "WebSocketMessage",
+    "Filter",
+    "HookGate",
 ]
 
 _HeaderText = Union[str, bytes]
 _HeadersArg = Union["Headers", Mapping[_HeaderText, _HeaderText], Sequence[Tuple[_HeaderText, _HeaderText]], None]
 _Body = Union[bytes, bytearray, memoryview, str, None]
+
+def at_exit() -> None:
+    """Registered with ``atexit`` by ``mitm``: the engine's threads leave Python
+    before the interpreter finalizes (they wait at most two seconds)."""
 
 def default_ca_dir() -> Optional[Path]:
     """The directory ``MITM()`` keeps its CA in unless given one, or None on a
@@ -42,6 +50,16 @@ def start(
     """Binds a server with the package's plan and starts serving on the engine's
     threads. ``options`` holds what ``MITM`` takes beyond the original's arguments
     (``mitm.http.engine_options``)."""
+
+def cli(
+    argv: Sequence[str],
+    event_loop: asyncio.AbstractEventLoop,
+    factory: Callable[[List[str], Dict[str, Any]], Any],
+) -> int:
+    """Runs the ``mitm`` command (the Rust binary's command line, ``argv`` with the
+    program's name first) with the GIL released; returns its exit code. Hooks that
+    await run on ``event_loop``; ``factory(scripts, options)`` makes the middleware of
+    ``-s``'s addon scripts (see ``mitm._cli``)."""
 
 @final
 class Authority:
@@ -267,3 +285,36 @@ class WebSocketMessage:
         """Does not send the message on."""
     @property
     def dropped(self) -> bool: ...
+
+@final
+class Filter:
+    """A parsed filter expression (mitmproxy's filter language, as the engine
+    implements it); ``ValueError`` says where the text is wrong."""
+
+    def __new__(cls, text: str) -> Filter: ...
+    def matches(
+        self,
+        flow: HttpFlow,
+        *,
+        failed: bool = False,
+        client: Optional[str] = None,
+        server: Optional[str] = None,
+        marked: Optional[str] = None,
+        comment: Optional[str] = None,
+    ) -> bool:
+        """Whether ``flow`` matches; the view has no addresses, mark, comment or error
+        of its own: the caller gives them (addresses as ``"ip:port"``)."""
+    def needs_bodies(self) -> bool: ...
+
+@final
+class HookGate:
+    """Two switches a hook's plan may carry, read by the engine before each call:
+    ``active`` (False: not called) and ``blocking`` (True: run where blocking holds up
+    only its own flow)."""
+
+    def __new__(cls, active: bool = True, blocking: bool = True) -> HookGate: ...
+    def set(self, active: bool, blocking: bool) -> None: ...
+    @property
+    def active(self) -> bool: ...
+    @property
+    def blocking(self) -> bool: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from pathlib import Path
 import os
@@ -168,6 +169,17 @@ class MITM:
             return
         server.stop()
         await server.wait()
+        for m in self.middlewares:
+            # Beyond the original: a middleware may have `mitm_stopped` (mitm.addons's
+            # Addons calls its scripts' `done` there).
+            stopped = getattr(m, "mitm_stopped", None)
+            if callable(stopped):
+                try:
+                    out = stopped()
+                    if inspect.isawaitable(out):
+                        await out
+                except Exception as exc:  # noqa: BLE001 - one middleware must not stop the others'
+                    logger.error("%s.mitm_stopped raised %s: %s", type(m).__name__, type(exc).__name__, exc, exc_info=exc)
 
     async def wait(self) -> None:
         """Waits until the server stops."""

@@ -244,7 +244,9 @@ impl HttpHandler for PyHandlers {
         }
         let mut view = None;
         for m in &self.middlewares {
-            let Some(hook) = &m.request else { continue };
+            let Some(hook) = m.request.as_ref().filter(|h| h.active()) else {
+                continue;
+            };
             match self.call_view(hook, conn, flow, &mut view, false).await {
                 Ok(()) => {}
                 Err(Failure::View(e)) => {
@@ -289,7 +291,9 @@ impl HttpHandler for PyHandlers {
         }
         let mut view = None;
         for m in &self.middlewares {
-            let Some(hook) = &m.response else { continue };
+            let Some(hook) = m.response.as_ref().filter(|h| h.active()) else {
+                continue;
+            };
             match self.call_view(hook, conn, flow, &mut view, false).await {
                 Ok(()) => {}
                 Err(Failure::View(e)) => {
@@ -334,7 +338,7 @@ impl HttpHandler for PyHandlers {
         }
         let mut view = None;
         for m in &self.middlewares {
-            let Some(hook) = &m.flow_finished else {
+            let Some(hook) = m.flow_finished.as_ref().filter(|h| h.active()) else {
                 continue;
             };
             match self.call_view(hook, conn, flow, &mut view, true).await {
@@ -397,7 +401,7 @@ impl HttpHandler for PyHandlers {
             }
         };
         for m in &self.middlewares {
-            let Some(hook) = &m.websocket_message else {
+            let Some(hook) = m.websocket_message.as_ref().filter(|h| h.active()) else {
                 continue;
             };
             let called = hook

@@ -14,6 +14,8 @@
 //!
 //! Either way only the connection that called waits: other connections' hooks run.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use pyo3::exceptions::PyStopIteration;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -28,6 +30,62 @@ pub(crate) struct Hook {
     coroutine: bool,
     /// Whether it may run inline (see the module docs).
     inline: bool,
+    /// Whether a plain function may block (an addon script's hook): it runs inline in
+    /// `tokio::task::block_in_place`, so the worker's other tasks move to another
+    /// thread while it runs (see [`Hook::from_plan`]).
+    blocking: bool,
+    /// A switch Python flips at run time: whether the hook is called at all, and
+    /// whether it may block (the addon host's hooks, as scripts are reloaded).
+    gate: Option<Py<HookGate>>,
+}
+
+/// `mitm._native.HookGate`: two switches a hook's plan may carry (its fourth item),
+/// read by the engine without the GIL before each call: ``active`` (False: the hook is
+/// not called, costing nothing) and ``blocking`` (True: it runs where a blocking call
+/// holds up only its own flow, `tokio::task::block_in_place`).
+#[pyclass(module = "mitm._native", name = "HookGate", frozen)]
+#[derive(Debug)]
+pub(crate) struct HookGate {
+    active: AtomicBool,
+    blocking: AtomicBool,
+}
+
+#[pymethods]
+impl HookGate {
+    #[new]
+    #[pyo3(signature = (active = true, blocking = true))]
+    fn new(active: bool, blocking: bool) -> Self {
+        HookGate {
+            active: AtomicBool::new(active),
+            blocking: AtomicBool::new(blocking),
+        }
+    }
+
+    /// Sets both switches.
+    fn set(&self, active: bool, blocking: bool) {
+        self.active.store(active, Ordering::Relaxed);
+        self.blocking.store(blocking, Ordering::Relaxed);
+    }
+
+    /// Whether the hook is called.
+    #[getter]
+    fn active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Whether the hook runs as one that may block.
+    #[getter]
+    fn blocking(&self) -> bool {
+        self.blocking.load(Ordering::Relaxed)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "HookGate(active={}, blocking={})",
+            self.active(),
+            self.blocking()
+        )
+    }
 }
 
 /// What the first step of a call gave.
@@ -56,18 +114,48 @@ pub(crate) struct Bridge {
 }
 
 impl Hook {
-    /// A hook from the package's plan: `(callable, is_coroutine_function, inline)`, or
-    /// `None` for a hook the object does not define.
+    /// A hook from the package's plan: `(callable, is_coroutine_function, inline)`,
+    /// optionally with a fourth item: `blocking` (a plain function that may block, run
+    /// in `block_in_place`) or a [`HookGate`] switching that and the call itself at run
+    /// time; or `None` for a hook the object does not define.
     pub(crate) fn from_plan(plan: &Bound<'_, PyAny>) -> PyResult<Option<Hook>> {
         if plan.is_none() {
             return Ok(None);
         }
-        let (func, coroutine, inline): (Py<PyAny>, bool, bool) = plan.extract()?;
+        let (func, coroutine, inline, blocking, gate) =
+            match plan.extract::<(Py<PyAny>, bool, bool, Bound<'_, PyAny>)>() {
+                Ok((func, coroutine, inline, fourth)) => match fourth.cast::<HookGate>() {
+                    Ok(gate) => (func, coroutine, inline, false, Some(gate.clone().unbind())),
+                    Err(_) => (func, coroutine, inline, fourth.extract::<bool>()?, None),
+                },
+                Err(_) => {
+                    let (func, coroutine, inline) = plan.extract()?;
+                    (func, coroutine, inline, false, None)
+                }
+            };
         Ok(Some(Hook {
             func,
             coroutine,
             inline,
+            blocking: blocking && !coroutine,
+            gate: if coroutine { None } else { gate },
         }))
+    }
+
+    /// Whether the hook is to be called now (its gate, if any, is on).
+    pub(crate) fn active(&self) -> bool {
+        self.gate
+            .as_ref()
+            .is_none_or(|g| g.get().active.load(Ordering::Relaxed))
+    }
+
+    /// Whether this call may block.
+    fn may_block(&self) -> bool {
+        self.blocking
+            || self
+                .gate
+                .as_ref()
+                .is_some_and(|g| g.get().blocking.load(Ordering::Relaxed))
     }
 
     /// Starts a call with `args` (GIL held): its result, or what is left to await.
@@ -131,13 +219,21 @@ impl Hook {
         A: for<'py> FnOnce(Python<'py>) -> PyResult<(Bound<'py, PyTuple>, C)>,
         D: for<'py> FnOnce(Python<'py>, Bound<'py, PyAny>, C) -> PyResult<T>,
     {
-        let first = Python::attach(|py| -> PyResult<First<T, C, D>> {
-            let (args, context) = args(py)?;
-            Ok(match self.start(py, bridge, args)? {
-                Step::Done(value) => First::Ready(done(py, value, context)?),
-                Step::Pending(awaitable) => First::Pending(awaitable, context, done),
+        let run = || {
+            crate::rt::attach_result(|py| -> PyResult<First<T, C, D>> {
+                let (args, context) = args(py)?;
+                Ok(match self.start(py, bridge, args)? {
+                    Step::Done(value) => First::Ready(done(py, value, context)?),
+                    Step::Pending(awaitable) => First::Pending(awaitable, context, done),
+                })
             })
-        })?;
+        };
+        let first = if self.may_block() && on_worker() {
+            // The hook may block: this worker's other tasks go to another thread.
+            tokio::task::block_in_place(run)?
+        } else {
+            run()?
+        };
         match first {
             First::Ready(value) => Ok(value),
             First::Pending(awaitable, context, done) => {
@@ -147,6 +243,13 @@ impl Hook {
             }
         }
     }
+}
+
+/// Whether this thread is a worker of a multi-threaded tokio runtime (where
+/// `block_in_place` may be called).
+fn on_worker() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 impl Bridge {
@@ -176,7 +279,7 @@ impl Bridge {
     {
         let (tx, rx) = tokio::sync::oneshot::channel::<Py<PyAny>>();
         let tx = std::sync::Mutex::new(Some(tx));
-        Python::attach(|py| -> PyResult<()> {
+        crate::rt::attach_result(|py| -> PyResult<()> {
             // Called on the loop's thread with the finished concurrent future.
             let done = PyCFunction::new_closure(py, None, None, move |args, _kwargs| {
                 if let Ok(future) = args.get_item(0) {
@@ -194,7 +297,7 @@ impl Bridge {
                 "the event loop closed before the hook finished",
             )
         })?;
-        Python::attach(|py| {
+        crate::rt::attach_result(|py| {
             let future = future.into_bound(py);
             done(py, future.call_method0(intern!(py, "result"))?)
         })
@@ -219,7 +322,7 @@ impl Bridge {
         let target = future.clone().unbind();
         crate::rt::runtime()?.spawn(async move {
             let out = work.await;
-            Python::attach(|py| {
+            crate::rt::attach(|py| {
                 let (ok, value) = match out {
                     Ok(v) => (true, v),
                     Err(e) => (false, e.into_value(py).into_any()),
@@ -236,7 +339,7 @@ impl Bridge {
 
     /// Logs `err`, with its traceback, as raised by `what` (e.g. `Count.client_data`).
     pub(crate) fn report(&self, what: &str, err: PyErr) {
-        Python::attach(|py| {
+        crate::rt::attach(|py| {
             let report = self.module.bind(py).getattr(intern!(py, "report"));
             // `into_value` puts the traceback on the exception (`__traceback__`): before
             // Python 3.12 a fetched error keeps it beside, and `value` alone loses it.
@@ -247,6 +350,6 @@ impl Bridge {
                 e.print(py);
                 err.print(py);
             }
-        })
+        });
     }
 }

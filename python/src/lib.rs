@@ -4,7 +4,9 @@
 //! package's API; this crate uses only the `mitm` library's public API.
 
 mod ca;
+mod command;
 mod conn;
+mod filter;
 mod flow;
 mod handler;
 mod headers;
@@ -26,8 +28,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ca::Authority>()?;
     m.add_class::<server::Server>()?;
     m.add_class::<stream::Stream>()?;
+    m.add_class::<filter::PyFilter>()?;
+    m.add_class::<hook::HookGate>()?;
     m.add_function(wrap_pyfunction!(server::start, m)?)?;
+    m.add_function(wrap_pyfunction!(command::cli, m)?)?;
     m.add_function(wrap_pyfunction!(default_ca_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(rt::at_exit, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     flow::register(m)?;
     log::install(m.py())?;

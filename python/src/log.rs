@@ -239,7 +239,7 @@ pub(crate) fn refresh(py: Python<'_>) {
 fn drain(rx: Receiver<Record>) {
     let mut logger: Option<Py<PyAny>> = None;
     while let Ok(record) = rx.recv() {
-        let logged = Python::try_attach(|py| {
+        let logged = crate::rt::attach(|py| {
             let dropped = DROPPED.swap(0, Ordering::Relaxed);
             let logger = match &logger {
                 Some(l) => l.clone_ref(py),

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mitm::middleware::{DataHooks, Middleware};
-use mitm::{async_trait, Connection};
+use mitm::{async_trait, Connection, MitmBuilder};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
 use crate::conn::{connection, ProtocolObjects};
+use crate::handler::PyHandlers;
 use crate::hook::{Bridge, Hook};
 
 /// What every Python hook of one server shares: the event loop and the protocols'
@@ -24,6 +25,53 @@ pub(crate) struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// The engine hooks of Python middlewares: each one's connection hooks, and the
+/// message hooks of those that have any as one handler (none without them, so that the
+/// engine keeps its fast path). What `_native.start` adds for `MITM(middlewares=[...])`
+/// and the `mitm` command for the addon scripts of `-s`.
+#[derive(Debug)]
+pub(crate) struct EngineHooks {
+    pub(crate) middlewares: Vec<Arc<PyMiddleware>>,
+    pub(crate) handler: Option<Arc<PyHandlers>>,
+}
+
+impl EngineHooks {
+    /// From the package's plans: one per middleware (`mitm._bridge.plan`), and the
+    /// message hooks' (`mitm.http.message_plan`) of those that have any.
+    pub(crate) fn new(
+        plans: &Bound<'_, PyList>,
+        message_plans: Option<&Bound<'_, PyList>>,
+        shared: &Arc<Shared>,
+    ) -> PyResult<EngineHooks> {
+        let mut middlewares = Vec::new();
+        for plan in plans.iter() {
+            let plan = plan.cast::<PyDict>()?;
+            middlewares.push(Arc::new(PyMiddleware::new(plan, shared.clone())?));
+        }
+        let handler = match message_plans {
+            Some(plans) => PyHandlers::new(plans, shared.clone())?.map(Arc::new),
+            None => None,
+        };
+        Ok(EngineHooks {
+            middlewares,
+            handler,
+        })
+    }
+
+    /// `builder` with the hooks: the middlewares after its own, the handler after its
+    /// own (before a capture added later, which then saves flows as the hooks left
+    /// them).
+    pub(crate) fn add(self, mut builder: MitmBuilder) -> MitmBuilder {
+        for middleware in self.middlewares {
+            builder = builder.middleware(middleware);
+        }
+        if let Some(handler) = self.handler {
+            builder = builder.http_handler(handler);
+        }
+        builder
     }
 }
 
@@ -73,7 +121,9 @@ impl PyMiddleware {
     /// Runs an event hook with the connection; an exception is logged and ends the
     /// connection.
     async fn event(&self, hook: &Option<Hook>, what: &str, conn: &Connection) {
-        let Some(hook) = hook else { return };
+        let Some(hook) = hook.as_ref().filter(|h| h.active()) else {
+            return;
+        };
         let shared = &self.shared;
         let called = hook
             .call_with(
@@ -177,7 +227,7 @@ impl Middleware for PyMiddleware {
     }
 
     async fn mitm_started(&self, addr: SocketAddr) {
-        let Some(hook) = &self.mitm_started else {
+        let Some(hook) = self.mitm_started.as_ref().filter(|h| h.active()) else {
             return;
         };
         let called = hook

@@ -14,8 +14,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::ca::chain;
-use crate::handler::PyHandlers;
-use crate::middleware::Shared;
 
 /// The options of one server.
 #[derive(Debug, Default)]
@@ -123,21 +121,20 @@ impl Options {
         self.http.clone()
     }
 
-    /// Sets the options on `builder` (after its middlewares): the message hooks, then
-    /// the capture (so that it saves flows as the hooks left them), the listeners of
-    /// `modes`, the limits and upstream TLS. Reads the engine log's level again.
+    /// The message hooks' plans (for `EngineHooks`, added before `apply`).
+    pub(crate) fn handlers<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyList>> {
+        self.handlers.as_ref().map(|h| h.bind(py).clone())
+    }
+
+    /// Sets the options on `builder` (after its hooks): the capture (so that it saves
+    /// flows as the hooks left them), the listeners of `modes`, the limits and upstream
+    /// TLS. Reads the engine log's level again.
     pub(crate) fn apply(
         self,
         py: Python<'_>,
         mut builder: MitmBuilder,
-        shared: &Arc<Shared>,
     ) -> PyResult<(MitmBuilder, Finish)> {
         crate::log::refresh(py);
-        if let Some(plans) = &self.handlers {
-            if let Some(handlers) = PyHandlers::new(plans.bind(py), shared.clone())? {
-                builder = builder.http_handler(Arc::new(handlers));
-            }
-        }
         let mut finish = Finish {
             capture: None,
             files: Vec::new(),

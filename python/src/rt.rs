@@ -55,7 +55,7 @@ struct Kept {
 /// and holds nothing that a thread waiting on it while holding the GIL could need
 /// (the runtime is made by code that releases the GIL before it waits on the engine).
 #[allow(unsafe_code)]
-fn keep_thread_state() {
+pub(crate) fn keep_thread_state() {
     // SAFETY: `Py_IsInitialized` may be called at any time. The runtime is only made
     // from Python (the interpreter runs), on a thread of its own that has no thread
     // state yet, so `PyGILState_Ensure` makes one and takes the GIL (`UNLOCKED`: it was
@@ -96,4 +96,50 @@ impl Drop for Kept {
             ffi::PyGILState_Release(self.gil);
         }
     }
+}
+
+/// Set when the interpreter is about to finalize ([`at_exit`]): engine threads no
+/// longer enter Python.
+static FINALIZING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Engine threads inside [`attach`] now (or about to be).
+static IN_PYTHON: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs `f` with the GIL on an engine thread, unless the interpreter is exiting
+/// (`None` then). Once Python finalizes, a thread that waits for the GIL is ended
+/// with `pthread_exit`, whose unwinding through the engine's frames aborts the
+/// process: [`at_exit`] lets the threads inside leave and keeps the others out
+/// first.
+pub(crate) fn attach<R>(f: impl for<'py> FnOnce(pyo3::Python<'py>) -> R) -> Option<R> {
+    use std::sync::atomic::Ordering::SeqCst;
+    IN_PYTHON.fetch_add(1, SeqCst);
+    let out = if FINALIZING.load(SeqCst) {
+        None
+    } else {
+        pyo3::Python::try_attach(f)
+    };
+    IN_PYTHON.fetch_sub(1, SeqCst);
+    out
+}
+
+/// As [`attach`], for a call that gives a `PyResult`: an exiting interpreter is an
+/// error.
+pub(crate) fn attach_result<R>(
+    f: impl for<'py> FnOnce(pyo3::Python<'py>) -> PyResult<R>,
+) -> PyResult<R> {
+    attach(f).unwrap_or_else(|| Err(PyRuntimeError::new_err("the Python interpreter is exiting")))
+}
+
+/// Registered with `atexit` (by `mitm/__init__.py`): from now on engine threads stay
+/// out of Python, and those inside (an inline hook, a future being settled, a log
+/// record) get up to two seconds, without the GIL, to leave.
+#[pyo3::pyfunction]
+pub(crate) fn at_exit(py: pyo3::Python<'_>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    FINALIZING.store(true, SeqCst);
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while IN_PYTHON.load(SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    });
 }

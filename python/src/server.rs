@@ -13,7 +13,7 @@ use tokio::sync::{oneshot, watch};
 use crate::ca::{chain, to_py, Authority};
 use crate::conn::ProtocolObjects;
 use crate::hook::Bridge;
-use crate::middleware::{PyMiddleware, Shared};
+use crate::middleware::{EngineHooks, Shared};
 use crate::options::Options;
 use crate::protocol::{PyProtocol, SharedSlot};
 use crate::rt::runtime;
@@ -101,11 +101,8 @@ pub(crate) fn start(
         .port(port)
         .certificate_authority(ca.0.clone())
         .protocols(engine_protocols);
-    for plan in middlewares.iter() {
-        let plan = plan.cast::<PyDict>()?;
-        builder = builder.middleware(Arc::new(PyMiddleware::new(plan, shared.clone())?));
-    }
-    let (builder, finish) = options.apply(py, builder, &shared)?;
+    builder = EngineHooks::new(middlewares, options.handlers(py).as_ref(), &shared)?.add(builder);
+    let (builder, finish) = options.apply(py, builder)?;
     let mitm: Mitm = py
         .detach(|| rt.block_on(builder.bind()))
         .map_err(|e| match &e {

@@ -33,7 +33,7 @@ pub(crate) struct Cli {
 }
 
 /// Defines a group of options: a clap [`clap::Args`] struct, and its
-/// [`Merge`](crate::config::Merge), which joins the values given before a subcommand
+/// [`Merge`](super::config::Merge), which joins the values given before a subcommand
 /// with those given after it, field by field. Each option is written once, in a group,
 /// with its help and its default; the proxy and the subcommands flatten the groups. (An
 /// alias or a config-file name for an option goes on its one definition.)
@@ -50,13 +50,13 @@ macro_rules! group {
             $( $(#[$field_meta])* pub(crate) $field: $ty, )*
         }
 
-        impl $crate::config::Merge for $name {
+        impl super::config::Merge for $name {
             // A group with no options yet uses neither.
             #[allow(unused_variables)]
             fn merge(
                 self,
                 before: Self,
-                sides: &$crate::config::Sides<'_>,
+                sides: &super::config::Sides<'_>,
                 _id: &str,
             ) -> Result<Self, clap::Error> {
                 Ok(Self {
@@ -646,9 +646,12 @@ group! {
         #[arg(long = "no-server", short = 'n')]
         pub(crate) no_server: bool,
 
-        /// mitmproxy's Python addon scripts: accepted, and refused at start until the
-        /// Python build (issue 23).
-        #[arg(long, short = 's', value_name = "FILE", hide = true)]
+        /// Run mitmproxy's addon script FILE (hook functions, or `addons = [...]`),
+        /// reloaded when it changes; options it declares are set with --set
+        /// NAME=VALUE. Repeatable. Scripts run in the `mitm` command of mitm's Python
+        /// package (`pip install ./python` from a checkout), in that environment's
+        /// Python; the Rust binary refuses them.
+        #[arg(long, short = 's', value_name = "FILE")]
         pub(crate) scripts: Vec<PathBuf>,
     }
 }
@@ -862,5 +865,5 @@ pub(crate) fn command() -> clap::Command {
         let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
         arg.help(format!("{help} [without a value: {}]", bare_fail_open()))
     });
-    crate::settings::with_set(cmd)
+    super::settings::with_set(cmd)
 }

@@ -17,11 +17,11 @@ use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, FromArgMatches};
 
-use crate::args::{
+use super::args::{
     command, CaArgs, Cli, ConvertArgs, Intercept, Listen, LogChoice, ProxyArgs, ReadArgs,
     ReplayArgs, ReplayExtra, Secs, Sub, Verbosity, WebArgs,
 };
-use crate::settings::Sources;
+use super::settings::Sources;
 
 /// The matches of the proxy's options (before the subcommand) and of the
 /// subcommand's (after it), to tell which were given where.
@@ -124,6 +124,8 @@ pub(crate) struct Config {
     /// What to warn about: options given before the subcommand that it does not take,
     /// ignored.
     pub(crate) warnings: Vec<String>,
+    /// The settings no option takes, for the addon scripts of `-s` (none without it).
+    pub(crate) script_options: Vec<super::settings::Given>,
 }
 
 /// What to run, with the options that apply to it.
@@ -160,8 +162,9 @@ impl Command {
     }
 
     /// Checks the values clap does not (modes, filters, credentials, patterns), so that
-    /// a mistake is reported before anything starts or any file is made.
-    pub(crate) fn check(&self) -> anyhow::Result<()> {
+    /// a mistake is reported before anything starts or any file is made. `scripts`:
+    /// whether this build runs addon scripts (`-s`).
+    pub(crate) fn check(&self, scripts: bool) -> anyhow::Result<()> {
         let filter = |text: &Option<String>, flag: &str| {
             text.as_deref()
                 .map(parse_filter)
@@ -171,7 +174,7 @@ impl Command {
         };
         match self {
             Command::Proxy(a) => {
-                crate::mitmdump::check(a)?;
+                super::mitmdump::check(a, scripts)?;
                 a.listen.credentials()?;
                 a.intercept.ignore_hosts()?;
                 a.intercept.tcp_hosts()?;
@@ -288,7 +291,11 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
-    let (mut cmd, settings_warnings) = crate::settings::apply(command(), &argv, sources)?;
+    let super::settings::Applied {
+        command: mut cmd,
+        warnings: settings_warnings,
+        for_scripts: script_options,
+    } = super::settings::apply(command(), &argv, sources)?;
     let matches = cmd.try_get_matches_from_mut(&argv)?;
     let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
     let proxy = cli.proxy;
@@ -296,6 +303,7 @@ where
         return Ok(Config {
             command: Command::Proxy(Box::new(proxy)),
             warnings: settings_warnings,
+            script_options,
         });
     };
     let Some((name, after)) = matches.subcommand() else {
@@ -367,7 +375,11 @@ where
                 }),
         )
         .collect();
-    Ok(Config { command, warnings })
+    Ok(Config {
+        command,
+        warnings,
+        script_options,
+    })
 }
 
 /// How a user writes `arg`: `--long`, else `-s`.

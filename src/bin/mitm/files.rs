@@ -7,9 +7,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use mitm::Mitm;
 
-use crate::args::{CaArgs, ConvertArgs, ReadArgs, ReplayArgs, WebArgs};
-use crate::proxy::{self, print_web};
-use crate::{emit, shutdown_signal};
+use super::args::{CaArgs, ConvertArgs, ReadArgs, ReplayArgs, WebArgs};
+use super::proxy::{self, print_web};
+use super::{emit, shutdown_signal};
 
 /// `mitm ca`: everything a user needs to trust the CA.
 pub(crate) fn print_ca(args: &CaArgs) -> anyhow::Result<()> {
@@ -44,7 +44,7 @@ fn records(
     file: &Path,
     filter: Option<&str>,
 ) -> anyhow::Result<impl Iterator<Item = mitm::Result<mitm::capture::Record>>> {
-    let filter = filter.map(crate::config::parse_filter).transpose()?;
+    let filter = filter.map(super::config::parse_filter).transpose()?;
     let records = mitm::capture::open(file)?;
     Ok(records.filter(move |r| match (r, &filter) {
         (Ok(record), Some(filter)) => filter.matches(record),
@@ -157,7 +157,7 @@ pub(crate) async fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     replayed.is_replay = Some("request".into());
     let capture = proxy::capture_annotated(&args.save, Some(replayed))?;
     let mut builder = proxy::with_log(Mitm::builder().http(http), args.log.log);
-    if let Some(flow_detail) = crate::mitmdump::flow_detail(&args.log) {
+    if let Some(flow_detail) = super::mitmdump::flow_detail(&args.log) {
         builder = builder.http_handler(flow_detail);
     }
     if let Some(capture) = &capture {

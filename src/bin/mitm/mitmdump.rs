@@ -1,7 +1,7 @@
 //! What the proxy command does for mitmdump's options that are more than other names
 //! for ours: `-r FILE` (flows read at start), `-C FILE` (client replay through the
-//! proxy), `-n` (no proxy), `-s` (refused until the Python build), `--upstream-auth`
-//! and `--flow-detail`.
+//! proxy), `-n` (no proxy), `-s` (checked here, run by the Python package's build),
+//! `--upstream-auth` and `--flow-detail`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,19 +9,31 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use mitm::server::mode::{Mode, ModeSpec};
 
-use crate::args::{self, ProxyArgs};
-use crate::emit;
+use super::args::{self, ProxyArgs};
+use super::emit;
 
-/// Refuses what cannot run: `-s` (no Python here yet), `-w +FILE` (mitmdump's append),
-/// `-n` with nothing to do, `--upstream-auth` with no upstream mode or not as
-/// USER:PASSWORD.
-pub(crate) fn check(args: &ProxyArgs) -> anyhow::Result<()> {
+/// Refuses what cannot run: `-s` in a build without Python (`scripts` false) or of a
+/// file that is not there, `-w +FILE` (mitmdump's append), `-n` with nothing to do,
+/// `--upstream-auth` with no upstream mode or not as USER:PASSWORD.
+pub(crate) fn check(args: &ProxyArgs, scripts: bool) -> anyhow::Result<()> {
     if let Some(script) = args.files.scripts.first() {
-        anyhow::bail!(
-            "-s {}: mitmproxy's Python addon scripts need mitm's Python build, which is \
-             coming (issue 23); this build runs none",
-            script.display()
-        );
+        if !scripts {
+            anyhow::bail!("-s {}: {}", script.display(), super::SCRIPTS_HOWTO);
+        }
+        if args.files.no_server {
+            anyhow::bail!(
+                "-s {}: -n runs no proxy, so addon scripts would see no traffic: give one \
+                 or the other",
+                script.display()
+            );
+        }
+    }
+    for script in &args.files.scripts {
+        match std::fs::metadata(script) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => anyhow::bail!("-s {}: not a file: give a Python script", script.display()),
+            Err(e) => anyhow::bail!("-s {}: cannot read the script: {e}", script.display()),
+        }
     }
     if let Some(plus) = args
         .save
@@ -95,21 +107,21 @@ pub(crate) async fn run_without_server(args: &ProxyArgs) -> anyhow::Result<()> {
     let detail = flow_detail(&args.log);
     if let Some(file) = &args.files.rfile {
         if args.save.save.is_empty() && detail.is_none() {
-            crate::files::read(&args::ReadArgs {
+            super::files::read(&args::ReadArgs {
                 file: file.clone(),
                 filter: None,
                 curl: false,
                 verbosity: args.verbosity.clone(),
             })?;
         } else {
-            let capture = crate::proxy::capture(&args.save)?;
+            let capture = super::proxy::capture(&args.save)?;
             let result = load(file, None, capture.as_deref(), detail.as_deref()).await;
-            crate::proxy::finish_capture(capture.as_deref(), &args.save.save);
+            super::proxy::finish_capture(capture.as_deref(), &args.save.save);
             result?;
         }
     }
     for file in &args.files.client_replay {
-        crate::files::replay(&args::ReplayArgs {
+        super::files::replay(&args::ReplayArgs {
             file: file.clone(),
             filter: None,
             ca: args.ca.clone(),

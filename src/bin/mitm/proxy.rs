@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use mitm::tls::ca::CaSource;
 use mitm::{CertificateAuthority, HttpLog, Log, Mitm, MitmBuilder};
 
-use crate::args::{self, LogChoice, ProxyArgs};
-use crate::{emit, shutdown_signal};
+use super::args::{self, LogChoice, ProxyArgs};
+use super::{emit, shutdown_signal, Scripted, Scripts};
 
 /// The TLS key log file the environment names, and the variable that named it:
 /// `MITMPROXY_SSLKEYLOGFILE`, else `SSLKEYLOGFILE` (as mitmproxy reads them; an empty
@@ -28,33 +28,45 @@ pub(crate) fn key_log_path(
     Some((name, path))
 }
 
-/// Runs the proxy until Ctrl-C or SIGTERM.
-pub(crate) async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
+/// Runs the proxy until Ctrl-C or SIGTERM, with the hooks of `-s`'s addon scripts when
+/// given (loaded by `scripts`' host, and told when the proxy has stopped).
+pub(crate) async fn run(args: &ProxyArgs, scripts: &Scripted<'_>) -> anyhow::Result<()> {
     if args.files.no_server {
-        return crate::mitmdump::run_without_server(args).await;
+        return super::mitmdump::run_without_server(args).await;
     }
+    // Scripts first: one that fails to load stops the start before any port is open.
+    let mut scripts = scripts.load(&args.files.scripts)?;
     let web = if args.web.web {
         Some(bind_web(args).await?)
     } else {
         None
     };
-    let (mut builder, capture) = builder(args)?;
+    let (mut builder, capture) = builder(args, scripts.as_mut())?;
     if let Some(web) = &web {
         // Last, so the UI shows requests as they go upstream, after every other hook.
         builder = builder.http_handler(web.feed());
     }
-    let proxy = builder.bind().await.context("cannot start the proxy")?;
+    let proxy = match builder.bind().await {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            // Loaded scripts are told the proxy is done, as they are when it stops.
+            if let Some(scripts) = scripts {
+                scripts.stopped.await;
+            }
+            return Err(e).context("cannot start the proxy");
+        }
+    };
     // Listen for signals before saying we are up, so a signal sent as soon as the
     // banner appears is never missed.
     let stop = shutdown_signal().context("cannot listen for Ctrl-C")?;
     print_banner(&proxy)?;
     if let Some(file) = &args.files.rfile {
-        let detail = crate::mitmdump::flow_detail(&args.log);
-        crate::mitmdump::load(file, web.as_ref(), capture.as_deref(), detail.as_deref()).await?;
+        let detail = super::mitmdump::flow_detail(&args.log);
+        super::mitmdump::load(file, web.as_ref(), capture.as_deref(), detail.as_deref()).await?;
     }
     if !args.files.client_replay.is_empty() {
         let (files, sender) = (args.files.client_replay.clone(), proxy.sender());
-        tokio::spawn(async move { crate::mitmdump::client_replay(&files, &sender).await });
+        tokio::spawn(async move { super::mitmdump::client_replay(&files, &sender).await });
     }
     if let Some(web) = web {
         // Replays go through the proxy itself: its hooks (the capture, the UI's own
@@ -72,14 +84,21 @@ pub(crate) async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
             }
         });
     }
-    proxy.run_until(stop).await?;
+    let outcome = proxy.run_until(stop).await;
+    if let Some(scripts) = scripts {
+        scripts.stopped.await;
+    }
+    outcome?;
     finish_capture(capture.as_deref(), &args.save.save);
     Ok(())
 }
 
-/// The proxy the options describe (every option maps to one builder call), and its
-/// capture when flows are saved.
-fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::Capture>>)> {
+/// The proxy the options describe (every option maps to one builder call), with the
+/// hooks of `scripts` (taken from it), and its capture when flows are saved.
+fn builder(
+    args: &ProxyArgs,
+    scripts: Option<&mut Scripts>,
+) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::capture::Capture>>)> {
     let address = &args.listen.address;
     let mut b = ca_and_upstream_tls(
         Mitm::builder()
@@ -104,7 +123,7 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_upstream_connections(limits.max_upstream_connections)
         .zero_copy(!args.runtime.no_zero_copy);
-    for spec in &crate::mitmdump::modes(&args.listen)? {
+    for spec in &super::mitmdump::modes(&args.listen)? {
         let listener = spec
             .listener(&http, args.listen.keep_host_header)
             .with_context(|| format!("--mode {spec}"))?;
@@ -124,11 +143,11 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
         .max_connections(limits.max_connections)
         .grace_period(args.runtime.grace.0);
     b = with_log(b, args.log.log);
-    b = addons(b, &args.modify)?;
-    if let Some(flow_detail) = crate::mitmdump::flow_detail(&args.log) {
+    b = addons(b, &args.modify, scripts)?;
+    if let Some(flow_detail) = super::mitmdump::flow_detail(&args.log) {
         b = b.http_handler(flow_detail);
     }
-    if let Some(replay) = crate::server_replay::handler(&args.server_replay)? {
+    if let Some(replay) = super::server_replay::handler(&args.server_replay)? {
         b = b.http_handler(Arc::new(replay));
     }
     let capture = capture(&args.save)?;
@@ -150,11 +169,25 @@ fn builder(args: &ProxyArgs) -> anyhow::Result<(MitmBuilder, Option<Arc<mitm::ca
     Ok((b, capture))
 }
 
-/// mitmproxy's traffic-changing options, in mitmproxy's order: before the capture
-/// and the web UI's feed, so that what is saved and shown is the flow as changed.
-fn addons(b: MitmBuilder, modify: &args::Modify) -> anyhow::Result<MitmBuilder> {
+/// mitmproxy's traffic-changing options and the addon scripts' hooks, in mitmproxy's
+/// order: before the capture and the web UI's feed, so that what is saved and shown is
+/// the flow as changed.
+fn addons(
+    b: MitmBuilder,
+    modify: &args::Modify,
+    scripts: Option<&mut Scripts>,
+) -> anyhow::Result<MitmBuilder> {
     // block_list, anticache, anticomp first, as mitmproxy runs them.
     let mut b = requests_first(b, modify)?;
+    // Then the scripts (mitmproxy's script loader comes next in its addon chain).
+    if let Some(scripts) = scripts {
+        if let Some(middleware) = scripts.middleware.take() {
+            b = b.middleware(middleware);
+        }
+        if let Some(handler) = scripts.handler.take() {
+            b = b.http_handler(handler);
+        }
+    }
     // modify_headers, map_remote, map_local, modify_body.
     b = changing_traffic(
         b,
@@ -192,11 +225,11 @@ fn requests_first(mut b: MitmBuilder, modify: &args::Modify) -> anyhow::Result<M
 /// mitmproxy runs them.
 fn sticky(mut b: MitmBuilder, modify: &args::Modify) -> anyhow::Result<MitmBuilder> {
     if let Some(text) = &modify.stickyauth {
-        let filter = crate::config::parse_filter(text).context("--stickyauth")?;
+        let filter = super::config::parse_filter(text).context("--stickyauth")?;
         b = b.http_handler(Arc::new(mitm::addons::StickyAuth::new(filter)));
     }
     if let Some(text) = &modify.stickycookie {
-        let filter = crate::config::parse_filter(text).context("--stickycookie")?;
+        let filter = super::config::parse_filter(text).context("--stickycookie")?;
         b = b.http_handler(Arc::new(mitm::addons::StickyCookie::new(filter)));
     }
     Ok(b)
@@ -243,7 +276,7 @@ pub(crate) fn capture_annotated(
         capture = capture.annotations(annotations);
     }
     if let Some(text) = &save.save_filter {
-        capture = capture.filter(crate::config::parse_filter(text).context("--save-filter")?);
+        capture = capture.filter(super::config::parse_filter(text).context("--save-filter")?);
     }
     let options = mitm::capture::SaveOptions::default().keep_connects(save.save_connects);
     for path in &save.save {

@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use mitm::capture::server_replay::{ServerReplay, ServerReplayOptions, Unmatched};
 
-use crate::args::{self, ReplayExtra};
+use super::args::{self, ReplayExtra};
 
 /// The server replay the options ask for (`None` without `--server-replay`): every
 /// file read a flow at a time into its index, which keeps of each flow what it
@@ -72,8 +72,8 @@ fn options(args: &args::ServerReplay) -> ServerReplayOptions {
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::{try_parse_from, Command};
     use super::*;
-    use crate::config::{try_parse_from, Command};
 
     fn options_of(line: &str) -> ServerReplayOptions {
         let config = try_parse_from(line.split_whitespace()).unwrap();

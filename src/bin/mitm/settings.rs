@@ -32,6 +32,9 @@ use clap::{Arg, ArgMatches, Command};
 /// The id and long name of the `--set` option.
 pub(crate) const SET: &str = "set";
 
+/// The id of `-s`/`--scripts` (addon scripts).
+pub(crate) const SCRIPTS: &str = "scripts";
+
 /// The names of the config file in a config directory, in the order they are looked
 /// for (mitmproxy reads both, the second over the first; we read the first found).
 pub(crate) const CONFIG_FILES: [&str; 2] = ["config.yaml", "config.yml"];
@@ -374,6 +377,23 @@ pub(crate) enum Meaning {
     Mitmproxy(&'static str, Mitmproxy),
 }
 
+/// Why a name means nothing here (the text says it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unknown {
+    /// One of mitmproxy's options, with no equivalent here.
+    Mitmproxy(String),
+    /// No option of ours or mitmproxy's: an addon script's, or a mistake.
+    Nothing(String),
+}
+
+impl std::fmt::Display for Unknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unknown::Mitmproxy(text) | Unknown::Nothing(text) => f.write_str(text),
+        }
+    }
+}
+
 /// Every name `--set` takes, from the command's options (every subcommand's too) and
 /// their aliases, and [`MITMPROXY`].
 #[derive(Debug)]
@@ -406,7 +426,7 @@ impl Names {
     }
 
     /// What `name` means, or why it is refused.
-    pub(crate) fn meaning(&self, name: &str) -> Result<Meaning, String> {
+    pub(crate) fn meaning(&self, name: &str) -> Result<Meaning, Unknown> {
         if let Some(id) = self.ours.get(name) {
             return Ok(Meaning::Option(id.clone()));
         }
@@ -420,13 +440,15 @@ impl Names {
             ));
         }
         if MITMDUMP_OPTIONS.contains(&name) {
-            return Err(format!("mitmproxy's option {name} has no equivalent here"));
+            return Err(Unknown::Mitmproxy(format!(
+                "mitmproxy's option {name} has no equivalent here"
+            )));
         }
         let hint = match self.closest(name) {
             Some(close) => format!(": did you mean {close}?"),
             None => String::new(),
         };
-        Err(format!("no option is named {name}{hint}"))
+        Err(Unknown::Nothing(format!("no option is named {name}{hint}")))
     }
 
     /// The known name closest to `name` (fewest edits; the first in order among
@@ -531,15 +553,29 @@ fn config_path(matches: &ArgMatches, sets: &[Given], sources: &Sources) -> Optio
     }
 }
 
+/// What [`apply`] makes of the settings.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    /// The command, with the settings as its options' defaults.
+    pub(crate) command: Command,
+    /// What to warn about: settings accepted and ignored.
+    pub(crate) warnings: Vec<String>,
+    /// The settings no option takes, left for addon scripts to declare (only when
+    /// scripts are given: `-s`, or `scripts` set by name); the command line's replace
+    /// the config file's of the same name.
+    pub(crate) for_scripts: Vec<Given>,
+}
+
 /// `cmd` with the settings of `--set` and the config file as its options' defaults
-/// (a first parse of `argv` finds them), and the warnings to give (settings accepted
-/// and ignored). A bad value, a name nothing declares, or an option of mitmproxy's
-/// with no equivalent here is an error.
+/// (a first parse of `argv` finds them), the warnings to give (settings accepted and
+/// ignored), and the settings left for addon scripts. A bad value or an option of
+/// mitmproxy's with no equivalent here is an error, and so is a name nothing declares
+/// unless scripts are given (they may declare it).
 pub(crate) fn apply(
     cmd: Command,
     argv: &[OsString],
     sources: &Sources,
-) -> Result<(Command, Vec<String>), clap::Error> {
+) -> Result<Applied, clap::Error> {
     let matches = cmd.clone().try_get_matches_from(argv)?;
     let specs = given_values(&matches, SET);
     let specs: Vec<&str> = specs.iter().filter_map(|s| s.to_str()).collect();
@@ -571,16 +607,30 @@ pub(crate) fn apply(
         }
     }
     let names = Names::of(&cmd);
+    let scripts = !given_values(&matches, SCRIPTS).is_empty()
+        || all.iter().any(|g| {
+            !g.values.is_empty()
+                && matches!(names.meaning(&g.name), Ok(Meaning::Option(id)) if id == SCRIPTS)
+        });
     // By option: the later (the command line's) replaces the earlier (the file's).
     let mut defaults: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
     let mut warnings = Vec::new();
+    let mut for_scripts: Vec<Given> = Vec::new();
     for given in &all {
-        let meaning = names.meaning(&given.name).map_err(|e| {
-            error(
-                ErrorKind::UnknownArgument,
-                format!("{}: {e}", given.source()),
-            )
-        })?;
+        let meaning = match names.meaning(&given.name) {
+            Ok(meaning) => meaning,
+            Err(Unknown::Nothing(_)) if scripts => {
+                for_scripts.retain(|g| g.name != given.name);
+                for_scripts.push(given.clone());
+                continue;
+            }
+            Err(e) => {
+                return Err(error(
+                    ErrorKind::UnknownArgument,
+                    format!("{}: {e}", given.source()),
+                ))
+            }
+        };
         let (id, inverse) = match meaning {
             Meaning::Option(id) => (id, false),
             // Each row's option exists: `the_names_come_from_the_command_and_mitmproxys_table`
@@ -628,7 +678,11 @@ pub(crate) fn apply(
         let Some(values) = values else { continue };
         cmd = set_default(cmd, &id, &values);
     }
-    Ok((cmd, warnings))
+    Ok(Applied {
+        command: cmd,
+        warnings,
+        for_scripts,
+    })
 }
 
 /// `id`'s argument in `cmd` or one of its subcommands.

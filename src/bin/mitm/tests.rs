@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::args::{command, LogChoice, Secs};
-use crate::config::{parse_with, try_parse_from, Command, Config};
-use crate::settings::{self, edit_distance, Names, Sources};
+use crate::cli::args::{command, LogChoice, Secs};
+use crate::cli::config::{parse_with, try_parse_from, Command, Config};
+use crate::cli::settings::{self, edit_distance, Names, Sources};
 
 const README: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
 
@@ -182,7 +182,15 @@ fn every_command_line_of_the_readme_parses() {
         };
         match try_parse_from(&words) {
             Ok(config) => {
-                if let Err(e) = config.command.check() {
+                // A script named in an example is not here to read: parsing is enough.
+                let scripts =
+                    matches!(&config.command, Command::Proxy(p) if !p.files.scripts.is_empty());
+                if let Err(e) =
+                    config
+                        .command
+                        .check(false)
+                        .or_else(|e| if scripts { Ok(()) } else { Err(e) })
+                {
                     failures.push(format!(
                         "README.md:{}: {}\n{e:#}",
                         example.line, example.text
@@ -566,7 +574,7 @@ fn a_bad_value_says_what_was_wrong_and_what_to_give() {
             "{line}: {text}"
         );
     }
-    let check = |line: &str| format!("{:#}", parsed(line).check().unwrap_err());
+    let check = |line: &str| format!("{:#}", parsed(line).check(false).unwrap_err());
     assert!(check("mitm --proxy-auth alice").contains("USER:PASSWORD"));
     assert!(check("mitm read f --filter '~x'").contains("invalid filter"));
     assert!(check("mitm --mode regular --mode socks5").contains("an address of its own"));
@@ -579,7 +587,7 @@ fn the_command_is_well_formed() {
 
 #[test]
 fn the_key_log_file_comes_from_mitmproxys_variables() {
-    use crate::proxy::key_log_path;
+    use crate::cli::proxy::key_log_path;
     use std::ffi::OsString;
     let env = |pairs: &'static [(&'static str, &'static str)]| {
         move |name: &str| {
@@ -643,12 +651,12 @@ fn a_mitmdump_command_line_parses_as_ours() {
     assert_eq!(dump.verbosity.quiet, 1);
     assert_eq!(dump.files.client_replay, [PathBuf::from("again.flows")]);
     // --upstream-auth goes to the upstream proxy that has no credentials of its own.
-    let modes = crate::mitmdump::modes(&dump.listen).unwrap();
+    let modes = crate::cli::mitmdump::modes(&dump.listen).unwrap();
     let mitm::server::mode::Mode::Upstream(up) = &modes[0].mode else {
         panic!("{modes:?}")
     };
     assert_eq!(up.credentials(), Some(("a", "b")));
-    assert!(parsed("mitm -p 0").check().is_ok());
+    assert!(parsed("mitm -p 0").check(false).is_ok());
     // -nr FILE, -r FILE -n, --rfile.
     for line in [
         "mitm -nr f.flows",
@@ -662,16 +670,19 @@ fn a_mitmdump_command_line_parses_as_ours() {
         assert_eq!(p.files.rfile, Some(PathBuf::from("f.flows")), "{line}");
     }
     // Accepted by the parser, refused at start saying why.
-    let check = |line: &str| format!("{:#}", parsed(line).check().unwrap_err());
+    let check = |line: &str| format!("{:#}", parsed(line).check(false).unwrap_err());
+    // -s: the binary says how to get the command that runs scripts.
     let scripts = check("mitm -s addon.py");
     assert!(
-        scripts.contains("Python build") && scripts.contains("issue 23"),
+        scripts.starts_with("-s addon.py: ")
+            && scripts.contains("pip install ./python")
+            && scripts.contains("environment's `mitm`"),
         "{scripts}"
     );
-    assert!(check("mitm --scripts a.py").contains("issue 23"));
+    assert!(check("mitm --scripts a.py").contains("pip install ./python"));
     assert!(check("mitm -n").contains("-r FILE"));
     assert!(check("mitm -w +out.flows").contains("appends"));
-    assert!(parsed("mitm -w ./+out.flows").check().is_ok());
+    assert!(parsed("mitm -w ./+out.flows").check(false).is_ok());
     assert!(check("mitm --upstream-auth ab -m upstream:http://u:1").contains("USER:PASSWORD"));
     assert!(check("mitm --upstream-auth a:b").contains("--mode upstream:URL"));
     assert!(parse("mitm --flow-detail 5").is_err());
@@ -690,7 +701,6 @@ fn mitmdumps_aliases_stay_out_of_the_help() {
         "-w,",
         "-k,",
         "-S,",
-        "--scripts",
     ] {
         assert!(!help.contains(hidden), "{hidden} in --help");
     }
@@ -1028,7 +1038,11 @@ fn an_option_added_to_the_command_is_settable_by_its_name() {
     .iter()
     .map(Into::into)
     .collect();
-    let (cmd, warnings) = settings::apply(cmd, &argv, &Sources::default()).unwrap();
+    let settings::Applied {
+        command: cmd,
+        warnings,
+        ..
+    } = settings::apply(cmd, &argv, &Sources::default()).unwrap();
     assert!(warnings.is_empty());
     let matches = cmd.try_get_matches_from(&argv).unwrap();
     let rules: Vec<&String> = matches.get_many("rewrite_rule").unwrap().collect();
@@ -1050,7 +1064,9 @@ fn an_option_added_to_the_command_is_settable_by_its_name() {
             .long("rewrite-rule")
             .action(ArgAction::Append),
     );
-    let (cmd, _) = settings::apply(cmd, &argv, &Sources::default()).unwrap();
+    let cmd = settings::apply(cmd, &argv, &Sources::default())
+        .unwrap()
+        .command;
     let matches = cmd.try_get_matches_from(&argv).unwrap();
     let rules: Vec<&String> = matches.get_many("rewrite_rule").unwrap().collect();
     assert_eq!(rules, ["|x|y"]);
@@ -1060,7 +1076,7 @@ fn an_option_added_to_the_command_is_settable_by_its_name() {
 /// ones with what is wrong, and is `body_size_limit` for `--set`.
 #[test]
 fn body_size_limit_takes_mitmproxys_sizes() {
-    use crate::args::parse_size;
+    use crate::cli::args::parse_size;
     for (text, bytes) in [
         ("0", 0),
         ("1500", 1500),
@@ -1106,4 +1122,109 @@ fn body_size_limit_takes_mitmproxys_sizes() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("invalid size"), "{e}");
+}
+
+/// With addon scripts (`-s`, `--scripts`, or `scripts` set by name), a setting no
+/// option takes is left for the scripts, in order, the command line's over the config
+/// file's; without scripts it is still refused. mitmproxy's own options with no
+/// equivalent here are refused either way.
+#[test]
+fn settings_no_option_takes_are_left_for_addon_scripts() {
+    let options = |line: &str| -> Vec<(String, Vec<String>)> {
+        let config = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        config
+            .script_options
+            .into_iter()
+            .map(|g| (g.name, g.values))
+            .collect()
+    };
+    let pair = |name: &str, values: &[&str]| {
+        (
+            name.to_string(),
+            values.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        options(
+            "mitm -s a.py --set greeting=hi --set listen_port=0 --set flag --set tag=x --set tag=y"
+        ),
+        [
+            pair("greeting", &["hi"]),
+            pair("flag", &[]),
+            pair("tag", &["x", "y"])
+        ]
+    );
+    // Our options still apply: listen_port is ours.
+    let Command::Proxy(p) = parsed("mitm --scripts a.py --set listen_port=0 --set x=1") else {
+        panic!()
+    };
+    assert_eq!(p.listen.address.port, 0);
+    assert_eq!(p.files.scripts, [PathBuf::from("a.py")]);
+    // Scripts set by name count as given.
+    assert_eq!(
+        options("mitm --set scripts=a.py --set greeting=hi"),
+        [pair("greeting", &["hi"])]
+    );
+    // Without scripts: refused, as before, and nothing is left over.
+    let refused = parse("mitm --set greeting=hi").unwrap_err().to_string();
+    assert!(refused.contains("no option is named greeting"), "{refused}");
+    assert!(options("mitm -p 0").is_empty());
+    // mitmproxy's options with no equivalent here are refused, scripts or not.
+    let refused = parse("mitm -s a.py --set http3=true")
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("has no equivalent here"), "{refused}");
+    // The config file's, under the command line's of the same name.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        "greeting: file\nother: [1, 2]\nlisten_port: 0\n",
+    )
+    .unwrap();
+    let confdir = dir.path().to_str().unwrap().to_string();
+    let config = parse_with(
+        [
+            "mitm",
+            "--confdir",
+            &confdir,
+            "-s",
+            "a.py",
+            "--set",
+            "greeting=line",
+        ],
+        &Sources::default(),
+    )
+    .unwrap();
+    let left: Vec<(&str, Vec<&str>)> = names_and_values(&config.script_options);
+    assert_eq!(
+        left,
+        [("other", vec!["1", "2"]), ("greeting", vec!["line"])]
+    );
+}
+
+/// Scripts are checked before anything starts: the binary refuses them (saying how to
+/// get the command that runs them); the Python package's command refuses a file that is
+/// not there, and `-n` (no proxy for them to see).
+#[test]
+fn scripts_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("addon.py");
+    std::fs::write(&script, "def request(flow):\n    pass\n").unwrap();
+    let line = format!("mitm -s {}", script.display());
+    assert!(parsed(&line).check(true).is_ok());
+    let binary = format!("{:#}", parsed(&line).check(false).unwrap_err());
+    assert!(binary.contains("pip install ./python"), "{binary}");
+    let missing = dir.path().join("missing.py");
+    let line = format!("mitm -s {} -s {}", script.display(), missing.display());
+    let error = format!("{:#}", parsed(&line).check(true).unwrap_err());
+    assert!(
+        error.starts_with(&format!("-s {}: cannot read the script", missing.display())),
+        "{error}"
+    );
+    let line = format!("mitm -s {}", dir.path().display());
+    let error = format!("{:#}", parsed(&line).check(true).unwrap_err());
+    assert!(error.contains("not a file"), "{error}");
+    let line = format!("mitm -n -r f.flows -s {}", script.display());
+    let error = format!("{:#}", parsed(&line).check(true).unwrap_err());
+    assert!(error.contains("-n runs no proxy"), "{error}");
 }
