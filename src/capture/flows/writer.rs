@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,12 +18,14 @@ use crate::http::message::Headers;
 
 /// Writes each [`Record`] as one of mitmproxy's HTTP flows, to a new file
 /// ([`create`](FlowWriter::create)) or to any stream ([`new`](Self::new)): flow files
-/// are flows one after another, so every record is whole in `out` once written.
+/// are flows one after another.
 ///
-/// Each record is one `write_all` of its encoded flow. A file made by `create` is
-/// behind a buffer; [`Sink::flush`] (which the capture's writer calls whenever its
-/// queue is empty) hands it the records. [`finish`](Self::finish) flushes and gives
-/// the stream back.
+/// Each flow is encoded straight into the writer's own buffer, which goes to `out` in
+/// one `write_all` once it holds [`BATCH`] bytes (only whole flows), and on
+/// [`Sink::flush`] (which the capture's writer calls whenever its queue is empty, and
+/// every [`FLUSH_AFTER`](crate::capture::FLUSH_AFTER) when busy) and
+/// [`finish`](Self::finish), which flushes and gives the stream back. A file made by
+/// `create` is behind a [`BufWriter`], which a whole batch goes past.
 ///
 /// ```
 /// # fn run(records: &[mitm::capture::Record]) -> std::io::Result<()> {
@@ -38,19 +40,24 @@ use crate::http::message::Headers;
 /// ```
 #[derive(Debug)]
 pub struct FlowWriter<W: Write = BufWriter<File>> {
-    out: W,
+    /// The stream; `None` only once [`finish`](Self::finish) has taken it.
+    out: Option<W>,
     /// The file written, when `create` made it: named in errors.
     path: Option<PathBuf>,
     /// Whether `CONNECT` flows are written ([`keep_connects`](Self::keep_connects)).
     keep_connects: bool,
-    /// Where each flow is encoded before its one write: kept from one record to the
-    /// next, so that a flow costs no allocation (given back after a large one).
+    /// The flows encoded and not yet handed to `out` (whole flows only): kept from
+    /// one batch to the next, so that a flow costs no allocation (given back after a
+    /// large one).
     buf: Vec<u8>,
 }
 
-/// The most [`FlowWriter`]'s buffer keeps between records; a larger flow's buffer is
-/// freed after it is written.
-const KEPT_BUFFER: usize = 256 * 1024;
+/// How many bytes of flows [`FlowWriter`] gathers before it hands them to its stream
+/// in one write: one system call for dozens of flows, each copied once.
+const BATCH: usize = 128 * 1024;
+/// The most [`FlowWriter`]'s buffer keeps between batches; a larger one (a batch that
+/// ends with a large flow) is freed once written.
+const KEPT_BUFFER: usize = 4 * BATCH;
 
 impl FlowWriter {
     /// Creates `path` for writing; fails with [`Error::CaptureIo`] if it exists, so
@@ -66,7 +73,7 @@ impl FlowWriter {
                 source,
             })?;
         Ok(FlowWriter {
-            out: BufWriter::new(file),
+            out: Some(BufWriter::new(file)),
             path: Some(path),
             keep_connects: false,
             buf: Vec::new(),
@@ -78,7 +85,7 @@ impl<W: Write> FlowWriter<W> {
     /// A writer of flows to `out`.
     pub fn new(out: W) -> Self {
         FlowWriter {
-            out,
+            out: Some(out),
             path: None,
             keep_connects: false,
             buf: Vec::new(),
@@ -94,32 +101,57 @@ impl<W: Write> FlowWriter<W> {
     }
 
     /// Writes `record` as one flow (nothing for a `CONNECT`, unless
-    /// [kept](Self::keep_connects)).
+    /// [kept](Self::keep_connects)): into the writer's buffer, handed to the stream
+    /// with the flows before it once the buffer is full.
     ///
     /// # Errors
     ///
-    /// What writing to the stream returns (naming the file, for one `create` made).
+    /// What writing to the stream returns (naming the file, for one `create` made),
+    /// when this flow filled the buffer; the flows in it are then dropped.
     pub fn write(&mut self, record: &Record) -> io::Result<()> {
         if record.request.is_connect() && !self.keep_connects {
             return Ok(());
         }
-        self.buf.clear();
         encode_flow(&mut self.buf, record, &Ids::random());
-        let written = self.out.write_all(&self.buf);
+        if self.buf.len() >= BATCH {
+            self.write_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the buffered flows to the stream and flushes it, then gives it back.
+    ///
+    /// # Errors
+    ///
+    /// What writing to or flushing the stream returns.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush_all()?;
+        self.out
+            .take()
+            .ok_or_else(|| io::Error::other("the flow writer was finished already"))
+    }
+
+    /// Hands the buffered flows to the stream (emptying the buffer, even on an
+    /// error: flows that cannot be written are not kept to grow without end).
+    fn write_batch(&mut self) -> io::Result<()> {
+        let Some(out) = self.out.as_mut().filter(|_| !self.buf.is_empty()) else {
+            return Ok(());
+        };
+        let written = out.write_all(&self.buf);
+        self.buf.clear();
         if self.buf.capacity() > KEPT_BUFFER {
             self.buf = Vec::new();
         }
         written.map_err(|e| self.named(e))
     }
 
-    /// Flushes the stream and gives it back.
-    ///
-    /// # Errors
-    ///
-    /// What flushing the stream returns.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.out.flush().map_err(|e| self.named(e))?;
-        Ok(self.out)
+    /// Hands the buffered flows to the stream and flushes it.
+    fn flush_all(&mut self) -> io::Result<()> {
+        self.write_batch()?;
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
+        out.flush().map_err(|e| self.named(e))
     }
 
     /// The file written, when [`create`](FlowWriter::create) made it.
@@ -136,13 +168,21 @@ impl<W: Write> FlowWriter<W> {
     }
 }
 
+impl<W: Write> Drop for FlowWriter<W> {
+    /// Hands the buffered flows to the stream, as a [`BufWriter`] does when dropped
+    /// (errors are lost: call [`finish`](Self::finish) or [`Sink::flush`] to see them).
+    fn drop(&mut self) {
+        let _ = self.write_batch();
+    }
+}
+
 impl<W: Write + Send + 'static> Sink for FlowWriter<W> {
     fn write(&mut self, record: &Record) -> io::Result<()> {
         FlowWriter::write(self, record)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush().map_err(|e| self.named(e))
+        self.flush_all()
     }
 }
 
@@ -221,19 +261,40 @@ fn address(e: &mut Encoder<'_>, host: &str, port: u16) {
 
 /// A socket address as `(host, port)`, or what `none` writes for none.
 fn socket(e: &mut Encoder<'_>, addr: Option<SocketAddr>, none: fn(&mut Encoder<'_>)) {
-    match addr {
-        Some(a) => {
-            // An IP address as text is at most 45 bytes: no allocation.
-            let mut ip = [0u8; 64];
+    let Some(a) = addr else {
+        none(e);
+        return;
+    };
+    // An IP address as text is at most 45 bytes: written on the stack.
+    let mut ip = [0u8; 64];
+    let len = match a.ip() {
+        // The common case, by hand: what `Display` writes, without its machinery.
+        IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    ip[len] = b'.';
+                    len += 1;
+                }
+                for (digit, place) in [(octet / 100, 100), ((octet / 10) % 10, 10), (octet % 10, 1)]
+                {
+                    if octet >= place || place == 1 {
+                        ip[len] = b'0' + digit;
+                        len += 1;
+                    }
+                }
+            }
+            len
+        }
+        IpAddr::V6(v6) => {
             let mut cursor = io::Cursor::new(&mut ip[..]);
             // Cannot fail: the buffer is long enough for any address.
-            let _ = write!(cursor, "{}", a.ip());
-            let len = usize::try_from(cursor.position()).unwrap_or(0);
-            let host = std::str::from_utf8(&ip[..len]).unwrap_or_default();
-            address(e, host, a.port());
+            let _ = write!(cursor, "{v6}");
+            usize::try_from(cursor.position()).unwrap_or(0)
         }
-        None => none(e),
-    }
+    };
+    let host = std::str::from_utf8(&ip[..len]).unwrap_or_default();
+    address(e, host, a.port());
 }
 
 fn headers(e: &mut Encoder<'_>, h: &Headers) {
@@ -632,6 +693,87 @@ mod tests {
             .bytes()
             .all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(uuid_str(&uuid()), id);
+    }
+
+    #[test]
+    fn ipv4_addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.10.99.100",
+            "127.0.0.1",
+            "255.250.205.199",
+        ] {
+            let addr: SocketAddr = format!("{ip}:8").parse().unwrap();
+            let mut out = Vec::new();
+            socket(&mut Encoder::new(&mut out), Some(addr), |e| e.null());
+            let mut want = Vec::new();
+            Value::List(vec![Value::from(ip), Value::Int(8)])
+                .encode(&mut want)
+                .unwrap();
+            assert_eq!(out, want, "{ip}");
+        }
+    }
+
+    /// A stream that keeps each write apart.
+    #[derive(Clone, Default)]
+    struct Writes(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// How many values `data` holds, all whole.
+    fn whole_values(data: &[u8]) -> usize {
+        let mut decoder = crate::capture::tnetstring::Decoder::new(data);
+        let mut n = 0;
+        while decoder.next_value().unwrap().is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn flows_reach_the_stream_in_batches_of_whole_flows() {
+        let writes = Writes::default();
+        let mut w = FlowWriter::new(writes.clone());
+        let mut one = Vec::new();
+        encode_flow(&mut one, &record(), &Ids::random());
+        let count = 3 * BATCH / one.len() + 1;
+        for _ in 0..count {
+            w.write(&record()).unwrap();
+        }
+        let batches = writes.0.lock().unwrap().clone();
+        assert!(batches.len() >= 2, "{} batches", batches.len());
+        assert!(batches.iter().all(|b| b.len() >= BATCH));
+        let mut seen: usize = batches.iter().map(|b| whole_values(b)).sum();
+        assert!(seen < count, "the last flows wait for a flush");
+        Sink::flush(&mut w).unwrap();
+        let after = writes.0.lock().unwrap().clone();
+        assert_eq!(after.len(), batches.len() + 1);
+        seen += whole_values(&after[batches.len()]);
+        assert_eq!(seen, count);
+        // Nothing is left to write, so nothing is written.
+        drop(w.finish().unwrap());
+        assert_eq!(writes.0.lock().unwrap().len(), after.len());
+    }
+
+    #[test]
+    fn a_writer_dropped_unfinished_writes_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dropped.flows");
+        let mut w = FlowWriter::create(&path).unwrap();
+        w.write(&record()).unwrap();
+        w.write(&record()).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        drop(w);
+        assert_eq!(read_flows(&path).unwrap().len(), 2);
     }
 
     /// Records unlike each other in every way a flow's bytes depend on.
