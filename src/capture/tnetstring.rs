@@ -175,13 +175,21 @@ impl<'a> Encoder<'a> {
     }
 
     /// `,`: bytes.
+    #[inline]
     pub(crate) fn bytes(&mut self, b: &[u8]) {
         self.leaf(b, b',');
     }
 
     /// `;`: text.
+    #[inline]
     pub(crate) fn str(&mut self, s: &str) {
         self.leaf(s.as_bytes(), b';');
+    }
+
+    /// `;`: text that `ascii` holds (the caller knows it is ASCII).
+    pub(crate) fn ascii(&mut self, ascii: &[u8]) {
+        debug_assert!(ascii.is_ascii());
+        self.leaf(ascii, b';');
     }
 
     /// `#`: an integer.
@@ -209,12 +217,14 @@ impl<'a> Encoder<'a> {
     }
 
     /// `!`: a boolean.
+    #[inline]
     pub(crate) fn bool(&mut self, b: bool) {
         self.buf
             .extend_from_slice(if b { b"4:true!" } else { b"5:false!" });
     }
 
     /// `~`: null.
+    #[inline]
     pub(crate) fn null(&mut self) {
         self.buf.extend_from_slice(b"0:~");
     }
@@ -241,20 +251,35 @@ impl<'a> Encoder<'a> {
         self.container(b']', digit_count(size_hint as u64), items);
     }
 
-    /// An entry of a dictionary whose key is the text `key`.
+    /// An entry of a dictionary whose key is the text `key`. Inlined: a key is a
+    /// constant, so its length prefix is too, and its bytes are copied without a call.
+    #[inline(always)]
     pub(crate) fn key(&mut self, key: &str) -> &mut Self {
         self.str(key);
         self
     }
 
+    #[inline(always)]
     fn leaf(&mut self, payload: &[u8], tag: u8) {
         self.length(payload.len());
         self.buf.extend_from_slice(payload);
         self.buf.push(tag);
     }
 
-    /// Writes `LEN:`.
+    /// Writes `LEN:` (short ones, most of a flow's, without a loop or a call).
+    #[inline(always)]
     fn length(&mut self, len: usize) {
+        // Each digit fits a byte.
+        if len < 10 {
+            self.buf.extend_from_slice(&[b'0' + len as u8, b':']);
+            return;
+        }
+        if len < 100 {
+            let (tens, ones) = (len / 10, len % 10);
+            self.buf
+                .extend_from_slice(&[b'0' + tens as u8, b'0' + ones as u8, b':']);
+            return;
+        }
         let mut digits = [0u8; 20];
         self.buf.extend_from_slice(decimal(len as u64, &mut digits));
         self.buf.push(b':');

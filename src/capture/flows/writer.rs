@@ -227,11 +227,6 @@ impl Ids {
     }
 }
 
-/// A UUID as text (it is ASCII).
-fn uuid_str(id: &Uuid) -> &str {
-    std::str::from_utf8(id).unwrap_or_default()
-}
-
 fn seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -320,7 +315,7 @@ fn connection_fields(
     start: Option<f64>,
     tls_setup: Option<SystemTime>,
 ) {
-    e.key("id").str(uuid_str(id));
+    e.key("id").ascii(id);
     e.key("transport_protocol").str("tcp");
     e.key("error").null();
     e.key("tls").bool(tls);
@@ -408,7 +403,7 @@ pub(super) fn encode_flow(out: &mut Vec<u8>, record: &Record, ids: &Ids) {
     Encoder::new(out).dict_sized(hint, |e| {
         e.key("version").int(FLOW_FORMAT_VERSION);
         e.key("type").str("http");
-        e.key("id").str(uuid_str(&ids.flow));
+        e.key("id").ascii(&ids.flow);
         e.key("error");
         match &record.error {
             Some(msg) => {
@@ -611,6 +606,10 @@ mod tests {
     use crate::capture::flows::tests::record;
     use crate::capture::tnetstring::Value;
     use crate::capture::RecordedMessage;
+
+    fn uuid_str(id: &Uuid) -> &str {
+        std::str::from_utf8(id).unwrap()
+    }
 
     #[test]
     fn create_never_overwrites() {
