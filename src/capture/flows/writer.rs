@@ -857,343 +857,70 @@ mod tests {
         all
     }
 
-    #[test]
-    fn writes_in_place_what_the_value_tree_wrote() {
-        for (i, r) in varied().iter().enumerate() {
-            let ids = Ids::random();
-            let mut new = b"x".to_vec();
-            encode_flow(&mut new, r, &ids);
-            let strs = [ids.flow, ids.client, ids.server].map(|u| uuid_str(&u).to_string());
-            let mut old = b"x".to_vec();
-            oracle::flow_state(r, strs).encode(&mut old).unwrap();
-            assert!(
-                new == old,
-                "record {i}:\n{}\n{}",
-                String::from_utf8_lossy(&new[..new.len().min(3000)]),
-                String::from_utf8_lossy(&old[..old.len().min(3000)])
-            );
+    /// Ids that do not change from one run to the next: the `n`th flow's.
+    fn fixed_ids(n: usize) -> Ids {
+        let id = |k: usize| -> Uuid {
+            let text = format!("00000000-0000-4000-8000-{k:012x}");
+            text.as_bytes().try_into().unwrap()
+        };
+        Ids {
+            flow: id(3 * n),
+            client: id(3 * n + 1),
+            server: id(3 * n + 2),
         }
     }
-}
 
-#[cfg(test)]
-mod oracle {
-    // The flow writer as it was, a [`Value`] tree per flow: the oracle the in-place
-    // writer is checked against (test only, while it is rewritten).
-
-    use std::net::SocketAddr;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    use bytes::Bytes;
-
-    use super::super::FLOW_FORMAT_VERSION;
-    use crate::capture::tnetstring::Value;
-    use crate::capture::{Record, RecordedBody};
-    use crate::core::TlsFacts;
-    use crate::http::message::Headers;
-
-    pub(super) fn dict(entries: Vec<(&str, Value)>) -> Value {
-        Value::Dict(
-            entries
-                .into_iter()
-                .map(|(k, v)| (Value::from(k), v))
-                .collect(),
-        )
-    }
-
-    fn bytes(b: impl Into<Bytes>) -> Value {
-        Value::Bytes(b.into())
-    }
-
-    pub(super) fn text(s: &str) -> Value {
-        Value::from(s)
-    }
-
-    fn float_or_null(t: Option<f64>) -> Value {
-        t.map_or(Value::Null, Value::Float)
-    }
-
-    fn seconds(t: SystemTime) -> f64 {
-        t.duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64())
-    }
-
-    /// `(host, port)`, as mitmproxy keeps addresses.
-    fn address(host: &str, port: u16) -> Value {
-        Value::List(vec![text(host), Value::Int(i64::from(port))])
-    }
-
-    fn socket(addr: Option<SocketAddr>) -> Option<Value> {
-        addr.map(|a| address(&a.ip().to_string(), a.port()))
-    }
-
-    fn headers(h: &Headers) -> Value {
-        Value::List(
-            h.iter()
-                .map(|(n, v)| {
-                    Value::List(vec![
-                        bytes(Bytes::copy_from_slice(n.as_bytes())),
-                        bytes(Bytes::copy_from_slice(v)),
-                    ])
-                })
-                .collect(),
-        )
-    }
-
-    /// The fields every connection's state has: its TLS as `facts` says (the
-    /// certificates as PEM, as mitmproxy keeps them), its times.
-    fn connection_fields(
-        id: String,
-        tls: bool,
-        facts: &TlsFacts,
-        start: Option<f64>,
-        tls_setup: Option<SystemTime>,
-    ) -> Vec<(&'static str, Value)> {
-        let sni = facts.sni.as_deref();
-        let certificates = facts.certificates.iter().map(|der| bytes(pem(der)));
-        let offers = facts.alpn_offers.iter().map(|a| bytes(a.clone()));
-        vec![
-            ("id", Value::Str(id)),
-            ("transport_protocol", text("tcp")),
-            ("error", Value::Null),
-            ("tls", Value::Bool(tls)),
-            ("certificate_list", Value::List(certificates.collect())),
-            (
-                "alpn",
-                facts
-                    .alpn
-                    .as_ref()
-                    .map_or(Value::Null, |a| bytes(a.clone().into_bytes())),
-            ),
-            ("alpn_offers", Value::List(offers.collect())),
-            ("cipher", facts.cipher.as_deref().map_or(Value::Null, text)),
-            ("cipher_list", Value::List(vec![])),
-            (
-                "tls_version",
-                facts.version.as_deref().map_or(Value::Null, text),
-            ),
-            ("sni", sni.map_or(Value::Null, text)),
-            ("timestamp_start", float_or_null(start)),
-            ("timestamp_end", Value::Null),
-            ("timestamp_tls_setup", float_or_null(tls_setup.map(seconds))),
-        ]
-    }
-
-    /// A DER certificate as PEM text, as mitmproxy keeps certificates.
-    fn pem(der: &[u8]) -> Vec<u8> {
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let mut out = b"-----BEGIN CERTIFICATE-----\n".to_vec();
-        for line in b64.as_bytes().chunks(64) {
-            out.extend_from_slice(line);
-            out.push(b'\n');
+    /// The flows of [`varied`]'s records shorter than 10 000 bytes, with fixed ids.
+    fn golden_flows(encode: impl Fn(&Record, &Ids) -> Vec<u8>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (n, r) in varied().iter().enumerate() {
+            let flow = encode(r, &fixed_ids(n));
+            if flow.len() < 10_000 {
+                out.extend(flow);
+            }
         }
-        out.extend_from_slice(b"-----END CERTIFICATE-----\n");
         out
     }
 
-    /// What this crate keeps in a flow's `metadata` beside mitmproxy's own fields.
-    fn body_metadata(body: &RecordedBody, prefix: &str) -> [(String, Value); 2] {
-        [
-            (
-                format!("{prefix}_body_size"),
-                Value::Int(i64::try_from(body.size).unwrap_or(i64::MAX)),
-            ),
-            (
-                format!("{prefix}_body_truncated"),
-                Value::Bool(body.truncated),
-            ),
-        ]
+    #[test]
+    fn writes_the_bytes_the_value_tree_wrote() {
+        // Written by the writer that built a `Value` tree per flow, before flows were
+        // encoded in place; mitmproxy 10 and 11 open such files (tests/it/flows.rs).
+        let golden = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/flows-writer.flows"
+        ));
+        let new = golden_flows(|r, ids| {
+            let mut out = Vec::new();
+            encode_flow(&mut out, r, ids);
+            out
+        });
+        assert_eq!(whole_values(golden), 17);
+        if new != golden {
+            let at = new.iter().zip(golden).take_while(|(a, b)| a == b).count();
+            let around = |d: &[u8]| {
+                String::from_utf8_lossy(&d[at.saturating_sub(80)..(at + 80).min(d.len())])
+                    .into_owned()
+            };
+            panic!(
+                "differs at byte {at}:\n{}\n{}",
+                around(&new),
+                around(golden)
+            );
+        }
     }
 
-    /// The state of `record` as one of mitmproxy's HTTP flows, format
-    /// [`FLOW_FORMAT_VERSION`].
-    pub(super) fn flow_state(record: &Record, ids: [String; 3]) -> Value {
-        let [flow_id, client_id, server_id] = ids;
-        let start = seconds(record.started_at);
-        let at = |d: Option<Duration>| d.map(|d| start + d.as_secs_f64());
-        let t = &record.timings;
-        let req = &record.request;
-        let https = req.scheme == "https";
-
-        // The name the client asked for; a record made before TLS facts were kept says
-        // only that it spoke TLS, to the request's host.
-        let mut client_tls = record.tls.clone();
-        if record.client_tls && client_tls.sni.is_none() {
-            client_tls.sni = Some(req.host.clone());
+    #[test]
+    fn every_flow_is_framed_as_its_value_encodes() {
+        for (i, r) in varied().iter().enumerate() {
+            let mut new = Vec::new();
+            encode_flow(&mut new, r, &Ids::random());
+            let mut decoder = crate::capture::tnetstring::Decoder::new(&new[..]);
+            let value = decoder.next_value().unwrap().unwrap();
+            assert_eq!(decoder.offset(), new.len() as u64, "record {i}");
+            let mut again = Vec::new();
+            value.encode(&mut again).unwrap();
+            assert!(again == new, "record {i}");
         }
-        let facts = &record.facts;
-        // A record made before connection facts were kept: the request's start.
-        let client_start = facts.client.started.map_or(start, seconds);
-        let mut client = connection_fields(
-            client_id,
-            record.client_tls,
-            &client_tls,
-            Some(client_start),
-            facts.client.tls_setup,
-        );
-        client.push((
-            "peername",
-            socket(record.client).unwrap_or_else(|| address("", 0)),
-        ));
-        client.push((
-            "sockname",
-            socket(facts.client.local).unwrap_or_else(|| address("", 0)),
-        ));
-        client.push(("mitmcert", Value::Null));
-        client.push(("proxy_mode", text("regular")));
-
-        let up = &facts.server;
-        let server_start = match up.socket.started {
-            Some(t) => Some(seconds(t)),
-            None => record.server.map(|_| start),
-        };
-        let mut server_tls = up.tls.clone();
-        if https && server_tls.sni.is_none() {
-            server_tls.sni = Some(req.host.clone());
-        }
-        let mut server = connection_fields(
-            server_id,
-            https,
-            &server_tls,
-            server_start,
-            up.socket.tls_setup,
-        );
-        server.push(("peername", socket(record.server).unwrap_or(Value::Null)));
-        server.push(("sockname", socket(up.socket.local).unwrap_or(Value::Null)));
-        server.push(("address", address(&req.host, req.port)));
-        server.push((
-            "timestamp_tcp_setup",
-            float_or_null(up.socket.tcp_setup.map(seconds)),
-        ));
-        server.push(("via", Value::Null));
-
-        // CONNECT and HTTP/2 requests carry their authority (`:authority`); other HTTP/1
-        // ones leave it empty, as mitmproxy does.
-        let authority = if req.method == "CONNECT" {
-            format!("{}:{}", req.host, req.port)
-        } else if req.version == "HTTP/2.0" {
-            let default = if https { 443 } else { 80 };
-            if req.port == default {
-                req.host.clone()
-            } else {
-                format!("{}:{}", req.host, req.port)
-            }
-        } else {
-            String::new()
-        };
-        let request = dict(vec![
-            ("http_version", bytes(req.version.clone())),
-            ("headers", headers(&req.headers)),
-            ("content", bytes(req.body.data.clone())),
-            ("trailers", Value::Null),
-            ("timestamp_start", Value::Float(start)),
-            ("timestamp_end", float_or_null(at(t.request_end))),
-            ("host", text(&req.host)),
-            ("port", Value::Int(i64::from(req.port))),
-            ("method", bytes(req.method.clone())),
-            ("scheme", bytes(req.scheme.clone())),
-            ("authority", bytes(authority)),
-            ("path", bytes(req.path.clone())),
-        ]);
-
-        let mut metadata = body_metadata(&req.body, "request").to_vec();
-        let response = record.response.as_ref().map_or(Value::Null, |res| {
-            metadata.extend(body_metadata(&res.body, "response"));
-            let first = at(t.response_first_byte)
-                .or(at(t.request_end))
-                .unwrap_or(start);
-            dict(vec![
-                ("http_version", bytes(res.version.clone())),
-                ("headers", headers(&res.headers)),
-                ("content", bytes(res.body.data.clone())),
-                ("trailers", Value::Null),
-                ("timestamp_start", Value::Float(first)),
-                ("timestamp_end", float_or_null(at(t.response_end))),
-                ("status_code", Value::Int(i64::from(res.status))),
-                ("reason", bytes(res.reason.clone())),
-            ])
-        });
-        let metadata = Value::Dict(vec![(
-            text("mitm"),
-            Value::Dict(
-                metadata
-                    .into_iter()
-                    .map(|(k, v)| (Value::Str(k), v))
-                    .collect(),
-            ),
-        )]);
-
-        let error = record.error.as_ref().map_or(Value::Null, |msg| {
-            let when = at(t.response_end)
-                .or(at(t.response_first_byte))
-                .or(at(t.request_end))
-                .unwrap_or(start);
-            dict(vec![("msg", text(msg)), ("timestamp", Value::Float(when))])
-        });
-
-        let notes = &record.annotations;
-        dict(vec![
-            ("version", Value::Int(FLOW_FORMAT_VERSION)),
-            ("type", text("http")),
-            ("id", Value::Str(flow_id)),
-            ("error", error),
-            ("client_conn", dict(client)),
-            ("server_conn", dict(server)),
-            ("intercepted", Value::Bool(false)),
-            (
-                "is_replay",
-                notes.is_replay.as_deref().map_or(Value::Null, text),
-            ),
-            ("marked", text(&notes.marked)),
-            ("metadata", metadata),
-            ("comment", text(&notes.comment)),
-            ("timestamp_created", Value::Float(start)),
-            ("backup", Value::Null),
-            ("request", request),
-            ("response", response),
-            ("websocket", websocket_state(record)),
-        ])
-    }
-
-    /// The WebSocket state of a flow: its messages as `[opcode, from_client, content,
-    /// timestamp, dropped, injected]`, as mitmproxy keeps them; null for other flows.
-    fn websocket_state(record: &Record) -> Value {
-        let Some(messages) = &record.websocket else {
-            return Value::Null;
-        };
-        let messages = messages
-            .iter()
-            .map(|m| {
-                Value::List(vec![
-                    Value::Int(if m.text { 1 } else { 2 }),
-                    Value::Bool(m.from_client),
-                    Value::Bytes(m.data.clone()),
-                    Value::Float(seconds(m.at)),
-                    Value::Bool(false),
-                    Value::Bool(false),
-                ])
-            })
-            .collect();
-        let close = record.facts.websocket_close.as_ref();
-        dict(vec![
-            ("messages", Value::List(messages)),
-            (
-                "closed_by_client",
-                close.map_or(Value::Null, |c| Value::Bool(c.by_client)),
-            ),
-            (
-                "close_code",
-                close.map_or(Value::Null, |c| Value::Int(i64::from(c.code))),
-            ),
-            (
-                "close_reason",
-                close.map_or(Value::Null, |c| text(&c.reason)),
-            ),
-            (
-                "timestamp_end",
-                close.map_or(Value::Null, |c| Value::Float(seconds(c.at))),
-            ),
-        ])
     }
 }
