@@ -207,6 +207,14 @@ impl<'a> Encoder<'a> {
 
     /// `^`: a float, as `{:?}` writes it (what [`Value::Float`] encodes to).
     pub(crate) fn float(&mut self, f: f64) {
+        // Between 1 and 10^15 (timestamps), ryu writes what `{:?}` does: the shortest
+        // digits that read back as `f`, a decimal point, `.0` for a whole number; and
+        // faster. Outside, the two differ in where they turn to exponents.
+        if (1.0..1e15).contains(&f.abs()) {
+            let mut text = ryu::Buffer::new();
+            self.leaf(text.format_finite(f).as_bytes(), b'^');
+            return;
+        }
         // `{:?}` of an f64 is at most 24 characters (`-2.2250738585072014e-308`): the
         // room is guessed as 2 digits and shrunk to 1 when shorter than 10.
         let at = self.buf.len();
@@ -757,6 +765,34 @@ mod tests {
                 )]);
                 assert_eq!(out, encoded(&want), "hint {hint}, {len} bytes");
             }
+        }
+    }
+
+    #[test]
+    fn floats_are_written_as_debug_writes_them() {
+        // Every power of ten, halves and thirds around it, and timestamps with every
+        // number of decimals: through ryu inside its range, `{:?}` outside.
+        let mut values = vec![0.0, -0.0, 1.0, -1.0, 0.5, f64::MIN_POSITIVE, 1e15 - 0.5];
+        for exp in -20..=20 {
+            let p = 10f64.powi(exp);
+            values.extend([
+                p,
+                p * 0.5,
+                p / 3.0,
+                -p / 7.0,
+                p * 1.000_000_1,
+                p - p * 1e-12,
+            ]);
+        }
+        let mut x = 1_700_000_000.0_f64;
+        for i in 0..2000 {
+            values.push(x);
+            x += 0.000_137 * f64::from(i) + 1.0 / 3.0;
+        }
+        for f in values {
+            let mut out = Vec::new();
+            Encoder::new(&mut out).float(f);
+            assert_eq!(out, encoded(&Value::Float(f)), "{f:?}");
         }
     }
 
