@@ -3,7 +3,8 @@
 //! an integer, `^` a float, `!` a boolean, `~` null, `]` a list and `}` a dictionary
 //! (keys and values alternating).
 //!
-//! [`Value::encode`] writes one value; [`Decoder`] reads values one after another from
+//! [`Value::encode`] writes one value (the flow writer writes its flows in place, with
+//! this module's crate-private `Encoder`, no `Value` in between); [`Decoder`] reads values one after another from
 //! any [`Read`], with limits (on a value's length and on nesting) so that a damaged or
 //! hostile file gives an error, never a panic or an allocation it did not earn with its
 //! own bytes.

@@ -21,7 +21,7 @@ use crate::http::message::Headers;
 /// are flows one after another.
 ///
 /// Each flow is encoded straight into the writer's own buffer, which goes to `out` in
-/// one `write_all` once it holds [`BATCH`] bytes (only whole flows), and on
+/// one `write_all` once it holds 128 KiB (only whole flows), and on
 /// [`Sink::flush`] (which the capture's writer calls whenever its queue is empty, and
 /// every [`FLUSH_AFTER`](crate::capture::FLUSH_AFTER) when busy) and
 /// [`finish`](Self::finish), which flushes and gives the stream back. A file made by
