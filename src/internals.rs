@@ -477,3 +477,84 @@ impl HookChain {
             .await
     }
 }
+
+#[cfg(feature = "capture")]
+/// Writes `count` flows, as `--save FILE.flows` writes them, of one record shaped as
+/// `mitm-bench`'s `http-ka` load makes (a GET over plain HTTP answered with 1 KiB, the
+/// connections' facts known), to a stream that only counts; returns the bytes
+/// written.
+pub fn write_flows(count: usize) -> usize {
+    use std::io::{self, Write};
+    use std::time::{Duration, SystemTime};
+
+    use crate::capture::flows::FlowWriter;
+    use crate::capture::{Record, RecordedBody, RecordedRequest, RecordedResponse};
+    use crate::http::message::Headers;
+
+    /// Counts what it is given.
+    struct Counter(usize);
+    impl Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    let mut request = Headers::new();
+    request.append("Host", "127.0.0.1:40123");
+    request.append("User-Agent", "mitm-bench");
+    let mut response = Headers::new();
+    response.append("Server", "nginx/1.24.0");
+    response.append("Date", "Mon, 07 Dec 2026 12:00:00 GMT");
+    response.append("Content-Type", "application/octet-stream");
+    response.append("Content-Length", "1024");
+    response.append("Connection", "keep-alive");
+    let mut record = Record {
+        annotations: Default::default(),
+        started_at: at,
+        client: Some(([127, 0, 0, 1], 50000).into()),
+        server: Some(([127, 0, 0, 1], 40123).into()),
+        client_tls: false,
+        tls: Default::default(),
+        request: RecordedRequest {
+            method: "GET".into(),
+            scheme: "http".into(),
+            host: "127.0.0.1".into(),
+            port: 40123,
+            path: "/1k".into(),
+            version: "HTTP/1.1".into(),
+            headers: request,
+            body: RecordedBody::default(),
+        },
+        response: Some(RecordedResponse {
+            status: 200,
+            reason: "OK".into(),
+            version: "HTTP/1.1".into(),
+            headers: response,
+            body: RecordedBody::whole(Bytes::from(vec![b'x'; 1024])),
+        }),
+        timings: crate::capture::RecordedTimings {
+            request_end: Some(Duration::from_micros(20)),
+            response_first_byte: Some(Duration::from_micros(180)),
+            response_end: Some(Duration::from_micros(200)),
+        },
+        error: None,
+        websocket: None,
+        facts: Default::default(),
+    };
+    record.facts.client.local = Some(([127, 0, 0, 1], 8080).into());
+    record.facts.client.started = Some(at);
+    record.facts.server.socket.local = Some(([127, 0, 0, 1], 50001).into());
+    record.facts.server.socket.started = Some(at);
+    record.facts.server.socket.tcp_setup = Some(at);
+    let mut writer = FlowWriter::new(Counter(0));
+    for _ in 0..count {
+        // Writing to a counter cannot fail.
+        let _ = writer.write(&record);
+    }
+    writer.finish().map_or(0, |c| c.0)
+}

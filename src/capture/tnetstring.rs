@@ -3,7 +3,8 @@
 //! an integer, `^` a float, `!` a boolean, `~` null, `]` a list and `}` a dictionary
 //! (keys and values alternating).
 //!
-//! [`Value::encode`] writes one value; [`Decoder`] reads values one after another from
+//! [`Value::encode`] writes one value (the flow writer writes its flows in place, with
+//! this module's crate-private `Encoder`, no `Value` in between); [`Decoder`] reads values one after another from
 //! any [`Read`], with limits (on a value's length and on nesting) so that a damaged or
 //! hostile file gives an error, never a panic or an allocation it did not earn with its
 //! own bytes.
@@ -149,6 +150,199 @@ impl Value {
 fn prefix_length(buf: &mut Vec<u8>, start: usize) {
     let len = (buf.len() - start).to_string();
     buf.splice(start..start, len.bytes().chain([b':']));
+}
+
+/// Writes tnetstring values straight into a buffer, with no [`Value`] tree in
+/// between: what a writer of many records uses, one record after another into the
+/// same buffer.
+///
+/// A container's length goes before its items but is known only after them: the
+/// encoder leaves room for a guessed number of digits, writes the items, then writes
+/// the length into that room, moving the items only when the guess was wrong (by the
+/// difference, so a wrong guess on a small container costs a few bytes moved).
+#[derive(Debug)]
+pub(crate) struct Encoder<'a> {
+    buf: &'a mut Vec<u8>,
+}
+
+/// How many digits a container's length is guessed to have, when its writer gives no
+/// hint: most of a flow's containers (connections, header lists) are 100–999 bytes.
+const GUESS_DIGITS: usize = 3;
+
+impl<'a> Encoder<'a> {
+    /// An encoder appending to `buf`.
+    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
+        Encoder { buf }
+    }
+
+    /// `,`: bytes.
+    #[inline]
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
+        self.leaf(b, b',');
+    }
+
+    /// `;`: text.
+    #[inline]
+    pub(crate) fn str(&mut self, s: &str) {
+        self.leaf(s.as_bytes(), b';');
+    }
+
+    /// `;`: text that `ascii` holds (the caller knows it is ASCII).
+    pub(crate) fn ascii(&mut self, ascii: &[u8]) {
+        debug_assert!(ascii.is_ascii());
+        self.leaf(ascii, b';');
+    }
+
+    /// `#`: an integer.
+    pub(crate) fn int(&mut self, i: i64) {
+        let mut digits = [0u8; 20];
+        let text = decimal(i.unsigned_abs(), &mut digits);
+        let negative = usize::from(i < 0);
+        self.length(text.len() + negative);
+        if i < 0 {
+            self.buf.push(b'-');
+        }
+        self.buf.extend_from_slice(text);
+        self.buf.push(b'#');
+    }
+
+    /// `^`: a float, as `{:?}` writes it (what [`Value::Float`] encodes to).
+    pub(crate) fn float(&mut self, f: f64) {
+        // Between 1 and 10^15 (timestamps), ryu writes what `{:?}` does: the shortest
+        // digits that read back as `f`, a decimal point, `.0` for a whole number; and
+        // faster. Outside, the two differ in where they turn to exponents.
+        if (1.0..1e15).contains(&f.abs()) {
+            let mut text = ryu::Buffer::new();
+            self.leaf(text.format_finite(f).as_bytes(), b'^');
+            return;
+        }
+        // `{:?}` of an f64 is at most 24 characters (`-2.2250738585072014e-308`): the
+        // room is guessed as 2 digits and shrunk to 1 when shorter than 10.
+        let at = self.buf.len();
+        self.buf.extend_from_slice(b"00:");
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.buf, "{f:?}");
+        self.close(at, 2, b'^');
+    }
+
+    /// `!`: a boolean.
+    #[inline]
+    pub(crate) fn bool(&mut self, b: bool) {
+        self.buf
+            .extend_from_slice(if b { b"4:true!" } else { b"5:false!" });
+    }
+
+    /// `~`: null.
+    #[inline]
+    pub(crate) fn null(&mut self) {
+        self.buf.extend_from_slice(b"0:~");
+    }
+
+    /// `]`: a list of the values `items` writes.
+    pub(crate) fn list(&mut self, items: impl FnOnce(&mut Self)) {
+        self.container(b']', GUESS_DIGITS, items);
+    }
+
+    /// `}`: a dictionary of the keys and values `entries` writes, one after the other.
+    pub(crate) fn dict(&mut self, entries: impl FnOnce(&mut Self)) {
+        self.container(b'}', GUESS_DIGITS, entries);
+    }
+
+    /// A dictionary expected to be about `size_hint` bytes long (its room is sized
+    /// for that: a right hint spares moving a large dictionary's items).
+    pub(crate) fn dict_sized(&mut self, size_hint: usize, entries: impl FnOnce(&mut Self)) {
+        self.container(b'}', digit_count(size_hint as u64), entries);
+    }
+
+    /// A list expected to be about `size_hint` bytes long (as
+    /// [`dict_sized`](Self::dict_sized)).
+    pub(crate) fn list_sized(&mut self, size_hint: usize, items: impl FnOnce(&mut Self)) {
+        self.container(b']', digit_count(size_hint as u64), items);
+    }
+
+    /// An entry of a dictionary whose key is the text `key`. Inlined: a key is a
+    /// constant, so its length prefix is too, and its bytes are copied without a call.
+    #[inline(always)]
+    pub(crate) fn key(&mut self, key: &str) -> &mut Self {
+        self.str(key);
+        self
+    }
+
+    #[inline(always)]
+    fn leaf(&mut self, payload: &[u8], tag: u8) {
+        self.length(payload.len());
+        self.buf.extend_from_slice(payload);
+        self.buf.push(tag);
+    }
+
+    /// Writes `LEN:` (short ones, most of a flow's, without a loop or a call).
+    #[inline(always)]
+    fn length(&mut self, len: usize) {
+        // Each digit fits a byte.
+        if len < 10 {
+            self.buf.extend_from_slice(&[b'0' + len as u8, b':']);
+            return;
+        }
+        if len < 100 {
+            let (tens, ones) = (len / 10, len % 10);
+            self.buf
+                .extend_from_slice(&[b'0' + tens as u8, b'0' + ones as u8, b':']);
+            return;
+        }
+        let mut digits = [0u8; 20];
+        self.buf.extend_from_slice(decimal(len as u64, &mut digits));
+        self.buf.push(b':');
+    }
+
+    fn container(&mut self, tag: u8, guess: usize, items: impl FnOnce(&mut Self)) {
+        let at = self.buf.len();
+        self.buf.resize(at + guess, b'0');
+        self.buf.push(b':');
+        items(self);
+        self.close(at, guess, tag);
+    }
+
+    /// Ends the value whose room for `guess` digits starts at `at`: its length written
+    /// there (the items moved if it has another number of digits), then `tag`.
+    fn close(&mut self, at: usize, guess: usize, tag: u8) {
+        let start = at + guess + 1;
+        let end = self.buf.len();
+        let len = end - start;
+        let mut digits = [0u8; 20];
+        let text = decimal(len as u64, &mut digits);
+        let need = text.len();
+        if need > guess {
+            let more = need - guess;
+            self.buf.resize(end + more, 0);
+            self.buf.copy_within(start..end, start + more);
+        } else if need < guess {
+            let less = guess - need;
+            self.buf.copy_within(start..end, start - less);
+            self.buf.truncate(end - less);
+        }
+        self.buf[at..at + need].copy_from_slice(text);
+        self.buf[at + need] = b':';
+        self.buf.push(tag);
+    }
+}
+
+/// How many decimal digits `n` has.
+fn digit_count(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |l| l as usize + 1)
+}
+
+/// `n` in decimal, written at the end of `out`.
+fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut at = out.len();
+    loop {
+        at -= 1;
+        // A digit: fits a byte.
+        out[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[at..];
+        }
+    }
 }
 
 /// Why a value could not be read.
@@ -516,6 +710,91 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("longer than the limit"));
+    }
+
+    /// `value` written with an [`Encoder`], as a writer of records would.
+    fn encoded_in_place(value: &Value) -> Vec<u8> {
+        fn put(e: &mut Encoder<'_>, v: &Value) {
+            match v {
+                Value::Bytes(b) => e.bytes(b),
+                Value::Str(s) => e.str(s),
+                Value::Int(i) => e.int(*i),
+                Value::Float(f) => e.float(*f),
+                Value::Bool(b) => e.bool(*b),
+                Value::Null => e.null(),
+                Value::List(items) => e.list(|e| items.iter().for_each(|i| put(e, i))),
+                Value::Dict(entries) => e.dict(|e| {
+                    for (k, v) in entries {
+                        put(e, k);
+                        put(e, v);
+                    }
+                }),
+            }
+        }
+        let mut out = b"before".to_vec();
+        put(&mut Encoder::new(&mut out), value);
+        assert_eq!(&out[..6], b"before");
+        out.split_off(6)
+    }
+
+    #[test]
+    fn the_encoder_writes_what_a_value_encodes_to() {
+        let mut values = vec![sample(), Value::Int(0), Value::Float(f64::NAN)];
+        values.extend([-1.5e-300, 0.1, 123456789.125, f64::MAX, f64::INFINITY].map(Value::Float));
+        values.extend([i64::MIN, -1, 9, 10, i64::MAX].map(Value::Int));
+        // Containers whose lengths have 1 to 6 digits, against the guess of 3 and of
+        // the size hint, on both sides of every power of ten.
+        for len in [
+            0, 1, 8, 9, 10, 11, 98, 99, 100, 101, 998, 999, 1000, 1001, 99_996, 100_000,
+        ] {
+            let item = Value::Bytes(Bytes::from(vec![b'x'; len]));
+            values.push(Value::List(vec![item.clone()]));
+            values.push(Value::Dict(vec![(Value::from("k"), item)]));
+        }
+        for v in &values {
+            assert_eq!(encoded_in_place(v), encoded(v), "{v:?}");
+        }
+        for hint in [0, 5, 50, 5000, 1 << 40] {
+            for len in [0, 7, 120, 4000, 20_000] {
+                let mut out = Vec::new();
+                Encoder::new(&mut out).dict_sized(hint, |e| {
+                    e.key("k").bytes(&vec![b'y'; len]);
+                });
+                let want = Value::Dict(vec![(
+                    Value::from("k"),
+                    Value::Bytes(Bytes::from(vec![b'y'; len])),
+                )]);
+                assert_eq!(out, encoded(&want), "hint {hint}, {len} bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn floats_are_written_as_debug_writes_them() {
+        // Every power of ten, halves and thirds around it, and timestamps with every
+        // number of decimals: through ryu inside its range, `{:?}` outside.
+        let mut values = vec![0.0, -0.0, 1.0, -1.0, 0.5, f64::MIN_POSITIVE, 1e15 - 0.5];
+        for exp in -20..=20 {
+            let p = 10f64.powi(exp);
+            values.extend([
+                p,
+                p * 0.5,
+                p / 3.0,
+                -p / 7.0,
+                p * 1.000_000_1,
+                p - p * 1e-12,
+            ]);
+        }
+        let mut x = 1_700_000_000.0_f64;
+        for i in 0..2000 {
+            values.push(x);
+            x += 0.000_137 * f64::from(i) + 1.0 / 3.0;
+        }
+        for f in values {
+            let mut out = Vec::new();
+            Encoder::new(&mut out).float(f);
+            assert_eq!(out, encoded(&Value::Float(f)), "{f:?}");
+        }
     }
 
     #[test]

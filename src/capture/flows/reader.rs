@@ -468,9 +468,17 @@ fn recorded_response(
 mod tests {
     use super::*;
     use crate::capture::flows::tests::record;
-    use crate::capture::flows::writer::{dict, flow_state, text};
+    use crate::capture::flows::writer::flow_state;
     use crate::capture::flows::FlowWriter;
     use crate::capture::Sink;
+
+    fn dict(entries: Vec<(&str, Value)>) -> Value {
+        Value::Dict(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+
+    fn text(s: &str) -> Value {
+        Value::from(s)
+    }
 
     /// Times survive as float seconds: equal to within a microsecond.
     fn close(a: Option<Duration>, b: Option<Duration>) -> bool {
