@@ -110,6 +110,16 @@ impl PyFlow {
 
 #[pymethods]
 impl PyFlow {
+    /// The flow's Python references, for Python's cycle collector: a middleware that
+    /// keeps an object in `flow.metadata` which refers back to the flow (the addon
+    /// host's mitmproxy-style flow does) makes a cycle that only the collector can
+    /// free, and it can only see the edges listed here.
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.metadata)?;
+        visit.call(&self.connection)?;
+        Ok(())
+    }
+
     /// A number unique among the flows of one connection, from 1.
     #[getter]
     fn id(&self) -> u64 {

@@ -355,6 +355,12 @@ impl HttpHandler for PyHandlers {
             }
         }
         if !upgrade {
+            if view.is_none() {
+                // No hook took the view (every flow_finished hook gated off, e.g. a
+                // reloadable addon script without one): let it go here, or the
+                // connection's state keeps every flow of a keep-alive connection.
+                drop(Self::forget(conn, flow.id));
+            }
             return;
         }
         let object = match view {
