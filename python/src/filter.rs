@@ -29,31 +29,13 @@ struct Snapshot {
     websocket: bool,
 }
 
-/// The bytes of a body that is held; none of one that streams.
-fn held(body: &mitm::Body) -> &[u8] {
-    body.bytes().map_or(&[], |b| b.as_ref())
-}
-
 impl Subject for Snapshot {
     fn request(&self) -> RequestView<'_> {
-        let r = &self.request;
-        RequestView {
-            method: &r.method,
-            scheme: if r.target.tls { "https" } else { "http" },
-            host: &r.target.host,
-            port: r.target.port,
-            path: &r.path,
-            headers: &r.headers,
-            body: held(&r.body),
-        }
+        RequestView::from(&self.request)
     }
 
     fn response(&self) -> Option<ResponseView<'_>> {
-        self.response.as_ref().map(|s| ResponseView {
-            status: s.status,
-            headers: &s.headers,
-            body: held(&s.body),
-        })
+        self.response.as_ref().map(ResponseView::from)
     }
 
     fn failed(&self) -> bool {

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use crate::core::Connection;
-use crate::http::message::{Body, Headers, HttpFlow, Replay};
+use crate::http::message::{Body, Headers, HttpFlow, Replay, Request, Response};
 
 /// A request as a filter sees it.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +35,32 @@ pub struct ResponseView<'a> {
     pub headers: &'a Headers,
     /// The body as far as it is known (empty when it streams past unseen).
     pub body: &'a [u8],
+}
+
+impl<'a> From<&'a Request> for RequestView<'a> {
+    /// What a filter sees of `r`: its body only when it is held.
+    fn from(r: &'a Request) -> Self {
+        RequestView {
+            method: &r.method,
+            scheme: if r.target.tls { "https" } else { "http" },
+            host: &r.target.host,
+            port: r.target.port,
+            path: &r.path,
+            headers: &r.headers,
+            body: held(&r.body),
+        }
+    }
+}
+
+impl<'a> From<&'a Response> for ResponseView<'a> {
+    /// What a filter sees of `s`: its body only when it is held.
+    fn from(s: &'a Response) -> Self {
+        ResponseView {
+            status: s.status,
+            headers: &s.headers,
+            body: held(&s.body),
+        }
+    }
 }
 
 /// A flow as a [`Filter`](super::Filter) matches it. Implemented by [`Live`] (a flow
@@ -119,24 +145,11 @@ fn held(body: &Body) -> &[u8] {
 
 impl Subject for Live<'_> {
     fn request(&self) -> RequestView<'_> {
-        let r = &self.flow.request;
-        RequestView {
-            method: &r.method,
-            scheme: if r.target.tls { "https" } else { "http" },
-            host: &r.target.host,
-            port: r.target.port,
-            path: &r.path,
-            headers: &r.headers,
-            body: held(&r.body),
-        }
+        RequestView::from(&self.flow.request)
     }
 
     fn response(&self) -> Option<ResponseView<'_>> {
-        self.flow.response.as_ref().map(|s| ResponseView {
-            status: s.status,
-            headers: &s.headers,
-            body: held(&s.body),
-        })
+        self.flow.response.as_ref().map(ResponseView::from)
     }
 
     fn failed(&self) -> bool {
