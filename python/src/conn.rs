@@ -3,6 +3,7 @@
 //! before every hook.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use mitm::Connection;
 use pyo3::prelude::*;
@@ -10,12 +11,85 @@ use pyo3::sync::PyOnceLock;
 use pyo3::{intern, IntoPyObjectExt};
 
 /// The Python side of one connection, in its [`mitm::State`].
-struct PyConnection {
-    object: Py<PyAny>,
+#[derive(Clone)]
+pub(crate) struct PyConnection {
+    /// The `Connection` object (shared, so that a hook on a thread of the pool can be
+    /// given it without the GIL being taken here).
+    object: Arc<Py<PyAny>>,
     /// The server address its `server` shows.
     server: Option<SocketAddr>,
     /// The protocol its `protocol` shows.
     protocol: Option<&'static str>,
+}
+
+/// What the Python `Connection` of an engine connection is made or brought up to date
+/// from, taken from the connection without the GIL: what a hook run on another thread
+/// needs of it.
+pub(crate) struct ConnFacts {
+    known: Option<PyConnection>,
+    client: Option<SocketAddr>,
+    server: Option<SocketAddr>,
+    protocol: Option<&'static str>,
+}
+
+impl ConnFacts {
+    /// The facts of `conn` now.
+    pub(crate) fn of(conn: &Connection) -> ConnFacts {
+        ConnFacts {
+            known: conn.state().get::<PyConnection>().cloned(),
+            client: conn.client.addr,
+            server: conn.server.addr,
+            protocol: conn.protocol,
+        }
+    }
+
+    /// The Python `Connection`, made or brought up to date (GIL held), and, when it
+    /// changed, what the connection's state is to keep from now on
+    /// ([`ConnFacts::keep`]).
+    pub(crate) fn object<'py>(
+        self,
+        py: Python<'py>,
+        protocols: &dyn ProtocolObjects,
+    ) -> PyResult<(Bound<'py, PyAny>, Option<PyConnection>)> {
+        let (object, stale_server, stale_protocol, fresh) = match self.known {
+            Some(known) => (
+                known.object.bind(py).clone(),
+                known.server != self.server,
+                known.protocol != self.protocol,
+                false,
+            ),
+            None => {
+                let object = classes(py)?
+                    .1
+                    .bind(py)
+                    .call1((host(py, self.client)?, host(py, None)?))?;
+                (object, self.server.is_some(), self.protocol.is_some(), true)
+            }
+        };
+        if stale_server {
+            object.setattr(intern!(py, "server"), host(py, self.server)?)?;
+        }
+        if stale_protocol {
+            let proto = match self.protocol.and_then(|name| protocols.object(py, name)) {
+                Some(p) => p.into_bound(py),
+                None => self.protocol.into_bound_py_any(py)?,
+            };
+            object.setattr(intern!(py, "protocol"), proto)?;
+        }
+        let keep = (fresh || stale_server || stale_protocol).then(|| PyConnection {
+            object: Arc::new(object.clone().unbind()),
+            server: self.server,
+            protocol: self.protocol,
+        });
+        Ok((object, keep))
+    }
+
+    /// Keeps `made` (from [`ConnFacts::object`]) in `conn`'s state.
+    pub(crate) fn keep(conn: &Connection, made: Option<PyConnection>) {
+        if let Some(made) = made {
+            conn.state().insert(made);
+        }
+    }
 }
 
 /// `mitm.core.Host` and `mitm.core.Connection`, imported once.
@@ -55,45 +129,10 @@ pub(crate) fn connection<'py>(
     conn: &Connection,
     protocols: &dyn ProtocolObjects,
 ) -> PyResult<Bound<'py, PyAny>> {
-    // The state lock is taken with the GIL held and let go before calling Python:
-    // engine code never waits for the GIL while holding it.
-    let known = conn
-        .state()
-        .get::<PyConnection>()
-        .map(|c| (c.object.clone_ref(py), c.server, c.protocol));
-    let server = conn.server.addr;
-    let (object, stale_server, stale_protocol, fresh) = match known {
-        Some((object, s, p)) => (
-            object.into_bound(py),
-            s != server,
-            p != conn.protocol,
-            false,
-        ),
-        None => {
-            let object = classes(py)?
-                .1
-                .bind(py)
-                .call1((host(py, conn.client.addr)?, host(py, None)?))?;
-            (object, server.is_some(), conn.protocol.is_some(), true)
-        }
-    };
-    if stale_server {
-        object.setattr(intern!(py, "server"), host(py, server)?)?;
-    }
-    if stale_protocol {
-        let proto = match conn.protocol.and_then(|name| protocols.object(py, name)) {
-            Some(p) => p.into_bound(py),
-            None => conn.protocol.into_bound_py_any(py)?,
-        };
-        object.setattr(intern!(py, "protocol"), proto)?;
-    }
-    if fresh || stale_server || stale_protocol {
-        conn.state().insert(PyConnection {
-            object: object.clone().unbind(),
-            server,
-            protocol: conn.protocol,
-        });
-    }
+    // The state lock is let go of before calling Python: engine code never waits for
+    // the GIL while holding it.
+    let (object, keep) = ConnFacts::of(conn).object(py, protocols)?;
+    ConnFacts::keep(conn, keep);
     Ok(object)
 }
 

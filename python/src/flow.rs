@@ -54,19 +54,36 @@ fn error_text(flow: &HttpFlow) -> Option<String> {
     flow.error.as_ref().map(|e| crate::ca::chain(e.as_ref()))
 }
 
+/// What a flow's view is made from: the engine's flow as it is now, copied without the
+/// GIL (a hook run on a thread of the pool makes the view there).
+#[derive(Debug)]
+pub(crate) struct Fresh {
+    id: u64,
+    core: FlowCore,
+}
+
 impl PyFlow {
-    /// A view of `flow`, on the connection whose Python `Connection` is `connection`.
-    pub(crate) fn new(py: Python<'_>, connection: Py<PyAny>, flow: &HttpFlow) -> Self {
-        PyFlow {
+    /// What a view of `flow` is made from.
+    pub(crate) fn fresh(flow: &HttpFlow) -> Fresh {
+        Fresh {
             id: flow.id,
-            core: Mutex::new(FlowCore {
+            core: FlowCore {
                 request: Arc::new(Mutex::new(flow.request.clone())),
                 response: flow.response.clone().map(|r| Arc::new(Mutex::new(r))),
                 killed: false,
                 error: error_text(flow),
                 timings: flow.timings,
                 sizes: (flow.request_body_size, flow.response_body_size),
-            }),
+            },
+        }
+    }
+
+    /// The view made from `fresh`, on the connection whose Python `Connection` is
+    /// `connection`.
+    pub(crate) fn from_fresh(py: Python<'_>, connection: Py<PyAny>, fresh: Fresh) -> Self {
+        PyFlow {
+            id: fresh.id,
+            core: Mutex::new(fresh.core),
             connection,
             metadata: PyDict::new(py).unbind(),
         }

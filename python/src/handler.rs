@@ -24,7 +24,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
-use crate::conn::connection;
+use crate::conn::{connection, ConnFacts};
 use crate::flow::{PyFlow, PyMessage};
 use crate::hook::Hook;
 use crate::middleware::Shared;
@@ -60,12 +60,16 @@ struct Any {
     websocket_message: bool,
 }
 
+/// The Python view of one exchange, shared by the engine's task and the thread a hook
+/// runs on (cloned and dropped without the GIL; read through [`Py::get`]).
+type View = Arc<Py<PyFlow>>;
+
 /// The Python views of the exchanges of one connection in flight, by flow id.
 #[derive(Default)]
-struct PyFlows(HashMap<u64, Py<PyFlow>>);
+struct PyFlows(HashMap<u64, View>);
 
 /// The flow whose `101` opened this connection's WebSocket, for its messages' hooks.
-struct PyWebSocket(Py<PyFlow>);
+struct PyWebSocket(View);
 
 /// Why a message hook's call failed.
 enum Failure {
@@ -137,61 +141,83 @@ impl PyHandlers {
         }))
     }
 
-    /// The Python view of `flow`: the one made at an earlier hook of this exchange,
-    /// brought up to date, or a new one.
-    fn flow_object(
-        &self,
-        py: Python<'_>,
-        conn: &Connection,
-        flow: &HttpFlow,
-    ) -> PyResult<Py<PyFlow>> {
-        // The state lock is taken with the GIL held and let go before any Python runs.
-        let known = conn
-            .state()
-            .get::<PyFlows>()
-            .and_then(|f| f.0.get(&flow.id).map(|o| o.clone_ref(py)));
-        if let Some(object) = known {
-            object.get().sync(flow);
-            return Ok(object);
-        }
-        let c = connection(py, conn, self.shared.protocols.as_ref())?.unbind();
-        let object = Py::new(py, PyFlow::new(py, c, flow))?;
+    /// The view of `flow` made at an earlier hook of this exchange, brought up to date
+    /// (and taken out of the connection's state if `forget`), if there is one.
+    fn known_view(conn: &Connection, flow: &HttpFlow, forget: bool) -> Option<View> {
+        let known = if forget {
+            Self::forget(conn, flow.id)
+        } else {
+            conn.state()
+                .get::<PyFlows>()
+                .and_then(|f| f.0.get(&flow.id).cloned())
+        }?;
+        known.get().sync(flow);
+        Some(known)
+    }
+
+    /// Keeps `view`, just made, in the connection's state for the exchange's later hooks.
+    fn keep_view(conn: &Connection, id: u64, view: &View) {
         conn.state()
             .get_or_default::<PyFlows>()
             .0
-            .insert(flow.id, object.clone_ref(py));
-        Ok(object)
+            .insert(id, Arc::clone(view));
     }
 
-    /// Calls `hook` with the view of `flow`: `view` if made already, else made (and,
-    /// if `forget`, taken out of the connection's state) under the GIL the call takes
-    /// anyway, and left in `view`.
+    /// The view of `flow` (GIL held, on this thread): the one made at an earlier hook,
+    /// brought up to date, or a new one.
+    fn flow_object(&self, py: Python<'_>, conn: &Connection, flow: &HttpFlow) -> PyResult<View> {
+        if let Some(known) = Self::known_view(conn, flow, false) {
+            return Ok(known);
+        }
+        let c = connection(py, conn, self.shared.protocols.as_ref())?.unbind();
+        let view = Arc::new(Py::new(py, PyFlow::from_fresh(py, c, PyFlow::fresh(flow)))?);
+        Self::keep_view(conn, flow.id, &view);
+        Ok(view)
+    }
+
+    /// Calls `hook` with the view of `flow`: `view` if made already, else the one made at
+    /// an earlier hook (taken out of the connection's state if `forget`), else one made
+    /// where the hook runs; left in `view`.
     async fn call_view(
         &self,
         hook: &Hook,
         conn: &Connection,
         flow: &HttpFlow,
-        view: &mut Option<Py<PyFlow>>,
+        view: &mut Option<View>,
         forget: bool,
     ) -> Result<(), Failure> {
+        if view.is_none() {
+            *view = Self::known_view(conn, flow, forget);
+        }
+        // What the hook's thread needs to make the view, when there is none yet.
+        let make = match view {
+            Some(v) => Err(Arc::clone(v)),
+            None => Ok((ConnFacts::of(conn), PyFlow::fresh(flow))),
+        };
+        let shared = Arc::clone(&self.shared);
         let called = hook
-            .call(&self.shared.bridge, |py| {
-                let object = match view.as_ref() {
-                    Some(o) => o.clone_ref(py),
-                    None => {
-                        let o = self.flow_object(py, conn, flow)?;
-                        if forget {
-                            drop(Self::forget(conn, flow.id));
-                        }
-                        *view = Some(o.clone_ref(py));
-                        o
+            .call_owned(&self.shared.bridge, move |py| {
+                let (object, made) = match make {
+                    Err(known) => (known, None),
+                    Ok((facts, fresh)) => {
+                        let (c, keep) = facts.object(py, shared.protocols.as_ref())?;
+                        let flow = Py::new(py, PyFlow::from_fresh(py, c.unbind(), fresh))?;
+                        let view = Arc::new(flow);
+                        (Arc::clone(&view), Some((view, keep)))
                     }
                 };
-                PyTuple::new(py, [object])
+                Ok((PyTuple::new(py, [object.clone_ref(py)])?, made))
             })
             .await;
-        match called {
-            Ok(_) => Ok(()),
+        if let Some(Some((made, keep))) = called.context {
+            ConnFacts::keep(conn, keep);
+            if !forget {
+                Self::keep_view(conn, flow.id, &made);
+            }
+            *view = Some(made);
+        }
+        match called.result {
+            Ok(()) => Ok(()),
             // The view is made before the hook runs: without one, making it failed.
             Err(e) if view.is_none() => Err(Failure::View(e)),
             Err(e) => Err(Failure::Hook(e)),
@@ -199,7 +225,7 @@ impl PyHandlers {
     }
 
     /// Forgets the view of `flow` (its exchange is over); returns it, if there was one.
-    fn forget(conn: &Connection, id: u64) -> Option<Py<PyFlow>> {
+    fn forget(conn: &Connection, id: u64) -> Option<View> {
         conn.state()
             .get_mut::<PyFlows>()
             .and_then(|f| f.0.remove(&id))
@@ -267,7 +293,7 @@ impl HttpHandler for PyHandlers {
                     return Verdict::Respond(failed(&what));
                 }
             }
-            let Some(v) = view.as_ref().map(Py::get) else {
+            let Some(v) = view.as_deref().map(Py::get) else {
                 continue;
             };
             if v.killed() {
@@ -365,7 +391,7 @@ impl HttpHandler for PyHandlers {
         }
         let object = match view {
             Some(o) => Ok(o),
-            None => Python::attach(|py| {
+            None => crate::rt::attach_result(|py| {
                 let o = self.flow_object(py, conn, flow)?;
                 drop(Self::forget(conn, flow.id));
                 Ok(o)
@@ -390,44 +416,58 @@ impl HttpHandler for PyHandlers {
         if !self.any.websocket_message {
             return MessageVerdict::Forward;
         }
-        let made = Python::attach(|py| -> PyResult<(Option<Py<PyFlow>>, Py<PyMessage>)> {
-            let flow = conn.state().get::<PyWebSocket>().map(|w| w.0.clone_ref(py));
-            Ok((flow, Py::new(py, PyMessage::new(message))?))
-        });
-        let (flow, object) = match made {
-            Ok(made) => made,
-            Err(e) => {
-                report(
-                    &self.shared,
-                    "WebSocketMessage",
-                    e,
-                    "the WebSocket is closed",
-                );
-                return MessageVerdict::Close;
-            }
-        };
+        let flow = conn.state().get::<PyWebSocket>().map(|w| Arc::clone(&w.0));
+        // The message's view, made by the first hook's call and shared by the others.
+        let mut object: Option<Arc<Py<PyMessage>>> = None;
         for m in &self.middlewares {
             let Some(hook) = m.websocket_message.as_ref().filter(|h| h.active()) else {
                 continue;
             };
+            let make = match &object {
+                Some(o) => Ok(Arc::clone(o)),
+                None => Err(PyMessage::new(message)),
+            };
+            let this_flow = flow.clone();
             let called = hook
-                .call(&self.shared.bridge, |py| {
-                    let flow = match &flow {
+                .call_owned(&self.shared.bridge, move |py| {
+                    let (o, made) = match make {
+                        Ok(o) => (o, None),
+                        Err(fresh) => {
+                            let o = Arc::new(Py::new(py, fresh)?);
+                            (Arc::clone(&o), Some(o))
+                        }
+                    };
+                    let flow = match &this_flow {
                         Some(f) => f.clone_ref(py).into_bound_py_any(py)?,
                         None => py.None().into_bound(py),
                     };
-                    PyTuple::new(py, [flow, object.clone_ref(py).into_bound_py_any(py)?])
+                    Ok((
+                        PyTuple::new(py, [flow, o.clone_ref(py).into_bound_py_any(py)?])?,
+                        made,
+                    ))
                 })
                 .await;
-            if let Err(e) = called {
-                let what = format!("{}.websocket_message", m.name);
-                report(&self.shared, &what, e, "the WebSocket is closed");
+            if let Some(Some(made)) = called.context {
+                object = Some(made);
+            }
+            if let Err(e) = called.result {
+                if object.is_none() {
+                    report(
+                        &self.shared,
+                        "WebSocketMessage",
+                        e,
+                        "the WebSocket is closed",
+                    );
+                } else {
+                    let what = format!("{}.websocket_message", m.name);
+                    report(&self.shared, &what, e, "the WebSocket is closed");
+                }
                 return MessageVerdict::Close;
             }
             if flow.as_ref().is_some_and(|f| f.get().killed()) {
                 return MessageVerdict::Close;
             }
-            if object.get().write_back(message) {
+            if object.as_ref().is_some_and(|o| o.get().write_back(message)) {
                 return MessageVerdict::Drop;
             }
         }

@@ -13,8 +13,16 @@
 //!   callback that the loop's thread fires when the coroutine is done.
 //!
 //! Either way only the connection that called waits: other connections' hooks run.
+//!
+//! A plain function that may block (an addon script's hook, whose `time.sleep` must
+//! hold up only its own flow) runs on a thread of the [`crate::pool`] when its caller
+//! owns the arguments' makings ([`Hook::call_owned`]: the message and connection
+//! hooks), else inline under `tokio::task::block_in_place` (`mitm_started`,
+//! protocols, data hooks), which hands the engine thread's other tasks to another
+//! thread for the call.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::intern;
@@ -24,15 +32,14 @@ use pyo3::types::{PyCFunction, PyTuple};
 /// One hook of one Python object, with how to run it.
 #[derive(Debug)]
 pub(crate) struct Hook {
-    /// The bound method (or function).
-    func: Py<PyAny>,
+    /// The bound method (or function); shared with calls on the pool's threads.
+    func: Arc<Py<PyAny>>,
     /// Whether calling it returns a coroutine.
     coroutine: bool,
     /// Whether it may run inline (see the module docs).
     inline: bool,
-    /// Whether a plain function may block (an addon script's hook): it runs inline in
-    /// `tokio::task::block_in_place`, so the worker's other tasks move to another
-    /// thread while it runs (see [`Hook::from_plan`]).
+    /// Whether a plain function may block (an addon script's hook): it runs on the
+    /// pool's threads, or inline in `tokio::task::block_in_place` (see the module docs).
     blocking: bool,
     /// A switch Python flips at run time: whether the hook is called at all, and
     /// whether it may block (the addon host's hooks, as scripts are reloaded).
@@ -42,7 +49,7 @@ pub(crate) struct Hook {
 /// `mitm._native.HookGate`: two switches a hook's plan may carry (its fourth item),
 /// read by the engine without the GIL before each call: ``active`` (False: the hook is
 /// not called, costing nothing) and ``blocking`` (True: it runs where a blocking call
-/// holds up only its own flow, `tokio::task::block_in_place`).
+/// holds up only its own flow: the pool's threads, see the module docs).
 #[pyclass(module = "mitm._native", name = "HookGate", frozen)]
 #[derive(Debug)]
 pub(crate) struct HookGate {
@@ -134,7 +141,7 @@ impl Hook {
                 }
             };
         Ok(Some(Hook {
-            func,
+            func: Arc::new(func),
             coroutine,
             inline,
             blocking: blocking && !coroutine,
@@ -245,6 +252,75 @@ impl Hook {
     }
 }
 
+/// What [`Hook::call_owned`] gives: the context `args` made (if it got that far) and how
+/// the call went.
+pub(crate) struct Called<C> {
+    /// What `args` gave beside the arguments; `None` if it failed (the hook did not run).
+    pub(crate) context: Option<C>,
+    /// The hook's outcome (its return value is not kept).
+    pub(crate) result: PyResult<()>,
+}
+
+impl Hook {
+    /// Calls the hook with the arguments `args` builds, for callers that own what the
+    /// arguments are made from: a hook that may block runs on a thread of the
+    /// [`crate::pool`] (the engine's thread waits without the GIL, and a blocking call
+    /// holds up only this flow), any other inline as [`Hook::call_with`] runs it. An
+    /// awaitable returned is finished on the event loop.
+    pub(crate) async fn call_owned<A, C>(&self, bridge: &Bridge, args: A) -> Called<C>
+    where
+        A: for<'py> FnOnce(Python<'py>) -> PyResult<(Bound<'py, PyTuple>, C)> + Send + 'static,
+        C: Send + 'static,
+    {
+        if !self.may_block() {
+            let mut context = None;
+            let result = self
+                .call_with(
+                    bridge,
+                    |py| {
+                        let (args, c) = args(py)?;
+                        context = Some(c);
+                        Ok((args, ()))
+                    },
+                    |_py, _value, ()| Ok(()),
+                )
+                .await;
+            return Called { context, result };
+        }
+        let func = Arc::clone(&self.func);
+        let ran = crate::pool::run(move |py| {
+            let (args, context) = match args(py) {
+                Ok(made) => made,
+                Err(e) => return (None, Err(e)),
+            };
+            let step = func.bind(py).call1(args).and_then(|out| {
+                // A plain function may still have returned an awaitable.
+                Ok(if out.hasattr(intern!(py, "__await__"))? {
+                    Some(out.unbind())
+                } else {
+                    None
+                })
+            });
+            (Some(context), step)
+        })
+        .await;
+        let Some((context, step)) = ran else {
+            return Called {
+                context: None,
+                result: Err(pyo3::exceptions::PyRuntimeError::new_err(
+                    "the Python interpreter is exiting",
+                )),
+            };
+        };
+        let result = match step {
+            Ok(None) => Ok(()),
+            Ok(Some(awaitable)) => bridge.finish(awaitable).await.map(drop),
+            Err(e) => Err(e),
+        };
+        Called { context, result }
+    }
+}
+
 /// Whether this thread is a worker of a multi-threaded tokio runtime (where
 /// `block_in_place` may be called).
 fn on_worker() -> bool {
@@ -262,10 +338,6 @@ impl Bridge {
     }
 
     /// Runs `awaitable` on the event loop and waits for its result.
-    #[allow(
-        dead_code,
-        reason = "for hooks whose result is read elsewhere (protocols)"
-    )]
     pub(crate) async fn finish(&self, awaitable: Py<PyAny>) -> PyResult<Py<PyAny>> {
         self.finish_with(awaitable, |_py, value| Ok(value.unbind()))
             .await

@@ -15,6 +15,7 @@ mod log;
 mod message;
 mod middleware;
 mod options;
+mod pool;
 mod protocol;
 mod rt;
 mod server;

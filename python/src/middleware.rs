@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
-use crate::conn::{connection, ProtocolObjects};
+use crate::conn::{connection, ConnFacts, ProtocolObjects};
 use crate::handler::PyHandlers;
 use crate::hook::{Bridge, Hook};
 
@@ -124,20 +124,21 @@ impl PyMiddleware {
         let Some(hook) = hook.as_ref().filter(|h| h.active()) else {
             return;
         };
-        let shared = &self.shared;
+        let shared = Arc::clone(&self.shared);
+        let facts = ConnFacts::of(conn);
         let called = hook
-            .call_with(
-                &shared.bridge,
-                |py| {
-                    let c = connection(py, conn, shared.protocols.as_ref())?;
-                    Ok((PyTuple::new(py, [c])?, ()))
-                },
-                // The result is dropped here, under the GIL.
-                |_py, _value, ()| Ok(()),
-            )
+            .call_owned(&self.shared.bridge, move |py| {
+                let (c, keep) = facts.object(py, shared.protocols.as_ref())?;
+                Ok((PyTuple::new(py, [c])?, keep))
+            })
             .await;
-        if let Err(e) = called {
-            shared.bridge.report(&format!("{}.{what}", self.name), e);
+        if let Some(keep) = called.context {
+            ConnFacts::keep(conn, keep);
+        }
+        if let Err(e) = called.result {
+            self.shared
+                .bridge
+                .report(&format!("{}.{what}", self.name), e);
             conn.abort();
         }
     }
