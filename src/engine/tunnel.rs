@@ -129,7 +129,7 @@ pub(crate) async fn run(
         tracing::debug!(%target, sni = ?server_name, "its client refused our certificate lately: passing TLS through");
         return pass_through(cx, settings, conn, client, &target, &route, ahead).await;
     }
-    if !local && cx.chain.should_intercept(conn, server_name).await == Interception::PassThrough {
+    if !local && cx.chain.tls_clienthello(conn, &hello).await == Interception::PassThrough {
         tracing::debug!(target = %target, sni = ?server_name, "passing TLS through untouched");
         return pass_through(cx, settings, conn, client, &target, &route, ahead).await;
     }

@@ -11,6 +11,7 @@ use crate::http::message::{HttpFlow, Verdict};
 use crate::http::websocket::{MessageVerdict, WebSocketEnd, WebSocketMessage};
 use crate::net::io::Transform;
 use crate::upstream::route::Route;
+use crate::wire::client_hello::ClientHello;
 
 /// Everything a server calls, each list in the order it was added.
 #[derive(Clone, Default)]
@@ -149,6 +150,20 @@ impl Chain {
     ) -> Interception {
         for r in &self.0.routers {
             if r.should_intercept(conn, server_name).await == Interception::PassThrough {
+                return Interception::PassThrough;
+            }
+        }
+        Interception::Intercept
+    }
+
+    /// Intercepts a TLS client's connection unless some router says to pass it through.
+    pub(crate) async fn tls_clienthello(
+        &self,
+        conn: &Connection,
+        hello: &ClientHello,
+    ) -> Interception {
+        for r in &self.0.routers {
+            if r.tls_clienthello(conn, hello).await == Interception::PassThrough {
                 return Interception::PassThrough;
             }
         }

@@ -70,3 +70,4 @@ pub use self::ignore::{IgnoreHosts, PatternError};
 pub use self::log::Log;
 pub use self::router::{Interception, Payload, Router, TunnelVerdict};
 pub use self::tcp_hosts::TcpHosts;
+pub use crate::wire::client_hello::ClientHello;

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 
 use crate::core::{Connection, Target};
 use crate::upstream::route::Route;
+use crate::wire::client_hello::ClientHello;
 
 /// Whether the proxy decrypts a TLS connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +116,35 @@ pub trait Router: Send + Sync + 'static {
         _server_name: Option<&str>,
     ) -> Interception {
         Interception::Intercept
+    }
+
+    /// A client sent a TLS ClientHello inside a tunnel to `conn.target` (mitmproxy's
+    /// `tls_clienthello`), offering `hello.server_name` by SNI and the ALPN protocols
+    /// `hello.alpn`. Return [`Interception::PassThrough`] to relay the connection
+    /// untouched (the client then talks TLS with the origin itself). Default: what
+    /// [`should_intercept`](Self::should_intercept) says for the server name.
+    ///
+    /// ```
+    /// use mitm::middleware::{ClientHello, Interception, Router};
+    /// use mitm::{async_trait, Connection};
+    ///
+    /// /// Lets clients that offer only HTTP/2 keep their TLS to themselves.
+    /// struct H2Private;
+    ///
+    /// #[async_trait]
+    /// impl Router for H2Private {
+    ///     async fn tls_clienthello(&self, _conn: &Connection, hello: &ClientHello) -> Interception {
+    ///         if hello.alpn == [b"h2".to_vec()] {
+    ///             Interception::PassThrough
+    ///         } else {
+    ///             Interception::Intercept
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    async fn tls_clienthello(&self, conn: &Connection, hello: &ClientHello) -> Interception {
+        self.should_intercept(conn, hello.server_name.as_deref())
+            .await
     }
 
     /// A tunnel to `conn.target` is about to be served: a plain one whose client sent

@@ -10,9 +10,11 @@
 /// carry large session tickets).
 pub(crate) const MAX_HELLO: usize = 64 * 1024;
 
-/// What a ClientHello offers.
+/// What a client's TLS ClientHello offers, as a [`Router`](crate::middleware::Router)
+/// sees it in [`tls_clienthello`](crate::middleware::Router::tls_clienthello).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ClientHello {
+#[non_exhaustive]
+pub struct ClientHello {
     /// The server name, lowercased, if the client sent one.
     pub server_name: Option<String>,
     /// The ALPN protocols offered, in the client's order.

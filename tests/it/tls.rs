@@ -100,6 +100,56 @@ async fn an_ignored_host_is_tunneled_and_the_client_sees_the_origin_certificate(
     );
 }
 
+/// Passes through the TLS of clients whose ClientHello names `sni`, and records what
+/// each hello offered.
+struct PassBySni {
+    sni: &'static str,
+    seen: std::sync::Mutex<Vec<(Option<String>, Vec<Vec<u8>>)>>,
+}
+
+#[mitm::async_trait]
+impl mitm::middleware::Router for PassBySni {
+    async fn tls_clienthello(
+        &self,
+        _conn: &mitm::Connection,
+        hello: &mitm::middleware::ClientHello,
+    ) -> mitm::middleware::Interception {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((hello.server_name.clone(), hello.alpn.clone()));
+        if hello.server_name.as_deref() == Some(self.sni) {
+            mitm::middleware::Interception::PassThrough
+        } else {
+            mitm::middleware::Interception::Intercept
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_router_sees_each_client_hello_and_may_pass_the_connection_through() {
+    let origin = start_tls_origin().await;
+    let router = Arc::new(PassBySni {
+        sni: "localhost",
+        seen: Default::default(),
+    });
+    let proxy = start_proxy(|b| b.router(router.clone())).await;
+    let connect = format!("127.0.0.1:{}", origin.port());
+    // Named "localhost": passed through, the origin's own certificate.
+    let (_, cert) = connect_with_sni(&proxy, &connect, "localhost", &[origin_ca()]).await;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+    let (_, origin_root) = x509_parser::parse_x509_certificate(origin_ca().cert_der()).unwrap();
+    assert_eq!(parsed.issuer(), origin_root.subject());
+    // Another name: intercepted, a leaf of the proxy's CA.
+    let (_, cert) = connect_with_sni(&proxy, &connect, "alt.localhost", &[&proxy.ca]).await;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+    let (_, proxy_root) = x509_parser::parse_x509_certificate(proxy.ca.cert_der()).unwrap();
+    assert_eq!(parsed.issuer(), proxy_root.subject());
+    let seen = router.seen.lock().unwrap().clone();
+    let names: Vec<_> = seen.iter().map(|(n, _)| n.as_deref()).collect();
+    assert_eq!(names, [Some("localhost"), Some("alt.localhost")]);
+}
+
 #[tokio::test]
 async fn hosts_not_ignored_are_still_intercepted() {
     let origin = start_tls_origin().await;
