@@ -25,6 +25,7 @@ HOOKS = (
     "server_data",
     "client_disconnected",
     "server_disconnected",
+    "tls_clienthello",
 )
 
 # Opcodes that can suspend a coroutine: `await`, `async for`, `async with`.

@@ -26,7 +26,7 @@ use pyo3::{intern, IntoPyObjectExt};
 
 use crate::conn::{connection, ConnFacts};
 use crate::flow::{PyFlow, PyMessage};
-use crate::hook::Hook;
+use crate::hook::{ignore, Hook};
 use crate::middleware::Shared;
 
 /// The message hooks of one Python middleware.
@@ -196,18 +196,22 @@ impl PyHandlers {
         };
         let shared = Arc::clone(&self.shared);
         let called = hook
-            .call_owned(&self.shared.bridge, move |py| {
-                let (object, made) = match make {
-                    Err(known) => (known, None),
-                    Ok((facts, fresh)) => {
-                        let (c, keep) = facts.object(py, shared.protocols.as_ref())?;
-                        let flow = Py::new(py, PyFlow::from_fresh(py, c.unbind(), fresh))?;
-                        let view = Arc::new(flow);
-                        (Arc::clone(&view), Some((view, keep)))
-                    }
-                };
-                Ok((PyTuple::new(py, [object.clone_ref(py)])?, made))
-            })
+            .call_owned(
+                &self.shared.bridge,
+                move |py| {
+                    let (object, made) = match make {
+                        Err(known) => (known, None),
+                        Ok((facts, fresh)) => {
+                            let (c, keep) = facts.object(py, shared.protocols.as_ref())?;
+                            let flow = Py::new(py, PyFlow::from_fresh(py, c.unbind(), fresh))?;
+                            let view = Arc::new(flow);
+                            (Arc::clone(&view), Some((view, keep)))
+                        }
+                    };
+                    Ok((PyTuple::new(py, [object.clone_ref(py)])?, made))
+                },
+                ignore,
+            )
             .await;
         if let Some(Some((made, keep))) = called.context {
             ConnFacts::keep(conn, keep);
@@ -429,23 +433,27 @@ impl HttpHandler for PyHandlers {
             };
             let this_flow = flow.clone();
             let called = hook
-                .call_owned(&self.shared.bridge, move |py| {
-                    let (o, made) = match make {
-                        Ok(o) => (o, None),
-                        Err(fresh) => {
-                            let o = Arc::new(Py::new(py, fresh)?);
-                            (Arc::clone(&o), Some(o))
-                        }
-                    };
-                    let flow = match &this_flow {
-                        Some(f) => f.clone_ref(py).into_bound_py_any(py)?,
-                        None => py.None().into_bound(py),
-                    };
-                    Ok((
-                        PyTuple::new(py, [flow, o.clone_ref(py).into_bound_py_any(py)?])?,
-                        made,
-                    ))
-                })
+                .call_owned(
+                    &self.shared.bridge,
+                    move |py| {
+                        let (o, made) = match make {
+                            Ok(o) => (o, None),
+                            Err(fresh) => {
+                                let o = Arc::new(Py::new(py, fresh)?);
+                                (Arc::clone(&o), Some(o))
+                            }
+                        };
+                        let flow = match &this_flow {
+                            Some(f) => f.clone_ref(py).into_bound_py_any(py)?,
+                            None => py.None().into_bound(py),
+                        };
+                        Ok((
+                            PyTuple::new(py, [flow, o.clone_ref(py).into_bound_py_any(py)?])?,
+                            made,
+                        ))
+                    },
+                    ignore,
+                )
                 .await;
             if let Some(Some(made)) = called.context {
                 object = Some(made);

@@ -254,23 +254,30 @@ impl Hook {
 
 /// What [`Hook::call_owned`] gives: the context `args` made (if it got that far) and how
 /// the call went.
-pub(crate) struct Called<C> {
+pub(crate) struct Called<C, T> {
     /// What `args` gave beside the arguments; `None` if it failed (the hook did not run).
     pub(crate) context: Option<C>,
-    /// The hook's outcome (its return value is not kept).
-    pub(crate) result: PyResult<()>,
+    /// What `done` read of the hook's result, or the hook's exception.
+    pub(crate) result: PyResult<T>,
 }
 
 impl Hook {
-    /// Calls the hook with the arguments `args` builds, for callers that own what the
-    /// arguments are made from: a hook that may block runs on a thread of the
-    /// [`crate::pool`] (the engine's thread waits without the GIL, and a blocking call
-    /// holds up only this flow), any other inline as [`Hook::call_with`] runs it. An
-    /// awaitable returned is finished on the event loop.
-    pub(crate) async fn call_owned<A, C>(&self, bridge: &Bridge, args: A) -> Called<C>
+    /// Calls the hook with the arguments `args` builds and reads its result with `done`,
+    /// for callers that own what the arguments are made from: a hook that may block
+    /// runs on a thread of the [`crate::pool`] (the engine's thread waits without the
+    /// GIL, and a blocking call holds up only this flow), any other inline as
+    /// [`Hook::call_with`] runs it. An awaitable returned is finished on the event loop.
+    pub(crate) async fn call_owned<A, C, D, T>(
+        &self,
+        bridge: &Bridge,
+        args: A,
+        done: D,
+    ) -> Called<C, T>
     where
         A: for<'py> FnOnce(Python<'py>) -> PyResult<(Bound<'py, PyTuple>, C)> + Send + 'static,
         C: Send + 'static,
+        D: for<'py> FnOnce(Python<'py>, Bound<'py, PyAny>) -> PyResult<T> + Send + 'static,
+        T: Send + 'static,
     {
         if !self.may_block() {
             let mut context = None;
@@ -282,29 +289,40 @@ impl Hook {
                         context = Some(c);
                         Ok((args, ()))
                     },
-                    |_py, _value, ()| Ok(()),
+                    |py, value, ()| done(py, value),
                 )
                 .await;
             return Called { context, result };
+        }
+        /// What the pool's thread gives back.
+        enum Ran<T, D> {
+            /// `args` failed: the hook did not run.
+            NoArgs(PyErr),
+            /// The hook's result, read.
+            Read(PyResult<T>),
+            /// An awaitable to finish on the loop, and what reads its result.
+            Pending(Py<PyAny>, D),
         }
         let func = Arc::clone(&self.func);
         let ran = crate::pool::run(move |py| {
             let (args, context) = match args(py) {
                 Ok(made) => made,
-                Err(e) => return (None, Err(e)),
+                Err(e) => return (None, Ran::NoArgs(e)),
             };
-            let step = func.bind(py).call1(args).and_then(|out| {
-                // A plain function may still have returned an awaitable.
-                Ok(if out.hasattr(intern!(py, "__await__"))? {
-                    Some(out.unbind())
-                } else {
-                    None
-                })
-            });
-            (Some(context), step)
+            let out = match func.bind(py).call1(args) {
+                Ok(out) => out,
+                Err(e) => return (Some(context), Ran::Read(Err(e))),
+            };
+            // A plain function may still have returned an awaitable.
+            let ran = match out.hasattr(intern!(py, "__await__")) {
+                Ok(true) => Ran::Pending(out.unbind(), done),
+                Ok(false) => Ran::Read(done(py, out)),
+                Err(e) => Ran::Read(Err(e)),
+            };
+            (Some(context), ran)
         })
         .await;
-        let Some((context, step)) = ran else {
+        let Some((context, ran)) = ran else {
             return Called {
                 context: None,
                 result: Err(pyo3::exceptions::PyRuntimeError::new_err(
@@ -312,13 +330,18 @@ impl Hook {
                 )),
             };
         };
-        let result = match step {
-            Ok(None) => Ok(()),
-            Ok(Some(awaitable)) => bridge.finish(awaitable).await.map(drop),
-            Err(e) => Err(e),
+        let result = match ran {
+            Ran::NoArgs(e) => Err(e),
+            Ran::Read(result) => result,
+            Ran::Pending(awaitable, done) => bridge.finish_with(awaitable, done).await,
         };
         Called { context, result }
     }
+}
+
+/// A `done` for [`Hook::call_owned`] that drops the hook's result (under the GIL).
+pub(crate) fn ignore(_py: Python<'_>, _value: Bound<'_, PyAny>) -> PyResult<()> {
+    Ok(())
 }
 
 /// Whether this thread is a worker of a multi-threaded tokio runtime (where
@@ -338,6 +361,10 @@ impl Bridge {
     }
 
     /// Runs `awaitable` on the event loop and waits for its result.
+    #[allow(
+        dead_code,
+        reason = "for hooks whose result is read elsewhere (protocols)"
+    )]
     pub(crate) async fn finish(&self, awaitable: Py<PyAny>) -> PyResult<Py<PyAny>> {
         self.finish_with(awaitable, |_py, value| Ok(value.unbind()))
             .await

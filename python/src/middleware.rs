@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mitm::middleware::{DataHooks, Middleware};
+use mitm::middleware::{ClientHello, DataHooks, Interception, Middleware, Router};
 use mitm::{async_trait, Connection, MitmBuilder};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
@@ -13,7 +13,7 @@ use pyo3::{intern, IntoPyObjectExt};
 
 use crate::conn::{connection, ConnFacts, ProtocolObjects};
 use crate::handler::PyHandlers;
-use crate::hook::{Bridge, Hook};
+use crate::hook::{ignore, Bridge, Hook};
 
 /// What every Python hook of one server shares: the event loop and the protocols'
 /// Python objects.
@@ -66,6 +66,9 @@ impl EngineHooks {
     /// them).
     pub(crate) fn add(self, mut builder: MitmBuilder) -> MitmBuilder {
         for middleware in self.middlewares {
+            if middleware.tls_clienthello.is_some() {
+                builder = builder.router(middleware.clone());
+            }
             builder = builder.middleware(middleware);
         }
         if let Some(handler) = self.handler {
@@ -87,6 +90,10 @@ pub(crate) struct PyMiddleware {
     server_data: Option<Hook>,
     client_disconnected: Option<Hook>,
     server_disconnected: Option<Hook>,
+    /// `tls_clienthello(connection, sni, alpn, target)`, beyond the original's hooks:
+    /// a true result passes the connection's TLS through untouched (the addon host's
+    /// `tls_clienthello`). A middleware with it is a [`Router`] too.
+    tls_clienthello: Option<Hook>,
     shared: Arc<Shared>,
 }
 
@@ -114,6 +121,7 @@ impl PyMiddleware {
             server_data: hook("server_data")?,
             client_disconnected: hook("client_disconnected")?,
             server_disconnected: hook("server_disconnected")?,
+            tls_clienthello: hook("tls_clienthello")?,
             shared,
         })
     }
@@ -127,10 +135,14 @@ impl PyMiddleware {
         let shared = Arc::clone(&self.shared);
         let facts = ConnFacts::of(conn);
         let called = hook
-            .call_owned(&self.shared.bridge, move |py| {
-                let (c, keep) = facts.object(py, shared.protocols.as_ref())?;
-                Ok((PyTuple::new(py, [c])?, keep))
-            })
+            .call_owned(
+                &self.shared.bridge,
+                move |py| {
+                    let (c, keep) = facts.object(py, shared.protocols.as_ref())?;
+                    Ok((PyTuple::new(py, [c])?, keep))
+                },
+                ignore,
+            )
             .await;
         if let Some(keep) = called.context {
             ConnFacts::keep(conn, keep);
@@ -277,5 +289,54 @@ impl Middleware for PyMiddleware {
     async fn server_disconnected(&self, conn: &Connection) {
         self.event(&self.server_disconnected, "server_disconnected", conn)
             .await;
+    }
+}
+
+#[async_trait]
+impl Router for PyMiddleware {
+    /// The middleware's `tls_clienthello(connection, sni, alpn, target)`: true passes
+    /// the connection through. An exception is logged and the connection intercepted.
+    async fn tls_clienthello(&self, conn: &Connection, hello: &ClientHello) -> Interception {
+        let Some(hook) = self.tls_clienthello.as_ref().filter(|h| h.active()) else {
+            return Interception::Intercept;
+        };
+        let shared = Arc::clone(&self.shared);
+        let facts = ConnFacts::of(conn);
+        let sni = hello.server_name.clone();
+        let alpn = hello.alpn.clone();
+        let target = conn.target.as_ref().map(|t| (t.host.clone(), t.port));
+        let called = hook
+            .call_owned(
+                &self.shared.bridge,
+                move |py| {
+                    let (c, keep) = facts.object(py, shared.protocols.as_ref())?;
+                    let alpn = PyList::new(py, alpn.iter().map(|p| PyBytes::new(py, p)))?;
+                    let args = PyTuple::new(
+                        py,
+                        [
+                            c,
+                            sni.into_bound_py_any(py)?,
+                            alpn.into_any(),
+                            target.into_bound_py_any(py)?,
+                        ],
+                    )?;
+                    Ok((args, keep))
+                },
+                |_py, value| value.is_truthy(),
+            )
+            .await;
+        if let Some(keep) = called.context {
+            ConnFacts::keep(conn, keep);
+        }
+        match called.result {
+            Ok(true) => Interception::PassThrough,
+            Ok(false) => Interception::Intercept,
+            Err(e) => {
+                self.shared
+                    .bridge
+                    .report(&format!("{}.tls_clienthello", self.name), e);
+                Interception::Intercept
+            }
+        }
     }
 }

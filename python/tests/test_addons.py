@@ -530,6 +530,39 @@ def test_https_flows(proxy: Start, tls_origin: Origin, test_ca: TestCA, tmp_path
     assert lines == [f"ADDON http_connect CONNECT localhost {tls_origin.port}"]
 
 
+def test_tls_clienthello_lets_a_connection_through(proxy: Start, tls_origin: Origin, test_ca: TestCA, tmp_path: Path) -> None:
+    """A ClientHello naming "localhost" is let through (curl trusting only the origin's
+    CA gets its page, the script sees no request); one without SNI (an IP address) is
+    intercepted (curl trusting the proxy's CA, the script sees the request)."""
+
+    def scenario(kind: str) -> Any:
+        p = proxy(kind, "tls_clienthello.py", ca=test_ca.cert_path)
+        try:
+            ca = tmp_path / ("mitmdump-conf/mitmproxy-ca-cert.pem" if kind == "mitmdump" else "ours-ca/mitm.pem")
+            wait_for(f"{kind}'s CA", ca.exists)
+            tls_origin.requests.clear()
+            through = fetch(p, f"https://localhost:{tls_origin.port}/through", "--cacert", str(test_ca.cert_path))
+            p.wait_output("ADDON tls_clienthello sni=localhost")
+            seen_through = seen(tls_origin)
+            tls_origin.requests.clear()
+            opened = fetch(p, f"https://127.0.0.1:{tls_origin.port}/opened", "--cacert", str(ca))
+            p.wait_output("ADDON request 127.0.0.1 /opened")
+            return through.view(), seen_through, opened.view(), seen(tls_origin), addon_lines(p.output())
+        except (Exception, pytest.fail.Exception) as e:
+            raise AssertionError(f"{kind} failed ({e!r}); its output:\n{p.output()}") from e
+        finally:
+            p.stop()
+
+    out = {kind: scenario(kind) for kind in KINDS}
+    assert out["ours"] == out["mitmdump"]
+    through, at_origin_through, opened, at_origin_opened, lines = out["ours"]
+    assert through[1] == 200 and [r[1] for r in at_origin_through] == ["/through"]
+    assert opened[1] == 200 and [r[1] for r in at_origin_opened] == ["/opened"]
+    assert lines[0].startswith(f"ADDON tls_clienthello sni=localhost server=('localhost', {tls_origin.port}) client=127.0.0.1")
+    assert lines[1].startswith(f"ADDON tls_clienthello sni=None server=('127.0.0.1', {tls_origin.port})")
+    assert lines[2] == "ADDON request 127.0.0.1 /opened"
+
+
 def test_done_is_called_at_stop(proxy: Start, origin: Origin) -> None:
     def scenario(p: ProxyProcess) -> Any:
         fetch(p, origin.url("/"))

@@ -83,8 +83,8 @@ def test_a_script_that_fails_to_import_is_left_out(tmp_path: Path, caplog: pytes
 
 
 def test_unsupported_hooks_are_reported_at_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    Addons([script(tmp_path, "def tls_clienthello(data):\n    pass\n")], reload=False)
-    assert "tls_clienthello, which mitm's addon host does not call" in caplog.text
+    Addons([script(tmp_path, "def tls_start_client(data):\n    pass\n")], reload=False)
+    assert "tls_start_client, which mitm's addon host does not call" in caplog.text
 
 
 def test_flowfilter_errors_say_where() -> None:

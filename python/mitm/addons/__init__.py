@@ -49,6 +49,7 @@ _ENGINE_HOOKS: Dict[str, Sequence[str]] = {
     "server_connect": ("server_connected",),
     "server_connected": ("server_connected",),
     "server_disconnected": ("server_disconnected",),
+    "tls_clienthello": ("tls_clienthello",),
 }
 
 _PLANNABLE = (
@@ -60,6 +61,7 @@ _PLANNABLE = (
     "client_disconnected",
     "server_connected",
     "server_disconnected",
+    "tls_clienthello",
 )
 
 # Where the compat objects are kept: a key of the native flow's metadata, and
@@ -103,8 +105,8 @@ class Addons(Middleware):
 
     Without ``reload`` only the engine hooks the loaded scripts need are planned; with
     it every one is, each behind a ``_native.HookGate`` that is off (the engine skips
-    the call) while no loaded script needs it. Either way a script's hook runs in
-    ``block_in_place`` on the engine's thread (a blocking hook holds up only its flow).
+    the call) while no loaded script needs it. Either way a script's hook runs on the
+    engine's pool of hook threads (a blocking hook holds up only its flow).
     ``running`` is called when the server listens (``mitm_started``) and ``done``
     when it stops (``mitm_stopped``, or :meth:`close`).
     """
@@ -368,6 +370,24 @@ class Addons(Middleware):
         data = self._server_data(connection)
         data.server.state = ConnectionState.CLOSED
         self._host.invoke("server_disconnected", data)
+
+    @_blocking
+    def tls_clienthello(self, connection: Connection, sni: Optional[str], alpn: List[bytes], target: Any) -> bool:
+        """``tls_clienthello(data)`` for a client's ClientHello in a tunnel to
+        ``target`` (host, port); True (pass the connection through untouched) when a
+        script set ``data.ignore_connection``."""
+        from mitm.addons.compat.connection import Server
+        from mitm.addons.compat.tls import ClientHello, ClientHelloData, Context
+
+        client = self._client(connection)
+        client.sni = sni
+        data = getattr(connection, _SERVER, None)
+        if data is None:
+            data = _HookData(Server(connection, tuple(target) if target else None), client)
+            setattr(connection, _SERVER, data)
+        hello = ClientHelloData(Context(client, data.server), ClientHello(sni, list(alpn)))
+        self._host.invoke("tls_clienthello", hello)
+        return bool(hello.ignore_connection)
 
     def __repr__(self) -> str:
         return f"Addons({[s.path for s in self._host.scripts]})"

@@ -49,12 +49,11 @@ SCRIPT_HOOKS = (
     "websocket_start",
     "websocket_message",
     "websocket_end",
+    "tls_clienthello",
 )
 
 #: mitmproxy's hooks that this host knows but cannot call, and why.
 UNSUPPORTED_HOOKS = {
-    "tls_clienthello": "the engine decides TLS interception by its ignore_hosts/allow_hosts options, "
-    "not per connection from Python",
     "tls_start_client": "TLS is set up by the engine",
     "tls_start_server": "TLS is set up by the engine",
     "tls_established_client": "TLS is set up by the engine",
