@@ -31,6 +31,9 @@ struct FlowCore {
     /// `timings` and body sizes, as of the last sync.
     timings: mitm::Timings,
     sizes: (u64, u64),
+    /// mitmproxy's `marked` and `comment`.
+    marked: String,
+    comment: String,
 }
 
 /// One HTTP exchange: its `request`, its `response` once there is one, and what
@@ -74,6 +77,8 @@ impl PyFlow {
                 error: error_text(flow),
                 timings: flow.timings,
                 sizes: (flow.request_body_size, flow.response_body_size),
+                marked: flow.marked.clone(),
+                comment: flow.comment.clone(),
             },
         }
     }
@@ -98,6 +103,19 @@ impl PyFlow {
         core.error = error_text(flow);
         core.timings = flow.timings;
         core.sizes = (flow.request_body_size, flow.response_body_size);
+        core.marked.clone_from(&flow.marked);
+        core.comment.clone_from(&flow.comment);
+    }
+
+    /// Writes the mark and comment the hooks left into the engine's `flow`.
+    pub(crate) fn annotate(&self, flow: &mut HttpFlow) {
+        let core = lock(&self.core);
+        if core.marked != flow.marked {
+            flow.marked.clone_from(&core.marked);
+        }
+        if core.comment != flow.comment {
+            flow.comment.clone_from(&core.comment);
+        }
     }
 
     /// The request as the hooks left it.
@@ -197,6 +215,30 @@ impl PyFlow {
     /// `websocket_message` hook: closes the WebSocket).
     fn kill(&self) {
         lock(&self.core).killed = true;
+    }
+
+    /// The flow's mark (mitmproxy's `marked`: an emoji name such as ``":default:"``, or
+    /// any text); ``""`` when not marked. Set in `request` or `response`, it is saved
+    /// with the flow and shown in the web UI.
+    #[getter]
+    fn marked(&self) -> String {
+        lock(&self.core).marked.clone()
+    }
+
+    #[setter]
+    fn set_marked(&self, marked: String) {
+        lock(&self.core).marked = marked;
+    }
+
+    /// A comment on the flow, ``""`` for none; kept as `marked` is.
+    #[getter]
+    fn comment(&self) -> String {
+        lock(&self.core).comment.clone()
+    }
+
+    #[setter]
+    fn set_comment(&self, comment: String) {
+        lock(&self.core).comment = comment;
     }
 
     /// Whether `kill()` was called.

@@ -293,6 +293,7 @@ impl HttpHandler for PyHandlers {
                     report(&self.shared, &what, e, "the client got 502 Bad Gateway");
                     if let Some(v) = &view {
                         flow.request = v.get().request_now();
+                        v.get().annotate(flow);
                     }
                     return Verdict::Respond(failed(&what));
                 }
@@ -302,15 +303,18 @@ impl HttpHandler for PyHandlers {
             };
             if v.killed() {
                 flow.request = v.request_now();
+                v.annotate(flow);
                 return Verdict::Kill;
             }
             if let Some(response) = v.response_now() {
                 flow.request = v.request_now();
+                v.annotate(flow);
                 return Verdict::Respond(response);
             }
         }
         if let Some(v) = &view {
             flow.request = v.get().request_now();
+            v.get().annotate(flow);
         }
         Verdict::Continue
     }
@@ -341,16 +345,22 @@ impl HttpHandler for PyHandlers {
                     let answer = failed(&what);
                     if let Some(v) = &view {
                         v.get().answer(answer.clone());
+                        v.get().annotate(flow);
                     }
                     return Verdict::Respond(answer);
                 }
             }
-            if view.as_ref().is_some_and(|v| v.get().killed()) {
+            if let Some(v) = view.as_deref().map(Py::get).filter(|v| v.killed()) {
+                v.annotate(flow);
                 return Verdict::Kill;
             }
         }
+        let Some(v) = view.as_deref().map(Py::get) else {
+            return Verdict::Continue;
+        };
+        v.annotate(flow);
         // A response set to None keeps the one there was.
-        if let Some(response) = view.as_ref().and_then(|v| v.get().response_now()) {
+        if let Some(response) = v.response_now() {
             flow.response = Some(response);
         }
         Verdict::Continue

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -51,7 +52,9 @@ def proxy(spawn: Callable[..., ProxyProcess], ours: Package, mitmdump: Tuple[Pac
     """``proxy(kind, script, *sets)``: mitmdump or ours running ``script`` (a name in
     addons/ or a path) with ``--set`` ``sets`` ("name=value"), listening."""
 
-    def start(kind: str, script: "str | Path", *sets: str, listen: bool = True, ca: Optional[Path] = None) -> ProxyProcess:
+    def start(
+        kind: str, script: "str | Path", *sets: str, listen: bool = True, ca: Optional[Path] = None, save: Optional[Path] = None
+    ) -> ProxyProcess:
         path = Path(script) if os.sep in str(script) else ADDONS / script
         options = [x for s in sets for x in ("--set", s)]
         if kind == "mitmdump":
@@ -69,10 +72,12 @@ def proxy(spawn: Callable[..., ProxyProcess], ours: Package, mitmdump: Tuple[Pac
                 "-s",
                 str(path),
                 *(["--set", f"ssl_verify_upstream_trusted_ca={ca}"] if ca else []),
+                *(["--set", f"save_stream_file={save}"] if save else []),
                 *options,
                 listen=listen,
             )
-        return spawn(ours, "addons_runner.py", "--ca-dir", str(tmp_path / "ours-ca"), *options, str(path), listen=listen)
+        saving = ["--save", str(save)] if save else []
+        return spawn(ours, "addons_runner.py", "--ca-dir", str(tmp_path / "ours-ca"), *saving, *options, str(path), listen=listen)
 
     return start
 
@@ -561,6 +566,69 @@ def test_tls_clienthello_lets_a_connection_through(proxy: Start, tls_origin: Ori
     assert lines[0].startswith(f"ADDON tls_clienthello sni=localhost server=('localhost', {tls_origin.port}) client=127.0.0.1")
     assert lines[1].startswith(f"ADDON tls_clienthello sni=None server=('127.0.0.1', {tls_origin.port})")
     assert lines[2] == "ADDON request 127.0.0.1 /opened"
+
+
+READ_MARKS = """
+import sys
+from mitmproxy import io
+with open(sys.argv[1], "rb") as f:
+    for flow in io.FlowReader(f).stream():
+        print(repr((flow.request.path, flow.marked, flow.comment)))
+"""
+
+
+def test_marks_and_comments_are_saved_with_the_flow(proxy: Start, origin: Origin, mitmdump: Tuple[Package, Path], tmp_path: Path) -> None:
+    """A script's flow.marked and flow.comment reach the saved flows: both files, read
+    by mitmproxy itself, say the same."""
+    reader = mitmdump[0].python
+
+    def scenario(kind: str) -> Any:
+        saved = tmp_path / f"{kind}.flows"
+        p = proxy(kind, "marks.py", save=saved)
+        try:
+            got = [fetch(p, origin.url(path)).view() for path in ("/mark", "/plain")]
+            p.wait_output("ADDON response /plain")
+            p.interrupt()
+            read = subprocess.run([reader, "-c", READ_MARKS, str(saved)], capture_output=True, text=True, timeout=PATIENCE)
+            assert read.returncode == 0, read.stderr
+            return got, read.stdout.splitlines(), addon_lines(p.output())
+        except (Exception, pytest.fail.Exception) as e:
+            raise AssertionError(f"{kind} failed ({e!r}); its output:\n{p.output()}") from e
+        finally:
+            p.stop()
+
+    out = {kind: scenario(kind) for kind in KINDS}
+    assert out["ours"] == out["mitmdump"]
+    got, saved, lines = out["ours"]
+    assert [g[1] for g in got] == [200, 200]
+    assert saved == ["('/mark', ':star:', 'seen by the script')", "('/plain', '', '')"]
+    assert lines == ["ADDON response /mark marked=':star:' comment='seen by the script'", "ADDON response /plain marked='' comment=''"]
+
+
+def test_marks_and_comments_show_in_the_web_ui(ours: Package, proxy_env: Dict[str, str], origin: Origin, tmp_path: Path) -> None:
+    """The pip package's ``mitm -s marks.py --web``: the web UI's flow list has the
+    script's mark and comment."""
+    command = Path(ours.python).parent / "mitm"
+    args = ["--ca-dir", str(tmp_path / "ca"), "-p", "0", "--web", "--web-port", "0", "-s", str(ADDONS / "marks.py")]
+    p = ProxyProcess(Package("mitm command", str(command)), args, proxy_env, tmp_path / "mitm-web.log")
+    try:
+        banner = wait_for("the banner", lambda: re.search(r"mitm listening on http://127\.0\.0\.1:(\d+)", p.output()))
+        p.port = int(banner.group(1))
+        ui = wait_for("the web UI's URL", lambda: re.search(r"web UI: (http://[^/\s]+)/\S*token=([\w-]+)", p.output()))
+        fetch(p, origin.url("/mark"))
+        fetch(p, origin.url("/plain"))
+        p.wait_output("ADDON response /plain")
+
+        def listed() -> "List[Any] | None":
+            req = urllib.request.Request(f"{ui.group(1)}/api/flows", headers={"Authorization": f"Bearer {ui.group(2)}"})
+            with urllib.request.urlopen(req, timeout=PATIENCE) as r:
+                flows = json.load(r)["flows"]
+            done = [(f["path"], f["marked"], f["comment"]) for f in flows if not f["pending"]]
+            return done if len(done) == 2 else None
+
+        assert wait_for("both flows in the list", listed) == [("/mark", ":star:", "seen by the script"), ("/plain", "", "")]
+    finally:
+        p.stop()
 
 
 def test_done_is_called_at_stop(proxy: Start, origin: Origin) -> None:

@@ -265,7 +265,8 @@ impl Record {
             timings: RecordedTimings::default(),
             annotations: Annotations {
                 is_replay: flow.is_replay.map(|r| r.as_str().to_owned()),
-                ..Annotations::default()
+                marked: flow.marked.clone(),
+                comment: flow.comment.clone(),
             },
             error: None,
             websocket: None,
@@ -287,6 +288,13 @@ impl Record {
     /// the error. What the record has of the heads stays: cheaper than
     /// [`from_flow`](Self::from_flow) again, for a record kept while the flow goes.
     pub(crate) fn finish(&mut self, flow: &HttpFlow, end: Ending) {
+        // A hook may have marked the flow since the record was made.
+        if self.annotations.marked != flow.marked {
+            self.annotations.marked.clone_from(&flow.marked);
+        }
+        if self.annotations.comment != flow.comment {
+            self.annotations.comment.clone_from(&flow.comment);
+        }
         self.request.body = end.request_body;
         self.response = match (flow.response.as_ref(), end.response_body) {
             (Some(r), Some(body)) => Some(match self.response.take() {

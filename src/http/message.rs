@@ -538,6 +538,13 @@ pub struct HttpFlow {
     /// response given from a recording (a server replay marks the flows it answers).
     /// Captures keep it (`~replay` finds it).
     pub is_replay: Option<Replay>,
+    /// The flow's mark, as mitmproxy keeps it (`marked`: the name of an emoji such as
+    /// `:default:`, or any text); empty when not marked. Hooks may set it (an addon
+    /// script's `flow.marked`); captures keep it (`~marked`) and the web UI shows it.
+    pub marked: String,
+    /// A comment on the flow (mitmproxy's `comment`); empty for none. Kept and shown as
+    /// [`marked`](Self::marked) is.
+    pub comment: String,
 }
 
 /// What a replayed flow replayed ([`HttpFlow::is_replay`]).
@@ -575,6 +582,8 @@ impl HttpFlow {
             error: None,
             undelivered: false,
             is_replay: None,
+            marked: String::new(),
+            comment: String::new(),
         }
     }
 

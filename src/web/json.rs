@@ -78,6 +78,12 @@ pub struct FlowSummary {
     pub error: bool,
     /// Whether the flow became a WebSocket.
     pub websocket: bool,
+    /// The flow's mark (mitmproxy's `marked`), empty when not marked.
+    #[serde(default)]
+    pub marked: String,
+    /// The flow's comment, empty for none.
+    #[serde(default)]
+    pub comment: String,
 }
 
 /// Where an intercepted flow waits: `"request"` or `"response"`.
@@ -348,7 +354,7 @@ impl ApiError {
 
 /// The names of the values of a live row, in order: the fields of a [`FlowSummary`],
 /// then `matches`. Each [`LiveMessage::Flows`] names its rows' values itself too.
-pub const LIVE_COLUMNS: [&str; 16] = [
+pub const LIVE_COLUMNS: [&str; 18] = [
     "id",
     "time",
     "method",
@@ -364,6 +370,8 @@ pub const LIVE_COLUMNS: [&str; 16] = [
     "intercepted",
     "error",
     "websocket",
+    "marked",
+    "comment",
     "matches",
 ];
 
@@ -467,6 +475,8 @@ mod tests {
             intercepted: Some(Phase::Response),
             error: true,
             websocket: false,
+            marked: ":star:".into(),
+            comment: "seen".into(),
         }
     }
 

@@ -79,6 +79,8 @@ impl Serialize for SummaryRow<'_> {
         row.serialize_element(&state.intercepted)?;
         row.serialize_element(&record.error.is_some())?;
         row.serialize_element(&record.websocket.is_some())?;
+        row.serialize_element(&record.annotations.marked)?;
+        row.serialize_element(&record.annotations.comment)?;
         row.serialize_element(&matches)?;
         row.end()
     }
@@ -114,6 +116,8 @@ impl FlowSummary {
             intercepted: state.intercepted,
             error: record.error.is_some(),
             websocket: record.websocket.is_some(),
+            marked: record.annotations.marked.clone(),
+            comment: record.annotations.comment.clone(),
         }
     }
 }

@@ -1,7 +1,7 @@
 """Runs mitmproxy addon scripts on our engine, as ``mitmdump -s`` would:
-``addons_runner.py [--set name=value]... [--no-reload] [--ca-dir DIR] script.py...``;
-listens on 127.0.0.1 and a free port (its CA kept in DIR if given), logs at INFO to
-stdout, until SIGINT."""
+``addons_runner.py [--set name=value]... [--no-reload] [--ca-dir DIR] [--save FILE]
+script.py...``; listens on 127.0.0.1 and a free port (its CA kept in DIR if given,
+its flows saved to FILE if given), logs at INFO to stdout, until SIGINT."""
 
 import logging
 import sys
@@ -11,7 +11,7 @@ from mitm.addons import Addons
 
 
 def main(argv):
-    scripts, options, reload, ca = [], {}, True, None
+    scripts, options, reload, ca, save = [], {}, True, None, None
     args = iter(argv)
     for arg in args:
         if arg == "--set":
@@ -19,12 +19,16 @@ def main(argv):
             options[name] = value
         elif arg == "--ca-dir":
             ca = CertificateAuthority.init(next(args))
+        elif arg == "--save":
+            save = next(args)
         elif arg == "--no-reload":
             reload = False
         else:
             scripts.append(arg)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s")
     extra = {"certificate_authority": ca} if ca is not None else {}
+    if save is not None:
+        extra["save"] = save
     MITM(host="127.0.0.1", port=0, middlewares=[Addons(scripts, options, reload=reload)], **extra).run()
 
 

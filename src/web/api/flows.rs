@@ -306,7 +306,7 @@ mod tests {
         // the facts of a body that does not decode (or needs no decoding) left out.
         assert!(text.starts_with(r#"{"client":"127.0.0.1:5555","client_tls":true,"curl":"#));
         assert!(
-            text.contains(r#""summary":{"content_type":"text/html","duration":7.0,"error":true,"host":"a.localhost","id":7,"intercepted":"response","#),
+            text.contains(r#""summary":{"comment":"","content_type":"text/html","duration":7.0,"error":true,"host":"a.localhost","id":7,"intercepted":"response","marked":"","#),
             "{text}"
         );
         assert!(

@@ -436,8 +436,6 @@ class HTTPFlow(Refusing):
         "_id",
         "_server",
         "metadata",
-        "marked",
-        "comment",
         "_client",
         "websocket",
         "timestamp_created",
@@ -454,8 +452,6 @@ class HTTPFlow(Refusing):
         self._request = Request(native.request, self)
         self._id: Optional[str] = None
         self.metadata: Dict[Any, Any] = {}
-        self.marked = ""
-        self.comment = ""
         self._client: Any = client  # a function giving the Client, until first read
         self._server: Optional[Server] = None
         self.websocket: Optional[WebSocketData] = None
@@ -482,6 +478,26 @@ class HTTPFlow(Refusing):
         if self._id is None:
             self._id = str(uuid.uuid4())
         return self._id
+
+    @property
+    def marked(self) -> str:
+        """The flow's mark (``""``: none; ``":default:"`` or another emoji name, or
+        any text): saved with the flow and shown in the web UI."""
+        return self._n.marked
+
+    @marked.setter
+    def marked(self, value: Any) -> None:
+        # mitmproxy before 9 had a bool here; its scripts still set True/False.
+        self._n.marked = ":default:" if value is True else "" if value is False else str(value)
+
+    @property
+    def comment(self) -> str:
+        """A comment on the flow (``""``: none), kept as ``marked`` is."""
+        return self._n.comment
+
+    @comment.setter
+    def comment(self, value: str) -> None:
+        self._n.comment = str(value)
 
     @property
     def server_conn(self) -> Server:

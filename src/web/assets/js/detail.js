@@ -6,7 +6,7 @@ import { state } from "./state.js";
 import { flowDetail, replayFlow } from "./api.js";
 import { $, el } from "./dom.js";
 import { bytes, clock } from "./format.js";
-import { schedule } from "./list.js";
+import { markOf, schedule } from "./list.js";
 import { editForm } from "./edit.js";
 import { interceptForm } from "./intercept.js";
 import { bodyView, headTable, waterfall } from "./views.js";
@@ -64,6 +64,8 @@ export function showTab(tab) {
   const pane = $("pane");
   const parts = [];
   if (d.error) parts.push(el("p", { className: "error", textContent: "error: " + d.error }));
+  if (d.summary.marked) parts.push(el("p", { className: "mark", textContent: "marked: " + markOf(d.summary.marked) + " " + d.summary.marked }));
+  if (d.summary.comment) parts.push(el("p", { className: "comment", textContent: "comment: " + d.summary.comment }));
   state.form = null;
   if (tab === "request") {
     const q = d.request;

@@ -89,7 +89,7 @@ function rowOf(f, i) {
     [clock(f.time), ""],
     [f.method, ""],
     [f.host + (f.port === (f.scheme === "https" ? 443 : 80) ? "" : ":" + f.port), ""],
-    [f.path, ""],
+    [(f.marked ? markOf(f.marked) + " " : "") + f.path, ""],
     [status, "status s" + status[0]],
     [f.websocket ? "websocket" : f.content_type, ""],
     [f.status == null ? "" : bytes(f.size), "num"],
@@ -102,8 +102,16 @@ function rowOf(f, i) {
   if (f.pending) row.classList.add("pending");
   if (f.intercepted) row.classList.add("intercepted");
   if (f.error) row.classList.add("failed");
+  if (f.marked) row.classList.add("marked");
+  if (f.comment) row.title = f.comment;
   if (f.id === state.selected) row.classList.add("selected");
   return row;
+}
+
+// A mark as the list shows it: mitmproxy's emoji names as a few glyphs, other text as is.
+const MARKS = { ":default:": "●", ":star:": "★", ":heart:": "♥", ":red_circle:": "●", ":check_mark:": "✔", ":x:": "✘" };
+export function markOf(marked) {
+  return MARKS[marked] || marked;
 }
 
 // The id of the flow `by` rows from the selected one (the first or last without
