@@ -104,8 +104,11 @@ async fn an_ignored_host_is_tunneled_and_the_client_sees_the_origin_certificate(
 /// each hello offered.
 struct PassBySni {
     sni: &'static str,
-    seen: std::sync::Mutex<Vec<(Option<String>, Vec<Vec<u8>>)>>,
+    seen: std::sync::Mutex<Vec<Offered>>,
 }
+
+/// What one ClientHello offered: its server name and ALPN protocols.
+type Offered = (Option<String>, Vec<Vec<u8>>);
 
 #[mitm::async_trait]
 impl mitm::middleware::Router for PassBySni {
