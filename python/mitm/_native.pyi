@@ -252,6 +252,12 @@ class HttpFlow:
     def comment(self) -> str: ...
     @comment.setter
     def comment(self, comment: str) -> None: ...
+    def intercept(self) -> None:
+        """Holds the flow for the user in the web UI after this hook."""
+    def resume(self) -> None:
+        """Takes back ``intercept()``."""
+    @property
+    def intercepted(self) -> bool: ...
     def kill(self) -> None:
         """Drops the client at once (in ``websocket_message``: closes the WebSocket)."""
     @property

@@ -34,6 +34,8 @@ struct FlowCore {
     /// mitmproxy's `marked` and `comment`.
     marked: String,
     comment: String,
+    /// `intercept()` was called (and not `resume()`).
+    intercept: bool,
 }
 
 /// One HTTP exchange: its `request`, its `response` once there is one, and what
@@ -79,6 +81,7 @@ impl PyFlow {
                 sizes: (flow.request_body_size, flow.response_body_size),
                 marked: flow.marked.clone(),
                 comment: flow.comment.clone(),
+                intercept: flow.intercept,
             },
         }
     }
@@ -105,6 +108,7 @@ impl PyFlow {
         core.sizes = (flow.request_body_size, flow.response_body_size);
         core.marked.clone_from(&flow.marked);
         core.comment.clone_from(&flow.comment);
+        core.intercept = flow.intercept;
     }
 
     /// Writes the mark and comment the hooks left into the engine's `flow`.
@@ -116,6 +120,7 @@ impl PyFlow {
         if core.comment != flow.comment {
             flow.comment.clone_from(&core.comment);
         }
+        flow.intercept = core.intercept;
     }
 
     /// The request as the hooks left it.
@@ -239,6 +244,25 @@ impl PyFlow {
     #[setter]
     fn set_comment(&self, comment: String) {
         lock(&self.core).comment = comment;
+    }
+
+    /// Holds the flow for the user in the web UI (`mitm --web`): after this hook, the
+    /// flow waits where it is (before its request goes upstream, or before its response
+    /// goes back) until the user resumes or kills it there. Without a web UI the flow
+    /// goes on.
+    fn intercept(&self) {
+        lock(&self.core).intercept = true;
+    }
+
+    /// Takes back `intercept()` (within the same hook).
+    fn resume(&self) {
+        lock(&self.core).intercept = false;
+    }
+
+    /// Whether `intercept()` was called in this hook (and not taken back).
+    #[getter]
+    fn intercepted(&self) -> bool {
+        lock(&self.core).intercept
     }
 
     /// Whether `kill()` was called.

@@ -631,6 +631,42 @@ def test_marks_and_comments_show_in_the_web_ui(ours: Package, proxy_env: Dict[st
         p.stop()
 
 
+def test_intercept_holds_a_flow_in_the_web_ui_until_resumed(ours: Package, proxy_env: Dict[str, str], origin: Origin, tmp_path: Path) -> None:
+    """The pip package's ``mitm -s intercept.py --web``: a flow the script intercepts
+    waits in the web UI (another one goes on meanwhile) until it is resumed there."""
+    command = Path(ours.python).parent / "mitm"
+    args = ["--ca-dir", str(tmp_path / "ca"), "-p", "0", "--web", "--web-port", "0", "-s", str(ADDONS / "intercept.py")]
+    p = ProxyProcess(Package("mitm command", str(command)), args, proxy_env, tmp_path / "mitm-web.log")
+    try:
+        banner = wait_for("the banner", lambda: re.search(r"mitm listening on http://127\.0\.0\.1:(\d+)", p.output()))
+        p.port = int(banner.group(1))
+        ui = wait_for("the web UI's URL", lambda: re.search(r"web UI: (http://[^/\s]+)/\S*token=([\w-]+)", p.output()))
+        auth = {"Authorization": f"Bearer {ui.group(2)}"}
+        origin.requests.clear()
+        held: Dict[str, Any] = {}
+        client = threading.Thread(target=lambda: held.update(got=fetch(p, origin.url("/hold"))))
+        client.start()
+
+        def waiting() -> "int | None":
+            with urllib.request.urlopen(urllib.request.Request(f"{ui.group(1)}/api/flows", headers=auth), timeout=PATIENCE) as r:
+                flows = json.load(r)["flows"]
+            return next((f["id"] for f in flows if f["path"] == "/hold" and f["intercepted"] == "request"), None)
+
+        flow_id = wait_for("/hold waiting in the web UI", waiting)
+        # Meanwhile another flow goes through, and the held one has not reached the origin.
+        assert fetch(p, origin.url("/plain")).status == 200
+        assert client.is_alive() and [r[1] for r in origin.requests] == ["/plain"]
+        resume = urllib.request.Request(f"{ui.group(1)}/api/flows/{flow_id}/resume", data=b"", method="POST", headers=auth)
+        with urllib.request.urlopen(resume, timeout=PATIENCE) as r:
+            assert r.status == 204
+        client.join(PATIENCE)
+        assert held["got"].status == 200 and [r[1] for r in origin.requests] == ["/plain", "/hold"]
+        p.wait_output("ADDON response /hold intercepted=False")
+        assert "ADDON held /hold True" in p.output()
+    finally:
+        p.stop()
+
+
 def test_done_is_called_at_stop(proxy: Start, origin: Origin) -> None:
     def scenario(p: ProxyProcess) -> Any:
         fetch(p, origin.url("/"))

@@ -545,6 +545,12 @@ pub struct HttpFlow {
     /// A comment on the flow (mitmproxy's `comment`); empty for none. Kept and shown as
     /// [`marked`](Self::marked) is.
     pub comment: String,
+    /// A hook asks for the flow to be held for the user (mitmproxy's
+    /// `flow.intercept()`): a web UI's feed pauses it where it is (before the request
+    /// goes upstream, or before the response goes back), as its intercept filter
+    /// would, until the user resumes or kills it, then clears this. Without a web UI
+    /// nothing holds the flow.
+    pub intercept: bool,
 }
 
 /// What a replayed flow replayed ([`HttpFlow::is_replay`]).
@@ -584,6 +590,7 @@ impl HttpFlow {
             is_replay: None,
             marked: String::new(),
             comment: String::new(),
+            intercept: false,
         }
     }
 

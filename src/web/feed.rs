@@ -318,10 +318,11 @@ impl Feed {
         }
     }
 
-    /// If `flow` (stored as `id`) matches the intercept filter: marks it waiting at
-    /// `phase`, waits for the user, and returns the decision.
-    async fn pause(&self, id: u64, record: &Record, phase: Phase) -> Option<Decision> {
-        if !self.interceptor.matches(record) {
+    /// If `flow` (stored as `id`) matches the intercept filter, or a hook asked to
+    /// hold it (`held`): marks it waiting at `phase`, waits for the user, and returns
+    /// the decision.
+    async fn pause(&self, id: u64, record: &Record, phase: Phase, held: bool) -> Option<Decision> {
+        if !held && !self.interceptor.matches(record) {
             return None;
         }
         self.store
@@ -338,7 +339,8 @@ impl HttpHandler for Feed {
     async fn request(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
         let record = Record::from_flow(conn, flow, self.body_limit);
         // Nothing can wait: the record goes to the store as it is.
-        let (id, record) = if self.interceptor.active() {
+        let held = std::mem::take(&mut flow.intercept);
+        let (id, record) = if held || self.interceptor.active() {
             (
                 self.store.insert(record.clone(), FlowState::PENDING),
                 Some(record),
@@ -353,7 +355,7 @@ impl HttpHandler for Feed {
         let Some(record) = record else {
             return Verdict::Continue;
         };
-        match self.pause(id, &record, Phase::Request).await {
+        match self.pause(id, &record, Phase::Request, held).await {
             None => Verdict::Continue,
             Some(Decision::Kill) => {
                 self.killed(conn, flow);
@@ -375,7 +377,8 @@ impl HttpHandler for Feed {
         let Some(id) = self.id_of(conn, flow) else {
             return Verdict::Continue;
         };
-        if !self.interceptor.active() {
+        let held = std::mem::take(&mut flow.intercept);
+        if !held && !self.interceptor.active() {
             // Nothing can wait: the stored flow gets the response's head (its body
             // comes when the flow finishes), the request kept as it was stored.
             if let Some(response) = flow.response.as_ref() {
@@ -387,7 +390,7 @@ impl HttpHandler for Feed {
         }
         let record = Record::from_flow(conn, flow, self.body_limit);
         self.store.update(id, record.clone(), FlowState::PENDING);
-        match self.pause(id, &record, Phase::Response).await {
+        match self.pause(id, &record, Phase::Response, held).await {
             None => Verdict::Continue,
             Some(Decision::Kill) => {
                 self.killed(conn, flow);

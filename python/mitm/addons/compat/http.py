@@ -490,6 +490,19 @@ class HTTPFlow(Refusing):
         # mitmproxy before 9 had a bool here; its scripts still set True/False.
         self._n.marked = ":default:" if value is True else "" if value is False else str(value)
 
+    def intercept(self) -> None:
+        """Holds the flow in the web UI (``mitm --web``) after this hook, until the
+        user resumes or kills it there; without a web UI the flow goes on."""
+        self._n.intercept()
+
+    def resume(self) -> None:
+        """Takes back ``intercept()`` (a flow held in the web UI is resumed there)."""
+        self._n.resume()
+
+    @property
+    def intercepted(self) -> bool:
+        return self._n.intercepted
+
     @property
     def comment(self) -> str:
         """A comment on the flow (``""``: none), kept as ``marked`` is."""
@@ -548,10 +561,6 @@ class HTTPFlow(Refusing):
     def kill(self) -> None:
         """Drops the client's connection (mitmproxy's ``kill``)."""
         self._n.kill()
-
-    @property
-    def intercepted(self) -> bool:
-        return False
 
     def __repr__(self) -> str:
         return f"<HTTPFlow {self._request!r}>"
