@@ -18,6 +18,11 @@ const READ_SIZE: usize = 64 * 1024;
 /// (thousands of them then cost little memory), bulk transfers get large ones after a
 /// few reads.
 const FIRST_READ_SIZE: usize = 8 * 1024;
+/// A read that brings this much (a full TLS record's plaintext) suggests a stream with
+/// more waiting: what is there already is taken too, without waiting, while the buffer
+/// has room for as much again. A streamed body then moves in pieces of up to
+/// [`READ_SIZE`] bytes, and the other side writes several TLS records per system call.
+const GATHER_FROM: usize = 16 * 1024;
 
 /// One side of the exchange: its stream, and bytes read from it but not used yet.
 pub(crate) struct Peer {
@@ -45,11 +50,23 @@ impl Peer {
     }
 
     /// Reads into `into` (at least the current read size of room); a read that fills
-    /// the room grows the next one.
+    /// the room grows the next one. After a read of [`GATHER_FROM`] bytes or more, what
+    /// the stream has ready is read too (a TLS stream hands out one record a read).
     async fn read_into(io: &mut BoxIo, into: &mut BytesMut, size: &mut usize) -> io::Result<usize> {
+        use futures_util::FutureExt;
         into.reserve(*size);
         let room = into.capacity() - into.len();
-        let n = eof_ok(io.read_buf(into).await)?;
+        let mut n = eof_ok(io.read_buf(into).await)?;
+        if n >= GATHER_FROM {
+            // Polled once each, never waited for: a stream with nothing ready, at its
+            // end or failing says so again on the next read.
+            while n < READ_SIZE && into.capacity() - into.len() >= GATHER_FROM {
+                match io.read_buf(into).now_or_never() {
+                    Some(Ok(more)) if more > 0 => n += more,
+                    _ => break,
+                }
+            }
+        }
         if n >= room && *size < READ_SIZE {
             *size = (*size * 2).min(READ_SIZE);
         }
