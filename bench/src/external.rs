@@ -16,7 +16,9 @@
 //! an intercepting proxy finds there what it needs: `ca.pem` and `ca.key` (PEM, the CA
 //! the bench's clients trust through a proxy, the one the `mitm` binary is given) and
 //! `upstream-ca.pem` (the origin's CA, to trust towards `name.localhost`, a name it
-//! must resolve to 127.0.0.1 itself).
+//! must resolve to 127.0.0.1 itself); the CA is there as `mitm.pem` and `mitm.key` too,
+//! so that another build of `mitm` runs as `OLD --host 127.0.0.1 --port 0 -q --log none
+//! --ca-dir $MITM_BENCH_DIR --upstream-ca $MITM_BENCH_DIR/upstream-ca.pem`.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -55,11 +57,15 @@ pub struct CaFiles {
 }
 
 impl CaFiles {
-    /// Copies the files into `dir` as `ca.pem`, `ca.key` and `upstream-ca.pem`.
+    /// Copies the files into `dir` as `ca.pem`, `ca.key` and `upstream-ca.pem`, and the
+    /// CA again as `mitm --ca-dir DIR` reads it (another build of `mitm` as a command).
     fn copy_into(&self, dir: &Path) -> Result<()> {
+        use mitm::tls::ca::{CA_CERT_FILE, CA_KEY_FILE};
         for (from, name) in [
             (&self.cert, "ca.pem"),
             (&self.key, "ca.key"),
+            (&self.cert, CA_CERT_FILE),
+            (&self.key, CA_KEY_FILE),
             (&self.upstream, "upstream-ca.pem"),
         ] {
             let to = dir.join(name);
