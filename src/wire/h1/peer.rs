@@ -134,3 +134,105 @@ impl Peer {
         (self.io, self.buf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    use super::*;
+
+    /// A stream that hands out at most one TLS record's plaintext (16 KiB) a read, as
+    /// a TLS stream does, with `left` bytes ready.
+    struct Records {
+        left: usize,
+        reads: usize,
+    }
+
+    impl AsyncRead for Records {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = self.left.min(GATHER_FROM).min(buf.remaining());
+            buf.put_slice(&vec![b'x'; n]);
+            self.left -= n;
+            self.reads += 1;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Records {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    struct NoHooks;
+
+    impl Transform for NoHooks {
+        fn apply(&self, data: Bytes) -> impl std::future::Future<Output = Bytes> + Send {
+            std::future::ready(data)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_record_read_takes_what_is_ready_too() {
+        let total = 1 << 20;
+        let mut peer = Peer::new(
+            Box::new(Records {
+                left: total,
+                reads: 0,
+            }),
+            Bytes::new(),
+        );
+        let mut fills = Vec::new();
+        loop {
+            let n = peer.fill(None::<&NoHooks>).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            fills.push(n);
+            peer.buf.clear();
+        }
+        assert_eq!(fills.iter().sum::<usize>(), total);
+        // Reads start at 8 KiB and grow; once they bring a whole record, the records
+        // ready behind it come along, up to the largest read.
+        assert_eq!(fills[0], FIRST_READ_SIZE);
+        assert!(
+            fills.iter().any(|&n| n > GATHER_FROM),
+            "never gathered: {fills:?}"
+        );
+        assert!(fills.iter().all(|&n| n <= READ_SIZE), "{fills:?}");
+        assert!(fills.len() < total / GATHER_FROM, "{} fills", fills.len());
+    }
+
+    #[tokio::test]
+    async fn short_reads_are_not_followed_by_more() {
+        // 1 KiB messages: one read each, nothing polled after it.
+        let mut peer = Peer::new(
+            Box::new(Records {
+                left: 1024,
+                reads: 0,
+            }),
+            Bytes::new(),
+        );
+        assert_eq!(peer.fill(None::<&NoHooks>).await.unwrap(), 1024);
+        let any = peer.io.as_any_mut();
+        let records = any.downcast_mut::<Records>().expect("the stream");
+        assert_eq!(records.reads, 1);
+    }
+}
