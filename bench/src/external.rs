@@ -1,36 +1,80 @@
 //! `--proxy-cmd LABEL=COMMAND`: proxies that are not the `mitm` binary, measured beside
 //! it in one run (the Python package with a Python middleware, the original Python
-//! `mitm`, ...). The `http-ka` load (plain HTTP, 1 KiB responses, 32 keep-alive
-//! connections, absolute-form requests), directly, through the `mitm` binary, and
-//! through a fresh process of each command, in that order in every round, `repeat`
-//! rounds: the table shows medians of requests/s, latency, the proxy's CPU per 1000
-//! requests and its peak RSS, and each path's throughput against direct and against
-//! the `mitm` binary. `--goal A/B>=X` checks that path A reaches X times path B's
-//! requests/s.
+//! `mitm`, hudsucker, ...). Each selected scenario's load (`--only`; `http-ka` when
+//! none is given: plain HTTP, 1 KiB responses, 32 keep-alive connections,
+//! absolute-form requests), directly, through the `mitm` binary, and through a fresh
+//! process of each command, in that order in every round, `repeat` rounds: a table per
+//! scenario shows medians of the throughput, latency, the proxy's CPU (per 1000
+//! requests, or per GiB for bulk) and its peak RSS, and each path's throughput against
+//! direct and against the `mitm` binary. `--goal [SCENARIO:]A/B>=X` checks that path A
+//! reaches X times path B's throughput (in that scenario, else in every one measured).
 //!
 //! A command runs through `sh -c 'exec COMMAND'` (so that the process measured is the
 //! proxy itself, not a shell), with `MITM_BENCH_DIR` set to a private directory of its
 //! own (removed with the bench's), and must print `mitm listening on http://ADDR` on
-//! stdout once it accepts connections, as the `mitm` binary does.
+//! stdout once it accepts connections, as the `mitm` binary does. For the HTTPS loads
+//! an intercepting proxy finds there what it needs: `ca.pem` and `ca.key` (PEM, the CA
+//! the bench's clients trust through a proxy, the one the `mitm` binary is given) and
+//! `upstream-ca.pem` (the origin's CA, to trust towards `name.localhost`, a name it
+//! must resolve to 127.0.0.1 itself); the CA is there as `mitm.pem` and `mitm.key` too,
+//! so that another build of `mitm` runs as `OLD --host 127.0.0.1 --port 0 -q --log none
+//! --ca-dir $MITM_BENCH_DIR --upstream-ca $MITM_BENCH_DIR/upstream-ca.pem`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use clap::ValueEnum;
 
-use crate::client::Endpoint;
-use crate::load::{self, Sample};
-use crate::origin::Origin;
-use crate::proxy::{ChildProxy, Launcher, Mode, Proxy};
+use crate::load::{Sample, Unit};
+use crate::proxy::{ChildProxy, Mode, Proxy};
 use crate::report::{self, summarize, Summary};
-use crate::scenarios::Plan;
+use crate::scenarios::{Bench, Scenario, Via};
 
-/// Keep-alive connections, as `http-ka`.
-const CONNECTIONS: usize = 32;
 /// The `mitm` binary's row.
 const MITM: &str = "mitm";
 /// The direct row.
 const DIRECT: &str = "direct";
+/// The scenarios a proxy command can be measured on: one proxy, regular mode.
+pub const SCENARIOS: [Scenario; 6] = [
+    Scenario::HttpKa,
+    Scenario::HttpsKa,
+    Scenario::HttpsNewconn,
+    Scenario::HttpsResume,
+    Scenario::HttpBulk,
+    Scenario::HttpsBulk,
+];
+
+/// The files put in each command's `MITM_BENCH_DIR`, and where they come from.
+#[derive(Clone, Debug)]
+pub struct CaFiles {
+    /// The proxy's CA certificate (PEM), which the bench's clients trust.
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// The origin's CA certificate (PEM).
+    pub upstream: PathBuf,
+}
+
+impl CaFiles {
+    /// Copies the files into `dir` as `ca.pem`, `ca.key` and `upstream-ca.pem`, and the
+    /// CA again as `mitm --ca-dir DIR` reads it (another build of `mitm` as a command).
+    fn copy_into(&self, dir: &Path) -> Result<()> {
+        use mitm::tls::ca::{CA_CERT_FILE, CA_KEY_FILE};
+        for (from, name) in [
+            (&self.cert, "ca.pem"),
+            (&self.key, "ca.key"),
+            (&self.cert, CA_CERT_FILE),
+            (&self.key, CA_KEY_FILE),
+            (&self.upstream, "upstream-ca.pem"),
+        ] {
+            let to = dir.join(name);
+            std::fs::copy(from, &to)
+                .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+        }
+        Ok(())
+    }
+}
 
 /// A proxy command: `LABEL=COMMAND`.
 #[derive(Clone, Debug)]
@@ -62,9 +106,11 @@ impl FromStr for External {
     }
 }
 
-/// A throughput goal: path `path` reaches `min` times path `other`'s requests/s.
+/// A throughput goal: path `path` reaches `min` times path `other`'s throughput, in
+/// `scenario` (every scenario measured when `None`).
 #[derive(Clone, Debug)]
 pub struct Goal {
+    pub scenario: Option<Scenario>,
     pub path: String,
     pub other: String,
     pub min: f64,
@@ -74,14 +120,24 @@ impl FromStr for Goal {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?}: expected A/B>=X, e.g. python/original>=20");
-        let (pair, min) = s.split_once(">=").ok_or_else(bad)?;
+        let bad = || {
+            format!("{s:?}: expected [SCENARIO:]A/B>=X, e.g. python/original>=20 or https-bulk:mitm/hudsucker>=1.2")
+        };
+        let (scenario, rest) = match s.split_once(':') {
+            Some((name, rest)) => (
+                Some(<Scenario as ValueEnum>::from_str(name.trim(), true).map_err(|_| bad())?),
+                rest,
+            ),
+            None => (None, s),
+        };
+        let (pair, min) = rest.split_once(">=").ok_or_else(bad)?;
         let (path, other) = pair.split_once('/').ok_or_else(bad)?;
         let min: f64 = min.trim().parse().map_err(|_| bad())?;
         if !(min.is_finite() && min > 0.0) {
             return Err(bad());
         }
         Ok(Goal {
+            scenario,
             path: path.trim().to_owned(),
             other: other.trim().to_owned(),
             min,
@@ -89,16 +145,24 @@ impl FromStr for Goal {
     }
 }
 
-/// Runs the measurement and prints its table; false when a goal is missed or a path
-/// had failed requests.
+/// Runs the measurement of each of `scenarios` and prints its table; false when a goal
+/// is missed or a path had failed requests.
 pub async fn run(
-    launcher: &Launcher,
-    origin: &Origin,
-    plan: &Plan,
+    bench: &Bench,
+    scenarios: &[Scenario],
     externals: &[External],
     goals: &[Goal],
+    files: &CaFiles,
     dir: &Path,
 ) -> Result<bool> {
+    if let Some(s) = scenarios.iter().find(|s| !SCENARIOS.contains(s)) {
+        let can: Vec<&str> = SCENARIOS.iter().map(|s| s.name()).collect();
+        bail!(
+            "--proxy-cmd cannot run {}: only {}",
+            s.name(),
+            can.join(", ")
+        );
+    }
     let mut labels = vec![DIRECT.to_owned(), MITM.to_owned()];
     labels.extend(externals.iter().map(|e| e.label.clone()));
     for goal in goals {
@@ -110,82 +174,109 @@ pub async fn run(
                 );
             }
         }
-    }
-    let window = (plan.warmup, plan.duration);
-    let mut samples: Vec<Vec<Sample>> = labels.iter().map(|_| Vec::new()).collect();
-    for round in 1..=plan.repeat {
-        let direct = Endpoint::plain_direct(origin.plain);
-        let mut got = vec![load::keep_alive(&direct, CONNECTIONS, window, None).await?];
-        let proxy = launcher.start(Mode::Regular).await?;
-        got.push(through(proxy, origin, window, MITM).await?);
-        for (i, external) in externals.iter().enumerate() {
-            let own = dir.join(format!("proxy-{i}-{round}"));
-            std::fs::create_dir_all(&own)
-                .with_context(|| format!("cannot create {}", own.display()))?;
-            let command = external.command.clone();
-            let started =
-                tokio::task::spawn_blocking(move || ChildProxy::start_command(&command, &own))
-                    .await??;
-            got.push(through(Proxy::Child(started), origin, window, &external.label).await?);
-        }
-        let line: Vec<String> = labels
-            .iter()
-            .zip(&got)
-            .map(|(label, s)| format!("{label} {:.0} req/s", s.rate))
-            .collect();
-        eprintln!("round {round}/{}: {}", plan.repeat, line.join(" | "));
-        for (all, sample) in samples.iter_mut().zip(got) {
-            all.push(sample);
+        if let Some(s) = goal.scenario.filter(|s| !scenarios.contains(s)) {
+            bail!("--goal names {}, which is not measured", s.name());
         }
     }
-    let summaries: Vec<Summary> = samples.iter().map(|s| summarize(s)).collect();
-    print_table(&labels, &summaries, plan);
     let mut ok = true;
-    for (label, s) in labels.iter().zip(&summaries) {
-        if s.errors > 0 {
-            let first = samples[labels.iter().position(|l| l == label).unwrap_or(0)]
-                .iter()
-                .find_map(|s| s.first_error.clone())
-                .unwrap_or_default();
-            println!("{label}: {} failed request(s); first: {first}", s.errors);
-            ok = false;
+    for &scenario in scenarios {
+        let samples = measure(bench, scenario, &labels, externals, files, dir).await?;
+        let summaries: Vec<Summary> = samples.iter().map(|s| summarize(s)).collect();
+        print_table(bench, scenario, &labels, &summaries);
+        for ((label, s), all) in labels.iter().zip(&summaries).zip(&samples) {
+            if s.errors > 0 {
+                let first = all
+                    .iter()
+                    .find_map(|s| s.first_error.clone())
+                    .unwrap_or_default();
+                println!(
+                    "{}: {label}: {} failed request(s); first: {first}",
+                    scenario.name(),
+                    s.errors
+                );
+                ok = false;
+            }
         }
-    }
-    let rate = |label: &str| {
-        labels
+        let rate = |label: &str| {
+            labels
+                .iter()
+                .position(|l| l == label)
+                .and_then(|i| summaries[i].rate)
+        };
+        for goal in goals
             .iter()
-            .position(|l| l == label)
-            .and_then(|i| summaries[i].rate)
-    };
-    for goal in goals {
-        let ratio = rate(&goal.path)
-            .zip(rate(&goal.other))
-            .filter(|(_, o)| *o > 0.0)
-            .map(|(p, o)| p / o);
-        let met = ratio.is_some_and(|r| r >= goal.min);
-        println!(
-            "goal: {} / {} >= {}: {} ({})",
-            goal.path,
-            goal.other,
-            goal.min,
-            ratio.map_or("-".into(), |r| format!("{r:.2}")),
-            if met { "MET" } else { "MISSED" }
-        );
-        ok &= met;
+            .filter(|g| g.scenario.is_none_or(|s| s == scenario))
+        {
+            let ratio = rate(&goal.path)
+                .zip(rate(&goal.other))
+                .filter(|(_, o)| *o > 0.0)
+                .map(|(p, o)| p / o);
+            let met = ratio.is_some_and(|r| r >= goal.min);
+            println!(
+                "goal: {}: {} / {} >= {}: {} ({})",
+                scenario.name(),
+                goal.path,
+                goal.other,
+                goal.min,
+                ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                if met { "MET" } else { "MISSED" }
+            );
+            ok &= met;
+        }
     }
     Ok(ok)
 }
 
-/// One measurement through `proxy`, which is stopped afterwards; what it wrote on
-/// stderr goes to ours.
-async fn through(
-    proxy: Proxy,
-    origin: &Origin,
-    window: (std::time::Duration, std::time::Duration),
-    label: &str,
-) -> Result<Sample> {
-    let endpoint = Endpoint::plain_proxy(proxy.addr(), origin.plain);
-    let sample = load::keep_alive(&endpoint, CONNECTIONS, window, Some(&proxy)).await;
+/// `repeat` rounds of `scenario`: direct, the `mitm` binary, then each command; the
+/// samples of each path, in the order of `labels`.
+async fn measure(
+    bench: &Bench,
+    scenario: Scenario,
+    labels: &[String],
+    externals: &[External],
+    files: &CaFiles,
+    dir: &Path,
+) -> Result<Vec<Vec<Sample>>> {
+    let repeat = bench.plan.repeat;
+    let unit = unit(scenario);
+    let mut samples: Vec<Vec<Sample>> = labels.iter().map(|_| Vec::new()).collect();
+    for round in 1..=repeat {
+        let mut got = vec![bench.load(scenario, Via::Direct).await?];
+        let proxy = bench.launcher.start(Mode::Regular).await?;
+        got.push(through(bench, scenario, proxy, MITM).await?);
+        for (i, external) in externals.iter().enumerate() {
+            let own = dir.join(format!("proxy-{}-{i}-{round}", scenario.name()));
+            std::fs::create_dir_all(&own)
+                .with_context(|| format!("cannot create {}", own.display()))?;
+            files.copy_into(&own)?;
+            let command = external.command.clone();
+            let started =
+                tokio::task::spawn_blocking(move || ChildProxy::start_command(&command, &own))
+                    .await??;
+            let label = &external.label;
+            got.push(through(bench, scenario, Proxy::Child(started), label).await?);
+        }
+        let line: Vec<String> = labels
+            .iter()
+            .zip(&got)
+            .map(|(label, s)| format!("{label} {}", brief(s.rate, unit)))
+            .collect();
+        eprintln!(
+            "{} round {round}/{repeat}: {}",
+            scenario.name(),
+            line.join(" | ")
+        );
+        for (all, sample) in samples.iter_mut().zip(got) {
+            all.push(sample);
+        }
+    }
+    Ok(samples)
+}
+
+/// One measurement of `scenario` through `proxy`, which is stopped afterwards; what it
+/// wrote on stderr goes to ours.
+async fn through(bench: &Bench, scenario: Scenario, proxy: Proxy, label: &str) -> Result<Sample> {
+    let sample = bench.load(scenario, Via::Mitm(&proxy)).await;
     let said = proxy.stop().await;
     if !said.is_empty() {
         eprintln!("{label} wrote on stderr: {}", said.join(" / "));
@@ -193,10 +284,27 @@ async fn through(
     sample.map_err(|e| anyhow!("{label}: {e:#}"))
 }
 
-fn print_table(labels: &[String], summaries: &[Summary], plan: &Plan) {
+fn unit(scenario: Scenario) -> Unit {
+    match scenario {
+        Scenario::HttpBulk | Scenario::HttpsBulk => Unit::Bytes,
+        _ => Unit::Requests,
+    }
+}
+
+fn brief(rate: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Requests => format!("{rate:.0} req/s"),
+        Unit::Bytes => format!("{rate:.0} MiB/s"),
+    }
+}
+
+fn print_table(bench: &Bench, scenario: Scenario, labels: &[String], summaries: &[Summary]) {
+    let plan = &bench.plan;
+    let unit = unit(scenario);
     println!(
-        "\nhttp-ka load: 1 KiB responses on {CONNECTIONS} keep-alive connections; {} s windows \
-         after {} s warm-up; medians of {} round(s)",
+        "\n{}: {}; {} s windows after {} s warm-up; medians of {} round(s)",
+        scenario.name(),
+        scenario.load(),
         plan.duration.as_secs_f64(),
         plan.warmup.as_secs_f64(),
         plan.repeat
@@ -237,19 +345,25 @@ fn print_table(labels: &[String], summaries: &[Summary], plan: &Plan) {
         (Some(r), Some(o)) if o > 0.0 => format!("{:.3}", r / o),
         _ => "-".into(),
     };
+    let (per, rate_unit) = match unit {
+        Unit::Requests => ("/1k", "req/s"),
+        Unit::Bytes => ("/GiB", "MiB/s"),
+    };
     for (label, s) in labels.iter().zip(summaries) {
         let proxied = label != DIRECT;
         println!(
             "{}",
             row([
                 label.clone(),
-                s.rate
-                    .map_or("-".into(), |r| format!("{} req/s", report::thousands(r))),
+                s.rate.map_or("-".into(), |r| format!(
+                    "{} {rate_unit}",
+                    report::thousands(r)
+                )),
                 s.p50.map_or("-".into(), report::ms),
                 s.p99.map_or("-".into(), report::ms),
                 s.cpu
                     .filter(|_| proxied)
-                    .map_or("-".into(), |c| format!("{} /1k", report::ms(c))),
+                    .map_or("-".into(), |c| format!("{} {per}", report::ms(c))),
                 s.peak_rss
                     .filter(|_| proxied)
                     .map_or("-".into(), |b| format!(
@@ -282,8 +396,15 @@ mod tests {
             (g.path.as_str(), g.other.as_str(), g.min),
             ("python", "original", 20.0)
         );
+        assert_eq!(g.scenario, None);
         let g: Goal = "python/mitm>=0.5".parse().unwrap();
         assert_eq!(g.min, 0.5);
+        let g: Goal = "https-bulk:mitm/hudsucker>=1.2".parse().unwrap();
+        assert_eq!(
+            (g.scenario, g.path.as_str(), g.other.as_str(), g.min),
+            (Some(Scenario::HttpsBulk), "mitm", "hudsucker", 1.2)
+        );
+        assert!("no-such:mitm/hudsucker>=1.2".parse::<Goal>().is_err());
         assert!("python/mitm>=x".parse::<Goal>().is_err());
         assert!("python>=2".parse::<Goal>().is_err());
         assert!("python/mitm>=-1".parse::<Goal>().is_err());

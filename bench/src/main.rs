@@ -55,9 +55,10 @@
 //! connections, 16 MiB bulk) to check that the bench works, not to judge figures.
 //!
 //! `--proxy-cmd LABEL=COMMAND` (repeatable) measures other proxies beside ours instead
-//! of the scenarios: `http-ka`'s load direct, through the `mitm` binary and through a
-//! fresh process of each command, paired in every round (`external.rs`);
-//! `scripts/py-bench.sh` runs it for the Python package and the original Python mitm.
+//! of the scenarios: `http-ka`'s load (or those `--only` names) direct, through the
+//! `mitm` binary and through a fresh process of each command, paired in every round
+//! (`external.rs`); `scripts/py-bench.sh` runs it for the Python package and the
+//! original Python mitm, `scripts/hudsucker-bench.sh` for hudsucker.
 
 mod capture;
 mod client;
@@ -80,6 +81,11 @@ use mitm::CertificateAuthority;
 use crate::proxy::Launcher;
 use crate::scenarios::{Bench, Plan, Scenario, NAME};
 
+/// Where in the work directory the origin's CA certificate is.
+const ORIGIN_CA_FILE: &str = "origin-ca.pem";
+/// Where in the work directory the proxy's CA is (as `mitm --ca-dir` reads it).
+const PROXY_CA_DIR: &str = "proxy-ca";
+
 /// Benchmarks the mitm proxy against direct connections on loopback: throughput,
 /// latency, CPU and memory, with targets. Build with `cargo build --release` first so
 /// that the `mitm` binary under test sits next to this one.
@@ -92,7 +98,9 @@ struct Cli {
     #[arg(long)]
     quick: bool,
 
-    /// Run only these scenarios (comma-separated).
+    /// Run only these scenarios (comma-separated). With --proxy-cmd: the loads each
+    /// proxy command is measured on (http-ka, https-ka, https-newconn, https-resume,
+    /// http-bulk, https-bulk; http-ka when not given).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "SCENARIO")]
     only: Vec<Scenario>,
 
@@ -129,21 +137,26 @@ struct Cli {
     #[arg(long, value_name = "FLOWS", conflicts_with_all = ["only", "in_process", "json"])]
     web: Option<u64>,
 
-    /// Instead of the scenarios, measure the `http-ka` load directly, through the `mitm`
-    /// binary and through the proxy COMMAND starts (repeat for several), paired in each
-    /// round. COMMAND runs with `sh -c`, `MITM_BENCH_DIR` set to a directory of its own,
-    /// and must print `mitm listening on http://ADDR` on stdout once it accepts
-    /// connections. scripts/py-bench.sh uses this for the Python package.
+    /// Instead of the scenarios, measure the `http-ka` load (or those of --only)
+    /// directly, through the `mitm` binary and through the proxy COMMAND starts (repeat
+    /// for several), paired in each round. COMMAND runs with `sh -c`, `MITM_BENCH_DIR`
+    /// set to a directory of its own, holding `ca.pem` and `ca.key` (the CA the bench's
+    /// clients trust through a proxy) and `upstream-ca.pem` (the origin's CA), and must
+    /// print `mitm listening on http://ADDR` on stdout once it accepts connections.
+    /// scripts/py-bench.sh uses this for the Python package, scripts/hudsucker-bench.sh
+    /// for hudsucker.
     #[arg(
         long,
         value_name = "LABEL=COMMAND",
-        conflicts_with_all = ["only", "json", "capture", "web"]
+        conflicts_with_all = ["json", "capture", "web"]
     )]
     proxy_cmd: Vec<external::External>,
 
-    /// With --proxy-cmd: path A must reach X times path B's requests/s (`direct`,
-    /// `mitm` or a LABEL), e.g. `python/original>=20`; the run fails if it does not.
-    #[arg(long, value_name = "A/B>=X", requires = "proxy_cmd")]
+    /// With --proxy-cmd: path A must reach X times path B's throughput (`direct`,
+    /// `mitm` or a LABEL), e.g. `python/original>=20`, in every scenario measured or in
+    /// the one named first (`https-bulk:mitm/hudsucker>=1.2`); the run fails if it
+    /// does not.
+    #[arg(long, value_name = "[SCENARIO:]A/B>=X", requires = "proxy_cmd")]
     goal: Vec<external::Goal>,
 
     /// Where the origin's plain HTTP side listens. Default: 127.0.0.1, any free port.
@@ -218,13 +231,23 @@ async fn run(cli: Cli) -> Result<bool> {
         return capture::run(measure, launcher, origin, flows, repeat, &work.path).await;
     }
     if !cli.proxy_cmd.is_empty() {
-        let (launcher, origin) = (&bench.launcher, &bench.origin);
+        let scenarios = if cli.only.is_empty() {
+            vec![Scenario::HttpKa]
+        } else {
+            cli.only.clone()
+        };
+        let ca_dir = work.path.join(PROXY_CA_DIR);
+        let files = external::CaFiles {
+            cert: ca_dir.join(mitm::tls::ca::CA_CERT_FILE),
+            key: ca_dir.join(mitm::tls::ca::CA_KEY_FILE),
+            upstream: work.path.join(ORIGIN_CA_FILE),
+        };
         return external::run(
-            launcher,
-            origin,
-            &bench.plan,
+            &bench,
+            &scenarios,
             &cli.proxy_cmd,
             &cli.goal,
+            &files,
             &work.path,
         )
         .await;
@@ -339,12 +362,12 @@ async fn setup(cli: &Cli, plan: Plan, selected: &[Scenario], work: &WorkDir) -> 
         origin_ca.certified_key(name)?;
     }
     let origin_ca = Arc::new(origin_ca);
-    let origin_ca_file = work.path.join("origin-ca.pem");
+    let origin_ca_file = work.path.join(ORIGIN_CA_FILE);
     std::fs::write(&origin_ca_file, origin_ca.cert_pem())?;
 
     // The proxy's CA, made here and saved where the `mitm` binary loads it.
     let proxy_ca = Arc::new(CertificateAuthority::generate()?);
-    let ca_dir = work.path.join("proxy-ca");
+    let ca_dir = work.path.join(PROXY_CA_DIR);
     std::fs::create_dir_all(&ca_dir)?;
     proxy_ca.save(
         ca_dir.join(mitm::tls::ca::CA_CERT_FILE),

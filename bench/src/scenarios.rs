@@ -69,6 +69,29 @@ impl Scenario {
         Scenario::HttpKaModify,
     ];
 
+    /// The load, in a few words (the tables of `--proxy-cmd`).
+    pub fn load(self) -> &'static str {
+        match self {
+            Scenario::HttpKa => "HTTP, 1 KiB responses on 32 keep-alive connections",
+            Scenario::HttpsKa => {
+                "HTTPS (CONNECT, intercepted), 1 KiB responses on 32 keep-alive connections"
+            }
+            Scenario::UpstreamKa => "as http-ka, through two proxies",
+            Scenario::Socks5Ka => "as http-ka, through a SOCKS5 proxy",
+            Scenario::HttpsNewconn => {
+                "HTTPS, a new connection and full handshake per request, 2 at a time"
+            }
+            Scenario::HttpsResume => "as https-newconn, the client resuming its TLS sessions",
+            Scenario::HttpBulk => "HTTP, large downloads on one keep-alive connection",
+            Scenario::HttpsBulk => {
+                "HTTPS (intercepted), large downloads on one keep-alive connection"
+            }
+            Scenario::HostsCold => "handshakes to new host names",
+            Scenario::Idle => "idle connections",
+            Scenario::HttpKaModify => "as http-ka, with 3 --modify-headers rules",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Scenario::HttpKa => "http-ka",
@@ -151,7 +174,7 @@ pub enum Outcome {
 
 /// Which way a load goes.
 #[derive(Clone, Copy)]
-enum Path<'a> {
+pub enum Via<'a> {
     Direct,
     Mitm(&'a Proxy),
 }
@@ -198,9 +221,9 @@ impl Bench {
         };
         let (mut direct, mut mitm) = (Vec::new(), Vec::new());
         for run in 1..=self.plan.repeat {
-            let d = self.load(scenario, Path::Direct).await?;
+            let d = self.load(scenario, Via::Direct).await?;
             let proxy = self.launcher.start(mode).await?;
-            let m = self.load(scenario, Path::Mitm(&proxy)).await;
+            let m = self.load(scenario, Via::Mitm(&proxy)).await;
             self.stopped(scenario, run, "the proxy", proxy).await;
             let m = m?;
             self.progress(
@@ -232,9 +255,9 @@ impl Bench {
         let unit = Unit::Requests;
         let (mut direct, mut alone, mut mitm) = (Vec::new(), Vec::new(), Vec::new());
         for run in 1..=self.plan.repeat {
-            let d = self.load(scenario, Path::Direct).await?;
+            let d = self.load(scenario, Via::Direct).await?;
             let upstream = self.launcher.start_upstream().await?;
-            let a = self.load(scenario, Path::Mitm(&upstream)).await;
+            let a = self.load(scenario, Via::Mitm(&upstream)).await;
             self.stopped(scenario, run, "the upstream mitm (alone)", upstream)
                 .await;
             let a = a?;
@@ -247,7 +270,7 @@ impl Bench {
                     return Err(e);
                 }
             };
-            let m = self.load(scenario, Path::Mitm(&proxy)).await;
+            let m = self.load(scenario, Via::Mitm(&proxy)).await;
             self.stopped(scenario, run, "the proxy", proxy).await;
             self.stopped(scenario, run, "the upstream mitm", upstream)
                 .await;
@@ -290,13 +313,13 @@ impl Bench {
             .collect();
         let (mut direct, mut plain, mut mitm) = (Vec::new(), Vec::new(), Vec::new());
         for run in 1..=self.plan.repeat {
-            let d = self.load(scenario, Path::Direct).await?;
+            let d = self.load(scenario, Via::Direct).await?;
             let proxy = self.launcher.start(Mode::Regular).await?;
-            let p = self.load(scenario, Path::Mitm(&proxy)).await;
+            let p = self.load(scenario, Via::Mitm(&proxy)).await;
             self.stopped(scenario, run, "the plain proxy", proxy).await;
             let p = p?;
             let proxy = self.launcher.start_child_with(args.clone()).await?;
-            let m = self.load(scenario, Path::Mitm(&proxy)).await;
+            let m = self.load(scenario, Via::Mitm(&proxy)).await;
             self.stopped(scenario, run, "the proxy with the rules", proxy)
                 .await;
             let m = m?;
@@ -356,8 +379,9 @@ impl Bench {
         })
     }
 
-    /// One measurement of `scenario` along `path`.
-    async fn load(&self, scenario: Scenario, path: Path<'_>) -> Result<Sample> {
+    /// One measurement of `scenario` along `path` (any proxy: `--proxy-cmd` runs its
+    /// commands' through this too).
+    pub async fn load(&self, scenario: Scenario, path: Via<'_>) -> Result<Sample> {
         let tls = matches!(
             scenario,
             Scenario::HttpsKa
@@ -366,15 +390,15 @@ impl Bench {
                 | Scenario::HttpsBulk
         );
         let endpoint = match (scenario, path) {
-            (Scenario::Socks5Ka, Path::Mitm(p)) => {
+            (Scenario::Socks5Ka, Via::Mitm(p)) => {
                 Endpoint::socks5_proxy(p.addr(), self.origin.plain)
             }
             (Scenario::HttpsResume, path) => self.resuming_endpoint(path)?,
             _ => self.endpoint(tls, path, NAME)?,
         };
         let proxy = match path {
-            Path::Direct => None,
-            Path::Mitm(p) => Some(p),
+            Via::Direct => None,
+            Via::Mitm(p) => Some(p),
         };
         let window = self.plan.window();
         match scenario {
@@ -395,13 +419,13 @@ impl Bench {
     /// `https-resume`'s endpoint: the resuming origin, with a client session store made
     /// for this load alone (the proxy of each run is new: no session of an earlier
     /// one would resume).
-    fn resuming_endpoint(&self, path: Path<'_>) -> Result<Endpoint> {
+    fn resuming_endpoint(&self, path: Via<'_>) -> Result<Endpoint> {
         let origin = self.origin.tls_resuming;
         Ok(match path {
-            Path::Direct => {
+            Via::Direct => {
                 Endpoint::tls_direct(origin, NAME, crate::client::resuming(&self.to_origin))?
             }
-            Path::Mitm(p) => Endpoint::tls_proxy(
+            Via::Mitm(p) => Endpoint::tls_proxy(
                 p.addr(),
                 NAME,
                 origin.port(),
@@ -410,13 +434,13 @@ impl Bench {
         })
     }
 
-    fn endpoint(&self, tls: bool, path: Path<'_>, name: &str) -> Result<Endpoint> {
+    fn endpoint(&self, tls: bool, path: Via<'_>, name: &str) -> Result<Endpoint> {
         let origin = &self.origin;
         Ok(match (tls, path) {
-            (false, Path::Direct) => Endpoint::plain_direct(origin.plain),
-            (false, Path::Mitm(p)) => Endpoint::plain_proxy(p.addr(), origin.plain),
-            (true, Path::Direct) => Endpoint::tls_direct(origin.tls, name, self.to_origin.clone())?,
-            (true, Path::Mitm(p)) => {
+            (false, Via::Direct) => Endpoint::plain_direct(origin.plain),
+            (false, Via::Mitm(p)) => Endpoint::plain_proxy(p.addr(), origin.plain),
+            (true, Via::Direct) => Endpoint::tls_direct(origin.tls, name, self.to_origin.clone())?,
+            (true, Via::Mitm(p)) => {
                 Endpoint::tls_proxy(p.addr(), name, origin.tls.port(), self.to_proxy.clone())?
             }
         })
@@ -480,7 +504,7 @@ impl Bench {
         // The origin closes after each answer: both passes then pay for a new upstream
         // connection per request, and differ only by the leaf a new name needs.
         let path = crate::origin::CLOSING_PATH;
-        let one = self.endpoint(true, Path::Mitm(proxy), NAME)?;
+        let one = self.endpoint(true, Via::Mitm(proxy), NAME)?;
         // Warm the cached name's leaf, so the cached pass never issues one.
         load::sequential(std::slice::from_ref(&one), path, cap, None).await;
         let same = vec![one; self.plan.hosts];
@@ -488,7 +512,7 @@ impl Bench {
         let names: Vec<Endpoint> = self
             .plan
             .host_names(run - 1)
-            .map(|name| self.endpoint(true, Path::Mitm(proxy), &name))
+            .map(|name| self.endpoint(true, Via::Mitm(proxy), &name))
             .collect::<Result<_>>()?;
         let cold = load::sequential(&names, path, cap, Some(proxy)).await;
         Ok((cached, cold))

@@ -136,6 +136,8 @@ impl Context {
         timeout: Duration,
     ) -> Result<TlsStream<BoxIo>> {
         let tcp = self.connect(conn, target, timeout).await?;
+        // Read ahead under TLS: large reads when a body streams in.
+        let tcp: BoxIo = Box::new(crate::net::io::ReadAhead::new(tcp));
         let tls = self
             .upstreams
             .handshake(tcp, target, server_name, alpn, timeout)

@@ -38,7 +38,7 @@ use crate::http::page;
 use crate::http::settings::Settings;
 use crate::http::target::Scope;
 use crate::middleware::{Interception, Payload};
-use crate::net::io::{rewound, BoxIo};
+use crate::net::io::{rewound, BoxIo, ReadAhead};
 use crate::tls::fail_open::{self, Abort};
 use crate::upstream::{Link, Route, Tcp, Upstream, H2, HTTP11};
 use crate::wire::client_hello::{self, ClientHello};
@@ -547,7 +547,7 @@ impl Intercept<'_> {
         } = tcp;
         let tls = cx
             .upstreams
-            .handshake(stream, &self.target, name, &alpn, timeout)
+            .handshake(ReadAhead::new(stream), &self.target, name, &alpn, timeout)
             .await?;
         let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         let facts = crate::upstream::facts_of(socket, Some((tls.get_ref().1, name, &alpn)));
@@ -577,13 +577,14 @@ impl Intercept<'_> {
 }
 
 /// Reads a client's ClientHello with rustls, within `timeout`, to choose the server
-/// config from it; `host` names the connection in errors.
+/// config from it; `host` names the connection in errors. The TLS stream reads its
+/// socket through a [`ReadAhead`]: large reads when a body streams in.
 pub(crate) async fn accept_hello(
     client: BoxIo,
     host: &str,
     timeout: Duration,
-) -> Result<tokio_rustls::StartHandshake<BoxIo>> {
-    let accept = LazyConfigAcceptor::new(Acceptor::default(), client);
+) -> Result<tokio_rustls::StartHandshake<ReadAhead<BoxIo>>> {
+    let accept = LazyConfigAcceptor::new(Acceptor::default(), ReadAhead::new(client));
     match tokio::time::timeout(timeout, accept).await {
         Ok(Ok(start)) => Ok(start),
         Ok(Err(source)) => Err(Error::ClientTls {

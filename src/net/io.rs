@@ -156,6 +156,128 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     }
 }
 
+/// Bytes read per system call once [`ReadAhead`] reads ahead: four TLS records of the
+/// largest size (16 KiB of plaintext each).
+const READ_AHEAD: usize = 64 * 1024;
+
+/// A stream under a TLS layer, read in large gulps while data keeps coming.
+///
+/// rustls asks the stream under it for at most 4 KiB a read, so a full-size record
+/// (16 KiB) costs four system calls or more. This passes reads through as asked until
+/// one fills what was asked (the sign of a stream with more waiting), then reads up to
+/// [`READ_AHEAD`] bytes a call into a buffer of its own and serves the TLS layer from
+/// it; a gulp no larger than what was asked goes back to reading as asked, and the
+/// buffer is freed once drained. Connections that carry small messages (and idle ones)
+/// never hold a buffer; writes go straight through.
+#[derive(Debug)]
+pub struct ReadAhead<S> {
+    inner: S,
+    /// Bytes read ahead: `buf[at..end]` are not served yet.
+    buf: Vec<u8>,
+    at: usize,
+    end: usize,
+    /// Whether the next read that finds nothing buffered reads a gulp.
+    gulp: bool,
+}
+
+impl<S> ReadAhead<S> {
+    /// Wraps `inner`, reading it as asked until a read fills what was asked.
+    pub fn new(inner: S) -> Self {
+        ReadAhead {
+            inner,
+            buf: Vec::new(),
+            at: 0,
+            end: 0,
+            gulp: false,
+        }
+    }
+
+    /// Bytes of buffer held now (0 unless reading ahead).
+    #[cfg(test)]
+    fn buffered_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Serves buffered bytes into `out`; frees the buffer once drained unless reading
+    /// ahead goes on.
+    fn serve(&mut self, out: &mut ReadBuf<'_>) {
+        let n = (self.end - self.at).min(out.remaining());
+        out.put_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        if self.at == self.end {
+            self.at = 0;
+            self.end = 0;
+            if !self.gulp {
+                self.buf = Vec::new();
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.end {
+            this.serve(out);
+            return Poll::Ready(Ok(()));
+        }
+        let asked = out.remaining();
+        if !this.gulp || asked >= READ_AHEAD {
+            let before = out.filled().len();
+            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, out))?;
+            let got = out.filled().len() - before;
+            this.gulp = got > 0 && got == asked && asked < READ_AHEAD;
+            return Poll::Ready(Ok(()));
+        }
+        if this.buf.len() < READ_AHEAD {
+            this.buf.resize(READ_AHEAD, 0);
+        }
+        let mut into = ReadBuf::new(&mut this.buf);
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut into))?;
+        let got = into.filled().len();
+        // A gulp no larger than the ask saved nothing: back to reading as asked.
+        this.gulp = got > asked;
+        this.at = 0;
+        this.end = got;
+        this.serve(out);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// A TLS peer that closes TCP without `close_notify` (common among servers) has ended
 /// its stream all the same: the message framing, not the TLS alert, says whether what
 /// was read is complete. Turns that error into an ordinary end of stream (0 bytes).
@@ -215,5 +337,56 @@ pub(crate) fn rewound(io: BoxIo, prefix: Bytes) -> BoxIo {
         io
     } else {
         Box::new(Rewind::new(io, prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Reads `from` through a [`ReadAhead`] `ask` bytes at a time, as rustls does.
+    async fn read_all(from: &[u8], ask: usize) -> (Vec<u8>, ReadAhead<&[u8]>) {
+        let mut r = ReadAhead::new(from);
+        let mut got = Vec::new();
+        let mut chunk = vec![0; ask];
+        loop {
+            let n = r.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                return (got, r);
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn read_ahead_passes_every_byte_in_order_and_lets_go_of_its_buffer() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        for ask in [1, 100, 4096, 5000, READ_AHEAD, 2 * READ_AHEAD] {
+            let (got, r) = read_all(&data, ask).await;
+            assert_eq!(got, data, "asking {ask} bytes at a time");
+            assert_eq!(
+                r.buffered_capacity(),
+                0,
+                "asking {ask}: buffer kept at the end"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn read_ahead_reads_as_asked_until_a_read_fills_the_ask() {
+        // Short reads never start a gulp: nothing is buffered.
+        let mut r = ReadAhead::new(&[7u8; 10][..]);
+        let mut chunk = [0; 4096];
+        assert_eq!(r.read(&mut chunk).await.unwrap(), 10);
+        assert_eq!(r.buffered_capacity(), 0);
+        // A read that fills the ask does: the next one reads ahead.
+        let data = vec![1u8; 3 * READ_AHEAD];
+        let mut r = ReadAhead::new(&data[..]);
+        assert_eq!(r.read(&mut chunk).await.unwrap(), 4096);
+        assert_eq!(r.buffered_capacity(), 0);
+        assert_eq!(r.read(&mut chunk).await.unwrap(), 4096);
+        assert_eq!(r.buffered_capacity(), READ_AHEAD);
+        assert_eq!(r.end - r.at, READ_AHEAD - 4096);
     }
 }

@@ -34,7 +34,7 @@ use self::pool::{Key, Pool, Shared};
 pub use self::route::{ProxyScheme, Route, UpstreamProxy};
 use crate::core::{ServerFacts, SocketFacts, Target, TlsFacts};
 use crate::error::{Error, Result};
-use crate::net::io::BoxIo;
+use crate::net::io::{BoxIo, ReadAhead};
 use crate::wire::h1::Buffers;
 
 /// A place under the server's connection limit, given back when dropped.
@@ -388,7 +388,7 @@ impl Upstreams {
             socket,
         } = tcp;
         let tls = self
-            .handshake(stream, target, &target.host, alpn, left)
+            .handshake(ReadAhead::new(stream), target, &target.host, alpn, left)
             .await?;
         let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         let facts = facts_of(socket, Some((tls.get_ref().1, &target.host, alpn)));

@@ -10,7 +10,9 @@ use std::process::ExitCode;
 mod cli;
 #[cfg(test)]
 mod tests;
+mod tune;
 
 fn main() -> ExitCode {
+    tune::apply();
     ExitCode::from(cli::run(std::env::args_os(), None))
 }

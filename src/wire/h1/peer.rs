@@ -18,6 +18,11 @@ const READ_SIZE: usize = 64 * 1024;
 /// (thousands of them then cost little memory), bulk transfers get large ones after a
 /// few reads.
 const FIRST_READ_SIZE: usize = 8 * 1024;
+/// A read that brings this much (a full TLS record's plaintext) suggests a stream with
+/// more waiting: what is there already is taken too, without waiting, while the buffer
+/// has room for as much again. A streamed body then moves in pieces of up to
+/// [`READ_SIZE`] bytes, and the other side writes several TLS records per system call.
+const GATHER_FROM: usize = 16 * 1024;
 
 /// One side of the exchange: its stream, and bytes read from it but not used yet.
 pub(crate) struct Peer {
@@ -45,11 +50,23 @@ impl Peer {
     }
 
     /// Reads into `into` (at least the current read size of room); a read that fills
-    /// the room grows the next one.
+    /// the room grows the next one. After a read of [`GATHER_FROM`] bytes or more, what
+    /// the stream has ready is read too (a TLS stream hands out one record a read).
     async fn read_into(io: &mut BoxIo, into: &mut BytesMut, size: &mut usize) -> io::Result<usize> {
+        use futures_util::FutureExt;
         into.reserve(*size);
         let room = into.capacity() - into.len();
-        let n = eof_ok(io.read_buf(into).await)?;
+        let mut n = eof_ok(io.read_buf(into).await)?;
+        if n >= GATHER_FROM {
+            // Polled once each, never waited for: a stream with nothing ready, at its
+            // end or failing says so again on the next read.
+            while n < READ_SIZE && into.capacity() - into.len() >= GATHER_FROM {
+                match io.read_buf(into).now_or_never() {
+                    Some(Ok(more)) if more > 0 => n += more,
+                    _ => break,
+                }
+            }
+        }
         if n >= room && *size < READ_SIZE {
             *size = (*size * 2).min(READ_SIZE);
         }
@@ -115,5 +132,107 @@ impl Peer {
     /// The stream and the bytes read from it but not used.
     pub(crate) fn into_parts(self) -> (BoxIo, BytesMut) {
         (self.io, self.buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    use super::*;
+
+    /// A stream that hands out at most one TLS record's plaintext (16 KiB) a read, as
+    /// a TLS stream does, with `left` bytes ready.
+    struct Records {
+        left: usize,
+        reads: usize,
+    }
+
+    impl AsyncRead for Records {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = self.left.min(GATHER_FROM).min(buf.remaining());
+            buf.put_slice(&vec![b'x'; n]);
+            self.left -= n;
+            self.reads += 1;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Records {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    struct NoHooks;
+
+    impl Transform for NoHooks {
+        fn apply(&self, data: Bytes) -> impl std::future::Future<Output = Bytes> + Send {
+            std::future::ready(data)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_record_read_takes_what_is_ready_too() {
+        let total = 1 << 20;
+        let mut peer = Peer::new(
+            Box::new(Records {
+                left: total,
+                reads: 0,
+            }),
+            Bytes::new(),
+        );
+        let mut fills = Vec::new();
+        loop {
+            let n = peer.fill(None::<&NoHooks>).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            fills.push(n);
+            peer.buf.clear();
+        }
+        assert_eq!(fills.iter().sum::<usize>(), total);
+        // Reads start at 8 KiB and grow; once they bring a whole record, the records
+        // ready behind it come along, up to the largest read.
+        assert_eq!(fills[0], FIRST_READ_SIZE);
+        assert!(
+            fills.iter().any(|&n| n > GATHER_FROM),
+            "never gathered: {fills:?}"
+        );
+        assert!(fills.iter().all(|&n| n <= READ_SIZE), "{fills:?}");
+        assert!(fills.len() < total / GATHER_FROM, "{} fills", fills.len());
+    }
+
+    #[tokio::test]
+    async fn short_reads_are_not_followed_by_more() {
+        // 1 KiB messages: one read each, nothing polled after it.
+        let mut peer = Peer::new(
+            Box::new(Records {
+                left: 1024,
+                reads: 0,
+            }),
+            Bytes::new(),
+        );
+        assert_eq!(peer.fill(None::<&NoHooks>).await.unwrap(), 1024);
+        let any = peer.io.as_any_mut();
+        let records = any.downcast_mut::<Records>().expect("the stream");
+        assert_eq!(records.reads, 1);
     }
 }
