@@ -605,23 +605,33 @@ def test_marks_and_comments_are_saved_with_the_flow(proxy: Start, origin: Origin
     assert lines == ["ADDON response /mark marked=':star:' comment='seen by the script'", "ADDON response /plain marked='' comment=''"]
 
 
-def test_marks_and_comments_show_in_the_web_ui(ours: Package, proxy_env: Dict[str, str], origin: Origin, tmp_path: Path) -> None:
-    """The pip package's ``mitm -s marks.py --web``: the web UI's flow list has the
-    script's mark and comment."""
+def with_web_ui(ours: Package, env: Dict[str, str], tmp_path: Path, script: str) -> Tuple[ProxyProcess, str, Dict[str, str]]:
+    """The pip package's ``mitm -s script --web`` listening: the process, the web UI's
+    address (``http://host:port``) and the headers that authorize its API."""
     command = Path(ours.python).parent / "mitm"
-    args = ["--ca-dir", str(tmp_path / "ca"), "-p", "0", "--web", "--web-port", "0", "-s", str(ADDONS / "marks.py")]
-    p = ProxyProcess(Package("mitm command", str(command)), args, proxy_env, tmp_path / "mitm-web.log")
+    args = ["--ca-dir", str(tmp_path / "ca"), "-p", "0", "--web", "--web-port", "0", "-s", str(ADDONS / script)]
+    p = ProxyProcess(Package("mitm command", str(command)), args, env, tmp_path / "mitm-web.log")
     try:
         banner = wait_for("the banner", lambda: re.search(r"mitm listening on http://127\.0\.0\.1:(\d+)", p.output()))
         p.port = int(banner.group(1))
         ui = wait_for("the web UI's URL", lambda: re.search(r"web UI: (http://[^/\s]+)/\S*token=([\w-]+)", p.output()))
+    except BaseException:
+        p.stop()
+        raise
+    return p, ui.group(1), {"Authorization": f"Bearer {ui.group(2)}"}
+
+
+def test_marks_and_comments_show_in_the_web_ui(ours: Package, proxy_env: Dict[str, str], origin: Origin, tmp_path: Path) -> None:
+    """The pip package's ``mitm -s marks.py --web``: the web UI's flow list has the
+    script's mark and comment."""
+    p, ui, auth = with_web_ui(ours, proxy_env, tmp_path, "marks.py")
+    try:
         fetch(p, origin.url("/mark"))
         fetch(p, origin.url("/plain"))
         p.wait_output("ADDON response /plain")
 
         def listed() -> "List[Any] | None":
-            req = urllib.request.Request(f"{ui.group(1)}/api/flows", headers={"Authorization": f"Bearer {ui.group(2)}"})
-            with urllib.request.urlopen(req, timeout=PATIENCE) as r:
+            with urllib.request.urlopen(urllib.request.Request(f"{ui}/api/flows", headers=auth), timeout=PATIENCE) as r:
                 flows = json.load(r)["flows"]
             done = [(f["path"], f["marked"], f["comment"]) for f in flows if not f["pending"]]
             return done if len(done) == 2 else None
@@ -634,21 +644,15 @@ def test_marks_and_comments_show_in_the_web_ui(ours: Package, proxy_env: Dict[st
 def test_intercept_holds_a_flow_in_the_web_ui_until_resumed(ours: Package, proxy_env: Dict[str, str], origin: Origin, tmp_path: Path) -> None:
     """The pip package's ``mitm -s intercept.py --web``: a flow the script intercepts
     waits in the web UI (another one goes on meanwhile) until it is resumed there."""
-    command = Path(ours.python).parent / "mitm"
-    args = ["--ca-dir", str(tmp_path / "ca"), "-p", "0", "--web", "--web-port", "0", "-s", str(ADDONS / "intercept.py")]
-    p = ProxyProcess(Package("mitm command", str(command)), args, proxy_env, tmp_path / "mitm-web.log")
+    p, ui, auth = with_web_ui(ours, proxy_env, tmp_path, "intercept.py")
     try:
-        banner = wait_for("the banner", lambda: re.search(r"mitm listening on http://127\.0\.0\.1:(\d+)", p.output()))
-        p.port = int(banner.group(1))
-        ui = wait_for("the web UI's URL", lambda: re.search(r"web UI: (http://[^/\s]+)/\S*token=([\w-]+)", p.output()))
-        auth = {"Authorization": f"Bearer {ui.group(2)}"}
         origin.requests.clear()
         held: Dict[str, Any] = {}
         client = threading.Thread(target=lambda: held.update(got=fetch(p, origin.url("/hold"))))
         client.start()
 
         def waiting() -> "int | None":
-            with urllib.request.urlopen(urllib.request.Request(f"{ui.group(1)}/api/flows", headers=auth), timeout=PATIENCE) as r:
+            with urllib.request.urlopen(urllib.request.Request(f"{ui}/api/flows", headers=auth), timeout=PATIENCE) as r:
                 flows = json.load(r)["flows"]
             return next((f["id"] for f in flows if f["path"] == "/hold" and f["intercepted"] == "request"), None)
 
@@ -656,7 +660,7 @@ def test_intercept_holds_a_flow_in_the_web_ui_until_resumed(ours: Package, proxy
         # Meanwhile another flow goes through, and the held one has not reached the origin.
         assert fetch(p, origin.url("/plain")).status == 200
         assert client.is_alive() and [r[1] for r in origin.requests] == ["/plain"]
-        resume = urllib.request.Request(f"{ui.group(1)}/api/flows/{flow_id}/resume", data=b"", method="POST", headers=auth)
+        resume = urllib.request.Request(f"{ui}/api/flows/{flow_id}/resume", data=b"", method="POST", headers=auth)
         with urllib.request.urlopen(resume, timeout=PATIENCE) as r:
             assert r.status == 204
         client.join(PATIENCE)
