@@ -115,18 +115,24 @@ def fetch(proxy: ProxyProcess, url: str, *args: str, timeout: float = PATIENCE) 
     return Fetched(done.returncode, int(status or 0), headers, body, done.stderr.decode(errors="replace"))
 
 
-def both(proxy: Start, script: str, scenario: Callable[[ProxyProcess], Any], *sets: str) -> Dict[str, Any]:
-    """Runs ``scenario`` against mitmdump then ours, each running ``script``."""
+def each_kind(start: Callable[[str], ProxyProcess], scenario: Callable[[str, ProxyProcess], Any]) -> Dict[str, Any]:
+    """Runs ``scenario(kind, proxy)`` against mitmdump then ours, each proxy made by
+    ``start(kind)`` and stopped after; a failure shows that proxy's output."""
     out = {}
     for kind in KINDS:
-        p = proxy(kind, script, *sets)
+        p = start(kind)
         try:
-            out[kind] = scenario(p)
+            out[kind] = scenario(kind, p)
         except (Exception, pytest.fail.Exception) as e:
             raise AssertionError(f"{kind} failed ({e!r}); its output:\n{p.output()}") from e
         finally:
             p.stop()
     return out
+
+
+def both(proxy: Start, script: str, scenario: Callable[[ProxyProcess], Any], *sets: str) -> Dict[str, Any]:
+    """Runs ``scenario`` against mitmdump then ours, each running ``script``."""
+    return each_kind(lambda kind: proxy(kind, script, *sets), lambda _kind, p: scenario(p))
 
 
 def seen(origin: Origin, *names: str) -> List[Tuple[str, str, Dict[str, Optional[str]], bytes]]:
@@ -512,22 +518,16 @@ def test_websocket_hooks(proxy: Start) -> None:
 
 
 def test_https_flows(proxy: Start, tls_origin: Origin, test_ca: TestCA, tmp_path: Path) -> None:
-    def scenario(kind: str) -> Any:
-        p = proxy(kind, "https_hooks.py", ca=test_ca.cert_path)
-        try:
-            ca = tmp_path / ("mitmdump-conf/mitmproxy-ca-cert.pem" if kind == "mitmdump" else "ours-ca/mitm.pem")
-            wait_for(f"{kind}'s CA", ca.exists)
-            tls_origin.requests.clear()
-            url = f"https://localhost:{tls_origin.port}/secure?a=1"
-            got = fetch(p, url, "--cacert", str(ca)).view("x-tls", "x-sni", "x-server-sni", "x-server")
-            p.wait_output("ADDON http_connect")
-            return got, seen(tls_origin, "x-scheme", "x-url"), addon_lines(p.output())
-        except (Exception, pytest.fail.Exception) as e:
-            raise AssertionError(f"{kind} failed ({e!r}); its output:\n{p.output()}") from e
-        finally:
-            p.stop()
+    def scenario(kind: str, p: ProxyProcess) -> Any:
+        ca = tmp_path / ("mitmdump-conf/mitmproxy-ca-cert.pem" if kind == "mitmdump" else "ours-ca/mitm.pem")
+        wait_for(f"{kind}'s CA", ca.exists)
+        tls_origin.requests.clear()
+        url = f"https://localhost:{tls_origin.port}/secure?a=1"
+        got = fetch(p, url, "--cacert", str(ca)).view("x-tls", "x-sni", "x-server-sni", "x-server")
+        p.wait_output("ADDON http_connect")
+        return got, seen(tls_origin, "x-scheme", "x-url"), addon_lines(p.output())
 
-    out = {kind: scenario(kind) for kind in KINDS}
+    out = each_kind(lambda kind: proxy(kind, "https_hooks.py", ca=test_ca.cert_path), scenario)
     assert out["ours"] == out["mitmdump"]
     got, at_origin, lines = out["ours"]
     assert got[1] == 200 and got[2]["x-tls"] == "True" and got[2]["x-sni"] == "localhost"
@@ -540,25 +540,19 @@ def test_tls_clienthello_lets_a_connection_through(proxy: Start, tls_origin: Ori
     CA gets its page, the script sees no request); one without SNI (an IP address) is
     intercepted (curl trusting the proxy's CA, the script sees the request)."""
 
-    def scenario(kind: str) -> Any:
-        p = proxy(kind, "tls_clienthello.py", ca=test_ca.cert_path)
-        try:
-            ca = tmp_path / ("mitmdump-conf/mitmproxy-ca-cert.pem" if kind == "mitmdump" else "ours-ca/mitm.pem")
-            wait_for(f"{kind}'s CA", ca.exists)
-            tls_origin.requests.clear()
-            through = fetch(p, f"https://localhost:{tls_origin.port}/through", "--cacert", str(test_ca.cert_path))
-            p.wait_output("ADDON tls_clienthello sni=localhost")
-            seen_through = seen(tls_origin)
-            tls_origin.requests.clear()
-            opened = fetch(p, f"https://127.0.0.1:{tls_origin.port}/opened", "--cacert", str(ca))
-            p.wait_output("ADDON request 127.0.0.1 /opened")
-            return through.view(), seen_through, opened.view(), seen(tls_origin), addon_lines(p.output())
-        except (Exception, pytest.fail.Exception) as e:
-            raise AssertionError(f"{kind} failed ({e!r}); its output:\n{p.output()}") from e
-        finally:
-            p.stop()
+    def scenario(kind: str, p: ProxyProcess) -> Any:
+        ca = tmp_path / ("mitmdump-conf/mitmproxy-ca-cert.pem" if kind == "mitmdump" else "ours-ca/mitm.pem")
+        wait_for(f"{kind}'s CA", ca.exists)
+        tls_origin.requests.clear()
+        through = fetch(p, f"https://localhost:{tls_origin.port}/through", "--cacert", str(test_ca.cert_path))
+        p.wait_output("ADDON tls_clienthello sni=localhost")
+        seen_through = seen(tls_origin)
+        tls_origin.requests.clear()
+        opened = fetch(p, f"https://127.0.0.1:{tls_origin.port}/opened", "--cacert", str(ca))
+        p.wait_output("ADDON request 127.0.0.1 /opened")
+        return through.view(), seen_through, opened.view(), seen(tls_origin), addon_lines(p.output())
 
-    out = {kind: scenario(kind) for kind in KINDS}
+    out = each_kind(lambda kind: proxy(kind, "tls_clienthello.py", ca=test_ca.cert_path), scenario)
     assert out["ours"] == out["mitmdump"]
     through, at_origin_through, opened, at_origin_opened, lines = out["ours"]
     assert through[1] == 200 and [r[1] for r in at_origin_through] == ["/through"]
@@ -582,22 +576,15 @@ def test_marks_and_comments_are_saved_with_the_flow(proxy: Start, origin: Origin
     by mitmproxy itself, say the same."""
     reader = mitmdump[0].python
 
-    def scenario(kind: str) -> Any:
-        saved = tmp_path / f"{kind}.flows"
-        p = proxy(kind, "marks.py", save=saved)
-        try:
-            got = [fetch(p, origin.url(path)).view() for path in ("/mark", "/plain")]
-            p.wait_output("ADDON response /plain")
-            p.interrupt()
-            read = subprocess.run([reader, "-c", READ_MARKS, str(saved)], capture_output=True, text=True, timeout=PATIENCE)
-            assert read.returncode == 0, read.stderr
-            return got, read.stdout.splitlines(), addon_lines(p.output())
-        except (Exception, pytest.fail.Exception) as e:
-            raise AssertionError(f"{kind} failed ({e!r}); its output:\n{p.output()}") from e
-        finally:
-            p.stop()
+    def scenario(kind: str, p: ProxyProcess) -> Any:
+        got = [fetch(p, origin.url(path)).view() for path in ("/mark", "/plain")]
+        p.wait_output("ADDON response /plain")
+        p.interrupt()
+        read = subprocess.run([reader, "-c", READ_MARKS, str(tmp_path / f"{kind}.flows")], capture_output=True, text=True, timeout=PATIENCE)
+        assert read.returncode == 0, read.stderr
+        return got, read.stdout.splitlines(), addon_lines(p.output())
 
-    out = {kind: scenario(kind) for kind in KINDS}
+    out = each_kind(lambda kind: proxy(kind, "marks.py", save=tmp_path / f"{kind}.flows"), scenario)
     assert out["ours"] == out["mitmdump"]
     got, saved, lines = out["ours"]
     assert [g[1] for g in got] == [200, 200]
