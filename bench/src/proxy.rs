@@ -154,6 +154,23 @@ impl Launcher {
         matches!(self, Launcher::Child { .. })
     }
 
+    /// This launcher with another `mitm` binary (a build before a change, to pair
+    /// with); `None` in-process.
+    pub fn with_bin(&self, other: PathBuf) -> Option<Launcher> {
+        match self {
+            Launcher::Child {
+                ca_dir,
+                upstream_ca,
+                ..
+            } => Some(Launcher::Child {
+                bin: other,
+                ca_dir: ca_dir.clone(),
+                upstream_ca: upstream_ca.clone(),
+            }),
+            Launcher::InProcess { .. } => None,
+        }
+    }
+
     /// Starts a fresh proxy under test in `mode` and waits until it listens.
     pub async fn start(&self, mode: Mode) -> Result<Proxy> {
         self.launch(mode, Role::UnderTest).await
@@ -475,9 +492,10 @@ impl ChildProxy {
     }
 
     /// Asks the child to stop (SIGTERM, as Ctrl-C would) and waits until it has
-    /// exited: how long that took, or an error when it had not after `patience` (it
-    /// is then killed).
-    pub fn terminate(mut self, patience: Duration) -> Result<Duration> {
+    /// exited: how long that took and the CPU time it had used in all (what it did
+    /// after the signal included: a capture's writer finishing its queue), or an error
+    /// when it had not exited after `patience` (it is then killed).
+    pub fn terminate(mut self, patience: Duration) -> Result<Exit> {
         let began = std::time::Instant::now();
         let sent = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
@@ -486,9 +504,24 @@ impl ChildProxy {
         if !sent.success() {
             bail!("kill -TERM {} failed", self.pid);
         }
+        let stat = format!("/proc/{}/stat", self.pid);
         loop {
+            // An exited child stays a zombie until it is waited for, its CPU times
+            // still in its `stat`: read them first, then reap it.
+            if zombie(&stat) {
+                let cpu = process_cpu(&stat);
+                self.child.wait()?;
+                return Ok(Exit {
+                    took: began.elapsed(),
+                    cpu,
+                });
+            }
             if self.child.try_wait()?.is_some() {
-                return Ok(began.elapsed());
+                // Reaped between the two looks (not a zombie when read): no CPU time.
+                return Ok(Exit {
+                    took: began.elapsed(),
+                    cpu: None,
+                });
             }
             if began.elapsed() > patience {
                 self.kill();
@@ -565,6 +598,26 @@ fn read_stat(path: &str) -> Option<(String, u64)> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((comm, utime + stime))
+}
+
+/// Whether the process of the `stat` file at `path` has exited and waits to be reaped
+/// (state `Z`).
+fn zombie(path: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    text.rfind(')')
+        .and_then(|close| text.get(close + 1..))
+        .and_then(|rest| rest.split_whitespace().next())
+        == Some("Z")
+}
+
+/// How a child proxy ended ([`ChildProxy::terminate`]).
+pub struct Exit {
+    /// From SIGTERM to its exit.
+    pub took: Duration,
+    /// The CPU time (user + system) it used in all, when known.
+    pub cpu: Option<Duration>,
 }
 
 fn ticks_to_duration(ticks: u64) -> Duration {

@@ -495,10 +495,20 @@ fn text_of<'a>(mime: &str, data: &'a [u8]) -> Option<&'a str> {
         ]
         .iter()
         .any(|t| mime.contains(t));
-    let plain = !text
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
-    (textual || plain).then_some(text)
+    (textual || !has_control(text)).then_some(text)
+}
+
+/// Whether `text` holds a control character (`char::is_control`: U+0000 to U+001F
+/// and U+007F to U+009F) other than tab, line feed and carriage return. Byte by byte:
+/// in UTF-8, U+0080 to U+009F are `0xC2` followed by `0x80` to `0x9F`.
+fn has_control(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| match b {
+        b'\t' | b'\n' | b'\r' => false,
+        0x00..=0x1f | 0x7f => true,
+        0xc2 => bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)),
+        _ => false,
+    })
 }
 
 /// `t` in RFC 3339, UTC, with milliseconds: `2026-01-02T03:04:05.678Z`.
@@ -550,6 +560,24 @@ mod tests {
         let path = dir.path().join("x.har");
         std::fs::write(&path, w.finish().unwrap()).unwrap();
         crate::capture::har::read_har(&path).unwrap()
+    }
+
+    #[test]
+    fn control_characters_are_found_as_char_is_control_finds_them() {
+        let by_chars = |t: &str| {
+            t.chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        };
+        let mut cases: Vec<String> = ["", "plain\ttext\r\n", "caf\u{e9}", "\u{a0}\u{c2}"]
+            .map(String::from)
+            .to_vec();
+        for c in (0u32..0x200).filter_map(char::from_u32) {
+            cases.push(format!("a{c}b"));
+            cases.push(format!("\u{e9}{c}"));
+        }
+        for case in cases {
+            assert_eq!(has_control(&case), by_chars(&case), "{case:?}");
+        }
     }
 
     #[test]
