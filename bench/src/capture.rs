@@ -7,7 +7,13 @@
 //! requests and peak RSS, how long the proxy took to exit after SIGTERM once the load
 //! was done (for a capture, the writer's lag: it writes what is still queued before the
 //! process ends), the flows found in the file afterwards (read back with the library;
-//! fewer than sent means flows were dropped) and the file's size.
+//! fewer than sent means flows were dropped) and the file's size; and what each saved
+//! flow costs: µs of the proxy's CPU over the plain proxy's of the same round (the
+//! median of the rounds' differences), during the load and counted to the proxy's exit
+//! (what the writer still had queued when the load ended included: its CPU time is read
+//! while the exited process waits to be reaped), and the writer thread's own CPU per
+//! flow during the load. `--capture-bin LABEL=PATH` runs another build's rows in the
+//! same rounds (the build before a change), each paired with its own plain proxy.
 //!
 //! `--web` then measures the UI at issue 13's pace, 1000 flows a second, where what
 //! counts is the CPU per request (throughput is the pace either way): the plain proxy
@@ -31,6 +37,8 @@ use crate::scenarios::mib;
 
 /// Keep-alive connections, as `http-ka`.
 const CONNECTIONS: usize = 32;
+/// The name of the capture's writer thread in the proxy.
+const WRITER_THREAD: &str = "mitm-capture";
 /// How long a proxy may take to write what is queued and exit.
 const EXIT_PATIENCE: Duration = Duration::from_secs(300);
 /// One way of running the proxy: a row of the table.
@@ -107,6 +115,8 @@ struct Run {
     /// The proxy's CPU time in all, to its exit (a writer's lag included), per flow
     /// sent.
     cpu_per_flow_to_exit: Option<Duration>,
+    /// The capture's writer thread's CPU time during the load, per flow sent.
+    writer_per_flow: Option<Duration>,
     peak_rss: Option<u64>,
     exit: Duration,
     saved: Option<usize>,
@@ -361,7 +371,11 @@ impl Rounds<'_> {
                     };
                     let endpoint = Endpoint::plain_proxy(proxy.addr(), origin.plain);
                     let cpu_before = proxy.cpu();
+                    let writer_before = proxy.threads_cpu(WRITER_THREAD);
                     let loaded = load(&endpoint, flows).await;
+                    let writer = writer_before
+                        .zip(proxy.threads_cpu(WRITER_THREAD))
+                        .map(|(before, after)| after.saturating_sub(before));
                     let ui_bytes = ui.map(|(reader, bytes)| {
                         reader.abort();
                         bytes.load(Ordering::Relaxed)
@@ -396,6 +410,9 @@ impl Rounds<'_> {
                     let run = Run {
                         rate: done as f64 / elapsed.as_secs_f64(),
                         cpu_per_1k: cpu.map(|c| c.mul_f64(1000.0 / done.max(1) as f64)),
+                        writer_per_flow: writer
+                            .filter(|_| file.is_some())
+                            .map(|w| w / done.max(1) as u32),
                         cpu_per_flow_to_exit: cpu_before.zip(ended.cpu).map(|(before, after)| {
                             after.saturating_sub(before) / done.max(1) as u32
                         }),
@@ -587,17 +604,19 @@ fn print(build: &str, variants: &[Variant], runs: &[Vec<Run>], flows: u64) -> bo
     println!(
         "\n{flows} flows as fast as they go (http-ka's requests, through {through}), \
          medians of {} run(s); per flow: µs of proxy CPU over `none` in the same round, \
-         during the load and to the proxy's exit (what a writer still had queued included):",
+         during the load and to the proxy's exit (what a writer still had queued included), \
+         and the capture's writer thread's CPU during the load:",
         runs[0].len()
     );
     println!(
-        "{:<9} {:>10} {:>9} {:>11} {:>10} {:>10} {:>9} {:>12} {:>10} {:>10} {:>7}",
+        "{:<9} {:>10} {:>9} {:>11} {:>10} {:>10} {:>10} {:>9} {:>12} {:>10} {:>10} {:>7}",
         "proxy",
         "req/s",
         "vs none",
         "CPU/1k req",
         "+µs/flow",
         "to exit",
+        "writer µs",
         "peak RSS",
         "exit lag",
         "in file",
@@ -621,6 +640,14 @@ fn print(build: &str, variants: &[Variant], runs: &[Vec<Run>], flows: u64) -> bo
             .collect();
         let flow_load = median(paired.iter().map(|p| p.0).collect());
         let flow_all = median(paired.iter().map(|p| p.1).collect());
+        let writer = median(
+            runs.iter()
+                .map(|r| {
+                    r.writer_per_flow
+                        .map_or(f64::NAN, |w| w.as_secs_f64() * 1e6)
+                })
+                .collect(),
+        );
         let rss = median(
             runs.iter()
                 .map(|r| r.peak_rss.map_or(f64::NAN, mib))
@@ -653,13 +680,18 @@ fn print(build: &str, variants: &[Variant], runs: &[Vec<Run>], flows: u64) -> bo
             }
         };
         println!(
-            "{:<9} {:>10.0} {:>9.3} {:>8.2} ms {:>10} {:>10} {:>5.1} MiB {:>9.1} ms {:>10} {:>10} {:>7}",
+            "{:<9} {:>10.0} {:>9.3} {:>8.2} ms {:>10} {:>10} {:>10} {:>5.1} MiB {:>9.1} ms {:>10} {:>10} {:>7}",
             label,
             rate,
             rate / base,
             cpu,
             micros(flow_load),
             micros(flow_all),
+            if writer.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{writer:.2}")
+            },
             rss,
             exit,
             if saved.is_nan() {

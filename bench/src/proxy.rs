@@ -275,6 +275,15 @@ impl Proxy {
         }
     }
 
+    /// CPU time (user + system) of a child proxy's threads named `name` so far (the
+    /// capture's writer, `mitm-capture`); `None` in-process.
+    pub fn threads_cpu(&self, name: &str) -> Option<Duration> {
+        match self {
+            Proxy::Child(c) => threads_cpu_in(&format!("/proc/{}/task", c.pid), name),
+            Proxy::InProcess { .. } => None,
+        }
+    }
+
     /// Resident memory now (`VmRSS`), bytes.
     pub fn rss(&self) -> Option<u64> {
         status_field(&self.status_path(), "VmRSS")
@@ -630,8 +639,13 @@ fn process_cpu(stat: &str) -> Option<Duration> {
 
 /// CPU time of this process's threads named `name`.
 fn threads_cpu(name: &str) -> Option<Duration> {
+    threads_cpu_in("/proc/self/task", name)
+}
+
+/// CPU time of the threads named `name` of the process whose task directory is `dir`.
+fn threads_cpu_in(dir: &str, name: &str) -> Option<Duration> {
     let mut ticks = 0;
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+    for task in std::fs::read_dir(dir).ok()?.flatten() {
         let path = task.path().join("stat");
         if let Some((comm, t)) = path.to_str().and_then(read_stat) {
             if comm == name {

@@ -48,7 +48,7 @@ pub(super) fn write_entry(out: &mut Vec<u8>, record: &Record, connect: f64, ssl:
     let facts = &record.facts;
     Json::new(out).object(|e| {
         if let Some(client) = record.client {
-            e.str("_clientAddress", &client.to_string());
+            e.key("_clientAddress").display(client);
         }
         e.bool("_clientTls", record.client_tls);
         if let Some(error) = &record.error {
@@ -79,7 +79,7 @@ pub(super) fn write_entry(out: &mut Vec<u8>, record: &Record, connect: f64, ssl:
             e.str("comment", &notes.comment);
         }
         if let Some(local) = facts.server.socket.local {
-            e.str("connection", &local.port().to_string());
+            e.key("connection").display(local.port());
         }
         write_request(
             e.key("request"),
@@ -92,9 +92,9 @@ pub(super) fn write_entry(out: &mut Vec<u8>, record: &Record, connect: f64, ssl:
             None => write_no_response(e.key("response"), error),
         }
         if let Some(server) = record.server {
-            e.str("serverIPAddress", &server.ip().to_string());
+            e.key("serverIPAddress").display(server.ip());
         }
-        e.str("startedDateTime", &rfc3339(record.started_at));
+        e.key("startedDateTime").display(Rfc3339(record.started_at));
         // `connect` includes `ssl` (HAR 1.2).
         e.f64("time", send + wait + receive + connect.max(0.0));
         e.key("timings").object(|t| {
@@ -512,23 +512,34 @@ fn has_control(text: &str) -> bool {
 }
 
 /// `t` in RFC 3339, UTC, with milliseconds: `2026-01-02T03:04:05.678Z`.
+#[cfg(test)]
 pub(super) fn rfc3339(t: SystemTime) -> String {
-    let nanos = match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i128,
-        Err(e) => -(e.duration().as_nanos() as i128),
-    };
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    Rfc3339(t).to_string()
+}
+
+/// A time shown in RFC 3339 ([`rfc3339`]), formatted where it goes.
+struct Rfc3339(SystemTime);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nanos = match self.0.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(e) => -(e.duration().as_nanos() as i128),
+        };
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
+    }
 }
 
 #[cfg(test)]

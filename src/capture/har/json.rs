@@ -20,6 +20,21 @@ impl<'a> Json<'a> {
         escape_into(self.out, value);
     }
 
+    /// Writes `value` as a JSON string, formatted straight into the buffer: for values
+    /// whose text needs no escape (addresses, numbers, dates), so that it is the
+    /// string [`str`](Self::str) would write of their `to_string()`.
+    pub(super) fn display(&mut self, value: impl std::fmt::Display) {
+        use std::io::Write as _;
+        self.out.push(b'"');
+        let start = self.out.len();
+        // Writing into a `Vec` cannot fail.
+        let _ = write!(self.out, "{value}");
+        debug_assert!(!self.out[start..]
+            .iter()
+            .any(|&b| b < 0x20 || b == b'"' || b == b'\\'));
+        self.out.push(b'"');
+    }
+
     /// Writes a number (`null` for a NaN or an infinity, as `serde_json::Value` does).
     pub(super) fn f64(&mut self, value: f64) {
         if value.is_finite() {
