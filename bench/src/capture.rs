@@ -7,7 +7,13 @@
 //! requests and peak RSS, how long the proxy took to exit after SIGTERM once the load
 //! was done (for a capture, the writer's lag: it writes what is still queued before the
 //! process ends), the flows found in the file afterwards (read back with the library;
-//! fewer than sent means flows were dropped) and the file's size.
+//! fewer than sent means flows were dropped) and the file's size; and what each saved
+//! flow costs: µs of the proxy's CPU over the plain proxy's of the same round (the
+//! median of the rounds' differences), during the load and counted to the proxy's exit
+//! (what the writer still had queued when the load ended included: its CPU time is read
+//! while the exited process waits to be reaped), and the writer thread's own CPU per
+//! flow during the load. `--capture-bin LABEL=PATH` runs another build's rows in the
+//! same rounds (the build before a change), each paired with its own plain proxy.
 //!
 //! `--web` then measures the UI at issue 13's pace, 1000 flows a second, where what
 //! counts is the CPU per request (throughput is the pace either way): the plain proxy
@@ -31,6 +37,8 @@ use crate::scenarios::mib;
 
 /// Keep-alive connections, as `http-ka`.
 const CONNECTIONS: usize = 32;
+/// The name of the capture's writer thread in the proxy.
+const WRITER_THREAD: &str = "mitm-capture";
 /// How long a proxy may take to write what is queued and exit.
 const EXIT_PATIENCE: Duration = Duration::from_secs(300);
 /// One way of running the proxy: a row of the table.
@@ -104,6 +112,11 @@ pub enum Measure {
 struct Run {
     rate: f64,
     cpu_per_1k: Option<Duration>,
+    /// The proxy's CPU time in all, to its exit (a writer's lag included), per flow
+    /// sent.
+    cpu_per_flow_to_exit: Option<Duration>,
+    /// The capture's writer thread's CPU time during the load, per flow sent.
+    writer_per_flow: Option<Duration>,
     peak_rss: Option<u64>,
     exit: Duration,
     saved: Option<usize>,
@@ -112,7 +125,9 @@ struct Run {
 }
 
 /// Runs the measurement and prints its table; false when the SQLite target is missed
-/// or flows went missing.
+/// or flows went missing. `others` are more `mitm` binaries (a build before a change)
+/// whose rows are measured beside the launcher's, round by round, each paired with its
+/// own plain proxy (`--capture` only).
 pub async fn run(
     measure: Measure,
     launcher: &Launcher,
@@ -120,18 +135,24 @@ pub async fn run(
     flows: u64,
     repeat: u32,
     dir: &Path,
+    others: &[(String, Launcher)],
 ) -> Result<bool> {
     let at = Rounds {
         measure,
-        launcher,
         origin,
         repeat,
         dir,
     };
     match measure {
         Measure::Capture => {
-            let runs = at.run(&CAPTURE, flows).await?;
-            Ok(print(&CAPTURE, &runs, flows))
+            let mut builds = vec![(String::new(), launcher)];
+            builds.extend(others.iter().map(|(label, l)| (label.clone(), l)));
+            let runs = at.run_builds(&builds, &CAPTURE, flows).await?;
+            let mut ok = true;
+            for ((label, _), runs) in builds.iter().zip(&runs) {
+                ok &= print(label, &CAPTURE, runs, flows);
+            }
+            Ok(ok)
         }
         Measure::Web => {
             // As fast as it goes, then at the issue's pace: into a new UI (no target:
@@ -140,8 +161,9 @@ pub async fn run(
             // shown, not held to the target), and into a UI kept open, whose store is
             // full (it drops its oldest flow for each new one and reuses its memory):
             // the target.
-            let runs = at.run(&WEB, flows).await?;
-            let fast = print(&WEB, &runs, flows);
+            let builds = [(String::new(), launcher)];
+            let runs = at.run_builds(&builds, &WEB, flows).await?;
+            let fast = print("", &WEB, &runs[0], flows);
             let paced = (flows / 5).max(1000);
             paired(launcher, origin, paced, 0, repeat, false).await?;
             let warm = mitm::web::DEFAULT_MAX_FLOWS as u64;
@@ -227,9 +249,10 @@ async fn paired(
         let cost = 1.0 - cpu_plain / cpu_open;
         eprintln!(
             "Web paired {round}/{repeat}: CPU/1k none {cpu_plain:.2} ms, web open {cpu_open:.2} ms \
-             (costs {:.1} %), p50 {:.2} / {:.2} ms, switches/req {:.2} / {:.2}, \
+             (costs {:.1} %, {:+.2} µs a flow), p50 {:.2} / {:.2} ms, switches/req {:.2} / {:.2}, \
              page faults/req {:.2} / {:.2}, the UI got {:.1} MiB",
             cost * 100.0,
+            cpu_open - cpu_plain,
             a.3.unwrap_or_default().as_secs_f64() * 1e3,
             b.3.unwrap_or_default().as_secs_f64() * 1e3,
             switches[0],
@@ -242,6 +265,8 @@ async fn paired(
     }
     let plain = median(rounds.iter().map(|r| r.0).collect());
     let open = median(rounds.iter().map(|r| r.1).collect());
+    // CPU per request in µs is CPU per 1000 requests in ms; paired round by round.
+    let per_flow = median(rounds.iter().map(|r| r.1 - r.0).collect());
     let cost = median(rounds.iter().map(|r| r.2).collect());
     let rss = median(rounds.iter().map(|r| r.3.map_or(f64::NAN, mib)).collect());
     let faults = [0, 1].map(|i| median(rounds.iter().map(|r| r.4[i]).collect()));
@@ -279,6 +304,10 @@ async fn paired(
          of the rounds' ({verdict}",
         cost * 100.0,
     );
+    println!(
+        "web, open: {per_flow:+.2} µs of proxy CPU per flow over the plain proxy, the median of \
+         the rounds' differences"
+    );
     Ok(met || !target)
 }
 
@@ -289,95 +318,121 @@ const WEB_PACE: f64 = 1000.0;
 /// Where rounds of a measurement run.
 struct Rounds<'a> {
     measure: Measure,
-    launcher: &'a Launcher,
     origin: &'a Origin,
     repeat: u32,
     dir: &'a Path,
 }
 
 impl Rounds<'_> {
-    /// Every variant, `repeat` times interleaved, `flows` requests each, as fast as
-    /// they go.
-    async fn run(&self, variants: &[Variant], flows: u64) -> Result<Vec<Vec<Run>>> {
+    /// Every variant through every build (a label and its launcher), `repeat` times
+    /// interleaved, `flows` requests each, as fast as they go: the runs of each build's
+    /// variants.
+    async fn run_builds(
+        &self,
+        builds: &[(String, &Launcher)],
+        variants: &[Variant],
+        flows: u64,
+    ) -> Result<Vec<Vec<Vec<Run>>>> {
         let Rounds {
             measure,
-            launcher,
             origin,
             repeat,
             dir,
+            ..
         } = *self;
-        let mut runs: Vec<Vec<Run>> = variants.iter().map(|_| Vec::new()).collect();
+        let mut runs: Vec<Vec<Vec<Run>>> = builds
+            .iter()
+            .map(|_| variants.iter().map(|_| Vec::new()).collect())
+            .collect();
         for round in 1..=repeat {
-            for (i, variant) in variants.iter().enumerate() {
-                let label = variant.label;
-                let file = variant
-                    .save
-                    .map(|ext| dir.join(format!("capture-{round}-{i}.{ext}")));
-                let mut args: Vec<String> = variant.args.iter().map(|a| a.to_string()).collect();
-                if let Some(file) = &file {
-                    args.push("--save".to_string());
-                    args.push(file.display().to_string());
-                }
-                let proxy = launcher.start_child_with(args).await?;
-                let ui = match (&proxy, variant.ui_open) {
-                    (Proxy::Child(child), true) => {
-                        let url = child.web.as_deref().context("no web UI line")?;
-                        Some(open_ui(url).await?)
+            for ((build, launcher), runs) in builds.iter().zip(&mut runs) {
+                for (i, variant) in variants.iter().enumerate() {
+                    let label = format!(
+                        "{build}{}{}",
+                        if build.is_empty() { "" } else { " " },
+                        variant.label
+                    );
+                    let file = variant
+                        .save
+                        .map(|ext| dir.join(format!("capture-{round}-{i}.{ext}")));
+                    let mut args: Vec<String> =
+                        variant.args.iter().map(|a| a.to_string()).collect();
+                    if let Some(file) = &file {
+                        args.push("--save".to_string());
+                        args.push(file.display().to_string());
                     }
-                    _ => None,
-                };
-                let endpoint = Endpoint::plain_proxy(proxy.addr(), origin.plain);
-                let cpu_before = proxy.cpu();
-                let loaded = load(&endpoint, flows).await;
-                let ui_bytes = ui.map(|(reader, bytes)| {
-                    reader.abort();
-                    bytes.load(Ordering::Relaxed)
-                });
-                let cpu = cpu_before
-                    .zip(proxy.cpu())
-                    .map(|(before, after)| after.saturating_sub(before));
-                let peak_rss = proxy.peak_rss();
-                let Proxy::Child(child) = proxy else {
-                    bail!("not a child process");
-                };
-                let exit =
-                    tokio::task::spawn_blocking(move || child.terminate(EXIT_PATIENCE)).await??;
-                let (done, elapsed, errors) = loaded?;
-                let (saved, file_size) = match &file {
-                    Some(file) => {
-                        let size = std::fs::metadata(file)?.len();
-                        let path = file.clone();
-                        let records =
-                            tokio::task::spawn_blocking(move || mitm::capture::read(&path))
-                                .await?
-                                .with_context(|| format!("reading {} back", file.display()))?;
-                        std::fs::remove_file(file)?;
-                        for extra in ["-wal", "-shm"] {
-                            let _ = std::fs::remove_file(format!("{}{extra}", file.display()));
+                    let proxy = launcher.start_child_with(args).await?;
+                    let ui = match (&proxy, variant.ui_open) {
+                        (Proxy::Child(child), true) => {
+                            let url = child.web.as_deref().context("no web UI line")?;
+                            Some(open_ui(url).await?)
                         }
-                        (Some(records.len()), Some(size))
-                    }
-                    None => (None, None),
-                };
-                let run = Run {
-                    rate: done as f64 / elapsed.as_secs_f64(),
-                    cpu_per_1k: cpu.map(|c| c.mul_f64(1000.0 / done.max(1) as f64)),
-                    peak_rss,
-                    exit,
-                    saved,
-                    file_size,
-                    errors,
-                };
-                let ui =
-                    ui_bytes.map_or(String::new(), |b| format!(", the UI got {:.1} MiB", mib(b)));
-                eprintln!(
+                        _ => None,
+                    };
+                    let endpoint = Endpoint::plain_proxy(proxy.addr(), origin.plain);
+                    let cpu_before = proxy.cpu();
+                    let writer_before = proxy.threads_cpu(WRITER_THREAD);
+                    let loaded = load(&endpoint, flows).await;
+                    let writer = writer_before
+                        .zip(proxy.threads_cpu(WRITER_THREAD))
+                        .map(|(before, after)| after.saturating_sub(before));
+                    let ui_bytes = ui.map(|(reader, bytes)| {
+                        reader.abort();
+                        bytes.load(Ordering::Relaxed)
+                    });
+                    let cpu = cpu_before
+                        .zip(proxy.cpu())
+                        .map(|(before, after)| after.saturating_sub(before));
+                    let peak_rss = proxy.peak_rss();
+                    let Proxy::Child(child) = proxy else {
+                        bail!("not a child process");
+                    };
+                    let ended = tokio::task::spawn_blocking(move || child.terminate(EXIT_PATIENCE))
+                        .await??;
+                    let exit = ended.took;
+                    let (done, elapsed, errors) = loaded?;
+                    let (saved, file_size) = match &file {
+                        Some(file) => {
+                            let size = std::fs::metadata(file)?.len();
+                            let path = file.clone();
+                            let records =
+                                tokio::task::spawn_blocking(move || mitm::capture::read(&path))
+                                    .await?
+                                    .with_context(|| format!("reading {} back", file.display()))?;
+                            std::fs::remove_file(file)?;
+                            for extra in ["-wal", "-shm"] {
+                                let _ = std::fs::remove_file(format!("{}{extra}", file.display()));
+                            }
+                            (Some(records.len()), Some(size))
+                        }
+                        None => (None, None),
+                    };
+                    let run = Run {
+                        rate: done as f64 / elapsed.as_secs_f64(),
+                        cpu_per_1k: cpu.map(|c| c.mul_f64(1000.0 / done.max(1) as f64)),
+                        writer_per_flow: writer
+                            .filter(|_| file.is_some())
+                            .map(|w| w / done.max(1) as u32),
+                        cpu_per_flow_to_exit: cpu_before.zip(ended.cpu).map(|(before, after)| {
+                            after.saturating_sub(before) / done.max(1) as u32
+                        }),
+                        peak_rss,
+                        exit,
+                        saved,
+                        file_size,
+                        errors,
+                    };
+                    let ui = ui_bytes
+                        .map_or(String::new(), |b| format!(", the UI got {:.1} MiB", mib(b)));
+                    eprintln!(
                 "{measure:?} {round}/{repeat} {label:>9}: {:>8.0} req/s, CPU/1k {:>6.2} ms, exit {:>7.1} ms, saved {}{ui}",
                 run.rate,
                 run.cpu_per_1k.map_or(f64::NAN, |c| c.as_secs_f64() * 1e3),
                 exit.as_secs_f64() * 1e3,
                 saved.map_or("-".into(), |n| n.to_string())
             );
-                runs[i].push(run);
+                    runs[i].push(run);
+                }
             }
         }
         Ok(runs)
@@ -522,20 +577,46 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Prints the table (medians over the runs); whether the targets were met.
-fn print(variants: &[Variant], runs: &[Vec<Run>], flows: u64) -> bool {
+/// What a variant's run costs per flow over the plain proxy's of the same round (the
+/// first variant's), in µs of proxy CPU: during the load, and to the proxy's exit.
+fn per_flow(plain: &Run, run: &Run) -> (f64, f64) {
+    let load = match (plain.cpu_per_1k, run.cpu_per_1k) {
+        // CPU per 1000 requests in ms is CPU per request in µs.
+        (Some(p), Some(r)) => (r.as_secs_f64() - p.as_secs_f64()) * 1e3,
+        _ => f64::NAN,
+    };
+    let all = match (plain.cpu_per_flow_to_exit, run.cpu_per_flow_to_exit) {
+        (Some(p), Some(r)) => (r.as_secs_f64() - p.as_secs_f64()) * 1e6,
+        _ => f64::NAN,
+    };
+    (load, all)
+}
+
+/// Prints the table of one build (`build` names it, empty for the bench's own binary;
+/// medians over the runs); whether the targets were met.
+fn print(build: &str, variants: &[Variant], runs: &[Vec<Run>], flows: u64) -> bool {
     let base = median(runs[0].iter().map(|r| r.rate).collect());
+    let through = if build.is_empty() {
+        "the `mitm` binary".to_string()
+    } else {
+        format!("the build {build:?}")
+    };
     println!(
-        "\n{flows} flows as fast as they go (http-ka's requests, through the `mitm` binary), \
-         medians of {} run(s):",
+        "\n{flows} flows as fast as they go (http-ka's requests, through {through}), \
+         medians of {} run(s); per flow: µs of proxy CPU over `none` in the same round, \
+         during the load and to the proxy's exit (what a writer still had queued included), \
+         and the capture's writer thread's CPU during the load:",
         runs[0].len()
     );
     println!(
-        "{:<9} {:>10} {:>9} {:>11} {:>9} {:>12} {:>10} {:>10} {:>7}",
+        "{:<9} {:>10} {:>9} {:>11} {:>10} {:>10} {:>10} {:>9} {:>12} {:>10} {:>10} {:>7}",
         "proxy",
         "req/s",
         "vs none",
         "CPU/1k req",
+        "+µs/flow",
+        "to exit",
+        "writer µs",
         "peak RSS",
         "exit lag",
         "in file",
@@ -543,12 +624,28 @@ fn print(variants: &[Variant], runs: &[Vec<Run>], flows: u64) -> bool {
         "errors"
     );
     let mut ok = true;
+    let plain = &runs[0];
     for (variant, runs) in variants.iter().zip(runs) {
         let label = variant.label;
         let rate = median(runs.iter().map(|r| r.rate).collect());
         let cpu = median(
             runs.iter()
                 .map(|r| r.cpu_per_1k.map_or(f64::NAN, |c| c.as_secs_f64() * 1e3))
+                .collect(),
+        );
+        let paired: Vec<(f64, f64)> = plain
+            .iter()
+            .zip(runs)
+            .map(|(p, r)| per_flow(p, r))
+            .collect();
+        let flow_load = median(paired.iter().map(|p| p.0).collect());
+        let flow_all = median(paired.iter().map(|p| p.1).collect());
+        let writer = median(
+            runs.iter()
+                .map(|r| {
+                    r.writer_per_flow
+                        .map_or(f64::NAN, |w| w.as_secs_f64() * 1e6)
+                })
                 .collect(),
         );
         let rss = median(
@@ -575,12 +672,26 @@ fn print(variants: &[Variant], runs: &[Vec<Run>], flows: u64) -> bool {
         if missing || errors > 0 {
             ok = false;
         }
+        let micros = |v: f64| {
+            if v.is_nan() || std::ptr::eq(runs, plain) {
+                "-".to_string()
+            } else {
+                format!("{v:+.2}")
+            }
+        };
         println!(
-            "{:<9} {:>10.0} {:>9.3} {:>8.2} ms {:>5.1} MiB {:>9.1} ms {:>10} {:>10} {:>7}",
+            "{:<9} {:>10.0} {:>9.3} {:>8.2} ms {:>10} {:>10} {:>10} {:>5.1} MiB {:>9.1} ms {:>10} {:>10} {:>7}",
             label,
             rate,
             rate / base,
             cpu,
+            micros(flow_load),
+            micros(flow_all),
+            if writer.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{writer:.2}")
+            },
             rss,
             exit,
             if saved.is_nan() {

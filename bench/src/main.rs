@@ -131,6 +131,12 @@ struct Cli {
     #[arg(long, value_name = "FLOWS", conflicts_with_all = ["only", "in_process", "json", "web"])]
     capture: Option<u64>,
 
+    /// With --capture: another `mitm` binary (the build before a change), its rows
+    /// measured beside this one's in every round, each paired with its own plain proxy
+    /// (repeat for several).
+    #[arg(long, value_name = "LABEL=PATH", requires = "capture")]
+    capture_bin: Vec<external::External>,
+
     /// Instead of the scenarios, measure the web UI: FLOWS requests of the `http-ka`
     /// load through the `mitm` binary, then with `--web` and a client on the UI's live
     /// socket; `--repeat` runs each.
@@ -228,7 +234,17 @@ async fn run(cli: Cli) -> Result<bool> {
             bail!("--capture and --web take a number of flows from 1 to 100000000");
         }
         let (launcher, origin, repeat) = (&bench.launcher, &bench.origin, bench.plan.repeat);
-        return capture::run(measure, launcher, origin, flows, repeat, &work.path).await;
+        let mut others = Vec::new();
+        for build in &cli.capture_bin {
+            let other = launcher
+                .with_bin(build.command.clone().into())
+                .context("--capture-bin needs the `mitm` binary, not --in-process")?;
+            others.push((build.label.clone(), other));
+        }
+        return capture::run(
+            measure, launcher, origin, flows, repeat, &work.path, &others,
+        )
+        .await;
     }
     if !cli.proxy_cmd.is_empty() {
         let scenarios = if cli.only.is_empty() {

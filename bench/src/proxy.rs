@@ -154,6 +154,23 @@ impl Launcher {
         matches!(self, Launcher::Child { .. })
     }
 
+    /// This launcher with another `mitm` binary (a build before a change, to pair
+    /// with); `None` in-process.
+    pub fn with_bin(&self, other: PathBuf) -> Option<Launcher> {
+        match self {
+            Launcher::Child {
+                ca_dir,
+                upstream_ca,
+                ..
+            } => Some(Launcher::Child {
+                bin: other,
+                ca_dir: ca_dir.clone(),
+                upstream_ca: upstream_ca.clone(),
+            }),
+            Launcher::InProcess { .. } => None,
+        }
+    }
+
     /// Starts a fresh proxy under test in `mode` and waits until it listens.
     pub async fn start(&self, mode: Mode) -> Result<Proxy> {
         self.launch(mode, Role::UnderTest).await
@@ -255,6 +272,15 @@ impl Proxy {
         match self {
             Proxy::Child(c) => process_cpu(&format!("/proc/{}/stat", c.pid)),
             Proxy::InProcess { threads, .. } => threads_cpu(threads),
+        }
+    }
+
+    /// CPU time (user + system) of a child proxy's threads named `name` so far (the
+    /// capture's writer, `mitm-capture`); `None` in-process.
+    pub fn threads_cpu(&self, name: &str) -> Option<Duration> {
+        match self {
+            Proxy::Child(c) => threads_cpu_in(&format!("/proc/{}/task", c.pid), name),
+            Proxy::InProcess { .. } => None,
         }
     }
 
@@ -475,9 +501,10 @@ impl ChildProxy {
     }
 
     /// Asks the child to stop (SIGTERM, as Ctrl-C would) and waits until it has
-    /// exited: how long that took, or an error when it had not after `patience` (it
-    /// is then killed).
-    pub fn terminate(mut self, patience: Duration) -> Result<Duration> {
+    /// exited: how long that took and the CPU time it had used in all (what it did
+    /// after the signal included: a capture's writer finishing its queue), or an error
+    /// when it had not exited after `patience` (it is then killed).
+    pub fn terminate(mut self, patience: Duration) -> Result<Exit> {
         let began = std::time::Instant::now();
         let sent = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
@@ -486,9 +513,24 @@ impl ChildProxy {
         if !sent.success() {
             bail!("kill -TERM {} failed", self.pid);
         }
+        let stat = format!("/proc/{}/stat", self.pid);
         loop {
+            // An exited child stays a zombie until it is waited for, its CPU times
+            // still in its `stat`: read them first, then reap it.
+            if zombie(&stat) {
+                let cpu = process_cpu(&stat);
+                self.child.wait()?;
+                return Ok(Exit {
+                    took: began.elapsed(),
+                    cpu,
+                });
+            }
             if self.child.try_wait()?.is_some() {
-                return Ok(began.elapsed());
+                // Reaped between the two looks (not a zombie when read): no CPU time.
+                return Ok(Exit {
+                    took: began.elapsed(),
+                    cpu: None,
+                });
             }
             if began.elapsed() > patience {
                 self.kill();
@@ -567,6 +609,26 @@ fn read_stat(path: &str) -> Option<(String, u64)> {
     Some((comm, utime + stime))
 }
 
+/// Whether the process of the `stat` file at `path` has exited and waits to be reaped
+/// (state `Z`).
+fn zombie(path: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    text.rfind(')')
+        .and_then(|close| text.get(close + 1..))
+        .and_then(|rest| rest.split_whitespace().next())
+        == Some("Z")
+}
+
+/// How a child proxy ended ([`ChildProxy::terminate`]).
+pub struct Exit {
+    /// From SIGTERM to its exit.
+    pub took: Duration,
+    /// The CPU time (user + system) it used in all, when known.
+    pub cpu: Option<Duration>,
+}
+
 fn ticks_to_duration(ticks: u64) -> Duration {
     Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / clock_ticks())
 }
@@ -577,8 +639,13 @@ fn process_cpu(stat: &str) -> Option<Duration> {
 
 /// CPU time of this process's threads named `name`.
 fn threads_cpu(name: &str) -> Option<Duration> {
+    threads_cpu_in("/proc/self/task", name)
+}
+
+/// CPU time of the threads named `name` of the process whose task directory is `dir`.
+fn threads_cpu_in(dir: &str, name: &str) -> Option<Duration> {
     let mut ticks = 0;
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+    for task in std::fs::read_dir(dir).ok()?.flatten() {
         let path = task.path().join("stat");
         if let Some((comm, t)) = path.to_str().and_then(read_stat) {
             if comm == name {

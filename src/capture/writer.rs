@@ -32,10 +32,40 @@ pub trait Sink: Send + 'static {
     }
 }
 
+/// How many written records may wait to be dropped by the proxy's threads
+/// ([`Writer::push`]): records the writer is done with go back to them, so that their
+/// memory is freed where it was allocated. Past this (the proxy idle, or a burst),
+/// the writer drops them itself.
+const RETURNED: usize = 64;
+
+/// The largest record (its [`Record::weight`]) sent back to be dropped by the proxy's
+/// threads: larger ones are dropped by the writer, so that what waits in the return
+/// queue of an idle proxy stays small (at most [`RETURNED`] of these).
+const RETURNED_WEIGHT: usize = 16 * 1024;
+
+/// How many returned records one [`Writer::push`] drops: more than one, so that the
+/// return queue empties faster than it fills.
+const DROPPED_PER_PUSH: usize = 2;
+
+/// The proxy's end of the queues to and from the writer thread.
+struct Ends {
+    /// Records to write.
+    tx: SyncSender<Record>,
+    /// Records written, to be dropped here (see [`RETURNED`]).
+    returned: Receiver<Record>,
+}
+
 /// A writer thread and the queue to it: what a [`Capture`](super::Capture) hands its
 /// records to.
+///
+/// Records are made on the proxy's threads, and dropped there too: the writer sends
+/// each one it is done with back ([`RETURNED`]), and each [`push`](Self::push) drops a
+/// few. A record is a dozen allocations (its strings, heads and bodies); freed on the
+/// writer thread, they overflowed its allocator cache into the arenas of the proxy's
+/// threads (a lock each) while those threads, whose caches then stayed empty, took
+/// every new record's memory from their arenas the slow way.
 pub(crate) struct Writer {
-    tx: Mutex<Option<SyncSender<Record>>>,
+    ends: Mutex<Option<Ends>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Stats>,
     queue_bytes: usize,
@@ -46,16 +76,17 @@ impl Writer {
     /// `queue_bytes` bytes in all.
     pub(crate) fn start(sinks: Vec<Box<dyn Sink>>, queue: usize, queue_bytes: usize) -> Self {
         let (tx, rx) = sync_channel::<Record>(queue);
+        let (give_back, returned) = sync_channel::<Record>(RETURNED);
         let stats = Arc::new(Stats::default());
         let thread_stats = stats.clone();
         // A thread that cannot be started drops `rx`: records pushed are then dropped
         // unwritten, as after `finish`.
         let thread = std::thread::Builder::new()
             .name("mitm-capture".into())
-            .spawn(move || write_all(rx, sinks, &thread_stats))
+            .spawn(move || write_all(rx, sinks, &thread_stats, &give_back))
             .ok();
         Writer {
-            tx: Mutex::new(Some(tx)),
+            ends: Mutex::new(Some(Ends { tx, returned })),
             thread: Mutex::new(thread),
             stats,
             queue_bytes,
@@ -86,10 +117,25 @@ impl Writer {
 
     /// Hands `record` to the thread, or drops (and counts) it when the queue is full.
     pub(crate) fn push(&self, record: Record) {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(tx) = tx.as_ref() else {
+        // Records the writer is done with, dropped once the lock is let go.
+        let mut done: [Option<Record>; DROPPED_PER_PUSH] = Default::default();
+        self.send(record, &mut done);
+        drop(done);
+    }
+
+    /// [`push`](Self::push) under the lock: `record` sent, and up to `done.len()`
+    /// written records taken back into `done`.
+    fn send(&self, record: Record, done: &mut [Option<Record>]) {
+        let ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(Ends { tx, returned }) = ends.as_ref() else {
             return;
         };
+        for slot in done.iter_mut() {
+            let Ok(record) = returned.try_recv() else {
+                break;
+            };
+            *slot = Some(record);
+        }
         let weight = record.weight();
         let queued = &self.stats.queued_bytes;
         let before = queued.fetch_add(weight, Ordering::Relaxed);
@@ -120,7 +166,7 @@ impl Writer {
     /// Stops taking records, waits until the thread has written what is queued, and
     /// returns how many flows were written and dropped.
     pub(crate) fn finish(&self) -> (u64, u64) {
-        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(self.ends.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = thread.join();
         }
@@ -178,7 +224,15 @@ const NAP: Duration = Duration::from_millis(5);
 /// writer naps ([`NAP`]) and looks again. A blocked writer must be woken for each flow
 /// queued (a system call on the proxy's thread, and a context switch, per flow); a
 /// napping one takes the flows queued meanwhile in one go.
-fn write_all(rx: Receiver<Record>, mut sinks: Vec<Box<dyn Sink>>, stats: &Stats) {
+///
+/// Each record written goes back on `give_back`, to be dropped by the proxy's threads
+/// (see [`RETURNED`]), unless it is large or that queue is full.
+fn write_all(
+    rx: Receiver<Record>,
+    mut sinks: Vec<Box<dyn Sink>>,
+    stats: &Stats,
+    give_back: &SyncSender<Record>,
+) {
     use std::sync::mpsc::TryRecvError;
     // Flows written since the last flush, and when they must be flushed.
     let mut pending = 0;
@@ -211,9 +265,12 @@ fn write_all(rx: Receiver<Record>, mut sinks: Vec<Box<dyn Sink>>, stats: &Stats)
                 tracing::warn!(error = %e, "capture: a flow could not be saved");
             }
         }
-        stats
-            .queued_bytes
-            .fetch_sub(record.weight(), Ordering::Relaxed);
+        let weight = record.weight();
+        stats.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+        if weight <= RETURNED_WEIGHT {
+            // Full, or the capture finished: dropped here.
+            let _ = give_back.try_send(record);
+        }
         pending += 1;
         let now = std::time::Instant::now();
         match due {

@@ -48,7 +48,7 @@ pub(super) fn write_entry(out: &mut Vec<u8>, record: &Record, connect: f64, ssl:
     let facts = &record.facts;
     Json::new(out).object(|e| {
         if let Some(client) = record.client {
-            e.str("_clientAddress", &client.to_string());
+            e.key("_clientAddress").display(client);
         }
         e.bool("_clientTls", record.client_tls);
         if let Some(error) = &record.error {
@@ -79,7 +79,7 @@ pub(super) fn write_entry(out: &mut Vec<u8>, record: &Record, connect: f64, ssl:
             e.str("comment", &notes.comment);
         }
         if let Some(local) = facts.server.socket.local {
-            e.str("connection", &local.port().to_string());
+            e.key("connection").display(local.port());
         }
         write_request(
             e.key("request"),
@@ -92,9 +92,9 @@ pub(super) fn write_entry(out: &mut Vec<u8>, record: &Record, connect: f64, ssl:
             None => write_no_response(e.key("response"), error),
         }
         if let Some(server) = record.server {
-            e.str("serverIPAddress", &server.ip().to_string());
+            e.key("serverIPAddress").display(server.ip());
         }
-        e.str("startedDateTime", &rfc3339(record.started_at));
+        e.key("startedDateTime").display(Rfc3339(record.started_at));
         // `connect` includes `ssl` (HAR 1.2).
         e.f64("time", send + wait + receive + connect.max(0.0));
         e.key("timings").object(|t| {
@@ -495,30 +495,51 @@ fn text_of<'a>(mime: &str, data: &'a [u8]) -> Option<&'a str> {
         ]
         .iter()
         .any(|t| mime.contains(t));
-    let plain = !text
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
-    (textual || plain).then_some(text)
+    (textual || !has_control(text)).then_some(text)
+}
+
+/// Whether `text` holds a control character (`char::is_control`: U+0000 to U+001F
+/// and U+007F to U+009F) other than tab, line feed and carriage return. Byte by byte:
+/// in UTF-8, U+0080 to U+009F are `0xC2` followed by `0x80` to `0x9F`.
+fn has_control(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| match b {
+        b'\t' | b'\n' | b'\r' => false,
+        0x00..=0x1f | 0x7f => true,
+        0xc2 => bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)),
+        _ => false,
+    })
 }
 
 /// `t` in RFC 3339, UTC, with milliseconds: `2026-01-02T03:04:05.678Z`.
+#[cfg(test)]
 pub(super) fn rfc3339(t: SystemTime) -> String {
-    let nanos = match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i128,
-        Err(e) => -(e.duration().as_nanos() as i128),
-    };
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    Rfc3339(t).to_string()
+}
+
+/// A time shown in RFC 3339 ([`rfc3339`]), formatted where it goes.
+struct Rfc3339(SystemTime);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nanos = match self.0.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(e) => -(e.duration().as_nanos() as i128),
+        };
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
+    }
 }
 
 #[cfg(test)]
@@ -550,6 +571,24 @@ mod tests {
         let path = dir.path().join("x.har");
         std::fs::write(&path, w.finish().unwrap()).unwrap();
         crate::capture::har::read_har(&path).unwrap()
+    }
+
+    #[test]
+    fn control_characters_are_found_as_char_is_control_finds_them() {
+        let by_chars = |t: &str| {
+            t.chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        };
+        let mut cases: Vec<String> = ["", "plain\ttext\r\n", "caf\u{e9}", "\u{a0}\u{c2}"]
+            .map(String::from)
+            .to_vec();
+        for c in (0u32..0x200).filter_map(char::from_u32) {
+            cases.push(format!("a{c}b"));
+            cases.push(format!("\u{e9}{c}"));
+        }
+        for case in cases {
+            assert_eq!(has_control(&case), by_chars(&case), "{case:?}");
+        }
     }
 
     #[test]

@@ -124,7 +124,10 @@ pub(super) fn write_facts(e: &mut Object<'_>, facts: &RecordedFacts) {
 fn write_socket(json: &mut Json<'_>, s: &SocketFacts, tls: Option<&TlsFacts>) {
     let t = |t: Option<SystemTime>| t.map(seconds);
     json.object(|o| {
-        o.opt_str("local", s.local.map(|a| a.to_string()).as_deref());
+        match s.local {
+            Some(local) => o.key("local").display(local),
+            None => o.key("local").null(),
+        }
         o.opt_f64("started", t(s.started));
         o.opt_f64("tcpSetup", t(s.tcp_setup));
         if let Some(tls) = tls {

@@ -1,7 +1,8 @@
 //! [`HarFile`]: a HAR file that is a whole document after every record written.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,11 @@ use super::TAIL;
 use crate::capture::{Record, Sink};
 use crate::error::{Error, Result};
 
-/// Writes records to a HAR 1.2 file, which stays a complete HAR document after every
-/// record written: each entry goes over the document's closing tail, with a new tail
-/// after it, in one write (see [the module](super)). A [`Sink`] for
+/// Writes records to a HAR 1.2 file, which is a complete HAR document after every
+/// [flush](Sink::flush): the entries written since the last one go over the
+/// document's closing tail, with a new tail after them, in one write (see [the
+/// module](super)); so does a batch that reaches [`BATCH_BYTES`], and what is left when
+/// the writer is dropped. A [`Sink`] for
 /// [`Capture`](crate::capture::Capture). A stream that cannot be written over takes a
 /// [`HarWriter`](super::HarWriter), closed once at the end; both write the same bytes.
 ///
@@ -28,10 +31,15 @@ use crate::error::{Error, Result};
 pub struct HarFile {
     file: File,
     path: PathBuf,
-    /// Where the tail starts: the next entry is written here.
+    /// Where the tail starts: the next batch is written here.
     tail_at: u64,
-    /// Entries in the file (those of an appended file included).
+    /// Entries written (those of an appended file, and those waiting in `batch`,
+    /// included).
     entries: u64,
+    /// Entries in the file.
+    in_file: u64,
+    /// The lines of the entries written since the last write to the file.
+    batch: Vec<u8>,
     /// The server connections that have had their entry with `connect` and `ssl`.
     seen: super::facts::Seen,
     /// Written since the last `sync_data`.
@@ -70,6 +78,8 @@ impl HarFile {
             path,
             tail_at: head.len() as u64,
             entries: 0,
+            in_file: 0,
+            batch: Vec::new(),
             seen: Default::default(),
             dirty: true,
             synced: Instant::now(),
@@ -115,6 +125,8 @@ impl HarFile {
             path,
             tail_at: body.len() as u64,
             entries,
+            in_file: entries,
+            batch: Vec::new(),
             seen: Default::default(),
             dirty: false,
             synced: Instant::now(),
@@ -127,7 +139,8 @@ impl HarFile {
         &self.path
     }
 
-    /// Entries in the file so far.
+    /// Entries written so far (those of an appended file included): in the file after
+    /// the next [flush](Sink::flush).
     pub fn entries(&self) -> u64 {
         self.entries
     }
@@ -145,37 +158,22 @@ impl Sink for HarFile {
         if record.request.is_connect() && !self.keep_connects {
             return Ok(());
         }
-        let mut out = entry_line(record, self.entries == 0, &mut self.seen)?;
-        let line = out.len();
-        out.extend_from_slice(TAIL);
-        // One write over the old tail: the file only grows, so nothing of the old one
-        // is left behind it.
-        let written = self
-            .file
-            .seek(SeekFrom::Start(self.tail_at))
-            .and_then(|_| self.file.write_all(&out));
-        if let Err(e) = written {
-            // Part of the entry may be in the file: cut it off and close the document
-            // again after the entries before it (which may fail too, on a full disk;
-            // the next record written tries again).
-            let _ = self
-                .file
-                .set_len(self.tail_at)
-                .and_then(|()| self.file.seek(SeekFrom::Start(self.tail_at)))
-                .and_then(|_| self.file.write_all(TAIL));
-            return Err(e);
-        }
-        self.tail_at += line as u64;
+        entry_line(&mut self.batch, record, self.entries == 0, &mut self.seen);
         self.entries += 1;
-        self.dirty = true;
+        if self.batch.len() >= BATCH_BYTES {
+            self.write_batch()?;
+        }
         Ok(())
     }
 
-    /// Every entry is in the file as soon as it is written (a crash of the proxy loses
-    /// nothing written); this also asks the system to put it on the disk (against a
-    /// crash of the machine), at most once a second: a sync costs
-    /// milliseconds, and a busy writer flushes thousands of times a second.
+    /// Puts the entries written since the last flush in the file (a crash of the
+    /// proxy loses only those not flushed: a [`Capture`](crate::capture::Capture)
+    /// flushes at most [`FLUSH_AFTER`](crate::capture::FLUSH_AFTER) after a flow was
+    /// written); this also asks the system to put them on the disk (against a crash
+    /// of the machine), at most once a second: a sync costs milliseconds, and a busy
+    /// writer flushes twenty times a second.
     fn flush(&mut self) -> io::Result<()> {
+        self.write_batch()?;
         if self.dirty && self.synced.elapsed() >= SYNC_EVERY {
             self.sync()?;
         }
@@ -184,6 +182,39 @@ impl Sink for HarFile {
 }
 
 impl HarFile {
+    /// Writes the batch over the document's tail, with the tail after it, in one
+    /// positioned write: the file only grows, so nothing of the old tail is left
+    /// behind it. On an error the batch's entries are lost (the error says how many).
+    fn write_batch(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let lines = self.batch.len() as u64;
+        self.batch.extend_from_slice(TAIL);
+        let written = self.file.write_all_at(&self.batch, self.tail_at);
+        self.batch.clear();
+        if let Err(e) = written {
+            // Part of the batch may be in the file: cut it off and close the document
+            // again after the entries before it (which may fail too, on a full disk;
+            // the next batch written tries again).
+            let _ = self
+                .file
+                .set_len(self.tail_at)
+                .and_then(|()| self.file.write_all_at(TAIL, self.tail_at));
+            let lost = self.entries - self.in_file;
+            self.entries = self.in_file;
+            let flows = if lost == 1 { "flow" } else { "flows" };
+            return Err(io::Error::new(
+                e.kind(),
+                format!("{e} (the {lost} {flows} written since the last flush were lost with it)"),
+            ));
+        }
+        self.tail_at += lines;
+        self.in_file = self.entries;
+        self.dirty = true;
+        Ok(())
+    }
+
     fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
         self.dirty = false;
@@ -194,6 +225,9 @@ impl HarFile {
 
 impl Drop for HarFile {
     fn drop(&mut self) {
+        if let Err(e) = self.write_batch() {
+            tracing::warn!(error = %e, path = %self.path.display(), "capture: the last entries could not be written to the HAR file");
+        }
         if self.dirty {
             if let Err(e) = self.sync() {
                 tracing::warn!(error = %e, path = %self.path.display(), "capture: the HAR file could not be synced to disk");
@@ -204,6 +238,10 @@ impl Drop for HarFile {
 
 /// How often a HAR file being written is synced to disk, at most.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// The most bytes of entries a [`HarFile`] holds before writing them to the file, flush
+/// or not: one system call for dozens of entries, as the flow file's writer.
+pub const BATCH_BYTES: usize = 128 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -225,6 +263,7 @@ mod tests {
         for n in 1..=3 {
             let r = record(&format!("/{n}"), Some((200, &[], Bytes::from("hi"))));
             w.write(&r).unwrap();
+            w.flush().unwrap();
             let entries = parse(&path)["log"]["entries"].as_array().unwrap().clone();
             assert_eq!(entries.len(), n);
             assert_eq!(
@@ -257,6 +296,7 @@ mod tests {
         let mut w = HarFile::append(&path).unwrap();
         assert_eq!(w.entries(), 1);
         w.write(&record("/2", None)).unwrap();
+        w.flush().unwrap();
         let urls: Vec<_> = read_har(&path)
             .unwrap()
             .iter()
@@ -266,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn a_writer_that_never_closes_leaves_every_record_it_wrote() {
+    fn a_writer_that_never_closes_leaves_every_record_it_flushed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("crash.har");
         let mut w = HarFile::create(&path).unwrap();
@@ -277,9 +317,43 @@ mod tests {
             ))
             .unwrap();
         }
+        w.flush().unwrap();
+        assert_eq!(parse(&path)["log"]["entries"].as_array().unwrap().len(), 5);
+        // Written, not flushed: not in the file yet, which is whole all the same.
+        w.write(&record("/5", None)).unwrap();
+        assert_eq!(parse(&path)["log"]["entries"].as_array().unwrap().len(), 5);
         // As a crash would: no flush, no drop.
         std::mem::forget(w);
         assert_eq!(parse(&path)["log"]["entries"].as_array().unwrap().len(), 5);
         assert_eq!(read_har(&path).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_batch_reaching_its_size_is_written_without_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.har");
+        let mut w = HarFile::create(&path).unwrap();
+        let body = Bytes::from(vec![b'a'; 10_000]);
+        let mut n = 0;
+        while parse(&path)["log"]["entries"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+        {
+            assert!(
+                n * 10_000 < 2 * BATCH_BYTES,
+                "no batch written after {n} records"
+            );
+            w.write(&record(&format!("/{n}"), Some((200, &[], body.clone()))))
+                .unwrap();
+            n += 1;
+        }
+        assert_eq!(read_har(&path).unwrap().len(), n);
+        // Dropped: the rest goes in.
+        for m in n..n + 3 {
+            w.write(&record(&format!("/{m}"), None)).unwrap();
+        }
+        drop(w);
+        assert_eq!(read_har(&path).unwrap().len(), n + 3);
     }
 }

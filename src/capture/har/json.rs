@@ -15,10 +15,24 @@ impl<'a> Json<'a> {
         Json { out }
     }
 
-    /// Writes `value` as a JSON string.
+    /// Writes `value` as a JSON string, escaped as `serde_json` escapes it.
     pub(super) fn str(&mut self, value: &str) {
-        // Writing into a `Vec` cannot fail, and a `str` always serializes.
-        let _ = serde_json::to_writer(&mut *self.out, value);
+        escape_into(self.out, value);
+    }
+
+    /// Writes `value` as a JSON string, formatted straight into the buffer: for values
+    /// whose text needs no escape (addresses, numbers, dates), so that it is the
+    /// string [`str`](Self::str) would write of their `to_string()`.
+    pub(super) fn display(&mut self, value: impl std::fmt::Display) {
+        use std::io::Write as _;
+        self.out.push(b'"');
+        let start = self.out.len();
+        // Writing into a `Vec` cannot fail.
+        let _ = write!(self.out, "{value}");
+        debug_assert!(!self.out[start..]
+            .iter()
+            .any(|&b| b < 0x20 || b == b'"' || b == b'\\'));
+        self.out.push(b'"');
     }
 
     /// Writes a number (`null` for a NaN or an infinity, as `serde_json::Value` does).
@@ -85,6 +99,71 @@ impl<'a> Json<'a> {
     }
 }
 
+/// Writes `value` as a JSON string into `out`: the bytes `serde_json` writes (`"` and
+/// `\\` escaped with a backslash; control characters as `\b`, `\t`, `\n`, `\f`,
+/// `\r`, or `\u00xx` with lowercase hex digits; everything else, DEL and non-ASCII
+/// included, as it is). Runs that need no escape (a whole body, mostly) are found
+/// eight bytes at a time and copied whole.
+pub(super) fn escape_into(out: &mut Vec<u8>, value: &str) {
+    let bytes = value.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            if !needs_escape(u64::from_le_bytes(word)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x09 => b"\\t",
+            0x0a => b"\\n",
+            0x0c => b"\\f",
+            0x0d => b"\\r",
+            0x00..=0x1f => b"",
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Whether any of the eight bytes of `word` is a control character (below 0x20), `"`
+/// or `\\`. Exact for the word as a whole (the classic test for a zero byte, `(x -
+/// 0x01…) & !x & 0x80…`, has no false positive when asked of all eight at once).
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
+    let zero = |x: u64| below(x, 1);
+    below(word, 0x20)
+        | zero(word ^ (ONES * u64::from(b'"')))
+        | zero(word ^ (ONES * u64::from(b'\\')))
+        != 0
+}
+
 /// The fields of an object being written.
 pub(super) struct Object<'o> {
     json: Json<'o>,
@@ -108,8 +187,11 @@ impl<'o> Object<'o> {
             self.json.out.push(b',');
         }
         self.first = false;
-        self.json.str(key);
-        self.json.out.push(b':');
+        // Keys are names of ours, which need no escape.
+        debug_assert!(!key.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'));
+        self.json.out.push(b'"');
+        self.json.out.extend_from_slice(key.as_bytes());
+        self.json.out.extend_from_slice(b"\":");
         &mut self.json
     }
 
@@ -162,5 +244,40 @@ impl<'o> Array<'o> {
         }
         self.first = false;
         &mut self.json
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte value around every position of an eight-byte word, alone and in
+    /// runs, and text with multi-byte characters: the bytes `serde_json` writes.
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut cases: Vec<String> = vec![
+            String::new(),
+            "plain".into(),
+            "caf\u{e9} \u{1f600} \u{7f}\u{80}\u{9f}".into(),
+            "a\"b\\c\nd\re\tf\u{8}g\u{c}h\u{0}i\u{1f}".into(),
+            "x".repeat(1000),
+        ];
+        for c in 0u8..0x80 {
+            for at in 0..17 {
+                let mut s = "y".repeat(at);
+                s.push(char::from(c));
+                s.push_str(&"z".repeat(17 - at));
+                cases.push(s);
+            }
+        }
+        for case in cases {
+            let mut ours = Vec::new();
+            escape_into(&mut ours, &case);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&case).unwrap(),
+                "{case:?}"
+            );
+        }
     }
 }

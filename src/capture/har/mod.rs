@@ -4,12 +4,14 @@
 //!
 //! Both writers write the same document: its start up to the entries array on the
 //! first line, then one entry per line, then the closing `]}}`. [`HarFile`] keeps the
-//! file a complete HAR document after every record: each record is written over that
-//! closing tail, with a new tail after it, in one write; so a crash, even `SIGKILL`,
-//! loses only the flows not yet written. (A kill in the middle of that one write can
-//! leave a torn last line; [`HarReader`] reads the entries before it, then says where
-//! it is torn. A write that
-//! fails, on a full disk say, is undone.) A stream cannot be written over:
+//! file a complete HAR document after every write: the entries of the records written
+//! since the last one (a [`Capture`](crate::capture::Capture) flushes at most 50 ms
+//! after a flow finished; a batch also goes when it reaches 128 KiB) are written over
+//! that closing tail, with a new tail after them, in one positioned write; so a crash,
+//! even `SIGKILL`, loses only the flows not yet written. (A kill in the middle of that
+//! one write can leave a torn last line; [`HarReader`] reads the entries before it,
+//! then says where it is torn. A write that fails, on a full disk say, is undone, and
+//! the error says how many flows it lost.) A stream cannot be written over:
 //! [`HarWriter`] writes each entry after the last and the tail once, at the end.
 //!
 //! What goes into an entry, beyond what HAR 1.2 requires:

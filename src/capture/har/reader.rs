@@ -626,6 +626,7 @@ mod tests {
         for r in &written {
             w.write(r).unwrap();
         }
+        w.flush().unwrap();
         let read = read_har(&path).unwrap();
         assert_eq!(read.len(), 3);
         assert_eq!(read[0], written[0]);

@@ -77,7 +77,8 @@ impl<W: Write> HarWriter<W> {
         if record.request.is_connect() && !self.keep_connects {
             return Ok(());
         }
-        let line = entry_line(record, self.entries == 0, &mut self.seen)?;
+        let mut line = Vec::with_capacity(line_capacity(record));
+        entry_line(&mut line, record, self.entries == 0, &mut self.seen);
         let Some(out) = self.out.as_mut() else {
             // `finish` takes the writer, and `drop` is last: never reached.
             return Err(io::Error::other("the HAR document is closed"));
@@ -145,15 +146,21 @@ pub(super) fn head() -> String {
     )
 }
 
-/// The line of `record`'s entry in a document, with the separator before it (none
-/// before the `first`): entries are one per line, a line break inside one escaped.
-pub(super) fn entry_line(record: &Record, first: bool, seen: &mut Seen) -> io::Result<Vec<u8>> {
+/// Appends the line of `record`'s entry in a document to `out`, with the separator
+/// before it (none before the `first`): entries are one per line, a line break inside
+/// one escaped.
+pub(super) fn entry_line(out: &mut Vec<u8>, record: &Record, first: bool, seen: &mut Seen) {
     let separator: &[u8] = if first { b"\n" } else { b",\n" };
-    let mut line = Vec::with_capacity(2048 + record_body_bytes(record) * 4 / 3);
-    line.extend_from_slice(separator);
+    out.reserve(line_capacity(record));
+    out.extend_from_slice(separator);
     let (connect, ssl) = facts::connect_ssl(record, seen);
-    write_entry(&mut line, record, connect, ssl);
-    Ok(line)
+    write_entry(out, record, connect, ssl);
+}
+
+/// Room for the line of `record` (a guess: its bodies, a third more for base64, and
+/// room for the rest).
+pub(super) fn line_capacity(record: &Record) -> usize {
+    2048 + record_body_bytes(record) * 4 / 3
 }
 
 /// The bytes of `record`'s bodies: what its line holds most of.

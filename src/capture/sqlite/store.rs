@@ -66,6 +66,19 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Records in the open transaction (none open when 0).
     pending: usize,
+    /// Where a row's text is made before SQLite copies it (the request's head, the
+    /// response's, the client's address, the server's), kept from row to row.
+    scratch: Scratch,
+}
+
+/// Buffers a row's values are written into, reused: four allocations and frees less
+/// per flow.
+#[derive(Debug, Default)]
+struct Scratch {
+    request_head: Vec<u8>,
+    response_head: Vec<u8>,
+    client: String,
+    server: String,
 }
 
 impl SqliteStore {
@@ -136,6 +149,7 @@ impl SqliteStore {
             conn,
             path,
             pending: 0,
+            scratch: Scratch::default(),
         })
     }
 
@@ -224,6 +238,11 @@ impl SqliteStore {
     fn insert_flow(&mut self, record: &Record) -> rusqlite::Result<i64> {
         let r = &record.request;
         let response = record.response.as_ref();
+        let s = &mut self.scratch;
+        let request_head = head(&mut s.request_head, &r.headers);
+        let response_head = response.map(|r| head(&mut s.response_head, &r.headers));
+        let client = record.client.map(|a| address(&mut s.client, a));
+        let server = record.server.map(|a| address(&mut s.server, a));
         let row = params![
             micros_since_epoch(record.started_at),
             r.method,
@@ -236,8 +255,8 @@ impl SqliteStore {
             record.error,
             r.version,
             response.map(|r| &r.version),
-            head(&r.headers),
-            response.map(|r| head(&r.headers)),
+            request_head,
+            response_head,
             size(r.body.size),
             response.map(|r| size(r.body.size)),
             r.body.truncated,
@@ -245,8 +264,8 @@ impl SqliteStore {
             record.timings.request_end.map(micros),
             record.timings.response_first_byte.map(micros),
             record.timings.response_end.map(micros),
-            record.client.map(|a| a.to_string()),
-            record.server.map(|a| a.to_string()),
+            client,
+            server,
             record.client_tls,
             record.websocket.is_some(),
             record.tls.sni,
@@ -346,10 +365,11 @@ impl Drop for SqliteStore {
     }
 }
 
-/// A head as stored: `name: value` lines joined by `\n`, text when it is UTF-8, else a
-/// BLOB of the same bytes.
-fn head(headers: &Headers) -> rusqlite::types::Value {
-    let mut out = Vec::new();
+/// A head as stored, made in `out`: `name: value` lines joined by `\n`, text when it
+/// is UTF-8, else a BLOB of the same bytes.
+fn head<'a>(out: &'a mut Vec<u8>, headers: &Headers) -> rusqlite::types::ToSqlOutput<'a> {
+    use rusqlite::types::{ToSqlOutput, ValueRef};
+    out.clear();
     for (i, (name, value)) in headers.iter().enumerate() {
         if i > 0 {
             out.push(b'\n');
@@ -358,10 +378,20 @@ fn head(headers: &Headers) -> rusqlite::types::Value {
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
     }
-    match String::from_utf8(out) {
-        Ok(text) => rusqlite::types::Value::Text(text),
-        Err(e) => rusqlite::types::Value::Blob(e.into_bytes()),
-    }
+    ToSqlOutput::Borrowed(if std::str::from_utf8(out).is_ok() {
+        ValueRef::Text(out)
+    } else {
+        ValueRef::Blob(out)
+    })
+}
+
+/// `addr` as stored (`127.0.0.1:5000`, `[::1]:5000`), made in `out`.
+fn address(out: &mut String, addr: std::net::SocketAddr) -> &str {
+    use std::fmt::Write as _;
+    out.clear();
+    // Writing into a `String` cannot fail.
+    let _ = write!(out, "{addr}");
+    out
 }
 
 fn micros_since_epoch(t: SystemTime) -> i64 {
