@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// Writes records to a HAR 1.2 file, which is a complete HAR document after every
 /// [flush](Sink::flush): the entries written since the last one go over the
 /// document's closing tail, with a new tail after them, in one write (see [the
-/// module](super)); so does a batch that reaches [`BATCH_BYTES`], and what is left when
+/// module](super)); so does a batch that reaches 128 KiB (`BATCH_BYTES`), and what is left when
 /// the writer is dropped. A [`Sink`] for
 /// [`Capture`](crate::capture::Capture). A stream that cannot be written over takes a
 /// [`HarWriter`](super::HarWriter), closed once at the end; both write the same bytes.
