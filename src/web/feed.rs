@@ -379,9 +379,15 @@ impl HttpHandler for Feed {
         };
         let held = std::mem::take(&mut flow.intercept);
         if !held && !self.interceptor.active() {
-            // Nothing can wait: the stored flow gets the response's head (its body
-            // comes when the flow finishes), the request kept as it was stored.
-            if let Some(response) = flow.response.as_ref() {
+            // Nothing can wait. A body held whole is all read already and goes out now:
+            // the flow's end, right after, brings the response to the store with it.
+            // A streaming one's head is shown now (its body comes when the flow
+            // finishes), the request kept as it was stored.
+            if let Some(response) = flow
+                .response
+                .as_ref()
+                .filter(|r| matches!(r.body, Body::Streaming))
+            {
                 let head = recorded_response(response, RecordedBody::default());
                 self.store
                     .modify(id, |record, _| record.response = Some(head));
