@@ -24,8 +24,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
-use crate::conn::{connection, ConnFacts};
-use crate::flow::{PyFlow, PyMessage};
+use crate::conn::{ConnFacts, ProtocolObjects, PyConnection};
+use crate::flow::{Fresh, PyFlow, PyMessage};
 use crate::hook::{ignore, Hook};
 use crate::middleware::Shared;
 
@@ -163,16 +163,17 @@ impl PyHandlers {
             .insert(id, Arc::clone(view));
     }
 
-    /// The view of `flow` (GIL held, on this thread): the one made at an earlier hook,
-    /// brought up to date, or a new one.
-    fn flow_object(&self, py: Python<'_>, conn: &Connection, flow: &HttpFlow) -> PyResult<View> {
-        if let Some(known) = Self::known_view(conn, flow, false) {
-            return Ok(known);
-        }
-        let c = connection(py, conn, self.shared.protocols.as_ref())?.unbind();
-        let view = Arc::new(Py::new(py, PyFlow::from_fresh(py, c, PyFlow::fresh(flow)))?);
-        Self::keep_view(conn, flow.id, &view);
-        Ok(view)
+    /// A new view of a flow, from what was taken of it and of its connection (GIL held),
+    /// and what the connection's state is to keep of its Python `Connection`.
+    fn new_view(
+        py: Python<'_>,
+        facts: ConnFacts,
+        fresh: Fresh,
+        protocols: &dyn ProtocolObjects,
+    ) -> PyResult<(View, Option<PyConnection>)> {
+        let (c, keep) = facts.object(py, protocols)?;
+        let view = Py::new(py, PyFlow::from_fresh(py, c.unbind(), fresh))?;
+        Ok((Arc::new(view), keep))
     }
 
     /// Calls `hook` with the view of `flow`: `view` if made already, else the one made at
@@ -202,9 +203,8 @@ impl PyHandlers {
                     let (object, made) = match make {
                         Err(known) => (known, None),
                         Ok((facts, fresh)) => {
-                            let (c, keep) = facts.object(py, shared.protocols.as_ref())?;
-                            let flow = Py::new(py, PyFlow::from_fresh(py, c.unbind(), fresh))?;
-                            let view = Arc::new(flow);
+                            let (view, keep) =
+                                Self::new_view(py, facts, fresh, shared.protocols.as_ref())?;
                             (Arc::clone(&view), Some((view, keep)))
                         }
                     };
@@ -403,13 +403,18 @@ impl HttpHandler for PyHandlers {
             }
             return;
         }
-        let object = match view {
+        let object = match view.or_else(|| Self::known_view(conn, flow, true)) {
             Some(o) => Ok(o),
-            None => crate::rt::attach_result(|py| {
-                let o = self.flow_object(py, conn, flow)?;
-                drop(Self::forget(conn, flow.id));
-                Ok(o)
-            }),
+            None => {
+                let (facts, fresh) = (ConnFacts::of(conn), PyFlow::fresh(flow));
+                crate::rt::attach_result(|py| {
+                    Self::new_view(py, facts, fresh, self.shared.protocols.as_ref())
+                })
+                .map(|(o, keep)| {
+                    ConnFacts::keep(conn, keep);
+                    o
+                })
+            }
         };
         match object {
             Ok(o) => drop(conn.state().insert(PyWebSocket(o))),
