@@ -701,6 +701,49 @@ mod tests {
         assert_eq!(record.response.unwrap().status, 204);
     }
 
+    #[test]
+    fn the_body_limit_follows_the_intercept_filter() {
+        let interceptor = Arc::new(Interceptor::default());
+        let feed = Feed::new(Arc::new(MemoryStore::default()), interceptor.clone(), 100);
+        assert_eq!(feed.body_limit(), 0, "bodies stream with no filter");
+        interceptor.set_filter(Some(Filter::parse("~u x").unwrap()));
+        assert_eq!(feed.body_limit(), 100);
+        interceptor.set_filter(None);
+        assert_eq!(feed.body_limit(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_streaming_response_shows_at_once_and_a_held_one_at_the_end() {
+        use super::super::store::FlowSource;
+        let store = Arc::new(MemoryStore::default());
+        let feed = Feed::new(store.clone(), Arc::new(Interceptor::default()), 1024);
+        let conn = Connection::new(1, crate::core::Host::default());
+        for (id, streaming) in [(1, true), (2, false)] {
+            let request = Request::new("GET", "http://a.localhost/").unwrap();
+            let mut flow = HttpFlow::new(id, request);
+            let _ = feed.request(&conn, &mut flow).await;
+            let (record, state) = store.get(id).unwrap();
+            assert!(
+                record.response.is_none() && state.pending,
+                "the request shows"
+            );
+            let mut response = Response::new(201);
+            response.body = if streaming {
+                Body::Streaming
+            } else {
+                Body::Full(Bytes::from_static(b"hi"))
+            };
+            flow.response = Some(response);
+            let _ = feed.response(&conn, &mut flow).await;
+            let shown = store.get(id).unwrap().0.response.as_ref().map(|r| r.status);
+            assert_eq!(shown, streaming.then_some(201));
+            feed.flow_finished(&conn, &flow).await;
+            let (record, state) = store.get(id).unwrap();
+            assert_eq!(record.response.as_ref().map(|r| r.status), Some(201));
+            assert!(!state.pending);
+        }
+    }
+
     /// What the feed costs a flow of the bench's `http-ka` load (a GET, a 1 KiB
     /// response held whole) with no page open, into a store kept full: its three hooks
     /// and the store. Speed, not behaviour: run by hand, in release,
