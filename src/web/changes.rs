@@ -8,6 +8,7 @@
 //! A ring of changes shared by all (a broadcast channel) costs a cold write per change
 //! instead, three times per flow.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -19,6 +20,9 @@ pub const MAX_PENDING: usize = 64 * 1024;
 #[derive(Debug, Default)]
 pub struct ChangeHub {
     subscribers: Mutex<Vec<Arc<Subscription>>>,
+    /// How many `subscribers` holds: with none (no page open), a change costs one
+    /// load, not the lock.
+    count: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -65,7 +69,13 @@ impl ChangeHub {
     /// Tells every subscriber `change` (through `apply`), waking those that had
     /// nothing pending; forgets those gone.
     fn tell(&self, apply: impl Fn(&mut Batch)) {
-        self.subscribers().retain(|sub| {
+        // A subscriber counted before it lists the store sees this change either way:
+        // in its list (the store was changed before this), or here.
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut subscribers = self.subscribers();
+        subscribers.retain(|sub| {
             if Arc::strong_count(sub) == 1 {
                 return false;
             }
@@ -78,6 +88,7 @@ impl ChangeHub {
             }
             true
         });
+        self.count.store(subscribers.len(), Ordering::SeqCst);
     }
 
     /// The flow `id` was added or changed.
@@ -106,7 +117,10 @@ impl ChangeHub {
     /// A new subscriber, told of the changes from now on.
     pub fn subscribe(&self) -> Changes {
         let sub = Arc::new(Subscription::default());
-        self.subscribers().push(sub.clone());
+        let mut subscribers = self.subscribers();
+        subscribers.push(sub.clone());
+        self.count.store(subscribers.len(), Ordering::SeqCst);
+        drop(subscribers);
         Changes { sub: Some(sub) }
     }
 }
