@@ -107,8 +107,8 @@ impl SqliteStore {
     }
 
     /// Continues the database at `path`, one this crate made: new flows go after those
-    /// it holds. An older schema is upgraded first ([`migrate`](super::migrate)): a database of
-    /// version 1 becomes one of version 2, its flows kept as they are (see
+    /// it holds. An older schema is upgraded first ([`migrate`](super::migrate)) to
+    /// [`SCHEMA_VERSION`](super::SCHEMA_VERSION), its flows kept as they are (see
     /// [`migrate`](super::migrate#versions)).
     ///
     /// # Errors
