@@ -147,7 +147,7 @@ impl Capture {
 
     /// Hands `record` to the writer, or drops (and counts) it when the queue is full.
     pub fn push(&self, record: Record) {
-        self.writer.push(record);
+        self.writer.push(Box::new(record));
     }
 
     /// Stops taking flows, waits until the writer has written what is queued, and
@@ -170,7 +170,7 @@ impl Drop for Capture {
 /// WebSocket flows waiting for their connection to end, per capture (by address: a
 /// server may have several).
 #[derive(Default)]
-struct Sockets(std::collections::HashMap<usize, Record>);
+struct Sockets(std::collections::HashMap<usize, Box<Record>>);
 
 impl Capture {
     /// This capture's key in a connection's [`Sockets`].
@@ -179,12 +179,24 @@ impl Capture {
     }
 
     /// Queues `record`, annotated, if the filter keeps it.
-    fn keep(&self, mut record: Record) {
+    fn keep(&self, mut record: Box<Record>) {
         if let Some(annotations) = &self.annotations {
             record.annotations = annotations.clone();
         }
-        if self.filter.as_ref().is_none_or(|f| f.matches(&record)) {
-            self.push(record);
+        if self.filter.as_ref().is_none_or(|f| f.matches(&*record)) {
+            self.writer.push(record);
+        }
+    }
+
+    /// The record of `flow`, made in one the writer gave back when there is one
+    /// ([`Record::remake`]).
+    fn record(&self, conn: &Connection, flow: &HttpFlow) -> Box<Record> {
+        match self.writer.spare() {
+            Some(mut record) => {
+                record.remake(conn, flow, self.body_limit);
+                record
+            }
+            None => Box::new(Record::from_flow(conn, flow, self.body_limit)),
         }
     }
 }
@@ -192,7 +204,7 @@ impl Capture {
 #[async_trait]
 impl HttpHandler for Capture {
     async fn flow_finished(&self, conn: &Connection, flow: &HttpFlow) {
-        let record = Record::from_flow(conn, flow, self.body_limit);
+        let record = self.record(conn, flow);
         if record.websocket.is_some() {
             // Its messages come after: it is kept when the connection ends.
             let mut state = conn.state();

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::core::{Connection, ServerFacts, SocketFacts, TlsFacts};
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Version};
@@ -254,6 +254,31 @@ impl Record {
     /// The record of `flow`, finished on `conn`, keeping at most `body_limit` bytes of
     /// each body.
     pub fn from_flow(conn: &Connection, flow: &HttpFlow, body_limit: usize) -> Self {
+        Self::from_flow_in(conn, flow, body_limit, &mut Spare::default())
+    }
+
+    /// Makes this record (one written, given back to be dropped) the record of `flow`,
+    /// as [`from_flow`](Self::from_flow) makes it: its bodies' buffers, when nothing
+    /// else holds them, take the bodies of `flow` (no allocation, and no free, for
+    /// them: the large ones, a kilobyte and more, cost glibc the most); the rest of it
+    /// is dropped here.
+    pub(crate) fn remake(&mut self, conn: &Connection, flow: &HttpFlow, body_limit: usize) {
+        let mut spare = Spare::default();
+        spare.take(&mut self.request.body.data);
+        if let Some(response) = self.response.as_mut() {
+            spare.take(&mut response.body.data);
+        }
+        *self = Self::from_flow_in(conn, flow, body_limit, &mut spare);
+    }
+
+    /// [`from_flow`](Self::from_flow), its bodies copied into `spare` buffers where
+    /// they fit.
+    fn from_flow_in(
+        conn: &Connection,
+        flow: &HttpFlow,
+        body_limit: usize,
+        spare: &mut Spare,
+    ) -> Self {
         let mut record = Record {
             started_at: flow.timings.started_at,
             client: conn.client.addr,
@@ -278,7 +303,7 @@ impl Record {
         };
         // The bodies, the response, the timings and the error: as for a record made
         // before the flow finished.
-        record.finish(flow, Ending::of(flow, body_limit));
+        record.finish(flow, Ending::made(flow, body_limit, spare));
         record
     }
 
@@ -328,6 +353,11 @@ impl Ending {
     /// What `flow`, finished, adds to its record, keeping at most `body_limit` bytes of
     /// each body.
     pub(crate) fn of(flow: &HttpFlow, body_limit: usize) -> Self {
+        Self::made(flow, body_limit, &mut Spare::default())
+    }
+
+    /// [`of`](Self::of), the bodies copied into `spare` buffers where they fit.
+    fn made(flow: &HttpFlow, body_limit: usize, spare: &mut Spare) -> Self {
         let since = |t: Option<std::time::Instant>| {
             t.map(|t| t.saturating_duration_since(flow.timings.start))
         };
@@ -337,6 +367,7 @@ impl Ending {
                 &flow.request_body_prefix,
                 flow.request_body_size,
                 body_limit,
+                spare,
             ),
             // A request that could not be delivered has its error and no response
             // (the page the proxy made for it is not the origin's answer).
@@ -350,6 +381,7 @@ impl Ending {
                         &flow.response_body_prefix,
                         flow.response_body_size,
                         body_limit,
+                        spare,
                     )
                 }),
             timings: RecordedTimings {
@@ -436,8 +468,15 @@ pub(crate) fn spelled_version(version: &str) -> String {
 }
 
 /// A body as the flow holds it: whole, or streamed past (`size` bytes, of which the
-/// proxy kept `prefix` for `flow_finished`); either cut to `limit`.
-fn recorded_body(body: &Body, prefix: &Bytes, size: u64, limit: usize) -> RecordedBody {
+/// proxy kept `prefix` for `flow_finished`); either cut to `limit`, copied (into a
+/// `spare` buffer, when one is large enough).
+fn recorded_body(
+    body: &Body,
+    prefix: &Bytes,
+    size: u64,
+    limit: usize,
+    spare: &mut Spare,
+) -> RecordedBody {
     match body {
         Body::Empty => RecordedBody::default(),
         // Copied: the bytes may share a larger buffer (a connection's read buffer),
@@ -445,15 +484,51 @@ fn recorded_body(body: &Body, prefix: &Bytes, size: u64, limit: usize) -> Record
         Body::Full(data) => RecordedBody {
             size: size.max(data.len() as u64),
             truncated: data.len() > limit,
-            data: Bytes::copy_from_slice(&data[..data.len().min(limit)]),
+            data: spare.copy(&data[..data.len().min(limit)]),
         },
         Body::Streaming => {
-            let data = Bytes::copy_from_slice(&prefix[..prefix.len().min(limit)]);
+            let data = spare.copy(&prefix[..prefix.len().min(limit)]);
             RecordedBody {
                 size: size.max(data.len() as u64),
                 truncated: size > data.len() as u64,
                 data,
             }
+        }
+    }
+}
+
+/// The buffers of a record's bodies, taken for the bodies of the next record
+/// ([`Record::remake`]).
+#[derive(Default)]
+struct Spare(Vec<BytesMut>);
+
+impl Spare {
+    /// Takes the buffer of `data`, when nothing else holds it (`data` is left empty
+    /// either way).
+    fn take(&mut self, data: &mut Bytes) {
+        if let Ok(buffer) = std::mem::take(data).try_into_mut() {
+            if buffer.capacity() > 0 {
+                self.0.push(buffer);
+            }
+        }
+    }
+
+    /// `data`, copied into a spare buffer large enough (and not more than twice as
+    /// large: a record's weight counts the bytes it holds, not its buffers), or into
+    /// a new one.
+    fn copy(&mut self, data: &[u8]) -> Bytes {
+        if data.is_empty() {
+            return Bytes::new();
+        }
+        let fits = |b: &BytesMut| (data.len()..=2 * data.len()).contains(&b.capacity());
+        match self.0.iter().position(fits) {
+            Some(i) => {
+                let mut buffer = self.0.swap_remove(i);
+                buffer.clear();
+                buffer.extend_from_slice(data);
+                buffer.freeze()
+            }
+            None => Bytes::copy_from_slice(data),
         }
     }
 }
@@ -515,31 +590,92 @@ mod tests {
     #[test]
     fn bodies_are_kept_up_to_the_limit_and_marked_when_cut() {
         let none = Bytes::new();
-        let whole = recorded_body(&Body::Full(Bytes::from_static(b"hello")), &none, 5, 16);
+        let whole = recorded_body(
+            &Body::Full(Bytes::from_static(b"hello")),
+            &none,
+            5,
+            16,
+            &mut Spare::default(),
+        );
         assert_eq!(
             (&whole.data[..], whole.size, whole.truncated),
             (&b"hello"[..], 5, false)
         );
-        let cut = recorded_body(&Body::Full(Bytes::from_static(b"hello")), &none, 5, 2);
+        let cut = recorded_body(
+            &Body::Full(Bytes::from_static(b"hello")),
+            &none,
+            5,
+            2,
+            &mut Spare::default(),
+        );
         assert_eq!(
             (&cut.data[..], cut.size, cut.truncated),
             (&b"he"[..], 5, true)
         );
         let start = Bytes::from(vec![7u8; 32]);
-        let streamed = recorded_body(&Body::Streaming, &start, 1 << 30, 16);
+        let streamed = recorded_body(&Body::Streaming, &start, 1 << 30, 16, &mut Spare::default());
         assert_eq!(
             (&streamed.data[..], streamed.size, streamed.truncated),
             (&[7u8; 16][..], 1 << 30, true)
         );
-        let small = recorded_body(&Body::Streaming, &start.slice(..5), 5, 16);
+        let small = recorded_body(
+            &Body::Streaming,
+            &start.slice(..5),
+            5,
+            16,
+            &mut Spare::default(),
+        );
         assert_eq!(
             (&small.data[..], small.size, small.truncated),
             (&[7u8; 5][..], 5, false)
         );
         assert_eq!(
-            recorded_body(&Body::Empty, &none, 0, 16),
+            recorded_body(&Body::Empty, &none, 0, 16, &mut Spare::default()),
             RecordedBody::default()
         );
+    }
+
+    #[test]
+    fn a_record_remade_is_the_record_of_its_new_flow_in_the_old_ones_buffers() {
+        let conn = Connection::new(1, Host::default());
+        let with = |path: &str, request: &'static [u8], response: &'static [u8]| {
+            let mut f = flow(path);
+            f.request.body = Body::Full(Bytes::from_static(request));
+            let mut r = Response::new(200);
+            r.body = Body::Full(Bytes::from_static(response));
+            f.response = Some(r);
+            f
+        };
+        let first = with(
+            "/first",
+            b"a request body",
+            b"a response body of some length",
+        );
+        let second = with("/second", b"another body", b"a response, shorter");
+        let mut record = Record::from_flow(&conn, &first, 1024);
+        let buffer = record.response.as_ref().unwrap().body.data.as_ptr();
+        record.remake(&conn, &second, 1024);
+        assert_eq!(record, Record::from_flow(&conn, &second, 1024));
+        // The response body went into the first record's response buffer (the request
+        // body is too short for it, and not more than twice shorter than the request's).
+        assert_eq!(record.response.as_ref().unwrap().body.data.as_ptr(), buffer);
+
+        // A buffer held elsewhere is not taken; nor is one more than twice too large; a
+        // flow without a response or bodies is made all the same.
+        let held = record.response.as_ref().unwrap().body.data.clone();
+        let mut bare = flow("/bare");
+        bare.error = Some(std::sync::Arc::new(crate::Error::ClientTimeout));
+        record.remake(&conn, &bare, 1024);
+        assert_eq!(record, Record::from_flow(&conn, &bare, 1024));
+        assert_eq!(&held[..], b"a response, shorter");
+        let mut record = Record::from_flow(&conn, &first, 1024);
+        let tiny = with("/tiny", b"", b"ok");
+        record.remake(&conn, &tiny, 1024);
+        assert_eq!(record, Record::from_flow(&conn, &tiny, 1024));
+        // Cut to the limit, in a buffer given back.
+        let mut record = Record::from_flow(&conn, &first, 1024);
+        record.remake(&conn, &second, 4);
+        assert_eq!(record, Record::from_flow(&conn, &second, 4));
     }
 
     #[test]

@@ -43,24 +43,37 @@ const RETURNED: usize = 64;
 /// queue of an idle proxy stays small (at most [`RETURNED`] of these).
 const RETURNED_WEIGHT: usize = 16 * 1024;
 
-/// How many returned records one [`Writer::push`] drops: more than one, so that the
-/// return queue empties faster than it fills.
+/// How many returned records one [`Writer::push`] drops, beside the one the record
+/// pushed was made in ([`Writer::spare`]): the return queue empties faster than it
+/// fills.
 const DROPPED_PER_PUSH: usize = 2;
 
 /// The proxy's end of the queues to and from the writer thread.
 struct Ends {
     /// Records to write.
-    tx: SyncSender<Record>,
-    /// Records written, to be dropped here (see [`RETURNED`]).
-    returned: Receiver<Record>,
+    tx: SyncSender<Queued>,
+    /// Records written, to be dropped here (see [`RETURNED`]), their boxes to carry
+    /// the next records.
+    returned: Receiver<Box<Record>>,
+}
+
+/// A record on its way to the writer: boxed, so that the queues move a pointer rather
+/// than the record (a kilobyte, copied from core to core at each move), with its
+/// [`Record::weight`], measured once.
+struct Queued {
+    record: Box<Record>,
+    weight: usize,
 }
 
 /// A writer thread and the queue to it: what a [`Capture`](super::Capture) hands its
 /// records to.
 ///
 /// Records are made on the proxy's threads, and dropped there too: the writer sends
-/// each one it is done with back ([`RETURNED`]), and each [`push`](Self::push) drops a
-/// few. A record is a dozen allocations (its strings, heads and bodies); freed on the
+/// each one it is done with back ([`RETURNED`]): the next record is made in one
+/// ([`spare`](Self::spare), [`Record::remake`]: its box and its bodies' buffers used
+/// again), and each [`push`](Self::push) drops a few. Records go through the queues
+/// boxed: a pointer moved, where the record is a kilobyte copied from core to core.
+/// A record is a dozen allocations (its strings, heads and bodies); freed on the
 /// writer thread, they overflowed its allocator cache into the arenas of the proxy's
 /// threads (a lock each) while those threads, whose caches then stayed empty, took
 /// every new record's memory from their arenas the slow way.
@@ -75,8 +88,8 @@ impl Writer {
     /// Starts the thread writing to `sinks`, with room for `queue` records of
     /// `queue_bytes` bytes in all.
     pub(crate) fn start(sinks: Vec<Box<dyn Sink>>, queue: usize, queue_bytes: usize) -> Self {
-        let (tx, rx) = sync_channel::<Record>(queue);
-        let (give_back, returned) = sync_channel::<Record>(RETURNED);
+        let (tx, rx) = sync_channel::<Queued>(queue);
+        let (give_back, returned) = sync_channel::<Box<Record>>(RETURNED);
         let stats = Arc::new(Stats::default());
         let thread_stats = stats.clone();
         // A thread that cannot be started drops `rx`: records pushed are then dropped
@@ -115,17 +128,25 @@ impl Writer {
         self.stats.dropped.load(Ordering::Relaxed)
     }
 
+    /// A record written and given back, for the next record to be made in
+    /// ([`Record::remake`]): its box and its bodies' buffers are used again.
+    pub(crate) fn spare(&self) -> Option<Box<Record>> {
+        let ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
+        ends.as_ref()?.returned.try_recv().ok()
+    }
+
     /// Hands `record` to the thread, or drops (and counts) it when the queue is full.
-    pub(crate) fn push(&self, record: Record) {
+    pub(crate) fn push(&self, record: Box<Record>) {
+        let weight = record.weight();
         // Records the writer is done with, dropped once the lock is let go.
-        let mut done: [Option<Record>; DROPPED_PER_PUSH] = Default::default();
-        self.send(record, &mut done);
+        let mut done: [Option<Box<Record>>; DROPPED_PER_PUSH] = Default::default();
+        self.send(record, weight, &mut done);
         drop(done);
     }
 
     /// [`push`](Self::push) under the lock: `record` sent, and up to `done.len()`
     /// written records taken back into `done`.
-    fn send(&self, record: Record, done: &mut [Option<Record>]) {
+    fn send(&self, record: Box<Record>, weight: usize, done: &mut [Option<Box<Record>>]) {
         let ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
         let Some(Ends { tx, returned }) = ends.as_ref() else {
             return;
@@ -136,20 +157,22 @@ impl Writer {
             };
             *slot = Some(record);
         }
-        let weight = record.weight();
         let queued = &self.stats.queued_bytes;
         let before = queued.fetch_add(weight, Ordering::Relaxed);
         let sent = if before > 0 && before + weight > self.queue_bytes {
-            Err(TrySendError::Full(record))
+            Err(TrySendError::Full(()))
         } else {
-            tx.try_send(record)
+            tx.try_send(Queued { record, weight }).map_err(|e| match e {
+                TrySendError::Full(_) => TrySendError::Full(()),
+                TrySendError::Disconnected(_) => TrySendError::Disconnected(()),
+            })
         };
         if sent.is_err() {
             queued.fetch_sub(weight, Ordering::Relaxed);
         }
         match sent {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(())) => {
                 let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 // Said at once, then every 1000th, so a flood does not flood the log.
                 if dropped == 1 || dropped.is_multiple_of(1000) {
@@ -159,7 +182,7 @@ impl Writer {
                     );
                 }
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Disconnected(())) => {}
         }
     }
 
@@ -228,17 +251,17 @@ const NAP: Duration = Duration::from_millis(5);
 /// Each record written goes back on `give_back`, to be dropped by the proxy's threads
 /// (see [`RETURNED`]), unless it is large or that queue is full.
 fn write_all(
-    rx: Receiver<Record>,
+    rx: Receiver<Queued>,
     mut sinks: Vec<Box<dyn Sink>>,
     stats: &Stats,
-    give_back: &SyncSender<Record>,
+    give_back: &SyncSender<Box<Record>>,
 ) {
     use std::sync::mpsc::TryRecvError;
     // Flows written since the last flush, and when they must be flushed.
     let mut pending = 0;
     let mut due: Option<std::time::Instant> = None;
     loop {
-        let record = match rx.try_recv() {
+        let Queued { record, weight } = match rx.try_recv() {
             Ok(r) => r,
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => match due {
@@ -265,7 +288,6 @@ fn write_all(
                 tracing::warn!(error = %e, "capture: a flow could not be saved");
             }
         }
-        let weight = record.weight();
         stats.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
         if weight <= RETURNED_WEIGHT {
             // Full, or the capture finished: dropped here.
@@ -357,7 +379,11 @@ mod tests {
         let conn = Connection::new(1, Host::default());
         // The writer takes the first and blocks on it; two wait; the rest are dropped.
         for i in 0..10 {
-            writer.push(Record::from_flow(&conn, &flow(&format!("/{i}")), 1024));
+            writer.push(Box::new(Record::from_flow(
+                &conn,
+                &flow(&format!("/{i}")),
+                1024,
+            )));
         }
         assert!(writer.dropped() >= 7, "dropped {}", writer.dropped());
         open();
@@ -385,9 +411,9 @@ mod tests {
         };
         // A flow counts until it is written (the writer holds the first at the gate):
         // a small one and two of 4 KB fit in 10 KB, a third does not.
-        writer.push(Record::from_flow(&conn, &flow("/0"), 1 << 20));
+        writer.push(Box::new(Record::from_flow(&conn, &flow("/0"), 1 << 20)));
         for i in 1..=3 {
-            writer.push(big(i));
+            writer.push(Box::new(big(i)));
         }
         assert_eq!(writer.dropped(), 1);
         open();
@@ -398,8 +424,8 @@ mod tests {
         // One larger than the whole budget goes when nothing else waits (and counts
         // until it is written: the writer holds it at a closed gate again).
         let (writer, _, open) = gated(DEFAULT_QUEUE, 10_000);
-        writer.push(huge(4));
-        writer.push(big(5));
+        writer.push(Box::new(huge(4)));
+        writer.push(Box::new(big(5)));
         assert_eq!(writer.dropped(), 1);
         open();
         assert_eq!(writer.finish(), (1, 1));

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::types::Value;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Row;
 
 use crate::capture::{Record, RecordedFacts};
@@ -66,59 +66,113 @@ pub(super) fn select(version: u32) -> String {
     }
 }
 
-fn micros(t: Option<SystemTime>) -> Value {
-    t.map_or(Value::Null, |t| {
+fn micros(t: Option<SystemTime>) -> ToSqlOutput<'static> {
+    t.map_or(NULL, |t| {
         let us = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
-        Value::Integer(i64::try_from(us).unwrap_or(i64::MAX))
+        ToSqlOutput::Borrowed(ValueRef::Integer(i64::try_from(us).unwrap_or(i64::MAX)))
     })
 }
 
-fn text(s: Option<&str>) -> Value {
-    s.map_or(Value::Null, |s| Value::Text(s.to_owned()))
+/// SQL's `NULL`, as a value to bind.
+const NULL: ToSqlOutput<'static> = ToSqlOutput::Borrowed(ValueRef::Null);
+
+/// `s`, borrowed, or `NULL`.
+fn text(s: Option<&str>) -> ToSqlOutput<'_> {
+    s.map_or(NULL, |s| {
+        ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+    })
 }
 
-/// A list of ALPN ids as a JSON array (an id may hold any byte but NUL); `NULL` when
-/// there is none.
-fn offers(tls: &TlsFacts) -> Value {
-    if tls.alpn_offers.is_empty() {
-        return Value::Null;
+fn integer(n: Option<i64>) -> ToSqlOutput<'static> {
+    n.map_or(NULL, |n| ToSqlOutput::Borrowed(ValueRef::Integer(n)))
+}
+
+/// A list of ALPN ids as a JSON array (an id may hold any byte but NUL), made in
+/// `out`; `NULL` when there is none.
+fn offers<'a>(out: &'a mut Vec<u8>, tls: &TlsFacts) -> ToSqlOutput<'a> {
+    out.clear();
+    if tls.alpn_offers.is_empty() || serde_json::to_writer(&mut *out, &tls.alpn_offers).is_err() {
+        return NULL;
     }
-    serde_json::to_string(&tls.alpn_offers).map_or(Value::Null, Value::Text)
+    // JSON is UTF-8.
+    ToSqlOutput::Borrowed(ValueRef::Text(out))
 }
 
-/// A certificate chain as PEM blocks, its own certificate first; `NULL` without one.
-fn chain(tls: &TlsFacts) -> Value {
+/// A certificate chain as PEM blocks, its own certificate first, made in `out`;
+/// `NULL` without one.
+fn chain<'a>(out: &'a mut String, tls: &TlsFacts) -> ToSqlOutput<'a> {
     use base64::Engine as _;
+    out.clear();
     if tls.certificates.is_empty() {
-        return Value::Null;
+        return NULL;
     }
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut pem = String::new();
+    let mut encoded = String::new();
     for der in &tls.certificates {
-        pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        let encoded = b64.encode(der);
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        encoded.clear();
+        b64.encode_string(der, &mut encoded);
         for line in encoded.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-            pem.push('\n');
+            out.push_str(std::str::from_utf8(line).unwrap_or_default());
+            out.push('\n');
         }
-        pem.push_str("-----END CERTIFICATE-----\n");
+        out.push_str("-----END CERTIFICATE-----\n");
     }
-    Value::Text(pem)
+    text(Some(out))
 }
 
-/// The values of [`COLUMNS`] for `record`.
-pub(super) fn values(record: &Record) -> [Value; COUNT] {
+/// An address as stored (`127.0.0.1:5000`, `[::1]:5000`), kept from row to row: the
+/// flows of a connection, one after another, share their addresses, which are then
+/// not formatted again.
+#[derive(Debug, Default)]
+pub(super) struct Address {
+    addr: Option<std::net::SocketAddr>,
+    text: String,
+}
+
+impl Address {
+    /// `addr` as stored; `NULL` without one.
+    pub(super) fn text(&mut self, addr: Option<std::net::SocketAddr>) -> ToSqlOutput<'_> {
+        use std::fmt::Write as _;
+        let Some(addr) = addr else {
+            return NULL;
+        };
+        if self.addr != Some(addr) {
+            self.text.clear();
+            // Writing into a `String` cannot fail.
+            let _ = write!(self.text, "{addr}");
+            self.addr = Some(addr);
+        }
+        text(Some(&self.text))
+    }
+}
+
+/// Where the text of the facts' values is made, kept from row to row: no allocation
+/// per flow once they have grown.
+#[derive(Debug, Default)]
+pub(super) struct Scratch {
+    client_local: Address,
+    server_local: Address,
+    client_offers: Vec<u8>,
+    server_offers: Vec<u8>,
+    chain: String,
+}
+
+/// The values of [`COLUMNS`] for `record`, their text borrowed from it or made in
+/// `scratch`.
+pub(super) fn values<'a>(record: &'a Record, scratch: &'a mut Scratch) -> [ToSqlOutput<'a>; COUNT] {
     let f = &record.facts;
     let (client, server) = (&f.client, &f.server.socket);
     let tls = &f.server.tls;
     let close = f.websocket_close.as_ref();
+    let nonempty = |s: &'a String| Some(s.as_str()).filter(|s| !s.is_empty());
     [
-        text(client.local.map(|a| a.to_string()).as_deref()),
+        scratch.client_local.text(client.local),
         micros(client.started),
         micros(client.tls_setup),
         text(record.tls.cipher.as_deref()),
-        offers(&record.tls),
-        text(server.local.map(|a| a.to_string()).as_deref()),
+        offers(&mut scratch.client_offers, &record.tls),
+        scratch.server_local.text(server.local),
         micros(server.started),
         micros(server.tcp_setup),
         micros(server.tls_setup),
@@ -126,22 +180,14 @@ pub(super) fn values(record: &Record) -> [Value; COUNT] {
         text(tls.alpn.as_deref()),
         text(tls.version.as_deref()),
         text(tls.cipher.as_deref()),
-        offers(tls),
-        chain(tls),
-        close.map_or(Value::Null, |c| Value::Integer(c.code.into())),
+        offers(&mut scratch.server_offers, tls),
+        chain(&mut scratch.chain, tls),
+        integer(close.map(|c| c.code.into())),
         text(close.map(|c| c.reason.as_str())),
-        close.map_or(Value::Null, |c| Value::Integer(c.by_client.into())),
+        integer(close.map(|c| c.by_client.into())),
         micros(close.map(|c| c.at)),
-        text(
-            Some(&record.annotations.marked)
-                .filter(|m| !m.is_empty())
-                .map(String::as_str),
-        ),
-        text(
-            Some(&record.annotations.comment)
-                .filter(|c| !c.is_empty())
-                .map(String::as_str),
-        ),
+        text(nonempty(&record.annotations.marked)),
+        text(nonempty(&record.annotations.comment)),
         text(record.annotations.is_replay.as_deref()),
     ]
 }

@@ -54,7 +54,9 @@
 //! [`Record`](super::Record) whose `websocket` is `Some`) has `websocket = 1` and its
 //! messages in `messages`, none when it had none; its row, bodies and messages go in the
 //! same transaction, and a flow whose bodies or messages fail to go in is taken out
-//! again, so a flow is saved whole or not at all. The last flows of a host, say:
+//! again, so a flow is saved whole or not at all. The last flows of a host, say (the
+//! flows walked newest first, by the index on `started_at`, until 50 match; the only
+//! other index is the tables' primary keys, so that saving a flow stays cheap):
 //!
 //! ```sql
 //! SELECT id, method, path, status FROM flows

@@ -15,11 +15,11 @@ use super::store_err;
 use crate::error::{Error, Result};
 
 /// The schema version this crate writes, kept in the database's `PRAGMA user_version`.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The steps of [`migrate`]: `MIGRATIONS[v]` takes a database from version `v` to
 /// `v + 1`. Version 0 is a new, empty database.
-const MIGRATIONS: &[&str] = &[V1, V2, super::facts::V3];
+const MIGRATIONS: &[&str] = &[V1, V2, super::facts::V3, V4];
 
 /// Version 1: the first schema, as released (a file of version 1 has exactly this).
 pub(super) const V1: &str = "
@@ -79,6 +79,18 @@ CREATE TABLE messages (
 );
 ";
 
+/// Version 4: the indexes no query of this crate uses go. `flows_host`,
+/// `flows_status` and `flows_method` cost every flow saved an insert into a B-tree of
+/// its own (a quarter of SQLite's work per flow), and no reader takes them: flows are
+/// read by id (`NOT INDEXED`), and filters are checked on the rows walked.
+/// `flows_started_at` stays: `count(*)` reads it (the smallest B-tree of the table),
+/// and it orders flows by time for queries people write. No row is touched.
+const V4: &str = "
+DROP INDEX IF EXISTS flows_host;
+DROP INDEX IF EXISTS flows_status;
+DROP INDEX IF EXISTS flows_method;
+";
+
 /// Upgrades the database at `path` to [`SCHEMA_VERSION`], one version at a time, each
 /// step in a transaction of its own; returns the version it had. A new, empty database
 /// (version 0) gets the whole schema.
@@ -99,10 +111,16 @@ CREATE TABLE messages (
 ///   rewritten or removed (the column's default is constant, so the step takes no
 ///   longer at a million flows): the flows of version 1 read back as before, as flows
 ///   that are not WebSocket flows and whose TLS facts are unknown.
+/// - Version 2 to 3: the connection-fact columns (`client_local` on), `NULL` in older
+///   flows; no row is rewritten.
+/// - Version 3 to 4: `DROP INDEX` of `flows_host`, `flows_status` and `flows_method`,
+///   which no query of this crate used; every flow is kept as it is. A query by host,
+///   status or method walks the flows (newest first by `id`, or by `started_at` with
+///   the index kept on it) instead.
 ///
 /// [`SqliteStore::open`](super::SqliteStore::open), to append to a database, upgrades
-/// it first: a version-1 file is migrated to version 2, after which a mitm that knows
-/// only version 1 refuses it as newer. [`read_sqlite`](super::read_sqlite) and
+/// it first: a file of an older version is migrated to this one, after which a mitm
+/// that knows only the older version refuses it as newer. [`read_sqlite`](super::read_sqlite) and
 /// [`SqliteReader`](super::SqliteReader) read a version-1 file as it is, changing
 /// nothing; this upgrades one without a store to append to it.
 ///
@@ -194,9 +212,9 @@ pub(super) fn readable_version(conn: &Connection, path: &Path) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::sqlite::tests::{version_1, websocket};
+    use crate::capture::sqlite::tests::{record, version_1, websocket};
     use crate::capture::sqlite::{read_sqlite, SqliteReader, SqliteStore};
-    use crate::capture::Sink;
+    use crate::capture::{Record, Sink};
 
     #[test]
     fn migrate_brings_an_empty_database_to_the_current_version() {
@@ -291,6 +309,154 @@ mod tests {
         store.write(&websocket(1)).unwrap();
         drop(store);
         assert_eq!(read_sqlite(&other).unwrap()[1], websocket(1));
+    }
+
+    /// The indexes of the database at `path`, by name (SQLite's own for primary keys
+    /// left out).
+    fn indexes(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut statement = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' \
+                 AND name NOT LIKE 'sqlite_autoindex_%' ORDER BY name",
+            )
+            .unwrap();
+        statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// A database of schema version 3, as the steps up to 3 make it (its four
+    /// indexes), holding `records`: written by a store into a database of the current
+    /// version, then copied row by row (the columns are the same) into one of version 3.
+    fn version_3(dir: &Path, records: &[Record]) -> std::path::PathBuf {
+        let current = dir.join("current.sqlite");
+        let mut store = SqliteStore::create(&current).unwrap();
+        for r in records {
+            store.write(r).unwrap();
+        }
+        drop(store);
+        let path = dir.join("v3.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute("ATTACH ?1 AS current", [current.to_str().unwrap()])
+            .unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 3;
+             INSERT INTO flows SELECT * FROM current.flows;
+             INSERT INTO bodies SELECT * FROM current.bodies;
+             INSERT INTO messages SELECT * FROM current.messages;
+             DETACH current;",
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn a_version_3_database_is_migrated_to_4_and_keeps_every_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut failed = record("/failed", None);
+        failed.error = Some("connection refused".into());
+        let written = vec![
+            record("/a?q=1", Some((200, b"hello"))),
+            websocket(3),
+            failed,
+            record("/missing", Some((404, b"not here"))),
+        ];
+        let path = version_3(dir.path(), &written);
+        let user_version = |path: &Path| -> i64 {
+            Connection::open(path)
+                .unwrap()
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(user_version(&path), 3);
+        assert_eq!(
+            indexes(&path),
+            [
+                "flows_host",
+                "flows_method",
+                "flows_started_at",
+                "flows_status"
+            ]
+        );
+        // Read as it is, unchanged.
+        assert_eq!(read_sqlite(&path).unwrap(), written);
+        assert_eq!(user_version(&path), 3);
+
+        // Appending migrates it: the three indexes go, every flow stays.
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&path), 4);
+        assert_eq!(indexes(&path), ["flows_started_at"]);
+        let more = record("/after", Some((201, b"new")));
+        store.write(&more).unwrap();
+        drop(store);
+        let mut all = written.clone();
+        all.push(more);
+        assert_eq!(read_sqlite(&path).unwrap(), all);
+        let reader = SqliteReader::open(&path).unwrap();
+        assert_eq!(reader.count().unwrap(), 5);
+        let filter: crate::capture::Filter = "~c 404".parse().unwrap();
+        assert_eq!(
+            reader.query(Some(&filter), None, 10).unwrap(),
+            vec![(4, written[3].clone())]
+        );
+        assert_eq!(reader.get(2).unwrap().as_ref(), Some(&written[1]));
+        // It is now what the steps make from nothing.
+        let new = dir.path().join("new.sqlite");
+        drop(SqliteStore::create(&new).unwrap());
+        assert_eq!(schema_of(&path), schema_of(&new));
+
+        // `migrate` alone does the same, and says it found version 3.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        let path = version_3(&other, &written);
+        assert_eq!(migrate(&path).unwrap(), 3);
+        assert_eq!(indexes(&path), ["flows_started_at"]);
+        assert_eq!(read_sqlite(&path).unwrap(), written);
+        assert_eq!(migrate(&path).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn the_version_after_this_one_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.sqlite");
+        let mut store = SqliteStore::create(&path).unwrap();
+        store.write(&record("/kept", None)).unwrap();
+        drop(store);
+        let next = SCHEMA_VERSION + 1;
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", next)
+            .unwrap();
+        let before = schema_of(&path);
+        for err in [
+            read_sqlite(&path).unwrap_err(),
+            SqliteReader::open(&path).unwrap_err(),
+            SqliteStore::open(&path).unwrap_err(),
+            migrate(&path).unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::CaptureFormat { .. }), "{err:?}");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!(
+                    "its schema version is {next}, newer than this mitm knows \
+                     ({SCHEMA_VERSION}); read it with a newer mitm"
+                )),
+                "{text}"
+            );
+        }
+        assert_eq!(schema_of(&path), before);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, i64::from(next));
     }
 
     /// `ARCHITECTURE.md`, where the schema is written out for people.
@@ -412,7 +578,7 @@ mod tests {
                 "extra TEXT, PRIMARY KEY (flow_id, seq)",
                 1,
             ),
-            sql.replacen("flows_host ", "flows_by_host ", 1),
+            sql.replacen("flows_started_at ", "flows_by_time ", 1),
         ] {
             assert_ne!(&changed, sql, "the change was not made");
             assert_ne!(statements(&changed), documented, "{changed}");

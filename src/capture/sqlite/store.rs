@@ -71,14 +71,15 @@ pub struct SqliteStore {
     scratch: Scratch,
 }
 
-/// Buffers a row's values are written into, reused: four allocations and frees less
-/// per flow.
+/// Buffers a row's values are written into, reused: no allocation or free per flow
+/// for them once they have grown.
 #[derive(Debug, Default)]
 struct Scratch {
     request_head: Vec<u8>,
     response_head: Vec<u8>,
-    client: String,
-    server: String,
+    client: facts::Address,
+    server: facts::Address,
+    facts: facts::Scratch,
 }
 
 impl SqliteStore {
@@ -106,8 +107,8 @@ impl SqliteStore {
     }
 
     /// Continues the database at `path`, one this crate made: new flows go after those
-    /// it holds. An older schema is upgraded first ([`migrate`](super::migrate)): a database of
-    /// version 1 becomes one of version 2, its flows kept as they are (see
+    /// it holds. An older schema is upgraded first ([`migrate`](super::migrate)) to
+    /// [`SCHEMA_VERSION`](super::SCHEMA_VERSION), its flows kept as they are (see
     /// [`migrate`](super::migrate#versions)).
     ///
     /// # Errors
@@ -241,8 +242,8 @@ impl SqliteStore {
         let s = &mut self.scratch;
         let request_head = head(&mut s.request_head, &r.headers);
         let response_head = response.map(|r| head(&mut s.response_head, &r.headers));
-        let client = record.client.map(|a| address(&mut s.client, a));
-        let server = record.server.map(|a| address(&mut s.server, a));
+        let client = s.client.text(record.client);
+        let server = s.server.text(record.server);
         let row = params![
             micros_since_epoch(record.started_at),
             r.method,
@@ -272,14 +273,18 @@ impl SqliteStore {
             record.tls.alpn,
             record.tls.version,
         ];
-        let facts = facts::values(record);
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(row.len() + facts.len());
-        values.extend_from_slice(row);
-        values.extend(facts.iter().map(|v| v as &dyn rusqlite::ToSql));
+        let facts = facts::values(record, &mut s.facts);
+        // On the stack: the row's values, then the facts'.
+        let mut values: [&dyn rusqlite::ToSql; FLOW_COUNT + facts::COUNT] =
+            [&rusqlite::types::Null; FLOW_COUNT + facts::COUNT];
+        values[..FLOW_COUNT].copy_from_slice(row);
+        for (slot, value) in values[FLOW_COUNT..].iter_mut().zip(&facts) {
+            *slot = value;
+        }
         let id = self
             .conn
             .prepare_cached(&INSERT_FLOW)?
-            .insert(rusqlite::params_from_iter(values))?;
+            .insert(&values[..])?;
         Ok(id)
     }
 
@@ -383,15 +388,6 @@ fn head<'a>(out: &'a mut Vec<u8>, headers: &Headers) -> rusqlite::types::ToSqlOu
     } else {
         ValueRef::Blob(out)
     })
-}
-
-/// `addr` as stored (`127.0.0.1:5000`, `[::1]:5000`), made in `out`.
-fn address(out: &mut String, addr: std::net::SocketAddr) -> &str {
-    use std::fmt::Write as _;
-    out.clear();
-    // Writing into a `String` cannot fail.
-    let _ = write!(out, "{addr}");
-    out
 }
 
 fn micros_since_epoch(t: SystemTime) -> i64 {
