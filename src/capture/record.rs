@@ -222,6 +222,20 @@ pub struct RecordedTimings {
     pub response_end: Option<Duration>,
 }
 
+impl RecordedTimings {
+    /// `flow`'s timings so far, as offsets from its start.
+    pub(crate) fn of(flow: &HttpFlow) -> Self {
+        let since = |t: Option<std::time::Instant>| {
+            t.map(|t| t.saturating_duration_since(flow.timings.start))
+        };
+        RecordedTimings {
+            request_end: since(flow.timings.request_end),
+            response_first_byte: since(flow.timings.response_first_byte),
+            response_end: since(flow.timings.response_end),
+        }
+    }
+}
+
 impl Record {
     /// Roughly how many bytes this record holds: its bodies, heads and messages.
     pub(crate) fn weight(&self) -> usize {
@@ -279,7 +293,18 @@ impl Record {
         body_limit: usize,
         spare: &mut Spare,
     ) -> Self {
-        let mut record = Record {
+        let mut record = Self::head_of(conn, flow);
+        // The bodies, the response, the timings and the error: as for a record made
+        // before the flow finished.
+        record.finish(flow, Ending::made(flow, body_limit, spare));
+        record
+    }
+
+    /// The record of `flow`'s request head as it stands (its timings so far, its
+    /// marks): no bodies, no response, no error. What a record made as the request
+    /// goes upstream holds, before [`finish`](Self::finish) brings the rest.
+    pub(crate) fn head_of(conn: &Connection, flow: &HttpFlow) -> Self {
+        Record {
             started_at: flow.timings.started_at,
             client: conn.client.addr,
             server: conn.server.addr,
@@ -287,7 +312,7 @@ impl Record {
             tls: conn.tls_facts.clone(),
             request: recorded_request(&flow.request, RecordedBody::default()),
             response: None,
-            timings: RecordedTimings::default(),
+            timings: RecordedTimings::of(flow),
             annotations: Annotations {
                 is_replay: flow.is_replay.map(|r| r.as_str().to_owned()),
                 marked: flow.marked.clone(),
@@ -300,11 +325,7 @@ impl Record {
                 server: conn.server_facts.as_deref().cloned().unwrap_or_default(),
                 websocket_close: None,
             },
-        };
-        // The bodies, the response, the timings and the error: as for a record made
-        // before the flow finished.
-        record.finish(flow, Ending::made(flow, body_limit, spare));
-        record
+        }
     }
 
     /// Brings this record of `flow`, made before it finished (its request head, and
@@ -359,16 +380,15 @@ pub(crate) struct Ending {
 
 impl Ending {
     /// What `flow`, finished, adds to its record, keeping at most `body_limit` bytes of
-    /// each body.
+    /// each body. (The web UI's feed finishes the records it made at the request; a
+    /// capture makes its records whole, in buffers of its own.)
+    #[cfg(feature = "web")]
     pub(crate) fn of(flow: &HttpFlow, body_limit: usize) -> Self {
         Self::made(flow, body_limit, &mut Spare::default())
     }
 
     /// [`of`](Self::of), the bodies copied into `spare` buffers where they fit.
     fn made(flow: &HttpFlow, body_limit: usize, spare: &mut Spare) -> Self {
-        let since = |t: Option<std::time::Instant>| {
-            t.map(|t| t.saturating_duration_since(flow.timings.start))
-        };
         Ending {
             request_body: recorded_body(
                 &flow.request.body,
@@ -392,11 +412,7 @@ impl Ending {
                         spare,
                     )
                 }),
-            timings: RecordedTimings {
-                request_end: since(flow.timings.request_end),
-                response_first_byte: since(flow.timings.response_first_byte),
-                response_end: since(flow.timings.response_end),
-            },
+            timings: RecordedTimings::of(flow),
             error: flow
                 .error
                 .as_ref()

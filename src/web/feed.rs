@@ -14,12 +14,9 @@ use tokio::sync::oneshot;
 
 use super::json::{Edit, Phase};
 use super::store::{FlowState, MemoryStore};
-use crate::capture::{
-    recorded_response, Annotations, Ending, Filter, Record, RecordedBody, RecordedFacts,
-    RecordedMessage, RecordedRequest, RecordedTimings,
-};
+use crate::capture::{recorded_response, Ending, Filter, Record, RecordedBody, RecordedMessage};
 use crate::core::Connection;
-use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Verdict, Version};
+use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Verdict};
 use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 use crate::middleware::HttpHandler;
 
@@ -185,55 +182,7 @@ fn request_record(conn: &Connection, flow: &HttpFlow, body_limit: usize) -> Reco
     {
         return Record::from_flow(conn, flow, body_limit);
     }
-    // A CONNECT names an authority: no scheme, no path (as `from_flow` records it).
-    let (scheme, path) = if r.is_connect() {
-        (String::new(), String::new())
-    } else {
-        let scheme = if r.target.tls { "https" } else { "http" };
-        (scheme.to_owned(), r.path.clone())
-    };
-    let version = match r.version {
-        Version::Http10 => "HTTP/1.0",
-        Version::Http11 => "HTTP/1.1",
-        Version::Http2 => "HTTP/2.0",
-    };
-    let since =
-        |t: Option<std::time::Instant>| t.map(|t| t.saturating_duration_since(flow.timings.start));
-    Record {
-        started_at: flow.timings.started_at,
-        client: conn.client.addr,
-        server: conn.server.addr,
-        client_tls: conn.tls,
-        tls: conn.tls_facts.clone(),
-        request: RecordedRequest {
-            method: r.method.clone(),
-            scheme,
-            host: r.target.host.clone(),
-            port: r.target.port,
-            path,
-            version: version.to_owned(),
-            headers: r.headers.compact(),
-            body: RecordedBody::default(),
-        },
-        response: None,
-        timings: RecordedTimings {
-            request_end: since(flow.timings.request_end),
-            response_first_byte: since(flow.timings.response_first_byte),
-            response_end: since(flow.timings.response_end),
-        },
-        annotations: Annotations {
-            is_replay: flow.is_replay.map(|r| r.as_str().to_owned()),
-            marked: flow.marked.clone(),
-            comment: flow.comment.clone(),
-        },
-        error: None,
-        websocket: None,
-        facts: RecordedFacts {
-            client: conn.client_socket,
-            server: conn.server_facts.as_deref().cloned().unwrap_or_default(),
-            websocket_close: None,
-        },
-    }
+    Record::head_of(conn, flow)
 }
 
 /// What the user decided for an intercepted flow.
@@ -578,6 +527,7 @@ impl HttpHandler for Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::message::Version;
 
     #[test]
     fn edits_are_checked_for_their_phase_and_applied_whole() {
