@@ -159,20 +159,18 @@ impl Writer {
         }
         let queued = &self.stats.queued_bytes;
         let before = queued.fetch_add(weight, Ordering::Relaxed);
+        let queued_record = Queued { record, weight };
         let sent = if before > 0 && before + weight > self.queue_bytes {
-            Err(TrySendError::Full(()))
+            Err(TrySendError::Full(queued_record))
         } else {
-            tx.try_send(Queued { record, weight }).map_err(|e| match e {
-                TrySendError::Full(_) => TrySendError::Full(()),
-                TrySendError::Disconnected(_) => TrySendError::Disconnected(()),
-            })
+            tx.try_send(queued_record)
         };
         if sent.is_err() {
             queued.fetch_sub(weight, Ordering::Relaxed);
         }
         match sent {
             Ok(()) => {}
-            Err(TrySendError::Full(())) => {
+            Err(TrySendError::Full(_)) => {
                 let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 // Said at once, then every 1000th, so a flood does not flood the log.
                 if dropped == 1 || dropped.is_multiple_of(1000) {
@@ -182,7 +180,7 @@ impl Writer {
                     );
                 }
             }
-            Err(TrySendError::Disconnected(())) => {}
+            Err(TrySendError::Disconnected(_)) => {}
         }
     }
 
