@@ -105,7 +105,7 @@ impl fmt::Display for Target {
 }
 
 /// What a TLS handshake settled, as text (for logs, captures and the web UI).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TlsFacts {
     /// The server name the client asked for (SNI).
@@ -122,6 +122,46 @@ pub struct TlsFacts {
     /// The certificate chain the server side presented (DER, its own first); kept for
     /// the upstream's handshakes, empty for the client's.
     pub certificates: Vec<bytes::Bytes>,
+}
+
+// By hand for `clone_from`, which keeps the strings' storage: a capture's record is
+// made again, flow after flow, in the storage of one written.
+impl Clone for TlsFacts {
+    fn clone(&self) -> Self {
+        let TlsFacts {
+            sni,
+            alpn,
+            version,
+            cipher,
+            alpn_offers,
+            certificates,
+        } = self;
+        TlsFacts {
+            sni: sni.clone(),
+            alpn: alpn.clone(),
+            version: version.clone(),
+            cipher: cipher.clone(),
+            alpn_offers: alpn_offers.clone(),
+            certificates: certificates.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let TlsFacts {
+            sni,
+            alpn,
+            version,
+            cipher,
+            alpn_offers,
+            certificates,
+        } = source;
+        self.sni.clone_from(sni);
+        self.alpn.clone_from(alpn);
+        self.version.clone_from(version);
+        self.cipher.clone_from(cipher);
+        self.alpn_offers.clone_from(alpn_offers);
+        self.certificates.clone_from(certificates);
+    }
 }
 
 impl TlsFacts {
@@ -231,13 +271,30 @@ pub struct SocketFacts {
 /// What the proxy knows of one upstream connection: its times and local address, and
 /// what its TLS handshake settled (empty without TLS). Shared by every flow that goes
 /// over the connection.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerFacts {
     /// Its times and the proxy's address on it.
     pub socket: SocketFacts,
     /// Its TLS handshake, with the server's certificate chain.
     pub tls: TlsFacts,
+}
+
+// By hand for `clone_from`, as `TlsFacts`.
+impl Clone for ServerFacts {
+    fn clone(&self) -> Self {
+        let ServerFacts { socket, tls } = self;
+        ServerFacts {
+            socket: *socket,
+            tls: tls.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        let ServerFacts { socket, tls } = source;
+        self.socket = *socket;
+        self.tls.clone_from(tls);
+    }
 }
 
 /// A connection between a client and (once connected) an upstream server, as

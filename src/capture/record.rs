@@ -133,26 +133,40 @@ impl RecordedRequest {
             return self.authority();
         }
         let default = if self.scheme == "https" { 443 } else { 80 };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == default {
-            format!("{}://{host}{}", self.scheme, self.path)
-        } else {
-            format!("{}://{host}:{}{}", self.scheme, self.port, self.path)
+        // Made in one string, without the formatting machinery (the HAR writer makes
+        // one per flow).
+        let mut url =
+            String::with_capacity(self.scheme.len() + 3 + self.host.len() + 8 + self.path.len());
+        url.push_str(&self.scheme);
+        url.push_str("://");
+        self.push_host(&mut url);
+        if self.port != default {
+            url.push(':');
+            push_port(&mut url, self.port);
         }
+        url.push_str(&self.path);
+        url
     }
 }
 
 impl RecordedRequest {
     /// `host:port`, the host bracketed when it is an IPv6 address.
     pub fn authority(&self) -> String {
+        let mut authority = String::with_capacity(self.host.len() + 8);
+        self.push_host(&mut authority);
+        authority.push(':');
+        push_port(&mut authority, self.port);
+        authority
+    }
+
+    /// The host as a URL holds it: bracketed when it is an IPv6 address.
+    fn push_host(&self, out: &mut String) {
         if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+            out.push('[');
+            out.push_str(&self.host);
+            out.push(']');
         } else {
-            format!("{}:{}", self.host, self.port)
+            out.push_str(&self.host);
         }
     }
 
@@ -276,13 +290,61 @@ impl Record {
     /// else holds them, take the bodies of `flow` (no allocation, and no free, for
     /// them: the large ones, a kilobyte and more, cost glibc the most); the rest of it
     /// is dropped here.
+    ///
+    /// The rest is made in place too: the strings, the heads' lists and buffers (see
+    /// [`Headers::compact_into`]) and the TLS facts keep their storage when it is
+    /// large enough, so that a record made again allocates nothing for a flow like the
+    /// one before (a dozen allocations, and as many frees, on the proxy's threads).
     pub(crate) fn remake(&mut self, conn: &Connection, flow: &HttpFlow, body_limit: usize) {
         let mut spare = Spare::default();
         spare.take(&mut self.request.body.data);
         if let Some(response) = self.response.as_mut() {
             spare.take(&mut response.body.data);
         }
-        *self = Self::from_flow_in(conn, flow, body_limit, &mut spare);
+        let end = Ending::made(flow, body_limit, &mut spare);
+        // Every field, named: one added to `Record` must be made here too.
+        let Record {
+            started_at,
+            client,
+            server,
+            client_tls,
+            tls,
+            request,
+            response,
+            timings,
+            annotations,
+            error,
+            websocket,
+            facts,
+        } = self;
+        *started_at = flow.timings.started_at;
+        *client = conn.client.addr;
+        *server = conn.server.addr;
+        *client_tls = conn.tls;
+        tls.clone_from(&conn.tls_facts);
+        request.assign(&flow.request);
+        // The response's head in the old one's (`finish` makes one when there was
+        // none, and drops it when the flow's did not come from the origin).
+        match (flow.response.as_ref(), response.as_mut()) {
+            (Some(r), Some(kept)) => kept.assign(r),
+            (None, _) => *response = None,
+            (Some(_), None) => {}
+        }
+        *timings = RecordedTimings::of(flow);
+        match (flow.is_replay, annotations.is_replay.as_mut()) {
+            (Some(replay), Some(kept)) => assign(kept, replay.as_str()),
+            (replay, _) => annotations.is_replay = replay.map(|r| r.as_str().to_owned()),
+        }
+        // `finish` brings the mark and the comment.
+        *error = None;
+        *websocket = None;
+        facts.client = conn.client_socket;
+        match conn.server_facts.as_deref() {
+            Some(server) => facts.server.clone_from(server),
+            None => facts.server = ServerFacts::default(),
+        }
+        facts.websocket_close = None;
+        self.finish(flow, end);
     }
 
     /// [`from_flow`](Self::from_flow), its bodies copied into `spare` buffers where
@@ -433,39 +495,90 @@ fn is_websocket(flow: &HttpFlow) -> bool {
 }
 
 fn recorded_request(r: &Request, body: RecordedBody) -> RecordedRequest {
-    // A CONNECT names an authority: no scheme, no path (as mitmproxy records it).
-    let (scheme, path) = if r.is_connect() {
-        (String::new(), String::new())
-    } else {
-        let scheme = if r.target.tls { "https" } else { "http" };
-        (scheme.to_owned(), r.path.clone())
-    };
-    RecordedRequest {
-        method: r.method.clone(),
-        scheme,
-        host: r.target.host.clone(),
-        port: r.target.port,
-        path,
-        version: version_name(r.version).into(),
-        headers: r.headers.compact(),
+    let mut recorded = RecordedRequest {
+        method: String::new(),
+        scheme: String::new(),
+        host: String::new(),
+        port: 0,
+        path: String::new(),
+        version: String::new(),
+        headers: Headers::with_capacity(r.headers.len()),
         body,
+    };
+    recorded.assign(r);
+    recorded
+}
+
+impl RecordedRequest {
+    /// Makes this the head of `r`, as recorded, in this one's storage (the body is
+    /// left as it is).
+    fn assign(&mut self, r: &Request) {
+        // A CONNECT names an authority: no scheme, no path (as mitmproxy records it).
+        let (scheme, path) = if r.is_connect() {
+            ("", "")
+        } else {
+            (if r.target.tls { "https" } else { "http" }, r.path.as_str())
+        };
+        assign(&mut self.method, &r.method);
+        assign(&mut self.scheme, scheme);
+        assign(&mut self.host, &r.target.host);
+        self.port = r.target.port;
+        assign(&mut self.path, path);
+        assign(&mut self.version, version_name(r.version));
+        r.headers.compact_into(&mut self.headers);
     }
 }
 
 pub(crate) fn recorded_response(r: &Response, body: RecordedBody) -> RecordedResponse {
-    RecordedResponse {
-        status: r.status,
+    let mut recorded = RecordedResponse {
+        status: 0,
+        reason: String::new(),
+        version: String::new(),
+        headers: Headers::with_capacity(r.headers.len()),
+        body,
+    };
+    recorded.assign(r);
+    recorded
+}
+
+impl RecordedResponse {
+    /// Makes this the head of `r`, as recorded, in this one's storage (the body is
+    /// left as it is).
+    fn assign(&mut self, r: &Response) {
+        self.status = r.status;
         // HTTP/2 has no reason phrase (the one a response made here may hold is not
         // sent).
-        reason: if r.version == Version::Http2 {
-            String::new()
+        let reason = if r.version == Version::Http2 {
+            ""
         } else {
-            r.reason.clone()
-        },
-        version: version_name(r.version).into(),
-        headers: r.headers.compact(),
-        body,
+            r.reason.as_str()
+        };
+        assign(&mut self.reason, reason);
+        assign(&mut self.version, version_name(r.version));
+        r.headers.compact_into(&mut self.headers);
     }
+}
+
+/// Writes `port` in decimal.
+fn push_port(out: &mut String, port: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut n = port;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
+/// `to` made `from`, in its own storage when it is large enough.
+fn assign(to: &mut String, from: &str) {
+    to.clear();
+    to.push_str(from);
 }
 
 /// A version as records spell it, as mitmproxy does: `HTTP/1.0`, `HTTP/1.1`,
@@ -599,6 +712,7 @@ impl Record {
 
 #[cfg(test)]
 mod tests {
+    use super::example;
     use super::*;
     use crate::core::{Host, Target};
 
@@ -712,6 +826,99 @@ mod tests {
         assert_eq!(record, Record::from_flow(&conn, &second, 4));
     }
 
+    /// One record made again through flows unlike each other (with and without TLS,
+    /// response, error, replay mark, server facts; a CONNECT; HTTP/2; more and fewer
+    /// fields) is each time the record `from_flow` makes; its heads' and strings'
+    /// storage is used again when large enough.
+    #[test]
+    fn a_record_remade_through_unlike_flows_is_each_time_their_record() {
+        let plain = Connection::new(1, Host::default());
+        let mut tls = Connection::new(2, Host::default());
+        tls.tls = true;
+        tls.tls_facts = example::client_tls();
+        tls.server_facts = Some(std::sync::Arc::new(example::facts().server));
+        tls.client_socket = example::facts().client;
+        let with_fields = |path: &str, n: usize| {
+            let mut f = flow(path);
+            for i in 0..n {
+                f.request
+                    .headers
+                    .append(format!("X-Field-{i}"), format!("value {i}"));
+            }
+            let mut r = Response::new(200);
+            r.headers.append("Content-Type", "text/plain");
+            r.headers.append("X-Empty", "");
+            r.body = Body::Full(Bytes::from_static(b"body"));
+            f.response = Some(r);
+            f
+        };
+        let mut h2 = with_fields("/h2", 2);
+        h2.request.version = Version::Http2;
+        if let Some(r) = h2.response.as_mut() {
+            r.version = Version::Http2;
+            r.reason = "OK".into();
+        }
+        let mut replayed = with_fields("/replayed", 1);
+        replayed.is_replay = Some(crate::http::message::Replay::Request);
+        replayed.marked = ":star:".into();
+        replayed.comment = "seen".into();
+        let mut failed = flow("/failed");
+        failed.error = Some(std::sync::Arc::new(crate::Error::ClientTimeout));
+        let mut undelivered = with_fields("/undelivered", 1);
+        undelivered.undelivered = true;
+        let connect = HttpFlow::new(
+            1,
+            Request::new_to(
+                "CONNECT".into(),
+                Target::new("a.localhost", 443, false),
+                "a.localhost:443".into(),
+            ),
+        );
+        let flows = [
+            (&plain, with_fields("/many", 12)),
+            (&tls, with_fields("/few", 1)),
+            (&plain, h2),
+            (&tls, replayed),
+            (&plain, failed),
+            (&tls, undelivered),
+            (&plain, connect),
+            (&tls, with_fields("/many/again", 12)),
+            (&plain, with_fields("/many/2", 12)),
+        ];
+        let mut record = Record::from_flow(flows[0].0, &flows[0].1, 1024);
+        let mut reused = 0;
+        for (conn, f) in &flows[1..] {
+            let path = record.request.path.as_ptr();
+            let fields = record
+                .request
+                .headers
+                .iter()
+                .next()
+                .map(|(n, _)| n.as_ptr());
+            let same_shape = record.request.headers.len() == f.request.headers.len()
+                && record.request.path.capacity() >= f.request.path.len();
+            record.remake(conn, f, 1024);
+            assert_eq!(
+                record,
+                Record::from_flow(conn, f, 1024),
+                "{}",
+                f.request.path
+            );
+            if same_shape {
+                assert_eq!(record.request.path.as_ptr(), path);
+                let now = record
+                    .request
+                    .headers
+                    .iter()
+                    .next()
+                    .map(|(n, _)| n.as_ptr());
+                assert_eq!(now, fields, "the fields' buffer is used again");
+                reused += 1;
+            }
+        }
+        assert_eq!(reused, 1);
+    }
+
     #[test]
     fn a_connect_is_recorded_as_its_authority_with_no_scheme_or_path() {
         let conn = Connection::new(1, Host::default());
@@ -776,6 +983,16 @@ mod tests {
             Record::from_flow(&conn, &f, 0).request.url(),
             "http://h.localhost/x?y"
         );
+        // Any other port is written, digit by digit.
+        for port in [0, 1, 9, 10, 443, 8080, 65535] {
+            f.request.target = Target::new("h.localhost", port, false);
+            let record = Record::from_flow(&conn, &f, 0);
+            assert_eq!(
+                record.request.url(),
+                format!("http://h.localhost:{port}/x?y")
+            );
+            assert_eq!(record.request.authority(), format!("h.localhost:{port}"));
+        }
     }
 
     #[test]

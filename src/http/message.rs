@@ -94,22 +94,46 @@ impl Headers {
     /// assert_eq!(h.compact(), h);
     /// ```
     pub fn compact(&self) -> Headers {
+        let mut compact = Headers::with_capacity(self.entries.len());
+        self.compact_into(&mut compact);
+        compact
+    }
+
+    /// [`compact`](Self::compact) into `into`, which is replaced: its list, and its
+    /// buffer when nothing else holds any of its fields, hold the copy (no allocation
+    /// for them when they are large enough). For a record made again in the storage of
+    /// one written ([`Record`](crate::capture::Record)s, flow after flow).
+    pub(crate) fn compact_into(&self, into: &mut Headers) {
         let size = self.entries.iter().map(|(n, v)| n.len() + v.len()).sum();
-        let mut all = bytes::BytesMut::with_capacity(size);
+        // The fields of `into` share one buffer (when `compact` made them): dropping
+        // all but one leaves that one the buffer's only holder, and the buffer can be
+        // taken back whole (an empty field holds no buffer).
+        let mut held = None;
+        for (name, value) in into.entries.drain(..) {
+            if !value.is_empty() {
+                held = Some(value);
+            } else if !name.is_empty() {
+                held = Some(name);
+            }
+        }
+        let reused = held
+            .and_then(|field| field.try_into_mut().ok())
+            .and_then(|mut buffer| {
+                buffer.clear();
+                // Not one much larger than needed: a record's weight counts its bytes.
+                (buffer.try_reclaim(size) && buffer.capacity() <= 2 * size.max(256))
+                    .then_some(buffer)
+            });
+        let mut all = reused.unwrap_or_else(|| bytes::BytesMut::with_capacity(size));
         for (n, v) in &self.entries {
             all.extend_from_slice(n);
             all.extend_from_slice(v);
         }
         let mut all = all.freeze();
-        let entries = self
-            .entries
-            .iter()
-            .map(|(n, v)| {
-                let name = all.split_to(n.len());
-                (name, all.split_to(v.len()))
-            })
-            .collect();
-        Headers { entries }
+        into.entries.extend(self.entries.iter().map(|(n, v)| {
+            let name = all.split_to(n.len());
+            (name, all.split_to(v.len()))
+        }));
     }
 
     /// How many fields there are (a name that appears twice counts twice).

@@ -48,7 +48,7 @@ pub(super) fn write_entry(out: &mut Vec<u8>, record: &Record, connect: f64, ssl:
     let facts = &record.facts;
     Json::new(out).object(|e| {
         if let Some(client) = record.client {
-            e.key("_clientAddress").display(client);
+            e.key("_clientAddress").socket_addr(client);
         }
         e.bool("_clientTls", record.client_tls);
         if let Some(error) = &record.error {
@@ -79,7 +79,7 @@ pub(super) fn write_entry(out: &mut Vec<u8>, record: &Record, connect: f64, ssl:
             e.str("comment", &notes.comment);
         }
         if let Some(local) = facts.server.socket.local {
-            e.key("connection").display(local.port());
+            e.key("connection").quoted_u64(local.port().into());
         }
         write_request(
             e.key("request"),
@@ -92,9 +92,9 @@ pub(super) fn write_entry(out: &mut Vec<u8>, record: &Record, connect: f64, ssl:
             None => write_no_response(e.key("response"), error),
         }
         if let Some(server) = record.server {
-            e.key("serverIPAddress").display(server.ip());
+            e.key("serverIPAddress").ip(server.ip());
         }
-        e.key("startedDateTime").display(Rfc3339(record.started_at));
+        e.key("startedDateTime").rfc3339(record.started_at);
         // `connect` includes `ssl` (HAR 1.2).
         e.f64("time", send + wait + receive + connect.max(0.0));
         e.key("timings").object(|t| {
@@ -366,9 +366,17 @@ impl Content<'_> {
     /// Writes it as a response's `content`, or as a request's `postData` (no sizes,
     /// the encoding as `_encoding`).
     fn write(&self, json: &mut Json<'_>, post: bool) {
-        let text = text_of(self.mime, &self.data);
+        // Printable ASCII (most text bodies) is text, and its own JSON string: one
+        // pass over it instead of a UTF-8 check, a control scan and an escape.
+        let plain = super::json::is_plain(&self.data);
+        let text = if plain {
+            None
+        } else {
+            text_of(self.mime, &self.data)
+        };
         let b64;
         let (text, base64) = match text {
+            _ if plain => ("", false),
             Some(text) => (text, false),
             None => {
                 b64 = base64::engine::general_purpose::STANDARD.encode(&self.data);
@@ -401,7 +409,11 @@ impl Content<'_> {
             if !post {
                 o.u64("size", self.size);
             }
-            o.str("text", text);
+            if plain {
+                o.key("text").plain(&self.data);
+            } else {
+                o.str("text", text);
+            }
         });
     }
 }
@@ -514,22 +526,25 @@ fn has_control(text: &str) -> bool {
 /// `t` in RFC 3339, UTC, with milliseconds: `2026-01-02T03:04:05.678Z`.
 #[cfg(test)]
 pub(super) fn rfc3339(t: SystemTime) -> String {
-    Rfc3339(t).to_string()
+    let mut out = Vec::new();
+    push_rfc3339(&mut out, t);
+    String::from_utf8(out).unwrap_or_default()
 }
 
-/// A time shown in RFC 3339 ([`rfc3339`]), formatted where it goes.
-struct Rfc3339(SystemTime);
-
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let nanos = match self.0.duration_since(SystemTime::UNIX_EPOCH) {
-            Ok(d) => d.as_nanos() as i128,
-            Err(e) => -(e.duration().as_nanos() as i128),
-        };
-        let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        write!(
-            f,
+/// Writes `t` as [`rfc3339`] shows it: digit by digit for the years 0 to 9999 (every
+/// time a flow has), through the formatting machinery for the others.
+pub(super) fn push_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
+    let nanos = match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    };
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let Ok(year) = u16::try_from(t.year()) else {
+        use std::io::Write as _;
+        // Writing into a `Vec` cannot fail.
+        let _ = write!(
+            out,
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
             t.year(),
             u8::from(t.month()),
@@ -538,8 +553,28 @@ impl std::fmt::Display for Rfc3339 {
             t.minute(),
             t.second(),
             t.millisecond()
-        )
-    }
+        );
+        return;
+    };
+    let digits = |out: &mut Vec<u8>, n: u16, width: u32| {
+        for place in (0..width).rev() {
+            out.push(b'0' + (n / 10u16.pow(place) % 10) as u8);
+        }
+    };
+    digits(out, year, 4);
+    out.push(b'-');
+    digits(out, u8::from(t.month()).into(), 2);
+    out.push(b'-');
+    digits(out, t.day().into(), 2);
+    out.push(b'T');
+    digits(out, t.hour().into(), 2);
+    out.push(b':');
+    digits(out, t.minute().into(), 2);
+    out.push(b':');
+    digits(out, t.second().into(), 2);
+    out.push(b'.');
+    digits(out, t.millisecond(), 3);
+    out.push(b'Z');
 }
 
 #[cfg(test)]

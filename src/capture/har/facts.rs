@@ -125,7 +125,7 @@ fn write_socket(json: &mut Json<'_>, s: &SocketFacts, tls: Option<&TlsFacts>) {
     let t = |t: Option<SystemTime>| t.map(seconds);
     json.object(|o| {
         match s.local {
-            Some(local) => o.key("local").display(local),
+            Some(local) => o.key("local").socket_addr(local),
             None => o.key("local").null(),
         }
         o.opt_f64("started", t(s.started));

@@ -35,6 +35,61 @@ impl<'a> Json<'a> {
         self.out.push(b'"');
     }
 
+    /// Writes `text`, which [`is_plain`] says needs no escape, as a JSON string: as it
+    /// is, between quotes.
+    pub(super) fn plain(&mut self, text: &[u8]) {
+        debug_assert!(is_plain(text));
+        self.out.reserve(text.len() + 2);
+        self.out.push(b'"');
+        self.out.extend_from_slice(text);
+        self.out.push(b'"');
+    }
+
+    /// Writes `addr` as a JSON string, as [`display`](Self::display) writes it
+    /// (`192.0.2.1:8080`, `[2001:db8::1]:443`); an IPv4 address without the
+    /// formatting machinery, digit by digit.
+    pub(super) fn socket_addr(&mut self, addr: std::net::SocketAddr) {
+        match addr {
+            std::net::SocketAddr::V4(v4) => {
+                self.out.push(b'"');
+                push_ipv4(self.out, *v4.ip());
+                self.out.push(b':');
+                self.out
+                    .extend_from_slice(itoa::Buffer::new().format(v4.port()).as_bytes());
+                self.out.push(b'"');
+            }
+            std::net::SocketAddr::V6(_) => self.display(addr),
+        }
+    }
+
+    /// Writes `ip` as a JSON string, as [`display`](Self::display) writes it.
+    pub(super) fn ip(&mut self, ip: std::net::IpAddr) {
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                self.out.push(b'"');
+                push_ipv4(self.out, v4);
+                self.out.push(b'"');
+            }
+            std::net::IpAddr::V6(_) => self.display(ip),
+        }
+    }
+
+    /// Writes `t` as a JSON string, in RFC 3339 with milliseconds, UTC
+    /// (`"2026-01-02T03:04:05.678Z"`).
+    pub(super) fn rfc3339(&mut self, t: std::time::SystemTime) {
+        self.out.push(b'"');
+        super::entry::push_rfc3339(self.out, t);
+        self.out.push(b'"');
+    }
+
+    /// Writes `n` as a JSON string (`"8080"`).
+    pub(super) fn quoted_u64(&mut self, n: u64) {
+        self.out.push(b'"');
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        self.out.push(b'"');
+    }
+
     /// Writes a number (`null` for a NaN or an infinity, as `serde_json::Value` does).
     pub(super) fn f64(&mut self, value: f64) {
         if value.is_finite() {
@@ -45,11 +100,13 @@ impl<'a> Json<'a> {
     }
 
     pub(super) fn i64(&mut self, value: i64) {
-        let _ = serde_json::to_writer(&mut *self.out, &value);
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     pub(super) fn u64(&mut self, value: u64) {
-        let _ = serde_json::to_writer(&mut *self.out, &value);
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     pub(super) fn bool(&mut self, value: bool) {
@@ -148,6 +205,53 @@ pub(super) fn escape_into(out: &mut Vec<u8>, value: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// `ip` in dotted decimal, as `Ipv4Addr`'s `Display` writes it.
+fn push_ipv4(out: &mut Vec<u8>, ip: std::net::Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        if octet >= 100 {
+            out.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            out.push(b'0' + octet / 10 % 10);
+        }
+        out.push(b'0' + octet % 10);
+    }
+}
+
+/// Whether `text` is printable ASCII with nothing a JSON string escapes (no control
+/// character, DEL, `"` or `\\`): then it is valid UTF-8, holds no control character,
+/// and is its own JSON string between quotes. Eight bytes at a time; a body is
+/// mostly such text, and this one pass stands for three (UTF-8 check, control scan,
+/// escape).
+pub(super) fn is_plain(text: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = text.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+        // Any byte of 0x80 or more; else (all below 0x80) the tests after are exact.
+        if word & HIGH != 0
+            || (word.wrapping_sub(ONES * 0x20) & !word & HIGH
+                | zero(word ^ (ONES * u64::from(b'"')))
+                | zero(word ^ (ONES * u64::from(b'\\')))
+                | zero(word ^ (ONES * 0x7f)))
+                != 0
+        {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// Whether any of the eight bytes of `word` is a control character (below 0x20), `"`
@@ -250,6 +354,91 @@ impl<'o> Array<'o> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every byte value at every position of a run of 0 to 17 bytes: plain exactly
+    /// when every byte is printable ASCII other than `"` and `\\`; and plain text is
+    /// its own JSON string, as `serde_json` writes it.
+    #[test]
+    fn plain_text_is_printable_ascii_that_needs_no_escape() {
+        for len in 0..18 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut text = vec![b'x'; len];
+                    text[at] = b;
+                    let expected = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+                    assert_eq!(is_plain(&text), expected, "{b:#x} at {at} of {len}");
+                    if expected {
+                        let mut ours = Vec::new();
+                        Json::new(&mut ours).plain(&text);
+                        let text = String::from_utf8(text).unwrap();
+                        assert_eq!(ours, serde_json::to_vec(&text).unwrap());
+                    }
+                }
+            }
+        }
+        assert!(is_plain(b""));
+    }
+
+    /// Addresses, ports and times written digit by digit are what `Display` writes.
+    #[test]
+    fn addresses_ports_and_times_are_written_as_display_writes_them() {
+        use std::net::{IpAddr, SocketAddr};
+        use std::time::{Duration, UNIX_EPOCH};
+        for a in [
+            "0.0.0.0:0",
+            "1.2.3.4:5",
+            "10.20.30.40:8080",
+            "255.255.255.255:65535",
+            "100.9.99.109:443",
+            "[::1]:8080",
+            "[2001:db8::1]:443",
+        ] {
+            let addr: SocketAddr = a.parse().unwrap();
+            let mut ours = Vec::new();
+            Json::new(&mut ours).socket_addr(addr);
+            assert_eq!(ours, format!("\"{addr}\"").into_bytes());
+            ours.clear();
+            Json::new(&mut ours).ip(addr.ip());
+            assert_eq!(ours, format!("\"{}\"", addr.ip()).into_bytes());
+            let ip: IpAddr = addr.ip();
+            ours.clear();
+            Json::new(&mut ours).display(ip);
+            assert_eq!(ours, format!("\"{ip}\"").into_bytes());
+        }
+        for n in [0u64, 7, 80, 65535, u64::MAX] {
+            let mut ours = Vec::new();
+            Json::new(&mut ours).quoted_u64(n);
+            assert_eq!(ours, format!("\"{n}\"").into_bytes());
+        }
+        for (t, text) in [
+            (UNIX_EPOCH, "1970-01-01T00:00:00.000Z"),
+            (
+                UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+                "2023-11-14T22:13:20.123Z",
+            ),
+            (
+                UNIX_EPOCH - Duration::from_millis(1),
+                "1969-12-31T23:59:59.999Z",
+            ),
+            (
+                UNIX_EPOCH + Duration::from_secs(253_402_300_799),
+                "9999-12-31T23:59:59.000Z",
+            ),
+        ] {
+            let mut ours = Vec::new();
+            Json::new(&mut ours).rfc3339(t);
+            assert_eq!(ours, format!("\"{text}\"").into_bytes());
+        }
+        // Before year 0: the formatting machinery's spelling.
+        let early = UNIX_EPOCH - Duration::from_secs(62_200_000_000);
+        let mut ours = Vec::new();
+        Json::new(&mut ours).rfc3339(early);
+        assert!(
+            ours.starts_with(b"\"-"),
+            "{}",
+            String::from_utf8_lossy(&ours)
+        );
+    }
 
     /// Every byte value around every position of an eight-byte word, alone and in
     /// runs, and text with multi-byte characters: the bytes `serde_json` writes.
