@@ -32,28 +32,25 @@ pub trait Sink: Send + 'static {
     }
 }
 
-/// How many written records may wait to be dropped by the proxy's threads
-/// ([`Writer::push`]): records the writer is done with go back to them, so that their
-/// memory is freed where it was allocated. Past this (the proxy idle, or a burst),
-/// the writer drops them itself.
-const RETURNED: usize = 64;
+/// How many written records may wait for the proxy's threads to make the next records
+/// in ([`Writer::spare`], [`Record::remake`]): their storage is used again where it
+/// was allocated, flow after flow, rather than freed on the writer's thread and made
+/// anew on the proxy's. Past this (an idle proxy, or a burst), the writer drops them
+/// itself. The writer writes in bursts (it naps between them, see [`NAP`]); this
+/// holds a burst at a few tens of thousands of flows a second, so that the proxy's
+/// threads seldom run out (each one they run out of is a record made and freed).
+const RETURNED: usize = 256;
 
-/// The largest record (its [`Record::weight`]) sent back to be dropped by the proxy's
-/// threads: larger ones are dropped by the writer, so that what waits in the return
-/// queue of an idle proxy stays small (at most [`RETURNED`] of these).
+/// The largest record (its [`Record::weight`]) sent back to the proxy's threads:
+/// larger ones are dropped by the writer, so that what waits in the return queue of
+/// an idle proxy stays small (at most [`RETURNED`] of these).
 const RETURNED_WEIGHT: usize = 16 * 1024;
-
-/// How many returned records one [`Writer::push`] drops, beside the one the record
-/// pushed was made in ([`Writer::spare`]): the return queue empties faster than it
-/// fills.
-const DROPPED_PER_PUSH: usize = 2;
 
 /// The proxy's end of the queues to and from the writer thread.
 struct Ends {
     /// Records to write.
     tx: SyncSender<Queued>,
-    /// Records written, to be dropped here (see [`RETURNED`]), their boxes to carry
-    /// the next records.
+    /// Records written, for the next records to be made in (see [`RETURNED`]).
     returned: Receiver<Box<Record>>,
 }
 
@@ -68,15 +65,15 @@ struct Queued {
 /// A writer thread and the queue to it: what a [`Capture`](super::Capture) hands its
 /// records to.
 ///
-/// Records are made on the proxy's threads, and dropped there too: the writer sends
-/// each one it is done with back ([`RETURNED`]): the next record is made in one
-/// ([`spare`](Self::spare), [`Record::remake`]: its box and its bodies' buffers used
-/// again), and each [`push`](Self::push) drops a few. Records go through the queues
-/// boxed: a pointer moved, where the record is a kilobyte copied from core to core.
-/// A record is a dozen allocations (its strings, heads and bodies); freed on the
-/// writer thread, they overflowed its allocator cache into the arenas of the proxy's
-/// threads (a lock each) while those threads, whose caches then stayed empty, took
-/// every new record's memory from their arenas the slow way.
+/// Records are made on the proxy's threads, and made again there: the writer sends
+/// each one it is done with back ([`RETURNED`]), and the next record is made in one
+/// ([`spare`](Self::spare), [`Record::remake`]: its box, strings, heads and bodies'
+/// buffers used again). Records go through the queues boxed: a pointer moved, where
+/// the record is a kilobyte copied from core to core. A record is a dozen allocations
+/// (its strings, heads and bodies); freed on the writer thread, they overflowed its
+/// allocator cache into the arenas of the proxy's threads (a lock each) while those
+/// threads, whose caches then stayed empty, took every new record's memory from their
+/// arenas the slow way.
 pub(crate) struct Writer {
     ends: Mutex<Option<Ends>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -138,25 +135,10 @@ impl Writer {
     /// Hands `record` to the thread, or drops (and counts) it when the queue is full.
     pub(crate) fn push(&self, record: Box<Record>) {
         let weight = record.weight();
-        // Records the writer is done with, dropped once the lock is let go.
-        let mut done: [Option<Box<Record>>; DROPPED_PER_PUSH] = Default::default();
-        self.send(record, weight, &mut done);
-        drop(done);
-    }
-
-    /// [`push`](Self::push) under the lock: `record` sent, and up to `done.len()`
-    /// written records taken back into `done`.
-    fn send(&self, record: Box<Record>, weight: usize, done: &mut [Option<Box<Record>>]) {
         let ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(Ends { tx, returned }) = ends.as_ref() else {
+        let Some(Ends { tx, .. }) = ends.as_ref() else {
             return;
         };
-        for slot in done.iter_mut() {
-            let Ok(record) = returned.try_recv() else {
-                break;
-            };
-            *slot = Some(record);
-        }
         let queued = &self.stats.queued_bytes;
         let before = queued.fetch_add(weight, Ordering::Relaxed);
         let queued_record = Queued { record, weight };
@@ -168,6 +150,8 @@ impl Writer {
         if sent.is_err() {
             queued.fetch_sub(weight, Ordering::Relaxed);
         }
+        // A record refused is dropped once the lock is let go.
+        drop(ends);
         match sent {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
