@@ -5,7 +5,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{params, Connection, OpenFlags, ToSql as _};
 
 use super::facts;
 use super::reader::{count, get, last, query};
@@ -281,11 +282,21 @@ impl SqliteStore {
         for (slot, value) in values[FLOW_COUNT..].iter_mut().zip(&facts) {
             *slot = value;
         }
-        let id = self
-            .conn
-            .prepare_cached(&INSERT_FLOW)?
-            .insert(&values[..])?;
-        Ok(id)
+        // Only the values that are not NULL are bound, on bindings cleared (NULL):
+        // most of a plain flow's facts are NULL.
+        let mut insert = self.conn.prepare_cached(&INSERT_FLOW)?;
+        insert.clear_bindings();
+        for (i, value) in values.iter().enumerate() {
+            let value = value.to_sql()?;
+            if !matches!(
+                value,
+                ToSqlOutput::Borrowed(ValueRef::Null) | ToSqlOutput::Owned(Value::Null)
+            ) {
+                insert.raw_bind_parameter(i + 1, value)?;
+            }
+        }
+        insert.raw_execute()?;
+        Ok(self.conn.last_insert_rowid())
     }
 
     /// Inserts the bodies and WebSocket messages of `record`, whose row is `id`.
