@@ -42,6 +42,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::str::FromStr;
 
+mod digits;
 pub mod flows;
 mod handler;
 pub mod har;

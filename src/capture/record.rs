@@ -561,18 +561,7 @@ impl RecordedResponse {
 
 /// Writes `port` in decimal.
 fn push_port(out: &mut String, port: u16) {
-    let mut digits = [0u8; 5];
-    let mut at = digits.len();
-    let mut n = port;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    out.push_str(itoa::Buffer::new().format(port));
 }
 
 /// `to` made `from`, in its own storage when it is large enough.

@@ -5,6 +5,8 @@
 //! `serde_json` would write; an object's keys are written in the order given, which
 //! the callers keep sorted (as `serde_json::Map` sorts them), checked in debug builds.
 
+use crate::capture::digits::AddrText;
+
 /// The buffer a value is written into.
 pub(super) struct Json<'a> {
     out: &'a mut Vec<u8>,
@@ -20,21 +22,6 @@ impl<'a> Json<'a> {
         escape_into(self.out, value);
     }
 
-    /// Writes `value` as a JSON string, formatted straight into the buffer: for values
-    /// whose text needs no escape (addresses, numbers, dates), so that it is the
-    /// string [`str`](Self::str) would write of their `to_string()`.
-    pub(super) fn display(&mut self, value: impl std::fmt::Display) {
-        use std::io::Write as _;
-        self.out.push(b'"');
-        let start = self.out.len();
-        // Writing into a `Vec` cannot fail.
-        let _ = write!(self.out, "{value}");
-        debug_assert!(!self.out[start..]
-            .iter()
-            .any(|&b| b < 0x20 || b == b'"' || b == b'\\'));
-        self.out.push(b'"');
-    }
-
     /// Writes `text`, which [`is_plain`] says needs no escape, as a JSON string: as it
     /// is, between quotes.
     pub(super) fn plain(&mut self, text: &[u8]) {
@@ -45,33 +32,15 @@ impl<'a> Json<'a> {
         self.out.push(b'"');
     }
 
-    /// Writes `addr` as a JSON string, as [`display`](Self::display) writes it
-    /// (`192.0.2.1:8080`, `[2001:db8::1]:443`); an IPv4 address without the
-    /// formatting machinery, digit by digit.
+    /// Writes `addr` as a JSON string, as `Display` writes it (`192.0.2.1:8080`,
+    /// `[2001:db8::1]:443`), without the formatting machinery.
     pub(super) fn socket_addr(&mut self, addr: std::net::SocketAddr) {
-        match addr {
-            std::net::SocketAddr::V4(v4) => {
-                self.out.push(b'"');
-                push_ipv4(self.out, *v4.ip());
-                self.out.push(b':');
-                self.out
-                    .extend_from_slice(itoa::Buffer::new().format(v4.port()).as_bytes());
-                self.out.push(b'"');
-            }
-            std::net::SocketAddr::V6(_) => self.display(addr),
-        }
+        self.plain(AddrText::socket(addr).as_bytes());
     }
 
-    /// Writes `ip` as a JSON string, as [`display`](Self::display) writes it.
+    /// Writes `ip` as a JSON string, as `Display` writes it.
     pub(super) fn ip(&mut self, ip: std::net::IpAddr) {
-        match ip {
-            std::net::IpAddr::V4(v4) => {
-                self.out.push(b'"');
-                push_ipv4(self.out, v4);
-                self.out.push(b'"');
-            }
-            std::net::IpAddr::V6(_) => self.display(ip),
-        }
+        self.plain(AddrText::ip(ip).as_bytes());
     }
 
     /// Writes `t` as a JSON string, in RFC 3339 with milliseconds, UTC
@@ -205,22 +174,6 @@ pub(super) fn escape_into(out: &mut Vec<u8>, value: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
-}
-
-/// `ip` in dotted decimal, as `Ipv4Addr`'s `Display` writes it.
-fn push_ipv4(out: &mut Vec<u8>, ip: std::net::Ipv4Addr) {
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            out.push(b'.');
-        }
-        if octet >= 100 {
-            out.push(b'0' + octet / 100);
-        }
-        if octet >= 10 {
-            out.push(b'0' + octet / 10 % 10);
-        }
-        out.push(b'0' + octet % 10);
-    }
 }
 
 /// Whether `text` is printable ASCII with nothing a JSON string escapes (no control
@@ -382,7 +335,7 @@ mod tests {
     /// Addresses, ports and times written digit by digit are what `Display` writes.
     #[test]
     fn addresses_ports_and_times_are_written_as_display_writes_them() {
-        use std::net::{IpAddr, SocketAddr};
+        use std::net::SocketAddr;
         use std::time::{Duration, UNIX_EPOCH};
         for a in [
             "0.0.0.0:0",
@@ -400,10 +353,6 @@ mod tests {
             ours.clear();
             Json::new(&mut ours).ip(addr.ip());
             assert_eq!(ours, format!("\"{}\"", addr.ip()).into_bytes());
-            let ip: IpAddr = addr.ip();
-            ours.clear();
-            Json::new(&mut ours).display(ip);
-            assert_eq!(ours, format!("\"{ip}\"").into_bytes());
         }
         for n in [0u64, 7, 80, 65535, u64::MAX] {
             let mut ours = Vec::new();

@@ -133,14 +133,13 @@ pub(super) struct Address {
 impl Address {
     /// `addr` as stored; `NULL` without one.
     pub(super) fn text(&mut self, addr: Option<std::net::SocketAddr>) -> ToSqlOutput<'_> {
-        use std::fmt::Write as _;
         let Some(addr) = addr else {
             return NULL;
         };
         if self.addr != Some(addr) {
             self.text.clear();
-            // Writing into a `String` cannot fail.
-            let _ = write!(self.text, "{addr}");
+            self.text
+                .push_str(&crate::capture::digits::AddrText::socket(addr));
             self.addr = Some(addr);
         }
         text(Some(&self.text))
