@@ -1,9 +1,10 @@
 //! A small JSON writer for HAR entries: objects and arrays written straight into the
 //! line's buffer, with no `serde_json::Value` tree between the record and the bytes
-//! (building one cost more than everything else a saved flow costs). Strings and
-//! numbers go through `serde_json`'s own formatting, so the bytes are what
-//! `serde_json` would write; an object's keys are written in the order given, which
-//! the callers keep sorted (as `serde_json::Map` sorts them), checked in debug builds.
+//! (building one cost more than everything else a saved flow costs). The bytes are what
+//! `serde_json` would write: floats go through its own formatting, strings through an
+//! escape of the same output (tested against it), integers through `itoa` (as
+//! `serde_json`'s); an object's keys are written in the order given, which the callers
+//! keep sorted (as `serde_json::Map` sorts them), checked in debug builds.
 
 use crate::capture::digits::AddrText;
 
