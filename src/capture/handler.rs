@@ -185,6 +185,9 @@ impl Capture {
         }
         if self.filter.as_ref().is_none_or(|f| f.matches(&*record)) {
             self.writer.push(record);
+        } else {
+            // Made again for the next flow, rather than freed and made anew.
+            self.writer.recycle(record);
         }
     }
 

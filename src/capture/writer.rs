@@ -52,6 +52,9 @@ struct Ends {
     tx: SyncSender<Queued>,
     /// Records written, for the next records to be made in (see [`RETURNED`]).
     returned: Receiver<Box<Record>>,
+    /// The way back into `returned`, for records made and not written
+    /// ([`Writer::recycle`]).
+    recycle: SyncSender<Box<Record>>,
 }
 
 /// A record on its way to the writer: boxed, so that the queues move a pointer rather
@@ -93,10 +96,17 @@ impl Writer {
         // unwritten, as after `finish`.
         let thread = std::thread::Builder::new()
             .name("mitm-capture".into())
-            .spawn(move || write_all(rx, sinks, &thread_stats, &give_back))
+            .spawn({
+                let give_back = give_back.clone();
+                move || write_all(rx, sinks, &thread_stats, &give_back)
+            })
             .ok();
         Writer {
-            ends: Mutex::new(Some(Ends { tx, returned })),
+            ends: Mutex::new(Some(Ends {
+                tx,
+                returned,
+                recycle: give_back,
+            })),
             thread: Mutex::new(thread),
             stats,
             queue_bytes,
@@ -130,6 +140,20 @@ impl Writer {
     pub(crate) fn spare(&self) -> Option<Box<Record>> {
         let ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
         ends.as_ref()?.returned.try_recv().ok()
+    }
+
+    /// Keeps `record`, made and not to be written (a flow the capture's filter left
+    /// out), for the next record to be made in, as a written one would be (dropped
+    /// when enough wait).
+    pub(crate) fn recycle(&self, record: Box<Record>) {
+        let ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
+        let refused = match ends.as_ref() {
+            Some(ends) if record.weight() <= RETURNED_WEIGHT => ends.recycle.try_send(record).err(),
+            _ => None,
+        };
+        // Dropped once the lock is let go.
+        drop(ends);
+        drop(refused);
     }
 
     /// Hands `record` to the thread, or drops (and counts) it when the queue is full.
@@ -411,5 +435,46 @@ mod tests {
         assert_eq!(writer.dropped(), 1);
         open();
         assert_eq!(writer.finish(), (1, 1));
+    }
+
+    /// Records written, and records made but left out, come back for the next records
+    /// to be made in; a large one does not, nor any past the return queue's room.
+    #[test]
+    fn records_written_or_left_out_come_back_to_be_made_again() {
+        let (writer, _, open) = gated(DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES);
+        let conn = Connection::new(1, Host::default());
+        assert!(writer.spare().is_none());
+        let left_out = Box::new(Record::from_flow(&conn, &flow("/out"), 1024));
+        let at = std::ptr::from_ref::<Record>(&left_out);
+        writer.recycle(left_out);
+        let spare = writer.spare().expect("the record left out is kept");
+        assert_eq!(std::ptr::from_ref::<Record>(&spare), at);
+        assert!(writer.spare().is_none());
+        let mut f = flow("/large");
+        f.request.body = Body::Full(Bytes::from(vec![b'x'; 2 * RETURNED_WEIGHT]));
+        writer.recycle(Box::new(Record::from_flow(&conn, &f, 1 << 20)));
+        assert!(writer.spare().is_none(), "a large record is dropped");
+        for _ in 0..RETURNED + 10 {
+            writer.recycle(Box::new(Record::from_flow(&conn, &flow("/many"), 1024)));
+        }
+        let kept = std::iter::from_fn(|| writer.spare()).count();
+        assert_eq!(kept, RETURNED);
+
+        // Written: given back once the sink is done with it.
+        writer.push(spare);
+        open();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let back = loop {
+            if let Some(back) = writer.spare() {
+                break back;
+            }
+            assert!(std::time::Instant::now() < deadline, "never given back");
+            std::thread::yield_now();
+        };
+        assert_eq!(std::ptr::from_ref::<Record>(&back), at);
+        writer.finish();
+        // `finish` gave up the proxy's ends: nothing is taken any more.
+        writer.recycle(back);
+        assert!(writer.spare().is_none());
     }
 }
