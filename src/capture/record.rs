@@ -908,6 +908,46 @@ mod tests {
         assert_eq!(reused, 1);
     }
 
+    /// What making a record costs, made anew (and dropped) or made again in one given
+    /// back (`remake`), for flows like mitm-bench's http-ka (a GET, a 1 KiB response
+    /// held whole). Speed, not behaviour: run by hand, in release, `cargo test
+    /// --release --lib capture::record::tests::record_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn record_speed() {
+        let conn = Connection::new(1, Host::default());
+        let mut f = flow("/1k");
+        f.request.headers.append("Host", "127.0.0.1:8080");
+        f.request.headers.append("User-Agent", "mitm-bench");
+        f.request.headers.append("Accept", "*/*");
+        let mut response = Response::new(200);
+        response.headers.append("Server", "nginx/1.24.0");
+        response
+            .headers
+            .append("Date", "Mon, 07 Dec 2026 17:00:00 GMT");
+        response.headers.append("Content-Type", "text/plain");
+        response.headers.append("Content-Length", "1024");
+        response.headers.append("Connection", "keep-alive");
+        response.body = Body::Full(Bytes::from(vec![b'x'; 1024]));
+        f.response = Some(response);
+        let n = 1_000_000u32;
+        for round in 0..3 {
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(Box::new(Record::from_flow(&conn, &f, 1 << 20)));
+            }
+            let anew = start.elapsed().as_nanos() as f64 / f64::from(n);
+            let mut record = Box::new(Record::from_flow(&conn, &f, 1 << 20));
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                record.remake(&conn, &f, 1 << 20);
+                std::hint::black_box(&record);
+            }
+            let again = start.elapsed().as_nanos() as f64 / f64::from(n);
+            println!("round {round}: made anew {anew:.0} ns, made again {again:.0} ns a record");
+        }
+    }
+
     #[test]
     fn a_connect_is_recorded_as_its_authority_with_no_scheme_or_path() {
         let conn = Connection::new(1, Host::default());
