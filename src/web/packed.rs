@@ -1,0 +1,458 @@
+//! [`Packed`]: a flow the web UI's feed saw go by, as the [`MemoryStore`] keeps it:
+//! the request's head in one buffer, the response's head and both bodies in another,
+//! the rest plain values. A [`Record`] is made of it only when the UI asks for one
+//! ([`Packed::record`]): what a flow costs the proxy's threads is then three
+//! allocations (the `Arc` of this struct and its two buffers) where a record is
+//! fifteen or so (its strings, its heads' fields, its bodies), and what the store
+//! frees when it drops the oldest flow is three blocks, not fifteen.
+//!
+//! [`MemoryStore`]: super::MemoryStore
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::capture::{
+    Annotations, Record, RecordedBody, RecordedFacts, RecordedRequest, RecordedResponse,
+    RecordedTimings,
+};
+use crate::core::{Connection, ServerFacts, SocketFacts, TlsFacts};
+use crate::http::message::{Body, Headers, HttpFlow, Response, Version};
+
+/// A flow as the store keeps it (see the module's note). Made at the request by
+/// [`of_request`](Self::of_request), given its response's head by
+/// [`set_response`](Self::set_response) (a streaming body's, shown at once) and the
+/// rest by [`finish`](Self::finish): what `Record::head_of`, a record's
+/// `response` set at the response hook, and `Record::finish` make, in the same steps
+/// (`a_packed_flow_is_the_record_the_feed_made` in the feed's tests says so).
+#[derive(Debug, Clone)]
+pub(crate) struct Packed {
+    started_at: SystemTime,
+    client: Option<SocketAddr>,
+    server: Option<SocketAddr>,
+    client_tls: bool,
+    /// The client's TLS, shared by the flows of a connection; `None` for the default
+    /// (no TLS).
+    tls: Option<Arc<TlsFacts>>,
+    facts_client: SocketFacts,
+    /// The upstream connection's facts, shared with it.
+    facts_server: Option<Arc<ServerFacts>>,
+    timings: RecordedTimings,
+    annotations: Annotations,
+    error: Option<String>,
+    websocket: bool,
+    /// `""` (a CONNECT), `http` or `https`.
+    scheme: &'static str,
+    port: u16,
+    version: Version,
+    /// The request's method, host, path and header fields, one after the other.
+    head: Bytes,
+    method: usize,
+    host: usize,
+    path: usize,
+    fields: usize,
+    /// The response's reason and header fields (when it has a head), then the
+    /// request's body, then the response's.
+    rest: Bytes,
+    response: Option<ResponseAt>,
+    request_body: BodyAt,
+}
+
+/// Where a response's head is in a [`Packed`]'s `rest`, and what it says.
+#[derive(Debug, Clone, Copy)]
+struct ResponseAt {
+    status: u16,
+    version: Version,
+    reason: usize,
+    /// The bytes of its header fields (encoded), and how many there are.
+    fields_len: usize,
+    fields: usize,
+    body: BodyAt,
+}
+
+impl ResponseAt {
+    /// The length of the head in `rest`.
+    fn head_len(&self) -> usize {
+        self.reason + self.fields_len
+    }
+}
+
+/// A body in a [`Packed`]'s `rest`: its kept length, its size, whether it was cut.
+#[derive(Debug, Clone, Copy, Default)]
+struct BodyAt {
+    len: usize,
+    size: u64,
+    truncated: bool,
+}
+
+/// A version as records spell it (as `capture::record::version_name` does).
+fn spelled(version: Version) -> &'static str {
+    match version {
+        Version::Http10 => "HTTP/1.0",
+        Version::Http11 => "HTTP/1.1",
+        Version::Http2 => "HTTP/2.0",
+    }
+}
+
+/// The encoded length of `headers`' fields: each a name's and a value's length (eight
+/// bytes each), then the name and the value.
+fn fields_len(headers: &Headers) -> usize {
+    headers
+        .raw_iter()
+        .map(|(n, v)| 16 + n.len() + v.len())
+        .sum()
+}
+
+fn put_fields(buf: &mut Vec<u8>, headers: &Headers) {
+    for (n, v) in headers.raw_iter() {
+        buf.extend_from_slice(&(n.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        buf.extend_from_slice(n);
+        buf.extend_from_slice(v);
+    }
+}
+
+/// The `count` fields encoded in `buf` from `at`, as slices of it (no copy).
+fn fields_of(buf: &Bytes, mut at: usize, count: usize) -> Headers {
+    let mut headers = Headers::with_capacity(count);
+    let len = |at: usize| {
+        buf.get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, |b| usize::try_from(u64::from_le_bytes(b)).unwrap_or(0))
+    };
+    for _ in 0..count {
+        let (n, v) = (len(at), len(at + 8));
+        at += 16;
+        let (Some(name), Some(value)) = (slice(buf, at, n), slice(buf, at + n, v)) else {
+            break;
+        };
+        headers.append(name, value);
+        at += n + v;
+    }
+    headers
+}
+
+/// `buf[at..at + len]`, shared; `None` past its end (which a buffer this module wrote
+/// never is).
+fn slice(buf: &Bytes, at: usize, len: usize) -> Option<Bytes> {
+    let end = at.checked_add(len)?;
+    (end <= buf.len()).then(|| buf.slice(at..end))
+}
+
+/// `buf[at..at + len]` as text.
+fn text(buf: &Bytes, at: usize, len: usize) -> String {
+    buf.get(at..at + len)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+/// A body as a record keeps it (as `capture::record::recorded_body` does): whole or
+/// streamed past (`size` bytes, of which the proxy kept `prefix`), either cut to
+/// `limit`: the bytes to keep, and what the record says of them.
+fn body_of<'a>(body: &'a Body, prefix: &'a Bytes, size: u64, limit: usize) -> (&'a [u8], BodyAt) {
+    match body {
+        Body::Empty => (&[], BodyAt::default()),
+        Body::Full(data) => {
+            let kept = &data[..data.len().min(limit)];
+            let at = BodyAt {
+                len: kept.len(),
+                size: size.max(data.len() as u64),
+                truncated: data.len() > limit,
+            };
+            (kept, at)
+        }
+        Body::Streaming => {
+            let kept = &prefix[..prefix.len().min(limit)];
+            let at = BodyAt {
+                len: kept.len(),
+                size: size.max(kept.len() as u64),
+                truncated: size > kept.len() as u64,
+            };
+            (kept, at)
+        }
+    }
+}
+
+/// Whether `flow` switched to WebSocket (as `capture::record::is_websocket` says).
+fn is_websocket(flow: &HttpFlow) -> bool {
+    flow.response.as_ref().is_some_and(|r| r.status == 101)
+        && flow
+            .request
+            .headers
+            .get("upgrade")
+            .is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// A response's head, packed: where it is, and its bytes (reason, then fields).
+fn head_of_response(r: &Response, body: BodyAt, room: usize) -> (ResponseAt, Vec<u8>) {
+    // HTTP/2 has no reason phrase (the one a response made here may hold is not sent).
+    let reason = if r.version == Version::Http2 {
+        ""
+    } else {
+        r.reason.as_str()
+    };
+    let fields_len = fields_len(&r.headers);
+    let mut buf = Vec::with_capacity(reason.len() + fields_len + room);
+    buf.extend_from_slice(reason.as_bytes());
+    put_fields(&mut buf, &r.headers);
+    let at = ResponseAt {
+        status: r.status,
+        version: r.version,
+        reason: reason.len(),
+        fields_len,
+        fields: r.headers.len(),
+        body,
+    };
+    (at, buf)
+}
+
+/// What a finished flow adds to its [`Packed`] ([`Packed::finish`]): made apart, so
+/// that the bodies are copied before the store is locked.
+pub(crate) struct PackedEnd {
+    /// The response's head (if the flow has a response that was delivered), then the
+    /// request's body, then the response's.
+    rest: Bytes,
+    response: Option<ResponseAt>,
+    request_body: BodyAt,
+    timings: RecordedTimings,
+    error: Option<String>,
+    websocket: bool,
+}
+
+impl PackedEnd {
+    /// What `flow`, finished, adds, keeping at most `body_limit` bytes of each body.
+    pub(crate) fn of(flow: &HttpFlow, body_limit: usize) -> Self {
+        let (request_data, request_body) = body_of(
+            &flow.request.body,
+            &flow.request_body_prefix,
+            flow.request_body_size,
+            body_limit,
+        );
+        // A request that could not be delivered has its error and no response (the
+        // page the proxy made for it is not the origin's answer).
+        let delivered = flow.response.as_ref().filter(|_| !flow.undelivered);
+        let (response, rest) = match delivered {
+            Some(r) => {
+                let (response_data, body) = body_of(
+                    &r.body,
+                    &flow.response_body_prefix,
+                    flow.response_body_size,
+                    body_limit,
+                );
+                let (at, mut buf) =
+                    head_of_response(r, body, request_data.len() + response_data.len());
+                buf.extend_from_slice(request_data);
+                buf.extend_from_slice(response_data);
+                (Some(at), buf)
+            }
+            None => (None, request_data.to_vec()),
+        };
+        PackedEnd {
+            rest: Bytes::from(rest),
+            response,
+            request_body,
+            timings: RecordedTimings::of(flow),
+            error: flow
+                .error
+                .as_ref()
+                .map(|e| crate::error::Report(e).to_string()),
+            websocket: is_websocket(flow),
+        }
+    }
+}
+
+impl Packed {
+    /// `flow` as its request is about to go upstream, on `conn` (whose client TLS is
+    /// `tls`, shared, or `None` for the default): what `Record::head_of` makes of it.
+    /// For a flow with no bodies, response or error yet (the feed makes a record of
+    /// any other).
+    pub(crate) fn of_request(
+        conn: &Connection,
+        flow: &HttpFlow,
+        tls: Option<Arc<TlsFacts>>,
+    ) -> Self {
+        let r = &flow.request;
+        // A CONNECT names an authority: no scheme, no path (as mitmproxy records it).
+        let (scheme, path) = if r.is_connect() {
+            ("", "")
+        } else {
+            (if r.target.tls { "https" } else { "http" }, r.path.as_str())
+        };
+        let (method, host) = (r.method.as_str(), r.target.host.as_str());
+        let size = method.len() + host.len() + path.len() + fields_len(&r.headers);
+        let mut head = Vec::with_capacity(size);
+        head.extend_from_slice(method.as_bytes());
+        head.extend_from_slice(host.as_bytes());
+        head.extend_from_slice(path.as_bytes());
+        put_fields(&mut head, &r.headers);
+        Packed {
+            started_at: flow.timings.started_at,
+            client: conn.client.addr,
+            server: conn.server.addr,
+            client_tls: conn.tls,
+            tls,
+            facts_client: conn.client_socket,
+            facts_server: conn.server_facts.clone(),
+            timings: RecordedTimings::of(flow),
+            annotations: Annotations {
+                is_replay: flow.is_replay.map(|r| r.as_str().to_owned()),
+                marked: flow.marked.clone(),
+                comment: flow.comment.clone(),
+            },
+            error: None,
+            websocket: false,
+            scheme,
+            port: r.target.port,
+            version: r.version,
+            head: Bytes::from(head),
+            method: method.len(),
+            host: host.len(),
+            path: path.len(),
+            fields: r.headers.len(),
+            rest: Bytes::new(),
+            response: None,
+            request_body: BodyAt::default(),
+        }
+    }
+
+    /// The response's head, packed, for [`set_response`](Self::set_response): made
+    /// before the store is locked.
+    pub(crate) fn response_head(r: &Response) -> (ResponseHead, Bytes) {
+        let (at, buf) = head_of_response(r, BodyAt::default(), 0);
+        (ResponseHead(at), Bytes::from(buf))
+    }
+
+    /// Shows `head` (a streaming body's response, [`response_head`](Self::response_head)),
+    /// its body to come with the flow's end; the request's body is kept.
+    pub(crate) fn set_response(&mut self, (head, buf): (ResponseHead, Bytes)) {
+        let request_body = self.request_body_bytes();
+        self.rest = if request_body.is_empty() {
+            buf
+        } else {
+            let mut all = Vec::with_capacity(buf.len() + request_body.len());
+            all.extend_from_slice(&buf);
+            all.extend_from_slice(&request_body);
+            Bytes::from(all)
+        };
+        self.response = Some(head.0);
+    }
+
+    /// Brings the flow up to date with its end (as `Record::finish` does a record):
+    /// the marks, the bodies, the response (the head shown before kept), the timings,
+    /// the error.
+    pub(crate) fn finish(&mut self, flow: &HttpFlow, end: PackedEnd) {
+        if differs(&self.annotations.marked, &flow.marked) {
+            self.annotations.marked.clone_from(&flow.marked);
+        }
+        if differs(&self.annotations.comment, &flow.comment) {
+            self.annotations.comment.clone_from(&flow.comment);
+        }
+        self.request_body = end.request_body;
+        match (self.response, end.response) {
+            // The head shown at the response hook stays; the bodies are the end's.
+            (Some(kept), Some(new)) => {
+                let head = &self.rest[..kept.head_len().min(self.rest.len())];
+                let bodies = end.rest.get(new.head_len()..).unwrap_or_default();
+                let mut all = Vec::with_capacity(head.len() + bodies.len());
+                all.extend_from_slice(head);
+                all.extend_from_slice(bodies);
+                self.rest = Bytes::from(all);
+                self.response = Some(ResponseAt {
+                    body: new.body,
+                    ..kept
+                });
+            }
+            (_, response) => {
+                self.rest = end.rest;
+                self.response = response;
+            }
+        }
+        self.timings = end.timings;
+        self.error = end.error;
+        self.websocket |= end.websocket;
+    }
+
+    /// Marks the flow failed with `error` (killed by the user).
+    pub(crate) fn fail(&mut self, error: &str) {
+        self.error = Some(error.to_owned());
+    }
+
+    /// Body and message bytes kept, counted against the store's `max_bytes`.
+    pub(crate) fn kept_bytes(&self) -> usize {
+        self.request_body.len + self.response.map_or(0, |r| r.body.len)
+    }
+
+    /// Whether the flow became a WebSocket.
+    pub(crate) fn is_websocket(&self) -> bool {
+        self.websocket
+    }
+
+    /// Where the request's body starts in `rest`.
+    fn request_body_at(&self) -> usize {
+        self.response.map_or(0, |r| r.head_len())
+    }
+
+    fn request_body_bytes(&self) -> Bytes {
+        slice(&self.rest, self.request_body_at(), self.request_body.len).unwrap_or_default()
+    }
+
+    /// The record of this flow, as the feed's `Record` would be: its buffers shared
+    /// (headers and bodies are slices of them), its strings copied.
+    pub(crate) fn record(&self) -> Record {
+        let head = &self.head;
+        let (method, host, path) = (self.method, self.host, self.path);
+        let request_body_at = self.request_body_at();
+        let body = |at: usize, b: BodyAt| RecordedBody {
+            data: slice(&self.rest, at, b.len).unwrap_or_default(),
+            size: b.size,
+            truncated: b.truncated,
+        };
+        let request = RecordedRequest {
+            method: text(head, 0, method),
+            scheme: self.scheme.to_owned(),
+            host: text(head, method, host),
+            port: self.port,
+            path: text(head, method + host, path),
+            version: spelled(self.version).to_owned(),
+            headers: fields_of(head, method + host + path, self.fields),
+            body: body(request_body_at, self.request_body),
+        };
+        let response = self.response.map(|r| RecordedResponse {
+            status: r.status,
+            reason: text(&self.rest, 0, r.reason),
+            version: spelled(r.version).to_owned(),
+            headers: fields_of(&self.rest, r.reason, r.fields),
+            body: body(request_body_at + self.request_body.len, r.body),
+        });
+        Record {
+            started_at: self.started_at,
+            client: self.client,
+            server: self.server,
+            client_tls: self.client_tls,
+            tls: self.tls.as_deref().cloned().unwrap_or_default(),
+            request,
+            response,
+            timings: self.timings,
+            annotations: self.annotations.clone(),
+            error: self.error.clone(),
+            websocket: self.websocket.then(Vec::new),
+            facts: RecordedFacts {
+                client: self.facts_client,
+                server: self.facts_server.as_deref().cloned().unwrap_or_default(),
+                websocket_close: None,
+            },
+        }
+    }
+}
+
+/// A response's head packed by [`Packed::response_head`].
+pub(crate) struct ResponseHead(ResponseAt);
+
+/// Whether two annotations differ, without a call to `memcmp` when both are empty (as
+/// `capture::record::differs`: glibc's vector `memcmp` of two empty strings takes a
+/// masked-load assist).
+fn differs(kept: &str, now: &str) -> bool {
+    !(kept.is_empty() && now.is_empty()) && kept != now
+}
