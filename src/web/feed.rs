@@ -13,10 +13,10 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::json::{Edit, Phase};
-use super::packed::{Packed, PackedEnd};
+use super::packed::{ClientSide, Packed, PackedEnd};
 use super::store::{FlowMut, FlowState, MemoryStore};
 use crate::capture::{recorded_response, Ending, Filter, Record, RecordedBody, RecordedMessage};
-use crate::core::{Connection, TlsFacts};
+use crate::core::Connection;
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Verdict};
 use crate::http::websocket::{MessageKind, MessageVerdict, WebSocketMessage};
 use crate::middleware::HttpHandler;
@@ -300,9 +300,9 @@ pub struct Feed {
 struct Ids {
     /// A list: a connection has a flow or a few in flight at once.
     flows: Vec<InFlight>,
-    /// The connection's client TLS facts, for its flows stored [`Packed`]: one copy
-    /// for them all (five allocations a flow otherwise), made again if they change.
-    tls: Option<Arc<TlsFacts>>,
+    /// The connection's client side, for its flows stored [`Packed`]: one copy for
+    /// them all (its TLS facts alone are five allocations), made again if it changes.
+    client: Option<Arc<ClientSide>>,
 }
 
 /// A flow in flight that a feed stored.
@@ -332,22 +332,6 @@ impl Ids {
             .iter()
             .position(|e| e.feed == feed && e.flow == flow)?;
         Some(self.flows.swap_remove(at))
-    }
-
-    /// `facts` shared: `None` for the default (no TLS), else the copy kept if it is
-    /// the same.
-    fn tls(&mut self, facts: &TlsFacts) -> Option<Arc<TlsFacts>> {
-        if *facts == TlsFacts::default() {
-            return None;
-        }
-        match &self.tls {
-            Some(kept) if **kept == *facts => Some(kept.clone()),
-            _ => {
-                let kept = Arc::new(facts.clone());
-                self.tls = Some(kept.clone());
-                Some(kept)
-            }
-        }
     }
 }
 
@@ -414,8 +398,8 @@ impl HttpHandler for Feed {
             // packed, no record made.
             let mut state = conn.state();
             let ids = state.get_or_default::<Ids>();
-            let tls = ids.tls(&conn.tls_facts);
-            let packed = Packed::of_request(conn, flow, tls);
+            let client = ClientSide::of(conn, &mut ids.client);
+            let packed = Packed::of_request(conn, flow, client);
             let id = self.store.insert_packed(packed, FlowState::PENDING);
             ids.flows.push(InFlight {
                 feed: self.key(),
@@ -749,7 +733,7 @@ mod tests {
     fn both_forms(conn: &Connection, flow: &HttpFlow, shown: Option<&Response>, end: &HttpFlow) {
         let limit = 16;
         let mut record = request_record(conn, flow, limit);
-        let mut packed = Packed::of_request(conn, flow, Ids::default().tls(&conn.tls_facts));
+        let mut packed = Packed::of_request(conn, flow, ClientSide::of(conn, &mut None));
         assert_eq!(packed.record(), record, "at the request");
         if let Some(response) = shown {
             record.response = Some(recorded_response(response, RecordedBody::default()));
@@ -764,6 +748,9 @@ mod tests {
             r.request.body.data.len() + r.response.as_ref().map_or(0, |r| r.body.data.len())
         });
         assert_eq!(packed.is_websocket(), record.websocket.is_some());
+        record.error = Some(KILLED.into());
+        packed.fail(KILLED);
+        assert_eq!(packed.record(), record, "killed");
     }
 
     #[test]
@@ -847,6 +834,38 @@ mod tests {
         );
         let flow = HttpFlow::new(4, connect);
         both_forms(&conn, &flow, None, &flow.clone());
+    }
+
+    #[tokio::test]
+    async fn packed_flows_keep_their_bytes_while_more_are_packed() {
+        use super::super::store::FlowSource;
+        let store = Arc::new(MemoryStore::new(1000, usize::MAX));
+        let feed = Feed::new(store.clone(), Arc::new(Interceptor::default()), 1 << 20);
+        let conn = Connection::new(1, crate::core::Host::default());
+        // Enough flows, with bodies of several sizes (one larger than a block's share),
+        // that their buffers are cut from several blocks.
+        let body = |i: usize| {
+            format!("{i:05}").repeat(1 + i % 300 + usize::from(i.is_multiple_of(97)) * 2000)
+        };
+        for i in 0..600 {
+            let request = Request::new("GET", &format!("http://a.localhost/{i}")).unwrap();
+            let mut flow = HttpFlow::new(i as u64 + 1, request);
+            let _ = feed.request(&conn, &mut flow).await;
+            let mut response = Response::new(200);
+            response.headers.append("X-Flow", i.to_string());
+            response.body = Body::Full(Bytes::from(body(i)));
+            flow.response = Some(response);
+            let _ = feed.response(&conn, &mut flow).await;
+            feed.flow_finished(&conn, &flow).await;
+        }
+        let records = store.records(None);
+        assert_eq!(records.len(), 600);
+        for (i, record) in records.iter().enumerate() {
+            assert_eq!(record.request.path, format!("/{i}"));
+            let response = record.response.as_ref().unwrap();
+            assert_eq!(response.headers.get("x-flow"), Some(i.to_string().as_str()));
+            assert_eq!(response.body.data, body(i).as_bytes());
+        }
     }
 
     #[test]

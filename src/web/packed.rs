@@ -1,10 +1,11 @@
 //! [`Packed`]: a flow the web UI's feed saw go by, as the [`MemoryStore`] keeps it:
 //! the request's head in one buffer, the response's head and both bodies in another,
 //! the rest plain values. A [`Record`] is made of it only when the UI asks for one
-//! ([`Packed::record`]): what a flow costs the proxy's threads is then three
-//! allocations (the `Arc` of this struct and its two buffers) where a record is
-//! fifteen or so (its strings, its heads' fields, its bodies), and what the store
-//! frees when it drops the oldest flow is three blocks, not fifteen.
+//! ([`Packed::record`]). A record is fifteen allocations or so (its strings, its heads'
+//! fields, its bodies), made on the proxy's threads and freed, long after and out of
+//! the cache, when the store drops the oldest flow; a packed flow is held in the
+//! store's ring itself, and its two buffers are cut from a block of the thread's
+//! ([`BLOCK`]) freed when its last flow goes: no allocation, and no free, of its own.
 //!
 //! [`MemoryStore`]: super::MemoryStore
 
@@ -12,7 +13,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use std::cell::RefCell;
+
+use bytes::{Bytes, BytesMut};
 
 use crate::capture::{
     Annotations, Record, RecordedBody, RecordedFacts, RecordedRequest, RecordedResponse,
@@ -30,18 +33,14 @@ use crate::http::message::{Body, Headers, HttpFlow, Response, Version};
 #[derive(Debug, Clone)]
 pub(crate) struct Packed {
     started_at: SystemTime,
-    client: Option<SocketAddr>,
+    /// The client's side of the connection, shared by its flows.
+    client: Arc<ClientSide>,
     server: Option<SocketAddr>,
-    client_tls: bool,
-    /// The client's TLS, shared by the flows of a connection; `None` for the default
-    /// (no TLS).
-    tls: Option<Arc<TlsFacts>>,
-    facts_client: SocketFacts,
     /// The upstream connection's facts, shared with it.
     facts_server: Option<Arc<ServerFacts>>,
     timings: RecordedTimings,
-    annotations: Annotations,
-    error: Option<String>,
+    /// The marks and the error, which few flows have.
+    extra: Option<Box<Extra>>,
     websocket: bool,
     /// `""` (a CONNECT), `http` or `https`.
     scheme: &'static str,
@@ -58,6 +57,49 @@ pub(crate) struct Packed {
     rest: Bytes,
     response: Option<ResponseAt>,
     request_body: BodyAt,
+}
+
+/// What a record has of the client's side of its connection: the same for every flow
+/// of it, kept once for them ([`ClientSide::of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientSide {
+    addr: Option<SocketAddr>,
+    tls: bool,
+    tls_facts: TlsFacts,
+    socket: SocketFacts,
+}
+
+impl ClientSide {
+    /// The client's side of `conn`: `kept` shared if it is the same (and made the new
+    /// one if not).
+    pub(crate) fn of(conn: &Connection, kept: &mut Option<Arc<ClientSide>>) -> Arc<ClientSide> {
+        let same = |k: &ClientSide| {
+            k.addr == conn.client.addr
+                && k.tls == conn.tls
+                && k.socket == conn.client_socket
+                && k.tls_facts == conn.tls_facts
+        };
+        match kept {
+            Some(k) if same(k) => k.clone(),
+            _ => {
+                let side = Arc::new(ClientSide {
+                    addr: conn.client.addr,
+                    tls: conn.tls,
+                    tls_facts: conn.tls_facts.clone(),
+                    socket: conn.client_socket,
+                });
+                *kept = Some(side.clone());
+                side
+            }
+        }
+    }
+}
+
+/// The marks and the error of a [`Packed`] flow that has any.
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    annotations: Annotations,
+    error: Option<String>,
 }
 
 /// Where a response's head is in a [`Packed`]'s `rest`, and what it says.
@@ -105,12 +147,58 @@ fn fields_len(headers: &Headers) -> usize {
         .sum()
 }
 
-fn put_fields(buf: &mut Vec<u8>, headers: &Headers) {
+fn put_fields(buf: &mut BytesMut, headers: &Headers) {
     for (n, v) in headers.raw_iter() {
         buf.extend_from_slice(&(n.len() as u64).to_le_bytes());
         buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
         buf.extend_from_slice(n);
         buf.extend_from_slice(v);
+    }
+}
+
+/// The size of the blocks packed flows' buffers are cut from.
+const BLOCK: usize = 64 * 1024;
+
+thread_local! {
+    /// The rest of this thread's block: the buffers of the flows its hooks pack are
+    /// cut from it one after the other, so that a flow costs no allocation of its own
+    /// and the store, dropping its oldest flows, frees a block every few dozen flows
+    /// (when the last flow cut from it goes) rather than a buffer or two for each, from
+    /// memory long out of the cache.
+    static BLOCK_LEFT: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// A buffer of `len` bytes written by `fill`, cut from this thread's block (or made
+/// on its own when large, or when the block cannot be had).
+fn packed(len: usize, fill: impl FnOnce(&mut BytesMut)) -> Bytes {
+    if len == 0 {
+        return Bytes::new();
+    }
+    let own = |fill: &mut dyn FnMut(&mut BytesMut)| {
+        let mut buf = BytesMut::with_capacity(len);
+        fill(&mut buf);
+        buf.freeze()
+    };
+    let mut fill = Some(fill);
+    let mut write = |buf: &mut BytesMut| {
+        if let Some(fill) = fill.take() {
+            fill(buf);
+        }
+    };
+    if len > BLOCK / 8 {
+        return own(&mut write);
+    }
+    let cut = BLOCK_LEFT.try_with(|left| {
+        let mut left = left.try_borrow_mut().ok()?;
+        if left.capacity() < len {
+            *left = BytesMut::with_capacity(BLOCK);
+        }
+        write(&mut left);
+        Some(left.split().freeze())
+    });
+    match cut {
+        Ok(Some(buf)) => buf,
+        _ => own(&mut write),
     }
 }
 
@@ -185,27 +273,29 @@ fn is_websocket(flow: &HttpFlow) -> bool {
             .is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"))
 }
 
-/// A response's head, packed: where it is, and its bytes (reason, then fields).
-fn head_of_response(r: &Response, body: BodyAt, room: usize) -> (ResponseAt, Vec<u8>) {
+/// A response's head, packed: where it is, and its reason (its bytes are the reason
+/// then the fields, [`put_response`]).
+fn head_of_response(r: &Response, body: BodyAt) -> (ResponseAt, &str) {
     // HTTP/2 has no reason phrase (the one a response made here may hold is not sent).
     let reason = if r.version == Version::Http2 {
         ""
     } else {
         r.reason.as_str()
     };
-    let fields_len = fields_len(&r.headers);
-    let mut buf = Vec::with_capacity(reason.len() + fields_len + room);
-    buf.extend_from_slice(reason.as_bytes());
-    put_fields(&mut buf, &r.headers);
     let at = ResponseAt {
         status: r.status,
         version: r.version,
         reason: reason.len(),
-        fields_len,
+        fields_len: fields_len(&r.headers),
         fields: r.headers.len(),
         body,
     };
-    (at, buf)
+    (at, reason)
+}
+
+fn put_response(buf: &mut BytesMut, r: &Response, reason: &str) {
+    buf.extend_from_slice(reason.as_bytes());
+    put_fields(buf, &r.headers);
 }
 
 /// What a finished flow adds to its [`Packed`] ([`Packed::finish`]): made apart, so
@@ -241,16 +331,24 @@ impl PackedEnd {
                     flow.response_body_size,
                     body_limit,
                 );
-                let (at, mut buf) =
-                    head_of_response(r, body, request_data.len() + response_data.len());
-                buf.extend_from_slice(request_data);
-                buf.extend_from_slice(response_data);
-                (Some(at), buf)
+                let (at, reason) = head_of_response(r, body);
+                let len = at.head_len() + request_data.len() + response_data.len();
+                let rest = packed(len, |buf| {
+                    put_response(buf, r, reason);
+                    buf.extend_from_slice(request_data);
+                    buf.extend_from_slice(response_data);
+                });
+                (Some(at), rest)
             }
-            None => (None, request_data.to_vec()),
+            None => (
+                None,
+                packed(request_data.len(), |buf| {
+                    buf.extend_from_slice(request_data)
+                }),
+            ),
         };
         PackedEnd {
-            rest: Bytes::from(rest),
+            rest,
             response,
             request_body,
             timings: RecordedTimings::of(flow),
@@ -264,15 +362,11 @@ impl PackedEnd {
 }
 
 impl Packed {
-    /// `flow` as its request is about to go upstream, on `conn` (whose client TLS is
-    /// `tls`, shared, or `None` for the default): what `Record::head_of` makes of it.
+    /// `flow` as its request is about to go upstream, on `conn` (whose client side is
+    /// `client`, [`ClientSide::of`]): what `Record::head_of` makes of it.
     /// For a flow with no bodies, response or error yet (the feed makes a record of
     /// any other).
-    pub(crate) fn of_request(
-        conn: &Connection,
-        flow: &HttpFlow,
-        tls: Option<Arc<TlsFacts>>,
-    ) -> Self {
+    pub(crate) fn of_request(conn: &Connection, flow: &HttpFlow, client: Arc<ClientSide>) -> Self {
         let r = &flow.request;
         // A CONNECT names an authority: no scheme, no path (as mitmproxy records it).
         let (scheme, path) = if r.is_connect() {
@@ -282,31 +376,36 @@ impl Packed {
         };
         let (method, host) = (r.method.as_str(), r.target.host.as_str());
         let size = method.len() + host.len() + path.len() + fields_len(&r.headers);
-        let mut head = Vec::with_capacity(size);
-        head.extend_from_slice(method.as_bytes());
-        head.extend_from_slice(host.as_bytes());
-        head.extend_from_slice(path.as_bytes());
-        put_fields(&mut head, &r.headers);
+        let head = packed(size, |head| {
+            head.extend_from_slice(method.as_bytes());
+            head.extend_from_slice(host.as_bytes());
+            head.extend_from_slice(path.as_bytes());
+            put_fields(head, &r.headers);
+        });
         Packed {
             started_at: flow.timings.started_at,
-            client: conn.client.addr,
+            client,
             server: conn.server.addr,
-            client_tls: conn.tls,
-            tls,
-            facts_client: conn.client_socket,
             facts_server: conn.server_facts.clone(),
             timings: RecordedTimings::of(flow),
-            annotations: Annotations {
-                is_replay: flow.is_replay.map(|r| r.as_str().to_owned()),
-                marked: flow.marked.clone(),
-                comment: flow.comment.clone(),
-            },
-            error: None,
+            extra: (flow.is_replay.is_some()
+                || !flow.marked.is_empty()
+                || !flow.comment.is_empty())
+            .then(|| {
+                Box::new(Extra {
+                    annotations: Annotations {
+                        is_replay: flow.is_replay.map(|r| r.as_str().to_owned()),
+                        marked: flow.marked.clone(),
+                        comment: flow.comment.clone(),
+                    },
+                    error: None,
+                })
+            }),
             websocket: false,
             scheme,
             port: r.target.port,
             version: r.version,
-            head: Bytes::from(head),
+            head,
             method: method.len(),
             host: host.len(),
             path: path.len(),
@@ -320,8 +419,9 @@ impl Packed {
     /// The response's head, packed, for [`set_response`](Self::set_response): made
     /// before the store is locked.
     pub(crate) fn response_head(r: &Response) -> (ResponseHead, Bytes) {
-        let (at, buf) = head_of_response(r, BodyAt::default(), 0);
-        (ResponseHead(at), Bytes::from(buf))
+        let (at, reason) = head_of_response(r, BodyAt::default());
+        let buf = packed(at.head_len(), |buf| put_response(buf, r, reason));
+        (ResponseHead(at), buf)
     }
 
     /// Shows `head` (a streaming body's response, [`response_head`](Self::response_head)),
@@ -331,10 +431,10 @@ impl Packed {
         self.rest = if request_body.is_empty() {
             buf
         } else {
-            let mut all = Vec::with_capacity(buf.len() + request_body.len());
-            all.extend_from_slice(&buf);
-            all.extend_from_slice(&request_body);
-            Bytes::from(all)
+            packed(buf.len() + request_body.len(), |all| {
+                all.extend_from_slice(&buf);
+                all.extend_from_slice(&request_body);
+            })
         };
         self.response = Some(head.0);
     }
@@ -343,11 +443,16 @@ impl Packed {
     /// the marks, the bodies, the response (the head shown before kept), the timings,
     /// the error.
     pub(crate) fn finish(&mut self, flow: &HttpFlow, end: PackedEnd) {
-        if differs(&self.annotations.marked, &flow.marked) {
-            self.annotations.marked.clone_from(&flow.marked);
-        }
-        if differs(&self.annotations.comment, &flow.comment) {
-            self.annotations.comment.clone_from(&flow.comment);
+        let (marked, comment) = self.extra.as_deref().map_or(("", ""), |e| {
+            (
+                e.annotations.marked.as_str(),
+                e.annotations.comment.as_str(),
+            )
+        });
+        if differs(marked, &flow.marked) || differs(comment, &flow.comment) {
+            let extra = self.extra.get_or_insert_with(Box::default);
+            extra.annotations.marked.clone_from(&flow.marked);
+            extra.annotations.comment.clone_from(&flow.comment);
         }
         self.request_body = end.request_body;
         match (self.response, end.response) {
@@ -355,10 +460,10 @@ impl Packed {
             (Some(kept), Some(new)) => {
                 let head = &self.rest[..kept.head_len().min(self.rest.len())];
                 let bodies = end.rest.get(new.head_len()..).unwrap_or_default();
-                let mut all = Vec::with_capacity(head.len() + bodies.len());
-                all.extend_from_slice(head);
-                all.extend_from_slice(bodies);
-                self.rest = Bytes::from(all);
+                self.rest = packed(head.len() + bodies.len(), |all| {
+                    all.extend_from_slice(head);
+                    all.extend_from_slice(bodies);
+                });
                 self.response = Some(ResponseAt {
                     body: new.body,
                     ..kept
@@ -370,13 +475,26 @@ impl Packed {
             }
         }
         self.timings = end.timings;
-        self.error = end.error;
+        self.set_error(end.error);
         self.websocket |= end.websocket;
     }
 
     /// Marks the flow failed with `error` (killed by the user).
     pub(crate) fn fail(&mut self, error: &str) {
-        self.error = Some(error.to_owned());
+        self.set_error(Some(error.to_owned()));
+    }
+
+    fn set_error(&mut self, error: Option<String>) {
+        match (&mut self.extra, error) {
+            (Some(extra), error) => extra.error = error,
+            (None, None) => {}
+            (None, error) => {
+                self.extra = Some(Box::new(Extra {
+                    error,
+                    ..Extra::default()
+                }));
+            }
+        }
     }
 
     /// Body and message bytes kept, counted against the store's `max_bytes`.
@@ -428,18 +546,22 @@ impl Packed {
         });
         Record {
             started_at: self.started_at,
-            client: self.client,
+            client: self.client.addr,
             server: self.server,
-            client_tls: self.client_tls,
-            tls: self.tls.as_deref().cloned().unwrap_or_default(),
+            client_tls: self.client.tls,
+            tls: self.client.tls_facts.clone(),
             request,
             response,
             timings: self.timings,
-            annotations: self.annotations.clone(),
-            error: self.error.clone(),
+            annotations: self
+                .extra
+                .as_deref()
+                .map(|e| e.annotations.clone())
+                .unwrap_or_default(),
+            error: self.extra.as_deref().and_then(|e| e.error.clone()),
             websocket: self.websocket.then(Vec::new),
             facts: RecordedFacts {
-                client: self.facts_client,
+                client: self.client.socket,
                 server: self.facts_server.as_deref().cloned().unwrap_or_default(),
                 websocket_close: None,
             },

@@ -255,13 +255,16 @@ pub trait FlowSource: Send + Sync + 'static {
 
 /// What the store keeps of a flow.
 #[derive(Debug, Clone)]
+// A packed flow is held in the store's ring itself: no allocation of its own, and the
+// ring is written and dropped from in order, which the cache's prefetch follows.
+#[allow(clippy::large_enum_variant)]
 enum Kept {
     /// A record as it was given (a saved capture's, a replay's, a flow the intercept
     /// filter or a hook held, one changed by a WebSocket message).
     Record(Arc<Record>),
     /// A flow the feed saw go by, packed ([`Packed`]): a record is made of it when the
     /// UI asks.
-    Packed(Arc<Packed>),
+    Packed(Packed),
 }
 
 impl Kept {
@@ -381,7 +384,7 @@ impl MemoryStore {
     /// Adds a flow the feed packed, in `state`, and returns its id.
     pub(crate) fn insert_packed(&self, flow: Packed, state: FlowState) -> u64 {
         let bytes = flow.kept_bytes();
-        self.push(Kept::Packed(Arc::new(flow)), bytes, state)
+        self.push(Kept::Packed(flow), bytes, state)
     }
 
     fn push(&self, kept: Kept, bytes: usize, state: FlowState) -> u64 {
@@ -462,7 +465,7 @@ impl MemoryStore {
         let old = entry.bytes;
         let flow = match &mut entry.kept {
             Kept::Record(r) => FlowMut::Record(Arc::make_mut(r)),
-            Kept::Packed(p) => FlowMut::Packed(Arc::make_mut(p)),
+            Kept::Packed(p) => FlowMut::Packed(p),
         };
         change(flow, &mut entry.state);
         entry.bytes = entry.kept.bytes();
