@@ -1,10 +1,10 @@
 //! [`Packed`]: a flow the web UI's feed saw go by, as the [`MemoryStore`] keeps it:
-//! the request's head in one buffer, the response's head and both bodies in another,
-//! the rest plain values. A [`Record`] is made of it only when the UI asks for one
+//! the request's head in one buffer, the response's in another, both bodies in a
+//! third, the rest plain values. A [`Record`] is made of it only when the UI asks for one
 //! ([`Packed::record`]). A record is fifteen allocations or so (its strings, its heads'
 //! fields, its bodies), made on the proxy's threads and freed, long after and out of
 //! the cache, when the store drops the oldest flow; a packed flow is held in the
-//! store's ring itself, and its two buffers are cut from a block of the thread's
+//! store's ring itself, and its buffers are cut from a block of the thread's
 //! ([`BLOCK`]) freed when its last flow goes: no allocation, and no free, of its own.
 //!
 //! [`MemoryStore`]: super::MemoryStore
@@ -52,10 +52,11 @@ pub(crate) struct Packed {
     host: usize,
     path: usize,
     fields: usize,
-    /// The response's reason and header fields (when it has a head), then the
-    /// request's body, then the response's.
-    rest: Bytes,
+    /// The response's reason and header fields, once it has a head.
+    reply: Bytes,
     response: Option<ResponseAt>,
+    /// The request's body, then the response's.
+    bodies: Bytes,
     request_body: BodyAt,
 }
 
@@ -102,7 +103,8 @@ struct Extra {
     error: Option<String>,
 }
 
-/// Where a response's head is in a [`Packed`]'s `rest`, and what it says.
+/// A response's head in a [`Packed`]'s `reply` (its length, how many fields), what
+/// it says, and its body.
 #[derive(Debug, Clone, Copy)]
 struct ResponseAt {
     status: u16,
@@ -115,13 +117,13 @@ struct ResponseAt {
 }
 
 impl ResponseAt {
-    /// The length of the head in `rest`.
+    /// The length of the head in `reply`.
     fn head_len(&self) -> usize {
         self.reason + self.fields_len
     }
 }
 
-/// A body in a [`Packed`]'s `rest`: its kept length, its size, whether it was cut.
+/// A body in a [`Packed`]'s `bodies`: its kept length, its size, whether it was cut.
 #[derive(Debug, Clone, Copy, Default)]
 struct BodyAt {
     len: usize,
@@ -301,19 +303,22 @@ fn put_response(buf: &mut BytesMut, r: &Response, reason: &str) {
 /// What a finished flow adds to its [`Packed`] ([`Packed::finish`]): made apart, so
 /// that the bodies are copied before the store is locked.
 pub(crate) struct PackedEnd {
-    /// The response's head (if the flow has a response that was delivered), then the
-    /// request's body, then the response's.
-    rest: Bytes,
-    response: Option<ResponseAt>,
+    /// The request's body, then the response's.
+    bodies: Bytes,
     request_body: BodyAt,
+    /// The response's body, if the flow has a response that was delivered.
+    response_body: Option<BodyAt>,
+    /// Its head, packed, unless the one shown at the response hook is kept.
+    reply: Option<(ResponseAt, Bytes)>,
     timings: RecordedTimings,
     error: Option<String>,
     websocket: bool,
 }
 
 impl PackedEnd {
-    /// What `flow`, finished, adds, keeping at most `body_limit` bytes of each body.
-    pub(crate) fn of(flow: &HttpFlow, body_limit: usize) -> Self {
+    /// What `flow`, finished, adds, keeping at most `body_limit` bytes of each body;
+    /// its response's head too, unless it was `shown` ([`Packed::set_response`]).
+    pub(crate) fn of(flow: &HttpFlow, body_limit: usize, shown: bool) -> Self {
         let (request_data, request_body) = body_of(
             &flow.request.body,
             &flow.request_body_prefix,
@@ -323,34 +328,27 @@ impl PackedEnd {
         // A request that could not be delivered has its error and no response (the
         // page the proxy made for it is not the origin's answer).
         let delivered = flow.response.as_ref().filter(|_| !flow.undelivered);
-        let (response, rest) = match delivered {
+        let (response_data, response_body) = match delivered {
             Some(r) => {
-                let (response_data, body) = body_of(
+                let (data, body) = body_of(
                     &r.body,
                     &flow.response_body_prefix,
                     flow.response_body_size,
                     body_limit,
                 );
-                let (at, reason) = head_of_response(r, body);
-                let len = at.head_len() + request_data.len() + response_data.len();
-                let rest = packed(len, |buf| {
-                    put_response(buf, r, reason);
-                    buf.extend_from_slice(request_data);
-                    buf.extend_from_slice(response_data);
-                });
-                (Some(at), rest)
+                (data, Some(body))
             }
-            None => (
-                None,
-                packed(request_data.len(), |buf| {
-                    buf.extend_from_slice(request_data)
-                }),
-            ),
+            None => (&[][..], None),
         };
+        let bodies = packed(request_data.len() + response_data.len(), |buf| {
+            buf.extend_from_slice(request_data);
+            buf.extend_from_slice(response_data);
+        });
         PackedEnd {
-            rest,
-            response,
+            bodies,
             request_body,
+            response_body,
+            reply: delivered.filter(|_| !shown).map(reply_of),
             timings: RecordedTimings::of(flow),
             error: flow
                 .error
@@ -359,6 +357,13 @@ impl PackedEnd {
             websocket: is_websocket(flow),
         }
     }
+}
+
+/// `r`'s head, packed (its body not yet known).
+fn reply_of(r: &Response) -> (ResponseAt, Bytes) {
+    let (at, reason) = head_of_response(r, BodyAt::default());
+    let buf = packed(at.head_len(), |buf| put_response(buf, r, reason));
+    (at, buf)
 }
 
 impl Packed {
@@ -410,38 +415,31 @@ impl Packed {
             host: host.len(),
             path: path.len(),
             fields: r.headers.len(),
-            rest: Bytes::new(),
+            reply: Bytes::new(),
             response: None,
+            bodies: Bytes::new(),
             request_body: BodyAt::default(),
         }
     }
 
     /// The response's head, packed, for [`set_response`](Self::set_response): made
     /// before the store is locked.
-    pub(crate) fn response_head(r: &Response) -> (ResponseHead, Bytes) {
-        let (at, reason) = head_of_response(r, BodyAt::default());
-        let buf = packed(at.head_len(), |buf| put_response(buf, r, reason));
-        (ResponseHead(at), buf)
+    pub(crate) fn response_head(r: &Response) -> ResponseHead {
+        ResponseHead(reply_of(r))
     }
 
     /// Shows `head` (a streaming body's response, [`response_head`](Self::response_head)),
-    /// its body to come with the flow's end; the request's body is kept.
-    pub(crate) fn set_response(&mut self, (head, buf): (ResponseHead, Bytes)) {
-        let request_body = self.request_body_bytes();
-        self.rest = if request_body.is_empty() {
-            buf
-        } else {
-            packed(buf.len() + request_body.len(), |all| {
-                all.extend_from_slice(&buf);
-                all.extend_from_slice(&request_body);
-            })
-        };
-        self.response = Some(head.0);
+    /// its body to come with the flow's end.
+    pub(crate) fn set_response(&mut self, head: ResponseHead) {
+        let (at, reply) = head.0;
+        self.reply = reply;
+        self.response = Some(at);
     }
 
     /// Brings the flow up to date with its end (as `Record::finish` does a record):
     /// the marks, the bodies, the response (the head shown before kept), the timings,
-    /// the error.
+    /// the error. `flow`'s response's head is packed here (the store locked) only if
+    /// `end` was made thinking it shown, and it was not.
     pub(crate) fn finish(&mut self, flow: &HttpFlow, end: PackedEnd) {
         let (marked, comment) = self.extra.as_deref().map_or(("", ""), |e| {
             (
@@ -455,23 +453,22 @@ impl Packed {
             extra.annotations.comment.clone_from(&flow.comment);
         }
         self.request_body = end.request_body;
-        match (self.response, end.response) {
-            // The head shown at the response hook stays; the bodies are the end's.
-            (Some(kept), Some(new)) => {
-                let head = &self.rest[..kept.head_len().min(self.rest.len())];
-                let bodies = end.rest.get(new.head_len()..).unwrap_or_default();
-                self.rest = packed(head.len() + bodies.len(), |all| {
-                    all.extend_from_slice(head);
-                    all.extend_from_slice(bodies);
-                });
-                self.response = Some(ResponseAt {
-                    body: new.body,
-                    ..kept
-                });
+        self.bodies = end.bodies;
+        let head = match (end.response_body, self.response, end.reply) {
+            (None, ..) => None,
+            // The head shown at the response hook stays.
+            (Some(_), Some(kept), _) => Some((kept, self.reply.clone())),
+            (Some(_), None, Some(new)) => Some(new),
+            (Some(_), None, None) => flow.response.as_ref().map(reply_of),
+        };
+        match (head, end.response_body) {
+            (Some((at, reply)), Some(body)) => {
+                self.reply = reply;
+                self.response = Some(ResponseAt { body, ..at });
             }
-            (_, response) => {
-                self.rest = end.rest;
-                self.response = response;
+            _ => {
+                self.reply = Bytes::new();
+                self.response = None;
             }
         }
         self.timings = end.timings;
@@ -507,23 +504,13 @@ impl Packed {
         self.websocket
     }
 
-    /// Where the request's body starts in `rest`.
-    fn request_body_at(&self) -> usize {
-        self.response.map_or(0, |r| r.head_len())
-    }
-
-    fn request_body_bytes(&self) -> Bytes {
-        slice(&self.rest, self.request_body_at(), self.request_body.len).unwrap_or_default()
-    }
-
     /// The record of this flow, as the feed's `Record` would be: its buffers shared
     /// (headers and bodies are slices of them), its strings copied.
     pub(crate) fn record(&self) -> Record {
         let head = &self.head;
         let (method, host, path) = (self.method, self.host, self.path);
-        let request_body_at = self.request_body_at();
         let body = |at: usize, b: BodyAt| RecordedBody {
-            data: slice(&self.rest, at, b.len).unwrap_or_default(),
+            data: slice(&self.bodies, at, b.len).unwrap_or_default(),
             size: b.size,
             truncated: b.truncated,
         };
@@ -535,14 +522,14 @@ impl Packed {
             path: text(head, method + host, path),
             version: spelled(self.version).to_owned(),
             headers: fields_of(head, method + host + path, self.fields),
-            body: body(request_body_at, self.request_body),
+            body: body(0, self.request_body),
         };
         let response = self.response.map(|r| RecordedResponse {
             status: r.status,
-            reason: text(&self.rest, 0, r.reason),
+            reason: text(&self.reply, 0, r.reason),
             version: spelled(r.version).to_owned(),
-            headers: fields_of(&self.rest, r.reason, r.fields),
-            body: body(request_body_at + self.request_body.len, r.body),
+            headers: fields_of(&self.reply, r.reason, r.fields),
+            body: body(self.request_body.len, r.body),
         });
         Record {
             started_at: self.started_at,
@@ -570,7 +557,7 @@ impl Packed {
 }
 
 /// A response's head packed by [`Packed::response_head`].
-pub(crate) struct ResponseHead(ResponseAt);
+pub(crate) struct ResponseHead((ResponseAt, Bytes));
 
 /// Whether two annotations differ, without a call to `memcmp` when both are empty (as
 /// `capture::record::differs`: glibc's vector `memcmp` of two empty strings takes a
