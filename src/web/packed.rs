@@ -454,26 +454,29 @@ impl Packed {
         }
         self.request_body = end.request_body;
         self.bodies = end.bodies;
-        let head = match (end.response_body, self.response, end.reply) {
-            (None, ..) => None,
+        let (response, reply) = match (end.response_body, self.response, end.reply) {
+            (None, ..) => (None, Bytes::new()),
             // The head shown at the response hook stays.
-            (Some(_), Some(kept), _) => Some((kept, self.reply.clone())),
-            (Some(_), None, Some(new)) => Some(new),
-            (Some(_), None, None) => flow.response.as_ref().map(reply_of),
+            (Some(body), Some(kept), _) => {
+                self.response = Some(ResponseAt { body, ..kept });
+                return self.ended(end.timings, end.error, end.websocket);
+            }
+            (Some(body), None, Some((at, reply))) => (Some(ResponseAt { body, ..at }), reply),
+            (Some(body), None, None) => match flow.response.as_ref().map(reply_of) {
+                Some((at, reply)) => (Some(ResponseAt { body, ..at }), reply),
+                None => (None, Bytes::new()),
+            },
         };
-        match (head, end.response_body) {
-            (Some((at, reply)), Some(body)) => {
-                self.reply = reply;
-                self.response = Some(ResponseAt { body, ..at });
-            }
-            _ => {
-                self.reply = Bytes::new();
-                self.response = None;
-            }
-        }
-        self.timings = end.timings;
-        self.set_error(end.error);
-        self.websocket |= end.websocket;
+        self.response = response;
+        self.reply = reply;
+        self.ended(end.timings, end.error, end.websocket);
+    }
+
+    /// The end's timings, error and WebSocket switch.
+    fn ended(&mut self, timings: RecordedTimings, error: Option<String>, websocket: bool) {
+        self.timings = timings;
+        self.set_error(error);
+        self.websocket |= websocket;
     }
 
     /// Marks the flow failed with `error` (killed by the user).
