@@ -1,6 +1,6 @@
 //! The flows the web UI serves: [`FlowSource`] (what the server asks of any store of
-//! flows), [`MemoryStore`] (records held in memory, bounded, oldest dropped) and
-//! [`SqliteSource`] (a saved SQLite capture, read page by page).
+//! flows), [`MemoryStore`] (flows held in memory, packed or as records, bounded,
+//! oldest dropped) and [`SqliteSource`] (a saved SQLite capture, read page by page).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -496,7 +496,8 @@ impl FlowSource for MemoryStore {
             0 => MAX_PAGE,
             n => n.min(MAX_PAGE),
         };
-        // Filtering runs on a copy (of `Arc`s), so the proxy's hooks never wait for it.
+        // Filtering runs on a copy (records and packed flows' buffers shared), so the
+        // proxy's hooks never wait for it; a packed flow's record is made here.
         let flows = self.snapshot();
         let count = flows.len();
         let keep = |e: &&Entry| {
