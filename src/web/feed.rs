@@ -13,7 +13,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::json::{Edit, Phase};
-use super::store::{FlowState, MemoryStore};
+use super::packed::{ClientSide, Packed, PackedEnd};
+use super::store::{FlowMut, FlowState, MemoryStore};
 use crate::capture::{recorded_response, Ending, Filter, Record, RecordedBody, RecordedMessage};
 use crate::core::Connection;
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Verdict};
@@ -173,16 +174,20 @@ fn authority(target: &crate::core::Target) -> String {
 /// bodies, response, error, which `Record::finish` compares and sets). A flow that has
 /// any of them already (a request body, a hook's answer) is made by `from_flow`.
 fn request_record(conn: &Connection, flow: &HttpFlow, body_limit: usize) -> Record {
-    let r = &flow.request;
-    if !matches!(r.body, Body::Empty)
-        || flow.request_body_size != 0
-        || !flow.request_body_prefix.is_empty()
-        || flow.response.is_some()
-        || flow.error.is_some()
-    {
+    if !bare(flow) {
         return Record::from_flow(conn, flow, body_limit);
     }
     Record::head_of(conn, flow)
+}
+
+/// Whether `flow` has nothing yet but its request's head (no body, no answer, no
+/// error): what the feed stores [`Packed`] at the request.
+fn bare(flow: &HttpFlow) -> bool {
+    matches!(flow.request.body, Body::Empty)
+        && flow.request_body_size == 0
+        && flow.request_body_prefix.is_empty()
+        && flow.response.is_none()
+        && flow.error.is_none()
 }
 
 /// What the user decided for an intercepted flow.
@@ -289,20 +294,46 @@ pub struct Feed {
     body_limit: usize,
 }
 
-/// Per connection: the flows in flight that feeds stored, as (feed, flow id, store id,
-/// killed by the user). A list: a connection has a flow or a few in flight at once.
+/// Per connection: the flows in flight that feeds stored, and the client's TLS as
+/// packed flows share it.
 #[derive(Default)]
-struct Ids(Vec<(usize, u64, u64, bool)>);
+struct Ids {
+    /// A list: a connection has a flow or a few in flight at once.
+    flows: Vec<InFlight>,
+    /// The connection's client side, for its flows stored [`Packed`]: one copy for
+    /// them all (its TLS facts alone are five allocations), made again if it changes.
+    client: Option<Arc<ClientSide>>,
+}
+
+/// A flow in flight that a feed stored.
+struct InFlight {
+    /// The feed's key ([`Feed::key`]).
+    feed: usize,
+    /// The flow's id on its connection.
+    flow: u64,
+    /// Its id in the store.
+    id: u64,
+    /// Killed by the user.
+    killed: bool,
+    /// Stored [`Packed`] (else as a record).
+    packed: bool,
+    /// Its response's head shown at the response hook.
+    shown: bool,
+}
 
 impl Ids {
-    fn find(&mut self, feed: usize, flow: u64) -> Option<&mut (usize, u64, u64, bool)> {
-        self.0.iter_mut().find(|e| e.0 == feed && e.1 == flow)
+    fn find(&mut self, feed: usize, flow: u64) -> Option<&mut InFlight> {
+        self.flows
+            .iter_mut()
+            .find(|e| e.feed == feed && e.flow == flow)
     }
 
-    fn remove(&mut self, feed: usize, flow: u64) -> Option<(u64, bool)> {
-        let at = self.0.iter().position(|e| e.0 == feed && e.1 == flow)?;
-        let (_, _, id, killed) = self.0.swap_remove(at);
-        Some((id, killed))
+    fn remove(&mut self, feed: usize, flow: u64) -> Option<InFlight> {
+        let at = self
+            .flows
+            .iter()
+            .position(|e| e.feed == feed && e.flow == flow)?;
+        Some(self.flows.swap_remove(at))
     }
 }
 
@@ -331,7 +362,7 @@ impl Feed {
     fn id_of(&self, conn: &Connection, flow: &HttpFlow) -> Option<u64> {
         conn.state()
             .get_mut::<Ids>()
-            .and_then(|ids| ids.find(self.key(), flow.id).map(|e| e.2))
+            .and_then(|ids| ids.find(self.key(), flow.id).map(|e| e.id))
     }
 
     fn killed(&self, conn: &Connection, flow: &HttpFlow) {
@@ -340,7 +371,7 @@ impl Feed {
             .get_mut::<Ids>()
             .and_then(|ids| ids.find(self.key(), flow.id))
         {
-            entry.3 = true;
+            entry.killed = true;
         }
     }
 
@@ -352,10 +383,10 @@ impl Feed {
             return None;
         }
         self.store
-            .modify(id, |_, state| state.intercepted = Some(phase));
+            .set_state(id, |state| state.intercepted = Some(phase));
         tracing::info!(id, ?phase, url = %record.request.url(), "web UI: flow intercepted");
         let decision = self.interceptor.wait(id).await;
-        self.store.modify(id, |_, state| state.intercepted = None);
+        self.store.set_state(id, |state| state.intercepted = None);
         Some(decision)
     }
 }
@@ -363,9 +394,27 @@ impl Feed {
 #[async_trait]
 impl HttpHandler for Feed {
     async fn request(&self, conn: &Connection, flow: &mut HttpFlow) -> Verdict {
+        let held = std::mem::take(&mut flow.intercept);
+        if !held && !self.interceptor.active() && bare(flow) {
+            // Nothing can wait, and the flow has only its request's head: stored
+            // packed, no record made.
+            let mut state = conn.state();
+            let ids = state.get_or_default::<Ids>();
+            let client = ClientSide::of(conn, &mut ids.client);
+            let packed = Packed::of_request(conn, flow, client);
+            let id = self.store.insert_packed(packed, FlowState::PENDING);
+            ids.flows.push(InFlight {
+                feed: self.key(),
+                flow: flow.id,
+                id,
+                killed: false,
+                packed: true,
+                shown: false,
+            });
+            return Verdict::Continue;
+        }
         let record = request_record(conn, flow, self.body_limit);
         // Nothing can wait: the record goes to the store as it is.
-        let held = std::mem::take(&mut flow.intercept);
         let (id, record) = if held || self.interceptor.active() {
             (
                 self.store.insert(record.clone(), FlowState::PENDING),
@@ -374,10 +423,14 @@ impl HttpHandler for Feed {
         } else {
             (self.store.insert(record, FlowState::PENDING), None)
         };
-        conn.state()
-            .get_or_default::<Ids>()
-            .0
-            .push((self.key(), flow.id, id, false));
+        conn.state().get_or_default::<Ids>().flows.push(InFlight {
+            feed: self.key(),
+            flow: flow.id,
+            id,
+            killed: false,
+            packed: false,
+            shown: false,
+        });
         let Some(record) = record else {
             return Verdict::Continue;
         };
@@ -413,10 +466,25 @@ impl HttpHandler for Feed {
             else {
                 return Verdict::Continue;
             };
-            if let Some(id) = self.id_of(conn, flow) {
-                let head = recorded_response(response, RecordedBody::default());
-                self.store
-                    .modify(id, |record, _| record.response = Some(head));
+            let id = conn
+                .state()
+                .get_mut::<Ids>()
+                .and_then(|ids| ids.find(self.key(), flow.id))
+                .map(|e| {
+                    // Its end need not pack the head again.
+                    e.shown = true;
+                    e.id
+                });
+            if let Some(id) = id {
+                let head = Packed::response_head(response);
+                let shown = |flow: FlowMut<'_>, _: &mut FlowState| match flow {
+                    FlowMut::Packed(packed) => packed.set_response(head),
+                    FlowMut::Record(record) => {
+                        record.response =
+                            Some(recorded_response(response, RecordedBody::default()));
+                    }
+                };
+                self.store.change(id, shown, false);
             }
             return Verdict::Continue;
         }
@@ -451,25 +519,49 @@ impl HttpHandler for Feed {
             .state()
             .get_mut::<Ids>()
             .and_then(|ids| ids.remove(self.key(), flow.id));
-        let Some((id, killed)) = entry else {
+        let Some(InFlight {
+            id,
+            killed,
+            packed,
+            shown,
+            ..
+        }) = entry
+        else {
             // A request this feed did not see (a hook before it answered or killed it).
             let record = Record::from_flow(conn, flow, self.body_limit);
             self.store.insert(record, FlowState::FINISHED);
             return;
         };
-        // The stored record has the request's head (as it went upstream, edited or
-        // not) and the response's: it gets the rest in place, the bodies copied first
-        // (not while the store is held).
-        let end = Ending::of(flow, self.body_limit);
+        // The stored flow has the request's head (as it went upstream, edited or
+        // not) and maybe the response's: it gets the rest in place, the bodies copied
+        // first (not while the store is held), for the form it is stored in.
+        let limit = self.body_limit;
+        let packed_end = packed.then(|| PackedEnd::of(flow, limit, shown));
+        let record_end = (!packed).then(|| Ending::of(flow, limit));
         let mut websocket = false;
-        self.store.modify(id, |record, state| {
-            record.finish(flow, end);
-            if killed {
-                record.error = Some(KILLED.into());
+        let finished = |stored: FlowMut<'_>, state: &mut FlowState| {
+            match stored {
+                FlowMut::Packed(p) => {
+                    p.finish(
+                        flow,
+                        packed_end.unwrap_or_else(|| PackedEnd::of(flow, limit, false)),
+                    );
+                    if killed {
+                        p.fail(KILLED);
+                    }
+                    websocket = p.is_websocket();
+                }
+                FlowMut::Record(record) => {
+                    record.finish(flow, record_end.unwrap_or_else(|| Ending::of(flow, limit)));
+                    if killed {
+                        record.error = Some(KILLED.into());
+                    }
+                    websocket = record.websocket.is_some();
+                }
             }
-            websocket = record.websocket.is_some();
             *state = FlowState::FINISHED;
-        });
+        };
+        self.store.change(id, finished, false);
         if websocket {
             conn.state()
                 .get_or_default::<Socket>()
@@ -651,6 +743,152 @@ mod tests {
         assert_eq!(record.response.unwrap().status, 204);
     }
 
+    /// Runs `flow` through the two forms the feed stores a flow in, record and
+    /// packed, in the same steps: made at the request, its response's head shown
+    /// (`shown`, a streaming body's), finished as `end` is; the two records are equal
+    /// at each step.
+    fn both_forms(conn: &Connection, flow: &HttpFlow, shown: Option<&Response>, end: &HttpFlow) {
+        let limit = 16;
+        let mut record = request_record(conn, flow, limit);
+        let mut packed = Packed::of_request(conn, flow, ClientSide::of(conn, &mut None));
+        assert_eq!(packed.record(), record, "at the request");
+        if let Some(response) = shown {
+            record.response = Some(recorded_response(response, RecordedBody::default()));
+            packed.set_response(Packed::response_head(response));
+            assert_eq!(packed.record(), record, "its response's head shown");
+        }
+        record.finish(end, Ending::of(end, limit));
+        // Finished thinking its head shown when it was not (the end packs it then).
+        let mut unshown = packed.clone();
+        packed.finish(end, PackedEnd::of(end, limit, shown.is_some()));
+        unshown.finish(end, PackedEnd::of(end, limit, true));
+        assert_eq!(unshown.record(), record, "finished, its head not shown");
+        assert_eq!(packed.record(), record, "finished");
+        assert_eq!(packed.kept_bytes(), {
+            let r = &record;
+            r.request.body.data.len() + r.response.as_ref().map_or(0, |r| r.body.data.len())
+        });
+        assert_eq!(packed.is_websocket(), record.websocket.is_some());
+        record.error = Some(KILLED.into());
+        packed.fail(KILLED);
+        assert_eq!(packed.record(), record, "killed");
+    }
+
+    #[test]
+    fn a_packed_flow_is_the_record_the_feed_made() {
+        let mut conn = Connection::new(3, crate::core::Host::new(([127, 0, 0, 1], 5000).into()));
+        let mut get = Request::new("GET", "http://a.localhost:8080/p?q=1").unwrap();
+        get.headers.append("Host", "a.localhost:8080");
+        get.headers.append("X-Empty", "");
+        get.headers.append("X-Bytes", &b"\xff\x00"[..]);
+        let mut ok = Response::new(200);
+        ok.reason = "Fine".into();
+        ok.headers.append("Content-Type", "text/plain");
+        ok.body = Body::Full(Bytes::from_static(b"0123456789abcdefghij"));
+
+        // Plain: a body cut to the limit, one kept whole, none.
+        let flow = HttpFlow::new(1, get.clone());
+        let mut end = flow.clone();
+        end.response = Some(ok.clone());
+        both_forms(&conn, &flow, None, &end);
+        end.response.as_mut().unwrap().body = Body::Full(Bytes::from_static(b"short"));
+        end.timings.response_end = Some(end.timings.start);
+        both_forms(&conn, &flow, None, &end);
+        end.response.as_mut().unwrap().body = Body::Empty;
+        both_forms(&conn, &flow, None, &end);
+
+        // A streaming response shown at once, its head changed later (the one shown
+        // stays), its body streamed past, the request's too; marked at the end.
+        let mut streaming = ok.clone();
+        streaming.body = Body::Streaming;
+        let mut end = flow.clone();
+        let mut later = streaming.clone();
+        later.headers.append("X-Later", "1");
+        end.response = Some(later);
+        end.response_body_prefix = Bytes::from_static(b"prefix of a long body");
+        end.response_body_size = 1000;
+        end.request.body = Body::Streaming;
+        end.request_body_prefix = Bytes::from_static(b"up");
+        end.request_body_size = 2;
+        end.marked = ":star:".into();
+        end.comment = "look".into();
+        both_forms(&conn, &flow, Some(&streaming), &end);
+        // Shown, then not delivered (no response), or failed.
+        end.undelivered = true;
+        both_forms(&conn, &flow, Some(&streaming), &end);
+        end.undelivered = false;
+        end.error = Some(Arc::new(crate::Error::CaptureFormat {
+            path: "x".into(),
+            reason: "broken".into(),
+        }));
+        both_forms(&conn, &flow, None, &end);
+
+        // Over TLS, both sides known, replayed, HTTP/2 (no reason), a WebSocket, a
+        // CONNECT.
+        conn.tls = true;
+        conn.tls_facts.sni = Some("b.localhost".into());
+        conn.tls_facts.alpn_offers = vec!["h2".into(), "http/1.1".into()];
+        conn.server.addr = Some(([127, 0, 0, 2], 443).into());
+        conn.client_socket.started = Some(SystemTime::now());
+        let mut server = crate::core::ServerFacts::default();
+        server.tls.version = Some("TLSv1.3".into());
+        conn.server_facts = Some(Arc::new(server));
+        let mut https = Request::new("POST", "https://b.localhost/x").unwrap();
+        https.version = Version::Http2;
+        let mut flow = HttpFlow::new(2, https);
+        flow.is_replay = Some(crate::http::message::Replay::Request);
+        let mut end = flow.clone();
+        let mut h2 = ok.clone();
+        h2.version = Version::Http2;
+        end.response = Some(h2);
+        both_forms(&conn, &flow, None, &end);
+        let mut upgrade = get.clone();
+        upgrade.headers.append("Upgrade", "websocket");
+        let flow = HttpFlow::new(3, upgrade);
+        let mut end = flow.clone();
+        end.response = Some(Response::new(101));
+        both_forms(&conn, &flow, None, &end);
+        let connect = Request::new_to(
+            "CONNECT".into(),
+            crate::core::Target::new("c.localhost", 443, false),
+            "c.localhost:443".into(),
+        );
+        let flow = HttpFlow::new(4, connect);
+        both_forms(&conn, &flow, None, &flow.clone());
+    }
+
+    #[tokio::test]
+    async fn packed_flows_keep_their_bytes_while_more_are_packed() {
+        use super::super::store::FlowSource;
+        let store = Arc::new(MemoryStore::new(1000, usize::MAX));
+        let feed = Feed::new(store.clone(), Arc::new(Interceptor::default()), 1 << 20);
+        let conn = Connection::new(1, crate::core::Host::default());
+        // Enough flows, with bodies of several sizes (one larger than a block's share),
+        // that their buffers are cut from several blocks.
+        let body = |i: usize| {
+            format!("{i:05}").repeat(1 + i % 300 + usize::from(i.is_multiple_of(97)) * 2000)
+        };
+        for i in 0..600 {
+            let request = Request::new("GET", &format!("http://a.localhost/{i}")).unwrap();
+            let mut flow = HttpFlow::new(i as u64 + 1, request);
+            let _ = feed.request(&conn, &mut flow).await;
+            let mut response = Response::new(200);
+            response.headers.append("X-Flow", i.to_string());
+            response.body = Body::Full(Bytes::from(body(i)));
+            flow.response = Some(response);
+            let _ = feed.response(&conn, &mut flow).await;
+            feed.flow_finished(&conn, &flow).await;
+        }
+        let records = store.records(None);
+        assert_eq!(records.len(), 600);
+        for (i, record) in records.iter().enumerate() {
+            assert_eq!(record.request.path, format!("/{i}"));
+            let response = record.response.as_ref().unwrap();
+            assert_eq!(response.headers.get("x-flow"), Some(i.to_string().as_str()));
+            assert_eq!(response.body.data, body(i).as_bytes());
+        }
+    }
+
     #[test]
     fn the_body_limit_follows_the_intercept_filter() {
         let interceptor = Arc::new(Interceptor::default());
@@ -695,20 +933,15 @@ mod tests {
     }
 
     /// What the feed costs a flow of the bench's `http-ka` load (a GET, a 1 KiB
-    /// response held whole) with no page open, into a store kept full: its three hooks
-    /// and the store. Speed, not behaviour: run by hand, in release,
+    /// response) with no page open, into a store kept full: its three hooks and the
+    /// store; the response held whole, then streamed (as the proxy streams it when no
+    /// intercept filter is set: its head shown at the response hook, its first bytes
+    /// kept as they pass). Speed, not behaviour: run by hand, in release,
     /// `cargo test --release --lib web::feed::tests::feed_speed -- --ignored --nocapture`.
     #[tokio::test]
     #[ignore = "a measurement, run by hand"]
     async fn feed_speed() {
         use super::super::store::FlowSource;
-        let store = Arc::new(MemoryStore::default());
-        let feed = Feed::new(
-            store.clone(),
-            Arc::new(Interceptor::default()),
-            DEFAULT_FEED_BODY_LIMIT,
-        );
-        let conn = Connection::new(1, crate::core::Host::default());
         let mut request = Request::new("GET", "http://127.0.0.1:8080/1k").unwrap();
         request.headers.append("Host", "127.0.0.1:8080");
         request.headers.append("User-Agent", "mitm-bench");
@@ -723,8 +956,7 @@ mod tests {
             .append("Content-Type", "application/octet-stream");
         response.headers.append("Content-Length", "1024");
         response.headers.append("Connection", "keep-alive");
-        response.body = Body::Full(Bytes::from(vec![b'x'; 1024]));
-        let mut flow = HttpFlow::new(1, request);
+        let body = Bytes::from(vec![b'x'; 1024]);
         async fn one(feed: &Feed, conn: &Connection, flow: &mut HttpFlow, response: &Response) {
             flow.response = None;
             let _ = feed.request(conn, flow).await;
@@ -732,19 +964,41 @@ mod tests {
             let _ = feed.response(conn, flow).await;
             feed.flow_finished(conn, flow).await;
         }
-        for id in 0..60_000 {
-            flow.id = id;
-            one(&feed, &conn, &mut flow, &response).await;
-        }
-        for round in 0..3 {
-            let n = 100_000u64;
-            let start = std::time::Instant::now();
-            for id in 0..n {
+        for streamed in [false, true] {
+            let store = Arc::new(MemoryStore::default());
+            let feed = Feed::new(
+                store.clone(),
+                Arc::new(Interceptor::default()),
+                DEFAULT_FEED_BODY_LIMIT,
+            );
+            let conn = Connection::new(1, crate::core::Host::default());
+            let mut flow = HttpFlow::new(1, request.clone());
+            let mut response = response.clone();
+            if streamed {
+                response.body = Body::Streaming;
+                flow.response_body_prefix = body.clone();
+                flow.response_body_size = 1024;
+            } else {
+                response.body = Body::Full(body.clone());
+            }
+            for id in 0..60_000 {
                 flow.id = id;
                 one(&feed, &conn, &mut flow, &response).await;
             }
-            let per = start.elapsed().as_nanos() as f64 / n as f64;
-            println!("round {round}: {per:.0} ns a flow ({} kept)", store.len());
+            let how = if streamed { "streamed" } else { "held whole" };
+            for round in 0..3 {
+                let n = 100_000u64;
+                let start = std::time::Instant::now();
+                for id in 0..n {
+                    flow.id = id;
+                    one(&feed, &conn, &mut flow, &response).await;
+                }
+                let per = start.elapsed().as_nanos() as f64 / n as f64;
+                println!(
+                    "{how}, round {round}: {per:.0} ns a flow ({} kept)",
+                    store.len()
+                );
+            }
         }
     }
 

@@ -44,6 +44,7 @@ mod auth;
 mod changes;
 mod feed;
 pub mod json;
+mod packed;
 mod store;
 
 use std::future::Future;

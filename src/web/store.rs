@@ -1,6 +1,6 @@
 //! The flows the web UI serves: [`FlowSource`] (what the server asks of any store of
-//! flows), [`MemoryStore`] (records held in memory, bounded, oldest dropped) and
-//! [`SqliteSource`] (a saved SQLite capture, read page by page).
+//! flows), [`MemoryStore`] (flows held in memory, packed or as records, bounded,
+//! oldest dropped) and [`SqliteSource`] (a saved SQLite capture, read page by page).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::changes::{ChangeHub, Changes};
 use super::json::{FlowPage, FlowSummary, Phase, LIVE_COLUMNS};
+use super::packed::Packed;
 #[cfg(feature = "sqlite")]
 use crate::capture::sqlite::SqliteReader;
 use crate::capture::{Filter, Record};
@@ -252,11 +253,52 @@ pub trait FlowSource: Send + Sync + 'static {
     }
 }
 
+/// What the store keeps of a flow.
+#[derive(Debug, Clone)]
+// A packed flow is held in the store's ring itself: no allocation of its own, and the
+// ring is written and dropped from in order, which the cache's prefetch follows.
+#[allow(clippy::large_enum_variant)]
+enum Kept {
+    /// A record as it was given (a saved capture's, a replay's, a flow the intercept
+    /// filter or a hook held, one changed by a WebSocket message).
+    Record(Arc<Record>),
+    /// A flow the feed saw go by, packed ([`Packed`]): a record is made of it when the
+    /// UI asks.
+    Packed(Packed),
+}
+
+impl Kept {
+    /// The record of the flow: shared when kept as one, else made now.
+    fn record(&self) -> Arc<Record> {
+        match self {
+            Kept::Record(r) => r.clone(),
+            Kept::Packed(p) => Arc::new(p.record()),
+        }
+    }
+
+    /// Body and message bytes kept.
+    fn bytes(&self) -> usize {
+        match self {
+            Kept::Record(r) => kept_bytes(r),
+            Kept::Packed(p) => p.kept_bytes(),
+        }
+    }
+}
+
+/// A stored flow, to be changed in place ([`MemoryStore::change`]): kept packed or as
+/// a record.
+pub(crate) enum FlowMut<'a> {
+    /// Kept packed.
+    Packed(&'a mut Packed),
+    /// Kept as a record.
+    Record(&'a mut Record),
+}
+
 /// One stored flow.
 #[derive(Debug, Clone)]
 struct Entry {
     id: u64,
-    record: Arc<Record>,
+    kept: Kept,
     state: FlowState,
     /// Body and message bytes kept, counted against `max_bytes`.
     bytes: usize,
@@ -335,14 +377,24 @@ impl MemoryStore {
 
     /// Adds `record` in `state` and returns its id.
     pub fn insert(&self, record: Record, state: FlowState) -> u64 {
+        let bytes = kept_bytes(&record);
+        self.push(Kept::Record(Arc::new(record)), bytes, state)
+    }
+
+    /// Adds a flow the feed packed, in `state`, and returns its id.
+    pub(crate) fn insert_packed(&self, flow: Packed, state: FlowState) -> u64 {
+        let bytes = flow.kept_bytes();
+        self.push(Kept::Packed(flow), bytes, state)
+    }
+
+    fn push(&self, kept: Kept, bytes: usize, state: FlowState) -> u64 {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
-        let bytes = kept_bytes(&record);
         inner.bytes += bytes;
         inner.flows.push_back(Entry {
             id,
-            record: Arc::new(record),
+            kept,
             state,
             bytes,
         });
@@ -366,24 +418,69 @@ impl MemoryStore {
 
     /// Replaces the flow `id` (if still stored) with `record`, in `state`.
     pub fn update(&self, id: u64, record: Record, state: FlowState) {
-        self.modify(id, |r, s| {
-            *r = record;
-            *s = state;
-        });
-    }
-
-    /// Changes the flow `id` in place, if it is still stored.
-    pub(crate) fn modify(&self, id: u64, change: impl FnOnce(&mut Record, &mut FlowState)) {
         let mut inner = self.lock();
         let Some(at) = inner.position(id) else {
             return;
         };
         let entry = &mut inner.flows[at];
         let old = entry.bytes;
-        change(Arc::make_mut(&mut entry.record), &mut entry.state);
-        entry.bytes = kept_bytes(&entry.record);
+        entry.bytes = kept_bytes(&record);
+        entry.kept = Kept::Record(Arc::new(record));
+        entry.state = state;
         let new = entry.bytes;
         inner.bytes = inner.bytes - old + new;
+        self.changes.flow(id);
+    }
+
+    /// Changes the flow `id` in place, if it is still stored: as a record (a packed
+    /// flow is made one first).
+    pub(crate) fn modify(&self, id: u64, change: impl FnOnce(&mut Record, &mut FlowState)) {
+        let unpacked = |flow: FlowMut<'_>, state: &mut FlowState| {
+            // Always a record: unpacked first.
+            if let FlowMut::Record(record) = flow {
+                change(record, state);
+            }
+        };
+        self.change(id, unpacked, true);
+    }
+
+    /// Changes the flow `id` in place, if it is still stored, as it is kept (packed or
+    /// a record); `unpack` makes a packed flow a record first.
+    pub(crate) fn change(
+        &self,
+        id: u64,
+        change: impl FnOnce(FlowMut<'_>, &mut FlowState),
+        unpack: bool,
+    ) {
+        let mut inner = self.lock();
+        let Some(at) = inner.position(id) else {
+            return;
+        };
+        let entry = &mut inner.flows[at];
+        if unpack {
+            if let Kept::Packed(p) = &entry.kept {
+                entry.kept = Kept::Record(Arc::new(p.record()));
+            }
+        }
+        let old = entry.bytes;
+        let flow = match &mut entry.kept {
+            Kept::Record(r) => FlowMut::Record(Arc::make_mut(r)),
+            Kept::Packed(p) => FlowMut::Packed(p),
+        };
+        change(flow, &mut entry.state);
+        entry.bytes = entry.kept.bytes();
+        let new = entry.bytes;
+        inner.bytes = inner.bytes - old + new;
+        self.changes.flow(id);
+    }
+
+    /// Changes the state of the flow `id`, if it is still stored.
+    pub(crate) fn set_state(&self, id: u64, change: impl FnOnce(&mut FlowState)) {
+        let mut inner = self.lock();
+        let Some(at) = inner.position(id) else {
+            return;
+        };
+        change(&mut inner.flows[at].state);
         self.changes.flow(id);
     }
 
@@ -399,18 +496,22 @@ impl FlowSource for MemoryStore {
             0 => MAX_PAGE,
             n => n.min(MAX_PAGE),
         };
-        // Filtering runs on a copy (of `Arc`s), so the proxy's hooks never wait for it.
+        // Filtering runs on a copy (records and packed flows' buffers shared), so the
+        // proxy's hooks never wait for it; a packed flow's record is made here.
         let flows = self.snapshot();
         let count = flows.len();
         let keep = |e: &&Entry| {
             query.after.is_none_or(|a| e.id > a)
                 && query.before.is_none_or(|b| e.id < b)
-                && query
-                    .filter
-                    .as_ref()
-                    .is_none_or(|f| f.matches(e.record.as_ref()))
+                && query.filter.as_ref().is_none_or(|f| match &e.kept {
+                    Kept::Record(r) => f.matches(r.as_ref()),
+                    Kept::Packed(p) => f.matches(&p.record()),
+                })
         };
-        let row = |e: &Entry| FlowSummary::of(e.id, &e.record, e.state);
+        let row = |e: &Entry| match &e.kept {
+            Kept::Record(r) => FlowSummary::of(e.id, r, e.state),
+            Kept::Packed(p) => FlowSummary::of(e.id, &p.record(), e.state),
+        };
         let forwards = query.after.is_some() && query.before.is_none();
         let (rows, more) = if forwards {
             let mut it = flows.iter().filter(keep);
@@ -430,15 +531,19 @@ impl FlowSource for MemoryStore {
     }
 
     fn get(&self, id: u64) -> Option<(Arc<Record>, FlowState)> {
-        let inner = self.lock();
-        let e = &inner.flows[inner.position(id)?];
-        Some((e.record.clone(), e.state))
+        let (kept, state) = {
+            let inner = self.lock();
+            let e = &inner.flows[inner.position(id)?];
+            (e.kept.clone(), e.state)
+        };
+        // A packed flow's record is made once the store is let go.
+        Some((kept.record(), state))
     }
 
     fn records(&self, filter: Option<&Filter>) -> Vec<Arc<Record>> {
         self.snapshot()
             .into_iter()
-            .map(|e| e.record)
+            .map(|e| e.kept.record())
             .filter(|r| filter.is_none_or(|f| f.matches(r.as_ref())))
             .collect()
     }
