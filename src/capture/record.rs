@@ -288,8 +288,7 @@ impl Record {
     /// Makes this record (one written, given back to be dropped) the record of `flow`,
     /// as [`from_flow`](Self::from_flow) makes it: its bodies' buffers, when nothing
     /// else holds them, take the bodies of `flow` (no allocation, and no free, for
-    /// them: the large ones, a kilobyte and more, cost glibc the most); the rest of it
-    /// is dropped here.
+    /// them: the large ones, a kilobyte and more, cost glibc the most).
     ///
     /// The rest is made in place too: the strings, the heads' lists and buffers (see
     /// [`Headers::compact_into`]) and the TLS facts keep their storage when it is
@@ -564,10 +563,15 @@ fn push_port(out: &mut String, port: u16) {
     out.push_str(itoa::Buffer::new().format(port));
 }
 
-/// `to` made `from`, in its own storage when it is large enough.
+/// `to` made `from`, in its own storage when it is large enough and not much larger
+/// (a long path of one flow is not kept, unseen, in every record made after it).
 fn assign(to: &mut String, from: &str) {
-    to.clear();
-    to.push_str(from);
+    if to.capacity() > 2 * from.len().max(64) {
+        *to = from.to_owned();
+    } else {
+        to.clear();
+        to.push_str(from);
+    }
 }
 
 /// A version as records spell it, as mitmproxy does: `HTTP/1.0`, `HTTP/1.1`,
@@ -906,6 +910,15 @@ mod tests {
             }
         }
         assert_eq!(reused, 1);
+        // A long path is not kept, unseen, in the records made after it.
+        let long = format!("/{}", "x".repeat(4000));
+        record.remake(&plain, &with_fields(&long, 1), 1024);
+        record.remake(&plain, &with_fields("/short", 1), 1024);
+        assert_eq!(
+            record,
+            Record::from_flow(&plain, &with_fields("/short", 1), 1024)
+        );
+        assert!(record.request.path.capacity() < 1000);
     }
 
     /// What making a record costs, made anew (and dropped) or made again in one given
