@@ -128,22 +128,9 @@ pub struct TlsFacts {
 // made again, flow after flow, in the storage of one written.
 impl Clone for TlsFacts {
     fn clone(&self) -> Self {
-        let TlsFacts {
-            sni,
-            alpn,
-            version,
-            cipher,
-            alpn_offers,
-            certificates,
-        } = self;
-        TlsFacts {
-            sni: sni.clone(),
-            alpn: alpn.clone(),
-            version: version.clone(),
-            cipher: cipher.clone(),
-            alpn_offers: alpn_offers.clone(),
-            certificates: certificates.clone(),
-        }
+        let mut copy = TlsFacts::default();
+        copy.clone_from(self);
+        copy
     }
 
     fn clone_from(&mut self, source: &Self) {

@@ -63,7 +63,7 @@ pub use crate::filter::{
 pub use handler::{Capture, CaptureBuilder, DEFAULT_BODY_LIMIT};
 // The web UI makes records as flows start and finishes them in place.
 #[cfg(feature = "web")]
-pub(crate) use record::{recorded_response, Ending};
+pub(crate) use record::{is_websocket, recorded_response, Ending};
 pub use record::{
     Annotations, Record, RecordedBody, RecordedFacts, RecordedMessage, RecordedRequest,
     RecordedResponse, RecordedTimings,

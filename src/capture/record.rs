@@ -484,7 +484,7 @@ impl Ending {
 }
 
 /// Whether `flow` switched to WebSocket.
-fn is_websocket(flow: &HttpFlow) -> bool {
+pub(crate) fn is_websocket(flow: &HttpFlow) -> bool {
     flow.response.as_ref().is_some_and(|r| r.status == 101)
         && flow
             .request

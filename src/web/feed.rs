@@ -681,6 +681,20 @@ mod tests {
         assert_eq!(back, b"plain text");
     }
 
+    /// `conn` made a TLS connection with both sides known: the client's name and
+    /// offers, the server's address, version and (if given) the proxy's local address.
+    fn over_tls(conn: &mut Connection, local: Option<std::net::SocketAddr>) {
+        conn.tls = true;
+        conn.tls_facts.sni = Some("b.localhost".into());
+        conn.tls_facts.alpn_offers = vec!["h2".into(), "http/1.1".into()];
+        conn.server.addr = Some(([127, 0, 0, 2], 443).into());
+        conn.client_socket.started = Some(SystemTime::now());
+        let mut server = crate::core::ServerFacts::default();
+        server.tls.version = Some("TLSv1.3".into());
+        server.socket.local = local;
+        conn.server_facts = Some(Arc::new(server));
+    }
+
     #[test]
     fn a_request_record_is_the_record_of_the_flow_so_far() {
         let mut conn = Connection::new(3, crate::core::Host::new(([127, 0, 0, 1], 5000).into()));
@@ -695,15 +709,7 @@ mod tests {
 
         // Over TLS, both sides known, marked, replayed, its request sent already, in
         // HTTP/1.0 and HTTP/2; and a CONNECT.
-        conn.tls = true;
-        conn.tls_facts.sni = Some("b.localhost".into());
-        conn.tls_facts.alpn_offers = vec!["h2".into(), "http/1.1".into()];
-        conn.server.addr = Some(([127, 0, 0, 2], 443).into());
-        conn.client_socket.started = Some(SystemTime::now());
-        let mut server = crate::core::ServerFacts::default();
-        server.tls.version = Some("TLSv1.3".into());
-        server.socket.local = Some(([127, 0, 0, 1], 6000).into());
-        conn.server_facts = Some(Arc::new(server));
+        over_tls(&mut conn, Some(([127, 0, 0, 1], 6000).into()));
         let mut https = Request::new("POST", "https://b.localhost/x").unwrap();
         https.headers.append("Content-Length", "0");
         let connect = Request::new_to(
@@ -825,14 +831,7 @@ mod tests {
 
         // Over TLS, both sides known, replayed, HTTP/2 (no reason), a WebSocket, a
         // CONNECT.
-        conn.tls = true;
-        conn.tls_facts.sni = Some("b.localhost".into());
-        conn.tls_facts.alpn_offers = vec!["h2".into(), "http/1.1".into()];
-        conn.server.addr = Some(([127, 0, 0, 2], 443).into());
-        conn.client_socket.started = Some(SystemTime::now());
-        let mut server = crate::core::ServerFacts::default();
-        server.tls.version = Some("TLSv1.3".into());
-        conn.server_facts = Some(Arc::new(server));
+        over_tls(&mut conn, None);
         let mut https = Request::new("POST", "https://b.localhost/x").unwrap();
         https.version = Version::Http2;
         let mut flow = HttpFlow::new(2, https);

@@ -18,8 +18,8 @@ use std::cell::RefCell;
 use bytes::{Bytes, BytesMut};
 
 use crate::capture::{
-    Annotations, Record, RecordedBody, RecordedFacts, RecordedRequest, RecordedResponse,
-    RecordedTimings,
+    is_websocket, Annotations, Record, RecordedBody, RecordedFacts, RecordedRequest,
+    RecordedResponse, RecordedTimings,
 };
 use crate::core::{Connection, ServerFacts, SocketFacts, TlsFacts};
 use crate::http::message::{Body, Headers, HttpFlow, Response, Version};
@@ -263,16 +263,6 @@ fn body_of<'a>(body: &'a Body, prefix: &'a Bytes, size: u64, limit: usize) -> (&
             (kept, at)
         }
     }
-}
-
-/// Whether `flow` switched to WebSocket (as `capture::record::is_websocket` says).
-fn is_websocket(flow: &HttpFlow) -> bool {
-    flow.response.as_ref().is_some_and(|r| r.status == 101)
-        && flow
-            .request
-            .headers
-            .get("upgrade")
-            .is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// A response's head, packed: where it is, and its reason (its bytes are the reason

@@ -338,15 +338,8 @@ mod tests {
     fn addresses_ports_and_times_are_written_as_display_writes_them() {
         use std::net::SocketAddr;
         use std::time::{Duration, UNIX_EPOCH};
-        for a in [
-            "0.0.0.0:0",
-            "1.2.3.4:5",
-            "10.20.30.40:8080",
-            "255.255.255.255:65535",
-            "100.9.99.109:443",
-            "[::1]:8080",
-            "[2001:db8::1]:443",
-        ] {
+        // (`AddrText`'s own test has more of them.)
+        for a in ["10.20.30.40:8080", "[2001:db8::1]:443"] {
             let addr: SocketAddr = a.parse().unwrap();
             let mut ours = Vec::new();
             Json::new(&mut ours).socket_addr(addr);
