@@ -19,12 +19,14 @@ impl<'a> Json<'a> {
     }
 
     /// Writes `value` as a JSON string, escaped as `serde_json` escapes it.
+    #[inline]
     pub(super) fn str(&mut self, value: &str) {
         escape_into(self.out, value);
     }
 
     /// Writes `text`, which [`is_plain`] says needs no escape, as a JSON string: as it
     /// is, between quotes.
+    #[inline]
     pub(super) fn plain(&mut self, text: &[u8]) {
         debug_assert!(is_plain(text));
         self.out.reserve(text.len() + 2);
@@ -53,6 +55,7 @@ impl<'a> Json<'a> {
     }
 
     /// Writes `n` as a JSON string (`"8080"`).
+    #[inline]
     pub(super) fn quoted_u64(&mut self, n: u64) {
         self.out.push(b'"');
         self.out
@@ -61,6 +64,7 @@ impl<'a> Json<'a> {
     }
 
     /// Writes a number (`null` for a NaN or an infinity, as `serde_json::Value` does).
+    #[inline]
     pub(super) fn f64(&mut self, value: f64) {
         if value.is_finite() {
             let _ = serde_json::to_writer(&mut *self.out, &value);
@@ -69,21 +73,25 @@ impl<'a> Json<'a> {
         }
     }
 
+    #[inline]
     pub(super) fn i64(&mut self, value: i64) {
         self.out
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
+    #[inline]
     pub(super) fn u64(&mut self, value: u64) {
         self.out
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
+    #[inline]
     pub(super) fn bool(&mut self, value: bool) {
         self.out
             .extend_from_slice(if value { b"true" } else { b"false" });
     }
 
+    #[inline]
     pub(super) fn null(&mut self) {
         self.out.extend_from_slice(b"null");
     }
@@ -233,6 +241,7 @@ pub(super) struct Object<'o> {
 impl<'o> Object<'o> {
     /// Starts the field `key`; write its value into what this returns. Keys come in
     /// byte order.
+    #[inline]
     pub(super) fn key(&mut self, key: &'static str) -> &mut Json<'o> {
         #[cfg(debug_assertions)]
         {
@@ -253,14 +262,17 @@ impl<'o> Object<'o> {
         &mut self.json
     }
 
+    #[inline]
     pub(super) fn str(&mut self, key: &'static str, value: &str) {
         self.key(key).str(value);
     }
 
+    #[inline]
     pub(super) fn f64(&mut self, key: &'static str, value: f64) {
         self.key(key).f64(value);
     }
 
+    #[inline]
     pub(super) fn opt_f64(&mut self, key: &'static str, value: Option<f64>) {
         match value {
             Some(v) => self.key(key).f64(v),
@@ -268,6 +280,7 @@ impl<'o> Object<'o> {
         }
     }
 
+    #[inline]
     pub(super) fn opt_str(&mut self, key: &'static str, value: Option<&str>) {
         match value {
             Some(v) => self.key(key).str(v),
@@ -275,14 +288,17 @@ impl<'o> Object<'o> {
         }
     }
 
+    #[inline]
     pub(super) fn i64(&mut self, key: &'static str, value: i64) {
         self.key(key).i64(value);
     }
 
+    #[inline]
     pub(super) fn u64(&mut self, key: &'static str, value: u64) {
         self.key(key).u64(value);
     }
 
+    #[inline]
     pub(super) fn bool(&mut self, key: &'static str, value: bool) {
         self.key(key).bool(value);
     }
@@ -296,6 +312,7 @@ pub(super) struct Array<'o> {
 
 impl<'o> Array<'o> {
     /// Starts the next item; write it into what this returns.
+    #[inline]
     pub(super) fn item(&mut self) -> &mut Json<'o> {
         if !self.first {
             self.json.out.push(b',');
