@@ -63,7 +63,10 @@ pub use crate::filter::{
 pub use handler::{Capture, CaptureBuilder, DEFAULT_BODY_LIMIT};
 // The web UI makes records as flows start and finishes them in place.
 #[cfg(feature = "web")]
-pub(crate) use record::{is_websocket, recorded_response, Ending};
+pub(crate) use record::{
+    differs, error_text, is_websocket, kept_body, recorded_reason, recorded_response,
+    scheme_and_path, version_name, Ending,
+};
 pub use record::{
     Annotations, Record, RecordedBody, RecordedFacts, RecordedMessage, RecordedRequest,
     RecordedResponse, RecordedTimings,

@@ -282,7 +282,11 @@ impl Record {
     /// The record of `flow`, finished on `conn`, keeping at most `body_limit` bytes of
     /// each body.
     pub fn from_flow(conn: &Connection, flow: &HttpFlow, body_limit: usize) -> Self {
-        Self::from_flow_in(conn, flow, body_limit, &mut Spare::default())
+        let mut record = Self::head_of(conn, flow);
+        // The bodies, the response, the timings and the error: as for a record made
+        // before the flow finished.
+        record.finish(flow, Ending::made(flow, body_limit, &mut Spare::default()));
+        record
     }
 
     /// Makes this record (one written, given back to be dropped) the record of `flow`,
@@ -344,21 +348,6 @@ impl Record {
         }
         facts.websocket_close = None;
         self.finish(flow, end);
-    }
-
-    /// [`from_flow`](Self::from_flow), its bodies copied into `spare` buffers where
-    /// they fit.
-    fn from_flow_in(
-        conn: &Connection,
-        flow: &HttpFlow,
-        body_limit: usize,
-        spare: &mut Spare,
-    ) -> Self {
-        let mut record = Self::head_of(conn, flow);
-        // The bodies, the response, the timings and the error: as for a record made
-        // before the flow finished.
-        record.finish(flow, Ending::made(flow, body_limit, spare));
-        record
     }
 
     /// The record of `flow`'s request head as it stands (its timings so far, its
@@ -425,7 +414,7 @@ impl Record {
 /// nearly every flow's are): glibc's vector `memcmp`, given two empty strings, still
 /// issues a masked load at their dangling pointer, which cost the web UI's feed a tenth
 /// of its time per flow (`web::feed::tests::feed_speed`).
-fn differs(kept: &str, now: &str) -> bool {
+pub(crate) fn differs(kept: &str, now: &str) -> bool {
     !(kept.is_empty() && now.is_empty()) && kept != now
 }
 
@@ -474,13 +463,17 @@ impl Ending {
                     )
                 }),
             timings: RecordedTimings::of(flow),
-            error: flow
-                .error
-                .as_ref()
-                .map(|e| crate::error::Report(e).to_string()),
+            error: error_text(flow),
             websocket: is_websocket(flow),
         }
     }
+}
+
+/// `flow`'s error as a record keeps it: the error and its causes, as text.
+pub(crate) fn error_text(flow: &HttpFlow) -> Option<String> {
+    flow.error
+        .as_ref()
+        .map(|e| crate::error::Report(e).to_string())
 }
 
 /// Whether `flow` switched to WebSocket.
@@ -512,12 +505,7 @@ impl RecordedRequest {
     /// Makes this the head of `r`, as recorded, in this one's storage (the body is
     /// left as it is).
     fn assign(&mut self, r: &Request) {
-        // A CONNECT names an authority: no scheme, no path (as mitmproxy records it).
-        let (scheme, path) = if r.is_connect() {
-            ("", "")
-        } else {
-            (if r.target.tls { "https" } else { "http" }, r.path.as_str())
-        };
+        let (scheme, path) = scheme_and_path(r);
         assign(&mut self.method, &r.method);
         assign(&mut self.scheme, scheme);
         assign(&mut self.host, &r.target.host);
@@ -525,6 +513,26 @@ impl RecordedRequest {
         assign(&mut self.path, path);
         assign(&mut self.version, version_name(r.version));
         r.headers.compact_into(&mut self.headers);
+    }
+}
+
+/// The scheme and path of `r` as recorded: a CONNECT names an authority, so it has
+/// neither (as mitmproxy records it).
+pub(crate) fn scheme_and_path(r: &Request) -> (&'static str, &str) {
+    if r.is_connect() {
+        ("", "")
+    } else {
+        (if r.target.tls { "https" } else { "http" }, r.path.as_str())
+    }
+}
+
+/// The reason phrase of `r` as recorded: none for HTTP/2 (the one a response made
+/// here may hold is not sent).
+pub(crate) fn recorded_reason(r: &Response) -> &str {
+    if r.version == Version::Http2 {
+        ""
+    } else {
+        r.reason.as_str()
     }
 }
 
@@ -545,14 +553,7 @@ impl RecordedResponse {
     /// left as it is).
     fn assign(&mut self, r: &Response) {
         self.status = r.status;
-        // HTTP/2 has no reason phrase (the one a response made here may hold is not
-        // sent).
-        let reason = if r.version == Version::Http2 {
-            ""
-        } else {
-            r.reason.as_str()
-        };
-        assign(&mut self.reason, reason);
+        assign(&mut self.reason, recorded_reason(r));
         assign(&mut self.version, version_name(r.version));
         r.headers.compact_into(&mut self.headers);
     }
@@ -607,22 +608,34 @@ fn recorded_body(
     limit: usize,
     spare: &mut Spare,
 ) -> RecordedBody {
-    match body {
-        Body::Empty => RecordedBody::default(),
+    let (kept, size, truncated) = kept_body(body, prefix, size, limit);
+    RecordedBody {
         // Copied: the bytes may share a larger buffer (a connection's read buffer),
         // which a queued record would otherwise keep alive.
-        Body::Full(data) => RecordedBody {
-            size: size.max(data.len() as u64),
-            truncated: data.len() > limit,
-            data: spare.copy(&data[..data.len().min(limit)]),
-        },
+        data: spare.copy(kept),
+        size,
+        truncated,
+    }
+}
+
+/// What a record keeps of a body ([`recorded_body`]): the bytes kept (of the body
+/// held whole, or of the `prefix` the proxy kept of one streamed past), cut to
+/// `limit`; its size (`size` bytes seen, at least those kept); whether it was cut.
+pub(crate) fn kept_body<'a>(
+    body: &'a Body,
+    prefix: &'a Bytes,
+    size: u64,
+    limit: usize,
+) -> (&'a [u8], u64, bool) {
+    match body {
+        Body::Empty => (&[], 0, false),
+        Body::Full(data) => {
+            let kept = &data[..data.len().min(limit)];
+            (kept, size.max(data.len() as u64), data.len() > limit)
+        }
         Body::Streaming => {
-            let data = spare.copy(&prefix[..prefix.len().min(limit)]);
-            RecordedBody {
-                size: size.max(data.len() as u64),
-                truncated: size > data.len() as u64,
-                data,
-            }
+            let kept = &prefix[..prefix.len().min(limit)];
+            (kept, size.max(kept.len() as u64), size > kept.len() as u64)
         }
     }
 }

@@ -18,8 +18,9 @@ use std::cell::RefCell;
 use bytes::{Bytes, BytesMut};
 
 use crate::capture::{
-    is_websocket, Annotations, Record, RecordedBody, RecordedFacts, RecordedRequest,
-    RecordedResponse, RecordedTimings,
+    differs, error_text, is_websocket, kept_body, recorded_reason, scheme_and_path, version_name,
+    Annotations, Record, RecordedBody, RecordedFacts, RecordedRequest, RecordedResponse,
+    RecordedTimings,
 };
 use crate::core::{Connection, ServerFacts, SocketFacts, TlsFacts};
 use crate::http::message::{Body, Headers, HttpFlow, Response, Version};
@@ -131,15 +132,6 @@ struct BodyAt {
     truncated: bool,
 }
 
-/// A version as records spell it (as `capture::record::version_name` does).
-fn spelled(version: Version) -> &'static str {
-    match version {
-        Version::Http10 => "HTTP/1.0",
-        Version::Http11 => "HTTP/1.1",
-        Version::Http2 => "HTTP/2.0",
-    }
-}
-
 /// The encoded length of `headers`' fields: each a name's and a value's length (eight
 /// bytes each), then the name and the value.
 fn fields_len(headers: &Headers) -> usize {
@@ -238,42 +230,22 @@ fn text(buf: &Bytes, at: usize, len: usize) -> String {
         .unwrap_or_default()
 }
 
-/// A body as a record keeps it (as `capture::record::recorded_body` does): whole or
-/// streamed past (`size` bytes, of which the proxy kept `prefix`), either cut to
-/// `limit`: the bytes to keep, and what the record says of them.
+/// A body as a record keeps it ([`kept_body`]): the bytes to keep, and what the
+/// record says of them.
 fn body_of<'a>(body: &'a Body, prefix: &'a Bytes, size: u64, limit: usize) -> (&'a [u8], BodyAt) {
-    match body {
-        Body::Empty => (&[], BodyAt::default()),
-        Body::Full(data) => {
-            let kept = &data[..data.len().min(limit)];
-            let at = BodyAt {
-                len: kept.len(),
-                size: size.max(data.len() as u64),
-                truncated: data.len() > limit,
-            };
-            (kept, at)
-        }
-        Body::Streaming => {
-            let kept = &prefix[..prefix.len().min(limit)];
-            let at = BodyAt {
-                len: kept.len(),
-                size: size.max(kept.len() as u64),
-                truncated: size > kept.len() as u64,
-            };
-            (kept, at)
-        }
-    }
+    let (kept, size, truncated) = kept_body(body, prefix, size, limit);
+    let at = BodyAt {
+        len: kept.len(),
+        size,
+        truncated,
+    };
+    (kept, at)
 }
 
 /// A response's head, packed: where it is, and its reason (its bytes are the reason
 /// then the fields, [`put_response`]).
 fn head_of_response(r: &Response, body: BodyAt) -> (ResponseAt, &str) {
-    // HTTP/2 has no reason phrase (the one a response made here may hold is not sent).
-    let reason = if r.version == Version::Http2 {
-        ""
-    } else {
-        r.reason.as_str()
-    };
+    let reason = recorded_reason(r);
     let at = ResponseAt {
         status: r.status,
         version: r.version,
@@ -340,10 +312,7 @@ impl PackedEnd {
             response_body,
             reply: delivered.filter(|_| !shown).map(reply_of),
             timings: RecordedTimings::of(flow),
-            error: flow
-                .error
-                .as_ref()
-                .map(|e| crate::error::Report(e).to_string()),
+            error: error_text(flow),
             websocket: is_websocket(flow),
         }
     }
@@ -363,12 +332,7 @@ impl Packed {
     /// any other).
     pub(crate) fn of_request(conn: &Connection, flow: &HttpFlow, client: Arc<ClientSide>) -> Self {
         let r = &flow.request;
-        // A CONNECT names an authority: no scheme, no path (as mitmproxy records it).
-        let (scheme, path) = if r.is_connect() {
-            ("", "")
-        } else {
-            (if r.target.tls { "https" } else { "http" }, r.path.as_str())
-        };
+        let (scheme, path) = scheme_and_path(r);
         let (method, host) = (r.method.as_str(), r.target.host.as_str());
         let size = method.len() + host.len() + path.len() + fields_len(&r.headers);
         let head = packed(size, |head| {
@@ -513,14 +477,14 @@ impl Packed {
             host: text(head, method, host),
             port: self.port,
             path: text(head, method + host, path),
-            version: spelled(self.version).to_owned(),
+            version: version_name(self.version).to_owned(),
             headers: fields_of(head, method + host + path, self.fields),
             body: body(0, self.request_body),
         };
         let response = self.response.map(|r| RecordedResponse {
             status: r.status,
             reason: text(&self.reply, 0, r.reason),
-            version: spelled(r.version).to_owned(),
+            version: version_name(r.version).to_owned(),
             headers: fields_of(&self.reply, r.reason, r.fields),
             body: body(self.request_body.len, r.body),
         });
@@ -551,10 +515,3 @@ impl Packed {
 
 /// A response's head packed by [`Packed::response_head`].
 pub(crate) struct ResponseHead((ResponseAt, Bytes));
-
-/// Whether two annotations differ, without a call to `memcmp` when both are empty (as
-/// `capture::record::differs`: glibc's vector `memcmp` of two empty strings takes a
-/// masked-load assist).
-fn differs(kept: &str, now: &str) -> bool {
-    !(kept.is_empty() && now.is_empty()) && kept != now
-}
