@@ -72,7 +72,7 @@ pub use record::{
     RecordedResponse, RecordedTimings,
 };
 pub use records::{open, Records};
-pub use writer::{Sink, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES, FLUSH_AFTER};
+pub use writer::{Sink, BURST, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES, FLUSH_AFTER};
 
 /// The format of a capture: by its name (`"har"`, `"flows"`, `"sqlite"`: [`FromStr`]),
 /// or by a file's ([`Format::of`]).

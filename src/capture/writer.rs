@@ -26,6 +26,23 @@ pub trait Sink: Send + 'static {
     /// Writes one record. An error is logged and counted; the capture goes on.
     fn write(&mut self, record: &Record) -> io::Result<()>;
 
+    /// Writes `records`, in order, telling `failed` of each error (each is logged and
+    /// counted; the capture goes on). The writer hands over what it took off the queue
+    /// in one go (up to [`BURST`] records), so that a sink can do once per burst what
+    /// it would otherwise do per record (an SQLite store looks its statements up once).
+    /// By default, [`write`](Self::write) for each.
+    fn write_each(
+        &mut self,
+        records: &mut dyn Iterator<Item = &Record>,
+        failed: &mut dyn FnMut(io::Error),
+    ) {
+        for record in records {
+            if let Err(e) = self.write(record) {
+                failed(e);
+            }
+        }
+    }
+
     /// Makes what was written durable, when the queue has nothing more for now.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -241,6 +258,11 @@ impl Stats {
 /// more than the flows themselves under load (a commit rewrites the pages it touched).
 pub const FLUSH_AFTER: Duration = Duration::from_millis(50);
 
+/// The most records the writer takes off the queue before writing them
+/// ([`Sink::write_each`]): a burst's records are written together, and the clock
+/// read once for them.
+pub const BURST: usize = 64;
+
 /// How long the writer sleeps when it has caught up with the queue but has flows to
 /// flush later: while it sleeps, a flow queued does not have to wake it.
 const NAP: Duration = Duration::from_millis(5);
@@ -266,8 +288,10 @@ fn write_all(
     // Flows written since the last flush, and when they must be flushed.
     let mut pending = 0;
     let mut due: Option<std::time::Instant> = None;
+    // The records taken off the queue in one go, written together.
+    let mut burst: Vec<Queued> = Vec::with_capacity(BURST);
     loop {
-        let Queued { record, weight } = match rx.try_recv() {
+        let first = match rx.try_recv() {
             Ok(r) => r,
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => match due {
@@ -288,18 +312,28 @@ fn write_all(
                 }
             },
         };
-        for sink in &mut sinks {
-            if let Err(e) = sink.write(&record) {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "capture: a flow could not be saved");
+        burst.push(first);
+        while burst.len() < BURST {
+            match rx.try_recv() {
+                Ok(r) => burst.push(r),
+                Err(_) => break,
             }
         }
-        stats.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
-        if weight <= RETURNED_WEIGHT {
-            // Full, or the capture finished: dropped here.
-            let _ = give_back.try_send(record);
+        for sink in &mut sinks {
+            sink.write_each(&mut burst.iter().map(|q| &*q.record), &mut |e| {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "capture: a flow could not be saved");
+            });
         }
-        pending += 1;
+        pending += burst.len() as u64;
+        for Queued { record, weight } in burst.drain(..) {
+            stats.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+            if weight <= RETURNED_WEIGHT {
+                // Full, or the capture finished: dropped here.
+                let _ = give_back.try_send(record);
+            }
+        }
+        // The clock is read once a burst, not once a flow.
         let now = std::time::Instant::now();
         match due {
             // Busy: the queue may never be empty; flush on time anyway.

@@ -212,13 +212,36 @@ impl SqliteStore {
         }
         Ok(())
     }
+}
+
+/// The store's statements, looked up in the connection's cache once per burst of
+/// records ([`Sink::write_each`]) rather than once per record (each lookup hashes the
+/// statement's text, the flow's insert a kilobyte of it).
+struct Statements<'c> {
+    conn: &'c Connection,
+    flow: rusqlite::CachedStatement<'c>,
+    body: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn of(conn: &'c Connection) -> rusqlite::Result<Self> {
+        Ok(Statements {
+            conn,
+            flow: conn.prepare_cached(&INSERT_FLOW)?,
+            body: conn.prepare_cached(INSERT_BODY)?,
+        })
+    }
 
     /// Inserts `record` (its flow row, bodies and messages) in the open transaction.
     /// On an error, what was inserted of it is taken out again; the `bool` says
     /// whether that failed too (something of the record is left in the transaction).
-    fn insert(&mut self, record: &Record) -> std::result::Result<(), (rusqlite::Error, bool)> {
+    fn insert(
+        &mut self,
+        s: &mut Scratch,
+        record: &Record,
+    ) -> std::result::Result<(), (rusqlite::Error, bool)> {
         // One statement: when it fails, nothing of the record is in.
-        let id = self.insert_flow(record).map_err(|e| (e, false))?;
+        let id = self.insert_flow(s, record).map_err(|e| (e, false))?;
         let Err(e) = self.insert_parts(id, record) else {
             return Ok(());
         };
@@ -237,10 +260,9 @@ impl SqliteStore {
     }
 
     /// Inserts the row of `record`; returns its id.
-    fn insert_flow(&mut self, record: &Record) -> rusqlite::Result<i64> {
+    fn insert_flow(&mut self, s: &mut Scratch, record: &Record) -> rusqlite::Result<i64> {
         let r = &record.request;
         let response = record.response.as_ref();
-        let s = &mut self.scratch;
         let request_head = head(&mut s.request_head, &r.headers);
         let response_head = response.map(|r| head(&mut s.response_head, &r.headers));
         let client = s.client.text(record.client);
@@ -284,7 +306,7 @@ impl SqliteStore {
         }
         // Only the values that are not NULL are bound, on bindings cleared (NULL):
         // most of a plain flow's facts are NULL.
-        let mut insert = self.conn.prepare_cached(&INSERT_FLOW)?;
+        let insert = &mut self.flow;
         insert.clear_bindings();
         for (i, value) in values.iter().enumerate() {
             let value = value.to_sql()?;
@@ -303,12 +325,12 @@ impl SqliteStore {
     fn insert_parts(&mut self, id: i64, record: &Record) -> rusqlite::Result<()> {
         let r = &record.request;
         let response = record.response.as_ref();
-        let mut body = self.conn.prepare_cached(INSERT_BODY)?;
         if !r.body.data.is_empty() {
-            body.execute(params![id, "request", &r.body.data[..]])?;
+            self.body
+                .execute(params![id, "request", &r.body.data[..]])?;
         }
         if let Some(data) = response.map(|r| &r.body.data).filter(|d| !d.is_empty()) {
-            body.execute(params![id, "response", &data[..]])?;
+            self.body.execute(params![id, "response", &data[..]])?;
         }
         if let Some(messages) = &record.websocket {
             let mut message = self.conn.prepare_cached(INSERT_MESSAGE)?;
@@ -327,45 +349,86 @@ impl SqliteStore {
     }
 }
 
+/// Saves `record` in the open transaction (opening one first), committing every
+/// [`BATCH`] records: [`SqliteStore`]'s [`Sink::write`], with its statements looked up
+/// and its transaction's count (`pending`) passed in.
+fn save(
+    statements: &mut Statements<'_>,
+    scratch: &mut Scratch,
+    pending: &mut usize,
+    record: &Record,
+) -> io::Result<()> {
+    let conn = statements.conn;
+    if *pending == 0 {
+        conn.execute_batch("BEGIN").map_err(io::Error::other)?;
+    }
+    // A record that fails leaves nothing of itself behind, and the others of the
+    // transaction stay: `insert` takes out what it inserted. (Not a savepoint per
+    // record: that costs a quarter of the writer's time, copying the pages every
+    // record touches into a statement journal.) After some errors (a full disk, an
+    // I/O error) SQLite rolls the whole transaction back by itself; the flows of the
+    // batch are then lost, and the error says how many.
+    match statements.insert(scratch, record) {
+        Ok(()) => *pending += 1,
+        Err((e, left)) => {
+            let lost = if conn.is_autocommit() || left {
+                // The transaction is gone, or holds part of the record: give the batch
+                // up.
+                std::mem::take(pending)
+            } else {
+                0
+            };
+            if *pending == 0 && !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            let e = if lost > 0 {
+                let flows = if lost == 1 { "flow" } else { "flows" };
+                format!("{e} (the {lost} {flows} saved since the last commit were lost with it)")
+            } else {
+                e.to_string()
+            };
+            return Err(io::Error::other(e));
+        }
+    }
+    if *pending >= BATCH {
+        conn.execute_batch("COMMIT").map_err(io::Error::other)?;
+        *pending = 0;
+    }
+    Ok(())
+}
+
 impl Sink for SqliteStore {
     fn write(&mut self, record: &Record) -> io::Result<()> {
-        if self.pending == 0 {
-            self.conn.execute_batch("BEGIN").map_err(io::Error::other)?;
-        }
-        // A record that fails leaves nothing of itself behind, and the others of the
-        // transaction stay: `insert` takes out what it inserted. (Not a savepoint per
-        // record: that costs a quarter of the writer's time, copying the pages every
-        // record touches into a statement journal.) After some errors (a full disk, an
-        // I/O error) SQLite rolls the whole transaction back by itself; the flows of
-        // the batch are then lost, and the error says how many.
-        match self.insert(record) {
-            Ok(()) => self.pending += 1,
-            Err((e, left)) => {
-                let lost = if self.conn.is_autocommit() || left {
-                    // The transaction is gone, or holds part of the record: give the
-                    // batch up.
-                    std::mem::take(&mut self.pending)
-                } else {
-                    0
-                };
-                if self.pending == 0 && !self.conn.is_autocommit() {
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                }
-                let e = if lost > 0 {
-                    let flows = if lost == 1 { "flow" } else { "flows" };
-                    format!(
-                        "{e} (the {lost} {flows} saved since the last commit were lost with it)"
-                    )
-                } else {
-                    e.to_string()
-                };
-                return Err(io::Error::other(e));
+        let mut error = None;
+        self.write_each(&mut std::iter::once(record), &mut |e| error = Some(e));
+        error.map_or(Ok(()), Err)
+    }
+
+    fn write_each(
+        &mut self,
+        records: &mut dyn Iterator<Item = &Record>,
+        failed: &mut dyn FnMut(io::Error),
+    ) {
+        let SqliteStore {
+            conn,
+            pending,
+            scratch,
+            ..
+        } = self;
+        let mut statements = match Statements::of(conn) {
+            Ok(s) => s,
+            Err(e) => {
+                // Every record of the burst fails alike.
+                let e = e.to_string();
+                records.for_each(|_| failed(io::Error::other(e.clone())));
+                return;
+            }
+        };
+        for record in records {
+            if let Err(e) = save(&mut statements, scratch, pending, record) {
+                failed(e);
             }
         }
-        if self.pending >= BATCH {
-            self.commit().map_err(io::Error::other)?;
-        }
-        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -547,6 +610,60 @@ mod tests {
             .map(|r| r.request.path)
             .collect();
         assert_eq!(paths, ["/a", "/c", "/f"]);
+    }
+
+    #[test]
+    fn a_burst_written_together_fails_record_by_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut store = SqliteStore::create(&path).unwrap();
+        let burst = |store: &mut SqliteStore, records: &[Record]| {
+            let mut errors = Vec::new();
+            store.write_each(&mut records.iter(), &mut |e| errors.push(e.to_string()));
+            errors
+        };
+        store
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON bodies WHEN NEW.data = X'6661696C'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        let records = ["/a", "/b", "/c"].map(|p| {
+            let body: &[u8] = if p == "/b" { b"fail" } else { b"ok" };
+            record(p, Some((200, body)))
+        });
+        let errors = burst(&mut store, &records);
+        assert!(
+            matches!(&errors[..], [e] if e.contains("refused") && !e.contains("lost")),
+            "{errors:?}"
+        );
+        // A trigger that rolls the whole transaction back in the middle of a burst: the
+        // flows of the batch are lost, said once, and the burst goes on in a new one.
+        store
+            .conn
+            .execute_batch(
+                "DROP TRIGGER refuse;
+                 CREATE TRIGGER doom BEFORE INSERT ON bodies WHEN NEW.data = X'6661696C'
+                 BEGIN SELECT RAISE(ROLLBACK, 'doomed'); END;",
+            )
+            .unwrap();
+        let records = ["/d", "/e", "/f"].map(|p| {
+            let body: &[u8] = if p == "/e" { b"fail" } else { b"ok" };
+            record(p, Some((200, body)))
+        });
+        let errors = burst(&mut store, &records);
+        assert!(
+            matches!(&errors[..], [e] if e.contains("the 3 flows saved")),
+            "{errors:?}"
+        );
+        store.flush().unwrap();
+        let paths: Vec<String> = read_sqlite(&path)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.request.path)
+            .collect();
+        assert_eq!(paths, ["/f"]);
     }
 
     #[test]
