@@ -317,10 +317,10 @@ mod tests {
             Duration::from_nanos(stat.split(' ').next().unwrap().parse().unwrap())
         };
         let (cpu_started, started) = (cpu(), Instant::now());
-        for (i, r) in records.into_iter().enumerate() {
-            store.write(&r).unwrap();
-            drop(r);
-            if i % 2000 == 1999 {
+        // In the writer's bursts, flushed every 2000 flows (a commit every 1000).
+        for (i, burst) in records.chunks(crate::capture::BURST).enumerate() {
+            store.write_each(&mut burst.iter(), &mut |e| panic!("{e}"));
+            if i % 32 == 31 {
                 store.flush().unwrap();
             }
         }
