@@ -620,6 +620,7 @@ impl HttpHandler for Feed {
 mod tests {
     use super::*;
     use crate::http::message::Version;
+    use crate::web::store::{SummaryOf, SummaryRow};
 
     #[test]
     fn edits_are_checked_for_their_phase_and_applied_whole() {
@@ -754,22 +755,39 @@ mod tests {
     /// (`shown`, a streaming body's), finished as `end` is; the two records are equal
     /// at each step.
     fn both_forms(conn: &Connection, flow: &HttpFlow, shown: Option<&Response>, end: &HttpFlow) {
+        // The same record, and the same live row written from each form.
+        let same = |packed: &Packed, record: &Record, step: &str| {
+            assert_eq!(packed.record(), *record, "{step}");
+            for state in [FlowState::PENDING, FlowState::FINISHED] {
+                let row = SummaryRow(SummaryOf {
+                    id: 7,
+                    record,
+                    state,
+                    matches: true,
+                });
+                assert_eq!(
+                    serde_json::to_string(&packed.row(7, state, true)).unwrap(),
+                    serde_json::to_string(&row).unwrap(),
+                    "the live row, {step}"
+                );
+            }
+        };
         let limit = 16;
         let mut record = request_record(conn, flow, limit);
         let mut packed = Packed::of_request(conn, flow, ClientSide::of(conn, &mut None));
-        assert_eq!(packed.record(), record, "at the request");
+        same(&packed, &record, "at the request");
         if let Some(response) = shown {
             record.response = Some(recorded_response(response, RecordedBody::default()));
             packed.set_response(Packed::response_head(response));
-            assert_eq!(packed.record(), record, "its response's head shown");
+            same(&packed, &record, "its response's head shown");
         }
         record.finish(end, Ending::of(end, limit));
         // Finished thinking its head shown when it was not (the end packs it then).
         let mut unshown = packed.clone();
         packed.finish(end, PackedEnd::of(end, limit, shown.is_some()));
         unshown.finish(end, PackedEnd::of(end, limit, true));
-        assert_eq!(unshown.record(), record, "finished, its head not shown");
-        assert_eq!(packed.record(), record, "finished");
+        same(&unshown, &record, "finished, its head not shown");
+        same(&packed, &record, "finished");
         assert_eq!(packed.kept_bytes(), {
             let r = &record;
             r.request.body.data.len() + r.response.as_ref().map_or(0, |r| r.body.data.len())
@@ -777,7 +795,7 @@ mod tests {
         assert_eq!(packed.is_websocket(), record.websocket.is_some());
         record.error = Some(KILLED.into());
         packed.fail(KILLED);
-        assert_eq!(packed.record(), record, "killed");
+        same(&packed, &record, "killed");
     }
 
     #[test]
@@ -802,6 +820,28 @@ mod tests {
         both_forms(&conn, &flow, None, &end);
         end.response.as_mut().unwrap().body = Body::Empty;
         both_forms(&conn, &flow, None, &end);
+        // The live row's media type: parameters cut and lowered, the first field of
+        // the name in any case; none when it is not UTF-8, or when there is none.
+        for types in [
+            &[&b"Text/HTML; charset=UTF-8"[..]][..],
+            &[b"  application/json ;x=1", b"text/plain"],
+            &[b"\xfftext"],
+            &[],
+        ] {
+            let mut response = ok.clone();
+            response.headers = Headers::new();
+            response.headers.append("X-First", "1");
+            for (i, t) in types.iter().enumerate() {
+                let name = if i == 0 {
+                    "content-TYPE"
+                } else {
+                    "Content-Type"
+                };
+                response.headers.append(name, Bytes::copy_from_slice(t));
+            }
+            end.response = Some(response);
+            both_forms(&conn, &flow, None, &end);
+        }
 
         // A streaming response shown at once, its head changed later (the one shown
         // stays), its body streamed past, the request's too; marked at the end.
@@ -885,6 +925,26 @@ mod tests {
             let response = record.response.as_ref().unwrap();
             assert_eq!(response.headers.get("x-flow"), Some(i.to_string().as_str()));
             assert_eq!(response.body.data, body(i).as_bytes());
+        }
+        // Their live rows, written from the packed flows (no filter) and from records
+        // (a filter, matched on the record): the same but for `matches`.
+        let filter = Filter::parse("~u /1$").unwrap();
+        for id in [1, 2, 300, 600] {
+            let (record, state) = store.get(id).unwrap();
+            let row = |matches| {
+                serde_json::to_vec(&SummaryRow(SummaryOf {
+                    id,
+                    record: &record,
+                    state,
+                    matches,
+                }))
+                .unwrap()
+            };
+            let (mut packed, mut filtered) = (Vec::new(), Vec::new());
+            assert!(store.write_row(id, None, &mut packed));
+            assert!(store.write_row(id, Some(&filter), &mut filtered));
+            assert_eq!(packed, row(true));
+            assert_eq!(filtered, row(id == 2), "flow {id} is /{}", id - 1);
         }
     }
 

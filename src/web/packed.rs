@@ -9,7 +9,9 @@
 //!
 //! [`MemoryStore`]: super::MemoryStore
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -24,6 +26,7 @@ use crate::capture::{
 };
 use crate::core::{Connection, ServerFacts, SocketFacts, TlsFacts};
 use crate::http::message::{Body, Headers, HttpFlow, Response, Version};
+use crate::web::store::{media_type, millis_since_epoch, FlowState, RowValues};
 
 /// A flow as the store keeps it (see the module's note). Made at the request by
 /// [`of_request`](Self::of_request), given its response's head by
@@ -196,24 +199,47 @@ fn packed(len: usize, fill: impl FnOnce(&mut BytesMut)) -> Bytes {
     }
 }
 
-/// The `count` fields encoded in `buf` from `at`, as slices of it (no copy).
-fn fields_of(buf: &Bytes, mut at: usize, count: usize) -> Headers {
-    let mut headers = Headers::with_capacity(count);
+/// Where the `count` fields encoded in `buf` from `at` are: each one's name and
+/// value, as ranges of `buf` (stopping at one that would go past its end, which a
+/// buffer this module wrote never has).
+fn fields(
+    buf: &[u8],
+    mut at: usize,
+    count: usize,
+) -> impl Iterator<Item = (Range<usize>, Range<usize>)> + '_ {
     let len = |at: usize| {
-        buf.get(at..at + 8)
+        buf.get(at..at.checked_add(8)?)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map_or(0, |b| usize::try_from(u64::from_le_bytes(b)).unwrap_or(0))
+            .and_then(|b| usize::try_from(u64::from_le_bytes(b)).ok())
     };
-    for _ in 0..count {
-        let (n, v) = (len(at), len(at + 8));
-        at += 16;
-        let (Some(name), Some(value)) = (slice(buf, at, n), slice(buf, at + n, v)) else {
-            break;
-        };
-        headers.append(name, value);
-        at += n + v;
+    (0..count).map_while(move |_| {
+        let (n, v) = (len(at)?, len(at.checked_add(8)?)?);
+        let name = at + 16..(at + 16).checked_add(n)?;
+        let value = name.end..name.end.checked_add(v)?;
+        if value.end > buf.len() {
+            return None;
+        }
+        at = value.end;
+        Some((name, value))
+    })
+}
+
+/// The `count` fields encoded in `buf` from `at`, as slices of it (no copy).
+fn fields_of(buf: &Bytes, at: usize, count: usize) -> Headers {
+    let mut headers = Headers::with_capacity(count);
+    for (name, value) in fields(buf, at, count) {
+        headers.append(buf.slice(name), buf.slice(value));
     }
     headers
+}
+
+/// `bytes` as text, borrowed when it is UTF-8 (checked in one pass, the common case,
+/// before the slower lossy walk a malformed one needs).
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// `buf[at..at + len]`, shared; `None` past its end (which a buffer this module wrote
@@ -226,7 +252,7 @@ fn slice(buf: &Bytes, at: usize, len: usize) -> Option<Bytes> {
 /// `buf[at..at + len]` as text.
 fn text(buf: &Bytes, at: usize, len: usize) -> String {
     buf.get(at..at + len)
-        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .map(|b| lossy(b).into_owned())
         .unwrap_or_default()
 }
 
@@ -509,6 +535,42 @@ impl Packed {
                 server: self.facts_server.as_deref().cloned().unwrap_or_default(),
                 websocket_close: None,
             },
+        }
+    }
+}
+
+impl Packed {
+    /// The live row of this flow, stored as `id`, in `state`: what
+    /// [`SummaryRow`](crate::web::store::SummaryRow) writes of its [`record`](Self::record),
+    /// read from the packed buffers with no record made.
+    pub(crate) fn row(&self, id: u64, state: FlowState, matches: bool) -> RowValues<'_> {
+        let head = &self.head[..];
+        let part = |at: usize, len: usize| lossy(head.get(at..at + len).unwrap_or_default());
+        let content_type = self.response.and_then(|r| {
+            let reply = &self.reply[..];
+            fields(reply, r.reason, r.fields)
+                .find(|(name, _)| reply[name.clone()].eq_ignore_ascii_case(b"content-type"))
+                .and_then(|(_, value)| std::str::from_utf8(&reply[value]).ok())
+        });
+        let extra = self.extra.as_deref();
+        RowValues {
+            id,
+            time: millis_since_epoch(self.started_at),
+            method: part(0, self.method),
+            scheme: self.scheme,
+            host: part(self.method, self.host),
+            port: self.port,
+            path: part(self.method + self.host, self.path),
+            status: self.response.map(|r| r.status),
+            content_type: media_type(content_type),
+            size: self.response.map_or(0, |r| r.body.size),
+            duration: self.timings.response_end.map(|d| d.as_secs_f64() * 1000.0),
+            state,
+            error: extra.is_some_and(|e| e.error.is_some()),
+            websocket: self.websocket,
+            marked: extra.map_or("", |e| &e.annotations.marked),
+            comment: extra.map_or("", |e| &e.annotations.comment),
+            matches,
         }
     }
 }

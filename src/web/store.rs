@@ -24,11 +24,18 @@ pub const DEFAULT_MAX_BYTES: usize = 512 * 1024 * 1024;
 /// The `Content-Type` of `record`'s response without parameters, in lower case, or
 /// empty.
 fn content_type(record: &Record) -> Cow<'_, str> {
-    let Some(t) = record
-        .response
-        .as_ref()
-        .and_then(|r| r.headers.get("content-type"))
-    else {
+    media_type(
+        record
+            .response
+            .as_ref()
+            .and_then(|r| r.headers.get("content-type")),
+    )
+}
+
+/// A `Content-Type` value (`None`: none, or not UTF-8) without parameters, in lower
+/// case, or empty.
+pub(crate) fn media_type(value: Option<&str>) -> Cow<'_, str> {
+    let Some(t) = value else {
         return Cow::Borrowed("");
     };
     let t = t.split(';').next().unwrap_or("").trim();
@@ -56,33 +63,82 @@ pub(crate) struct SummaryRow<'a>(pub SummaryOf<'a>);
 
 impl Serialize for SummaryRow<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
         let SummaryOf {
             id,
             record,
             state,
             matches,
         } = self.0;
+        let request = &record.request;
         let response = record.response.as_ref();
+        RowValues {
+            id,
+            time: millis_since_epoch(record.started_at),
+            method: Cow::Borrowed(&request.method),
+            scheme: &request.scheme,
+            host: Cow::Borrowed(&request.host),
+            port: request.port,
+            path: Cow::Borrowed(&request.path),
+            status: response.map(|r| r.status),
+            content_type: content_type(record),
+            size: response.map_or(0, |r| r.body.size),
+            duration: duration_ms(record),
+            state,
+            error: record.error.is_some(),
+            websocket: record.websocket.is_some(),
+            marked: &record.annotations.marked,
+            comment: &record.annotations.comment,
+            matches,
+        }
+        .serialize(s)
+    }
+}
+
+/// The values of a live row, borrowed from wherever the flow is kept (a [`Record`],
+/// or a packed flow, [`Packed::row`]), written as the JSON array a live socket sends:
+/// the values named by [`LIVE_COLUMNS`], in order.
+pub(crate) struct RowValues<'a> {
+    pub id: u64,
+    pub time: f64,
+    pub method: Cow<'a, str>,
+    pub scheme: &'a str,
+    pub host: Cow<'a, str>,
+    pub port: u16,
+    pub path: Cow<'a, str>,
+    pub status: Option<u16>,
+    pub content_type: Cow<'a, str>,
+    pub size: u64,
+    pub duration: Option<f64>,
+    pub state: FlowState,
+    pub error: bool,
+    pub websocket: bool,
+    pub marked: &'a str,
+    pub comment: &'a str,
+    pub matches: bool,
+}
+
+impl Serialize for RowValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
         let mut row = s.serialize_tuple(LIVE_COLUMNS.len())?;
-        row.serialize_element(&id)?;
-        row.serialize_element(&millis_since_epoch(record.started_at))?;
-        row.serialize_element(&record.request.method)?;
-        row.serialize_element(&record.request.scheme)?;
-        row.serialize_element(&record.request.host)?;
-        row.serialize_element(&record.request.port)?;
-        row.serialize_element(&record.request.path)?;
-        row.serialize_element(&response.map(|r| r.status))?;
-        row.serialize_element(&content_type(record))?;
-        row.serialize_element(&response.map_or(0, |r| r.body.size))?;
-        row.serialize_element(&duration_ms(record))?;
-        row.serialize_element(&state.pending)?;
-        row.serialize_element(&state.intercepted)?;
-        row.serialize_element(&record.error.is_some())?;
-        row.serialize_element(&record.websocket.is_some())?;
-        row.serialize_element(&record.annotations.marked)?;
-        row.serialize_element(&record.annotations.comment)?;
-        row.serialize_element(&matches)?;
+        row.serialize_element(&self.id)?;
+        row.serialize_element(&self.time)?;
+        row.serialize_element(&self.method)?;
+        row.serialize_element(self.scheme)?;
+        row.serialize_element(&self.host)?;
+        row.serialize_element(&self.port)?;
+        row.serialize_element(&self.path)?;
+        row.serialize_element(&self.status)?;
+        row.serialize_element(&self.content_type)?;
+        row.serialize_element(&self.size)?;
+        row.serialize_element(&self.duration)?;
+        row.serialize_element(&self.state.pending)?;
+        row.serialize_element(&self.state.intercepted)?;
+        row.serialize_element(&self.error)?;
+        row.serialize_element(&self.websocket)?;
+        row.serialize_element(self.marked)?;
+        row.serialize_element(self.comment)?;
+        row.serialize_element(&self.matches)?;
         row.end()
     }
 }
@@ -241,6 +297,20 @@ pub trait FlowSource: Send + Sync + 'static {
     /// that never changes returns [`Changes::never`].
     fn changes(&self) -> Changes;
 
+    /// Writes the live row of the flow stored as `id` to `out`, as a live socket sends
+    /// it: a JSON array of the values [`LIVE_COLUMNS`](super::json::LIVE_COLUMNS) names,
+    /// the last whether the flow matches `filter` (every flow does without one).
+    /// `false`, and nothing written, when there is no such flow.
+    ///
+    /// By default written from [`get`](Self::get)'s record; a source that keeps its
+    /// flows in another form may write the row from that form, with no record made.
+    fn write_row(&self, id: u64, filter: Option<&Filter>, out: &mut Vec<u8>) -> bool {
+        let Some((record, state)) = self.get(id) else {
+            return false;
+        };
+        write_record_row(id, &record, state, filter, out)
+    }
+
     /// Adds `record`, a flow the UI made (a replay's), finished; returns its id, for
     /// [`get`](Self::get), and tells the live sockets ([`ChangeHub::flow`]). `None`
     /// when the source keeps no new flows (the default) or could not keep this one
@@ -251,6 +321,24 @@ pub trait FlowSource: Send + Sync + 'static {
         let _ = record;
         None
     }
+}
+
+/// [`FlowSource::write_row`] of `record`, stored as `id`, in `state`.
+fn write_record_row(
+    id: u64,
+    record: &Record,
+    state: FlowState,
+    filter: Option<&Filter>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let matches = filter.is_none_or(|f| f.matches(record));
+    let row = SummaryRow(SummaryOf {
+        id,
+        record,
+        state,
+        matches,
+    });
+    serde_json::to_writer(out, &row).is_ok()
 }
 
 /// What the store keeps of a flow.
@@ -538,6 +626,26 @@ impl FlowSource for MemoryStore {
         };
         // A packed flow's record is made once the store is let go.
         Some((kept.record(), state))
+    }
+
+    fn write_row(&self, id: u64, filter: Option<&Filter>, out: &mut Vec<u8>) -> bool {
+        let (kept, state) = {
+            let inner = self.lock();
+            let Some(e) = inner.position(id).map(|at| &inner.flows[at]) else {
+                return false;
+            };
+            match (&e.kept, filter) {
+                // Written from its buffers, with no record made: a row is a few
+                // hundred bytes, written while the store is held.
+                (Kept::Packed(p), None) => {
+                    return serde_json::to_writer(out, &p.row(id, e.state, true)).is_ok();
+                }
+                (kept, _) => (kept.clone(), e.state),
+            }
+        };
+        // A filter is matched on a record, made (for a packed flow) once the store is
+        // let go.
+        write_record_row(id, &kept.record(), state, filter, out)
     }
 
     fn records(&self, filter: Option<&Filter>) -> Vec<Arc<Record>> {

@@ -1,18 +1,16 @@
 //! The live socket (`/api/live`): the changes of the UI's flows, batched, each flow
 //! marked as matching the page's filter or not.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
-use serde::Serialize;
 
 use super::{parse_filter, App, Shared};
-use crate::capture::{Filter, Record};
+use crate::capture::Filter;
 use crate::web::json::{LiveMessage, SetFilter, LIVE_COLUMNS};
-use crate::web::store::{FlowState, SummaryOf, SummaryRow};
 
 /// How long a live socket gathers changes before it sends them as one message: a
 /// flood of flows becomes a few messages a second, not one per flow.
@@ -22,29 +20,6 @@ const BATCH_MAX: usize = 5_000;
 
 pub(super) async fn live(State(app): Shared, upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(move |socket| live_socket(app, socket))
-}
-
-/// A flow's row in a batch, as it is stored: written as its [`SummaryRow`] (the
-/// values of its summary, with no copies of them, and whether it matches the socket's
-/// filter).
-#[derive(Debug)]
-struct Row {
-    id: u64,
-    record: Arc<Record>,
-    state: FlowState,
-    matches: bool,
-}
-
-impl Serialize for Row {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        SummaryRow(SummaryOf {
-            id: self.id,
-            record: &self.record,
-            state: self.state,
-            matches: self.matches,
-        })
-        .serialize(s)
-    }
 }
 
 /// Sends the changes of `app`'s source, batched, until the page goes away.
@@ -85,34 +60,50 @@ async fn live_socket(app: Arc<App>, mut socket: WebSocket) {
         } else if batch.cleared {
             events.push(LiveMessage::Clear);
         }
-        for chunk in batch.flows.chunks(BATCH_MAX) {
-            let rows = chunk
-                .iter()
-                .filter_map(|&id| {
-                    let (record, state) = app.source.get(id)?;
-                    Some(Row {
-                        matches: filter.as_ref().is_none_or(|f| f.matches(record.as_ref())),
-                        id,
-                        record,
-                        state,
-                    })
-                })
-                .collect();
-            events.push(LiveMessage::Flows {
-                columns: LIVE_COLUMNS.iter().map(|c| c.to_string()).collect(),
-                rows,
-                count: app.source.len(),
-            });
-        }
         for event in &events {
             if send(&mut socket, event).await.is_err() {
+                return;
+            }
+        }
+        for chunk in batch.flows.chunks(BATCH_MAX) {
+            // Each row written by the source, from the flow as it keeps it.
+            let mut rows = Vec::with_capacity(chunk.len() * 256);
+            for &id in chunk {
+                let at = rows.len();
+                if at > 0 {
+                    rows.push(b',');
+                }
+                if !app.source.write_row(id, filter.as_ref(), &mut rows) {
+                    rows.truncate(at);
+                }
+            }
+            let Some(text) = flows_message(&rows, app.source.len()) else {
+                continue;
+            };
+            if socket.send(Message::Text(text.into())).await.is_err() {
                 return;
             }
         }
     }
 }
 
-async fn send(socket: &mut WebSocket, event: &LiveMessage<Row>) -> Result<(), axum::Error> {
+/// A `flows` message ([`LiveMessage::Flows`]) around `rows`, JSON arrays joined by
+/// commas; `None` if they are not UTF-8 (a source's rows are JSON, which is).
+fn flows_message(rows: &[u8], count: usize) -> Option<String> {
+    static COLUMNS: LazyLock<String> =
+        LazyLock::new(|| serde_json::to_string(&LIVE_COLUMNS).unwrap_or_default());
+    let mut text = String::with_capacity(rows.len() + COLUMNS.len() + 64);
+    text.push_str(r#"{"type":"flows","columns":"#);
+    text.push_str(&COLUMNS);
+    text.push_str(r#","rows":["#);
+    text.push_str(std::str::from_utf8(rows).ok()?);
+    text.push_str(r#"],"count":"#);
+    text.push_str(itoa::Buffer::new().format(count));
+    text.push('}');
+    Some(text)
+}
+
+async fn send(socket: &mut WebSocket, event: &LiveMessage) -> Result<(), axum::Error> {
     let text = serde_json::to_string(event).unwrap_or_default();
     socket.send(Message::Text(text.into())).await
 }
@@ -120,10 +111,11 @@ async fn send(socket: &mut WebSocket, event: &LiveMessage<Row>) -> Result<(), ax
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::RecordedResponse;
+    use crate::capture::{Record, RecordedResponse};
     use crate::core::{Connection, Host, Target};
     use crate::http::message::{HttpFlow, Request};
     use crate::web::json::{FlowSummary, LiveRow, Phase};
+    use crate::web::store::{FlowSource, FlowState, MemoryStore, SummaryOf, SummaryRow};
 
     #[test]
     fn a_batch_as_sent_reads_back_as_the_flows_summaries() {
@@ -150,26 +142,50 @@ mod tests {
             pending: true,
             intercepted: Some(Phase::Response),
         };
+        // Two rows, one of them matching, as a source writes them.
+        let store = MemoryStore::new(10, 1 << 20);
+        let mut rows = Vec::new();
+        for (id, matches) in [(3, false), (4, true)] {
+            if !rows.is_empty() {
+                rows.push(b',');
+            }
+            let row = SummaryRow(SummaryOf {
+                id,
+                record: &record,
+                state,
+                matches,
+            });
+            serde_json::to_writer(&mut rows, &row).unwrap();
+        }
+        let text = flows_message(&rows, 2).unwrap();
+        // What serde writes of the same message.
+        let rows = [(3, false), (4, true)].map(|(id, matches)| {
+            SummaryRow(SummaryOf {
+                id,
+                record: &record,
+                state,
+                matches,
+            })
+        });
         let sent = LiveMessage::Flows {
             columns: LIVE_COLUMNS.iter().map(|c| c.to_string()).collect(),
-            rows: vec![Row {
-                id: 3,
-                record: Arc::new(record.clone()),
-                state,
-                matches: false,
-            }],
-            count: 1,
+            rows: rows.into(),
+            count: 2,
         };
-        let text = serde_json::to_string(&sent).unwrap();
+        assert_eq!(text, serde_json::to_string(&sent).unwrap());
         let read: LiveMessage = serde_json::from_str(&text).unwrap();
         assert_eq!(
             read.named_rows().unwrap(),
-            [LiveRow {
-                summary: FlowSummary::of(3, &record, state),
-                matches: false,
-            }]
+            [(3, false), (4, true)].map(|(id, matches)| LiveRow {
+                summary: FlowSummary::of(id, &record, state),
+                matches,
+            })
         );
         // Read as values, it writes the same bytes again.
         assert_eq!(serde_json::to_string(&read).unwrap(), text);
+        // A flow the source does not have writes nothing.
+        let mut out = Vec::new();
+        assert!(!store.write_row(99, None, &mut out));
+        assert!(out.is_empty());
     }
 }
