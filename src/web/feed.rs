@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::json::{Edit, Phase};
+use super::json::{Edit, FlowState, Phase};
 use super::packed::{ClientSide, Packed, PackedEnd};
-use super::store::{FlowMut, FlowState, MemoryStore};
+use super::store::{FlowMut, MemoryStore};
 use crate::capture::{recorded_response, Ending, Filter, Record, RecordedBody, RecordedMessage};
 use crate::core::Connection;
 use crate::http::message::{Body, Headers, HttpFlow, Request, Response, Verdict};

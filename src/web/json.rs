@@ -40,6 +40,9 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -439,6 +442,98 @@ impl LiveMessage {
                 serde_json::from_value(Value::Object(named))
             })
             .collect()
+    }
+}
+
+/// Where a stored flow is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlowState {
+    /// Still going (no `flow_finished` yet).
+    pub pending: bool,
+    /// Waiting for the user, and where.
+    pub intercepted: Option<Phase>,
+}
+
+impl FlowState {
+    /// A flow that is over.
+    pub const FINISHED: FlowState = FlowState {
+        pending: false,
+        intercepted: None,
+    };
+    /// A flow still going, not waiting for the user.
+    pub const PENDING: FlowState = FlowState {
+        pending: true,
+        intercepted: None,
+    };
+}
+
+/// Milliseconds since the Unix epoch (0 for times before it).
+pub(crate) fn millis_since_epoch(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// A `Content-Type` value (`None`: none, or not UTF-8) without parameters, in lower
+/// case, or empty.
+pub(crate) fn media_type(value: Option<&str>) -> Cow<'_, str> {
+    let Some(t) = value else {
+        return Cow::Borrowed("");
+    };
+    let t = t.split(';').next().unwrap_or("").trim();
+    if t.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(t.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(t)
+    }
+}
+
+/// The values of a live row, borrowed from wherever the flow is kept (a [`Record`],
+/// or a packed flow, `Packed::row`), written as the JSON array a live socket sends:
+/// the values named by [`LIVE_COLUMNS`], in order.
+pub(crate) struct RowValues<'a> {
+    pub id: u64,
+    pub time: f64,
+    pub method: Cow<'a, str>,
+    pub scheme: &'a str,
+    pub host: Cow<'a, str>,
+    pub port: u16,
+    pub path: Cow<'a, str>,
+    pub status: Option<u16>,
+    pub content_type: Cow<'a, str>,
+    pub size: u64,
+    pub duration: Option<f64>,
+    pub state: FlowState,
+    pub error: bool,
+    pub websocket: bool,
+    pub marked: &'a str,
+    pub comment: &'a str,
+    pub matches: bool,
+}
+
+impl Serialize for RowValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut row = s.serialize_tuple(LIVE_COLUMNS.len())?;
+        row.serialize_element(&self.id)?;
+        row.serialize_element(&self.time)?;
+        row.serialize_element(&self.method)?;
+        row.serialize_element(self.scheme)?;
+        row.serialize_element(&self.host)?;
+        row.serialize_element(&self.port)?;
+        row.serialize_element(&self.path)?;
+        row.serialize_element(&self.status)?;
+        row.serialize_element(&self.content_type)?;
+        row.serialize_element(&self.size)?;
+        row.serialize_element(&self.duration)?;
+        row.serialize_element(&self.state.pending)?;
+        row.serialize_element(&self.state.intercepted)?;
+        row.serialize_element(&self.error)?;
+        row.serialize_element(&self.websocket)?;
+        row.serialize_element(self.marked)?;
+        row.serialize_element(self.comment)?;
+        row.serialize_element(&self.matches)?;
+        row.end()
     }
 }
 

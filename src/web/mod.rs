@@ -58,11 +58,11 @@ use axum::response::{IntoResponse, Response};
 
 pub use changes::{Batch, ChangeHub, Changes, MAX_PENDING};
 pub use feed::{Decision, EditError, Feed, Interceptor, DEFAULT_FEED_BODY_LIMIT};
-pub use json::{Edit, FlowPage, FlowSummary, Phase};
+pub use json::{Edit, FlowPage, FlowState, FlowSummary, Phase};
 #[cfg(feature = "sqlite")]
 pub use store::SqliteSource;
 pub use store::{
-    FlowSource, FlowState, ListQuery, MemoryStore, DEFAULT_MAX_BYTES, DEFAULT_MAX_FLOWS, MAX_PAGE,
+    FlowSource, ListQuery, MemoryStore, DEFAULT_MAX_BYTES, DEFAULT_MAX_FLOWS, MAX_PAGE,
 };
 
 use crate::error::{Error, Result};

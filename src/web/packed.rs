@@ -26,7 +26,7 @@ use crate::capture::{
 };
 use crate::core::{Connection, ServerFacts, SocketFacts, TlsFacts};
 use crate::http::message::{Body, Headers, HttpFlow, Response, Version};
-use crate::web::store::{media_type, millis_since_epoch, FlowState, RowValues};
+use crate::web::json::{media_type, millis_since_epoch, FlowState, RowValues};
 
 /// A flow as the store keeps it (see the module's note). Made at the request by
 /// [`of_request`](Self::of_request), given its response's head by

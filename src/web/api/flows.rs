@@ -10,11 +10,12 @@ use axum::Json;
 use super::{error, filter_param, not_found, sorted, Shared, DECODE_LIMIT};
 use crate::capture::{Record, RecordedBody};
 use crate::http::message::Headers;
+use crate::web::json::{millis_since_epoch, FlowState};
 use crate::web::json::{
     ApiError, BodyFacts, BodyParams, FlowDetail, FlowPage, FlowSummary, ListParams, MessageDetail,
     RequestDetail, ResponseDetail, TimingsDetail, TlsDetail,
 };
-use crate::web::store::{millis_since_epoch, FlowState, ListQuery};
+use crate::web::store::ListQuery;
 
 pub(super) async fn list(State(app): Shared, Query(p): Query<ListParams>) -> Response {
     let filter = match filter_param(p.filter.as_deref()) {

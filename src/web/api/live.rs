@@ -114,8 +114,8 @@ mod tests {
     use crate::capture::{Record, RecordedResponse};
     use crate::core::{Connection, Host, Target};
     use crate::http::message::{HttpFlow, Request};
-    use crate::web::json::{FlowSummary, LiveRow, Phase};
-    use crate::web::store::{FlowSource, FlowState, MemoryStore, SummaryOf, SummaryRow};
+    use crate::web::json::{FlowState, FlowSummary, LiveRow, Phase};
+    use crate::web::store::{FlowSource, MemoryStore, SummaryOf, SummaryRow};
 
     #[test]
     fn a_batch_as_sent_reads_back_as_the_flows_summaries() {
