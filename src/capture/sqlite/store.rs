@@ -554,6 +554,28 @@ mod tests {
         assert_eq!(read_sqlite(&path).unwrap().len(), BATCH + 5);
     }
 
+    /// Makes SQLite fail the insert of a body `fail`: `RAISE(ABORT)` undoes the
+    /// statement alone, `RAISE(ROLLBACK)` the whole transaction.
+    fn fail_bodies(store: &SqliteStore, raise: &str) {
+        store
+            .conn
+            .execute_batch(&format!(
+                "DROP TRIGGER IF EXISTS fail;
+                 CREATE TRIGGER fail BEFORE INSERT ON bodies WHEN NEW.data = X'6661696C'
+                 BEGIN SELECT RAISE({raise}); END;"
+            ))
+            .unwrap();
+    }
+
+    /// The paths of the flows committed at `path`.
+    fn saved_paths(path: &Path) -> Vec<String> {
+        read_sqlite(path)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.request.path)
+            .collect()
+    }
+
     #[test]
     fn a_record_that_fails_leaves_nothing_and_the_batch_stays() {
         let dir = tempfile::tempdir().unwrap();
@@ -561,13 +583,7 @@ mod tests {
         let mut store = SqliteStore::create(&path).unwrap();
         // Refuses one response body (the statement alone is undone, after the flow's
         // row and its request body went in).
-        store
-            .conn
-            .execute_batch(
-                "CREATE TRIGGER refuse BEFORE INSERT ON bodies WHEN NEW.data = X'6661696C'
-                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-            )
-            .unwrap();
+        fail_bodies(&store, "ABORT, 'refused'");
         store.write(&record("/a", Some((200, b"ok")))).unwrap();
         let e = store
             .write(&record("/b", Some((200, b"fail"))))
@@ -576,12 +592,7 @@ mod tests {
         assert!(!e.to_string().contains("lost"), "{e}");
         store.write(&record("/c", Some((200, b"ok")))).unwrap();
         store.flush().unwrap();
-        let paths: Vec<String> = read_sqlite(&path)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.request.path)
-            .collect();
-        assert_eq!(paths, ["/a", "/c"]);
+        assert_eq!(saved_paths(&path), ["/a", "/c"]);
         let bodies: i64 = store
             .conn
             .query_row("SELECT count(*) FROM bodies", [], |r| r.get(0))
@@ -589,14 +600,7 @@ mod tests {
         assert_eq!(bodies, 4, "no body of /b is left");
 
         // A failure that rolls the whole transaction back says what it lost.
-        store
-            .conn
-            .execute_batch(
-                "DROP TRIGGER refuse;
-                 CREATE TRIGGER doom BEFORE INSERT ON bodies WHEN NEW.data = X'6661696C'
-                 BEGIN SELECT RAISE(ROLLBACK, 'doomed'); END;",
-            )
-            .unwrap();
+        fail_bodies(&store, "ROLLBACK, 'doomed'");
         store.write(&record("/d", Some((200, b"ok")))).unwrap();
         let e = store
             .write(&record("/e", Some((200, b"fail"))))
@@ -604,12 +608,7 @@ mod tests {
         assert!(e.to_string().contains("the 1 flow saved"), "{e}");
         store.write(&record("/f", Some((200, b"ok")))).unwrap();
         store.flush().unwrap();
-        let paths: Vec<String> = read_sqlite(&path)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.request.path)
-            .collect();
-        assert_eq!(paths, ["/a", "/c", "/f"]);
+        assert_eq!(saved_paths(&path), ["/a", "/c", "/f"]);
     }
 
     #[test]
@@ -622,13 +621,7 @@ mod tests {
             store.write_each(&mut records.iter(), &mut |e| errors.push(e.to_string()));
             errors
         };
-        store
-            .conn
-            .execute_batch(
-                "CREATE TRIGGER refuse BEFORE INSERT ON bodies WHEN NEW.data = X'6661696C'
-                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
-            )
-            .unwrap();
+        fail_bodies(&store, "ABORT, 'refused'");
         let records = ["/a", "/b", "/c"].map(|p| {
             let body: &[u8] = if p == "/b" { b"fail" } else { b"ok" };
             record(p, Some((200, body)))
@@ -640,14 +633,7 @@ mod tests {
         );
         // A trigger that rolls the whole transaction back in the middle of a burst: the
         // flows of the batch are lost, said once, and the burst goes on in a new one.
-        store
-            .conn
-            .execute_batch(
-                "DROP TRIGGER refuse;
-                 CREATE TRIGGER doom BEFORE INSERT ON bodies WHEN NEW.data = X'6661696C'
-                 BEGIN SELECT RAISE(ROLLBACK, 'doomed'); END;",
-            )
-            .unwrap();
+        fail_bodies(&store, "ROLLBACK, 'doomed'");
         let records = ["/d", "/e", "/f"].map(|p| {
             let body: &[u8] = if p == "/e" { b"fail" } else { b"ok" };
             record(p, Some((200, body)))
@@ -658,12 +644,7 @@ mod tests {
             "{errors:?}"
         );
         store.flush().unwrap();
-        let paths: Vec<String> = read_sqlite(&path)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.request.path)
-            .collect();
-        assert_eq!(paths, ["/f"]);
+        assert_eq!(saved_paths(&path), ["/f"]);
     }
 
     #[test]
