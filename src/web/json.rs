@@ -46,6 +46,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::capture::RecordedTimings;
+
 /// One row of the flow list: what the list shows of a flow. A page of them is a
 /// [`FlowPage`]; the live socket sends them as arrays ([`LiveMessage::Flows`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -472,6 +474,11 @@ impl FlowState {
 pub(crate) fn millis_since_epoch(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// From the start to the end of the response, in milliseconds, once known.
+pub(crate) fn duration_ms(timings: &RecordedTimings) -> Option<f64> {
+    timings.response_end.map(|d| d.as_secs_f64() * 1000.0)
 }
 
 /// A `Content-Type` value (`None`: none, or not UTF-8) without parameters, in lower

@@ -26,7 +26,7 @@ use crate::capture::{
 };
 use crate::core::{Connection, ServerFacts, SocketFacts, TlsFacts};
 use crate::http::message::{Body, Headers, HttpFlow, Response, Version};
-use crate::web::json::{media_type, millis_since_epoch, FlowState, RowValues};
+use crate::web::json::{duration_ms, media_type, millis_since_epoch, FlowState, RowValues};
 
 /// A flow as the store keeps it (see the module's note). Made at the request by
 /// [`of_request`](Self::of_request), given its response's head by
@@ -249,11 +249,14 @@ fn slice(buf: &Bytes, at: usize, len: usize) -> Option<Bytes> {
     (end <= buf.len()).then(|| buf.slice(at..end))
 }
 
-/// `buf[at..at + len]` as text.
+/// `buf[at..at + len]` as text, borrowed when it is UTF-8 (empty past its end).
+fn part(buf: &[u8], at: usize, len: usize) -> Cow<'_, str> {
+    lossy(buf.get(at..at + len).unwrap_or_default())
+}
+
+/// `buf[at..at + len]` as text, owned.
 fn text(buf: &Bytes, at: usize, len: usize) -> String {
-    buf.get(at..at + len)
-        .map(|b| lossy(b).into_owned())
-        .unwrap_or_default()
+    part(buf, at, len).into_owned()
 }
 
 /// A body as a record keeps it ([`kept_body`]): the bytes to keep, and what the
@@ -545,7 +548,6 @@ impl Packed {
     /// read from the packed buffers with no record made.
     pub(crate) fn row(&self, id: u64, state: FlowState, matches: bool) -> RowValues<'_> {
         let head = &self.head[..];
-        let part = |at: usize, len: usize| lossy(head.get(at..at + len).unwrap_or_default());
         let content_type = self.response.and_then(|r| {
             let reply = &self.reply[..];
             fields(reply, r.reason, r.fields)
@@ -556,15 +558,15 @@ impl Packed {
         RowValues {
             id,
             time: millis_since_epoch(self.started_at),
-            method: part(0, self.method),
+            method: part(head, 0, self.method),
             scheme: self.scheme,
-            host: part(self.method, self.host),
+            host: part(head, self.method, self.host),
             port: self.port,
-            path: part(self.method + self.host, self.path),
+            path: part(head, self.method + self.host, self.path),
             status: self.response.map(|r| r.status),
             content_type: media_type(content_type),
             size: self.response.map_or(0, |r| r.body.size),
-            duration: self.timings.response_end.map(|d| d.as_secs_f64() * 1000.0),
+            duration: duration_ms(&self.timings),
             state,
             error: extra.is_some_and(|e| e.error.is_some()),
             websocket: self.websocket,

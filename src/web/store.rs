@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 
 use super::changes::{ChangeHub, Changes};
-use super::json::{media_type, millis_since_epoch, FlowPage, FlowState, FlowSummary, RowValues};
+use super::json::{
+    duration_ms, media_type, millis_since_epoch, FlowPage, FlowState, FlowSummary, RowValues,
+};
 use super::packed::Packed;
 #[cfg(feature = "sqlite")]
 use crate::capture::sqlite::SqliteReader;
@@ -67,7 +69,7 @@ impl Serialize for SummaryRow<'_> {
             status: response.map(|r| r.status),
             content_type: content_type(record),
             size: response.map_or(0, |r| r.body.size),
-            duration: duration_ms(record),
+            duration: duration_ms(&record.timings),
             state,
             error: record.error.is_some(),
             websocket: record.websocket.is_some(),
@@ -77,14 +79,6 @@ impl Serialize for SummaryRow<'_> {
         }
         .serialize(s)
     }
-}
-
-/// From the start to the end of the response, in milliseconds, once known.
-fn duration_ms(record: &Record) -> Option<f64> {
-    record
-        .timings
-        .response_end
-        .map(|d| d.as_secs_f64() * 1000.0)
 }
 
 // `FlowSummary` is defined with the other JSON types of the API (json.rs); here is how
@@ -104,7 +98,7 @@ impl FlowSummary {
             status: response.map(|r| r.status),
             content_type: content_type(record).into_owned(),
             size: response.map_or(0, |r| r.body.size),
-            duration: duration_ms(record),
+            duration: duration_ms(&record.timings),
             pending: state.pending,
             intercepted: state.intercepted,
             error: record.error.is_some(),

@@ -206,12 +206,17 @@ impl SqliteStore {
 
     /// Commits the open transaction, if any.
     fn commit(&mut self) -> rusqlite::Result<()> {
-        if self.pending > 0 {
-            self.conn.execute_batch("COMMIT")?;
-            self.pending = 0;
-        }
-        Ok(())
+        commit(&self.conn, &mut self.pending)
     }
+}
+
+/// Commits the transaction open on `conn` with `pending` records, if any.
+fn commit(conn: &Connection, pending: &mut usize) -> rusqlite::Result<()> {
+    if *pending > 0 {
+        conn.execute_batch("COMMIT")?;
+        *pending = 0;
+    }
+    Ok(())
 }
 
 /// The store's statements, looked up in the connection's cache once per burst of
@@ -391,8 +396,7 @@ fn save(
         }
     }
     if *pending >= BATCH {
-        conn.execute_batch("COMMIT").map_err(io::Error::other)?;
-        *pending = 0;
+        commit(conn, pending).map_err(io::Error::other)?;
     }
     Ok(())
 }
